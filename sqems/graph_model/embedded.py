@@ -1,0 +1,486 @@
+"""The embedded graph store: a networkx ``MultiDiGraph`` in memory, durable in SQLite.
+
+SQLite (WAL journal, ``synchronous=FULL``) is the record: every write batch is one
+SQLite transaction, so a process killed mid-batch leaves each committed batch whole
+and no trace of the batch it was writing. The in-memory graph holds the topology
+(labels, edge types, edge properties and node time intervals) for fast traversals;
+node properties stay in SQLite and are read by uid when asked for.
+
+One process writes a store file at a time (an advisory lock guards it); any number
+may open it read-only and see it as it was when they opened it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+import networkx as nx
+
+from sqems.errors import ConfigError, GraphUnavailable, NotFound, ValidationFailed
+from sqems.graph_model.edges import rel_type
+from sqems.graph_model.nodes import Node, node_type
+from sqems.graph_model.store import (
+    DEFAULT_MAX_DEPTH,
+    Direction,
+    Edge,
+    Hops,
+    Reached,
+    Subgraph,
+    TimeWindow,
+    Traversal,
+    WriteBatch,
+    iter_chunks,
+)
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (
+    uid TEXT PRIMARY KEY, label TEXT NOT NULL, t0 REAL, t1 REAL, props TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nodes_by_label ON nodes (label);
+CREATE TABLE IF NOT EXISTS edges (
+    src TEXT NOT NULL, type TEXT NOT NULL, dst TEXT NOT NULL, props TEXT,
+    PRIMARY KEY (src, type, dst)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS edges_by_dst ON edges (dst, type);
+"""
+_SCHEMA_VERSION = "1"
+_SQL_CHUNK = 900
+
+
+class EmbeddedGraphStore:
+    """A :class:`~sqems.graph_model.store.GraphStore` in one SQLite file.
+
+    >>> from sqems.graph_model.nodes import Supplier
+    >>> store = EmbeddedGraphStore(None)          # in memory only
+    >>> store.upsert_nodes([Supplier(uid="SUP-1", name="Acme Metals")])
+    1
+    >>> store.get("SUP-1").name
+    'Acme Metals'
+    """
+
+    def __init__(self, path: Path | str | None, *, read_only: bool = False) -> None:
+        self.path = Path(path) if path is not None else None
+        self.read_only = read_only
+        self._lock = threading.RLock()
+        self._lockfile: TextIO | None = None
+        self._g = nx.MultiDiGraph()
+        self._times: dict[str, tuple[float, float]] = {}
+        self._label_counts: Counter[str] = Counter()
+        self._edge_counts: Counter[str] = Counter()
+        self._db = self._connect()
+        self._load()
+
+    # --- opening ---------------------------------------------------------------------
+
+    @property
+    def description(self) -> str:
+        return f"embedded at {self.path}" if self.path else "embedded in memory"
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path is None:
+            if self.read_only:
+                raise ConfigError("an in-memory store cannot be opened read-only")
+            db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            db.executescript(_SCHEMA)
+            return db
+        if self.path.exists() and self.path.is_dir():
+            raise ConfigError(f"graph store path {self.path} is a directory; give a file path")
+        if self.read_only:
+            if not self.path.exists():
+                raise NotFound(
+                    f"no graph store at {self.path}; load a plant first (sqems demo or sqems load)"
+                )
+            uri = f"file:{self.path}?mode=ro"
+            try:
+                return sqlite3.connect(
+                    uri, uri=True, isolation_level=None, check_same_thread=False
+                )
+            except sqlite3.Error as exc:
+                raise GraphUnavailable(f"cannot open graph store {self.path}: {exc}") from None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create data directory {self.path.parent}: {exc}") from None
+        self._take_lock()
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(_SCHEMA)
+            db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (_SCHEMA_VERSION,)
+            )
+        except sqlite3.DatabaseError as exc:
+            self._release_lock()
+            raise GraphUnavailable(
+                f"{self.path} is not a usable SQEMS graph store: {exc}"
+            ) from None
+        return db
+
+    def _take_lock(self) -> None:
+        assert self.path is not None
+        handle = open(f"{self.path}.lock", "a+")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise GraphUnavailable(
+                f"graph store {self.path} is open for writing by {holder}; stop it, or open "
+                "the store read-only"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._lockfile = handle
+
+    def _release_lock(self) -> None:
+        if self._lockfile is not None:
+            fcntl.flock(self._lockfile.fileno(), fcntl.LOCK_UN)
+            self._lockfile.close()
+            self._lockfile = None
+
+    def _load(self) -> None:
+        g = self._g
+        rows = self._db.execute("SELECT uid, label, t0, t1 FROM nodes")
+        labels = self._label_counts
+        times = self._times
+        for uid, label, t0, t1 in rows:
+            g.add_node(uid, label=label)
+            labels[label] += 1
+            if t0 is not None:
+                times[uid] = (t0, t1)
+        edge_counts = self._edge_counts
+        rows = self._db.execute("SELECT src, type, dst, props FROM edges")
+
+        def edges() -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+            for src, typ, dst, props in rows:
+                edge_counts[typ] += 1
+                yield src, dst, typ, (json.loads(props) if props else {})
+
+        g.add_edges_from(edges())
+        log.info(
+            "opened graph store",
+            extra={"store": self.description, "nodes": g.number_of_nodes(),
+                   "edges": g.number_of_edges()},
+        )  # fmt: skip
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+            self._release_lock()
+
+    def __enter__(self) -> EmbeddedGraphStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writing ---------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[WriteBatch]:
+        batch = WriteBatch()
+        yield batch
+        self._commit(batch.nodes, batch.edges)
+
+    def upsert_nodes(self, nodes: Iterable[Node]) -> int:
+        nodes = list(nodes)
+        self._commit(nodes, [])
+        return len(nodes)
+
+    def upsert_edges(self, edges: Iterable[Edge]) -> int:
+        edges = list(edges)
+        self._commit([], edges)
+        return len(edges)
+
+    def _commit(self, nodes: list[Node], edges: list[Edge]) -> None:
+        if not nodes and not edges:
+            return
+        if self.read_only:
+            raise ConfigError(f"graph store {self.description} was opened read-only")
+        with self._lock:
+            node_rows, new_labels = self._node_rows(nodes)
+            edge_rows, new_edges = self._edge_rows(edges, new_labels)
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(
+                    "INSERT INTO nodes (uid, label, t0, t1, props) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (uid) DO UPDATE SET t0 = excluded.t0, t1 = excluded.t1, "
+                    "props = excluded.props",
+                    node_rows,
+                )
+                db.executemany(
+                    "INSERT INTO edges (src, type, dst, props) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (src, type, dst) DO UPDATE SET props = excluded.props",
+                    edge_rows,
+                )
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise GraphUnavailable(
+                    f"write to graph store {self.description} failed: {exc}"
+                ) from None
+            self._apply(node_rows, new_edges)
+
+    def _node_rows(
+        self, nodes: list[Node]
+    ) -> tuple[list[tuple[str, str, float | None, float | None, str]], dict[str, str]]:
+        rows: dict[str, tuple[str, str, float | None, float | None, str]] = {}
+        g_nodes = self._g.nodes
+        for node in nodes:
+            if not isinstance(node, Node):
+                raise ValidationFailed(f"expected a graph node model, got {type(node).__name__}")
+            label = node.label
+            uid = node.uid
+            if uid in g_nodes:
+                existing = g_nodes[uid]["label"]
+                if existing != label:
+                    raise ValidationFailed(
+                        f"uid {uid} already belongs to a {existing}; it cannot also be a {label}"
+                    )
+            earlier = rows.get(uid)
+            if earlier is not None and earlier[1] != label:
+                raise ValidationFailed(f"uid {uid} appears as both {earlier[1]} and {label}")
+            span = node.interval()
+            t0, t1 = span if span is not None else (None, None)
+            rows[uid] = (uid, label, t0, t1, node.model_dump_json())
+        return list(rows.values()), {uid: row[1] for uid, row in rows.items()}
+
+    def _edge_rows(
+        self, edges: list[Edge], batch_labels: dict[str, str]
+    ) -> tuple[list[tuple[str, str, str, str | None]], list[tuple[str, str, str, dict[str, Any]]]]:
+        rows = []
+        applied = []
+        g_nodes = self._g.nodes
+        for edge in edges:
+            spec = rel_type(edge.type)
+            ends = []
+            for end in (edge.src, edge.dst):
+                label = batch_labels.get(end)
+                if label is None:
+                    attrs = g_nodes.get(end)
+                    if attrs is None:
+                        raise ValidationFailed(
+                            f"{edge.type} {edge.src}→{edge.dst}: node {end} is not in the graph "
+                            f"({self.description}); write it before its edges"
+                        )
+                    label = attrs["label"]
+                ends.append(label)
+            spec.check(ends[0], ends[1])
+            props = spec.check_props(edge.src, edge.dst, dict(edge.props) if edge.props else None)
+            rows.append((edge.src, edge.type, edge.dst, json.dumps(props) if props else None))
+            applied.append((edge.src, edge.dst, edge.type, props))
+        return rows, applied
+
+    def _apply(
+        self,
+        node_rows: list[tuple[str, str, float | None, float | None, str]],
+        edges: list[tuple[str, str, str, dict[str, Any]]],
+    ) -> None:
+        g = self._g
+        for uid, label, t0, t1, _ in node_rows:
+            if uid not in g:
+                g.add_node(uid, label=label)
+                self._label_counts[label] += 1
+            if t0 is None:
+                self._times.pop(uid, None)
+            else:
+                self._times[uid] = (t0, t1 if t1 is not None else t0)
+        for src, dst, typ, props in edges:
+            keys = g.succ[src].get(dst)
+            if keys is not None and typ in keys:
+                keys[typ].clear()
+                keys[typ].update(props)
+            else:
+                g.add_edge(src, dst, key=typ, **props)
+                self._edge_counts[typ] += 1
+
+    # --- reading ---------------------------------------------------------------------
+
+    def label_of(self, uid: str) -> str | None:
+        attrs = self._g.nodes.get(uid)
+        return None if attrs is None else str(attrs["label"])
+
+    def get(self, uid: str) -> Node:
+        found = self.get_many([uid])
+        if uid not in found:
+            raise NotFound(f"{uid} is not in the graph (store: {self.description})")
+        return found[uid]
+
+    def get_many(self, uids: Iterable[str]) -> dict[str, Node]:
+        out: dict[str, Node] = {}
+        with self._lock:
+            for chunk in iter_chunks(dict.fromkeys(uids), _SQL_CHUNK):
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT uid, label, props FROM nodes WHERE uid IN ({marks})",  # noqa: S608
+                    chunk,
+                ).fetchall()
+                for uid, label, props in rows:
+                    out[uid] = node_type(label).model_validate_json(props)
+        return out
+
+    def find(
+        self, label: str, where: Mapping[str, Any] | None = None, limit: int | None = None
+    ) -> list[Node]:
+        model = node_type(label)
+        sql = ["SELECT props FROM nodes WHERE label = ?"]
+        args: list[Any] = [label]
+        for key, value in (where or {}).items():
+            if key not in model.model_fields:
+                raise ValidationFailed(
+                    f"{label} has no property {key!r}; it has {', '.join(model.model_fields)}"
+                )
+            sql.append("AND json_extract(props, ?) IS ?")
+            args += [f"$.{key}", _json_scalar(value)]
+        sql.append("ORDER BY uid")
+        if limit is not None:
+            sql.append("LIMIT ?")
+            args.append(int(limit))
+        with self._lock:
+            rows = self._db.execute(" ".join(sql), args).fetchall()
+        return [model.model_validate_json(props) for (props,) in rows]
+
+    def count(self, label: str | None = None) -> int:
+        if label is None:
+            return int(self._g.number_of_nodes())
+        node_type(label)
+        return self._label_counts[label]
+
+    def count_edges(self, type: str | None = None) -> int:
+        if type is None:
+            return int(self._g.number_of_edges())
+        rel_type(type)
+        return self._edge_counts[type]
+
+    def edges(self, uids: Iterable[str], hops: Hops) -> list[Edge]:
+        outs, ins = _split(hops)
+        g = self._g
+        found: dict[tuple[str, str, str], Edge] = {}
+        for uid in uids:
+            if uid not in g:
+                raise NotFound(f"{uid} is not in the graph (store: {self.description})")
+            if outs:
+                for dst, keys in g.succ[uid].items():
+                    for typ, props in keys.items():
+                        if typ in outs:
+                            found[(uid, typ, dst)] = Edge(typ, uid, dst, dict(props))
+            if ins:
+                for src, keys in g.pred[uid].items():
+                    for typ, props in keys.items():
+                        if typ in ins:
+                            found[(src, typ, uid)] = Edge(typ, src, uid, dict(props))
+        return [found[k] for k in sorted(found)]
+
+    def traverse(
+        self,
+        start: Iterable[str],
+        hops: Hops,
+        *,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        window: TimeWindow | None = None,
+    ) -> Traversal:
+        if max_depth < 0:
+            raise ValidationFailed(f"max_depth must be 0 or more, got {max_depth}")
+        outs, ins = _split(hops)
+        g = self._g
+        nodes = g.nodes
+        succ, pred = g.succ, g.pred
+        times = self._times
+        lo, hi = window.bounds() if window is not None else (0.0, 0.0)
+        reached: dict[str, Reached] = {}
+        frontier = sorted(set(start))
+        for uid in frontier:
+            if uid not in nodes:
+                raise NotFound(f"{uid} is not in the graph (store: {self.description})")
+            reached[uid] = Reached(uid, nodes[uid]["label"], 0)
+        outside: set[str] = set()
+        depth = 0
+        while frontier and depth < max_depth:
+            depth += 1
+            level: list[str] = []
+            for u in frontier:
+                for adjacency, wanted, direction in (
+                    (succ, outs, Direction.OUT),
+                    (pred, ins, Direction.IN),
+                ):
+                    if not wanted:
+                        continue
+                    for v, keys in adjacency[u].items():
+                        if v in reached or v in outside:
+                            continue
+                        typ = min((t for t in keys if t in wanted), default=None)
+                        if typ is None:
+                            continue
+                        if window is not None:
+                            span = times.get(v)
+                            if span is not None and (span[1] < lo or span[0] > hi):
+                                outside.add(v)
+                                continue
+                        reached[v] = Reached(v, nodes[v]["label"], depth, u, typ, direction)
+                        level.append(v)
+            level.sort()
+            frontier = level
+        return Traversal(tuple(sorted(set(start))), reached)
+
+    def subgraph(self, uids: Iterable[str]) -> Subgraph:
+        wanted = dict.fromkeys(uids)
+        nodes = self.get_many(wanted)
+        missing = [u for u in wanted if u not in nodes]
+        if missing:
+            raise NotFound(
+                f"{len(missing)} uid(s) are not in the graph, e.g. {missing[0]} "
+                f"(store: {self.description})"
+            )
+        edges = []
+        succ = self._g.succ
+        for src in sorted(wanted):
+            for dst, keys in succ[src].items():
+                if dst in wanted:
+                    edges.extend(Edge(t, src, dst, dict(p)) for t, p in keys.items())
+        edges.sort(key=lambda e: (e.src, e.type, e.dst))
+        return Subgraph([nodes[u] for u in sorted(wanted)], edges)
+
+    # --- introspection for benchmarks and tools ----------------------------------------
+
+    @property
+    def graph(self) -> nx.MultiDiGraph:
+        """The in-memory topology (read it, never write it: SQLite is the record)."""
+        return self._g
+
+
+def _split(hops: Hops) -> tuple[frozenset[str], frozenset[str]]:
+    for typ in hops:
+        rel_type(typ)
+    outs = frozenset(t for t, d in hops.items() if d in (Direction.OUT, Direction.BOTH))
+    ins = frozenset(t for t, d in hops.items() if d in (Direction.IN, Direction.BOTH))
+    return outs, ins
+
+
+def _json_scalar(value: Any) -> Any:
+    """The value json_extract returns for a property that equals ``value``."""
+    if isinstance(value, bool):
+        return int(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat().replace("+00:00", "Z")
+    if hasattr(value, "value"):
+        return value.value
+    return value

@@ -1,0 +1,459 @@
+"""Node labels of the quality knowledge graph and their property models.
+
+Every node has a stable business key ``uid`` that is unique across the whole graph, and
+the properties of its label, validated by a pydantic model. Timestamps must carry a
+time zone; spec limits, quantities and orders of events are checked here, so a bad
+record is refused before it reaches any store.
+
+>>> Parameter.parse({"uid": "P-REFLOW-PEAK", "name": "peak temperature",
+...                  "unit": "degC", "lsl": 235, "usl": 250, "target": 243}).usl
+250.0
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Self
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from sqems.errors import ValidationFailed
+
+Uid = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9_$][A-Za-z0-9._:/#@+$-]{0,199}$"),
+]
+"""A business key: letters, digits and ``._:/#@+$-``; IFC GlobalIds fit."""
+
+UnitSymbol = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32, pattern=r"^\S+$")
+]
+"""A unit of measure as written in specs and payloads: ``degC``, ``N*m``, ``um``, ``pcs``."""
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+Text = Annotated[str, StringConstraints(max_length=10_000)]
+CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+
+
+class SupplierStatus(StrEnum):
+    APPROVED = "approved"
+    CONDITIONAL = "conditional"
+    DISQUALIFIED = "disqualified"
+
+
+class ProductKind(StrEnum):
+    FINISHED = "finished"
+    SUBASSEMBLY = "subassembly"
+
+
+class BatchStatus(StrEnum):
+    PLANNED = "planned"
+    IN_PROCESS = "in_process"
+    COMPLETED = "completed"
+    ON_HOLD = "on_hold"
+    SCRAPPED = "scrapped"
+
+
+class UnitStatus(StrEnum):
+    GOOD = "good"
+    DEFECTIVE = "defective"
+    REWORKED = "reworked"
+    SCRAPPED = "scrapped"
+
+
+class Shift(StrEnum):
+    EARLY = "early"
+    LATE = "late"
+    NIGHT = "night"
+
+
+class InspectionMethod(StrEnum):
+    AOI = "aoi"
+    XRAY = "xray"
+    MANUAL = "manual"
+    FUNCTIONAL = "functional"
+    CMM = "cmm"
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+
+
+class Severity(StrEnum):
+    MINOR = "minor"
+    MAJOR = "major"
+    CRITICAL = "critical"
+
+
+class Disposition(StrEnum):
+    PENDING = "pending"
+    REWORK = "rework"
+    SCRAP = "scrap"
+    USE_AS_IS = "use_as_is"
+    RETURN_TO_SUPPLIER = "return_to_supplier"
+
+
+class Category6M(StrEnum):
+    """The Ishikawa (fishbone) categories a defect type is filed under."""
+
+    MAN = "man"
+    MACHINE = "machine"
+    METHOD = "method"
+    MATERIAL = "material"
+    MEASUREMENT = "measurement"
+    ENVIRONMENT = "environment"
+
+
+class CapaStatus(StrEnum):
+    OPEN = "open"
+    CONTAINMENT = "containment"
+    ROOT_CAUSE = "root_cause"
+    ACTION = "action"
+    VERIFICATION = "verification"
+    CLOSED = "closed"
+
+
+class Node(BaseModel):
+    """Base of every node model: a frozen, strictly-shaped record with a ``uid``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+    label: ClassVar[str] = "Node"
+    time_span: ClassVar[tuple[str, str | None] | None] = None
+    """Names of the fields that place the node in time (start, end); used by windows."""
+
+    uid: Uid
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> Self:
+        """Validate ``data`` as this label, raising :class:`ValidationFailed` that names
+        the node and every offending field."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ValidationFailed(describe_errors(cls.label, data, exc)) from None
+
+    def interval(self) -> tuple[float, float] | None:
+        """The node's place in time as POSIX seconds ``(start, end)``, or None."""
+        if self.time_span is None:
+            return None
+        start_field, end_field = self.time_span
+        start: datetime | None = getattr(self, start_field)
+        if start is None:
+            return None
+        end: datetime | None = getattr(self, end_field) if end_field else None
+        t0 = start.timestamp()
+        return (t0, end.timestamp() if end is not None else t0)
+
+
+def describe_errors(label: str, data: dict[str, Any], exc: ValidationError) -> str:
+    """One line naming the node and each bad field with the value it got."""
+    uid = data.get("uid", "?") if isinstance(data, dict) else "?"
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(record)"
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        parts.append(f"{field}: {err['msg']}{shown}")
+    return f"{label} {uid}: " + "; ".join(parts)
+
+
+def _ordered(start: datetime | None, end: datetime | None, what: str) -> None:
+    if start is not None and end is not None and end < start:
+        raise ValueError(f"{what} ends ({end.isoformat()}) before it starts ({start.isoformat()})")
+
+
+# --- supply -------------------------------------------------------------------------
+
+
+class Supplier(Node):
+    label: ClassVar[str] = "Supplier"
+    name: Name
+    country: CountryCode | None = None
+    status: SupplierStatus = SupplierStatus.APPROVED
+
+
+class Material(Node):
+    """A part number."""
+
+    label: ClassVar[str] = "Material"
+    name: Name
+    unit: UnitSymbol = "pcs"
+    critical: bool = False
+
+
+class MaterialLot(Node):
+    label: ClassVar[str] = "MaterialLot"
+    time_span: ClassVar[tuple[str, str | None] | None] = ("received_at", None)
+    received_at: AwareDatetime
+    quantity: float = Field(gt=0, allow_inf_nan=False)
+    unit: UnitSymbol = "pcs"
+    expires_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _expiry(self) -> Self:
+        _ordered(self.received_at, self.expires_at, "lot shelf life")
+        return self
+
+
+# --- products and production ---------------------------------------------------------
+
+
+class Product(Node):
+    label: ClassVar[str] = "Product"
+    name: Name
+    revision: str = "A"
+    kind: ProductKind = ProductKind.FINISHED
+
+
+class Batch(Node):
+    """A production lot / work order."""
+
+    label: ClassVar[str] = "Batch"
+    time_span: ClassVar[tuple[str, str | None] | None] = ("started_at", "ended_at")
+    started_at: AwareDatetime
+    ended_at: AwareDatetime | None = None
+    quantity: int = Field(ge=0)
+    status: BatchStatus = BatchStatus.COMPLETED
+
+    @model_validator(mode="after")
+    def _order(self) -> Self:
+        _ordered(self.started_at, self.ended_at, "batch")
+        return self
+
+
+class Unit(Node):
+    """A serialised item (finished product or sub-assembly)."""
+
+    label: ClassVar[str] = "Unit"
+    time_span: ClassVar[tuple[str, str | None] | None] = ("produced_at", None)
+    produced_at: AwareDatetime
+    status: UnitStatus = UnitStatus.GOOD
+
+
+# --- equipment ------------------------------------------------------------------------
+
+
+class Site(Node):
+    label: ClassVar[str] = "Site"
+    name: Name
+    country: CountryCode | None = None
+    timezone: str = "UTC"
+
+
+class Line(Node):
+    label: ClassVar[str] = "Line"
+    name: Name
+
+
+class Machine(Node):
+    label: ClassVar[str] = "Machine"
+    name: Name
+    kind: str = Field(default="generic", max_length=100)
+    x_m: float = Field(default=0.0, allow_inf_nan=False)
+    y_m: float = Field(default=0.0, allow_inf_nan=False)
+    rotation_deg: float = Field(default=0.0, ge=-360, le=360)
+    length_m: float = Field(default=2.0, gt=0, allow_inf_nan=False)
+    width_m: float = Field(default=1.5, gt=0, allow_inf_nan=False)
+    height_m: float = Field(default=2.0, gt=0, allow_inf_nan=False)
+
+
+class ProcessStep(Node):
+    label: ClassVar[str] = "ProcessStep"
+    name: Name
+    sequence: int = Field(ge=1)
+
+
+class Parameter(Node):
+    """A process parameter with its unit and specification limits."""
+
+    label: ClassVar[str] = "Parameter"
+    name: Name
+    unit: UnitSymbol
+    lsl: float | None = Field(default=None, allow_inf_nan=False)
+    usl: float | None = Field(default=None, allow_inf_nan=False)
+    target: float | None = Field(default=None, allow_inf_nan=False)
+    critical: bool = False
+
+    @model_validator(mode="after")
+    def _limits(self) -> Self:
+        if self.lsl is not None and self.usl is not None and self.lsl >= self.usl:
+            raise ValueError(f"lsl ({self.lsl}) must be below usl ({self.usl})")
+        if self.target is not None:
+            if self.lsl is not None and self.target < self.lsl:
+                raise ValueError(f"target ({self.target}) is below lsl ({self.lsl})")
+            if self.usl is not None and self.target > self.usl:
+                raise ValueError(f"target ({self.target}) is above usl ({self.usl})")
+        return self
+
+    def in_spec(self, value: float) -> bool:
+        """True when ``value`` lies within the limits (a missing limit is open)."""
+        if math.isnan(value):
+            return False
+        if self.lsl is not None and value < self.lsl:
+            return False
+        return not (self.usl is not None and value > self.usl)
+
+
+class ProcessRun(Node):
+    """A batch on a machine for one process step."""
+
+    label: ClassVar[str] = "ProcessRun"
+    time_span: ClassVar[tuple[str, str | None] | None] = ("started_at", "ended_at")
+    started_at: AwareDatetime
+    ended_at: AwareDatetime | None = None
+    shift: Shift
+
+    @model_validator(mode="after")
+    def _order(self) -> Self:
+        _ordered(self.started_at, self.ended_at, "process run")
+        return self
+
+
+class Operator(Node):
+    label: ClassVar[str] = "Operator"
+    name: Name
+    qualified: bool = True
+
+
+class Calibration(Node):
+    label: ClassVar[str] = "Calibration"
+    time_span: ClassVar[tuple[str, str | None] | None] = ("performed_at", None)
+    performed_at: AwareDatetime
+    due_at: AwareDatetime | None = None
+    verdict: Verdict = Verdict.PASS
+
+    @model_validator(mode="after")
+    def _order(self) -> Self:
+        _ordered(self.performed_at, self.due_at, "calibration interval")
+        return self
+
+
+# --- quality -----------------------------------------------------------------------------
+
+
+class Inspection(Node):
+    label: ClassVar[str] = "Inspection"
+    time_span: ClassVar[tuple[str, str | None] | None] = ("inspected_at", None)
+    inspected_at: AwareDatetime
+    method: InspectionMethod
+    sample_size: int = Field(ge=0)
+    defects_found: int = Field(default=0, ge=0)
+    verdict: Verdict = Verdict.PASS
+    image_ref: str | None = Field(default=None, max_length=2_000)
+
+    @model_validator(mode="after")
+    def _counts(self) -> Self:
+        if self.defects_found > self.sample_size:
+            raise ValueError(
+                f"defects_found ({self.defects_found}) exceeds sample_size ({self.sample_size})"
+            )
+        return self
+
+
+class DefectType(Node):
+    label: ClassVar[str] = "DefectType"
+    name: Name
+    category: Category6M
+
+
+class Defect(Node):
+    label: ClassVar[str] = "Defect"
+    time_span: ClassVar[tuple[str, str | None] | None] = ("found_at", None)
+    found_at: AwareDatetime
+    severity: Severity = Severity.MAJOR
+    disposition: Disposition = Disposition.PENDING
+    description: Text | None = None
+
+
+class Shipment(Node):
+    label: ClassVar[str] = "Shipment"
+    time_span: ClassVar[tuple[str, str | None] | None] = ("shipped_at", None)
+    shipped_at: AwareDatetime
+    carrier: str | None = Field(default=None, max_length=200)
+
+
+class Customer(Node):
+    label: ClassVar[str] = "Customer"
+    name: Name
+    country: CountryCode | None = None
+
+
+class Complaint(Node):
+    label: ClassVar[str] = "Complaint"
+    time_span: ClassVar[tuple[str, str | None] | None] = ("received_at", None)
+    received_at: AwareDatetime
+    severity: Severity = Severity.MAJOR
+    description: Text = ""
+
+
+class Alarm(Node):
+    label: ClassVar[str] = "Alarm"
+    time_span: ClassVar[tuple[str, str | None] | None] = ("raised_at", "cleared_at")
+    raised_at: AwareDatetime
+    cleared_at: AwareDatetime | None = None
+    rule: str = Field(max_length=200)
+    severity: Severity = Severity.MAJOR
+    value: float | None = Field(default=None, allow_inf_nan=False)
+    message: Text = ""
+
+    @model_validator(mode="after")
+    def _order(self) -> Self:
+        _ordered(self.raised_at, self.cleared_at, "alarm")
+        return self
+
+
+class Capa(Node):
+    """A corrective and preventive action."""
+
+    label: ClassVar[str] = "Capa"
+    time_span: ClassVar[tuple[str, str | None] | None] = ("opened_at", "closed_at")
+    title: Name
+    status: CapaStatus = CapaStatus.OPEN
+    opened_at: AwareDatetime
+    closed_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> Self:
+        _ordered(self.opened_at, self.closed_at, "CAPA")
+        return self
+
+
+class BimElement(Node):
+    """An element of a building/line model, keyed by its IFC GlobalId."""
+
+    label: ClassVar[str] = "BimElement"
+    ifc_class: str = Field(pattern=r"^Ifc[A-Za-z0-9]+$")
+    name: str | None = Field(default=None, max_length=300)
+    storey: str | None = Field(default=None, max_length=300)
+
+
+NODE_TYPES: dict[str, type[Node]] = {
+    cls.label: cls
+    for cls in (
+        Supplier, Material, MaterialLot, Product, Batch, Unit, Site, Line, Machine,
+        ProcessStep, Parameter, ProcessRun, Operator, Calibration, Inspection, DefectType,
+        Defect, Shipment, Customer, Complaint, Alarm, Capa, BimElement,
+    )
+}  # fmt: skip
+"""Every node label of the model, by name."""
+
+
+def node_type(label: str) -> type[Node]:
+    """The model class of ``label``; :class:`ValidationFailed` for an unknown label."""
+    try:
+        return NODE_TYPES[label]
+    except KeyError:
+        known = ", ".join(sorted(NODE_TYPES))
+        raise ValidationFailed(f"unknown node label {label!r}; known labels: {known}") from None

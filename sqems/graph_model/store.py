@@ -1,0 +1,244 @@
+"""The ``GraphStore`` protocol every backend implements, and the records it speaks.
+
+A store holds nodes (validated :class:`~sqems.graph_model.nodes.Node` models keyed by a
+graph-wide unique ``uid``) and typed edges (at most one edge of a type between two
+nodes). Writes are idempotent upserts applied in atomic batches; reads are point
+lookups, property finds and breadth-first traversals.
+
+Traversal is defined once, here, so that every backend returns the same answer:
+
+* it runs level by level from the start uids, following only the ``hops`` given (an
+  edge type and the direction to follow it in), never deeper than ``max_depth``;
+* a node enters the result at the first level that reaches it (so cycles end);
+* when several nodes of one level reach a new node, it is attributed to the smallest
+  parent uid, then ``out`` before ``in``, then the smallest edge type;
+* with a ``window``, a node that has a place in time (its label's ``time_span``) enters
+  only if its interval overlaps the window; nodes without one always pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from sqems.errors import NotFound, ValidationFailed
+from sqems.graph_model.nodes import Node
+
+DEFAULT_MAX_DEPTH = 32
+
+
+class Direction(StrEnum):
+    OUT = "out"
+    IN = "in"
+    BOTH = "both"
+
+
+Hops = Mapping[str, Direction]
+"""Edge types to follow, each with the direction to follow it in."""
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """A typed relationship ``src -[type]-> dst`` with optional properties."""
+
+    type: str
+    src: str
+    dst: str
+    props: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "src": self.src, "dst": self.dst, "props": dict(self.props)}
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """A closed interval of time; either end may be open (None)."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise ValidationFailed(
+                    f"time window {name} {value.isoformat()} has no time zone; "
+                    "give an offset such as +00:00"
+                )
+        if self.start is not None and self.end is not None and self.end < self.start:
+            raise ValidationFailed(
+                f"time window ends ({self.end.isoformat()}) before it starts "
+                f"({self.start.isoformat()})"
+            )
+
+    def bounds(self) -> tuple[float, float]:
+        """POSIX seconds ``(lo, hi)``, infinite where open."""
+        lo = self.start.timestamp() if self.start is not None else float("-inf")
+        hi = self.end.timestamp() if self.end is not None else float("inf")
+        return lo, hi
+
+    def overlaps(self, interval: tuple[float, float] | None) -> bool:
+        if interval is None:
+            return True
+        lo, hi = self.bounds()
+        return interval[1] >= lo and interval[0] <= hi
+
+
+@dataclass(frozen=True, slots=True)
+class Reached:
+    """A node a traversal reached, with the edge that first reached it."""
+
+    uid: str
+    label: str
+    depth: int
+    via: str | None = None
+    edge: str | None = None
+    direction: Direction | None = None
+
+
+@dataclass(slots=True)
+class Traversal:
+    """The breadth-first tree a traversal grew, start nodes included at depth 0."""
+
+    start: tuple[str, ...]
+    reached: dict[str, Reached]
+
+    def __contains__(self, uid: object) -> bool:
+        return uid in self.reached
+
+    def __len__(self) -> int:
+        return len(self.reached)
+
+    def by_label(self, label: str) -> list[Reached]:
+        """Reached nodes of one label, ordered by uid."""
+        return sorted((r for r in self.reached.values() if r.label == label), key=_uid)
+
+    def path(self, uid: str) -> list[Reached]:
+        """The chain of reached nodes from a start node to ``uid`` (inclusive)."""
+        if uid not in self.reached:
+            raise NotFound(f"{uid} was not reached by this traversal")
+        chain = [self.reached[uid]]
+        while chain[-1].via is not None:
+            chain.append(self.reached[chain[-1].via])
+        chain.reverse()
+        return chain
+
+
+def _uid(r: Reached) -> str:
+    return r.uid
+
+
+@dataclass(slots=True)
+class Subgraph:
+    """Nodes and the edges among them, ready to serialise."""
+
+    nodes: list[Node]
+    edges: list[Edge]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "nodes": [{"label": n.label, **n.model_dump(mode="json")} for n in self.nodes],
+            "edges": [e.as_dict() for e in self.edges],
+        }
+
+
+class WriteBatch:
+    """Nodes and edges collected inside :meth:`GraphStore.transaction`, written together."""
+
+    __slots__ = ("edges", "nodes")
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+        self.edges: list[Edge] = []
+
+    def add_nodes(self, nodes: Iterable[Node]) -> None:
+        self.nodes.extend(nodes)
+
+    def add_edges(self, edges: Iterable[Edge]) -> None:
+        self.edges.extend(edges)
+
+
+@runtime_checkable
+class GraphStore(Protocol):
+    """What every graph backend offers; see the module docstring for the semantics."""
+
+    @property
+    def description(self) -> str:
+        """Where the store lives, for messages: ``embedded at /srv/sqems/graph.db``."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[WriteBatch]:
+        """A batch that is written atomically when the block ends without error."""
+        ...
+
+    def upsert_nodes(self, nodes: Iterable[Node]) -> int:
+        """Create or replace nodes in one transaction; returns how many were written."""
+        ...
+
+    def upsert_edges(self, edges: Iterable[Edge]) -> int:
+        """Create or update edges in one transaction; both ends must exist."""
+        ...
+
+    def get(self, uid: str) -> Node:
+        """The node with ``uid``; :class:`NotFound` if there is none."""
+        ...
+
+    def get_many(self, uids: Iterable[str]) -> dict[str, Node]:
+        """Nodes by uid; uids that do not exist are left out."""
+        ...
+
+    def label_of(self, uid: str) -> str | None:
+        ...
+
+    def find(
+        self, label: str, where: Mapping[str, Any] | None = None, limit: int | None = None
+    ) -> list[Node]:
+        """Nodes of ``label`` whose properties equal ``where``, ordered by uid."""
+        ...
+
+    def count(self, label: str | None = None) -> int:
+        ...
+
+    def count_edges(self, type: str | None = None) -> int:
+        ...
+
+    def edges(self, uids: Iterable[str], hops: Hops) -> list[Edge]:
+        """Edges at ``uids`` of the given types and directions, with properties."""
+        ...
+
+    def traverse(
+        self,
+        start: Iterable[str],
+        hops: Hops,
+        *,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        window: TimeWindow | None = None,
+    ) -> Traversal:
+        ...
+
+    def subgraph(self, uids: Iterable[str]) -> Subgraph:
+        """The nodes ``uids`` and every edge between two of them."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def hops(direction: Direction, *types: str) -> dict[str, Direction]:
+    """``hops(Direction.OUT, "PRODUCED", "SHIPPED_IN")`` → ``{type: direction}``."""
+    return dict.fromkeys(types, direction)
+
+
+def iter_chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
