@@ -1,0 +1,350 @@
+"""The ``sqems`` command.
+
+Every command reads :class:`~sqems.settings.Settings` from the environment, opens the
+configured graph store and closes it when done. A :class:`~sqems.errors.SqemsError`
+becomes one red line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.tree import Tree
+
+from sqems.datasets import PlantSpec, generate, load_plant, read_plant, write_plant
+from sqems.datasets.files import Section, plant_sections
+from sqems.errors import SqemsError, ValidationFailed
+from sqems.graph_model import (
+    Genealogy,
+    GraphStore,
+    RecallScope,
+    RecallSource,
+    SourceKind,
+    TimeWindow,
+    Traceability,
+    open_store,
+    render_path,
+)
+from sqems.settings import Settings
+
+app = typer.Typer(
+    name="sqems",
+    help="SQEMS: a plant's quality knowledge graph — traceability, recall scope and more.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+# --- plumbing ----------------------------------------------------------------------------
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _command(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Register a command whose :class:`SqemsError` becomes one red line and exit 2."""
+
+    def register(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except SqemsError as exc:
+                err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
+
+        app.command(name)(run)
+        return run
+
+    return register
+
+
+
+@contextmanager
+def _store(*, read_only: bool = False) -> Iterator[tuple[GraphStore, Settings]]:
+    settings = Settings()
+    store = open_store(settings, read_only=read_only)
+    try:
+        yield store, settings
+    finally:
+        store.close()
+
+
+def _when(text: str | None, option: str) -> datetime | None:
+    """An ISO 8601 date or time from the command line; no offset means UTC."""
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationFailed(
+            f"{option} {text!r} is not a date or time; use ISO 8601, e.g. 2026-03-01 or "
+            "2026-03-01T06:00:00+01:00"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+def _load(store: GraphStore, sections: list[Section], settings: Settings) -> int:
+    total = sum(s.rows for s in sections)
+    with _progress() as bar:
+        task = bar.add_task("loading", total=total)
+
+        def advance(name: str, rows: int) -> None:
+            bar.update(task, advance=rows, description=f"loading {name}")
+
+        report = load_plant(store, sections, batch_size=settings.batch_size, progress=advance)
+        bar.update(task, description="loaded")
+    return report.total
+
+
+def _generate(units: int, seed: int) -> Any:
+    with err.status(f"generating a plant of {units:,} units (seed {seed})…"):
+        return generate(PlantSpec(units=units, seed=seed))
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+@_command("generate")
+def generate_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the plant to.")],
+    units: Annotated[int, typer.Option(help="Number of units (1,000 to 1,000,000).")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same plant.")] = 7,
+    load: Annotated[bool, typer.Option("--load", help="Also load it into the store.")] = False,
+) -> None:
+    """Generate a synthetic plant with planted causes and write it as CSV files."""
+    plant = _generate(units, seed)
+    with err.status(f"writing {out_dir}…"):
+        manifest = write_plant(plant, out_dir)
+    rows = sum(e["rows"] for k in ("nodes", "edges") for e in manifest[k].values())
+    out.print(f"wrote {rows:,} rows to {out_dir} (ground truth in {out_dir / 'ground_truth.json'})")
+    if load:
+        with _store() as (store, settings):
+            n = _load(store, plant_sections(plant), settings)
+            out.print(f"loaded {n:,} nodes and edges into {store.description}")
+
+
+@_command("load")
+def load_cmd(
+    directory: Annotated[Path, typer.Argument(help="A plant directory (see docs/data-formats.md).")],
+) -> None:
+    """Load a plant directory into the configured graph store (idempotent)."""
+    sections = read_plant(directory)
+    with _store() as (store, settings):
+        n = _load(store, sections, settings)
+        out.print(f"loaded {n:,} nodes and edges into {store.description}")
+
+
+@_command("stats")
+def stats_cmd() -> None:
+    """Count the nodes and relationships in the store."""
+    with _store(read_only=True) as (store, _):
+        _print_stats(store)
+
+
+@_command("recall")
+def recall_cmd(
+    lot: Annotated[str | None, typer.Option(help="Material lot uid.")] = None,
+    batch: Annotated[str | None, typer.Option(help="Batch uid.")] = None,
+    machine: Annotated[str | None, typer.Option(help="Machine uid (with --from/--to).")] = None,
+    parameter: Annotated[
+        str | None, typer.Option(help="Parameter uid: runs whose actual left the spec.")
+    ] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="Window start (ISO 8601).")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Window end (ISO 8601).")] = None,
+    show: Annotated[int, typer.Option(help="How many unit paths to print.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole scope as JSON.")] = False,
+) -> None:
+    """Recall scope: the units, shipments and customers downstream of a source."""
+    given = {k: v for k, v in (("lot", lot), ("batch", batch), ("machine", machine),
+                               ("parameter", parameter)) if v}  # fmt: skip
+    if len(given) != 1:
+        raise ValidationFailed("give exactly one of --lot, --batch, --machine, --parameter")
+    (kind, uid), = given.items()
+    window = None
+    if from_ or to:
+        if kind in ("lot", "batch"):
+            raise ValidationFailed("--from/--to apply to --machine and --parameter only")
+        window = TimeWindow(_when(from_, "--from"), _when(to, "--to"))
+    source = RecallSource(SourceKind(kind), uid, window)
+    with _store(read_only=True) as (store, _):
+        scope = Traceability(store).recall_scope(source)
+        if as_json:
+            out.print_json(json.dumps(scope.as_dict()))
+        else:
+            _print_recall(store, scope, show)
+
+
+@_command("trace")
+def trace_cmd(
+    unit: Annotated[str | None, typer.Option(help="Unit serial to trace upstream.")] = None,
+    complaint: Annotated[str | None, typer.Option(help="Complaint uid to trace.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the genealogy as JSON.")] = False,
+) -> None:
+    """Upstream genealogy (root-cause direction) of a unit or a complaint."""
+    if bool(unit) == bool(complaint):
+        raise ValidationFailed("give exactly one of --unit or --complaint")
+    uid = unit or complaint
+    assert uid is not None
+    with _store(read_only=True) as (store, _):
+        genealogy = Traceability(store).upstream([uid])
+        if as_json:
+            out.print_json(json.dumps(genealogy.as_dict()))
+        else:
+            _print_trace(genealogy)
+
+
+@_command("demo")
+def demo_cmd(
+    units: Annotated[int, typer.Option(help="Size of the demo plant.")] = 5_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+) -> None:
+    """Generate a small plant, load it, and answer a recall and a root-cause trace."""
+    settings = Settings()
+    plant = _generate(units, seed)
+    plant_dir = settings.data_dir / "demo-plant"
+    with err.status(f"writing plant files to {plant_dir}…"):
+        if plant_dir.exists():
+            shutil.rmtree(plant_dir)
+        write_plant(plant, plant_dir)
+    with _store() as (store, settings):
+        _load(store, read_plant(plant_dir), settings)
+        out.rule("[bold]The plant's knowledge graph")
+        _print_stats(store)
+        truth = plant.truth
+        bad_lot = truth["causes"][0]["uid"]
+        out.rule(f"[bold]Recall scope of material lot {bad_lot}")
+        out.print(
+            f"[dim]This lot is the plant's planted bad resin lot: housings moulded from it "
+            f"crack. Which units, shipments and customers does a recall of it reach?[/dim]"
+        )
+        trace = Traceability(store)
+        _print_recall(store, trace.recall_scope(RecallSource(SourceKind.LOT, bad_lot)), 3)
+        complaint = _demo_complaint(store, plant)
+        if complaint:
+            out.rule(f"[bold]Upstream trace of complaint {complaint}")
+            out.print(
+                "[dim]Everything this complaint's unit came from: its board, batches, "
+                "lots, suppliers, machines and operators.[/dim]"
+            )
+            _print_trace(trace.upstream([complaint]))
+        out.rule("[bold]Try next")
+        out.print(
+            f"  sqems recall --batch {truth['causes'][0]['batches'][0]}\n"
+            f"  sqems recall --parameter {truth['causes'][1]['parameter']}\n"
+            f"  sqems trace --complaint {complaint or 'CMP-000001'} --json\n"
+            f"  plant files and ground truth: {plant_dir}"
+        )
+
+
+def _demo_complaint(store: GraphStore, plant: Any) -> str | None:
+    """A complaint about a cracked housing from the bad lot, else the first one."""
+    complaints = plant.edges.get("OF_TYPE")
+    if complaints is None:
+        return None
+    for src, dst in complaints.tuples():
+        if src.startswith("CMP-") and dst == "DT-CRACKED-HOUSING":
+            return str(src)
+    first = store.find("Complaint", limit=1)
+    return first[0].uid if first else None
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+
+def _print_stats(store: GraphStore) -> None:
+    from sqems.graph_model import NODE_TYPES, REL_TYPES
+
+    out.print(f"store: {store.description}")
+    table = Table("node label", "count", "relationship", "count", box=None)
+    labels = [(k, store.count(k)) for k in sorted(NODE_TYPES)]
+    rels = [(k, store.count_edges(k)) for k in sorted(REL_TYPES)]
+    labels = [x for x in labels if x[1]]
+    rels = [x for x in rels if x[1]]
+    for i in range(max(len(labels), len(rels))):
+        left = labels[i] if i < len(labels) else ("", None)
+        right = rels[i] if i < len(rels) else ("", None)
+        table.add_row(left[0], _n(left[1]), right[0], _n(right[1]))
+    table.add_row("[bold]nodes", _n(store.count()), "[bold]relationships", _n(store.count_edges()))
+    out.print(table)
+
+
+def _n(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"
+
+
+def _print_recall(store: GraphStore, scope: RecallScope, show: int) -> None:
+    c = scope.counts
+    out.print(f"source: {scope.source.describe()}")
+    summary = Table("in scope", "count", box=None)
+    for key in ("process_runs", "batches", "units", "units_shipped", "shipments", "customers"):
+        if key != "process_runs" or c[key]:
+            summary.add_row(key.replace("_", " "), f"{c[key]:,}")
+    out.print(summary)
+    if scope.units and show > 0:
+        out.print(f"[bold]why units are in scope[/bold] (first {min(show, len(scope.units))}):")
+        for unit in scope.units[:show]:
+            out.print(f"  {render_path(unit.path)}")
+    if scope.customers:
+        names = store.get_many(scope.customers)
+        listed = ", ".join(
+            f"{uid} ({getattr(names[uid], 'name', '?')})" for uid in scope.customers[:8]
+        )
+        more = f" and {len(scope.customers) - 8} more" if len(scope.customers) > 8 else ""
+        out.print(f"[bold]customers to notify:[/bold] {listed}{more}")
+
+
+def _print_trace(genealogy: Genealogy) -> None:
+    counts = ", ".join(f"{v} {k}" for k, v in genealogy.counts().items())
+    out.print(f"upstream of {', '.join(genealogy.start)}: {counts}")
+    reached = genealogy.traversal.reached
+    children: dict[str, list[str]] = {}
+    for r in reached.values():
+        if r.via is not None:
+            children.setdefault(r.via, []).append(r.uid)
+    for start in genealogy.start:
+        tree = Tree(f"[bold]{reached[start].label} {start}")
+        _grow(tree, start, reached, children)
+        out.print(tree)
+
+
+def _grow(tree: Tree, uid: str, reached: dict[str, Any], children: dict[str, list[str]]) -> None:
+    kids = sorted(children.get(uid, []), key=lambda u: (reached[u].label, u))
+    for kid in kids:
+        r = reached[kid]
+        arrow = "→" if r.direction == "out" else "←"
+        branch = tree.add(f"{arrow} {r.edge}  [cyan]{r.label}[/cyan] {kid}")
+        _grow(branch, kid, reached, children)
+
+
+# --- entry point -------------------------------------------------------------------------
+
+
+def main() -> None:
+    """Run the CLI (the ``sqems`` console script)."""
+    app()

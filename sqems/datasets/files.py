@@ -1,0 +1,139 @@
+"""The plant file format: one CSV per node label and per relationship type.
+
+See ``docs/data-formats.md`` for the contract. A plant directory holds::
+
+    manifest.json            format, version, generator spec, row counts
+    nodes/<Label>.csv        one row per node; columns are the label's properties
+    edges/<TYPE>.csv         src,dst then the relationship's properties, if any
+    ground_truth.json        what the generator planted (generated plants only)
+    truth/defective_units.csv
+
+Empty cells mean "not given" (the model's default applies). Timestamps are ISO 8601
+with an offset; booleans are ``true``/``false``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqems.datasets.plant import Plant
+from sqems.datasets.tables import Table
+from sqems.errors import NotFound, ValidationFailed
+from sqems.graph_model.edges import REL_TYPES
+from sqems.graph_model.nodes import NODE_TYPES
+
+FORMAT = "sqems-plant"
+VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """One table of a plant: a node label or a relationship type, and its rows."""
+
+    kind: str  # "nodes" | "edges"
+    name: str
+    rows: int
+    origin: str
+    """Where the rows come from, for error messages (a file path or 'generator')."""
+    records: Iterator[tuple[int, dict[str, Any]]]
+    """(line number, record) pairs, empty cells left out."""
+
+
+def write_plant(plant: Plant, out: Path) -> dict[str, Any]:
+    """Write ``plant`` under ``out`` (created if missing); returns the manifest."""
+    out.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "spec": plant.spec.model_dump(mode="json"),
+        "nodes": {},
+        "edges": {},
+    }
+    for kind, tables in (("nodes", plant.nodes), ("edges", plant.edges)):
+        (out / kind).mkdir(exist_ok=True)
+        for name in sorted(tables):
+            rel = f"{kind}/{name}.csv"
+            _write_csv(out / rel, tables[name])
+            manifest[kind][name] = {"file": rel, "rows": len(tables[name])}
+    if plant.truth:
+        (out / "ground_truth.json").write_text(json.dumps(plant.truth, indent=2) + "\n")
+        (out / "truth").mkdir(exist_ok=True)
+        _write_csv(out / "truth" / "defective_units.csv", plant.truth_units)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _write_csv(path: Path, table: Table) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(table.header)
+        writer.writerows(table.tuples())
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / "manifest.json"
+    if not directory.is_dir():
+        raise NotFound(f"plant directory {directory} does not exist")
+    if not path.is_file():
+        raise NotFound(
+            f"{directory} has no manifest.json; it is not a plant directory "
+            "(see docs/data-formats.md)"
+        )
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValidationFailed(f"{path}: not valid JSON ({exc})") from None
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise ValidationFailed(
+            f"{path}: expected format {FORMAT!r} version {VERSION}, got "
+            f"{manifest.get('format')!r} version {manifest.get('version')!r}"
+        )
+    return manifest
+
+
+def read_plant(directory: Path) -> list[Section]:
+    """The sections of a plant directory, nodes first, streamed from disk."""
+    manifest = read_manifest(directory)
+    sections = []
+    for kind, known in (("nodes", NODE_TYPES), ("edges", REL_TYPES)):
+        for name, entry in manifest.get(kind, {}).items():
+            if name not in known:
+                raise ValidationFailed(
+                    f"{directory / 'manifest.json'}: unknown {kind[:-1]} kind {name!r}"
+                )
+            path = directory / entry["file"]
+            if not path.is_file():
+                raise NotFound(f"{path} is listed in the manifest but missing")
+            sections.append(Section(kind, name, int(entry["rows"]), str(path), _read_csv(path)))
+    return sections
+
+
+def plant_sections(plant: Plant) -> list[Section]:
+    """The sections of an in-memory plant, in the same shape as :func:`read_plant`."""
+    out = []
+    for kind, tables in (("nodes", plant.nodes), ("edges", plant.edges)):
+        for name in sorted(tables):
+            table = tables[name]
+            records = enumerate(table.records(), start=2)
+            out.append(Section(kind, name, len(table), "generator", records))
+    return out
+
+
+def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise ValidationFailed(f"{path}: empty file, expected a header row")
+        width = len(header)
+        for number, row in enumerate(reader, start=2):
+            if len(row) != width:
+                raise ValidationFailed(
+                    f"{path} line {number}: {len(row)} cells, the header has {width}"
+                )
+            yield number, {k: v for k, v in zip(header, row, strict=True) if v != ""}
