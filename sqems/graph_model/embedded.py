@@ -13,6 +13,8 @@ may open it read-only and see it as it was when they opened it.
 from __future__ import annotations
 
 import fcntl
+import functools
+import gc
 import json
 import logging
 import os
@@ -22,13 +24,14 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TextIO
 
 import networkx as nx
 
 from sqems.errors import ConfigError, GraphUnavailable, NotFound, ValidationFailed
-from sqems.graph_model.edges import rel_type
-from sqems.graph_model.nodes import Node, node_type
+from sqems.graph_model.edges import REL_TYPES, rel_type
+from sqems.graph_model.nodes import NODE_TYPES, Node, node_type
 from sqems.graph_model.store import (
     DEFAULT_MAX_DEPTH,
     Direction,
@@ -57,6 +60,7 @@ CREATE TABLE IF NOT EXISTS edges (
 CREATE INDEX IF NOT EXISTS edges_by_dst ON edges (dst, type);
 """
 _SCHEMA_VERSION = "1"
+_NO_PROPS: Mapping[str, Any] = MappingProxyType({})
 _SQL_CHUNK = 900
 
 
@@ -174,6 +178,9 @@ class EmbeddedGraphStore:
                 yield src, dst, typ, (json.loads(props) if props else {})
 
         g.add_edges_from(edges())
+        # The graph lives as long as the store: keep the cyclic collector from scanning
+        # its millions of dicts on every full collection (seconds each at 1M units).
+        gc.freeze()
         log.info(
             "opened graph store",
             extra={"store": self.description, "nodes": g.number_of_nodes(),
@@ -374,21 +381,25 @@ class EmbeddedGraphStore:
     def edges(self, uids: Iterable[str], hops: Hops) -> list[Edge]:
         outs, ins = _split(hops)
         g = self._g
-        found: dict[tuple[str, str, str], Edge] = {}
+        succ, pred = g._succ, g._pred
+        found: dict[tuple[str, str, str], dict[str, Any]] = {}
         for uid in uids:
-            if uid not in g:
+            if uid not in succ:
                 raise NotFound(f"{uid} is not in the graph (store: {self.description})")
             if outs:
-                for dst, keys in g.succ[uid].items():
+                for dst, keys in succ[uid].items():
                     for typ, props in keys.items():
                         if typ in outs:
-                            found[(uid, typ, dst)] = Edge(typ, uid, dst, dict(props))
+                            found[(uid, typ, dst)] = props
             if ins:
-                for src, keys in g.pred[uid].items():
+                for src, keys in pred[uid].items():
                     for typ, props in keys.items():
                         if typ in ins:
-                            found[(src, typ, uid)] = Edge(typ, src, uid, dict(props))
-        return [found[k] for k in sorted(found)]
+                            found[(src, typ, uid)] = props
+        return [
+            Edge(typ, src, dst, dict(props) if props else _NO_PROPS)
+            for (src, typ, dst), props in sorted(found.items())
+        ]
 
     def traverse(
         self,
@@ -400,42 +411,52 @@ class EmbeddedGraphStore:
     ) -> Traversal:
         if max_depth < 0:
             raise ValidationFailed(f"max_depth must be 0 or more, got {max_depth}")
-        outs, ins = _split(hops)
+        plan = _plan(*_split(hops))
+        # networkx's own algorithms read these dicts directly; the public views cost a
+        # Python call per access, which dominates a traversal
         g = self._g
-        nodes = g.nodes
-        succ, pred = g.succ, g.pred
+        node, succ, pred = g._node, g._succ, g._pred
         times = self._times
         lo, hi = window.bounds() if window is not None else (0.0, 0.0)
         reached: dict[str, Reached] = {}
+        outside: set[str] = set()
         frontier = sorted(set(start))
         for uid in frontier:
-            if uid not in nodes:
+            if uid not in node:
                 raise NotFound(f"{uid} is not in the graph (store: {self.description})")
-            reached[uid] = Reached(uid, nodes[uid]["label"], 0)
-        outside: set[str] = set()
+            reached[uid] = Reached(uid, node[uid]["label"], 0)
+
+        out, in_ = Direction.OUT, Direction.IN
+        # tuple.__new__ builds the named tuple without its Python-level constructor,
+        # which is a third of the cost of a large traversal
+        new = tuple.__new__
         depth = 0
         while frontier and depth < max_depth:
             depth += 1
             level: list[str] = []
             for u in frontier:
-                for adjacency, wanted, direction in (
-                    (succ, outs, Direction.OUT),
-                    (pred, ins, Direction.IN),
-                ):
+                outs, ins = plan[node[u]["label"]]
+                for adjacency, wanted, direction in ((succ, outs, out), (pred, ins, in_)):
                     if not wanted:
                         continue
                     for v, keys in adjacency[u].items():
                         if v in reached or v in outside:
                             continue
-                        typ = min((t for t in keys if t in wanted), default=None)
-                        if typ is None:
-                            continue
+                        if len(keys) == 1:
+                            typ = next(iter(keys))
+                            if typ not in wanted:
+                                continue
+                        else:
+                            found = [t for t in keys if t in wanted]
+                            if not found:
+                                continue
+                            typ = min(found)
                         if window is not None:
                             span = times.get(v)
                             if span is not None and (span[1] < lo or span[0] > hi):
                                 outside.add(v)
                                 continue
-                        reached[v] = Reached(v, nodes[v]["label"], depth, u, typ, direction)
+                        reached[v] = new(Reached, (v, node[v]["label"], depth, u, typ, direction))
                         level.append(v)
             level.sort()
             frontier = level
@@ -465,6 +486,24 @@ class EmbeddedGraphStore:
     def graph(self) -> nx.MultiDiGraph:
         """The in-memory topology (read it, never write it: SQLite is the record)."""
         return self._g
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(
+    outs: frozenset[str], ins: frozenset[str]
+) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
+    """For each label, the wanted types that can leave it and that can enter it.
+
+    The model says which labels each type joins, so a node whose label cannot carry a
+    wanted type is not scanned at all: a machine's thousands of incoming runs are
+    skipped by an upstream trace, which only wants ``ON`` outwards from runs.
+    """
+    plan = {}
+    for label in NODE_TYPES:
+        leaving = frozenset(t for t in outs if any(a == label for a, _ in REL_TYPES[t].pairs))
+        entering = frozenset(t for t in ins if any(b == label for _, b in REL_TYPES[t].pairs))
+        plan[label] = (leaving, entering)
+    return plan
 
 
 def _split(hops: Hops) -> tuple[frozenset[str], frozenset[str]]:

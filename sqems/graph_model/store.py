@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from sqems.errors import NotFound, ValidationFailed
 from sqems.graph_model.nodes import Node
@@ -41,14 +42,13 @@ Hops = Mapping[str, Direction]
 """Edge types to follow, each with the direction to follow it in."""
 
 
-@dataclass(frozen=True, slots=True)
-class Edge:
+class Edge(NamedTuple):
     """A typed relationship ``src -[type]-> dst`` with optional properties."""
 
     type: str
     src: str
     dst: str
-    props: Mapping[str, Any] = field(default_factory=dict)
+    props: Mapping[str, Any] = MappingProxyType({})
 
     def as_dict(self) -> dict[str, Any]:
         return {"type": self.type, "src": self.src, "dst": self.dst, "props": dict(self.props)}
@@ -88,8 +88,7 @@ class TimeWindow:
         return interval[1] >= lo and interval[0] <= hi
 
 
-@dataclass(frozen=True, slots=True)
-class Reached:
+class Reached(NamedTuple):
     """A node a traversal reached, with the edge that first reached it."""
 
     uid: str

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqems.errors import ValidationFailed
 from sqems.graph_model.nodes import Parameter
@@ -94,8 +94,7 @@ class RecallSource:
         return text
 
 
-@dataclass(frozen=True, slots=True)
-class PathStep:
+class PathStep(NamedTuple):
     """One node on a traceability path and the edge that led to it."""
 
     uid: str
@@ -121,8 +120,7 @@ def render_path(path: Sequence[PathStep]) -> str:
     return " ".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
-class AffectedUnit:
+class AffectedUnit(NamedTuple):
     uid: str
     path: tuple[PathStep, ...]
     shipment: str | None = None
@@ -188,6 +186,22 @@ def _steps(chain: Iterable[Reached]) -> tuple[PathStep, ...]:
     return tuple(PathStep(r.uid, r.label, r.edge, r.direction) for r in chain)
 
 
+def _paths(
+    t: Traversal, prefix: dict[str, tuple[PathStep, ...]]
+) -> dict[str, tuple[PathStep, ...]]:
+    """The path to every reached node, each built once from its parent's (the reached
+    dict is in breadth-first order, so a parent always comes first). ``prefix`` gives
+    the path that leads to a start node, if any."""
+    paths: dict[str, tuple[PathStep, ...]] = {}
+    new = tuple.__new__  # skips the named tuple's Python-level constructor
+    for uid, label, _, via, edge, direction in t.reached.values():
+        if via is None:
+            paths[uid] = prefix.get(uid) or (PathStep(uid, label),)
+        else:
+            paths[uid] = (*paths[via], new(PathStep, (uid, label, edge, direction)))
+    return paths
+
+
 class Traceability:
     """Genealogy and recall questions over any :class:`GraphStore`.
 
@@ -223,16 +237,11 @@ class Traceability:
         depth = self.max_depth
         if source.kind in (SourceKind.LOT, SourceKind.BATCH):
             t = self.store.traverse([source.uid], DOWNSTREAM, max_depth=depth)
-            return self._scope(source, [], t, lambda uid: _steps(t.path(uid)))
+            return self._scope(source, [], t, {})
 
         runs, prefix = self._trigger_runs(source)
         t = self.store.traverse(runs, {**_RUN_TO_BATCH, **DOWNSTREAM}, max_depth=depth)
-
-        def path(uid: str) -> tuple[PathStep, ...]:
-            chain = t.path(uid)
-            return prefix[chain[0].uid] + _steps(chain[1:])
-
-        return self._scope(source, runs, t, path)
+        return self._scope(source, runs, t, prefix)
 
     def _trigger_runs(
         self, source: RecallSource
@@ -269,14 +278,15 @@ class Traceability:
         source: RecallSource,
         triggers: list[str],
         t: Traversal,
-        path_of: Any,
+        prefix: dict[str, tuple[PathStep, ...]],
     ) -> RecallScope:
+        paths = _paths(t, prefix)
         units = t.by_label("Unit")
         unit_uids = [r.uid for r in units]
         shipped = {
             e.src: e.dst for e in self.store.edges(unit_uids, {"SHIPPED_IN": OUT})
         } if unit_uids else {}  # fmt: skip
-        affected = [AffectedUnit(r.uid, path_of(r.uid), shipped.get(r.uid)) for r in units]
+        affected = [AffectedUnit(uid, paths[uid], shipped.get(uid)) for uid in unit_uids]
         batches = [r.uid for r in t.by_label("Batch")]
         shipments = [r.uid for r in t.by_label("Shipment")]
         customers = [r.uid for r in t.by_label("Customer")]
