@@ -1,0 +1,106 @@
+"""The ``sqems`` command as a user runs it: a real process, real files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SQEMS = [sys.executable, "-c", "from sqems.cli import main; main()"]
+
+
+def sqems(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SQEMS_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+    env.pop("SQEMS_GRAPH_URI", None)
+    return subprocess.run(
+        [*SQEMS, *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("demo")
+    done = sqems(data, "demo", "--units", "3000")
+    assert done.returncode == 0, done.stderr
+    assert "Recall scope of material lot LOT-RESIN-" in done.stdout
+    assert "Upstream trace of complaint CMP-" in done.stdout
+    assert "customers to notify" in done.stdout
+    return data
+
+
+def test_demo_builds_the_embedded_store_under_the_data_dir(demo_dir: Path) -> None:
+    assert (demo_dir / "graph.db").is_file()
+    assert (demo_dir / "demo-plant" / "ground_truth.json").is_file()
+    stats = sqems(demo_dir, "stats")
+    assert stats.returncode == 0
+    assert "3,000" in stats.stdout  # units
+
+
+def test_recall_json_lists_units_with_their_paths(demo_dir: Path) -> None:
+    truth = json.loads((demo_dir / "demo-plant" / "ground_truth.json").read_text())
+    lot = truth["causes"][0]["uid"]
+    done = sqems(demo_dir, "recall", "--lot", lot, "--json")
+    assert done.returncode == 0, done.stderr
+    scope = json.loads(done.stdout)
+    assert scope["counts"]["units"] == len(scope["units"]) > 0
+    assert all(u["path"][0]["uid"] == lot for u in scope["units"])
+    assert scope["counts"]["customers"] == len(scope["customers"])
+
+
+def test_machine_recall_with_a_window(demo_dir: Path) -> None:
+    truth = json.loads((demo_dir / "demo-plant" / "ground_truth.json").read_text())
+    drift = truth["causes"][1]
+    done = sqems(demo_dir, "recall", "--machine", drift["uid"], "--from",
+                 drift["window"]["start"], "--to", drift["window"]["end"], "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    scope = json.loads(done.stdout)
+    assert set(drift["runs"]) <= set(scope["triggers"])
+
+
+def test_trace_a_complaint_upstream(demo_dir: Path) -> None:
+    done = sqems(demo_dir, "trace", "--complaint", "CMP-000001", "--json")
+    assert done.returncode == 0, done.stderr
+    labels = {n["label"] for n in json.loads(done.stdout)["nodes"]}
+    assert {"Unit", "Batch", "MaterialLot", "Supplier", "Machine", "Operator"} <= labels
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["trace", "--unit", "SN-NOPE"], "SN-NOPE is not in the graph"),
+        (["recall", "--machine", "M-REFLOW-2", "--from", "2026-13-01"], "is not a date"),
+        (["recall", "--machine", "M-REFLOW-2", "--from", "2026-03-02", "--to", "2026-03-01"],
+         "ends"),
+        (["recall", "--lot", "WO-ASM-00001"], "is a Batch, not a MaterialLot"),
+        (["recall"], "exactly one of"),
+        (["load", "/no/such/dir"], "does not exist"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_clear_line_and_exit_2(
+    demo_dir: Path, args: list[str], message: str
+) -> None:
+    done = sqems(demo_dir, *args)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert done.stderr.strip().startswith("error:")
+
+
+def test_query_on_an_empty_data_dir_says_to_load_first(tmp_path: Path) -> None:
+    done = sqems(tmp_path, "stats")
+    assert done.returncode == 2
+    assert "load a plant first" in done.stderr
+
+
+def test_generate_then_load_is_idempotent(tmp_path: Path) -> None:
+    plant = tmp_path / "plant"
+    assert sqems(tmp_path, "generate", "--units", "1000", "--out", str(plant)).returncode == 0
+    first = sqems(tmp_path, "load", str(plant))
+    again = sqems(tmp_path, "load", str(plant))
+    assert first.returncode == again.returncode == 0
+    assert sqems(tmp_path, "stats").stdout == sqems(tmp_path, "stats").stdout
+    assert "1,000" in sqems(tmp_path, "stats").stdout
