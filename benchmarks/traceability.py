@@ -159,13 +159,19 @@ def time_queries(store: EmbeddedGraphStore, queries: int, seed: int) -> dict[str
     )
     out: dict[str, Any] = {}
     for name, pool, ours, floor in (
-        ("recall", lots,
-         lambda uid: trace.recall_scope(RecallSource(SourceKind.LOT, uid)),
-         lambda uid: bare_recall(g, uid)),
-        ("upstream", defect_units,
-         lambda uid: trace.upstream([uid]),
-         lambda uid: bare_upstream(g, uid)),
-    ):  # fmt: skip
+        (
+            "recall",
+            lots,
+            lambda uid: trace.recall_scope(RecallSource(SourceKind.LOT, uid)),
+            lambda uid: bare_recall(g, uid),
+        ),
+        (
+            "upstream",
+            defect_units,
+            lambda uid: trace.upstream([uid]),
+            lambda uid: bare_upstream(g, uid),
+        ),
+    ):
         picks = [rng.choice(pool) for _ in range(queries)]
         mine, bare, sizes = [], [], []
         for uid in picks[:3]:  # warm caches
@@ -197,35 +203,47 @@ def time_queries(store: EmbeddedGraphStore, queries: int, seed: int) -> dict[str
 
 def report(rows: list[dict[str, Any]]) -> None:
     print()
-    print(f"{'units':>9} {'entities':>10} {'generate':>9} {'write':>7} {'load':>8} "
-          f"{'reopen':>7} {'peak':>8}")  # fmt: skip
+    print(
+        f"{'units':>9} {'entities':>10} {'generate':>9} {'write':>7} {'load':>8} "
+        f"{'reopen':>7} {'peak':>8}"
+    )
     for r in rows:
-        print(f"{r['units']:>9,} {r['entities']:>10,} {r['generate_s']:>8.1f}s "
-              f"{r['write_s']:>6.1f}s {r['load_s']:>7.1f}s {r['reopen_s']:>6.1f}s "
-              f"{r['peak_rss_gib']:>6.2f}GiB")  # fmt: skip
+        print(
+            f"{r['units']:>9,} {r['entities']:>10,} {r['generate_s']:>8.1f}s "
+            f"{r['write_s']:>6.1f}s {r['load_s']:>7.1f}s {r['reopen_s']:>6.1f}s "
+            f"{r['peak_rss_gib']:>6.2f}GiB"
+        )
     print()
-    print(f"{'units':>9} {'query':>9} {'size':>6} {'median':>9} {'p95':>9} "
-          f"{'bare nx median':>15} {'bare p95':>9} {'ratio':>6}")  # fmt: skip
+    print(
+        f"{'units':>9} {'query':>9} {'size':>6} {'median':>9} {'p95':>9} "
+        f"{'bare nx median':>15} {'bare p95':>9} {'ratio':>6}"
+    )
     for r in rows:
         for q in ("recall", "upstream"):
             s = r[q]
-            print(f"{r['units']:>9,} {q:>9} {s['median_result_size']:>6.0f} "
-                  f"{s['median_ms']:>7.2f}ms {s['p95_ms']:>7.2f}ms "
-                  f"{s['bare_median_ms']:>13.2f}ms {s['bare_p95_ms']:>7.2f}ms "
-                  f"{s['ratio']:>5.2f}x")  # fmt: skip
+            print(
+                f"{r['units']:>9,} {q:>9} {s['median_result_size']:>6.0f} "
+                f"{s['median_ms']:>7.2f}ms {s['p95_ms']:>7.2f}ms "
+                f"{s['bare_median_ms']:>13.2f}ms {s['bare_p95_ms']:>7.2f}ms "
+                f"{s['ratio']:>5.2f}x"
+            )
     print()
     for r in rows:
         if r["units"] == 1_000_000:
             total = r["generate_s"] + r["write_s"] + r["load_s"]
             verdict = "meets" if total < TARGETS["load_1m_s"] else "MISSES"
-            print(f"1M units generated, written and loaded in {total:.0f}s "
-                  f"({verdict} the {TARGETS['load_1m_s']:.0f}s target), peak "
-                  f"{r['peak_rss_gib']:.2f} GiB (target {TARGETS['peak_1m_gib']:.0f} GiB)")  # fmt: skip
+            print(
+                f"1M units generated, written and loaded in {total:.0f}s "
+                f"({verdict} the {TARGETS['load_1m_s']:.0f}s target), peak "
+                f"{r['peak_rss_gib']:.2f} GiB (target {TARGETS['peak_1m_gib']:.0f} GiB)"
+            )
     worst = max(r["recall"]["median_ms"] for r in rows)
     print(f"worst recall-scope median {worst:.2f} ms (target {TARGETS['recall_median_ms']:.0f} ms)")
     ratios = [r[q]["ratio"] for r in rows for q in ("recall", "upstream")]
-    print(f"overhead over bare networkx: {min(ratios):.2f}x to {max(ratios):.2f}x "
-          f"(target at most {TARGETS['overhead_ratio']}x)")  # fmt: skip
+    print(
+        f"overhead over bare networkx: {min(ratios):.2f}x to {max(ratios):.2f}x "
+        f"(target at most {TARGETS['overhead_ratio']}x)"
+    )
 
 
 def main() -> None:
@@ -242,10 +260,20 @@ def main() -> None:
     for size in args.sizes:
         print(f"running {size:,} units…", file=sys.stderr, flush=True)
         child = subprocess.run(
-            [sys.executable, __file__, "--one", str(size), "--queries", str(args.queries),
-             "--seed", str(args.seed)],
-            check=True, capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                str(size),
+                "--queries",
+                str(args.queries),
+                "--seed",
+                str(args.seed),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
     report(rows)
 

@@ -26,6 +26,8 @@ from sqems.datasets import PlantSpec, generate, load_plant, read_plant, write_pl
 from sqems.datasets.files import Section, plant_sections
 from sqems.errors import SqemsError, ValidationFailed
 from sqems.graph_model import (
+    NODE_TYPES,
+    REL_TYPES,
     Genealogy,
     GraphStore,
     RecallScope,
@@ -71,7 +73,6 @@ def _command(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
         return run
 
     return register
-
 
 
 @contextmanager
@@ -151,7 +152,9 @@ def generate_cmd(
 
 @_command("load")
 def load_cmd(
-    directory: Annotated[Path, typer.Argument(help="A plant directory (see docs/data-formats.md).")],
+    directory: Annotated[
+        Path, typer.Argument(help="A plant directory (see docs/data-formats.md).")
+    ],
 ) -> None:
     """Load a plant directory into the configured graph store (idempotent)."""
     sections = read_plant(directory)
@@ -181,11 +184,14 @@ def recall_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole scope as JSON.")] = False,
 ) -> None:
     """Recall scope: the units, shipments and customers downstream of a source."""
-    given = {k: v for k, v in (("lot", lot), ("batch", batch), ("machine", machine),
-                               ("parameter", parameter)) if v}  # fmt: skip
+    given = {
+        k: v
+        for k, v in (("lot", lot), ("batch", batch), ("machine", machine), ("parameter", parameter))
+        if v
+    }
     if len(given) != 1:
         raise ValidationFailed("give exactly one of --lot, --batch, --machine, --parameter")
-    (kind, uid), = given.items()
+    ((kind, uid),) = given.items()
     window = None
     if from_ or to:
         if kind in ("lot", "batch"):
@@ -240,8 +246,8 @@ def demo_cmd(
         bad_lot = truth["causes"][0]["uid"]
         out.rule(f"[bold]Recall scope of material lot {bad_lot}")
         out.print(
-            f"[dim]This lot is the plant's planted bad resin lot: housings moulded from it "
-            f"crack. Which units, shipments and customers does a recall of it reach?[/dim]"
+            "[dim]This lot is the plant's planted bad resin lot: housings moulded from it "
+            "crack. Which units, shipments and customers does a recall of it reach?[/dim]"
         )
         trace = Traceability(store)
         _print_recall(store, trace.recall_scope(RecallSource(SourceKind.LOT, bad_lot)), 3)
@@ -278,8 +284,6 @@ def _demo_complaint(store: GraphStore, plant: Any) -> str | None:
 
 
 def _print_stats(store: GraphStore) -> None:
-    from sqems.graph_model import NODE_TYPES, REL_TYPES
-
     out.print(f"store: {store.description}")
     table = Table("node label", "count", "relationship", "count", box=None)
     labels = [(k, store.count(k)) for k in sorted(NODE_TYPES)]

@@ -54,8 +54,17 @@ def test_recall_json_lists_units_with_their_paths(demo_dir: Path) -> None:
 def test_machine_recall_with_a_window(demo_dir: Path) -> None:
     truth = json.loads((demo_dir / "demo-plant" / "ground_truth.json").read_text())
     drift = truth["causes"][1]
-    done = sqems(demo_dir, "recall", "--machine", drift["uid"], "--from",
-                 drift["window"]["start"], "--to", drift["window"]["end"], "--json")  # fmt: skip
+    done = sqems(
+        demo_dir,
+        "recall",
+        "--machine",
+        drift["uid"],
+        "--from",
+        drift["window"]["start"],
+        "--to",
+        drift["window"]["end"],
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     scope = json.loads(done.stdout)
     assert set(drift["runs"]) <= set(scope["triggers"])
@@ -73,13 +82,15 @@ def test_trace_a_complaint_upstream(demo_dir: Path) -> None:
     [
         (["trace", "--unit", "SN-NOPE"], "SN-NOPE is not in the graph"),
         (["recall", "--machine", "M-REFLOW-2", "--from", "2026-13-01"], "is not a date"),
-        (["recall", "--machine", "M-REFLOW-2", "--from", "2026-03-02", "--to", "2026-03-01"],
-         "ends"),
+        (
+            ["recall", "--machine", "M-REFLOW-2", "--from", "2026-03-02", "--to", "2026-03-01"],
+            "ends",
+        ),
         (["recall", "--lot", "WO-ASM-00001"], "is a Batch, not a MaterialLot"),
         (["recall"], "exactly one of"),
         (["load", "/no/such/dir"], "does not exist"),
     ],
-)  # fmt: skip
+)
 def test_bad_input_is_one_clear_line_and_exit_2(
     demo_dir: Path, args: list[str], message: str
 ) -> None:

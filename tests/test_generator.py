@@ -93,7 +93,7 @@ def test_a_bad_row_names_the_file_and_line(tmp_path: Path) -> None:
 
 
 def test_a_directory_without_manifest_is_not_a_plant(tmp_path: Path) -> None:
-    with pytest.raises(NotFound, match="manifest.json"):
+    with pytest.raises(NotFound, match=r"manifest\.json"):
         read_plant(tmp_path)
 
 
@@ -162,8 +162,9 @@ def test_night_press_fit_misaligns_more_shafts(plant, loaded) -> None:  # type: 
         if uid.endswith("-20") and uid.startswith("RUN-WO-ASM") and shift == cause["uid"]
     }
     produced = plant.edges["PRODUCED"].columns
-    night_units = {u for b, u in zip(produced["src"], produced["dst"], strict=True)
-                   if b in night_batches}  # fmt: skip
+    night_units = {
+        u for b, u in zip(produced["src"], produced["dst"], strict=True) if b in night_batches
+    }
     assert len(night_units) == cause["exposed_units"]
     drives = {u for u in produced["dst"] if u.startswith("SN-D")}
     truth = _truth_units(plant)

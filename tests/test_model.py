@@ -17,7 +17,7 @@ T0 = datetime(2024, 3, 1, 6, 0, tzinfo=UTC)
 NAIVE = datetime(2024, 3, 1, 6, 0)
 
 
-# --- labels ------------------------------------------------------------------------------
+# --- labels ---------------------------------------------------------------------------------------
 
 
 def test_every_label_has_a_node_model_keyed_by_uid() -> None:
@@ -62,7 +62,7 @@ def test_unknown_relationship_type_is_refused_with_the_known_types_listed() -> N
         assert name in message
 
 
-# --- time ----------------------------------------------------------------------------------
+# --- time -----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -95,9 +95,7 @@ def test_aware_datetime_in_any_zone_is_accepted_and_placed_in_time() -> None:
 
 def test_batch_ending_before_it_starts_is_refused() -> None:
     with pytest.raises(ValidationFailed, match=r"^Batch B-1: .*ends .* before it starts"):
-        Batch.parse(
-            {"uid": "B-1", "started_at": T0, "ended_at": T0.replace(hour=5), "quantity": 5}
-        )
+        Batch.parse({"uid": "B-1", "started_at": T0, "ended_at": T0.replace(hour=5), "quantity": 5})
 
 
 def test_process_run_ending_before_it_starts_is_refused() -> None:
@@ -112,7 +110,7 @@ def test_run_that_ends_when_it_starts_is_accepted() -> None:
     assert run.interval() == (T0.timestamp(), T0.timestamp())
 
 
-# --- quantities and limits -------------------------------------------------------------------
+# --- quantities and limits ------------------------------------------------------------------------
 
 
 def test_inspection_finding_more_defects_than_it_sampled_is_refused() -> None:
@@ -189,7 +187,7 @@ def test_parameter_limits_are_inclusive() -> None:
     assert not parameter.in_spec(234.999999)
 
 
-# --- relationships -----------------------------------------------------------------------------
+# --- relationships --------------------------------------------------------------------------------
 
 
 def test_relationship_endpoints_must_match_its_label_pairs() -> None:

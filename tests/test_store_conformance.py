@@ -7,6 +7,7 @@ paths on a graph built independently of the store.
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -64,7 +65,7 @@ def assembled(src: str, dst: str) -> Edge:
 def chain(store: GraphStore, uids: list[str]) -> None:
     """Units ``uids[0] → uids[1] → …`` joined by ASSEMBLED_INTO."""
     store.upsert_nodes(unit(u) for u in uids)
-    store.upsert_edges(assembled(a, b) for a, b in zip(uids, uids[1:], strict=False))
+    store.upsert_edges(assembled(a, b) for a, b in itertools.pairwise(uids))
 
 
 def edge_keys(edges: list[Edge]) -> list[tuple[str, str, str]]:
@@ -75,7 +76,7 @@ def depths(reached: dict[str, Reached]) -> dict[str, int]:
     return {uid: r.depth for uid, r in reached.items()}
 
 
-# --- upsert ---------------------------------------------------------------------------------
+# --- upsert ---------------------------------------------------------------------------------------
 
 
 def test_upserting_the_same_nodes_and_edges_twice_changes_no_counts(store: GraphStore) -> None:
@@ -199,24 +200,24 @@ def test_edges_of_different_types_between_the_same_nodes_are_distinct(
 ) -> None:
     store.upsert_nodes([Machine(uid="M-1", name="press"), Parameter(uid="P-1", name="f", unit="N")])
     store.upsert_nodes([ProcessRun(uid="RUN-1", started_at=T0, shift="late")])
-    store.upsert_edges([Edge("ON", "RUN-1", "M-1"), Edge("RECORDED", "RUN-1", "P-1",
-                                                          {"value": 1, "unit": "N"})])  # fmt: skip
+    recorded = Edge("RECORDED", "RUN-1", "P-1", {"value": 1, "unit": "N"})
+    store.upsert_edges([Edge("ON", "RUN-1", "M-1"), recorded])
     assert store.count_edges() == 2
     assert store.count_edges("ON") == 1
     assert store.count_edges("RECORDED") == 1
 
 
-# --- transactions ----------------------------------------------------------------------------
+# --- transactions ---------------------------------------------------------------------------------
 
 
 def test_exception_inside_a_transaction_writes_nothing(store: GraphStore) -> None:
-    class Abort(Exception):
+    class AbortedError(Exception):
         pass
 
-    with pytest.raises(Abort), store.transaction() as batch:
+    with pytest.raises(AbortedError), store.transaction() as batch:
         batch.add_nodes([Batch(uid="B-1", started_at=T0, quantity=1), unit("U-1")])
         batch.add_edges([Edge("PRODUCED", "B-1", "U-1")])
-        raise Abort
+        raise AbortedError
     assert store.count() == 0
     assert store.count_edges() == 0
     assert store.get_many(["B-1", "U-1"]) == {}
@@ -268,7 +269,7 @@ def test_store_stays_usable_after_a_failed_transaction(store: GraphStore) -> Non
     assert store.count_edges("ASSEMBLED_INTO") == 1
 
 
-# --- reads ---------------------------------------------------------------------------------
+# --- reads ----------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -342,8 +343,9 @@ def test_find_filters_on_bool_values(catalogue: GraphStore) -> None:
 
 
 def test_find_filters_on_a_missing_optional_value(store: GraphStore) -> None:
-    store.upsert_nodes([Supplier(uid="SUP-1", name="A"), Supplier(uid="SUP-2", name="B",
-                                                                  country="DE")])  # fmt: skip
+    store.upsert_nodes(
+        [Supplier(uid="SUP-1", name="A"), Supplier(uid="SUP-2", name="B", country="DE")]
+    )
     assert [n.uid for n in store.find("Supplier", {"country": None})] == ["SUP-1"]
 
 
@@ -375,7 +377,7 @@ def test_count_by_label_and_edge_type(catalogue: GraphStore) -> None:
         catalogue.count_edges("WELDED_TO")
 
 
-# --- edges() -----------------------------------------------------------------------------------
+# --- edges() --------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -438,7 +440,7 @@ def test_edges_with_an_unknown_type_is_refused(small_line: GraphStore) -> None:
         small_line.edges(["U-1"], hops(OUT, "WELDED_TO"))
 
 
-# --- traverse ------------------------------------------------------------------------------
+# --- traverse -------------------------------------------------------------------------------------
 
 
 def test_traverse_goes_level_by_level_and_records_the_first_edge(small_line: GraphStore) -> None:
@@ -630,7 +632,7 @@ def test_time_window_refuses_naive_or_reversed_bounds() -> None:
         TimeWindow(at(2), at(1))
 
 
-# --- subgraph --------------------------------------------------------------------------------
+# --- subgraph -------------------------------------------------------------------------------------
 
 
 def test_subgraph_returns_the_nodes_and_their_induced_edges(small_line: GraphStore) -> None:
@@ -667,7 +669,7 @@ def test_subgraph_of_an_unknown_uid_is_not_found(small_line: GraphStore) -> None
         small_line.subgraph(["U-1", "U-404"])
 
 
-# --- persistence -------------------------------------------------------------------------------
+# --- persistence ----------------------------------------------------------------------------------
 
 
 def test_a_reopened_store_has_the_same_nodes_edges_and_answers(reopenable: Reopenable) -> None:
@@ -695,8 +697,9 @@ def test_a_reopened_store_has_the_same_nodes_edges_and_answers(reopenable: Reope
                 Edge("RECORDED", "RUN-1", "P-1", {"value": 251.5, "unit": "degC"}),
             ]
         )
-        everything = {"SUPPLIED": BOTH, "CONSUMED_IN": BOTH, "PRODUCED": BOTH,
-                      "ASSEMBLED_INTO": BOTH, "RAN": BOTH, "RECORDED": BOTH}  # fmt: skip
+        everything = hops(
+            BOTH, "SUPPLIED", "CONSUMED_IN", "PRODUCED", "ASSEMBLED_INTO", "RAN", "RECORDED"
+        )
         window = TimeWindow(at(0), at(3))
         uids = ["SUP-1", "LOT-1", "B-1", "U-1", "U-2", "RUN-1", "P-1"]
         before = (
@@ -756,7 +759,7 @@ def test_a_failed_transaction_leaves_nothing_after_reopen(reopenable: Reopenable
         again.close()
 
 
-# --- traversal against networkx ------------------------------------------------------------------
+# --- traversal against networkx -------------------------------------------------------------------
 
 uids_of = [f"U-{i:02d}" for i in range(12)]
 
@@ -831,6 +834,5 @@ def test_traverse_reaches_what_networkx_reaches_at_the_shortest_depth(
             continue
         assert (r.via, r.direction) == expected_parent(g, shortest, v, direction)
         assert r.edge == "ASSEMBLED_INTO"
-        assert [p.uid for p in t.path(v)][0] in start
+        assert t.path(v)[0].uid in start
         assert len(t.path(v)) == r.depth + 1
-

@@ -7,7 +7,7 @@ The plant (all times UTC)::
 
     B-OLD  29 Feb 06-08  ← LOT-B2           RUN-OLD   on M-SMT   P-TEMP 230 (low)
     B-SUB  1 Mar 06-08   ← LOT-A1, LOT-A2   RUN-SUB-1 on M-SMT   P-TEMP 250 (on usl)
-    B-FIN  1 Mar 10-16   ← LOT-B1, LOT-A2,  RUN-FIN-1 on M-PRESS P-FORCE 12
+    B-FIN  1 Mar 10-16   ← LOT-B1, LOT-A2,  RUN-FIN-1 on M-PRESS P-FORCE 12, P-HUMID 40
                            LOT-B2           RUN-FIN-2 on M-SMT   P-TEMP 256 (high)
 
     B-OLD → U-OLD-1 (29 Feb 08:00) → SHP-4 → CUST-2
@@ -22,6 +22,7 @@ P-TEMP has limits 235..250 degC, P-FORCE 10..14 kN, P-HUMID none.
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 
 import pytest
@@ -69,6 +70,24 @@ def run(uid: str, start: datetime, end: datetime | None) -> ProcessRun:
     return ProcessRun(uid=uid, started_at=start, ended_at=end, shift="early")
 
 
+GENEALOGY = """
+SUPPLIED       SUP-A>LOT-A1  SUP-A>LOT-A2  SUP-B>LOT-B1  SUP-B>LOT-B2
+LOT_OF         LOT-A1>MAT-PCB  LOT-A2>MAT-SOLDER  LOT-B1>MAT-HOUSING  LOT-B2>MAT-SOLDER
+CONSUMED_IN    LOT-B2>B-OLD  LOT-A1>B-SUB  LOT-A2>B-SUB  LOT-B1>B-FIN  LOT-A2>B-FIN  LOT-B2>B-FIN
+RAN            B-OLD>RUN-OLD  B-SUB>RUN-SUB-1  B-FIN>RUN-FIN-1  B-FIN>RUN-FIN-2
+ON             RUN-OLD>M-SMT  RUN-SUB-1>M-SMT  RUN-FIN-1>M-PRESS  RUN-FIN-2>M-SMT
+OPERATED_BY    RUN-OLD>OP-2  RUN-SUB-1>OP-1  RUN-FIN-1>OP-2  RUN-FIN-2>OP-1
+PRODUCED       B-OLD>U-OLD-1  B-SUB>SA-1  B-SUB>SA-2  B-SUB>SA-3
+PRODUCED       B-FIN>FU-1  B-FIN>FU-2  B-FIN>FU-3  B-FIN>FU-4
+ASSEMBLED_INTO SA-1>FU-1  SA-2>FU-2  FU-3>FU-4  FU-4>FU-3
+SHIPPED_IN     U-OLD-1>SHP-4  SA-3>SHP-3  FU-1>SHP-1  FU-2>SHP-1  FU-3>SHP-2
+DELIVERED_TO   SHP-1>CUST-1  SHP-2>CUST-2  SHP-3>CUST-3  SHP-4>CUST-2
+ABOUT          CMP-1>FU-1
+RAISED_BY      CMP-1>CUST-1
+"""
+"""The plant's edges without properties: a type, then its ``src>dst`` pairs."""
+
+
 def build_plant(store: GraphStore) -> None:
     with store.transaction() as batch:
         batch.add_nodes(
@@ -110,32 +129,9 @@ def build_plant(store: GraphStore) -> None:
             ]
         )
 
-        def edges(type: str, *pairs: tuple[str, str]) -> None:
-            batch.add_edges(Edge(type, src, dst) for src, dst in pairs)
-
-        edges("SUPPLIED", ("SUP-A", "LOT-A1"), ("SUP-A", "LOT-A2"), ("SUP-B", "LOT-B1"),
-              ("SUP-B", "LOT-B2"))  # fmt: skip
-        edges("LOT_OF", ("LOT-A1", "MAT-PCB"), ("LOT-A2", "MAT-SOLDER"),
-              ("LOT-B1", "MAT-HOUSING"), ("LOT-B2", "MAT-SOLDER"))  # fmt: skip
-        edges("CONSUMED_IN", ("LOT-B2", "B-OLD"), ("LOT-A1", "B-SUB"), ("LOT-A2", "B-SUB"),
-              ("LOT-B1", "B-FIN"), ("LOT-A2", "B-FIN"), ("LOT-B2", "B-FIN"))  # fmt: skip
-        edges("RAN", ("B-OLD", "RUN-OLD"), ("B-SUB", "RUN-SUB-1"), ("B-FIN", "RUN-FIN-1"),
-              ("B-FIN", "RUN-FIN-2"))  # fmt: skip
-        edges("ON", ("RUN-OLD", "M-SMT"), ("RUN-SUB-1", "M-SMT"), ("RUN-FIN-1", "M-PRESS"),
-              ("RUN-FIN-2", "M-SMT"))  # fmt: skip
-        edges("OPERATED_BY", ("RUN-OLD", "OP-2"), ("RUN-SUB-1", "OP-1"), ("RUN-FIN-1", "OP-2"),
-              ("RUN-FIN-2", "OP-1"))  # fmt: skip
-        edges("PRODUCED", ("B-OLD", "U-OLD-1"), ("B-SUB", "SA-1"), ("B-SUB", "SA-2"),
-              ("B-SUB", "SA-3"), ("B-FIN", "FU-1"), ("B-FIN", "FU-2"), ("B-FIN", "FU-3"),
-              ("B-FIN", "FU-4"))  # fmt: skip
-        edges("ASSEMBLED_INTO", ("SA-1", "FU-1"), ("SA-2", "FU-2"), ("FU-3", "FU-4"),
-              ("FU-4", "FU-3"))  # fmt: skip
-        edges("SHIPPED_IN", ("U-OLD-1", "SHP-4"), ("SA-3", "SHP-3"), ("FU-1", "SHP-1"),
-              ("FU-2", "SHP-1"), ("FU-3", "SHP-2"))  # fmt: skip
-        edges("DELIVERED_TO", ("SHP-1", "CUST-1"), ("SHP-2", "CUST-2"), ("SHP-3", "CUST-3"),
-              ("SHP-4", "CUST-2"))  # fmt: skip
-        edges("ABOUT", ("CMP-1", "FU-1"))
-        edges("RAISED_BY", ("CMP-1", "CUST-1"))
+        for line in GENEALOGY.strip().splitlines():
+            rel, *pairs = line.split()
+            batch.add_edges(Edge(rel, *pair.split(">")) for pair in pairs)
         for run_uid, parameter, value, unit in [
             ("RUN-OLD", "P-TEMP", 230.0, "degC"),
             ("RUN-SUB-1", "P-TEMP", 250.0, "degC"),
@@ -143,8 +139,8 @@ def build_plant(store: GraphStore) -> None:
             ("RUN-FIN-1", "P-FORCE", 12.0, "kN"),
             ("RUN-FIN-1", "P-HUMID", 40.0, "%RH"),
         ]:
-            batch.add_edges([Edge("RECORDED", run_uid, parameter, {"value": value,
-                                                                  "unit": unit})])  # fmt: skip
+            props = {"value": value, "unit": unit}
+            batch.add_edges([Edge("RECORDED", run_uid, parameter, props)])
 
 
 @pytest.fixture
@@ -175,7 +171,7 @@ def assert_real_path(store: GraphStore, path: tuple[PathStep, ...], first: str, 
     assert path[-1].uid == last
     for step in path:
         assert store.label_of(step.uid) == step.label
-    for before, step in zip(path, path[1:], strict=False):
+    for before, step in itertools.pairwise(path):
         assert step.edge is not None
         assert step.direction in (OUT, IN)
         src, dst = (before.uid, step.uid) if step.direction is OUT else (step.uid, before.uid)
@@ -188,7 +184,7 @@ def assert_every_path_is_real(store: GraphStore, scope: RecallScope) -> None:
         assert_real_path(store, u.path, scope.source.uid, u.uid)
 
 
-# --- upstream ----------------------------------------------------------------------------------
+# --- upstream -------------------------------------------------------------------------------------
 
 
 def test_upstream_from_a_finished_unit_reaches_its_subassemblies_roots(
@@ -295,7 +291,7 @@ def test_downstream_genealogy_from_a_lot_follows_assemblies(trace: Traceability)
     )
 
 
-# --- recall from a lot or a batch --------------------------------------------------------------
+# --- recall from a lot or a batch -----------------------------------------------------------------
 
 
 def test_recall_scope_follows_subassemblies_downstream(trace: Traceability) -> None:
@@ -378,7 +374,7 @@ def test_recall_source_that_is_not_in_the_graph_is_not_found(trace: Traceability
         trace.recall_scope(RecallSource(SourceKind.PARAMETER, "P-404"))
 
 
-# --- recall from a machine in a window -----------------------------------------------------------
+# --- recall from a machine in a window ------------------------------------------------------------
 
 
 def test_machine_recall_takes_only_runs_overlapping_the_window(trace: Traceability) -> None:
@@ -447,7 +443,7 @@ def test_machine_recall_includes_a_run_that_has_not_ended(plant: GraphStore) -> 
     assert unit_uids(scope) == ["U-NEW"]
 
 
-# --- recall from a parameter excursion -----------------------------------------------------------
+# --- recall from a parameter excursion ------------------------------------------------------------
 
 
 def test_excursion_recall_takes_only_runs_recorded_outside_the_limits(
@@ -501,7 +497,7 @@ def test_excursion_recall_on_a_parameter_without_limits_is_refused(
         trace.recall_scope(RecallSource(SourceKind.PARAMETER, "P-HUMID"))
 
 
-# --- rendering -------------------------------------------------------------------------------------
+# --- rendering ------------------------------------------------------------------------------------
 
 
 def test_render_path_draws_forward_and_backward_edges() -> None:
@@ -519,10 +515,16 @@ def test_render_path_draws_forward_and_backward_edges() -> None:
 def test_recall_scope_as_dict_carries_source_counts_and_paths(trace: Traceability) -> None:
     window = TimeWindow(t(1, 6, 30), t(1, 7, 30))
     data = trace.recall_scope(RecallSource(SourceKind.MACHINE, "M-SMT", window)).as_dict()
-    assert data["source"] == "machine M-SMT from 2024-03-01T06:30:00+00:00 to 2024-03-01T07:30:00+00:00"
+    assert data["source"] == (
+        "machine M-SMT from 2024-03-01T06:30:00+00:00 to 2024-03-01T07:30:00+00:00"
+    )
     assert data["counts"]["units"] == 5
     sa1 = next(u for u in data["units"] if u["uid"] == "SA-1")
     assert sa1["shipment"] is None
     assert [s["uid"] for s in sa1["path"]] == ["M-SMT", "RUN-SUB-1", "B-SUB", "SA-1"]
-    assert sa1["path"][1] == {"uid": "RUN-SUB-1", "label": "ProcessRun", "edge": "ON",
-                              "direction": "in"}  # fmt: skip
+    assert sa1["path"][1] == {
+        "uid": "RUN-SUB-1",
+        "label": "ProcessRun",
+        "edge": "ON",
+        "direction": "in",
+    }

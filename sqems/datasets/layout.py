@@ -66,34 +66,88 @@ STEP_OFFSET_S = 900
 
 REFLOW_PEAK = ParamSpec("P-REFLOW-PEAK", "reflow peak temperature", "degC", 235, 250, 242.5, True)
 BOARD_LINE = LineSpec(
-    "LINE-PCB", "Board line", "PRD-BOARD", "Controller board", 200, 27,
+    "LINE-PCB",
+    "Board line",
+    "PRD-BOARD",
+    "Controller board",
+    200,
+    27,
     (
-        StepSpec("STEP-PCB-10", "Solder paste print", 1, ("M-PRINT-1", "M-PRINT-2"), "stencil printer",
-                 (ParamSpec("P-PASTE-THICK", "paste thickness", "um", 100, 150, 125),)),
-        StepSpec("STEP-PCB-20", "Reflow", 2, ("M-REFLOW-1", "M-REFLOW-2"), "reflow oven",
-                 (REFLOW_PEAK, ParamSpec("P-REFLOW-SPEED", "conveyor speed", "cm/min", 70, 90, 80))),
-        StepSpec("STEP-PCB-30", "Optical inspection", 3, ("M-AOI-1",), "AOI",
-                 inspection=InspectionMethod.AOI),
+        StepSpec(
+            "STEP-PCB-10",
+            "Solder paste print",
+            1,
+            ("M-PRINT-1", "M-PRINT-2"),
+            "stencil printer",
+            (ParamSpec("P-PASTE-THICK", "paste thickness", "um", 100, 150, 125),),
+        ),
+        StepSpec(
+            "STEP-PCB-20",
+            "Reflow",
+            2,
+            ("M-REFLOW-1", "M-REFLOW-2"),
+            "reflow oven",
+            (REFLOW_PEAK, ParamSpec("P-REFLOW-SPEED", "conveyor speed", "cm/min", 70, 90, 80)),
+        ),
+        StepSpec(
+            "STEP-PCB-30",
+            "Optical inspection",
+            3,
+            ("M-AOI-1",),
+            "AOI",
+            inspection=InspectionMethod.AOI,
+        ),
     ),
     ("MAT-PCB", "MAT-PASTE", "MAT-MCU"),
-)  # fmt: skip
+)
 
 MOULD_MACHINES = ("M-MOULD-1", "M-MOULD-2")
 ASSEMBLY_LINE = LineSpec(
-    "LINE-ASM", "Assembly line", "PRD-DRIVE", "Servo drive", 100, 50,
+    "LINE-ASM",
+    "Assembly line",
+    "PRD-DRIVE",
+    "Servo drive",
+    100,
+    50,
     (
-        StepSpec("STEP-ASM-10", "Housing moulding", 1, MOULD_MACHINES, "injection moulding",
-                 (ParamSpec("P-MELT-TEMP", "melt temperature", "degC", 230, 260, 245),
-                  ParamSpec("P-INJ-PRESS", "injection pressure", "bar", 800, 1000, 900))),
-        StepSpec("STEP-ASM-20", "Shaft press-fit", 2, ("M-PRESS-1", "M-PRESS-2"), "servo press",
-                 (ParamSpec("P-PRESS-FORCE", "press-fit force", "kN", 4.0, 6.0, 5.0, True),)),
-        StepSpec("STEP-ASM-30", "Screw fastening", 3, ("M-SCREW-1", "M-SCREW-2"), "nutrunner",
-                 (ParamSpec("P-TORQUE", "fastening torque", "N*m", 2.0, 2.6, 2.3),)),
-        StepSpec("STEP-ASM-40", "End-of-line test", 4, ("M-EOL-1",), "test rig",
-                 inspection=InspectionMethod.FUNCTIONAL),
+        StepSpec(
+            "STEP-ASM-10",
+            "Housing moulding",
+            1,
+            MOULD_MACHINES,
+            "injection moulding",
+            (
+                ParamSpec("P-MELT-TEMP", "melt temperature", "degC", 230, 260, 245),
+                ParamSpec("P-INJ-PRESS", "injection pressure", "bar", 800, 1000, 900),
+            ),
+        ),
+        StepSpec(
+            "STEP-ASM-20",
+            "Shaft press-fit",
+            2,
+            ("M-PRESS-1", "M-PRESS-2"),
+            "servo press",
+            (ParamSpec("P-PRESS-FORCE", "press-fit force", "kN", 4.0, 6.0, 5.0, True),),
+        ),
+        StepSpec(
+            "STEP-ASM-30",
+            "Screw fastening",
+            3,
+            ("M-SCREW-1", "M-SCREW-2"),
+            "nutrunner",
+            (ParamSpec("P-TORQUE", "fastening torque", "N*m", 2.0, 2.6, 2.3),),
+        ),
+        StepSpec(
+            "STEP-ASM-40",
+            "End-of-line test",
+            4,
+            ("M-EOL-1",),
+            "test rig",
+            inspection=InspectionMethod.FUNCTIONAL,
+        ),
     ),
     ("MAT-RESIN", "MAT-SHAFT", "MAT-SCREW"),
-)  # fmt: skip
+)
 LINES = (BOARD_LINE, ASSEMBLY_LINE)
 
 MATERIALS = {
@@ -106,12 +160,17 @@ MATERIALS = {
     "MAT-SCREW": ("M4 fastener", "pcs", 4.0, ("SUP-10", "SUP-09")),
 }
 SUPPLIERS = {
-    "SUP-01": ("Circuitex", "DE"), "SUP-02": ("Nordic Boards", "SE"),
-    "SUP-03": ("Alloy Works", "JP"), "SUP-04": ("Solderline", "US"),
-    "SUP-05": ("Siliconvale", "TW"), "SUP-06": ("Microparts", "KR"),
-    "SUP-07": ("Polymerix", "BE"), "SUP-08": ("Resinco", "IT"),
-    "SUP-09": ("Precision Steel", "CZ"), "SUP-10": ("Fastenall", "PL"),
-}  # fmt: skip
+    "SUP-01": ("Circuitex", "DE"),
+    "SUP-02": ("Nordic Boards", "SE"),
+    "SUP-03": ("Alloy Works", "JP"),
+    "SUP-04": ("Solderline", "US"),
+    "SUP-05": ("Siliconvale", "TW"),
+    "SUP-06": ("Microparts", "KR"),
+    "SUP-07": ("Polymerix", "BE"),
+    "SUP-08": ("Resinco", "IT"),
+    "SUP-09": ("Precision Steel", "CZ"),
+    "SUP-10": ("Fastenall", "PL"),
+}
 LOT_SPAN_BATCHES = (3, 8)
 """A lot feeds between 3 and 8 consecutive batches of its line."""
 

@@ -110,8 +110,7 @@ def _load_edges(
             raise ValidationFailed(f"{section.origin} line {line}: src and dst are required")
         if record and spec.props is None:
             raise ValidationFailed(
-                f"{section.origin} line {line}: {spec.name} has no properties, got "
-                f"{sorted(record)}"
+                f"{section.origin} line {line}: {spec.name} has no properties, got {sorted(record)}"
             )
         if not batch:
             first_line = line

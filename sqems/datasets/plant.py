@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from sqems.datasets import layout as L
+from sqems.datasets import layout
 from sqems.datasets.tables import Table, fmt, iso
 
 DAY = 86_400
@@ -41,7 +41,7 @@ class PlantSpec(BaseModel):
 
     units: int = Field(default=10_000, ge=MIN_UNITS, le=MAX_UNITS)
     seed: int = Field(default=7, ge=0)
-    start: datetime = Field(default=datetime.fromisoformat(L.START))
+    start: datetime = Field(default=datetime.fromisoformat(layout.START))
 
 
 @dataclass(slots=True)
@@ -77,7 +77,7 @@ class Plant:
 class _Line:
     """One line's production, as arrays indexed by batch or by unit."""
 
-    spec: L.LineSpec
+    spec: layout.LineSpec
     batch_uids: list[str]
     sizes: np.ndarray
     starts: np.ndarray
@@ -97,13 +97,13 @@ def _shift_of(seconds: np.ndarray) -> np.ndarray:
     return np.where((hour >= 6) & (hour < 14), 0, np.where((hour >= 14) & (hour < 22), 1, 2))
 
 
-def generate(spec: PlantSpec, causes: L.Causes | None = None) -> Plant:
+def generate(spec: PlantSpec, causes: layout.Causes | None = None) -> Plant:
     """Build the plant ``spec`` describes, with ``causes`` planted (defaults: layout's)."""
-    return _Generator(spec, causes or L.Causes()).run()
+    return _Generator(spec, causes or layout.Causes()).run()
 
 
 class _Generator:
-    def __init__(self, spec: PlantSpec, causes: L.Causes) -> None:
+    def __init__(self, spec: PlantSpec, causes: layout.Causes) -> None:
         self.spec = spec
         self.c = causes
         self.rng = np.random.default_rng(spec.seed)
@@ -112,14 +112,19 @@ class _Generator:
         self.n_boards = math.ceil(spec.units * 0.54)
         self.n_drives = spec.units - self.n_boards
         self.defect_rows: dict[str, list[Any]] = {
-            "uid": [], "found_at": [], "unit": [], "type": [], "inspection": [], "description": [],
-        }  # fmt: skip
+            "uid": [],
+            "found_at": [],
+            "unit": [],
+            "type": [],
+            "inspection": [],
+            "description": [],
+        }
 
     # --- orchestration -------------------------------------------------------------------
 
     def run(self) -> Plant:
         self._master_data()
-        boards = self._schedule(L.BOARD_LINE, ready=None)
+        boards = self._schedule(layout.BOARD_LINE, ready=None)
         self._assign_lots(boards)
         self._pick_machines(boards, forced={})
         drift = self._board_actuals(boards)
@@ -128,17 +133,20 @@ class _Generator:
         if len(surviving) < self.n_drives:
             raise RuntimeError("board line scrapped more boards than the drives need")
         ready = boards.unit_time[surviving[: self.n_drives]] + 1800
-        drives = self._schedule(L.ASSEMBLY_LINE, ready=ready)
+        drives = self._schedule(layout.ASSEMBLY_LINE, ready=ready)
         bad_lot, bad_batches = self._assign_lots(drives, plant_bad_lot=True)
-        mould = L.ASSEMBLY_LINE.steps[0]
+        mould = layout.ASSEMBLY_LINE.steps[0]
         forced = {(b, 0): mould.machines.index(self.c.co_exposed_machine) for b in bad_batches}
         self._pick_machines(drives, forced=forced)
         self._plain_actuals(drives)
         self._emit_line(boards, "SN-B")
         self._emit_line(drives, "SN-D")
         drive_state = self._drive_quality(drives, board_state, surviving, bad_batches)
-        self.plant.add_edges("ASSEMBLED_INTO", src=[boards.serials[i] for i in surviving[: self.n_drives]],
-                             dst=drives.serials)  # fmt: skip
+        self.plant.add_edges(
+            "ASSEMBLED_INTO",
+            src=[boards.serials[i] for i in surviving[: self.n_drives]],
+            dst=drives.serials,
+        )
         board_caught = {
             "DT-SOLDER-VOID": board_state["void"] & board_state["detected"],
             "DT-SOLDER-BRIDGE": board_state["bridge"] & board_state["detected"],
@@ -155,68 +163,110 @@ class _Generator:
 
     def _master_data(self) -> None:
         p = self.plant
-        site_uid, site_name = L.SITE
+        site_uid, site_name = layout.SITE
         p.add_nodes("Site", uid=[site_uid], name=[site_name], country=["FR"], timezone=["UTC"])
-        p.add_nodes("Supplier", uid=list(L.SUPPLIERS),
-                    name=[v[0] for v in L.SUPPLIERS.values()],
-                    country=[v[1] for v in L.SUPPLIERS.values()],
-                    status=["approved"] * len(L.SUPPLIERS))  # fmt: skip
-        p.add_nodes("Material", uid=list(L.MATERIALS),
-                    name=[v[0] for v in L.MATERIALS.values()],
-                    unit=[v[1] for v in L.MATERIALS.values()],
-                    critical=["true" if k in ("MAT-RESIN", "MAT-MCU") else "false"
-                              for k in L.MATERIALS])  # fmt: skip
-        for type_spec in L.DEFECT_TYPES.values():
-            p.add_nodes("DefectType", uid=[type_spec.uid], name=[type_spec.name],
-                        category=[type_spec.category.value])  # fmt: skip
-        for line_no, line in enumerate(L.LINES):
-            kind = "subassembly" if line is L.BOARD_LINE else "finished"
-            p.add_nodes("Product", uid=[line.product], name=[line.product_name],
-                        revision=["C"], kind=[kind])  # fmt: skip
+        p.add_nodes(
+            "Supplier",
+            uid=list(layout.SUPPLIERS),
+            name=[v[0] for v in layout.SUPPLIERS.values()],
+            country=[v[1] for v in layout.SUPPLIERS.values()],
+            status=["approved"] * len(layout.SUPPLIERS),
+        )
+        p.add_nodes(
+            "Material",
+            uid=list(layout.MATERIALS),
+            name=[v[0] for v in layout.MATERIALS.values()],
+            unit=[v[1] for v in layout.MATERIALS.values()],
+            critical=[
+                "true" if k in ("MAT-RESIN", "MAT-MCU") else "false" for k in layout.MATERIALS
+            ],
+        )
+        for type_spec in layout.DEFECT_TYPES.values():
+            p.add_nodes(
+                "DefectType",
+                uid=[type_spec.uid],
+                name=[type_spec.name],
+                category=[type_spec.category.value],
+            )
+        for line_no, line in enumerate(layout.LINES):
+            kind = "subassembly" if line is layout.BOARD_LINE else "finished"
+            p.add_nodes(
+                "Product", uid=[line.product], name=[line.product_name], revision=["C"], kind=[kind]
+            )
             p.add_nodes("Line", uid=[line.uid], name=[line.name])
             p.add_edges("PART_OF", src=[line.uid], dst=[site_uid])
             for mat in line.materials:
-                p.add_edges("USES", src=[line.product], dst=[mat],
-                            quantity=[f"{L.MATERIALS[mat][2]:g}"])  # fmt: skip
+                p.add_edges(
+                    "USES",
+                    src=[line.product],
+                    dst=[mat],
+                    quantity=[f"{layout.MATERIALS[mat][2]:g}"],
+                )
             for step_no, step in enumerate(line.steps):
-                p.add_nodes("ProcessStep", uid=[step.uid], name=[step.name],
-                            sequence=[str(step.sequence)])  # fmt: skip
+                p.add_nodes(
+                    "ProcessStep", uid=[step.uid], name=[step.name], sequence=[str(step.sequence)]
+                )
                 p.add_edges("STEP_OF", src=[step.uid], dst=[line.product])
                 for par in step.params:
-                    p.add_nodes("Parameter", uid=[par.uid], name=[par.name], unit=[par.unit],
-                                lsl=[f"{par.lsl:g}"], usl=[f"{par.usl:g}"],
-                                target=[f"{par.target:g}"],
-                                critical=["true" if par.critical else "false"])  # fmt: skip
+                    p.add_nodes(
+                        "Parameter",
+                        uid=[par.uid],
+                        name=[par.name],
+                        unit=[par.unit],
+                        lsl=[f"{par.lsl:g}"],
+                        usl=[f"{par.usl:g}"],
+                        target=[f"{par.target:g}"],
+                        critical=["true" if par.critical else "false"],
+                    )
                     p.add_edges("PARAMETER_OF", src=[par.uid], dst=[step.uid])
                 for m_no, machine in enumerate(step.machines):
                     # a plausible floor layout: lines 8 m apart, steps 6 m apart, parallel
                     # machines side by side
-                    p.add_nodes("Machine", uid=[machine], name=[f"{step.name} {m_no + 1}"],
-                                kind=[step.machine_kind], x_m=[f"{6.0 * step_no:g}"],
-                                y_m=[f"{8.0 * line_no + 3.0 * m_no:g}"],
-                                rotation_deg=["0"], length_m=["4"], width_m=["2"],
-                                height_m=["2.2"])  # fmt: skip
+                    p.add_nodes(
+                        "Machine",
+                        uid=[machine],
+                        name=[f"{step.name} {m_no + 1}"],
+                        kind=[step.machine_kind],
+                        x_m=[f"{6.0 * step_no:g}"],
+                        y_m=[f"{8.0 * line_no + 3.0 * m_no:g}"],
+                        rotation_deg=["0"],
+                        length_m=["4"],
+                        width_m=["2"],
+                        height_m=["2.2"],
+                    )
                     p.add_edges("PART_OF", src=[machine], dst=[line.uid])
                     p.add_edges("CAN_PERFORM", src=[machine], dst=[step.uid])
-        p.add_edges("USES", src=[L.ASSEMBLY_LINE.product], dst=[L.BOARD_LINE.product],
-                    quantity=["1"])  # fmt: skip
-        n_ops = L.OPERATORS_PER_SHIFT * len(L.SHIFTS)
-        p.add_nodes("Operator", uid=[f"OP-{i + 1:03d}" for i in range(n_ops)],
-                    name=[f"Operator {i + 1:03d}" for i in range(n_ops)],
-                    qualified=["true"] * n_ops)  # fmt: skip
+        p.add_edges(
+            "USES",
+            src=[layout.ASSEMBLY_LINE.product],
+            dst=[layout.BOARD_LINE.product],
+            quantity=["1"],
+        )
+        n_ops = layout.OPERATORS_PER_SHIFT * len(layout.SHIFTS)
+        p.add_nodes(
+            "Operator",
+            uid=[f"OP-{i + 1:03d}" for i in range(n_ops)],
+            name=[f"Operator {i + 1:03d}" for i in range(n_ops)],
+            qualified=["true"] * n_ops,
+        )
         first = ["Atlas", "Borealis", "Cobalt", "Delta", "Ember", "Fjord", "Granite", "Helix"]
         second = ["Motion", "Robotics", "Automation", "Systems", "Drives", "Industries"]
         countries = ["FR", "DE", "US", "JP", "IT", "ES", "GB", "PL", "SE", "CN"]
-        names = [f"{first[i % len(first)]} {second[(i * 5) % len(second)]}"
-                 for i in range(L.N_CUSTOMERS)]  # fmt: skip
-        p.add_nodes("Customer", uid=[f"CUST-{i + 1:03d}" for i in range(L.N_CUSTOMERS)],
-                    name=names,
-                    country=[countries[i % len(countries)] for i in range(L.N_CUSTOMERS)])  # fmt: skip
+        names = [
+            f"{first[i % len(first)]} {second[(i * 5) % len(second)]}"
+            for i in range(layout.N_CUSTOMERS)
+        ]
+        p.add_nodes(
+            "Customer",
+            uid=[f"CUST-{i + 1:03d}" for i in range(layout.N_CUSTOMERS)],
+            name=names,
+            country=[countries[i % len(countries)] for i in range(layout.N_CUSTOMERS)],
+        )
 
     # --- production ----------------------------------------------------------------------
 
-    def _schedule(self, line: L.LineSpec, ready: np.ndarray | None) -> _Line:
-        n_units = self.n_boards if line is L.BOARD_LINE else self.n_drives
+    def _schedule(self, line: layout.LineSpec, ready: np.ndarray | None) -> _Line:
+        n_units = self.n_boards if line is layout.BOARD_LINE else self.n_drives
         n_batches = math.ceil(n_units / line.batch_size)
         sizes = np.full(n_batches, line.batch_size, dtype=np.int64)
         sizes[-1] = n_units - line.batch_size * (n_batches - 1)
@@ -229,29 +279,38 @@ class _Generator:
             if ready is not None:
                 t = max(t, int(ready[last_needed[j]]))
             starts[j] = t
-            t += int(duration[j]) + L.CHANGEOVER_S
+            t += int(duration[j]) + layout.CHANGEOVER_S
         n_steps = len(line.steps)
-        run_starts = starts[:, None] + L.STEP_OFFSET_S * np.arange(n_steps)[None, :]
-        tag = "PCB" if line is L.BOARD_LINE else "ASM"
+        run_starts = starts[:, None] + layout.STEP_OFFSET_S * np.arange(n_steps)[None, :]
+        tag = "PCB" if line is layout.BOARD_LINE else "ASM"
         batch_uids = [f"WO-{tag}-{j + 1:05d}" for j in range(n_batches)]
         unit_batch = np.repeat(np.arange(n_batches), sizes)
         within = np.arange(n_units) - np.repeat(np.cumsum(sizes) - sizes, sizes)
         unit_time = run_starts[unit_batch, -1] + (within + 1) * line.cycle_s
         return _Line(
-            line, batch_uids, sizes, starts, duration, run_starts,
-            np.zeros((n_batches, n_steps), dtype=np.int64), _shift_of(run_starts), {}, {},
-            unit_batch, unit_time,
-        )  # fmt: skip
+            line,
+            batch_uids,
+            sizes,
+            starts,
+            duration,
+            run_starts,
+            np.zeros((n_batches, n_steps), dtype=np.int64),
+            _shift_of(run_starts),
+            {},
+            {},
+            unit_batch,
+            unit_time,
+        )
 
     def _assign_lots(
         self, line: _Line, *, plant_bad_lot: bool = False
     ) -> tuple[str | None, list[int]]:
-        """Give every batch one lot of each material; a lot feeds 3–8 consecutive batches."""
+        """Give every batch one lot of each material; a lot feeds 3 to 8 consecutive batches."""
         p = self.plant
         n = len(line.batch_uids)
         bad_lot: str | None = None
         bad_batches: list[int] = []
-        lo, hi = L.LOT_SPAN_BATCHES
+        lo, hi = layout.LOT_SPAN_BATCHES
         for mat in line.spec.materials:
             spans: list[int] = []
             while sum(spans) < n:
@@ -259,21 +318,29 @@ class _Generator:
             spans[-1] -= sum(spans) - n
             lot_of_batch = np.repeat(np.arange(len(spans)), spans)
             line.lots[mat] = lot_of_batch
-            name, unit, per_unit, suppliers = L.MATERIALS[mat]
+            _name, unit, per_unit, suppliers = layout.MATERIALS[mat]
             first_batch = np.cumsum(spans) - spans
             received = line.starts[first_batch] - self.rng.integers(2 * DAY, 10 * DAY, len(spans))
             short = mat.removeprefix("MAT-")
             uids = [f"LOT-{short}-{k + 1:05d}" for k in range(len(spans))]
             need = np.bincount(lot_of_batch, weights=line.sizes * per_unit)
             quantity = np.ceil(need * 1.05 * 1000) / 1000
-            p.add_nodes("MaterialLot", uid=uids, received_at=iso(received),
-                        quantity=fmt(quantity, 3), unit=[unit] * len(spans))  # fmt: skip
+            p.add_nodes(
+                "MaterialLot",
+                uid=uids,
+                received_at=iso(received),
+                quantity=fmt(quantity, 3),
+                unit=[unit] * len(spans),
+            )
             p.add_edges("LOT_OF", src=uids, dst=[mat] * len(spans))
             supplier = self.rng.integers(0, len(suppliers), len(spans))
             p.add_edges("SUPPLIED", src=[suppliers[s] for s in supplier], dst=uids)
-            p.add_edges("CONSUMED_IN", src=[uids[k] for k in lot_of_batch],
-                        dst=line.batch_uids,
-                        quantity=fmt(line.sizes * per_unit, 3))  # fmt: skip
+            p.add_edges(
+                "CONSUMED_IN",
+                src=[uids[k] for k in lot_of_batch],
+                dst=line.batch_uids,
+                quantity=fmt(line.sizes * per_unit, 3),
+            )
             if plant_bad_lot and mat == self.c.bad_lot_material:
                 at = min(n - 1, round(self.c.bad_lot_position * (n - 1)))
                 k = int(lot_of_batch[at])
@@ -306,7 +373,9 @@ class _Generator:
         t = line.run_starts[:, s].astype(float)
         ramp = np.clip((t - w0) / (w1 - w0), 0.0, 1.0) * ((t >= w0) & (t <= w1))
         on = line.machines[:, s] == m
-        line.actuals[c.drift_parameter] = line.actuals[c.drift_parameter] + c.drift_amount * ramp * on
+        line.actuals[c.drift_parameter] = (
+            line.actuals[c.drift_parameter] + c.drift_amount * ramp * on
+        )
         drifting = np.flatnonzero(on & (ramp > 0))
         return {"window": (int(w0), int(w1)), "step": s, "batches": drifting}
 
@@ -315,28 +384,41 @@ class _Generator:
         spec = line.spec
         n = len(line.batch_uids)
         ends = line.run_starts[:, -1] + line.duration
-        p.add_nodes("Batch", uid=line.batch_uids, started_at=iso(line.starts),
-                    ended_at=iso(ends), quantity=[str(int(x)) for x in line.sizes],
-                    status=["completed"] * n)  # fmt: skip
+        p.add_nodes(
+            "Batch",
+            uid=line.batch_uids,
+            started_at=iso(line.starts),
+            ended_at=iso(ends),
+            quantity=[str(int(x)) for x in line.sizes],
+            status=["completed"] * n,
+        )
         p.add_edges("OF_PRODUCT", src=line.batch_uids, dst=[spec.product] * n)
-        n_ops = L.OPERATORS_PER_SHIFT
+        n_ops = layout.OPERATORS_PER_SHIFT
         for s, step in enumerate(spec.steps):
             runs = [f"RUN-{b}-{step.sequence * 10}" for b in line.batch_uids]
             shift = line.shifts[:, s]
-            p.add_nodes("ProcessRun", uid=runs, started_at=iso(line.run_starts[:, s]),
-                        ended_at=iso(line.run_starts[:, s] + line.duration),
-                        shift=[L.SHIFTS[i] for i in shift])  # fmt: skip
+            p.add_nodes(
+                "ProcessRun",
+                uid=runs,
+                started_at=iso(line.run_starts[:, s]),
+                ended_at=iso(line.run_starts[:, s] + line.duration),
+                shift=[layout.SHIFTS[i] for i in shift],
+            )
             p.add_edges("RAN", src=line.batch_uids, dst=runs)
             p.add_edges("ON", src=runs, dst=[step.machines[m] for m in line.machines[:, s]])
             p.add_edges("FOR_STEP", src=runs, dst=[step.uid] * n)
             ops = shift * n_ops + self.rng.integers(0, n_ops, n)
             p.add_edges("OPERATED_BY", src=runs, dst=[f"OP-{o + 1:03d}" for o in ops])
             for par in step.params:
-                p.add_edges("RECORDED", src=runs, dst=[par.uid] * n,
-                            value=fmt(line.actuals[par.uid], 3), unit=[par.unit] * n)  # fmt: skip
+                p.add_edges(
+                    "RECORDED",
+                    src=runs,
+                    dst=[par.uid] * n,
+                    value=fmt(line.actuals[par.uid], 3),
+                    unit=[par.unit] * n,
+                )
         line.serials = [f"{serial_prefix}{i + 1:07d}" for i in range(len(line.unit_batch))]
-        p.add_edges("PRODUCED", src=[line.batch_uids[b] for b in line.unit_batch],
-                    dst=line.serials)  # fmt: skip
+        p.add_edges("PRODUCED", src=[line.batch_uids[b] for b in line.unit_batch], dst=line.serials)
 
     # --- quality -------------------------------------------------------------------------
 
@@ -352,8 +434,13 @@ class _Generator:
         bridge = self._draw(np.full(len(peak), base["DT-SOLDER-BRIDGE"]))
         defective = void | bridge
         detected = defective & self._draw(np.full(len(peak), c.aoi_detects))
-        return {"void": void, "bridge": bridge, "defective": defective, "detected": detected,
-                "escaped": defective & ~detected}  # fmt: skip
+        return {
+            "void": void,
+            "bridge": bridge,
+            "defective": defective,
+            "detected": detected,
+            "escaped": defective & ~detected,
+        }
 
     def _drive_quality(
         self,
@@ -368,13 +455,17 @@ class _Generator:
         board_of = surviving[:n]
         in_bad_lot = np.isin(line.unit_batch, bad_batches)
         press = next(i for i, st in enumerate(line.spec.steps) if st.uid == c.shift_step)
-        night = line.shifts[line.unit_batch, press] == L.SHIFTS.index(c.shift)
+        night = line.shifts[line.unit_batch, press] == layout.SHIFTS.index(c.shift)
         fired = {
-            "DT-CRACKED-HOUSING": self._draw(base["DT-CRACKED-HOUSING"] + c.bad_lot_added_p * in_bad_lot),
-            "DT-MISALIGNED-SHAFT": self._draw(base["DT-MISALIGNED-SHAFT"] + c.shift_added_p * night),
+            "DT-CRACKED-HOUSING": self._draw(
+                base["DT-CRACKED-HOUSING"] + c.bad_lot_added_p * in_bad_lot
+            ),
+            "DT-MISALIGNED-SHAFT": self._draw(
+                base["DT-MISALIGNED-SHAFT"] + c.shift_added_p * night
+            ),
             "DT-TORQUE-LOW": self._draw(np.full(n, base["DT-TORQUE-LOW"])),
             "DT-SCRATCH": self._draw(np.full(n, base["DT-SCRATCH"])),
-        }  # fmt: skip
+        }
         board_void = board_state["void"][board_of] & board_state["escaped"][board_of]
         board_bridge = board_state["bridge"][board_of] & board_state["escaped"][board_of]
         latent = board_void | board_bridge
@@ -395,10 +486,19 @@ class _Generator:
             first_type[(board_bridge if t == "DT-SOLDER-BRIDGE" else board_void)] = t
         for t in reversed(list(fired)):
             first_type[fired[t]] = t
-        return {"fired": fired, "board_void": board_void, "board_bridge": board_bridge,
-                "caught": caught, "detected": detected, "defective": defective,
-                "escaped": defective & ~detected, "first_type": first_type,
-                "in_bad_lot": in_bad_lot, "night": night, "board_of": board_of}  # fmt: skip
+        return {
+            "fired": fired,
+            "board_void": board_void,
+            "board_bridge": board_bridge,
+            "caught": caught,
+            "detected": detected,
+            "defective": defective,
+            "escaped": defective & ~detected,
+            "first_type": first_type,
+            "in_bad_lot": in_bad_lot,
+            "night": night,
+            "board_of": board_of,
+        }
 
     def _emit_units(self, line: _Line, caught: dict[str, np.ndarray]) -> None:
         """Units with their status, the batch inspection, and a defect per caught type."""
@@ -415,36 +515,53 @@ class _Generator:
         n = len(line.batch_uids)
         found = np.bincount(line.unit_batch, weights=detected, minlength=n).astype(int)
         uids = [f"INS-{b}" for b in line.batch_uids]
-        verdict = ["fail" if f > 0.05 * size else "pass"
-                   for f, size in zip(found, line.sizes, strict=True)]  # fmt: skip
-        p.add_nodes("Inspection", uid=uids,
-                    inspected_at=iso(line.run_starts[:, s] + line.duration),
-                    method=[step.inspection.value] * n,
-                    sample_size=[str(int(x)) for x in line.sizes],
-                    defects_found=[str(int(x)) for x in found], verdict=verdict,
-                    image_ref=[f"images/{u}/" for u in uids])  # fmt: skip
+        verdict = [
+            "fail" if f > 0.05 * size else "pass" for f, size in zip(found, line.sizes, strict=True)
+        ]
+        p.add_nodes(
+            "Inspection",
+            uid=uids,
+            inspected_at=iso(line.run_starts[:, s] + line.duration),
+            method=[step.inspection.value] * n,
+            sample_size=[str(int(x)) for x in line.sizes],
+            defects_found=[str(int(x)) for x in found],
+            verdict=verdict,
+            image_ref=[f"images/{u}/" for u in uids],
+        )
         p.add_edges("INSPECTED", src=uids, dst=line.batch_uids)
 
         rows = self.defect_rows
-        on_drive = line.spec is L.ASSEMBLY_LINE
+        on_drive = line.spec is layout.ASSEMBLY_LINE
         for t, mask in caught.items():
             idx = np.flatnonzero(mask)
             rows["unit"] += [line.serials[i] for i in idx]
             rows["found_at"] += list(line.unit_time[idx] + 120)
             rows["type"] += [t] * len(idx)
             rows["inspection"] += [uids[line.unit_batch[i]] for i in idx]
-            note = "end-of-line test failure; board fault" if on_drive and t in L.BOARD_DEFECTS else ""
+            note = (
+                "end-of-line test failure; board fault"
+                if on_drive and t in layout.BOARD_DEFECTS
+                else ""
+            )
             rows["description"] += [note] * len(idx)
 
     def _emit_defects(self) -> None:
         rows = self.defect_rows
         order = np.lexsort((np.array(rows["unit"]), np.array(rows["found_at"], dtype=np.int64)))
         uids = [f"DEF-{i + 1:07d}" for i in range(len(order))]
-        pick = lambda key: [rows[key][i] for i in order]  # noqa: E731
+
+        def pick(key: str) -> list[Any]:
+            return [rows[key][i] for i in order]
+
         p = self.plant
-        p.add_nodes("Defect", uid=uids, found_at=iso(pick("found_at")),
-                    severity=["major"] * len(uids), disposition=["scrap"] * len(uids),
-                    description=pick("description"))  # fmt: skip
+        p.add_nodes(
+            "Defect",
+            uid=uids,
+            found_at=iso(pick("found_at")),
+            severity=["major"] * len(uids),
+            disposition=["scrap"] * len(uids),
+            description=pick("description"),
+        )
         p.add_edges("FOUND_ON", src=uids, dst=pick("unit"))
         p.add_edges("OF_TYPE", src=uids, dst=pick("type"))
         p.add_edges("DETECTED_IN", src=uids, dst=pick("inspection"))
@@ -467,17 +584,26 @@ class _Generator:
         shipment_of = np.repeat(np.arange(n_ship), sizes)
         last = line.unit_time[units][cut - 1] if n_ship else np.array([], dtype=np.int64)
         shipped_at = last + self.rng.integers(DAY, 3 * DAY, n_ship)
-        weights = 1.0 / np.arange(1, L.N_CUSTOMERS + 1)
-        customer = self.rng.choice(L.N_CUSTOMERS, size=n_ship, p=weights / weights.sum())
+        weights = 1.0 / np.arange(1, layout.N_CUSTOMERS + 1)
+        customer = self.rng.choice(layout.N_CUSTOMERS, size=n_ship, p=weights / weights.sum())
         uids = [f"SHP-{k + 1:06d}" for k in range(n_ship)]
         carriers = ["road", "air", "sea"]
-        p.add_nodes("Shipment", uid=uids, shipped_at=iso(shipped_at),
-                    carrier=[carriers[k % 3] for k in range(n_ship)])  # fmt: skip
-        p.add_edges("SHIPPED_IN", src=[serials[i] for i in units],
-                    dst=[uids[k] for k in shipment_of])  # fmt: skip
+        p.add_nodes(
+            "Shipment",
+            uid=uids,
+            shipped_at=iso(shipped_at),
+            carrier=[carriers[k % 3] for k in range(n_ship)],
+        )
+        p.add_edges(
+            "SHIPPED_IN", src=[serials[i] for i in units], dst=[uids[k] for k in shipment_of]
+        )
         p.add_edges("DELIVERED_TO", src=uids, dst=[f"CUST-{k + 1:03d}" for k in customer])
-        return {"units": units, "shipment_of": shipment_of, "shipped_at": shipped_at,
-                "customer": customer}  # fmt: skip
+        return {
+            "units": units,
+            "shipment_of": shipment_of,
+            "shipped_at": shipped_at,
+            "customer": customer,
+        }
 
     def _complaints(self, line: _Line, state: dict[str, Any], shipped: dict[str, Any]) -> None:
         c = self.c
@@ -492,26 +618,36 @@ class _Generator:
         reported = np.where(
             real[idx],
             state["first_type"][units[idx]],
-            np.array(L.DRIVE_DEFECTS, dtype=object)[self.rng.integers(0, len(L.DRIVE_DEFECTS), len(idx))],
-        )  # fmt: skip
+            np.array(layout.DRIVE_DEFECTS, dtype=object)[
+                self.rng.integers(0, len(layout.DRIVE_DEFECTS), len(idx))
+            ],
+        )
         order = np.lexsort((units[idx], received))
         idx, received, reported = idx[order], received[order], reported[order]
         serials = line.serials
         uids = [f"CMP-{k + 1:06d}" for k in range(len(idx))]
         p = self.plant
-        p.add_nodes("Complaint", uid=uids, received_at=iso(received),
-                    severity=["major"] * len(uids),
-                    description=[f"customer reports {L.DEFECT_TYPES[t].name.lower()}"
-                                 for t in reported])  # fmt: skip
+        p.add_nodes(
+            "Complaint",
+            uid=uids,
+            received_at=iso(received),
+            severity=["major"] * len(uids),
+            description=[
+                f"customer reports {layout.DEFECT_TYPES[t].name.lower()}" for t in reported
+            ],
+        )
         p.add_edges("ABOUT", src=uids, dst=[serials[units[i]] for i in idx])
         p.add_edges("OF_TYPE", src=uids, dst=list(reported))
-        p.add_edges("RAISED_BY", src=uids,
-                    dst=[f"CUST-{shipped['customer'][shipped['shipment_of'][i]] + 1:03d}"
-                         for i in idx])  # fmt: skip
+        p.add_edges(
+            "RAISED_BY",
+            src=uids,
+            dst=[f"CUST-{shipped['customer'][shipped['shipment_of'][i]] + 1:03d}" for i in idx],
+        )
         self._complaint_truth = {
-            "uids": uids, "units": [serials[units[i]] for i in idx],
+            "uids": uids,
+            "units": [serials[units[i]] for i in idx],
             "no_fault_found": [bool(nff[i]) for i in idx],
-        }  # fmt: skip
+        }
 
     # --- ground truth ----------------------------------------------------------------------
 
@@ -529,11 +665,16 @@ class _Generator:
         c = self.c
         w0, w1 = drift["window"]
         s = drift["step"]
-        par = next(p for p in L.BOARD_LINE.steps[s].params if p.uid == c.drift_parameter)
-        drift_runs = [f"RUN-{boards.batch_uids[b]}-{L.BOARD_LINE.steps[s].sequence * 10}"
-                      for b in drift["batches"]]  # fmt: skip
-        out_of_spec = [r for r, b in zip(drift_runs, drift["batches"], strict=True)
-                       if boards.actuals[c.drift_parameter][b] > par.usl]  # fmt: skip
+        par = next(p for p in layout.BOARD_LINE.steps[s].params if p.uid == c.drift_parameter)
+        drift_runs = [
+            f"RUN-{boards.batch_uids[b]}-{layout.BOARD_LINE.steps[s].sequence * 10}"
+            for b in drift["batches"]
+        ]
+        out_of_spec = [
+            r
+            for r, b in zip(drift_runs, drift["batches"], strict=True)
+            if boards.actuals[c.drift_parameter][b] > par.usl
+        ]
         complaint_truth = self._complaint_truth
         self.plant.truth = {
             "format": "sqems-ground-truth",
@@ -547,7 +688,7 @@ class _Generator:
                     "uid": bad_lot,
                     "material": c.bad_lot_material,
                     "defect_type": c.bad_lot_defect,
-                    "category": L.DEFECT_TYPES[c.bad_lot_defect].category.value,
+                    "category": layout.DEFECT_TYPES[c.bad_lot_defect].category.value,
                     "added_probability": c.bad_lot_added_p,
                     "batches": [drives.batch_uids[b] for b in bad_batches],
                     "exposed_units": int(drive_state["in_bad_lot"].sum()),
@@ -564,7 +705,7 @@ class _Generator:
                     "drift": c.drift_amount,
                     "usl": par.usl,
                     "defect_type": c.drift_defect,
-                    "category": L.DEFECT_TYPES[c.drift_defect].category.value,
+                    "category": layout.DEFECT_TYPES[c.drift_defect].category.value,
                     "runs": drift_runs,
                     "runs_out_of_spec": out_of_spec,
                     "batches": [boards.batch_uids[b] for b in drift["batches"]],
@@ -575,7 +716,7 @@ class _Generator:
                     "uid": c.shift,
                     "step": c.shift_step,
                     "defect_type": c.shift_defect,
-                    "category": L.DEFECT_TYPES[c.shift_defect].category.value,
+                    "category": layout.DEFECT_TYPES[c.shift_defect].category.value,
                     "added_probability": c.shift_added_p,
                     "exposed_units": int(drive_state["night"].sum()),
                 },
@@ -598,11 +739,15 @@ class _Generator:
                 },
                 {
                     "kind": "no_fault_found",
-                    "complaints": [u for u, n in zip(complaint_truth["uids"],
-                                                     complaint_truth["no_fault_found"],
-                                                     strict=True) if n],
+                    "complaints": [
+                        u
+                        for u, n in zip(
+                            complaint_truth["uids"], complaint_truth["no_fault_found"], strict=True
+                        )
+                        if n
+                    ],
                     "why": "complaints about good units",
-                },  # fmt: skip
+                },
             ],
             "counts": {
                 "boards": len(boards.unit_batch),
@@ -621,8 +766,11 @@ class _Generator:
         b_serials, d_serials = boards.serials, drives.serials
         rows: dict[str, list[str]] = {"uid": [], "defect_types": [], "detected": [], "shipped": []}
         for i in np.flatnonzero(board_state["defective"]):
-            types = [t for t, k in (("DT-SOLDER-VOID", "void"), ("DT-SOLDER-BRIDGE", "bridge"))
-                     if board_state[k][i]]  # fmt: skip
+            types = [
+                t
+                for t, k in (("DT-SOLDER-VOID", "void"), ("DT-SOLDER-BRIDGE", "bridge"))
+                if board_state[k][i]
+            ]
             rows["uid"].append(b_serials[i])
             rows["defect_types"].append(";".join(types))
             rows["detected"].append(str(bool(board_state["detected"][i])).lower())

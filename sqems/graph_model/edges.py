@@ -82,30 +82,67 @@ REL_TYPES: dict[str, RelType] = {
     r.name: r
     for r in (
         # genealogy, supplier → customer
-        _rel("SUPPLIED", [("Supplier", "MaterialLot")], "supplier delivered the lot", genealogy=True),
-        _rel("CONSUMED_IN", [("MaterialLot", "Batch")], "lot was used by the batch", Quantity, genealogy=True),
+        _rel(
+            "SUPPLIED", [("Supplier", "MaterialLot")], "supplier delivered the lot", genealogy=True
+        ),
+        _rel(
+            "CONSUMED_IN",
+            [("MaterialLot", "Batch")],
+            "lot was used by the batch",
+            Quantity,
+            genealogy=True,
+        ),
         _rel("RAN", [("Batch", "ProcessRun")], "the batch went through this run", genealogy=True),
         _rel("ON", [("ProcessRun", "Machine")], "the run happened on the machine", genealogy=True),
         _rel("PRODUCED", [("Batch", "Unit")], "the batch made the unit", genealogy=True),
-        _rel("ASSEMBLED_INTO", [("Unit", "Unit")], "sub-assembly built into a unit", genealogy=True),
+        _rel(
+            "ASSEMBLED_INTO", [("Unit", "Unit")], "sub-assembly built into a unit", genealogy=True
+        ),
         _rel("SHIPPED_IN", [("Unit", "Shipment")], "the unit left in the shipment", genealogy=True),
-        _rel("DELIVERED_TO", [("Shipment", "Customer")], "the shipment went to the customer", genealogy=True),
+        _rel(
+            "DELIVERED_TO",
+            [("Shipment", "Customer")],
+            "the shipment went to the customer",
+            genealogy=True,
+        ),
         # quality
         _rel("FOUND_ON", [("Defect", "Unit"), ("Defect", "Batch")], "where the defect was found"),
         _rel("OF_TYPE", [("Defect", "DefectType"), ("Complaint", "DefectType")], "classification"),
         _rel("ABOUT", [("Complaint", "Unit")], "the unit a complaint concerns"),
-        _rel("ADDRESSES", [("Capa", "Defect"), ("Capa", "Complaint"), ("Capa", "Alarm")], "what a CAPA answers"),
+        _rel(
+            "ADDRESSES",
+            [("Capa", "Defect"), ("Capa", "Complaint"), ("Capa", "Alarm")],
+            "what a CAPA answers",
+        ),
         _rel("DETECTED_IN", [("Defect", "Inspection")], "the inspection that caught the defect"),
-        _rel("INSPECTED", [("Inspection", "Batch"), ("Inspection", "Unit")], "what an inspection looked at"),
+        _rel(
+            "INSPECTED",
+            [("Inspection", "Batch"), ("Inspection", "Unit")],
+            "what an inspection looked at",
+        ),
         _rel("RAISED_BY", [("Complaint", "Customer")], "who complained"),
-        _rel("RAISED_ON", [("Alarm", "Machine"), ("Alarm", "Parameter"), ("Alarm", "ProcessRun")], "where an alarm fired"),
+        _rel(
+            "RAISED_ON",
+            [("Alarm", "Machine"), ("Alarm", "Parameter"), ("Alarm", "ProcessRun")],
+            "where an alarm fired",
+        ),
         # equipment, routing and master data
         _rel("PART_OF", [("Machine", "Line"), ("Line", "Site")], "equipment hierarchy"),
-        _rel("MODELLED_BY", [("Machine", "BimElement"), ("Line", "BimElement"), ("Site", "BimElement")], "BIM element of the equipment"),
+        _rel(
+            "MODELLED_BY",
+            [("Machine", "BimElement"), ("Line", "BimElement"), ("Site", "BimElement")],
+            "BIM element of the equipment",
+        ),
         _rel("LOT_OF", [("MaterialLot", "Material")], "the lot's part number"),
         _rel("OF_PRODUCT", [("Batch", "Product")], "what the batch makes"),
-        _rel("USES", [("Product", "Material"), ("Product", "Product")], "bill of materials", Quantity),
-        _rel("STEP_OF", [("ProcessStep", "Product")], "routing: the step belongs to the product's route"),
+        _rel(
+            "USES", [("Product", "Material"), ("Product", "Product")], "bill of materials", Quantity
+        ),
+        _rel(
+            "STEP_OF",
+            [("ProcessStep", "Product")],
+            "routing: the step belongs to the product's route",
+        ),
         _rel("PARAMETER_OF", [("Parameter", "ProcessStep")], "the step's controlled parameter"),
         _rel("CAN_PERFORM", [("Machine", "ProcessStep")], "the machine is qualified for the step"),
         _rel("FOR_STEP", [("ProcessRun", "ProcessStep")], "the step a run performed"),
@@ -113,7 +150,7 @@ REL_TYPES: dict[str, RelType] = {
         _rel("OPERATED_BY", [("ProcessRun", "Operator")], "who ran it"),
         _rel("CALIBRATES", [("Calibration", "Machine")], "calibration of the machine"),
     )
-}  # fmt: skip
+}
 """Every relationship type of the model, by name."""
 
 

@@ -109,9 +109,7 @@ class EmbeddedGraphStore:
                 )
             uri = f"file:{self.path}?mode=ro"
             try:
-                return sqlite3.connect(
-                    uri, uri=True, isolation_level=None, check_same_thread=False
-                )
+                return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             except sqlite3.Error as exc:
                 raise GraphUnavailable(f"cannot open graph store {self.path}: {exc}") from None
         try:
@@ -180,17 +178,24 @@ class EmbeddedGraphStore:
         g.add_edges_from(edges())
         # The graph lives as long as the store: keep the cyclic collector from scanning
         # its millions of dicts on every full collection (seconds each at 1M units).
+        # close() unfreezes, so a closed store's graph is collected.
         gc.freeze()
         log.info(
             "opened graph store",
-            extra={"store": self.description, "nodes": g.number_of_nodes(),
-                   "edges": g.number_of_edges()},
-        )  # fmt: skip
+            extra={
+                "store": self.description,
+                "nodes": g.number_of_nodes(),
+                "edges": g.number_of_edges(),
+            },
+        )
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
             self._release_lock()
+            self._g = nx.MultiDiGraph()
+            self._times = {}
+            gc.unfreeze()
 
     def __enter__(self) -> EmbeddedGraphStore:
         return self
@@ -338,7 +343,7 @@ class EmbeddedGraphStore:
             for chunk in iter_chunks(dict.fromkeys(uids), _SQL_CHUNK):
                 marks = ",".join("?" * len(chunk))
                 rows = self._db.execute(
-                    f"SELECT uid, label, props FROM nodes WHERE uid IN ({marks})",  # noqa: S608
+                    f"SELECT uid, label, props FROM nodes WHERE uid IN ({marks})",
                     chunk,
                 ).fetchall()
                 for uid, label, props in rows:
@@ -420,7 +425,8 @@ class EmbeddedGraphStore:
         lo, hi = window.bounds() if window is not None else (0.0, 0.0)
         reached: dict[str, Reached] = {}
         outside: set[str] = set()
-        frontier = sorted(set(start))
+        starts = tuple(sorted(set(start)))
+        frontier = list(starts)
         for uid in frontier:
             if uid not in node:
                 raise NotFound(f"{uid} is not in the graph (store: {self.description})")
@@ -460,7 +466,7 @@ class EmbeddedGraphStore:
                         level.append(v)
             level.sort()
             frontier = level
-        return Traversal(tuple(sorted(set(start))), reached)
+        return Traversal(starts, reached)
 
     def subgraph(self, uids: Iterable[str]) -> Subgraph:
         wanted = dict.fromkeys(uids)
@@ -471,7 +477,7 @@ class EmbeddedGraphStore:
                 f"{len(missing)} uid(s) are not in the graph, e.g. {missing[0]} "
                 f"(store: {self.description})"
             )
-        edges = []
+        edges: list[Edge] = []
         succ = self._g.succ
         for src in sorted(wanted):
             for dst, keys in succ[src].items():
@@ -507,8 +513,12 @@ def _plan(
 
 
 def _split(hops: Hops) -> tuple[frozenset[str], frozenset[str]]:
-    for typ in hops:
+    for typ, direction in hops.items():
         rel_type(typ)
+        if direction not in (Direction.OUT, Direction.IN, Direction.BOTH):
+            raise ValidationFailed(
+                f"hop {typ}: direction must be 'out', 'in' or 'both', got {direction!r}"
+            )
     outs = frozenset(t for t, d in hops.items() if d in (Direction.OUT, Direction.BOTH))
     ins = frozenset(t for t, d in hops.items() if d in (Direction.IN, Direction.BOTH))
     return outs, ins

@@ -145,16 +145,23 @@ class Node(BaseModel):
             raise ValidationFailed(describe_errors(cls.label, data, exc)) from None
 
     def interval(self) -> tuple[float, float] | None:
-        """The node's place in time as POSIX seconds ``(start, end)``, or None."""
+        """The node's place in time as POSIX seconds ``(start, end)``, or None.
+
+        A label with an end field whose end is not set yet (a run still going, an
+        open CAPA) lasts until further notice: its end is infinite. A label without an
+        end field (a unit's production, a shipment) is an instant.
+        """
         if self.time_span is None:
             return None
         start_field, end_field = self.time_span
         start: datetime | None = getattr(self, start_field)
         if start is None:
             return None
-        end: datetime | None = getattr(self, end_field) if end_field else None
         t0 = start.timestamp()
-        return (t0, end.timestamp() if end is not None else t0)
+        if end_field is None:
+            return (t0, t0)
+        end: datetime | None = getattr(self, end_field)
+        return (t0, end.timestamp() if end is not None else math.inf)
 
 
 def describe_errors(label: str, data: dict[str, Any], exc: ValidationError) -> str:
@@ -442,11 +449,31 @@ class BimElement(Node):
 NODE_TYPES: dict[str, type[Node]] = {
     cls.label: cls
     for cls in (
-        Supplier, Material, MaterialLot, Product, Batch, Unit, Site, Line, Machine,
-        ProcessStep, Parameter, ProcessRun, Operator, Calibration, Inspection, DefectType,
-        Defect, Shipment, Customer, Complaint, Alarm, Capa, BimElement,
+        Supplier,
+        Material,
+        MaterialLot,
+        Product,
+        Batch,
+        Unit,
+        Site,
+        Line,
+        Machine,
+        ProcessStep,
+        Parameter,
+        ProcessRun,
+        Operator,
+        Calibration,
+        Inspection,
+        DefectType,
+        Defect,
+        Shipment,
+        Customer,
+        Complaint,
+        Alarm,
+        Capa,
+        BimElement,
     )
-}  # fmt: skip
+}
 """Every node label of the model, by name."""
 
 

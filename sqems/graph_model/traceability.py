@@ -175,11 +175,17 @@ class Genealogy:
             "start": list(self.start),
             "counts": self.counts(),
             "nodes": [
-                {"uid": r.uid, "label": r.label, "depth": r.depth, "via": r.via,
-                 "edge": r.edge, "direction": r.direction.value if r.direction else None}
+                {
+                    "uid": r.uid,
+                    "label": r.label,
+                    "depth": r.depth,
+                    "via": r.via,
+                    "edge": r.edge,
+                    "direction": r.direction.value if r.direction else None,
+                }
                 for r in sorted(self.traversal.reached.values(), key=lambda r: (r.depth, r.uid))
             ],
-        }  # fmt: skip
+        }
 
 
 def _steps(chain: Iterable[Reached]) -> tuple[PathStep, ...]:
@@ -219,14 +225,16 @@ class Traceability:
         """Everything upstream of units or complaints: the root-cause direction."""
         start = tuple(sorted(set(uids)))
         self._require(start, {"Unit", "Complaint"})
-        t = self.store.traverse(start, UPSTREAM, max_depth=max_depth or self.max_depth)
+        depth = self.max_depth if max_depth is None else max_depth
+        t = self.store.traverse(start, UPSTREAM, max_depth=depth)
         return Genealogy(start, t)
 
     def downstream(self, uids: Iterable[str], *, max_depth: int | None = None) -> Genealogy:
         """Everything downstream of lots, batches or units: the recall direction."""
         start = tuple(sorted(set(uids)))
         self._require(start, {"MaterialLot", "Batch", "Unit"})
-        t = self.store.traverse(start, DOWNSTREAM, max_depth=max_depth or self.max_depth)
+        depth = self.max_depth if max_depth is None else max_depth
+        t = self.store.traverse(start, DOWNSTREAM, max_depth=depth)
         return Genealogy(start, t)
 
     # --- recall ------------------------------------------------------------------------
@@ -261,14 +269,22 @@ class Traceability:
                 f"parameter {source.uid} has no spec limits, so it cannot have an excursion"
             )
         recorded = store.edges([source.uid], {"RECORDED": IN})
+        for e in recorded:
+            if e.props["unit"] != parameter.unit:
+                raise ValidationFailed(
+                    f"run {e.src} recorded {source.uid} in {e.props['unit']!r} but its spec "
+                    f"limits are in {parameter.unit!r}; actuals must be stored in the "
+                    "parameter's unit"
+                )
         out_of_spec = [e.src for e in recorded if not parameter.in_spec(float(e.props["value"]))]
         if source.window is not None and out_of_spec:
             # the window applies to the runs' own time, as in a machine recall
             window = source.window
             out_of_spec = [
-                uid for uid, run in store.get_many(out_of_spec).items()
+                uid
+                for uid, run in store.get_many(out_of_spec).items()
                 if window.overlaps(run.interval())
-            ]  # fmt: skip
+            ]
         runs = sorted(out_of_spec)
         head = PathStep(source.uid, "Parameter")
         return runs, {run: (head, PathStep(run, "ProcessRun", "RECORDED", IN)) for run in runs}
@@ -283,9 +299,11 @@ class Traceability:
         paths = _paths(t, prefix)
         units = t.by_label("Unit")
         unit_uids = [r.uid for r in units]
-        shipped = {
-            e.src: e.dst for e in self.store.edges(unit_uids, {"SHIPPED_IN": OUT})
-        } if unit_uids else {}  # fmt: skip
+        shipped = (
+            {e.src: e.dst for e in self.store.edges(unit_uids, {"SHIPPED_IN": OUT})}
+            if unit_uids
+            else {}
+        )
         affected = [AffectedUnit(uid, paths[uid], shipped.get(uid)) for uid in unit_uids]
         batches = [r.uid for r in t.by_label("Batch")]
         shipments = [r.uid for r in t.by_label("Shipment")]
