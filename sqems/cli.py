@@ -8,6 +8,7 @@ becomes one red line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -38,6 +39,9 @@ from sqems.graph_model import (
     open_store,
     render_path,
 )
+from sqems.graph_model.migrate import copy_store
+from sqems.graph_model.neo4j_server import NEO4J_VERSION
+from sqems.graph_model.open import local_server
 from sqems.settings import Settings
 
 app = typer.Typer(
@@ -57,7 +61,14 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _command(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+neo4j_app = typer.Typer(
+    help="Run a local Neo4j Community server (jars from Maven Central, Java 17).",
+    no_args_is_help=True,
+)
+app.add_typer(neo4j_app, name="neo4j")
+
+
+def _command(name: str, on: typer.Typer = app) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Register a command whose :class:`SqemsError` becomes one red line and exit 2."""
 
     def register(fn: Callable[P, R]) -> Callable[P, R]:
@@ -69,16 +80,18 @@ def _command(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
                 err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
                 raise typer.Exit(2) from None
 
-        app.command(name)(run)
+        on.command(name)(run)
         return run
 
     return register
 
 
 @contextmanager
-def _store(*, read_only: bool = False) -> Iterator[tuple[GraphStore, Settings]]:
+def _store(
+    *, read_only: bool = False, uri: str | None = None
+) -> Iterator[tuple[GraphStore, Settings]]:
     settings = Settings()
-    store = open_store(settings, read_only=read_only)
+    store = open_store(settings, uri=uri, read_only=read_only)
     try:
         yield store, settings
     finally:
@@ -278,6 +291,77 @@ def _demo_complaint(store: GraphStore, plant: Any) -> str | None:
             return str(src)
     first = store.find("Complaint", limit=1)
     return first[0].uid if first else None
+
+
+@_command("migrate")
+def migrate_cmd(
+    to: Annotated[str, typer.Option("--to", help="Target store URI, e.g. neo4j://host:7687.")],
+    from_: Annotated[
+        str | None, typer.Option("--from", help="Source store URI (default: SQEMS_GRAPH_URI).")
+    ] = None,
+    page: Annotated[int, typer.Option(help="Items per page (one transaction each).")] = 10_000,
+) -> None:
+    """Copy a whole store into another (embedded ⇄ Neo4j); resumable, counts verified."""
+    settings = Settings()
+    source_uri = from_ or settings.graph_uri
+    if source_uri.strip() == to.strip():
+        raise ValidationFailed(f"source and target are the same store ({to})")
+    key = hashlib.sha256(f"{source_uri}->{to}".encode()).hexdigest()[:16]
+    checkpoint = settings.data_dir / "migrations" / f"{key}.json"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    with _store(read_only=True, uri=source_uri) as (source, _), _store(uri=to) as (target, _):
+        total = sum(source.count(k) for k in NODE_TYPES) + sum(
+            source.count_edges(k) for k in REL_TYPES
+        )
+        with _progress() as bar:
+            task = bar.add_task("copying", total=total)
+
+            def advance(name: str, n: int) -> None:
+                bar.update(task, advance=n, description=f"copying {name}")
+
+            report = copy_store(source, target, checkpoint=checkpoint, page=page, progress=advance)
+        if report.resumed_from:
+            out.print(f"resumed an interrupted copy at {report.resumed_from}")
+        out.print(
+            f"copied {report.total:,} nodes and relationships from {source.description} to "
+            f"{target.description}; counts match for every label and type"
+        )
+
+
+@_command("install", on=neo4j_app)
+def neo4j_install() -> None:
+    """Fetch Neo4j Community's jars from Maven Central (needs Maven and Java 17)."""
+    server = local_server(Settings())
+    with err.status(f"fetching Neo4j {NEO4J_VERSION} with Maven into {server.lib}…"):
+        server.install()
+    out.print(f"Neo4j {NEO4J_VERSION} installed in {server.lib}")
+
+
+@_command("start", on=neo4j_app)
+def neo4j_start() -> None:
+    """Start the local server and wait until Bolt answers."""
+    server = local_server(Settings())
+    with err.status(f"starting Neo4j {NEO4J_VERSION} on {server.uri}…"):
+        server.start()
+    out.print(server.status().describe())
+    out.print(f"use it: SQEMS_GRAPH_URI={server.uri} (password in {server.password_file})")
+
+
+@_command("stop", on=neo4j_app)
+def neo4j_stop() -> None:
+    """Stop the local server cleanly."""
+    server = local_server(Settings())
+    server.stop()
+    out.print(server.status().describe())
+
+
+@_command("status", on=neo4j_app)
+def neo4j_status() -> None:
+    """Say whether the local server is installed, running and answering."""
+    status = local_server(Settings()).status()
+    out.print(status.describe())
+    if status.installed and not status.bolt:
+        raise typer.Exit(1)
 
 
 # --- rendering ---------------------------------------------------------------------------

@@ -30,10 +30,26 @@ class Settings(BaseSettings):
         default="embedded",
         description=(
             "'embedded' (a file under data_dir), 'embedded:///abs/path.db', "
-            "or 'memory' for a store that lives only as long as the process."
+            "'memory' for a store that lives only as long as the process, or a Neo4j URI "
+            "(neo4j://, neo4j+s://, bolt://, bolt+s://)."
         ),
     )
     batch_size: int = Field(default=10_000, ge=1, le=1_000_000)
+    neo4j_user: str = "neo4j"
+    neo4j_password: str | None = Field(
+        default=None,
+        description="Password for a neo4j:// store; defaults to the local server's generated one.",
+    )
+    neo4j_database: str = "neo4j"
+    neo4j_home: Path | None = Field(
+        default=None, description="Home of the local Neo4j server (default: data_dir/neo4j)."
+    )
+    neo4j_lib: Path | None = Field(
+        default=None, description="Where the local server's jars go (default: neo4j_home/lib)."
+    )
+    neo4j_port: int = Field(default=7687, ge=1, le=65535)
+    neo4j_heap: str = Field(default="1g", pattern=r"^\d+[kmg]$")
+    neo4j_pagecache: str = Field(default="512m", pattern=r"^\d+[kmg]$")
 
     @field_validator("data_dir")
     @classmethod

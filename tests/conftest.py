@@ -8,6 +8,7 @@ adds an entry whose ``create`` connects to the session's server and empties it, 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -16,28 +17,66 @@ from pathlib import Path
 import pytest
 
 from sqems.graph_model import EmbeddedGraphStore, GraphStore
+from sqems.graph_model.neo4j_server import Neo4jServer, free_port
+from sqems.graph_model.neo4j_store import Neo4jGraphStore
+
+REPO = Path(__file__).resolve().parent.parent
+NEO4J_LIB = Path(os.environ.get("SQEMS_NEO4J_LIB", REPO / ".neo4j" / "lib"))
+"""Neo4j's jars, fetched once and kept between runs (git-ignored)."""
+
+
+@pytest.fixture(scope="session")
+def neo4j_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Neo4jServer]:
+    """A real Neo4j Community server on a free port with an empty database, for the
+    whole session. If it cannot be installed or started, every test that needs it fails
+    with the reason (missing Java or Maven, the server's own log)."""
+    server = Neo4jServer(
+        tmp_path_factory.mktemp("neo4j-home"),
+        lib=NEO4J_LIB,
+        port=free_port(),
+        heap="768m",
+        pagecache="256m",
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @dataclass(frozen=True, slots=True)
 class Backend:
     """How the tests open one kind of store.
 
-    ``create(workdir)`` returns a new, empty store whose state (if any) lives under the
-    empty directory ``workdir``. ``reopen(workdir)`` opens that same store again after it
+    ``create(workdir, request)`` returns a new, empty store whose state (if any) lives
+    under the empty directory ``workdir`` (``request`` gives access to session fixtures
+    such as a server). ``reopen(workdir, request)`` opens that same store again after it
     was closed; it is None for a backend that forgets everything on close.
     """
 
-    create: Callable[[Path], GraphStore]
-    reopen: Callable[[Path], GraphStore] | None = None
+    create: Callable[[Path, pytest.FixtureRequest], GraphStore]
+    reopen: Callable[[Path, pytest.FixtureRequest], GraphStore] | None = None
 
 
-def _embedded_file(workdir: Path) -> GraphStore:
+def _embedded_file(workdir: Path, _request: pytest.FixtureRequest) -> GraphStore:
     return EmbeddedGraphStore(workdir / "graph.db")
 
 
+def _neo4j_connect(_workdir: Path, request: pytest.FixtureRequest) -> Neo4jGraphStore:
+    server: Neo4jServer = request.getfixturevalue("neo4j_server")
+    return Neo4jGraphStore(server.uri, password=server.password(), batch_size=500)
+
+
+def _neo4j_empty(workdir: Path, request: pytest.FixtureRequest) -> GraphStore:
+    store = _neo4j_connect(workdir, request)
+    store.wipe()
+    return store
+
+
 BACKENDS: dict[str, Backend] = {
-    "embedded-memory": Backend(create=lambda _workdir: EmbeddedGraphStore(None)),
+    "embedded-memory": Backend(create=lambda _workdir, _request: EmbeddedGraphStore(None)),
     "embedded-file": Backend(create=_embedded_file, reopen=_embedded_file),
+    "neo4j": Backend(create=_neo4j_empty, reopen=_neo4j_connect),
 }
 """Every backend the conformance suite runs against, by name."""
 
@@ -47,7 +86,7 @@ PERSISTENT_BACKENDS = [name for name, backend in BACKENDS.items() if backend.reo
 @pytest.fixture(params=list(BACKENDS))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphStore]:
     """A new, empty store of each registered backend, closed after the test."""
-    opened = BACKENDS[request.param].create(tmp_path)
+    opened = BACKENDS[request.param].create(tmp_path, request)
     try:
         yield opened
     finally:
@@ -67,7 +106,7 @@ def make_store(
 
     @contextmanager
     def fresh() -> Iterator[GraphStore]:
-        opened = backend.create(tmp_path_factory.mktemp(request.param))
+        opened = backend.create(tmp_path_factory.mktemp(request.param), request)
         try:
             yield opened
         finally:
@@ -82,17 +121,18 @@ class Reopenable:
 
     backend: Backend
     workdir: Path
+    request: pytest.FixtureRequest
 
     def create(self) -> GraphStore:
-        return self.backend.create(self.workdir)
+        return self.backend.create(self.workdir, self.request)
 
     def reopen(self) -> GraphStore:
         assert self.backend.reopen is not None
-        return self.backend.reopen(self.workdir)
+        return self.backend.reopen(self.workdir, self.request)
 
 
 @pytest.fixture(params=PERSISTENT_BACKENDS)
 def reopenable(request: pytest.FixtureRequest, tmp_path: Path) -> Reopenable:
     """Each backend that keeps its data across close and reopen; the test closes what
     it opens."""
-    return Reopenable(BACKENDS[request.param], tmp_path)
+    return Reopenable(BACKENDS[request.param], tmp_path, request)

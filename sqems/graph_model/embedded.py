@@ -13,7 +13,6 @@ may open it read-only and see it as it was when they opened it.
 from __future__ import annotations
 
 import fcntl
-import functools
 import gc
 import json
 import logging
@@ -30,19 +29,22 @@ from typing import Any, TextIO
 import networkx as nx
 
 from sqems.errors import ConfigError, GraphUnavailable, NotFound, ValidationFailed
-from sqems.graph_model.edges import REL_TYPES, rel_type
-from sqems.graph_model.nodes import NODE_TYPES, Node, node_type
+from sqems.graph_model.edges import rel_type
+from sqems.graph_model.nodes import Node, node_type
 from sqems.graph_model.store import (
     DEFAULT_MAX_DEPTH,
     Direction,
     Edge,
     Hops,
+    Page,
     Reached,
     Subgraph,
     TimeWindow,
     Traversal,
     WriteBatch,
     iter_chunks,
+    plan_hops,
+    split_hops,
 )
 
 log = logging.getLogger(__name__)
@@ -384,7 +386,7 @@ class EmbeddedGraphStore:
         return self._edge_counts[type]
 
     def edges(self, uids: Iterable[str], hops: Hops) -> list[Edge]:
-        outs, ins = _split(hops)
+        outs, ins = split_hops(hops)
         g = self._g
         succ, pred = g._succ, g._pred
         found: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -416,7 +418,7 @@ class EmbeddedGraphStore:
     ) -> Traversal:
         if max_depth < 0:
             raise ValidationFailed(f"max_depth must be 0 or more, got {max_depth}")
-        plan = _plan(*_split(hops))
+        plan = plan_hops(hops)
         # networkx's own algorithms read these dicts directly; the public views cost a
         # Python call per access, which dominates a traversal
         g = self._g
@@ -486,42 +488,45 @@ class EmbeddedGraphStore:
         edges.sort(key=lambda e: (e.src, e.type, e.dst))
         return Subgraph([nodes[u] for u in sorted(wanted)], edges)
 
+    # --- export (migration) ----------------------------------------------------------
+
+    def iter_nodes(self, label: str, *, after: str = "", page: int = 10_000) -> Iterator[Page]:
+        model = node_type(label)
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT uid, props FROM nodes WHERE label = ? AND uid > ? ORDER BY uid LIMIT ?",
+                    (label, after, page),
+                ).fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield Page([model.model_validate_json(props) for _, props in rows], after)
+
+    def iter_edges(self, type: str, *, after: str = "", page: int = 10_000) -> Iterator[Page]:
+        spec = rel_type(type)
+        sources = {a for a, _ in spec.pairs}
+        node, succ = self._g._node, self._g._succ
+        # edges are ordered by source uid, then target uid; a page ends at a source
+        ordered = sorted(u for u, attrs in node.items() if attrs["label"] in sources and u > after)
+        items: list[Edge] = []
+        for src in ordered:
+            for dst in sorted(succ[src]):
+                props = succ[src][dst].get(type)
+                if props is not None:
+                    items.append(Edge(type, src, dst, dict(props) if props else _NO_PROPS))
+            if len(items) >= page:
+                yield Page(items, src)
+                items = []
+        if items:
+            yield Page(items, ordered[-1])
+
     # --- introspection for benchmarks and tools ----------------------------------------
 
     @property
     def graph(self) -> nx.MultiDiGraph:
         """The in-memory topology (read it, never write it: SQLite is the record)."""
         return self._g
-
-
-@functools.lru_cache(maxsize=256)
-def _plan(
-    outs: frozenset[str], ins: frozenset[str]
-) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
-    """For each label, the wanted types that can leave it and that can enter it.
-
-    The model says which labels each type joins, so a node whose label cannot carry a
-    wanted type is not scanned at all: a machine's thousands of incoming runs are
-    skipped by an upstream trace, which only wants ``ON`` outwards from runs.
-    """
-    plan = {}
-    for label in NODE_TYPES:
-        leaving = frozenset(t for t in outs if any(a == label for a, _ in REL_TYPES[t].pairs))
-        entering = frozenset(t for t in ins if any(b == label for _, b in REL_TYPES[t].pairs))
-        plan[label] = (leaving, entering)
-    return plan
-
-
-def _split(hops: Hops) -> tuple[frozenset[str], frozenset[str]]:
-    for typ, direction in hops.items():
-        rel_type(typ)
-        if direction not in (Direction.OUT, Direction.IN, Direction.BOTH):
-            raise ValidationFailed(
-                f"hop {typ}: direction must be 'out', 'in' or 'both', got {direction!r}"
-            )
-    outs = frozenset(t for t, d in hops.items() if d in (Direction.OUT, Direction.BOTH))
-    ins = frozenset(t for t, d in hops.items() if d in (Direction.IN, Direction.BOTH))
-    return outs, ins
 
 
 def _json_scalar(value: Any) -> Any:

@@ -18,6 +18,7 @@ Traversal is defined once, here, so that every backend returns the same answer:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from sqems.errors import NotFound, ValidationFailed
-from sqems.graph_model.nodes import Node
+from sqems.graph_model.edges import REL_TYPES, rel_type
+from sqems.graph_model.nodes import NODE_TYPES, Node
 
 DEFAULT_MAX_DEPTH = 32
 
@@ -131,6 +133,13 @@ def _uid(r: Reached) -> str:
     return r.uid
 
 
+class Page(NamedTuple):
+    """One page of an export: the items and the cursor to resume after them."""
+
+    items: list[Any]
+    cursor: str
+
+
 @dataclass(slots=True)
 class Subgraph:
     """Nodes and the edges among them, ready to serialise."""
@@ -219,7 +228,53 @@ class GraphStore(Protocol):
         """The nodes ``uids`` and every edge between two of them."""
         ...
 
+    def iter_nodes(self, label: str, *, after: str = "", page: int = 10_000) -> Iterator[Page]:
+        """Every node of ``label`` in uid order, a page at a time; pass a page's
+        ``cursor`` as ``after`` to resume behind it."""
+        ...
+
+    def iter_edges(self, type: str, *, after: str = "", page: int = 10_000) -> Iterator[Page]:
+        """Every edge of ``type`` in a fixed order, a page at a time, resumable by cursor."""
+        ...
+
     def close(self) -> None: ...
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(
+    outs: frozenset[str], ins: frozenset[str]
+) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
+    """For each label, the wanted types that can leave it and that can enter it.
+
+    The model says which labels each type joins, so a node whose label cannot carry a
+    wanted type is not scanned at all: a machine's thousands of incoming runs are
+    skipped by an upstream trace, which only wants ``ON`` outwards from runs.
+    """
+    plan = {}
+    for label in NODE_TYPES:
+        leaving = frozenset(t for t in outs if any(a == label for a, _ in REL_TYPES[t].pairs))
+        entering = frozenset(t for t in ins if any(b == label for _, b in REL_TYPES[t].pairs))
+        plan[label] = (leaving, entering)
+    return plan
+
+
+def split_hops(hops: Hops) -> tuple[frozenset[str], frozenset[str]]:
+    """The wanted types to follow outwards and inwards; unknown types or directions are
+    a :class:`ValidationFailed`."""
+    for typ, direction in hops.items():
+        rel_type(typ)
+        if direction not in (Direction.OUT, Direction.IN, Direction.BOTH):
+            raise ValidationFailed(
+                f"hop {typ}: direction must be 'out', 'in' or 'both', got {direction!r}"
+            )
+    outs = frozenset(t for t, d in hops.items() if d in (Direction.OUT, Direction.BOTH))
+    ins = frozenset(t for t, d in hops.items() if d in (Direction.IN, Direction.BOTH))
+    return outs, ins
+
+
+def plan_hops(hops: Hops) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
+    """Per label, the hop types a traversal must follow out of and into such a node."""
+    return _plan(*split_hops(hops))
 
 
 def hops(direction: Direction, *types: str) -> dict[str, Direction]:

@@ -1,0 +1,526 @@
+"""The Neo4j graph store: the official driver, parameterised Cypher, ``UNWIND`` batches.
+
+Every node carries its model label and the label ``Entity``, on which a uniqueness
+constraint makes ``uid`` the graph-wide key. Values always travel as query
+parameters; labels and relationship types cannot be parameters in Cypher, so they are
+written into the query text only after being checked against the model
+(:data:`~sqems.graph_model.nodes.NODE_TYPES`, :data:`~sqems.graph_model.edges.REL_TYPES`).
+
+Writes run in managed transactions (retried by the driver on transient errors); one
+:meth:`transaction` is one Neo4j transaction, however many ``UNWIND`` batches it takes.
+Traversals run level by level, one round trip per level, with the same attribution
+rules as every other backend (see :mod:`sqems.graph_model.store`); each level's query is
+a single-hop pattern per group of frontier nodes, so the depth bound is exact and no
+path is ever enumerated twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, LiteralString
+
+import neo4j
+from neo4j import GraphDatabase, ManagedTransaction
+from neo4j import exceptions as neo4j_errors
+
+from sqems.errors import GraphUnavailable, NotFound, ValidationFailed
+from sqems.graph_model.edges import REL_TYPES, rel_type
+from sqems.graph_model.nodes import NODE_TYPES, Node, node_type
+from sqems.graph_model.store import (
+    DEFAULT_MAX_DEPTH,
+    Direction,
+    Edge,
+    Hops,
+    Page,
+    Reached,
+    Subgraph,
+    TimeWindow,
+    Traversal,
+    WriteBatch,
+    iter_chunks,
+    plan_hops,
+    split_hops,
+)
+
+log = logging.getLogger(__name__)
+
+ENTITY = "Entity"
+_INTERNAL = ("_t0", "_t1")
+_DIR_ORDER = {"out": 0, "in": 1}
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "uid is the graph-wide key",
+        ["CREATE CONSTRAINT sqems_entity_uid IF NOT EXISTS FOR (n:Entity) REQUIRE n.uid IS UNIQUE"],
+    ),
+    (
+        2,
+        "per-label uid indexes for ordered paging (export, migration)",
+        [
+            f"CREATE INDEX sqems_{label.lower()}_uid IF NOT EXISTS FOR (n:{label}) ON (n.uid)"
+            for label in NODE_TYPES
+        ],
+    ),
+]
+"""Versioned schema migrations; each statement is idempotent."""
+
+
+def _q(text: str) -> LiteralString:
+    """Mark Cypher built from checked labels and types (never from values) as a query."""
+    return text
+
+
+def _label(label: str) -> str:
+    node_type(label)  # raises for anything that is not a model label
+    return f"`{label}`"
+
+
+def _type(name: str) -> str:
+    rel_type(name)
+    return f"`{name}`"
+
+
+def _from_neo4j(value: Any) -> Any:
+    if isinstance(value, neo4j.time.DateTime):
+        return value.to_native()
+    return value
+
+
+class Neo4jGraphStore:
+    """A :class:`~sqems.graph_model.store.GraphStore` on a Neo4j 5 server."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        user: str = "neo4j",
+        password: str = "",
+        database: str = "neo4j",
+        batch_size: int = 10_000,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.uri = uri
+        self.database = database
+        self.batch_size = batch_size
+        driver: neo4j.Driver | None = None
+        try:
+            driver = GraphDatabase.driver(
+                uri,
+                auth=(user, password),
+                connection_timeout=connect_timeout,
+                connection_acquisition_timeout=connect_timeout * 2,
+                max_transaction_retry_time=15.0,
+                # the model names labels and types a database may not hold yet
+                notifications_disabled_categories=[neo4j.NotificationDisabledCategory.UNRECOGNIZED],
+            )
+            driver.verify_connectivity()
+        except neo4j_errors.AuthError as exc:
+            if driver is not None:
+                driver.close()
+            raise GraphUnavailable(
+                f"Neo4j at {uri} refused the credentials of user {user!r}: {exc.message}"
+            ) from None
+        except (neo4j_errors.DriverError, neo4j_errors.Neo4jError, OSError, ValueError) as exc:
+            if driver is not None:
+                driver.close()
+            raise GraphUnavailable(f"cannot reach Neo4j at {uri}: {exc}") from None
+        self._driver = driver
+        self.migrate()
+
+    @property
+    def description(self) -> str:
+        return f"neo4j at {self.uri} (database {self.database})"
+
+    def close(self) -> None:
+        self._driver.close()
+
+    def __enter__(self) -> Neo4jGraphStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing --------------------------------------------------------------------
+
+    def _read(self, query: LiteralString, **params: Any) -> list[neo4j.Record]:
+        try:
+            records, _, _ = self._driver.execute_query(
+                query, params, database_=self.database, routing_=neo4j.RoutingControl.READ
+            )
+        except neo4j_errors.ServiceUnavailable as exc:
+            raise GraphUnavailable(f"lost Neo4j at {self.uri}: {exc}") from None
+        return records
+
+    def _write(self, work: Any) -> Any:
+        try:
+            with self._driver.session(database=self.database) as session:
+                return session.execute_write(work)
+        except neo4j_errors.ServiceUnavailable as exc:
+            raise GraphUnavailable(f"lost Neo4j at {self.uri}: {exc}") from None
+
+    def migrate(self) -> list[int]:
+        """Apply the schema migrations this database has not seen; returns their versions."""
+        done = {r["v"] for r in self._read("MATCH (m:SqemsMigration) RETURN m.version AS v")}
+        applied = []
+        for version, name, statements in MIGRATIONS:
+            if version in done:
+                continue
+            with self._driver.session(database=self.database) as session:
+                for statement in statements:
+                    session.run(_q(statement)).consume()
+                session.run(
+                    "MERGE (m:SqemsMigration {version: $v}) SET m.name = $name, "
+                    "m.applied_at = datetime()",
+                    v=version,
+                    name=name,
+                ).consume()
+            log.info("applied migration", extra={"version": version, "migration": name})
+            applied.append(version)
+        return applied
+
+    def wipe(self) -> None:
+        """Delete every SQEMS node and relationship (tests, ``migrate --replace``)."""
+        with self._driver.session(database=self.database) as session:
+            session.run(
+                "MATCH (n:Entity) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS"
+            ).consume()
+
+    # --- writing ---------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[WriteBatch]:
+        batch = WriteBatch()
+        yield batch
+        self._commit(batch.nodes, batch.edges)
+
+    def upsert_nodes(self, nodes: Iterable[Node]) -> int:
+        nodes = list(nodes)
+        self._commit(nodes, [])
+        return len(nodes)
+
+    def upsert_edges(self, edges: Iterable[Edge]) -> int:
+        edges = list(edges)
+        self._commit([], edges)
+        return len(edges)
+
+    def _commit(self, nodes: list[Node], edges: list[Edge]) -> None:
+        if not nodes and not edges:
+            return
+        by_uid: dict[str, Node] = {}
+        for node in nodes:
+            if not isinstance(node, Node):
+                raise ValidationFailed(f"expected a graph node model, got {type(node).__name__}")
+            earlier = by_uid.get(node.uid)
+            if earlier is not None and earlier.label != node.label:
+                raise ValidationFailed(
+                    f"uid {node.uid} appears as both {earlier.label} and {node.label}"
+                )
+            by_uid[node.uid] = node
+        node_rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for node in by_uid.values():
+            node_rows[node.label].append({"uid": node.uid, "props": _to_neo4j(node)})
+        checked: list[tuple[Edge, dict[str, Any]]] = []
+        for edge in edges:
+            spec = rel_type(edge.type)
+            props = spec.check_props(edge.src, edge.dst, dict(edge.props) if edge.props else None)
+            checked.append((edge, props))
+        batch_labels = {uid: n.label for uid, n in by_uid.items()}
+        mentioned = set(batch_labels) | {e.src for e, _ in checked} | {e.dst for e, _ in checked}
+
+        def work(tx: ManagedTransaction) -> None:
+            existing = {
+                r["uid"]: r["label"]
+                for r in tx.run(
+                    "UNWIND $uids AS uid MATCH (n:Entity {uid: uid}) "
+                    "RETURN uid, [l IN labels(n) WHERE l <> 'Entity'][0] AS label",
+                    uids=list(mentioned),
+                )
+            }
+            for uid, new_label in batch_labels.items():
+                if uid in existing and existing[uid] != new_label:
+                    raise ValidationFailed(
+                        f"uid {uid} already belongs to a {existing[uid]}; "
+                        f"it cannot also be a {new_label}"
+                    )
+            edge_rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for edge, props in checked:
+                ends = []
+                for end in (edge.src, edge.dst):
+                    label = batch_labels.get(end) or existing.get(end)
+                    if label is None:
+                        raise ValidationFailed(
+                            f"{edge.type} {edge.src}→{edge.dst}: node {end} is not in the graph "
+                            f"({self.description}); write it before its edges"
+                        )
+                    ends.append(label)
+                REL_TYPES[edge.type].check(ends[0], ends[1])
+                edge_rows[edge.type].append({"src": edge.src, "dst": edge.dst, "props": props})
+            for label, rows in node_rows.items():
+                query = _q(
+                    "UNWIND $rows AS row MERGE (n:Entity {uid: row.uid}) "
+                    f"SET n = row.props SET n:{_label(label)}"
+                )
+                for chunk in iter_chunks(rows, self.batch_size):
+                    tx.run(query, rows=chunk).consume()
+            for typ, rows in edge_rows.items():
+                query = _q(
+                    "UNWIND $rows AS row MATCH (a:Entity {uid: row.src}) "
+                    f"MATCH (b:Entity {{uid: row.dst}}) MERGE (a)-[r:{_type(typ)}]->(b) "
+                    "SET r = row.props"
+                )
+                for chunk in iter_chunks(rows, self.batch_size):
+                    tx.run(query, rows=chunk).consume()
+
+        self._write(work)
+
+    # --- reading ---------------------------------------------------------------------
+
+    def label_of(self, uid: str) -> str | None:
+        rows = self._read(
+            "MATCH (n:Entity {uid: $uid}) RETURN [l IN labels(n) WHERE l <> 'Entity'][0] AS l",
+            uid=uid,
+        )
+        return rows[0]["l"] if rows else None
+
+    def get(self, uid: str) -> Node:
+        found = self.get_many([uid])
+        if uid not in found:
+            raise NotFound(f"{uid} is not in the graph (store: {self.description})")
+        return found[uid]
+
+    def get_many(self, uids: Iterable[str]) -> dict[str, Node]:
+        out: dict[str, Node] = {}
+        for chunk in iter_chunks(dict.fromkeys(uids), self.batch_size):
+            for r in self._read(
+                "UNWIND $uids AS uid MATCH (n:Entity {uid: uid}) "
+                "RETURN uid, [l IN labels(n) WHERE l <> 'Entity'][0] AS label, "
+                "properties(n) AS props",
+                uids=chunk,
+            ):
+                out[r["uid"]] = _node_from(r["label"], r["props"])
+        return out
+
+    def find(
+        self, label: str, where: Mapping[str, Any] | None = None, limit: int | None = None
+    ) -> list[Node]:
+        model = node_type(label)
+        conditions = {}
+        for key, value in (where or {}).items():
+            if key not in model.model_fields:
+                raise ValidationFailed(
+                    f"{label} has no property {key!r}; it has {', '.join(model.model_fields)}"
+                )
+            conditions[key] = _param(value)
+        query = _q(
+            f"MATCH (n:{_label(label)}) WHERE all(k IN keys($where) "
+            "WHERE n[k] = $where[k] OR (n[k] IS NULL AND $where[k] IS NULL)) "
+            "RETURN properties(n) AS props ORDER BY n.uid "
+            + ("LIMIT $limit" if limit is not None else "")
+        )
+        rows = self._read(query, where=conditions, limit=limit)
+        return [_node_from(label, r["props"]) for r in rows]
+
+    def count(self, label: str | None = None) -> int:
+        if label is None:
+            return int(self._read("MATCH (n:Entity) RETURN count(n) AS c")[0]["c"])
+        return int(self._read(_q(f"MATCH (n:{_label(label)}) RETURN count(n) AS c"))[0]["c"])
+
+    def count_edges(self, type: str | None = None) -> int:
+        if type is None:
+            types = "|".join(_type(t) for t in REL_TYPES)
+            query = _q(f"MATCH ()-[r:{types}]->() RETURN count(r) AS c")
+        else:
+            query = _q(f"MATCH ()-[r:{_type(type)}]->() RETURN count(r) AS c")
+        return int(self._read(query)[0]["c"])
+
+    def _require(self, uids: list[str]) -> dict[str, str]:
+        rows = self._read(
+            "UNWIND $uids AS uid MATCH (n:Entity {uid: uid}) "
+            "RETURN uid, [l IN labels(n) WHERE l <> 'Entity'][0] AS label",
+            uids=uids,
+        )
+        labels = {r["uid"]: r["label"] for r in rows}
+        for uid in uids:
+            if uid not in labels:
+                raise NotFound(f"{uid} is not in the graph (store: {self.description})")
+        return labels
+
+    def edges(self, uids: Iterable[str], hops: Hops) -> list[Edge]:
+        outs, ins = split_hops(hops)
+        wanted = list(dict.fromkeys(uids))
+        self._require(wanted)
+        found: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for types, pattern in ((outs, "(u)-[r:{t}]->(v)"), (ins, "(u)<-[r:{t}]-(v)")):
+            if not types:
+                continue
+            rel = "|".join(_type(t) for t in sorted(types))
+            query = _q(
+                "UNWIND $uids AS uid MATCH (u:Entity {uid: uid}) "
+                f"MATCH {pattern.format(t=rel)} "
+                "RETURN startNode(r).uid AS src, type(r) AS type, endNode(r).uid AS dst, "
+                "properties(r) AS props"
+            )
+            for chunk in iter_chunks(wanted, self.batch_size):
+                for r in self._read(query, uids=chunk):
+                    found[(r["src"], r["type"], r["dst"])] = r["props"]
+        return [Edge(t, s, d, props) for (s, t, d), props in sorted(found.items())]
+
+    def traverse(
+        self,
+        start: Iterable[str],
+        hops: Hops,
+        *,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        window: TimeWindow | None = None,
+    ) -> Traversal:
+        if max_depth < 0:
+            raise ValidationFailed(f"max_depth must be 0 or more, got {max_depth}")
+        plan = plan_hops(hops)
+        starts = tuple(sorted(set(start)))
+        labels = self._require(list(starts))
+        reached: dict[str, Reached] = {u: Reached(u, labels[u], 0) for u in starts}
+        lo, hi = window.bounds() if window is not None else (-math.inf, math.inf)
+        frontier = list(starts)
+        depth = 0
+        while frontier and depth < max_depth:
+            depth += 1
+            groups: dict[tuple[str, frozenset[str]], list[str]] = defaultdict(list)
+            for u in frontier:
+                outs, ins = plan[reached[u].label]
+                if outs:
+                    groups[("out", outs)].append(u)
+                if ins:
+                    groups[("in", ins)].append(u)
+            if not groups:
+                break
+            rows = self._level(groups, lo, hi)
+            rows.sort(key=lambda r: (r[0], _DIR_ORDER[r[1]], r[2]))
+            level: list[str] = []
+            for src, direction, typ, dst, label in rows:
+                if dst in reached:
+                    continue
+                reached[dst] = Reached(dst, label, depth, src, typ, Direction(direction))
+                level.append(dst)
+            level.sort()
+            frontier = level
+        return Traversal(starts, reached)
+
+    def _level(
+        self, groups: dict[tuple[str, frozenset[str]], list[str]], lo: float, hi: float
+    ) -> list[tuple[str, str, str, str, str]]:
+        """One round trip: every wanted single-hop neighbour of this level's nodes."""
+        parts = []
+        params: dict[str, Any] = {"lo": lo, "hi": hi}
+        for i, ((direction, types), uids) in enumerate(sorted(groups.items())):
+            rel = "|".join(_type(t) for t in sorted(types))
+            arrow = f"-[r:{rel}]->" if direction == "out" else f"<-[r:{rel}]-"
+            parts.append(
+                f"UNWIND $g{i} AS uid MATCH (:Entity {{uid: uid}}){arrow}(v:Entity) "
+                "WHERE v._t0 IS NULL OR (v._t1 >= $lo AND v._t0 <= $hi) "
+                f"RETURN uid AS src, '{direction}' AS dir, type(r) AS type, v.uid AS dst, "
+                "[l IN labels(v) WHERE l <> 'Entity'][0] AS label"
+            )
+            params[f"g{i}"] = uids
+        query = _q(
+            "CALL () { " + " UNION ALL ".join(parts) + " } RETURN src, dir, type, dst, label"
+        )
+        return [
+            (r["src"], r["dir"], r["type"], r["dst"], r["label"])
+            for r in self._read(query, **params)
+        ]
+
+    def subgraph(self, uids: Iterable[str]) -> Subgraph:
+        wanted = list(dict.fromkeys(uids))
+        nodes = self.get_many(wanted)
+        missing = [u for u in wanted if u not in nodes]
+        if missing:
+            raise NotFound(
+                f"{len(missing)} uid(s) are not in the graph, e.g. {missing[0]} "
+                f"(store: {self.description})"
+            )
+        rows = self._read(
+            "UNWIND $uids AS uid MATCH (a:Entity {uid: uid})-[r]->(b:Entity) "
+            "WHERE b.uid IN $uids "
+            "RETURN a.uid AS src, type(r) AS type, b.uid AS dst, properties(r) AS props",
+            uids=wanted,
+        )
+        edges = sorted(
+            (
+                Edge(r["type"], r["src"], r["dst"], r["props"])
+                for r in rows
+                if r["type"] in REL_TYPES
+            ),
+            key=lambda e: (e.src, e.type, e.dst),
+        )
+        return Subgraph([nodes[u] for u in sorted(wanted)], edges)
+
+    # --- export (migration) ----------------------------------------------------------
+
+    def iter_nodes(self, label: str, *, after: str = "", page: int = 10_000) -> Iterator[Page]:
+        """Nodes of ``label`` in uid order, a page at a time, resuming after ``after``."""
+        query = _q(
+            f"MATCH (n:{_label(label)}) WHERE n.uid > $after "
+            "RETURN properties(n) AS props ORDER BY n.uid LIMIT $n"
+        )
+        while True:
+            rows = self._read(query, after=after, n=page)
+            if not rows:
+                return
+            nodes = [_node_from(label, r["props"]) for r in rows]
+            after = nodes[-1].uid
+            yield Page(nodes, after)
+
+    def iter_edges(self, type: str, *, after: str = "", page: int = 10_000) -> Iterator[Page]:
+        """Edges of ``type`` ordered by (source label, source uid, target uid), a page of
+        source nodes at a time; ``after`` is the cursor of the last page taken."""
+        spec = rel_type(type)
+        done_label, _, done_uid = after.partition("\t")
+        for label in sorted({a for a, _ in spec.pairs}):
+            if done_label and label < done_label:
+                continue
+            cursor = done_uid if label == done_label else ""
+            sources = _q(
+                f"MATCH (a:{_label(label)}) WHERE a.uid > $after "
+                "RETURN a.uid AS uid ORDER BY uid LIMIT $n"
+            )
+            targets = _q(
+                f"UNWIND $uids AS uid MATCH (a:Entity {{uid: uid}})-[r:{_type(type)}]->(b:Entity) "
+                "RETURN a.uid AS src, b.uid AS dst, properties(r) AS props ORDER BY src, dst"
+            )
+            while True:
+                uids = [r["uid"] for r in self._read(sources, after=cursor, n=page)]
+                if not uids:
+                    break
+                rows = self._read(targets, uids=uids)
+                cursor = uids[-1]
+                yield Page(
+                    [Edge(type, r["src"], r["dst"], r["props"]) for r in rows],
+                    f"{label}\t{cursor}",
+                )
+
+
+def _to_neo4j(node: Node) -> dict[str, Any]:
+    props = node.model_dump(mode="python", exclude_none=True)
+    for key, value in props.items():
+        if hasattr(value, "value") and not isinstance(value, bool | int | float):
+            props[key] = value.value  # enums as their text
+    span = node.interval()
+    if span is not None:
+        props["_t0"], props["_t1"] = span
+    return props
+
+
+def _node_from(label: str, props: Mapping[str, Any]) -> Node:
+    data = {k: _from_neo4j(v) for k, v in props.items() if k not in _INTERNAL}
+    return node_type(label).model_validate(data)
+
+
+def _param(value: Any) -> Any:
+    if hasattr(value, "value") and not isinstance(value, bool | int | float):
+        return value.value
+    return value
