@@ -95,6 +95,11 @@ class EmbeddedGraphStore:
     def description(self) -> str:
         return f"embedded at {self.path}" if self.path else "embedded in memory"
 
+    @property
+    def write_concurrency(self) -> int:
+        # one SQLite writer; a second loader thread only contends for the GIL
+        return 1
+
     def _connect(self) -> sqlite3.Connection:
         if self.path is None:
             if self.read_only:

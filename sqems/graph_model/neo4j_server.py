@@ -91,12 +91,12 @@ class ServerStatus:
     home: Path
 
     def describe(self) -> str:
+        if self.running:
+            answer = "answering" if self.bolt else "not answering yet"
+            return f"Neo4j {NEO4J_VERSION} runs as pid {self.pid}, Bolt {self.uri} {answer}"
         if not self.installed:
             return f"Neo4j {NEO4J_VERSION} is not installed under {self.home}"
-        if not self.running:
-            return f"Neo4j {NEO4J_VERSION} is installed under {self.home} and stopped"
-        answer = "answering" if self.bolt else "not answering yet"
-        return f"Neo4j {NEO4J_VERSION} runs as pid {self.pid}, Bolt {self.uri} {answer}"
+        return f"Neo4j {NEO4J_VERSION} is installed under {self.home} and stopped"
 
 
 @dataclass(slots=True)

@@ -179,6 +179,11 @@ class GraphStore(Protocol):
         """Where the store lives, for messages: ``embedded at /srv/sqems/graph.db``."""
         ...
 
+    @property
+    def write_concurrency(self) -> int:
+        """How many write transactions a bulk loader should run at once."""
+        ...
+
     def transaction(self) -> AbstractContextManager[WriteBatch]:
         """A batch that is written atomically when the block ends without error."""
         ...

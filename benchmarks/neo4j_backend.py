@@ -11,8 +11,8 @@ plant size:
 3. times recall scope from random lots and upstream traces from random defective units
    on Neo4j and on the embedded store holding the same plant, interleaved.
 
-    python benchmarks/neo4j.py                        # 100k and 1M units
-    python benchmarks/neo4j.py --sizes 100000 --queries 50
+    python benchmarks/neo4j_backend.py                        # 100k and 1M units
+    python benchmarks/neo4j_backend.py --sizes 100000 --queries 50
 """
 
 from __future__ import annotations
