@@ -7,12 +7,14 @@ finished by running it again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from sqems.datasets.files import Section
 from sqems.errors import ValidationFailed
@@ -22,6 +24,7 @@ from sqems.graph_model.store import Edge, GraphStore
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Progress = Callable[[str, int], None]
 """Called with (section name, rows just written)."""
 
@@ -119,52 +122,22 @@ class _Pipeline:
         self._pool.shutdown(wait=True)
 
 
-def _located(section: Section, line: int, exc: ValidationFailed) -> ValidationFailed:
-    return ValidationFailed(f"{section.origin} line {line}: {exc.message}")
-
-
 def _load_nodes(store: GraphStore, section: Section, batch_size: int, pipe: _Pipeline) -> None:
     model = node_type(section.name)
-    batch: list[Node] = []
-    first_line = 0
 
-    def flush() -> None:
-        rows = batch
-        pipe.submit(
-            section.name,
-            f"{section.origin} (rows from line {first_line})",
-            lambda: store.upsert_nodes(rows),
-        )
-
-    for line, record in section.records:
+    def parse(line: int, record: dict[str, Any]) -> Node:
         try:
-            node = model.parse(record)
+            return model.parse(record)
         except ValidationFailed as exc:
-            raise _located(section, line, exc) from None
-        if not batch:
-            first_line = line
-        batch.append(node)
-        if len(batch) >= batch_size:
-            flush()
-            batch = []
-    if batch:
-        flush()
+            raise ValidationFailed(f"{section.origin} line {line}: {exc.message}") from None
+
+    _feed(section, batch_size, pipe, parse, store.upsert_nodes)
 
 
 def _load_edges(store: GraphStore, section: Section, batch_size: int, pipe: _Pipeline) -> None:
     spec = rel_type(section.name)
-    batch: list[Edge] = []
-    first_line = 0
 
-    def flush() -> None:
-        rows = batch
-        pipe.submit(
-            section.name,
-            f"{section.origin} (rows from line {first_line})",
-            lambda: store.upsert_edges(rows),
-        )
-
-    for line, record in section.records:
+    def parse(line: int, record: dict[str, Any]) -> Edge:
         src = record.pop("src", None)
         dst = record.pop("dst", None)
         if not src or not dst:
@@ -173,11 +146,30 @@ def _load_edges(store: GraphStore, section: Section, batch_size: int, pipe: _Pip
             raise ValidationFailed(
                 f"{section.origin} line {line}: {spec.name} has no properties, got {sorted(record)}"
             )
+        return Edge(spec.name, src, dst, record)
+
+    _feed(section, batch_size, pipe, parse, store.upsert_edges)
+
+
+def _feed(
+    section: Section,
+    batch_size: int,
+    pipe: _Pipeline,
+    parse: Callable[[int, dict[str, Any]], T],
+    write: Callable[[list[T]], int],
+) -> None:
+    """Parse a section's rows into batches and hand each batch to the pipeline."""
+    batch: list[T] = []
+    first_line = 0
+    for line, record in section.records:
+        item = parse(line, record)
         if not batch:
             first_line = line
-        batch.append(Edge(spec.name, src, dst, record))
+        batch.append(item)
         if len(batch) >= batch_size:
-            flush()
+            pipe.submit(section.name, f"{section.origin} (rows from line {first_line})",
+                        functools.partial(write, batch))  # fmt: skip
             batch = []
     if batch:
-        flush()
+        pipe.submit(section.name, f"{section.origin} (rows from line {first_line})",
+                    functools.partial(write, batch))  # fmt: skip

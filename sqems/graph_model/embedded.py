@@ -21,7 +21,6 @@ import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TextIO
@@ -33,6 +32,8 @@ from sqems.graph_model.edges import rel_type
 from sqems.graph_model.nodes import Node, node_type
 from sqems.graph_model.store import (
     DEFAULT_MAX_DEPTH,
+    BatchWriter,
+    CheckedEdge,
     Direction,
     Edge,
     Hops,
@@ -41,7 +42,7 @@ from sqems.graph_model.store import (
     Subgraph,
     TimeWindow,
     Traversal,
-    WriteBatch,
+    check_against,
     iter_chunks,
     plan_hops,
     split_hops,
@@ -66,7 +67,7 @@ _NO_PROPS: Mapping[str, Any] = MappingProxyType({})
 _SQL_CHUNK = 900
 
 
-class EmbeddedGraphStore:
+class EmbeddedGraphStore(BatchWriter):
     """A :class:`~sqems.graph_model.store.GraphStore` in one SQLite file.
 
     >>> from sqems.graph_model.nodes import Supplier
@@ -212,30 +213,18 @@ class EmbeddedGraphStore:
 
     # --- writing ---------------------------------------------------------------------
 
-    @contextmanager
-    def transaction(self) -> Iterator[WriteBatch]:
-        batch = WriteBatch()
-        yield batch
-        self._commit(batch.nodes, batch.edges)
-
-    def upsert_nodes(self, nodes: Iterable[Node]) -> int:
-        nodes = list(nodes)
-        self._commit(nodes, [])
-        return len(nodes)
-
-    def upsert_edges(self, edges: Iterable[Edge]) -> int:
-        edges = list(edges)
-        self._commit([], edges)
-        return len(edges)
-
-    def _commit(self, nodes: list[Node], edges: list[Edge]) -> None:
-        if not nodes and not edges:
-            return
+    def _commit(self, nodes: dict[str, Node], edges: list[CheckedEdge]) -> None:
         if self.read_only:
             raise ConfigError(f"graph store {self.description} was opened read-only")
         with self._lock:
-            node_rows, new_labels = self._node_rows(nodes)
-            edge_rows, new_edges = self._edge_rows(edges, new_labels)
+            check_against(nodes, edges, self.label_of, self.description)
+            node_rows = []
+            for uid, node in nodes.items():
+                span = node.interval()
+                t0, t1 = span if span is not None else (None, None)
+                node_rows.append((uid, node.label, t0, t1, node.model_dump_json()))
+            edge_rows = [(e.src, e.type, e.dst, json.dumps(e.props) if e.props else None)
+                         for e in edges]  # fmt: skip
             db = self._db
             try:
                 db.execute("BEGIN IMMEDIATE")
@@ -257,62 +246,12 @@ class EmbeddedGraphStore:
                 raise GraphUnavailable(
                     f"write to graph store {self.description} failed: {exc}"
                 ) from None
-            self._apply(node_rows, new_edges)
-
-    def _node_rows(
-        self, nodes: list[Node]
-    ) -> tuple[list[tuple[str, str, float | None, float | None, str]], dict[str, str]]:
-        rows: dict[str, tuple[str, str, float | None, float | None, str]] = {}
-        g_nodes = self._g.nodes
-        for node in nodes:
-            if not isinstance(node, Node):
-                raise ValidationFailed(f"expected a graph node model, got {type(node).__name__}")
-            label = node.label
-            uid = node.uid
-            if uid in g_nodes:
-                existing = g_nodes[uid]["label"]
-                if existing != label:
-                    raise ValidationFailed(
-                        f"uid {uid} already belongs to a {existing}; it cannot also be a {label}"
-                    )
-            earlier = rows.get(uid)
-            if earlier is not None and earlier[1] != label:
-                raise ValidationFailed(f"uid {uid} appears as both {earlier[1]} and {label}")
-            span = node.interval()
-            t0, t1 = span if span is not None else (None, None)
-            rows[uid] = (uid, label, t0, t1, node.model_dump_json())
-        return list(rows.values()), {uid: row[1] for uid, row in rows.items()}
-
-    def _edge_rows(
-        self, edges: list[Edge], batch_labels: dict[str, str]
-    ) -> tuple[list[tuple[str, str, str, str | None]], list[tuple[str, str, str, dict[str, Any]]]]:
-        rows = []
-        applied = []
-        g_nodes = self._g.nodes
-        for edge in edges:
-            spec = rel_type(edge.type)
-            ends = []
-            for end in (edge.src, edge.dst):
-                label = batch_labels.get(end)
-                if label is None:
-                    attrs = g_nodes.get(end)
-                    if attrs is None:
-                        raise ValidationFailed(
-                            f"{edge.type} {edge.src}→{edge.dst}: node {end} is not in the graph "
-                            f"({self.description}); write it before its edges"
-                        )
-                    label = attrs["label"]
-                ends.append(label)
-            spec.check(ends[0], ends[1])
-            props = spec.check_props(edge.src, edge.dst, dict(edge.props) if edge.props else None)
-            rows.append((edge.src, edge.type, edge.dst, json.dumps(props) if props else None))
-            applied.append((edge.src, edge.dst, edge.type, props))
-        return rows, applied
+            self._apply(node_rows, edges)
 
     def _apply(
         self,
         node_rows: list[tuple[str, str, float | None, float | None, str]],
-        edges: list[tuple[str, str, str, dict[str, Any]]],
+        edges: list[CheckedEdge],
     ) -> None:
         g = self._g
         for uid, label, t0, t1, _ in node_rows:
@@ -323,7 +262,7 @@ class EmbeddedGraphStore:
                 self._times.pop(uid, None)
             else:
                 self._times[uid] = (t0, t1 if t1 is not None else t0)
-        for src, dst, typ, props in edges:
+        for typ, src, dst, props in edges:
             keys = g.succ[src].get(dst)
             if keys is not None and typ in keys:
                 keys[typ].clear()

@@ -89,13 +89,14 @@ class ServerStatus:
     bolt: bool
     uri: str
     home: Path
+    lib: Path
 
     def describe(self) -> str:
         if self.running:
             answer = "answering" if self.bolt else "not answering yet"
             return f"Neo4j {NEO4J_VERSION} runs as pid {self.pid}, Bolt {self.uri} {answer}"
         if not self.installed:
-            return f"Neo4j {NEO4J_VERSION} is not installed under {self.home}"
+            return f"Neo4j {NEO4J_VERSION} is not installed in {self.lib}"
         return f"Neo4j {NEO4J_VERSION} is installed under {self.home} and stopped"
 
 
@@ -182,8 +183,15 @@ class Neo4jServer:
     def status(self) -> ServerStatus:
         pid = self._pid()
         running = pid is not None
+        assert self.lib is not None
         return ServerStatus(
-            self.installed(), running, pid, running and _port_open(self.port), self.uri, self.home
+            self.installed(),
+            running,
+            pid,
+            running and _port_open(self.port),
+            self.uri,
+            self.home,
+            self.lib,
         )
 
     def start(self, timeout: float = 180.0) -> None:

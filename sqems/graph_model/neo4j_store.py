@@ -20,7 +20,6 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, LiteralString, get_args
 
@@ -34,6 +33,8 @@ from sqems.graph_model.edges import REL_TYPES, rel_type
 from sqems.graph_model.nodes import NODE_TYPES, Node, node_type
 from sqems.graph_model.store import (
     DEFAULT_MAX_DEPTH,
+    BatchWriter,
+    CheckedEdge,
     Direction,
     Edge,
     Hops,
@@ -42,7 +43,7 @@ from sqems.graph_model.store import (
     Subgraph,
     TimeWindow,
     Traversal,
-    WriteBatch,
+    check_against,
     iter_chunks,
     plan_hops,
     split_hops,
@@ -50,7 +51,6 @@ from sqems.graph_model.store import (
 
 log = logging.getLogger(__name__)
 
-ENTITY = "Entity"
 _INTERNAL = ("_t0", "_t1")
 _DIR_ORDER = {"out": 0, "in": 1}
 
@@ -110,7 +110,7 @@ def _datetime_fields(label: str) -> list[str]:
     return [n for n, info in node_type(label).model_fields.items() if mentions(info.annotation)]
 
 
-class Neo4jGraphStore:
+class Neo4jGraphStore(BatchWriter):
     """A :class:`~sqems.graph_model.store.GraphStore` on a Neo4j 5 server."""
 
     def __init__(
@@ -226,74 +226,25 @@ class Neo4jGraphStore:
 
     # --- writing ---------------------------------------------------------------------
 
-    @contextmanager
-    def transaction(self) -> Iterator[WriteBatch]:
-        batch = WriteBatch()
-        yield batch
-        self._commit(batch.nodes, batch.edges)
-
-    def upsert_nodes(self, nodes: Iterable[Node]) -> int:
-        nodes = list(nodes)
-        self._commit(nodes, [])
-        return len(nodes)
-
-    def upsert_edges(self, edges: Iterable[Edge]) -> int:
-        edges = list(edges)
-        self._commit([], edges)
-        return len(edges)
-
-    def _commit(self, nodes: list[Node], edges: list[Edge]) -> None:
-        if not nodes and not edges:
-            return
-        by_uid: dict[str, Node] = {}
-        for node in nodes:
-            if not isinstance(node, Node):
-                raise ValidationFailed(f"expected a graph node model, got {type(node).__name__}")
-            earlier = by_uid.get(node.uid)
-            if earlier is not None and earlier.label != node.label:
-                raise ValidationFailed(
-                    f"uid {node.uid} appears as both {earlier.label} and {node.label}"
-                )
-            by_uid[node.uid] = node
+    def _commit(self, nodes: dict[str, Node], edges: list[CheckedEdge]) -> None:
         node_rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for node in by_uid.values():
+        for node in nodes.values():
             node_rows[node.label].append({"uid": node.uid, "props": _to_neo4j(node)})
-        checked: list[tuple[Edge, dict[str, Any]]] = []
+        edge_rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for edge in edges:
-            spec = rel_type(edge.type)
-            props = spec.check_props(edge.src, edge.dst, dict(edge.props) if edge.props else None)
-            checked.append((edge, props))
-        batch_labels = {uid: n.label for uid, n in by_uid.items()}
-        mentioned = set(batch_labels) | {e.src for e, _ in checked} | {e.dst for e, _ in checked}
+            edge_rows[edge.type].append({"src": edge.src, "dst": edge.dst, "props": edge.props})
+        mentioned = list(set(nodes) | {e.src for e in edges} | {e.dst for e in edges})
 
         def work(tx: ManagedTransaction) -> None:
             existing: dict[str, str] = {}
-            for chunk in iter_chunks(list(mentioned), self.batch_size * 2):
+            for chunk in iter_chunks(mentioned, self.batch_size * 2):
                 record = tx.run(
                     "UNWIND $uids AS uid MATCH (n:Entity {uid: uid}) "
                     "RETURN collect([uid, [l IN labels(n) WHERE l <> 'Entity'][0]]) AS rows",
                     uids=chunk,
                 ).single(strict=True)
                 existing.update((uid, label) for uid, label in record["rows"])
-            for uid, new_label in batch_labels.items():
-                if uid in existing and existing[uid] != new_label:
-                    raise ValidationFailed(
-                        f"uid {uid} already belongs to a {existing[uid]}; "
-                        f"it cannot also be a {new_label}"
-                    )
-            edge_rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for edge, props in checked:
-                ends = []
-                for end in (edge.src, edge.dst):
-                    label = batch_labels.get(end) or existing.get(end)
-                    if label is None:
-                        raise ValidationFailed(
-                            f"{edge.type} {edge.src}→{edge.dst}: node {end} is not in the graph "
-                            f"({self.description}); write it before its edges"
-                        )
-                    ends.append(label)
-                REL_TYPES[edge.type].check(ends[0], ends[1])
-                edge_rows[edge.type].append({"src": edge.src, "dst": edge.dst, "props": props})
+            check_against(nodes, edges, existing.get, self.description)
             for label, rows in node_rows.items():
                 stamps = "".join(
                     f", n.`{f}` = datetime(row.props.`{f}`)" for f in _datetime_fields(label)

@@ -19,8 +19,9 @@ Traversal is defined once, here, so that every backend returns the same answer:
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -152,6 +153,100 @@ class Subgraph:
             "nodes": [{"label": n.label, **n.model_dump(mode="json")} for n in self.nodes],
             "edges": [e.as_dict() for e in self.edges],
         }
+
+
+class CheckedEdge(NamedTuple):
+    """An edge whose type and properties passed the model; ``props`` are JSON-ready."""
+
+    type: str
+    src: str
+    dst: str
+    props: dict[str, Any]
+
+
+class BatchWriter(ABC):
+    """The write side every backend shares.
+
+    ``transaction()``, ``upsert_nodes`` and ``upsert_edges`` all end in one atomic
+    ``_commit`` of a checked batch. The checks that need no store run here, once for
+    every backend: node models, one label per uid within the batch, relationship types
+    and properties. A backend adds what needs its data (:func:`check_against`).
+    """
+
+    @contextmanager
+    def transaction(self) -> Iterator[WriteBatch]:
+        batch = WriteBatch()
+        yield batch
+        self._checked_commit(batch.nodes, batch.edges)
+
+    def upsert_nodes(self, nodes: Iterable[Node]) -> int:
+        nodes = list(nodes)
+        self._checked_commit(nodes, [])
+        return len(nodes)
+
+    def upsert_edges(self, edges: Iterable[Edge]) -> int:
+        edges = list(edges)
+        self._checked_commit([], edges)
+        return len(edges)
+
+    def _checked_commit(self, nodes: list[Node], edges: list[Edge]) -> None:
+        if nodes or edges:
+            self._commit(*check_batch(nodes, edges))
+
+    @abstractmethod
+    def _commit(self, nodes: dict[str, Node], edges: list[CheckedEdge]) -> None:
+        """Write a checked batch atomically, or nothing."""
+
+
+def check_batch(
+    nodes: Iterable[Node], edges: Iterable[Edge]
+) -> tuple[dict[str, Node], list[CheckedEdge]]:
+    """Nodes by uid (the last of a repeated uid wins) and edges with validated
+    properties; :class:`ValidationFailed` for anything the model refuses."""
+    by_uid: dict[str, Node] = {}
+    for node in nodes:
+        if not isinstance(node, Node):
+            raise ValidationFailed(f"expected a graph node model, got {type(node).__name__}")
+        earlier = by_uid.get(node.uid)
+        if earlier is not None and earlier.label != node.label:
+            raise ValidationFailed(
+                f"uid {node.uid} appears as both {earlier.label} and {node.label}"
+            )
+        by_uid[node.uid] = node
+    checked = []
+    for edge in edges:
+        spec = rel_type(edge.type)
+        props = spec.check_props(edge.src, edge.dst, dict(edge.props) if edge.props else None)
+        checked.append(CheckedEdge(edge.type, edge.src, edge.dst, props))
+    return by_uid, checked
+
+
+def check_against(
+    nodes: Mapping[str, Node],
+    edges: Iterable[CheckedEdge],
+    stored_label: Callable[[str], str | None],
+    store: str,
+) -> None:
+    """The checks that need the store: a uid keeps its label, and an edge joins two
+    nodes that exist (in the store or the batch) with labels its type allows."""
+    for uid, node in nodes.items():
+        existing = stored_label(uid)
+        if existing is not None and existing != node.label:
+            raise ValidationFailed(
+                f"uid {uid} already belongs to a {existing}; it cannot also be a {node.label}"
+            )
+    for edge in edges:
+        ends = []
+        for end in (edge.src, edge.dst):
+            in_batch = nodes.get(end)
+            label = in_batch.label if in_batch is not None else stored_label(end)
+            if label is None:
+                raise ValidationFailed(
+                    f"{edge.type} {edge.src}→{edge.dst}: node {end} is not in the graph "
+                    f"({store}); write it before its edges"
+                )
+            ends.append(label)
+        REL_TYPES[edge.type].check(ends[0], ends[1])
 
 
 class WriteBatch:
