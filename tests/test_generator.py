@@ -204,3 +204,15 @@ def test_ground_truth_file_is_written_beside_the_plant(tmp_path: Path, plant) ->
     truth = json.loads((tmp_path / "ground_truth.json").read_text())
     assert [c["id"] for c in truth["causes"]] == ["bad-lot", "reflow-drift", "night-press-fit"]
     assert (tmp_path / "truth" / "defective_units.csv").is_file()
+
+
+def test_an_edge_to_a_missing_node_names_the_file_and_its_batch(tmp_path: Path) -> None:
+    write_plant(generate(PlantSpec(units=1_000, seed=1)), tmp_path)
+    units = tmp_path / "nodes" / "Unit.csv"
+    lines = units.read_text().splitlines()
+    gone = lines.pop(5).split(",")[0]
+    units.write_text("\n".join(lines) + "\n")
+    with pytest.raises(
+        ValidationFailed, match=rf"edges/\w+\.csv \(rows from line \d+\): .*node {gone} is not"
+    ):
+        load_plant(EmbeddedGraphStore(None), read_plant(tmp_path), batch_size=300)
