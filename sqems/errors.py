@@ -17,6 +17,11 @@ class SqemsError(Exception):
         super().__init__(message)
         self.message = message
 
+    @property
+    def extensions(self) -> dict[str, str]:
+        """What a GraphQL error built from this one carries besides its message."""
+        return {"code": self.code}
+
 
 class NotFound(SqemsError):
     """A uid, file or named thing does not exist."""
@@ -42,7 +47,19 @@ class ConfigError(SqemsError):
     code = "CONFIG_ERROR"
 
 
+class Unauthenticated(SqemsError):
+    """No credentials, or credentials that are unknown or revoked."""
+
+    code = "UNAUTHENTICATED"
+
+
 class Forbidden(SqemsError):
     """The caller's role does not allow the operation."""
 
     code = "FORBIDDEN"
+
+
+class TimedOut(SqemsError):
+    """The request took longer than the server allows."""
+
+    code = "TIMEOUT"

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         default=None, description="Where the local server's jars go (default: neo4j_home/lib)."
     )
     neo4j_port: int = Field(default=7687, ge=1, le=65535)
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    api_request_timeout_s: float = Field(default=30.0, gt=0)
+    api_max_page_size: int = Field(default=500, ge=1, le=10_000)
+    api_max_depth: int = Field(default=12, ge=2, le=50)
+    api_max_tokens: int = Field(default=2_000, ge=50)
+    api_max_aliases: int = Field(default=15, ge=1)
     neo4j_heap: str = Field(default="1g", pattern=r"^\d+[kmg]$")
     neo4j_pagecache: str = Field(default="512m", pattern=r"^\d+[kmg]$")
 

@@ -1,0 +1,133 @@
+"""The FastAPI application: GraphQL at ``/graphql``, health and readiness probes.
+
+``create_app(settings)`` builds it; the lifespan opens the graph store and the access
+store and closes them on shutdown (or uses ones handed in, which the caller closes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from strawberry.fastapi import GraphQLRouter
+
+from sqems import logs
+from sqems.errors import SqemsError
+from sqems.graph_model.open import open_store
+from sqems.graph_model.store import GraphStore
+from sqems.graphql.access import AccessStore
+from sqems.graphql.context import Context
+from sqems.graphql.schema import build_schema
+from sqems.settings import Settings
+
+log = logging.getLogger("sqems.api")
+ACCESS_FILE = "access.db"
+
+
+def _token(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: GraphStore | None = None,
+    access: AccessStore | None = None,
+) -> FastAPI:
+    """The API for ``settings``; ``store``/``access`` override what settings would open."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_store = store is None
+        own_access = access is None
+        app.state.store = store or await anyio.to_thread.run_sync(lambda: open_store(settings))
+        app.state.access = access or AccessStore(settings.data_dir / ACCESS_FILE)
+        log.info("api ready", extra={"store": app.state.store.description})
+        try:
+            yield
+        finally:
+            if own_store:
+                app.state.store.close()
+            if own_access:
+                app.state.access.close()
+
+    app = FastAPI(
+        title="SQEMS",
+        description="The quality knowledge graph: traceability, recall scope, containment.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+
+    async def context(request: Request) -> Context:
+        principal = await anyio.to_thread.run_sync(request.app.state.access.verify, _token(request))
+        return Context(
+            store=request.app.state.store,
+            access=request.app.state.access,
+            settings=settings,
+            principal=principal,
+            request_id=request.state.request_id,
+        )
+
+    graphql = GraphQLRouter(build_schema(settings), context_getter=context, graphql_ide="graphiql")
+    app.include_router(graphql, prefix="/graphql")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        """The graph store answers."""
+        store_ = request.app.state.store
+        try:
+            nodes = await anyio.to_thread.run_sync(store_.count)
+        except SqemsError as exc:
+            return JSONResponse({"status": "unavailable", "reason": exc.message}, status_code=503)
+        return JSONResponse({"status": "ready", "store": store_.description, "nodes": nodes})
+
+    @app.middleware("http")
+    async def request_context(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        request.state.request_id = rid
+        token = logs.request_id.set(rid)
+        began = time.perf_counter()
+        try:
+            async with asyncio.timeout(settings.api_request_timeout_s):
+                response = await call_next(request)
+        except TimeoutError:
+            response = JSONResponse(
+                {"errors": [{
+                    "message": f"the request took longer than "
+                               f"{settings.api_request_timeout_s:g} s and was stopped",
+                    "extensions": {"code": "TIMEOUT"},
+                }]},
+                status_code=504,
+            )  # fmt: skip
+        response.headers["x-request-id"] = rid
+        log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.url.path,
+                "status": response.status_code,
+                "ms": round((time.perf_counter() - began) * 1000, 1),
+            },
+        )
+        logs.request_id.reset(token)
+        return response
+
+    return app

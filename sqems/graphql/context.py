@@ -1,0 +1,64 @@
+"""What every resolver of one request can reach: the store, the caller, the loaders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from strawberry.dataloader import DataLoader
+from strawberry.fastapi import BaseContext
+
+from sqems.errors import Forbidden, Unauthenticated
+from sqems.graph_model.nodes import Node
+from sqems.graph_model.store import GraphStore
+from sqems.graph_model.traceability import Traceability
+from sqems.graphql.access import AccessStore, ApiKey, Role
+from sqems.settings import Settings
+
+R = TypeVar("R")
+
+
+class Context(BaseContext):
+    """Per request. Store calls run on worker threads (they block); ``nodes`` batches
+    every node lookup of one request tick into a single ``get_many``."""
+
+    def __init__(
+        self,
+        *,
+        store: GraphStore,
+        access: AccessStore,
+        settings: Settings,
+        principal: ApiKey | None,
+        request_id: str,
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.trace = Traceability(store)
+        self.access = access
+        self.settings = settings
+        self.principal = principal
+        self.request_id = request_id
+        self.nodes: DataLoader[str, Node | None] = DataLoader(load_fn=self._load_nodes)
+
+    async def call(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run a blocking store or domain call on a worker thread."""
+        return await anyio.to_thread.run_sync(lambda: fn(*args))
+
+    async def _load_nodes(self, uids: list[str]) -> list[Node | None]:
+        found = await self.call(self.store.get_many, uids)
+        return [found.get(uid) for uid in uids]
+
+    def require(self, role: Role) -> ApiKey:
+        """The caller, if their key grants ``role``; a typed error otherwise."""
+        if self.principal is None:
+            raise Unauthenticated(
+                "a valid API key is required: send it as 'Authorization: Bearer <key>' "
+                "(create one with `sqems apikey create`)"
+            )
+        if self.principal.role < role:
+            raise Forbidden(
+                f"this needs the {role.label} role; key {self.principal.id!r} "
+                f"({self.principal.name}) is {self.principal.role.label}"
+            )
+        return self.principal

@@ -1,0 +1,481 @@
+"""The GraphQL schema: queries over traceability, containment mutations, access admin.
+
+Resolvers are thin: they check the caller's role, call the domain (on a worker thread)
+and adapt its results. Domain errors (:class:`~sqems.errors.SqemsError`) reach the client
+as typed errors with ``extensions.code``; anything else is masked.
+
+``python -m sqems.graphql.schema`` prints the SDL (checked in as ``schema.graphql``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from enum import Enum
+from typing import Any, TypeVar
+
+import strawberry
+from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.types import Info
+
+from graphql import GraphQLError
+from sqems import quality
+from sqems.errors import NotFound, SqemsError, ValidationFailed
+from sqems.graph_model import traceability as tr
+from sqems.graph_model.nodes import UnitStatus as DomainUnitStatus
+from sqems.graph_model.store import TimeWindow
+from sqems.graphql.access import ApiKey, AuditEntry, Role
+from sqems.graphql.context import Context
+from sqems.graphql.types import (
+    NODE_OBJECT_TYPES,
+    Connection,
+    Direction,
+    Node,
+    _graphql_annotation,
+    paginate,
+    parse_global_id,
+    to_graphql,
+)
+from sqems.settings import Settings
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+MAX_TRAVERSAL_DEPTH = 64
+
+RoleEnum = strawberry.enum(Role, name="Role", description="What an API key may do.")
+_graphql_annotation(DomainUnitStatus)  # registers the model's enum as a GraphQL enum
+
+
+@strawberry.enum(description="Upstream is towards suppliers; downstream towards customers.")
+class GenealogyDirection(Enum):
+    UPSTREAM = "upstream"
+    DOWNSTREAM = "downstream"
+
+
+# --- results -------------------------------------------------------------------------------
+
+
+@strawberry.type(description="One node on a traceability path and the edge that led to it.")
+class PathStep:
+    uid: str
+    label: str
+    edge: str | None
+    direction: Direction | None  # type: ignore[valid-type]
+
+    @classmethod
+    def of(cls, step: tr.PathStep) -> PathStep:
+        return cls(uid=step.uid, label=step.label, edge=step.edge, direction=step.direction)
+
+
+@strawberry.type(description="A unit in a recall scope and why it is there.")
+class AffectedUnit:
+    uid: str
+    shipment: str | None = strawberry.field(description="The shipment the unit left in.")
+    path: list[PathStep] = strawberry.field(description="From the recall's source to the unit.")
+
+    @strawberry.field(description="The unit itself.")
+    async def unit(self, info: Info[Context, None]) -> Node | None:
+        found = await info.context.nodes.load(self.uid)
+        return to_graphql(found) if found else None
+
+
+@strawberry.type
+class RecallCounts:
+    process_runs: int
+    batches: int
+    units: int
+    units_shipped: int
+    shipments: int
+    customers: int
+
+
+@strawberry.type(description="What a recall from one source must reach.")
+class RecallScope:
+    source: str
+    counts: RecallCounts
+    triggers: list[str] = strawberry.field(
+        description="Process runs that put batches in scope (machine or excursion recalls)."
+    )
+    batches: list[str]
+    shipments: list[str]
+    scope: strawberry.Private[tr.RecallScope]
+
+    @strawberry.field(description="The customers to notify.")
+    async def customers(self, info: Info[Context, None]) -> list[Node]:
+        found = await info.context.nodes.load_many(self.scope.customers)
+        return [to_graphql(n) for n in found if n is not None]
+
+    @strawberry.field(description="Affected units with their paths, a page at a time.")
+    def units(
+        self, info: Info[Context, None], first: int = 50, after: str | None = None
+    ) -> Connection[AffectedUnit]:
+        items = [
+            AffectedUnit(uid=u.uid, shipment=u.shipment, path=[PathStep.of(s) for s in u.path])
+            for u in self.scope.units
+        ]
+        return paginate(items, first, after, info.context.settings.api_max_page_size)
+
+    @classmethod
+    def of(cls, scope: tr.RecallScope) -> RecallScope:
+        return cls(
+            source=scope.source.describe(),
+            counts=RecallCounts(**scope.counts),
+            triggers=scope.triggers,
+            batches=scope.batches,
+            shipments=scope.shipments,
+            scope=scope,
+        )
+
+
+@strawberry.type(description="A node a genealogy reached and the edge that first reached it.")
+class ReachedNode:
+    uid: str
+    label: str
+    depth: int
+    via: str | None
+    edge: str | None
+    direction: Direction | None  # type: ignore[valid-type]
+
+    @strawberry.field(description="The node itself.")
+    async def node(self, info: Info[Context, None]) -> Node | None:
+        found = await info.context.nodes.load(self.uid)
+        return to_graphql(found) if found else None
+
+
+@strawberry.type
+class LabelCount:
+    label: str
+    count: int
+
+
+@strawberry.type(description="Everything a traversal reached from its start nodes.")
+class Genealogy:
+    start: list[str]
+    counts: list[LabelCount]
+    genealogy: strawberry.Private[tr.Genealogy]
+
+    @strawberry.field(description="Reached nodes by depth, then uid; optionally one label.")
+    def nodes(
+        self,
+        info: Info[Context, None],
+        first: int = 50,
+        after: str | None = None,
+        label: str | None = None,
+    ) -> Connection[ReachedNode]:
+        reached = sorted(self.genealogy.traversal.reached.values(), key=lambda r: (r.depth, r.uid))
+        items = [
+            ReachedNode(uid=r.uid, label=r.label, depth=r.depth, via=r.via, edge=r.edge,
+                        direction=r.direction)
+            for r in reached
+            if label is None or r.label == label
+        ]  # fmt: skip
+        return paginate(items, first, after, info.context.settings.api_max_page_size)
+
+    @strawberry.field(description="The path from a start node to one reached node.")
+    def path(self, uid: str) -> list[PathStep]:
+        return [PathStep.of(s) for s in self.genealogy.path(uid)]
+
+    @classmethod
+    def of(cls, genealogy: tr.Genealogy) -> Genealogy:
+        counts = [LabelCount(label=k, count=v) for k, v in genealogy.counts().items()]
+        return cls(start=list(genealogy.start), counts=counts, genealogy=genealogy)
+
+
+@strawberry.type(name="ApiKey", description="An API key (never its secret).")
+class ApiKeyInfo:
+    id: str
+    name: str
+    role: RoleEnum  # type: ignore[valid-type]
+    created_at: str
+    revoked_at: str | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> ApiKeyInfo:
+        return cls(id=key.id, name=key.name, role=key.role, created_at=key.created_at,
+                   revoked_at=key.revoked_at)  # fmt: skip
+
+
+@strawberry.type(description="A new API key; the token is shown this once only.")
+class CreatedApiKey:
+    key: ApiKeyInfo
+    token: str
+
+
+@strawberry.type(description="One audited mutation.")
+class AuditRecord:
+    seq: int
+    at: str
+    key_id: str | None
+    key_name: str | None
+    role: str | None
+    operation: str
+    arguments: strawberry.scalars.JSON
+    outcome: str
+    request_id: str | None
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditRecord:
+        return cls(**{f: getattr(entry, f) for f in entry.__dataclass_fields__})
+
+
+# --- inputs --------------------------------------------------------------------------------
+
+
+@strawberry.input(description="A closed time interval; either end may be left open.")
+class WindowInput:
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def window(self) -> TimeWindow:
+        return TimeWindow(self.start, self.end)
+
+
+@strawberry.input
+class MachineRecallInput:
+    uid: str
+    window: WindowInput
+
+
+@strawberry.input
+class ExcursionRecallInput:
+    parameter: str
+    window: WindowInput | None = None
+
+
+@strawberry.input(one_of=True, description="Exactly one source of a recall.")
+class RecallInput:
+    lot: str | None = strawberry.UNSET
+    batch: str | None = strawberry.UNSET
+    machine: MachineRecallInput | None = strawberry.UNSET
+    excursion: ExcursionRecallInput | None = strawberry.UNSET
+
+    def source(self) -> tr.RecallSource:
+        if self.lot:
+            return tr.RecallSource(tr.SourceKind.LOT, self.lot)
+        if self.batch:
+            return tr.RecallSource(tr.SourceKind.BATCH, self.batch)
+        if self.machine:
+            return tr.RecallSource(
+                tr.SourceKind.MACHINE, self.machine.uid, self.machine.window.window()
+            )
+        assert self.excursion
+        window = self.excursion.window.window() if self.excursion.window else None
+        return tr.RecallSource(tr.SourceKind.PARAMETER, self.excursion.parameter, window)
+
+
+# --- root types ----------------------------------------------------------------------------
+
+
+def _depth(depth: int) -> int:
+    if not 1 <= depth <= MAX_TRAVERSAL_DEPTH:
+        raise ValidationFailed(f"depth must be between 1 and {MAX_TRAVERSAL_DEPTH}, got {depth}")
+    return depth
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="A node by its global id (Relay).")
+    async def node(self, info: Info[Context, None], id: strawberry.ID) -> Node:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+        label, uid = parse_global_id(id)
+        found = await ctx.nodes.load(uid)
+        if found is None or found.label != label:
+            raise NotFound(f"no {label} {uid} in the graph")
+        return to_graphql(found)  # type: ignore[no-any-return]
+
+    @strawberry.field(description="A node by its business key (uid).")
+    async def entity(self, info: Info[Context, None], uid: str) -> Node:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+        found = await ctx.nodes.load(uid)
+        if found is None:
+            raise NotFound(f"{uid} is not in the graph")
+        return to_graphql(found)  # type: ignore[no-any-return]
+
+    @strawberry.field(description="Everything upstream or downstream of a node.")
+    async def genealogy(
+        self,
+        info: Info[Context, None],
+        uid: str,
+        direction: GenealogyDirection = GenealogyDirection.UPSTREAM,
+        depth: int = 32,
+    ) -> Genealogy:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+        walk = (
+            ctx.trace.upstream if direction is GenealogyDirection.UPSTREAM else ctx.trace.downstream
+        )
+        found = await ctx.call(lambda: walk([uid], max_depth=_depth(depth)))
+        return Genealogy.of(found)
+
+    @strawberry.field(description="Root-cause trace: upstream of a unit or a complaint.")
+    async def trace(
+        self, info: Info[Context, None], unit: str | None = None, complaint: str | None = None
+    ) -> Genealogy:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+        if (unit is None) == (complaint is None):
+            raise ValidationFailed("give exactly one of unit or complaint")
+        uid = unit if unit is not None else complaint
+        assert uid is not None
+        label = await ctx.call(ctx.store.label_of, uid)
+        wanted = "Unit" if unit is not None else "Complaint"
+        if label is None:
+            raise NotFound(f"{uid} is not in the graph")
+        if label != wanted:
+            raise ValidationFailed(f"{uid} is a {label}, not a {wanted}")
+        return Genealogy.of(await ctx.call(lambda: ctx.trace.upstream([uid])))
+
+    @strawberry.field(
+        description="Recall scope from a lot, a batch, a machine window or an excursion."
+    )
+    async def recall_scope(self, info: Info[Context, None], input: RecallInput) -> RecallScope:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+        source = input.source()
+        return RecallScope.of(await ctx.call(ctx.trace.recall_scope, source))
+
+    @strawberry.field(description="API keys (admin).")
+    def api_keys(self, info: Info[Context, None]) -> list[ApiKeyInfo]:
+        info.context.require(Role.ADMIN)
+        access = info.context.access
+        return [ApiKeyInfo.of(k) for k in access.keys()]  # noqa: SIM118 - not a dict
+
+    @strawberry.field(description="The newest audited mutations (admin).")
+    def audit_log(self, info: Info[Context, None], last: int = 50) -> list[AuditRecord]:
+        info.context.require(Role.ADMIN)
+        if not 1 <= last <= info.context.settings.api_max_page_size:
+            raise ValidationFailed(
+                f"last must be between 1 and {info.context.settings.api_max_page_size}"
+            )
+        return [AuditRecord.of(e) for e in info.context.access.audit(last)]
+
+
+async def _audited(
+    info: Info[Context, None],
+    operation: str,
+    role: Role,
+    arguments: dict[str, Any],
+    action: Callable[[], R],
+) -> R:
+    """Check the role, run the action, and write the attempt to the audit log."""
+    ctx = info.context
+    outcome = "failed: INTERNAL_ERROR"
+    try:
+        try:
+            ctx.require(role)
+        except SqemsError as exc:
+            outcome = f"denied: {exc.code}"
+            raise
+        try:
+            result = await ctx.call(action)
+        except SqemsError as exc:
+            outcome = f"failed: {exc.code}"
+            raise
+        outcome = "ok"
+        return result
+    finally:
+        await ctx.call(
+            ctx.access.record, ctx.principal, operation, arguments, outcome, ctx.request_id
+        )
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Put a batch on hold (engineer).")
+    async def hold_batch(self, info: Info[Context, None], uid: str, reason: str) -> Node:
+        store = info.context.store
+        held = await _audited(info, "holdBatch", Role.ENGINEER, {"uid": uid, "reason": reason},
+                              lambda: quality.hold_batch(store, uid))  # fmt: skip
+        return to_graphql(held)  # type: ignore[no-any-return]
+
+    @strawberry.mutation(description="Release a held batch (engineer).")
+    async def release_batch(self, info: Info[Context, None], uid: str, reason: str) -> Node:
+        store = info.context.store
+        released = await _audited(
+            info, "releaseBatch", Role.ENGINEER, {"uid": uid, "reason": reason},
+            lambda: quality.release_batch(store, uid),
+        )  # fmt: skip
+        return to_graphql(released)  # type: ignore[no-any-return]
+
+    @strawberry.mutation(description="Record a unit's disposition (inspector).")
+    async def set_unit_status(
+        self,
+        info: Info[Context, None],
+        uid: str,
+        status: DomainUnitStatus,
+    ) -> Node:
+        store = info.context.store
+        changed = await _audited(
+            info, "setUnitStatus", Role.INSPECTOR, {"uid": uid, "status": status.value},
+            lambda: quality.set_unit_status(store, uid, status),
+        )  # fmt: skip
+        return to_graphql(changed)  # type: ignore[no-any-return]
+
+    @strawberry.mutation(description="Create an API key (admin); its token is shown once.")
+    async def create_api_key(
+        self,
+        info: Info[Context, None],
+        name: str,
+        role: RoleEnum,  # type: ignore[valid-type]
+    ) -> CreatedApiKey:
+        access = info.context.access
+        key, token = await _audited(info, "createApiKey", Role.ADMIN,
+                                    {"name": name, "role": Role(role).label},
+                                    lambda: access.create_key(name, Role(role)))  # fmt: skip
+        return CreatedApiKey(key=ApiKeyInfo.of(key), token=token)
+
+    @strawberry.mutation(description="Revoke an API key (admin).")
+    async def revoke_api_key(self, info: Info[Context, None], id: str) -> ApiKeyInfo:
+        access = info.context.access
+        key = await _audited(info, "revokeApiKey", Role.ADMIN, {"id": id},
+                             lambda: access.revoke(id))  # fmt: skip
+        return ApiKeyInfo.of(key)
+
+
+# --- the schema ----------------------------------------------------------------------------
+
+
+class _MaskUnexpected(MaskErrors):
+    """Hide every error that is not a typed SQEMS error, keeping a code for clients."""
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        log.error("unexpected error in a resolver", exc_info=error.original_error)
+        masked = super().anonymise_error(error)
+        masked.extensions = {"code": "INTERNAL_ERROR"}
+        return masked
+
+
+def _should_mask(error: GraphQLError) -> bool:
+    original = error.original_error
+    return original is not None and not isinstance(original, SqemsError)
+
+
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    """The schema with the limits of ``settings`` (defaults when None)."""
+    settings = settings or Settings()
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        types=list(NODE_OBJECT_TYPES.values()),
+        extensions=[
+            lambda: QueryDepthLimiter(max_depth=settings.api_max_depth),
+            lambda: MaxTokensLimiter(max_token_count=settings.api_max_tokens),
+            lambda: MaxAliasesLimiter(max_alias_count=settings.api_max_aliases),
+            lambda: _MaskUnexpected(
+                should_mask_error=_should_mask,
+                error_message="internal error; the server log has the details",
+            ),
+        ],
+    )
+
+
+def sdl() -> str:
+    """The schema's SDL, as checked in at ``sqems/graphql/schema.graphql``."""
+    return build_schema().as_str() + "\n"
+
+
+if __name__ == "__main__":
+    print(sdl(), end="")

@@ -1,0 +1,184 @@
+"""GraphQL types: node types generated from the graph model, connections, results.
+
+Every label of :data:`~sqems.graph_model.nodes.NODE_TYPES` becomes an object type with
+the same fields as its pydantic model, implementing the Relay ``Node`` interface (a
+global ``id`` that ``node(id:)`` resolves). They are generated, not written out, so
+the API cannot drift from the model.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import types
+import typing
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any, Generic, TypeVar
+
+import strawberry
+from pydantic import AwareDatetime
+from strawberry.types import Info
+
+from sqems.errors import ValidationFailed
+from sqems.graph_model import nodes as model
+from sqems.graph_model.store import Direction as StoreDirection
+from sqems.graphql.context import Context
+
+T = TypeVar("T")
+
+Direction = strawberry.enum(
+    StoreDirection, name="Direction", description="Which way to follow an edge."
+)
+
+
+# --- global ids --------------------------------------------------------------------------
+
+
+def global_id(label: str, uid: str) -> str:
+    """The Relay global id of a node: base64 of ``Label:uid``."""
+    return base64.urlsafe_b64encode(f"{label}:{uid}".encode()).decode()
+
+
+def parse_global_id(value: str) -> tuple[str, str]:
+    try:
+        label, sep, uid = base64.urlsafe_b64decode(value.encode()).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValidationFailed(f"{value!r} is not a node id") from None
+    if not sep or label not in model.NODE_TYPES:
+        raise ValidationFailed(f"{value!r} is not a node id")
+    return label, uid
+
+
+# --- the Node interface and generated node types ------------------------------------------
+
+
+@strawberry.interface(description="An object in the quality graph, with a global id.")
+class Node:
+    id: strawberry.ID = strawberry.field(description="Global id (Relay).")
+    uid: str = strawberry.field(description="The business key, unique in the whole graph.")
+    label: str = strawberry.field(description="The node's label in the graph model.")
+
+    @strawberry.field(description="Neighbours over one relationship type, a page at a time.")
+    async def neighbours(
+        self,
+        info: Info[Context, None],
+        type: str,
+        direction: Direction = StoreDirection.OUT,  # type: ignore[valid-type]
+        first: int = 50,
+        after: str | None = None,
+    ) -> Connection[Node]:
+        ctx = info.context
+        edges = await ctx.call(ctx.store.edges, [self.uid], {type: direction})
+        other = [e.dst if e.src == self.uid else e.src for e in edges]
+        page = paginate(other, first, after, ctx.settings.api_max_page_size)
+        loaded = await ctx.nodes.load_many([edge.node for edge in page.edges])
+        return Connection(
+            edges=[
+                ConnectionEdge(cursor=e.cursor, node=to_graphql(n))
+                for e, n in zip(page.edges, loaded, strict=True)
+                if n
+            ],
+            page_info=page.page_info,
+            total_count=page.total_count,
+        )
+
+
+_ENUMS: dict[type[Enum], Any] = {}
+
+
+def _graphql_annotation(tp: Any) -> Any:
+    """The GraphQL-side annotation of a pydantic field type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        inner = _graphql_annotation(args[0])
+        return inner | None if len(args) < len(typing.get_args(tp)) else inner
+    if origin is Annotated:
+        return _graphql_annotation(typing.get_args(tp)[0])
+    if tp is AwareDatetime or tp is datetime:
+        return datetime
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        if tp not in _ENUMS:
+            _ENUMS[tp] = strawberry.enum(tp)
+        return _ENUMS[tp]
+    if tp in (str, int, float, bool):
+        return tp
+    raise TypeError(f"no GraphQL type for {tp!r}")
+
+
+def _node_type(node_model: type[model.Node]) -> type:
+    annotations: dict[str, Any] = {}
+    for name, info in node_model.model_fields.items():
+        if name != "uid":
+            annotations[name] = _graphql_annotation(info.annotation)
+    namespace = {"__annotations__": annotations, "__module__": __name__}
+    for name in annotations:
+        namespace[name] = strawberry.field(description=node_model.model_fields[name].description)
+    cls = type(node_model.label, (Node,), namespace)
+    doc = (node_model.__doc__ or "").strip().split("\n")[0] or f"A {node_model.label} node."
+    return strawberry.type(cls, name=node_model.label, description=doc)
+
+
+NODE_OBJECT_TYPES: dict[str, type] = {label: _node_type(m) for label, m in model.NODE_TYPES.items()}
+"""The generated GraphQL object type of every label."""
+
+
+def to_graphql(node: model.Node) -> Any:
+    """The GraphQL object of a domain node."""
+    cls = NODE_OBJECT_TYPES[node.label]
+    fields = {name: getattr(node, name) for name in type(node).model_fields}
+    return cls(id=global_id(node.label, node.uid), label=node.label, **fields)
+
+
+# --- connections -----------------------------------------------------------------------
+
+
+@strawberry.type(description="Where a page ends and whether another follows.")
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type(name="Edge", description="An item of a connection and its cursor.")
+class ConnectionEdge(Generic[T]):
+    cursor: str
+    node: T
+
+
+@strawberry.type(description="A page of items (Relay cursor connection).")
+class Connection(Generic[T]):
+    edges: list[ConnectionEdge[T]]
+    page_info: PageInfo
+    total_count: int
+
+
+def _cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()
+
+
+def _offset(cursor: str) -> int:
+    try:
+        kind, _, number = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
+        if kind == "offset" and number.isdigit():
+            return int(number)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise ValidationFailed(f"{cursor!r} is not a cursor of this connection")
+
+
+def paginate(items: list[T], first: int, after: str | None, max_page: int) -> Connection[T]:
+    """One page of ``items`` after cursor ``after``; ``first`` is capped by the server."""
+    if first < 0 or first > max_page:
+        raise ValidationFailed(f"first must be between 0 and {max_page}, got {first}")
+    start = _offset(after) + 1 if after else 0
+    chunk = items[start : start + first]
+    edges = [ConnectionEdge(cursor=_cursor(start + i), node=item) for i, item in enumerate(chunk)]
+    return Connection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=start + len(chunk) < len(items),
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+        total_count=len(items),
+    )
