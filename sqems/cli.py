@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
+import uvicorn
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.tree import Tree
 
+from sqems import logs
 from sqems.datasets import PlantSpec, generate, load_plant, read_plant, write_plant
 from sqems.datasets.files import Section, plant_sections
 from sqems.errors import SqemsError, ValidationFailed
@@ -42,6 +44,8 @@ from sqems.graph_model import (
 from sqems.graph_model.migrate import copy_store
 from sqems.graph_model.neo4j_server import NEO4J_VERSION
 from sqems.graph_model.open import local_server
+from sqems.graphql import AccessStore, Role, create_app, sdl
+from sqems.graphql.app import ACCESS_FILE
 from sqems.settings import Settings
 
 app = typer.Typer(
@@ -66,6 +70,8 @@ neo4j_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(neo4j_app, name="neo4j")
+apikey_app = typer.Typer(help="Manage the API's keys and roles.", no_args_is_help=True)
+app.add_typer(apikey_app, name="apikey")
 
 
 def _command(name: str, on: typer.Typer = app) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -362,6 +368,87 @@ def neo4j_status() -> None:
     out.print(status.describe())
     if status.installed and not status.bolt:
         raise typer.Exit(1)
+
+
+def _access(settings: Settings) -> AccessStore:
+    return AccessStore(settings.data_dir / ACCESS_FILE)
+
+
+@_command("serve")
+def serve_cmd(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Serve the GraphQL API (GraphiQL at /graphql) on the configured store."""
+    settings = Settings()
+    updates = {k: v for k, v in (("api_host", host), ("api_port", port)) if v is not None}
+    settings = settings.model_copy(update=updates)
+    access = _access(settings)
+    try:
+        if not access.has_admin():
+            key, token = access.create_key("bootstrap admin", Role.ADMIN)
+            out.print(
+                f"[bold]No admin key existed, so one was made (id {key.id}). It is shown "
+                f"this once:[/bold]\n  {token}\nSend it as 'Authorization: Bearer <key>'; "
+                "make more with `sqems apikey create`."
+            )
+    finally:
+        access.close()
+    logs.configure()
+    out.print(f"serving on http://{settings.api_host}:{settings.api_port}/graphql")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+@_command("graphql-schema")
+def graphql_schema_cmd() -> None:
+    """Print the API's GraphQL schema (SDL)."""
+    print(sdl(), end="")
+
+
+@_command("create", on=apikey_app)
+def apikey_create(
+    name: Annotated[str, typer.Option(help="Who or what uses the key.")],
+    role: Annotated[str, typer.Option(help="viewer, inspector, engineer or admin.")] = "viewer",
+) -> None:
+    """Create an API key; its token is printed once and never stored."""
+    settings = Settings()
+    access = _access(settings)
+    try:
+        key, token = access.create_key(name, Role.parse(role))
+    finally:
+        access.close()
+    out.print(f"key {key.id} ({key.name}, {key.role.label}):\n{token}")
+
+
+@_command("list", on=apikey_app)
+def apikey_list() -> None:
+    """List API keys (never their secrets)."""
+    access = _access(Settings())
+    try:
+        keys = access.keys()
+    finally:
+        access.close()
+    table = Table("id", "name", "role", "created", "revoked", box=None)
+    for k in keys:
+        table.add_row(k.id, k.name, k.role.label, k.created_at, k.revoked_at or "")
+    out.print(table)
+
+
+@_command("revoke", on=apikey_app)
+def apikey_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) -> None:
+    """Revoke an API key at once."""
+    access = _access(Settings())
+    try:
+        key = access.revoke(key_id)
+    finally:
+        access.close()
+    out.print(f"revoked key {key.id} ({key.name})")
 
 
 # --- rendering ---------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Resolvers are thin: they check the caller's role, call the domain (on a worker t
 and adapt its results. Domain errors (:class:`~sqems.errors.SqemsError`) reach the client
 as typed errors with ``extensions.code``; anything else is masked.
 
-``python -m sqems.graphql.schema`` prints the SDL (checked in as ``schema.graphql``).
+``sqems graphql-schema`` prints the SDL (checked in as ``schema.graphql``).
 """
 
 from __future__ import annotations
@@ -448,6 +448,16 @@ class _MaskUnexpected(MaskErrors):
         return masked
 
 
+class _Schema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        # Client errors (bad input, unknown uid, no key) are the client's to read; the
+        # log gets one line each. Unexpected ones were logged with their traceback
+        # when they were masked.
+        for error in errors:
+            code = (error.extensions or {}).get("code", "GRAPHQL_VALIDATION")
+            log.info("graphql error", extra={"code": code, "error": error.message})
+
+
 def _should_mask(error: GraphQLError) -> bool:
     original = error.original_error
     return original is not None and not isinstance(original, SqemsError)
@@ -456,7 +466,7 @@ def _should_mask(error: GraphQLError) -> bool:
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     """The schema with the limits of ``settings`` (defaults when None)."""
     settings = settings or Settings()
-    return strawberry.Schema(
+    return _Schema(
         query=Query,
         mutation=Mutation,
         types=list(NODE_OBJECT_TYPES.values()),

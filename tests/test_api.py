@@ -1,0 +1,350 @@
+"""The GraphQL API through a real HTTP client against a live server, on both backends."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from live_server import LiveServer
+
+from sqems.datasets import Plant, PlantSpec, generate, load_plant
+from sqems.datasets.files import plant_sections
+from sqems.graph_model import EmbeddedGraphStore, GraphStore
+from sqems.graph_model.neo4j_server import Neo4jServer
+from sqems.graph_model.neo4j_store import Neo4jGraphStore
+from sqems.graphql import AccessStore, Role, create_app, sdl
+from sqems.graphql.types import global_id
+from sqems.settings import Settings
+
+GRAPHQL_DIR = Path(__file__).resolve().parent.parent / "sqems" / "graphql"
+OPERATIONS = sorted((GRAPHQL_DIR / "operations").glob("*.graphql"))
+
+
+class CountingStore:
+    """The real store, counting the calls that fetch node properties."""
+
+    def __init__(self, store: GraphStore) -> None:
+        self._store = store
+        self.get_many_calls = 0
+
+    def get_many(self, uids: Any) -> Any:
+        self.get_many_calls += 1
+        return self._store.get_many(uids)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+@dataclass
+class Api:
+    url: str
+    plant: Plant
+    store: CountingStore
+    access: AccessStore
+    tokens: dict[Role, str] = field(default_factory=dict)
+
+    def post(self, query: str, variables: dict[str, Any] | None = None,
+             role: Role | None = Role.VIEWER, token: str | None = None) -> dict[str, Any]:  # fmt: skip
+        headers = {}
+        if token or role:
+            headers["Authorization"] = f"Bearer {token or self.tokens[role]}"  # type: ignore[index]
+        response = httpx.post(
+            f"{self.url}/graphql", json={"query": query, "variables": variables or {}},
+            headers=headers, timeout=60,
+        )  # fmt: skip
+        assert response.status_code == 200, response.text
+        assert "Traceback" not in response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def data(self, query: str, variables: dict[str, Any] | None = None,
+             role: Role = Role.VIEWER) -> dict[str, Any]:  # fmt: skip
+        body = self.post(query, variables, role)
+        assert "errors" not in body, body["errors"]
+        result: dict[str, Any] = body["data"]
+        return result
+
+
+def _start(store: GraphStore, plant: Plant, data_dir: Path, **settings: Any) -> Iterator[Api]:
+    access = AccessStore(None)
+    counting = CountingStore(store)
+    app = create_app(Settings(data_dir=data_dir, **settings), store=counting, access=access)  # type: ignore[arg-type]
+    api = Api("", plant, counting, access)
+    for role in Role:
+        _, api.tokens[role] = access.create_key(f"test {role.label}", role)
+    with LiveServer(app) as server:
+        api.url = server.url
+        yield api
+    access.close()
+
+
+@pytest.fixture(scope="module")
+def plant() -> Plant:
+    return generate(PlantSpec(units=3_000, seed=5))
+
+
+@pytest.fixture(scope="module", params=["embedded", "neo4j"])
+def api(request: pytest.FixtureRequest, plant: Plant, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:  # fmt: skip
+    tmp = tmp_path_factory.mktemp(f"api-{request.param}")
+    store: GraphStore
+    if request.param == "embedded":
+        store = EmbeddedGraphStore(tmp / "graph.db")
+    else:
+        server: Neo4jServer = request.getfixturevalue("neo4j_server")
+        store = Neo4jGraphStore(server.uri, password=server.password())
+        store.wipe()
+    load_plant(store, plant_sections(plant))
+    yield from _start(store, plant, tmp)
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def embedded_api(plant: Plant, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    tmp = tmp_path_factory.mktemp("api-embedded-only")
+    store = EmbeddedGraphStore(None)
+    load_plant(store, plant_sections(plant))
+    yield from _start(store, plant, tmp)
+    store.close()
+
+
+# --- published schema and operations -------------------------------------------------------
+
+
+def test_checked_in_schema_matches_the_code() -> None:
+    assert (GRAPHQL_DIR / "schema.graphql").read_text() == sdl(), (
+        "the schema changed: regenerate it with `sqems graphql-schema > "
+        "sqems/graphql/schema.graphql` and review the diff"
+    )
+
+
+def _variables(api: Api, name: str) -> dict[str, Any]:
+    truth = api.plant.truth
+    drift = truth["causes"][1]
+    lot = truth["causes"][0]["uid"]
+    batch = truth["causes"][0]["batches"][0]
+    unit = api.plant.edges["PRODUCED"].columns["dst"][10]
+    complaint = api.plant.nodes["Complaint"].columns["uid"][0]
+    return {
+        "recall_scope": {"input": {"lot": lot}, "first": 20},
+        "trace": {"complaint": complaint},
+        "genealogy": {"uid": lot, "direction": "DOWNSTREAM", "label": "Unit", "first": 10},
+        "node": {"id": global_id("Unit", unit)},
+        "entity": {"uid": batch, "type": "PRODUCED", "first": 5},
+        "hold_batch": {"uid": batch, "reason": "suspect resin lot"},
+        "release_batch": {"uid": batch, "reason": "lot cleared by incoming inspection"},
+        "set_unit_status": {"uid": unit, "status": "REWORKED"},
+        "create_api_key": {"name": "line 2 tablet", "role": "INSPECTOR"},
+        "revoke_api_key": {"id": api.access.create_key("to revoke", Role.VIEWER)[0].id},
+        "api_keys": {},
+        "audit_log": {"last": 5},
+        "_machine": {"input": {"machine": {"uid": drift["uid"], "window": {
+            "start": drift["window"]["start"], "end": drift["window"]["end"]}}}},
+    }[name]  # fmt: skip
+
+
+ROLE_OF = {
+    "hold_batch": Role.ENGINEER,
+    "release_batch": Role.ENGINEER,
+    "set_unit_status": Role.INSPECTOR,
+    "create_api_key": Role.ADMIN,
+    "revoke_api_key": Role.ADMIN,
+    "api_keys": Role.ADMIN,
+    "audit_log": Role.ADMIN,
+}
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=lambda p: p.stem)
+def test_published_operation_runs_against_the_live_server(api: Api, operation: Path) -> None:
+    data = api.data(operation.read_text(), _variables(api, operation.stem),
+                    ROLE_OF.get(operation.stem, Role.VIEWER))  # fmt: skip
+    assert data and all(v is not None for v in data.values())
+
+
+def test_recall_scope_over_http_equals_the_domain_answer(api: Api) -> None:
+    from sqems.graph_model import RecallSource, SourceKind, Traceability
+
+    lot = api.plant.truth["causes"][0]["uid"]
+    query = (GRAPHQL_DIR / "operations" / "recall_scope.graphql").read_text()
+    got = api.data(query, {"input": {"lot": lot}, "first": 500})["recallScope"]
+    want = Traceability(api.store._store).recall_scope(RecallSource(SourceKind.LOT, lot))
+    assert got["counts"]["units"] == want.counts["units"] == got["units"]["totalCount"]
+    assert got["batches"] == want.batches
+    assert [c["uid"] for c in got["customers"]] == want.customers
+    first = got["units"]["edges"][0]["node"]
+    assert [s["uid"] for s in first["path"]] == [s.uid for s in want.units[0].path]
+
+
+def test_machine_window_recall_over_http(api: Api) -> None:
+    query = (GRAPHQL_DIR / "operations" / "recall_scope.graphql").read_text()
+    got = api.data(query, _variables(api, "_machine"))["recallScope"]
+    assert set(api.plant.truth["causes"][1]["runs"]) <= set(got["triggers"])
+
+
+def test_pages_follow_their_cursors_without_gaps(api: Api) -> None:
+    lot = api.plant.truth["causes"][0]["uid"]
+    query = (GRAPHQL_DIR / "operations" / "recall_scope.graphql").read_text()
+    seen, after = [], None
+    while True:
+        page = api.data(query, {"input": {"lot": lot}, "first": 150, "after": after})
+        units = page["recallScope"]["units"]
+        seen += [e["node"]["uid"] for e in units["edges"]]
+        if not units["pageInfo"]["hasNextPage"]:
+            break
+        after = units["pageInfo"]["endCursor"]
+    assert len(seen) == len(set(seen)) == units["totalCount"]
+
+
+def test_a_page_of_units_costs_one_node_lookup_not_one_per_unit(api: Api) -> None:
+    lot = api.plant.truth["causes"][0]["uid"]
+    query = (GRAPHQL_DIR / "operations" / "recall_scope.graphql").read_text()
+    before = api.store.get_many_calls
+    data = api.data(query, {"input": {"lot": lot}, "first": 200})
+    assert len(data["recallScope"]["units"]["edges"]) == 200
+    # one batch for the 200 units, one for the customers (they resolve in separate ticks)
+    assert api.store.get_many_calls - before <= 2
+
+
+# --- auth and audit --------------------------------------------------------------------------
+
+
+ENTITY = "query($uid: String!) { entity(uid: $uid) { uid } }"
+HOLD = (GRAPHQL_DIR / "operations" / "hold_batch.graphql").read_text()
+
+
+def _code(body: dict[str, Any]) -> str:
+    return str(body["errors"][0]["extensions"]["code"])
+
+
+def test_no_key_or_a_wrong_key_is_unauthenticated(embedded_api: Api) -> None:
+    uid = embedded_api.plant.nodes["Unit"].columns["uid"][0]
+    assert _code(embedded_api.post(ENTITY, {"uid": uid}, role=None)) == "UNAUTHENTICATED"
+    wrong = embedded_api.post(ENTITY, {"uid": uid}, token="sqems_0000_nope")
+    assert _code(wrong) == "UNAUTHENTICATED"
+
+
+def test_a_revoked_key_stops_working(embedded_api: Api) -> None:
+    key, token = embedded_api.access.create_key("temporary", Role.VIEWER)
+    uid = embedded_api.plant.nodes["Unit"].columns["uid"][0]
+    assert "errors" not in embedded_api.post(ENTITY, {"uid": uid}, token=token)
+    embedded_api.access.revoke(key.id)
+    assert _code(embedded_api.post(ENTITY, {"uid": uid}, token=token)) == "UNAUTHENTICATED"
+
+
+def test_a_mutation_needs_its_role_and_every_attempt_is_audited(embedded_api: Api) -> None:
+    batch = embedded_api.plant.nodes["Batch"].columns["uid"][3]
+    denied = embedded_api.post(HOLD, {"uid": batch, "reason": "check"}, role=Role.INSPECTOR)
+    assert _code(denied) == "FORBIDDEN"
+    done = embedded_api.data(HOLD, {"uid": batch, "reason": "suspect lot"}, role=Role.ENGINEER)
+    assert done["holdBatch"]["status"] == "ON_HOLD"
+    log = embedded_api.access.audit(2)
+    assert [(e.operation, e.outcome, e.role) for e in log] == [
+        ("holdBatch", "ok", "engineer"),
+        ("holdBatch", "denied: FORBIDDEN", "inspector"),
+    ]
+    assert log[0].arguments == {"uid": batch, "reason": "suspect lot"}
+    assert log[0].key_name == "test engineer"
+
+
+def test_admin_can_mint_a_key_that_then_works(embedded_api: Api) -> None:
+    minted = embedded_api.data(
+        (GRAPHQL_DIR / "operations" / "create_api_key.graphql").read_text(),
+        {"name": "dashboard", "role": "VIEWER"}, role=Role.ADMIN,
+    )["createApiKey"]  # fmt: skip
+    uid = embedded_api.plant.nodes["Unit"].columns["uid"][0]
+    body = embedded_api.post(ENTITY, {"uid": uid}, token=minted["token"])
+    assert body["data"]["entity"]["uid"] == uid
+    assert "token" not in json.dumps([e.arguments for e in embedded_api.access.audit(5)])
+
+
+# --- errors and limits -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "variables", "code"),
+    [
+        (ENTITY, {"uid": "SN-NOPE"}, "NOT_FOUND"),
+        ("query($id: ID!) { node(id: $id) { uid } }", {"id": "not-an-id"}, "VALIDATION_FAILED"),
+        ("{ genealogy(uid: \"SN-B0000001\", depth: 1000) { start } }", {}, "VALIDATION_FAILED"),
+        ("{ trace(unit: \"WO-PCB-00001\") { start } }", {}, "VALIDATION_FAILED"),
+        ("{ recallScope(input: {lot: \"WO-PCB-00001\"}) { source } }", {}, "VALIDATION_FAILED"),
+        ("{ recallScope(input: {machine: {uid: \"M-REFLOW-2\", window: "
+         "{start: \"2026-03-02T00:00:00Z\", end: \"2026-03-01T00:00:00Z\"}}}) { source } }", {},
+         "VALIDATION_FAILED"),
+        ("{ recallScope(input: {batch: \"WO-PCB-00001\"}) { units(first: 100000) { totalCount } } }",
+         {}, "VALIDATION_FAILED"),
+    ],
+)  # fmt: skip
+def test_bad_input_gets_a_typed_error(
+    embedded_api: Api, query: str, variables: dict[str, Any], code: str
+) -> None:
+    body = embedded_api.post(query, variables)
+    assert _code(body) == code
+    assert body["errors"][0]["message"]
+
+
+def test_a_recall_input_must_name_exactly_one_source(embedded_api: Api) -> None:
+    body = embedded_api.post('{ recallScope(input: {lot: "A", batch: "B"}) { source } }')
+    assert "exactly one" in body["errors"][0]["message"].lower()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ entity(uid: \"X\") { neighbours(type: \"PRODUCED\") { edges { node {"
+        + " neighbours(type: \"PRODUCED\") { edges { node {" * 5 + " uid " + "} } }" * 5
+        + " } } } } }",
+        "{ " + " ".join(f"a{i}: entity(uid: \"X\") {{ uid }}" for i in range(40)) + " }",
+        "{ entity(uid: \"X\") { " + " ".join(["uid"] * 2_500) + " } }",
+    ],
+    ids=["depth", "aliases", "tokens"],
+)  # fmt: skip
+def test_abusive_queries_are_refused_before_they_run(embedded_api: Api, query: str) -> None:
+    body = embedded_api.post(query)
+    assert body.get("data") is None
+    assert body["errors"]
+
+
+def test_an_unexpected_failure_is_masked(plant: Plant, tmp_path: Path) -> None:
+    store = EmbeddedGraphStore(None)
+    load_plant(store, plant_sections(plant))
+    for api in _start(store, plant, tmp_path):
+        store._db.close()  # the store breaks under the running server
+        body = api.post(ENTITY, {"uid": "SN-B0000001"})
+        assert body["errors"][0]["extensions"]["code"] == "INTERNAL_ERROR"
+        assert "closed" not in json.dumps(body).lower()
+        ready = httpx.get(f"{api.url}/readyz")
+        assert ready.status_code in (200, 503)
+
+
+def test_health_readiness_and_request_ids(embedded_api: Api) -> None:
+    assert httpx.get(f"{embedded_api.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{embedded_api.url}/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    echoed = httpx.get(f"{embedded_api.url}/healthz", headers={"x-request-id": "abc123"})
+    assert echoed.headers["x-request-id"] == "abc123"
+    assert (
+        httpx.get(f"{embedded_api.url}/graphql", headers={"accept": "text/html"}).status_code == 200
+    )
+
+
+def test_a_request_over_the_time_limit_is_stopped(plant: Plant, tmp_path: Path) -> None:
+    store = EmbeddedGraphStore(None)
+    load_plant(store, plant_sections(plant))
+    lot = plant.truth["causes"][0]["uid"]
+    query = (GRAPHQL_DIR / "operations" / "recall_scope.graphql").read_text()
+    for api in _start(store, plant, tmp_path, api_request_timeout_s=0.000_5):
+        response = httpx.post(f"{api.url}/graphql", json={"query": query, "variables": {
+            "input": {"lot": lot}, "first": 500}},
+            headers={"Authorization": f"Bearer {api.tokens[Role.VIEWER]}"})  # fmt: skip
+        assert response.status_code == 504
+        assert response.json()["errors"][0]["extensions"]["code"] == "TIMEOUT"
+    store.close()
+
+
+_ = datetime
