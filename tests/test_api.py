@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,13 @@ from live_server import LiveServer
 
 from sqems.datasets import Plant, PlantSpec, generate, load_plant
 from sqems.datasets.files import plant_sections
-from sqems.graph_model import EmbeddedGraphStore, GraphStore
+from sqems.graph_model import (
+    EmbeddedGraphStore,
+    GraphStore,
+    RecallSource,
+    SourceKind,
+    Traceability,
+)
 from sqems.graph_model.neo4j_server import Neo4jServer
 from sqems.graph_model.neo4j_store import Neo4jGraphStore
 from sqems.graphql import AccessStore, Role, create_app, sdl
@@ -49,8 +54,13 @@ class Api:
     access: AccessStore
     tokens: dict[Role, str] = field(default_factory=dict)
 
-    def post(self, query: str, variables: dict[str, Any] | None = None,
-             role: Role | None = Role.VIEWER, token: str | None = None) -> dict[str, Any]:  # fmt: skip
+    def post(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        role: Role | None = Role.VIEWER,
+        token: str | None = None,
+    ) -> dict[str, Any]:
         headers = {}
         if token or role:
             headers["Authorization"] = f"Bearer {token or self.tokens[role]}"  # type: ignore[index]
@@ -90,7 +100,9 @@ def plant() -> Plant:
 
 
 @pytest.fixture(scope="module", params=["embedded", "neo4j"])
-def api(request: pytest.FixtureRequest, plant: Plant, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:  # fmt: skip
+def api(
+    request: pytest.FixtureRequest, plant: Plant, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Api]:
     tmp = tmp_path_factory.mktemp(f"api-{request.param}")
     store: GraphStore
     if request.param == "embedded":
@@ -167,8 +179,6 @@ def test_published_operation_runs_against_the_live_server(api: Api, operation: P
 
 
 def test_recall_scope_over_http_equals_the_domain_answer(api: Api) -> None:
-    from sqems.graph_model import RecallSource, SourceKind, Traceability
-
     lot = api.plant.truth["causes"][0]["uid"]
     query = (GRAPHQL_DIR / "operations" / "recall_scope.graphql").read_text()
     got = api.data(query, {"input": {"lot": lot}, "first": 500})["recallScope"]
@@ -276,8 +286,8 @@ def test_admin_can_mint_a_key_that_then_works(embedded_api: Api) -> None:
         ("{ recallScope(input: {machine: {uid: \"M-REFLOW-2\", window: "
          "{start: \"2026-03-02T00:00:00Z\", end: \"2026-03-01T00:00:00Z\"}}}) { source } }", {},
          "VALIDATION_FAILED"),
-        ("{ recallScope(input: {batch: \"WO-PCB-00001\"}) { units(first: 100000) { totalCount } } }",
-         {}, "VALIDATION_FAILED"),
+        ("{ recallScope(input: {batch: \"WO-PCB-00001\"}) "
+         "{ units(first: 100000) { totalCount } } }", {}, "VALIDATION_FAILED"),
     ],
 )  # fmt: skip
 def test_bad_input_gets_a_typed_error(
@@ -345,6 +355,3 @@ def test_a_request_over_the_time_limit_is_stopped(plant: Plant, tmp_path: Path) 
         assert response.status_code == 504
         assert response.json()["errors"][0]["extensions"]["code"] == "TIMEOUT"
     store.close()
-
-
-_ = datetime

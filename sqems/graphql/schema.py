@@ -454,13 +454,17 @@ class _Schema(strawberry.Schema):
         # log gets one line each. Unexpected ones were logged with their traceback
         # when they were masked.
         for error in errors:
-            code = (error.extensions or {}).get("code", "GRAPHQL_VALIDATION")
+            if not (error.extensions or {}).get("code"):
+                # graphql-core's own errors: a document or variables the schema refuses
+                error.extensions = {**(error.extensions or {}), "code": "GRAPHQL_INVALID"}
+            code = error.extensions["code"]
             log.info("graphql error", extra={"code": code, "error": error.message})
 
 
 def _should_mask(error: GraphQLError) -> bool:
+    """Mask all but SQEMS's typed errors and graphql-core's errors about the request."""
     original = error.original_error
-    return original is not None and not isinstance(original, SqemsError)
+    return original is not None and not isinstance(original, SqemsError | GraphQLError)
 
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
