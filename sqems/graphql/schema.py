@@ -454,10 +454,11 @@ class _Schema(strawberry.Schema):
         # log gets one line each. Unexpected ones were logged with their traceback
         # when they were masked.
         for error in errors:
-            if not (error.extensions or {}).get("code"):
+            extensions = error.extensions or {}
+            if not extensions.get("code"):
                 # graphql-core's own errors: a document or variables the schema refuses
-                error.extensions = {**(error.extensions or {}), "code": "GRAPHQL_INVALID"}
-            code = error.extensions["code"]
+                extensions = error.extensions = {**extensions, "code": "GRAPHQL_INVALID"}
+            code = extensions["code"]
             log.info("graphql error", extra={"code": code, "error": error.message})
 
 
