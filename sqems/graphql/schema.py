@@ -16,7 +16,15 @@ from enum import Enum
 from typing import Any, TypeVar
 
 import strawberry
-from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import (
+    AddValidationRules,
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 from strawberry.types import Info
 
 from graphql import GraphQLError
@@ -30,6 +38,7 @@ from sqems.graphql.context import Context
 from sqems.graphql.types import (
     NODE_OBJECT_TYPES,
     Connection,
+    ConnectionEdge,
     Direction,
     Node,
     _graphql_annotation,
@@ -110,11 +119,22 @@ class RecallScope:
     def units(
         self, info: Info[Context, None], first: int = 50, after: str | None = None
     ) -> Connection[AffectedUnit]:
-        items = [
-            AffectedUnit(uid=u.uid, shipment=u.shipment, path=[PathStep.of(s) for s in u.path])
-            for u in self.scope.units
-        ]
-        return paginate(items, first, after, info.context.settings.api_max_page_size)
+        page = paginate(self.scope.units, first, after, info.context.settings.api_max_page_size)
+        return Connection(
+            edges=[
+                ConnectionEdge(
+                    cursor=e.cursor,
+                    node=AffectedUnit(
+                        uid=e.node.uid,
+                        shipment=e.node.shipment,
+                        path=[PathStep.of(s) for s in e.node.path],
+                    ),
+                )
+                for e in page.edges
+            ],
+            page_info=page.page_info,
+            total_count=page.total_count,
+        )
 
     @classmethod
     def of(cls, scope: tr.RecallScope) -> RecallScope:
@@ -335,7 +355,16 @@ class Query:
         ctx = info.context
         ctx.require(Role.VIEWER)
         source = input.source()
-        return RecallScope.of(await ctx.call(ctx.trace.recall_scope, source))
+
+        def answer() -> tuple[tr.RecallScope, dict[str, Any]]:
+            scope = ctx.trace.recall_scope(source)
+            return scope, ctx.store.get_many(scope.customers)
+
+        # one trip to a worker thread: the customers come with the scope, ready for
+        # the `customers` field's loader
+        scope, customers = await ctx.call(answer)
+        ctx.nodes.prime_many(customers)
+        return RecallScope.of(scope)
 
     @strawberry.field(description="API keys (admin).")
     def api_keys(self, info: Info[Context, None]) -> list[ApiKeyInfo]:
@@ -471,14 +500,23 @@ def _should_mask(error: GraphQLError) -> bool:
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     """The schema with the limits of ``settings`` (defaults when None)."""
     settings = settings or Settings()
+    # The limits are validation rules; built once, so validation results can be cached
+    # by document (a fresh rule class per request would miss the cache every time).
+    limits = [
+        *QueryDepthLimiter(max_depth=settings.api_max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=settings.api_max_aliases).validation_rules,
+    ]
     return _Schema(
         query=Query,
         mutation=Mutation,
         types=list(NODE_OBJECT_TYPES.values()),
         extensions=[
-            lambda: QueryDepthLimiter(max_depth=settings.api_max_depth),
+            # clients send the same few documents over and over: parse and validate each
+            # once per distinct text
             lambda: MaxTokensLimiter(max_token_count=settings.api_max_tokens),
-            lambda: MaxAliasesLimiter(max_alias_count=settings.api_max_aliases),
+            lambda: ParserCache(maxsize=256),
+            lambda: AddValidationRules(limits),
+            lambda: ValidationCache(maxsize=256),
             lambda: _MaskUnexpected(
                 should_mask_error=_should_mask,
                 error_message="internal error; the server log has the details",
