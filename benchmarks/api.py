@@ -150,6 +150,7 @@ def main() -> None:
             results = {}
             for name, query, pool, var, conc, extra in (
                 ("node lookup", ENTITY, units, "uid", args.concurrency, None),
+                ("node lookup, 1 at a time", ENTITY, units, "uid", 1, None),
                 ("recall scope", RECALL, lots, "lot", args.concurrency, {"first": 20}),
                 ("recall summary, 1 at a time", SUMMARY, lots, "lot", 1, None),
                 ("recall scope, 1 at a time", RECALL, lots, "lot", 1, {"first": 20}),

@@ -6,9 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
+
+from sqems.graph_model.neo4j_server import free_port
 
 SQEMS = [sys.executable, "-c", "from sqems.cli import main; main()"]
 
@@ -115,3 +119,37 @@ def test_generate_then_load_is_idempotent(tmp_path: Path) -> None:
     assert first.returncode == again.returncode == 0
     assert sqems(tmp_path, "stats").stdout == sqems(tmp_path, "stats").stdout
     assert "1,000" in sqems(tmp_path, "stats").stdout
+
+
+def test_serve_prints_a_bootstrap_key_that_opens_the_api(demo_dir: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "SQEMS_DATA_DIR": str(demo_dir), "SQEMS_API_PORT": str(port),
+           "COLUMNS": "200"}  # fmt: skip
+    env.pop("SQEMS_GRAPH_URI", None)
+    (demo_dir / "access.db").unlink(missing_ok=True)
+    server = subprocess.Popen([*SQEMS, "serve"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        assert server.stdout is not None
+        token = ""
+        for line in server.stdout:
+            if line.strip().startswith("sqems_"):
+                token = line.strip()
+                break
+        assert token, "serve did not print a bootstrap admin key"
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "serve did not become ready"
+            time.sleep(0.2)
+        answer = httpx.post(f"{url}/graphql", headers={"Authorization": f"Bearer {token}"},
+                            json={"query": "{ apiKeys { name role } }"}).json()  # fmt: skip
+        assert answer["data"]["apiKeys"][0]["role"] == "ADMIN"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

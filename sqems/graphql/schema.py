@@ -271,17 +271,20 @@ class RecallInput:
     excursion: ExcursionRecallInput | None = strawberry.UNSET
 
     def source(self) -> tr.RecallSource:
-        if self.lot:
+        # @oneOf guarantees exactly one field is given (and not null)
+        if isinstance(self.lot, str):
             return tr.RecallSource(tr.SourceKind.LOT, self.lot)
-        if self.batch:
+        if isinstance(self.batch, str):
             return tr.RecallSource(tr.SourceKind.BATCH, self.batch)
-        if self.machine:
+        if isinstance(self.machine, MachineRecallInput):
             return tr.RecallSource(
                 tr.SourceKind.MACHINE, self.machine.uid, self.machine.window.window()
             )
-        assert self.excursion
-        window = self.excursion.window.window() if self.excursion.window else None
-        return tr.RecallSource(tr.SourceKind.PARAMETER, self.excursion.parameter, window)
+        if isinstance(self.excursion, ExcursionRecallInput):
+            excursion = self.excursion
+            window = excursion.window.window() if excursion.window else None
+            return tr.RecallSource(tr.SourceKind.PARAMETER, excursion.parameter, window)
+        raise ValidationFailed("a recall input names exactly one of lot, batch, machine, excursion")
 
 
 # --- root types ----------------------------------------------------------------------------
