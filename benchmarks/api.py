@@ -3,7 +3,8 @@
 Builds the plant into an embedded store in a temporary data directory, starts
 ``sqems serve`` on it as a separate process on a free loopback port, and drives it with
 an asynchronous load generator (httpx, ``--concurrency`` requests in flight for
-``--seconds``) for two operations:
+``--seconds``), and measures the latency one caller sees with a plain keep-alive
+client sending one request at a time, for:
 
 * a node lookup by uid (``entity``), the simple query;
 * a recall scope from a random lot: the summary a recall decision needs (counts,
@@ -101,6 +102,38 @@ async def drive(
     }
 
 
+def sequential(
+    url: str,
+    token: str,
+    query: str,
+    pool: list[str],
+    var: str,
+    seconds: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, float]:
+    """One request at a time from a plain keep-alive client: the latency one caller sees."""
+    latencies: list[float] = []
+    errors = 0
+    rng = random.Random(1)
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
+        began = time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            body = {"query": query, "variables": {var: rng.choice(pool), **(extra or {})}}
+            t0 = time.perf_counter()
+            response = client.post("/graphql", json=body)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            if response.status_code != 200 or "errors" in response.json():
+                errors += 1
+        elapsed = time.perf_counter() - began
+    return {
+        "requests": len(latencies),
+        "rps": len(latencies) / elapsed,
+        "p50": statistics.median(latencies),
+        "p99": percentile(latencies, 0.99),
+        "errors": errors,
+    }
+
+
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -156,6 +189,10 @@ def main() -> None:
                 ("recall scope, 1 at a time", RECALL, lots, "lot", 1, {"first": 20}),
                 ("recall, 200 units, 1 at a time", RECALL, lots, "lot", 1, {"first": 200}),
             ):
+                if conc == 1:
+                    sequential(url, token, query, pool, var, 1.0, extra)  # warm-up
+                    results[name] = sequential(url, token, query, pool, var, args.seconds, extra)
+                    continue
                 asyncio.run(drive(url, token, query, pool, var, conc, 1.0, extra))  # warm-up
                 results[name] = asyncio.run(
                     drive(url, token, query, pool, var, conc, args.seconds, extra)
