@@ -13,6 +13,7 @@ may open it read-only and see it as it was when they opened it.
 from __future__ import annotations
 
 import fcntl
+import functools
 import gc
 import json
 import logging
@@ -20,10 +21,10 @@ import os
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar, cast
 
 import networkx as nx
 
@@ -65,6 +66,21 @@ CREATE INDEX IF NOT EXISTS edges_by_dst ON edges (dst, type);
 _SCHEMA_VERSION = "1"
 _NO_PROPS: Mapping[str, Any] = MappingProxyType({})
 _SQL_CHUNK = 900
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _locked(method: F) -> F:
+    """Run a read under the store's lock: a write in another thread (the API's
+    mutations) must not change a dict a traversal is iterating."""
+
+    @functools.wraps(method)
+    def run(self: EmbeddedGraphStore, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return cast(F, run)
 
 
 class EmbeddedGraphStore(BatchWriter):
@@ -329,6 +345,7 @@ class EmbeddedGraphStore(BatchWriter):
         rel_type(type)
         return self._edge_counts[type]
 
+    @_locked
     def edges(self, uids: Iterable[str], hops: Hops) -> list[Edge]:
         outs, ins = split_hops(hops)
         g = self._g
@@ -352,6 +369,7 @@ class EmbeddedGraphStore(BatchWriter):
             for (src, typ, dst), props in sorted(found.items())
         ]
 
+    @_locked
     def traverse(
         self,
         start: Iterable[str],
@@ -414,6 +432,7 @@ class EmbeddedGraphStore(BatchWriter):
             frontier = level
         return Traversal(starts, reached)
 
+    @_locked
     def subgraph(self, uids: Iterable[str]) -> Subgraph:
         wanted = dict.fromkeys(uids)
         nodes = self.get_many(wanted)
@@ -452,13 +471,17 @@ class EmbeddedGraphStore(BatchWriter):
         sources = {a for a, _ in spec.pairs}
         node, succ = self._g._node, self._g._succ
         # edges are ordered by source uid, then target uid; a page ends at a source
-        ordered = sorted(u for u, attrs in node.items() if attrs["label"] in sources and u > after)
+        with self._lock:
+            ordered = sorted(
+                u for u, attrs in node.items() if attrs["label"] in sources and u > after
+            )
         items: list[Edge] = []
         for src in ordered:
-            for dst in sorted(succ[src]):
-                props = succ[src][dst].get(type)
-                if props is not None:
-                    items.append(Edge(type, src, dst, dict(props) if props else _NO_PROPS))
+            with self._lock:
+                for dst in sorted(succ[src]):
+                    props = succ[src][dst].get(type)
+                    if props is not None:
+                        items.append(Edge(type, src, dst, dict(props) if props else _NO_PROPS))
             if len(items) >= page:
                 yield Page(items, src)
                 items = []
