@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -355,3 +356,28 @@ def test_a_request_over_the_time_limit_is_stopped(plant: Plant, tmp_path: Path) 
         assert response.status_code == 504
         assert response.json()["errors"][0]["extensions"]["code"] == "TIMEOUT"
     store.close()
+
+
+def test_concurrent_reads_and_writes_stay_consistent(embedded_api: Api) -> None:
+    lot = embedded_api.plant.truth["causes"][0]["uid"]
+    batches = embedded_api.plant.nodes["Batch"].columns["uid"][:6]
+    recall = (GRAPHQL_DIR / "operations" / "recall_scope.graphql").read_text()
+    release = (GRAPHQL_DIR / "operations" / "release_batch.graphql").read_text()
+
+    def work(i: int) -> dict[str, Any]:
+        if i % 3 == 0:
+            return embedded_api.post(HOLD, {"uid": batches[i % 6], "reason": "r"}, Role.ENGINEER)
+        if i % 3 == 1:
+            return embedded_api.post(release, {"uid": batches[i % 6], "reason": "r"},
+                                     Role.ENGINEER)  # fmt: skip
+        return embedded_api.post(recall, {"input": {"lot": lot}, "first": 100})
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(work, range(120)))
+    for body in answers:
+        for error in body.get("errors", []):
+            assert error["extensions"]["code"] == "VALIDATION_FAILED", error  # release of a
+            # batch that is not on hold at that moment
+    counts = {a["data"]["recallScope"]["counts"]["units"] for a in answers
+              if a.get("data") and a["data"].get("recallScope")}  # fmt: skip
+    assert len(counts) == 1
