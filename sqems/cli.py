@@ -283,6 +283,7 @@ def demo_cmd(
             f"  sqems recall --batch {truth['causes'][0]['batches'][0]}\n"
             f"  sqems recall --parameter {truth['causes'][1]['parameter']}\n"
             f"  sqems trace --complaint {complaint or 'CMP-000001'} --json\n"
+            f"  sqems serve        (the GraphQL API and GraphiQL on the same store)\n"
             f"  plant files and ground truth: {plant_dir}"
         )
 
