@@ -15,10 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from sqems.graph_model import EmbeddedGraphStore, GraphStore
 from sqems.graph_model.neo4j_server import Neo4jServer, free_port
 from sqems.graph_model.neo4j_store import Neo4jGraphStore
+
+# CI machines are shared and noisy: judge examples by their answers, not their speed
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parent.parent
 NEO4J_LIB = Path(os.environ.get("SQEMS_NEO4J_LIB", REPO / ".neo4j" / "lib"))
