@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from figures import latency, percentile
 
 from sqems.datasets import PlantSpec, generate, load_plant
 from sqems.datasets.files import plant_sections
@@ -52,11 +53,6 @@ RECALL = """query($lot: String!, $first: Int!) { recallScope(input: {lot: $lot})
   customers { uid }
   units(first: $first) { totalCount edges { node { uid shipment path { uid edge } } } }
 } }"""
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def drive(
@@ -93,13 +89,7 @@ async def drive(
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - began
-    return {
-        "requests": len(latencies),
-        "rps": len(latencies) / elapsed,
-        "p50": statistics.median(latencies),
-        "p99": percentile(latencies, 0.99),
-        "errors": errors,
-    }
+    return latency(latencies, elapsed, errors)
 
 
 def sequential(
@@ -125,13 +115,7 @@ def sequential(
             if response.status_code != 200 or "errors" in response.json():
                 errors += 1
         elapsed = time.perf_counter() - began
-    return {
-        "requests": len(latencies),
-        "rps": len(latencies) / elapsed,
-        "p50": statistics.median(latencies),
-        "p99": percentile(latencies, 0.99),
-        "errors": errors,
-    }
+    return latency(latencies, elapsed, errors)
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from figures import percentile
+
 from sqems.datasets import PlantSpec, generate, load_plant
 from sqems.datasets.files import Section, plant_sections
 from sqems.graph_model import EmbeddedGraphStore, RecallSource, SourceKind, Traceability
@@ -76,11 +78,6 @@ def warm_up(server: Neo4jServer) -> None:
         trace.recall_scope(RecallSource(SourceKind.LOT, lot))
     store.wipe()
     store.close()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def time_queries(

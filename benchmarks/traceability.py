@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+from figures import percentile
 
 from sqems.datasets import PlantSpec, generate, load_plant, read_plant, write_plant
 from sqems.graph_model import (
@@ -114,11 +115,6 @@ def bare_upstream(g: nx.MultiDiGraph, unit: str) -> dict[str, list[str]]:
 
 
 # --- one size, in a child process ---------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def run_one(units: int, queries: int, seed: int) -> dict[str, Any]:

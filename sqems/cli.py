@@ -237,7 +237,8 @@ def trace_cmd(
     uid = unit or complaint
     assert uid is not None
     with _store(read_only=True) as (store, _):
-        genealogy = Traceability(store).upstream([uid])
+        of = frozenset({"Unit" if unit else "Complaint"})
+        genealogy = Traceability(store).upstream([uid], of=of)
         if as_json:
             out.print_json(json.dumps(genealogy.as_dict()))
         else:

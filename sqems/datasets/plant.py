@@ -18,6 +18,7 @@ with numpy so a million units take seconds.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -93,8 +94,13 @@ class _Line:
 
 
 def _shift_of(seconds: np.ndarray) -> np.ndarray:
+    """Index into ``layout.SHIFTS`` of the shift each time (UTC) falls in."""
     hour = (seconds // 3600) % 24
-    return np.where((hour >= 6) & (hour < 14), 0, np.where((hour >= 14) & (hour < 22), 1, 2))
+    starts = [layout.SHIFT_START_HOUR[s] for s in layout.SHIFTS]
+    shift = np.full(hour.shape, len(starts) - 1)  # the last shift runs past midnight
+    for index, (begin, end) in enumerate(itertools.pairwise(starts)):
+        shift[(hour >= begin) & (hour < end)] = index
+    return shift
 
 
 def generate(spec: PlantSpec, causes: layout.Causes | None = None) -> Plant:

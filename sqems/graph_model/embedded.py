@@ -33,13 +33,13 @@ from sqems.graph_model.edges import rel_type
 from sqems.graph_model.nodes import Node, node_type
 from sqems.graph_model.store import (
     DEFAULT_MAX_DEPTH,
-    BatchWriter,
     CheckedEdge,
     Direction,
     Edge,
     Hops,
     Page,
     Reached,
+    StoreBase,
     Subgraph,
     TimeWindow,
     Traversal,
@@ -47,6 +47,7 @@ from sqems.graph_model.store import (
     iter_chunks,
     plan_hops,
     split_hops,
+    where_model,
 )
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def _locked(method: F) -> F:
     return cast(F, run)
 
 
-class EmbeddedGraphStore(BatchWriter):
+class EmbeddedGraphStore(StoreBase):
     """A :class:`~sqems.graph_model.store.GraphStore` in one SQLite file.
 
     >>> from sqems.graph_model.nodes import Supplier
@@ -221,12 +222,6 @@ class EmbeddedGraphStore(BatchWriter):
             self._times = {}
             gc.unfreeze()
 
-    def __enter__(self) -> EmbeddedGraphStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # --- writing ---------------------------------------------------------------------
 
     def _commit(self, nodes: dict[str, Node], edges: list[CheckedEdge]) -> None:
@@ -274,10 +269,10 @@ class EmbeddedGraphStore(BatchWriter):
             if uid not in g:
                 g.add_node(uid, label=label)
                 self._label_counts[label] += 1
-            if t0 is None:
+            if t0 is None or t1 is None:
                 self._times.pop(uid, None)
             else:
-                self._times[uid] = (t0, t1 if t1 is not None else t0)
+                self._times[uid] = (t0, t1)
         for typ, src, dst, props in edges:
             keys = g.succ[src].get(dst)
             if keys is not None and typ in keys:
@@ -292,12 +287,6 @@ class EmbeddedGraphStore(BatchWriter):
     def label_of(self, uid: str) -> str | None:
         attrs = self._g.nodes.get(uid)
         return None if attrs is None else str(attrs["label"])
-
-    def get(self, uid: str) -> Node:
-        found = self.get_many([uid])
-        if uid not in found:
-            raise NotFound(f"{uid} is not in the graph (store: {self.description})")
-        return found[uid]
 
     def get_many(self, uids: Iterable[str]) -> dict[str, Node]:
         out: dict[str, Node] = {}
@@ -315,14 +304,10 @@ class EmbeddedGraphStore(BatchWriter):
     def find(
         self, label: str, where: Mapping[str, Any] | None = None, limit: int | None = None
     ) -> list[Node]:
-        model = node_type(label)
+        model = where_model(label, where)
         sql = ["SELECT props FROM nodes WHERE label = ?"]
         args: list[Any] = [label]
         for key, value in (where or {}).items():
-            if key not in model.model_fields:
-                raise ValidationFailed(
-                    f"{label} has no property {key!r}; it has {', '.join(model.model_fields)}"
-                )
             sql.append("AND json_extract(props, ?) IS ?")
             args += [f"$.{key}", _json_scalar(value)]
         sql.append("ORDER BY uid")

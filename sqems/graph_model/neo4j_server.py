@@ -39,7 +39,6 @@ NEO4J_VERSION = "5.26.30"
 """The Neo4j Community release the local server runs (any 5.26.x works)."""
 MAIN_CLASS = "org.neo4j.server.CommunityEntryPoint"
 ADMIN_CLASS = "org.neo4j.cli.AdminTool"
-USER = "neo4j"
 
 # Artifacts to resolve. The server module alone lacks the entry point, which ships in
 # the org.neo4j:neo4j module; Maven brings the rest (~120 MB) as their dependencies.

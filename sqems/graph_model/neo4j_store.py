@@ -33,13 +33,13 @@ from sqems.graph_model.edges import REL_TYPES, rel_type
 from sqems.graph_model.nodes import NODE_TYPES, Node, node_type
 from sqems.graph_model.store import (
     DEFAULT_MAX_DEPTH,
-    BatchWriter,
     CheckedEdge,
     Direction,
     Edge,
     Hops,
     Page,
     Reached,
+    StoreBase,
     Subgraph,
     TimeWindow,
     Traversal,
@@ -47,11 +47,11 @@ from sqems.graph_model.store import (
     iter_chunks,
     plan_hops,
     split_hops,
+    where_model,
 )
 
 log = logging.getLogger(__name__)
 
-_INTERNAL = ("_t0", "_t1")
 _DIR_ORDER = {"out": 0, "in": 1}
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
@@ -87,12 +87,6 @@ def _type(name: str) -> str:
     return f"`{name}`"
 
 
-def _from_neo4j(value: Any) -> Any:
-    if isinstance(value, neo4j.time.DateTime):
-        return value.to_native()
-    return value
-
-
 # A node's properties with temporal values rendered as ISO 8601 text by the server:
 # the driver's pure-Python temporal types cost tens of microseconds per value.
 _PROPS = (
@@ -110,7 +104,7 @@ def _datetime_fields(label: str) -> list[str]:
     return [n for n, info in node_type(label).model_fields.items() if mentions(info.annotation)]
 
 
-class Neo4jGraphStore(BatchWriter):
+class Neo4jGraphStore(StoreBase):
     """A :class:`~sqems.graph_model.store.GraphStore` on a Neo4j 5 server."""
 
     def __init__(
@@ -163,12 +157,6 @@ class Neo4jGraphStore(BatchWriter):
 
     def close(self) -> None:
         self._driver.close()
-
-    def __enter__(self) -> Neo4jGraphStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # --- plumbing --------------------------------------------------------------------
 
@@ -289,12 +277,6 @@ class Neo4jGraphStore(BatchWriter):
         )
         return rows[0]["l"] if rows else None
 
-    def get(self, uid: str) -> Node:
-        found = self.get_many([uid])
-        if uid not in found:
-            raise NotFound(f"{uid} is not in the graph (store: {self.description})")
-        return found[uid]
-
     def get_many(self, uids: Iterable[str]) -> dict[str, Node]:
         out: dict[str, Node] = {}
         for chunk in iter_chunks(dict.fromkeys(uids), self.batch_size):
@@ -310,14 +292,8 @@ class Neo4jGraphStore(BatchWriter):
     def find(
         self, label: str, where: Mapping[str, Any] | None = None, limit: int | None = None
     ) -> list[Node]:
-        model = node_type(label)
-        conditions = {}
-        for key, value in (where or {}).items():
-            if key not in model.model_fields:
-                raise ValidationFailed(
-                    f"{label} has no property {key!r}; it has {', '.join(model.model_fields)}"
-                )
-            conditions[key] = _param(value)
+        where_model(label, where)
+        conditions = {key: _param(value) for key, value in (where or {}).items()}
         query = _q(
             f"MATCH (n:{_label(label)}) WHERE all(k IN keys($where) "
             "WHERE n[k] = $where[k] OR (n[k] IS NULL AND $where[k] IS NULL)) "
@@ -519,9 +495,8 @@ def _to_neo4j(node: Node) -> dict[str, Any]:
 
 
 def _node_from(label: str, props: Mapping[str, Any] | list[list[Any]]) -> Node:
-    pairs = props.items() if isinstance(props, Mapping) else props
-    data = {k: _from_neo4j(v) for k, v in pairs if k not in _INTERNAL}
-    return node_type(label).model_validate(data)
+    # reads project properties with `_PROPS`: temporal values as text, no `_` keys
+    return node_type(label).model_validate(dict(props))
 
 
 def _param(value: Any) -> Any:

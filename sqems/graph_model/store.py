@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, Self, runtime_checkable
 
 from sqems.errors import NotFound, ValidationFailed
 from sqems.graph_model.edges import REL_TYPES, rel_type
-from sqems.graph_model.nodes import NODE_TYPES, Node
+from sqems.graph_model.nodes import NODE_TYPES, Node, node_type
 
 DEFAULT_MAX_DEPTH = 32
 
@@ -164,14 +164,37 @@ class CheckedEdge(NamedTuple):
     props: dict[str, Any]
 
 
-class BatchWriter(ABC):
-    """The write side every backend shares.
+class StoreBase(ABC):
+    """What every backend shares, written once.
 
     ``transaction()``, ``upsert_nodes`` and ``upsert_edges`` all end in one atomic
     ``_commit`` of a checked batch. The checks that need no store run here, once for
     every backend: node models, one label per uid within the batch, relationship types
-    and properties. A backend adds what needs its data (:func:`check_against`).
+    and properties. A backend adds what needs its data (:func:`check_against`). ``get``
+    and the context manager rest on the backend's ``get_many`` and ``close``.
     """
+
+    @property
+    @abstractmethod
+    def description(self) -> str: ...
+
+    @abstractmethod
+    def get_many(self, uids: Iterable[str]) -> dict[str, Node]: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def get(self, uid: str) -> Node:
+        found = self.get_many([uid])
+        if uid not in found:
+            raise NotFound(f"{uid} is not in the graph (store: {self.description})")
+        return found[uid]
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @contextmanager
     def transaction(self) -> Iterator[WriteBatch]:
@@ -219,6 +242,17 @@ def check_batch(
         props = spec.check_props(edge.src, edge.dst, dict(edge.props) if edge.props else None)
         checked.append(CheckedEdge(edge.type, edge.src, edge.dst, props))
     return by_uid, checked
+
+
+def where_model(label: str, where: Mapping[str, Any] | None) -> type[Node]:
+    """The model of ``label``, after checking that ``where`` names only its properties."""
+    model = node_type(label)
+    for key in where or {}:
+        if key not in model.model_fields:
+            raise ValidationFailed(
+                f"{label} has no property {key!r}; it has {', '.join(model.model_fields)}"
+            )
+    return model
 
 
 def check_against(

@@ -221,10 +221,20 @@ class Traceability:
 
     # --- upstream ----------------------------------------------------------------------
 
-    def upstream(self, uids: Iterable[str], *, max_depth: int | None = None) -> Genealogy:
-        """Everything upstream of units or complaints: the root-cause direction."""
+    def upstream(
+        self,
+        uids: Iterable[str],
+        *,
+        max_depth: int | None = None,
+        of: frozenset[str] = frozenset({"Unit", "Complaint"}),
+    ) -> Genealogy:
+        """Everything upstream of units or complaints: the root-cause direction.
+
+        ``of`` narrows the labels the start may have (``{"Unit"}`` when a caller asked
+        for a unit), checked with the same lookup that finds the start.
+        """
         start = tuple(sorted(set(uids)))
-        self._require(start, {"Unit", "Complaint"})
+        self._require(start, set(of))
         depth = self.max_depth if max_depth is None else max_depth
         t = self.store.traverse(start, UPSTREAM, max_depth=depth)
         return Genealogy(start, t)
@@ -297,17 +307,18 @@ class Traceability:
         prefix: dict[str, tuple[PathStep, ...]],
     ) -> RecallScope:
         paths = _paths(t, prefix)
-        units = t.by_label("Unit")
-        unit_uids = [r.uid for r in units]
+        grouped: dict[str, list[str]] = {}
+        for r in t.reached.values():
+            grouped.setdefault(r.label, []).append(r.uid)
+        unit_uids, batches, shipments, customers = (
+            sorted(grouped.get(label, ())) for label in ("Unit", "Batch", "Shipment", "Customer")
+        )
         shipped = (
             {e.src: e.dst for e in self.store.edges(unit_uids, {"SHIPPED_IN": OUT})}
             if unit_uids
             else {}
         )
         affected = [AffectedUnit(uid, paths[uid], shipped.get(uid)) for uid in unit_uids]
-        batches = [r.uid for r in t.by_label("Batch")]
-        shipments = [r.uid for r in t.by_label("Shipment")]
-        customers = [r.uid for r in t.by_label("Customer")]
         counts = {
             "process_runs": len(triggers),
             "batches": len(batches),

@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from sqems import logs
+from sqems.errors import TimedOut
 
 log = logging.getLogger("sqems.api")
 
@@ -68,10 +69,10 @@ class RequestContext:
             logs.request_id.reset(token)
 
     async def _timed_out(self, send: Any) -> None:
-        body = json.dumps({"errors": [{
-            "message": f"the request took longer than {self.timeout_s:g} s and was stopped",
-            "extensions": {"code": "TIMEOUT"},
-        }]}).encode()  # fmt: skip
+        error = TimedOut(f"the request took longer than {self.timeout_s:g} s and was stopped")
+        body = json.dumps(
+            {"errors": [{"message": error.message, "extensions": error.extensions}]}
+        ).encode()
         await send({
             "type": "http.response.start",
             "status": 504,
