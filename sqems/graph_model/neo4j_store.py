@@ -423,18 +423,14 @@ class Neo4jGraphStore(StoreBase):
                 f"{len(missing)} uid(s) are not in the graph, e.g. {missing[0]} "
                 f"(store: {self.description})"
             )
-        rows = self._read(
+        rows = self._rows(
             "UNWIND $uids AS uid MATCH (a:Entity {uid: uid})-[r]->(b:Entity) "
             "WHERE b.uid IN $uids "
-            "RETURN a.uid AS src, type(r) AS type, b.uid AS dst, properties(r) AS props",
+            "RETURN collect([a.uid, type(r), b.uid, properties(r)]) AS rows",
             uids=wanted,
         )
         edges = sorted(
-            (
-                Edge(r["type"], r["src"], r["dst"], r["props"])
-                for r in rows
-                if r["type"] in REL_TYPES
-            ),
+            (Edge(t, src, dst, props) for src, t, dst, props in rows if t in REL_TYPES),
             key=lambda e: (e.src, e.type, e.dst),
         )
         return Subgraph([nodes[u] for u in sorted(wanted)], edges)
@@ -444,14 +440,14 @@ class Neo4jGraphStore(StoreBase):
     def iter_nodes(self, label: str, *, after: str = "", page: int = 10_000) -> Iterator[Page]:
         """Nodes of ``label`` in uid order, a page at a time, resuming after ``after``."""
         query = _q(
-            f"MATCH (n:{_label(label)}) WHERE n.uid > $after "
-            f"RETURN {_PROPS} AS props ORDER BY n.uid LIMIT $n"
+            f"MATCH (n:{_label(label)}) WHERE n.uid > $after WITH n ORDER BY n.uid LIMIT $n "
+            f"RETURN collect({_PROPS}) AS rows"
         )
         while True:
-            rows = self._read(query, after=after, n=page)
+            rows = self._rows(query, after=after, n=page)
             if not rows:
                 return
-            nodes = [_node_from(label, r["props"]) for r in rows]
+            nodes = [_node_from(label, props) for props in rows]
             after = nodes[-1].uid
             yield Page(nodes, after)
 
@@ -466,20 +462,21 @@ class Neo4jGraphStore(StoreBase):
             cursor = done_uid if label == done_label else ""
             sources = _q(
                 f"MATCH (a:{_label(label)}) WHERE a.uid > $after "
-                "RETURN a.uid AS uid ORDER BY uid LIMIT $n"
+                "WITH a.uid AS uid ORDER BY uid LIMIT $n RETURN collect(uid) AS rows"
             )
             targets = _q(
                 f"UNWIND $uids AS uid MATCH (a:Entity {{uid: uid}})-[r:{_type(type)}]->(b:Entity) "
-                "RETURN a.uid AS src, b.uid AS dst, properties(r) AS props ORDER BY src, dst"
+                "WITH a.uid AS src, b.uid AS dst, properties(r) AS props ORDER BY src, dst "
+                "RETURN collect([src, dst, props]) AS rows"
             )
             while True:
-                uids = [r["uid"] for r in self._read(sources, after=cursor, n=page)]
+                uids = self._rows(sources, after=cursor, n=page)
                 if not uids:
                     break
-                rows = self._read(targets, uids=uids)
+                rows = self._rows(targets, uids=uids)
                 cursor = uids[-1]
                 yield Page(
-                    [Edge(type, r["src"], r["dst"], r["props"]) for r in rows],
+                    [Edge(type, src, dst, props) for src, dst, props in rows],
                     f"{label}\t{cursor}",
                 )
 
