@@ -343,18 +343,18 @@ def rank_causes(
     factor_sets = {
         uid: factors_of(batch, pop.facts.parameters) for uid, batch in pop.facts.batches.items()
     }
-    # the factor matrix: cells by factors, 1 where the cell's units were exposed
-    column: dict[Factor, int] = {}
-    rows: list[int] = []
-    cols: list[int] = []
-    for i, (own, subs) in enumerate(pop.cells):
-        exposed: set[Factor] = set(factor_sets.get(own, ()))
+    # the factor matrix: cells by factors, 1 where the cell's units were exposed; the
+    # columns in a fixed order, so every backend (and every run) fits the same model
+    exposure: list[frozenset[Factor]] = []
+    for own, subs in pop.cells:
+        exposed = set(factor_sets.get(own, ()))
         for sub in subs:
             exposed |= factor_sets.get(sub, frozenset())
-        for f in exposed:
-            rows.append(i)
-            cols.append(column.setdefault(f, len(column)))
-    factors = list(column)
+        exposure.append(frozenset(exposed))
+    factors = sorted(set().union(*exposure))
+    column = {f: j for j, f in enumerate(factors)}
+    rows = [i for i, fs in enumerate(exposure) for _ in fs]
+    cols = [column[f] for fs in exposure for f in fs]
     x = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(pop.cells), len(factors)))
     n, k = pop.size.astype(float), pop.defective.astype(float)
     total_n, total_k = n.sum(), k.sum()
@@ -427,7 +427,9 @@ def _adjusted_odds(
     y = np.concatenate([np.ones(len(n)), np.zeros(len(n))])
     weight = np.concatenate([k, n - k])
     keep = weight > 0
-    model = LogisticRegression(l1_ratio=1.0, C=1.0, solver="liblinear", max_iter=1000)
+    model = LogisticRegression(
+        l1_ratio=1.0, C=1.0, solver="liblinear", max_iter=1000, random_state=0
+    )
     model.fit(features[keep], y[keep], sample_weight=weight[keep])
     coef = model.coef_.ravel()[: len(chosen)]
     return {int(j): float(np.exp(b)) for j, b in zip(chosen, coef, strict=True)}
