@@ -156,6 +156,8 @@ def _variables(api: Api, name: str) -> dict[str, Any]:
         "revoke_api_key": {"id": api.access.create_key("to revoke", Role.VIEWER)[0].id},
         "api_keys": {},
         "audit_log": {"last": 5},
+        "root_cause": {"input": {"defectType": {"uid": truth["causes"][0]["defect_type"]}}},
+        "kpis": {"costs": {"unitCost": [{"product": "PRD-DRIVE", "unitCost": 180.0}]}},
         "_machine": {"input": {"machine": {"uid": drift["uid"], "window": {
             "start": drift["window"]["start"], "end": drift["window"]["end"]}}}},
     }[name]  # fmt: skip

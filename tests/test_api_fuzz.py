@@ -139,7 +139,7 @@ def _values(schema: graphql.GraphQLSchema, type_: Any, uids: list[str]) -> st.Se
         )
         | st.text(max_size=12),
         "Int": st.integers(min_value=-3, max_value=1_200),
-        "Float": st.floats(allow_nan=False),
+        "Float": st.floats(allow_nan=False, allow_infinity=False),  # JSON has no infinity
         "Boolean": st.booleans(),
         "DateTime": st.datetimes().map(lambda d: d.isoformat())
         | st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat()),

@@ -28,7 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,14 +46,16 @@ class CostModel(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    unit_cost: dict[str, float] = Field(default_factory=dict)
+    unit_cost: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
+        default_factory=dict
+    )
     """Product uid → standard cost of one unit."""
-    default_unit_cost: float = Field(default=100.0, ge=0)
-    rework_share: float = Field(default=0.25, ge=0, le=1)
+    default_unit_cost: float = Field(default=100.0, ge=0, allow_inf_nan=False)
+    rework_share: float = Field(default=0.25, ge=0, le=1, allow_inf_nan=False)
     """Rework costs this share of the unit cost."""
-    complaint_cost: float = Field(default=500.0, ge=0)
+    complaint_cost: float = Field(default=500.0, ge=0, allow_inf_nan=False)
     """Handling one complaint: returns, analysis, replacement, administration."""
-    currency: str = "EUR"
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
 
     def cost_of(self, product: str | None) -> float:
         return self.unit_cost.get(product or "", self.default_unit_cost)

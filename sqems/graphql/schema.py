@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -32,8 +31,8 @@ from sqems import quality
 from sqems.errors import NotFound, SqemsError, ValidationFailed
 from sqems.graph_model import traceability as tr
 from sqems.graph_model.nodes import UnitStatus as DomainUnitStatus
-from sqems.graph_model.store import TimeWindow
 from sqems.graphql.access import ApiKey, AuditEntry, Role
+from sqems.graphql.analysis import AnalysisQuery
 from sqems.graphql.context import Context
 from sqems.graphql.types import (
     NODE_OBJECT_TYPES,
@@ -41,6 +40,7 @@ from sqems.graphql.types import (
     ConnectionEdge,
     Direction,
     Node,
+    WindowInput,
     _graphql_annotation,
     paginate,
     parse_global_id,
@@ -242,15 +242,6 @@ class AuditRecord:
 # --- inputs --------------------------------------------------------------------------------
 
 
-@strawberry.input(description="A closed time interval; either end may be left open.")
-class WindowInput:
-    start: datetime | None = None
-    end: datetime | None = None
-
-    def window(self) -> TimeWindow:
-        return TimeWindow(self.start, self.end)
-
-
 @strawberry.input
 class MachineRecallInput:
     uid: str
@@ -297,7 +288,7 @@ def _depth(depth: int) -> int:
 
 
 @strawberry.type
-class Query:
+class Query(AnalysisQuery):
     @strawberry.field(description="A node by its global id (Relay).")
     async def node(self, info: Info[Context, None], id: strawberry.ID) -> Node:
         ctx = info.context

@@ -23,6 +23,7 @@ from strawberry.types import Info
 from sqems.errors import ValidationFailed
 from sqems.graph_model import nodes as model
 from sqems.graph_model.store import Direction as StoreDirection
+from sqems.graph_model.store import TimeWindow
 from sqems.graphql.context import Context
 
 T = TypeVar("T")
@@ -182,3 +183,12 @@ def paginate(items: list[T], first: int, after: str | None, max_page: int) -> Co
         ),
         total_count=len(items),
     )
+
+
+@strawberry.input(description="A closed time interval; either end may be left open.")
+class WindowInput:
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def window(self) -> TimeWindow:
+        return TimeWindow(self.start, self.end)
