@@ -51,7 +51,7 @@ from sqems.analysis.factors import (
     spec_zone,
 )
 from sqems.errors import NotFound, ValidationFailed
-from sqems.graph_model.nodes import Category6M, Complaint, Defect, Parameter
+from sqems.graph_model.nodes import Category6M, Complaint, Defect, Parameter, Product
 from sqems.graph_model.store import Direction, GraphStore, TimeWindow
 
 OUT, IN = Direction.OUT, Direction.IN
@@ -176,7 +176,8 @@ def _population(store: GraphStore, target: Defectives, pad_s: float) -> Populati
         wlo, whi = target.window.bounds()
         lo, hi = max(lo, wlo - pad_s), min(hi, whi + pad_s) if math.isfinite(whi) else hi
 
-    candidates = [e.src for e in store.edges(products, {"OF_PRODUCT": IN})]
+    product_of = {e.src: e.dst for e in store.edges(products, {"OF_PRODUCT": IN})}
+    candidates = list(product_of)
     batches = [
         uid
         for uid, node in store.get_many(candidates).items()
@@ -189,8 +190,20 @@ def _population(store: GraphStore, target: Defectives, pad_s: float) -> Populati
         shipped = {e.src for e in store.edges(units, {"SHIPPED_IN": OUT})}
         units = [u for u in units if u in shipped or u in defective]
 
-    parent_of = {e.src: e.dst for e in store.edges(units, {"ASSEMBLED_INTO": IN})}
-    sub_batch = {e.dst: e.src for e in store.edges(parent_of, {"PRODUCED": IN})}
+    # only units of products whose bill of materials uses another product can have
+    # sub-assemblies: the others are not asked for them
+    uses = store.edges(products, {"USES": OUT})
+    parts = store.get_many({e.dst for e in uses})
+    assembling = {e.src for e in uses if isinstance(parts.get(e.dst), Product)}
+    may_have_subs = [u for u in units if product_of.get(batch_of[u]) in assembling]
+    parent_of = (
+        {e.src: e.dst for e in store.edges(may_have_subs, {"ASSEMBLED_INTO": IN})}
+        if may_have_subs
+        else {}
+    )
+    sub_batch = (
+        {e.dst: e.src for e in store.edges(parent_of, {"PRODUCED": IN})} if parent_of else {}
+    )
     subs: dict[str, list[str]] = defaultdict(list)
     for sub, parent in parent_of.items():
         subs[parent].append(sub)

@@ -334,21 +334,39 @@ class Neo4jGraphStore(StoreBase):
     def edges(self, uids: Iterable[str], hops: Hops) -> list[Edge]:
         outs, ins = split_hops(hops)
         wanted = list(dict.fromkeys(uids))
-        self._require(wanted)
-        found: dict[tuple[str, str, str], dict[str, Any]] = {}
-        for types, pattern in ((outs, "(u)-[r:{t}]->(v)"), (ins, "(u)<-[r:{t}]-(v)")):
+        # One round trip per chunk answers both questions: which uids are not in the
+        # graph, and the edges at the others (a separate existence check cost as much
+        # as the edges themselves on large lists).
+        walks = []
+        for name, types, pattern in (
+            ("outgoing", outs, "(u)-[r:{t}]->(v)"),
+            ("incoming", ins, "(u)<-[r:{t}]-(v)"),
+        ):
             if not types:
+                walks.append(f"[] AS {name}")
                 continue
             rel = "|".join(_type(t) for t in sorted(types))
-            query = _q(
-                "UNWIND $uids AS uid MATCH (u:Entity {uid: uid}) "
-                f"MATCH {pattern.format(t=rel)} "
-                "RETURN collect([startNode(r).uid, type(r), endNode(r).uid, properties(r)]) "
-                "AS rows"
+            # types without properties skip the per-edge property map
+            props = "properties(r)" if any(rel_type(t).props for t in types) else "{}"
+            walks.append(
+                f"COLLECT {{ UNWIND nodes AS u MATCH {pattern.format(t=rel)} "
+                f"RETURN [u.uid, type(r), v.uid, {props}] }} AS {name}"
             )
-            for chunk in iter_chunks(wanted, self.batch_size):
-                for src, typ, dst, props in self._rows(query, uids=chunk):
-                    found[(src, typ, dst)] = props
+        query = _q(
+            "UNWIND $uids AS uid OPTIONAL MATCH (n:Entity {uid: uid}) "
+            "WITH collect(CASE WHEN n IS NULL THEN uid END) AS missing, collect(n) AS nodes "
+            f"RETURN missing, {walks[0]}, {walks[1]}"
+        )
+        found: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for chunk in iter_chunks(wanted, self.batch_size):
+            record = self._read(query, uids=chunk)[0]
+            if record["missing"]:
+                missing = record["missing"][0]
+                raise NotFound(f"{missing} is not in the graph (store: {self.description})")
+            for u, typ, v, props in record["outgoing"]:
+                found[(u, typ, v)] = props
+            for u, typ, v, props in record["incoming"]:
+                found[(v, typ, u)] = props
         return [Edge(t, s, d, props) for (s, t, d), props in sorted(found.items())]
 
     def traverse(
