@@ -20,6 +20,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, LiteralString, get_args
 
@@ -143,6 +144,9 @@ class Neo4jGraphStore(StoreBase):
                 driver.close()
             raise GraphUnavailable(f"cannot reach Neo4j at {uri}: {exc}") from None
         self._driver = driver
+        # large lookups are split into chunks; two in flight keep the server busy while
+        # the client decodes the previous answer
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="neo4j-read")
         self.migrate()
 
     @property
@@ -156,6 +160,7 @@ class Neo4jGraphStore(StoreBase):
         return 2
 
     def close(self) -> None:
+        self._readers.shutdown(wait=True)
         self._driver.close()
 
     # --- plumbing --------------------------------------------------------------------
@@ -168,6 +173,19 @@ class Neo4jGraphStore(StoreBase):
         except neo4j_errors.ServiceUnavailable as exc:
             raise GraphUnavailable(f"lost Neo4j at {self.uri}: {exc}") from None
         return records
+
+    def _read_chunks(
+        self, query: LiteralString, uids: list[str], **params: Any
+    ) -> Iterator[neo4j.Record]:
+        """The single record ``query`` answers for each chunk of ``uids`` (bound as
+        ``$uids``), in chunk order, with up to two chunks in flight."""
+        chunks = list(iter_chunks(uids, self.batch_size))
+        if len(chunks) <= 1:
+            for chunk in chunks:
+                yield self._read(query, uids=chunk, **params)[0]
+            return
+        for records in self._readers.map(lambda c: self._read(query, uids=c, **params), chunks):
+            yield records[0]
 
     def _rows(self, query: LiteralString, **params: Any) -> list[Any]:
         """Run a query whose single record holds ``rows``, a list of lists.
@@ -279,13 +297,13 @@ class Neo4jGraphStore(StoreBase):
 
     def get_many(self, uids: Iterable[str]) -> dict[str, Node]:
         out: dict[str, Node] = {}
-        for chunk in iter_chunks(dict.fromkeys(uids), self.batch_size):
-            for uid, label, props in self._rows(
-                "UNWIND $uids AS uid MATCH (n:Entity {uid: uid}) "
-                "RETURN collect([uid, [l IN labels(n) WHERE l <> 'Entity'][0], "
-                f"{_PROPS}]) AS rows",
-                uids=chunk,
-            ):
+        query = (
+            "UNWIND $uids AS uid MATCH (n:Entity {uid: uid}) "
+            "RETURN collect([uid, [l IN labels(n) WHERE l <> 'Entity'][0], "
+            f"{_PROPS}]) AS rows"
+        )
+        for record in self._read_chunks(query, list(dict.fromkeys(uids))):
+            for uid, label, props in record["rows"]:
                 out[uid] = _node_from(label, props)
         return out
 
@@ -358,8 +376,7 @@ class Neo4jGraphStore(StoreBase):
             f"RETURN missing, {walks[0]}, {walks[1]}"
         )
         found: dict[tuple[str, str, str], dict[str, Any]] = {}
-        for chunk in iter_chunks(wanted, self.batch_size):
-            record = self._read(query, uids=chunk)[0]
+        for record in self._read_chunks(query, wanted):
             if record["missing"]:
                 missing = record["missing"][0]
                 raise NotFound(f"{missing} is not in the graph (store: {self.description})")
