@@ -76,6 +76,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import quote
 
 import joblib
 import numpy as np
@@ -83,7 +84,7 @@ import sklearn
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import brier_score_loss, roc_auc_score
-from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+from threadpoolctl import threadpool_limits
 
 from sqems.analysis.factors import BatchFacts, PlantFacts, RunFacts, read_batches
 from sqems.errors import NotFound, ValidationFailed
@@ -884,3 +885,9 @@ class DefectModel:
                 f"{path} does not match its sidecar {side} (another model's feature columns)"
             )
         return cls(schema, payload["estimator"], ModelMetrics.from_dict(meta["metrics"]))
+
+
+def model_path(models_dir: Path, product: str) -> Path:
+    """Where the defect model of ``product`` is kept under ``models_dir`` (the product
+    uid is quoted, so any uid makes one safe file name)."""
+    return models_dir / f"defects-{quote(product, safe='')}.joblib"
