@@ -13,6 +13,7 @@ import httpx
 import pytest
 from live_server import LiveServer
 
+from sqems.analysis.rootcause import from_defect_type, rank_causes
 from sqems.datasets import Plant, PlantSpec, generate, load_plant
 from sqems.datasets.files import plant_sections
 from sqems.graph_model import (
@@ -97,7 +98,7 @@ def _start(store: GraphStore, plant: Plant, data_dir: Path, **settings: Any) -> 
 
 @pytest.fixture(scope="module")
 def plant() -> Plant:
-    return generate(PlantSpec(units=3_000, seed=5))
+    return generate(PlantSpec(units=6_000, seed=5))
 
 
 @pytest.fixture(scope="module", params=["embedded", "neo4j"])
@@ -143,6 +144,7 @@ def _variables(api: Api, name: str) -> dict[str, Any]:
     batch = truth["causes"][0]["batches"][0]
     unit = api.plant.edges["PRODUCED"].columns["dst"][10]
     complaint = api.plant.nodes["Complaint"].columns["uid"][0]
+    drive_batches = [b for b in api.plant.nodes["Batch"].columns["uid"] if "ASM" in b]
     return {
         "recall_scope": {"input": {"lot": lot}, "first": 20},
         "trace": {"complaint": complaint},
@@ -158,12 +160,18 @@ def _variables(api: Api, name: str) -> dict[str, Any]:
         "audit_log": {"last": 5},
         "root_cause": {"input": {"defectType": {"uid": truth["causes"][0]["defect_type"]}}},
         "kpis": {"costs": {"unitCost": [{"product": "PRD-DRIVE", "unitCost": 180.0}]}},
+        "spc_chart": {"input": {"parameter": {"uid": drift["parameter"], "machine": drift["uid"]}},
+                      "baseline": 5},
+        "capability": {"parameter": "P-TORQUE"},
+        "train_defect_model": {"product": "PRD-DRIVE"},
+        "batch_risk": {"product": "PRD-DRIVE", "batches": drive_batches[-3:]},
         "_machine": {"input": {"machine": {"uid": drift["uid"], "window": {
             "start": drift["window"]["start"], "end": drift["window"]["end"]}}}},
     }[name]  # fmt: skip
 
 
 ROLE_OF = {
+    "train_defect_model": Role.ENGINEER,
     "hold_batch": Role.ENGINEER,
     "release_batch": Role.ENGINEER,
     "set_unit_status": Role.INSPECTOR,
@@ -176,6 +184,9 @@ ROLE_OF = {
 
 @pytest.mark.parametrize("operation", OPERATIONS, ids=lambda p: p.stem)
 def test_published_operation_runs_against_the_live_server(api: Api, operation: Path) -> None:
+    if operation.stem == "batch_risk":  # risk needs a trained model
+        train = (operation.parent / "train_defect_model.graphql").read_text()
+        api.data(train, _variables(api, "train_defect_model"), Role.ENGINEER)
     data = api.data(operation.read_text(), _variables(api, operation.stem),
                     ROLE_OF.get(operation.stem, Role.VIEWER))  # fmt: skip
     assert data and all(v is not None for v in data.values())
@@ -191,6 +202,47 @@ def test_recall_scope_over_http_equals_the_domain_answer(api: Api) -> None:
     assert [c["uid"] for c in got["customers"]] == want.customers
     first = got["units"]["edges"][0]["node"]
     assert [s["uid"] for s in first["path"]] == [s.uid for s in want.units[0].path]
+
+
+def test_root_cause_over_http_equals_the_domain_answer(api: Api) -> None:
+    defect_type = api.plant.truth["causes"][0]["defect_type"]
+    query = (GRAPHQL_DIR / "operations" / "root_cause.graphql").read_text()
+    got = api.data(query, {"input": {"defectType": {"uid": defect_type}}, "top": 5})["rootCause"]
+    store = api.store._store
+    want = rank_causes(store, from_defect_type(store, defect_type), top=5)
+    assert got["population"] == want.population
+    assert [c["key"] for c in got["causes"]] == [c.factor.key for c in want.causes]
+    assert got["causes"][0]["why"][-1]["uid"] == want.causes[0].why[-1].uid
+
+
+def test_spc_chart_limits_can_be_frozen_and_passed_back(api: Api) -> None:
+    query = (GRAPHQL_DIR / "operations" / "spc_chart.graphql").read_text()
+    chart = {"parameter": {"uid": "P-TORQUE", "machine": "M-SCREW-1"}}
+    study = api.data(query, {"input": chart, "baseline": 10})["spcChart"]
+    assert [p["phase"] for p in study["points"][:11]] == [1] * 10 + [2]
+    again = api.data(query, {"input": chart, "limits": study["limits"]})["spcChart"]
+    assert [p["ucl"] for p in again["points"]] == [p["ucl"] for p in study["points"]]
+    wrong = api.post(query, {"input": {"inspections": {"scope": "LINE-ASM"}},
+                             "limits": study["limits"]})  # fmt: skip
+    assert _code(wrong) == "VALIDATION_FAILED"
+
+
+def test_batch_risk_needs_a_trained_model_and_training_needs_an_engineer(
+    embedded_api: Api,
+) -> None:
+    risk = (GRAPHQL_DIR / "operations" / "batch_risk.graphql").read_text()
+    train = (GRAPHQL_DIR / "operations" / "train_defect_model.graphql").read_text()
+    batches = [b for b in embedded_api.plant.nodes["Batch"].columns["uid"] if "ASM" in b]
+    ask = {"product": "PRD-DRIVE", "batches": batches[-2:]}
+    assert _code(embedded_api.post(risk, ask)) == "NOT_FOUND"
+    denied = embedded_api.post(train, {"product": "PRD-DRIVE"}, role=Role.INSPECTOR)
+    assert _code(denied) == "FORBIDDEN"
+    trained = embedded_api.data(train, {"product": "PRD-DRIVE"}, role=Role.ENGINEER)
+    assert trained["trainDefectModel"]["metrics"]["nTrain"] > 0
+    assert embedded_api.access.audit(1)[0].operation == "trainDefectModel"
+    got = embedded_api.data(risk, ask)["batchRisk"]["batches"]
+    assert [b["batch"] for b in got] == batches[-2:]
+    assert all(0.0 <= b["probability"] <= 1.0 for b in got)
 
 
 def test_machine_window_recall_over_http(api: Api) -> None:

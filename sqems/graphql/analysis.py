@@ -6,23 +6,34 @@ role, run the analysis on a worker thread and wrap what it returns.
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import strawberry
 from pydantic import BaseModel, ValidationError
+from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from sqems.analysis import capability as cap
+from sqems.analysis import charts as ch
 from sqems.analysis import kpis as kp
+from sqems.analysis import prediction as pr
 from sqems.analysis import rootcause as rc
 from sqems.analysis.factors import FactorKind as DomainFactorKind
-from sqems.errors import ValidationFailed
+from sqems.errors import NotFound, ValidationFailed
 from sqems.graph_model.nodes import Category6M as DomainCategory
+from sqems.graph_model.store import GraphStore
 from sqems.graphql.access import Role
 from sqems.graphql.context import Context
 from sqems.graphql.types import Node, WindowInput, _graphql_annotation, to_graphql
+from sqems.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
 Category6M = _graphql_annotation(DomainCategory)
+MODELS_DIR = "models"
+"""Where defect models are kept, under the data directory."""
+ChartKind = strawberry.enum(ch.ChartKind, name="ChartKind", description="Which control chart.")
 FactorKind = strawberry.enum(
     DomainFactorKind, name="FactorKind", description="What a candidate cause is."
 )
@@ -314,6 +325,313 @@ def _validated(model: type[M], data: dict[str, Any]) -> M:
         raise ValidationFailed(problems) from None
 
 
+# --- SPC and capability ---------------------------------------------------------------------
+
+
+@strawberry.type(description="One plotted point and the lines it is judged by.")
+class ChartPoint:
+    index: int
+    key: str = strawberry.field(description="The run (first run of a subgroup) or inspection.")
+    time: datetime
+    value: float | None = strawberry.field(
+        description="Null where the statistic has no value (a moving range's first point)."
+    )
+    center: float | None
+    lcl: float | None
+    ucl: float | None
+    phase: int = strawberry.field(
+        description="1: in the baseline the limits came from; 2: monitored."
+    )
+
+    @classmethod
+    def all(cls, points: list[ch.ChartPoint]) -> list[ChartPoint]:
+        return [
+            cls(
+                index=p.index,
+                key=p.key,
+                time=datetime.fromtimestamp(p.time, UTC),
+                value=_finite(p.value),
+                center=_finite(p.center),
+                lcl=_finite(p.lcl),
+                ucl=_finite(p.ucl),
+                phase=p.phase,
+            )
+            for p in points
+        ]
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+@strawberry.type(description="A run rule that fired, at the points that completed it.")
+class Violation:
+    rule: str
+    title: str
+    indices: list[int]
+
+
+@strawberry.type(description="A control chart of a parameter's actuals or of inspections.")
+class SpcChart:
+    kind: ChartKind  # type: ignore[valid-type]
+    subject: str
+    unit: str | None
+    sigma: float = strawberry.field(description="The process sigma the limits are built from.")
+    limits: JSON | None = strawberry.field(
+        description="The frozen limits; pass them back as `limits` to monitor new data."
+    )
+    dropped: list[int] = strawberry.field(description="Baseline points phase I excluded.")
+    stable: bool
+    points: list[ChartPoint]
+    secondary: list[ChartPoint] = strawberry.field(
+        description="Moving range, R or S beside an I or X-bar chart; C- beside a CUSUM's C+."
+    )
+    violations: list[Violation]
+    notes: list[str]
+
+    @classmethod
+    def of(cls, r: ch.ChartResult) -> SpcChart:
+        return cls(
+            kind=r.kind,
+            subject=r.subject,
+            unit=r.unit,
+            sigma=r.sigma,
+            limits=r.limits,  # type: ignore[arg-type]  # a JSON object
+            dropped=list(r.dropped),
+            stable=r.stable,
+            points=ChartPoint.all(r.points),
+            secondary=ChartPoint.all(r.secondary),
+            violations=[
+                Violation(rule=v.rule, title=v.title, indices=list(v.indices)) for v in r.violations
+            ],
+            notes=r.notes,
+        )
+
+
+@strawberry.input
+class ParameterChartInput:
+    uid: str
+    machine: str | None = None
+    window: WindowInput | None = None
+    kind: ChartKind = ch.ChartKind.INDIVIDUALS  # type: ignore[valid-type]
+    subgroup_size: int = strawberry.field(
+        default=5, description="Consecutive runs per subgroup (X-bar charts)."
+    )
+    ewma_lambda: float = 0.2
+    cusum_k: float = 0.5
+    cusum_h: float = 5.0
+
+
+@strawberry.input
+class InspectionChartInput:
+    scope: str = strawberry.field(description="A process step or a line.")
+    window: WindowInput | None = None
+    kind: ChartKind = ch.ChartKind.P  # type: ignore[valid-type]
+
+
+@strawberry.input(one_of=True, description="What to chart: exactly one of.")
+class SpcChartInput:
+    parameter: ParameterChartInput | None = strawberry.UNSET
+    inspections: InspectionChartInput | None = strawberry.UNSET
+
+
+@strawberry.type(description="A point estimate with its confidence interval.")
+class Estimate:
+    value: float
+    lower: float
+    upper: float
+
+    @classmethod
+    def of(cls, e: cap.Estimate | None) -> Estimate | None:
+        return None if e is None else cls(value=e.value, lower=e.lower, upper=e.upper)
+
+
+@strawberry.type(description="Nonconforming parts per million, by side.")
+class Ppm:
+    below_lsl: float | None
+    above_usl: float | None
+    total: float
+
+    @classmethod
+    def of(cls, p: cap.Ppm | None) -> Ppm | None:
+        if p is None:
+            return None
+        return cls(below_lsl=p.below_lsl, above_usl=p.above_usl, total=p.total)
+
+
+@strawberry.type
+class NormalityCheck:
+    test: str
+    statistic: float
+    p_value: float
+    normal: bool
+
+
+@strawberry.type(description="Capability of a parameter's actuals against its spec.")
+class CapabilityReport:
+    n: int
+    mean: float
+    sigma_within: float
+    within_method: str
+    sigma_overall: float
+    lsl: float | None
+    usl: float | None
+    target: float | None
+    confidence: float
+    cp: Estimate | None
+    cpk: Estimate | None
+    cpu: Estimate | None
+    cpl: Estimate | None
+    pp: Estimate | None
+    ppk: Estimate | None
+    cpm: Estimate | None
+    ppm_observed: Ppm
+    ppm_within: Ppm | None
+    ppm_overall: Ppm | None
+    normality: NormalityCheck | None
+    in_control: bool | None
+    beyond_limits: list[int]
+    warnings: list[str] = strawberry.field(description="Why the indices may mislead.")
+
+    @classmethod
+    def of(cls, c: cap.Capability) -> CapabilityReport:
+        normality = c.normality
+        return cls(
+            n=c.n,
+            mean=c.mean,
+            sigma_within=c.sigma_within,
+            within_method=c.within_method,
+            sigma_overall=c.sigma_overall,
+            lsl=c.lsl,
+            usl=c.usl,
+            target=c.target,
+            confidence=c.confidence,
+            cp=Estimate.of(c.cp),
+            cpk=Estimate.of(c.cpk),
+            cpu=Estimate.of(c.cpu),
+            cpl=Estimate.of(c.cpl),
+            pp=Estimate.of(c.pp),
+            ppk=Estimate.of(c.ppk),
+            cpm=Estimate.of(c.cpm),
+            ppm_observed=Ppm(
+                below_lsl=c.ppm_observed.below_lsl,
+                above_usl=c.ppm_observed.above_usl,
+                total=c.ppm_observed.total,
+            ),
+            ppm_within=Ppm.of(c.ppm_within),
+            ppm_overall=Ppm.of(c.ppm_overall),
+            normality=None
+            if normality is None
+            else NormalityCheck(
+                test=normality.test,
+                statistic=normality.statistic,
+                p_value=normality.p_value,
+                normal=normality.normal,
+            ),
+            in_control=c.in_control,
+            beyond_limits=list(c.beyond_limits),
+            warnings=list(c.warnings),
+        )
+
+
+# --- defect prediction ------------------------------------------------------------------------
+
+
+@strawberry.type(description="How a defect model did on the later part of a time split.")
+class DefectModelMetrics:
+    auc: float | None
+    brier: float
+    base_brier: float = strawberry.field(description="Brier score of the base rate alone.")
+    base_rate: float
+    n_train: int
+    n_test: int
+    trained_at: datetime
+
+    @classmethod
+    def of(cls, m: pr.ModelMetrics) -> DefectModelMetrics:
+        return cls(
+            auc=m.auc,
+            brier=m.brier,
+            base_brier=m.base_brier,
+            base_rate=m.base_rate,
+            n_train=m.n_train,
+            n_test=m.n_test,
+            trained_at=m.trained_at,
+        )
+
+
+@strawberry.type(description="A product's trained defect model.")
+class DefectModelInfo:
+    product: str
+    metrics: DefectModelMetrics
+    features: list[str]
+
+    @classmethod
+    def of(cls, model: pr.DefectModel) -> DefectModelInfo:
+        return cls(
+            product=model.product,
+            metrics=DefectModelMetrics.of(model.metrics),
+            features=list(model.schema.columns),
+        )
+
+
+@strawberry.type
+class RiskContribution:
+    feature: str
+    value: str
+    typical: str
+    effect: float = strawberry.field(
+        description="How much the probability falls with this feature at its typical value."
+    )
+
+
+@strawberry.type(description="A batch's predicted defect risk and what drives it.")
+class BatchRisk:
+    batch: str
+    probability: float = strawberry.field(description="That a unit is found defective.")
+    units: int
+    expected_defective: float
+    contributions: list[RiskContribution]
+
+    @classmethod
+    def of(cls, r: pr.BatchRisk) -> BatchRisk:
+        return cls(
+            batch=r.batch,
+            probability=r.probability,
+            units=r.units,
+            expected_defective=r.expected_defective,
+            contributions=[
+                RiskContribution(
+                    feature=c.feature, value=c.value, typical=c.typical, effect=c.effect
+                )
+                for c in r.contributions
+            ],
+        )
+
+
+@strawberry.type
+class BatchRiskReport:
+    model: DefectModelInfo
+    batches: list[BatchRisk]
+
+
+def load_model(settings: Settings, product: str) -> pr.DefectModel:
+    path = pr.model_path(settings.data_dir / MODELS_DIR, product)
+    if not path.exists():
+        raise NotFound(
+            f"no defect model for product {product}: train one with the trainDefectModel mutation"
+        )
+    return pr.DefectModel.load(path)
+
+
+def train_model(store: GraphStore, settings: Settings, product: str) -> pr.DefectModel:
+    model = pr.train(store, product)
+    folder = settings.data_dir / MODELS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(pr.model_path(folder, product))
+    return model
+
+
 # --- the fields --------------------------------------------------------------------------------
 
 
@@ -367,3 +685,100 @@ class AnalysisQuery:
         span = window.window() if window else None
         report = await ctx.call(lambda: kp.kpis(ctx.store, span, costs=cost_model, top=top))
         return KpiReport.of(report)
+
+    @strawberry.field(description="A control chart with its limits and the rules that fire.")
+    async def spc_chart(
+        self,
+        info: Info[Context, None],
+        input: SpcChartInput,
+        baseline: int | None = None,
+        rules: list[str] | None = None,
+        limits: JSON | None = None,
+    ) -> SpcChart:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+        frozen = _limits(limits)
+
+        def answer() -> ch.ChartResult:
+            if isinstance(input.parameter, ParameterChartInput):
+                p = input.parameter
+                return ch.parameter_chart(
+                    ctx.store,
+                    p.uid,
+                    ch.ChartKind(p.kind),
+                    machine=p.machine,
+                    window=p.window.window() if p.window else None,
+                    baseline=baseline,
+                    limits=frozen,
+                    subgroup_size=p.subgroup_size,
+                    rules=rules,
+                    ewma_lambda=p.ewma_lambda,
+                    cusum_k=p.cusum_k,
+                    cusum_h=p.cusum_h,
+                )
+            assert isinstance(input.inspections, InspectionChartInput)
+            q = input.inspections
+            return ch.inspection_chart(
+                ctx.store,
+                q.scope,
+                ch.ChartKind(q.kind),
+                window=q.window.window() if q.window else None,
+                baseline=baseline,
+                limits=frozen,
+                rules=rules,
+            )
+
+        return SpcChart.of(await ctx.call(answer))
+
+    @strawberry.field(description="Capability of a parameter's actuals against its spec.")
+    async def capability(
+        self,
+        info: Info[Context, None],
+        parameter: str,
+        machine: str | None = None,
+        window: WindowInput | None = None,
+        confidence: float = 0.95,
+    ) -> CapabilityReport:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+        span = window.window() if window else None
+        found = await ctx.call(
+            lambda: ch.parameter_capability(
+                ctx.store, parameter, machine=machine, window=span, confidence=confidence
+            )
+        )
+        return CapabilityReport.of(found)
+
+    @strawberry.field(description="A product's trained defect model and how it scored.")
+    async def defect_model(self, info: Info[Context, None], product: str) -> DefectModelInfo:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+        return DefectModelInfo.of(await ctx.call(load_model, ctx.settings, product))
+
+    @strawberry.field(description="Predicted defect risk of batches, from the product's model.")
+    async def batch_risk(
+        self, info: Info[Context, None], product: str, batches: list[str]
+    ) -> BatchRiskReport:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+        if not 1 <= len(batches) <= ctx.settings.api_max_page_size:
+            raise ValidationFailed(
+                f"ask for 1 to {ctx.settings.api_max_page_size} batches, got {len(batches)}"
+            )
+
+        def answer() -> tuple[pr.DefectModel, list[pr.BatchRisk]]:
+            model = load_model(ctx.settings, product)
+            return model, model.predict_batches(ctx.store, batches)
+
+        model, risks = await ctx.call(answer)
+        return BatchRiskReport(
+            model=DefectModelInfo.of(model), batches=[BatchRisk.of(r) for r in risks]
+        )
+
+
+def _limits(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValidationFailed("limits must be the object an earlier spcChart returned")
+    return value

@@ -32,7 +32,7 @@ from sqems.errors import NotFound, SqemsError, ValidationFailed
 from sqems.graph_model import traceability as tr
 from sqems.graph_model.nodes import UnitStatus as DomainUnitStatus
 from sqems.graphql.access import ApiKey, AuditEntry, Role
-from sqems.graphql.analysis import AnalysisQuery
+from sqems.graphql.analysis import AnalysisQuery, DefectModelInfo, train_model
 from sqems.graphql.context import Context
 from sqems.graphql.types import (
     NODE_OBJECT_TYPES,
@@ -402,6 +402,15 @@ async def _audited(
 
 @strawberry.type
 class Mutation:
+    @strawberry.mutation(
+        description="Train (or retrain) a product's defect model on its history (engineer)."
+    )
+    async def train_defect_model(self, info: Info[Context, None], product: str) -> DefectModelInfo:
+        ctx = info.context
+        model = await _audited(info, "trainDefectModel", Role.ENGINEER, {"product": product},
+                               lambda: train_model(ctx.store, ctx.settings, product))  # fmt: skip
+        return DefectModelInfo.of(model)
+
     @strawberry.mutation(description="Put a batch on hold (engineer).")
     async def hold_batch(self, info: Info[Context, None], uid: str, reason: str) -> Node:
         store = info.context.store
