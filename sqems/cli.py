@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from sqems import logs
+from sqems.analysis import kpis, rootcause
 from sqems.datasets import PlantSpec, generate, load_plant, read_plant, write_plant
 from sqems.datasets.files import Section, plant_sections
 from sqems.errors import SqemsError, ValidationFailed
@@ -245,6 +246,68 @@ def trace_cmd(
             _print_trace(genealogy)
 
 
+@_command("rootcause")
+def rootcause_cmd(
+    defect_type: Annotated[
+        str | None, typer.Option(help="Explain the units with this defect type (or complaints).")
+    ] = None,
+    complaint: Annotated[
+        list[str] | None, typer.Option(help="Explain the units of these complaints.")
+    ] = None,
+    unit: Annotated[list[str] | None, typer.Option(help="Explain these defective units.")] = None,
+    start: Annotated[
+        str | None, typer.Option(help="Window start (ISO 8601; no offset means UTC).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="Window end (ISO 8601; no offset means UTC).")
+    ] = None,
+    top: Annotated[int, typer.Option(help="How many causes to list.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Rank the causes of defective units: exposure against comparable units, an exact
+    test with false-discovery control and a multivariable model, with 5-Why chains."""
+    if sum(x is not None and x != [] for x in (defect_type, complaint, unit)) != 1:
+        raise ValidationFailed("give exactly one of --defect-type, --complaint, --unit")
+    with _store(read_only=True) as (store, _):
+        if defect_type is not None:
+            target = rootcause.from_defect_type(store, defect_type, _window(start, end))
+        elif complaint:
+            target = rootcause.from_complaints(store, complaint)
+        else:
+            target = rootcause.from_units(unit or [])
+        report = rootcause.rank_causes(store, target, top=top)
+        if as_json:
+            out.print_json(json.dumps(rootcause.report_dict(report)))
+        else:
+            _print_causes(report)
+
+
+@_command("kpis")
+def kpis_cmd(
+    start: Annotated[
+        str | None, typer.Option(help="Window start (ISO 8601; no offset means UTC).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="Window end (ISO 8601; no offset means UTC).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Yield, first-pass and rolled throughput yield, PPM, cost of poor quality, top
+    defects and the shift comparison of the batches started in a window."""
+    with _store(read_only=True) as (store, _):
+        report = kpis.kpis(store, _window(start, end))
+        if as_json:
+            out.print_json(json.dumps(kpis.report_dict(report)))
+        else:
+            _print_kpis(report)
+
+
+def _window(start: str | None, end: str | None) -> TimeWindow | None:
+    if start is None and end is None:
+        return None
+    return TimeWindow(_when(start, "--start"), _when(end, "--end"))
+
+
 @_command("demo")
 def demo_cmd(
     units: Annotated[int, typer.Option(help="Size of the demo plant.")] = 5_000,
@@ -279,11 +342,24 @@ def demo_cmd(
                 "lots, suppliers, machines and operators.[/dim]"
             )
             _print_trace(trace.upstream([complaint]))
+        out.rule("[bold]Root cause of cracked housings")
+        out.print(
+            "[dim]Which factor do the units with a cracked housing share that their peers "
+            "do not? The lot's batches were all moulded on one machine: the ranking must "
+            "tell the two apart.[/dim]"
+        )
+        _print_causes(
+            rootcause.rank_causes(
+                store, rootcause.from_defect_type(store, "DT-CRACKED-HOUSING"), top=3
+            )
+        )
         out.rule("[bold]Try next")
         out.print(
             f"  sqems recall --batch {truth['causes'][0]['batches'][0]}\n"
             f"  sqems recall --parameter {truth['causes'][1]['parameter']}\n"
             f"  sqems trace --complaint {complaint or 'CMP-000001'} --json\n"
+            f"  sqems rootcause --defect-type {truth['causes'][1]['defect_type']}\n"
+            f"  sqems kpis\n"
             f"  sqems serve        (the GraphQL API and GraphiQL on the same store)\n"
             f"  plant files and ground truth: {plant_dir}"
         )
@@ -494,6 +570,59 @@ def _print_recall(store: GraphStore, scope: RecallScope, show: int) -> None:
         )
         more = f" and {len(scope.customers) - 8} more" if len(scope.customers) > 8 else ""
         out.print(f"[bold]customers to notify:[/bold] {listed}{more}")
+
+
+def _print_causes(report: rootcause.RootCauseReport) -> None:
+    out.print(
+        f"{report.defectives.description}: {report.defective_in_population:,} defective "
+        f"of {report.population:,} comparable units; {report.factors_tested:,} factors tested"
+    )
+    table = Table("#", "cause (6M)", "defective/exposed", "risk ratio", "q", "adj. OR",
+                  "explains")  # fmt: skip
+    for c in report.causes:
+        e = c.evidence
+        aor = f"{e.adjusted_odds_ratio:.3g}" if e.adjusted_odds_ratio is not None else "-"
+        note = f"; explained by {c.explained_by.uid}" if c.explained_by else ""
+        if c.aliases:
+            note += "; inseparable from " + ", ".join(f.uid for f in c.aliases)
+        table.add_row(
+            str(c.rank), f"{c.factor.describe()} [dim]({c.category.value}{note})[/dim]",
+            f"{e.defective_exposed}/{e.exposed}",
+            f"{e.risk_ratio:.3g} ({e.risk_ratio_low:.3g}-{e.risk_ratio_high:.3g})",
+            f"{e.q_value:.1g}", aor, f"{e.explained_defects:.0f}",
+        )  # fmt: skip
+    out.print(table)
+    if report.causes and report.causes[0].why:
+        out.print("[bold]5-Why[/bold] for the first cause:")
+        for i, step in enumerate(report.causes[0].why, start=1):
+            out.print(f"  {i}. {step.why}")
+
+
+def _print_kpis(report: kpis.KpiReport) -> None:
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.2f} %"
+
+    def ppm(x: float | None) -> str:
+        return "-" if x is None else f"{x:,.0f}"
+
+    table = Table("group", "produced", "yield", "FPY", "PPM", "field PPM")
+    for name, c in [("total", report.total), *report.by_line.items(), *report.by_shift.items()]:
+        table.add_row(name, f"{c.produced:,}", pct(c.yield_), pct(c.first_pass_yield),
+                      ppm(c.ppm), ppm(c.field_ppm))  # fmt: skip
+    out.print(table)
+    rty = ", ".join(f"{p} {pct(v)}" for p, v in report.rolled_throughput_yield.items())
+    out.print(f"rolled throughput yield: {rty}")
+    cost = report.cost
+    out.print(
+        f"cost of poor quality: {cost['total']:,.0f} {report.currency} (scrap "
+        f"{cost['scrap']:,.0f}, rework {cost['rework']:,.0f}, complaints {cost['external']:,.0f})"
+    )
+    tops = ", ".join(f"{t.name} {t.count} ({100 * t.share:.0f} %)" for t in report.top_defects)
+    out.print(f"top defects: {tops}")
+    test = report.shift_test
+    if test is not None:
+        verdict = "differ" if test.significant else "do not differ detectably"
+        out.print(f"shifts {verdict}: chi2 {test.chi2:.1f}, dof {test.dof}, p {test.p_value:.2g}")
 
 
 def _print_trace(genealogy: Genealogy) -> None:

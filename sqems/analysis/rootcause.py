@@ -288,6 +288,8 @@ class Cause:
     explained_by: Factor | None
     """For a factor whose excess a co-exposed, stronger one accounts for."""
     why: tuple[WhyStep, ...]
+    aliases: tuple[Factor, ...] = ()
+    """Factors with exactly the same exposure: the data cannot tell them from this one."""
 
     @property
     def category(self) -> Category6M:
@@ -380,7 +382,12 @@ def rank_causes(
     p = stats.hypergeom.sf(a - 1, total_n, total_k, n1)
     q = _benjamini_hochberg(p)
 
-    chosen = np.flatnonzero((q < alpha) & (a >= min_support) & (rr > 1) & (n0 > 0))
+    # Factors exposing exactly the same cells (a lot and a fastener lot that fed the
+    # same batches, say) cannot be told apart by any data: one of each group stands for
+    # the group and the others are listed beside it as aliases.
+    aliases = _aliases(x)
+    lead = np.array([j not in aliases or aliases[j][0] == j for j in range(len(factors))])
+    chosen = np.flatnonzero(lead & (q < alpha) & (a >= min_support) & (rr > 1) & (n0 > 0))
     chosen = chosen[np.argsort(p[chosen], kind="stable")][:max_model_factors]
     odds = _adjusted_odds(x, n, k, chosen, pop) if len(chosen) else {}
     explained = np.zeros(len(factors))
@@ -389,7 +396,9 @@ def rank_causes(
 
     kept = [int(j) for j in chosen if odds.get(int(j), 0.0) > 1.0]
     kept.sort(key=lambda j: (-explained[j], p[j], factors[j]))
-    rest = [int(j) for j in np.argsort(p, kind="stable") if j not in set(kept) and rr[j] > 1]
+    rest = [
+        int(j) for j in np.argsort(p, kind="stable") if lead[j] and j not in set(kept) and rr[j] > 1
+    ]
     ranking = [*kept, *rest][:top]
 
     causes = []
@@ -408,9 +417,9 @@ def rank_causes(
             float(explained[j]),
         )
         by = _explained_by(j, kept, x, k, factors) if j in odds and j not in kept else None
-        causes.append(
-            Cause(rank, factors[j], evidence, by, _five_whys(factors[j], x, j, k, pop, target))
-        )
+        same = tuple(factors[i] for i in aliases.get(j, ()) if i != j)
+        why = _five_whys(factors[j], x, j, k, pop, target)
+        causes.append(Cause(rank, factors[j], evidence, by, why, same))
     return RootCauseReport(
         target,
         int(total_n),
@@ -446,6 +455,17 @@ def _adjusted_odds(
     model.fit(features[keep], y[keep], sample_weight=weight[keep])
     coef = model.coef_.ravel()[: len(chosen)]
     return {int(j): float(np.exp(b)) for j, b in zip(chosen, coef, strict=True)}
+
+
+def _aliases(x: sparse.csr_matrix) -> dict[int, list[int]]:
+    """Columns with identical exposure, grouped: column → its group, in column order
+    (only columns that share their pattern with another appear)."""
+    columns = x.tocsc()
+    groups: dict[bytes, list[int]] = {}
+    for j in range(columns.shape[1]):
+        rows = columns.indices[columns.indptr[j] : columns.indptr[j + 1]]
+        groups.setdefault(np.sort(rows).tobytes(), []).append(j)
+    return {j: group for group in groups.values() if len(group) > 1 for j in group}
 
 
 def _explained_by(
@@ -595,6 +615,7 @@ def report_dict(report: RootCauseReport) -> dict[str, Any]:
                 "describe": c.factor.describe(),
                 "category": c.category.value,
                 "explained_by": c.explained_by.key if c.explained_by else None,
+                "aliases": [f.key for f in c.aliases],
                 **{f: getattr(c.evidence, f) for f in Evidence.__slots__},
                 "why": [
                     {"uid": w.uid, "label": w.label, "edge": w.edge, "why": w.why} for w in c.why

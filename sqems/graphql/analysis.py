@@ -97,6 +97,10 @@ class Cause:
     explained_by: str | None = strawberry.field(
         description="A co-exposed cause that accounts for this one's excess."
     )
+    aliases: list[str] = strawberry.field(
+        description="Keys of factors with exactly the same exposure: no data can tell them "
+        "from this one."
+    )
     evidence: CauseEvidence
     why: list[WhyStep] = strawberry.field(description="From a defective unit to the cause.")
 
@@ -114,6 +118,7 @@ class Cause:
             category=c.category,
             significant=c.evidence.q_value < alpha,
             explained_by=c.explained_by.key if c.explained_by else None,
+            aliases=[a.key for a in c.aliases],
             evidence=CauseEvidence.of(c.evidence),
             why=[WhyStep(uid=w.uid, label=w.label, edge=w.edge, why=w.why) for w in c.why],
         )
