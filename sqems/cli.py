@@ -584,7 +584,7 @@ def _print_causes(report: rootcause.RootCauseReport) -> None:
         aor = f"{e.adjusted_odds_ratio:.3g}" if e.adjusted_odds_ratio is not None else "-"
         note = f"; explained by {c.explained_by.uid}" if c.explained_by else ""
         if c.aliases:
-            note += "; inseparable from " + ", ".join(f.uid for f in c.aliases)
+            note += "; inseparable from " + ", ".join(f.key for f in c.aliases)
         table.add_row(
             str(c.rank), f"{c.factor.describe()} [dim]({c.category.value}{note})[/dim]",
             f"{e.defective_exposed}/{e.exposed}",
