@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from analysis_rules import rules_benchmark
+from analysis_rules import print_rules, rules_benchmark
 
 from sqems.analysis.rootcause import from_defect_type, rank_causes
 from sqems.datasets import PlantSpec, generate, load_plant
@@ -100,9 +100,7 @@ def main() -> None:
                 server.stop()
 
     print()
-    print(f"SPC rules (Nelson 1-8 + Western Electric 1-4) over {args.points:,} points")
-    for line in rules["lines"]:
-        print(f"  {line}")
+    print_rules(rules)
     print()
     print(f"root-cause ranking on {args.units:,} units, median of {args.repeats} "
           "(baseline: walking the same units upstream)")  # fmt: skip

@@ -131,9 +131,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--baseline-points", type=int, default=100_000)
     args = parser.parse_args()
-    r = rules_benchmark(
-        args.points, args.seed, repeats=args.repeats, baseline_points=args.baseline_points
+    print_rules(
+        rules_benchmark(
+            args.points, args.seed, repeats=args.repeats, baseline_points=args.baseline_points
+        )
     )
+
+
+def print_rules(r: dict[str, Any]) -> None:
+    """The figures of :func:`rules_benchmark` as a table."""
     scaled = r["baseline_points"] < r["points"]
     note = "*" if scaled else ""
     print(

@@ -264,3 +264,18 @@ def test_kpis_of_a_window_count_only_its_batches(store: GraphStore) -> None:
     report = kpis(store, window)
     assert report.total.produced == whole.by_day[first_day].produced
     assert list(report.by_day) == [first_day]
+
+
+def test_factors_with_identical_exposure_are_reported_as_inseparable_aliases() -> None:
+    # in this small plant the bad resin lot and one fastener lot fed exactly the same
+    # batches: no data can tell them apart, so they are one cause with an alias
+    small = generate(PlantSpec(units=3_000, seed=7))
+    truth = cause(small, "bad-lot")
+    with EmbeddedGraphStore(None) as embedded:
+        load_plant(embedded, plant_sections(small))
+        report = rank_causes(embedded, from_defect_type(embedded, truth["defect_type"]))
+    top = report.causes[0]
+    named = {top.factor, *top.aliases}
+    assert Factor(FactorKind.MATERIAL_LOT, truth["uid"]) in named
+    assert len(top.aliases) == 1 and top.aliases[0].kind is FactorKind.MATERIAL_LOT
+    assert all(top.aliases[0] != c.factor for c in report.causes)

@@ -165,8 +165,6 @@ def _population(store: GraphStore, target: Defectives, pad_s: float) -> Populati
             f"they cannot be compared (first: {orphans[0]}; is it a unit?)"
         )
     seed_batches = sorted(set(own.values()))
-    if not seed_batches:
-        raise ValidationFailed("none of the defective units has a batch that produced it")
     seed = store.get_many(seed_batches)
     products = sorted({e.dst for e in store.edges(seed_batches, {"OF_PRODUCT": OUT})})
     spans = [n.interval() for n in seed.values()]
