@@ -212,8 +212,17 @@ def _population(store: GraphStore, target: Defectives, pad_s: float) -> Populati
     size: list[int] = []
     bad: list[int] = []
     example: list[str | None] = []
+    none: tuple[str, ...] = ()
     for unit in units:
-        key = (batch_of[unit], tuple(sorted({sub_batch[s] for s in subs.get(unit, ())})))
+        parts_of = subs.get(unit)
+        if not parts_of:
+            key = (batch_of[unit], none)
+        elif len(parts_of) == 1:
+            made = sub_batch.get(parts_of[0])
+            key = (batch_of[unit], none if made is None else (made,))
+        else:
+            made_in = {sub_batch[s] for s in parts_of if s in sub_batch}
+            key = (batch_of[unit], tuple(sorted(made_in)))
         at = index.get(key)
         if at is None:
             at = index[key] = len(cells)

@@ -22,6 +22,7 @@ import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from operator import itemgetter
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TextIO, TypeVar, cast
@@ -66,6 +67,8 @@ CREATE INDEX IF NOT EXISTS edges_by_dst ON edges (dst, type);
 """
 _SCHEMA_VERSION = "1"
 _NO_PROPS: Mapping[str, Any] = MappingProxyType({})
+_first = itemgetter(0)
+"""Sort key of ((src, type, dst), props) items: the key alone (props never compare)."""
 _SQL_CHUNK = 900
 
 
@@ -351,7 +354,7 @@ class EmbeddedGraphStore(StoreBase):
                             found[(src, typ, uid)] = props
         return [
             Edge(typ, src, dst, dict(props) if props else _NO_PROPS)
-            for (src, typ, dst), props in sorted(found.items())
+            for (src, typ, dst), props in sorted(found.items(), key=_first)
         ]
 
     @_locked
