@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from analysis_rules import print_rules, rules_benchmark
+from figures import median_seconds
 
 from sqems.analysis.rootcause import from_defect_type, rank_causes
 from sqems.datasets import PlantSpec, generate, load_plant
@@ -38,23 +36,13 @@ from sqems.graph_model.neo4j_store import Neo4jGraphStore
 REPO = Path(__file__).resolve().parent.parent
 
 
-def median_s(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
-
-
 def rca_figures(store: GraphStore, truth: dict[str, Any], repeats: int) -> list[dict[str, Any]]:
     rows = []
     trace = Traceability(store)
     for cause in truth["causes"]:
         target = from_defect_type(store, cause["defect_type"])
-        ranked = median_s(lambda t=target: rank_causes(store, t), repeats)
-        walked = median_s(lambda t=target: trace.upstream(list(t.units)), repeats)
+        ranked = median_seconds(lambda t=target: rank_causes(store, t), repeats, warm=True)
+        walked = median_seconds(lambda t=target: trace.upstream(list(t.units)), repeats, warm=True)
         top = rank_causes(store, target).causes[0].factor.key
         rows.append({"cause": cause["id"], "units": len(target.units), "rank_s": ranked,
                      "upstream_s": walked, "top": top})  # fmt: skip

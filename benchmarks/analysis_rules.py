@@ -18,15 +18,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
+from figures import median_seconds
 
 from sqems.analysis.rules import RULES, evaluate
 from sqems.analysis.streaming import RuleMonitor
@@ -61,15 +59,6 @@ def series(n_points: int, seed: int) -> np.ndarray:
                 z[start : start + 20] *= 0.2
     readings: np.ndarray = CENTER + SIGMA * z
     return readings
-
-
-def median_seconds(run: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def rules_benchmark(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import statistics
+import time
+from collections.abc import Callable
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -20,3 +22,16 @@ def latency(samples_ms: list[float], seconds: float, errors: int = 0) -> dict[st
         "p99": percentile(samples_ms, 0.99),
         "errors": errors,
     }
+
+
+def median_seconds(run: Callable[[], object], repeats: int, *, warm: bool = False) -> float:
+    """Median wall time of ``repeats`` calls of ``run`` (after one unmeasured call when
+    ``warm``)."""
+    if warm:
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

@@ -246,6 +246,12 @@ def trace_cmd(
             _print_trace(genealogy)
 
 
+WindowStart = Annotated[
+    str | None, typer.Option(help="Window start (ISO 8601; no offset means UTC).")
+]
+WindowEnd = Annotated[str | None, typer.Option(help="Window end (ISO 8601; no offset means UTC).")]
+
+
 @_command("rootcause")
 def rootcause_cmd(
     defect_type: Annotated[
@@ -255,12 +261,8 @@ def rootcause_cmd(
         list[str] | None, typer.Option(help="Explain the units of these complaints.")
     ] = None,
     unit: Annotated[list[str] | None, typer.Option(help="Explain these defective units.")] = None,
-    start: Annotated[
-        str | None, typer.Option(help="Window start (ISO 8601; no offset means UTC).")
-    ] = None,
-    end: Annotated[
-        str | None, typer.Option(help="Window end (ISO 8601; no offset means UTC).")
-    ] = None,
+    start: WindowStart = None,
+    end: WindowEnd = None,
     top: Annotated[int, typer.Option(help="How many causes to list.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -284,12 +286,8 @@ def rootcause_cmd(
 
 @_command("kpis")
 def kpis_cmd(
-    start: Annotated[
-        str | None, typer.Option(help="Window start (ISO 8601; no offset means UTC).")
-    ] = None,
-    end: Annotated[
-        str | None, typer.Option(help="Window end (ISO 8601; no offset means UTC).")
-    ] = None,
+    start: WindowStart = None,
+    end: WindowEnd = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Yield, first-pass and rolled throughput yield, PPM, cost of poor quality, top

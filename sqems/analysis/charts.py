@@ -334,33 +334,24 @@ def _cusum(
 ) -> ChartResult:
     chart = spc.cusum(values, target=target, sigma=sigma, k=k, h=h)
     upper, lower = chart.signals()
-    decision = chart.decision
-    points = [
-        ChartPoint(
-            i,
-            keys[i],
-            float(times[i]),
-            float(chart.upper[i]),
-            0.0,
-            0.0,
-            decision,
-            1 if i < base else 2,
-        )
-        for i in range(len(values))
-    ]
-    secondary = [
-        ChartPoint(
-            i,
-            keys[i],
-            float(times[i]),
-            float(chart.lower[i]),
-            0.0,
-            0.0,
-            decision,
-            1 if i < base else 2,
-        )
-        for i in range(len(values))
-    ]
+
+    def sums(side: np.ndarray) -> list[ChartPoint]:
+        # a cumulative sum runs from 0 to the decision interval H
+        return [
+            ChartPoint(
+                i,
+                keys[i],
+                float(times[i]),
+                float(side[i]),
+                0.0,
+                0.0,
+                chart.decision,
+                1 if i < base else 2,
+            )
+            for i in range(len(values))
+        ]
+
+    points, secondary = sums(chart.upper), sums(chart.lower)
     violations = [
         Violation(name, title, tuple(int(i) for i in idx))
         for name, title, idx in (
