@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import pytest
@@ -433,6 +433,28 @@ def test_edges_at_several_uids_are_listed_once_each(small_line: GraphStore) -> N
 def test_edges_at_an_unknown_uid_is_not_found(small_line: GraphStore) -> None:
     with pytest.raises(NotFound, match="U-404"):
         small_line.edges(["U-404"], hops(OUT, "ASSEMBLED_INTO"))
+
+
+@pytest.mark.parametrize(
+    "hop",
+    [
+        hops(OUT, "ASSEMBLED_INTO"),
+        hops(IN, "ASSEMBLED_INTO"),
+        hops(BOTH, "ASSEMBLED_INTO", "PRODUCED"),
+        {"PRODUCED": IN, "ASSEMBLED_INTO": OUT},
+        hops(OUT, "SHIPPED_IN"),
+    ],
+    ids=["out", "in", "both", "mixed", "none"],
+)
+def test_degrees_count_what_edges_would_list(small_line: GraphStore, hop: Any) -> None:
+    uids = ["U-1", "U-2", "U-3", "B-1"]
+    listed = {u: len(small_line.edges([u], hop)) for u in uids}
+    assert small_line.degrees(uids, hop) == listed
+
+
+def test_degrees_of_an_unknown_uid_is_not_found(small_line: GraphStore) -> None:
+    with pytest.raises(NotFound, match="U-404"):
+        small_line.degrees(["U-1", "U-404"], hops(OUT, "ASSEMBLED_INTO"))
 
 
 def test_edges_with_an_unknown_type_is_refused(small_line: GraphStore) -> None:

@@ -181,18 +181,24 @@ def _population(store: GraphStore, target: Defectives, pad_s: float) -> Populati
         for uid, node in store.get_many(candidates).items()
         if (span := node.interval()) is not None and span[1] >= lo and span[0] <= hi
     ]
-    batch_of = {e.dst: e.src for e in store.edges(batches, {"PRODUCED": OUT})}
-    batch_of.update(own)
+    batches = sorted({*batches, *own.values()})
+    # only units of products whose bill of materials uses another product can have
+    # sub-assemblies; the other batches need only their unit counts, unless field
+    # returns ask which of their units shipped
+    uses = store.edges(products, {"USES": OUT})
+    parts = store.get_many({e.dst for e in uses})
+    assembling = {e.src for e in uses if isinstance(parts.get(e.dst), Product)}
+    by_unit = [b for b in batches if target.field_returns or product_of.get(b) in assembling]
+    by_count = sorted(set(batches) - set(by_unit))
+    counted = set(by_count)
+    batch_of = (
+        {e.dst: e.src for e in store.edges(by_unit, {"PRODUCED": OUT})} if by_unit else {}
+    )
+    batch_of.update((u, b) for u, b in own.items() if b not in counted)
     units = list(batch_of)
     if target.field_returns:
         shipped = {e.src for e in store.edges(units, {"SHIPPED_IN": OUT})}
         units = [u for u in units if u in shipped or u in defective]
-
-    # only units of products whose bill of materials uses another product can have
-    # sub-assemblies: the others are not asked for them
-    uses = store.edges(products, {"USES": OUT})
-    parts = store.get_many({e.dst for e in uses})
-    assembling = {e.src for e in uses if isinstance(parts.get(e.dst), Product)}
     may_have_subs = [u for u in units if product_of.get(batch_of[u]) in assembling]
     parent_of = (
         {e.src: e.dst for e in store.edges(may_have_subs, {"ASSEMBLED_INTO": IN})}
@@ -206,7 +212,7 @@ def _population(store: GraphStore, target: Defectives, pad_s: float) -> Populati
     for sub, parent in parent_of.items():
         subs[parent].append(sub)
 
-    facts = read_batches(store, {*batch_of.values(), *sub_batch.values()})
+    facts = read_batches(store, {*batch_of.values(), *by_count, *sub_batch.values()})
     index: dict[tuple[str, tuple[str, ...]], int] = {}
     cells: list[tuple[str, tuple[str, ...]]] = []
     size: list[int] = []
@@ -235,6 +241,16 @@ def _population(store: GraphStore, target: Defectives, pad_s: float) -> Populati
             bad[at] += 1
             if example[at] is None or unit < str(example[at]):
                 example[at] = unit
+    sizes = store.degrees(by_count, {"PRODUCED": OUT}) if by_count else {}
+    defective_in: dict[str, list[str]] = defaultdict(list)
+    for unit, batch in own.items():
+        defective_in[batch].append(unit)
+    for batch in by_count:
+        cells.append((batch, none))
+        size.append(sizes[batch])
+        bad.append(len(defective_in[batch]))
+        example.append(min(defective_in[batch], default=None))
+    batch_of.update(own)
     examples = {u for u in example if u is not None}
     return Population(
         facts,

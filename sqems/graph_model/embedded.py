@@ -334,6 +334,22 @@ class EmbeddedGraphStore(StoreBase):
         return self._edge_counts[type]
 
     @_locked
+    def degrees(self, uids: Iterable[str], hops: Hops) -> dict[str, int]:
+        outs, ins = split_hops(hops)
+        succ, pred = self._g._succ, self._g._pred
+        counts: dict[str, int] = {}
+        for uid in uids:
+            if uid not in succ:
+                raise NotFound(f"{uid} is not in the graph (store: {self.description})")
+            n = 0
+            if outs:
+                n += sum(typ in outs for keys in succ[uid].values() for typ in keys)
+            if ins:
+                n += sum(typ in ins for keys in pred[uid].values() for typ in keys)
+            counts[uid] = n
+        return counts
+
+    @_locked
     def edges(self, uids: Iterable[str], hops: Hops) -> list[Edge]:
         outs, ins = split_hops(hops)
         g = self._g

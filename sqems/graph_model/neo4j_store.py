@@ -362,6 +362,26 @@ class Neo4jGraphStore(StoreBase):
                 raise NotFound(f"{uid} is not in the graph (store: {self.description})")
         return labels
 
+    def degrees(self, uids: Iterable[str], hops: Hops) -> dict[str, int]:
+        outs, ins = split_hops(hops)
+        terms = [
+            f"COUNT {{ (n){pattern.format(t='|'.join(_type(t) for t in sorted(types)))} }}"
+            for types, pattern in ((outs, "-[:{t}]->()"), (ins, "<-[:{t}]-()"))
+            if types
+        ]
+        query = _q(
+            "UNWIND $uids AS uid OPTIONAL MATCH (n:Entity {uid: uid}) "
+            "WITH collect(CASE WHEN n IS NULL THEN uid END) AS missing, "
+            f"collect([n.uid, {' + '.join(terms) or '0'}]) AS rows RETURN missing, rows"
+        )
+        counts: dict[str, int] = {}
+        for record in self._read_chunks(query, list(dict.fromkeys(uids))):
+            if record["missing"]:
+                missing = record["missing"][0]
+                raise NotFound(f"{missing} is not in the graph (store: {self.description})")
+            counts.update((uid, int(n)) for uid, n in record["rows"])
+        return counts
+
     def edges(self, uids: Iterable[str], hops: Hops) -> list[Edge]:
         outs, ins = split_hops(hops)
         wanted = list(dict.fromkeys(uids))

@@ -349,6 +349,11 @@ class GraphStore(Protocol):
         """Edges at ``uids`` of the given types and directions, with properties."""
         ...
 
+    def degrees(self, uids: Iterable[str], hops: Hops) -> dict[str, int]:
+        """How many edges of the given types and directions each of ``uids`` has: the
+        size of :meth:`edges` per node, without fetching the edges."""
+        ...
+
     def traverse(
         self,
         start: Iterable[str],
