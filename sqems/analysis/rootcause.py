@@ -191,9 +191,7 @@ def _population(store: GraphStore, target: Defectives, pad_s: float) -> Populati
     by_unit = [b for b in batches if target.field_returns or product_of.get(b) in assembling]
     by_count = sorted(set(batches) - set(by_unit))
     counted = set(by_count)
-    batch_of = (
-        {e.dst: e.src for e in store.edges(by_unit, {"PRODUCED": OUT})} if by_unit else {}
-    )
+    batch_of = {e.dst: e.src for e in store.edges(by_unit, {"PRODUCED": OUT})} if by_unit else {}
     batch_of.update((u, b) for u, b in own.items() if b not in counted)
     units = list(batch_of)
     if target.field_returns:
