@@ -1,0 +1,154 @@
+"""What sensors send: the MQTT topic scheme and the JSON readings, validated.
+
+Topic: ``sqems/v1/{site}/{line}/{machine}/{parameter}``. Payload: one reading, a JSON
+array of readings, or ``{"readings": [...]}``; a reading is
+
+.. code-block:: json
+
+    {"ts": "2026-03-02T06:00:00.125Z", "value": 243.1, "unit": "degC",
+     "id": "oven2-000123", "quality": "good"}
+
+``id`` is the sender's message id (deduplication key); ``quality`` is ``good``
+(default), ``uncertain`` or ``bad``. See docs/ingestion.md.
+
+>>> topic = Topic.parse("sqems/v1/SITE-1/LINE-PCB/M-REFLOW-2/P-REFLOW-PEAK")
+>>> topic.machine, topic.parameter
+('M-REFLOW-2', 'P-REFLOW-PEAK')
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, NamedTuple
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+
+from sqems.errors import ValidationFailed
+from sqems.graph_model.nodes import Uid, UnitSymbol
+
+PREFIX = "sqems/v1"
+"""Every topic of this scheme starts so."""
+
+
+class Quality(StrEnum):
+    GOOD = "good"
+    UNCERTAIN = "uncertain"
+    BAD = "bad"
+
+
+MessageId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class Reading(BaseModel):
+    """One reading as sent."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ts: AwareDatetime
+    value: float = Field(allow_inf_nan=False)
+    unit: UnitSymbol
+    id: MessageId
+    quality: Quality = Quality.GOOD
+
+
+_UID: TypeAdapter[str] = TypeAdapter(Uid)
+
+
+class Topic(NamedTuple):
+    site: str
+    line: str
+    machine: str
+    parameter: str
+
+    @classmethod
+    def parse(cls, topic: str) -> Topic:
+        """The parts of a reading topic; :class:`ValidationFailed` says what is wrong."""
+        parts = topic.split("/")
+        if len(parts) != 6 or "/".join(parts[:2]) != PREFIX:
+            raise ValidationFailed(
+                f"topic {topic!r} is not {PREFIX}/<site>/<line>/<machine>/<parameter>"
+            )
+        keys = parts[2:]
+        for name, value in zip(cls._fields, keys, strict=True):
+            try:
+                _UID.validate_python(value)
+            except ValidationError:
+                raise ValidationFailed(f"topic {topic!r}: {name} {value!r} is not a uid") from None
+        return cls(*keys)
+
+    def __str__(self) -> str:
+        return f"{PREFIX}/{self.site}/{self.line}/{self.machine}/{self.parameter}"
+
+    @property
+    def alarm(self) -> str:
+        """Where this series' alarms are published."""
+        return f"{self}/alarm"
+
+    @property
+    def command(self) -> str:
+        """The machine's command topic (a stop-line command goes here)."""
+        return f"{PREFIX}/{self.site}/{self.line}/{self.machine}/command"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A part of a message that cannot be accepted, with the reason a person can act on.
+
+    ``raw`` is always the whole payload as received (nothing is re-encoded, so nothing
+    is lost); ``item`` is the position of the rejected reading in it, if it had any."""
+
+    raw: bytes
+    reason: str
+    item: int | None = None
+
+
+def decode(payload: bytes) -> tuple[list[Reading], list[Rejected]]:
+    """The valid readings of ``payload`` and the rejected parts, each with its reason.
+
+    A payload that is not JSON, or not a reading, list or ``{"readings": [...]}``, is one
+    rejected part; in a list each reading stands or falls alone.
+    """
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return [], [Rejected(payload, f"payload is not JSON: {exc}")]
+    if isinstance(data, dict) and set(data) == {"readings"}:
+        data = data["readings"]
+    items: list[Any] = data if isinstance(data, list) else [data]
+    if not items:
+        return [], [Rejected(payload, "payload holds no readings")]
+    readings: list[Reading] = []
+    rejected: list[Rejected] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            reason = f"reading {index}: expected an object, got {item!r}"
+            rejected.append(Rejected(payload, reason, index))
+            continue
+        try:
+            readings.append(Reading.model_validate(item))
+        except ValidationError as exc:
+            where = f"reading {index}" if len(items) > 1 else "reading"
+            rejected.append(Rejected(payload, f"{where}: {_problems(exc)}", index))
+    return readings, rejected
+
+
+def _problems(exc: ValidationError) -> str:
+    """Each bad field with what it got: ``value: Input should be a finite number (got inf)``."""
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(reading)"
+        got = err.get("input")
+        parts.append(
+            f"{field}: {err['msg']}" + ("" if isinstance(got, dict) else f" (got {got!r})")
+        )
+    return "; ".join(parts)

@@ -1,0 +1,296 @@
+"""The ingestion pipeline: validate → normalise units → dedup → store → SPC → alarms.
+
+:class:`Ingestor` takes messages as they come off the broker (topic, payload bytes,
+arrival time), in batches, and for every reading either accepts it (stored in the
+readings store in its parameter's unit), counts it as a duplicate (its message id is
+already stored), or quarantines it with the reason. The invariant the tests check:
+
+    received = accepted + quarantined + duplicates
+
+counted in readings (a payload that is not even a list of readings counts as one).
+
+Accepted readings of good quality feed a streaming run-rule monitor per machine and
+parameter; a rule that starts firing raises an :class:`AlarmEvent`, written to the graph
+as an ``Alarm`` node linked to the machine, the parameter and the process run on the
+machine at that time, and handed to the alarm sinks (the MQTT publisher, the GraphQL
+subscription). An alarm on a parameter marked critical asks the line to stop.
+
+Monitor limits: a parameter is judged against its specification as designed — centre
+at the target (the middle of the limits without one) and sigma an eighth of the
+tolerance, i.e. a centred process with Cpk 1.33 — so rule 1 fires three quarters of the
+way from the centre to a spec limit, before parts go out of spec. A parameter without
+both limits is stored but not watched.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
+
+from sqems.analysis.rules import RULES
+from sqems.analysis.streaming import RuleMonitor
+from sqems.errors import SqemsError, ValidationFailed
+from sqems.graph_model.nodes import Alarm, Parameter, ProcessRun, Severity
+from sqems.graph_model.store import Direction, Edge, GraphStore
+from sqems.ingestion.payloads import Quality, Reading, Topic, decode
+from sqems.ingestion.quarantine import NewEntry, Quarantine
+from sqems.ingestion.readings import ReadingsStore, StoredReading
+from sqems.ingestion.units import UnitConverter
+
+log = logging.getLogger(__name__)
+
+FUTURE_TOLERANCE = timedelta(minutes=5)
+"""How far ahead of the arrival time a reading's timestamp may be (clock skew)."""
+ALARM_RULES = ("nelson_1", "nelson_2", "nelson_3", "nelson_5")
+"""The rules that raise alarms on the live stream: beyond 3sigma, a shift (nine on one
+side), a trend (six rising or falling), two of three beyond 2sigma."""
+
+
+class Message(NamedTuple):
+    topic: str
+    payload: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmEvent:
+    alarm: Alarm
+    topic: Topic
+    run: str | None
+    critical: bool
+    """The parameter is marked critical: the line is asked to stop."""
+
+
+@dataclass(slots=True)
+class Counters:
+    received: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    alarms: int = 0
+
+    def add(self, other: Counters) -> None:
+        self.received += other.received
+        self.accepted += other.accepted
+        self.quarantined += other.quarantined
+        self.duplicates += other.duplicates
+        self.alarms += other.alarms
+
+
+@dataclass(slots=True)
+class _Series:
+    """What the pipeline knows about one machine's parameter."""
+
+    parameter: Parameter
+    monitor: RuleMonitor | None
+    firing: set[str] = field(default_factory=set)
+
+
+class Ingestor:
+    """Validate, store and watch readings; see the module docstring."""
+
+    def __init__(
+        self,
+        graph: GraphStore,
+        readings: ReadingsStore,
+        quarantine: Quarantine,
+        *,
+        sinks: Sequence[Callable[[AlarmEvent], None]] = (),
+        converter: UnitConverter | None = None,
+    ) -> None:
+        self.graph = graph
+        self.readings = readings
+        self.quarantine = quarantine
+        self.sinks = list(sinks)
+        self.convert = converter or UnitConverter()
+        self.counters = Counters()
+        self._series: dict[tuple[str, str], _Series] = {}
+        self._machines: dict[str, bool] = {}
+        self._runs: dict[str, tuple[list[float], list[tuple[float, str]]]] = {}
+        self._lock = threading.Lock()
+
+    # --- the pipeline ------------------------------------------------------------------
+
+    def handle(self, topic: str, payload: bytes, received_at: datetime | None = None) -> Counters:
+        """Ingest one message; the counts of this message."""
+        return self.handle_many([Message(topic, payload, received_at or datetime.now(UTC))])
+
+    def handle_many(self, messages: Iterable[Message]) -> Counters:
+        """Ingest messages in one write to the readings store; the counts of this batch."""
+        with self._lock:
+            counts = Counters()
+            rejected: list[NewEntry] = []
+            accepted: list[tuple[Topic, Reading, StoredReading]] = []
+            for message in messages:
+                self._sort(message, counts, rejected, accepted)
+            fresh = {r.message_id for r in self.readings.write([s for _, _, s in accepted])}
+            counts.accepted += len(fresh)
+            counts.duplicates += len(accepted) - len(fresh)
+            counts.quarantined += self.quarantine.add(rejected)
+            # only what was stored is watched: a redelivered reading was seen already
+            new = [a for a in accepted if a[2].message_id in fresh]
+            fresh.clear()
+            counts.alarms += self._watch(new)
+            self.counters.add(counts)
+            return counts
+
+    def _sort(
+        self,
+        message: Message,
+        counts: Counters,
+        rejected: list[NewEntry],
+        accepted: list[tuple[Topic, Reading, StoredReading]],
+    ) -> None:
+        source = f"mqtt:{message.topic}"
+
+        def refuse(reason: str, item: int | None = None) -> None:
+            rejected.append(NewEntry(source, reason, message.payload, item, message.received_at))
+
+        readings, bad = decode(message.payload)
+        counts.received += len(readings) + len(bad)
+        for b in bad:
+            refuse(b.reason, b.item)
+        if not readings:
+            return
+        try:
+            topic = Topic.parse(message.topic)
+            series = self._series_of(topic)
+        except SqemsError as exc:
+            for index in range(len(readings)):
+                refuse(str(exc), index if len(readings) > 1 else None)
+            return
+        spec = series.parameter
+        latest = message.received_at + FUTURE_TOLERANCE
+        for index, reading in enumerate(readings):
+            item = index if len(readings) > 1 else None
+            if reading.ts > latest:
+                refuse(
+                    f"timestamp {reading.ts.isoformat()} is after the arrival time "
+                    f"{message.received_at.isoformat()} (+{FUTURE_TOLERANCE}): check "
+                    "the sender's clock",
+                    item,
+                )
+                continue
+            try:
+                value = self.convert(reading.value, reading.unit, spec.unit)
+            except ValidationFailed as exc:
+                refuse(str(exc), item)
+                continue
+            stored = StoredReading(
+                reading.id,
+                topic.site,
+                topic.line,
+                topic.machine,
+                topic.parameter,
+                reading.ts,
+                value,
+                spec.unit,
+                reading.quality.value,
+                message.received_at,
+            )
+            accepted.append((topic, reading, stored))
+
+    def _series_of(self, topic: Topic) -> _Series:
+        key = (topic.machine, topic.parameter)
+        found = self._series.get(key)
+        if found is not None:
+            return found
+        if topic.machine not in self._machines:
+            self._machines[topic.machine] = self.graph.label_of(topic.machine) == "Machine"
+        if not self._machines[topic.machine]:
+            raise ValidationFailed(
+                f"machine {topic.machine} is not in the graph: load it (or fix the topic) "
+                "and replay"
+            )
+        spec = self.graph.get_many([topic.parameter]).get(topic.parameter)
+        if not isinstance(spec, Parameter):
+            raise ValidationFailed(
+                f"parameter {topic.parameter} is not in the graph: load it (or fix the "
+                "topic) and replay"
+            )
+        series = _Series(spec, monitor_for(spec))
+        self._series[key] = series
+        return series
+
+    # --- SPC and alarms ------------------------------------------------------------------
+
+    def _watch(self, accepted: list[tuple[Topic, Reading, StoredReading]]) -> int:
+        raised: list[AlarmEvent] = []
+        for topic, reading, stored in sorted(accepted, key=lambda t: t[2].ts):
+            series = self._series[(topic.machine, topic.parameter)]
+            if reading.quality is not Quality.GOOD or series.monitor is None:
+                continue
+            fired = {hit.rule for hit in series.monitor.push(stored.value)}
+            for rule in sorted(fired - series.firing):
+                raised.append(self._alarm(topic, series, rule, stored))
+            series.firing = fired
+        if raised:
+            self._record(raised)
+        return len(raised)
+
+    def _alarm(
+        self, topic: Topic, series: _Series, rule: str, reading: StoredReading
+    ) -> AlarmEvent:
+        spec = series.parameter
+        stamp = reading.ts.strftime("%Y%m%dT%H%M%S%fZ")
+        alarm = Alarm(
+            uid=f"ALM-{topic.machine}-{topic.parameter}-{rule}-{stamp}",
+            raised_at=reading.ts,
+            rule=rule,
+            severity=Severity.CRITICAL if spec.critical else Severity.MAJOR,
+            value=reading.value,
+            message=f"{RULES[rule].title}: {spec.name} on {topic.machine} at "
+            f"{reading.value:g} {spec.unit}",
+        )
+        return AlarmEvent(alarm, topic, self._run_at(topic.machine, reading.ts), spec.critical)
+
+    def _record(self, events: list[AlarmEvent]) -> None:
+        edges: list[Edge] = []
+        for e in events:
+            uid = e.alarm.uid
+            edges.append(Edge("RAISED_ON", uid, e.topic.machine))
+            edges.append(Edge("RAISED_ON", uid, e.topic.parameter))
+            if e.run is not None:
+                edges.append(Edge("RAISED_ON", uid, e.run))
+        with self.graph.transaction() as batch:
+            batch.add_nodes(e.alarm for e in events)
+            batch.add_edges(edges)
+        for event in events:
+            for sink in self.sinks:
+                try:
+                    sink(event)
+                except Exception:  # a sink failing must not lose the readings or alarms
+                    log.exception("alarm sink failed", extra={"alarm": event.alarm.uid})
+
+    def _run_at(self, machine: str, when: datetime) -> str | None:
+        """The process run on ``machine`` at ``when`` (cached per machine; runs the
+        cache does not know yet are found on the next reload)."""
+        if machine not in self._runs:
+            runs = [e.src for e in self.graph.edges([machine], {"ON": Direction.IN})]
+            spans = sorted(
+                (span[0], span[1], uid)
+                for uid, node in self.graph.get_many(runs).items()
+                if isinstance(node, ProcessRun) and (span := node.interval()) is not None
+            )
+            self._runs[machine] = ([s[0] for s in spans], [(s[1], s[2]) for s in spans])
+        starts, ends = self._runs[machine]
+        t = when.timestamp()
+        at = bisect.bisect_right(starts, t) - 1
+        if at >= 0 and ends[at][0] >= t:
+            return ends[at][1]
+        self._runs.pop(machine)  # perhaps a new run: look again next time
+        return None
+
+
+def monitor_for(spec: Parameter) -> RuleMonitor | None:
+    """A run-rule monitor for ``spec`` judged against its design (see the module
+    docstring); None for a parameter without both limits."""
+    if spec.lsl is None or spec.usl is None:
+        return None
+    center = spec.target if spec.target is not None else (spec.lsl + spec.usl) / 2
+    return RuleMonitor(center, (spec.usl - spec.lsl) / 8.0, rules=ALARM_RULES)

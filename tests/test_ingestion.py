@@ -1,0 +1,262 @@
+"""Ingestion: payloads, units, the quarantine, the readings store and the pipeline.
+
+The pipeline runs against a real embedded graph holding a small generated plant, a
+real DuckDB readings store and a real SQLite quarantine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sqems.datasets import PlantSpec, generate, load_plant
+from sqems.datasets.files import plant_sections
+from sqems.errors import ValidationFailed
+from sqems.graph_model import Direction, EmbeddedGraphStore, GraphStore
+from sqems.ingestion.payloads import Topic, decode
+from sqems.ingestion.pipeline import AlarmEvent, Ingestor
+from sqems.ingestion.quarantine import Quarantine
+from sqems.ingestion.readings import ReadingsStore
+from sqems.ingestion.units import UnitConverter
+
+PEAK = "sqems/v1/SITE-1/LINE-PCB/M-REFLOW-2/P-REFLOW-PEAK"
+TORQUE = "sqems/v1/SITE-1/LINE-ASM/M-SCREW-1/P-TORQUE"
+T0 = datetime(2026, 1, 6, 8, 0, tzinfo=UTC)
+
+
+def reading(
+    i: int, value: float, *, unit: str = "degC", at: datetime | None = None, **extra: Any
+) -> dict[str, Any]:
+    ts = (at or T0 + timedelta(seconds=i)).isoformat()
+    return {"ts": ts, "value": value, "unit": unit, "id": f"m-{i}", **extra}
+
+
+def payload(*items: dict[str, Any]) -> bytes:
+    return json.dumps(items[0] if len(items) == 1 else list(items)).encode()
+
+
+@pytest.fixture(scope="module")
+def graph() -> Iterator[GraphStore]:
+    with EmbeddedGraphStore(None) as store:
+        load_plant(store, plant_sections(generate(PlantSpec(units=1_000, seed=3))))
+        yield store
+
+
+@pytest.fixture
+def ingestor(graph: GraphStore, tmp_path: Path) -> Iterator[Ingestor]:
+    readings = ReadingsStore(tmp_path / "readings.duckdb")
+    quarantine = Quarantine(tmp_path / "quarantine.db")
+    yield Ingestor(graph, readings, quarantine)
+    readings.close()
+    quarantine.close()
+
+
+# --- payloads and topics ------------------------------------------------------------------
+
+
+def test_a_payload_may_be_one_reading_a_list_or_an_object_with_readings() -> None:
+    one = reading(1, 240.0)
+    assert len(decode(payload(one))[0]) == 1
+    assert len(decode(payload(one, reading(2, 241.0)))[0]) == 2
+    assert len(decode(json.dumps({"readings": [one]}).encode())[0]) == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe", "not JSON"),
+        (b"{not json", "not JSON"),
+        (b"[]", "no readings"),
+        (payload(reading(1, 240.0, at=datetime(2026, 1, 6))), "ts: Input should have timezone"),
+        (json.dumps({**reading(1, 0.0), "value": "hot"}).encode(), "value:"),
+        (b'{"ts": "2026-01-06T08:00:00Z", "value": 1e400, "unit": "degC", "id": "x"}', "finite"),
+        (payload({k: v for k, v in reading(1, 1.0).items() if k != "id"}), "id: Field required"),
+        (payload({**reading(1, 1.0), "colour": "red"}), "colour: Extra inputs"),
+    ],
+)
+def test_a_bad_payload_is_refused_with_a_reason(raw: bytes, reason: str) -> None:
+    readings, rejected = decode(raw)
+    assert readings == []
+    assert len(rejected) == 1 and reason in rejected[0].reason
+    assert rejected[0].raw == raw
+
+
+def test_in_a_list_each_reading_stands_alone() -> None:
+    readings, rejected = decode(payload(reading(1, 240.0), {"value": 3}, reading(3, 242.0)))
+    assert [r.id for r in readings] == ["m-1", "m-3"]
+    assert [r.item for r in rejected] == [1]
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "sqems/v1/SITE-1/LINE-PCB/M-REFLOW-2",
+        "other/v1/S/L/M/P",
+        "sqems/v1/S/L/M/P/x",
+        "sqems/v1/S/L/M 2/P",
+    ],
+)
+def test_a_topic_outside_the_scheme_is_refused(topic: str) -> None:
+    with pytest.raises(ValidationFailed, match="topic"):
+        Topic.parse(topic)
+
+
+# --- units ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "to", "expected"),
+    [
+        (212.0, "degF", "degC", 100.0),
+        (2.5, "bar", "kPa", 250.0),
+        (150.0, "um", "mm", 0.15),
+        (1.0, "N*m", "N*m", 1.0),
+        (100.0, "cm/min", "m/s", 1 / 60),
+        (4.0, "kN", "N", 4000.0),
+    ],
+)
+def test_units_convert_to_the_parameters_unit(
+    value: float, unit: str, to: str, expected: float
+) -> None:
+    assert UnitConverter()(value, unit, to) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("unit", "reason"), [("psi", "cannot be converted"), ("blorp", "not a unit")]
+)
+def test_a_unit_of_another_dimension_or_none_is_refused(unit: str, reason: str) -> None:
+    with pytest.raises(ValidationFailed, match=reason):
+        UnitConverter()(1.0, unit, "degC")
+
+
+# --- the pipeline --------------------------------------------------------------------------
+
+
+def test_readings_are_stored_in_the_parameters_unit(ingestor: Ingestor) -> None:
+    counts = ingestor.handle(PEAK, payload(reading(1, 464.0, unit="degF")), T0)
+    assert (counts.received, counts.accepted) == (1, 1)
+    ((_, value),) = ingestor.readings.series("M-REFLOW-2", "P-REFLOW-PEAK")
+    assert value == pytest.approx(240.0)
+
+
+def test_a_redelivered_message_is_a_duplicate_not_a_second_reading(ingestor: Ingestor) -> None:
+    message = payload(reading(1, 240.0), reading(2, 241.0))
+    ingestor.handle(PEAK, message, T0)
+    again = ingestor.handle(PEAK, message, T0)
+    assert (again.accepted, again.duplicates) == (0, 2)
+    assert ingestor.readings.count() == 2
+
+
+@pytest.mark.parametrize(
+    ("topic", "item", "reason"),
+    [
+        ("sqems/v1/SITE-1/LINE-PCB/M-NOPE/P-REFLOW-PEAK", reading(1, 240.0), "M-NOPE is not"),
+        ("sqems/v1/SITE-1/LINE-PCB/M-REFLOW-2/P-NOPE", reading(1, 240.0), "P-NOPE is not"),
+        (PEAK, reading(1, 240.0, unit="bar"), "cannot be converted"),
+        (PEAK, reading(1, 240.0, at=T0 + timedelta(hours=2)), "sender's clock"),
+        ("sqems/v1/SITE-1", reading(1, 240.0), "is not sqems/v1"),
+    ],
+)
+def test_what_cannot_be_accepted_is_quarantined_whole_with_the_reason(
+    ingestor: Ingestor, topic: str, item: dict[str, Any], reason: str
+) -> None:
+    raw = payload(item)
+    counts = ingestor.handle(topic, raw, T0)
+    assert (counts.received, counts.quarantined, counts.accepted) == (1, 1, 0)
+    (entry,) = ingestor.quarantine.entries()
+    assert reason in entry.reason
+    assert entry.raw == raw
+    assert entry.source == f"mqtt:{topic}"
+
+
+MESSAGES = st.lists(
+    st.tuples(
+        st.sampled_from([PEAK, TORQUE, "sqems/v1/SITE-1/LINE-PCB/M-REFLOW-2/P-NOPE", "bad"]),
+        st.lists(
+            st.one_of(
+                st.builds(
+                    lambda i, v: reading(i, v, unit="degC"), st.integers(0, 40), st.floats(200, 300)
+                ),
+                st.builds(lambda i: reading(i, 2.3, unit="N*m"), st.integers(0, 40)),
+                st.just({"value": "garbage"}),
+            ),
+            min_size=0,
+            max_size=4,
+        ),
+    ),
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(messages=MESSAGES)
+def test_every_reading_is_accepted_quarantined_or_a_duplicate(
+    graph: GraphStore, tmp_path_factory: pytest.TempPathFactory, messages: list[Any]
+) -> None:
+    folder = tmp_path_factory.mktemp("invariant")
+    readings, quarantine = ReadingsStore(folder / "r.duckdb"), Quarantine(folder / "q.db")
+    try:
+        ingestor = Ingestor(graph, readings, quarantine)
+        for topic, items in messages:
+            ingestor.handle(topic, json.dumps(items).encode(), T0)
+        c = ingestor.counters
+        sent = sum(max(1, len(items)) for _, items in messages)
+        assert c.received == sent == c.accepted + c.quarantined + c.duplicates
+        assert readings.count() == c.accepted
+        assert quarantine.count() == c.quarantined
+    finally:
+        readings.close()
+        quarantine.close()
+
+
+def test_a_drift_raises_one_alarm_linked_to_machine_parameter_and_run(
+    ingestor: Ingestor, graph: GraphStore
+) -> None:
+    raised: list[AlarmEvent] = []
+    ingestor.sinks.append(raised.append)
+    run = next(
+        e.src for e in graph.edges(["M-REFLOW-2"], {"ON": Direction.IN})
+    )  # a run on the oven, and a time inside it
+    start = graph.get(run).interval()
+    assert start is not None
+    at = datetime.fromtimestamp(start[0] + 60, UTC)
+    # at target, then far above it: rule 1 (beyond 3 sigma) fires from the first point
+    # above and rule 5 (two of three beyond 2 sigma) from the second; they keep firing,
+    # but each raises one alarm, when it starts
+    values = [242.5] * 5 + [249.5] * 5
+    items = [reading(100 + i, v, at=at + timedelta(seconds=i)) for i, v in enumerate(values)]
+    counts = ingestor.handle(PEAK, payload(*items), at + timedelta(minutes=1))
+    assert counts.alarms == len(raised) == 2
+    assert {e.alarm.rule: e.alarm.raised_at for e in raised} == {
+        "nelson_1": at + timedelta(seconds=5),
+        "nelson_5": at + timedelta(seconds=6),
+    }
+    event = raised[0]
+    assert event.critical
+    assert event.run == run
+    linked = {e.dst for e in graph.edges([event.alarm.uid], {"RAISED_ON": Direction.OUT})}
+    assert linked == {"M-REFLOW-2", "P-REFLOW-PEAK", run}
+
+
+def test_readings_export_as_parquet_by_day_and_line(ingestor: Ingestor, tmp_path: Path) -> None:
+    ingestor.handle(PEAK, payload(reading(1, 240.0), reading(2, 241.0)), T0)
+    ingestor.handle(
+        TORQUE,
+        payload(reading(3, 2.3, unit="N*m", at=T0 + timedelta(days=1))),
+        T0 + timedelta(days=1),
+    )
+    assert ingestor.readings.export_parquet(tmp_path / "parquet") == 3
+    parts = sorted(
+        str(p.parent.relative_to(tmp_path / "parquet"))
+        for p in (tmp_path / "parquet").rglob("*.parquet")
+    )
+    assert parts == ["day=2026-01-06/line=LINE-PCB", "day=2026-01-07/line=LINE-ASM"]
