@@ -8,7 +8,12 @@ adds an entry whose ``create`` connects to the session's server and empties it, 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -142,3 +147,60 @@ def reopenable(request: pytest.FixtureRequest, tmp_path: Path) -> Reopenable:
     """Each backend that keeps its data across close and reopen; the test closes what
     it opens."""
     return Reopenable(BACKENDS[request.param], tmp_path, request)
+
+
+@dataclass
+class Broker:
+    """A real Mosquitto broker on a free loopback port, with persistence on disk."""
+
+    host: str
+    port: int
+    config: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(binary).exists():
+            pytest.fail("the MQTT tests need Mosquitto: apt-get install mosquitto")
+        self.process = subprocess.Popen(
+            [binary, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                pytest.fail(f"mosquitto exited with {self.process.returncode}: {err}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), 0.2),
+            ):
+                return
+            time.sleep(0.05)
+        pytest.fail(f"mosquitto did not listen on {self.host}:{self.port} within 15 s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=15)
+        self.process = None
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A Mosquitto broker for the session; tests may stop and start it again."""
+    home = tmp_path_factory.mktemp("mosquitto")
+    port = free_port()
+    config = home / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} 127.0.0.1\n"
+        "allow_anonymous true\n"
+        "persistence true\n"
+        f"persistence_location {home}/\n"
+        "max_queued_messages 1000000\n"
+    )
+    broker = Broker("127.0.0.1", port, config)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

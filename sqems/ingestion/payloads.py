@@ -96,8 +96,9 @@ class Topic(NamedTuple):
 
     @property
     def command(self) -> str:
-        """The machine's command topic (a stop-line command goes here)."""
-        return f"{PREFIX}/{self.site}/{self.line}/{self.machine}/command"
+        """The line's command topic (a stop-line command goes here); one level short
+        of a reading topic, so no reading subscription receives it."""
+        return f"{PREFIX}/{self.site}/{self.line}/command"
 
 
 @dataclass(frozen=True, slots=True)

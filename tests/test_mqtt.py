@@ -1,0 +1,138 @@
+"""Ingestion through a real Mosquitto broker: readings in, alarms and commands out, and
+nothing lost when the broker restarts."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from conftest import Broker
+from paho.mqtt.enums import CallbackAPIVersion
+
+from sqems.datasets import PlantSpec, generate, load_plant
+from sqems.datasets.files import plant_sections
+from sqems.graph_model import Direction, EmbeddedGraphStore, GraphStore
+from sqems.ingestion.mqtt import MqttIngestion
+from sqems.ingestion.pipeline import Ingestor
+from sqems.ingestion.quarantine import Quarantine
+from sqems.ingestion.readings import ReadingsStore
+
+PEAK = "sqems/v1/SITE-1/LINE-PCB/M-REFLOW-2/P-REFLOW-PEAK"
+
+
+@pytest.fixture(scope="module")
+def graph() -> Iterator[GraphStore]:
+    with EmbeddedGraphStore(None) as store:
+        load_plant(store, plant_sections(generate(PlantSpec(units=1_000, seed=3))))
+        yield store
+
+
+def client(broker: Broker, name: str) -> mqtt.Client:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv311)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    return c
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.02)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def readings(start: int, n: int, at: datetime, value: Callable[[int], float]) -> list[bytes]:
+    return [
+        json.dumps(
+            {
+                "ts": (at + timedelta(seconds=i)).isoformat(),
+                "value": value(i),
+                "unit": "degC",
+                "id": f"peak-{i}",
+            }
+        ).encode()
+        for i in range(start, start + n)
+    ]
+
+
+@pytest.fixture
+def ingestion(
+    graph: GraphStore, mosquitto: Broker, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[MqttIngestion]:
+    ingestor = Ingestor(graph, ReadingsStore(tmp_path / "r.duckdb"), Quarantine(tmp_path / "q.db"))
+    bridge = MqttIngestion(ingestor, mosquitto.host, mosquitto.port,
+                           client_id=f"sqems-test-{request.node.name}"[:60])  # fmt: skip
+    with bridge:
+        wait_for(bridge.connected.is_set, "the ingestion to connect")
+        yield bridge
+    ingestor.readings.close()
+    ingestor.quarantine.close()
+
+
+def run_window(graph: GraphStore) -> datetime:
+    run = next(e.src for e in graph.edges(["M-REFLOW-2"], {"ON": Direction.IN}))
+    span = graph.get(run).interval()
+    assert span is not None
+    return datetime.fromtimestamp(span[0] + 1, UTC)
+
+
+def test_readings_through_the_broker_are_stored_and_a_drift_alarms_the_line(
+    ingestion: MqttIngestion, mosquitto: Broker, graph: GraphStore
+) -> None:
+    heard: list[tuple[str, dict[str, Any]]] = []
+    listener = client(mosquitto, "test-listener")
+    listener.on_message = lambda _c, _u, m: heard.append((m.topic, json.loads(m.payload)))
+    listener.subscribe([(f"{PEAK}/alarm", 1), ("sqems/v1/SITE-1/LINE-PCB/command", 1)])
+    time.sleep(0.2)
+    sender = client(mosquitto, "test-sensor")
+    at = run_window(graph)
+    values = readings(0, 300, at, lambda i: 242.5 if i < 250 else 249.6)
+    for body in [*values, b"not json"]:
+        sender.publish(PEAK, body, qos=1)
+    wait_for(lambda: ingestion.counters.received == 301, "301 readings to arrive")
+    c = ingestion.counters
+    assert (c.accepted, c.quarantined, c.duplicates) == (300, 1, 0)
+    # beyond 3 sigma, two of three beyond 2 sigma, nine on one side: each rule alarms
+    # once when it starts firing, and the peak temperature is critical: stop the line
+    wait_for(lambda: len(heard) >= 6, "three alarms and their stop commands")
+    alarms = [body for t, body in heard if t == f"{PEAK}/alarm"]
+    assert {a["rule"] for a in alarms} == {"nelson_1", "nelson_5", "nelson_2"}
+    assert all(a["run"] and a["severity"] == "critical" for a in alarms)
+    stops = [body for t, body in heard if t.endswith("/command")]
+    assert [s["command"] for s in stops] == ["stop_line"] * 3
+    listener.loop_stop()
+    sender.loop_stop()
+
+
+def test_nothing_is_lost_across_a_broker_restart(
+    ingestion: MqttIngestion, mosquitto: Broker, graph: GraphStore
+) -> None:
+    at = run_window(graph)
+    sender = client(mosquitto, "test-sensor-restart")
+    first = readings(1_000, 200, at, lambda i: 242.5)
+    for body in first:
+        sender.publish(PEAK, body, qos=1).wait_for_publish(5)
+    wait_for(lambda: ingestion.counters.accepted == 200, "the first 200 readings")
+    sender.loop_stop()
+    sender.disconnect()
+
+    mosquitto.stop()
+    wait_for(lambda: not ingestion.connected.is_set(), "the ingestion to notice")
+    mosquitto.start()
+    wait_for(ingestion.connected.is_set, "the ingestion to reconnect", timeout=60)
+
+    sender = client(mosquitto, "test-sensor-restart")
+    second = readings(2_000, 200, at, lambda i: 242.5)
+    for body in second:
+        sender.publish(PEAK, body, qos=1).wait_for_publish(5)
+    wait_for(lambda: ingestion.counters.accepted == 400, "all 400 readings")
+    assert ingestion.ingestor.readings.count() == 400
+    sender.loop_stop()
