@@ -11,14 +11,17 @@ import functools
 import hashlib
 import json
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
+import paho.mqtt.client as mqtt
 import typer
 import uvicorn
+from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -28,7 +31,7 @@ from sqems import logs
 from sqems.analysis import kpis, rootcause
 from sqems.datasets import PlantSpec, generate, load_plant, read_plant, write_plant
 from sqems.datasets.files import Section, plant_sections
-from sqems.errors import SqemsError, ValidationFailed
+from sqems.errors import BrokerUnavailable, SqemsError, ValidationFailed
 from sqems.graph_model import (
     NODE_TYPES,
     REL_TYPES,
@@ -47,6 +50,7 @@ from sqems.graph_model.neo4j_server import NEO4J_VERSION
 from sqems.graph_model.open import local_server
 from sqems.graphql import AccessStore, Role, create_app, sdl
 from sqems.graphql.app import ACCESS_FILE
+from sqems.ingestion import sensors, service
 from sqems.settings import Settings
 
 app = typer.Typer(
@@ -73,6 +77,8 @@ neo4j_app = typer.Typer(
 app.add_typer(neo4j_app, name="neo4j")
 apikey_app = typer.Typer(help="Manage the API's keys and roles.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
+quarantine_app = typer.Typer(help="What ingestion refused, and replaying it.", no_args_is_help=True)
+app.add_typer(quarantine_app, name="quarantine")
 
 
 def _command(name: str, on: typer.Typer = app) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -527,6 +533,145 @@ def apikey_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) 
     out.print(f"revoked key {key.id} ({key.name})")
 
 
+# --- ingestion ---------------------------------------------------------------------------
+
+
+@_command("ingest")
+def ingest_cmd(
+    seconds: Annotated[
+        float | None, typer.Option(help="Stop after this long (default: until Ctrl-C).")
+    ] = None,
+) -> None:
+    """Subscribe to the MQTT broker (SQEMS_MQTT_HOST/PORT) and ingest readings: validate,
+    normalise units, dedup, store, quarantine what is refused, raise alarms."""
+    with _store() as (store, settings), service.ingestor(settings, store) as pipeline:
+        bridge = service.mqtt_ingestion(settings, pipeline)
+        err.print(
+            f"ingesting from mqtt://{settings.mqtt_host}:{settings.mqtt_port} "
+            f"into {store.description}; Ctrl-C to stop"
+        )
+        began = time.monotonic()
+        with bridge:
+            try:
+                while seconds is None or time.monotonic() - began < seconds:
+                    time.sleep(min(5.0, seconds or 5.0))
+                    c = bridge.counters
+                    err.print(
+                        f"received {c.received:,}  accepted {c.accepted:,}  quarantined "
+                        f"{c.quarantined:,}  duplicates {c.duplicates:,}  alarms "
+                        f"{c.alarms:,}  connected {bridge.connected.is_set()}"
+                    )
+            except KeyboardInterrupt:
+                err.print("stopping…")
+        c = bridge.counters
+        out.print(
+            f"received {c.received:,}: accepted {c.accepted:,}, quarantined "
+            f"{c.quarantined:,}, duplicates {c.duplicates:,}; {c.alarms:,} alarms"
+        )
+
+
+@_command("sensors")
+def sensors_cmd(
+    rate: Annotated[float, typer.Option(help="Readings per second per sensor.")] = 10.0,
+    seconds: Annotated[float, typer.Option(help="How much time the stream covers.")] = 60.0,
+    per_message: Annotated[int, typer.Option(help="Readings in one MQTT message.")] = 10,
+    drift: Annotated[bool, typer.Option(help="Plant the reflow oven's drift.")] = True,
+    fast: Annotated[bool, typer.Option(help="Publish as fast as possible.")] = False,
+) -> None:
+    """Publish realistic sensor streams for the plant in the graph to the MQTT broker."""
+    with _store(read_only=True) as (store, settings):
+        found = sensors.sensors_of(store)
+    if not found:
+        raise ValidationFailed("the graph has no parameters with spec limits: run `sqems demo`")
+    client = mqtt_client(settings, "sqems-sensors")
+    began = time.monotonic()
+    sent = 0
+    session = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    try:
+        for topic, body in sensors.stream(
+            found,
+            rate_hz=rate,
+            seconds=seconds,
+            per_message=per_message,
+            drift=sensors.Drift() if drift else None,
+            session=session,
+        ):
+            client.publish(topic, body, qos=1)
+            sent += 1
+            if not fast:
+                due = began + sent / len(found) * per_message / rate
+                time.sleep(max(0.0, due - time.monotonic()))
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    out.print(f"published {sent:,} messages from {len(found)} sensors")
+
+
+@_command("list", on=quarantine_app)
+def quarantine_list(
+    every: Annotated[bool, typer.Option("--all", help="Include entries replayed OK.")] = False,
+    after: Annotated[int, typer.Option(help="Only entries with a higher id.")] = 0,
+    limit: Annotated[int, typer.Option(help="How many.")] = 50,
+) -> None:
+    """What ingestion refused, oldest first, with the reasons."""
+    q = service.open_quarantine(Settings())
+    try:
+        entries, total = q.entries(after=after, limit=limit, open_only=not every), q.count()
+    finally:
+        q.close()
+    table = Table("id", "received", "source", "reason", "outcome", box=None)
+    for e in entries:
+        table.add_row(str(e.id), e.received_at, e.source, e.reason, e.outcome or "")
+    out.print(table)
+    out.print(f"{len(entries)} shown of {total} kept")
+
+
+@_command("show", on=quarantine_app)
+def quarantine_show(entry_id: Annotated[int, typer.Argument(help="The entry's id.")]) -> None:
+    """One entry with its raw payload exactly as received."""
+    q = service.open_quarantine(Settings())
+    try:
+        e = q.get(entry_id)
+    finally:
+        q.close()
+    out.print(
+        f"id {e.id}\nreceived {e.received_at}\nsource {e.source}\nitem {e.item}\n"
+        f"reason {e.reason}\noutcome {e.outcome or '-'}"
+    )
+    out.print("raw:")
+    out.print(e.raw.decode("utf-8", errors="backslashreplace"), markup=False, highlight=False)
+
+
+@_command("replay", on=quarantine_app)
+def quarantine_replay(
+    ids: Annotated[list[int] | None, typer.Argument(help="Entry ids.")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every open entry.")] = False,
+) -> None:
+    """Run entries through the pipeline again, once their cause is fixed."""
+    if bool(ids) == every:
+        raise ValidationFailed("give entry ids or --all")
+    with _store() as (store, settings), service.ingestor(settings, store) as pipeline:
+        wanted = ids or [e.id for e in pipeline.quarantine.entries(limit=1_000_000)]
+        for entry_id in wanted:
+            e = pipeline.replay(entry_id)
+            out.print(f"{e.id}: {e.outcome}")
+
+
+def mqtt_client(settings: Settings, client_id: str) -> Any:
+    """A connected paho client on the configured broker, its network loop running."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    if settings.mqtt_username is not None:
+        client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+    try:
+        client.connect(settings.mqtt_host, settings.mqtt_port)
+    except OSError as exc:
+        raise BrokerUnavailable(
+            f"cannot reach the MQTT broker at {settings.mqtt_host}:{settings.mqtt_port}: {exc}"
+        ) from None
+    client.loop_start()
+    return client
+
+
 # --- rendering ---------------------------------------------------------------------------
 
 
@@ -575,8 +720,7 @@ def _print_causes(report: rootcause.RootCauseReport) -> None:
         f"{report.defectives.description}: {report.defective_in_population:,} defective "
         f"of {report.population:,} comparable units; {report.factors_tested:,} factors tested"
     )
-    table = Table("#", "cause (6M)", "defective/exposed", "risk ratio", "q", "adj. OR",
-                  "explains")  # fmt: skip
+    table = Table("#", "cause (6M)", "defective/exposed", "risk ratio", "q", "adj. OR", "explains")
     for c in report.causes:
         e = c.evidence
         aor = f"{e.adjusted_odds_ratio:.3g}" if e.adjusted_odds_ratio is not None else "-"
@@ -584,11 +728,14 @@ def _print_causes(report: rootcause.RootCauseReport) -> None:
         if c.aliases:
             note += "; inseparable from " + ", ".join(f.key for f in c.aliases)
         table.add_row(
-            str(c.rank), f"{c.factor.describe()} [dim]({c.category.value}{note})[/dim]",
+            str(c.rank),
+            f"{c.factor.describe()} [dim]({c.category.value}{note})[/dim]",
             f"{e.defective_exposed}/{e.exposed}",
             f"{e.risk_ratio:.3g} ({e.risk_ratio_low:.3g}-{e.risk_ratio_high:.3g})",
-            f"{e.q_value:.1g}", aor, f"{e.explained_defects:.0f}",
-        )  # fmt: skip
+            f"{e.q_value:.1g}",
+            aor,
+            f"{e.explained_defects:.0f}",
+        )
     out.print(table)
     if report.causes and report.causes[0].why:
         out.print("[bold]5-Why[/bold] for the first cause:")
@@ -605,8 +752,14 @@ def _print_kpis(report: kpis.KpiReport) -> None:
 
     table = Table("group", "produced", "yield", "FPY", "PPM", "field PPM")
     for name, c in [("total", report.total), *report.by_line.items(), *report.by_shift.items()]:
-        table.add_row(name, f"{c.produced:,}", pct(c.yield_), pct(c.first_pass_yield),
-                      ppm(c.ppm), ppm(c.field_ppm))  # fmt: skip
+        table.add_row(
+            name,
+            f"{c.produced:,}",
+            pct(c.yield_),
+            pct(c.first_pass_yield),
+            ppm(c.ppm),
+            ppm(c.field_ppm),
+        )
     out.print(table)
     rty = ", ".join(f"{p} {pct(v)}" for p, v in report.rolled_throughput_yield.items())
     out.print(f"rolled throughput yield: {rty}")

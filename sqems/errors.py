@@ -41,6 +41,12 @@ class GraphUnavailable(SqemsError):
     code = "GRAPH_UNAVAILABLE"
 
 
+class BrokerUnavailable(SqemsError):
+    """The MQTT broker cannot be reached."""
+
+    code = "BROKER_UNAVAILABLE"
+
+
 class ConfigError(SqemsError):
     """Settings that cannot work (an unknown store URI, a data dir that is a file)."""
 

@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     api_max_depth: int = Field(default=12, ge=2, le=50)
     api_max_tokens: int = Field(default=2_000, ge=50)
     api_max_aliases: int = Field(default=15, ge=1)
+    mqtt_host: str = Field(default="127.0.0.1", description="The MQTT broker readings come from.")
+    mqtt_port: int = Field(default=1883, ge=1, le=65535)
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_client_id: str = Field(
+        default="sqems-ingest",
+        description="The subscriber's id; its persistent session on the broker is keyed by it.",
+    )
     neo4j_heap: str = Field(default="1g", pattern=r"^\d+[kmg]$")
     neo4j_pagecache: str = Field(default="512m", pattern=r"^\d+[kmg]$")
 

@@ -100,14 +100,14 @@ def test_readings_through_the_broker_are_stored_and_a_drift_alarms_the_line(
     wait_for(lambda: ingestion.counters.received == 301, "301 readings to arrive")
     c = ingestion.counters
     assert (c.accepted, c.quarantined, c.duplicates) == (300, 1, 0)
-    # beyond 3 sigma, two of three beyond 2 sigma, nine on one side: each rule alarms
-    # once when it starts firing, and the peak temperature is critical: stop the line
-    wait_for(lambda: len(heard) >= 6, "three alarms and their stop commands")
+    # beyond 3 sigma, two of three beyond 2 sigma: each rule alarms once when it starts
+    # firing, and the peak temperature is critical: stop the line
+    wait_for(lambda: len(heard) >= 4, "two alarms and their stop commands")
     alarms = [body for t, body in heard if t == f"{PEAK}/alarm"]
-    assert {a["rule"] for a in alarms} == {"nelson_1", "nelson_5", "nelson_2"}
+    assert {a["rule"] for a in alarms} == {"nelson_1", "nelson_5"}
     assert all(a["run"] and a["severity"] == "critical" for a in alarms)
     stops = [body for t, body in heard if t.endswith("/command")]
-    assert [s["command"] for s in stops] == ["stop_line"] * 3
+    assert [s["command"] for s in stops] == ["stop_line"] * 2
     listener.loop_stop()
     sender.loop_stop()
 

@@ -12,7 +12,8 @@ counted in readings (a payload that is not even a list of readings counts as one
 Accepted readings of good quality feed a streaming run-rule monitor per machine and
 parameter; a rule that starts firing raises an :class:`AlarmEvent`, written to the graph
 as an ``Alarm`` node linked to the machine, the parameter and the process run on the
-machine at that time, and handed to the alarm sinks (the MQTT publisher, the GraphQL
+machine at that time (one alarm per rule until the rule has been quiet for
+``CLEAR_AFTER`` readings), and handed to the alarm sinks (the MQTT publisher, the GraphQL
 subscription). An alarm on a parameter marked critical asks the line to stop.
 
 Monitor limits: a parameter is judged against its specification as designed — centre
@@ -25,6 +26,7 @@ both limits is stored but not watched.
 from __future__ import annotations
 
 import bisect
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -38,7 +40,7 @@ from sqems.errors import SqemsError, ValidationFailed
 from sqems.graph_model.nodes import Alarm, Parameter, ProcessRun, Severity
 from sqems.graph_model.store import Direction, Edge, GraphStore
 from sqems.ingestion.payloads import Quality, Reading, Topic, decode
-from sqems.ingestion.quarantine import NewEntry, Quarantine
+from sqems.ingestion.quarantine import Entry, NewEntry, Quarantine
 from sqems.ingestion.readings import ReadingsStore, StoredReading
 from sqems.ingestion.units import UnitConverter
 
@@ -46,9 +48,15 @@ log = logging.getLogger(__name__)
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 """How far ahead of the arrival time a reading's timestamp may be (clock skew)."""
-ALARM_RULES = ("nelson_1", "nelson_2", "nelson_3", "nelson_5")
-"""The rules that raise alarms on the live stream: beyond 3sigma, a shift (nine on one
-side), a trend (six rising or falling), two of three beyond 2sigma."""
+ALARM_RULES = ("nelson_1", "nelson_5")
+"""The rules that raise alarms on the live stream: beyond 3 sigma, and two of three
+beyond 2 sigma. The run rules (nine on one side, six rising) fire by chance every few
+hundred readings of even a perfect process, which at 10 Hz is an alarm a minute per
+sensor: they belong on the SPC charts of per-run summaries, not on raw streams."""
+
+
+CLEAR_AFTER = 50
+"""Readings without the rule firing that close an open alarm."""
 
 
 class Message(NamedTuple):
@@ -88,7 +96,8 @@ class _Series:
 
     parameter: Parameter
     monitor: RuleMonitor | None
-    firing: set[str] = field(default_factory=set)
+    quiet: dict[str, int] = field(default_factory=dict)
+    """Rules with an open alarm → readings since the rule last fired."""
 
 
 class Ingestor:
@@ -123,21 +132,44 @@ class Ingestor:
     def handle_many(self, messages: Iterable[Message]) -> Counters:
         """Ingest messages in one write to the readings store; the counts of this batch."""
         with self._lock:
-            counts = Counters()
-            rejected: list[NewEntry] = []
-            accepted: list[tuple[Topic, Reading, StoredReading]] = []
-            for message in messages:
-                self._sort(message, counts, rejected, accepted)
-            fresh = {r.message_id for r in self.readings.write([s for _, _, s in accepted])}
-            counts.accepted += len(fresh)
-            counts.duplicates += len(accepted) - len(fresh)
+            counts, rejected = self._ingest(messages)
             counts.quarantined += self.quarantine.add(rejected)
-            # only what was stored is watched: a redelivered reading was seen already
-            new = [a for a in accepted if a[2].message_id in fresh]
-            fresh.clear()
-            counts.alarms += self._watch(new)
             self.counters.add(counts)
             return counts
+
+    def replay(self, entry_id: int) -> Entry:
+        """Run a quarantined entry through the pipeline again (after its cause was
+        fixed) and record the outcome on it: ``accepted``, ``duplicate`` or the reason
+        it is still refused. The entry and its raw bytes stay either way."""
+        entry = self.quarantine.get(entry_id)
+        if not entry.source.startswith("mqtt:"):
+            raise ValidationFailed(
+                f"quarantine entry {entry_id} came from {entry.source}; re-import the file"
+            )
+        payload = _item(entry.raw, entry.item)
+        message = Message(entry.source.removeprefix("mqtt:"), payload, _parse_time(entry))
+        with self._lock:
+            counts, rejected = self._ingest([message])
+        if counts.accepted:
+            outcome = "accepted"
+        elif counts.duplicates:
+            outcome = "duplicate"
+        else:
+            outcome = "; ".join(r.reason for r in rejected) or "refused"
+        return self.quarantine.mark_replayed(entry_id, outcome)
+
+    def _ingest(self, messages: Iterable[Message]) -> tuple[Counters, list[NewEntry]]:
+        counts = Counters()
+        rejected: list[NewEntry] = []
+        accepted: list[tuple[Topic, Reading, StoredReading]] = []
+        for message in messages:
+            self._sort(message, counts, rejected, accepted)
+        fresh = {r.message_id for r in self.readings.write([s for _, _, s in accepted])}
+        counts.accepted += len(fresh)
+        counts.duplicates += len(accepted) - len(fresh)
+        # only what was stored is watched: a redelivered reading was seen already
+        counts.alarms += self._watch([a for a in accepted if a[2].message_id in fresh])
+        return counts, rejected
 
     def _sort(
         self,
@@ -226,9 +258,17 @@ class Ingestor:
             if reading.quality is not Quality.GOOD or series.monitor is None:
                 continue
             fired = {hit.rule for hit in series.monitor.push(stored.value)}
-            for rule in sorted(fired - series.firing):
+            for rule in sorted(fired - series.quiet.keys()):
                 raised.append(self._alarm(topic, series, rule, stored))
-            series.firing = fired
+            # an alarm stays open while its rule keeps firing, and closes after
+            # CLEAR_AFTER quiet readings: a value hovering at a limit raises one alarm,
+            # not one each time the noise carries it back over
+            for rule in list(series.quiet):
+                series.quiet[rule] = 0 if rule in fired else series.quiet[rule] + 1
+                if series.quiet[rule] >= CLEAR_AFTER:
+                    del series.quiet[rule]
+            for rule in fired:
+                series.quiet.setdefault(rule, 0)
         if raised:
             self._record(raised)
         return len(raised)
@@ -294,3 +334,18 @@ def monitor_for(spec: Parameter) -> RuleMonitor | None:
         return None
     center = spec.target if spec.target is not None else (spec.lsl + spec.usl) / 2
     return RuleMonitor(center, (spec.usl - spec.lsl) / 8.0, rules=ALARM_RULES)
+
+
+def _item(raw: bytes, item: int | None) -> bytes:
+    """The payload to replay: the whole message, or only the reading at ``item``."""
+    if item is None:
+        return raw
+    data = json.loads(raw)
+    if isinstance(data, dict):
+        data = data["readings"]
+    return json.dumps(data[item]).encode()
+
+
+def _parse_time(entry: Entry) -> datetime:
+    # the original arrival time keeps the future-timestamp check as it was
+    return datetime.fromisoformat(entry.received_at)

@@ -1,0 +1,50 @@
+"""Where ingestion keeps its files, and the pipeline built from settings.
+
+Under the data directory: ``readings.duckdb`` (the readings store),
+``quarantine.db`` (everything refused) and ``parquet/`` (exports).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqems.graph_model.store import GraphStore
+from sqems.ingestion.mqtt import MqttIngestion
+from sqems.ingestion.pipeline import Ingestor
+from sqems.ingestion.quarantine import Quarantine
+from sqems.ingestion.readings import ReadingsStore
+from sqems.settings import Settings
+
+READINGS_FILE = "readings.duckdb"
+QUARANTINE_FILE = "quarantine.db"
+
+
+def open_quarantine(settings: Settings) -> Quarantine:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return Quarantine(settings.data_dir / QUARANTINE_FILE)
+
+
+@contextmanager
+def ingestor(settings: Settings, graph: GraphStore) -> Iterator[Ingestor]:
+    """A pipeline on the data directory's readings store and quarantine."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    readings = ReadingsStore(settings.data_dir / READINGS_FILE)
+    quarantine = Quarantine(settings.data_dir / QUARANTINE_FILE)
+    try:
+        yield Ingestor(graph, readings, quarantine)
+    finally:
+        readings.close()
+        quarantine.close()
+
+
+def mqtt_ingestion(settings: Settings, pipeline: Ingestor) -> MqttIngestion:
+    """The subscriber for the configured broker."""
+    return MqttIngestion(
+        pipeline,
+        settings.mqtt_host,
+        settings.mqtt_port,
+        client_id=settings.mqtt_client_id,
+        username=settings.mqtt_username,
+        password=settings.mqtt_password,
+    )
