@@ -20,6 +20,7 @@ from sqems.datasets import PlantSpec, generate, load_plant
 from sqems.datasets.files import plant_sections
 from sqems.errors import ValidationFailed
 from sqems.graph_model import Direction, EmbeddedGraphStore, GraphStore
+from sqems.graph_model.nodes import Parameter
 from sqems.ingestion.payloads import Topic, decode
 from sqems.ingestion.pipeline import AlarmEvent, Ingestor
 from sqems.ingestion.quarantine import Quarantine
@@ -90,7 +91,7 @@ def test_a_bad_payload_is_refused_with_a_reason(raw: bytes, reason: str) -> None
 
 def test_in_a_list_each_reading_stands_alone() -> None:
     readings, rejected = decode(payload(reading(1, 240.0), {"value": 3}, reading(3, 242.0)))
-    assert [r.id for r in readings] == ["m-1", "m-3"]
+    assert [(d.reading.id, d.item) for d in readings] == [("m-1", 0), ("m-3", 2)]
     assert [r.item for r in rejected] == [1]
 
 
@@ -260,3 +261,35 @@ def test_readings_export_as_parquet_by_day_and_line(ingestor: Ingestor, tmp_path
         for p in (tmp_path / "parquet").rglob("*.parquet")
     )
     assert parts == ["day=2026-01-06/line=LINE-PCB", "day=2026-01-07/line=LINE-ASM"]
+
+
+def test_a_quarantined_reading_is_accepted_on_replay_once_its_cause_is_fixed(
+    ingestor: Ingestor, graph: GraphStore
+) -> None:
+    topic = "sqems/v1/SITE-1/LINE-PCB/M-REFLOW-2/P-REFLOW-ZONE-3"
+    raw = payload(reading(7, 190.0), {"value": "bad"}, reading(8, 191.0))
+    ingestor.handle(topic, raw, T0)
+    entries = ingestor.quarantine.entries()
+    assert [e.item for e in entries] == [1, 0, 2]  # the bad one, then the unknown parameter
+    still = ingestor.replay(entries[1].id)
+    assert still.outcome is not None and "P-REFLOW-ZONE-3 is not in the graph" in still.outcome
+
+    graph.upsert_nodes(
+        [
+            Parameter(
+                uid="P-REFLOW-ZONE-3",
+                name="zone 3 temperature",
+                unit="degC",
+                lsl=180,
+                usl=200,
+                target=190,
+            )
+        ]
+    )
+    done = [ingestor.replay(e.id) for e in entries]
+    assert [e.outcome for e in done][1:] == ["accepted", "accepted"]
+    assert done[0].outcome is not None and "value:" in done[0].outcome
+    assert ingestor.readings.count() == 2
+    assert [e.id for e in ingestor.quarantine.entries()] == [entries[0].id]
+    assert ingestor.quarantine.get(entries[1].id).raw == raw  # kept as received
+    assert ingestor.replay(entries[1].id).outcome == "duplicate"

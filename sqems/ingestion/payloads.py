@@ -113,7 +113,13 @@ class Rejected:
     item: int | None = None
 
 
-def decode(payload: bytes) -> tuple[list[Reading], list[Rejected]]:
+class Decoded(NamedTuple):
+    reading: Reading
+    item: int | None
+    """Its position in the payload's list (None for a payload of one reading)."""
+
+
+def decode(payload: bytes) -> tuple[list[Decoded], list[Rejected]]:
     """The valid readings of ``payload`` and the rejected parts, each with its reason.
 
     A payload that is not JSON, or not a reading, list or ``{"readings": [...]}``, is one
@@ -125,21 +131,24 @@ def decode(payload: bytes) -> tuple[list[Reading], list[Rejected]]:
         return [], [Rejected(payload, f"payload is not JSON: {exc}")]
     if isinstance(data, dict) and set(data) == {"readings"}:
         data = data["readings"]
-    items: list[Any] = data if isinstance(data, list) else [data]
+    single = not isinstance(data, list)
+    items: list[Any] = [data] if single else data
     if not items:
         return [], [Rejected(payload, "payload holds no readings")]
-    readings: list[Reading] = []
+    readings: list[Decoded] = []
     rejected: list[Rejected] = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             reason = f"reading {index}: expected an object, got {item!r}"
-            rejected.append(Rejected(payload, reason, index))
+            rejected.append(Rejected(payload, reason, None if single else index))
             continue
         try:
-            readings.append(Reading.model_validate(item))
+            readings.append(Decoded(Reading.model_validate(item), None if single else index))
         except ValidationError as exc:
-            where = f"reading {index}" if len(items) > 1 else "reading"
-            rejected.append(Rejected(payload, f"{where}: {_problems(exc)}", index))
+            where = "reading" if single else f"reading {index}"
+            rejected.append(
+                Rejected(payload, f"{where}: {_problems(exc)}", None if single else index)
+            )
     return readings, rejected
 
 

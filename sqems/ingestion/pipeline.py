@@ -193,13 +193,12 @@ class Ingestor:
             topic = Topic.parse(message.topic)
             series = self._series_of(topic)
         except SqemsError as exc:
-            for index in range(len(readings)):
-                refuse(str(exc), index if len(readings) > 1 else None)
+            for decoded in readings:
+                refuse(str(exc), decoded.item)
             return
         spec = series.parameter
         latest = message.received_at + FUTURE_TOLERANCE
-        for index, reading in enumerate(readings):
-            item = index if len(readings) > 1 else None
+        for reading, item in readings:
             if reading.ts > latest:
                 refuse(
                     f"timestamp {reading.ts.isoformat()} is after the arrival time "
