@@ -35,6 +35,13 @@ CREATE TABLE IF NOT EXISTS readings (
 """
 
 
+COLUMN_TYPES = (
+    "VARCHAR[]", "VARCHAR[]", "VARCHAR[]", "VARCHAR[]", "VARCHAR[]",
+    "TIMESTAMPTZ[]", "DOUBLE[]", "VARCHAR[]", "VARCHAR[]", "TIMESTAMPTZ[]",
+)  # fmt: skip
+"""Of the table's columns, in order (those of :class:`StoredReading`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredReading:
     message_id: str
@@ -84,23 +91,14 @@ class ReadingsStore:
                     if r.message_id not in known:
                         fresh.setdefault(r.message_id, r)
                 if fresh:
-                    self._db.executemany(
-                        "INSERT INTO readings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [
-                            (
-                                r.message_id,
-                                r.site,
-                                r.line,
-                                r.machine,
-                                r.parameter,
-                                r.ts,
-                                r.value,
-                                r.unit,
-                                r.quality,
-                                r.received_at,
-                            )
-                            for r in fresh.values()
-                        ],
+                    # one statement with a list per column: DuckDB's executemany goes
+                    # row by row, a hundred times slower than this
+                    rows = list(fresh.values())
+                    self._db.execute(
+                        "INSERT INTO readings SELECT * FROM (SELECT "
+                        + ", ".join(f"unnest(?::{t})" for t in COLUMN_TYPES)
+                        + ")",
+                        [[getattr(r, name) for r in rows] for name in StoredReading.__slots__],
                     )
                 self._db.execute("COMMIT")
             except BaseException:
