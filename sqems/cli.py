@@ -460,10 +460,18 @@ def _access(settings: Settings) -> AccessStore:
 def serve_cmd(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    ingest: Annotated[
+        bool | None,
+        typer.Option("--ingest/--no-ingest", help="Run the MQTT ingestion in the server too."),
+    ] = None,
 ) -> None:
     """Serve the GraphQL API (GraphiQL at /graphql) on the configured store."""
     settings = Settings()
-    updates = {k: v for k, v in (("api_host", host), ("api_port", port)) if v is not None}
+    updates = {
+        k: v
+        for k, v in (("api_host", host), ("api_port", port), ("ingest", ingest))
+        if v is not None
+    }
     settings = settings.model_copy(update=updates)
     access = _access(settings)
     try:
@@ -478,6 +486,8 @@ def serve_cmd(
         access.close()
     logs.configure()
     out.print(f"serving on http://{settings.api_host}:{settings.api_port}/graphql")
+    if settings.ingest:
+        out.print(f"ingesting from mqtt://{settings.mqtt_host}:{settings.mqtt_port}")
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,

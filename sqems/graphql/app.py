@@ -6,13 +6,15 @@ store and closes them on shutdown (or uses ones handed in, which the caller clos
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.requests import HTTPConnection
 from strawberry.fastapi import GraphQLRouter
 
 from sqems.errors import SqemsError
@@ -20,19 +22,37 @@ from sqems.graph_model.open import open_store
 from sqems.graph_model.store import GraphStore
 from sqems.graphql.access import AccessStore
 from sqems.graphql.context import Context
+from sqems.graphql.ingestion import AlarmHub, IngestionRuntime
 from sqems.graphql.middleware import RequestContext
 from sqems.graphql.schema import build_schema
+from sqems.ingestion import service
 from sqems.settings import Settings
 
 log = logging.getLogger("sqems.api")
 ACCESS_FILE = "access.db"
 
 
-def _token(request: Request) -> str | None:
+def _token(request: HTTPConnection) -> str | None:
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
     return request.headers.get("x-api-key")
+
+
+@contextmanager
+def _ingestion(
+    settings: Settings, store: GraphStore, loop: asyncio.AbstractEventLoop
+) -> Iterator[IngestionRuntime]:
+    """The MQTT ingestion inside the API process, its alarms fanned out to subscribers."""
+    with service.ingestor(settings, store) as pipeline:
+        hub = AlarmHub(loop)
+        pipeline.sinks.append(hub.publish)
+        bridge = service.mqtt_ingestion(settings, pipeline)
+        bridge.start()
+        try:
+            yield IngestionRuntime(pipeline, bridge, hub)
+        finally:
+            bridge.stop()
 
 
 def create_app(
@@ -41,7 +61,8 @@ def create_app(
     store: GraphStore | None = None,
     access: AccessStore | None = None,
 ) -> FastAPI:
-    """The API for ``settings``; ``store``/``access`` override what settings would open."""
+    """The API for ``settings``; ``store``/``access`` override what settings would open.
+    With ``settings.ingest`` the MQTT ingestion runs in the server too."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,9 +70,19 @@ def create_app(
         own_access = access is None
         app.state.store = store or await anyio.to_thread.run_sync(lambda: open_store(settings))
         app.state.access = access or AccessStore(settings.data_dir / ACCESS_FILE)
-        log.info("api ready", extra={"store": app.state.store.description})
+        app.state.ingestion = None
         try:
-            yield
+            with ExitStack() as stack:
+                if settings.ingest:
+                    loop = asyncio.get_running_loop()
+                    app.state.ingestion = await anyio.to_thread.run_sync(
+                        lambda: stack.enter_context(_ingestion(settings, app.state.store, loop))
+                    )
+                log.info(
+                    "api ready",
+                    extra={"store": app.state.store.description, "ingest": settings.ingest},
+                )
+                yield
         finally:
             if own_store:
                 app.state.store.close()
@@ -66,7 +97,7 @@ def create_app(
         redoc_url=None,
     )
 
-    async def context(request: Request) -> Context:
+    async def context(request: HTTPConnection) -> Context:
         # a primary-key lookup in a local SQLite file: cheaper inline than a thread hop
         principal = request.app.state.access.verify(_token(request))
         return Context(
@@ -74,7 +105,8 @@ def create_app(
             access=request.app.state.access,
             settings=settings,
             principal=principal,
-            request_id=request.state.request_id,
+            request_id=getattr(request.state, "request_id", ""),
+            ingestion=request.app.state.ingestion,
         )
 
     graphql = GraphQLRouter(build_schema(settings), context_getter=context, graphql_ide="graphiql")

@@ -31,6 +31,7 @@ class Context(BaseContext):
         settings: Settings,
         principal: ApiKey | None,
         request_id: str,
+        ingestion: Any = None,
     ) -> None:
         super().__init__()
         self.store = store
@@ -39,6 +40,8 @@ class Context(BaseContext):
         self.settings = settings
         self.principal = principal
         self.request_id = request_id
+        self.ingestion = ingestion
+        """The MQTT ingestion running in this server (an ``IngestionRuntime``), if any."""
         self.nodes: DataLoader[str, Node | None] = DataLoader(load_fn=self._load_nodes)
 
     async def call(self, fn: Callable[..., R], *args: Any) -> R:

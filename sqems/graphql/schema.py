@@ -34,6 +34,7 @@ from sqems.graph_model.nodes import UnitStatus as DomainUnitStatus
 from sqems.graphql.access import ApiKey, AuditEntry, Role
 from sqems.graphql.analysis import AnalysisQuery, DefectModelInfo, train_model
 from sqems.graphql.context import Context
+from sqems.graphql.ingestion import IngestionQuery, IngestionSubscription, QuarantineEntry, replay
 from sqems.graphql.types import (
     NODE_OBJECT_TYPES,
     Connection,
@@ -288,7 +289,7 @@ def _depth(depth: int) -> int:
 
 
 @strawberry.type
-class Query(AnalysisQuery):
+class Query(AnalysisQuery, IngestionQuery):
     @strawberry.field(description="A node by its global id (Relay).")
     async def node(self, info: Info[Context, None], id: strawberry.ID) -> Node:
         ctx = info.context
@@ -403,6 +404,19 @@ async def _audited(
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
+        description="Run quarantined entries through the ingestion again (engineer); each "
+        "entry records its outcome."
+    )
+    async def replay_quarantined(
+        self, info: Info[Context, None], ids: list[int]
+    ) -> list[QuarantineEntry]:
+        ctx = info.context
+        done = await _audited(
+            info, "replayQuarantined", Role.ENGINEER, {"ids": ids}, lambda: replay(ctx, ids)
+        )
+        return [QuarantineEntry.of(e) for e in done]
+
+    @strawberry.mutation(
         description="Train (or retrain) a product's defect model on its history (engineer)."
     )
     async def train_defect_model(self, info: Info[Context, None], product: str) -> DefectModelInfo:
@@ -507,6 +521,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     return _Schema(
         query=Query,
         mutation=Mutation,
+        subscription=IngestionSubscription,
         types=list(NODE_OBJECT_TYPES.values()),
         extensions=[
             # clients send the same few documents over and over: parse and validate each

@@ -1,0 +1,225 @@
+"""GraphQL fields of ingestion: its status, the quarantine, replays, and live alarms.
+
+When ``sqems serve --ingest`` (or ``SQEMS_INGEST=true``) runs the MQTT ingestion in the
+API process, ``ingestionStatus`` reports its counters and the ``alarms`` subscription
+streams every alarm as it is raised. The quarantine is a file any process can read, so
+``quarantine`` and ``replayQuarantined`` work either way (a replay needs the readings
+store, which the process running the ingestion holds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import strawberry
+from strawberry.types import Info
+
+from sqems.errors import ValidationFailed
+from sqems.graphql.access import Role
+from sqems.graphql.context import Context
+from sqems.graphql.types import Connection, ConnectionEdge, paginate
+from sqems.ingestion import quarantine as q
+from sqems.ingestion.mqtt import MqttIngestion
+from sqems.ingestion.pipeline import AlarmEvent, Ingestor
+from sqems.ingestion.service import open_quarantine
+
+
+class AlarmHub:
+    """Fans alarms out from the ingestion thread to every subscriber's queue."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queues: set[asyncio.Queue[AlarmEvent]] = set()
+
+    def publish(self, event: AlarmEvent) -> None:
+        """Called on the ingestion thread."""
+        for queue in list(self.queues):
+            self.loop.call_soon_threadsafe(queue.put_nowait, event)
+
+
+@dataclass(slots=True)
+class IngestionRuntime:
+    """The MQTT ingestion running inside the API process."""
+
+    ingestor: Ingestor
+    bridge: MqttIngestion
+    hub: AlarmHub
+    started_at: datetime = field(default_factory=datetime.now)
+
+
+@strawberry.type(description="How ingestion is doing.")
+class IngestionStatus:
+    running: bool = strawberry.field(description="The MQTT ingestion runs in this server.")
+    connected: bool = strawberry.field(description="It is connected to the broker.")
+    broker: str
+    received: int
+    accepted: int
+    quarantined: int
+    duplicates: int
+    alarms: int
+    quarantine_open: int = strawberry.field(description="Quarantined and not replayed OK.")
+    quarantine_kept: int = strawberry.field(description="Every entry ever kept.")
+
+
+@strawberry.type(description="Something ingestion refused, kept whole with the reason.")
+class QuarantineEntry:
+    id: int
+    received_at: str
+    source: str
+    item: int | None = strawberry.field(description="The reading's position in the payload.")
+    reason: str
+    raw: str = strawberry.field(description="The payload as received (UTF-8, escaped).")
+    replayed_at: str | None
+    outcome: str | None
+
+    @classmethod
+    def of(cls, e: q.Entry) -> QuarantineEntry:
+        return cls(
+            id=e.id,
+            received_at=e.received_at,
+            source=e.source,
+            item=e.item,
+            reason=e.reason,
+            raw=e.raw.decode("utf-8", errors="backslashreplace"),
+            replayed_at=e.replayed_at,
+            outcome=e.outcome,
+        )
+
+
+@strawberry.type(description="An alarm raised on the live readings.")
+class LiveAlarm:
+    uid: str
+    rule: str
+    severity: str
+    raised_at: datetime
+    machine: str
+    parameter: str
+    run: str | None
+    value: float | None
+    message: str
+    stop_line: bool = strawberry.field(description="The parameter is critical: stop the line.")
+
+    @classmethod
+    def of(cls, e: AlarmEvent) -> LiveAlarm:
+        a = e.alarm
+        return cls(
+            uid=a.uid,
+            rule=a.rule,
+            severity=a.severity.value,
+            raised_at=a.raised_at,
+            machine=e.topic.machine,
+            parameter=e.topic.parameter,
+            run=e.run,
+            value=a.value,
+            message=a.message,
+            stop_line=e.critical,
+        )
+
+
+def _runtime(info: Info[Context, None]) -> IngestionRuntime | None:
+    runtime: IngestionRuntime | None = info.context.ingestion
+    return runtime
+
+
+@strawberry.type
+class IngestionQuery:
+    @strawberry.field(description="Counters of the running ingestion and the quarantine.")
+    async def ingestion_status(self, info: Info[Context, None]) -> IngestionStatus:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+        runtime = _runtime(info)
+
+        def answer() -> IngestionStatus:
+            with _quarantine(ctx) as store:
+                kept, open_ = store.count(), store.count(open_only=True)
+            c = runtime.ingestor.counters if runtime else None
+            return IngestionStatus(
+                running=runtime is not None,
+                connected=bool(runtime and runtime.bridge.connected.is_set()),
+                broker=f"mqtt://{ctx.settings.mqtt_host}:{ctx.settings.mqtt_port}",
+                received=c.received if c else 0,
+                accepted=c.accepted if c else 0,
+                quarantined=c.quarantined if c else 0,
+                duplicates=c.duplicates if c else 0,
+                alarms=c.alarms if c else 0,
+                quarantine_open=open_,
+                quarantine_kept=kept,
+            )
+
+        return await ctx.call(answer)
+
+    @strawberry.field(description="Quarantined entries, oldest first, a page at a time.")
+    async def quarantine(
+        self,
+        info: Info[Context, None],
+        first: int = 50,
+        after: str | None = None,
+        include_replayed: bool = False,
+    ) -> Connection[QuarantineEntry]:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+
+        def answer() -> list[q.Entry]:
+            with _quarantine(ctx) as store:
+                return store.entries(limit=1_000_000, open_only=not include_replayed)
+
+        entries = await ctx.call(answer)
+        page = paginate(entries, first, after, ctx.settings.api_max_page_size)
+        return Connection(
+            edges=[
+                ConnectionEdge(cursor=e.cursor, node=QuarantineEntry.of(e.node)) for e in page.edges
+            ],
+            page_info=page.page_info,
+            total_count=page.total_count,
+        )
+
+
+@strawberry.type
+class IngestionSubscription:
+    @strawberry.subscription(description="Alarms as the running ingestion raises them.")
+    async def alarms(self, info: Info[Context, None]) -> AsyncGenerator[LiveAlarm, None]:
+        info.context.require(Role.VIEWER)
+        runtime = _runtime(info)
+        if runtime is None:
+            raise ValidationFailed(
+                "ingestion does not run in this server: start it with `sqems serve --ingest`"
+            )
+        queue: asyncio.Queue[AlarmEvent] = asyncio.Queue()
+        runtime.hub.queues.add(queue)
+        try:
+            while True:
+                yield LiveAlarm.of(await queue.get())
+        finally:
+            runtime.hub.queues.discard(queue)
+
+
+def replay(ctx: Context, ids: list[int]) -> list[q.Entry]:
+    """Replay entries through the running ingestion's pipeline."""
+    runtime: IngestionRuntime | None = ctx.ingestion
+    if runtime is None:
+        raise ValidationFailed(
+            "replays run through the ingestion pipeline, which does not run in this server: "
+            "start it with `sqems serve --ingest`, or use `sqems quarantine replay` where "
+            "`sqems ingest` runs"
+        )
+    if not 1 <= len(ids) <= ctx.settings.api_max_page_size:
+        raise ValidationFailed(f"replay 1 to {ctx.settings.api_max_page_size} entries at once")
+    return [runtime.ingestor.replay(i) for i in ids]
+
+
+@contextmanager
+def _quarantine(ctx: Context) -> Iterator[q.Quarantine]:
+    """The running ingestion's quarantine, or the data directory's opened for a moment."""
+    runtime: IngestionRuntime | None = ctx.ingestion
+    if runtime is not None:
+        yield runtime.ingestor.quarantine
+        return
+    opened = open_quarantine(ctx.settings)
+    try:
+        yield opened
+    finally:
+        opened.close()

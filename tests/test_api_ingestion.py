@@ -1,0 +1,145 @@
+"""The API with the MQTT ingestion running inside it, against a real Mosquitto broker:
+ingestion status, the quarantine, replays, and alarms streamed over a WebSocket."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from conftest import Broker
+from live_server import LiveServer
+from paho.mqtt.enums import CallbackAPIVersion
+from websockets.sync.client import connect
+
+from sqems.datasets import PlantSpec, generate, load_plant
+from sqems.datasets.files import plant_sections
+from sqems.graph_model import EmbeddedGraphStore
+from sqems.graphql import AccessStore, Role, create_app
+from sqems.settings import Settings
+
+OPERATIONS = Path(__file__).resolve().parent.parent / "sqems" / "graphql" / "operations"
+PEAK = "sqems/v1/SITE-1/LINE-PCB/M-REFLOW-2/P-REFLOW-PEAK"
+
+
+class Served:
+    def __init__(self, url: str, tokens: dict[Role, str]) -> None:
+        self.url, self.tokens = url, tokens
+
+    def post(
+        self, name: str, variables: dict[str, Any] | None = None, role: Role = Role.VIEWER
+    ) -> dict[str, Any]:
+        response = httpx.post(
+            f"{self.url}/graphql",
+            json={
+                "query": (OPERATIONS / f"{name}.graphql").read_text(),
+                "variables": variables or {},
+            },
+            headers={"Authorization": f"Bearer {self.tokens[role]}"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+
+@pytest.fixture(scope="module")
+def served(mosquitto: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    data = tmp_path_factory.mktemp("api-ingest")
+    store = EmbeddedGraphStore(None)
+    load_plant(store, plant_sections(generate(PlantSpec(units=1_000, seed=3))))
+    access = AccessStore(None)
+    tokens = {role: access.create_key(role.label, role)[1] for role in Role}
+    settings = Settings(
+        data_dir=data,
+        ingest=True,
+        mqtt_host=mosquitto.host,
+        mqtt_port=mosquitto.port,
+        mqtt_client_id="sqems-api-test",
+    )
+    with LiveServer(create_app(settings, store=store, access=access)) as server:
+        yield Served(server.url, tokens)
+    access.close()
+    store.close()
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def status(served: Served) -> dict[str, Any]:
+    body = served.post("ingestion_status")
+    assert "errors" not in body, body
+    result: dict[str, Any] = body["data"]["ingestionStatus"]
+    return result
+
+
+def test_ingestion_runs_in_the_server_and_streams_alarms(served: Served, mosquitto: Broker) -> None:
+    wait_for(lambda: status(served)["connected"], "the server's ingestion to connect")
+    alarms: list[dict[str, Any]] = []
+    ready = threading.Event()
+
+    def listen() -> None:
+        url = served.url.replace("http://", "ws://") + "/graphql"
+        headers = {"Authorization": f"Bearer {served.tokens[Role.VIEWER]}"}
+        with connect(
+            url,
+            subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+            additional_headers=headers,
+        ) as ws:
+            ws.send(json.dumps({"type": "connection_init"}))
+            assert json.loads(ws.recv(10))["type"] == "connection_ack"
+            query = (OPERATIONS / "alarms.graphql").read_text()
+            ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
+            ready.set()
+            while len(alarms) < 2:
+                message = json.loads(ws.recv(30))
+                assert message["type"] == "next", message
+                alarms.append(message["payload"]["data"]["alarms"])
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert ready.wait(10)
+    time.sleep(0.3)
+
+    sender = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="api-test-sensor")
+    sender.connect(mosquitto.host, mosquitto.port)
+    sender.loop_start()
+    now = datetime.now(UTC).isoformat()
+    values = [242.5] * 5 + [251.0] * 5
+    batch = [
+        {"ts": now, "value": v, "unit": "degC", "id": f"api-{i}"} for i, v in enumerate(values)
+    ]
+    sender.publish(PEAK, json.dumps(batch), qos=1).wait_for_publish(5)
+    sender.publish(PEAK, b"{broken", qos=1).wait_for_publish(5)
+    sender.loop_stop()
+
+    wait_for(lambda: status(served)["received"] == 11, "the readings to be ingested")
+    s = status(served)
+    assert (s["running"], s["accepted"], s["quarantined"], s["alarms"]) == (True, 10, 1, 2)
+    listener.join(30)
+    assert {a["rule"] for a in alarms} == {"nelson_1", "nelson_5"}
+    assert all(a["stopLine"] and a["machine"] == "M-REFLOW-2" for a in alarms)
+
+    page = served.post("quarantine", {"first": 10})["data"]["quarantine"]
+    assert page["totalCount"] == 1
+    entry = page["edges"][0]["node"]
+    assert entry["raw"] == "{broken" and "not JSON" in entry["reason"]
+
+    denied = served.post("replay_quarantined", {"ids": [entry["id"]]}, Role.INSPECTOR)
+    assert denied["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    replayed = served.post("replay_quarantined", {"ids": [entry["id"]]}, Role.ENGINEER)
+    (done,) = replayed["data"]["replayQuarantined"]
+    assert "not JSON" in done["outcome"] and done["replayedAt"]
