@@ -105,8 +105,12 @@ def messages(
 def publish(
     port: int, batch: list[tuple[str, list[dict[str, Any]]]], restart_at: int | None, ready: Any
 ) -> None:
-    """Publisher process: stamp each reading with the publish time and send at QoS 1."""
-    c = client(port, f"bench-pub-{time.monotonic_ns()}")
+    """Publisher process: stamp each reading with the publish time and send at QoS 1.
+
+    Like a real gateway it keeps a persistent session, so what was in flight when the
+    broker went away is sent again, and it waits until every message is acknowledged."""
+    c = client(port, f"bench-pub-{time.monotonic_ns()}", clean=False)
+    infos = []
     ready.wait()
     for k, (topic, items) in enumerate(batch):
         if restart_at is not None and k == restart_at:
@@ -114,12 +118,9 @@ def publish(
         now = datetime.now(UTC).isoformat()
         for item in items:
             item["ts"] = now
-        while True:
-            info = c.publish(topic, json.dumps(items), qos=1)
-            if info.rc == mqtt.MQTT_ERR_SUCCESS:
-                break
-            time.sleep(0.05)
-    time.sleep(1.0)
+        infos.append(c.publish(topic, json.dumps(items), qos=1))
+    for info in infos:
+        info.wait_for_publish(timeout=120)
     c.loop_stop()
 
 
