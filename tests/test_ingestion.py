@@ -211,7 +211,7 @@ def test_every_reading_is_accepted_quarantined_or_a_duplicate(
             ingestor.handle(topic, json.dumps(items).encode(), T0)
         c = ingestor.counters
         sent = sum(max(1, len(items)) for _, items in messages)
-        assert c.received == sent == c.accepted + c.quarantined + c.duplicates
+        assert c.received == sent == c.accepted + c.quarantined + c.duplicates + c.spooled
         assert readings.count() == c.accepted
         assert quarantine.count() == c.quarantined
     finally:

@@ -5,7 +5,7 @@ arrival time), in batches, and for every reading either accepts it (stored in th
 readings store in its parameter's unit), counts it as a duplicate (its message id is
 already stored), or quarantines it with the reason. The invariant the tests check:
 
-    received = accepted + quarantined + duplicates
+    received = accepted + quarantined + duplicates + spooled
 
 counted in readings (a payload that is not even a list of readings counts as one).
 
@@ -29,6 +29,7 @@ import bisect
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,12 +37,13 @@ from typing import NamedTuple
 
 from sqems.analysis.rules import RULES
 from sqems.analysis.streaming import RuleMonitor
-from sqems.errors import SqemsError, ValidationFailed
+from sqems.errors import GraphUnavailable, SqemsError, ValidationFailed
 from sqems.graph_model.nodes import Alarm, Parameter, ProcessRun, Severity
 from sqems.graph_model.store import Direction, Edge, GraphStore
 from sqems.ingestion.payloads import Quality, Reading, Topic, decode
 from sqems.ingestion.quarantine import Entry, NewEntry, Quarantine
 from sqems.ingestion.readings import ReadingsStore, StoredReading
+from sqems.ingestion.spool import Spool, decode_alarm, decode_message
 from sqems.ingestion.units import UnitConverter
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,8 @@ hundred readings of even a perfect process, which at 10 Hz is an alarm a minute 
 sensor: they belong on the SPC charts of per-run summaries, not on raw streams."""
 
 
+RETRY_S = 5.0
+"""How long to wait before trying the graph store again after it failed."""
 CLEAR_AFTER = 50
 """Readings without the rule firing that close an open alarm."""
 
@@ -81,6 +85,8 @@ class Counters:
     quarantined: int = 0
     duplicates: int = 0
     alarms: int = 0
+    spooled: int = 0
+    """Readings waiting in the spool for the graph store to come back."""
 
     def add(self, other: Counters) -> None:
         self.received += other.received
@@ -88,6 +94,7 @@ class Counters:
         self.quarantined += other.quarantined
         self.duplicates += other.duplicates
         self.alarms += other.alarms
+        self.spooled += other.spooled
 
 
 @dataclass(slots=True)
@@ -111,6 +118,7 @@ class Ingestor:
         *,
         sinks: Sequence[Callable[[AlarmEvent], None]] = (),
         converter: UnitConverter | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self.graph = graph
         self.readings = readings
@@ -118,6 +126,8 @@ class Ingestor:
         self.sinks = list(sinks)
         self.convert = converter or UnitConverter()
         self.counters = Counters()
+        self.spool = spool if spool is not None else Spool(None)
+        self._next_drain = 0.0
         self._series: dict[tuple[str, str], _Series] = {}
         self._machines: dict[str, bool] = {}
         self._runs: dict[str, tuple[list[float], list[tuple[float, str]]]] = {}
@@ -132,10 +142,37 @@ class Ingestor:
     def handle_many(self, messages: Iterable[Message]) -> Counters:
         """Ingest messages in one write to the readings store; the counts of this batch."""
         with self._lock:
+            self._drain()
             counts, rejected = self._ingest(messages)
             counts.quarantined += self.quarantine.add(rejected)
             self.counters.add(counts)
             return counts
+
+    def drain(self) -> None:
+        """Finish what waits in the spool, if the graph store answers again."""
+        with self._lock:
+            self._next_drain = 0.0
+            self._drain()
+
+    def _drain(self) -> None:
+        if not len(self.spool) or time.monotonic() < self._next_drain:
+            return
+        items = self.spool.take()
+        alarms = [decode_alarm(i) for i in items if i["kind"] == "alarm"]
+        messages = [Message(*decode_message(i)) for i in items if i["kind"] == "message"]
+        try:
+            if alarms:
+                with self.graph.transaction() as batch:
+                    batch.add_nodes(a for a, _ in alarms)
+                    batch.add_edges(e for _, edges in alarms for e in edges)
+        except GraphUnavailable:
+            self.spool.put_back(items)
+            self._next_drain = time.monotonic() + RETRY_S
+            return
+        counts, rejected = self._ingest(messages, first_time=False)
+        counts.quarantined += self.quarantine.add(rejected)
+        self.counters.add(counts)
+        log.info("drained the spool", extra={"alarms": len(alarms), "messages": len(messages)})
 
     def replay(self, entry_id: int) -> Entry:
         """Run a quarantined entry through the pipeline again (after its cause was
@@ -158,12 +195,14 @@ class Ingestor:
             outcome = "; ".join(r.reason for r in rejected) or "refused"
         return self.quarantine.mark_replayed(entry_id, outcome)
 
-    def _ingest(self, messages: Iterable[Message]) -> tuple[Counters, list[NewEntry]]:
+    def _ingest(
+        self, messages: Iterable[Message], *, first_time: bool = True
+    ) -> tuple[Counters, list[NewEntry]]:
         counts = Counters()
         rejected: list[NewEntry] = []
         accepted: list[tuple[Topic, Reading, StoredReading]] = []
         for message in messages:
-            self._sort(message, counts, rejected, accepted)
+            self._sort(message, counts, rejected, accepted, first_time)
         fresh = {r.message_id for r in self.readings.write([s for _, _, s in accepted])}
         counts.accepted += len(fresh)
         counts.duplicates += len(accepted) - len(fresh)
@@ -177,6 +216,7 @@ class Ingestor:
         counts: Counters,
         rejected: list[NewEntry],
         accepted: list[tuple[Topic, Reading, StoredReading]],
+        first_time: bool = True,
     ) -> None:
         source = f"mqtt:{message.topic}"
 
@@ -184,7 +224,10 @@ class Ingestor:
             rejected.append(NewEntry(source, reason, message.payload, item, message.received_at))
 
         readings, bad = decode(message.payload)
-        counts.received += len(readings) + len(bad)
+        if first_time:
+            counts.received += len(readings) + len(bad)
+        else:  # back from the spool: counted when it first arrived
+            counts.spooled -= len(readings)
         for b in bad:
             refuse(b.reason, b.item)
         if not readings:
@@ -192,6 +235,12 @@ class Ingestor:
         try:
             topic = Topic.parse(message.topic)
             series = self._series_of(topic)
+        except GraphUnavailable:
+            # not the message's fault: keep it to try again when the store is back
+            self.spool.add_message(message.topic, message.payload, message.received_at)
+            counts.spooled += len(readings)
+            self._next_drain = time.monotonic() + RETRY_S
+            return
         except SqemsError as exc:
             for decoded in readings:
                 refuse(str(exc), decoded.item)
@@ -296,9 +345,14 @@ class Ingestor:
             edges.append(Edge("RAISED_ON", uid, e.topic.parameter))
             if e.run is not None:
                 edges.append(Edge("RAISED_ON", uid, e.run))
-        with self.graph.transaction() as batch:
-            batch.add_nodes(e.alarm for e in events)
-            batch.add_edges(edges)
+        try:
+            with self.graph.transaction() as batch:
+                batch.add_nodes(e.alarm for e in events)
+                batch.add_edges(edges)
+        except GraphUnavailable:
+            by_alarm = [(e.alarm, [x for x in edges if x.src == e.alarm.uid]) for e in events]
+            self.spool.add_alarms(by_alarm)
+            self._next_drain = time.monotonic() + RETRY_S
         for event in events:
             for sink in self.sinks:
                 try:
@@ -310,10 +364,14 @@ class Ingestor:
         """The process run on ``machine`` at ``when`` (cached per machine; runs the
         cache does not know yet are found on the next reload)."""
         if machine not in self._runs:
-            runs = [e.src for e in self.graph.edges([machine], {"ON": Direction.IN})]
+            try:
+                runs = [e.src for e in self.graph.edges([machine], {"ON": Direction.IN})]
+                nodes = self.graph.get_many(runs)
+            except GraphUnavailable:
+                return None  # the alarm goes out without its run rather than not at all
             spans = sorted(
                 (span[0], span[1], uid)
-                for uid, node in self.graph.get_many(runs).items()
+                for uid, node in nodes.items()
                 if isinstance(node, ProcessRun) and (span := node.interval()) is not None
             )
             self._runs[machine] = ([s[0] for s in spans], [(s[1], s[2]) for s in spans])

@@ -1,7 +1,8 @@
 """Where ingestion keeps its files, and the pipeline built from settings.
 
 Under the data directory: ``readings.duckdb`` (the readings store),
-``quarantine.db`` (everything refused) and ``parquet/`` (exports).
+``quarantine.db`` (everything refused), ``spool.jsonl`` (what waits for the graph store)
+and ``parquet/`` (exports).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from sqems.ingestion.mqtt import MqttIngestion
 from sqems.ingestion.pipeline import Ingestor
 from sqems.ingestion.quarantine import Quarantine
 from sqems.ingestion.readings import ReadingsStore
+from sqems.ingestion.spool import Spool
 from sqems.settings import Settings
 
 READINGS_FILE = "readings.duckdb"
 QUARANTINE_FILE = "quarantine.db"
+SPOOL_FILE = "spool.jsonl"
 
 
 def open_quarantine(settings: Settings) -> Quarantine:
@@ -32,7 +35,7 @@ def ingestor(settings: Settings, graph: GraphStore) -> Iterator[Ingestor]:
     readings = ReadingsStore(settings.data_dir / READINGS_FILE)
     quarantine = Quarantine(settings.data_dir / QUARANTINE_FILE)
     try:
-        yield Ingestor(graph, readings, quarantine)
+        yield Ingestor(graph, readings, quarantine, spool=Spool(settings.data_dir / SPOOL_FILE))
     finally:
         readings.close()
         quarantine.close()
