@@ -61,6 +61,7 @@ class IngestionStatus:
     quarantined: int
     duplicates: int
     alarms: int
+    spooled: int = strawberry.field(description="Readings waiting for the graph store.")
     quarantine_open: int = strawberry.field(description="Quarantined and not replayed OK.")
     quarantine_kept: int = strawberry.field(description="Every entry ever kept.")
 
@@ -146,6 +147,7 @@ class IngestionQuery:
                 quarantined=c.quarantined if c else 0,
                 duplicates=c.duplicates if c else 0,
                 alarms=c.alarms if c else 0,
+                spooled=c.spooled if c else 0,
                 quarantine_open=open_,
                 quarantine_kept=kept,
             )
