@@ -50,7 +50,7 @@ from sqems.graph_model.neo4j_server import NEO4J_VERSION
 from sqems.graph_model.open import local_server
 from sqems.graphql import AccessStore, Role, create_app, sdl
 from sqems.graphql.app import ACCESS_FILE
-from sqems.ingestion import sensors, service
+from sqems.ingestion import importers, sensors, service
 from sqems.settings import Settings
 
 app = typer.Typer(
@@ -615,6 +615,39 @@ def sensors_cmd(
         client.loop_stop()
         client.disconnect()
     out.print(f"published {sent:,} messages from {len(found)} sensors")
+
+
+@_command("import")
+def import_cmd(
+    kind: Annotated[str, typer.Argument(help="erp, plm, crm or inspection.")],
+    path: Annotated[Path, typer.Argument(help="A CSV file named after its table, or a folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Import an ERP, PLM, CRM or inspection extract, cleansed: what cannot be taken goes
+    to the quarantine with the reason (see `sqems quarantine list`)."""
+    with _store() as (store, settings):
+        q = service.open_quarantine(settings)
+        try:
+            report = importers.import_file(store, q, kind, path)
+        finally:
+            q.close()
+    if as_json:
+        out.print_json(json.dumps(report.as_dict()))
+        return
+    table = Table("table", "read", "imported", "duplicates", "quarantined", box=None)
+    for name in sorted(report.read):
+        table.add_row(
+            name,
+            f"{report.read[name]:,}",
+            f"{report.imported[name]:,}",
+            f"{report.duplicates[name]:,}",
+            f"{report.quarantined[name]:,}",
+        )
+    out.print(table)
+    if report.reasons:
+        out.print("quarantined: " + ", ".join(f"{n} {r}" for r, n in report.reasons.items()))
+    if report.units_unified:
+        out.print(f"unit spellings unified: {report.units_unified}")
 
 
 @_command("list", on=quarantine_app)
