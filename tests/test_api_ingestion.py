@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import Broker
+from conftest import Broker, wait_for
 from live_server import LiveServer
 from paho.mqtt.enums import CallbackAPIVersion
 from websockets.sync.client import connect
@@ -68,15 +68,6 @@ def served(mosquitto: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield Served(server.url, tokens)
     access.close()
     store.close()
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def status(served: Served) -> dict[str, Any]:

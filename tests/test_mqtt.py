@@ -12,7 +12,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import Broker
+from conftest import Broker, wait_for
 from paho.mqtt.enums import CallbackAPIVersion
 
 from sqems.datasets import PlantSpec, generate, load_plant
@@ -38,15 +38,6 @@ def client(broker: Broker, name: str) -> mqtt.Client:
     c.connect(broker.host, broker.port)
     c.loop_start()
     return c
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def readings(start: int, n: int, at: datetime, value: Callable[[int], float]) -> list[bytes]:

@@ -143,19 +143,17 @@ def import_file(store: GraphStore, quarantine: Quarantine, kind: str, path: Path
     # nodes first, so relationships may point at nodes of the same import
     for f, name in sorted(tables, key=lambda t: t[1] in REL_TYPES):
         if name in NODE_TYPES:
-            _nodes(f, name, kind, report, rejected, nodes)
+            _nodes(f, _Refuse(report, rejected, kind, f, name), nodes)
     if nodes:
         store.upsert_nodes(nodes.values())
     for f, name in tables:
         if name in REL_TYPES:
-            _edges(store, f, name, kind, report, rejected)
+            _edges(store, f, _Refuse(report, rejected, kind, f, name))
     quarantine.add(rejected)
     return report
 
 
-def _rows(
-    path: Path, report: ImportReport, name: str, kind: str, rejected: list[NewEntry]
-) -> Iterator[_Row]:
+def _rows(path: Path, refuse: _Refuse) -> Iterator[_Row]:
     text = path.read_text(encoding="utf-8", errors="surrogateescape")
     lines = text.splitlines()
     reader = csv.reader(io.StringIO(text))
@@ -167,16 +165,11 @@ def _rows(
         raw = (lines[number - 1] if number - 1 < len(lines) else ",".join(row)).encode(
             "utf-8", errors="surrogateescape"
         )
-        report.read[name] += 1
+        refuse.report.read[refuse.table] += 1
         if len(row) != len(header):
-            _refuse(
-                report,
-                rejected,
-                kind,
-                path,
+            refuse(
                 number,
                 raw,
-                name,
                 "malformed",
                 f"{len(row)} cells, the header has {len(header)}",
             )
@@ -184,18 +177,12 @@ def _rows(
         yield _Row(number, raw, {k: v for k, v in zip(header, row, strict=True) if v != ""})
 
 
-def _nodes(
-    path: Path,
-    label: str,
-    kind: str,
-    report: ImportReport,
-    rejected: list[NewEntry],
-    nodes: dict[str, Node],
-) -> None:
+def _nodes(path: Path, refuse: _Refuse, nodes: dict[str, Node]) -> None:
+    report, label = refuse.report, refuse.table
     model = node_type(label)
     seen: dict[str, dict[str, str]] = {}
     latest = datetime.now(UTC) + FUTURE_TOLERANCE
-    for row in _rows(path, report, label, kind, rejected):
+    for row in _rows(path, refuse):
         cells = row.cells
         if "unit" in cells and cells["unit"] in UNIT_SPELLINGS:
             cells["unit"] = UNIT_SPELLINGS[cells["unit"]]
@@ -205,14 +192,9 @@ def _nodes(
             if seen[uid] == cells:
                 report.duplicates[label] += 1
             else:
-                _refuse(
-                    report,
-                    rejected,
-                    kind,
-                    path,
+                refuse(
                     row.line,
                     row.raw,
-                    label,
                     "conflict",
                     f"uid {uid} appears again with other values; the first row was kept",
                 )
@@ -220,18 +202,13 @@ def _nodes(
         try:
             node = model.parse(cells)
         except ValidationFailed as exc:
-            _refuse(report, rejected, kind, path, row.line, row.raw, label, "invalid", exc.message)
+            refuse(row.line, row.raw, "invalid", exc.message)
             continue
         future = [k for k, v in node.model_dump().items() if isinstance(v, datetime) and v > latest]
         if future:
-            _refuse(
-                report,
-                rejected,
-                kind,
-                path,
+            refuse(
                 row.line,
                 row.raw,
-                label,
                 "future",
                 f"{', '.join(future)} is in the future ({getattr(node, future[0])})",
             )
@@ -241,15 +218,9 @@ def _nodes(
         report.imported[label] += 1
 
 
-def _edges(
-    store: GraphStore,
-    path: Path,
-    type_: str,
-    kind: str,
-    report: ImportReport,
-    rejected: list[NewEntry],
-) -> None:
-    rows = list(_rows(path, report, type_, kind, rejected))
+def _edges(store: GraphStore, path: Path, refuse: _Refuse) -> None:
+    report, type_ = refuse.report, refuse.table
+    rows = list(_rows(path, refuse))
     ends = {r.cells.get(k, "") for r in rows for k in ("src", "dst")} - {""}
     known = set(store.get_many(ends))
     edges: list[tuple[Edge, _Row]] = []
@@ -259,14 +230,9 @@ def _edges(
         src, dst = props.pop("src", ""), props.pop("dst", "")
         missing = [u or "(empty)" for u in (src, dst) if u not in known]
         if missing:
-            _refuse(
-                report,
-                rejected,
-                kind,
-                path,
+            refuse(
                 row.line,
                 row.raw,
-                type_,
                 "unknown reference",
                 f"{type_} {src or '?'}→{dst or '?'}: {', '.join(missing)} "
                 "is neither in the graph nor in this import",
@@ -288,22 +254,21 @@ def _edges(
                 store.upsert_edges([edge])
                 report.imported[type_] += 1
             except SqemsError as exc:
-                _refuse(
-                    report, rejected, kind, path, row.line, row.raw, type_, "invalid", exc.message
-                )
+                refuse(row.line, row.raw, "invalid", exc.message)
 
 
-def _refuse(
-    report: ImportReport,
-    rejected: list[NewEntry],
-    kind: str,
-    path: Path,
-    line: int,
-    raw: bytes,
-    table: str,
-    problem: str,
-    reason: str,
-) -> None:
-    report.quarantined[table] += 1
-    report.reasons[problem] += 1
-    rejected.append(NewEntry(f"file:{kind}:{path}#{line}", f"{table}: {reason}", raw))
+@dataclass(frozen=True, slots=True)
+class _Refuse:
+    """Quarantines rows of one table of one file, counting them in the report."""
+
+    report: ImportReport
+    rejected: list[NewEntry]
+    kind: str
+    path: Path
+    table: str
+
+    def __call__(self, line: int, raw: bytes, problem: str, reason: str) -> None:
+        self.report.quarantined[self.table] += 1
+        self.report.reasons[problem] += 1
+        source = f"file:{self.kind}:{self.path}#{line}"
+        self.rejected.append(NewEntry(source, f"{self.table}: {reason}", raw))
