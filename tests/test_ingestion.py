@@ -293,3 +293,26 @@ def test_a_quarantined_reading_is_accepted_on_replay_once_its_cause_is_fixed(
     assert [e.id for e in ingestor.quarantine.entries()] == [entries[0].id]
     assert ingestor.quarantine.get(entries[1].id).raw == raw  # kept as received
     assert ingestor.replay(entries[1].id).outcome == "duplicate"
+
+
+def test_a_finished_runs_mean_reading_becomes_its_recorded_actual(
+    ingestor: Ingestor, graph: GraphStore
+) -> None:
+    ovens = {
+        m: [e.src for e in graph.edges([m], {"ON": Direction.IN})]
+        for m in ("M-REFLOW-1", "M-REFLOW-2")
+    }
+    machine = max(ovens, key=lambda m: len(ovens[m]))
+    spans = sorted((span, r) for r in ovens[machine] if (span := graph.get(r).interval()))
+    ((a_start, a_end), first), ((b_start, _), _) = spans[0], spans[1]
+    inside = [datetime.fromtimestamp(a_start + (a_end - a_start) * k / 6, UTC) for k in (1, 2, 3)]
+    items = [
+        reading(500 + i, v, at=t)
+        for i, (v, t) in enumerate(zip([241.0, 242.0, 246.0], inside, strict=True))
+    ]
+    # a reading in the next run closes the first one
+    items.append(reading(510, 243.0, at=datetime.fromtimestamp(b_start + 1, UTC)))
+    topic = f"sqems/v1/SITE-1/LINE-PCB/{machine}/P-REFLOW-PEAK"
+    ingestor.handle(topic, payload(*items), datetime.fromtimestamp(b_start + 60, UTC))
+    recorded = {e.dst: e.props for e in graph.edges([first], {"RECORDED": Direction.OUT})}
+    assert recorded["P-REFLOW-PEAK"] == {"value": 243.0, "unit": "degC"}

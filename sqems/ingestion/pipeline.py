@@ -16,6 +16,10 @@ machine at that time (one alarm per rule until the rule has been quiet for
 ``CLEAR_AFTER`` readings), and handed to the alarm sinks (the MQTT publisher, the GraphQL
 subscription). An alarm on a parameter marked critical asks the line to stop.
 
+When a series' readings move past the end of a process run, the run's mean reading is
+written as its ``RECORDED`` actual: the per-run summary the graph keeps (and the SPC
+charts of :mod:`sqems.analysis.charts` plot).
+
 Monitor limits: a parameter is judged against its specification as designed — centre
 at the target (the middle of the limits without one) and sigma an eighth of the
 tolerance, i.e. a centred process with Cpk 1.33 — so rule 1 fires three quarters of the
@@ -25,7 +29,6 @@ both limits is stored but not watched.
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
 import threading
@@ -38,12 +41,13 @@ from typing import NamedTuple
 from sqems.analysis.rules import RULES
 from sqems.analysis.streaming import RuleMonitor
 from sqems.errors import GraphUnavailable, SqemsError, ValidationFailed
-from sqems.graph_model.nodes import Alarm, Parameter, ProcessRun, Severity
-from sqems.graph_model.store import Direction, Edge, GraphStore
+from sqems.graph_model.nodes import Alarm, Parameter, Severity
+from sqems.graph_model.store import Edge, GraphStore
 from sqems.ingestion.payloads import Quality, Reading, Topic, decode
 from sqems.ingestion.quarantine import Entry, NewEntry, Quarantine
 from sqems.ingestion.readings import ReadingsStore, StoredReading
-from sqems.ingestion.spool import Spool, decode_alarm, decode_message
+from sqems.ingestion.runs import RunCalendar, RunSpan
+from sqems.ingestion.spool import Spool, decode_alarm, decode_edges, decode_message
 from sqems.ingestion.units import UnitConverter
 
 log = logging.getLogger(__name__)
@@ -105,6 +109,8 @@ class _Series:
     monitor: RuleMonitor | None
     quiet: dict[str, int] = field(default_factory=dict)
     """Rules with an open alarm → readings since the rule last fired."""
+    run: RunSpan | None = None
+    """The run the latest reading fell in; summarised when a reading falls outside it."""
 
 
 class Ingestor:
@@ -130,7 +136,7 @@ class Ingestor:
         self._next_drain = 0.0
         self._series: dict[tuple[str, str], _Series] = {}
         self._machines: dict[str, bool] = {}
-        self._runs: dict[str, tuple[list[float], list[tuple[float, str]]]] = {}
+        self.runs = RunCalendar(graph)
         self._lock = threading.Lock()
 
     # --- the pipeline ------------------------------------------------------------------
@@ -159,12 +165,14 @@ class Ingestor:
             return
         items = self.spool.take()
         alarms = [decode_alarm(i) for i in items if i["kind"] == "alarm"]
+        summaries = [e for i in items if i["kind"] == "edges" for e in decode_edges(i)]
         messages = [Message(*decode_message(i)) for i in items if i["kind"] == "message"]
         try:
-            if alarms:
+            if alarms or summaries:
                 with self.graph.transaction() as batch:
                     batch.add_nodes(a for a, _ in alarms)
                     batch.add_edges(e for _, edges in alarms for e in edges)
+                    batch.add_edges(summaries)
         except GraphUnavailable:
             self.spool.put_back(items)
             self._next_drain = time.monotonic() + RETRY_S
@@ -301,8 +309,14 @@ class Ingestor:
 
     def _watch(self, accepted: list[tuple[Topic, Reading, StoredReading]]) -> int:
         raised: list[AlarmEvent] = []
+        finished: list[tuple[Topic, Parameter, RunSpan]] = []
         for topic, reading, stored in sorted(accepted, key=lambda t: t[2].ts):
             series = self._series[(topic.machine, topic.parameter)]
+            t = stored.ts.timestamp()
+            if series.run is None or not series.run.start <= t <= series.run.end:
+                if series.run is not None:
+                    finished.append((topic, series.parameter, series.run))
+                series.run = self.runs.run_at(topic.machine, stored.ts)
             if reading.quality is not Quality.GOOD or series.monitor is None:
                 continue
             fired = {hit.rule for hit in series.monitor.push(stored.value)}
@@ -319,7 +333,25 @@ class Ingestor:
                 series.quiet.setdefault(rule, 0)
         if raised:
             self._record(raised)
+        if finished:
+            self._summarise(finished)
         return len(raised)
+
+    def _summarise(self, finished: list[tuple[Topic, Parameter, RunSpan]]) -> None:
+        """Write each finished run's mean reading as its ``RECORDED`` actual."""
+        edges = []
+        for topic, spec, run in finished:
+            mean = self.readings.mean(topic.machine, topic.parameter, run.start, run.end)
+            if mean is not None:
+                props = {"value": round(mean, 6), "unit": spec.unit}
+                edges.append(Edge("RECORDED", run.uid, spec.uid, props))
+        if not edges:
+            return
+        try:
+            self.graph.upsert_edges(edges)
+        except GraphUnavailable:
+            self.spool.add_edges(edges)
+            self._next_drain = time.monotonic() + RETRY_S
 
     def _alarm(
         self, topic: Topic, series: _Series, rule: str, reading: StoredReading
@@ -335,7 +367,8 @@ class Ingestor:
             message=f"{RULES[rule].title}: {spec.name} on {topic.machine} at "
             f"{reading.value:g} {spec.unit}",
         )
-        return AlarmEvent(alarm, topic, self._run_at(topic.machine, reading.ts), spec.critical)
+        run = self.runs.run_at(topic.machine, reading.ts)
+        return AlarmEvent(alarm, topic, run.uid if run else None, spec.critical)
 
     def _record(self, events: list[AlarmEvent]) -> None:
         edges: list[Edge] = []
@@ -359,29 +392,6 @@ class Ingestor:
                     sink(event)
                 except Exception:  # a sink failing must not lose the readings or alarms
                     log.exception("alarm sink failed", extra={"alarm": event.alarm.uid})
-
-    def _run_at(self, machine: str, when: datetime) -> str | None:
-        """The process run on ``machine`` at ``when`` (cached per machine; runs the
-        cache does not know yet are found on the next reload)."""
-        if machine not in self._runs:
-            try:
-                runs = [e.src for e in self.graph.edges([machine], {"ON": Direction.IN})]
-                nodes = self.graph.get_many(runs)
-            except GraphUnavailable:
-                return None  # the alarm goes out without its run rather than not at all
-            spans = sorted(
-                (span[0], span[1], uid)
-                for uid, node in nodes.items()
-                if isinstance(node, ProcessRun) and (span := node.interval()) is not None
-            )
-            self._runs[machine] = ([s[0] for s in spans], [(s[1], s[2]) for s in spans])
-        starts, ends = self._runs[machine]
-        t = when.timestamp()
-        at = bisect.bisect_right(starts, t) - 1
-        if at >= 0 and ends[at][0] >= t:
-            return ends[at][1]
-        self._runs.pop(machine)  # perhaps a new run: look again next time
-        return None
 
 
 def monitor_for(spec: Parameter) -> RuleMonitor | None:

@@ -133,6 +133,17 @@ class ReadingsStore:
                 for ts, v in self._db.execute(query + " ORDER BY ts", params).fetchall()
             ]
 
+    def mean(self, machine: str, parameter: str, start: float, end: float) -> float | None:
+        """The mean of one series' readings between POSIX times ``start`` and ``end``
+        (None when there are none)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT avg(value) FROM readings WHERE machine = ? AND parameter = ? "
+                "AND ts BETWEEN to_timestamp(?) AND to_timestamp(?)",
+                [machine, parameter, start, end],
+            ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     def export_parquet(self, folder: Path) -> int:
         """Write every reading under ``folder`` partitioned by day and line; returns how
         many readings were written."""

@@ -60,6 +60,11 @@ class Spool:
             ]
         )
 
+    def add_edges(self, edges: Iterable[Edge]) -> None:
+        self._append(
+            [{"kind": "edges", "edges": [[e.type, e.src, e.dst, dict(e.props)] for e in edges]}]
+        )
+
     def take(self) -> list[dict[str, Any]]:
         """Everything pending, leaving the spool empty (put back what fails again)."""
         with self._lock:
@@ -102,3 +107,7 @@ def decode_message(item: dict[str, Any]) -> tuple[str, bytes, datetime]:
 
 def decode_alarm(item: dict[str, Any]) -> tuple[Alarm, list[Edge]]:
     return Alarm.model_validate(item["alarm"]), [Edge(t, s, d) for t, s, d in item["edges"]]
+
+
+def decode_edges(item: dict[str, Any]) -> list[Edge]:
+    return [Edge(t, s, d, props) for t, s, d, props in item["edges"]]
