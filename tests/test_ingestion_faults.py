@@ -50,11 +50,17 @@ def test_a_neo4j_outage_spools_to_disk_and_drains_when_it_returns(
     now = datetime.now(UTC)
     # a series the pipeline already knows keeps flowing; its alarm needs the graph
     ingestor.handle(PEAK, readings("warm", [242.5] * 3, "degC", now), now)
+    nope = "sqems/v1/SITE-1/LINE-ASM/M-SCREW-1/P-NOPE"
+    assert ingestor.handle(nope, readings("nope", [1.0], "N*m", now), now).quarantined == 1
     neo4j_server.stop()
     try:
         known = ingestor.handle(PEAK, readings("hot", [242.5] * 5 + [252.0] * 3, "degC", now), now)
         unknown = ingestor.handle(TORQUE, readings("torque", [2.3] * 4, "N*m", now), now)
         assert (known.accepted, known.alarms, unknown.spooled) == (8, 2, 4)
+        # a replay during the outage says so and leaves the spool and the counters alone
+        (entry,) = ingestor.quarantine.entries()
+        replayed = ingestor.replay(entry.id)
+        assert replayed.outcome is not None and "Neo4j" in replayed.outcome
         # both wait on disk: a restart of the ingestion would find them
         assert len(Spool(spool_file)) == 3  # two alarms and one message
     finally:
@@ -62,8 +68,8 @@ def test_a_neo4j_outage_spools_to_disk_and_drains_when_it_returns(
     ingestor.drain()
     c = ingestor.counters
     assert len(ingestor.spool) == 0
-    assert c.received == 15 == c.accepted + c.quarantined + c.duplicates + c.spooled
-    assert (c.accepted, c.spooled, c.quarantined) == (15, 0, 0)
+    assert c.received == 16 == c.accepted + c.quarantined + c.duplicates + c.spooled
+    assert (c.accepted, c.spooled, c.quarantined) == (15, 0, 1)
     alarms = graph.find("Alarm")
     assert {a.rule for a in alarms} == {"nelson_1", "nelson_5"}
     graph.close()

@@ -138,6 +138,7 @@ class Ingestor:
         self._machines: dict[str, bool] = {}
         self.runs = RunCalendar(graph)
         self._lock = threading.Lock()
+        self._replaying = False
 
     # --- the pipeline ------------------------------------------------------------------
 
@@ -194,7 +195,11 @@ class Ingestor:
         payload = _item(entry.raw, entry.item)
         message = Message(entry.source.removeprefix("mqtt:"), payload, _parse_time(entry))
         with self._lock:
-            counts, rejected = self._ingest([message])
+            self._replaying = True
+            try:
+                counts, rejected = self._ingest([message])
+            finally:
+                self._replaying = False
         if counts.accepted:
             outcome = "accepted"
         elif counts.duplicates:
@@ -243,7 +248,11 @@ class Ingestor:
         try:
             topic = Topic.parse(message.topic)
             series = self._series_of(topic)
-        except GraphUnavailable:
+        except GraphUnavailable as exc:
+            if self._replaying:  # a replay says so and leaves the entry as it was
+                for decoded in readings:
+                    refuse(str(exc), decoded.item)
+                return
             # not the message's fault: keep it to try again when the store is back
             self.spool.add_message(message.topic, message.payload, message.received_at)
             counts.spooled += len(readings)
