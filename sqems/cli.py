@@ -18,10 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
-import paho.mqtt.client as mqtt
 import typer
 import uvicorn
-from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -31,7 +29,7 @@ from sqems import logs
 from sqems.analysis import kpis, rootcause
 from sqems.datasets import PlantSpec, generate, load_plant, read_plant, write_plant
 from sqems.datasets.files import Section, plant_sections
-from sqems.errors import BrokerUnavailable, SqemsError, ValidationFailed
+from sqems.errors import SqemsError, ValidationFailed
 from sqems.graph_model import (
     NODE_TYPES,
     REL_TYPES,
@@ -593,7 +591,7 @@ def sensors_cmd(
         found = sensors.sensors_of(store)
     if not found:
         raise ValidationFailed("the graph has no parameters with spec limits: run `sqems demo`")
-    client = mqtt_client(settings, "sqems-sensors")
+    client = service.mqtt_publisher(settings, "sqems-sensors")
     began = time.monotonic()
     sent = 0
     session = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -698,21 +696,6 @@ def quarantine_replay(
         for entry_id in wanted:
             e = pipeline.replay(entry_id)
             out.print(f"{e.id}: {e.outcome}")
-
-
-def mqtt_client(settings: Settings, client_id: str) -> Any:
-    """A connected paho client on the configured broker, its network loop running."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
-    if settings.mqtt_username is not None:
-        client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-    try:
-        client.connect(settings.mqtt_host, settings.mqtt_port)
-    except OSError as exc:
-        raise BrokerUnavailable(
-            f"cannot reach the MQTT broker at {settings.mqtt_host}:{settings.mqtt_port}: {exc}"
-        ) from None
-    client.loop_start()
-    return client
 
 
 # --- rendering ---------------------------------------------------------------------------

@@ -10,6 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from sqems.errors import BrokerUnavailable
 from sqems.graph_model.store import GraphStore
 from sqems.ingestion.mqtt import MqttIngestion
 from sqems.ingestion.pipeline import Ingestor
@@ -51,3 +55,18 @@ def mqtt_ingestion(settings: Settings, pipeline: Ingestor) -> MqttIngestion:
         username=settings.mqtt_username,
         password=settings.mqtt_password,
     )
+
+
+def mqtt_publisher(settings: Settings, client_id: str) -> mqtt.Client:
+    """A paho client connected to the configured broker, its network loop running."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    if settings.mqtt_username is not None:
+        client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+    try:
+        client.connect(settings.mqtt_host, settings.mqtt_port)
+    except OSError as exc:
+        raise BrokerUnavailable(
+            f"cannot reach the MQTT broker at {settings.mqtt_host}:{settings.mqtt_port}: {exc}"
+        ) from None
+    client.loop_start()
+    return client
