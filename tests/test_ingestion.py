@@ -7,11 +7,13 @@ real DuckDB readings store and a real SQLite quarantine.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,7 +26,7 @@ from sqems.graph_model.nodes import Parameter
 from sqems.ingestion.payloads import Topic, decode
 from sqems.ingestion.pipeline import AlarmEvent, Ingestor
 from sqems.ingestion.quarantine import Quarantine
-from sqems.ingestion.readings import ReadingsStore
+from sqems.ingestion.readings import ReadingBatch, ReadingsStore
 from sqems.ingestion.units import UnitConverter
 
 PEAK = "sqems/v1/SITE-1/LINE-PCB/M-REFLOW-2/P-REFLOW-PEAK"
@@ -83,15 +85,18 @@ def test_a_payload_may_be_one_reading_a_list_or_an_object_with_readings() -> Non
     ],
 )
 def test_a_bad_payload_is_refused_with_a_reason(raw: bytes, reason: str) -> None:
-    readings, rejected = decode(raw)
+    readings, _, rejected = decode(raw)
     assert readings == []
     assert len(rejected) == 1 and reason in rejected[0].reason
     assert rejected[0].raw == raw
 
 
 def test_in_a_list_each_reading_stands_alone() -> None:
-    readings, rejected = decode(payload(reading(1, 240.0), {"value": 3}, reading(3, 242.0)))
-    assert [(d.reading.id, d.item) for d in readings] == [("m-1", 0), ("m-3", 2)]
+    readings, items, rejected = decode(payload(reading(1, 240.0), {"value": 3}, reading(3, 242.0)))
+    assert [(r.id, item) for r, item in zip(readings, items, strict=True)] == [
+        ("m-1", 0),
+        ("m-3", 2),
+    ]
     assert [r.item for r in rejected] == [1]
 
 
@@ -153,6 +158,94 @@ def test_a_redelivered_message_is_a_duplicate_not_a_second_reading(ingestor: Ing
     again = ingestor.handle(PEAK, message, T0)
     assert (again.accepted, again.duplicates) == (0, 2)
     assert ingestor.readings.count() == 2
+
+
+def test_a_reading_is_its_series_message_id_and_time(ingestor: Ingestor) -> None:
+    """A sensor counting its messages from 1 again after a reboot sends new readings
+    under old ids; another sensor may use the same ids: neither is a duplicate."""
+    ingestor.handle(PEAK, payload(reading(1, 240.0), reading(2, 241.0)), T0)
+    rebooted = payload(reading(1, 242.0, at=T0 + timedelta(hours=1)))
+    assert ingestor.handle(PEAK, rebooted, T0 + timedelta(hours=1)).accepted == 1
+    other = payload(reading(1, 2.3, unit="N*m"))
+    assert ingestor.handle(TORQUE, other, T0).accepted == 1
+    twice = payload(reading(7, 240.0), reading(7, 240.0))
+    assert (ingestor.handle(PEAK, twice, T0).duplicates, ingestor.readings.count()) == (1, 5)
+
+
+def test_a_store_of_the_first_layout_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    with duckdb.connect(str(path)) as db:
+        db.execute(
+            "CREATE TABLE readings (message_id VARCHAR PRIMARY KEY, site VARCHAR, line "
+            "VARCHAR, machine VARCHAR, parameter VARCHAR, ts TIMESTAMPTZ, value DOUBLE, "
+            "unit VARCHAR, quality VARCHAR, received_at TIMESTAMPTZ)"
+        )
+        db.execute(
+            "INSERT INTO readings VALUES ('m-1', 'SITE-1', 'LINE-PCB', 'M-REFLOW-2', "
+            "'P-REFLOW-PEAK', ?, 240.5, 'degC', 'good', ?)",
+            [T0, T0],
+        )
+    store = ReadingsStore(path)
+    try:
+        assert store.series("M-REFLOW-2", "P-REFLOW-PEAK") == [(T0, 240.5)]
+        batch = ReadingBatch()
+        number = store.series_id("SITE-1", "LINE-PCB", "M-REFLOW-2", "P-REFLOW-PEAK", "degC")
+        batch.extend(number, ["m-1", "m-2"], [T0, T0], [240.5, 241.0], ["good"] * 2, T0)
+        assert store.write(batch).tolist() == [False, True]
+        assert store.count() == 2
+    finally:
+        store.close()
+
+
+def test_alarms_and_summaries_do_not_depend_on_how_readings_are_batched(
+    graph: GraphStore, tmp_path: Path
+) -> None:
+    """The same stream, one message at a time or all in one batch, raises the same
+    alarms (opened and closed by the same readings) and writes the same run means."""
+    machine = max(
+        ("M-REFLOW-1", "M-REFLOW-2"), key=lambda m: len(graph.edges([m], {"ON": Direction.IN}))
+    )
+    topic = f"sqems/v1/SITE-1/LINE-PCB/{machine}/P-REFLOW-PEAK"
+    runs = sorted(
+        (span, r)
+        for e in graph.edges([machine], {"ON": Direction.IN})
+        if (span := graph.get(r := e.src).interval())
+    )
+    assert len(runs) == 2
+    rng = random.Random(5)
+    items = []
+    for (start, end), _ in runs:
+        for k in range(120):
+            value = 242.5 + rng.gauss(0, 0.4) + (7.0 if 40 <= k % 60 < 43 else 0.0)
+            at = datetime.fromtimestamp(start + (end - start) * k / 120, UTC)
+            items.append(reading(len(items), value, at=at))
+    after = datetime.fromtimestamp(runs[-1][0][1] + 30, UTC)  # closes the last run
+    items.append(reading(len(items), 242.5, at=after))
+    arrival = after + timedelta(seconds=30)
+
+    def run(name: str, messages: list[bytes]) -> tuple[list[tuple[str, datetime]], Any]:
+        store = EmbeddedGraphStore(None)
+        load_plant(store, plant_sections(generate(PlantSpec(units=1_000, seed=3))))
+        raised: list[AlarmEvent] = []
+        ingestor = Ingestor(
+            store,
+            ReadingsStore(tmp_path / f"{name}.duckdb"),
+            Quarantine(tmp_path / f"{name}.db"),
+            sinks=[raised.append],
+        )
+        for m in messages:
+            ingestor.handle(topic, m, arrival)
+        means = {
+            e.src: e.props
+            for e in store.edges(["P-REFLOW-PEAK"], {"RECORDED": Direction.IN})
+            if e.src in {r for _, r in runs}
+        }
+        return [(e.alarm.rule, e.alarm.raised_at) for e in raised], means
+
+    one_by_one = run("single", [payload(i) for i in items])
+    together = run("batch", [payload(*items)])
+    assert one_by_one == together
+    assert len(one_by_one[0]) >= 6 and len(one_by_one[1]) == 2
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@ one reading at a time, in constant memory."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -68,6 +70,36 @@ def test_streaming_rules_equal_the_vectorised_rules_on_a_long_series() -> None:
     found = evaluate(x, 0.1, 1.05)
     assert all(found[name].size for name in RULES)  # every rule has hits to agree on
     assert stream(RuleMonitor(0.1, 1.05), x) == hits_in_order(found)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    z=pattern_series(),
+    cuts=st.lists(st.integers(0, 400), max_size=8),
+    singles=st.lists(st.booleans(), min_size=1, max_size=8),
+    rules=st.sampled_from([None, ["nelson_1", "nelson_5"], ["nelson_7", "we_4"], ["we_1"]]),
+)
+def test_batches_give_the_hits_of_one_reading_at_a_time(
+    z: list[float], cuts: list[int], singles: list[bool], rules: list[str] | None
+) -> None:
+    """push_many over any split of the stream, mixed with single pushes, reports what
+    push reports reading by reading."""
+    bounds = sorted({0, len(z), *(c for c in cuts if c < len(z))})
+    monitor = RuleMonitor(0.0, 1.0, rules)
+    hits: list[RuleHit] = []
+    for k, (a, b) in enumerate(itertools.pairwise(bounds)):
+        if singles[k % len(singles)]:
+            for x in z[a:b]:
+                hits += monitor.push(x)
+        else:
+            hits += monitor.push_many(z[a:b])
+    assert hits == stream(RuleMonitor(0.0, 1.0, rules), z)
+    assert monitor.points == len(z)
+
+
+def test_a_batch_with_a_non_finite_reading_is_refused() -> None:
+    with pytest.raises(ValidationFailed, match="non-finite"):
+        RuleMonitor(0.0, 1.0).push_many([0.1, float("nan")])
 
 
 def test_individuals_monitor_runs_on_phase_one_limits() -> None:

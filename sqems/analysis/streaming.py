@@ -25,10 +25,14 @@ fixed-size ring buffers, never the history. Three monitors share that protocol:
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
-from sqems.analysis.rules import Pattern, Rule, RuleHit, resolve
+import numpy as np
+import numpy.typing as npt
+
+from sqems.analysis.rules import Pattern, Rule, RuleHit, fires, resolve
 from sqems.analysis.spc import ChartType, Limits
 from sqems.errors import ValidationFailed
 
@@ -183,8 +187,12 @@ class RuleMonitor:
                 f"center={center}, sigma={sigma}"
             )
         self.center, self.sigma = float(center), float(sigma)
-        self._rules = [(rule.name, tracker(rule)) for rule in resolve(rules)]
+        self._defs = resolve(rules)
+        self._rules = [(rule.name, tracker(rule)) for rule in self._defs]
         self.points = 0
+        # every rule is decided by its last `length` points, so the last (longest - 1)
+        # points are all that push_many needs to carry a window across batches
+        self._tail: deque[float] = deque(maxlen=max(r.length for r in self._defs) - 1)
 
     @classmethod
     def for_individuals(cls, limits: Limits, rules: Iterable[str] | None = None) -> RuleMonitor:
@@ -200,7 +208,43 @@ class RuleMonitor:
         """Take one reading; return the rules it completes (usually none)."""
         z = (_checked(x, "rule monitor") - self.center) / self.sigma
         point, self.points = self.points, self.points + 1
+        self._tail.append(z)
         return [RuleHit(point, name) for name, rule in self._rules if rule.push(z)]
+
+    def push_many(self, xs: npt.ArrayLike) -> list[RuleHit]:
+        """Take readings in order; the hits they complete, exactly as :meth:`push` one
+        at a time would report them, but vectorised: the batch is judged with the
+        detectors of :mod:`sqems.analysis.rules` over the carried tail plus the batch."""
+        x = np.asarray(xs, dtype=np.float64)
+        if x.ndim != 1:
+            raise ValidationFailed(f"push_many takes a 1-D batch, got shape {x.shape}")
+        if not x.size:
+            return []
+        if not np.isfinite(x).all():
+            bad = x[~np.isfinite(x)][0]
+            raise ValidationFailed(
+                f"rule monitor got a non-finite reading {bad!r}; drop or impute it before "
+                "monitoring"
+            )
+        z = (x - self.center) / self.sigma
+        carried = len(self._tail)
+        window = np.concatenate([np.fromiter(self._tail, np.float64, carried), z])
+        base = self.points - carried
+        hits = [
+            RuleHit(base + int(i), rule.name)
+            for rule in self._defs
+            for i in np.flatnonzero(fires(window, rule)[carried:]) + carried
+        ]
+        self.points += x.size
+        self._tail.extend(z[-self._tail.maxlen :].tolist() if self._tail.maxlen else ())
+        # the one-at-a-time trackers resume from the tail: what they need to decide
+        # the next point is in it
+        self._rules = [(rule.name, tracker(rule)) for rule in self._defs]
+        for value in self._tail:
+            for _, t in self._rules:
+                t.push(value)
+        order = {rule.name: k for k, rule in enumerate(self._defs)}
+        return sorted(hits, key=lambda h: (h.point, order[h.rule]))
 
 
 class EwmaMonitor:

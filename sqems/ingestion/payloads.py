@@ -113,43 +113,57 @@ class Rejected:
     item: int | None = None
 
 
-class Decoded(NamedTuple):
-    reading: Reading
-    item: int | None
-    """Its position in the payload's list (None for a payload of one reading)."""
+class Payload(NamedTuple):
+    """What a payload holds: its valid readings, each one's position in the payload's
+    list (None for a payload of one reading), and the parts that were refused."""
+
+    readings: list[Reading]
+    items: list[int | None]
+    rejected: list[Rejected]
 
 
-def decode(payload: bytes) -> tuple[list[Decoded], list[Rejected]]:
+_READINGS: TypeAdapter[list[Reading]] = TypeAdapter(list[Reading])
+
+
+def decode(payload: bytes) -> Payload:
     """The valid readings of ``payload`` and the rejected parts, each with its reason.
 
     A payload that is not JSON, or not a reading, list or ``{"readings": [...]}``, is one
     rejected part; in a list each reading stands or falls alone.
     """
+    # the common case, a list of good readings, is parsed and validated in one pass
+    # of pydantic's core; anything else takes the careful path, which finds the reason
+    try:
+        readings = _READINGS.validate_json(payload)
+    except ValidationError:
+        pass
+    else:
+        if readings:
+            return Payload(readings, list(range(len(readings))), [])
     try:
         data = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return [], [Rejected(payload, f"payload is not JSON: {exc}")]
+        return Payload([], [], [Rejected(payload, f"payload is not JSON: {exc}")])
     if isinstance(data, dict) and set(data) == {"readings"}:
         data = data["readings"]
     single = not isinstance(data, list)
     items: list[Any] = [data] if single else data
     if not items:
-        return [], [Rejected(payload, "payload holds no readings")]
-    readings: list[Decoded] = []
-    rejected: list[Rejected] = []
+        return Payload([], [], [Rejected(payload, "payload holds no readings")])
+    out = Payload([], [], [])
     for index, item in enumerate(items):
+        at = None if single else index
         if not isinstance(item, dict):
             reason = f"reading {index}: expected an object, got {item!r}"
-            rejected.append(Rejected(payload, reason, None if single else index))
+            out.rejected.append(Rejected(payload, reason, at))
             continue
         try:
-            readings.append(Decoded(Reading.model_validate(item), None if single else index))
+            out.readings.append(Reading.model_validate(item))
+            out.items.append(at)
         except ValidationError as exc:
             where = "reading" if single else f"reading {index}"
-            rejected.append(
-                Rejected(payload, f"{where}: {_problems(exc)}", None if single else index)
-            )
-    return readings, rejected
+            out.rejected.append(Rejected(payload, f"{where}: {_problems(exc)}", at))
+    return out
 
 
 def _problems(exc: ValidationError) -> str:

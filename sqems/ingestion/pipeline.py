@@ -38,14 +38,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from sqems.analysis.rules import RULES
+import numpy as np
+import numpy.typing as npt
+
+from sqems.analysis.rules import RULES, RuleHit
 from sqems.analysis.streaming import RuleMonitor
 from sqems.errors import GraphUnavailable, SqemsError, ValidationFailed
 from sqems.graph_model.nodes import Alarm, Parameter, Severity
 from sqems.graph_model.store import Edge, GraphStore
-from sqems.ingestion.payloads import Quality, Reading, Topic, decode
+from sqems.ingestion.payloads import Quality, Topic, decode
 from sqems.ingestion.quarantine import Entry, NewEntry, Quarantine
-from sqems.ingestion.readings import ReadingsStore, StoredReading
+from sqems.ingestion.readings import BoolArray, FloatArray, ReadingBatch, ReadingsStore
 from sqems.ingestion.runs import RunCalendar, RunSpan
 from sqems.ingestion.spool import Spool, decode_alarm, decode_edges, decode_message
 from sqems.ingestion.units import UnitConverter
@@ -65,6 +68,15 @@ RETRY_S = 5.0
 """How long to wait before trying the graph store again after it failed."""
 CLEAR_AFTER = 50
 """Readings without the rule firing that close an open alarm."""
+
+
+class _Part(NamedTuple):
+    """One message's readings in a batch: rows ``start`` to ``stop``."""
+
+    topic: Topic
+    series: _Series
+    start: int
+    stop: int
 
 
 class Message(NamedTuple):
@@ -106,6 +118,8 @@ class _Series:
     """What the pipeline knows about one machine's parameter."""
 
     parameter: Parameter
+    number: int
+    """The series' number in the readings store."""
     monitor: RuleMonitor | None
     quiet: dict[str, int] = field(default_factory=dict)
     """Rules with an open alarm → readings since the rule last fired."""
@@ -135,6 +149,7 @@ class Ingestor:
         self.spool = spool if spool is not None else Spool(None)
         self._next_drain = 0.0
         self._series: dict[tuple[str, str], _Series] = {}
+        self._topics: dict[str, Topic] = {}
         self._machines: dict[str, bool] = {}
         self.runs = RunCalendar(graph)
         self._lock = threading.Lock()
@@ -213,14 +228,16 @@ class Ingestor:
     ) -> tuple[Counters, list[NewEntry]]:
         counts = Counters()
         rejected: list[NewEntry] = []
-        accepted: list[tuple[Topic, Reading, StoredReading]] = []
+        batch = ReadingBatch()
+        parts: list[_Part] = []
         for message in messages:
-            self._sort(message, counts, rejected, accepted, first_time)
-        fresh = {r.message_id for r in self.readings.write([s for _, _, s in accepted])}
-        counts.accepted += len(fresh)
-        counts.duplicates += len(accepted) - len(fresh)
+            self._sort(message, counts, rejected, batch, parts, first_time)
+        fresh = self.readings.write(batch)
+        stored = int(fresh.sum())
+        counts.accepted += stored
+        counts.duplicates += len(batch) - stored
         # only what was stored is watched: a redelivered reading was seen already
-        counts.alarms += self._watch([a for a in accepted if a[2].message_id in fresh])
+        counts.alarms += self._watch(batch, parts, fresh)
         return counts, rejected
 
     def _sort(
@@ -228,30 +245,34 @@ class Ingestor:
         message: Message,
         counts: Counters,
         rejected: list[NewEntry],
-        accepted: list[tuple[Topic, Reading, StoredReading]],
+        batch: ReadingBatch,
+        parts: list[_Part],
         first_time: bool = True,
     ) -> None:
+        """Decode one message, quarantine what is wrong with it and add the rest to
+        ``batch`` (noting the message's part of it in ``parts``)."""
         source = f"mqtt:{message.topic}"
 
         def refuse(reason: str, item: int | None = None) -> None:
             rejected.append(NewEntry(source, reason, message.payload, item, message.received_at))
 
-        readings, bad = decode(message.payload)
+        payload = decode(message.payload)
+        readings = payload.readings
         if first_time:
-            counts.received += len(readings) + len(bad)
+            counts.received += len(readings) + len(payload.rejected)
         else:  # back from the spool: counted when it first arrived
             counts.spooled -= len(readings)
-        for b in bad:
+        for b in payload.rejected:
             refuse(b.reason, b.item)
         if not readings:
             return
         try:
-            topic = Topic.parse(message.topic)
+            topic = self._topic(message.topic)
             series = self._series_of(topic)
         except GraphUnavailable as exc:
             if self._replaying:  # a replay says so and leaves the entry as it was
-                for decoded in readings:
-                    refuse(str(exc), decoded.item)
+                for item in payload.items:
+                    refuse(str(exc), item)
                 return
             # not the message's fault: keep it to try again when the store is back
             self.spool.add_message(message.topic, message.payload, message.received_at)
@@ -259,38 +280,52 @@ class Ingestor:
             self._next_drain = time.monotonic() + RETRY_S
             return
         except SqemsError as exc:
-            for decoded in readings:
-                refuse(str(exc), decoded.item)
-            return
-        spec = series.parameter
-        latest = message.received_at + FUTURE_TOLERANCE
-        for reading, item in readings:
-            if reading.ts > latest:
-                refuse(
-                    f"timestamp {reading.ts.isoformat()} is after the arrival time "
-                    f"{message.received_at.isoformat()} (+{FUTURE_TOLERANCE}): check "
-                    "the sender's clock",
-                    item,
-                )
-                continue
-            try:
-                value = self.convert(reading.value, reading.unit, spec.unit)
-            except ValidationFailed as exc:
+            for item in payload.items:
                 refuse(str(exc), item)
-                continue
-            stored = StoredReading(
-                reading.id,
-                topic.site,
-                topic.line,
-                topic.machine,
-                topic.parameter,
-                reading.ts,
-                value,
-                spec.unit,
-                reading.quality.value,
-                message.received_at,
-            )
-            accepted.append((topic, reading, stored))
+            return
+        unit = series.parameter.unit
+        latest = message.received_at + FUTURE_TOLERANCE
+        if max(r.ts for r in readings) <= latest and all(r.unit == unit for r in readings):
+            # the usual message: on time and in the parameter's unit
+            values = [r.value for r in readings]
+        else:
+            kept, values = [], []
+            for reading, item in zip(readings, payload.items, strict=True):
+                if reading.ts > latest:
+                    refuse(
+                        f"timestamp {reading.ts.isoformat()} is after the arrival time "
+                        f"{message.received_at.isoformat()} (+{FUTURE_TOLERANCE}): check "
+                        "the sender's clock",
+                        item,
+                    )
+                    continue
+                try:
+                    values.append(self.convert(reading.value, reading.unit, unit))
+                except ValidationFailed as exc:
+                    refuse(str(exc), item)
+                    continue
+                kept.append(reading)
+            readings = kept
+            if not readings:
+                return
+        start = len(batch)
+        batch.extend(
+            series.number,
+            [r.id for r in readings],
+            [r.ts for r in readings],
+            values,
+            [r.quality for r in readings],
+            message.received_at,
+        )
+        parts.append(_Part(topic, series, start, len(batch)))
+
+    def _topic(self, name: str) -> Topic:
+        found = self._topics.get(name)
+        if found is None:
+            found = Topic.parse(name)
+            if len(self._topics) < 100_000:  # a flood of bad topics cannot fill memory
+                self._topics[name] = found
+        return found
 
     def _series_of(self, topic: Topic) -> _Series:
         key = (topic.machine, topic.parameter)
@@ -310,41 +345,77 @@ class Ingestor:
                 f"parameter {topic.parameter} is not in the graph: load it (or fix the "
                 "topic) and replay"
             )
-        series = _Series(spec, monitor_for(spec))
+        number = self.readings.series_id(
+            topic.site, topic.line, topic.machine, topic.parameter, spec.unit
+        )
+        series = _Series(spec, number, monitor_for(spec))
         self._series[key] = series
         return series
 
     # --- SPC and alarms ------------------------------------------------------------------
 
-    def _watch(self, accepted: list[tuple[Topic, Reading, StoredReading]]) -> int:
+    def _watch(self, batch: ReadingBatch, parts: list[_Part], fresh: BoolArray) -> int:
+        """Follow each series' runs and rules over the batch's stored readings."""
+        if not parts:
+            return 0
+        rows_of: dict[tuple[str, str], list[npt.NDArray[np.int64]]] = {}
+        topics: dict[tuple[str, str], Topic] = {}
+        for part in parts:
+            key = (part.topic.machine, part.topic.parameter)
+            rows_of.setdefault(key, []).append(np.arange(part.start, part.stop))
+            topics.setdefault(key, part.topic)
+        seconds = batch.seconds()
+        values = np.asarray(batch.value, dtype=np.float64)
+        good = np.asarray(batch.quality, dtype=object) == Quality.GOOD.value
         raised: list[AlarmEvent] = []
         finished: list[tuple[Topic, Parameter, RunSpan]] = []
-        for topic, reading, stored in sorted(accepted, key=lambda t: t[2].ts):
-            series = self._series[(topic.machine, topic.parameter)]
-            t = stored.ts.timestamp()
-            if series.run is None or not series.run.start <= t <= series.run.end:
-                if series.run is not None:
-                    finished.append((topic, series.parameter, series.run))
-                series.run = self.runs.run_at(topic.machine, stored.ts)
-            if reading.quality is not Quality.GOOD or series.monitor is None:
+        for key, chunks in rows_of.items():
+            rows = np.concatenate(chunks)
+            rows = rows[fresh[rows]]
+            if not rows.size:
                 continue
-            fired = {hit.rule for hit in series.monitor.push(stored.value)}
-            for rule in sorted(fired - series.quiet.keys()):
-                raised.append(self._alarm(topic, series, rule, stored))
-            # an alarm stays open while its rule keeps firing, and closes after
-            # CLEAR_AFTER quiet readings: a value hovering at a limit raises one alarm,
-            # not one each time the noise carries it back over
-            for rule in list(series.quiet):
-                series.quiet[rule] = 0 if rule in fired else series.quiet[rule] + 1
-                if series.quiet[rule] >= CLEAR_AFTER:
-                    del series.quiet[rule]
-            for rule in fired:
-                series.quiet.setdefault(rule, 0)
+            rows = rows[np.argsort(seconds[rows], kind="stable")]
+            topic, series = topics[key], self._series[key]
+            self._follow_runs(topic, series, seconds[rows], finished)
+            if series.monitor is None:
+                continue
+            watched = rows[good[rows]]
+            first = series.monitor.points
+            hits = series.monitor.push_many(values[watched])
+            for point, rule in _opened(series, hits, first, watched.size):
+                row = int(watched[point])
+                raised.append(self._alarm(topic, series, rule, batch.ts[row], batch.value[row]))
         if raised:
+            raised.sort(key=lambda e: (e.alarm.raised_at, e.alarm.uid))
             self._record(raised)
         if finished:
             self._summarise(finished)
         return len(raised)
+
+    def _follow_runs(
+        self,
+        topic: Topic,
+        series: _Series,
+        seconds: FloatArray,
+        finished: list[tuple[Topic, Parameter, RunSpan]],
+    ) -> None:
+        """Move the series from run to run along its readings (in time order); a run
+        it leaves is finished and gets its summary."""
+        i = 0
+        while i < seconds.size:
+            run = series.run
+            if run is not None and run.start <= seconds[i] <= run.end:
+                # the readings that follow in the same run need nothing
+                outside = np.flatnonzero((seconds[i:] < run.start) | (seconds[i:] > run.end))
+                if not outside.size:
+                    return
+                i += int(outside[0])
+                continue
+            if run is not None:
+                finished.append((topic, series.parameter, run))
+            series.run, until = self.runs.span_at(topic.machine, float(seconds[i]))
+            if series.run is None:  # a gap between runs: skip to its end
+                i += int(np.searchsorted(seconds[i:], until, side="left"))
 
     def _summarise(self, finished: list[tuple[Topic, Parameter, RunSpan]]) -> None:
         """Write each finished run's mean reading as its ``RECORDED`` actual."""
@@ -363,20 +434,19 @@ class Ingestor:
             self._next_drain = time.monotonic() + RETRY_S
 
     def _alarm(
-        self, topic: Topic, series: _Series, rule: str, reading: StoredReading
+        self, topic: Topic, series: _Series, rule: str, ts: datetime, value: float
     ) -> AlarmEvent:
         spec = series.parameter
-        stamp = reading.ts.strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = ts.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         alarm = Alarm(
             uid=f"ALM-{topic.machine}-{topic.parameter}-{rule}-{stamp}",
-            raised_at=reading.ts,
+            raised_at=ts,
             rule=rule,
             severity=Severity.CRITICAL if spec.critical else Severity.MAJOR,
-            value=reading.value,
-            message=f"{RULES[rule].title}: {spec.name} on {topic.machine} at "
-            f"{reading.value:g} {spec.unit}",
+            value=value,
+            message=f"{RULES[rule].title}: {spec.name} on {topic.machine} at {value:g} {spec.unit}",
         )
-        run = self.runs.run_at(topic.machine, reading.ts)
+        run = self.runs.run_at(topic.machine, ts)
         return AlarmEvent(alarm, topic, run.uid if run else None, spec.critical)
 
     def _record(self, events: list[AlarmEvent]) -> None:
@@ -401,6 +471,35 @@ class Ingestor:
                     sink(event)
                 except Exception:  # a sink failing must not lose the readings or alarms
                     log.exception("alarm sink failed", extra={"alarm": event.alarm.uid})
+
+
+def _opened(series: _Series, hits: list[RuleHit], first: int, size: int) -> list[tuple[int, str]]:
+    """The hits (as positions in the batch of ``size`` watched readings that started at
+    monitor point ``first``) that open an alarm, updating the series' open alarms.
+
+    An alarm stays open while its rule keeps firing and closes after ``CLEAR_AFTER``
+    readings without it: a value hovering at a limit raises one alarm, not one each
+    time the noise carries it back over. So a hit opens an alarm when its rule has not
+    fired in the ``CLEAR_AFTER`` readings before it.
+    """
+    at: dict[str, list[int]] = {}
+    for hit in hits:
+        at.setdefault(hit.rule, []).append(hit.point - first)
+    opened = []
+    for rule in sorted(at.keys() | series.quiet.keys()):
+        quiet = series.quiet.get(rule)
+        last = None if quiet is None else -1 - quiet  # where the rule last fired
+        for point in at.get(rule, ()):
+            if last is None or point - last - 1 >= CLEAR_AFTER:
+                opened.append((point, rule))
+            last = point
+        assert last is not None
+        quiet = size - 1 - last
+        if quiet >= CLEAR_AFTER:
+            series.quiet.pop(rule, None)
+        else:
+            series.quiet[rule] = quiet
+    return sorted(opened)
 
 
 def monitor_for(spec: Parameter) -> RuleMonitor | None:

@@ -1,9 +1,21 @@
 """The readings store: raw sensor readings in a DuckDB file, exportable as Parquet.
 
-Readings (10 Hz and faster) do not become graph nodes. They are kept here keyed by
-machine, parameter and time, in the parameter's own unit, with the sender's message id
-as the primary key — a redelivered message (MQTT QoS 1 delivers at least once) is
-recognised and counted as a duplicate, never stored twice.
+Readings (10 Hz and faster) do not become graph nodes. They are kept here in two
+tables: ``series`` names each stream once (site, line, machine, parameter and the unit
+its values are stored in, always the parameter's own), and ``samples`` holds one narrow
+row per reading (series number, message id, time, value, quality, arrival time). The
+view ``readings`` joins them back into one wide row per reading; the Parquet export
+and ad-hoc SQL read that.
+
+A reading is identified by its series, the sender's message id and its timestamp. MQTT
+QoS 1 delivers at least once, and a redelivery repeats the message byte for byte, so a
+reading already stored under that identity is recognised and counted as a duplicate,
+never stored twice. The timestamp is part of the identity for two reasons: sensors
+that number their messages with a counter start again at 1 after a reboot (a message
+id alone would then drop every new reading as a "duplicate"), and it lets the
+duplicate check look only at the stored readings of the batch's time range, which
+DuckDB finds from its min/max zone maps, so the check costs the same on the first day
+and after a year of data.
 
 :meth:`ReadingsStore.export_parquet` writes one Parquet file set per day and line
 (``day=2026-03-02/line=LINE-PCB/…``), the layout Spark and DuckDB read as partitions.
@@ -12,48 +24,114 @@ recognised and counted as a duplicate, never stored twice.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS readings (
-    message_id VARCHAR PRIMARY KEY,
-    site VARCHAR NOT NULL,
-    line VARCHAR NOT NULL,
-    machine VARCHAR NOT NULL,
-    parameter VARCHAR NOT NULL,
-    ts TIMESTAMPTZ NOT NULL,
-    value DOUBLE NOT NULL,
-    unit VARCHAR NOT NULL,
-    quality VARCHAR NOT NULL,
-    received_at TIMESTAMPTZ NOT NULL
+BoolArray = npt.NDArray[np.bool_]
+FloatArray = npt.NDArray[np.float64]
+
+SCHEMA = (
+    "CREATE SEQUENCE IF NOT EXISTS series_ids",
+    """CREATE TABLE IF NOT EXISTS series (
+        id INTEGER PRIMARY KEY DEFAULT nextval('series_ids'),
+        site VARCHAR NOT NULL,
+        line VARCHAR NOT NULL,
+        machine VARCHAR NOT NULL,
+        parameter VARCHAR NOT NULL,
+        unit VARCHAR NOT NULL,
+        UNIQUE (site, line, machine, parameter, unit)
+    )""",
+    """CREATE TABLE IF NOT EXISTS samples (
+        series INTEGER NOT NULL,
+        message_id VARCHAR NOT NULL,
+        ts TIMESTAMPTZ NOT NULL,
+        value DOUBLE NOT NULL,
+        quality VARCHAR NOT NULL,
+        received_at TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE OR REPLACE VIEW readings AS
+        SELECT r.message_id, s.site, s.line, s.machine, s.parameter, r.ts, r.value,
+               s.unit, r.quality, r.received_at
+        FROM samples r JOIN series s ON s.id = r.series""",
 )
-"""
+
+_TS = pa.timestamp("us", tz="UTC")
 
 
-COLUMN_TYPES = (
-    "VARCHAR[]", "VARCHAR[]", "VARCHAR[]", "VARCHAR[]", "VARCHAR[]",
-    "TIMESTAMPTZ[]", "DOUBLE[]", "VARCHAR[]", "VARCHAR[]", "TIMESTAMPTZ[]",
-)  # fmt: skip
-"""Of the table's columns, in order (those of :class:`StoredReading`)."""
+class ReadingBatch:
+    """Readings on their way to the store, one list per column, appended a message
+    at a time (a message's readings share a series and an arrival time)."""
 
+    __slots__ = ("_received", "_series", "_sizes", "_table", "message_id", "quality", "ts", "value")
 
-@dataclass(frozen=True, slots=True)
-class StoredReading:
-    message_id: str
-    site: str
-    line: str
-    machine: str
-    parameter: str
-    ts: datetime
-    value: float
-    unit: str
-    quality: str
-    received_at: datetime
+    def __init__(self) -> None:
+        self.message_id: list[str] = []
+        self.ts: list[datetime] = []
+        self.value: list[float] = []
+        self.quality: list[str] = []
+        self._series: list[int] = []  # these three: one entry per message
+        self._received: list[float] = []
+        self._sizes: list[int] = []
+        self._table: pa.Table | None = None
+
+    def __len__(self) -> int:
+        return len(self.message_id)
+
+    def extend(
+        self,
+        series: int,
+        message_ids: list[str],
+        ts: list[datetime],
+        values: list[float],
+        quality: list[str],
+        received_at: datetime,
+    ) -> None:
+        self.message_id += message_ids
+        self.ts += ts
+        self.value += values
+        self.quality += quality
+        self._series.append(series)
+        self._received.append(received_at.timestamp())
+        self._sizes.append(len(message_ids))
+        self._table = None
+
+    def table(self) -> pa.Table:
+        """The batch as an Arrow table (built once), with each row's position as ``i``."""
+        if self._table is None:
+            sizes = np.asarray(self._sizes, dtype=np.int64)
+            received = np.repeat(np.round(np.asarray(self._received) * 1e6).astype(np.int64), sizes)
+            self._table = pa.table(
+                {
+                    "i": pa.array(np.arange(len(self), dtype=np.int64)),
+                    "series": pa.array(np.repeat(np.asarray(self._series, np.int32), sizes)),
+                    "message_id": pa.array(self.message_id, pa.string()),
+                    "ts": pa.array(self.ts, _TS),
+                    "value": pa.array(self.value, pa.float64()),
+                    "quality": pa.array(self.quality, pa.string()),
+                    "received_at": pa.array(received).cast(_TS),
+                }
+            )
+        return self._table
+
+    def micros(self) -> npt.NDArray[np.int64]:
+        """Each reading's timestamp in microseconds since the epoch."""
+        micros: npt.NDArray[np.int64] = self.table().column("ts").cast(pa.int64()).to_numpy()
+        return micros
+
+    def seconds(self) -> FloatArray:
+        """Each reading's timestamp as POSIX seconds."""
+        seconds: FloatArray = self.micros() / 1e6
+        return seconds
+
+    def series(self) -> npt.NDArray[np.int32]:
+        """Each reading's series number."""
+        series: npt.NDArray[np.int32] = self.table().column("series").to_numpy()
+        return series
 
 
 class ReadingsStore:
@@ -63,52 +141,121 @@ class ReadingsStore:
         self._lock = threading.Lock()
         self._db = duckdb.connect(":memory:" if path is None else str(path))
         self._db.execute("SET TimeZone = 'UTC'")
-        self._db.execute(SCHEMA)
+        self._series: dict[tuple[str, str, str, str, str], int] = {}
+        self._latest: dict[int, int] = {}
+        """Series number -> the newest stored timestamp (microseconds), once looked up."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                wide = _wide_table(self._db)
+                if wide:
+                    self._db.execute("ALTER TABLE readings RENAME TO readings_wide")
+                for statement in SCHEMA:
+                    self._db.execute(statement)
+                if wide:
+                    _migrate_wide(self._db)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def write(self, readings: Sequence[StoredReading]) -> list[StoredReading]:
-        """Store the readings whose message id is new, in one transaction; returns those
-        stored (the rest were duplicates: an id already stored, or repeated here)."""
-        if not readings:
-            return []
-        ids = [r.message_id for r in readings]
+    def series_id(self, site: str, line: str, machine: str, parameter: str, unit: str) -> int:
+        """The number of a series (registered on first use)."""
+        key = (site, line, machine, parameter, unit)
+        found = self._series.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO series (site, line, machine, parameter, unit) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                list(key),
+            )
+            row = self._db.execute(
+                "SELECT id FROM series WHERE site = ? AND line = ? AND machine = ? "
+                "AND parameter = ? AND unit = ?",
+                list(key),
+            ).fetchall()[0]
+        assert row is not None
+        self._series[key] = int(row[0])
+        return int(row[0])
+
+    def write(self, batch: ReadingBatch) -> BoolArray:
+        """Store the batch's new readings in one transaction; returns which rows were
+        stored (the others were duplicates: stored already, or repeated in the batch)."""
+        n = len(batch)
+        fresh: BoolArray = np.ones(n, dtype=np.bool_)
+        if not n:
+            return fresh
+        table = batch.table()
+        series, micros = batch.series(), batch.micros()
+        if len(set(batch.message_id)) != n:  # a message id repeated in the batch
+            seen: set[tuple[int, str, int]] = set()
+            for i, key in enumerate(
+                zip(series.tolist(), batch.message_id, micros.tolist(), strict=True)
+            ):
+                if key in seen:
+                    fresh[i] = False
+                seen.add(key)
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                known = {
-                    row[0]
-                    for row in self._db.execute(
-                        "SELECT message_id FROM readings WHERE message_id IN "
-                        "(SELECT unnest(?::VARCHAR[]))",
-                        [ids],
+                # a reading newer than everything stored of its series cannot be stored
+                # already; only older ones (a redelivery, a late gateway) are looked up
+                stale = self._stale(series, micros)
+                if stale.any():
+                    self._db.register("batch", table.filter(pa.array(stale)))
+                    older = micros[stale]
+                    known = self._db.execute(
+                        "SELECT b.i FROM batch b JOIN (SELECT series, message_id, ts FROM "
+                        "samples WHERE ts BETWEEN make_timestamptz($lo) AND "
+                        "make_timestamptz($hi)) r USING (series, message_id, ts)",
+                        {"lo": int(older.min()), "hi": int(older.max())},
                     ).fetchall()
-                }
-                fresh: dict[str, StoredReading] = {}
-                for r in readings:
-                    if r.message_id not in known:
-                        fresh.setdefault(r.message_id, r)
-                if fresh:
-                    # one statement with a list per column: DuckDB's executemany goes
-                    # row by row, a hundred times slower than this
-                    rows = list(fresh.values())
+                    for (i,) in known:
+                        fresh[i] = False
+                if fresh.any():
+                    self._db.register(
+                        "batch", table if fresh.all() else table.filter(pa.array(fresh))
+                    )
                     self._db.execute(
-                        "INSERT INTO readings SELECT * FROM (SELECT "
-                        + ", ".join(f"unnest(?::{t})" for t in COLUMN_TYPES)
-                        + ")",
-                        [[getattr(r, name) for r in rows] for name in StoredReading.__slots__],
+                        "INSERT INTO samples SELECT series, message_id, ts, value, quality, "
+                        "received_at FROM batch"
                     )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
+                self._latest.clear()  # reloaded from what the file holds
                 raise
-        return list(fresh.values())
+            finally:
+                self._db.unregister("batch")
+            for number in np.unique(series[fresh]).tolist():
+                newest = int(micros[fresh & (series == number)].max())
+                self._latest[number] = max(self._latest[number], newest)
+        return fresh
+
+    def _stale(self, series: npt.NDArray[np.int32], micros: npt.NDArray[np.int64]) -> BoolArray:
+        """Which readings are not newer than the newest stored reading of their series."""
+        stale: BoolArray = np.zeros(series.size, dtype=np.bool_)
+        for number in np.unique(series).tolist():
+            latest = self._latest.get(number)
+            if latest is None:
+                rows = self._db.execute(
+                    "SELECT coalesce(max(epoch_us(ts)), -9223372036854775807) FROM samples "
+                    "WHERE series = ?",
+                    [number],
+                ).fetchall()
+                latest = self._latest[number] = int(rows[0][0])
+            stale |= (series == number) & (micros <= latest)
+        return stale
 
     def count(self) -> int:
         with self._lock:
-            row = self._db.execute("SELECT count(*) FROM readings").fetchone()
+            row = self._db.execute("SELECT count(*) FROM samples").fetchall()[0]
         return int(row[0]) if row else 0
 
     def series(
@@ -119,7 +266,10 @@ class ReadingsStore:
         end: datetime | None = None,
     ) -> list[tuple[datetime, float]]:
         """(time, value) of one machine's parameter, oldest first."""
-        query = "SELECT ts, value FROM readings WHERE machine = ? AND parameter = ?"
+        query = (
+            "SELECT ts, value FROM samples WHERE series IN "
+            "(SELECT id FROM series WHERE machine = ? AND parameter = ?)"
+        )
         params: list[object] = [machine, parameter]
         if start is not None:
             query += " AND ts >= ?"
@@ -138,10 +288,11 @@ class ReadingsStore:
         (None when there are none)."""
         with self._lock:
             row = self._db.execute(
-                "SELECT avg(value) FROM readings WHERE machine = ? AND parameter = ? "
+                "SELECT avg(value) FROM samples WHERE series IN "
+                "(SELECT id FROM series WHERE machine = ? AND parameter = ?) "
                 "AND ts BETWEEN to_timestamp(?) AND to_timestamp(?)",
                 [machine, parameter, start, end],
-            ).fetchone()
+            ).fetchall()[0]
         return None if row is None or row[0] is None else float(row[0])
 
     def export_parquet(self, folder: Path) -> int:
@@ -149,13 +300,36 @@ class ReadingsStore:
         many readings were written."""
         folder.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            row = self._db.execute("SELECT count(*) FROM readings").fetchone()
+            row = self._db.execute("SELECT count(*) FROM samples").fetchall()[0]
             self._db.execute(
                 "COPY (SELECT *, strftime(ts, '%Y-%m-%d') AS day FROM readings) "
                 f"TO '{_quoted(folder)}' (FORMAT PARQUET, PARTITION_BY (day, line), "
                 "OVERWRITE_OR_IGNORE TRUE)"
             )
         return int(row[0]) if row else 0
+
+
+def _wide_table(db: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the file holds the first layout: one wide ``readings`` table."""
+    row = db.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'readings' "
+        "AND schema_name = 'main'"
+    ).fetchall()[0]
+    return bool(row and row[0])
+
+
+def _migrate_wide(db: duckdb.DuckDBPyConnection) -> None:
+    db.execute(
+        "INSERT INTO series (site, line, machine, parameter, unit) "
+        "SELECT DISTINCT site, line, machine, parameter, unit FROM readings_wide "
+        "ON CONFLICT DO NOTHING"
+    )
+    db.execute(
+        "INSERT INTO samples SELECT s.id, w.message_id, w.ts, w.value, w.quality, "
+        "w.received_at FROM readings_wide w JOIN series s USING "
+        "(site, line, machine, parameter, unit) ORDER BY w.ts"
+    )
+    db.execute("DROP TABLE readings_wide")
 
 
 def _quoted(path: Path) -> str:

@@ -9,6 +9,7 @@ a time none of its runs covers (a run the graph did not have yet).
 from __future__ import annotations
 
 import bisect
+import math
 import time
 from datetime import datetime
 from typing import NamedTuple
@@ -33,26 +34,33 @@ class RunCalendar:
     def run_at(self, machine: str, when: datetime) -> RunSpan | None:
         """The run on ``machine`` covering ``when``, or None (also while the graph is
         unreachable: the caller goes on without the run)."""
-        t = when.timestamp()
+        return self.span_at(machine, when.timestamp())[0]
+
+    def span_at(self, machine: str, t: float) -> tuple[RunSpan | None, float]:
+        """The run on ``machine`` covering POSIX time ``t`` (or None), and the time up
+        to which that answer holds: the run's end, or the start of the next known run
+        (infinity when there is none) — so a caller walking readings in time order asks
+        once per run or gap, not once per reading."""
         found = self._lookup(machine, t)
-        if found is not None:
+        if found[0] is not None:
             return found
         loaded = self._runs.get(machine)
         if loaded is None or time.monotonic() - loaded[2] > self.reload_s:
             if not self._load(machine):
-                return None
+                return None, math.inf
             return self._lookup(machine, t)
-        return None
+        return found
 
-    def _lookup(self, machine: str, t: float) -> RunSpan | None:
+    def _lookup(self, machine: str, t: float) -> tuple[RunSpan | None, float]:
         loaded = self._runs.get(machine)
         if loaded is None:
-            return None
+            return None, math.inf
         starts, spans, _ = loaded
         at = bisect.bisect_right(starts, t) - 1
         if at >= 0 and spans[at].end >= t:
-            return spans[at]
-        return None
+            return spans[at], spans[at].end
+        following = starts[at + 1] if at + 1 < len(starts) else math.inf
+        return None, following
 
     def _load(self, machine: str) -> bool:
         try:
