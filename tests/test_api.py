@@ -27,6 +27,8 @@ from sqems.graph_model.neo4j_server import Neo4jServer
 from sqems.graph_model.neo4j_store import Neo4jGraphStore
 from sqems.graphql import AccessStore, Role, create_app, sdl
 from sqems.graphql.types import global_id
+from sqems.ingestion.quarantine import NewEntry, Quarantine
+from sqems.ingestion.service import QUARANTINE_FILE
 from sqems.settings import Settings
 
 GRAPHQL_DIR = Path(__file__).resolve().parent.parent / "sqems" / "graphql"
@@ -441,3 +443,32 @@ def test_concurrent_reads_and_writes_stay_consistent(embedded_api: Api) -> None:
     counts = {a["data"]["recallScope"]["counts"]["units"] for a in answers
               if a.get("data") and a["data"].get("recallScope")}  # fmt: skip
     assert len(counts) == 1
+
+
+def test_the_quarantine_is_paged_from_its_store(plant: Plant, tmp_path: Path) -> None:
+    """Pages follow the entries' ids, so the server reads one page, not the whole
+    quarantine; an entry replayed with success leaves the open view."""
+    kept = Quarantine(tmp_path / QUARANTINE_FILE)
+    kept.add(NewEntry(f"mqtt:sqems/v1/S/L/M/P{i}", f"reason {i}", b"{") for i in range(7))
+    ids = [e.id for e in kept.entries(limit=10)]
+    kept.mark_replayed(ids[2], "accepted")
+    kept.close()
+    store = EmbeddedGraphStore(None)
+    query = (GRAPHQL_DIR / "operations" / "quarantine.graphql").read_text()
+    for api in _start(store, plant, tmp_path):
+        seen: list[int] = []
+        after, pages = None, 0
+        while True:
+            page = api.data(query, {"first": 3, "after": after})["quarantine"]
+            assert page["totalCount"] == 6
+            seen += [int(e["node"]["id"]) for e in page["edges"]]
+            pages += 1
+            if not page["pageInfo"]["hasNextPage"]:
+                break
+            after = page["pageInfo"]["endCursor"]
+        assert (seen, pages) == ([i for i in ids if i != ids[2]], 2)
+        everything = api.data(query, {"first": 50, "includeReplayed": True})["quarantine"]
+        assert everything["totalCount"] == 7
+        bad = api.post(query, {"first": 3, "after": "bm90LWEta2V5"})
+        assert bad["errors"][0]["extensions"]["code"] == "VALIDATION_FAILED"
+    store.close()

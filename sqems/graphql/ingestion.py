@@ -21,7 +21,7 @@ from strawberry.types import Info
 from sqems.errors import ValidationFailed
 from sqems.graphql.access import Role
 from sqems.graphql.context import Context
-from sqems.graphql.types import Connection, ConnectionEdge, paginate
+from sqems.graphql.types import Connection, ConnectionEdge, after_key, keyset_page, page_size
 from sqems.ingestion import quarantine as q
 from sqems.ingestion.mqtt import MqttIngestion
 from sqems.ingestion.pipeline import AlarmEvent, Ingestor
@@ -165,12 +165,16 @@ class IngestionQuery:
         ctx = info.context
         ctx.require(Role.VIEWER)
 
-        def answer() -> list[q.Entry]:
-            with _quarantine(ctx) as store:
-                return store.entries(limit=1_000_000, open_only=not include_replayed)
+        size = page_size(first, ctx.settings.api_max_page_size)
+        start = after_key(after)
 
-        entries = await ctx.call(answer)
-        page = paginate(entries, first, after, ctx.settings.api_max_page_size)
+        def answer() -> tuple[list[q.Entry], int]:
+            with _quarantine(ctx) as store:
+                rows = store.entries(after=start, limit=size + 1, open_only=not include_replayed)
+                return rows, store.count(open_only=not include_replayed)
+
+        rows, total = await ctx.call(answer)
+        page = keyset_page(rows, size, lambda e: e.id, total)
         return Connection(
             edges=[
                 ConnectionEdge(cursor=e.cursor, node=QuarantineEntry.of(e.node)) for e in page.edges

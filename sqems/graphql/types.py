@@ -12,6 +12,7 @@ import base64
 import binascii
 import types
 import typing
+from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
 from typing import Annotated, Any, Generic, TypeVar
@@ -182,6 +183,45 @@ def paginate(items: list[T], first: int, after: str | None, max_page: int) -> Co
             end_cursor=edges[-1].cursor if edges else None,
         ),
         total_count=len(items),
+    )
+
+
+def page_size(first: int, max_page: int) -> int:
+    """``first``, checked against the server's page limit."""
+    if first < 0 or first > max_page:
+        raise ValidationFailed(f"first must be between 0 and {max_page}, got {first}")
+    return first
+
+
+def after_key(cursor: str | None) -> int:
+    """The key a keyset cursor points after (0 for the first page)."""
+    if cursor is None:
+        return 0
+    try:
+        kind, _, number = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
+        if kind == "key" and number.isdigit():
+            return int(number)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise ValidationFailed(f"{cursor!r} is not a cursor of this connection")
+
+
+def keyset_page(rows: list[T], first: int, key: Callable[[T], int], total: int) -> Connection[T]:
+    """A page of a connection read straight from its store by key: ``rows`` are the
+    (up to) ``first + 1`` rows after the cursor's key, so the store never reads more
+    than a page, whatever its size."""
+    chunk = rows[:first]
+    edges = [
+        ConnectionEdge(cursor=base64.urlsafe_b64encode(f"key:{key(r)}".encode()).decode(), node=r)
+        for r in chunk
+    ]
+    return Connection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=len(rows) > first,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+        total_count=total,
     )
 
 
