@@ -151,24 +151,38 @@ def reopenable(request: pytest.FixtureRequest, tmp_path: Path) -> Reopenable:
 
 @dataclass
 class Broker:
-    """A real Mosquitto broker on a free loopback port, with persistence on disk."""
+    """A real Mosquitto broker on a free loopback port, with persistence on disk.
+
+    :meth:`stop` fails the test if the broker did not save its session store: a broker
+    that comes back without its sessions would make "nothing lost across a restart"
+    untestable (started as root, Mosquitto drops to its own user unless told not to,
+    and then cannot write into pytest's private temporary directories)."""
 
     host: str
     port: int
     config: Path
     process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def log(self) -> Path:
+        return self.config.with_name("mosquitto.log")
+
+    @property
+    def store(self) -> Path:
+        return self.config.with_name("mosquitto.db")
+
     def start(self) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             pytest.fail("the MQTT tests need Mosquitto: apt-get install mosquitto")
-        self.process = subprocess.Popen(
-            [binary, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [binary, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=log
+            )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                err = self.log.read_text(errors="replace")[-2000:]
                 pytest.fail(f"mosquitto exited with {self.process.returncode}: {err}")
             with (
                 contextlib.suppress(OSError),
@@ -180,8 +194,12 @@ class Broker:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            before = self.store.stat().st_mtime_ns if self.store.exists() else None
             self.process.terminate()
             self.process.wait(timeout=15)
+            if not self.store.exists() or self.store.stat().st_mtime_ns == before:
+                err = self.log.read_text(errors="replace")[-2000:]
+                pytest.fail(f"mosquitto did not save its session store: {err}")
         self.process = None
 
 
@@ -196,7 +214,8 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         "allow_anonymous true\n"
         "persistence true\n"
         f"persistence_location {home}/\n"
-        "max_queued_messages 1000000\n"
+        "max_queued_messages 1000000\n" + ("user root\n" if os.geteuid() == 0 else "")
+        # as root, stay root: the store is in a directory only root may enter
     )
     broker = Broker("127.0.0.1", port, config)
     broker.start()

@@ -127,3 +127,28 @@ def test_nothing_is_lost_across_a_broker_restart(
     wait_for(lambda: ingestion.counters.accepted == 400, "all 400 readings")
     assert ingestion.ingestor.readings.count() == 400
     sender.loop_stop()
+
+
+def test_what_the_broker_holds_for_the_ingestion_survives_a_restart(
+    graph: GraphStore, mosquitto: Broker, tmp_path: Path
+) -> None:
+    """Readings sent while the ingestion is away wait in its persistent session; the
+    broker restarts meanwhile; the ingestion comes back and gets every one."""
+    ingestor = Ingestor(graph, ReadingsStore(tmp_path / "r.duckdb"), Quarantine(tmp_path / "q.db"))
+    at = run_window(graph)
+    with MqttIngestion(ingestor, mosquitto.host, mosquitto.port, client_id="sqems-held") as first:
+        wait_for(first.connected.is_set, "the ingestion to connect")
+    sender = client(mosquitto, "test-sensor-held")
+    for body in readings(5_000, 300, at, lambda i: 242.5):
+        sender.publish(PEAK, body, qos=1).wait_for_publish(5)
+    sender.loop_stop()
+    sender.disconnect()
+
+    mosquitto.stop()  # fails if the broker did not save the sessions
+    mosquitto.start()
+
+    with MqttIngestion(ingestor, mosquitto.host, mosquitto.port, client_id="sqems-held") as again:
+        wait_for(lambda: again.counters.accepted == 300, "the 300 held readings", timeout=60)
+    assert ingestor.readings.count() == 300
+    ingestor.readings.close()
+    ingestor.quarantine.close()

@@ -6,7 +6,11 @@ session (the broker keeps what arrives while it is away), reconnects with backof
 worker thread. Messages are acknowledged to the broker only after their batch is
 stored or quarantined (paho's manual acks), so a crash between receipt and storage
 makes the broker deliver them again — and the readings store's message-id dedup makes
-that redelivery harmless.
+that redelivery harmless. A packet id means something only on the connection it came
+in on: messages received before a reconnect are stored but not acknowledged (the broker
+delivers them again from the session, or has lost them with the session, when their id
+may already name another message). Nothing is lost across a broker restart only if the
+broker keeps the session: persistence on, with a store it can write.
 
 Alarms go back out on the series' ``…/alarm`` topic (QoS 1, JSON); an alarm on a
 critical parameter also sends ``{"command": "stop_line", …}`` to the line's
@@ -52,7 +56,10 @@ class MqttIngestion:
         password: str | None = None,
     ) -> None:
         self.ingestor = ingestor
-        self._queue: queue.Queue[tuple[Message, int]] = queue.Queue()
+        self._queue: queue.Queue[tuple[Message, int, int]] = queue.Queue()
+        self._connection = 0
+        """Counts the connections lost; a message carries the count it arrived under."""
+        self._connects = 0
         self._stop = threading.Event()
         self.connected = threading.Event()
         client = mqtt.Client(
@@ -101,22 +108,31 @@ class MqttIngestion:
 
     # --- callbacks (paho's network thread) -----------------------------------------------
 
-    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
             log.error("broker refused the connection", extra={"reason": str(reason)})
             return
+        self._connects += 1
+        if self._connects > 1 and not flags.session_present:
+            log.warning(
+                "the broker kept no session for us: what it held for us while we were away "
+                "is lost (is its persistence on, with a store it can write?)",
+                extra={"host": self.host, "port": self.port},
+            )
         client.subscribe(SUBSCRIPTION, qos=1)
         self.connected.set()
         log.info("connected to the broker", extra={"host": self.host, "port": self.port})
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self._connection += 1  # from now on acks for what came in before are not sent
         self.connected.clear()
         if not self._stop.is_set():
             log.warning("lost the broker; reconnecting", extra={"reason": str(reason)})
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         received = Message(message.topic, bytes(message.payload), datetime.now(UTC))
-        self._queue.put((received, message.mid if message.qos > 0 else -1))
+        mid = message.mid if message.qos > 0 else -1
+        self._queue.put((received, mid, self._connection))
 
     # --- the worker ----------------------------------------------------------------------
 
@@ -133,9 +149,10 @@ class MqttIngestion:
                     batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
-            self.ingestor.handle_many([m for m, _ in batch])
-            for _, mid in batch:
-                if mid >= 0:
+            self.ingestor.handle_many([m for m, _, _ in batch])
+            for _, mid, connection in batch:
+                # an id from an earlier connection may name another message by now
+                if mid >= 0 and connection == self._connection:
                     self.client.ack(mid, 1)
 
     # --- out -----------------------------------------------------------------------------
