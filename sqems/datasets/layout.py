@@ -187,6 +187,16 @@ DEFECT_TYPES = {
     )
 }
 
+ORIGINS = {
+    # the PFMEA: the step where each failure mode arises (a false call arises in
+    # testing and a scratch in handling anywhere: neither has one step)
+    "DT-SOLDER-VOID": "STEP-PCB-20",
+    "DT-SOLDER-BRIDGE": "STEP-PCB-10",
+    "DT-CRACKED-HOUSING": "STEP-ASM-10",
+    "DT-MISALIGNED-SHAFT": "STEP-ASM-20",
+    "DT-TORQUE-LOW": "STEP-ASM-30",
+}
+
 SHIFTS = ("early", "late", "night")
 SHIFT_START_HOUR = {"early": 6, "late": 14, "night": 22}
 OPERATORS_PER_SHIFT = 8

@@ -194,6 +194,8 @@ class _Generator:
                 name=[type_spec.name],
                 category=[type_spec.category.value],
             )
+        for defect_type, step_uid in layout.ORIGINS.items():
+            p.add_edges("ORIGINATES_AT", src=[defect_type], dst=[step_uid])
         for line_no, line in enumerate(layout.LINES):
             kind = "subassembly" if line is layout.BOARD_LINE else "finished"
             p.add_nodes(

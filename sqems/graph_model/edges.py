@@ -149,6 +149,14 @@ REL_TYPES: dict[str, RelType] = {
         _rel("RECORDED", [("ProcessRun", "Parameter")], "a parameter actual of the run", Recorded),
         _rel("OPERATED_BY", [("ProcessRun", "Operator")], "who ran it"),
         _rel("CALIBRATES", [("Calibration", "Machine")], "calibration of the machine"),
+        _rel(
+            "ORIGINATES_AT",
+            [("DefectType", "ProcessStep")],
+            "PFMEA: the process step where the failure mode arises",
+        ),
+        # what-if studies
+        _rel("STUDIES", [("WhatIfSession", "Line")], "the line a what-if session studies"),
+        _rel("IN_SESSION", [("Scenario", "WhatIfSession")], "a scenario of the session"),
     )
 }
 """Every relationship type of the model, by name."""

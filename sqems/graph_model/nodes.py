@@ -42,6 +42,8 @@ UnitSymbol = Annotated[
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
 Text = Annotated[str, StringConstraints(max_length=10_000)]
+Json = Annotated[str, StringConstraints(max_length=200_000)]
+"""A JSON document kept as a string property (graph stores hold no nested maps)."""
 CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
 
 
@@ -437,6 +439,44 @@ class Capa(Node):
         return self
 
 
+class RunStatus(StrEnum):
+    """Where a background computation is."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class WhatIfSession(Node):
+    """A what-if study of one line: a baseline and scenarios, simulated alike."""
+
+    label: ClassVar[str] = "WhatIfSession"
+    time_span: ClassVar[tuple[str, str | None] | None] = ("created_at", None)
+    name: Name
+    created_at: AwareDatetime
+    horizon_s: float = Field(gt=0, allow_inf_nan=False)
+    replications: int = Field(ge=2)
+    seed: int = Field(default=0, ge=0)
+
+
+class Scenario(Node):
+    """One scenario of a what-if session, its changes and, once simulated, its results.
+
+    Both are JSON: the changes as given; the results each KPI's mean and credible
+    interval and the paired difference from the baseline."""
+
+    label: ClassVar[str] = "Scenario"
+    name: Name
+    baseline: bool = False
+    changes: Json = "{}"
+    status: RunStatus = RunStatus.PENDING
+    progress: float = Field(default=0.0, ge=0.0, le=1.0)
+    results: Json | None = None
+    message: Text = ""
+    finished_at: AwareDatetime | None = None
+
+
 class BimElement(Node):
     """An element of a building/line model, keyed by its IFC GlobalId."""
 
@@ -471,6 +511,8 @@ NODE_TYPES: dict[str, type[Node]] = {
         Complaint,
         Alarm,
         Capa,
+        WhatIfSession,
+        Scenario,
         BimElement,
     )
 }

@@ -65,6 +65,7 @@ KINDS: dict[str, frozenset[str]] = {
             "STEP_OF",
             "PARAMETER_OF",
             "CAN_PERFORM",
+            "ORIGINATES_AT",
         }
     ),
     "crm": frozenset({"Customer", "Complaint", "ABOUT", "RAISED_BY", "OF_TYPE"}),
