@@ -122,6 +122,7 @@ class RunFacts:
     started_at: float
     params: Mapping[str, float]
     """Parameter uid → the actual the run recorded."""
+    ended_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +198,7 @@ def read_batches(store: GraphStore, batch_uids: Iterable[str]) -> PlantFacts:
                 run.shift.value,
                 run.started_at.timestamp(),
                 actuals[uid],
+                run.ended_at.timestamp() if run.ended_at is not None else None,
             )
         )
 

@@ -1,0 +1,107 @@
+"""The twin of a line read from the graph: routing, cycle times, breakdowns, parameter
+behaviour, quality history and detection, checked against the generator's plant."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from sqems.datasets import PlantSpec, generate, layout, load_plant
+from sqems.datasets.files import plant_sections
+from sqems.errors import NotFound, ValidationFailed
+from sqems.graph_model import EmbeddedGraphStore, GraphStore
+from sqems.graph_model.nodes import Alarm, Line, Severity
+from sqems.graph_model.store import Edge
+from sqems.twin.line import build_twin
+
+
+@pytest.fixture(scope="module")
+def graph() -> Iterator[GraphStore]:
+    with EmbeddedGraphStore(None) as store:
+        load_plant(store, plant_sections(generate(PlantSpec(units=8_000, seed=2))))
+        yield store
+
+
+def test_the_route_follows_the_steps_with_their_parallel_machines(graph: GraphStore) -> None:
+    twin = build_twin(graph, "LINE-ASM")
+    spec = layout.ASSEMBLY_LINE
+    assert [s.uid for s in twin.steps] == [s.uid for s in spec.steps]
+    assert [s.machines for s in twin.steps] == [tuple(sorted(s.machines)) for s in spec.steps]
+    assert twin.product == spec.product
+    assert [s.inspection for s in twin.steps] == [False, False, False, True]
+
+
+def test_cycle_times_are_the_runs_durations_per_unit(graph: GraphStore) -> None:
+    for spec in layout.LINES:
+        twin = build_twin(graph, spec.uid)
+        for step in twin.steps:
+            for fit in step.cycle.values():
+                # the generator runs every unit of a line at the line's takt
+                assert fit.median_s == pytest.approx(spec.cycle_s, rel=1e-6)
+                assert fit.observations > 0
+
+
+def test_each_step_learns_from_the_defects_that_originate_there(graph: GraphStore) -> None:
+    twin = build_twin(graph, "LINE-PCB")
+    reflow = twin.step("STEP-PCB-20")
+    assert reflow.defect_types == ("DT-SOLDER-VOID",)
+    h = reflow.history
+    assert h.parameters == ("P-REFLOW-PEAK", "P-REFLOW-SPEED")
+    assert h.x.shape == (h.runs, 2) and h.trials.sum() == twin.units
+    # the planted drift: runs hotter than the void threshold make most of the voids
+    hot = h.x[:, 0] > layout.Causes().void_threshold
+    assert hot.any()
+    assert h.defects[hot].sum() / h.trials[hot].sum() > 5 * (
+        h.defects[~hot].sum() / h.trials[~hot].sum()
+    )
+    peak = reflow.parameters[0]
+    assert peak.setpoint == 242.5 and peak.bias["M-REFLOW-2"] > peak.bias["M-REFLOW-1"]
+
+
+def test_an_inspection_step_catches_what_the_plant_was_told_it_catches(graph: GraphStore) -> None:
+    causes = layout.Causes()
+    aoi = build_twin(graph, "LINE-PCB").step("STEP-PCB-30").detection
+    assert aoi is not None
+    # escapes that are never found cannot be counted, so the estimate sits at or a
+    # little above the planted rate
+    assert causes.aoi_detects - 0.05 < aoi < 1.0
+
+
+def test_stops_on_record_become_mtbf_and_mttr() -> None:
+    with EmbeddedGraphStore(None) as store:
+        load_plant(store, plant_sections(generate(PlantSpec(units=2_000, seed=4))))
+        twin = build_twin(store, "LINE-ASM")
+        start = datetime.fromtimestamp(twin.first_run, UTC)
+        alarms = [
+            Alarm(
+                uid=f"ALM-STOP-{i}",
+                raised_at=start + timedelta(hours=2 * i + 1),
+                cleared_at=start + timedelta(hours=2 * i + 1, minutes=20),
+                rule="stop",
+                severity=Severity.CRITICAL,
+            )
+            for i in range(4)
+        ]
+        with store.transaction() as batch:
+            batch.add_nodes(alarms)
+            batch.add_edges(Edge("RAISED_ON", a.uid, "M-PRESS-1") for a in alarms)
+        press = build_twin(store, "LINE-ASM").step("STEP-ASM-20")
+        stops = press.breakdowns["M-PRESS-1"]
+        observed = twin.last_run - twin.first_run
+        assert stops.stops == 4
+        assert stops.mttr_s == pytest.approx(1200.0)
+        assert stops.mtbf_s == pytest.approx((observed - 4 * 1200.0) / 4)
+        assert press.breakdowns["M-PRESS-2"].mtbf_s is None
+
+
+def test_a_line_the_twin_cannot_be_built_for_is_refused(graph: GraphStore) -> None:
+    with pytest.raises(NotFound, match="LINE-NOPE"):
+        build_twin(graph, "LINE-NOPE")
+    with EmbeddedGraphStore(None) as store:
+        store.upsert_nodes([Line(uid="LINE-EMPTY", name="empty")])
+        with pytest.raises(ValidationFailed, match="no machines"):
+            build_twin(store, "LINE-EMPTY")
+    assert np.isfinite(build_twin(graph, "LINE-ASM").base_rate)
