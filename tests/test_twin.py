@@ -49,8 +49,8 @@ def test_each_step_learns_from_the_defects_that_originate_there(graph: GraphStor
     reflow = twin.step("STEP-PCB-20")
     assert reflow.defect_types == ("DT-SOLDER-VOID",)
     h = reflow.history
-    assert h.parameters == ("P-REFLOW-PEAK", "P-REFLOW-SPEED")
-    assert h.x.shape == (h.runs, 2) and h.trials.sum() == twin.units
+    assert h.parameters == ("P-REFLOW-PEAK", "P-REFLOW-SPEED", "shift:late", "shift:night")
+    assert h.x.shape == (h.runs, 4) and h.trials.sum() == twin.units
     # the planted drift: runs hotter than the void threshold make most of the voids
     hot = h.x[:, 0] > layout.Causes().void_threshold
     assert hot.any()

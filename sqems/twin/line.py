@@ -15,7 +15,9 @@
   target, else the historical mean) and, per machine, the bias of its actuals from the
   setpoint and their spread: the simulation draws actuals from these.
 * **Quality history.** For each step, one row per process run: the run's parameter
-  actuals, its machine, the units its batch made, and the units with a defect whose type
+  actuals and its shift (one indicator per shift but the first of the day, so a model can
+  learn what the night shift does and a scenario can change the shift pattern), its
+  machine, the units its batch made, and the units with a defect whose type
   ``ORIGINATES_AT`` the step (the PFMEA link), found in-house or later — downstream on
   the assembly, or in a customer complaint. These rows train the step's
   :mod:`sqems.twin.quality` model. Defects of types without an origin step make a
@@ -201,16 +203,23 @@ def build_twin(store: GraphStore, line: str, window: TimeWindow | None = None) -
         ]
         cycle = _cycle_fits(runs, units_of, ms, notes, uid)
         names = tuple(sorted(p for p in params_of.get(uid, []) if p in specs))
+        shifts = _shift_levels(r.shift for _, r in runs) if names else ()
         rows = [
-            (r.params, ms.index(r.machine or ""), len(units_of[b.uid]), b.uid)
+            (
+                {**r.params, **{f"shift:{s}": float(r.shift == s) for s in shifts}},
+                ms.index(r.machine or ""),
+                len(units_of[b.uid]),
+                b.uid,
+            )
             for b, r in runs
             if all(p in r.params for p in names) and units_of[b.uid]
         ]
+        covariates = names + tuple(f"shift:{s}" for s in shifts)
         caught = defective.by_step.get(uid, {})
         history = StepHistory(
-            names,
-            np.array([[p[n] for n in names] for p, *_ in rows], dtype=np.float64).reshape(
-                len(rows), len(names)
+            covariates,
+            np.array([[p[n] for n in covariates] for p, *_ in rows], dtype=np.float64).reshape(
+                len(rows), len(covariates)
             ),
             np.array([m for _, m, _, _ in rows], dtype=np.int64),
             np.array([n for *_, n, _ in rows], dtype=np.int64),
@@ -308,6 +317,19 @@ def _defective_units(
     return _Defective(
         {s: dict(b) for s, b in by_step.items()}, unattributed, caught / found if found else None
     )
+
+
+SHIFT_ORDER = ("early", "late", "night")
+
+
+def _shift_levels(shifts: Iterable[str]) -> tuple[str, ...]:
+    """The shifts that become covariates: each one seen except the first of the day
+    (the baseline), so a model can learn what working late or at night does."""
+    seen = set(shifts)
+    if len(seen) < 2:
+        return ()
+    ordered = sorted(seen, key=lambda s: (SHIFT_ORDER.index(s) if s in SHIFT_ORDER else 9, s))
+    return tuple(ordered[1:])
 
 
 def _cycle_fits(
