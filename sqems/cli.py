@@ -50,6 +50,10 @@ from sqems.graphql import AccessStore, Role, create_app, sdl
 from sqems.graphql.app import ACCESS_FILE
 from sqems.ingestion import importers, sensors, service
 from sqems.settings import Settings
+from sqems.simulation import whatif
+from sqems.simulation.runner import TWIN_DIR, WhatIfRunner
+from sqems.simulation.scenarios import ScenarioSpec
+from sqems.twin.fitting import Sampler
 
 app = typer.Typer(
     name="sqems",
@@ -308,6 +312,129 @@ def _window(start: str | None, end: str | None) -> TimeWindow | None:
     if start is None and end is None:
         return None
     return TimeWindow(_when(start, "--start"), _when(end, "--end"))
+
+
+@_command("whatif")
+def whatif_cmd(
+    line: Annotated[str, typer.Argument(help="The line to study, e.g. LINE-PCB.")],
+    setpoint: Annotated[
+        list[str] | None, typer.Option("--set", help="PARAMETER=VALUE: a new setpoint.")
+    ] = None,
+    spread: Annotated[
+        list[str] | None,
+        typer.Option(help="PARAMETER=FACTOR: the process variation times FACTOR."),
+    ] = None,
+    speed: Annotated[float, typer.Option(help="Line speed factor (1.1: 10 % faster).")] = 1.0,
+    shifts: Annotated[
+        str | None, typer.Option(help="The shifts that work, e.g. early,late.")
+    ] = None,
+    detect: Annotated[
+        list[str] | None,
+        typer.Option(help="STEP=RATE: an inspection step's detection rate."),
+    ] = None,
+    recommend: Annotated[
+        float | None,
+        typer.Option(help="Also recommend setpoints, with this throughput floor (units/h)."),
+    ] = None,
+    hours: Annotated[float, typer.Option(help="Simulated hours per replication.")] = 8.0,
+    replications: Annotated[int, typer.Option(help="Replications (posterior draws).")] = 30,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """What if a line ran differently? Simulate a scenario against today's line with
+    the twin's quality models, and print each KPI with its interval and the paired
+    difference."""
+    changes: dict[str, Any] = {"line_speed": speed}
+    params: dict[str, dict[str, Any]] = {}
+    for option, key in ((setpoint or [], "setpoint"), (spread or [], "spread")):
+        for uid, value in (_pair(item, f"--{key}") for item in option):
+            params.setdefault(uid, {"parameter": uid})[key] = value
+    if params:
+        changes["parameters"] = list(params.values())
+    if shifts:
+        changes["shifts"] = [s.strip() for s in shifts.split(",") if s.strip()]
+    if detect:
+        changes["inspections"] = [
+            {"step": uid, "detection": value}
+            for uid, value in (_pair(item, "--detect") for item in detect)
+        ]
+    spec = ScenarioSpec.parse(changes)
+    with _store() as (store, settings):
+        runner = WhatIfRunner(store, settings.data_dir / TWIN_DIR, Sampler.of(settings))
+        try:
+            with err.status(f"building the twin of {line} and fitting its quality models…"):
+                twin_, models = runner.twin(line)
+            spec.check(twin_)
+            for step, model in models.items():
+                d = model.diagnostics
+                err.print(
+                    f"{step}: {d.chains} chains x {d.draws} draws, max r_hat {d.max_r_hat:.3f}"
+                    f" ({d.r_hat_at}), min ESS {d.min_ess_bulk:.0f} bulk / "
+                    f"{d.min_ess_tail:.0f} tail, {d.divergences} divergences",
+                    highlight=False,
+                )
+            for note in twin_.notes:
+                err.print(f"note: {note}", highlight=False)
+            view = whatif.create_session(
+                store, line, "cli", horizon_s=hours * 3600, replications=replications, seed=seed
+            )
+            scenario = whatif.add_scenario(store, view.session.uid, "scenario", spec)
+            futures = [runner.submit(view.session.uid, scenario.uid)]
+            if recommend is not None:
+                futures.append(runner.recommend(view.session.uid, recommend)[1])
+            with _progress() as bar:
+                task = bar.add_task("simulating", total=len(futures))
+                for future in futures:
+                    future.result()
+                    bar.advance(task)
+        finally:
+            runner.close()
+        _print_whatif(whatif.get_session(store, view.session.uid))
+
+
+def _pair(item: str, option: str) -> tuple[str, float]:
+    key, sep, value = item.partition("=")
+    try:
+        if sep:
+            return key.strip(), float(value)
+    except ValueError:
+        pass
+    raise ValidationFailed(f"{option} takes NAME=NUMBER, got {item!r}")
+
+
+def _print_whatif(view: whatif.SessionView) -> None:
+    results = {s.uid: json.loads(s.results) if s.results else {} for s in view.scenarios}
+    base = results[view.baseline.uid].get("kpis", {})
+    for s in view.scenarios:
+        if s.baseline:
+            continue
+        body = results[s.uid]
+        table = Table(
+            title=f"{s.name} on {view.line}: {s.changes}",
+            caption=f"{view.session.replications} replications of "
+            f"{view.session.horizon_s / 3600:g} h; 94 % intervals; the difference is paired",
+        )
+        for column in ("KPI", "baseline", "scenario", "difference"):
+            table.add_column(column, justify="left" if column == "KPI" else "right")
+        for kpi, value in body.get("kpis", {}).items():
+            b, d = base.get(kpi), body.get("difference", {}).get(kpi)
+            table.add_row(
+                kpi,
+                _interval(b) if b else "",
+                _interval(value),
+                _interval(d, signed=True) if d else "",
+            )
+        out.print(table)
+        rec = body.get("recommendation")
+        if rec:
+            for uid, v in rec["setpoints"].items():
+                out.print(f"  {uid}: {rec['current'][uid]:g} -> [bold]{v:g}[/]")
+            verdict = "meets" if body.get("feasible") else "[red]misses[/]"
+            out.print(f"  throughput {verdict} the floor of {rec and body['throughput_floor']:g}/h")
+
+
+def _interval(v: dict[str, float], *, signed: bool = False) -> str:
+    fmt = "+.4g" if signed else ".4g"
+    return f"{v['mean']:{fmt}} [{v['low']:{fmt}}, {v['high']:{fmt}}]"
 
 
 @_command("demo")

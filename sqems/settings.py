@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         default="sqems-ingest",
         description="The subscriber's id; its persistent session on the broker is keyed by it.",
     )
+    twin_draws: int = Field(
+        default=1_000, ge=50, le=100_000, description="NUTS draws per chain of a quality model."
+    )
+    twin_tune: int = Field(default=1_000, ge=0, le=100_000, description="NUTS tuning steps.")
+    twin_chains: int = Field(default=2, ge=1, le=16, description="NUTS chains.")
     neo4j_heap: str = Field(default="1g", pattern=r"^\d+[kmg]$")
     neo4j_pagecache: str = Field(default="512m", pattern=r"^\d+[kmg]$")
 

@@ -30,12 +30,18 @@ from sqems.graphql.types import global_id
 from sqems.ingestion.quarantine import NewEntry, Quarantine
 from sqems.ingestion.service import QUARANTINE_FILE
 from sqems.settings import Settings
+from sqems.simulation import whatif
 
 GRAPHQL_DIR = Path(__file__).resolve().parent.parent / "sqems" / "graphql"
 NEEDS_INGESTION = {"replay_quarantined", "alarms"}
 """Operations that need the MQTT ingestion in the server: test_api_ingestion.py runs them."""
+NEEDS_TWIN = {"run_scenario", "recommend_setpoints", "what_if_progress", "twin_models"}
+"""Operations that fit and simulate the twin in the background: test_api_whatif.py runs
+them, with small NUTS settings."""
 OPERATIONS = sorted(
-    p for p in (GRAPHQL_DIR / "operations").glob("*.graphql") if p.stem not in NEEDS_INGESTION
+    p
+    for p in (GRAPHQL_DIR / "operations").glob("*.graphql")
+    if p.stem not in NEEDS_INGESTION | NEEDS_TWIN
 )
 
 
@@ -173,6 +179,10 @@ def _variables(api: Api, name: str) -> dict[str, Any]:
         "capability": {"parameter": "P-TORQUE"},
         "train_defect_model": {"product": "PRD-DRIVE"},
         "batch_risk": {"product": "PRD-DRIVE", "batches": drive_batches[-3:]},
+        "create_what_if_session": {"line": "LINE-PCB", "name": "oven study",
+                                   "horizonHours": 4, "replications": 10},
+        "what_if_session": {"uid": whatif.create_session(
+            api.store, "LINE-ASM", "press study", horizon_s=3600, replications=5).session.uid},
         "_machine": {"input": {"machine": {"uid": drift["uid"], "window": {
             "start": drift["window"]["start"], "end": drift["window"]["end"]}}}},
     }[name]  # fmt: skip
@@ -180,6 +190,7 @@ def _variables(api: Api, name: str) -> dict[str, Any]:
 
 ROLE_OF = {
     "train_defect_model": Role.ENGINEER,
+    "create_what_if_session": Role.ENGINEER,
     "hold_batch": Role.ENGINEER,
     "release_batch": Role.ENGINEER,
     "set_unit_status": Role.INSPECTOR,

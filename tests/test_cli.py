@@ -17,8 +17,8 @@ from sqems.graph_model.neo4j_server import free_port
 SQEMS = [sys.executable, "-c", "from sqems.cli import main; main()"]
 
 
-def sqems(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SQEMS_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+def sqems(data_dir: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SQEMS_DATA_DIR": str(data_dir), "COLUMNS": "200", **extra}
     env.pop("SQEMS_GRAPH_URI", None)
     return subprocess.run(
         [*SQEMS, *args], capture_output=True, text=True, env=env, timeout=120, check=False
@@ -179,3 +179,29 @@ def test_serve_prints_a_bootstrap_key_that_opens_the_api(demo_dir: Path) -> None
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_whatif_prints_each_kpi_with_its_interval_and_the_paired_difference(
+    tmp_path: Path,
+) -> None:
+    plant = tmp_path / "plant"
+    assert (
+        sqems(
+            tmp_path, "generate", "--units", "12000", "--seed", "2", "--out", str(plant)
+        ).returncode
+        == 0
+    )
+    assert sqems(tmp_path, "load", str(plant)).returncode == 0
+    small = {"SQEMS_TWIN_DRAWS": "600", "SQEMS_TWIN_TUNE": "600"}
+    done = sqems(
+        tmp_path, "whatif", "LINE-PCB", "--set", "P-REFLOW-PEAK=250", "--hours", "4",
+        "--replications", "8", **small,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.strip()}
+    for kpi in ("throughput_per_h", "yield", "ppm", "scrap_cost"):
+        assert kpi in rows, done.stdout
+    assert rows["yield"].count("[") == 3  # baseline, scenario, difference
+    bad = sqems(tmp_path, "whatif", "LINE-PCB", "--set", "P-REFLOW-PEAK", **small)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("error: --set takes NAME=NUMBER")

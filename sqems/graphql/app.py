@@ -25,8 +25,11 @@ from sqems.graphql.context import Context
 from sqems.graphql.ingestion import AlarmHub, IngestionRuntime
 from sqems.graphql.middleware import RequestContext
 from sqems.graphql.schema import build_schema
+from sqems.graphql.twin import ProgressHub
 from sqems.ingestion import service
 from sqems.settings import Settings
+from sqems.simulation.runner import TWIN_DIR, WhatIfRunner
+from sqems.twin.fitting import Sampler
 
 log = logging.getLogger("sqems.api")
 ACCESS_FILE = "access.db"
@@ -71,6 +74,11 @@ def create_app(
         app.state.store = store or await anyio.to_thread.run_sync(lambda: open_store(settings))
         app.state.access = access or AccessStore(settings.data_dir / ACCESS_FILE)
         app.state.ingestion = None
+        app.state.whatif = WhatIfRunner(
+            app.state.store, settings.data_dir / TWIN_DIR, Sampler.of(settings)
+        )
+        app.state.whatif_hub = ProgressHub(asyncio.get_running_loop())
+        app.state.whatif.listeners.add(app.state.whatif_hub.publish)
         try:
             with ExitStack() as stack:
                 if settings.ingest:
@@ -84,6 +92,7 @@ def create_app(
                 )
                 yield
         finally:
+            await anyio.to_thread.run_sync(app.state.whatif.close)
             if own_store:
                 app.state.store.close()
             if own_access:
@@ -107,6 +116,8 @@ def create_app(
             principal=principal,
             request_id=getattr(request.state, "request_id", ""),
             ingestion=request.app.state.ingestion,
+            whatif=request.app.state.whatif,
+            whatif_hub=request.app.state.whatif_hub,
         )
 
     graphql = GraphQLRouter(build_schema(settings), context_getter=context, graphql_ide="graphiql")

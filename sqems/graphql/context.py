@@ -32,6 +32,8 @@ class Context(BaseContext):
         principal: ApiKey | None,
         request_id: str,
         ingestion: Any = None,
+        whatif: Any = None,
+        whatif_hub: Any = None,
     ) -> None:
         super().__init__()
         self.store = store
@@ -42,6 +44,10 @@ class Context(BaseContext):
         self.request_id = request_id
         self.ingestion = ingestion
         """The MQTT ingestion running in this server (an ``IngestionRuntime``), if any."""
+        self.whatif = whatif
+        """The server's ``WhatIfRunner``, which runs scenarios in the background."""
+        self.whatif_hub = whatif_hub
+        """Its progress, fanned out to subscribers (a ``ProgressHub``)."""
         self.nodes: DataLoader[str, Node | None] = DataLoader(load_fn=self._load_nodes)
 
     async def call(self, fn: Callable[..., R], *args: Any) -> R:

@@ -31,6 +31,7 @@ from sqems import quality
 from sqems.errors import NotFound, SqemsError, ValidationFailed
 from sqems.graph_model import traceability as tr
 from sqems.graph_model.nodes import UnitStatus as DomainUnitStatus
+from sqems.graphql import twin
 from sqems.graphql.access import ApiKey, AuditEntry, Role
 from sqems.graphql.analysis import AnalysisQuery, DefectModelInfo, train_model
 from sqems.graphql.context import Context
@@ -289,7 +290,7 @@ def _depth(depth: int) -> int:
 
 
 @strawberry.type
-class Query(AnalysisQuery, IngestionQuery):
+class Query(AnalysisQuery, IngestionQuery, twin.WhatIfQuery):
     @strawberry.field(description="A node by its global id (Relay).")
     async def node(self, info: Info[Context, None], id: strawberry.ID) -> Node:
         ctx = info.context
@@ -425,6 +426,78 @@ class Mutation:
                                lambda: train_model(ctx.store, ctx.settings, product))  # fmt: skip
         return DefectModelInfo.of(model)
 
+    @strawberry.mutation(
+        description="Start a what-if session of a line, with its baseline (engineer)."
+    )
+    async def create_what_if_session(
+        self,
+        info: Info[Context, None],
+        line: str,
+        name: str,
+        horizon_hours: float = 8.0,
+        replications: int = 50,
+        seed: int = 0,
+    ) -> twin.WhatIfSessionView:
+        ctx = info.context
+        args = {
+            "line": line,
+            "name": name,
+            "horizonHours": horizon_hours,
+            "replications": replications,
+            "seed": seed,
+        }
+        view = await _audited(
+            info,
+            "createWhatIfSession",
+            Role.ENGINEER,
+            args,
+            lambda: twin.create_session(ctx, line, name, horizon_hours, replications, seed),
+        )
+        return twin.WhatIfSessionView.of(view)
+
+    @strawberry.mutation(
+        description="Add a scenario to a session and simulate it in the background "
+        "(engineer); the baseline runs first if it has not. Follow it with whatIfSession "
+        "or the whatIfProgress subscription."
+    )
+    async def run_scenario(
+        self,
+        info: Info[Context, None],
+        session: str,
+        name: str,
+        changes: twin.ScenarioInput | None = None,
+    ) -> twin.WhatIfScenario:
+        ctx = info.context
+        spec = changes.spec().to_json() if changes else "{}"
+        args = {"session": session, "name": name, "changes": spec}
+        scenario = await _audited(
+            info,
+            "runScenario",
+            Role.ENGINEER,
+            args,
+            lambda: twin.run_scenario(ctx, session, name, changes),
+        )
+        return twin.WhatIfScenario.of(scenario)
+
+    @strawberry.mutation(
+        description="Add a scenario with the setpoints of highest expected yield to a "
+        "session and simulate it in the background (engineer); its results say whether "
+        "its throughput met the floor."
+    )
+    async def recommend_setpoints(
+        self, info: Info[Context, None], session: str, throughput_floor: float
+    ) -> twin.WhatIfScenario:
+        ctx = info.context
+        args = {"session": session, "throughputFloor": throughput_floor}
+        scenario, _ = await _audited(
+            info,
+            "recommendSetpoints",
+            Role.ENGINEER,
+            args,
+            lambda: twin.runner(ctx).recommend(session, throughput_floor),
+        )
+        return twin.WhatIfScenario.of(scenario)
+
     @strawberry.mutation(description="Put a batch on hold (engineer).")
     async def hold_batch(self, info: Info[Context, None], uid: str, reason: str) -> Node:
         store = info.context.store
@@ -476,6 +549,11 @@ class Mutation:
         return ApiKeyInfo.of(key)
 
 
+@strawberry.type
+class Subscription(IngestionSubscription, twin.WhatIfSubscription):
+    pass
+
+
 # --- the schema ----------------------------------------------------------------------------
 
 
@@ -521,7 +599,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     return _Schema(
         query=Query,
         mutation=Mutation,
-        subscription=IngestionSubscription,
+        subscription=Subscription,
         types=list(NODE_OBJECT_TYPES.values()),
         extensions=[
             # clients send the same few documents over and over: parse and validate each

@@ -1,0 +1,1075 @@
+"""Defect probability at one process step: a hierarchical logistic regression fitted with NUTS.
+
+:func:`fit` learns, from the process runs of one step, how the chance that a unit made
+in a run is defective depends on the run's parameter actuals and on the machine that
+ran it, and returns a :class:`QualityModel` that holds the whole posterior: the
+simulation of the digital twin draws from it, so uncertainty in what the plant's
+history says flows into what the twin predicts. The API is data only - numpy arrays in
+(:class:`StepData`), numpy arrays out; reading the runs from the plant graph is the
+caller's job.
+
+**Model.** For run r on machine m(r), with n_r units of which y_r are defective::
+
+    z_rj   = (x_rj - mean_j) / sd_j                          (standardised actuals)
+    logit p_r = alpha + sum_j beta_j z_rj + sum_k gamma_k z_rk**2 + u_m(r)
+    y_r    ~ Binomial(n_r, p_r)
+
+The runs are the rows of the likelihood, not the units: a binomial count carries the
+same information as its units one by one, so 50 000 runs of any size are cheap.
+Each parameter is standardised by the mean and the standard deviation (divisor n) of
+its actuals in the training runs, which are stored with the model: priors then read the
+same for a temperature and a pressure, and the sampler sees coefficients of similar
+size. Parameters named in :attr:`StepData.quadratic` also get a term in z**2, so that a
+parameter with an optimum inside its window (too cold and too hot both hurt) is as
+learnable as a monotone effect; its optimum sits at z* = -beta / (2 gamma) when
+gamma > 0. The sign of gamma is not forced: the data say whether there is an optimum.
+
+**Machine effects** are partially pooled and non-centred: u_m = tau * eps_m with
+eps_m ~ N(0, 1). A machine with few runs is pulled towards the step's typical machine;
+one with many keeps its own rate. Non-centred because the usual step has 2-4 machines
+that are often alike: a centred model (u_m ~ N(0, tau)) then falls into the funnel
+where tau and all u_m shrink together, and in trials it diverged in every one of 12
+fits of alike machines or of thin data (80 runs of 20 units), where this one did not.
+
+**Priors** (all on the logit scale, weakly informative):
+
+===========  ==================================  ==========================================
+parameter    prior                               why
+===========  ==================================  ==========================================
+alpha        N(logit(rate), 1.5)                 centred on the step's observed defect
+                                                 rate (smoothed: (defects + 0.5) /
+                                                 (units + 1), so a step without defects
+                                                 still has a centre); 1.5 lets the
+                                                 baseline move by a factor of ~20 in odds
+                                                 either way at two prior sd, which covers
+                                                 the gap between the pooled rate and the
+                                                 rate at the parameters' means
+beta_j       N(0, 1)                             per sd of the parameter: a one-sd move
+                                                 that multiplies the odds by e**2 ~ 7 sits
+                                                 at two prior sd; it keeps rare-defect
+                                                 steps from separation without hiding any
+                                                 effect the data show
+gamma_k      N(0, 1)                             the same scale as beta, either sign
+tau          HalfNormal(0.5)                     the spread of the machines' log-odds:
+                                                 95 % of the prior mass lies below 1, a
+                                                 factor of 2.7 in odds per sd; with 2-4
+                                                 machines the data say little about tau,
+                                                 and a wider prior lets it wander where
+                                                 the sampler diverges
+eps_m        N(0, 1)                             the non-centred machine offsets
+===========  ==================================  ==========================================
+
+**Sampling coordinates.** The model above is sampled in rotated coordinates that leave
+it unchanged but take away the two ridges NUTS is slow on. (1) The data pin
+alpha + u_m for every machine, not alpha: alpha and the common part of the u_m trade
+off along a long narrow ridge. eps splits into its mean and its zero-sum deviation,
+``eps_mean ~ N(0, 1/M)`` and ``eps_dev ~ ZeroSumNormal(1)`` (independent, and together
+exactly M iid N(0, 1)), and the sampler sees the intercept the data pin,
+``centre = alpha + sum_k gamma_k + tau * eps_mean``. (2) z**2 has mean 1 (the
+standardisation makes it so), so alpha and gamma trade off too; ``centre`` takes the
+gamma_k in. The prior of alpha is carried over exactly:
+centre ~ N(logit(rate) + sum_k gamma_k + tau * eps_mean, 1.5). alpha, eps and u are
+kept in the posterior as derived values. In 12 fits of data like the tests' (600 runs
+of 50 units, 3 machines that differ, 400 draws x 2 chains) the rotation raised the
+smallest bulk ESS from ~200 to ~300 and the worst R-hat from up to 1.04 to at most
+1.015. ``target_accept`` defaults to 0.95 rather than 0.9: at 0.9, 5 of those 12 fits
+still had one to three divergent transitions, at 0.95 none did (and 1 of 6 fits of
+alike machines had one).
+
+**Diagnostics.** The sampler's own checks are off (``compute_convergence_checks=False``)
+and :func:`fit` computes its own with ArviZ over the model's coefficients (alpha, beta,
+gamma, tau, eps, u): the largest rank-normalised split R-hat, the smallest bulk and
+tail effective sample sizes (ESS), and the number of divergent transitions. A model is
+*sound* when
+
+* R-hat <= :data:`R_HAT_MAX` = 1.03,
+* bulk and tail ESS >= :data:`ESS_PER_CHAIN` = 100 per chain, and
+* no transition diverged.
+
+The ESS floor and the zero divergences are those of PyMC's own checks and of Vehtari
+et al., "Rank-normalization, folding, and localization: an improved R-hat" (Bayesian
+Analysis 16, 2021). Their R-hat bound of 1.01 is not used: it presumes ESS of 400 and
+more, and R-hat is itself an estimate, about 1 + O(1/ESS) for chains that did converge.
+With 2 chains of 400 draws, the largest of a dozen R-hats went above 1.01 by chance
+alone in 70 % of simulated converged fits (AR(1) chains of efficiency 0.43, the
+efficiency of tau here), above 1.03 in 1 %; chains that explore different places - the
+failure R-hat is for - sit well above 1.03, and slow mixing fails the ESS floor. Fits
+of 400 draws x 2 chains pass on well-behaved data; 300 draws a chain can fall short of
+the ESS floor on tau, whose ESS is the lowest (about 0.3-0.5 per draw). The product
+refuses to serve a model that fails: :meth:`QualityModel.require_sound`. A model is kept
+and saved even when unsound, so that the failure can be looked at.
+
+**Machines the model has not seen.** :meth:`QualityModel.probability` and
+:meth:`QualityModel.expected_probability` accept a machine name that is not in
+:attr:`QualityModel.machines` (or the index -1): such a machine is a new member of the
+step's machine population, u ~ N(0, tau). By default its effect is *integrated out*
+(32-point Gauss-Hermite quadrature under the draw's tau): the probability that a unit
+from a machine picked at random from the population is defective - not the probability
+of the median machine (u = 0), which is lower whenever p is convex in the logit, as it
+is for rare defects. When the simulation wants a concrete new machine whose runs share
+their luck, it passes ``rng``: each distinct unknown machine of the call then gets one
+effect drawn from N(0, tau) of that draw.
+
+**Draws** are numbered chain-major: draw i is draw i % per_chain of chain
+i // per_chain, i in [0, :attr:`QualityModel.draws`).
+
+**Persistence.** :meth:`QualityModel.save` writes the InferenceData to netCDF
+(``idata.to_netcdf``) with the model's metadata - the step, names, the standardisation,
+the machines, the diagnostics and :data:`SCHEMA_VERSION` - as JSON in the file's root
+attributes, so one file holds everything and :meth:`QualityModel.load` restores it;
+a file of another schema version is refused.
+
+PyMC is imported by :func:`fit` only: serving a saved model needs ArviZ and numpy, not
+the sampler and its compiler.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import arviz as az
+import numpy as np
+import numpy.typing as npt
+from scipy import special
+
+from sqems.errors import NotFound, ValidationFailed
+
+__all__ = [
+    "ALPHA_SD",
+    "BETA_SD",
+    "CENTRED_SEPARATION",
+    "ESS_PER_CHAIN",
+    "FORMAT",
+    "GAMMA_SD",
+    "HDI_PROB",
+    "MIN_DRAWS",
+    "NEW_MACHINE",
+    "PILOT_SD",
+    "R_HAT_MAX",
+    "SCHEMA_VERSION",
+    "TAU_SD",
+    "Coefficient",
+    "Diagnostics",
+    "Parametrisation",
+    "QualityModel",
+    "Scaling",
+    "StepData",
+    "diagnose",
+    "fit",
+    "machine_separation",
+    "synthetic_step_data",
+]
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+MachineSpec = int | str | Sequence[str] | Sequence[int] | npt.NDArray[Any]
+"""A machine for every run: one index or name for all of them, or one per run."""
+
+SCHEMA_VERSION: Final = 1
+"""Version of the saved model's layout; a file of another version is refused."""
+FORMAT: Final = "sqems-quality-model"
+
+ALPHA_SD: Final = 1.5
+BETA_SD: Final = 1.0
+GAMMA_SD: Final = 1.0
+TAU_SD: Final = 0.5
+
+R_HAT_MAX: Final = 1.03
+"""Largest rank-normalised split R-hat of a sound model (see the module docstring for
+why not 1.01)."""
+ESS_PER_CHAIN: Final = 100
+"""Smallest bulk and tail effective sample size of a sound model, per chain."""
+MIN_DRAWS: Final = 10
+"""Fewer draws per chain leave nothing to diagnose: :func:`fit` refuses them."""
+MIN_RUNS: Final = 2
+HDI_PROB: Final = 0.94
+"""Mass of the highest-density intervals of :meth:`QualityModel.coefficients`."""
+NEW_MACHINE: Final = -1
+"""The machine index of a machine the model has not seen."""
+QUADRATURE_NODES: Final = 32
+CENTRED_SEPARATION: Final = 10.0
+"""From this :func:`machine_separation` on, ``fit(parametrisation="auto")`` samples the
+machines' deviations centred."""
+PILOT_SD: Final = 10.0
+Parametrisation = Literal["auto", "centred", "non-centred"]
+
+_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(QUADRATURE_NODES)
+_WEIGHTS = _WEIGHTS / math.sqrt(2.0 * math.pi)  # E[f(Z)], Z ~ N(0, 1) = sum w f(node)
+
+_ATTR_FORMAT = "sqems_format"
+_ATTR_VERSION = "sqems_schema_version"
+_ATTR_META = "sqems_metadata"
+_COEFFICIENTS = ("alpha", "beta", "gamma", "tau", "eps", "u")
+"""The model's coefficients, the ones diagnosed; the sampling coordinates (centre,
+eps_mean, eps_dev) are functions of them."""
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class StepData:
+    """The training runs of one step, validated on construction.
+
+    The arrays are copied into read-only arrays of fixed dtype: ``x`` float64 of shape
+    (runs, parameters), ``machine``, ``trials`` and ``defects`` int64 of shape (runs,).
+    Counts may come as integral floats (a data frame column with gaps filled); anything
+    else that is not a whole, non-negative number is refused.
+    """
+
+    step: str
+    parameters: tuple[str, ...]
+    """Names of the columns of ``x``; may be empty (a step with machine effects only)."""
+    x: FloatArray
+    """Raw parameter actuals, one row per process run."""
+    machine: IntArray
+    """Index into :attr:`machines` of the machine of each run."""
+    machines: tuple[str, ...]
+    trials: IntArray
+    """Units made in each run."""
+    defects: IntArray
+    """Defective units of each run."""
+    quadratic: tuple[str, ...] = ()
+    """Parameters that also get a squared term (those with an optimum)."""
+
+    def __post_init__(self) -> None:
+        step = self.step
+        if not isinstance(step, str) or not step.strip():
+            raise ValidationFailed(f"step data needs the name of its step, got {step!r}")
+        parameters = _names(self.parameters, "parameter", step)
+        machines = _names(self.machines, "machine", step)
+        if not machines:
+            raise ValidationFailed(f"{step}: step data needs at least one machine")
+        quadratic = _names(self.quadratic, "quadratic parameter", step)
+        unknown = [q for q in quadratic if q not in parameters]
+        if unknown:
+            raise ValidationFailed(
+                f"{step}: quadratic names {', '.join(unknown)}, which "
+                f"{'is' if len(unknown) == 1 else 'are'} not among the parameters "
+                f"({', '.join(parameters) or 'none'})"
+            )
+
+        x = np.asarray(self.x)
+        if x.dtype.kind not in "iuf":
+            raise ValidationFailed(f"{step}: x must hold numbers, got dtype {x.dtype}")
+        if x.ndim != 2 or x.shape[1] != len(parameters):
+            raise ValidationFailed(
+                f"{step}: x must have shape (runs, {len(parameters)}) - one column per "
+                f"parameter - got shape {x.shape}"
+            )
+        runs = x.shape[0]
+        if runs < MIN_RUNS:
+            raise ValidationFailed(f"{step}: at least {MIN_RUNS} runs are needed, got {runs}")
+        x = x.astype(np.float64)
+        bad = np.argwhere(~np.isfinite(x))
+        if bad.size:
+            r, c = (int(i) for i in bad[0])
+            raise ValidationFailed(
+                f"{step}: parameter {parameters[c]} of run {r} is {x[r, c]}; every actual "
+                f"must be a finite number ({len(bad)} are not) - drop or impute those runs"
+            )
+        for j, name in enumerate(parameters):
+            distinct = np.unique(x[:, j]).size
+            if distinct < 2:
+                raise ValidationFailed(
+                    f"{step}: parameter {name} is {x[0, j]:g} in every run; a parameter "
+                    "needs at least 2 distinct values for its effect to be learnt - leave "
+                    "it out"
+                )
+            if distinct < 3 and name in quadratic:
+                raise ValidationFailed(
+                    f"{step}: parameter {name} takes only 2 distinct values, so its square "
+                    "is a straight line of it and the two terms cannot be told apart - "
+                    "leave it out of quadratic"
+                )
+
+        machine = _whole(self.machine, "machine", step, runs)
+        outside = np.flatnonzero((machine < 0) | (machine >= len(machines)))
+        if outside.size:
+            r = int(outside[0])
+            raise ValidationFailed(
+                f"{step}: machine index {machine[r]} of run {r} is not an index into the "
+                f"{len(machines)} machines (0 to {len(machines) - 1})"
+            )
+        trials = _whole(self.trials, "trials", step, runs)
+        defects = _whole(self.defects, "defects", step, runs)
+        for what, counts in (("trials", trials), ("defects", defects)):
+            negative = np.flatnonzero(counts < 0)
+            if negative.size:
+                r = int(negative[0])
+                raise ValidationFailed(f"{step}: {what} of run {r} is {counts[r]} (negative)")
+        over = np.flatnonzero(defects > trials)
+        if over.size:
+            r = int(over[0])
+            raise ValidationFailed(
+                f"{step}: run {r} has {defects[r]} defective units of {trials[r]} made; "
+                f"defects cannot exceed trials ({over.size} runs do)"
+            )
+        if int(trials.sum()) == 0:
+            raise ValidationFailed(f"{step}: no run made any unit (trials are all 0)")
+
+        for name, value in (
+            ("parameters", parameters),
+            ("machines", machines),
+            ("quadratic", quadratic),
+            ("x", _frozen(x)),
+            ("machine", _frozen(machine)),
+            ("trials", _frozen(trials)),
+            ("defects", _frozen(defects)),
+        ):
+            object.__setattr__(self, name, value)
+
+    @property
+    def runs(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def rate(self) -> float:
+        """The pooled defect rate, smoothed so that it is never 0 or 1."""
+        return (float(self.defects.sum()) + 0.5) / (float(self.trials.sum()) + 1.0)
+
+
+def _names(values: Sequence[str], what: str, step: str) -> tuple[str, ...]:
+    if isinstance(values, str):
+        raise ValidationFailed(f"{step}: {what} names must be a sequence of names, not a str")
+    names = tuple(values)
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ValidationFailed(f"{step}: {what} names must be non-empty text, got {name!r}")
+    twice = sorted(n for n, count in Counter(names).items() if count > 1)
+    if twice:
+        raise ValidationFailed(f"{step}: {what} names must be unique; repeated: {', '.join(twice)}")
+    return names
+
+
+def _whole(values: Any, what: str, step: str, runs: int) -> IntArray:
+    """``values`` as one whole number per run."""
+    arr = np.asarray(values)
+    if arr.ndim != 1 or arr.shape[0] != runs:
+        raise ValidationFailed(
+            f"{step}: {what} must have one entry per run ({runs}), got shape {arr.shape}"
+        )
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "f":
+        whole = np.isfinite(arr) & (arr == np.round(arr))
+        if not whole.all():
+            r = int(np.flatnonzero(~whole)[0])
+            raise ValidationFailed(f"{step}: {what} of run {r} is {arr[r]}, not a whole number")
+        return arr.astype(np.int64)
+    raise ValidationFailed(f"{step}: {what} must hold whole numbers, got dtype {arr.dtype}")
+
+
+def _frozen(arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    out = np.array(arr, copy=True)
+    out.setflags(write=False)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Scaling:
+    """How raw parameter actuals become the standardised z the model sees."""
+
+    mean: tuple[float, ...]
+    sd: tuple[float, ...]
+    """Standard deviation with divisor n (the population formula, as scikit-learn's
+    StandardScaler)."""
+
+    @classmethod
+    def of(cls, x: FloatArray) -> Scaling:
+        return cls(tuple(float(v) for v in x.mean(axis=0)), tuple(float(v) for v in x.std(axis=0)))
+
+    def apply(self, x: FloatArray) -> FloatArray:
+        return np.asarray((x - np.asarray(self.mean)) / np.asarray(self.sd), dtype=np.float64)
+
+    def raw(self, z: FloatArray) -> FloatArray:
+        """The inverse of :meth:`apply`: raw actuals of standardised values."""
+        return np.asarray(np.asarray(self.mean) + z * np.asarray(self.sd), dtype=np.float64)
+
+
+# --- diagnostics ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostics:
+    """Convergence of a fit, and whether it is good enough to serve.
+
+    The worst value of each statistic is reported with the coefficient it belongs to
+    (``"tau"``, ``"u[M-2]"``), which is where to look when it fails.
+    """
+
+    chains: int
+    draws: int
+    """Draws per chain."""
+    max_r_hat: float
+    r_hat_at: str
+    min_ess_bulk: float
+    ess_bulk_at: str
+    min_ess_tail: float
+    ess_tail_at: str
+    divergences: int
+
+    @property
+    def ess_required(self) -> float:
+        return float(ESS_PER_CHAIN * self.chains)
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """Why the model is not sound, one reason a person can act on per failed check."""
+        out = []
+        if not self.max_r_hat <= R_HAT_MAX:
+            out.append(
+                f"r_hat {self.max_r_hat:.3f} at {self.r_hat_at} is above {R_HAT_MAX}: the "
+                "chains disagree - sample longer (more tune and draws)"
+            )
+        required = self.ess_required
+        for kind, value, at in (
+            ("bulk", self.min_ess_bulk, self.ess_bulk_at),
+            ("tail", self.min_ess_tail, self.ess_tail_at),
+        ):
+            if not value >= required:
+                out.append(
+                    f"ESS {kind} {value:.0f} at {at} is below {required:.0f} "
+                    f"({ESS_PER_CHAIN} per chain): too few effective draws - draw more"
+                )
+        if self.divergences:
+            out.append(
+                f"{self.divergences} divergent transition"
+                f"{'s' if self.divergences != 1 else ''}: the sampler could not follow the "
+                "posterior - raise target_accept or look for runs the model cannot explain"
+            )
+        return tuple(out)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """The numbers, with ``ok`` and ``problems`` for people (ignored by
+        :meth:`from_dict`, which judges the numbers afresh)."""
+        return {**asdict(self), "ok": self.ok, "problems": list(self.problems)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Diagnostics:
+        return cls(
+            chains=int(data["chains"]),
+            draws=int(data["draws"]),
+            max_r_hat=float(data["max_r_hat"]),
+            r_hat_at=str(data["r_hat_at"]),
+            min_ess_bulk=float(data["min_ess_bulk"]),
+            ess_bulk_at=str(data["ess_bulk_at"]),
+            min_ess_tail=float(data["min_ess_tail"]),
+            ess_tail_at=str(data["ess_tail_at"]),
+            divergences=int(data["divergences"]),
+        )
+
+
+def diagnose(idata: az.InferenceData) -> Diagnostics:
+    """The convergence :class:`Diagnostics` of a posterior sampled by :func:`fit`.
+
+    A statistic ArviZ cannot compute (NaN, e.g. a chain that never moved) counts as the
+    worst possible value.
+    """
+    posterior = idata["posterior"]
+    names = [v for v in _COEFFICIENTS if v in posterior]
+    r_hat = _labelled(az.rhat(idata, var_names=names), names)  # type: ignore[no-untyped-call]
+    bulk = _labelled(az.ess(idata, var_names=names, method="bulk"), names)  # type: ignore[no-untyped-call]
+    tail = _labelled(az.ess(idata, var_names=names, method="tail"), names)  # type: ignore[no-untyped-call]
+    r_at = max(r_hat, key=lambda k: math.inf if math.isnan(r_hat[k]) else r_hat[k])
+    bulk_at = min(bulk, key=lambda k: -math.inf if math.isnan(bulk[k]) else bulk[k])
+    tail_at = min(tail, key=lambda k: -math.inf if math.isnan(tail[k]) else tail[k])
+    return Diagnostics(
+        chains=int(posterior.sizes["chain"]),
+        draws=int(posterior.sizes["draw"]),
+        max_r_hat=math.inf if math.isnan(r_hat[r_at]) else r_hat[r_at],
+        r_hat_at=r_at,
+        min_ess_bulk=0.0 if math.isnan(bulk[bulk_at]) else bulk[bulk_at],
+        ess_bulk_at=bulk_at,
+        min_ess_tail=0.0 if math.isnan(tail[tail_at]) else tail[tail_at],
+        ess_tail_at=tail_at,
+        divergences=int(idata["sample_stats"]["diverging"].values.sum()),
+    )
+
+
+def _labelled(stats: Any, names: Sequence[str]) -> dict[str, float]:
+    """A per-coefficient statistic as ``{"beta[P-TEMP]": value}``."""
+    out = {}
+    for name in names:
+        values = stats[name]
+        if values.ndim == 0:
+            out[name] = float(values)
+            continue
+        (dim,) = values.dims
+        for label, value in zip(values[dim].values, values.values, strict=True):
+            out[f"{name}[{label}]"] = float(value)
+    return out
+
+
+# --- the model --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Coefficient:
+    """One coefficient's posterior mean and :data:`HDI_PROB` highest-density interval."""
+
+    name: str
+    mean: float
+    hdi_low: float
+    hdi_high: float
+
+    def covers(self, value: float) -> bool:
+        return self.hdi_low <= value <= self.hdi_high
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class QualityModel:
+    """A fitted defect model of one step: the posterior and what it needs to be applied.
+
+    Build it with :func:`fit` or :meth:`load`. The posterior is flattened into numpy
+    arrays once, on construction, so :meth:`probability` costs one small matrix product.
+    """
+
+    step: str
+    parameters: tuple[str, ...]
+    quadratic: tuple[str, ...]
+    machines: tuple[str, ...]
+    scaling: Scaling
+    diagnostics: Diagnostics
+    parametrisation: str
+    """The coordinates the machines' deviations were sampled in: centred or non-centred."""
+    idata: az.InferenceData = field(repr=False)
+    _alpha: FloatArray = field(init=False, repr=False)
+    _beta: FloatArray = field(init=False, repr=False)
+    _gamma: FloatArray = field(init=False, repr=False)
+    _tau: FloatArray = field(init=False, repr=False)
+    _u: FloatArray = field(init=False, repr=False)
+    _square: IntArray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if "posterior" not in self.idata.groups():
+            raise ValidationFailed(f"{self.step}: the quality model has no posterior")
+        post = self.idata["posterior"]
+        expected = {"alpha": (), "tau": (), "u": ("machine", self.machines)}
+        if self.parameters:
+            expected["beta"] = ("parameter", self.parameters)
+        if self.quadratic:
+            expected["gamma"] = ("quadratic", self.quadratic)
+        flat = {}
+        for name, dims in expected.items():
+            if name not in post:
+                raise ValidationFailed(f"{self.step}: the posterior has no {name}")
+            var = post[name]
+            if dims:
+                dim, labels = dims
+                if var.dims != ("chain", "draw", dim) or tuple(var[dim].values) != labels:
+                    raise ValidationFailed(
+                        f"{self.step}: the posterior's {name} is not over the model's "
+                        f"{dim}s ({', '.join(labels)})"
+                    )
+            elif var.dims != ("chain", "draw"):
+                raise ValidationFailed(f"{self.step}: the posterior's {name} is not a scalar")
+            values = np.asarray(var.values, dtype=np.float64)
+            flat[name] = values.reshape(values.shape[0] * values.shape[1], *values.shape[2:])
+        n = flat["alpha"].shape[0]
+        empty = np.zeros((n, 0))
+        object.__setattr__(self, "_alpha", flat["alpha"])
+        object.__setattr__(self, "_beta", flat.get("beta", empty))
+        object.__setattr__(self, "_gamma", flat.get("gamma", empty))
+        object.__setattr__(self, "_tau", flat["tau"])
+        object.__setattr__(self, "_u", flat["u"])
+        object.__setattr__(
+            self, "_square", np.array([self.parameters.index(q) for q in self.quadratic], int)
+        )
+
+    @property
+    def draws(self) -> int:
+        """Number of posterior draws, over all chains."""
+        return int(self._alpha.shape[0])
+
+    # --- prediction --------------------------------------------------------------------------
+
+    def probability(
+        self,
+        draw: int,
+        x: npt.ArrayLike,
+        machine: MachineSpec,
+        *,
+        rng: np.random.Generator | None = None,
+    ) -> FloatArray:
+        """Defect probability of a unit of each run, under posterior draw ``draw``.
+
+        ``x`` holds raw actuals, shape (runs, parameters) in the order of
+        :attr:`parameters`; ``machine`` one index or name for every run, or one per run.
+        A machine the model has not seen (a name not in :attr:`machines`, or
+        :data:`NEW_MACHINE`) is averaged over the machine population, or, with ``rng``,
+        gets one effect drawn from N(0, tau) shared by its runs in this call.
+        """
+        d = self._draw(draw)
+        z = self._standardised(x)
+        codes = self._machine_codes(machine, z.shape[0])
+        eta = self._fixed(z, np.array([d]))[0]
+        known = codes >= 0
+        eta[known] += self._u[d, codes[known]]
+        p = _sigmoid(eta)
+        new = ~known
+        if new.any():
+            tau = float(self._tau[d])
+            if rng is None:
+                p[new] = _population(eta[new], np.full(int(new.sum()), tau))
+            else:
+                group = -1 - codes[new]
+                effect = rng.normal(0.0, tau, size=int(group.max()) + 1)
+                p[new] = _sigmoid(eta[new] + effect[group])
+        return p
+
+    def expected_probability(self, x_row: npt.ArrayLike, machine: int | str) -> float:
+        """Posterior mean defect probability of a unit of one run, averaged over draws.
+
+        An unseen machine is averaged over the machine population under each draw.
+        """
+        row = np.asarray(x_row, dtype=np.float64)
+        if row.shape != (len(self.parameters),):
+            raise ValidationFailed(
+                f"{self.step}: x_row must hold one actual per parameter "
+                f"({len(self.parameters)}), got shape {row.shape}"
+            )
+        if not isinstance(machine, int | str | np.integer):
+            raise ValidationFailed(f"{self.step}: machine must be one index or name")
+        z = self._standardised(row[None, :])
+        code = int(self._machine_codes(machine, 1)[0])
+        eta = self._fixed(z, np.arange(self.draws))[:, 0]
+        p = _sigmoid(eta + self._u[:, code]) if code >= 0 else _population(eta, self._tau)
+        return float(p.mean())
+
+    def _draw(self, draw: int) -> int:
+        if isinstance(draw, bool) or not isinstance(draw, int | np.integer):
+            raise ValidationFailed(f"{self.step}: draw must be an int, got {draw!r}")
+        if not 0 <= draw < self.draws:
+            raise ValidationFailed(
+                f"{self.step}: draw {draw} is outside the posterior's {self.draws} draws "
+                f"(0 to {self.draws - 1})"
+            )
+        return int(draw)
+
+    def _standardised(self, x: npt.ArrayLike) -> FloatArray:
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "iuf":
+            raise ValidationFailed(f"{self.step}: x must hold numbers, got dtype {arr.dtype}")
+        if arr.ndim != 2 or arr.shape[1] != len(self.parameters):
+            raise ValidationFailed(
+                f"{self.step}: x must have shape (runs, {len(self.parameters)}) - one column "
+                f"per parameter ({', '.join(self.parameters) or 'none'}) - got {arr.shape}"
+            )
+        arr = arr.astype(np.float64)
+        if not np.isfinite(arr).all():
+            raise ValidationFailed(f"{self.step}: x holds values that are not finite numbers")
+        return self.scaling.apply(arr)
+
+    def _machine_codes(self, machine: MachineSpec, runs: int) -> IntArray:
+        """The machine of each run as an index into :attr:`machines`; an unseen machine
+        is a negative code, -1 - k for the k-th distinct one."""
+        arr = np.asarray(machine)
+        if arr.ndim == 0:
+            arr = np.full(runs, arr.item(), dtype=arr.dtype)
+        if arr.ndim != 1 or arr.shape[0] != runs:
+            raise ValidationFailed(
+                f"{self.step}: machine must be one index or name, or one per run ({runs}), "
+                f"got shape {arr.shape}"
+            )
+        if arr.dtype.kind in "iu":
+            codes = arr.astype(np.int64)
+            bad = np.flatnonzero((codes < NEW_MACHINE) | (codes >= len(self.machines)))
+            if bad.size:
+                raise ValidationFailed(
+                    f"{self.step}: machine index {codes[bad[0]]} is not an index into the "
+                    f"{len(self.machines)} machines (0 to {len(self.machines) - 1}) nor "
+                    f"{NEW_MACHINE} (a new machine)"
+                )
+            return codes
+        if arr.dtype.kind in "UO" and all(isinstance(m, str) for m in arr.tolist()):
+            index = {m: i for i, m in enumerate(self.machines)}
+            unseen: dict[str, int] = {}
+            return np.array(
+                [
+                    index[m] if m in index else -1 - unseen.setdefault(m, len(unseen))
+                    for m in arr.tolist()
+                ],
+                dtype=np.int64,
+            )
+        raise ValidationFailed(
+            f"{self.step}: machine must be given by index or by name, got dtype {arr.dtype}"
+        )
+
+    def _fixed(self, z: FloatArray, draws: IntArray) -> FloatArray:
+        """alpha + z beta + z**2 gamma, shape (draws, runs), without the machine."""
+        squares = z[:, self._square] ** 2
+        return self._alpha[draws, None] + self._beta[draws] @ z.T + self._gamma[draws] @ squares.T
+
+    # --- summary ---------------------------------------------------------------------------
+
+    def coefficients(self) -> tuple[Coefficient, ...]:
+        """Posterior mean and :data:`HDI_PROB` HDI of alpha, beta[p], gamma[p], tau and
+        u[machine], in that order; beta and gamma are per sd of the parameter."""
+        columns: list[tuple[str, FloatArray]] = [("alpha", self._alpha)]
+        columns += [(f"beta[{p}]", self._beta[:, j]) for j, p in enumerate(self.parameters)]
+        columns += [(f"gamma[{q}]", self._gamma[:, k]) for k, q in enumerate(self.quadratic)]
+        columns.append(("tau", self._tau))
+        columns += [(f"u[{m}]", self._u[:, i]) for i, m in enumerate(self.machines)]
+        out = []
+        for name, values in columns:
+            low, high = az.hdi(values, hdi_prob=HDI_PROB)  # type: ignore[no-untyped-call]
+            out.append(Coefficient(name, float(values.mean()), float(low), float(high)))
+        return tuple(out)
+
+    def require_sound(self) -> None:
+        """Refuse (:class:`ValidationFailed`) a model whose fit failed its diagnostics."""
+        problems = self.diagnostics.problems
+        if problems:
+            raise ValidationFailed(
+                f"the quality model of {self.step} failed its convergence diagnostics and "
+                f"cannot be used: {'; '.join(problems)}"
+            )
+
+    # --- persistence -----------------------------------------------------------------------
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "parameters": list(self.parameters),
+            "quadratic": list(self.quadratic),
+            "machines": list(self.machines),
+            "mean": list(self.scaling.mean),
+            "sd": list(self.scaling.sd),
+            "diagnostics": self.diagnostics.to_dict(),
+            "parametrisation": self.parametrisation,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the posterior and the metadata to one netCDF file at ``path``.
+
+        The file is written beside ``path`` and moved over it, so a reader never sees
+        half a model.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        attrs = {
+            _ATTR_FORMAT: FORMAT,
+            _ATTR_VERSION: SCHEMA_VERSION,
+            _ATTR_META: json.dumps(self.metadata()),
+        }
+        groups = _groups(self.idata)
+        partial = path.with_name(f".{path.name}.partial")
+        try:
+            az.InferenceData(attrs=attrs, **groups).to_netcdf(str(partial))
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> QualityModel:
+        """Read a model written by :meth:`save`; it is returned even when unsound, so
+        callers that serve it call :meth:`require_sound`."""
+        path = Path(path)
+        if not path.is_file():
+            raise NotFound(f"quality model file {path} does not exist")
+        try:
+            idata = az.InferenceData.from_netcdf(str(path))
+            for group in idata.groups():  # into memory, and let go of the file
+                idata[group].load().close()
+        except (OSError, ValueError) as err:
+            raise ValidationFailed(f"{path} is not a netCDF file: {err}") from err
+        attrs = idata.attrs
+        if attrs.get(_ATTR_FORMAT) != FORMAT:
+            raise ValidationFailed(f"{path} is not a {FORMAT} file")
+        version = attrs.get(_ATTR_VERSION)
+        if version != SCHEMA_VERSION:
+            raise ValidationFailed(
+                f"{path} was saved with quality model schema version {version}; this SQEMS "
+                f"reads version {SCHEMA_VERSION}. Fit the model again and save it"
+            )
+        try:
+            meta = json.loads(str(attrs[_ATTR_META]))
+            model = cls(
+                step=str(meta["step"]),
+                parameters=tuple(str(p) for p in meta["parameters"]),
+                quadratic=tuple(str(q) for q in meta["quadratic"]),
+                machines=tuple(str(m) for m in meta["machines"]),
+                scaling=Scaling(
+                    tuple(float(v) for v in meta["mean"]), tuple(float(v) for v in meta["sd"])
+                ),
+                diagnostics=Diagnostics.from_dict(meta["diagnostics"]),
+                parametrisation=str(meta["parametrisation"]),
+                idata=az.InferenceData(**_groups(idata)),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValidationFailed(f"{path}: the model's metadata is damaged ({err!r})") from err
+        return model
+
+
+def _groups(idata: az.InferenceData) -> dict[str, Any]:
+    """The groups of ``idata`` without its attributes."""
+    return {g: idata[g] for g in idata.groups()}
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+def _sigmoid(eta: FloatArray) -> FloatArray:
+    return np.asarray(special.expit(eta), dtype=np.float64)
+
+
+def _population(eta: FloatArray, tau: FloatArray) -> FloatArray:
+    """E[sigmoid(eta + u)] over u ~ N(0, tau), elementwise, by Gauss-Hermite quadrature."""
+    return _sigmoid(eta[:, None] + tau[:, None] * _NODES[None, :]) @ _WEIGHTS
+
+
+# --- fitting ----------------------------------------------------------------------------------
+
+
+def fit(
+    data: StepData,
+    *,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 2,
+    seed: int = 0,
+    target_accept: float = 0.95,
+    cores: int = 1,
+    parametrisation: Parametrisation = "auto",
+) -> QualityModel:
+    """Sample the posterior of the defect model of ``data`` with NUTS and diagnose it.
+
+    ``parametrisation`` chooses the coordinates in which the machines' deviations are
+    sampled (the model is the same either way, see the module docstring); ``"auto"``
+    lets the data decide. The result is returned whether or not it passed its
+    diagnostics (a warning is logged when it did not); serve it only after
+    :meth:`QualityModel.require_sound`.
+    """
+    for name, value, least in (
+        ("draws", draws, MIN_DRAWS),
+        ("tune", tune, 0),
+        ("chains", chains, 1),
+        ("cores", cores, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValidationFailed(f"{name} must be a whole number of at least {least}")
+    if not 0.0 < target_accept < 1.0:
+        raise ValidationFailed(f"target_accept must be between 0 and 1, got {target_accept}")
+    if parametrisation not in ("auto", "centred", "non-centred"):
+        raise ValidationFailed(
+            f"parametrisation must be auto, centred or non-centred, got {parametrisation!r}"
+        )
+
+    pm = _pymc()
+    scaling = Scaling.of(data.x)
+    z = scaling.apply(data.x)
+    separation = machine_separation(data)
+    if parametrisation == "auto":
+        centred = len(data.machines) > 1 and separation >= CENTRED_SEPARATION
+    else:
+        centred = parametrisation == "centred" and len(data.machines) > 1
+    model = _model(data, z, centred=centred)
+
+    started = time.perf_counter()
+    idata = pm.sample(
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        cores=cores,
+        random_seed=seed,
+        target_accept=target_accept,
+        progressbar=False,
+        compute_convergence_checks=False,
+        model=model,
+    )
+    seconds = time.perf_counter() - started
+    diagnostics = diagnose(idata)
+    chosen = "centred" if centred else "non-centred"
+    log.info(
+        "%s: sampled %d runs, %d x %d draws in %.1f s (machine separation %.1f: %s)",
+        data.step,
+        data.runs,
+        chains,
+        draws,
+        seconds,
+        separation,
+        chosen,
+    )
+    if not diagnostics.ok:
+        log.warning("%s: unsound fit: %s", data.step, "; ".join(diagnostics.problems))
+    return QualityModel(
+        step=data.step,
+        parameters=data.parameters,
+        quadratic=data.quadratic,
+        machines=data.machines,
+        scaling=scaling,
+        diagnostics=diagnostics,
+        parametrisation=chosen,
+        idata=idata,
+    )
+
+
+def _pymc() -> Any:
+    """PyMC, imported when a model is fitted: serving one needs neither it nor its
+    compiler (importing it takes seconds)."""
+    import pymc  # type: ignore[import-untyped]  # noqa: PLC0415 - see the docstring
+
+    return pymc
+
+
+def _model(data: StepData, z: FloatArray, *, centred: bool) -> Any:
+    """The PyMC model of ``data`` (standardised actuals ``z``), in the coordinates NUTS
+    samples best; alpha, eps and u are derived from them (see the module docstring)."""
+    import pytensor.tensor as pt  # noqa: PLC0415 - with PyMC, for fitting only
+
+    pm = _pymc()
+    machines = len(data.machines)
+    square = [data.parameters.index(q) for q in data.quadratic]
+    coords: dict[str, list[str]] = {"machine": list(data.machines)}
+    if data.parameters:
+        coords["parameter"] = list(data.parameters)
+    if data.quadratic:
+        coords["quadratic"] = list(data.quadratic)
+    with pm.Model(coords=coords) as model:
+        tau = pm.HalfNormal("tau", sigma=TAU_SD)
+        eps_mean = pm.Normal("eps_mean", mu=0.0, sigma=1.0 / math.sqrt(machines))
+        if machines == 1:  # its offset is the mean offset; there is no deviation
+            deviation = None
+            eps = pm.Deterministic("eps", pt.stack([eps_mean]), dims="machine")
+        elif centred:  # tau * eps_dev, sampled as itself
+            deviation = pm.ZeroSumNormal("u_dev", sigma=tau, dims="machine")
+            eps = pm.Deterministic("eps", eps_mean + deviation / tau, dims="machine")
+        else:
+            eps_dev = pm.ZeroSumNormal("eps_dev", sigma=1.0, dims="machine")
+            deviation = tau * eps_dev
+            eps = pm.Deterministic("eps", eps_mean + eps_dev, dims="machine")
+        pm.Deterministic("u", tau * eps, dims="machine")
+        # alpha ~ N(logit(rate), ALPHA_SD), written for the centre it implies
+        shift = tau * eps_mean
+        curvature = 0.0
+        if data.quadratic:
+            gamma = pm.Normal("gamma", mu=0.0, sigma=GAMMA_SD, dims="quadratic")
+            curvature = gamma.sum()
+        centre = pm.Normal("centre", mu=_logit(data.rate) + shift + curvature, sigma=ALPHA_SD)
+        pm.Deterministic("alpha", centre - shift - curvature)
+        eta = centre if deviation is None else centre + deviation[data.machine]
+        if data.parameters:
+            beta = pm.Normal("beta", mu=0.0, sigma=BETA_SD, dims="parameter")
+            eta = eta + pm.math.dot(z, beta)
+        if data.quadratic:
+            eta = eta + pm.math.dot(z[:, square] ** 2 - 1.0, gamma)
+        # the binomial log-likelihood of every run, without log C(n, y), which is constant
+        pm.Potential(
+            "binomial_likelihood",
+            (eta * data.defects).sum() - (pt.softplus(eta) * data.trials).sum(),
+        )
+    return model
+
+
+def machine_separation(data: StepData) -> float:
+    """How clearly the data tell the machines apart: the machine-to-machine variance of
+    their intercepts, less what their estimation error alone would produce, over the
+    mean squared standard error (0 for one machine or machines that look alike).
+
+    The intercepts are those of a quick penalised maximum-likelihood fit of the same
+    logistic model with one free intercept per machine (a N(0, 10) penalty keeps a
+    machine without defects finite); their standard errors come from its Hessian.
+    """
+    machines = len(data.machines)
+    if machines < 2:
+        return 0.0
+    z = Scaling.of(data.x).apply(data.x)
+    square = [data.parameters.index(q) for q in data.quadratic]
+    design = np.hstack([np.eye(machines)[data.machine], z, z[:, square] ** 2 - 1.0])
+    prior = np.zeros(design.shape[1])
+    prior[:machines] = _logit(data.rate)
+    precision = np.full(design.shape[1], 1.0 / PILOT_SD**2)
+    n, y = data.trials.astype(np.float64), data.defects.astype(np.float64)
+
+    def objective(theta: FloatArray) -> float:
+        eta = design @ theta
+        penalty = 0.5 * float(precision @ (theta - prior) ** 2)
+        return float(y @ eta - n @ np.logaddexp(0.0, eta)) - penalty
+
+    theta = prior.copy()
+    value = objective(theta)
+    for _ in range(100):
+        p = _sigmoid(design @ theta)
+        gradient = design.T @ (y - n * p) - precision * (theta - prior)
+        hessian = design.T @ (design * (n * p * (1.0 - p))[:, None]) + np.diag(precision)
+        step = np.linalg.solve(hessian, gradient)
+        size = 1.0
+        while objective(theta + size * step) < value and size > 1e-6:
+            size /= 2.0  # the penalised likelihood is concave: halving finds an ascent
+        theta = theta + size * step
+        value = objective(theta)
+        if float(np.max(np.abs(size * step))) < 1e-8:
+            break
+    p = _sigmoid(design @ theta)
+    hessian = design.T @ (design * (n * p * (1.0 - p))[:, None]) + np.diag(precision)
+    error = float(np.mean(np.diag(np.linalg.inv(hessian))[:machines]))
+    spread = float(np.var(theta[:machines], ddof=1))
+    return max(spread - error, 0.0) / error
+
+
+# --- synthetic data ---------------------------------------------------------------------------
+
+
+def synthetic_step_data(
+    rng: np.random.Generator,
+    runs: int,
+    *,
+    alpha: float,
+    beta: Mapping[str, float],
+    gamma: Mapping[str, float],
+    machine_effects: Mapping[str, float],
+    units: int = 50,
+    step: str = "STEP-SYNTHETIC",
+) -> StepData:
+    """Runs of a step whose defects follow the model with *planted* coefficients.
+
+    Parameter j (in the order of ``beta``) is drawn from N(100 (j + 1), (5 (j + 1))**2),
+    so the parameters live on different raw scales. The truth is planted on the
+    **standardised** scale of the model - the actuals are standardised with
+    :meth:`Scaling.of` over the generated runs, exactly as :func:`fit` will - so
+    ``alpha``, ``beta``, ``gamma`` (keyed by parameters that get a squared term) and
+    ``machine_effects`` (the u_m, keyed by machine name) are what a fit should recover.
+    Machines are assigned to runs uniformly at random; every run makes ``units`` units.
+    """
+    parameters = tuple(beta)
+    machines = tuple(machine_effects)
+    j = np.arange(1, len(parameters) + 1)
+    x = 100.0 * j + 5.0 * j * rng.standard_normal((runs, len(parameters)))
+    z = Scaling.of(x).apply(x)
+    square = [parameters.index(q) for q in gamma]
+    eta = (
+        alpha
+        + z @ np.array([beta[p] for p in parameters])
+        + z[:, square] ** 2 @ np.array([gamma[q] for q in gamma])
+    )
+    machine = rng.integers(0, len(machines), size=runs)
+    eta = eta + np.array([machine_effects[m] for m in machines])[machine]
+    trials = np.full(runs, units)
+    defects = rng.binomial(trials, _sigmoid(eta))
+    return StepData(
+        step=step,
+        parameters=parameters,
+        x=x,
+        machine=machine,
+        machines=machines,
+        trials=trials,
+        defects=defects,
+        quadratic=tuple(gamma),
+    )
