@@ -345,8 +345,8 @@ def whatif_cmd(
     difference."""
     changes: dict[str, Any] = {"line_speed": speed}
     params: dict[str, dict[str, Any]] = {}
-    for option, key in ((setpoint or [], "setpoint"), (spread or [], "spread")):
-        for uid, value in (_pair(item, f"--{key}") for item in option):
+    for option, key, flag in ((setpoint, "setpoint", "--set"), (spread, "spread", "--spread")):
+        for uid, value in (_pair(item, flag) for item in option or []):
             params.setdefault(uid, {"parameter": uid})[key] = value
     if params:
         changes["parameters"] = list(params.values())

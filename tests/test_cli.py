@@ -198,7 +198,8 @@ def test_whatif_prints_each_kpi_with_its_interval_and_the_paired_difference(
         "--replications", "8", **small,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.strip()}
+    cells = [line.replace("\u2502", " ").split() for line in done.stdout.splitlines()]
+    rows = {c[0]: " ".join(c) for c in cells if c}
     for kpi in ("throughput_per_h", "yield", "ppm", "scrap_cost"):
         assert kpi in rows, done.stdout
     assert rows["yield"].count("[") == 3  # baseline, scenario, difference
