@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +199,18 @@ def test_a_scenario_the_line_cannot_have_is_refused(
     twin, _ = fitted
     with pytest.raises(error, match=match):
         ScenarioSpec.parse(changes).check(twin)
+
+
+def test_scenarios_added_at_once_get_their_own_numbers(graph: GraphStore) -> None:
+    view = whatif.create_session(graph, LINE, "busy", **RUN)  # type: ignore[arg-type]
+    with ThreadPoolExecutor(4) as pool:
+        added = list(
+            pool.map(
+                lambda k: whatif.add_scenario(
+                    graph, view.session.uid, f"s{k}", ScenarioSpec(line_speed=1.0 + k / 10)
+                ),
+                range(8),
+            )
+        )
+    uids = [s.uid for s in whatif.get_session(graph, view.session.uid).scenarios]
+    assert len(set(uids)) == 9 and {s.uid for s in added} <= set(uids)

@@ -22,6 +22,7 @@ above the floor asked for.
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from sqems.analysis.kpis import CostModel
-from sqems.errors import NotFound, ValidationFailed
+from sqems.errors import NotFound, SqemsError, ValidationFailed
 from sqems.graph_model.nodes import RunStatus, Scenario, WhatIfSession
 from sqems.graph_model.store import Direction, Edge, GraphStore
 from sqems.simulation.line import Result, replicate
@@ -183,12 +184,19 @@ def create_session(
     return SessionView(session, line, [baseline])
 
 
+_NUMBERING = threading.Lock()
+"""Scenarios are numbered in their session; two added at once must not get one number
+(one process writes sessions: the server, or the command line)."""
+
+
 def add_scenario(store: GraphStore, session: str, name: str, spec: ScenarioSpec) -> Scenario:
-    view = get_session(store, session)
-    scenario = Scenario(uid=f"{session}-S{len(view.scenarios)}", name=name, changes=spec.to_json())
-    with store.transaction() as batch:
-        batch.add_nodes([scenario])
-        batch.add_edges([Edge("IN_SESSION", scenario.uid, session)])
+    with _NUMBERING:
+        view = get_session(store, session)
+        number = len(view.scenarios)
+        scenario = Scenario(uid=f"{session}-S{number}", name=name, changes=spec.to_json())
+        with store.transaction() as batch:
+            batch.add_nodes([scenario])
+            batch.add_edges([Edge("IN_SESSION", scenario.uid, session)])
     return scenario
 
 
@@ -249,10 +257,9 @@ def run_scenario(
                 progress=step,
             )
         except Exception as exc:
-            _save(
-                store,
-                item.model_copy(update={"status": RunStatus.FAILED, "message": str(exc)[:2000]}),
-            )
+            # a typed error says what to fix; anything else stays in the server's log
+            reason = str(exc)[:2000] if isinstance(exc, SqemsError) else "the simulation failed"
+            _save(store, item.model_copy(update={"status": RunStatus.FAILED, "message": reason}))
             raise
         stored = item.model_copy(
             update={
