@@ -68,9 +68,9 @@ class WhatIfRunner:
             return found
 
     def ready(self, line: str) -> bool:
-        """Whether the line's twin is built and fitted already."""
-        with self._lock:
-            return line in self._twins
+        """Whether the line's twin is built and fitted already (never waits for a fit
+        in progress: a request asking must not hang for a minute)."""
+        return line in self._twins
 
     def forget(self, line: str) -> None:
         """Build the line's twin again on next use (its history changed)."""
