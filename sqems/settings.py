@@ -69,6 +69,18 @@ class Settings(BaseSettings):
     )
     twin_tune: int = Field(default=1_000, ge=0, le=100_000, description="NUTS tuning steps.")
     twin_chains: int = Field(default=2, ge=1, le=16, description="NUTS chains.")
+    bim_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="The largest IFC file an import or upload accepts, in bytes.",
+    )
+    viewer_assets: Path | None = Field(
+        default=None,
+        description=(
+            "The web viewer's npm packages (node_modules); default: those the set-up "
+            "command installs beside the viewer's page."
+        ),
+    )
     neo4j_heap: str = Field(default="1g", pattern=r"^\d+[kmg]$")
     neo4j_pagecache: str = Field(default="512m", pattern=r"^\d+[kmg]$")
 

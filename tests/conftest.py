@@ -233,3 +233,37 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 20) -> None:
             return
         time.sleep(0.02)
     pytest.fail(f"timed out waiting for {what}")
+
+
+ARTIFACTS = Path(os.environ.get("SQEMS_TEST_ARTIFACTS", REPO / "test-artifacts"))
+"""Where browser tests keep their screenshots (git-ignored)."""
+
+
+def chromium_path() -> str | None:
+    """Debian's Chromium: the binary itself, not its wrapper script."""
+    for candidate in ("/usr/lib/chromium/chromium", shutil.which("chromium"),
+                      shutil.which("chromium-browser")):  # fmt: skip
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Headless Chromium (the Debian package) driven by Playwright; WebGL runs on
+    SwiftShader, Chromium's software renderer, so no GPU is needed."""
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - browser tests only
+
+    executable = chromium_path()
+    if executable is None:
+        pytest.fail("Chromium is not installed: apt-get install chromium (./dev test does)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=executable,
+            args=["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+                  "--ignore-gpu-blocklist"],
+        )  # fmt: skip
+        try:
+            yield launched
+        finally:
+            launched.close()

@@ -133,6 +133,7 @@ REL_TYPES: dict[str, RelType] = {
             [("Machine", "BimElement"), ("Line", "BimElement"), ("Site", "BimElement")],
             "BIM element of the equipment",
         ),
+        _rel("IN_MODEL", [("BimElement", "BimModel")], "the IFC model an element came from"),
         _rel("LOT_OF", [("MaterialLot", "Material")], "the lot's part number"),
         _rel("OF_PRODUCT", [("Batch", "Product")], "what the batch makes"),
         _rel(

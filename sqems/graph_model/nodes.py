@@ -477,13 +477,57 @@ class Scenario(Node):
     finished_at: AwareDatetime | None = None
 
 
+class IfcSchema(StrEnum):
+    IFC2X3 = "IFC2X3"
+    IFC4 = "IFC4"
+    IFC4X3 = "IFC4X3"
+
+
+Metres = Annotated[float, Field(allow_inf_nan=False)]
+Extent = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class BimModel(Node):
+    """An imported IFC model, keyed by ``BIM-`` and the start of its file's SHA-256."""
+
+    label: ClassVar[str] = "BimModel"
+    name: Name
+    ifc_schema: IfcSchema
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    file_name: str = Field(max_length=300)
+    size_bytes: int = Field(ge=0)
+    elements: int = Field(ge=0)
+    triangles: int = Field(ge=0)
+    imported_at: AwareDatetime
+
+
 class BimElement(Node):
-    """An element of a building/line model, keyed by its IFC GlobalId."""
+    """An element of a building/line model, keyed by its IFC GlobalId.
+
+    Its place is the centre of its tessellated bounding box and its size the box's
+    extents, in metres in the model's world coordinates (IFC: z up). ``as_built_*``
+    hold the surveyed values once imported, ``deviation_m`` the largest difference of
+    position or size from the design.
+    """
 
     label: ClassVar[str] = "BimElement"
     ifc_class: str = Field(pattern=r"^Ifc[A-Za-z0-9]+$")
     name: str | None = Field(default=None, max_length=300)
     storey: str | None = Field(default=None, max_length=300)
+    x_m: Metres | None = None
+    y_m: Metres | None = None
+    z_m: Metres | None = None
+    length_m: Extent | None = None
+    width_m: Extent | None = None
+    height_m: Extent | None = None
+    triangles: int | None = Field(default=None, ge=0)
+    as_built_x_m: Metres | None = None
+    as_built_y_m: Metres | None = None
+    as_built_z_m: Metres | None = None
+    as_built_length_m: Extent | None = None
+    as_built_width_m: Extent | None = None
+    as_built_height_m: Extent | None = None
+    deviation_m: Extent | None = None
 
 
 NODE_TYPES: dict[str, type[Node]] = {
@@ -513,6 +557,7 @@ NODE_TYPES: dict[str, type[Node]] = {
         Capa,
         WhatIfSession,
         Scenario,
+        BimModel,
         BimElement,
     )
 }

@@ -1,4 +1,5 @@
-"""The FastAPI application: GraphQL at ``/graphql``, health and readiness probes.
+"""The FastAPI application: GraphQL at ``/graphql``, the web viewer at ``/viewer``,
+health and readiness probes.
 
 ``create_app(settings)`` builds it; the lifespan opens the graph store and the access
 store and closes them on shutdown (or uses ones handed in, which the caller closes).
@@ -24,6 +25,7 @@ from sqems.graphql.access import AccessStore
 from sqems.graphql.context import Context
 from sqems.graphql.ingestion import AlarmHub, IngestionRuntime
 from sqems.graphql.middleware import RequestContext
+from sqems.graphql.pages import add_viewer_routes
 from sqems.graphql.schema import build_schema
 from sqems.graphql.twin import ProgressHub
 from sqems.ingestion import service
@@ -120,8 +122,14 @@ def create_app(
             whatif_hub=request.app.state.whatif_hub,
         )
 
-    graphql = GraphQLRouter(build_schema(settings), context_getter=context, graphql_ide="graphiql")
+    graphql = GraphQLRouter(
+        build_schema(settings),
+        context_getter=context,
+        graphql_ide="graphiql",
+        multipart_uploads_enabled=True,  # importBim; the size limit is RequestContext's
+    )
     app.include_router(graphql, prefix="/graphql")
+    add_viewer_routes(app, settings, _token)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -138,6 +146,10 @@ def create_app(
             return JSONResponse({"status": "unavailable", "reason": exc.message}, status_code=503)
         return JSONResponse({"status": "ready", "store": store_.description, "nodes": nodes})
 
-    app.add_middleware(RequestContext, timeout_s=settings.api_request_timeout_s)
+    app.add_middleware(
+        RequestContext,
+        timeout_s=settings.api_request_timeout_s,
+        max_upload=settings.bim_max_bytes,
+    )
 
     return app

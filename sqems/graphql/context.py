@@ -59,7 +59,15 @@ class Context(BaseContext):
         return [found.get(uid) for uid in uids]
 
     def require(self, role: Role) -> ApiKey:
-        """The caller, if their key grants ``role``; a typed error otherwise."""
+        """The caller, if their key grants ``role``; a typed error otherwise.
+
+        Over a WebSocket, a browser cannot send headers: the key may come in the
+        ``connection_init`` payload instead, as ``{"authorization": "Bearer <key>"}``.
+        """
+        if self.principal is None and isinstance(self.connection_params, dict):
+            sent = self.connection_params.get("authorization") or ""
+            token = sent[7:].strip() if sent.lower().startswith("bearer ") else sent.strip()
+            self.principal = self.access.verify(token or None)
         if self.principal is None:
             raise Unauthenticated(
                 "a valid API key is required: send it as 'Authorization: Bearer <key>' "

@@ -31,7 +31,7 @@ from sqems import quality
 from sqems.errors import NotFound, SqemsError, ValidationFailed
 from sqems.graph_model import traceability as tr
 from sqems.graph_model.nodes import UnitStatus as DomainUnitStatus
-from sqems.graphql import twin
+from sqems.graphql import twin, viewer
 from sqems.graphql.access import ApiKey, AuditEntry, Role
 from sqems.graphql.analysis import AnalysisQuery, DefectModelInfo, train_model
 from sqems.graphql.context import Context
@@ -290,7 +290,7 @@ def _depth(depth: int) -> int:
 
 
 @strawberry.type
-class Query(AnalysisQuery, IngestionQuery, twin.WhatIfQuery):
+class Query(AnalysisQuery, IngestionQuery, twin.WhatIfQuery, viewer.ViewerQuery):
     @strawberry.field(description="A node by its global id (Relay).")
     async def node(self, info: Info[Context, None], id: strawberry.ID) -> Node:
         ctx = info.context
@@ -497,6 +497,30 @@ class Mutation:
             lambda: twin.runner(ctx).recommend(session, throughput_floor),
         )
         return twin.WhatIfScenario.of(scenario)
+
+    @strawberry.mutation(
+        description="Import an IFC model (IFC2X3 or IFC4, multipart upload; engineer): "
+        "tessellate it, store its elements and link them to machines by an attribute or "
+        "property (linkKey, default Tag) or by explicit links."
+    )
+    async def import_bim(
+        self,
+        info: Info[Context, None],
+        file: viewer.Upload,
+        name: str | None = None,
+        link_key: str = "Tag",
+        links: list[viewer.BimLinkInput] | None = None,
+    ) -> viewer.BimImportResult:
+        ctx = info.context
+        args = {"file": viewer.upload_name(file), "name": name, "linkKey": link_key,
+                "links": len(links or [])}  # fmt: skip
+        return await _audited(
+            info,
+            "importBim",
+            Role.ENGINEER,
+            args,
+            lambda: viewer.import_upload(ctx, file, name, link_key, links),
+        )
 
     @strawberry.mutation(description="Put a batch on hold (engineer).")
     async def hold_batch(self, info: Info[Context, None], uid: str, reason: str) -> Node:

@@ -1,0 +1,95 @@
+"""The web viewer's routes: its page, its scripts, three.js, and models as binary glTF.
+
+- ``/viewer`` — the page (``?line=LINE-PCB`` or ``?bim=BIM-…``);
+- ``/viewer/app/{file}`` — its own scripts and styles (``sqems/viewer/web/``);
+- ``/viewer/vendor/three/{path}`` — three.js as npm installed it (``package.json`` and
+  its lock beside the page; the set-up command runs ``npm ci``), never a copy in git;
+- ``/viewer/bim/{uid}.glb`` — a BIM model's cached tessellation (viewer role, the API
+  key sent as a header like every other call).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from sqems.errors import NotFound, SqemsError, Unauthenticated
+from sqems.graph_model.nodes import BimModel
+from sqems.graphql.access import Role
+from sqems.graphql.viewer import bim_cache
+from sqems.settings import Settings
+from sqems.viewer.bim import glb_path
+
+WEB = Path(__file__).resolve().parent.parent / "viewer" / "web"
+"""The page and its scripts (package data)."""
+APP_FILES = frozenset({"index.html", "viewer.js", "viewer.css"})
+VENDOR_ROOTS = ("build/", "examples/jsm/")
+"""The parts of the three package the page loads: the core and its add-ons."""
+
+mimetypes.add_type("text/javascript", ".js")
+mimetypes.add_type("model/gltf-binary", ".glb")
+
+
+def assets_dir(settings: Settings) -> Path:
+    return settings.viewer_assets or WEB / "node_modules"
+
+
+def _error(status: int, error: SqemsError) -> JSONResponse:
+    return JSONResponse(
+        {"errors": [{"message": error.message, "extensions": error.extensions}]}, status
+    )
+
+
+def add_viewer_routes(app: FastAPI, settings: Settings, token_of: object) -> None:
+    """Mount the viewer on ``app``; ``token_of(request)`` reads a request's API key."""
+
+    @app.get("/viewer", include_in_schema=False)
+    async def page() -> Response:
+        return FileResponse(WEB / "index.html", media_type="text/html")
+
+    @app.get("/viewer/app/{name}", include_in_schema=False)
+    async def app_file(name: str) -> Response:
+        if name not in APP_FILES:
+            return _error(404, NotFound(f"the viewer has no file {name}"))
+        return FileResponse(WEB / name)
+
+    @app.get("/viewer/vendor/three/{path:path}", include_in_schema=False)
+    async def three(path: str) -> Response:
+        root = (assets_dir(settings) / "three").resolve()
+        if not root.is_dir():
+            return _error(
+                503,
+                NotFound(
+                    f"three.js is not installed at {root}: run `./dev demo` (or `npm ci` in "
+                    "sqems/viewer/web) to install the viewer's npm packages"
+                ),
+            )
+        target = (root / path).resolve()
+        if not (path.startswith(VENDOR_ROOTS) and target.is_relative_to(root)
+                and target.is_file()):  # fmt: skip
+            return _error(404, NotFound(f"three.js has no file {path}"))
+        return FileResponse(target, headers={"cache-control": "public, max-age=86400"})
+
+    @app.get("/viewer/bim/{uid}.glb", include_in_schema=False)
+    async def glb(uid: str, request: Request) -> Response:
+        principal = request.app.state.access.verify(token_of(request))  # type: ignore[operator]
+        if principal is None or principal.role < Role.VIEWER:
+            return _error(401, Unauthenticated("a valid API key is required for BIM models"))
+        store = request.app.state.store
+        found = (await anyio.to_thread.run_sync(lambda: store.get_many([uid]))).get(uid)
+        if not isinstance(found, BimModel):
+            return _error(404, NotFound(f"BIM model {uid} is not in the graph"))
+        path = glb_path(bim_cache(settings), found.sha256)
+        if not path.is_file():
+            return _error(
+                404,
+                NotFound(
+                    f"the tessellation of {uid} is not in this server's cache "
+                    f"({path.parent}); import {found.file_name} again"
+                ),
+            )
+        return FileResponse(path, media_type="model/gltf-binary")

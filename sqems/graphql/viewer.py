@@ -1,0 +1,308 @@
+"""GraphQL fields of the 3D viewer: line scenes, BIM models and their import.
+
+``lineScene`` adapts :func:`sqems.viewer.scene.line_scene` one to one. ``bimModel``
+gives a model's metadata, its element-to-machine links and where its binary glTF is
+served (``/viewer/bim/{uid}.glb``). ``importBim`` takes an IFC file as a GraphQL
+multipart upload, refused past ``SQEMS_BIM_MAX_BYTES`` while it streams in.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import strawberry
+from strawberry.file_uploads import Upload
+from strawberry.types import Info
+
+from sqems.errors import ValidationFailed
+from sqems.graph_model.nodes import BimElement, BimModel
+from sqems.graph_model.store import GraphStore, TimeWindow
+from sqems.graphql.access import Role
+from sqems.graphql.context import Context
+from sqems.graphql.types import Connection, Node, paginate, to_graphql
+from sqems.settings import Settings
+from sqems.viewer import bim
+from sqems.viewer import scene as sc
+
+BIM_DIR = "bim"
+"""Where tessellated models are cached, under the data directory."""
+UPLOAD_CHUNK = 1 << 20
+
+SceneStatus = strawberry.enum(sc.Status, name="SceneStatus", description="An object's state.")
+
+
+def bim_cache(settings: Settings) -> Path:
+    return settings.data_dir / BIM_DIR
+
+
+@strawberry.type(description="A point or an extent in metres (z up).")
+class Vector3:
+    x: float
+    y: float
+    z: float
+
+    @classmethod
+    def of(cls, v: tuple[float, float, float]) -> Vector3:
+        return cls(x=v[0], y=v[1], z=v[2])
+
+
+@strawberry.type(description="The status overlay of a scene object.")
+class SceneOverlay:
+    status: SceneStatus  # type: ignore[valid-type]
+    colour: str = strawberry.field(description="CSS colour of the status.")
+    produced: int
+    defective: int
+    defect_rate: float | None
+    open_alarms: int
+    alarm_severity: str | None
+    utilisation: float | None = strawberry.field(
+        description="Mean utilisation of the machine's station in the scenario, if one was named."
+    )
+    reasons: list[str]
+
+    @classmethod
+    def of(cls, o: sc.Overlay) -> SceneOverlay:
+        return cls(**{f: getattr(o, f) for f in sc.Overlay.__slots__ if f != "reasons"},
+                   reasons=list(o.reasons))  # fmt: skip
+
+
+@strawberry.type(description="A machine placed in a line scene.")
+class SceneObjectView:
+    uid: str
+    label: str
+    name: str
+    kind: str
+    step: str | None
+    position: Vector3 = strawberry.field(description="Centre of its footprint on the floor.")
+    size: Vector3 = strawberry.field(description="Length, width, height.")
+    rotation_deg: float
+    overlay: SceneOverlay
+    bim_element: str | None = strawberry.field(description="GlobalId of its BIM element.")
+
+    @classmethod
+    def of(cls, o: sc.SceneObject) -> SceneObjectView:
+        return cls(uid=o.uid, label=o.label, name=o.name, kind=o.kind, step=o.step,
+                   position=Vector3.of(o.position), size=Vector3.of(o.size),
+                   rotation_deg=o.rotation_deg, overlay=SceneOverlay.of(o.overlay),
+                   bim_element=o.bim_element)  # fmt: skip
+
+
+@strawberry.type(description="The floor's extent in metres.")
+class Floor:
+    x_min: float
+    y_min: float
+    x_max: float
+    y_max: float
+
+
+@strawberry.type(name="LineScene", description="A line's machines in 3D, with their status.")
+class LineSceneView:
+    uid: str
+    name: str
+    site: str | None
+    scenario: str | None
+    floor: Floor
+    objects: list[SceneObjectView]
+    legend: strawberry.scalars.JSON
+
+    @classmethod
+    def of(cls, s: sc.Scene) -> LineSceneView:
+        x0, y0, x1, y1 = s.floor
+        return cls(uid=s.uid, name=s.name, site=s.site, scenario=s.scenario,
+                   floor=Floor(x_min=x0, y_min=y0, x_max=x1, y_max=y1),
+                   objects=[SceneObjectView.of(o) for o in s.objects],
+                   legend=cast(Any, dict(s.legend)))  # fmt: skip
+
+
+@strawberry.type(description="A machine and the BIM element that models it.")
+class BimLink:
+    machine: str
+    element: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    model: BimModel
+    elements: list[BimElement]
+    links: dict[str, str]
+
+
+@strawberry.type(description="An imported IFC model, its links to machines and its glTF.")
+class BimModelView:
+    uid: str
+    name: str
+    ifc_schema: str
+    file_name: str
+    sha256: str
+    size_bytes: float
+    element_count: int
+    triangles: int
+    imported_at: datetime
+    glb_url: str = strawberry.field(description="Its binary glTF (send the API key with it).")
+    links: list[BimLink]
+    loaded: strawberry.Private[_Loaded]
+
+    @strawberry.field(description="Elements in GlobalId order, a page at a time.")
+    def elements(
+        self, info: Info[Context, None], first: int = 100, after: str | None = None
+    ) -> Connection[Node]:
+        nodes = [to_graphql(e) for e in self.loaded.elements]
+        return paginate(nodes, first, after, info.context.settings.api_max_page_size)
+
+    @strawberry.field(description="Elements whose survey deviates beyond the tolerance.")
+    def deviating(self, tolerance_m: float = bim.DEFAULT_TOLERANCE_M) -> list[str]:
+        return [e.uid for e in self.loaded.elements
+                if e.deviation_m is not None and e.deviation_m > tolerance_m]  # fmt: skip
+
+    @classmethod
+    def of(cls, loaded: _Loaded) -> BimModelView:
+        m = loaded.model
+        return cls(uid=m.uid, name=m.name, ifc_schema=m.ifc_schema.value, file_name=m.file_name,
+                   sha256=m.sha256, size_bytes=m.size_bytes, element_count=m.elements,
+                   triangles=m.triangles, imported_at=m.imported_at,
+                   glb_url=f"/viewer/bim/{m.uid}.glb",
+                   links=[BimLink(machine=k, element=v) for k, v in sorted(loaded.links.items())],
+                   loaded=loaded)  # fmt: skip
+
+
+@strawberry.type(description="What an IFC import did.")
+class BimImportResult:
+    model: BimModelView
+    cached: bool = strawberry.field(description="This file was tessellated before.")
+    linked: int
+    unmatched: list[str] = strawberry.field(description="Machines the links named but missed.")
+    skipped: list[str] = strawberry.field(description="Products whose geometry failed.")
+
+
+@strawberry.input(description="An explicit link of a machine to a BIM element.")
+class BimLinkInput:
+    machine: str
+    element: str = strawberry.field(description="The element's IFC GlobalId.")
+
+
+def load_model(store: GraphStore, uid: str) -> _Loaded:
+    model, elements = bim.model_elements(store, uid)
+    machines = bim.machines_of(store, [e.uid for e in elements])
+    return _Loaded(model, elements, {m: g for g, m in machines.items()})
+
+
+@strawberry.type
+class ViewerQuery:
+    @strawberry.field(description="A line's machines in 3D with their status overlay.")
+    async def line_scene(
+        self,
+        info: Info[Context, None],
+        line: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        scenario: Annotated[
+            str | None,
+            strawberry.argument(description="A what-if scenario whose utilisation to show."),
+        ] = None,
+    ) -> LineSceneView:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+        window = TimeWindow(start, end) if start or end else None
+        found = await ctx.call(
+            lambda: sc.line_scene(ctx.store, line, window=window, scenario=scenario)
+        )
+        return LineSceneView.of(found)
+
+    @strawberry.field(description="An imported BIM model with its links to machines.")
+    async def bim_model(self, info: Info[Context, None], uid: str) -> BimModelView:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+        return BimModelView.of(await ctx.call(load_model, ctx.store, uid))
+
+    @strawberry.field(description="Every imported BIM model, newest first.")
+    async def bim_models(self, info: Info[Context, None]) -> list[BimModelView]:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+
+        def answer() -> list[_Loaded]:
+            models = [n for n in ctx.store.find("BimModel") if isinstance(n, BimModel)]
+            models.sort(key=lambda m: m.imported_at, reverse=True)
+            return [load_model(ctx.store, m.uid) for m in models]
+
+        return [BimModelView.of(m) for m in await ctx.call(answer)]
+
+
+def upload_name(upload: Any) -> str:
+    """The file name the client gave, without any directories."""
+    return Path(getattr(upload, "filename", None) or "model.ifc").name[:300]
+
+
+def receive_upload(upload: Any, directory: Path, limit: int) -> Path:
+    """Copy an upload (already received by the server's form parser) into a file under
+    ``directory``, refusing it past ``limit`` bytes."""
+    name = upload_name(upload)
+    source = getattr(upload, "file", upload)
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept past this function
+        dir=directory, prefix="upload-", suffix=".ifc", delete=False
+    )
+    target = Path(handle.name)
+    received = 0
+    try:
+        with handle:
+            source.seek(0)
+            while chunk := source.read(UPLOAD_CHUNK):
+                received += len(chunk)
+                if received > limit:
+                    raise ValidationFailed(
+                        f"upload {name} is over the limit of {limit / 2**20:.0f} MiB "
+                        "(SQEMS_BIM_MAX_BYTES)"
+                    )
+                handle.write(chunk)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def import_upload(
+    ctx: Context,
+    upload: Any,
+    name: str | None,
+    link_key: str,
+    links: list[BimLinkInput] | None,
+) -> BimImportResult:
+    """Import an uploaded file; the copy is deleted after (the cache keeps its
+    tessellation)."""
+    file_name = upload_name(upload)
+    path = receive_upload(upload, bim_cache(ctx.settings) / "incoming", ctx.settings.bim_max_bytes)
+    try:
+        rule = bim.LinkRule(key=link_key, mapping={lk.machine: lk.element for lk in links or []})
+        done = bim.import_bim(
+            ctx.store,
+            path,
+            cache_dir=bim_cache(ctx.settings),
+            name=name,
+            file_name=file_name,
+            link=rule,
+            max_bytes=ctx.settings.bim_max_bytes,
+        )
+    finally:
+        path.unlink(missing_ok=True)
+    loaded = load_model(ctx.store, done.model.uid)
+    return BimImportResult(model=BimModelView.of(loaded), cached=done.cached,
+                           linked=len(done.links), unmatched=done.unmatched,
+                           skipped=done.skipped)  # fmt: skip
+
+
+__all__ = [
+    "BimImportResult",
+    "BimLinkInput",
+    "BimModelView",
+    "LineSceneView",
+    "Upload",
+    "ViewerQuery",
+    "bim_cache",
+    "import_upload",
+    "receive_upload",
+    "upload_name",
+]

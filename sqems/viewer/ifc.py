@@ -1,0 +1,239 @@
+"""Reading IFC models: open a file safely, tessellate its products into meshes.
+
+``read_ifc(path)`` refuses what is not an IFC model before ifcopenshell parses it (too
+big, not ISO 10303-21, a schema SQEMS does not read) and what it cannot parse, each
+with a clear :class:`~sqems.errors.ValidationFailed`. ``tessellate(model)`` runs
+``ifcopenshell.geom``'s iterator (on every core unless told otherwise) and keeps, per
+product, its GlobalId, class, name, storey and triangles in world coordinates (metres,
+z up, as IFC has it).
+
+>>> import numpy as np
+>>> box = Mesh("0AbC", "IfcWall", "Wall", "Level 1",
+...            np.array([[0, 0, 0], [2, 0, 0], [2, 1, 3]], np.float32),
+...            np.array([[0, 1, 2]], np.uint32), None)
+>>> box.triangles, box.centre.tolist(), box.size.tolist()
+(1, [1.0, 0.5, 1.5], [2.0, 1.0, 3.0])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sqems.errors import ValidationFailed
+
+log = logging.getLogger(__name__)
+
+SCHEMAS = ("IFC2X3", "IFC4", "IFC4X3")
+"""The IFC schemas SQEMS reads (those ifcopenshell's wheels ship)."""
+MAX_BYTES = 256 * 1024 * 1024
+"""The largest IFC file read unless settings say otherwise."""
+_MAGIC = b"ISO-10303-21;"
+
+
+@dataclass(frozen=True, slots=True)
+class Mesh:
+    """The tessellated body of one IFC product."""
+
+    global_id: str
+    ifc_class: str
+    name: str | None
+    storey: str | None
+    vertices: npt.NDArray[np.float32] = field(repr=False)
+    """(n, 3) world coordinates in metres, z up."""
+    faces: npt.NDArray[np.uint32] = field(repr=False)
+    """(m, 3) vertex indices, counter-clockwise seen from outside."""
+    colour: tuple[float, float, float, float] | None
+    """The surface style's diffuse colour and opacity, when the model has one."""
+
+    @property
+    def triangles(self) -> int:
+        return int(self.faces.shape[0])
+
+    @property
+    def lower(self) -> npt.NDArray[np.float64]:
+        lower: npt.NDArray[np.float64] = self.vertices.min(axis=0).astype(np.float64)
+        return lower
+
+    @property
+    def upper(self) -> npt.NDArray[np.float64]:
+        upper: npt.NDArray[np.float64] = self.vertices.max(axis=0).astype(np.float64)
+        return upper
+
+    @property
+    def centre(self) -> npt.NDArray[np.float64]:
+        """The centre of the bounding box."""
+        return (self.lower + self.upper) / 2.0
+
+    @property
+    def size(self) -> npt.NDArray[np.float64]:
+        """The bounding box's extents along x, y and z."""
+        return self.upper - self.lower
+
+
+@dataclass(frozen=True, slots=True)
+class IfcModel:
+    """An opened IFC file and what identifies it."""
+
+    path: Path
+    file: Any = field(repr=False)
+    """The ``ifcopenshell.file``."""
+    schema: str
+    sha256: str
+    size_bytes: int
+
+    @property
+    def name(self) -> str:
+        """The project's name, else the file's stem."""
+        projects = self.file.by_type("IfcProject")
+        named = projects[0].Name if projects else None
+        return str(named) if named else self.path.stem
+
+    def products(self) -> int:
+        """Products with a body to draw: elements and proxies, not spaces or openings."""
+        return sum(1 for _ in self.drawable())
+
+    def drawable(self) -> Iterator[Any]:
+        for product in self.file.by_type("IfcProduct"):
+            if product.Representation is None:
+                continue
+            if product.is_a("IfcOpeningElement") or product.is_a("IfcSpace"):
+                continue
+            if product.is_a("IfcSpatialStructureElement") or product.is_a("IfcAnnotation"):
+                continue
+            yield product
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_ifc(path: Path, *, max_bytes: int = MAX_BYTES, shown_as: str | None = None) -> IfcModel:
+    """Open ``path`` as an IFC model, or say clearly why it is not one (naming the file
+    ``shown_as``, when ``path`` is a copy such as an upload)."""
+    import ifcopenshell  # noqa: PLC0415 - a large native module, loaded when a model is read
+
+    shown = shown_as or path.name
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ValidationFailed(f"cannot read IFC file {shown}: {exc.strerror}") from None
+    if size > max_bytes:
+        raise ValidationFailed(
+            f"IFC file {shown} is {size / 2**20:.1f} MiB, over the limit of "
+            f"{max_bytes / 2**20:.0f} MiB (SQEMS_BIM_MAX_BYTES)"
+        )
+    with path.open("rb") as f:
+        head = f.read(4096)
+    if not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(_MAGIC):
+        raise ValidationFailed(
+            f"{shown} is not an IFC file: it does not start with {_MAGIC.decode()!r} "
+            "(SQEMS reads IFC-SPF, the .ifc text format; export .ifcxml or .ifczip to it)"
+        )
+    try:
+        opened = ifcopenshell.open(str(path))
+    except Exception as exc:  # ifcopenshell raises bare errors of several kinds for bad files
+        reason = str(exc).strip() or type(exc).__name__
+        raise ValidationFailed(f"{shown} is not a readable IFC model: {reason}") from None
+    schema = str(opened.schema).upper()
+    if schema not in SCHEMAS:
+        raise ValidationFailed(
+            f"{shown} uses schema {opened.schema}; SQEMS reads {', '.join(SCHEMAS)}"
+        )
+    return IfcModel(path, opened, schema, sha256_of(path), size)
+
+
+def tessellate(model: IfcModel, *, cores: int | None = None) -> list[Mesh]:
+    """Every drawable product of ``model`` as a mesh, in GlobalId order.
+
+    ``cores`` threads tessellate (default: every core). Products whose geometry
+    ifcopenshell cannot build are left out and logged; :func:`skipped` names them.
+    """
+    import ifcopenshell.geom  # noqa: PLC0415 - see read_ifc
+
+    cores = cores or os.cpu_count() or 1
+    settings = ifcopenshell.geom.settings()  # type: ignore[no-untyped-call]
+    settings.set("use-world-coords", True)
+    storeys = _storeys(model.file)
+    started = time.perf_counter()
+    iterator = ifcopenshell.geom.iterator(settings, model.file, cores)
+    meshes: list[Mesh] = []
+    if iterator.initialize():
+        while True:
+            shape = iterator.get()  # type: ignore[no-untyped-call]
+            meshes.append(_mesh(model.file, shape, storeys))
+            if not iterator.next():
+                break
+    meshes.sort(key=lambda m: m.global_id)
+    log.info(
+        "tessellated %s: %d products, %d triangles in %.2f s on %d threads",
+        model.path.name,
+        len(meshes),
+        sum(m.triangles for m in meshes),
+        time.perf_counter() - started,
+        cores,
+    )
+    return meshes
+
+
+def skipped(model: IfcModel, meshes: list[Mesh]) -> list[str]:
+    """GlobalIds of drawable products that did not tessellate."""
+    done = {m.global_id for m in meshes}
+    return sorted(p.GlobalId for p in model.drawable() if p.GlobalId not in done)
+
+
+def _mesh(file: Any, shape: Any, storeys: dict[int, str]) -> Mesh:
+    product = file.by_id(shape.id)
+    geometry = shape.geometry
+    vertices = np.asarray(geometry.verts, dtype=np.float32).reshape(-1, 3)
+    faces = np.asarray(geometry.faces, dtype=np.uint32).reshape(-1, 3)
+    colour = None
+    materials = geometry.materials
+    if len(materials):
+        style = materials[0]
+        diffuse = getattr(style, "diffuse", None)
+        if diffuse is not None:
+            rgb = [float(c) for c in (diffuse.r(), diffuse.g(), diffuse.b())]
+            transparency = float(getattr(style, "transparency", 0.0))
+            alpha = 1.0 if math.isnan(transparency) else 1.0 - transparency
+            colour = (rgb[0], rgb[1], rgb[2], min(max(alpha, 0.05), 1.0))
+    return Mesh(
+        global_id=str(product.GlobalId),
+        ifc_class=product.is_a(),
+        name=str(product.Name) if product.Name else None,
+        storey=storeys.get(product.id()),
+        vertices=vertices,
+        faces=faces,
+        colour=colour,
+    )
+
+
+def _storeys(file: Any) -> dict[int, str]:
+    """The storey (or other spatial container) name of each contained element, by id."""
+    names: dict[int, str] = {}
+    for rel in file.by_type("IfcRelContainedInSpatialStructure"):
+        structure = rel.RelatingStructure
+        label = str(structure.Name or structure.LongName or structure.GlobalId)
+        for element in rel.RelatedElements:
+            names[element.id()] = label
+    # parts of an aggregate (a stair's flights, an assembly's members) sit where it sits
+    for rel in file.by_type("IfcRelAggregates"):
+        whole = rel.RelatingObject.id()
+        if whole in names:
+            for part in rel.RelatedObjects:
+                names.setdefault(part.id(), names[whole])
+    return names
