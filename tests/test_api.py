@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from live_server import LiveServer
 
 from sqems.analysis.rootcause import from_defect_type, rank_causes
 from sqems.datasets import Plant, PlantSpec, generate, load_plant
+from sqems.datasets.building import write_building_ifc
 from sqems.datasets.files import plant_sections
 from sqems.graph_model import (
     EmbeddedGraphStore,
@@ -25,12 +27,14 @@ from sqems.graph_model import (
 )
 from sqems.graph_model.neo4j_server import Neo4jServer
 from sqems.graph_model.neo4j_store import Neo4jGraphStore
+from sqems.graph_model.nodes import Machine
 from sqems.graphql import AccessStore, Role, create_app, sdl
 from sqems.graphql.types import global_id
 from sqems.ingestion.quarantine import NewEntry, Quarantine
 from sqems.ingestion.service import QUARANTINE_FILE
 from sqems.settings import Settings
 from sqems.simulation import whatif
+from sqems.viewer import import_bim
 
 GRAPHQL_DIR = Path(__file__).resolve().parent.parent / "sqems" / "graphql"
 NEEDS_INGESTION = {"replay_quarantined", "alarms"}
@@ -38,10 +42,12 @@ NEEDS_INGESTION = {"replay_quarantined", "alarms"}
 NEEDS_TWIN = {"run_scenario", "recommend_setpoints", "what_if_progress", "twin_models"}
 """Operations that fit and simulate the twin in the background: test_api_whatif.py runs
 them, with small NUTS settings."""
+NEEDS_UPLOAD = {"import_bim"}
+"""Multipart requests: test_viewer_api.py sends them."""
 OPERATIONS = sorted(
     p
     for p in (GRAPHQL_DIR / "operations").glob("*.graphql")
-    if p.stem not in NEEDS_INGESTION | NEEDS_TWIN
+    if p.stem not in NEEDS_INGESTION | NEEDS_TWIN | NEEDS_UPLOAD
 )
 
 
@@ -183,9 +189,20 @@ def _variables(api: Api, name: str) -> dict[str, Any]:
                                    "horizonHours": 4, "replications": 10},
         "what_if_session": {"uid": whatif.create_session(
             api.store, "LINE-ASM", "press study", horizon_s=3600, replications=5).session.uid},
+        "line_scene": {"line": "LINE-PCB"},
+        "bim_model": {"uid": _bim_model(api)},
+        "bim_models": {},
         "_machine": {"input": {"machine": {"uid": drift["uid"], "window": {
             "start": drift["window"]["start"], "end": drift["window"]["end"]}}}},
     }[name]  # fmt: skip
+
+
+def _bim_model(api: Api) -> str:
+    """A model of the plant's hall, imported into the API's store."""
+    machines = [m for m in api.store.find("Machine") if isinstance(m, Machine)]
+    with tempfile.TemporaryDirectory() as tmp:
+        ifc = write_building_ifc(Path(tmp) / "hall.ifc", machines)
+        return import_bim(api.store, ifc, cache_dir=Path(tmp) / "bim").model.uid  # type: ignore[arg-type]
 
 
 ROLE_OF = {

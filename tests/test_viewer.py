@@ -1,0 +1,362 @@
+"""The viewer's domain: IFC files read and refused, tessellation serial and parallel,
+binary glTF, BIM import and links to machines, as-built surveys, and line scenes with
+their status overlay, on every graph backend.
+
+The IFC files are written by ifcopenshell's own API (sqems.datasets.building)."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sqems.datasets import PlantSpec, generate, load_plant
+from sqems.datasets.building import write_building_ifc
+from sqems.datasets.files import plant_sections
+from sqems.errors import NotFound, ValidationFailed
+from sqems.graph_model import GraphStore
+from sqems.graph_model.nodes import (
+    Alarm,
+    BimElement,
+    BimModel,
+    Line,
+    Machine,
+    ProcessStep,
+    Scenario,
+    Severity,
+    Site,
+    WhatIfSession,
+)
+from sqems.graph_model.store import Direction, Edge
+from sqems.viewer import LinkRule, gltf, import_bim, line_scene, survey
+from sqems.viewer.ifc import read_ifc, skipped, tessellate
+from sqems.viewer.scene import COLOURS, Status
+
+MACHINES = [
+    Machine(uid="M-PRESS-1", name="Press 1", kind="press", x_m=0.0, y_m=0.0,
+            length_m=4.0, width_m=2.0, height_m=2.5),
+    Machine(uid="M-PRESS-2", name="Press 2", kind="press", x_m=0.0, y_m=3.0,
+            length_m=4.0, width_m=2.0, height_m=2.5),
+    Machine(uid="M-WELD-1", name="Welder", kind="welder", x_m=7.0, y_m=1.5, rotation_deg=90.0,
+            length_m=3.0, width_m=1.0, height_m=1.8),
+]  # fmt: skip
+
+
+def small_line(store: GraphStore) -> None:
+    """A site, a line of three machines at two steps; no production yet."""
+    with store.transaction() as batch:
+        batch.add_nodes([
+            Site(uid="SITE-X", name="Plant X"),
+            Line(uid="LINE-X", name="Line X"),
+            ProcessStep(uid="STEP-PRESS", name="Press", sequence=1),
+            ProcessStep(uid="STEP-WELD", name="Weld", sequence=2),
+            *MACHINES,
+        ])  # fmt: skip
+        batch.add_edges([Edge("PART_OF", "LINE-X", "SITE-X")])
+        batch.add_edges(Edge("PART_OF", m.uid, "LINE-X") for m in MACHINES)
+        batch.add_edges(
+            Edge("CAN_PERFORM", m.uid, "STEP-WELD" if "WELD" in m.uid else "STEP-PRESS")
+            for m in MACHINES
+        )
+
+
+@pytest.fixture(scope="module")
+def hall(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_building_ifc(tmp_path_factory.mktemp("ifc") / "hall.ifc", MACHINES, filler=7)
+
+
+# --- reading and tessellating IFC -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("schema", ["IFC4", "IFC2X3"])
+def test_every_product_tessellates_with_its_id_class_storey_and_place(
+    schema: str, tmp_path: Path
+) -> None:
+    model = read_ifc(write_building_ifc(tmp_path / "hall.ifc", MACHINES, schema=schema))
+    assert model.schema == schema and model.name == "Main plant hall"
+    meshes = tessellate(model, cores=1)
+    assert len(meshes) == model.products() and skipped(model, meshes) == []
+    # a slab, four walls and the columns besides the machines
+    classes = {m.ifc_class for m in meshes}
+    assert {"IfcSlab", "IfcWall", "IfcColumn", "IfcBuildingElementProxy"} <= classes
+    tagged = {p.Tag: p.GlobalId for p in model.file.by_type("IfcBuildingElementProxy")}
+    by_id = {m.global_id: m for m in meshes}
+    for machine in MACHINES:
+        mesh = by_id[tagged[machine.uid]]
+        assert (mesh.name, mesh.storey) == (machine.name, "Ground floor")
+        assert mesh.triangles == 12  # a box
+        turned = machine.rotation_deg % 180 == 90
+        footprint = (machine.length_m, machine.width_m)[:: -1 if turned else 1]
+        np.testing.assert_allclose(mesh.size, [*footprint, machine.height_m], atol=1e-4)
+        np.testing.assert_allclose(
+            mesh.centre, [machine.x_m, machine.y_m, machine.height_m / 2], atol=1e-4
+        )
+        assert mesh.colour is not None and mesh.colour[:3] == pytest.approx((0.16, 0.42, 0.75))
+
+
+def test_the_parallel_iterator_gives_what_the_serial_one_gives(hall: Path) -> None:
+    model = read_ifc(hall)
+    serial, parallel = tessellate(model, cores=1), tessellate(model, cores=2)
+    assert [m.global_id for m in serial] == [m.global_id for m in parallel]
+    for a, b in zip(serial, parallel, strict=True):
+        assert (a.ifc_class, a.triangles) == (b.ifc_class, b.triangles)
+        np.testing.assert_allclose(a.lower, b.lower, atol=1e-6)
+        np.testing.assert_allclose(a.upper, b.upper, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "is not an IFC file: it does not start with 'ISO-10303-21;'"),
+        (b"PK\x03\x04 zipped", "is not an IFC file"),
+        (b"ISO-10303-21;\nHEADER;\nFILE_SCHEMA(('IFC4'));\nENDSEC;\nDATA;\n#1=IFCWALL(",
+         "is not a readable IFC model"),
+        (b"ISO-10303-21;\nHEADER;\nFILE_DESCRIPTION((''),'2;1');\nFILE_NAME('','',(''),(''),"
+         b"'','','');\nFILE_SCHEMA(('CONFIG_CONTROL_DESIGN'));\nENDSEC;\nDATA;\nENDSEC;\n"
+         b"END-ISO-10303-21;\n", "not a readable IFC model"),
+    ],
+)  # fmt: skip
+def test_a_file_that_is_not_an_ifc_model_is_refused_with_the_reason(
+    content: bytes, reason: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "model.ifc"
+    path.write_bytes(content)
+    with pytest.raises(ValidationFailed, match=reason):
+        read_ifc(path)
+
+
+def test_an_oversized_or_missing_file_is_refused_before_it_is_parsed(
+    hall: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ValidationFailed, match=r"hall.ifc is 0\.\d MiB, over the limit of 0 MiB"):
+        read_ifc(hall, max_bytes=1024)
+    with pytest.raises(ValidationFailed, match=r"cannot read IFC file nothing\.ifc"):
+        read_ifc(tmp_path / "nothing.ifc")
+
+
+# --- binary glTF ------------------------------------------------------------------------------
+
+
+def test_the_glb_holds_one_named_mesh_per_product_with_its_bounding_box(
+    hall: Path, tmp_path: Path
+) -> None:
+    meshes = tessellate(read_ifc(hall))
+    path = tmp_path / "hall.glb"
+    size = gltf.write_glb(meshes, path, name="hall")
+    data = path.read_bytes()
+    assert len(data) == size
+    magic, version, total = struct.unpack_from("<III", data)
+    assert (magic, version, total) == (0x46546C67, 2, size)
+    json_length, json_kind = struct.unpack_from("<II", data, 12)
+    bin_length, bin_kind = struct.unpack_from("<II", data, 20 + json_length)
+    assert (json_kind, bin_kind) == (0x4E4F534A, 0x004E4942)
+    assert 20 + json_length + 8 + bin_length == size and json_length % 4 == bin_length % 4 == 0
+    document = gltf.read_document(path)
+    assert document["buffers"] == [{"byteLength": bin_length}]
+    root = document["nodes"][0]
+    assert root["rotation"] == pytest.approx([-math.sqrt(0.5), 0, 0, math.sqrt(0.5)])
+    assert len(root["children"]) == len(meshes) == len(document["meshes"])
+    for view in document["bufferViews"]:
+        assert view["byteOffset"] + view["byteLength"] <= bin_length
+    read = gltf.read_elements(path)
+    assert [e.global_id for e in read] == [m.global_id for m in meshes]
+    for element, mesh in zip(read, meshes, strict=True):
+        assert (element.ifc_class, element.name, element.storey) == (mesh.ifc_class, mesh.name,
+                                                                      mesh.storey)  # fmt: skip
+        assert element.triangles == mesh.triangles
+        np.testing.assert_allclose(element.lower, mesh.lower, atol=1e-5)
+        np.testing.assert_allclose(element.upper, mesh.upper, atol=1e-5)
+
+
+def test_a_file_that_is_not_glb_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.glb"
+    path.write_bytes(b"glTF" + b"\0" * 30)
+    with pytest.raises(ValidationFailed, match=r"not a glTF 2\.0 binary file"):
+        gltf.read_document(path)
+
+
+# --- importing into the graph (every backend) -------------------------------------------------
+
+
+def test_an_import_stores_the_model_and_its_elements_and_links_machines_by_tag(
+    store: GraphStore, hall: Path, tmp_path: Path
+) -> None:
+    small_line(store)
+    done = import_bim(store, hall, cache_dir=tmp_path / "bim")
+    model = store.get(done.model.uid)
+    assert isinstance(model, BimModel) and model.uid == f"BIM-{model.sha256[:16]}"
+    assert (model.ifc_schema, model.file_name, model.elements) == ("IFC4", "hall.ifc",
+                                                                   len(done.elements))  # fmt: skip
+    assert model.triangles == sum(e.triangles or 0 for e in done.elements)
+    members = {e.src for e in store.edges([model.uid], {"IN_MODEL": Direction.IN})}
+    assert members == {e.uid for e in done.elements} and len(members) == read_ifc(hall).products()
+    links = {e.src: e.dst for e in store.edges([m.uid for m in MACHINES],
+                                               {"MODELLED_BY": Direction.OUT})}  # fmt: skip
+    assert links == done.links and set(links) == {m.uid for m in MACHINES}
+    weld = store.get(links["M-WELD-1"])
+    assert isinstance(weld, BimElement) and weld.ifc_class == "IfcBuildingElementProxy"
+    assert (weld.x_m, weld.y_m, weld.z_m) == pytest.approx((7.0, 1.5, 0.9), abs=1e-4)
+    assert (weld.length_m, weld.width_m, weld.height_m) == pytest.approx((1.0, 3.0, 1.8), abs=1e-4)
+    assert done.glb.is_file() and not done.cached
+
+    again = import_bim(store, hall, cache_dir=tmp_path / "bim")
+    assert again.cached and again.links == done.links
+    assert store.count("BimElement") == len(done.elements) and store.count("BimModel") == 1
+
+
+def test_elements_link_by_a_property_or_by_an_explicit_map(
+    store: GraphStore, hall: Path, tmp_path: Path
+) -> None:
+    small_line(store)
+    by_pset = import_bim(store, hall, cache_dir=tmp_path, link=LinkRule("Pset_SQEMS.MachineUid"))
+    assert set(by_pset.links) == {m.uid for m in MACHINES}
+    wall = next(e.uid for e in by_pset.elements if e.ifc_class == "IfcWall")
+    rule = LinkRule.from_csv(f"machine,global_id\nM-PRESS-1,{wall}\nM-NOPE,{wall}\n"
+                             "M-PRESS-2,0000000000000000000000\n")  # fmt: skip
+    mapped = import_bim(store, hall, cache_dir=tmp_path, link=rule)
+    assert mapped.links == {"M-PRESS-1": wall}
+    assert mapped.unmatched == ["M-NOPE", "M-PRESS-2"]
+    with pytest.raises(ValidationFailed, match="link file line 2: expected machine,global_id"):
+        LinkRule.from_csv("machine,global_id\nM-1,A,B\n")
+
+
+def test_a_damaged_cache_entry_is_tessellated_again(
+    store: GraphStore, hall: Path, tmp_path: Path
+) -> None:
+    first = import_bim(store, hall, cache_dir=tmp_path)
+    first.glb.write_bytes(b"not a glb")
+    second = import_bim(store, hall, cache_dir=tmp_path)
+    assert not second.cached and gltf.read_elements(second.glb)
+
+
+def test_a_survey_stores_as_built_values_and_reports_deviations_beyond_tolerance(
+    store: GraphStore, hall: Path, tmp_path: Path
+) -> None:
+    small_line(store)
+    done = import_bim(store, hall, cache_dir=tmp_path)
+    press, weld = done.links["M-PRESS-1"], done.links["M-WELD-1"]
+    slab = next(e for e in done.elements if e.ifc_class == "IfcSlab")
+    text = (
+        "global_id,x_m,y_m,z_m,length_m,width_m,height_m\n"
+        f"{press},0.004,0.0,1.25,4.0,2.0,2.5\n"  # 4 mm off: within 20 mm
+        f"{weld},7.0,1.56,0.9,1.0,3.0,1.8\n"  # 60 mm off in y
+        f"{slab.uid},{slab.x_m},{slab.y_m},{slab.z_m},{(slab.length_m or 0) + 0.1},,\n"
+        "NOT-IN-MODEL,1,2,3,,,\n"
+        f"{done.links['M-PRESS-2']},a lot,0,0,,,\n"
+    )
+    report = survey(store, done.model.uid, text, tolerance_m=0.02)
+    assert (report.surveyed, report.within) == (3, 1)
+    assert [d.global_id for d in report.deviating] == [slab.uid, weld]
+    assert report.deviating[0].size_m == pytest.approx(0.1, abs=1e-6)
+    assert report.deviating[1].position_m == pytest.approx(0.06, abs=1e-6)
+    assert report.unknown == ["NOT-IN-MODEL"]
+    assert len(report.refused) == 1 and "x_m 'a lot' is not a number" in report.refused[0]
+    assert report.not_surveyed == len(done.elements) - 3
+    stored = store.get(weld)
+    assert isinstance(stored, BimElement)
+    assert stored.as_built_y_m == pytest.approx(1.56) and stored.deviation_m == pytest.approx(0.06)
+    # importing the model again keeps the survey
+    import_bim(store, hall, cache_dir=tmp_path)
+    kept = store.get(weld)
+    assert isinstance(kept, BimElement) and kept.deviation_m == pytest.approx(0.06)
+
+    with pytest.raises(ValidationFailed, match="a survey starts with the columns global_id"):
+        survey(store, done.model.uid, "id,x,y,z\n")
+    with pytest.raises(ValidationFailed, match="tolerance must be a positive length"):
+        survey(store, done.model.uid, text, tolerance_m=0.0)
+    with pytest.raises(NotFound, match="BIM model BIM-0 is not in the graph"):
+        survey(store, "BIM-0", text)
+
+
+# --- line scenes (every backend) --------------------------------------------------------------
+
+
+def test_a_line_scene_places_every_machine_of_the_line(store: GraphStore) -> None:
+    small_line(store)
+    scene = line_scene(store, "LINE-X")
+    assert (scene.uid, scene.name, scene.site) == ("LINE-X", "Line X", "SITE-X")
+    assert [o.uid for o in scene.objects] == sorted(m.uid for m in MACHINES)
+    weld = next(o for o in scene.objects if o.uid == "M-WELD-1")
+    assert (weld.position, weld.size, weld.rotation_deg) == ((7.0, 1.5, 0.0), (3.0, 1.0, 1.8),
+                                                             90.0)  # fmt: skip
+    assert weld.step == "STEP-WELD" and weld.label == "Machine"
+    assert all(o.overlay.status is Status.IDLE and o.overlay.colour == COLOURS["idle"]
+               for o in scene.objects)  # fmt: skip
+    x0, y0, x1, y1 = scene.floor
+    assert x0 < -2.0 and y0 < -1.0 and x1 > 8.5 and y1 > 4.0
+    json.loads(scene.to_json())
+    with pytest.raises(NotFound, match="line LINE-NOPE is not in the graph"):
+        line_scene(store, "LINE-NOPE")
+    with pytest.raises(ValidationFailed, match="rates must satisfy"):
+        line_scene(store, "LINE-X", watch_rate=0.2, alarm_rate=0.1)
+
+
+def test_an_open_alarm_turns_its_machine_red_and_a_cleared_one_does_not(
+    store: GraphStore,
+) -> None:
+    small_line(store)
+    raised = datetime(2026, 3, 1, 8, tzinfo=UTC)
+    store.upsert_nodes([
+        Alarm(uid="AL-1", raised_at=raised, rule="nelson_1", severity=Severity.CRITICAL),
+        Alarm(uid="AL-2", raised_at=raised, cleared_at=raised, rule="nelson_5"),
+    ])  # fmt: skip
+    store.upsert_edges([Edge("RAISED_ON", "AL-1", "M-PRESS-2"),
+                        Edge("RAISED_ON", "AL-2", "M-PRESS-1")])  # fmt: skip
+    overlays = {o.uid: o.overlay for o in line_scene(store, "LINE-X").objects}
+    assert overlays["M-PRESS-2"].status is Status.ALARM
+    press = overlays["M-PRESS-2"]
+    assert (press.open_alarms, press.alarm_severity) == (1, "critical")
+    assert "1 open alarm(s): nelson_1" in overlays["M-PRESS-2"].reasons
+    assert overlays["M-PRESS-1"].status is Status.IDLE and overlays["M-PRESS-1"].open_alarms == 0
+
+
+def test_a_scenario_lays_its_station_utilisation_on_the_machines(store: GraphStore) -> None:
+    small_line(store)
+    results = {"kpis": {"utilisation.STEP-PRESS": {"mean": 0.81, "low": 0.7, "high": 0.9},
+                        "utilisation.STEP-WELD": {"mean": 0.42, "low": 0.3, "high": 0.5},
+                        "yield_": {"mean": 0.97, "low": 0.96, "high": 0.98}}}  # fmt: skip
+    created = datetime(2026, 3, 1, tzinfo=UTC)
+    store.upsert_nodes([
+        WhatIfSession(uid="WIS-1", name="study", created_at=created, horizon_s=3600,
+                      replications=5),
+        Scenario(uid="SCN-1", name="faster", results=json.dumps(results)),
+        Scenario(uid="SCN-2", name="pending"),
+    ])  # fmt: skip
+    store.upsert_edges([Edge("STUDIES", "WIS-1", "LINE-X"), Edge("IN_SESSION", "SCN-1", "WIS-1"),
+                        Edge("IN_SESSION", "SCN-2", "WIS-1")])  # fmt: skip
+    scene = line_scene(store, "LINE-X", scenario="SCN-1")
+    assert {o.uid: o.overlay.utilisation for o in scene.objects} == {
+        "M-PRESS-1": 0.81, "M-PRESS-2": 0.81, "M-WELD-1": 0.42,
+    }  # fmt: skip
+    with pytest.raises(ValidationFailed, match="scenario SCN-2 has no results yet"):
+        line_scene(store, "LINE-X", scenario="SCN-2")
+    store.upsert_nodes([Line(uid="LINE-Y", name="Line Y")])
+    with pytest.raises(ValidationFailed, match="scenario SCN-1 does not simulate line LINE-Y"):
+        line_scene(store, "LINE-Y", scenario="SCN-1")
+    with pytest.raises(NotFound, match="scenario SCN-9 is not in the graph"):
+        line_scene(store, "LINE-X", scenario="SCN-9")
+
+
+def test_a_machines_defect_rate_counts_the_units_of_the_batches_it_ran(store: GraphStore) -> None:
+    load_plant(store, plant_sections(generate(PlantSpec(units=1_000, seed=11))))
+    scene = line_scene(store, "LINE-PCB", watch_rate=0.004, alarm_rate=0.03)
+    machines = [o.uid for o in scene.objects]
+    # walk the graph by hand: machine <- ON - run <- RAN - batch - PRODUCED -> unit
+    runs = store.edges(machines, {"ON": Direction.IN})
+    batches = store.edges([e.src for e in runs], {"RAN": Direction.IN})
+    batch_of_run = {e.dst: e.src for e in batches}
+    units = store.edges(list(batch_of_run.values()), {"PRODUCED": Direction.OUT})
+    defective = {e.dst for e in store.edges([e.dst for e in units], {"FOUND_ON": Direction.IN})}
+    for o in scene.objects:
+        ran = {batch_of_run[e.src] for e in runs if e.dst == o.uid}
+        made = [e.dst for e in units if e.src in ran]
+        assert o.overlay.produced == len(made) > 0
+        assert o.overlay.defective == sum(u in defective for u in made)
+        rate = o.overlay.defective / o.overlay.produced
+        expected = Status.ALARM if rate >= 0.03 else Status.WATCH if rate >= 0.004 else Status.OK
+        assert o.overlay.status is expected and o.overlay.colour == COLOURS[expected.value]
