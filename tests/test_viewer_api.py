@@ -1,0 +1,202 @@
+"""The viewer over HTTP: IFC uploads (GraphQL multipart) with their size limit and role
+check, the glTF and three.js routes, and typed errors for bad requests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from live_server import LiveServer
+
+from sqems.datasets.building import write_building_ifc
+from sqems.graph_model import EmbeddedGraphStore, GraphStore
+from sqems.graph_model.nodes import Line, Machine
+from sqems.graph_model.store import Edge
+from sqems.graphql import AccessStore, Role, create_app
+from sqems.settings import Settings
+from sqems.viewer import gltf
+
+OPERATIONS = Path(__file__).resolve().parent.parent / "sqems" / "graphql" / "operations"
+IMPORT = (OPERATIONS / "import_bim.graphql").read_text()
+LIMIT = 64 * 1024
+MACHINES = [Machine(uid=f"M-{i}", name=f"Machine {i}", x_m=5.0 * i) for i in range(3)]
+
+
+@dataclass
+class Served:
+    url: str
+    tokens: dict[Role, str]
+    access: AccessStore
+    store: GraphStore
+    data: Path
+
+    def headers(self, role: Role) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+    def upload(
+        self, content: bytes, role: Role = Role.ENGINEER, name: str = "hall.ifc", **variables: Any
+    ) -> httpx.Response:
+        operations = {"query": IMPORT, "variables": {"file": None, **variables}}
+        return httpx.post(
+            f"{self.url}/graphql",
+            data={
+                "operations": json.dumps(operations),
+                "map": json.dumps({"0": ["variables.file"]}),
+            },
+            files={"0": (name, content, "application/octet-stream")},
+            headers=self.headers(role),
+            timeout=60,
+        )
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    data = tmp_path_factory.mktemp("viewer-api")
+    store = EmbeddedGraphStore(None)
+    store.upsert_nodes([Line(uid="LINE-1", name="Line 1"), *MACHINES])
+    store.upsert_edges([Edge("PART_OF", m.uid, "LINE-1") for m in MACHINES])
+    access = AccessStore(None)
+    tokens = {role: access.create_key(role.label, role)[1] for role in Role}
+    settings = Settings(data_dir=data, bim_max_bytes=LIMIT, viewer_assets=data / "no-node-modules")
+    with LiveServer(create_app(settings, store=store, access=access)) as server:
+        yield Served(server.url, tokens, access, store, data)
+    access.close()
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def hall(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = write_building_ifc(tmp_path_factory.mktemp("hall") / "hall.ifc", MACHINES)
+    content = path.read_bytes()
+    assert len(content) < LIMIT
+    return content
+
+
+def test_an_uploaded_ifc_model_is_imported_linked_and_served_as_gltf(
+    served: Served, hall: bytes
+) -> None:
+    response = served.upload(hall, name="Hall A.ifc")
+    body = response.json()
+    assert "errors" not in body, body
+    result = body["data"]["importBim"]
+    model = result["model"]
+    assert (model["fileName"], model["ifcSchema"], result["linked"]) == ("Hall A.ifc", "IFC4", 3)
+    assert {link["machine"] for link in model["links"]} == {m.uid for m in MACHINES}
+    assert not list((served.data / "bim" / "incoming").iterdir())  # the copy is gone
+
+    glb = httpx.get(f"{served.url}{model['glbUrl']}", headers=served.headers(Role.VIEWER))
+    assert glb.status_code == 200 and glb.headers["content-type"] == "model/gltf-binary"
+    kept = served.data / "glb-from-api.glb"
+    kept.write_bytes(glb.content)
+    assert len(gltf.read_elements(kept)) == model["elementCount"]
+
+    again = served.upload(hall).json()["data"]["importBim"]
+    assert again["cached"] and again["model"]["uid"] == model["uid"]
+
+    listed = httpx.post(
+        f"{served.url}/graphql",
+        json={"query": (OPERATIONS / "bim_model.graphql").read_text(),
+              "variables": {"uid": model["uid"], "first": 2}},
+        headers=served.headers(Role.VIEWER),
+    ).json()["data"]["bimModel"]  # fmt: skip
+    assert listed["elements"]["totalCount"] == model["elementCount"]
+    assert len(listed["elements"]["edges"]) == 2 and listed["elements"]["pageInfo"]["hasNextPage"]
+
+
+def test_the_glb_route_needs_a_key_and_a_known_model(served: Served, hall: bytes) -> None:
+    uid = served.upload(hall).json()["data"]["importBim"]["model"]["uid"]
+    anonymous = httpx.get(f"{served.url}/viewer/bim/{uid}.glb")
+    assert anonymous.status_code == 401
+    assert anonymous.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    unknown = httpx.get(f"{served.url}/viewer/bim/BIM-0.glb", headers=served.headers(Role.VIEWER))
+    assert unknown.status_code == 404 and "BIM-0 is not in the graph" in unknown.text
+
+
+def test_an_upload_over_the_limit_is_refused_with_413_and_nothing_is_stored(
+    served: Served,
+) -> None:
+    before = served.store.count("BimModel")
+    response = served.upload(b"ISO-10303-21;" + b" " * (LIMIT + 70_000))
+    assert response.status_code == 413
+    error = response.json()["errors"][0]
+    assert error["extensions"]["code"] == "VALIDATION_FAILED"
+    assert "over the limit of 0.1 MiB" in error["message"] and "Traceback" not in response.text
+    assert served.store.count("BimModel") == before
+
+
+def test_a_file_just_over_the_limit_is_refused_by_the_import_itself(served: Served) -> None:
+    response = served.upload(b"ISO-10303-21;" + b" " * LIMIT)  # within the form's slack
+    error = response.json()["errors"][0]
+    assert error["extensions"]["code"] == "VALIDATION_FAILED"
+    assert "upload hall.ifc is over the limit" in error["message"]
+
+
+def test_a_bad_file_is_refused_with_the_reason_and_the_attempt_is_audited(served: Served) -> None:
+    response = served.upload(b"solid cube\nendsolid\n", name="cube.stl")
+    error = response.json()["errors"][0]
+    assert error["extensions"]["code"] == "VALIDATION_FAILED"
+    assert error["message"].startswith("cube.stl is not an IFC file")
+    last = served.access.audit(1)[0]
+    assert (last.operation, last.outcome) == ("importBim", "failed: VALIDATION_FAILED")
+    assert last.arguments["file"] == "cube.stl"
+
+
+def test_only_an_engineer_may_import(served: Served, hall: bytes) -> None:
+    error = served.upload(hall, role=Role.INSPECTOR).json()["errors"][0]
+    assert error["extensions"]["code"] == "FORBIDDEN"
+    last = served.access.audit(1)[0]
+    assert (last.operation, last.outcome) == ("importBim", "denied: FORBIDDEN")
+
+
+def test_the_page_is_served_and_a_missing_three_js_is_named(served: Served) -> None:
+    page = httpx.get(f"{served.url}/viewer")
+    assert page.status_code == 200 and "/viewer/app/viewer.js" in page.text
+    assert httpx.get(f"{served.url}/viewer/app/viewer.js").status_code == 200
+    assert httpx.get(f"{served.url}/viewer/app/secret.txt").status_code == 404
+    missing = httpx.get(f"{served.url}/viewer/vendor/three/build/three.module.js")
+    assert missing.status_code == 503 and "npm ci" in missing.json()["errors"][0]["message"]
+
+
+def test_three_js_is_served_from_node_modules_and_nothing_else_is(
+    tmp_path: Path,
+) -> None:
+    modules = tmp_path / "node_modules"
+    (modules / "three" / "build").mkdir(parents=True)
+    (modules / "three" / "build" / "three.module.js").write_text("export const REVISION = '1';")
+    (modules / "three" / "package.json").write_text("{}")
+    (tmp_path / "secret").write_text("no")
+    settings = Settings(data_dir=tmp_path / "data", viewer_assets=modules)
+    store = EmbeddedGraphStore(None)
+    access = AccessStore(None)
+    with LiveServer(create_app(settings, store=store, access=access)) as server:
+        ok = httpx.get(f"{server.url}/viewer/vendor/three/build/three.module.js")
+        assert ok.status_code == 200 and ok.headers["content-type"].startswith("text/javascript")
+        for path in ("package.json", "build/../../../secret", "build/%2e%2e/%2e%2e/secret"):
+            assert httpx.get(f"{server.url}/viewer/vendor/three/{path}").status_code == 404
+    access.close()
+    store.close()
+
+
+def test_a_json_request_over_a_megabyte_is_refused(served: Served) -> None:
+    response = httpx.post(
+        f"{served.url}/graphql",
+        json={"query": '{ lineScene(line: "LINE-1") { uid } }', "padding": "x" * (1 << 20)},
+        headers=served.headers(Role.VIEWER),
+    )
+    assert response.status_code == 413
+
+
+def test_line_scene_errors_are_typed(served: Served) -> None:
+    body = httpx.post(
+        f"{served.url}/graphql",
+        json={"query": (OPERATIONS / "line_scene.graphql").read_text(),
+              "variables": {"line": "LINE-1", "scenario": "SCN-NONE"}},
+        headers=served.headers(Role.VIEWER),
+    ).json()  # fmt: skip
+    assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    assert body["errors"][0]["message"] == "scenario SCN-NONE is not in the graph"
