@@ -7,6 +7,7 @@ becomes one red line on stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -28,6 +29,7 @@ from rich.tree import Tree
 from sqems import logs
 from sqems.analysis import kpis, rootcause
 from sqems.datasets import PlantSpec, generate, load_plant, read_plant, write_plant
+from sqems.datasets.building import write_building_ifc
 from sqems.datasets.files import Section, plant_sections
 from sqems.errors import SqemsError, ValidationFailed
 from sqems.graph_model import (
@@ -45,6 +47,7 @@ from sqems.graph_model import (
 )
 from sqems.graph_model.migrate import copy_store
 from sqems.graph_model.neo4j_server import NEO4J_VERSION
+from sqems.graph_model.nodes import BimModel, Machine
 from sqems.graph_model.open import local_server
 from sqems.graphql import AccessStore, Role, create_app, sdl
 from sqems.graphql.app import ACCESS_FILE
@@ -54,6 +57,8 @@ from sqems.simulation import whatif
 from sqems.simulation.runner import TWIN_DIR, WhatIfRunner
 from sqems.simulation.scenarios import ScenarioSpec
 from sqems.twin.fitting import Sampler
+from sqems.viewer import bim as bim_models
+from sqems.viewer.scene import line_scene
 
 app = typer.Typer(
     name="sqems",
@@ -81,6 +86,9 @@ apikey_app = typer.Typer(help="Manage the API's keys and roles.", no_args_is_hel
 app.add_typer(apikey_app, name="apikey")
 quarantine_app = typer.Typer(help="What ingestion refused, and replaying it.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
+bim_app = typer.Typer(help="BIM models: IFC import, links to machines, as-built surveys.",
+                      no_args_is_help=True)  # fmt: skip
+app.add_typer(bim_app, name="bim")
 
 
 def _command(name: str, on: typer.Typer = app) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -482,6 +490,17 @@ def demo_cmd(
                 store, rootcause.from_defect_type(store, "DT-CRACKED-HOUSING"), top=3
             )
         )
+        out.rule("[bold]The plant in 3D")
+        machines = [m for m in store.find("Machine") if isinstance(m, Machine)]
+        with err.status("writing and tessellating an IFC model of the hall…"):
+            hall = write_building_ifc(plant_dir / "hall.ifc", machines, filler=200)
+            model = bim_models.import_bim(
+                store, hall, cache_dir=bim_models.cache_of(settings.data_dir)
+            ).model
+        out.print(
+            f"BIM model {model.uid}: {model.elements} elements of {hall.name} (IFC4), "
+            f"{model.triangles:,} triangles; each machine linked to its element by its Tag"
+        )
         out.rule("[bold]Try next")
         out.print(
             f"  sqems recall --batch {truth['causes'][0]['batches'][0]}\n"
@@ -489,7 +508,11 @@ def demo_cmd(
             f"  sqems trace --complaint {complaint or 'CMP-000001'} --json\n"
             f"  sqems rootcause --defect-type {truth['causes'][1]['defect_type']}\n"
             f"  sqems kpis\n"
-            f"  sqems serve        (the GraphQL API and GraphiQL on the same store)\n"
+            f"  sqems scene LINE-PCB\n"
+            f"  sqems serve        (the GraphQL API and GraphiQL on the same store), then\n"
+            f"    sqems apikey create me --role viewer, and open\n"
+            f"    http://127.0.0.1:8000/viewer?line=LINE-PCB#key=<the key>   or\n"
+            f"    http://127.0.0.1:8000/viewer?bim={model.uid}#key=<the key>\n"
             f"  plant files and ground truth: {plant_dir}"
         )
 
@@ -611,6 +634,7 @@ def serve_cmd(
         access.close()
     logs.configure()
     out.print(f"serving on http://{settings.api_host}:{settings.api_port}/graphql")
+    out.print(f"3D viewer at http://{settings.api_host}:{settings.api_port}/viewer?line=<line uid>")
     if settings.ingest:
         out.print(f"ingesting from mqtt://{settings.mqtt_host}:{settings.mqtt_port}")
     uvicorn.run(
@@ -823,6 +847,131 @@ def quarantine_replay(
         for entry_id in wanted:
             e = pipeline.replay(entry_id)
             out.print(f"{e.id}: {e.outcome}")
+
+
+@_command("scene")
+def scene_cmd(
+    line: Annotated[str, typer.Argument(help="The line's uid, e.g. LINE-PCB.")],
+    start: Annotated[str | None, typer.Option("--from", help="Batches started from.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Batches started until.")] = None,
+    scenario: Annotated[
+        str | None, typer.Option(help="A what-if scenario whose utilisation to show.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The whole scene as JSON.")] = False,
+) -> None:
+    """A line's machines as the 3D viewer places them, with their status overlay."""
+    with _store(read_only=True) as (store, _):
+        scene = line_scene(store, line, window=_window(start, end), scenario=scenario)
+    if as_json:
+        out.print_json(scene.to_json())
+        return
+    table = Table("machine", "step", "at (m)", "size (m)", "status", "defect rate", "alarms",
+                  "util.", "BIM element", box=None)  # fmt: skip
+    for o in scene.objects:
+        v = o.overlay
+        table.add_row(
+            f"{o.uid} ({o.name})",
+            o.step or "-",
+            f"{o.position[0]:g}, {o.position[1]:g}",
+            " x ".join(f"{s:g}" for s in o.size),
+            f"[{v.colour}]{v.status.value}[/]",
+            "-" if v.defect_rate is None else f"{v.defect_rate:.2%} of {v.produced:,}",
+            str(v.open_alarms),
+            "-" if v.utilisation is None else f"{v.utilisation:.0%}",
+            o.bim_element or "-",
+        )
+    out.print(table)
+    out.print(f"{len(scene.objects)} machines; in 3D: sqems serve, then /viewer?line={line}")
+
+
+@_command("import", on=bim_app)
+def bim_import(
+    path: Annotated[Path, typer.Argument(help="An IFC file (IFC2X3 or IFC4, .ifc).")],
+    name: Annotated[
+        str | None, typer.Option(help="The model's name (default: the project's).")
+    ] = None,
+    link_key: Annotated[
+        str, typer.Option(help="The element attribute or Pset.Property holding a machine uid.")
+    ] = "Tag",
+    links: Annotated[
+        Path | None, typer.Option(help="A CSV of machine,global_id pairs instead of --link-key.")
+    ] = None,
+    cores: Annotated[int | None, typer.Option(help="Tessellation threads (default: all).")] = None,
+) -> None:
+    """Import an IFC model: tessellate it (cached by file hash), store its elements and
+    link them to machines."""
+    rule = (bim_models.LinkRule.from_csv(links.read_text()) if links
+            else bim_models.LinkRule(key=link_key))  # fmt: skip
+    with _store() as (store, settings), err.status(f"tessellating {path.name}…"):
+        done = bim_models.import_bim(
+            store,
+            path,
+            cache_dir=bim_models.cache_of(settings.data_dir),
+            name=name,
+            link=rule,
+            max_bytes=settings.bim_max_bytes,
+            cores=cores,
+        )
+    m = done.model
+    out.print(
+        f"[bold]{m.uid}[/bold] {m.name} ({m.ifc_schema.value}): {m.elements:,} elements, "
+        f"{m.triangles:,} triangles{' (tessellation from the cache)' if done.cached else ''}"
+    )
+    out.print(f"linked {len(done.links)} machine(s) by {rule.describe()}")
+    for machine, element in sorted(done.links.items()):
+        out.print(f"  {machine} -> {element}")
+    if done.unmatched:
+        out.print(f"[yellow]not linked:[/yellow] {', '.join(done.unmatched)}")
+    if done.skipped:
+        out.print(f"[yellow]no geometry for {len(done.skipped)} product(s):[/yellow] "
+                  + ", ".join(done.skipped[:10]))  # fmt: skip
+    out.print(f"in 3D: sqems serve, then /viewer?bim={m.uid}")
+
+
+@_command("list", on=bim_app)
+def bim_list() -> None:
+    """The imported BIM models."""
+    with _store(read_only=True) as (store, _):
+        models = [n for n in store.find("BimModel") if isinstance(n, BimModel)]
+    table = Table("uid", "name", "schema", "file", "elements", "triangles", "imported", box=None)
+    for m in sorted(models, key=lambda m: m.imported_at, reverse=True):
+        table.add_row(m.uid, m.name, m.ifc_schema.value, m.file_name, f"{m.elements:,}",
+                      f"{m.triangles:,}", m.imported_at.isoformat(timespec="seconds"))  # fmt: skip
+    out.print(table)
+
+
+@_command("survey", on=bim_app)
+def bim_survey(
+    model: Annotated[str, typer.Argument(help="The model's uid (BIM-…).")],
+    path: Annotated[Path, typer.Argument(help="CSV: " + ",".join(bim_models.SURVEY_COLUMNS))],
+    tolerance: Annotated[
+        float, typer.Option(help="Metres of position or size difference allowed.")
+    ] = bim_models.DEFAULT_TOLERANCE_M,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
+) -> None:
+    """Record as-built positions and sizes and report the elements that deviate from the
+    design beyond the tolerance (exit 1 when any does)."""
+    with _store() as (store, _):
+        report = bim_models.survey(store, model, path.read_text(), tolerance_m=tolerance)
+    if as_json:
+        out.print_json(json.dumps(dataclasses.asdict(report)))
+    else:
+        out.print(
+            f"{report.surveyed} surveyed, {report.within} within {tolerance * 1000:g} mm, "
+            f"{len(report.deviating)} deviating; {report.not_surveyed} elements not surveyed"
+        )
+        table = Table("element", "class", "name", "position off (mm)", "size off (mm)", box=None)
+        for d in report.deviating:
+            table.add_row(d.global_id, d.ifc_class, d.name or "-", f"{d.position_m * 1000:.0f}",
+                          "-" if d.size_m is None else f"{d.size_m * 1000:.0f}")  # fmt: skip
+        if report.deviating:
+            out.print(table)
+        if report.unknown:
+            out.print(f"[yellow]not in the model:[/yellow] {', '.join(report.unknown)}")
+        for reason in report.refused:
+            out.print(f"[yellow]refused:[/yellow] {reason}")
+    if report.deviating:
+        raise typer.Exit(1)
 
 
 # --- rendering ---------------------------------------------------------------------------

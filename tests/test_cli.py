@@ -206,3 +206,38 @@ def test_whatif_prints_each_kpi_with_its_interval_and_the_paired_difference(
     bad = sqems(tmp_path, "whatif", "LINE-PCB", "--set", "P-REFLOW-PEAK", **small)
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("error: --set takes NAME=NUMBER")
+
+
+def test_the_demo_imports_its_hall_and_scene_lists_the_line_in_3d(demo_dir: Path) -> None:
+    scene = sqems(demo_dir, "scene", "LINE-PCB", "--json")
+    assert scene.returncode == 0, scene.stderr
+    objects = json.loads(scene.stdout)["objects"]
+    assert len(objects) == 5 and all(o["bim_element"] for o in objects)
+    table = sqems(demo_dir, "scene", "LINE-ASM")
+    assert table.returncode == 0 and "M-MOULD-1 (" in table.stdout
+    models = sqems(demo_dir, "bim", "list")
+    assert models.returncode == 0 and "hall.ifc" in models.stdout and "IFC4" in models.stdout
+
+
+def test_bim_import_links_by_a_csv_and_a_survey_exits_1_on_deviations(
+    demo_dir: Path, tmp_path: Path
+) -> None:
+    hall = demo_dir / "demo-plant" / "hall.ifc"
+    proxy = next(ln for ln in hall.read_text().splitlines() if "'M-AOI-1'" in ln)
+    global_id = proxy.split("'")[1]
+    links = tmp_path / "links.csv"
+    links.write_text(f"machine,global_id\nM-AOI-1,{global_id}\nM-NOPE,{global_id}\n")
+    done = sqems(demo_dir, "bim", "import", str(hall), "--links", str(links), "--cores", "1")
+    assert done.returncode == 0, done.stderr
+    assert "(tessellation from the cache)" in done.stdout
+    assert f"M-AOI-1 -> {global_id}" in done.stdout and "not linked: M-NOPE" in done.stdout
+    uid = done.stdout.split()[0]
+    surveyed = tmp_path / "survey.csv"
+    surveyed.write_text(
+        f"global_id,x_m,y_m,z_m,length_m,width_m,height_m\n{global_id},12.5,0,1.1,,,\n"
+    )
+    report = sqems(demo_dir, "bim", "survey", uid, str(surveyed), "--tolerance", "0.05")
+    assert report.returncode == 1, report.stderr
+    assert "1 surveyed, 0 within 50 mm, 1 deviating" in report.stdout and "500" in report.stdout
+    bad = sqems(demo_dir, "bim", "import", str(links))
+    assert bad.returncode == 2 and "links.csv is not an IFC file" in bad.stderr

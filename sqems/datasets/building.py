@@ -6,11 +6,16 @@ the machine's uid as its ``Tag`` and in ``Pset_SQEMS.MachineUid``. ``filler`` ad
 many roof beams as asked, for models of realistic size (the viewer benchmark's 5,000
 elements). Tests, the demo and the benchmark build their IFC files with it, in IFC4 or
 IFC2X3.
+
+GlobalIds are stable: they derive from each element's role in the hall (a machine's
+from its uid), so a hall written again for the same machines has the same elements and
+importing it updates them rather than adding new ones.
 """
 
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,7 @@ import numpy as np
 
 from sqems.graph_model.nodes import Machine
 
+_IDS = uuid.UUID("6c1a7b1e-5d0f-4e0a-9a55-0e5c2f7d9b31")
 HALL_MARGIN_M = 6.0
 WALL_HEIGHT_M = 8.0
 MACHINE_COLOUR = (0.16, 0.42, 0.75)
@@ -42,19 +48,32 @@ def write_building_ifc(
     import ifcopenshell.api.spatial  # noqa: PLC0415
     import ifcopenshell.api.style  # noqa: PLC0415
     import ifcopenshell.api.unit  # noqa: PLC0415
+    import ifcopenshell.guid  # noqa: PLC0415
 
     api = ifcopenshell.api
     model = ifcopenshell.file(schema=schema)  # type: ignore[arg-type]  # checked by ifcopenshell
+
+    def stable_id(key: str) -> str:
+        return str(ifcopenshell.guid.compress(uuid.uuid5(_IDS, f"{name}|{key}").hex))
+
+    named: set[int] = set()
+
+    def rooted(ifc_class: str, label: str, key: str | None = None) -> Any:
+        entity = api.root.create_entity(model, ifc_class=ifc_class, name=label)
+        entity.GlobalId = stable_id(f"{ifc_class}|{key or label}")
+        named.add(entity.id())
+        return entity
+
     if schema == "IFC2X3":
         _owner_history(model)
-    project = api.root.create_entity(model, ifc_class="IfcProject", name=name)
+    project = rooted("IfcProject", name)
     api.unit.assign_unit(model)
     context = api.context.add_context(model, context_type="Model")
     body = api.context.add_context(model, context_type="Model", context_identifier="Body",
                                    target_view="MODEL_VIEW", parent=context)  # fmt: skip
-    site = api.root.create_entity(model, ifc_class="IfcSite", name="Site")
-    building = api.root.create_entity(model, ifc_class="IfcBuilding", name="Hall A")
-    storey = api.root.create_entity(model, ifc_class="IfcBuildingStorey", name="Ground floor")
+    site = rooted("IfcSite", "Site")
+    building = rooted("IfcBuilding", "Hall A")
+    storey = rooted("IfcBuildingStorey", "Ground floor")
     api.aggregate.assign_object(model, relating_object=project, products=[site])
     api.aggregate.assign_object(model, relating_object=site, products=[building])
     api.aggregate.assign_object(model, relating_object=building, products=[storey])
@@ -70,8 +89,8 @@ def write_building_ifc(
     placed: list[Any] = []
 
     def box(ifc_class: str, label: str, centre: Sequence[float], size: Sequence[float],
-            rotation_deg: float = 0.0, z: float = 0.0) -> Any:  # fmt: skip
-        element = api.root.create_entity(model, ifc_class=ifc_class, name=label)
+            rotation_deg: float = 0.0, z: float = 0.0, key: str | None = None) -> Any:  # fmt: skip
+        element = rooted(ifc_class, label, key)
         length, width, height = size
         representation = api.geometry.add_wall_representation(
             model, context=body, length=length, height=height, thickness=width
@@ -91,7 +110,7 @@ def write_building_ifc(
     for m in machines:
         size = (m.length_m, m.width_m, m.height_m)
         element, representation = box(
-            "IfcBuildingElementProxy", m.name, (m.x_m, m.y_m), size, m.rotation_deg
+            "IfcBuildingElementProxy", m.name, (m.x_m, m.y_m), size, m.rotation_deg, key=m.uid
         )
         element.Tag = m.uid
         pset = api.pset.add_pset(model, product=element, name="Pset_SQEMS")
@@ -124,6 +143,10 @@ def write_building_ifc(
         box("IfcBeam", f"Purlin {i + 1}", (x0 + 1.0 + 2.0 * seat, y0 + 0.75 + 1.5 * (row % 40)),
             (1.8, 0.12, 0.2), z=WALL_HEIGHT_M + 0.25 * (row // 40))  # fmt: skip
     api.spatial.assign_container(model, relating_structure=storey, products=placed)
+    # relationships, property sets and owner data get their ids in the order they were made
+    for number, entity in enumerate(model.by_type("IfcRoot")):
+        if entity.id() not in named:
+            entity.GlobalId = stable_id(f"{entity.is_a()}|{number}")  # type: ignore[no-untyped-call]
     path.parent.mkdir(parents=True, exist_ok=True)
     model.write(str(path))
     return path

@@ -28,15 +28,13 @@ from sqems.settings import Settings
 from sqems.viewer import bim
 from sqems.viewer import scene as sc
 
-BIM_DIR = "bim"
-"""Where tessellated models are cached, under the data directory."""
 UPLOAD_CHUNK = 1 << 20
 
 SceneStatus = strawberry.enum(sc.Status, name="SceneStatus", description="An object's state.")
 
 
 def bim_cache(settings: Settings) -> Path:
-    return settings.data_dir / BIM_DIR
+    return bim.cache_of(settings.data_dir)
 
 
 @strawberry.type(description="A point or an extent in metres (z up).")

@@ -37,6 +37,12 @@ SURVEY_COLUMNS = ("global_id", "x_m", "y_m", "z_m", "length_m", "width_m", "heig
 """A survey CSV's columns: the element's GlobalId, then its measured bounding-box
 centre and extents in the model's coordinates (metres); sizes may be left empty."""
 DEFAULT_TOLERANCE_M = 0.02
+CACHE_DIR = "bim"
+"""Where tessellations are cached, under the data directory, one GLB per file content."""
+
+
+def cache_of(data_dir: Path) -> Path:
+    return data_dir / CACHE_DIR
 
 
 @dataclass(frozen=True, slots=True)
