@@ -34,7 +34,7 @@ from sqems.graph_model.nodes import (
 )
 from sqems.graph_model.store import Direction, Edge
 from sqems.viewer import LinkRule, gltf, import_bim, line_scene, survey
-from sqems.viewer.ifc import read_ifc, skipped, tessellate
+from sqems.viewer.ifc import LIBRARIES, read_ifc, skipped, tessellate
 from sqems.viewer.scene import COLOURS, Status
 
 MACHINES = [
@@ -107,6 +107,26 @@ def test_the_parallel_iterator_gives_what_the_serial_one_gives(hall: Path) -> No
         assert (a.ifc_class, a.triangles) == (b.ifc_class, b.triangles)
         np.testing.assert_allclose(a.lower, b.lower, atol=1e-6)
         np.testing.assert_allclose(a.upper, b.upper, atol=1e-6)
+
+
+def test_the_geometry_kernels_agree_and_openings_cut_their_walls(tmp_path: Path) -> None:
+    path = write_building_ifc(tmp_path / "offices.ifc", MACHINES[:1], partitions=4)
+    model = read_ifc(path)
+    assert len(model.file.by_type("IfcOpeningElement")) == 8
+    results = {lib: tessellate(model, library=lib) for lib in LIBRARIES}
+    reference = results[LIBRARIES[0]]
+    assert len(reference) == model.products()  # the openings are voids, not drawn
+    partitions = [m for m in reference if (m.name or "").startswith("Partition")]
+    assert len(partitions) == 4 and all(m.triangles > 12 for m in partitions)  # not a plain box
+    for lib, meshes in results.items():
+        assert [(m.global_id, m.triangles) for m in meshes] == [
+            (m.global_id, m.triangles) for m in reference
+        ], lib
+        for a, b in zip(meshes, reference, strict=True):
+            np.testing.assert_allclose(a.lower, b.lower, atol=1e-5)
+            np.testing.assert_allclose(a.upper, b.upper, atol=1e-5)
+    with pytest.raises(ValidationFailed, match="unknown geometry library 'blender'"):
+        tessellate(model, library="blender")
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,10 @@ The hall has a floor slab, four walls, a grid of columns and one
 ``IfcBuildingElementProxy`` per machine, placed and sized as the graph has it, with
 the machine's uid as its ``Tag`` and in ``Pset_SQEMS.MachineUid``. ``filler`` adds as
 many roof beams as asked, for models of realistic size (the viewer benchmark's 5,000
-elements). Tests, the demo and the benchmark build their IFC files with it, in IFC4 or
-IFC2X3.
+elements); ``partitions`` adds office partition walls, each with a door and a window
+cut out of it (``IfcOpeningElement`` voids, so tessellation runs boolean operations,
+as it does on most real building models). Tests, the demo and the benchmark build
+their IFC files with it, in IFC4 or IFC2X3.
 
 GlobalIds are stable: they derive from each element's role in the hall (a machine's
 from its uid), so a hall written again for the same machines has the same elements and
@@ -36,12 +38,14 @@ def write_building_ifc(
     *,
     schema: str = "IFC4",
     filler: int = 0,
+    partitions: int = 0,
     name: str = "Main plant hall",
 ) -> Path:
     """Write the hall around ``machines`` to ``path``; returns ``path``."""
     import ifcopenshell  # noqa: PLC0415 - a large native module, loaded when used
     import ifcopenshell.api.aggregate  # noqa: PLC0415
     import ifcopenshell.api.context  # noqa: PLC0415
+    import ifcopenshell.api.feature  # noqa: PLC0415
     import ifcopenshell.api.geometry  # noqa: PLC0415
     import ifcopenshell.api.pset  # noqa: PLC0415
     import ifcopenshell.api.root  # noqa: PLC0415
@@ -142,6 +146,17 @@ def write_building_ifc(
         row, seat = divmod(i, max(1, int(width // 2.0)))
         box("IfcBeam", f"Purlin {i + 1}", (x0 + 1.0 + 2.0 * seat, y0 + 0.75 + 1.5 * (row % 40)),
             (1.8, 0.12, 0.2), z=WALL_HEIGHT_M + 0.25 * (row // 40))  # fmt: skip
+    for i in range(partitions):
+        # a mezzanine of office cells south of the hall: 4 m walls, 3 m apart
+        row, seat = divmod(i, 25)
+        at = (x0 + 2.0 + 4.2 * seat, y0 - 4.0 - 3.0 * row)
+        wall, _ = box("IfcWall", f"Partition {i + 1}", at, (4.0, 0.12, 2.8))
+        for k, (offset, sill, opening) in enumerate(((-1.1, 0.0, (0.9, 0.5, 2.1)),
+                                                     (0.9, 0.9, (1.2, 0.5, 1.2)))):  # fmt: skip
+            cut, _ = box("IfcOpeningElement", f"Partition {i + 1} opening {k + 1}",
+                         (at[0] + offset, at[1]), opening, z=sill)  # fmt: skip
+            placed.remove(cut)  # an opening is not contained in the storey: its wall is
+            api.feature.add_feature(model, feature=cut, element=wall)
     api.spatial.assign_container(model, relating_structure=storey, products=placed)
     # relationships, property sets and owner data get their ids in the order they were made
     for number, entity in enumerate(model.by_type("IfcRoot")):

@@ -34,6 +34,14 @@ from sqems.errors import ValidationFailed
 
 log = logging.getLogger(__name__)
 
+LIBRARIES = ("hybrid-cgal-simple-opencascade", "opencascade", "cgal")
+"""ifcopenshell's geometry kernels. The first, the default, builds simple extrusions
+with CGAL and hands the rest to Open CASCADE: on a hall of 5,000 extruded elements it
+tessellated 7x faster than Open CASCADE alone, with the same triangles (see
+docs/benchmarks.md)."""
+NOT_DRAWN = ("IfcOpeningElement", "IfcSpace", "IfcAnnotation", "IfcSpatialStructureElement")
+"""Products with geometry that a model view does not draw: voids, room volumes,
+drawing annotations, and the site or storeys themselves."""
 SCHEMAS = ("IFC2X3", "IFC4", "IFC4X3")
 """The IFC schemas SQEMS reads (those ifcopenshell's wheels ship)."""
 MAX_BYTES = 256 * 1024 * 1024
@@ -105,11 +113,7 @@ class IfcModel:
 
     def drawable(self) -> Iterator[Any]:
         for product in self.file.by_type("IfcProduct"):
-            if product.Representation is None:
-                continue
-            if product.is_a("IfcOpeningElement") or product.is_a("IfcSpace"):
-                continue
-            if product.is_a("IfcSpatialStructureElement") or product.is_a("IfcAnnotation"):
+            if product.Representation is None or any(product.is_a(c) for c in NOT_DRAWN):
                 continue
             yield product
 
@@ -157,20 +161,34 @@ def read_ifc(path: Path, *, max_bytes: int = MAX_BYTES, shown_as: str | None = N
     return IfcModel(path, opened, schema, sha256_of(path), size)
 
 
-def tessellate(model: IfcModel, *, cores: int | None = None) -> list[Mesh]:
+def default_threads() -> int:
+    """Two iterator threads per core. The iterator's threads wait on one another: on the
+    2-core machine, two threads took longer than one on a 5,000-element hall, while
+    four and eight were faster than one on walls with openings (docs/benchmarks.md)."""
+    return 2 * (os.cpu_count() or 1)
+
+
+def tessellate(
+    model: IfcModel, *, cores: int | None = None, library: str = LIBRARIES[0]
+) -> list[Mesh]:
     """Every drawable product of ``model`` as a mesh, in GlobalId order.
 
-    ``cores`` threads tessellate (default: every core). Products whose geometry
+    ``cores`` iterator threads tessellate (default :func:`default_threads`) with the
+    geometry kernel ``library`` (one of :data:`LIBRARIES`). Products whose geometry
     ifcopenshell cannot build are left out and logged; :func:`skipped` names them.
     """
     import ifcopenshell.geom  # noqa: PLC0415 - see read_ifc
 
-    cores = cores or os.cpu_count() or 1
+    if library not in LIBRARIES:
+        raise ValidationFailed(f"unknown geometry library {library!r}; one of {LIBRARIES}")
+    cores = cores or default_threads()
     settings = ifcopenshell.geom.settings()  # type: ignore[no-untyped-call]
     settings.set("use-world-coords", True)
     storeys = _storeys(model.file)
     started = time.perf_counter()
-    iterator = ifcopenshell.geom.iterator(settings, model.file, cores)
+    iterator = ifcopenshell.geom.iterator(
+        settings, model.file, cores, exclude=list(NOT_DRAWN), geometry_library=library
+    )
     meshes: list[Mesh] = []
     if iterator.initialize():
         while True:
@@ -180,12 +198,13 @@ def tessellate(model: IfcModel, *, cores: int | None = None) -> list[Mesh]:
                 break
     meshes.sort(key=lambda m: m.global_id)
     log.info(
-        "tessellated %s: %d products, %d triangles in %.2f s on %d threads",
+        "tessellated %s: %d products, %d triangles in %.2f s on %d threads (%s)",
         model.path.name,
         len(meshes),
         sum(m.triangles for m in meshes),
         time.perf_counter() - started,
         cores,
+        library,
     )
     return meshes
 
