@@ -4,8 +4,8 @@ Models: two generated halls written with ifcopenshell's API — *extrusions*, 5,
 elements (``--elements``: walls, slab, columns, 60 machines, roof purlins), and
 *openings*, 1,000 elements (``--opening-elements``: the same shell and machines, then
 partition walls each with a door and a window cut out, so the kernel runs boolean
-operations as on most real building models, at about 10 ms an element) — and every ``.ifc`` file under ``../shared/samples/ifc/`` where that folder
-exists. For each model:
+operations as on most real building models, at about 10 ms an element) — and every
+``.ifc`` file under ``../shared/samples/ifc/`` where that folder exists. For each model:
 
 1. **load**: ``read_ifc`` (size and header checks, ifcopenshell's parser, SHA-256);
 2. **tessellation** with each geometry kernel (``hybrid-cgal-simple-opencascade``,

@@ -187,7 +187,11 @@ def tessellate(
     storeys = _storeys(model.file)
     started = time.perf_counter()
     iterator = ifcopenshell.geom.iterator(
-        settings, model.file, cores, exclude=list(NOT_DRAWN), geometry_library=library
+        settings,
+        model.file,
+        cores,
+        exclude=list(NOT_DRAWN),
+        geometry_library=library,  # type: ignore[arg-type]  # checked against LIBRARIES
     )
     meshes: list[Mesh] = []
     if iterator.initialize():
