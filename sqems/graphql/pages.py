@@ -11,11 +11,13 @@
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.requests import HTTPConnection
 
 from sqems.errors import NotFound, SqemsError, Unauthenticated
 from sqems.graph_model.nodes import BimModel
@@ -44,7 +46,9 @@ def _error(status: int, error: SqemsError) -> JSONResponse:
     )
 
 
-def add_viewer_routes(app: FastAPI, settings: Settings, token_of: object) -> None:
+def add_viewer_routes(
+    app: FastAPI, settings: Settings, token_of: Callable[[HTTPConnection], str | None]
+) -> None:
     """Mount the viewer on ``app``; ``token_of(request)`` reads a request's API key."""
 
     @app.get("/viewer", include_in_schema=False)
@@ -76,7 +80,7 @@ def add_viewer_routes(app: FastAPI, settings: Settings, token_of: object) -> Non
 
     @app.get("/viewer/bim/{uid}.glb", include_in_schema=False)
     async def glb(uid: str, request: Request) -> Response:
-        principal = request.app.state.access.verify(token_of(request))  # type: ignore[operator]
+        principal = request.app.state.access.verify(token_of(request))
         if principal is None or principal.role < Role.VIEWER:
             return _error(401, Unauthenticated("a valid API key is required for BIM models"))
         store = request.app.state.store
