@@ -33,6 +33,8 @@ SDL = sdl()
 SCALARS = {
     "DateTime": st.datetimes(timezones=st.just(UTC)).map(lambda d: nodes.String(d.isoformat())),
     "JSON": st.integers().map(nodes.Int),
+    # a file can only come as a multipart part; inline, it must be refused with a reason
+    "Upload": st.text(max_size=8).map(nodes.String),
 }
 FUZZ = settings(
     max_examples=120,
@@ -149,6 +151,7 @@ def _values(schema: graphql.GraphQLSchema, type_: Any, uids: list[str]) -> st.Se
         "DateTime": st.datetimes().map(lambda d: d.isoformat())
         | st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat()),
         "JSON": st.integers(),
+        "Upload": st.text(max_size=12),
     }[name] | nullable
 
 

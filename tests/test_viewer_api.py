@@ -200,3 +200,13 @@ def test_line_scene_errors_are_typed(served: Served) -> None:
     ).json()  # fmt: skip
     assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
     assert body["errors"][0]["message"] == "scenario SCN-NONE is not in the graph"
+
+
+def test_a_file_sent_as_a_plain_value_is_refused_with_how_to_send_it(served: Served) -> None:
+    body = httpx.post(
+        f"{served.url}/graphql",
+        json={"query": IMPORT, "variables": {"file": "hall.ifc"}},
+        headers=served.headers(Role.ENGINEER),
+    ).json()
+    assert body["errors"][0]["extensions"]["code"] == "VALIDATION_FAILED"
+    assert "multipart request" in body["errors"][0]["message"]

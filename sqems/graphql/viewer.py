@@ -238,7 +238,12 @@ def receive_upload(upload: Any, directory: Path, limit: int) -> Path:
     """Copy an upload (already received by the server's form parser) into a file under
     ``directory``, refusing it past ``limit`` bytes."""
     name = upload_name(upload)
-    source = getattr(upload, "file", upload)
+    source = getattr(upload, "file", None)
+    if source is None:
+        raise ValidationFailed(
+            "the file must be sent as a part of a multipart request (the GraphQL multipart "
+            "request spec: operations, map, then the file), not as a value"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept past this function
         dir=directory, prefix="upload-", suffix=".ifc", delete=False
