@@ -8,6 +8,7 @@
 import * as THREE from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
 import { GLTFLoader } from "three/addons/loaders/GLTFLoader.js";
+import { CSS2DObject, CSS2DRenderer } from "three/addons/renderers/CSS2DRenderer.js";
 
 const KEY_STORE = "sqems.apiKey";
 const ALARM_COLOUR = "#d62728";
@@ -72,6 +73,9 @@ const stage = $("stage");
 const renderer = new THREE.WebGLRenderer({ antialias: true, preserveDrawingBuffer: true });
 renderer.setPixelRatio(window.devicePixelRatio);
 stage.appendChild(renderer.domElement);
+const labels = new CSS2DRenderer(); // machine names, drawn as HTML over the canvas
+labels.domElement.className = "labels";
+stage.appendChild(labels.domElement);
 const scene = new THREE.Scene();
 scene.background = new THREE.Color("#e9edf2");
 const camera = new THREE.PerspectiveCamera(45, 1, 0.1, 5000);
@@ -85,6 +89,7 @@ scene.add(sun);
 function resize() {
   const { clientWidth: w, clientHeight: h } = stage;
   renderer.setSize(w, h, false);
+  labels.setSize(w, h);
   camera.aspect = w / Math.max(h, 1);
   camera.updateProjectionMatrix();
 }
@@ -94,6 +99,7 @@ resize();
 renderer.setAnimationLoop(() => {
   controls.update();
   renderer.render(scene, camera);
+  labels.render(scene, camera);
 });
 
 // Look at the box from the south-east, `elevation` degrees above the horizon: a
@@ -135,6 +141,10 @@ function addMachine(o) {
     new THREE.LineBasicMaterial({ color: 0x1d2430, transparent: true, opacity: 0.35 }),
   );
   mesh.add(edges);
+  const tag = Object.assign(document.createElement("div"), { className: "label", textContent: o.name });
+  const label = new CSS2DObject(tag);
+  label.position.set(0, o.size.z / 2 + 0.5, 0);
+  mesh.add(label);
   scene.add(mesh);
   state.objects.set(o.uid, { root: mesh, meshes: [mesh], info: o, colour: o.overlay.colour });
 }
