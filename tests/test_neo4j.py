@@ -220,3 +220,10 @@ def test_sqems_neo4j_start_status_stop(tmp_path: Path) -> None:
     assert stopped.returncode == 0
     assert "stopped" in stopped.stdout
     assert sqems("status").returncode == 1
+
+
+def test_a_generated_password_never_reads_as_an_option(tmp_path: Path) -> None:
+    # neo4j-admin takes a password starting with "-" for an option and refuses to start
+    for i in range(300):
+        server = Neo4jServer(tmp_path / f"home-{i}", lib=tmp_path / "lib", port=free_port())
+        assert server.password()[0].isalpha()

@@ -143,7 +143,9 @@ class Neo4jServer:
         """The password of user ``neo4j``, generated on first use."""
         if not self.password_file.is_file():
             self.home.mkdir(parents=True, exist_ok=True)
-            self.password_file.write_text(secrets.token_urlsafe(18) + "\n")
+            # a leading letter: neo4j-admin would read a password starting with "-" as an
+            # option (token_urlsafe gives one in 64 times)
+            self.password_file.write_text("s" + secrets.token_urlsafe(18) + "\n")
             self.password_file.chmod(0o600)
         return self.password_file.read_text().strip()
 

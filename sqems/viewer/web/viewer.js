@@ -400,6 +400,8 @@ async function main() {
   state.key = await apiKey();
   await (line ? showLine(line) : showBim(bim));
   $("count").textContent = `${state.objects.size} objects`;
+  // ready means drawn: let the render loop draw the scene once before saying so
+  await new Promise((drawn) => requestAnimationFrame(() => requestAnimationFrame(drawn)));
   document.body.dataset.state = "ready";
   liveAlarms();
 }
