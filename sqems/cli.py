@@ -52,6 +52,7 @@ from sqems.graph_model.open import local_server
 from sqems.graphql import AccessStore, Role, create_app, sdl
 from sqems.graphql.app import ACCESS_FILE
 from sqems.ingestion import importers, sensors, service
+from sqems.quality.audit import TRAIL_FILE, AuditTrail, verify_export
 from sqems.settings import Settings
 from sqems.simulation import whatif
 from sqems.simulation.runner import TWIN_DIR, WhatIfRunner
@@ -86,6 +87,8 @@ apikey_app = typer.Typer(help="Manage the API's keys and roles.", no_args_is_hel
 app.add_typer(apikey_app, name="apikey")
 quarantine_app = typer.Typer(help="What ingestion refused, and replaying it.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
+audit_app = typer.Typer(help="The audit trail of quality records.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 bim_app = typer.Typer(help="BIM models: IFC import, links to machines, as-built surveys.",
                       no_args_is_help=True)  # fmt: skip
 app.add_typer(bim_app, name="bim")
@@ -847,6 +850,50 @@ def quarantine_replay(
         for entry_id in wanted:
             e = pipeline.replay(entry_id)
             out.print(f"{e.id}: {e.outcome}")
+
+
+def _trail(settings: Settings) -> AuditTrail:
+    return AuditTrail(settings.data_dir / TRAIL_FILE)
+
+
+@_command("verify", on=audit_app)
+def audit_verify(
+    export: Annotated[
+        Path | None, typer.Option(help="Verify this JSON-lines export instead of the trail.")
+    ] = None,
+) -> None:
+    """Check the trail's hash chain; exit 1 naming the first entry that does not hold."""
+    if export is not None:
+        check = verify_export(export.read_text())
+    else:
+        trail = _trail(Settings())
+        try:
+            check = trail.verify()
+        finally:
+            trail.close()
+    if check.ok:
+        out.print(f"[green]ok[/green]: {check.reason}; head {check.head}")
+        return
+    err.print(f"[red]tampered[/red]: {check.reason} ({check.entries} entries before it hold)")
+    raise typer.Exit(1)
+
+
+@_command("export", on=audit_app)
+def audit_export(
+    form: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    to: Annotated[Path | None, typer.Option(help="Write to this file (default: stdout).")] = None,
+) -> None:
+    """The whole trail, each entry with its hashes."""
+    trail = _trail(Settings())
+    try:
+        text = trail.export(form)
+    finally:
+        trail.close()
+    if to is None:
+        print(text, end="")
+    else:
+        to.write_text(text)
+        out.print(f"wrote {to}")
 
 
 @_command("scene")

@@ -241,3 +241,28 @@ def test_bim_import_links_by_a_csv_and_a_survey_exits_1_on_deviations(
     assert "1 surveyed, 0 within 50 mm, 1 deviating" in report.stdout and "500" in report.stdout
     bad = sqems(demo_dir, "bim", "import", str(links))
     assert bad.returncode == 2 and "links.csv is not an IFC file" in bad.stderr
+
+
+def test_audit_verify_finds_an_edited_entry_and_checks_an_export(tmp_path: Path) -> None:
+    import sqlite3  # noqa: PLC0415
+
+    from sqems.quality.audit import TRAIL_FILE, AuditTrail  # noqa: PLC0415
+
+    trail = AuditTrail(tmp_path / TRAIL_FILE)
+    for i in range(3):
+        trail.append("erik", "engineer", "Capa", "CAPA-1", f"change {i}", None, {"v": i})
+    trail.close()
+    ok = sqems(tmp_path, "audit", "verify")
+    assert ok.returncode == 0 and "3 entries, chain intact" in ok.stdout
+    exported = sqems(tmp_path, "audit", "export", "--to", str(tmp_path / "trail.jsonl"))
+    assert exported.returncode == 0
+    raw = sqlite3.connect(tmp_path / TRAIL_FILE)
+    raw.executescript("DROP TRIGGER trail_no_update;")
+    raw.execute("UPDATE trail SET actor = 'mallory' WHERE seq = 2")
+    raw.commit()
+    raw.close()
+    tampered = sqems(tmp_path, "audit", "verify")
+    assert tampered.returncode == 1
+    assert "entry 2 was changed after it was written" in tampered.stderr
+    kept = sqems(tmp_path, "audit", "verify", "--export", str(tmp_path / "trail.jsonl"))
+    assert kept.returncode == 0 and "3 entries" in kept.stdout

@@ -118,12 +118,28 @@ class Category6M(StrEnum):
 
 
 class CapaStatus(StrEnum):
-    OPEN = "open"
-    CONTAINMENT = "containment"
-    ROOT_CAUSE = "root_cause"
-    ACTION = "action"
-    VERIFICATION = "verification"
+    """The states of the CAPA workflow (``sqems.quality.capa`` enforces the moves)."""
+
+    REPORTED = "reported"
+    TRIAGED = "triaged"
+    ASSIGNED = "assigned"
+    IN_ACTION = "in_action"
+    VERIFYING = "verifying"
     CLOSED = "closed"
+    REOPENED = "reopened"
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class CapaSource(StrEnum):
+    MANUAL = "manual"
+    COMPLAINT = "complaint"
+    ALARM = "alarm"
 
 
 class Node(BaseModel):
@@ -424,14 +440,32 @@ class Alarm(Node):
 
 
 class Capa(Node):
-    """A corrective and preventive action."""
+    """A corrective and preventive action, from report to verified closure.
+
+    ``five_why``, ``eight_d``, ``containment`` and ``corrective`` are JSON (a list of
+    whys; the 8D disciplines D1-D8 by key; actions with their owner, due date, state
+    and evidence digests)."""
 
     label: ClassVar[str] = "Capa"
     time_span: ClassVar[tuple[str, str | None] | None] = ("opened_at", "closed_at")
     title: Name
-    status: CapaStatus = CapaStatus.OPEN
+    status: CapaStatus = CapaStatus.REPORTED
     opened_at: AwareDatetime
     closed_at: AwareDatetime | None = None
+    source: CapaSource = CapaSource.MANUAL
+    reported_by: str = Field(default="", max_length=200)
+    problem: Text = ""
+    priority: Priority | None = None
+    owner: str | None = Field(default=None, max_length=200)
+    verifier: str | None = Field(default=None, max_length=200)
+    due_at: AwareDatetime | None = None
+    five_why: Json = "[]"
+    eight_d: Json = "{}"
+    containment: Json = "[]"
+    corrective: Json = "[]"
+    verification: Text = ""
+    effective: bool | None = None
+    reopened: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _order(self) -> Self:

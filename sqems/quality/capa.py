@@ -1,0 +1,303 @@
+"""The CAPA workflow: reported → triaged → assigned → in action → verifying → closed,
+and reopened, each move checked and written to the audit trail with the record before
+and after.
+
+| move | from | needs |
+| --- | --- | --- |
+| ``triage`` | reported | a priority |
+| ``assign`` | triaged, reopened | an owner, a verifier, a due date after the report |
+| ``start`` | assigned, reopened | — |
+| ``submit`` | in action | a root cause (a 5-Why chain or the 8D's D4) and a corrective action |
+| ``verify`` | verifying | the assigned verifier, a signature; effective → closed, not → in action |
+| ``reopen`` | closed | a reason |
+
+Containment and corrective actions can be added while the CAPA is open (not closed).
+A CAPA is created by hand, from a complaint or from an SPC alarm, and is linked to what
+it addresses (``Capa ADDRESSES Complaint|Alarm|Defect``). A closure is signed: the
+verifier's signature (name, time, meaning) is an entry of the trail.
+
+Who may do what (an inspector reports, an engineer triages, assigns and closes) is the
+API's to check; this module checks what the record itself requires, so the same rules
+hold for every caller.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqems.errors import NotFound, ValidationFailed
+from sqems.graph_model.nodes import (
+    Alarm,
+    Capa,
+    CapaSource,
+    CapaStatus,
+    Complaint,
+    Defect,
+    Priority,
+)
+from sqems.graph_model.store import Edge, GraphStore
+from sqems.quality.audit import AuditTrail
+
+S = CapaStatus
+MOVES: dict[str, tuple[frozenset[CapaStatus], CapaStatus]] = {
+    "triage": (frozenset({S.REPORTED}), S.TRIAGED),
+    "assign": (frozenset({S.TRIAGED, S.REOPENED}), S.ASSIGNED),
+    "start": (frozenset({S.ASSIGNED, S.REOPENED}), S.IN_ACTION),
+    "submit": (frozenset({S.IN_ACTION}), S.VERIFYING),
+    "verify": (frozenset({S.VERIFYING}), S.CLOSED),
+    "reopen": (frozenset({S.CLOSED}), S.REOPENED),
+}
+"""Each move: the states it may start from and where it goes (``verify`` goes back to
+in action when the actions were not effective)."""
+ACTION_KINDS = ("containment", "corrective")
+CLOSURE_MEANING = "verified effective and closed"
+
+
+class Actor:
+    """Who makes a change: a user name and the role they act in."""
+
+    __slots__ = ("name", "role")
+
+    def __init__(self, name: str, role: str) -> None:
+        if not name.strip():
+            raise ValidationFailed("a CAPA change needs the name of the user making it")
+        self.name, self.role = name.strip(), role
+
+
+class Workflow:
+    """CAPAs in ``store``, their changes audited in ``trail``."""
+
+    def __init__(self, store: GraphStore, trail: AuditTrail) -> None:
+        self.store = store
+        self.trail = trail
+
+    # --- creation --------------------------------------------------------------------
+
+    def report(
+        self,
+        actor: Actor,
+        title: str,
+        problem: str = "",
+        *,
+        addresses: Iterable[str] = (),
+        source: CapaSource = CapaSource.MANUAL,
+        uid: str | None = None,
+    ) -> Capa:
+        """Open a CAPA (reported), addressing defects, complaints or alarms."""
+        targets = list(addresses)
+        found = self.store.get_many(targets)
+        for t in targets:
+            node = found.get(t)
+            if node is None:
+                raise NotFound(f"{t} is not in the graph")
+            if not isinstance(node, Defect | Complaint | Alarm):
+                raise ValidationFailed(f"a CAPA addresses defects, complaints or alarms; {t} is a "
+                                       f"{node.label}")  # fmt: skip
+        now = datetime.now(UTC)
+        capa = Capa.parse({
+            "uid": uid or f"CAPA-{now:%Y%m%d%H%M%S%f}",
+            "title": title, "problem": problem, "opened_at": now, "source": source,
+            "reported_by": actor.name,
+        })  # fmt: skip
+        if self.store.get_many([capa.uid]):
+            raise ValidationFailed(f"{capa.uid} exists already")
+        with self.store.transaction() as tx:
+            tx.add_nodes([capa])
+            tx.add_edges(Edge("ADDRESSES", capa.uid, t) for t in targets)
+        self._audit(actor, capa.uid, "reported", None, capa, addresses=targets)
+        return capa
+
+    def from_complaint(self, actor: Actor, complaint: str) -> Capa:
+        found = self.store.get(complaint)
+        if not isinstance(found, Complaint):
+            raise ValidationFailed(f"{complaint} is a {found.label}, not a Complaint")
+        return self.report(actor, f"Complaint {complaint}", found.description or "",
+                           addresses=[complaint], source=CapaSource.COMPLAINT)  # fmt: skip
+
+    def from_alarm(self, actor: Actor, alarm: Alarm) -> Capa:
+        """The CAPA an SPC alarm opens (the ingestion calls this for critical ones)."""
+        title = f"SPC alarm {alarm.rule}"
+        return self.report(actor, title, alarm.message, addresses=[alarm.uid],
+                           source=CapaSource.ALARM)  # fmt: skip
+
+    # --- moves -------------------------------------------------------------------------
+
+    def triage(self, actor: Actor, uid: str, priority: Priority) -> Capa:
+        return self._move(actor, uid, "triage", {"priority": priority})
+
+    def assign(
+        self, actor: Actor, uid: str, *, owner: str, verifier: str, due_at: datetime
+    ) -> Capa:
+        capa = self.get(uid)
+        if not owner.strip() or not verifier.strip():
+            raise ValidationFailed("a CAPA is assigned to an owner and a verifier by name")
+        if due_at.tzinfo is None or due_at <= capa.opened_at:
+            raise ValidationFailed(
+                f"the due date {due_at.isoformat()} must carry a time zone and come after the "
+                f"report ({capa.opened_at.isoformat()})"
+            )
+        return self._move(
+            actor,
+            uid,
+            "assign",
+            {"owner": owner.strip(), "verifier": verifier.strip(), "due_at": due_at},
+        )
+
+    def start(self, actor: Actor, uid: str) -> Capa:
+        return self._move(actor, uid, "start", {})
+
+    def record_root_cause(
+        self,
+        actor: Actor,
+        uid: str,
+        *,
+        five_why: list[str] | None = None,
+        eight_d: dict[str, str] | None = None,
+    ) -> Capa:
+        """The 5-Why chain and/or the 8D disciplines (keys D1 to D8)."""
+        capa = self._open(uid)
+        change: dict[str, Any] = {}
+        if five_why is not None:
+            if not all(isinstance(w, str) and w.strip() for w in five_why):
+                raise ValidationFailed("each why of a 5-Why chain is a sentence")
+            change["five_why"] = json.dumps([w.strip() for w in five_why])
+        if eight_d is not None:
+            unknown = sorted(set(eight_d) - {f"D{i}" for i in range(1, 9)})
+            if unknown:
+                raise ValidationFailed(f"8D disciplines are D1 to D8, not {', '.join(unknown)}")
+            change["eight_d"] = json.dumps(dict(sorted(eight_d.items())))
+        return self._write(actor, capa, "root cause recorded", change)
+
+    def add_action(
+        self,
+        actor: Actor,
+        uid: str,
+        kind: str,
+        text: str,
+        *,
+        owner: str | None = None,
+        due_at: datetime | None = None,
+        evidence: Iterable[str] = (),
+    ) -> Capa:
+        """A containment or corrective action; evidence as content digests."""
+        if kind not in ACTION_KINDS:
+            raise ValidationFailed(f"an action is {' or '.join(ACTION_KINDS)}, not {kind!r}")
+        if not text.strip():
+            raise ValidationFailed("an action says what is done")
+        capa = self._open(uid)
+        actions = json.loads(getattr(capa, kind))
+        actions.append({
+            "text": text.strip(), "owner": owner or capa.owner, "added_by": actor.name,
+            "added_at": datetime.now(UTC).isoformat(),
+            "due_at": due_at.isoformat() if due_at else None, "evidence": list(evidence),
+        })  # fmt: skip
+        return self._write(actor, capa, f"{kind} action added", {kind: json.dumps(actions)})
+
+    def submit(self, actor: Actor, uid: str) -> Capa:
+        """Actions done: hand the CAPA to its verifier."""
+        capa = self.get(uid)
+        d4 = json.loads(capa.eight_d).get("D4", "").strip()
+        if not json.loads(capa.five_why) and not d4:
+            raise ValidationFailed(
+                f"{uid} has no root cause yet: record a 5-Why chain or the 8D's D4 first"
+            )
+        if not json.loads(capa.corrective):
+            raise ValidationFailed(f"{uid} has no corrective action yet: add one first")
+        return self._move(actor, uid, "submit", {})
+
+    def verify(self, actor: Actor, uid: str, *, effective: bool, note: str) -> Capa:
+        """The verifier's judgement, signed; effective closes the CAPA, not effective sends
+        it back to action."""
+        capa = self.get(uid)
+        if capa.verifier != actor.name:
+            raise ValidationFailed(
+                f"only {uid}'s verifier ({capa.verifier or 'none assigned'}) may verify it; "
+                f"{actor.name} is not"
+            )
+        if not note.strip():
+            raise ValidationFailed("a verification says what was checked and found")
+        if not effective:
+            self._check_move(capa, "verify")
+            changed = self._write(actor, capa, "verified not effective",
+                                  {"status": S.IN_ACTION, "verification": note.strip(),
+                                   "effective": False})  # fmt: skip
+            self.trail.append(actor.name, actor.role, "Capa", uid, "signature",
+                              None, _record(changed), meaning="verified not effective")  # fmt: skip
+            return changed
+        closed = self._move(actor, uid, "verify", {"verification": note.strip(),
+                                                    "effective": True,
+                                                    "closed_at": datetime.now(UTC)})  # fmt: skip
+        self.trail.append(actor.name, actor.role, "Capa", uid, "signature", None,
+                          _record(closed), meaning=CLOSURE_MEANING)  # fmt: skip
+        return closed
+
+    def reopen(self, actor: Actor, uid: str, reason: str) -> Capa:
+        if not reason.strip():
+            raise ValidationFailed("say why the CAPA is reopened")
+        capa = self.get(uid)
+        return self._move(
+            actor,
+            uid,
+            "reopen",
+            {
+                "closed_at": None,
+                "effective": None,
+                "reopened": capa.reopened + 1,
+                "verification": f"reopened: {reason.strip()}",
+            },
+        )
+
+    # --- reading -----------------------------------------------------------------------
+
+    def get(self, uid: str) -> Capa:
+        found = self.store.get_many([uid]).get(uid)
+        if not isinstance(found, Capa):
+            raise NotFound(f"CAPA {uid} is not in the graph")
+        return found
+
+    def history(self, uid: str) -> list[Any]:
+        self.get(uid)
+        return self.trail.entries(uid)
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _open(self, uid: str) -> Capa:
+        capa = self.get(uid)
+        if capa.status is S.CLOSED:
+            raise ValidationFailed(f"{uid} is closed; reopen it to change it")
+        return capa
+
+    def _check_move(self, capa: Capa, move: str) -> CapaStatus:
+        sources, target = MOVES[move]
+        if capa.status not in sources:
+            allowed = ", ".join(sorted(m for m, (f, _) in MOVES.items() if capa.status in f))
+            raise ValidationFailed(
+                f"{capa.uid} is {capa.status.value.replace('_', ' ')}: it cannot {move} "
+                f"(from here it can: {allowed or 'nothing'})"
+            )
+        return target
+
+    def _move(self, actor: Actor, uid: str, move: str, change: dict[str, Any]) -> Capa:
+        capa = self.get(uid)
+        target = self._check_move(capa, move)
+        return self._write(actor, capa, f"{move}: {capa.status.value} -> {target.value}",
+                           {"status": target, **change})  # fmt: skip
+
+    def _write(self, actor: Actor, capa: Capa, action: str, change: dict[str, Any]) -> Capa:
+        changed = Capa.parse({**capa.model_dump(), **change})
+        self.store.upsert_nodes([changed])
+        self._audit(actor, capa.uid, action, capa, changed)
+        return changed
+
+    def _audit(self, actor: Actor, uid: str, action: str, before: Capa | None, after: Capa,
+               **extra: Any) -> None:  # fmt: skip
+        record = _record(after) | extra
+        self.trail.append(actor.name, actor.role, "Capa", uid, action,
+                          _record(before) if before else None, record)  # fmt: skip
+
+
+def _record(capa: Capa) -> dict[str, Any]:
+    return capa.model_dump(mode="json")

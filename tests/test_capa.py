@@ -1,0 +1,216 @@
+"""The CAPA workflow on every store, and its hash-chained audit trail: moves enforced
+with clear errors, every change recorded before and after, signatures, and tampering
+found by verification."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from sqems.errors import NotFound, ValidationFailed
+from sqems.graph_model import GraphStore
+from sqems.graph_model.nodes import (
+    Alarm,
+    CapaSource,
+    CapaStatus,
+    Complaint,
+    Customer,
+    Priority,
+    Severity,
+)
+from sqems.graph_model.store import Direction
+from sqems.quality.audit import GENESIS, AuditTrail, digest, verify_export
+from sqems.quality.capa import CLOSURE_MEANING, Actor, Workflow
+
+INSPECTOR = Actor("ines", "inspector")
+ENGINEER = Actor("erik", "engineer")
+VERIFIER = Actor("vera", "engineer")
+DUE = datetime(2030, 1, 31, tzinfo=UTC)
+
+
+@pytest.fixture
+def flow(store: GraphStore) -> Workflow:
+    now = datetime(2026, 3, 1, 8, tzinfo=UTC)
+    store.upsert_nodes([
+        Customer(uid="CUST-1", name="Atlas"),
+        Complaint(uid="CMP-1", received_at=now, description="housing cracked on delivery"),
+        Alarm(uid="AL-1", raised_at=now, rule="nelson_1", severity=Severity.CRITICAL,
+              message="reflow peak beyond 3 sigma"),
+    ])  # fmt: skip
+    return Workflow(store, AuditTrail(None))
+
+
+def to_verifying(flow: Workflow, uid: str) -> None:
+    flow.triage(ENGINEER, uid, Priority.HIGH)
+    flow.assign(ENGINEER, uid, owner="olga", verifier="vera", due_at=DUE)
+    flow.start(ENGINEER, uid)
+    flow.record_root_cause(ENGINEER, uid, five_why=["housing cracked", "resin brittle",
+                                                     "lot LOT-7 out of spec"])  # fmt: skip
+    flow.add_action(ENGINEER, uid, "containment", "hold batches of LOT-7")
+    flow.add_action(ENGINEER, uid, "corrective", "incoming test of resin moisture",
+                    evidence=["sha256:" + "a" * 64])  # fmt: skip
+    flow.submit(ENGINEER, uid)
+
+
+def test_a_capa_from_a_complaint_walks_to_a_signed_closure(flow: Workflow) -> None:
+    capa = flow.from_complaint(INSPECTOR, "CMP-1")
+    assert (capa.status, capa.source, capa.reported_by) == (
+        CapaStatus.REPORTED,
+        CapaSource.COMPLAINT,
+        "ines",
+    )
+    assert [e.dst for e in flow.store.edges([capa.uid], {"ADDRESSES": Direction.OUT})] == ["CMP-1"]
+    to_verifying(flow, capa.uid)
+    closed = flow.verify(VERIFIER, capa.uid, effective=True, note="no cracks in 3 lots since")
+    assert closed.status is CapaStatus.CLOSED and closed.effective and closed.closed_at
+    assert json.loads(closed.corrective)[0]["evidence"] == ["sha256:" + "a" * 64]
+
+    history = flow.history(capa.uid)
+    assert [e.action for e in history] == [
+        "reported", "triage: reported -> triaged", "assign: triaged -> assigned",
+        "start: assigned -> in_action", "root cause recorded", "containment action added",
+        "corrective action added", "submit: in_action -> verifying",
+        "verify: verifying -> closed", "signature",
+    ]  # fmt: skip
+    assign = history[2]
+    assert assign.before is not None and assign.after is not None
+    assert (assign.before["owner"], assign.after["owner"]) == (None, "olga")
+    signature = history[-1]
+    assert (signature.actor, signature.meaning) == ("vera", CLOSURE_MEANING)
+    assert signature.after is not None and signature.after["status"] == "closed"
+    assert flow.trail.verify().ok
+
+
+def test_moves_out_of_order_are_refused_with_what_is_possible(flow: Workflow) -> None:
+    capa = flow.report(INSPECTOR, "burr on flange", addresses=["AL-1"])
+    with pytest.raises(ValidationFailed, match=r"is reported: it cannot start \(from here it "
+                                               r"can: triage\)"):  # fmt: skip
+        flow.start(ENGINEER, capa.uid)
+    flow.triage(ENGINEER, capa.uid, Priority.LOW)
+    with pytest.raises(ValidationFailed, match="must carry a time zone and come after"):
+        flow.assign(ENGINEER, capa.uid, owner="o", verifier="v", due_at=capa.opened_at)
+    flow.assign(ENGINEER, capa.uid, owner="olga", verifier="vera", due_at=DUE)
+    flow.start(ENGINEER, capa.uid)
+    with pytest.raises(ValidationFailed, match="has no root cause yet"):
+        flow.submit(ENGINEER, capa.uid)
+    flow.record_root_cause(ENGINEER, capa.uid, eight_d={"D4": "worn deburring tool"})
+    with pytest.raises(ValidationFailed, match="has no corrective action yet"):
+        flow.submit(ENGINEER, capa.uid)
+    with pytest.raises(ValidationFailed, match="8D disciplines are D1 to D8, not D9"):
+        flow.record_root_cause(ENGINEER, capa.uid, eight_d={"D9": "x"})
+    with pytest.raises(ValidationFailed, match="an action is containment or corrective"):
+        flow.add_action(ENGINEER, capa.uid, "preventive", "x")
+
+
+def test_only_the_verifier_verifies_and_an_ineffective_action_goes_back(flow: Workflow) -> None:
+    capa = flow.from_alarm(ENGINEER, flow.store.get("AL-1"))  # type: ignore[arg-type]
+    assert capa.source is CapaSource.ALARM and "3 sigma" in capa.problem
+    to_verifying(flow, capa.uid)
+    with pytest.raises(ValidationFailed, match=r"only .* verifier \(vera\) may verify it; erik"):
+        flow.verify(ENGINEER, capa.uid, effective=True, note="looks fine")
+    back = flow.verify(VERIFIER, capa.uid, effective=False, note="defect recurred on lot 9")
+    assert back.status is CapaStatus.IN_ACTION and back.effective is False
+    assert flow.trail.last(capa.uid).meaning == "verified not effective"
+    flow.submit(ENGINEER, capa.uid)
+    closed = flow.verify(VERIFIER, capa.uid, effective=True, note="no recurrence in 30 days")
+    with pytest.raises(ValidationFailed, match="is closed; reopen it to change it"):
+        flow.add_action(ENGINEER, capa.uid, "corrective", "more")
+    reopened = flow.reopen(ENGINEER, capa.uid, "the same defect in the field")
+    assert (reopened.status, reopened.reopened, reopened.closed_at) == (CapaStatus.REOPENED, 1,
+                                                                        None)  # fmt: skip
+    assert closed.closed_at is not None
+    flow.start(ENGINEER, capa.uid)
+    assert flow.get(capa.uid).status is CapaStatus.IN_ACTION
+
+
+def test_a_capa_addresses_only_defects_complaints_or_alarms(flow: Workflow) -> None:
+    with pytest.raises(ValidationFailed, match="CUST-1 is a Customer"):
+        flow.report(INSPECTOR, "x", addresses=["CUST-1"])
+    with pytest.raises(NotFound, match="CMP-404 is not in the graph"):
+        flow.report(INSPECTOR, "x", addresses=["CMP-404"])
+    with pytest.raises(ValidationFailed, match="needs the name of the user"):
+        Actor(" ", "inspector")
+
+
+# --- the audit trail ----------------------------------------------------------------------
+
+
+def _trail(path: Path, n: int = 5) -> AuditTrail:
+    trail = AuditTrail(path)
+    for i in range(n):
+        trail.append("erik", "engineer", "Capa", f"CAPA-{i % 2}", "changed", {"v": i},
+                     {"v": i + 1, "at": datetime(2026, 1, 1, tzinfo=UTC)})  # fmt: skip
+    return trail
+
+
+def test_the_trail_chains_every_entry_to_the_one_before(tmp_path: Path) -> None:
+    trail = _trail(tmp_path / "audit.db")
+    entries = list(trail)
+    assert [e.seq for e in entries] == [1, 2, 3, 4, 5] and entries[0].prev == GENESIS
+    for before, after in itertools.pairwise(entries):
+        assert after.prev == before.hash
+    assert all(digest(e.body()) == e.hash for e in entries)
+    assert entries[0].after == {"v": 1, "at": "2026-01-01 00:00:00+00:00"}
+    check = trail.verify()
+    assert (check.ok, check.entries, check.head) == (True, 5, entries[-1].hash)
+    assert [e.seq for e in trail.entries("CAPA-1")] == [2, 4]
+
+
+def test_the_trail_refuses_updates_and_deletes(tmp_path: Path) -> None:
+    trail = _trail(tmp_path / "audit.db")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        trail._db.execute("UPDATE trail SET actor = 'mallory' WHERE seq = 2")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        trail._db.execute("DELETE FROM trail WHERE seq = 2")
+
+
+@pytest.mark.parametrize(
+    ("tamper", "found"),
+    [
+        ("UPDATE trail SET after = '{\"v\": 99}' WHERE seq = 3",
+         "entry 3 was changed after it was written"),
+        ("DELETE FROM trail WHERE seq = 2", "entry 2 is missing"),
+        ("UPDATE trail SET prev = hash WHERE seq = 4", "entry 4 does not follow entry 3"),
+    ],
+)  # fmt: skip
+def test_verification_names_the_first_entry_edited_outside_sqems(
+    tmp_path: Path, tamper: str, found: str
+) -> None:
+    path = tmp_path / "audit.db"
+    _trail(path).close()
+    raw = sqlite3.connect(path)  # someone with the file: drops the triggers and edits
+    raw.executescript("DROP TRIGGER trail_no_update; DROP TRIGGER trail_no_delete;")
+    raw.execute(tamper)
+    raw.commit()
+    raw.close()
+    check = AuditTrail(path).verify()
+    assert not check.ok and found in check.reason
+
+
+def test_an_export_verifies_on_its_own_and_an_edit_to_it_is_found(tmp_path: Path) -> None:
+    trail = _trail(tmp_path / "audit.db")
+    exported = trail.export("jsonl")
+    assert verify_export(exported).ok and verify_export(exported).head == trail.verify().head
+    edited = exported.replace('"actor": "erik"', '"actor": "eve"', 1)
+    check = verify_export(edited)
+    assert not check.ok and check.broken_at == 1
+    rows = trail.export("csv").splitlines()
+    assert rows[0].startswith("seq,at,actor") and len(rows) == 6
+    with pytest.raises(ValidationFailed, match="export as jsonl or csv"):
+        trail.export("xml")
+
+
+def test_entries_are_appended_in_order_from_many_threads(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    trail = AuditTrail(tmp_path / "audit.db")
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: trail.append("t", "engineer", "Capa", "C", str(i), None, {}),
+                      range(200)))  # fmt: skip
+    assert trail.verify().ok and trail.verify().entries == 200
+    assert datetime.fromisoformat(trail.last("C").at) - datetime.now(UTC) < timedelta(seconds=5)
