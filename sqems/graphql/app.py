@@ -29,6 +29,7 @@ from sqems.graphql.pages import add_viewer_routes
 from sqems.graphql.schema import build_schema
 from sqems.graphql.twin import ProgressHub
 from sqems.ingestion import service
+from sqems.quality.audit import TRAIL_FILE, AuditTrail
 from sqems.settings import Settings
 from sqems.simulation.runner import TWIN_DIR, WhatIfRunner
 from sqems.twin.fitting import Sampler
@@ -75,6 +76,7 @@ def create_app(
         own_access = access is None
         app.state.store = store or await anyio.to_thread.run_sync(lambda: open_store(settings))
         app.state.access = access or AccessStore(settings.data_dir / ACCESS_FILE)
+        app.state.trail = AuditTrail(settings.data_dir / TRAIL_FILE)
         app.state.ingestion = None
         app.state.whatif = WhatIfRunner(
             app.state.store, settings.data_dir / TWIN_DIR, Sampler.of(settings)
@@ -99,6 +101,7 @@ def create_app(
                 app.state.store.close()
             if own_access:
                 app.state.access.close()
+            app.state.trail.close()
 
     app = FastAPI(
         title="SQEMS",
@@ -120,6 +123,7 @@ def create_app(
             ingestion=request.app.state.ingestion,
             whatif=request.app.state.whatif,
             whatif_hub=request.app.state.whatif_hub,
+            trail=request.app.state.trail,
         )
 
     graphql = GraphQLRouter(

@@ -9,7 +9,7 @@ import anyio.to_thread
 from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 
-from sqems.errors import Forbidden, Unauthenticated
+from sqems.errors import Forbidden, SqemsError, Unauthenticated
 from sqems.graph_model.nodes import Node
 from sqems.graph_model.store import GraphStore
 from sqems.graph_model.traceability import Traceability
@@ -34,6 +34,7 @@ class Context(BaseContext):
         ingestion: Any = None,
         whatif: Any = None,
         whatif_hub: Any = None,
+        trail: Any = None,
     ) -> None:
         super().__init__()
         self.store = store
@@ -48,6 +49,8 @@ class Context(BaseContext):
         """The server's ``WhatIfRunner``, which runs scenarios in the background."""
         self.whatif_hub = whatif_hub
         """Its progress, fanned out to subscribers (a ``ProgressHub``)."""
+        self.trail = trail
+        """The audit trail of quality records (an ``AuditTrail``)."""
         self.nodes: DataLoader[str, Node | None] = DataLoader(load_fn=self._load_nodes)
 
     async def call(self, fn: Callable[..., R], *args: Any) -> R:
@@ -57,6 +60,30 @@ class Context(BaseContext):
     async def _load_nodes(self, uids: list[str]) -> list[Node | None]:
         found = await self.call(self.store.get_many, uids)
         return [found.get(uid) for uid in uids]
+
+    async def audited(
+        self, operation: str, role: Role, arguments: dict[str, Any], action: Callable[[], R]
+    ) -> R:
+        """Check the role, run the action on a worker thread, and write the attempt to
+        the API's audit log (allowed or not, and how it ended)."""
+        outcome = "failed: INTERNAL_ERROR"
+        try:
+            try:
+                self.require(role)
+            except SqemsError as exc:
+                outcome = f"denied: {exc.code}"
+                raise
+            try:
+                result = await self.call(action)
+            except SqemsError as exc:
+                outcome = f"failed: {exc.code}"
+                raise
+            outcome = "ok"
+            return result
+        finally:
+            await self.call(
+                self.access.record, self.principal, operation, arguments, outcome, self.request_id
+            )
 
     def require(self, role: Role) -> ApiKey:
         """The caller, if their key grants ``role``; a typed error otherwise.

@@ -36,6 +36,7 @@ from sqems.graphql.access import ApiKey, AuditEntry, Role
 from sqems.graphql.analysis import AnalysisQuery, DefectModelInfo, train_model
 from sqems.graphql.context import Context
 from sqems.graphql.ingestion import IngestionQuery, IngestionSubscription, QuarantineEntry, replay
+from sqems.graphql.quality import QualityMutation, QualityQuery
 from sqems.graphql.types import (
     NODE_OBJECT_TYPES,
     Connection,
@@ -290,7 +291,7 @@ def _depth(depth: int) -> int:
 
 
 @strawberry.type
-class Query(AnalysisQuery, IngestionQuery, twin.WhatIfQuery, viewer.ViewerQuery):
+class Query(AnalysisQuery, IngestionQuery, twin.WhatIfQuery, viewer.ViewerQuery, QualityQuery):
     @strawberry.field(description="A node by its global id (Relay).")
     async def node(self, info: Info[Context, None], id: strawberry.ID) -> Node:
         ctx = info.context
@@ -380,30 +381,11 @@ async def _audited(
     arguments: dict[str, Any],
     action: Callable[[], R],
 ) -> R:
-    """Check the role, run the action, and write the attempt to the audit log."""
-    ctx = info.context
-    outcome = "failed: INTERNAL_ERROR"
-    try:
-        try:
-            ctx.require(role)
-        except SqemsError as exc:
-            outcome = f"denied: {exc.code}"
-            raise
-        try:
-            result = await ctx.call(action)
-        except SqemsError as exc:
-            outcome = f"failed: {exc.code}"
-            raise
-        outcome = "ok"
-        return result
-    finally:
-        await ctx.call(
-            ctx.access.record, ctx.principal, operation, arguments, outcome, ctx.request_id
-        )
+    return await info.context.audited(operation, role, arguments, action)
 
 
 @strawberry.type
-class Mutation:
+class Mutation(QualityMutation):
     @strawberry.mutation(
         description="Run quarantined entries through the ingestion again (engineer); each "
         "entry records its outcome."

@@ -1,0 +1,174 @@
+"""GraphQL fields of the CAPA workflow and the audit trail of quality records.
+
+The caller's API key names the user and the role of every change: an inspector may
+report a CAPA, an engineer moves it on, and only the verifier assigned to it (by the
+key's name) may verify it. Each mutation is written to the API's audit log and, through
+:mod:`sqems.quality.capa`, to the hash-chained audit trail with the record before and
+after.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from sqems.graph_model.nodes import Priority as DomainPriority
+from sqems.graphql.access import Role
+from sqems.graphql.context import Context
+from sqems.graphql.types import Node, _graphql_annotation, to_graphql
+from sqems.quality import audit
+from sqems.quality.capa import Actor, Workflow
+
+Priority = _graphql_annotation(DomainPriority)
+
+
+@strawberry.type(description="One entry of the audit trail of quality records.")
+class TrailEntry:
+    seq: int
+    at: str
+    actor: str
+    role: str
+    label: str
+    uid: str
+    action: str
+    before: JSON | None
+    after: JSON | None
+    meaning: str | None = strawberry.field(description="An electronic signature's meaning.")
+    prev: str
+    hash: str
+
+    @classmethod
+    def of(cls, e: audit.Entry) -> TrailEntry:
+        return cls(**{f: getattr(e, f) for f in audit.Entry.__slots__})
+
+
+@strawberry.type(description="Whether the audit trail's hash chain holds.")
+class TrailCheck:
+    ok: bool
+    entries: int
+    broken_at: int | None
+    reason: str
+    head: str
+
+
+def _flow(ctx: Context) -> tuple[Workflow, Actor]:
+    key = ctx.require(Role.VIEWER)
+    return Workflow(ctx.store, ctx.trail), Actor(key.name, key.role.label)
+
+
+@strawberry.type
+class QualityQuery:
+    @strawberry.field(description="A CAPA.")
+    async def capa(self, info: Info[Context, None], uid: str) -> Node:
+        flow, _ = _flow(info.context)
+        return to_graphql(await info.context.call(flow.get, uid))  # type: ignore[no-any-return]
+
+    @strawberry.field(description="Every change to a quality record, oldest first.")
+    async def capa_history(self, info: Info[Context, None], uid: str) -> list[TrailEntry]:
+        flow, _ = _flow(info.context)
+        return [TrailEntry.of(e) for e in await info.context.call(flow.history, uid)]
+
+    @strawberry.field(description="Verify the audit trail's hash chain (admin).")
+    async def verify_audit_trail(self, info: Info[Context, None]) -> TrailCheck:
+        info.context.require(Role.ADMIN)
+        check = await info.context.call(info.context.trail.verify)
+        return TrailCheck(ok=check.ok, entries=check.entries, broken_at=check.broken_at,
+                          reason=check.reason, head=check.head)  # fmt: skip
+
+
+async def _move(info: Info[Context, None], operation: str, role: Role,
+                arguments: dict[str, Any], move: Any) -> Node:  # fmt: skip
+    """Run a workflow move as the caller, audited; ``move(flow, actor)``."""
+    ctx = info.context
+
+    def run() -> Any:
+        flow, actor = _flow(ctx)
+        return move(flow, actor)
+
+    return to_graphql(await ctx.audited(operation, role, arguments, run))  # type: ignore[no-any-return]
+
+
+@strawberry.type
+class QualityMutation:
+    @strawberry.mutation(description="Report a problem as a CAPA (inspector).")
+    async def report_capa(
+        self, info: Info[Context, None], title: str, problem: str = "",
+        addresses: list[str] | None = None,
+    ) -> Node:  # fmt: skip
+        targets = addresses or []
+        return await _move(info, "reportCapa", Role.INSPECTOR,
+                           {"title": title, "addresses": targets},
+                           lambda f, a: f.report(a, title, problem, addresses=targets))  # fmt: skip
+
+    @strawberry.mutation(description="Open a CAPA for a customer complaint (inspector).")
+    async def capa_from_complaint(self, info: Info[Context, None], complaint: str) -> Node:
+        return await _move(info, "capaFromComplaint", Role.INSPECTOR, {"complaint": complaint},
+                           lambda f, a: f.from_complaint(a, complaint))  # fmt: skip
+
+    @strawberry.mutation(description="Set a reported CAPA's priority (engineer).")
+    async def triage_capa(
+        self, info: Info[Context, None], uid: str,
+        priority: Priority,  # type: ignore[valid-type]
+    ) -> Node:  # fmt: skip
+        level = DomainPriority(str(getattr(priority, "value", priority)))
+        return await _move(info, "triageCapa", Role.ENGINEER, {"uid": uid, "priority": level},
+                           lambda f, a: f.triage(a, uid, level))  # fmt: skip
+
+    @strawberry.mutation(description="Give a CAPA its owner, verifier and due date (engineer).")
+    async def assign_capa(
+        self, info: Info[Context, None], uid: str, owner: str, verifier: str, due_at: datetime
+    ) -> Node:
+        args = {"uid": uid, "owner": owner, "verifier": verifier, "dueAt": due_at.isoformat()}
+        return await _move(info, "assignCapa", Role.ENGINEER, args,
+                           lambda f, a: f.assign(a, uid, owner=owner, verifier=verifier,
+                                                 due_at=due_at))  # fmt: skip
+
+    @strawberry.mutation(description="Start work on an assigned CAPA (engineer).")
+    async def start_capa(self, info: Info[Context, None], uid: str) -> Node:
+        return await _move(info, "startCapa", Role.ENGINEER, {"uid": uid},
+                           lambda f, a: f.start(a, uid))  # fmt: skip
+
+    @strawberry.mutation(description="Record the root cause: a 5-Why chain, 8D D1-D8 (engineer).")
+    async def record_root_cause(
+        self, info: Info[Context, None], uid: str, five_why: list[str] | None = None,
+        eight_d: JSON | None = None,
+    ) -> Node:  # fmt: skip
+        disciplines = dict(eight_d) if isinstance(eight_d, dict) else None
+        return await _move(info, "recordRootCause", Role.ENGINEER, {"uid": uid},
+                           lambda f, a: f.record_root_cause(a, uid, five_why=five_why,
+                                                            eight_d=disciplines))  # fmt: skip
+
+    @strawberry.mutation(description="Add a containment or corrective action (engineer).")
+    async def add_capa_action(
+        self, info: Info[Context, None], uid: str, kind: str, text: str,
+        owner: str | None = None, due_at: datetime | None = None,
+    ) -> Node:  # fmt: skip
+        return await _move(info, "addCapaAction", Role.ENGINEER, {"uid": uid, "kind": kind},
+                           lambda f, a: f.add_action(a, uid, kind, text, owner=owner,
+                                                     due_at=due_at))  # fmt: skip
+
+    @strawberry.mutation(description="Hand a CAPA whose actions are done to its verifier.")
+    async def submit_capa(self, info: Info[Context, None], uid: str) -> Node:
+        return await _move(info, "submitCapa", Role.ENGINEER, {"uid": uid},
+                           lambda f, a: f.submit(a, uid))  # fmt: skip
+
+    @strawberry.mutation(
+        description="Verify a CAPA's actions, signed (its verifier only): effective closes it."
+    )
+    async def verify_capa(
+        self, info: Info[Context, None], uid: str, effective: bool, note: str
+    ) -> Node:
+        def verify(f: Workflow, a: Actor) -> Any:
+            return f.verify(a, uid, effective=effective, note=note)
+
+        return await _move(info, "verifyCapa", Role.ENGINEER,
+                           {"uid": uid, "effective": effective}, verify)  # fmt: skip
+
+    @strawberry.mutation(description="Reopen a closed CAPA (engineer).")
+    async def reopen_capa(self, info: Info[Context, None], uid: str, reason: str) -> Node:
+        return await _move(info, "reopenCapa", Role.ENGINEER, {"uid": uid, "reason": reason},
+                           lambda f, a: f.reopen(a, uid, reason))  # fmt: skip

@@ -1,0 +1,136 @@
+"""The CAPA workflow over the API: roles checked per move, the verifier named by the
+caller's key, every change in the audit trail, and the trail verified by an admin."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from live_server import LiveServer
+
+from sqems.graph_model import EmbeddedGraphStore
+from sqems.graph_model.nodes import Complaint
+from sqems.graphql import AccessStore, Role, create_app
+from sqems.settings import Settings
+
+CAPA = "uid label ... on Capa { status priority owner verifier effective reopened }"
+
+
+@dataclass
+class Served:
+    url: str
+    tokens: dict[str, str]
+    access: AccessStore
+
+    def post(self, who: str, query: str, **variables: Any) -> dict[str, Any]:
+        response = httpx.post(
+            f"{self.url}/graphql",
+            json={"query": query, "variables": variables},
+            headers={"Authorization": f"Bearer {self.tokens[who]}"},
+            timeout=30,
+        )
+        assert response.status_code == 200 and "Traceback" not in response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def data(self, who: str, query: str, **variables: Any) -> Any:
+        body = self.post(who, query, **variables)
+        assert "errors" not in body, body["errors"]
+        return next(iter(body["data"].values()))
+
+    def error(self, who: str, query: str, **variables: Any) -> tuple[str, str]:
+        error = self.post(who, query, **variables)["errors"][0]
+        return error["extensions"]["code"], error["message"]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    data: Path = tmp_path_factory.mktemp("api-capa")
+    store = EmbeddedGraphStore(None)
+    store.upsert_nodes([Complaint(uid="CMP-1", received_at=datetime(2026, 3, 1, tzinfo=UTC),
+                                  description="housing cracked")])  # fmt: skip
+    access = AccessStore(None)
+    keys = {"ines": Role.INSPECTOR, "erik": Role.ENGINEER, "vera": Role.ENGINEER,
+            "val": Role.VIEWER, "root": Role.ADMIN}  # fmt: skip
+    tokens = {name: access.create_key(name, role)[1] for name, role in keys.items()}
+    with LiveServer(create_app(Settings(data_dir=data), store=store, access=access)) as server:
+        yield Served(server.url, tokens, access)
+    access.close()
+    store.close()
+
+
+def test_a_complaint_goes_from_report_to_a_signed_closure_over_the_api(served: Served) -> None:
+    open_ = f"mutation($c: String!) {{ capaFromComplaint(complaint: $c) {{ {CAPA} }} }}"
+    assert served.error("val", open_, c="CMP-1")[0] == "FORBIDDEN"
+    capa = served.data("ines", open_, c="CMP-1")
+    uid = capa["uid"]
+    assert capa["status"] == "REPORTED"
+
+    triage = f"mutation($u: String!) {{ triageCapa(uid: $u, priority: HIGH) {{ {CAPA} }} }}"
+    assert served.error("ines", triage, u=uid)[0] == "FORBIDDEN"
+    assert served.data("erik", triage, u=uid)["priority"] == "HIGH"
+    served.data(
+        "erik",
+        f"""mutation($u: String!) {{ assignCapa(uid: $u, owner: "olga",
+        verifier: "vera", dueAt: "2030-01-31T00:00:00+00:00") {{ {CAPA} }} }}""",
+        u=uid,
+    )
+    served.data("erik", f"mutation($u: String!) {{ startCapa(uid: $u) {{ {CAPA} }} }}", u=uid)
+    submit = f"mutation($u: String!) {{ submitCapa(uid: $u) {{ {CAPA} }} }}"
+    code, message = served.error("erik", submit, u=uid)
+    assert code == "VALIDATION_FAILED" and "has no root cause yet" in message
+    served.data("erik", """mutation($u: String!) { recordRootCause(uid: $u,
+        fiveWhy: ["cracked", "brittle resin"], eightD: {D4: "wet resin lot"}) { uid } }""",
+                u=uid)  # fmt: skip
+    served.data(
+        "erik",
+        f"""mutation($u: String!) {{ addCapaAction(uid: $u, kind: "corrective",
+        text: "dry resin 4 h at 80 degC") {{ {CAPA} }} }}""",
+        u=uid,
+    )
+    assert served.data("erik", submit, u=uid)["status"] == "VERIFYING"
+
+    verify = f"""mutation($u: String!) {{ verifyCapa(uid: $u, effective: true,
+        note: "no cracks in 3 lots") {{ {CAPA} }} }}"""
+    code, message = served.error("erik", verify, u=uid)
+    assert code == "VALIDATION_FAILED" and "verifier (vera) may verify it; erik is not" in message
+    closed = served.data("vera", verify, u=uid)
+    assert (closed["status"], closed["effective"]) == ("CLOSED", True)
+
+    history = served.data(
+        "val",
+        """query($u: String!) { capaHistory(uid: $u) {
+        seq actor role action meaning before after hash prev } }""",
+        u=uid,
+    )
+    assert history[0]["action"] == "reported" and history[0]["actor"] == "ines"
+    assert (history[-1]["action"], history[-1]["actor"]) == ("signature", "vera")
+    assert history[-1]["meaning"] == "verified effective and closed"
+    assert history[1]["before"]["priority"] is None and history[1]["after"]["priority"] == "high"
+    for before, after in itertools.pairwise(history):
+        assert after["prev"] == before["hash"]
+
+    check = "{ verifyAuditTrail { ok entries reason head } }"
+    assert served.error("erik", check)[0] == "FORBIDDEN"
+    result = served.data("root", check)
+    assert (
+        result["ok"] and result["entries"] == len(history) and result["head"] == history[-1]["hash"]
+    )
+    logged = [e.operation for e in served.access.audit(50)]
+    assert "verifyCapa" in logged and "capaFromComplaint" in logged
+
+
+def test_an_unknown_capa_and_a_bad_move_are_typed_errors(served: Served) -> None:
+    start = f"mutation($u: String!) {{ startCapa(uid: $u) {{ {CAPA} }} }}"
+    missing = ("NOT_FOUND", "CAPA CAPA-404 is not in the graph")
+    assert served.error("erik", start, u="CAPA-404") == missing
+    report = 'mutation { reportCapa(title: "burr", addresses: ["CMP-1"]) { uid } }'
+    uid = served.data("ines", report)["uid"]
+    code, message = served.error("erik", start, u=uid)
+    assert code == "VALIDATION_FAILED" and "is reported: it cannot start" in message
