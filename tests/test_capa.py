@@ -4,6 +4,7 @@ found by verification."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import sqlite3
@@ -214,3 +215,138 @@ def test_entries_are_appended_in_order_from_many_threads(tmp_path: Path) -> None
                       range(200)))  # fmt: skip
     assert trail.verify().ok and trail.verify().entries == 200
     assert datetime.fromisoformat(trail.last("C").at) - datetime.now(UTC) < timedelta(seconds=5)
+
+
+# --- evidence -------------------------------------------------------------------------------
+
+JPEG = b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF" + bytes(range(256)) * 4
+PDF = b"%PDF-1.7\n" + b"1 0 obj << >> endobj\n" * 50 + b"%%EOF\n"
+
+
+def test_evidence_is_stored_by_content_typed_by_its_bytes_and_attached(
+    flow: Workflow, tmp_path: Path
+) -> None:
+    import io  # noqa: PLC0415
+
+    from sqems.quality.evidence import EvidenceStore  # noqa: PLC0415
+
+    store = EvidenceStore(tmp_path / "evidence")
+    photo = store.put(io.BytesIO(JPEG), "crack.jpg")
+    assert (photo.kind, photo.media_type, photo.size) == ("photo", "image/jpeg", len(JPEG))
+    assert photo.digest == "sha256:" + hashlib.sha256(JPEG).hexdigest()
+    assert store.put(io.BytesIO(JPEG), "again.jpg").digest == photo.digest  # stored once
+    assert store.check(photo.digest)
+    report = store.put(io.BytesIO(PDF), "8d-report.pdf")
+    assert report.kind == "document"
+    with pytest.raises(ValidationFailed, match=r"notes\.txt is not a photo"):
+        store.put(io.BytesIO(b"just text"), "notes.txt")
+    with pytest.raises(ValidationFailed, match="is over the limit for a photo"):
+        store.put(io.BytesIO(b"\x89PNG\r\n\x1a\n" + b"\0" * (25 * 2**20)), "huge.png")
+    assert not [p for p in (tmp_path / "evidence").iterdir() if p.name.startswith(".incoming")]
+    with pytest.raises(NotFound, match="is not in the store"):
+        store.get("sha256:" + "0" * 64)
+
+    capa = flow.report(INSPECTOR, "crack", addresses=["CMP-1"])
+    to_verifying_actions = flow.triage(ENGINEER, capa.uid, Priority.HIGH)
+    assert to_verifying_actions.status is CapaStatus.TRIAGED
+    flow.add_action(ENGINEER, capa.uid, "containment", "sort stock")
+    done = flow.attach_evidence(ENGINEER, capa.uid, "containment", 0, photo)
+    assert json.loads(done.containment)[0]["evidence"] == [photo.digest]
+    assert photo.digest in flow.trail.last(capa.uid).action
+    with pytest.raises(ValidationFailed, match="has 1 containment action"):
+        flow.attach_evidence(ENGINEER, capa.uid, "containment", 3, photo)
+
+
+# --- effectiveness from data ----------------------------------------------------------------
+
+OPENED = datetime(2026, 3, 1, tzinfo=UTC)
+CLOSED = datetime(2026, 3, 11, tzinfo=UTC)
+UNTIL = datetime(2026, 4, 10, tzinfo=UTC)  # 30 days after: "before" is Jan 30 to Mar 1
+
+
+def _production(store: GraphStore, tag: str, started: datetime, units: int, bad: int,
+                defect_type: str = "DT-CRACK") -> list[str]:  # fmt: skip
+    from sqems.graph_model.nodes import Batch, Defect, Unit  # noqa: PLC0415
+    from sqems.graph_model.store import Edge  # noqa: PLC0415
+
+    uids = [f"SN-{tag}-{i}" for i in range(units)]
+    with store.transaction() as tx:
+        tx.add_nodes([Batch(uid=f"WO-{tag}", started_at=started, quantity=units)])
+        tx.add_nodes(Unit(uid=u, produced_at=started) for u in uids)
+        tx.add_nodes(Defect(uid=f"D-{u}", found_at=started) for u in uids[:bad])
+        tx.add_edges([Edge("OF_PRODUCT", f"WO-{tag}", "PRD-1")])
+        tx.add_edges(Edge("PRODUCED", f"WO-{tag}", u) for u in uids)
+        tx.add_edges(Edge("FOUND_ON", f"D-{u}", u) for u in uids[:bad])
+        tx.add_edges(Edge("OF_TYPE", f"D-{u}", defect_type) for u in uids[:bad])
+    return uids
+
+
+@pytest.mark.parametrize(
+    ("after_units", "after_bad", "verdict", "reason"),
+    [
+        (400, 0, "effective", "the rate fell from 5.00% to 0.00%"),
+        (400, 19, "not effective", "19 recurrence(s) in 450 units"),
+        (10, 0, "too early", "no recurrence yet, but 60 units cannot show it"),
+    ],
+)
+def test_effectiveness_compares_recurrence_before_and_after_on_the_scope(
+    store: GraphStore, after_units: int, after_bad: int, verdict: str, reason: str
+) -> None:
+    from sqems.graph_model.nodes import (  # noqa: PLC0415
+        Capa,
+        Category6M,
+        DefectType,
+        Product,
+    )
+    from sqems.graph_model.store import Edge  # noqa: PLC0415
+    from sqems.quality.effectiveness import effectiveness  # noqa: PLC0415
+
+    store.upsert_nodes([
+        Product(uid="PRD-1", name="Drive"), Product(uid="PRD-2", name="Other"),
+        DefectType(uid="DT-CRACK", name="cracked housing", category=Category6M.MATERIAL),
+        DefectType(uid="DT-SCRATCH", name="scratch", category=Category6M.METHOD),
+    ])  # fmt: skip
+    first = _production(store, "B1", datetime(2026, 2, 5, tzinfo=UTC), 200, 10)
+    _production(store, "B2", datetime(2026, 2, 20, tzinfo=UTC), 200, 10)
+    _production(store, "OLD", datetime(2025, 12, 1, tzinfo=UTC), 100, 50)  # outside "before"
+    _production(store, "A1", datetime(2026, 3, 20, tzinfo=UTC), after_units, after_bad)
+    _production(store, "A2", datetime(2026, 3, 25, tzinfo=UTC), 50, 20, "DT-SCRATCH")
+    store.upsert_nodes([
+        Complaint(uid="CMP-9", received_at=OPENED),
+        Capa(uid="CAPA-9", title="cracks", status=CapaStatus.CLOSED, opened_at=OPENED,
+             closed_at=CLOSED),
+    ])  # fmt: skip
+    store.upsert_edges([Edge("ABOUT", "CMP-9", first[0]), Edge("OF_TYPE", "CMP-9", "DT-CRACK"),
+                        Edge("ADDRESSES", "CAPA-9", "CMP-9")])  # fmt: skip
+    found = effectiveness(store, "CAPA-9", until=UNTIL)
+    assert (found.defect_types, found.products) == (["DT-CRACK"], ["PRD-1"])
+    assert (found.before.units, found.before.defective) == (400, 20)
+    # the scratches of A2 are another defect type; its 50 units still count as made
+    assert (found.after.units, found.after.defective) == (after_units + 50, after_bad)
+    assert found.verdict == verdict and reason in found.reason, found.reason
+
+
+def test_a_recurring_defect_type_offers_the_earlier_capas_and_their_root_causes(
+    flow: Workflow,
+) -> None:
+    from sqems.graph_model.nodes import Category6M, DefectType  # noqa: PLC0415
+    from sqems.graph_model.store import Edge  # noqa: PLC0415
+    from sqems.quality.knowledge import precedents  # noqa: PLC0415
+
+    flow.store.upsert_nodes(
+        [DefectType(uid="DT-CRACK", name="cracked housing", category=Category6M.MATERIAL)]
+    )
+    flow.store.upsert_edges([Edge("OF_TYPE", "CMP-1", "DT-CRACK")])
+    assert precedents(flow.store, "DT-CRACK") == []
+    done = flow.from_complaint(INSPECTOR, "CMP-1")
+    to_verifying(flow, done.uid)
+    flow.verify(VERIFIER, done.uid, effective=True, note="no cracks since")
+    still_open = flow.report(INSPECTOR, "cracks again", addresses=["CMP-1"])
+    offered = precedents(flow.store, "DT-CRACK")
+    assert [p.capa for p in offered] == [done.uid, still_open.uid]  # the effective one first
+    first = offered[0]
+    assert (first.status, first.effective) == ("closed", True)
+    assert first.root_cause == "lot LOT-7 out of spec"
+    assert first.corrective == ["incoming test of resin moisture"]
+    with pytest.raises(NotFound, match="defect type DT-NONE is not in the graph"):
+        precedents(flow.store, "DT-NONE")

@@ -40,6 +40,7 @@ from sqems.graph_model.nodes import (
 )
 from sqems.graph_model.store import Edge, GraphStore
 from sqems.quality.audit import AuditTrail
+from sqems.quality.evidence import Evidence
 
 S = CapaStatus
 MOVES: dict[str, tuple[frozenset[CapaStatus], CapaStatus]] = {
@@ -195,6 +196,23 @@ class Workflow:
             "due_at": due_at.isoformat() if due_at else None, "evidence": list(evidence),
         })  # fmt: skip
         return self._write(actor, capa, f"{kind} action added", {kind: json.dumps(actions)})
+
+    def attach_evidence(
+        self, actor: Actor, uid: str, kind: str, index: int, evidence: Evidence
+    ) -> Capa:
+        """Attach a stored file (:class:`~sqems.quality.evidence.EvidenceStore`) to the
+        ``index``-th (from 0) containment or corrective action."""
+        if kind not in ACTION_KINDS:
+            raise ValidationFailed(f"an action is {' or '.join(ACTION_KINDS)}, not {kind!r}")
+        capa = self._open(uid)
+        actions = json.loads(getattr(capa, kind))
+        if not 0 <= index < len(actions):
+            raise ValidationFailed(f"{uid} has {len(actions)} {kind} action(s); no action {index}")
+        if evidence.digest not in actions[index]["evidence"]:
+            actions[index]["evidence"].append(evidence.digest)
+        return self._write(actor, capa, f"evidence attached: {evidence.kind} {evidence.name} "
+                           f"({evidence.digest}) to {kind} action {index}",
+                           {kind: json.dumps(actions)})  # fmt: skip
 
     def submit(self, actor: Actor, uid: str) -> Capa:
         """Actions done: hand the CAPA to its verifier."""
