@@ -134,3 +134,55 @@ def test_an_unknown_capa_and_a_bad_move_are_typed_errors(served: Served) -> None
     uid = served.data("ines", report)["uid"]
     code, message = served.error("erik", start, u=uid)
     assert code == "VALIDATION_FAILED" and "is reported: it cannot start" in message
+
+
+def test_evidence_is_uploaded_to_an_action_and_a_text_file_is_refused(served: Served) -> None:
+    import json  # noqa: PLC0415
+
+    report = 'mutation { reportCapa(title: "burr", addresses: ["CMP-1"]) { uid } }'
+    uid = served.data("ines", report)["uid"]
+    served.data(
+        "erik",
+        """mutation($u: String!) { addCapaAction(uid: $u, kind: "containment",
+        text: "sort the stock") { uid } }""",
+        u=uid,
+    )
+    attach = """mutation($u: String!, $f: Upload!) { attachCapaEvidence(uid: $u,
+        kind: "containment", action: 0, file: $f) { digest kind mediaType size name } }"""
+
+    def upload(content: bytes, name: str) -> dict[str, Any]:
+        operations = {"query": attach, "variables": {"u": uid, "f": None}}
+        response = httpx.post(
+            f"{served.url}/graphql",
+            data={"operations": json.dumps(operations), "map": json.dumps({"0": ["variables.f"]})},
+            files={"0": (name, content, "application/octet-stream")},
+            headers={"Authorization": f"Bearer {served.tokens['ines']}"},
+        )
+        body: dict[str, Any] = response.json()
+        return body
+
+    photo = b"\x89PNG\r\n\x1a\n" + bytes(200)
+    stored = upload(photo, "burr.png")["data"]["attachCapaEvidence"]
+    assert (stored["kind"], stored["mediaType"], stored["size"]) == ("photo", "image/png", 208)
+    capa = served.data(
+        "val",
+        """query($u: String!) { capa(uid: $u) {
+        ... on Capa { containment } } }""",
+        u=uid,
+    )
+    assert json.loads(capa["containment"])[0]["evidence"] == [stored["digest"]]
+    refused = upload(b"plain notes", "notes.txt")["errors"][0]
+    assert refused["extensions"]["code"] == "VALIDATION_FAILED"
+    assert "notes.txt is not a photo" in refused["message"]
+
+
+def test_precedents_and_effectiveness_are_served(served: Served) -> None:
+    code, message = served.error("val", '{ capaPrecedents(defectType: "DT-NONE") { capa } }')
+    assert code == "NOT_FOUND"
+    report = 'mutation { reportCapa(title: "open one", addresses: ["CMP-1"]) { uid } }'
+    uid = served.data("ines", report)["uid"]
+    code, message = served.error(
+        "val",
+        '{ capaEffectiveness(uid: "%s") { verdict } }' % uid,  # noqa: UP031
+    )
+    assert code == "VALIDATION_FAILED" and "is not closed" in message

@@ -10,18 +10,24 @@ after.
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import strawberry
+from strawberry.file_uploads import Upload
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from sqems.errors import ValidationFailed
 from sqems.graph_model.nodes import Priority as DomainPriority
 from sqems.graphql.access import Role
 from sqems.graphql.context import Context
 from sqems.graphql.types import Node, _graphql_annotation, to_graphql
 from sqems.quality import audit
+from sqems.quality import effectiveness as eff
 from sqems.quality.capa import Actor, Workflow
+from sqems.quality.evidence import EVIDENCE_DIR, Evidence, EvidenceStore
+from sqems.quality.knowledge import Precedent, precedents
 
 Priority = _graphql_annotation(DomainPriority)
 
@@ -55,6 +61,74 @@ class TrailCheck:
     head: str
 
 
+@strawberry.type(description="A file kept as evidence, by the SHA-256 of its bytes.")
+class EvidenceFile:
+    digest: str
+    kind: str = strawberry.field(description="photo, video or document.")
+    media_type: str
+    size: int
+    name: str
+    stored_at: str
+
+    @classmethod
+    def of(cls, e: Evidence) -> EvidenceFile:
+        return cls(**{f: getattr(e, f) for f in Evidence.__slots__})
+
+
+@strawberry.type(description="Units made and those with the defect, over a span.")
+class RecurrenceSide:
+    start: datetime
+    end: datetime
+    units: int
+    defective: int
+    rate: float | None
+
+
+@strawberry.type(description="Recurrence before a CAPA against after its closure.")
+class CapaEffectiveness:
+    capa: str
+    defect_types: list[str]
+    products: list[str]
+    before: RecurrenceSide
+    after: RecurrenceSide
+    p_value: float | None
+    verdict: str = strawberry.field(description="effective, not effective or too early.")
+    reason: str
+
+    @classmethod
+    def of(cls, e: eff.Effectiveness) -> CapaEffectiveness:
+        def side(s: eff.Side) -> RecurrenceSide:
+            return RecurrenceSide(start=s.start, end=s.end, units=s.units,
+                                  defective=s.defective, rate=s.rate)  # fmt: skip
+
+        return cls(capa=e.capa, defect_types=e.defect_types, products=e.products,
+                   before=side(e.before), after=side(e.after), p_value=e.p_value,
+                   verdict=e.verdict, reason=e.reason)  # fmt: skip
+
+
+@strawberry.type(description="An earlier CAPA on the same defect type, with its root cause.")
+class CapaPrecedent:
+    capa: str
+    title: str
+    status: str
+    opened_at: datetime
+    closed_at: datetime | None
+    effective: bool | None
+    reopened: int
+    five_why: list[str]
+    root_cause: str
+    corrective: list[str]
+    addressed: int
+
+    @classmethod
+    def of(cls, p: Precedent) -> CapaPrecedent:
+        return cls(**{f: getattr(p, f) for f in Precedent.__slots__})
+
+
+def evidence_store(ctx: Context) -> EvidenceStore:
+    return EvidenceStore(ctx.settings.data_dir / EVIDENCE_DIR)
+
+
 def _flow(ctx: Context) -> tuple[Workflow, Actor]:
     key = ctx.require(Role.VIEWER)
     return Workflow(ctx.store, ctx.trail), Actor(key.name, key.role.label)
@@ -71,6 +145,23 @@ class QualityQuery:
     async def capa_history(self, info: Info[Context, None], uid: str) -> list[TrailEntry]:
         flow, _ = _flow(info.context)
         return [TrailEntry.of(e) for e in await info.context.call(flow.history, uid)]
+
+    @strawberry.field(description="Recurrence of a closed CAPA's defect types since closure.")
+    async def capa_effectiveness(
+        self, info: Info[Context, None], uid: str, until: datetime | None = None
+    ) -> CapaEffectiveness:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+        found = await ctx.call(lambda: eff.effectiveness(ctx.store, uid, until=until))
+        return CapaEffectiveness.of(found)
+
+    @strawberry.field(description="Earlier CAPAs on a defect type and their root causes.")
+    async def capa_precedents(
+        self, info: Info[Context, None], defect_type: str
+    ) -> list[CapaPrecedent]:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+        return [CapaPrecedent.of(p) for p in await ctx.call(precedents, ctx.store, defect_type)]
 
     @strawberry.field(description="Verify the audit trail's hash chain (admin).")
     async def verify_audit_trail(self, info: Info[Context, None]) -> TrailCheck:
@@ -150,6 +241,28 @@ class QualityMutation:
         return await _move(info, "addCapaAction", Role.ENGINEER, {"uid": uid, "kind": kind},
                            lambda f, a: f.add_action(a, uid, kind, text, owner=owner,
                                                      due_at=due_at))  # fmt: skip
+
+    @strawberry.mutation(
+        description="Attach a photo, video or PDF (multipart upload) to an action (inspector)."
+    )
+    async def attach_capa_evidence(
+        self, info: Info[Context, None], uid: str, kind: str, action: int, file: Upload
+    ) -> EvidenceFile:
+        ctx = info.context
+        name = Path(getattr(file, "filename", None) or "evidence").name
+
+        def attach() -> Evidence:
+            source = getattr(file, "file", None)
+            if source is None:
+                raise ValidationFailed("send the file as a part of a multipart request")
+            flow, actor = _flow(ctx)
+            stored = evidence_store(ctx).put(source, name)
+            flow.attach_evidence(actor, uid, kind, action, stored)
+            return stored
+
+        args = {"uid": uid, "kind": kind, "action": action, "file": name}
+        done = await ctx.audited("attachCapaEvidence", Role.INSPECTOR, args, attach)
+        return EvidenceFile.of(done)
 
     @strawberry.mutation(description="Hand a CAPA whose actions are done to its verifier.")
     async def submit_capa(self, info: Info[Context, None], uid: str) -> Node:
