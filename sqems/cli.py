@@ -53,6 +53,7 @@ from sqems.graphql import AccessStore, Role, create_app, sdl
 from sqems.graphql.app import ACCESS_FILE
 from sqems.ingestion import importers, sensors, service
 from sqems.quality.audit import TRAIL_FILE, AuditTrail, verify_export
+from sqems.quality.capa import Workflow, open_on_critical_alarms
 from sqems.settings import Settings
 from sqems.simulation import whatif
 from sqems.simulation.runner import TWIN_DIR, WhatIfRunner
@@ -705,8 +706,11 @@ def ingest_cmd(
     ] = None,
 ) -> None:
     """Subscribe to the MQTT broker (SQEMS_MQTT_HOST/PORT) and ingest readings: validate,
-    normalise units, dedup, store, quarantine what is refused, raise alarms."""
+    normalise units, dedup, store, quarantine what is refused, raise alarms; a critical
+    alarm opens a CAPA."""
     with _store() as (store, settings), service.ingestor(settings, store) as pipeline:
+        trail = _trail(settings)
+        pipeline.sinks.append(open_on_critical_alarms(Workflow(store, trail)))
         bridge = service.mqtt_ingestion(settings, pipeline)
         err.print(
             f"ingesting from mqtt://{settings.mqtt_host}:{settings.mqtt_port} "
@@ -725,6 +729,7 @@ def ingest_cmd(
                     )
             except KeyboardInterrupt:
                 err.print("stopping…")
+        trail.close()
         c = bridge.counters
         out.print(
             f"received {c.received:,}: accepted {c.accepted:,}, quarantined "

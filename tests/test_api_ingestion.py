@@ -21,7 +21,8 @@ from websockets.sync.client import connect
 
 from sqems.datasets import PlantSpec, generate, load_plant
 from sqems.datasets.files import plant_sections
-from sqems.graph_model import EmbeddedGraphStore
+from sqems.graph_model import EmbeddedGraphStore, GraphStore
+from sqems.graph_model.store import Direction
 from sqems.graphql import AccessStore, Role, create_app
 from sqems.settings import Settings
 
@@ -30,8 +31,8 @@ PEAK = "sqems/v1/SITE-1/LINE-PCB/M-REFLOW-2/P-REFLOW-PEAK"
 
 
 class Served:
-    def __init__(self, url: str, tokens: dict[Role, str]) -> None:
-        self.url, self.tokens = url, tokens
+    def __init__(self, url: str, tokens: dict[Role, str], store: GraphStore) -> None:
+        self.url, self.tokens, self.store = url, tokens, store
 
     def post(
         self, name: str, variables: dict[str, Any] | None = None, role: Role = Role.VIEWER
@@ -65,7 +66,7 @@ def served(mosquitto: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
         mqtt_client_id="sqems-api-test",
     )
     with LiveServer(create_app(settings, store=store, access=access)) as server:
-        yield Served(server.url, tokens)
+        yield Served(server.url, tokens, store)
     access.close()
     store.close()
 
@@ -123,6 +124,11 @@ def test_ingestion_runs_in_the_server_and_streams_alarms(served: Served, mosquit
     listener.join(30)
     assert {a["rule"] for a in alarms} == {"nelson_1", "nelson_5"}
     assert all(a["stopLine"] and a["machine"] == "M-REFLOW-2" for a in alarms)
+    # the oven's peak temperature is critical: one CAPA for the excursion, both alarms in it
+    capas = [c for c in served.store.find("Capa") if c.source.value == "alarm"]  # type: ignore[attr-defined]
+    assert len(capas) == 1
+    addressed = served.store.edges([capas[0].uid], {"ADDRESSES": Direction.OUT})
+    assert sorted(e.dst for e in addressed) == sorted(a["uid"] for a in alarms)
 
     page = served.post("quarantine", {"first": 10})["data"]["quarantine"]
     assert page["totalCount"] == 1

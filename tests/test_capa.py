@@ -350,3 +350,41 @@ def test_a_recurring_defect_type_offers_the_earlier_capas_and_their_root_causes(
     assert first.corrective == ["incoming test of resin moisture"]
     with pytest.raises(NotFound, match="defect type DT-NONE is not in the graph"):
         precedents(flow.store, "DT-NONE")
+
+
+def test_a_critical_alarm_opens_one_capa_per_excursion(flow: Workflow) -> None:
+    from dataclasses import dataclass  # noqa: PLC0415
+
+    from sqems.graph_model.nodes import Machine, Parameter  # noqa: PLC0415
+    from sqems.graph_model.store import Edge  # noqa: PLC0415
+    from sqems.quality.capa import SYSTEM, open_on_critical_alarms  # noqa: PLC0415
+
+    @dataclass
+    class Event:
+        alarm: Alarm
+        critical: bool
+
+    at = datetime(2026, 3, 2, tzinfo=UTC)
+    flow.store.upsert_nodes([
+        Machine(uid="M-OVEN", name="Oven"), Machine(uid="M-PRESS", name="Press"),
+        Parameter(uid="P-PEAK", name="peak", unit="degC"),
+        *(Alarm(uid=f"AL-{i}", raised_at=at, rule=f"nelson_{i}", message="peak high")
+          for i in (2, 3, 4, 5)),
+    ])  # fmt: skip
+    flow.store.upsert_edges([
+        *(Edge("RAISED_ON", f"AL-{i}", m) for i, m in ((2, "M-OVEN"), (3, "M-OVEN"),
+                                                       (4, "M-PRESS"), (5, "M-OVEN"))),
+        *(Edge("RAISED_ON", f"AL-{i}", "P-PEAK") for i in (2, 3, 4, 5)),
+    ])  # fmt: skip
+    sink = open_on_critical_alarms(flow)
+    alarm = flow.store.get_many([f"AL-{i}" for i in (2, 3, 4, 5)])
+    sink(Event(alarm["AL-2"], critical=True))  # type: ignore[arg-type]
+    sink(Event(alarm["AL-3"], critical=True))  # type: ignore[arg-type]  # same machine: joins
+    sink(Event(alarm["AL-4"], critical=True))  # type: ignore[arg-type]  # another machine
+    sink(Event(alarm["AL-5"], critical=False))  # type: ignore[arg-type]  # not critical
+    capas = sorted(flow.store.find("Capa"), key=lambda c: c.uid)
+    assert len(capas) == 2
+    out = {"ADDRESSES": Direction.OUT}
+    addressed = {c.uid: sorted(e.dst for e in flow.store.edges([c.uid], out)) for c in capas}
+    assert sorted(addressed.values()) == [["AL-2", "AL-3"], ["AL-4"]]
+    assert all(c.source is CapaSource.ALARM and c.reported_by == SYSTEM for c in capas)  # type: ignore[attr-defined]

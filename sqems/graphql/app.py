@@ -30,6 +30,7 @@ from sqems.graphql.schema import build_schema
 from sqems.graphql.twin import ProgressHub
 from sqems.ingestion import service
 from sqems.quality.audit import TRAIL_FILE, AuditTrail
+from sqems.quality.capa import Workflow, open_on_critical_alarms
 from sqems.settings import Settings
 from sqems.simulation.runner import TWIN_DIR, WhatIfRunner
 from sqems.twin.fitting import Sampler
@@ -47,12 +48,14 @@ def _token(request: HTTPConnection) -> str | None:
 
 @contextmanager
 def _ingestion(
-    settings: Settings, store: GraphStore, loop: asyncio.AbstractEventLoop
+    settings: Settings, store: GraphStore, trail: AuditTrail, loop: asyncio.AbstractEventLoop
 ) -> Iterator[IngestionRuntime]:
-    """The MQTT ingestion inside the API process, its alarms fanned out to subscribers."""
+    """The MQTT ingestion inside the API process, its alarms fanned out to subscribers;
+    a critical one opens a CAPA."""
     with service.ingestor(settings, store) as pipeline:
         hub = AlarmHub(loop)
         pipeline.sinks.append(hub.publish)
+        pipeline.sinks.append(open_on_critical_alarms(Workflow(store, trail)))
         bridge = service.mqtt_ingestion(settings, pipeline)
         bridge.start()
         try:
@@ -88,7 +91,9 @@ def create_app(
                 if settings.ingest:
                     loop = asyncio.get_running_loop()
                     app.state.ingestion = await anyio.to_thread.run_sync(
-                        lambda: stack.enter_context(_ingestion(settings, app.state.store, loop))
+                        lambda: stack.enter_context(
+                            _ingestion(settings, app.state.store, app.state.trail, loop)
+                        )
                     )
                 log.info(
                     "api ready",

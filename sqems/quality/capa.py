@@ -24,11 +24,13 @@ hold for every caller.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import logging
+import secrets
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqems.errors import NotFound, ValidationFailed
+from sqems.errors import NotFound, SqemsError, ValidationFailed
 from sqems.graph_model.nodes import (
     Alarm,
     Capa,
@@ -38,11 +40,15 @@ from sqems.graph_model.nodes import (
     Defect,
     Priority,
 )
-from sqems.graph_model.store import Edge, GraphStore
+from sqems.graph_model.store import Direction, Edge, GraphStore
 from sqems.quality.audit import AuditTrail
 from sqems.quality.evidence import Evidence
 
+log = logging.getLogger(__name__)
 S = CapaStatus
+OUT = Direction.OUT
+SYSTEM = "sqems-ingestion"
+"""The user an automatic CAPA is reported by."""
 MOVES: dict[str, tuple[frozenset[CapaStatus], CapaStatus]] = {
     "triage": (frozenset({S.REPORTED}), S.TRIAGED),
     "assign": (frozenset({S.TRIAGED, S.REOPENED}), S.ASSIGNED),
@@ -99,7 +105,7 @@ class Workflow:
                                        f"{node.label}")  # fmt: skip
         now = datetime.now(UTC)
         capa = Capa.parse({
-            "uid": uid or f"CAPA-{now:%Y%m%d%H%M%S%f}",
+            "uid": uid or f"CAPA-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}",
             "title": title, "problem": problem, "opened_at": now, "source": source,
             "reported_by": actor.name,
         })  # fmt: skip
@@ -119,10 +125,28 @@ class Workflow:
                            addresses=[complaint], source=CapaSource.COMPLAINT)  # fmt: skip
 
     def from_alarm(self, actor: Actor, alarm: Alarm) -> Capa:
-        """The CAPA an SPC alarm opens (the ingestion calls this for critical ones)."""
-        title = f"SPC alarm {alarm.rule}"
+        """The CAPA an SPC alarm opens. While a CAPA opened by an alarm on the same
+        machine and parameter is not closed, a new alarm there is added to it instead:
+        one excursion, one CAPA."""
+        raised_on = {e.dst for e in self.store.edges([alarm.uid], {"RAISED_ON": OUT})}
+        for capa in self._open_alarm_capas():
+            alarms = [e.dst for e in self.store.edges([capa.uid], {"ADDRESSES": OUT})]
+            where = {e.dst for e in self.store.edges(alarms, {"RAISED_ON": OUT})}
+            if raised_on and raised_on - self._runs(raised_on) <= where:
+                self.store.upsert_edges([Edge("ADDRESSES", capa.uid, alarm.uid)])
+                return self._write(actor, capa, f"alarm {alarm.uid} added", {})
+        title = f"SPC alarm {alarm.rule}: {alarm.message}"[:300]
         return self.report(actor, title, alarm.message, addresses=[alarm.uid],
                            source=CapaSource.ALARM)  # fmt: skip
+
+    def _open_alarm_capas(self) -> list[Capa]:
+        return [c for c in self.store.find("Capa", {"source": CapaSource.ALARM.value})
+                if isinstance(c, Capa) and c.status is not S.CLOSED]  # fmt: skip
+
+    def _runs(self, uids: set[str]) -> set[str]:
+        """The process runs among ``uids``: an excursion spans runs, so they do not count."""
+        found = self.store.get_many(uids)
+        return {u for u, n in found.items() if n.label == "ProcessRun"}
 
     # --- moves -------------------------------------------------------------------------
 
@@ -319,3 +343,29 @@ class Workflow:
 
 def _record(capa: Capa) -> dict[str, Any]:
     return capa.model_dump(mode="json")
+
+
+class _AlarmEvent(Protocol):
+    """What the ingestion hands its alarm sinks (``sqems.ingestion.pipeline.AlarmEvent``)."""
+
+    @property
+    def alarm(self) -> Alarm: ...
+
+    @property
+    def critical(self) -> bool: ...
+
+
+def open_on_critical_alarms(flow: Workflow) -> Callable[[_AlarmEvent], None]:
+    """An alarm sink for the ingestion: a critical alarm (its parameter is marked
+    critical) opens a CAPA, or joins the open one of its machine and parameter."""
+    actor = Actor(SYSTEM, "system")
+
+    def sink(event: _AlarmEvent) -> None:
+        if not event.critical:
+            return
+        try:
+            flow.from_alarm(actor, event.alarm)
+        except SqemsError as exc:  # e.g. the alarm is spooled while the graph is away
+            log.warning("no CAPA for alarm %s: %s", event.alarm.uid, exc.message)
+
+    return sink
