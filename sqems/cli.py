@@ -52,6 +52,7 @@ from sqems.graph_model.open import local_server
 from sqems.graphql import AccessStore, Role, create_app, sdl
 from sqems.graphql.app import ACCESS_FILE
 from sqems.ingestion import importers, sensors, service
+from sqems.quality import suppliers
 from sqems.quality.audit import TRAIL_FILE, AuditTrail, verify_export
 from sqems.quality.capa import Workflow, open_on_critical_alarms
 from sqems.settings import Settings
@@ -899,6 +900,42 @@ def audit_export(
     else:
         to.write_text(text)
         out.print(f"wrote {to}")
+
+
+@_command("suppliers")
+def suppliers_cmd(
+    start: Annotated[str | None, typer.Option("--from", help="Lots received from.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Lots received until.")] = None,
+    supplier: Annotated[str | None, typer.Option(help="One supplier, with its trend.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The scorecards as JSON.")] = False,
+) -> None:
+    """Supplier scorecards: incoming inspection, material PPM, complaints, CAPAs."""
+    with _store(read_only=True) as (store, _):
+        span = _window(start, end)
+        cards = [suppliers.scorecard(store, supplier, span)] if supplier else (
+            suppliers.scorecards(store, span))  # fmt: skip
+    if as_json:
+        out.print_json(json.dumps([dataclasses.asdict(c) for c in cards]))
+        return
+    table = Table("supplier", "lots", "rejected", "incoming PPM", "units", "material PPM",
+                  "complaints", "CAPAs open/all", "days to close", box=None)  # fmt: skip
+    for c in cards:
+        table.add_row(
+            f"{c.supplier} ({c.name})", str(c.lots),
+            f"{c.lots_rejected}/{c.lots_inspected}" if c.lots_inspected else "-",
+            _n(round(c.incoming_ppm)) if c.incoming_ppm is not None else "-",
+            f"{c.units:,}", _n(round(c.material_ppm)) if c.material_ppm is not None else "-",
+            f"{c.complaints} ({c.material_complaints} material)", f"{c.capas_open}/{c.capas}",
+            f"{c.mean_days_to_close:.1f}" if c.mean_days_to_close is not None else "-",
+        )  # fmt: skip
+    out.print(table)
+    if supplier and cards[0].trend:
+        trend = Table("month", "lots", "rejected", "incoming PPM", "material PPM", box=None)
+        for p in cards[0].trend:
+            trend.add_row(p.month, str(p.lots), str(p.lots_rejected),
+                          "-" if p.incoming_ppm is None else f"{p.incoming_ppm:,.0f}",
+                          "-" if p.material_ppm is None else f"{p.material_ppm:,.0f}")  # fmt: skip
+        out.print(trend)
 
 
 @_command("scene")

@@ -186,3 +186,12 @@ def test_precedents_and_effectiveness_are_served(served: Served) -> None:
         '{ capaEffectiveness(uid: "%s") { verdict } }' % uid,  # noqa: UP031
     )
     assert code == "VALIDATION_FAILED" and "is not closed" in message
+
+
+def test_supplier_scorecards_are_served_and_an_unknown_one_is_not_found(served: Served) -> None:
+    cards = served.data(
+        "val", "{ supplierScorecards { supplier lots materialPpm trend { month } } }"
+    )
+    assert cards == []  # this server's graph has no suppliers
+    code, message = served.error("val", '{ supplierScorecard(uid: "SUP-X") { supplier } }')
+    assert (code, message) == ("NOT_FOUND", "supplier SUP-X is not in the graph")

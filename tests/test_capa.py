@@ -388,3 +388,42 @@ def test_a_critical_alarm_opens_one_capa_per_excursion(flow: Workflow) -> None:
     addressed = {c.uid: sorted(e.dst for e in flow.store.edges([c.uid], out)) for c in capas}
     assert sorted(addressed.values()) == [["AL-2", "AL-3"], ["AL-4"]]
     assert all(c.source is CapaSource.ALARM and c.reported_by == SYSTEM for c in capas)  # type: ignore[attr-defined]
+
+
+# --- supplier scorecards --------------------------------------------------------------------
+
+
+def test_the_supplier_of_the_bad_resin_lot_scores_worst(store: GraphStore) -> None:
+    from sqems.datasets import PlantSpec, generate, load_plant  # noqa: PLC0415
+    from sqems.datasets.files import plant_sections  # noqa: PLC0415
+    from sqems.graph_model.nodes import Inspection, InspectionMethod, Verdict  # noqa: PLC0415
+    from sqems.graph_model.store import Edge  # noqa: PLC0415
+    from sqems.quality.suppliers import scorecard, scorecards  # noqa: PLC0415
+
+    plant = generate(PlantSpec(units=5_000, seed=3))  # enough lots that exposures separate
+    load_plant(store, plant_sections(plant))
+    bad_lot = plant.truth["causes"][0]["uid"]
+    (supplier,) = [e.src for e in store.edges([bad_lot], {"SUPPLIED": Direction.IN})]
+    lots = sorted(e.dst for e in store.edges([supplier], {"SUPPLIED": Direction.OUT}))
+    at = datetime(2026, 1, 6, tzinfo=UTC)
+    store.upsert_nodes([
+        Inspection(uid="INC-1", inspected_at=at, method=InspectionMethod.MANUAL,
+                   sample_size=500, defects_found=4, verdict=Verdict.FAIL),
+        Inspection(uid="INC-2", inspected_at=at, method=InspectionMethod.MANUAL,
+                   sample_size=500, defects_found=0),
+    ])  # fmt: skip
+    good_lot = next(lot for lot in lots if lot != bad_lot)
+    store.upsert_edges([Edge("INSPECTED", "INC-1", bad_lot), Edge("INSPECTED", "INC-2", good_lot)])
+    ranked = scorecards(store)
+    assert ranked[0].supplier == supplier and len(ranked) == store.count("Supplier")
+    card = scorecard(store, supplier)
+    assert (card.lots, card.lots_inspected, card.lots_rejected) == (len(lots), 2, 1)
+    assert card.lot_rejection_rate == 0.5 and card.incoming_ppm == pytest.approx(4_000.0)
+    assert card.material_defective > 0 and card.units > card.material_defective
+    assert card.material_ppm == pytest.approx(card.material_defective / card.units * 1e6)
+    others = [c for c in ranked[1:] if c.units]
+    assert all((c.material_ppm or 0) < (card.material_ppm or 0) for c in others)
+    assert sum(p.lots for p in card.trend) == card.lots
+    assert [p.month for p in card.trend] == sorted(p.month for p in card.trend)
+    with pytest.raises(NotFound, match="supplier SUP-NONE is not in the graph"):
+        scorecard(store, "SUP-NONE")

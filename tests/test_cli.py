@@ -266,3 +266,14 @@ def test_audit_verify_finds_an_edited_entry_and_checks_an_export(tmp_path: Path)
     assert "entry 2 was changed after it was written" in tampered.stderr
     kept = sqems(tmp_path, "audit", "verify", "--export", str(tmp_path / "trail.jsonl"))
     assert kept.returncode == 0 and "3 entries" in kept.stdout
+
+
+def test_suppliers_ranks_the_scorecards_and_shows_one_with_its_trend(demo_dir: Path) -> None:
+    ranked = sqems(demo_dir, "suppliers", "--json")
+    assert ranked.returncode == 0, ranked.stderr
+    cards = json.loads(ranked.stdout)
+    ppm = [c["material_ppm"] or 0 for c in cards]
+    assert ppm == sorted(ppm, reverse=True) and ppm[0] > 0
+    worst = cards[0]
+    one = sqems(demo_dir, "suppliers", "--supplier", worst["supplier"])
+    assert one.returncode == 0 and "month" in one.stdout and worst["name"] in one.stdout

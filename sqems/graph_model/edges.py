@@ -117,8 +117,8 @@ REL_TYPES: dict[str, RelType] = {
         _rel("DETECTED_IN", [("Defect", "Inspection")], "the inspection that caught the defect"),
         _rel(
             "INSPECTED",
-            [("Inspection", "Batch"), ("Inspection", "Unit")],
-            "what an inspection looked at",
+            [("Inspection", "Batch"), ("Inspection", "Unit"), ("Inspection", "MaterialLot")],
+            "what an inspection looked at (a lot: incoming inspection)",
         ),
         _rel("RAISED_BY", [("Complaint", "Customer")], "who complained"),
         _rel(

@@ -22,9 +22,10 @@ from sqems.errors import ValidationFailed
 from sqems.graph_model.nodes import Priority as DomainPriority
 from sqems.graphql.access import Role
 from sqems.graphql.context import Context
-from sqems.graphql.types import Node, _graphql_annotation, to_graphql
+from sqems.graphql.types import Node, WindowInput, _graphql_annotation, to_graphql
 from sqems.quality import audit
 from sqems.quality import effectiveness as eff
+from sqems.quality import suppliers as sup
 from sqems.quality.capa import Actor, Workflow
 from sqems.quality.evidence import EVIDENCE_DIR, Evidence, EvidenceStore
 from sqems.quality.knowledge import Precedent, precedents
@@ -125,6 +126,46 @@ class CapaPrecedent:
         return cls(**{f: getattr(p, f) for f in Precedent.__slots__})
 
 
+@strawberry.type(description="A month of a supplier's lots.")
+class SupplierPeriod:
+    month: str
+    lots: int
+    lots_rejected: int
+    incoming_ppm: float | None
+    material_ppm: float | None
+
+
+@strawberry.type(description="A supplier's quality, computed from the graph.")
+class SupplierScorecard:
+    supplier: str
+    name: str
+    status: str
+    lots: int
+    lots_inspected: int
+    lots_rejected: int
+    lot_rejection_rate: float | None
+    parts_sampled: int
+    incoming_defects: int
+    incoming_ppm: float | None = strawberry.field(description="Defects per million sampled.")
+    units: int = strawberry.field(description="Units made in batches that consumed its lots.")
+    material_defective: int
+    material_ppm: float | None
+    complaints: int = strawberry.field(description="Traced to its lots, through assemblies.")
+    material_complaints: int
+    capas: int
+    capas_open: int
+    capas_overdue: int
+    mean_days_to_close: float | None
+    trend: list[SupplierPeriod]
+
+    @classmethod
+    def of(cls, c: sup.Scorecard) -> SupplierScorecard:
+        fields = {f: getattr(c, f) for f in sup.Scorecard.__slots__ if f != "trend"}
+        trend = [SupplierPeriod(**{f: getattr(p, f) for f in sup.Period.__slots__})
+                 for p in c.trend]  # fmt: skip
+        return cls(**fields, trend=trend)
+
+
 def evidence_store(ctx: Context) -> EvidenceStore:
     return EvidenceStore(ctx.settings.data_dir / EVIDENCE_DIR)
 
@@ -162,6 +203,25 @@ class QualityQuery:
         ctx = info.context
         ctx.require(Role.VIEWER)
         return [CapaPrecedent.of(p) for p in await ctx.call(precedents, ctx.store, defect_type)]
+
+    @strawberry.field(description="Every supplier's scorecard, the worst material PPM first.")
+    async def supplier_scorecards(
+        self, info: Info[Context, None], window: WindowInput | None = None
+    ) -> list[SupplierScorecard]:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+        span = window.window() if window else None
+        cards = await ctx.call(lambda: sup.scorecards(ctx.store, span))
+        return [SupplierScorecard.of(c) for c in cards]
+
+    @strawberry.field(description="One supplier's scorecard with its monthly trend.")
+    async def supplier_scorecard(
+        self, info: Info[Context, None], uid: str, window: WindowInput | None = None
+    ) -> SupplierScorecard:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+        span = window.window() if window else None
+        return SupplierScorecard.of(await ctx.call(lambda: sup.scorecard(ctx.store, uid, span)))
 
     @strawberry.field(description="Verify the audit trail's hash chain (admin).")
     async def verify_audit_trail(self, info: Info[Context, None]) -> TrailCheck:
