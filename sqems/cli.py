@@ -52,7 +52,7 @@ from sqems.graph_model.open import local_server
 from sqems.graphql import AccessStore, Role, create_app, sdl
 from sqems.graphql.app import ACCESS_FILE
 from sqems.ingestion import importers, sensors, service
-from sqems.quality import suppliers
+from sqems.quality import dhr, suppliers
 from sqems.quality.audit import TRAIL_FILE, AuditTrail, verify_export
 from sqems.quality.capa import Workflow, open_on_critical_alarms
 from sqems.settings import Settings
@@ -91,6 +91,8 @@ quarantine_app = typer.Typer(help="What ingestion refused, and replaying it.", n
 app.add_typer(quarantine_app, name="quarantine")
 audit_app = typer.Typer(help="The audit trail of quality records.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+report_app = typer.Typer(help="Compliance reports.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
 bim_app = typer.Typer(help="BIM models: IFC import, links to machines, as-built surveys.",
                       no_args_is_help=True)  # fmt: skip
 app.add_typer(bim_app, name="bim")
@@ -900,6 +902,34 @@ def audit_export(
     else:
         to.write_text(text)
         out.print(f"wrote {to}")
+
+
+@_command("dhr", on=report_app)
+def report_dhr(
+    batch: Annotated[str, typer.Argument(help="The batch (work order) uid.")],
+    html_out: Annotated[Path | None, typer.Option("--html", help="Write the HTML here.")] = None,
+    pdf_out: Annotated[
+        Path | None, typer.Option("--pdf", help="Print a PDF here (needs Chromium).")
+    ] = None,
+) -> None:
+    """The device history record of a batch (ISO 13485:2016 §7.5.1 under 21 CFR 820)."""
+    with _store(read_only=True) as (store, _):
+        record = dhr.device_history(store, batch)
+    page = dhr.render_html(record)
+    if html_out is None and pdf_out is None:
+        html_out = Path(f"DHR-{batch}.html")
+    if html_out is not None:
+        html_out.write_text(page, encoding="utf-8")
+        out.print(f"wrote {html_out}")
+    if pdf_out is not None:
+        with err.status("printing the PDF with Chromium…"):
+            dhr.render_pdf(page, pdf_out)
+        out.print(f"wrote {pdf_out}")
+    out.print(
+        f"batch {batch}: {record.units} units, {record.approved_for_distribution} approved for "
+        f"distribution, {len(record.runs)} runs, {len(record.lots)} lots, "
+        f"{len(record.deviations)} deviation(s), {len(record.capas)} CAPA(s)"
+    )
 
 
 @_command("suppliers")

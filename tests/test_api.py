@@ -192,6 +192,8 @@ def _variables(api: Api, name: str) -> dict[str, Any]:
         "line_scene": {"line": "LINE-PCB"},
         "bim_model": {"uid": _bim_model(api)},
         "bim_models": {},
+        "device_history_record": {"batch": batch},
+        "supplier_scorecards": {},
         "_machine": {"input": {"machine": {"uid": drift["uid"], "window": {
             "start": drift["window"]["start"], "end": drift["window"]["end"]}}}},
     }[name]  # fmt: skip

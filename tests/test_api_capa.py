@@ -195,3 +195,8 @@ def test_supplier_scorecards_are_served_and_an_unknown_one_is_not_found(served: 
     assert cards == []  # this server's graph has no suppliers
     code, message = served.error("val", '{ supplierScorecard(uid: "SUP-X") { supplier } }')
     assert (code, message) == ("NOT_FOUND", "supplier SUP-X is not in the graph")
+
+
+def test_the_device_history_record_of_an_unknown_batch_is_not_found(served: Served) -> None:
+    query = '{ deviceHistoryRecord(batch: "WO-NONE") { html } }'
+    assert served.error("val", query) == ("NOT_FOUND", "batch WO-NONE is not in the graph")

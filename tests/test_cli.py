@@ -277,3 +277,16 @@ def test_suppliers_ranks_the_scorecards_and_shows_one_with_its_trend(demo_dir: P
     worst = cards[0]
     one = sqems(demo_dir, "suppliers", "--supplier", worst["supplier"])
     assert one.returncode == 0 and "month" in one.stdout and worst["name"] in one.stdout
+
+
+def test_report_dhr_writes_html_and_pdf_for_a_batch(demo_dir: Path, tmp_path: Path) -> None:
+    truth = json.loads((demo_dir / "demo-plant" / "ground_truth.json").read_text())
+    batch = truth["causes"][0]["batches"][0]
+    html_out, pdf_out = tmp_path / "dhr.html", tmp_path / "dhr.pdf"
+    done = sqems(demo_dir, "report", "dhr", batch, "--html", str(html_out), "--pdf", str(pdf_out))
+    assert done.returncode == 0, done.stderr
+    assert f"batch {batch}:" in done.stdout and "deviation(s)" in done.stdout
+    assert f"Device history record — batch {batch}" in html_out.read_text()
+    assert pdf_out.read_bytes().startswith(b"%PDF-")
+    missing = sqems(demo_dir, "report", "dhr", "WO-NONE")
+    assert missing.returncode == 2 and "batch WO-NONE is not in the graph" in missing.stderr

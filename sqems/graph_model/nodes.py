@@ -347,9 +347,22 @@ class ProcessRun(Node):
 
 
 class Operator(Node):
+    """A person who runs process steps. ``qualified_from``/``qualified_until`` bound the
+    qualification in time where the training record says so."""
+
     label: ClassVar[str] = "Operator"
     name: Name
     qualified: bool = True
+    qualified_from: AwareDatetime | None = None
+    qualified_until: AwareDatetime | None = None
+
+    def qualified_at(self, when: datetime) -> bool:
+        """Whether the operator was qualified at ``when``, as far as the record says."""
+        if not self.qualified:
+            return False
+        if self.qualified_from is not None and when < self.qualified_from:
+            return False
+        return self.qualified_until is None or when <= self.qualified_until
 
 
 class Calibration(Node):

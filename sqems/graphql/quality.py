@@ -23,7 +23,7 @@ from sqems.graph_model.nodes import Priority as DomainPriority
 from sqems.graphql.access import Role
 from sqems.graphql.context import Context
 from sqems.graphql.types import Node, WindowInput, _graphql_annotation, to_graphql
-from sqems.quality import audit
+from sqems.quality import audit, dhr
 from sqems.quality import effectiveness as eff
 from sqems.quality import suppliers as sup
 from sqems.quality.capa import Actor, Workflow
@@ -166,6 +166,18 @@ class SupplierScorecard:
         return cls(**fields, trend=trend)
 
 
+@strawberry.type(description="A batch's device history record.")
+class DeviceHistoryReport:
+    batch: str
+    units: int
+    approved_for_distribution: int
+    runs: int
+    lots: list[str]
+    deviations: list[str]
+    capas: list[str]
+    html: str = strawberry.field(description="The record, printable (print it to PDF).")
+
+
 def evidence_store(ctx: Context) -> EvidenceStore:
     return EvidenceStore(ctx.settings.data_dir / EVIDENCE_DIR)
 
@@ -222,6 +234,24 @@ class QualityQuery:
         ctx.require(Role.VIEWER)
         span = window.window() if window else None
         return SupplierScorecard.of(await ctx.call(lambda: sup.scorecard(ctx.store, uid, span)))
+
+    @strawberry.field(
+        description="The device history record of a batch (ISO 13485:2016 §7.5.1 under 21 "
+        "CFR 820) as printable HTML, with its deviations."
+    )
+    async def device_history_record(
+        self, info: Info[Context, None], batch: str
+    ) -> DeviceHistoryReport:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+        record = await ctx.call(dhr.device_history, ctx.store, batch)
+        return DeviceHistoryReport(
+            batch=batch, units=record.units,
+            approved_for_distribution=record.approved_for_distribution,
+            runs=len(record.runs), lots=[lot.lot for lot in record.lots],
+            deviations=record.deviations, capas=[c.uid for c in record.capas],
+            html=dhr.render_html(record),
+        )  # fmt: skip
 
     @strawberry.field(description="Verify the audit trail's hash chain (admin).")
     async def verify_audit_trail(self, info: Info[Context, None]) -> TrailCheck:
