@@ -174,3 +174,54 @@ def test_an_unknown_line_is_reported_on_the_page(viewer: Viewer, page: Any) -> N
     page.goto(f"{viewer.url}/viewer?line=LINE-NOPE#key={viewer.token}")
     page.wait_for_function("document.body.dataset.state === 'error'", timeout=30_000)
     assert "line LINE-NOPE is not in the graph (NOT_FOUND)" in page.inner_text("#error")
+
+
+def test_the_dashboard_shows_the_graphs_kpis_heat_map_and_spc_chart(
+    viewer: Viewer, page: Any
+) -> None:
+    from datetime import datetime as dt  # noqa: PLC0415
+
+    from sqems.analysis.charts import parameter_chart  # noqa: PLC0415
+    from sqems.analysis.kpis import kpis  # noqa: PLC0415
+    from sqems.graph_model.store import TimeWindow  # noqa: PLC0415
+
+    page.goto(f"{viewer.url}/dashboard?parameter=P-REFLOW-PEAK#key={viewer.token}")
+    page.wait_for_function(
+        "['ready', 'error'].includes(document.body.dataset.state)", timeout=30_000
+    )
+    assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#error")
+    shown = page.evaluate("window.sqemsDashboard")
+
+    everything = kpis(viewer.store, top=3)
+    assert shown["panel"]["ppm"] == pytest.approx(everything.total.ppm)
+    assert shown["panel"]["firstPassYield"] == pytest.approx(everything.total.first_pass_yield)
+    heat = everything.heatmap
+    assert shown["heatmap"] == {"lines": len(heat["lines"]), "days": len(heat["days"]),
+                                "cells": len(heat["lines"]) * len(heat["days"])}  # fmt: skip
+
+    day = heat["days"][-1]
+    start = dt.fromisoformat(f"{day}T00:00:00+00:00")
+    today = kpis(viewer.store, TimeWindow(start, dt.fromisoformat(f"{day}T23:59:59.999999+00:00")),
+                 top=3)  # fmt: skip
+    board = shown["board"]
+    assert board["day"] == day and board["produced"] == today.total.produced > 0
+    assert board["ppm"] == pytest.approx(today.total.ppm)
+    assert board["topDefects"] == [t.uid for t in today.top_defects]
+    assert board["shifts"] == {k: c.defective for k, c in today.by_shift.items()}
+    assert page.inner_text("#t-produced") == f"{today.total.produced:,}"
+
+    chart = parameter_chart(viewer.store, "P-REFLOW-PEAK")
+    assert shown["spc"]["points"] == len(chart.points) > 5
+    assert shown["spc"]["signals"] == len({i for v in chart.violations for i in v.indices})
+    colours = page.evaluate(
+        """() => [...document.querySelectorAll('canvas')].map((c) => {
+                 const ctx = c.getContext('2d');
+                 const px = ctx.getImageData(0, 0, c.width, c.height).data;
+                 const seen = new Set();
+                 for (let i = 0; i < px.length; i += 4 * 53) {
+                   seen.add(px[i] << 16 | px[i + 1] << 8 | px[i + 2]);
+                 }
+                 return seen.size; })"""
+    )
+    assert len(colours) == 3 and all(n > 3 for n in colours), colours  # every chart drawn
+    screenshot(page, "dashboard")

@@ -1,9 +1,12 @@
-"""The web viewer's routes: its page, its scripts, three.js, and models as binary glTF.
+"""The web pages' routes: the 3D viewer, the dashboard, their scripts, their npm
+packages, and models as binary glTF.
 
-- ``/viewer`` — the page (``?line=LINE-PCB`` or ``?bim=BIM-…``);
-- ``/viewer/app/{file}`` — its own scripts and styles (``sqems/viewer/web/``);
-- ``/viewer/vendor/three/{path}`` — three.js as npm installed it (``package.json`` and
-  its lock beside the page; the set-up command runs ``npm ci``), never a copy in git;
+- ``/viewer`` — the 3D viewer (``?line=LINE-PCB`` or ``?bim=BIM-…``);
+- ``/dashboard`` — the quality dashboard (today's board, heat map, KPIs, SPC chart);
+- ``/viewer/app/{file}`` — their own scripts and styles (``sqems/viewer/web/``);
+- ``/viewer/vendor/{package}/{path}`` — three.js and Chart.js as npm installed them
+  (``package.json`` and its lock beside the pages; the set-up command runs ``npm ci``),
+  never a copy in git;
 - ``/viewer/bim/{uid}.glb`` — a BIM model's cached tessellation (viewer role, the API
   key sent as a header like every other call).
 """
@@ -28,9 +31,10 @@ from sqems.viewer.bim import glb_path
 
 WEB = Path(__file__).resolve().parent.parent / "viewer" / "web"
 """The page and its scripts (package data)."""
-APP_FILES = frozenset({"index.html", "viewer.js", "viewer.css"})
-VENDOR_ROOTS = ("build/", "examples/jsm/")
-"""The parts of the three package the page loads: the core and its add-ons."""
+APP_FILES = frozenset({"index.html", "api.js", "viewer.js", "viewer.css", "dashboard.js", "dashboard.css"})
+VENDOR = {"three": ("build/", "examples/jsm/"), "chart.js": ("dist/",)}
+"""The npm packages the pages load, and the parts of each they may: three's core and
+add-ons, Chart.js's builds."""
 
 mimetypes.add_type("text/javascript", ".js")
 mimetypes.add_type("model/gltf-binary", ".glb")
@@ -55,27 +59,33 @@ def add_viewer_routes(
     async def page() -> Response:
         return FileResponse(WEB / "index.html", media_type="text/html")
 
+    @app.get("/dashboard", include_in_schema=False)
+    async def dashboard() -> Response:
+        return FileResponse(WEB / "dashboard.html", media_type="text/html")
+
     @app.get("/viewer/app/{name}", include_in_schema=False)
     async def app_file(name: str) -> Response:
         if name not in APP_FILES:
             return _error(404, NotFound(f"the viewer has no file {name}"))
         return FileResponse(WEB / name)
 
-    @app.get("/viewer/vendor/three/{path:path}", include_in_schema=False)
-    async def three(path: str) -> Response:
-        root = (assets_dir(settings) / "three").resolve()
+    @app.get("/viewer/vendor/{package}/{path:path}", include_in_schema=False)
+    async def vendor(package: str, path: str) -> Response:
+        if package not in VENDOR:
+            return _error(404, NotFound(f"the pages load no package {package}"))
+        root = (assets_dir(settings) / package).resolve()
         if not root.is_dir():
             return _error(
                 503,
                 NotFound(
-                    f"three.js is not installed at {root}: run `./dev demo` (or `npm ci` in "
-                    "sqems/viewer/web) to install the viewer's npm packages"
+                    f"{package} is not installed at {root}: run `./dev demo` (or `npm ci` in "
+                    "sqems/viewer/web) to install the pages' npm packages"
                 ),
             )
         target = (root / path).resolve()
-        if not (path.startswith(VENDOR_ROOTS) and target.is_relative_to(root)
+        if not (path.startswith(VENDOR[package]) and target.is_relative_to(root)
                 and target.is_file()):  # fmt: skip
-            return _error(404, NotFound(f"three.js has no file {path}"))
+            return _error(404, NotFound(f"{package} has no file {path}"))
         return FileResponse(target, headers={"cache-control": "public, max-age=86400"})
 
     @app.get("/viewer/bim/{uid}.glb", include_in_schema=False)

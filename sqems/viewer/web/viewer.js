@@ -9,8 +9,8 @@ import * as THREE from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
 import { GLTFLoader } from "three/addons/loaders/GLTFLoader.js";
 import { CSS2DObject, CSS2DRenderer } from "three/addons/renderers/CSS2DRenderer.js";
+import { apiKey, gql, showError } from "/viewer/app/api.js";
 
-const KEY_STORE = "sqems.apiKey";
 const ALARM_COLOUR = "#d62728";
 const SELECTED_EMISSIVE = 0x333333;
 
@@ -22,50 +22,6 @@ const state = {
   mode: null,
   socket: null,
 };
-
-// --- the API ----------------------------------------------------------------------------
-
-async function apiKey() {
-  const fragment = new URLSearchParams(location.hash.slice(1));
-  if (fragment.get("key")) {
-    sessionStorage.setItem(KEY_STORE, fragment.get("key"));
-    history.replaceState(null, "", location.pathname + location.search);
-  }
-  const kept = sessionStorage.getItem(KEY_STORE);
-  if (kept) return kept;
-  const dialog = $("key-dialog");
-  dialog.showModal();
-  return new Promise((resolve) => {
-    $("key-form").addEventListener("submit", () => {
-      const key = $("key-input").value.trim();
-      sessionStorage.setItem(KEY_STORE, key);
-      resolve(key);
-    }, { once: true });
-  });
-}
-
-async function gql(query, variables = {}) {
-  const response = await fetch("/graphql", {
-    method: "POST",
-    headers: { "content-type": "application/json", authorization: `Bearer ${state.key}` },
-    body: JSON.stringify({ query, variables }),
-  });
-  const body = await response.json();
-  if (body.errors && body.errors.length) {
-    const e = body.errors[0];
-    const code = e.extensions && e.extensions.code;
-    if (code === "UNAUTHENTICATED") sessionStorage.removeItem(KEY_STORE);
-    throw new Error(code ? `${e.message} (${code})` : e.message);
-  }
-  return body.data;
-}
-
-function showError(error) {
-  const box = $("error");
-  box.textContent = String(error.message || error);
-  box.hidden = false;
-  document.body.dataset.state = "error";
-}
 
 // --- the 3D stage -----------------------------------------------------------------------
 

@@ -1,0 +1,47 @@
+// The pages' access to the API: the key (from the page's #key=… fragment, this tab's
+// storage, or a prompt) and GraphQL requests that turn typed errors into exceptions.
+
+const KEY_STORE = "sqems.apiKey";
+let key = null;
+
+export async function apiKey() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (fragment.get("key")) {
+    sessionStorage.setItem(KEY_STORE, fragment.get("key"));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  key = sessionStorage.getItem(KEY_STORE);
+  if (key) return key;
+  const dialog = document.getElementById("key-dialog");
+  dialog.showModal();
+  key = await new Promise((resolve) => {
+    document.getElementById("key-form").addEventListener("submit", () => {
+      resolve(document.getElementById("key-input").value.trim());
+    }, { once: true });
+  });
+  sessionStorage.setItem(KEY_STORE, key);
+  return key;
+}
+
+export async function gql(query, variables = {}) {
+  const response = await fetch("/graphql", {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${key}` },
+    body: JSON.stringify({ query, variables }),
+  });
+  const body = await response.json();
+  if (body.errors && body.errors.length) {
+    const e = body.errors[0];
+    const code = e.extensions && e.extensions.code;
+    if (code === "UNAUTHENTICATED") sessionStorage.removeItem(KEY_STORE);
+    throw new Error(code ? `${e.message} (${code})` : e.message);
+  }
+  return body.data;
+}
+
+export function showError(error) {
+  const box = document.getElementById("error");
+  box.textContent = String(error.message || error);
+  box.hidden = false;
+  document.body.dataset.state = "error";
+}
