@@ -200,3 +200,30 @@ def test_supplier_scorecards_are_served_and_an_unknown_one_is_not_found(served: 
 def test_the_device_history_record_of_an_unknown_batch_is_not_found(served: Served) -> None:
     query = '{ deviceHistoryRecord(batch: "WO-NONE") { html } }'
     assert served.error("val", query) == ("NOT_FOUND", "batch WO-NONE is not in the graph")
+
+
+def test_holding_a_batch_is_recorded_in_the_trail_with_before_and_after(
+    tmp_path: Path,
+) -> None:
+    from sqems.graph_model.nodes import Batch  # noqa: PLC0415
+
+    store = EmbeddedGraphStore(None)
+    store.upsert_nodes([Batch(uid="WO-1", started_at=datetime(2026, 3, 1, tzinfo=UTC),
+                              quantity=10)])  # fmt: skip
+    access = AccessStore(None)
+    tokens = {"erik": access.create_key("erik", Role.ENGINEER)[1]}
+    with LiveServer(create_app(Settings(data_dir=tmp_path), store=store, access=access)) as s:
+        served = Served(s.url, tokens, access)
+        served.data("erik", 'mutation { holdBatch(uid: "WO-1", reason: "suspect lot") { uid } }')
+        served.data("erik", 'mutation { releaseBatch(uid: "WO-1", reason: "lot cleared") { uid } }')
+        history = served.data(
+            "erik",
+            """{ recordHistory(uid: "WO-1") {
+            actor action before after } }""",
+        )
+    assert [h["action"] for h in history] == ["held: suspect lot", "released: lot cleared"]
+    assert (history[0]["before"]["status"], history[0]["after"]["status"]) == ("completed",
+                                                                             "on_hold")  # fmt: skip
+    assert history[1]["after"]["status"] == "completed" and history[0]["actor"] == "erik"
+    access.close()
+    store.close()

@@ -31,7 +31,9 @@ from sqems.viewer.bim import glb_path
 
 WEB = Path(__file__).resolve().parent.parent / "viewer" / "web"
 """The page and its scripts (package data)."""
-APP_FILES = frozenset({"index.html", "api.js", "viewer.js", "viewer.css", "dashboard.js", "dashboard.css"})
+APP_FILES = frozenset(
+    {"index.html", "api.js", "viewer.js", "viewer.css", "dashboard.js", "dashboard.css"}
+)
 VENDOR = {"three": ("build/", "examples/jsm/"), "chart.js": ("dist/",)}
 """The npm packages the pages load, and the parts of each they may: three's core and
 add-ons, Chart.js's builds."""

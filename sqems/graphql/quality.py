@@ -9,6 +9,7 @@ after.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,17 @@ def evidence_store(ctx: Context) -> EvidenceStore:
     return EvidenceStore(ctx.settings.data_dir / EVIDENCE_DIR)
 
 
+def recorded(ctx: Context, action: str, uid: str, change: Callable[[], Any]) -> Any:
+    """Run a change to a quality record (a batch held, a unit's disposition) and write
+    it to the audit trail with the record before and after, as the caller."""
+    key = ctx.require(Role.VIEWER)
+    before = ctx.store.get(uid)
+    after = change()
+    ctx.trail.append(key.name, key.role.label, after.label, uid, action,
+                     before.model_dump(mode="json"), after.model_dump(mode="json"))  # fmt: skip
+    return after
+
+
 def _flow(ctx: Context) -> tuple[Workflow, Actor]:
     key = ctx.require(Role.VIEWER)
     return Workflow(ctx.store, ctx.trail), Actor(key.name, key.role.label)
@@ -252,6 +264,15 @@ class QualityQuery:
             deviations=record.deviations, capas=[c.uid for c in record.capas],
             html=dhr.render_html(record),
         )  # fmt: skip
+
+    @strawberry.field(
+        description="Every recorded change to a quality record (a CAPA, a held batch, a "
+        "unit's disposition), oldest first."
+    )
+    async def record_history(self, info: Info[Context, None], uid: str) -> list[TrailEntry]:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+        return [TrailEntry.of(e) for e in await ctx.call(ctx.trail.entries, uid)]
 
     @strawberry.field(description="Verify the audit trail's hash chain (admin).")
     async def verify_audit_trail(self, info: Info[Context, None]) -> TrailCheck:

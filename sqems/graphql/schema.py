@@ -36,7 +36,7 @@ from sqems.graphql.access import ApiKey, AuditEntry, Role
 from sqems.graphql.analysis import AnalysisQuery, DefectModelInfo, train_model
 from sqems.graphql.context import Context
 from sqems.graphql.ingestion import IngestionQuery, IngestionSubscription, QuarantineEntry, replay
-from sqems.graphql.quality import QualityMutation, QualityQuery
+from sqems.graphql.quality import QualityMutation, QualityQuery, recorded
 from sqems.graphql.types import (
     NODE_OBJECT_TYPES,
     Connection,
@@ -508,7 +508,8 @@ class Mutation(QualityMutation):
     async def hold_batch(self, info: Info[Context, None], uid: str, reason: str) -> Node:
         store = info.context.store
         held = await _audited(info, "holdBatch", Role.ENGINEER, {"uid": uid, "reason": reason},
-                              lambda: quality.hold_batch(store, uid))  # fmt: skip
+                              lambda: recorded(info.context, f"held: {reason}", uid,
+                                               lambda: quality.hold_batch(store, uid)))  # fmt: skip
         return to_graphql(held)  # type: ignore[no-any-return]
 
     @strawberry.mutation(description="Release a held batch (engineer).")
@@ -516,7 +517,8 @@ class Mutation(QualityMutation):
         store = info.context.store
         released = await _audited(
             info, "releaseBatch", Role.ENGINEER, {"uid": uid, "reason": reason},
-            lambda: quality.release_batch(store, uid),
+            lambda: recorded(info.context, f"released: {reason}", uid,
+                             lambda: quality.release_batch(store, uid)),
         )  # fmt: skip
         return to_graphql(released)  # type: ignore[no-any-return]
 
@@ -530,7 +532,8 @@ class Mutation(QualityMutation):
         store = info.context.store
         changed = await _audited(
             info, "setUnitStatus", Role.INSPECTOR, {"uid": uid, "status": status.value},
-            lambda: quality.set_unit_status(store, uid, status),
+            lambda: recorded(info.context, f"disposition: {status.value}", uid,
+                             lambda: quality.set_unit_status(store, uid, status)),
         )  # fmt: skip
         return to_graphql(changed)  # type: ignore[no-any-return]
 
