@@ -519,7 +519,9 @@ def demo_cmd(
             f"  sqems serve        (the GraphQL API and GraphiQL on the same store), then\n"
             f"    sqems apikey create me --role viewer, and open\n"
             f"    http://127.0.0.1:8000/viewer?line=LINE-PCB#key=<the key>   or\n"
-            f"    http://127.0.0.1:8000/viewer?bim={model.uid}#key=<the key>\n"
+            f"    http://127.0.0.1:8000/viewer?bim={model.uid}#key=<the key>   or\n"
+            f"    http://127.0.0.1:8000/dashboard?parameter=P-REFLOW-PEAK#key=<the key>\n"
+            f"  sqems suppliers; sqems report dhr {truth['causes'][0]['batches'][0]} --pdf dhr.pdf\n"
             f"  plant files and ground truth: {plant_dir}"
         )
 
@@ -641,7 +643,8 @@ def serve_cmd(
         access.close()
     logs.configure()
     out.print(f"serving on http://{settings.api_host}:{settings.api_port}/graphql")
-    out.print(f"3D viewer at http://{settings.api_host}:{settings.api_port}/viewer?line=<line uid>")
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    out.print(f"3D viewer at {base}/viewer?line=<line uid>, dashboard at {base}/dashboard")
     if settings.ingest:
         out.print(f"ingesting from mqtt://{settings.mqtt_host}:{settings.mqtt_port}")
     uvicorn.run(
