@@ -521,7 +521,8 @@ def demo_cmd(
             f"    http://127.0.0.1:8000/viewer?line=LINE-PCB#key=<the key>   or\n"
             f"    http://127.0.0.1:8000/viewer?bim={model.uid}#key=<the key>   or\n"
             f"    http://127.0.0.1:8000/dashboard?parameter=P-REFLOW-PEAK#key=<the key>\n"
-            f"  sqems suppliers; sqems report dhr {truth['causes'][0]['batches'][0]} --pdf dhr.pdf\n"
+            f"  sqems suppliers\n"
+            f"  sqems report dhr {truth['causes'][0]['batches'][0]} --pdf dhr.pdf\n"
             f"  plant files and ground truth: {plant_dir}"
         )
 
