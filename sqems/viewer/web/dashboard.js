@@ -141,7 +141,7 @@ async function spc(parameter, machine) {
     options: { scales: { x: { ticks: { maxTicksLimit: 12 } } } },
   });
   $("spc-notes").textContent = c.violations.length
-    ? c.violations.map((v) => `${v.title}: ${v.indices.length} point(s)`).join(" · ")
+    ? c.violations.map((v) => `${v.rule} (${v.title}): ${v.indices.length} point(s)`).join(" · ")
     : "No run rule fires.";
   shown.spc = { points: c.points.length, signals: signal.size };
 }
