@@ -151,7 +151,7 @@ class Workflow:
     # --- moves -------------------------------------------------------------------------
 
     def triage(self, actor: Actor, uid: str, priority: Priority) -> Capa:
-        return self._move(actor, uid, "triage", {"priority": priority})
+        return self._move(actor, self.get(uid), "triage", {"priority": priority})
 
     def assign(
         self, actor: Actor, uid: str, *, owner: str, verifier: str, due_at: datetime
@@ -166,13 +166,13 @@ class Workflow:
             )
         return self._move(
             actor,
-            uid,
+            capa,
             "assign",
             {"owner": owner.strip(), "verifier": verifier.strip(), "due_at": due_at},
         )
 
     def start(self, actor: Actor, uid: str) -> Capa:
-        return self._move(actor, uid, "start", {})
+        return self._move(actor, self.get(uid), "start", {})
 
     def record_root_cause(
         self,
@@ -248,7 +248,7 @@ class Workflow:
             )
         if not json.loads(capa.corrective):
             raise ValidationFailed(f"{uid} has no corrective action yet: add one first")
-        return self._move(actor, uid, "submit", {})
+        return self._move(actor, capa, "submit", {})
 
     def verify(self, actor: Actor, uid: str, *, effective: bool, note: str) -> Capa:
         """The verifier's judgement, signed; effective closes the CAPA, not effective sends
@@ -269,7 +269,7 @@ class Workflow:
             self.trail.append(actor.name, actor.role, "Capa", uid, "signature",
                               None, _record(changed), meaning="verified not effective")  # fmt: skip
             return changed
-        closed = self._move(actor, uid, "verify", {"verification": note.strip(),
+        closed = self._move(actor, capa, "verify", {"verification": note.strip(),
                                                     "effective": True,
                                                     "closed_at": datetime.now(UTC)})  # fmt: skip
         self.trail.append(actor.name, actor.role, "Capa", uid, "signature", None,
@@ -282,7 +282,7 @@ class Workflow:
         capa = self.get(uid)
         return self._move(
             actor,
-            uid,
+            capa,
             "reopen",
             {
                 "closed_at": None,
@@ -322,8 +322,7 @@ class Workflow:
             )
         return target
 
-    def _move(self, actor: Actor, uid: str, move: str, change: dict[str, Any]) -> Capa:
-        capa = self.get(uid)
+    def _move(self, actor: Actor, capa: Capa, move: str, change: dict[str, Any]) -> Capa:
         target = self._check_move(capa, move)
         return self._write(actor, capa, f"{move}: {capa.status.value} -> {target.value}",
                            {"status": target, **change})  # fmt: skip

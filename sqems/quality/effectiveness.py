@@ -16,7 +16,6 @@ were made since the closure to tell.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -78,19 +77,20 @@ def effectiveness(
     batches = {e.src for e in store.edges(list(units), {"PRODUCED": IN})}
     products = sorted({e.dst for e in store.edges(list(batches), {"OF_PRODUCT": OUT})})
     span = until - capa.closed_at
-    after = _side(store, products, types, capa.closed_at, until)
-    before = _side(store, products, types, capa.opened_at - span, capa.opened_at)
+    # the scope's batches and their start times, read once for both sides
+    batch_uids = [e.src for e in store.edges(products, {"OF_PRODUCT": IN})]
+    started = {u: b.started_at.timestamp() for u, b in store.get_many(batch_uids).items()
+               if isinstance(b, Batch)}  # fmt: skip
+    after = _side(store, started, types, capa.closed_at, until)
+    before = _side(store, started, types, capa.opened_at - span, capa.opened_at)
     p_value, verdict, reason = _judge(before, after, alpha)
     return Effectiveness(capa_uid, types, products, before, after, p_value, verdict, reason)
 
 
-def _side(store: GraphStore, products: Iterable[str], types: list[str], start: datetime,
+def _side(store: GraphStore, started: dict[str, float], types: list[str], start: datetime,
           end: datetime) -> Side:  # fmt: skip
-    batch_uids = [e.src for e in store.edges(list(products), {"OF_PRODUCT": IN})]
-    batches = store.get_many(batch_uids)
     lo, hi = start.timestamp(), end.timestamp()
-    inside = [u for u, b in batches.items()
-              if isinstance(b, Batch) and lo <= b.started_at.timestamp() < hi]  # fmt: skip
+    inside = [u for u, t in started.items() if lo <= t < hi]
     made = [e.dst for e in store.edges(inside, {"PRODUCED": OUT})]
     defects = store.edges(made, {"FOUND_ON": IN})
     of_type = {e.src for e in store.edges([e.src for e in defects], {"OF_TYPE": OUT})

@@ -84,13 +84,14 @@ def _ppm(part: int, whole: int) -> float | None:
 def scorecards(store: GraphStore, window: TimeWindow | None = None) -> list[Scorecard]:
     """Every supplier's scorecard, the worst material PPM first."""
     suppliers = [n.uid for page in store.iter_nodes("Supplier") for n in page.items]
-    cards = [scorecard(store, s, window) for s in suppliers]
+    material = _material_types(store)  # read once, not once a supplier
+    cards = [scorecard(store, s, window, material=material) for s in suppliers]
     return sorted(cards, key=lambda c: (-(c.material_ppm or 0.0), c.supplier))
 
 
 def scorecard(
     store: GraphStore, supplier: str, window: TimeWindow | None = None,
-    *, now: datetime | None = None,
+    *, now: datetime | None = None, material: set[str] | None = None,
 ) -> Scorecard:  # fmt: skip
     found = store.get_many([supplier]).get(supplier)
     if not isinstance(found, Supplier):
@@ -114,7 +115,7 @@ def scorecard(
     units_of = _units_of_lots(store, lots)
     units = set().union(*units_of.values()) if units_of else set()
     traced = _with_assemblies(store, units)
-    material = _material_types(store)
+    material = _material_types(store) if material is None else material
     defects = store.edges(list(units), {"FOUND_ON": IN})
     types = {e.src: e.dst for e in store.edges([e.src for e in defects], {"OF_TYPE": OUT})}
     material_defects = [e for e in defects if types.get(e.src) in material]

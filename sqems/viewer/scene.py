@@ -130,11 +130,8 @@ def line_scene(
         key=lambda m: m.uid,
     )
     uids = [m.uid for m in machines]
-    site = next(
-        (e.dst for e in store.edges([line], {"PART_OF": Direction.OUT})
-         if isinstance(store.get_many([e.dst]).get(e.dst), Site)),
-        None,
-    )  # fmt: skip
+    above = store.get_many(e.dst for e in store.edges([line], {"PART_OF": Direction.OUT}))
+    site = next((u for u, n in sorted(above.items()) if isinstance(n, Site)), None)
     step_of = {e.src: e.dst for e in store.edges(uids, {"CAN_PERFORM": Direction.OUT})}
     element_of = {e.src: e.dst for e in store.edges(uids, {"MODELLED_BY": Direction.OUT})}
     elements = store.get_many(element_of.values())
