@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from sqems import logs
+from sqems import ontologies as rdf
 from sqems.analysis import kpis, rootcause
 from sqems.datasets import PlantSpec, generate, load_plant, read_plant, write_plant
 from sqems.datasets.building import write_building_ifc
@@ -96,6 +98,10 @@ app.add_typer(report_app, name="report")
 bim_app = typer.Typer(help="BIM models: IFC import, links to machines, as-built surveys.",
                       no_args_is_help=True)  # fmt: skip
 app.add_typer(bim_app, name="bim")
+rdf_app = typer.Typer(
+    help="The graph as RDF: export, import, SHACL validation, SPARQL.", no_args_is_help=True
+)
+app.add_typer(rdf_app, name="rdf")
 
 
 def _command(name: str, on: typer.Typer = app) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -227,26 +233,44 @@ def recall_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole scope as JSON.")] = False,
 ) -> None:
     """Recall scope: the units, shipments and customers downstream of a source."""
-    given = {
-        k: v
-        for k, v in (("lot", lot), ("batch", batch), ("machine", machine), ("parameter", parameter))
-        if v
-    }
-    if len(given) != 1:
+    source = _recall_source(lot, batch, machine, parameter, from_, to)
+    if source is None:
         raise ValidationFailed("give exactly one of --lot, --batch, --machine, --parameter")
-    ((kind, uid),) = given.items()
-    window = None
-    if from_ or to:
-        if kind in ("lot", "batch"):
-            raise ValidationFailed("--from/--to apply to --machine and --parameter only")
-        window = TimeWindow(_when(from_, "--from"), _when(to, "--to"))
-    source = RecallSource(SourceKind(kind), uid, window)
     with _store(read_only=True) as (store, _):
         scope = Traceability(store).recall_scope(source)
         if as_json:
             out.print_json(json.dumps(scope.as_dict()))
         else:
             _print_recall(store, scope, show)
+
+
+def _recall_source(
+    lot: str | None,
+    batch: str | None,
+    machine: str | None,
+    parameter: str | None,
+    from_: str | None,
+    to: str | None,
+) -> RecallSource | None:
+    """The recall source the options name; None when they name none."""
+    given = {
+        k: v
+        for k, v in (("lot", lot), ("batch", batch), ("machine", machine), ("parameter", parameter))
+        if v
+    }
+    if not given:
+        if from_ or to:
+            raise ValidationFailed("--from/--to need --machine or --parameter")
+        return None
+    if len(given) != 1:
+        raise ValidationFailed("give at most one of --lot, --batch, --machine, --parameter")
+    ((kind, uid),) = given.items()
+    window = None
+    if from_ or to:
+        if kind in ("lot", "batch"):
+            raise ValidationFailed("--from/--to apply to --machine and --parameter only")
+        window = TimeWindow(_when(from_, "--from"), _when(to, "--to"))
+    return RecallSource(SourceKind(kind), uid, window)
 
 
 @_command("trace")
@@ -1095,6 +1119,174 @@ def bim_survey(
             out.print(f"[yellow]refused:[/yellow] {reason}")
     if report.deviating:
         raise typer.Exit(1)
+
+
+RdfFormatOption = Annotated[
+    str | None,
+    typer.Option("--format", help="turtle, json-ld or ntriples (default: from the suffix)."),
+]
+
+
+@_command("export", on=rdf_app)
+def rdf_export(
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="File to write (default: standard output).")
+    ] = None,
+    fmt: RdfFormatOption = None,
+    lot: Annotated[str | None, typer.Option(help="Only the recall scope of this lot.")] = None,
+    batch: Annotated[str | None, typer.Option(help="Only the recall scope of a batch.")] = None,
+    machine: Annotated[
+        str | None, typer.Option(help="Only the recall scope of a machine (with --from/--to).")
+    ] = None,
+    parameter: Annotated[
+        str | None, typer.Option(help="Only the recall scope of a parameter excursion.")
+    ] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="Window start (ISO 8601).")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Window end (ISO 8601).")] = None,
+    upstream_of: Annotated[
+        list[str] | None,
+        typer.Option("--upstream-of", help="Only what a root-cause trace reaches from these."),
+    ] = None,
+    uid: Annotated[
+        list[str] | None, typer.Option("--uid", help="Only these nodes and the links among them.")
+    ] = None,
+    base: Annotated[
+        str | None, typer.Option(help="IRI base of the nodes (default: SQEMS_RDF_BASE).")
+    ] = None,
+) -> None:
+    """Export the graph, or a part of it, as RDF in the SQEMS ontology: Turtle, JSON-LD or
+    N-Triples, with stable IRIs."""
+    source = _recall_source(lot, batch, machine, parameter, from_, to)
+    if sum(x is not None and x != [] for x in (source, upstream_of, uid)) > 1:
+        raise ValidationFailed("give one scope: a recall source, --upstream-of or --uid")
+    if fmt is not None:
+        rdf_format = rdf.RdfFormat.parse(fmt)
+    elif out_file is not None:
+        rdf_format = rdf.RdfFormat.of_path(out_file.name)
+    else:
+        rdf_format = rdf.RdfFormat.TURTLE
+    with _store(read_only=True) as (store, settings):
+        if source is not None:
+            part = rdf.Part.recall(store, source)
+        elif upstream_of:
+            part = rdf.Part.upstream(store, upstream_of)
+        elif uid:
+            part = rdf.Part.of_uids(store, uid)
+        else:
+            part = rdf.Part.whole(store)
+        iri_base = base or settings.rdf_base
+        if out_file is None:
+            counts = rdf.write(part, sys.stdout, rdf_format, base=iri_base)
+        else:
+            with out_file.open("w", encoding="utf-8") as fh:
+                counts = rdf.write(part, fh, rdf_format, base=iri_base)
+    err.print(
+        f"exported {part.description}: {counts.nodes:,} nodes, {counts.edges:,} relationships, "
+        f"{counts.triples:,} triples ({rdf_format.value})"
+        + (f" to {out_file}" if out_file else ""),
+        highlight=False,
+    )
+
+
+def _print_shacl(report: rdf.ShaclReport, limit: int) -> None:
+    if report.conforms:
+        out.print(f"[green]{report.text()}[/green]")
+        return
+    out.print(f"[red]{report.violations:,} violation(s)[/red] in {report.triples:,} triples")
+    table = Table("focus node", "property", "problem", "value", box=None)
+    for f in report.findings[:limit]:
+        table.add_row(f.focus, f.path or "-", f.message, f.value or "")
+    out.print(table)
+    if len(report.findings) > limit:
+        out.print(f"… and {len(report.findings) - limit:,} more (--limit, --json)")
+    out.print("by constraint: " + ", ".join(f"{k} {n}" for k, n in report.by_constraint().items()))
+
+
+@_command("validate", on=rdf_app)
+def rdf_validate(
+    path: Annotated[Path, typer.Argument(help="An RDF file (.ttl, .jsonld, .nt).")],
+    fmt: RdfFormatOption = None,
+    limit: Annotated[int, typer.Option(help="How many findings to list.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
+) -> None:
+    """Check an RDF file against the SQEMS SHACL shapes; exit 1 when it breaks any."""
+    graph = rdf.parse(path, rdf.RdfFormat.parse(fmt) if fmt else None)
+    report = rdf.validate(graph)
+    if as_json:
+        out.print_json(json.dumps(report.as_dict()))
+    else:
+        _print_shacl(report, limit)
+    if not report.conforms:
+        raise typer.Exit(1)
+
+
+@_command("import", on=rdf_app)
+def rdf_import(
+    path: Annotated[Path, typer.Argument(help="An RDF file (.ttl, .jsonld, .nt).")],
+    fmt: RdfFormatOption = None,
+    shapes: Annotated[
+        bool, typer.Option("--shapes/--no-shapes", help="Check the SHACL shapes first.")
+    ] = True,
+) -> None:
+    """Import an RDF file in the SQEMS ontology into the store: checked against the
+    shapes and the models first, then written whole, or not at all."""
+    graph = rdf.parse(path, rdf.RdfFormat.parse(fmt) if fmt else None)
+    with _store() as (store, _):
+        report = rdf.import_graph(store, graph, check_shapes=shapes)
+        out.print(
+            f"imported {sum(report.nodes.values()):,} nodes and "
+            f"{sum(report.edges.values()):,} relationships into {store.description}"
+        )
+    table = Table("label / relationship", "count", box=None)
+    for name, n in [*report.nodes.items(), *report.edges.items()]:
+        table.add_row(name, f"{n:,}")
+    out.print(table)
+    if report.ignored:
+        out.print("ignored (other vocabularies): " + ", ".join(
+            f"{p} {n:,}" for p, n in sorted(report.ignored.items())))  # fmt: skip
+
+
+@_command("query", on=rdf_app)
+def rdf_query(
+    path: Annotated[Path, typer.Argument(help="An RDF file (.ttl, .jsonld, .nt).")],
+    query: Annotated[
+        str, typer.Argument(help="A shipped query's name (see --list) or a .rq file.")
+    ] = "",
+    bind: Annotated[
+        list[str] | None, typer.Option(help="NAME=IRI for a variable of the query.")
+    ] = None,
+    fmt: RdfFormatOption = None,
+    listing: Annotated[bool, typer.Option("--list", help="List the shipped queries.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="The rows as JSON.")] = False,
+) -> None:
+    """Run a SPARQL SELECT query over an RDF file."""
+    if listing:
+        for name, text in sorted(rdf.queries().items()):
+            first = next((ln[2:] for ln in text.splitlines() if ln.startswith("# ")), "")
+            out.print(f"[bold]{name}[/bold]  {first}")
+        return
+    if not query:
+        raise ValidationFailed("name a query (see --list) or give a .rq file")
+    text = Path(query).read_text("utf-8") if query.endswith(".rq") else query
+    bindings = dict(_pair_text(b, "--bind") for b in bind or [])
+    graph = rdf.parse(path, rdf.RdfFormat.parse(fmt) if fmt else None)
+    rows = rdf.run(graph, text, **bindings)
+    if as_json:
+        out.print_json(json.dumps(rows, default=str))
+        return
+    if rows:
+        table = Table(*rows[0], box=None)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row.values()))
+        out.print(table)
+    out.print(f"{len(rows):,} row(s)")
+
+
+def _pair_text(item: str, option: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name or not value:
+        raise ValidationFailed(f"{option} wants NAME=VALUE, got {item!r}")
+    return name, value
 
 
 # --- rendering ---------------------------------------------------------------------------

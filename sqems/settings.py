@@ -81,6 +81,19 @@ class Settings(BaseSettings):
             "command installs beside the viewer's page."
         ),
     )
+    rdf_base: str = Field(
+        default="https://sqems.dev/id/",
+        pattern=r"^(https?://\S+|urn:\S+)[/#:]$",
+        description=(
+            "Where the IRIs of exported nodes live ({base}{Label}/{uid}); a plant that "
+            "publishes its graph sets an address of its own."
+        ),
+    )
+    rdf_api_max_nodes: int = Field(
+        default=50_000,
+        ge=1,
+        description="The most nodes one GraphQL exportRdf answer may hold (the CLI has no cap).",
+    )
     neo4j_heap: str = Field(default="1g", pattern=r"^\d+[kmg]$")
     neo4j_pagecache: str = Field(default="512m", pattern=r"^\d+[kmg]$")
 

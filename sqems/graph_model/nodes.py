@@ -356,6 +356,11 @@ class Operator(Node):
     qualified_from: AwareDatetime | None = None
     qualified_until: AwareDatetime | None = None
 
+    @model_validator(mode="after")
+    def _order(self) -> Self:
+        _ordered(self.qualified_from, self.qualified_until, "operator qualification")
+        return self
+
     def qualified_at(self, when: datetime) -> bool:
         """Whether the operator was qualified at ``when``, as far as the record says."""
         if not self.qualified:

@@ -198,7 +198,7 @@ class Mapper:
         self.labels[node.uid] = node.label
         subject = v.node_iri(self.base, node.label, node.uid)
         pairs: list[tuple[Term, Term]] = [(RDF.type, v.classes[node.label])]
-        pairs += self._literals(node.label, node.model_dump(mode="json"))
+        pairs += self.literals(node.label, node.model_dump(mode="json"))
         return subject, pairs
 
     def edge(self, edge: Edge) -> list[Triple]:
@@ -209,10 +209,12 @@ class Mapper:
         if qualified is not None and edge.props:
             q = v.qualified_iri(src, edge.type, edge.dst)
             triples += [(src, qualified.link, q), (q, RDF.type, qualified.cls), (q, v.to, dst)]
-            triples += [(q, p, o) for p, o in self._literals(edge.type, dict(edge.props))]
+            triples += [(q, p, o) for p, o in self.literals(edge.type, dict(edge.props))]
         return triples
 
-    def _literals(self, owner: str, values: dict[str, Any]) -> list[tuple[Term, Term]]:
+    def literals(self, owner: str, values: dict[str, Any]) -> list[tuple[Term, Term]]:
+        """(property, literal) pairs of the values set in ``values`` (a label's or a
+        relationship type's properties, as the model dumps them to JSON)."""
         v = self.vocab
         pairs: list[tuple[Term, Term]] = []
         for name, value in values.items():

@@ -158,14 +158,16 @@ def _field_shapes(v: Vocabulary, owner: str, name: str, info: FieldInfo) -> list
     ):
         if key in c:
             parts.append(f"sh:{term} {_lit(c[key], datatype)}")
+    shapes = ["[ " + " ;\n        ".join(parts) + " ]"]
+    # order, value-set and lexical checks get their own shapes, so that each message
+    # names its rule
+    path = _n(v, v.properties[name])
     for label, first, second, strictly in ORDERED:
         if label == owner and first == name:
             term = "sh:lessThan" if strictly else "sh:lessThanOrEquals"
-            parts.append(f"{term} {_n(v, v.properties[second])}")
-    shapes = ["[ " + " ;\n        ".join(parts) + " ]"]
-    # value-set and lexical checks get their own shapes, so that each message names
-    # its rule
-    path = _n(v, v.properties[name])
+            bound = "below" if strictly else "at most"
+            message = f"{name} must be {bound} {second}"
+            shapes.append(_own(path, f"{term} {_n(v, v.properties[second])}", message))
     tp = python_type(info)
     if isinstance(tp, type) and issubclass(tp, Enum):
         values = [str(m.value) for m in tp]
