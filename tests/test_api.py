@@ -13,7 +13,9 @@ from typing import Any
 import httpx
 import pytest
 from live_server import LiveServer
+from rdflib.compare import isomorphic
 
+from sqems import ontologies
 from sqems.analysis.rootcause import from_defect_type, rank_causes
 from sqems.datasets import Plant, PlantSpec, generate, load_plant
 from sqems.datasets.building import write_building_ifc
@@ -194,6 +196,7 @@ def _variables(api: Api, name: str) -> dict[str, Any]:
         "bim_models": {},
         "device_history_record": {"batch": batch},
         "supplier_scorecards": {},
+        "export_rdf": {"scope": {"recall": {"lot": lot}}, "format": "TURTLE", "validate": True},
         "_machine": {"input": {"machine": {"uid": drift["uid"], "window": {
             "start": drift["window"]["start"], "end": drift["window"]["end"]}}}},
     }[name]  # fmt: skip
@@ -240,6 +243,33 @@ def test_recall_scope_over_http_equals_the_domain_answer(api: Api) -> None:
     assert [c["uid"] for c in got["customers"]] == want.customers
     first = got["units"]["edges"][0]["node"]
     assert [s["uid"] for s in first["path"]] == [s.uid for s in want.units[0].path]
+
+
+def test_export_rdf_of_a_recall_scope_is_the_domain_export_and_conforms(api: Api) -> None:
+    lot = api.plant.truth["causes"][0]["uid"]
+    query = (GRAPHQL_DIR / "operations" / "export_rdf.graphql").read_text()
+    for fmt in ontologies.RdfFormat:
+        got = api.data(query, {"scope": {"recall": {"lot": lot}}, "format": fmt.name,
+                               "validate": True})["exportRdf"]  # fmt: skip
+        assert got["mediaType"] == fmt.media_type
+        assert got["shacl"] == {"conforms": True, "violations": 0, "findings": []}
+        source = RecallSource(SourceKind.LOT, lot)
+        want = ontologies.to_graph(ontologies.Part.recall(api.store._store, source))
+        assert isomorphic(ontologies.parse(got["text"], fmt), want)
+        assert got["triples"] == len(want)
+
+
+def test_export_rdf_refuses_a_part_larger_than_the_cap_and_unknown_uids(
+    embedded_api: Api,
+) -> None:
+    query = (GRAPHQL_DIR / "operations" / "export_rdf.graphql").read_text()
+    whole = embedded_api.post(query, {"scope": {"whole": True}})
+    assert whole["data"]["exportRdf"]["nodes"] == embedded_api.store.count()
+    unknown = embedded_api.post(query, {"scope": {"uids": ["NOPE-1"]}})
+    assert _code(unknown) == "VALIDATION_FAILED"
+    assert "NOPE-1" in unknown["errors"][0]["message"]
+    neither = embedded_api.post(query, {"scope": {"whole": False}})
+    assert _code(neither) == "VALIDATION_FAILED"
 
 
 def test_root_cause_over_http_equals_the_domain_answer(api: Api) -> None:

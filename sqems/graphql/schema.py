@@ -27,10 +27,11 @@ from strawberry.extensions import (
 from strawberry.types import Info
 
 from graphql import GraphQLError
-from sqems import quality
+from sqems import ontologies, quality
 from sqems.errors import NotFound, SqemsError, ValidationFailed
 from sqems.graph_model import traceability as tr
 from sqems.graph_model.nodes import UnitStatus as DomainUnitStatus
+from sqems.graphql import rdf as rdf_api
 from sqems.graphql import twin, viewer
 from sqems.graphql.access import ApiKey, AuditEntry, Role
 from sqems.graphql.analysis import AnalysisQuery, DefectModelInfo, train_model
@@ -281,6 +282,31 @@ class RecallInput:
         raise ValidationFailed("a recall input names exactly one of lot, batch, machine, excursion")
 
 
+@strawberry.input(one_of=True, description="Which part of the graph to export as RDF.")
+class RdfScopeInput:
+    whole: bool | None = strawberry.UNSET
+    recall: RecallInput | None = strawberry.field(
+        default=strawberry.UNSET, description="A recall scope: its source and all it reaches."
+    )
+    upstream_of: list[str] | None = strawberry.field(
+        default=strawberry.UNSET, description="What a root-cause trace reaches from these."
+    )
+    uids: list[str] | None = strawberry.field(
+        default=strawberry.UNSET, description="These nodes and the relationships among them."
+    )
+
+    def part(self, store: Any) -> ontologies.Part:
+        if isinstance(self.recall, RecallInput):
+            return ontologies.Part.recall(store, self.recall.source())
+        if isinstance(self.upstream_of, list):
+            return ontologies.Part.upstream(store, self.upstream_of)
+        if isinstance(self.uids, list):
+            return ontologies.Part.of_uids(store, self.uids)
+        if self.whole is True:
+            return ontologies.Part.whole(store)
+        raise ValidationFailed("an RDF scope names one of whole: true, recall, upstreamOf, uids")
+
+
 # --- root types ----------------------------------------------------------------------------
 
 
@@ -357,6 +383,23 @@ class Query(AnalysisQuery, IngestionQuery, twin.WhatIfQuery, viewer.ViewerQuery,
         scope, customers = await ctx.call(answer)
         ctx.nodes.prime_many(customers)
         return RecallScope.of(scope)
+
+    @strawberry.field(
+        description="The graph, or a part of it, as RDF in the SQEMS ontology (Turtle, "
+        "JSON-LD or N-Triples), with its SHACL report on request."
+    )
+    async def export_rdf(
+        self,
+        info: Info[Context, None],
+        scope: RdfScopeInput,
+        format: rdf_api.RdfFormatEnum = rdf_api.RdfFormatEnum.TURTLE,  # type: ignore[valid-type]
+        validate: bool = False,
+    ) -> rdf_api.RdfExport:
+        ctx = info.context
+        ctx.require(Role.VIEWER)
+        return await ctx.call(
+            lambda: rdf_api.export(ctx.store, ctx.settings, scope.part(ctx.store), format, validate)
+        )
 
     @strawberry.field(description="API keys (admin).")
     def api_keys(self, info: Info[Context, None]) -> list[ApiKeyInfo]:

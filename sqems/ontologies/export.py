@@ -209,7 +209,11 @@ class Mapper:
         if qualified is not None and edge.props:
             q = v.qualified_iri(src, edge.type, edge.dst)
             triples += [(src, qualified.link, q), (q, RDF.type, qualified.cls), (q, v.to, dst)]
-            triples += [(q, p, o) for p, o in self.literals(edge.type, dict(edge.props))]
+            model = REL_TYPES[edge.type].props
+            assert model is not None
+            # the model's field order, whatever order the backend returned them in
+            props = {k: edge.props[k] for k in model.model_fields if k in edge.props}
+            triples += [(q, p, o) for p, o in self.literals(edge.type, props)]
         return triples
 
     def literals(self, owner: str, values: dict[str, Any]) -> list[tuple[Term, Term]]:
@@ -309,9 +313,22 @@ class _Writer:
         raise NotImplementedError
 
 
+_NT_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
+
+
+def _nt(term: Term) -> str:
+    """A term as N-Triples writes it: one line, whatever the literal holds."""
+    if isinstance(term, Literal):
+        text = '"' + str(term).translate(_NT_ESCAPES) + '"'
+        if term.language:
+            return f"{text}@{term.language}"
+        return f"{text}^^<{term.datatype}>" if term.datatype is not None else text
+    return str(term.n3())
+
+
 class _NTriples(_Writer):
     def triples(self, triples: list[Triple]) -> None:
-        self.out.write("".join(f"{s.n3()} {p.n3()} {o.n3()} .\n" for s, p, o in triples))
+        self.out.write("".join(f"{_nt(s)} {_nt(p)} {_nt(o)} .\n" for s, p, o in triples))
 
 
 class _Turtle(_Writer):
