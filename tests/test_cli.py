@@ -290,3 +290,49 @@ def test_report_dhr_writes_html_and_pdf_for_a_batch(demo_dir: Path, tmp_path: Pa
     assert pdf_out.read_bytes().startswith(b"%PDF-")
     missing = sqems(demo_dir, "report", "dhr", "WO-NONE")
     assert missing.returncode == 2 and "batch WO-NONE is not in the graph" in missing.stderr
+
+
+def test_rdf_export_validate_query_and_import_of_a_recall_scope(
+    demo_dir: Path, tmp_path: Path
+) -> None:
+    truth = json.loads((demo_dir / "demo-plant" / "ground_truth.json").read_text())
+    lot = truth["causes"][0]["uid"]
+    scope_file = tmp_path / "scope.jsonld"
+    done = sqems(demo_dir, "rdf", "export", "--lot", lot, "--out", str(scope_file))
+    assert done.returncode == 0, done.stderr
+    assert f"the recall scope of lot {lot}" in done.stderr
+    assert json.loads(scope_file.read_text())["@context"]["sqems"]
+
+    valid = sqems(demo_dir, "rdf", "validate", str(scope_file))
+    assert valid.returncode == 0, valid.stdout + valid.stderr
+    assert "no violations" in valid.stdout
+
+    recall = json.loads(sqems(demo_dir, "recall", "--lot", lot, "--json").stdout)
+    rows = sqems(demo_dir, "rdf", "query", str(scope_file), "recall-customers", "--json",
+                 "--bind", f"lot=https://sqems.dev/id/MaterialLot/{lot}")  # fmt: skip
+    assert rows.returncode == 0, rows.stderr
+    assert [r["uid"] for r in json.loads(rows.stdout)] == recall["customers"]
+
+    fresh = tmp_path / "fresh"
+    imported = sqems(fresh, "rdf", "import", str(scope_file))
+    assert imported.returncode == 0, imported.stderr
+    assert f"{recall['counts']['units']:,}" in sqems(fresh, "stats").stdout
+
+
+def test_rdf_validate_exits_1_with_the_findings_and_import_refuses_the_file(
+    tmp_path: Path,
+) -> None:
+    bad = tmp_path / "incoming.ttl"
+    bad.write_text(
+        "@prefix sqems: <https://sqems.dev/ontology#> .\n"
+        "@prefix xsd: <http://www.w3.org/2001/XMLSchema#> .\n"
+        '<https://x/Parameter/P-1> a sqems:Parameter ; sqems:uid "P-1" ; sqems:name "peak" ;\n'
+        '  sqems:unit "degC" ; sqems:lsl "250.0"^^xsd:double ; sqems:usl "240.0"^^xsd:double .\n'
+    )
+    done = sqems(tmp_path, "rdf", "validate", str(bad))
+    assert done.returncode == 1
+    assert "lsl must be below usl" in done.stdout
+    refused = sqems(tmp_path, "rdf", "import", str(bad))
+    assert refused.returncode == 2
+    assert "nothing was imported" in refused.stderr and "Traceback" not in refused.stderr
+    assert "Parameter" not in sqems(tmp_path, "stats").stdout

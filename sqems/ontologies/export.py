@@ -347,8 +347,17 @@ class _Turtle(_Writer):
         self.out.write(f"{subject.n3()}\n    {body} .\n\n")
 
     def triples(self, triples: list[Triple]) -> None:
+        # a relationship's triples, grouped by subject (its qualification is one block)
+        grouped: dict[Term, list[tuple[Term, Term]]] = {}
         for s, p, o in triples:
-            self.out.write(f"{s.n3()} {self._term(p)} {self._term(o)} .\n")
+            grouped.setdefault(s, []).append((p, o))
+        for subject, pairs in grouped.items():
+            if len(pairs) == 1:
+                ((p, o),) = pairs
+                self.out.write(f"{subject.n3()} {self._term(p)} {self._term(o)} .\n")
+            else:
+                assert isinstance(subject, URIRef)
+                self.resource(subject, pairs)
 
 
 class _JsonLd(_Writer):

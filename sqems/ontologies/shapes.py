@@ -223,7 +223,8 @@ def _node_shape(v: Vocabulary, label: str, model: type[BaseModel]) -> str:
     body = "".join(f" ;\n    sh:property {p}" for p in props)
     return (
         f"sqemsh:{label}\n    a sh:NodeShape ;\n    sh:targetClass {_n(v, v.classes[label])} ;\n"
-        f"    sh:closed true ;\n    {_ignored(model)}{body} .\n"
+        f"    sh:closed true ;\n    {_ignored(model)} ;\n"
+        f"    sh:message {_string(f'not a property of a {label} in the SQEMS ontology')}{body} .\n"
     )
 
 
