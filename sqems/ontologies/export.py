@@ -174,7 +174,6 @@ class ExportCounts:
     nodes: int = 0
     edges: int = 0
     triples: int = 0
-    by_label: dict[str, int] = field(default_factory=dict)
 
 
 class Mapper:
@@ -265,7 +264,6 @@ def write(part: Part, out: TextIO, fmt: RdfFormat, *, base: str = DEFAULT_BASE) 
         writer.resource(subject, pairs)
         counts.nodes += 1
         counts.triples += len(pairs)
-        counts.by_label[node.label] = counts.by_label.get(node.label, 0) + 1
     for edge in part.edges():
         triples = mapper.edge(edge)
         writer.triples(triples)
@@ -365,8 +363,7 @@ class _JsonLd(_Writer):
     ``@graph``; strings, integers and booleans native, other literals typed."""
 
     def start(self) -> None:
-        context = json.dumps({"@context": PREFIXES}, indent=1)[:-2]
-        self.out.write(context + ',\n "@graph": [\n')
+        self.out.write('{\n "@context": ' + json.dumps(PREFIXES) + ',\n "@graph": [\n')
         self.first = True
 
     def end(self) -> None:
