@@ -296,6 +296,9 @@ def to_graph(part: Part, *, base: str = DEFAULT_BASE) -> Graph:
 
 
 class _Writer:
+    """Writes resources; a relationship's triples are grouped by subject (its
+    qualification becomes one resource) unless a format writes triples as they come."""
+
     def __init__(self, out: TextIO, mapper: Mapper) -> None:
         self.out = out
         self.nsm = mapper.vocab.namespaces()
@@ -305,10 +308,15 @@ class _Writer:
     def end(self) -> None: ...
 
     def resource(self, subject: URIRef, pairs: list[tuple[Term, Term]]) -> None:
-        self.triples([(subject, p, o) for p, o in pairs])
+        raise NotImplementedError
 
     def triples(self, triples: list[Triple]) -> None:
-        raise NotImplementedError
+        grouped: dict[Term, list[tuple[Term, Term]]] = {}
+        for s, p, o in triples:
+            grouped.setdefault(s, []).append((p, o))
+        for subject, pairs in grouped.items():
+            assert isinstance(subject, URIRef)
+            self.resource(subject, pairs)
 
 
 _NT_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
@@ -325,6 +333,9 @@ def _nt(term: Term) -> str:
 
 
 class _NTriples(_Writer):
+    def resource(self, subject: URIRef, pairs: list[tuple[Term, Term]]) -> None:
+        self.triples([(subject, p, o) for p, o in pairs])
+
     def triples(self, triples: list[Triple]) -> None:
         self.out.write("".join(f"{_nt(s)} {_nt(p)} {_nt(o)} .\n" for s, p, o in triples))
 
@@ -341,21 +352,12 @@ class _Turtle(_Writer):
         return term.n3(self.nsm)
 
     def resource(self, subject: URIRef, pairs: list[tuple[Term, Term]]) -> None:
+        if len(pairs) == 1:  # a plain relationship: one line
+            ((p, o),) = pairs
+            self.out.write(f"{subject.n3()} {self._term(p)} {self._term(o)} .\n")
+            return
         body = " ;\n    ".join(f"{self._term(p)} {self._term(o)}" for p, o in pairs)
         self.out.write(f"{subject.n3()}\n    {body} .\n\n")
-
-    def triples(self, triples: list[Triple]) -> None:
-        # a relationship's triples, grouped by subject (its qualification is one block)
-        grouped: dict[Term, list[tuple[Term, Term]]] = {}
-        for s, p, o in triples:
-            grouped.setdefault(s, []).append((p, o))
-        for subject, pairs in grouped.items():
-            if len(pairs) == 1:
-                ((p, o),) = pairs
-                self.out.write(f"{subject.n3()} {self._term(p)} {self._term(o)} .\n")
-            else:
-                assert isinstance(subject, URIRef)
-                self.resource(subject, pairs)
 
 
 class _JsonLd(_Writer):
@@ -394,14 +396,3 @@ class _JsonLd(_Writer):
             else:
                 obj[self._key(p)] = self._value(o)
         self._emit(obj)
-
-    def triples(self, triples: list[Triple]) -> None:
-        grouped: dict[str, dict[str, Any]] = {}
-        for s, p, o in triples:
-            obj = grouped.setdefault(str(s), {"@id": str(s)})
-            if p == RDF.type:
-                obj["@type"] = self._key(o)
-            else:
-                obj[self._key(p)] = self._value(o)
-        for obj in grouped.values():
-            self._emit(obj)

@@ -71,6 +71,7 @@ def records(g: Graph, vocab: Vocabulary | None = None) -> Records:
     terms = v.by_iri()
     label_of_class: dict[Term, str] = {iri: label for label, iri in v.classes.items()}
     qualified_classes = {q.cls for q in v.qualified.values()}
+    qualified_links = {q.link for q in v.qualified.values()}
     problems: list[str] = []
 
     def problem(text: str) -> None:
@@ -107,7 +108,7 @@ def records(g: Graph, vocab: Vocabulary | None = None) -> Records:
                     problem(f"{subject}: {name} is given more than once")
                 else:
                     values[name] = _value(o, v.datatypes[(label, name)])
-            elif kind in ("relation", "class") or _is_qualified_link(p, v):
+            elif kind == "relation" or p in qualified_links:
                 continue  # relationships are read below
             elif isinstance(p, URIRef) and p.startswith(str(SQEMS)):
                 problem(f"{subject}: unknown property {p}")
@@ -130,10 +131,6 @@ def records(g: Graph, vocab: Vocabulary | None = None) -> Records:
             f"{len(problems)} problem(s){more} in the RDF data:\n  " + "\n  ".join(problems)
         )
     return Records(nodes, edges, ignored)
-
-
-def _is_qualified_link(p: Term, v: Vocabulary) -> bool:
-    return any(q.link == p for q in v.qualified.values())
 
 
 def _value(o: Term, datatype: URIRef) -> Any:
