@@ -30,7 +30,7 @@ from rich.tree import Tree
 from sqems import logs
 from sqems import ontologies as rdf
 from sqems.analysis import kpis, rootcause
-from sqems.datasets import PlantSpec, generate, load_plant, read_plant, write_plant
+from sqems.datasets import PlantShape, PlantSpec, generate, load_plant, read_plant, write_plant
 from sqems.datasets.building import write_building_ifc
 from sqems.datasets.files import Section, plant_sections
 from sqems.errors import SqemsError, ValidationFailed
@@ -172,9 +172,9 @@ def _load(store: GraphStore, sections: list[Section], settings: Settings) -> int
     return report.total
 
 
-def _generate(units: int, seed: int) -> Any:
-    with err.status(f"generating a plant of {units:,} units (seed {seed})…"):
-        return generate(PlantSpec(units=units, seed=seed))
+def _generate(units: int, seed: int, shape: PlantShape = "drives") -> Any:
+    with err.status(f"generating a {shape} plant of {units:,} units (seed {seed})…"):
+        return generate(PlantSpec(shape=shape, units=units, seed=seed))
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -186,9 +186,16 @@ def generate_cmd(
     units: Annotated[int, typer.Option(help="Number of units (1,000 to 1,000,000).")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same plant.")] = 7,
     load: Annotated[bool, typer.Option("--load", help="Also load it into the store.")] = False,
+    shape: Annotated[
+        PlantShape,
+        typer.Option(
+            help="drives: boards into servo drives (two lines); battery: cells into "
+            "modules into packs (three lines). --units counts every level."
+        ),
+    ] = "drives",
 ) -> None:
     """Generate a synthetic plant with planted causes and write it as CSV files."""
-    plant = _generate(units, seed)
+    plant = _generate(units, seed, shape)
     with err.status(f"writing {out_dir}…"):
         manifest = write_plant(plant, out_dir)
     rows = sum(e["rows"] for k in ("nodes", "edges") for e in manifest[k].values())

@@ -1,12 +1,15 @@
 """The deterministic synthetic plant: generation, its file format, and loading."""
 
+from sqems.datasets.battery_layout import BatteryCauses
 from sqems.datasets.files import read_plant, write_plant
 from sqems.datasets.load import LoadReport, load_plant
-from sqems.datasets.plant import Plant, PlantSpec, generate
+from sqems.datasets.plant import Plant, PlantShape, PlantSpec, generate
 
 __all__ = [
+    "BatteryCauses",
     "LoadReport",
     "Plant",
+    "PlantShape",
     "PlantSpec",
     "generate",
     "load_plant",

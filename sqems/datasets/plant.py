@@ -22,23 +22,34 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from sqems.datasets import layout
+from sqems.datasets.battery_layout import BatteryCauses
 from sqems.datasets.tables import Table, fmt, iso
+from sqems.errors import ValidationFailed
 
 DAY = 86_400
 MIN_UNITS = 1_000
 MAX_UNITS = 1_000_000
 
 
+PlantShape = Literal["drives", "battery"]
+"""The plants the generator builds: ``drives`` (boards into servo drives, two lines) or
+``battery`` (cells into modules into packs, three lines)."""
+
+
 class PlantSpec(BaseModel):
-    """What to generate."""
+    """What to generate: the plant's ``shape`` (``drives``, the default two-line plant;
+    ``battery``, cells into modules into packs, see :mod:`sqems.datasets.battery`), its
+    size in units of every level, and the seed."""
 
     model_config = ConfigDict(frozen=True)
+
+    shape: PlantShape = "drives"
 
     units: int = Field(default=10_000, ge=MIN_UNITS, le=MAX_UNITS)
     seed: int = Field(default=7, ge=0)
@@ -103,8 +114,24 @@ def _shift_of(seconds: np.ndarray) -> np.ndarray:
     return shift
 
 
-def generate(spec: PlantSpec, causes: layout.Causes | None = None) -> Plant:
-    """Build the plant ``spec`` describes, with ``causes`` planted (defaults: layout's)."""
+def generate(spec: PlantSpec, causes: layout.Causes | BatteryCauses | None = None) -> Plant:
+    """Build the plant ``spec`` describes, with ``causes`` planted (defaults: the
+    shape's layout's; ``layout.Causes`` for drives, ``BatteryCauses`` for a battery)."""
+    if spec.shape == "battery":
+        # battery.py builds on this module (Plant, PlantSpec), so it is imported late
+        from sqems.datasets.battery import generate_battery  # noqa: PLC0415
+
+        if causes is not None and not isinstance(causes, BatteryCauses):
+            raise ValidationFailed(
+                f"a battery plant takes BatteryCauses, got {type(causes).__name__}: pass "
+                "BatteryCauses() (or BatteryCauses.none() to plant nothing)"
+            )
+        return generate_battery(spec, causes)
+    if causes is not None and not isinstance(causes, layout.Causes):
+        raise ValidationFailed(
+            f"a drives plant takes layout.Causes, got {type(causes).__name__}: pass "
+            "layout.Causes(), or PlantSpec(shape='battery') for BatteryCauses"
+        )
     return _Generator(spec, causes or layout.Causes()).run()
 
 
@@ -687,6 +714,7 @@ class _Generator:
         self.plant.truth = {
             "format": "sqems-ground-truth",
             "version": 1,
+            "shape": self.spec.shape,
             "seed": self.spec.seed,
             "units": self.spec.units,
             "causes": [

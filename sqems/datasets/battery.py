@@ -1,0 +1,793 @@
+"""A second synthetic plant, shaped differently: a battery plant with a three-level BOM.
+
+``generate(PlantSpec(shape="battery", units=20_000, seed=7))`` builds cells, modules
+of four cells and packs of two modules (see :mod:`sqems.datasets.battery_layout`), with
+the same node and edge tables and the same kinds of ground truth as the default
+plant, so every tool that works on one works on the other. Planted:
+
+* a bad separator lot whose cells short internally; most shorts pass cell test and
+  surface at module or pack test, or as complaints about packs, two BOM levels above
+  the lot. Every cell batch the lot fed was stacked on one machine (co-exposed noise);
+* a laser welder whose power sags below the LSL over a window: weak busbar welds in
+  modules;
+* a night-shift effect at module fastening in the pack;
+* baseline rates of every defect type, parameter noise, no-fault-found complaints.
+
+``units`` counts every unit: cells, modules and packs. The same spec and seed give
+the same plant, byte for byte; per-unit work is vectorised with numpy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sqems.datasets import battery_layout as bl
+from sqems.datasets import layout
+from sqems.datasets.layout import LineSpec
+from sqems.datasets.plant import DAY, Plant, PlantSpec, _shift_of
+from sqems.datasets.tables import Table, fmt, iso
+
+
+def generate_battery(spec: PlantSpec, causes: bl.BatteryCauses | None = None) -> Plant:
+    """Build the battery plant ``spec`` describes, with ``causes`` planted (defaults:
+    :class:`~sqems.datasets.battery_layout.BatteryCauses`; ``BatteryCauses.none()``
+    plants nothing)."""
+    return _BatteryGenerator(spec, causes or bl.BatteryCauses()).run()
+
+
+def level_sizes(units: int) -> tuple[int, int, int]:
+    """(cells, modules, packs) of a plant of ``units`` units in all.
+
+    >>> level_sizes(20_000)
+    (14848, 3501, 1651)
+    >>> sum(level_sizes(12_345)) == 12_345
+    True
+    """
+    per_pack = (
+        1
+        + bl.MODULES_PER_PACK * (1 + bl.SPARE)
+        + bl.MODULES_PER_PACK * bl.CELLS_PER_MODULE * (1 + bl.SPARE) ** 2
+    )
+    packs = int(units // per_pack)
+    modules = math.ceil(packs * bl.MODULES_PER_PACK * (1 + bl.SPARE))
+    return units - packs - modules, modules, packs
+
+
+@dataclass(slots=True)
+class _Line:
+    """One line's production, as arrays indexed by batch or by unit."""
+
+    spec: LineSpec
+    prefix: str
+    batch_uids: list[str]
+    sizes: np.ndarray
+    starts: np.ndarray
+    duration: np.ndarray
+    run_starts: np.ndarray  # (batch, step)
+    machines: np.ndarray  # (batch, step) index into step.machines
+    shifts: np.ndarray  # (batch, step) index into SHIFTS
+    unit_batch: np.ndarray  # batch index of each unit
+    unit_time: np.ndarray  # produced_at of each unit
+    actuals: dict[str, np.ndarray] = field(default_factory=dict)
+    serials: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Quality:
+    """What each unit of a line carries, what its test caught and what escaped."""
+
+    carried: dict[str, np.ndarray]  # defect type → unit carries it (own or in a part)
+    fired: dict[str, np.ndarray]  # defect type → arose at this level
+    caught: dict[str, np.ndarray]
+    detected: np.ndarray
+    defective: np.ndarray
+
+    @property
+    def escaped(self) -> np.ndarray:
+        escaped: np.ndarray = self.defective & ~self.detected
+        return escaped
+
+
+class _BatteryGenerator:
+    def __init__(self, spec: PlantSpec, causes: bl.BatteryCauses) -> None:
+        self.spec = spec
+        self.c = causes
+        self.rng = np.random.default_rng(spec.seed)
+        self.t0 = int(spec.start.timestamp())
+        self.plant = Plant(spec)
+        self.n_cells, self.n_modules, self.n_packs = level_sizes(spec.units)
+        self.base = dict(causes.baseline)
+        self.detect = {(line, t): p for line, t, p in causes.detects}
+        self.bad_lot_supplier = ""
+        self.defect_rows: dict[str, list[Any]] = {
+            "uid": [],
+            "found_at": [],
+            "unit": [],
+            "type": [],
+            "inspection": [],
+            "description": [],
+        }
+
+    # --- orchestration -------------------------------------------------------------------
+
+    def run(self) -> Plant:
+        c = self.c
+        self._master_data()
+
+        cells = self._schedule(bl.CELL_LINE, "SN-C", self.n_cells, ready=None)
+        bad_lot, bad_batches = self._assign_lots(cells, plant_bad_lot=True)
+        stack = bl.CELL_LINE.steps[0]
+        forced = {(b, 0): stack.machines.index(c.co_exposed_machine) for b in bad_batches}
+        self._pick_machines(cells, forced)
+        self._plain_actuals(cells)
+        in_bad_lot = np.isin(cells.unit_batch, bad_batches)
+        cell_q = self._quality(
+            cells,
+            {
+                "DT-INTERNAL-SHORT": self._draw(
+                    self.base["DT-INTERNAL-SHORT"] + c.bad_lot_added_p * in_bad_lot
+                ),
+                "DT-ELECTROLYTE-LEAK": self._flat(cells, "DT-ELECTROLYTE-LEAK"),
+            },
+            parts=None,
+            below=None,
+        )
+
+        cell_parts = self._parts_of(cell_q, self.n_modules, bl.CELLS_PER_MODULE, "cells")
+        modules = self._schedule(
+            bl.MODULE_LINE, "SN-M", self.n_modules, ready=cells.unit_time[cell_parts].max(1)
+        )
+        self._assign_lots(modules)
+        self._pick_machines(modules, {})
+        self._plain_actuals(modules)
+        drift = self._drift(modules)
+        power = modules.actuals[c.drift_parameter][modules.unit_batch]
+        sag = np.clip((c.weak_threshold - power) / (c.weak_threshold - c.weak_full_at), 0, 1)
+        module_q = self._quality(
+            modules,
+            {"DT-WEAK-WELD": self._draw(self.base["DT-WEAK-WELD"] + c.weak_max_p * sag)},
+            parts=cell_parts,
+            below=cell_q,
+        )
+
+        module_parts = self._parts_of(module_q, self.n_packs, bl.MODULES_PER_PACK, "modules")
+        packs = self._schedule(
+            bl.PACK_LINE, "SN-P", self.n_packs, ready=modules.unit_time[module_parts].max(1)
+        )
+        self._assign_lots(packs)
+        self._pick_machines(packs, {})
+        self._plain_actuals(packs)
+        fasten = next(i for i, st in enumerate(bl.PACK_LINE.steps) if st.uid == c.shift_step)
+        night = packs.shifts[packs.unit_batch, fasten] == layout.SHIFTS.index(c.shift)
+        pack_q = self._quality(
+            packs,
+            {
+                "DT-LOOSE-FASTENER": self._draw(
+                    self.base["DT-LOOSE-FASTENER"] + c.shift_added_p * night
+                ),
+                "DT-BMS-FAULT": self._flat(packs, "DT-BMS-FAULT"),
+                "DT-ENCLOSURE-DENT": self._flat(packs, "DT-ENCLOSURE-DENT"),
+            },
+            parts=module_parts,
+            below=module_q,
+        )
+
+        levels = ((cells, cell_q, None), (modules, module_q, cell_parts))
+        for line, quality, parts in (*levels, (packs, pack_q, module_parts)):
+            self._emit_line(line)
+            if parts is not None:
+                lower = cells if line is modules else modules
+                self.plant.add_edges(
+                    "ASSEMBLED_INTO",
+                    src=[lower.serials[i] for i in parts.ravel()],
+                    dst=[line.serials[i] for i in np.repeat(np.arange(len(parts)), parts.shape[1])],
+                )
+            self._emit_units(line, quality)
+        shipped = self._ship(packs, pack_q)
+        complaints = self._complaints(packs, pack_q, shipped)
+        self._emit_defects()
+        self._truth(
+            (cells, modules, packs),
+            (cell_q, module_q, pack_q),
+            (cell_parts, module_parts),
+            shipped,
+            complaints,
+            drift,
+            bad_lot,
+            bad_batches,
+            night,
+        )
+        return self.plant
+
+    # --- master data ---------------------------------------------------------------------
+
+    def _master_data(self) -> None:
+        p = self.plant
+        site_uid, site_name = bl.SITE
+        p.add_nodes("Site", uid=[site_uid], name=[site_name], country=["DE"], timezone=["UTC"])
+        p.add_nodes(
+            "Supplier",
+            uid=list(bl.SUPPLIERS),
+            name=[v[0] for v in bl.SUPPLIERS.values()],
+            country=[v[1] for v in bl.SUPPLIERS.values()],
+            status=["approved"] * len(bl.SUPPLIERS),
+        )
+        p.add_nodes(
+            "Material",
+            uid=list(bl.MATERIALS),
+            name=[v[0] for v in bl.MATERIALS.values()],
+            unit=[v[1] for v in bl.MATERIALS.values()],
+            critical=["true" if k in bl.CRITICAL_MATERIALS else "false" for k in bl.MATERIALS],
+        )
+        p.add_nodes(
+            "DefectType",
+            uid=[d.uid for d in bl.DEFECT_TYPES.values()],
+            name=[d.name for d in bl.DEFECT_TYPES.values()],
+            category=[d.category.value for d in bl.DEFECT_TYPES.values()],
+        )
+        p.add_edges("ORIGINATES_AT", src=list(bl.ORIGINS), dst=list(bl.ORIGINS.values()))
+        for line_no, line in enumerate(bl.LINES):
+            kind = "finished" if line is bl.PACK_LINE else "subassembly"
+            p.add_nodes(
+                "Product", uid=[line.product], name=[line.product_name], revision=["B"], kind=[kind]
+            )
+            p.add_nodes("Line", uid=[line.uid], name=[line.name])
+            p.add_edges("PART_OF", src=[line.uid], dst=[site_uid])
+            for mat in line.materials:
+                p.add_edges(
+                    "USES", src=[line.product], dst=[mat], quantity=[f"{bl.MATERIALS[mat][2]:g}"]
+                )
+            if line_no > 0:
+                p.add_edges(
+                    "USES",
+                    src=[line.product],
+                    dst=[bl.LINES[line_no - 1].product],
+                    quantity=[str(bl.PARTS_PER_UNIT[line.uid])],
+                )
+            for step_no, step in enumerate(line.steps):
+                p.add_nodes(
+                    "ProcessStep", uid=[step.uid], name=[step.name], sequence=[str(step.sequence)]
+                )
+                p.add_edges("STEP_OF", src=[step.uid], dst=[line.product])
+                for par in step.params:
+                    p.add_nodes(
+                        "Parameter",
+                        uid=[par.uid],
+                        name=[par.name],
+                        unit=[par.unit],
+                        lsl=[f"{par.lsl:g}"],
+                        usl=[f"{par.usl:g}"],
+                        target=[f"{par.target:g}"],
+                        critical=["true" if par.critical else "false"],
+                    )
+                    p.add_edges("PARAMETER_OF", src=[par.uid], dst=[step.uid])
+                for m_no, machine in enumerate(step.machines):
+                    # lines 8 m apart, steps 6 m apart, parallel machines side by side
+                    p.add_nodes(
+                        "Machine",
+                        uid=[machine],
+                        name=[f"{step.name} {m_no + 1}"],
+                        kind=[step.machine_kind],
+                        x_m=[f"{6.0 * step_no:g}"],
+                        y_m=[f"{8.0 * line_no + 3.0 * m_no:g}"],
+                        rotation_deg=["0"],
+                        length_m=["4"],
+                        width_m=["2"],
+                        height_m=["2.2"],
+                    )
+                    p.add_edges("PART_OF", src=[machine], dst=[line.uid])
+                    p.add_edges("CAN_PERFORM", src=[machine], dst=[step.uid])
+        n_ops = layout.OPERATORS_PER_SHIFT * len(layout.SHIFTS)
+        p.add_nodes(
+            "Operator",
+            uid=[f"OP-{i + 1:03d}" for i in range(n_ops)],
+            name=[f"Operator {i + 1:03d}" for i in range(n_ops)],
+            qualified=["true"] * n_ops,
+        )
+        first = ["Volta", "Ampere", "Kestrel", "Lumen", "Meridian", "Nimbus", "Orbit", "Pulse"]
+        second = ["Mobility", "Energy", "Storage", "Motors", "Grid", "Marine"]
+        countries = ["DE", "FR", "US", "NO", "IT", "ES", "GB", "PL", "SE", "NL"]
+        n = layout.N_CUSTOMERS
+        p.add_nodes(
+            "Customer",
+            uid=[f"CUST-{i + 1:03d}" for i in range(n)],
+            name=[f"{first[i % len(first)]} {second[(i * 5) % len(second)]}" for i in range(n)],
+            country=[countries[i % len(countries)] for i in range(n)],
+        )
+
+    # --- production ----------------------------------------------------------------------
+
+    def _parts_of(self, below: _Quality, n: int, per_unit: int, what: str) -> np.ndarray:
+        """(n, per_unit) indices of the parts each unit is built from, FIFO from the parts
+        that passed their own test."""
+        passed = np.flatnonzero(~below.detected)
+        if len(passed) < n * per_unit:
+            raise RuntimeError(
+                f"{len(passed)} {what} passed test, {n * per_unit} are needed: scrap exceeds "
+                f"the spare of {bl.SPARE:.0%}"
+            )
+        return passed[: n * per_unit].reshape(n, per_unit)
+
+    def _schedule(
+        self, spec: LineSpec, prefix: str, n_units: int, ready: np.ndarray | None
+    ) -> _Line:
+        n_batches = math.ceil(n_units / spec.batch_size)
+        sizes = np.full(n_batches, spec.batch_size, dtype=np.int64)
+        sizes[-1] = n_units - spec.batch_size * (n_batches - 1)
+        duration = sizes * spec.cycle_s
+        starts = np.empty(n_batches, dtype=np.int64)
+        # a batch waits for the line and for the parts of its last unit
+        last_needed = np.cumsum(sizes) - 1
+        t = self.t0
+        for j in range(n_batches):
+            if ready is not None:
+                t = max(t, int(ready[last_needed[j]]) + 1800)
+            starts[j] = t
+            t += int(duration[j]) + layout.CHANGEOVER_S
+        n_steps = len(spec.steps)
+        run_starts = starts[:, None] + layout.STEP_OFFSET_S * np.arange(n_steps)[None, :]
+        tag = spec.uid.removeprefix("LINE-")
+        unit_batch = np.repeat(np.arange(n_batches), sizes)
+        within = np.arange(n_units) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        return _Line(
+            spec,
+            prefix,
+            [f"WO-{tag}-{j + 1:05d}" for j in range(n_batches)],
+            sizes,
+            starts,
+            duration,
+            run_starts,
+            np.zeros((n_batches, n_steps), dtype=np.int64),
+            _shift_of(run_starts),
+            unit_batch,
+            run_starts[unit_batch, -1] + (within + 1) * spec.cycle_s,
+        )
+
+    def _assign_lots(self, line: _Line, *, plant_bad_lot: bool = False) -> tuple[str, list[int]]:
+        """Give every batch one lot of each material; a lot feeds 3 to 8 consecutive
+        batches. Returns the bad lot and its batches when ``plant_bad_lot``."""
+        p = self.plant
+        n = len(line.batch_uids)
+        bad_lot, bad_batches = "", []
+        lo, hi = layout.LOT_SPAN_BATCHES
+        for mat in line.spec.materials:
+            spans: list[int] = []
+            while sum(spans) < n:
+                spans.append(int(self.rng.integers(lo, hi + 1)))
+            spans[-1] -= sum(spans) - n
+            lot_of_batch = np.repeat(np.arange(len(spans)), spans)
+            _name, unit, per_unit, suppliers = bl.MATERIALS[mat]
+            first_batch = np.cumsum(spans) - spans
+            received = line.starts[first_batch] - self.rng.integers(2 * DAY, 10 * DAY, len(spans))
+            short = mat.removeprefix("MAT-")
+            uids = [f"LOT-{short}-{k + 1:05d}" for k in range(len(spans))]
+            need = np.bincount(lot_of_batch, weights=line.sizes * per_unit)
+            p.add_nodes(
+                "MaterialLot",
+                uid=uids,
+                received_at=iso(received),
+                quantity=fmt(np.ceil(need * 1.05 * 1000) / 1000, 3),
+                unit=[unit] * len(spans),
+            )
+            p.add_edges("LOT_OF", src=uids, dst=[mat] * len(spans))
+            supplier = self.rng.integers(0, len(suppliers), len(spans))
+            p.add_edges("SUPPLIED", src=[suppliers[s] for s in supplier], dst=uids)
+            p.add_edges(
+                "CONSUMED_IN",
+                src=[uids[k] for k in lot_of_batch],
+                dst=line.batch_uids,
+                quantity=fmt(line.sizes * per_unit, 3),
+            )
+            if plant_bad_lot and mat == self.c.bad_lot_material:
+                at = min(n - 1, round(self.c.bad_lot_position * (n - 1)))
+                k = int(lot_of_batch[at])
+                bad_lot = uids[k]
+                bad_batches = [int(b) for b in np.flatnonzero(lot_of_batch == k)]
+                self.bad_lot_supplier = suppliers[supplier[k]]
+        return bad_lot, bad_batches
+
+    def _pick_machines(self, line: _Line, forced: dict[tuple[int, int], int]) -> None:
+        for s, step in enumerate(line.spec.steps):
+            line.machines[:, s] = self.rng.integers(0, len(step.machines), len(line.batch_uids))
+        for (b, s), m in forced.items():
+            line.machines[b, s] = m
+
+    def _plain_actuals(self, line: _Line) -> None:
+        for step in line.spec.steps:
+            for par in step.params:
+                line.actuals[par.uid] = self.rng.normal(par.target, par.sigma, len(line.batch_uids))
+
+    def _drift(self, line: _Line) -> dict[str, Any]:
+        """The planted drift of one parameter on one machine over a window of the line's
+        time (the ramp runs from 0 at the window's start to ``drift_amount`` at its end)."""
+        c = self.c
+        s = next(i for i, st in enumerate(line.spec.steps) if c.drift_machine in st.machines)
+        m = line.spec.steps[s].machines.index(c.drift_machine)
+        begin, end = int(line.starts[0]), int(line.run_starts[-1, -1] + line.duration[-1])
+        w0 = begin + c.drift_window[0] * (end - begin)
+        w1 = begin + c.drift_window[1] * (end - begin)
+        t = line.run_starts[:, s].astype(float)
+        ramp = np.clip((t - w0) / (w1 - w0), 0.0, 1.0) * ((t >= w0) & (t <= w1))
+        on = line.machines[:, s] == m
+        line.actuals[c.drift_parameter] = line.actuals[c.drift_parameter] + (
+            c.drift_amount * ramp * on
+        )
+        return {"window": (int(w0), int(w1)), "step": s, "batches": np.flatnonzero(on & (ramp > 0))}
+
+    def _emit_line(self, line: _Line) -> None:
+        p = self.plant
+        spec = line.spec
+        n = len(line.batch_uids)
+        p.add_nodes(
+            "Batch",
+            uid=line.batch_uids,
+            started_at=iso(line.starts),
+            ended_at=iso(line.run_starts[:, -1] + line.duration),
+            quantity=[str(int(x)) for x in line.sizes],
+            status=["completed"] * n,
+        )
+        p.add_edges("OF_PRODUCT", src=line.batch_uids, dst=[spec.product] * n)
+        n_ops = layout.OPERATORS_PER_SHIFT
+        for s, step in enumerate(spec.steps):
+            runs = [f"RUN-{b}-{step.sequence * 10}" for b in line.batch_uids]
+            shift = line.shifts[:, s]
+            p.add_nodes(
+                "ProcessRun",
+                uid=runs,
+                started_at=iso(line.run_starts[:, s]),
+                ended_at=iso(line.run_starts[:, s] + line.duration),
+                shift=[layout.SHIFTS[i] for i in shift],
+            )
+            p.add_edges("RAN", src=line.batch_uids, dst=runs)
+            p.add_edges("ON", src=runs, dst=[step.machines[m] for m in line.machines[:, s]])
+            p.add_edges("FOR_STEP", src=runs, dst=[step.uid] * n)
+            ops = shift * n_ops + self.rng.integers(0, n_ops, n)
+            p.add_edges("OPERATED_BY", src=runs, dst=[f"OP-{o + 1:03d}" for o in ops])
+            for par in step.params:
+                p.add_edges(
+                    "RECORDED",
+                    src=runs,
+                    dst=[par.uid] * n,
+                    value=fmt(line.actuals[par.uid], 3),
+                    unit=[par.unit] * n,
+                )
+        line.serials = [f"{line.prefix}{i + 1:07d}" for i in range(len(line.unit_batch))]
+        p.add_edges("PRODUCED", src=[line.batch_uids[b] for b in line.unit_batch], dst=line.serials)
+
+    # --- quality -------------------------------------------------------------------------
+
+    def _draw(self, p: np.ndarray) -> np.ndarray:
+        return self.rng.random(len(p)) < p
+
+    def _flat(self, line: _Line, defect_type: str) -> np.ndarray:
+        return self._draw(np.full(len(line.unit_batch), self.base[defect_type]))
+
+    def _quality(
+        self,
+        line: _Line,
+        fired: dict[str, np.ndarray],
+        parts: np.ndarray | None,
+        below: _Quality | None,
+    ) -> _Quality:
+        """Defects arising at this level, those carried up in parts that passed their
+        own test, and what this line's test catches of each."""
+        n = len(line.unit_batch)
+        carried = {t: mask.copy() for t, mask in fired.items()}
+        if parts is not None and below is not None:
+            escaped = below.escaped
+            for t, mask in below.carried.items():
+                inherited = (mask & escaped)[parts].any(axis=1)
+                carried[t] = carried.get(t, np.zeros(n, dtype=bool)) | inherited
+        caught = {
+            t: mask & self._draw(np.full(n, self.detect.get((line.spec.uid, t), 0.0)))
+            for t, mask in carried.items()
+        }
+        detected = np.zeros(n, dtype=bool)
+        for mask in caught.values():
+            detected |= mask
+        defective = np.zeros(n, dtype=bool)
+        for mask in carried.values():
+            defective |= mask
+        return _Quality(carried, fired, caught, detected, defective)
+
+    def _emit_units(self, line: _Line, q: _Quality) -> None:
+        """Units with their status, the batch inspection, and a defect per caught type."""
+        p = self.plant
+        p.add_nodes(
+            "Unit",
+            uid=line.serials,
+            produced_at=iso(line.unit_time),
+            status=list(np.where(q.detected, "scrapped", "good")),
+        )
+        s = next(i for i, st in enumerate(line.spec.steps) if st.inspection is not None)
+        step = line.spec.steps[s]
+        assert step.inspection is not None
+        n = len(line.batch_uids)
+        found = np.bincount(line.unit_batch, weights=q.detected, minlength=n).astype(int)
+        uids = [f"INS-{b}" for b in line.batch_uids]
+        p.add_nodes(
+            "Inspection",
+            uid=uids,
+            inspected_at=iso(line.run_starts[:, s] + line.duration),
+            method=[step.inspection.value] * n,
+            sample_size=[str(int(x)) for x in line.sizes],
+            defects_found=[str(int(x)) for x in found],
+            verdict=[
+                "fail" if f > 0.05 * size else "pass"
+                for f, size in zip(found, line.sizes, strict=True)
+            ],
+            image_ref=[f"images/{u}/" for u in uids],
+        )
+        p.add_edges("INSPECTED", src=uids, dst=line.batch_uids)
+
+        rows = self.defect_rows
+        own = bl.LEVEL_DEFECTS[line.spec.uid]
+        for t, mask in q.caught.items():
+            idx = np.flatnonzero(mask)
+            rows["unit"] += [line.serials[i] for i in idx]
+            rows["found_at"] += list(line.unit_time[idx] + 120)
+            rows["type"] += [t] * len(idx)
+            rows["inspection"] += [uids[line.unit_batch[i]] for i in idx]
+            note = "" if t in own else f"{step.name.lower()} failure; fault in a sub-assembly"
+            rows["description"] += [note] * len(idx)
+
+    def _emit_defects(self) -> None:
+        rows = self.defect_rows
+        order = np.lexsort((np.array(rows["unit"]), np.array(rows["found_at"], dtype=np.int64)))
+        uids = [f"DEF-{i + 1:07d}" for i in range(len(order))]
+
+        def pick(key: str) -> list[Any]:
+            return [rows[key][i] for i in order]
+
+        p = self.plant
+        p.add_nodes(
+            "Defect",
+            uid=uids,
+            found_at=iso(pick("found_at")),
+            severity=["major"] * len(uids),
+            disposition=["scrap"] * len(uids),
+            description=pick("description"),
+        )
+        p.add_edges("FOUND_ON", src=uids, dst=pick("unit"))
+        p.add_edges("OF_TYPE", src=uids, dst=pick("type"))
+        p.add_edges("DETECTED_IN", src=uids, dst=pick("inspection"))
+
+    # --- field ---------------------------------------------------------------------------
+
+    def _ship(self, line: _Line, q: _Quality) -> dict[str, Any]:
+        p = self.plant
+        ok = np.flatnonzero(~q.detected)
+        sizes: list[int] = []
+        while sum(sizes) < len(ok):
+            sizes.append(int(self.rng.integers(20, 61)))
+        sizes[-1] -= sum(sizes) - len(ok)
+        if sizes[-1] < 20:  # the last, partial load stays in the warehouse
+            sizes.pop()
+        n_ship = len(sizes)
+        cut = np.cumsum(sizes)
+        units = ok[: int(cut[-1])] if n_ship else ok[:0]
+        shipment_of = np.repeat(np.arange(n_ship), sizes)
+        last = line.unit_time[units][cut - 1] if n_ship else np.array([], dtype=np.int64)
+        shipped_at = last + self.rng.integers(DAY, 3 * DAY, n_ship)
+        weights = 1.0 / np.arange(1, layout.N_CUSTOMERS + 1)
+        customer = self.rng.choice(layout.N_CUSTOMERS, size=n_ship, p=weights / weights.sum())
+        uids = [f"SHP-{k + 1:06d}" for k in range(n_ship)]
+        carriers = ["road", "sea", "rail"]
+        p.add_nodes(
+            "Shipment",
+            uid=uids,
+            shipped_at=iso(shipped_at),
+            carrier=[carriers[k % 3] for k in range(n_ship)],
+        )
+        p.add_edges(
+            "SHIPPED_IN", src=[line.serials[i] for i in units], dst=[uids[k] for k in shipment_of]
+        )
+        p.add_edges("DELIVERED_TO", src=uids, dst=[f"CUST-{k + 1:03d}" for k in customer])
+        return {
+            "units": units,
+            "shipment_of": shipment_of,
+            "shipped_at": shipped_at,
+            "customer": customer,
+        }
+
+    def _complaints(self, line: _Line, q: _Quality, shipped: dict[str, Any]) -> dict[str, Any]:
+        c = self.c
+        units = shipped["units"]
+        escaped = q.escaped[units]
+        real = escaped & self._draw(np.full(len(units), c.complaint_p))
+        nff = ~escaped & self._draw(np.full(len(units), c.no_fault_found_p))
+        idx = np.flatnonzero(real | nff)
+        lag = 2 * DAY + self.rng.exponential(c.complaint_lag_days * DAY, len(idx)).astype(np.int64)
+        received = shipped["shipped_at"][shipped["shipment_of"][idx]] + lag
+        # the customer sees the pack's own defect first, else a module's, else a cell's
+        first_type = np.full(len(line.unit_batch), "", dtype=object)
+        priority = [t for level in reversed(bl.LINES) for t in bl.LEVEL_DEFECTS[level.uid]]
+        for t in reversed(priority):
+            if t in q.carried:
+                first_type[q.carried[t]] = t
+        nff_types = np.array(bl.COMPLAINT_DEFECTS, dtype=object)
+        reported = np.where(
+            real[idx],
+            first_type[units[idx]],
+            nff_types[self.rng.integers(0, len(nff_types), len(idx))],
+        )
+        order = np.lexsort((units[idx], received))
+        idx, received, reported = idx[order], received[order], reported[order]
+        uids = [f"CMP-{k + 1:06d}" for k in range(len(idx))]
+        p = self.plant
+        p.add_nodes(
+            "Complaint",
+            uid=uids,
+            received_at=iso(received),
+            severity=["major"] * len(uids),
+            description=[f"customer reports {bl.DEFECT_TYPES[t].name.lower()}" for t in reported],
+        )
+        p.add_edges("ABOUT", src=uids, dst=[line.serials[units[i]] for i in idx])
+        p.add_edges("OF_TYPE", src=uids, dst=list(reported))
+        p.add_edges(
+            "RAISED_BY",
+            src=uids,
+            dst=[f"CUST-{shipped['customer'][shipped['shipment_of'][i]] + 1:03d}" for i in idx],
+        )
+        return {"uids": uids, "no_fault_found": [bool(nff[i]) for i in idx]}
+
+    # --- ground truth ----------------------------------------------------------------------
+
+    def _truth(
+        self,
+        lines: tuple[_Line, _Line, _Line],
+        qualities: tuple[_Quality, _Quality, _Quality],
+        parts: tuple[np.ndarray, np.ndarray],
+        shipped: dict[str, Any],
+        complaints: dict[str, Any],
+        drift: dict[str, Any],
+        bad_lot: str,
+        bad_batches: list[int],
+        night: np.ndarray,
+    ) -> None:
+        c = self.c
+        cells, modules, packs = lines
+        cell_q, module_q, pack_q = qualities
+        cell_parts, module_parts = parts
+        category = {uid: d.category.value for uid, d in bl.DEFECT_TYPES.items()}
+
+        in_bad_lot = np.isin(cells.unit_batch, bad_batches)
+        module_exposed = in_bad_lot[cell_parts].any(axis=1)
+        pack_exposed = module_exposed[module_parts].any(axis=1)
+        causes: list[dict[str, Any]] = []
+        if c.bad_lot_added_p > 0:
+            causes.append(
+                {
+                    "id": "bad-lot",
+                    "kind": "material_lot",
+                    "uid": bad_lot,
+                    "material": c.bad_lot_material,
+                    "supplier": self.bad_lot_supplier,
+                    "defect_type": c.bad_lot_defect,
+                    "category": category[c.bad_lot_defect],
+                    "added_probability": c.bad_lot_added_p,
+                    "level": cells.spec.product,
+                    "batches": [cells.batch_uids[b] for b in bad_batches],
+                    "exposed_units": int(in_bad_lot.sum()),
+                    "defective_units": int((cell_q.fired[c.bad_lot_defect] & in_bad_lot).sum()),
+                    "exposed_modules": int(module_exposed.sum()),
+                    "exposed_packs": int(pack_exposed.sum()),
+                }
+            )
+        step = modules.spec.steps[drift["step"]]
+        par = next(p for p in step.params if p.uid == c.drift_parameter)
+        if c.drift_amount != 0 and c.weak_max_p > 0:
+            w0, w1 = drift["window"]
+            runs = [f"RUN-{modules.batch_uids[b]}-{step.sequence * 10}" for b in drift["batches"]]
+            values = modules.actuals[c.drift_parameter]
+            causes.append(
+                {
+                    "id": "weld-drift",
+                    "kind": "parameter_drift",
+                    "uid": c.drift_machine,
+                    "parameter": c.drift_parameter,
+                    "step": step.uid,
+                    "window": {"start": iso(w0)[0], "end": iso(w1)[0]},
+                    "drift": c.drift_amount,
+                    "lsl": par.lsl,
+                    "usl": par.usl,
+                    "defect_type": c.drift_defect,
+                    "category": category[c.drift_defect],
+                    "level": modules.spec.product,
+                    "runs": runs,
+                    "runs_out_of_spec": [
+                        r
+                        for r, b in zip(runs, drift["batches"], strict=True)
+                        if not par.lsl <= values[b] <= par.usl
+                    ],
+                    "batches": [modules.batch_uids[b] for b in drift["batches"]],
+                }
+            )
+        if c.shift_added_p > 0:
+            causes.append(
+                {
+                    "id": "night-fastening",
+                    "kind": "shift",
+                    "uid": c.shift,
+                    "step": c.shift_step,
+                    "defect_type": c.shift_defect,
+                    "category": category[c.shift_defect],
+                    "added_probability": c.shift_added_p,
+                    "level": packs.spec.product,
+                    "exposed_units": int(night.sum()),
+                }
+            )
+        noise: list[dict[str, Any]] = []
+        if c.bad_lot_added_p > 0:
+            noise.append(
+                {
+                    "kind": "co_exposed_machine",
+                    "uid": c.co_exposed_machine,
+                    "why": "stacked every cell batch of the bad lot, and others; no effect "
+                    "of its own",
+                }
+            )
+        noise += [
+            {
+                "kind": "baseline",
+                "rates": dict(c.baseline),
+                "why": "every defect type occurs at a low base rate everywhere",
+            },
+            {
+                "kind": "parameter_noise",
+                "why": "all other parameters vary around target with Cpk 1.33 and have no "
+                "effect on defects",
+            },
+            {
+                "kind": "no_fault_found",
+                "complaints": [
+                    u
+                    for u, n in zip(complaints["uids"], complaints["no_fault_found"], strict=True)
+                    if n
+                ],
+                "why": "complaints about good packs",
+            },
+        ]
+        self.plant.truth = {
+            "format": "sqems-ground-truth",
+            "version": 1,
+            "shape": "battery",
+            "seed": self.spec.seed,
+            "units": self.spec.units,
+            "causes": causes,
+            "noise": noise,
+            "counts": {
+                "cells": len(cells.unit_batch),
+                "modules": len(modules.unit_batch),
+                "packs": len(packs.unit_batch),
+                "cells_defective": int(cell_q.defective.sum()),
+                "cells_scrapped_at_test": int(cell_q.detected.sum()),
+                "modules_defective": int(module_q.defective.sum()),
+                "modules_scrapped_at_eol": int(module_q.detected.sum()),
+                "packs_defective": int(pack_q.defective.sum()),
+                "packs_scrapped_at_eol": int(pack_q.detected.sum()),
+                "packs_escaped": int(pack_q.escaped.sum()),
+                "packs_shipped": len(shipped["units"]),
+                "complaints": len(complaints["uids"]),
+                "no_fault_found": int(sum(complaints["no_fault_found"])),
+            },
+        }
+        # one row per truly defective unit (a defect of its own or in a part it was built
+        # from), with the defect types it carries, its own level's first
+        rows: dict[str, list[str]] = {"uid": [], "defect_types": [], "detected": [], "shipped": []}
+        shipped_mask = np.zeros(len(packs.unit_batch), dtype=bool)
+        shipped_mask[shipped["units"]] = True
+        for line, q in zip(lines, qualities, strict=True):
+            order = [*bl.LEVEL_DEFECTS[line.spec.uid]]
+            order += [t for t in q.carried if t not in order]
+            is_pack = line is packs
+            for i in np.flatnonzero(q.defective):
+                rows["uid"].append(line.serials[i])
+                rows["defect_types"].append(";".join(t for t in order if q.carried[t][i]))
+                rows["detected"].append(str(bool(q.detected[i])).lower())
+                rows["shipped"].append(str(bool(is_pack and shipped_mask[i])).lower())
+        self.plant.truth_units = Table(dict(rows))
