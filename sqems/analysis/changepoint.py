@@ -20,9 +20,12 @@ of constant mean:
   0.5 % of 50 and none of 135, 500 or 2,000 (``tests/test_changepoint.py`` keeps this);
 * the **reference** level is the longest segment's mean; a segment is *off* when its
   mean departs from the reference by more than ``min_shift`` sigmas (default 1);
-* the window runs from the **last run at the reference level before** the first off
-  segment to the **first run back at it after** the last one — the "last known good"
-  rule of a recall: everything made between two good runs is in question.
+* a slow drift begins before the segment that shows it clearly: the window is widened to
+  where a tabular CUSUM against the reference says the change began and ended (the run
+  after the CUSUM was last zero);
+* the window runs from the **last run at the reference level before** the change to the
+  **first run back at it after** — the "last known good" rule of a recall: everything
+  made between two good runs is in question.
 
 >>> import numpy as np
 >>> t = np.arange(100.0)
@@ -160,16 +163,41 @@ def level_shift_window(
     off = [i for i, m in enumerate(means) if abs(m - reference) > min_shift * sigma]
     if not off:
         return None
-    first_seg, last_seg = parts[off[0]], parts[off[-1]]
-    first, last = first_seg[0], last_seg[1] - 1
+    first, last = parts[off[0]][0], parts[off[-1]][1] - 1
+    peak = max((means[i] - reference for i in off), key=abs)
+    first, last = _cusum_bounds(x, reference, sigma, math.copysign(1.0, peak), first, last)
     return ShiftWindow(
         first_off=float(t[first]),
         last_off=float(t[last]),
         last_good_before=float(t[first - 1]) if first > 0 else None,
         first_good_after=float(t[last + 1]) if last + 1 < n else None,
         reference=reference,
-        peak_shift=max((means[i] - reference for i in off), key=abs),
+        peak_shift=peak,
         sigma=sigma,
-        runs_off=sum(parts[i][1] - parts[i][0] for i in off),
+        runs_off=last - first + 1,
         change_points=tuple(float(t[b]) for b, _ in parts[1:]),
     )
+
+
+def _cusum_bounds(
+    x: FloatArray, reference: float, sigma: float, sign: float, first: int, last: int
+) -> tuple[int, int]:
+    """Widen ``[first, last]`` to where a tabular CUSUM (reference value ``sigma``: tuned to a two-sigma shift)
+    says the change began and ended: the run after the CUSUM was last zero before
+    ``first``, and — run backwards — before ``last``'s end. A slow drift starts before the
+    segment that shows it clearly; this is the classic CUSUM estimate of the time of
+    change (Montgomery, *Introduction to Statistical Quality Control*, 9.2)."""
+    excess = sign * (x - reference) - sigma
+    s = 0.0
+    begin = 0
+    for i in range(first):
+        s = max(0.0, s + excess[i])
+        if s == 0.0:
+            begin = i + 1
+    s = 0.0
+    end = x.size - 1
+    for i in range(x.size - 1, last, -1):
+        s = max(0.0, s + excess[i])
+        if s == 0.0:
+            end = i - 1
+    return min(first, begin), max(last, end)
