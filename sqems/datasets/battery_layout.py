@@ -101,7 +101,7 @@ PACK_LINE = LineSpec(
     "Pack line",
     "PRD-PACK",
     "Battery pack 8s",
-    30,
+    20,
     150,
     (
         StepSpec(
@@ -207,7 +207,7 @@ class BatteryCauses:
     # every cell batch it fed was stacked on one machine
     bad_lot_material: str = "MAT-SEPARATOR"
     bad_lot_position: float = 0.45
-    bad_lot_added_p: float = 0.03
+    bad_lot_added_p: float = 0.04
     bad_lot_defect: str = "DT-INTERNAL-SHORT"
     co_exposed_machine: str = "M-STACK-1"
     # a laser welder whose power sags over a window, below the LSL: weak welds
@@ -222,7 +222,7 @@ class BatteryCauses:
     # the night shift leaves module fasteners loose in the pack
     shift: str = "night"
     shift_step: str = "STEP-PACK-10"
-    shift_added_p: float = 0.04
+    shift_added_p: float = 0.06
     shift_defect: str = "DT-LOOSE-FASTENER"
     # baseline rates (noise) by defect type, per unit of the level it arises at
     baseline: tuple[tuple[str, float], ...] = (
