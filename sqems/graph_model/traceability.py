@@ -84,9 +84,19 @@ class RecallSource:
     kind: SourceKind
     uid: str
     window: TimeWindow | None = None
+    also: tuple[str, ...] = ()
+    """More lots or batches recalled together with ``uid`` (a supplier's lots, the
+    batches a shift made): one scope, one traversal."""
 
     def describe(self) -> str:
         text = f"{self.kind.value} {self.uid}"
+        if self.also:
+            more = len(self.also)
+            text = f"{self.kind.value}es" if self.kind is SourceKind.BATCH else f"{self.kind}s"
+            shown = [self.uid, *self.also[:2]]
+            text += " " + ", ".join(shown)
+            if more > 2:
+                text += f" and {more - 2} more"
         if self.window is not None:
             start = self.window.start.isoformat() if self.window.start else "…"
             end = self.window.end.isoformat() if self.window.end else "…"
@@ -251,10 +261,13 @@ class Traceability:
 
     def recall_scope(self, source: RecallSource) -> RecallScope:
         """Affected units, shipments and customers of a recall from ``source``."""
-        self._require([source.uid], {_SOURCE_LABEL[source.kind]})
+        if source.also and source.kind not in (SourceKind.LOT, SourceKind.BATCH):
+            raise ValidationFailed("only lots and batches can be recalled several at once")
+        starts = list(dict.fromkeys([source.uid, *source.also]))
+        self._require(starts, {_SOURCE_LABEL[source.kind]})
         depth = self.max_depth
         if source.kind in (SourceKind.LOT, SourceKind.BATCH):
-            t = self.store.traverse([source.uid], DOWNSTREAM, max_depth=depth)
+            t = self.store.traverse(starts, DOWNSTREAM, max_depth=depth)
             return self._scope(source, [], t, {})
 
         runs, prefix = self._trigger_runs(source)

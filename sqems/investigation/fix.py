@@ -1,0 +1,255 @@
+"""The what-if of the fix a cause calls for, on the twin of the line where it acts.
+
+Each kind of cause has its fix, and each fix is a what-if scenario of the line the cause
+acts on (:class:`~sqems.simulation.scenarios.ScenarioSpec`):
+
+===================  =============================================================
+cause                scenario
+===================  =============================================================
+a drift (machine or  ``drifts``: the machine's drift of that parameter removed over
+parameter zone)      the same change-point window the recall used
+a machine            ``routing``: the step it performs runs on its other machines
+a shift at a step    ``step_shifts``: the step works the line's other shifts
+a material lot       ``lots``: the lot replaced by a new lot of the same material
+a supplier           ``lots``: every lot of the supplier replaced
+an operator          ``operators``: the operator's runs taken by the step's others
+===================  =============================================================
+
+The result carries each KPI's baseline and scenario values and their paired difference
+with a 94 % credible interval, and a verdict per KPI ("credible" or "no credible
+change"); a scenario that changes nothing says so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqems.analysis.factors import Factor, FactorKind
+from sqems.errors import ValidationFailed
+from sqems.graph_model.store import Direction, GraphStore
+from sqems.investigation.recall import SuggestedRecall
+from sqems.simulation import whatif
+from sqems.simulation.runner import WhatIfRunner
+from sqems.simulation.scenarios import ScenarioSpec
+from sqems.twin.line import SHIFT_ORDER, LineTwin
+
+OUT, IN = Direction.OUT, Direction.IN
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """A proposed what-if: the line, what it changes in words, and the scenario."""
+
+    line: str
+    description: str
+    changes: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "description": self.description, "changes": self.changes}
+
+
+def line_of_runs(store: GraphStore, runs: list[str]) -> str | None:
+    """The line most of ``runs`` ran on."""
+    machines = [e.dst for e in store.edges(runs, {"ON": OUT})]
+    lines: Counter[str] = Counter()
+    line_of = {e.src: e.dst for e in store.edges(set(machines), {"PART_OF": OUT})}
+    for m in machines:
+        if m in line_of:
+            lines[line_of[m]] += 1
+    return lines.most_common(1)[0][0] if lines else None
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat()
+
+
+def fix_for(
+    store: GraphStore, factor: Factor, recall: SuggestedRecall, twin_of: Callable[[str], LineTwin]
+) -> Fix:
+    """The scenario that removes ``factor`` (see the module docstring); ``twin_of``
+    builds a line's twin (to know a step's machines and the line's shifts)."""
+    if recall.drifts and factor.kind in (FactorKind.MACHINE, FactorKind.EXCURSION):
+        drift = recall.drifts[0]
+        line = _line_of_machine(store, drift.machine)
+        w = drift.window
+        return Fix(
+            line,
+            f"remove the drift of {drift.parameter} on {drift.machine} "
+            f"({_iso(w.first_off)[:16]} to {_iso(w.last_off)[:16]})",
+            {
+                "drifts": [
+                    {
+                        "machine": d.machine,
+                        "parameter": d.parameter,
+                        "start": _iso(d.window.first_off),
+                        "end": _iso(d.window.last_off),
+                    }
+                    for d in recall.drifts
+                ]
+            },
+        )
+    match factor.kind:
+        case FactorKind.MACHINE:
+            line = _line_of_machine(store, factor.uid)
+            twin = twin_of(line)
+            step = next((s for s in twin.steps if factor.uid in s.machines), None)
+            if step is None:
+                raise ValidationFailed(f"machine {factor.uid} performs no step of line {line}")
+            others = [m for m in step.machines if m != factor.uid]
+            if not others:
+                raise ValidationFailed(
+                    f"step {step.uid} has no machine but {factor.uid}: no routing can avoid it"
+                )
+            return Fix(
+                line,
+                f"run {step.uid} on {', '.join(others)} instead of {factor.uid}",
+                {"routing": [{"step": step.uid, "machines": others}]},
+            )
+        case FactorKind.SHIFT:
+            step_uid = str(factor.step)
+            runs = [e.src for e in store.edges([step_uid], {"FOR_STEP": IN})]
+            line = _required(line_of_runs(store, runs), f"step {step_uid}")
+            twin = twin_of(line)
+            shifts = [s for s in _line_shifts(twin) if s != factor.uid]
+            if not shifts:
+                raise ValidationFailed(f"line {line} works no shift but {factor.uid}")
+            return Fix(
+                line,
+                f"work {step_uid} in the {', '.join(shifts)} shifts only (not {factor.uid})",
+                {"step_shifts": [{"step": step_uid, "shifts": shifts}]},
+            )
+        case FactorKind.MATERIAL_LOT | FactorKind.SUPPLIER:
+            lots = (
+                [factor.uid]
+                if factor.kind is FactorKind.MATERIAL_LOT
+                else [e.dst for e in store.edges([factor.uid], {"SUPPLIED": OUT})]
+            )
+            batches = [e.dst for e in store.edges(lots, {"CONSUMED_IN": OUT})]
+            runs = [e.dst for e in store.edges(batches, {"RAN": OUT})]
+            line = _required(line_of_runs(store, runs), f"{factor.describe()}")
+            key = "lot" if factor.kind is FactorKind.MATERIAL_LOT else "supplier"
+            what = (
+                f"lot {factor.uid} by a new lot of the same material"
+                if key == "lot"
+                else f"every lot of supplier {factor.uid} by new lots"
+            )
+            return Fix(line, f"replace {what}", {"lots": [{key: factor.uid}]})
+        case FactorKind.OPERATOR:
+            runs = [e.src for e in store.edges([factor.uid], {"OPERATED_BY": IN})]
+            steps = Counter(e.dst for e in store.edges(runs, {"FOR_STEP": OUT}))
+            line = _required(line_of_runs(store, runs), f"operator {factor.uid}")
+            step_uid = steps.most_common(1)[0][0]
+            return Fix(
+                line,
+                f"have {step_uid}'s other operators take {factor.uid}'s runs",
+                {"operators": [{"step": step_uid, "exclude": [factor.uid]}]},
+            )
+        case FactorKind.EXCURSION:
+            runs = [e.src for e in store.edges([factor.uid], {"RECORDED": IN})]
+            line = _required(line_of_runs(store, runs), f"parameter {factor.uid}")
+            twin = twin_of(line)
+            _, spec = twin.parameter(factor.uid)
+            if spec.lsl is None or spec.usl is None:
+                raise ValidationFailed(f"parameter {factor.uid} has no two-sided spec to centre in")
+            centre = (spec.lsl + spec.usl) / 2.0
+            return Fix(
+                line,
+                f"hold {factor.uid} at the centre of its tolerance, {centre:g} {spec.unit}",
+                {"parameters": [{"parameter": factor.uid, "setpoint": centre}]},
+            )
+    raise ValidationFailed(f"no fix is known for a factor of kind {factor.kind}")
+
+
+def _required(line: str | None, what: str) -> str:
+    if line is None:
+        raise ValidationFailed(f"{what} ran on no machine of any line: no twin can show its fix")
+    return line
+
+
+def _line_of_machine(store: GraphStore, machine: str) -> str:
+    line = next((e.dst for e in store.edges([machine], {"PART_OF": OUT})), None)
+    return _required(line, f"machine {machine}")
+
+
+def _line_shifts(twin: LineTwin) -> list[str]:
+    levels = {
+        name.removeprefix("shift:")
+        for s in twin.steps
+        for name in s.history.parameters
+        if name.startswith("shift:")
+    }
+    return [s for s in SHIFT_ORDER if s in levels or s == SHIFT_ORDER[0]]
+
+
+def run_fix(
+    runner: WhatIfRunner,
+    fix: Fix,
+    *,
+    name: str = "investigation",
+    hours: float = 8.0,
+    replications: int = 60,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Simulate ``fix`` against its line's baseline (a new what-if session) and return
+    the result, JSON-ready."""
+    store = runner.store
+    spec = ScenarioSpec.parse(fix.changes)
+    view = whatif.create_session(
+        store,
+        fix.line,
+        name,
+        horizon_s=hours * 3600,
+        replications=replications,
+        seed=seed,
+    )
+    scenario = whatif.add_scenario(store, view.session.uid, fix.description, spec)
+    runner.submit(view.session.uid, scenario.uid).result()
+    done = whatif.get_session(store, view.session.uid)
+    results = {s.uid: json.loads(s.results) if s.results else {} for s in done.scenarios}
+    base = results[done.baseline.uid]
+    body = results[scenario.uid]
+    kpis = {}
+    for kpi, value in body.get("kpis", {}).items():
+        kpis[kpi] = {
+            "baseline": base.get("kpis", {}).get(kpi),
+            "scenario": value,
+            "difference": body.get("difference", {}).get(kpi),
+            "verdict": body.get("verdicts", {}).get(kpi),
+        }
+    better: list[str] = []
+    worse: list[str] = []
+    for kpi, v in kpis.items():
+        if v["verdict"] != whatif.CREDIBLE or v["difference"] is None:
+            continue
+        up = v["difference"]["mean"] > 0
+        (better if up == (kpi in whatif.BETTER_HIGH) else worse).append(kpi)
+    return {
+        "line": fix.line,
+        "session": view.session.uid,
+        "scenario": scenario.uid,
+        "description": fix.description,
+        "changes": body.get("changes") or fix.changes,
+        "hours": hours,
+        "replications": replications,
+        "kpis": kpis,
+        "warnings": body.get("warnings", []),
+        "better": better,
+        "worse": worse,
+        "verdict": _verdict(better, worse),
+    }
+
+
+def _verdict(better: list[str], worse: list[str]) -> str:
+    if not better and not worse:
+        return f"{whatif.NO_CREDIBLE_CHANGE} in any KPI: the twin cannot show that this fix helps"
+    parts = []
+    if better:
+        parts.append(f"credibly better {', '.join(better)}")
+    if worse:
+        parts.append(f"credibly worse {', '.join(worse)}")
+    return "; ".join(parts)

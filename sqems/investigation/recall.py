@@ -1,0 +1,334 @@
+"""The recall a cause calls for, built from what the analysis found.
+
+A root cause is a statement about exposure, and so is a recall scope: they must agree.
+:func:`suggest_recall` turns a ranked cause into the recall that covers every unit
+exposed to it, saying how the scope was drawn:
+
+* a **material lot** → that lot's recall (with any lot the data cannot tell apart from it);
+* a **supplier** → every lot of the supplier consumed in the analysis window;
+* a **machine** → the machine over the window in which one of its parameters left its
+  usual level (:func:`~sqems.analysis.changepoint.level_shift_window` on the series of
+  its run actuals: the whole drift, not only the runs that crossed a limit); when no
+  parameter moved, the machine over the whole analysis window;
+* a **parameter zone** → the same change-point window on each machine whose runs were in
+  the zone; without a change point, the runs whose actual was in the zone;
+* a **shift at a step** or an **operator** → the batches whose run at that step was in
+  that shift (by that operator) in the analysis window.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from sqems.analysis.changepoint import ShiftWindow, level_shift_window
+from sqems.analysis.factors import Factor, FactorKind, spec_zone
+from sqems.graph_model.nodes import MaterialLot, Parameter, ProcessRun
+from sqems.graph_model.store import Direction, GraphStore, TimeWindow
+from sqems.graph_model.traceability import RecallScope, RecallSource, SourceKind, Traceability
+
+log = logging.getLogger(__name__)
+OUT, IN = Direction.OUT, Direction.IN
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """A machine's parameter that left its usual level, and when."""
+
+    machine: str
+    parameter: str
+    window: ShiftWindow
+
+    def as_dict(self) -> dict[str, Any]:
+        w = self.window
+        return {
+            "machine": self.machine,
+            "parameter": self.parameter,
+            "start": _iso(w.first_off),
+            "end": _iso(w.last_off),
+            "last_good_before": _iso(w.last_good_before),
+            "first_good_after": _iso(w.first_good_after),
+            "reference": w.reference,
+            "peak_shift": w.peak_shift,
+            "sigma": w.sigma,
+            "runs_off": w.runs_off,
+        }
+
+
+@dataclass(slots=True)
+class SuggestedRecall:
+    basis: str
+    """How the scope was drawn: ``lot``, ``supplier``, ``drift``, ``machine``,
+    ``excursion``, ``shift`` or ``operator``."""
+    explanation: str
+    scopes: list[RecallScope]
+    drifts: list[Drift]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The same shape as ``sqems recall --json`` (several sources merged into one)."""
+        return merge_scopes(self.scopes)
+
+    def basis_dict(self) -> dict[str, Any]:
+        return {
+            "basis": self.basis,
+            "explanation": self.explanation,
+            "sources": [s.source.describe() for s in self.scopes],
+            "drifts": [d.as_dict() for d in self.drifts],
+        }
+
+    @property
+    def units(self) -> set[str]:
+        return {u.uid for s in self.scopes for u in s.units}
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat()
+
+
+def _window(lo: float, hi: float) -> TimeWindow:
+    start = datetime.fromtimestamp(lo, UTC) if np.isfinite(lo) else None
+    end = datetime.fromtimestamp(hi, UTC) if np.isfinite(hi) else None
+    return TimeWindow(start, end)
+
+
+def merge_scopes(scopes: Sequence[RecallScope]) -> dict[str, Any]:
+    """One recall (``recall --json`` shape) from several scopes; a unit reached from more
+    than one source keeps the first path found."""
+    if len(scopes) == 1:
+        return scopes[0].as_dict()
+    units: dict[str, dict[str, Any]] = {}
+    triggers: list[str] = []
+    batches: set[str] = set()
+    shipments: set[str] = set()
+    customers: set[str] = set()
+    for scope in scopes:
+        d = scope.as_dict()
+        triggers.extend(d["triggers"])
+        batches.update(d["batches"])
+        shipments.update(d["shipments"])
+        customers.update(d["customers"])
+        for u in d["units"]:
+            units.setdefault(u["uid"], u)
+    ordered = [units[k] for k in sorted(units)]
+    trig = sorted(set(triggers))
+    return {
+        "source": "; ".join(s.source.describe() for s in scopes) or "nothing",
+        "counts": {
+            "process_runs": len(trig),
+            "batches": len(batches),
+            "units": len(ordered),
+            "units_shipped": sum(u["shipment"] is not None for u in ordered),
+            "shipments": len(shipments),
+            "customers": len(customers),
+        },
+        "triggers": trig,
+        "batches": sorted(batches),
+        "shipments": sorted(shipments),
+        "customers": sorted(customers),
+        "units": ordered,
+    }
+
+
+def suggest_recall(
+    store: GraphStore,
+    factor: Factor,
+    window: tuple[float, float],
+    *,
+    aliases: Iterable[Factor] = (),
+) -> SuggestedRecall:
+    """The recall ``factor`` calls for; ``window`` is the analysis window (POSIX
+    seconds) that bounds a shift, operator or supplier recall."""
+    trace = Traceability(store)
+    lo, hi = window
+    match factor.kind:
+        case FactorKind.MATERIAL_LOT:
+            same = tuple(a.uid for a in aliases if a.kind is FactorKind.MATERIAL_LOT)
+            scope = trace.recall_scope(RecallSource(SourceKind.LOT, factor.uid, also=same))
+            text = f"every unit made from lot {factor.uid}"
+            if same:
+                text += f" and from {', '.join(same)}, which fed exactly the same batches"
+            return SuggestedRecall("lot", text, [scope], [])
+        case FactorKind.SUPPLIER:
+            lots = _supplier_lots(store, factor.uid, lo, hi)
+            if not lots:
+                return SuggestedRecall(
+                    "supplier", f"no lot of {factor.uid} was consumed in the window", [], []
+                )
+            scope = trace.recall_scope(RecallSource(SourceKind.LOT, lots[0], also=tuple(lots[1:])))
+            return SuggestedRecall(
+                "supplier",
+                f"every unit made from the {len(lots)} lots of supplier {factor.uid} consumed "
+                "in the analysis window",
+                [scope],
+                [],
+            )
+        case FactorKind.MACHINE:
+            drifts = machine_drifts(store, factor.uid, lo, hi)
+            if drifts:
+                d = max(drifts, key=lambda d: abs(d.window.peak_shift) / d.window.sigma)
+                scope = trace.recall_scope(_drift_source(d))
+                return SuggestedRecall(
+                    "drift",
+                    f"machine {factor.uid} while {d.parameter} was off its usual level "
+                    f"(a change point: from {_day(d.window.first_off)} to "
+                    f"{_day(d.window.last_off)}, between the last and the first run at the "
+                    "usual level)",
+                    [scope],
+                    [d],
+                )
+            scope = trace.recall_scope(
+                RecallSource(SourceKind.MACHINE, factor.uid, _window(lo, hi))
+            )
+            return SuggestedRecall(
+                "machine",
+                f"machine {factor.uid} over the whole analysis window: none of its "
+                "parameters shows a change point that would narrow it",
+                [scope],
+                [],
+            )
+        case FactorKind.EXCURSION:
+            return _excursion_recall(store, trace, factor, lo, hi)
+        case FactorKind.SHIFT | FactorKind.OPERATOR:
+            batches = _batches_of_runs(store, factor, lo, hi)
+            who = (
+                f"the {factor.uid} shift at {factor.step}"
+                if factor.kind is FactorKind.SHIFT
+                else f"operator {factor.uid}"
+            )
+            if not batches:
+                return SuggestedRecall(
+                    factor.kind.value, f"no run of {who} in the analysis window", [], []
+                )
+            scope = trace.recall_scope(
+                RecallSource(SourceKind.BATCH, batches[0], also=tuple(batches[1:]))
+            )
+            return SuggestedRecall(
+                factor.kind.value,
+                f"the {len(batches)} batches run by {who} in the analysis window",
+                [scope],
+                [],
+            )
+    raise ValueError(f"no recall for a factor of kind {factor.kind}")
+
+
+def _day(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _drift_source(d: Drift) -> RecallSource:
+    w = d.window
+    return RecallSource(
+        SourceKind.MACHINE,
+        d.machine,
+        TimeWindow(
+            datetime.fromtimestamp(w.first_off, UTC), datetime.fromtimestamp(w.last_off, UTC)
+        ),
+    )
+
+
+def _runs(store: GraphStore, uids: Iterable[str]) -> dict[str, ProcessRun]:
+    return {u: n for u, n in store.get_many(uids).items() if isinstance(n, ProcessRun)}
+
+
+def machine_drifts(
+    store: GraphStore, machine: str, lo: float = -np.inf, hi: float = np.inf
+) -> list[Drift]:
+    """Every parameter of ``machine`` whose run actuals left their usual level, with
+    the window. The series is the machine's whole history, so the usual level is known
+    even when the analysis window holds mostly the drift; only drifts that overlap
+    ``[lo, hi]`` are returned."""
+    runs = _runs(store, (e.src for e in store.edges([machine], {"ON": IN})))
+    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for e in store.edges(runs, {"RECORDED": OUT}):
+        series[e.dst].append((runs[e.src].started_at.timestamp(), float(e.props["value"])))
+    found = []
+    for parameter, points in sorted(series.items()):
+        t, x = np.array(points).T
+        w = level_shift_window(t, x)
+        if w is None or w.last_off < lo or w.first_off > hi:
+            continue
+        found.append(Drift(machine, parameter, w))
+    return found
+
+
+def _excursion_recall(
+    store: GraphStore, trace: Traceability, factor: Factor, lo: float, hi: float
+) -> SuggestedRecall:
+    spec = store.get(factor.uid)
+    assert isinstance(spec, Parameter)
+    recorded = store.edges([factor.uid], {"RECORDED": IN})
+    in_zone = {
+        e.src
+        for e in recorded
+        if spec_zone(float(e.props["value"]), spec.lsl, spec.usl) == factor.zone
+    }
+    runs = _runs(store, in_zone)
+    window = _window(lo, hi)
+    runs = {u: r for u, r in runs.items() if window.overlaps(r.interval())}
+    machines = sorted({e.dst for e in store.edges(runs, {"ON": OUT})})
+    drifts = [
+        d for m in machines for d in machine_drifts(store, m, lo, hi) if d.parameter == factor.uid
+    ]
+    if drifts:
+        scopes = [trace.recall_scope(_drift_source(d)) for d in drifts]
+        where = ", ".join(
+            f"{d.machine} ({_day(d.window.first_off)} to {_day(d.window.last_off)})" for d in drifts
+        )
+        return SuggestedRecall(
+            "drift",
+            f"the machines on which {factor.uid} drifted, over the change-point window of "
+            f"each drift: {where}",
+            scopes,
+            drifts,
+        )
+    batches = sorted({e.src for e in store.edges(runs, {"RAN": IN})})
+    if not batches:
+        return SuggestedRecall("excursion", f"no run held {factor.describe()}", [], [])
+    scope = trace.recall_scope(RecallSource(SourceKind.BATCH, batches[0], also=tuple(batches[1:])))
+    return SuggestedRecall(
+        "excursion",
+        f"the {len(batches)} batches whose run held {factor.describe()} in the analysis "
+        "window (no machine shows a change point that would bound it in time)",
+        [scope],
+        [],
+    )
+
+
+def _supplier_lots(store: GraphStore, supplier: str, lo: float, hi: float) -> list[str]:
+    lots = [
+        u
+        for u, n in store.get_many(
+            e.dst for e in store.edges([supplier], {"SUPPLIED": OUT})
+        ).items()
+        if isinstance(n, MaterialLot)
+    ]
+    window = _window(lo, hi)
+    used = store.edges(lots, {"CONSUMED_IN": OUT})
+    batches = store.get_many({e.dst for e in used})
+    return sorted(
+        {e.src for e in used if e.dst in batches and window.overlaps(batches[e.dst].interval())}
+    )
+
+
+def _batches_of_runs(store: GraphStore, factor: Factor, lo: float, hi: float) -> list[str]:
+    if factor.kind is FactorKind.SHIFT:
+        start, hop = factor.step, "FOR_STEP"
+    else:
+        start, hop = factor.uid, "OPERATED_BY"
+    if start is None:
+        return []
+    runs = _runs(store, (e.src for e in store.edges([start], {hop: IN})))
+    window = _window(lo, hi)
+    chosen = [
+        u
+        for u, r in runs.items()
+        if window.overlaps(r.interval())
+        and (factor.kind is not FactorKind.SHIFT or r.shift.value == factor.uid)
+    ]
+    return sorted({e.src for e in store.edges(chosen, {"RAN": IN})})
