@@ -317,11 +317,12 @@ def rootcause_cmd(
     unit: Annotated[list[str] | None, typer.Option(help="Explain these defective units.")] = None,
     start: WindowStart = None,
     end: WindowEnd = None,
-    top: Annotated[int, typer.Option(help="How many causes to list.")] = 5,
+    top: Annotated[int, typer.Option(help="How many factors to list.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Rank the causes of defective units: exposure against comparable units, an exact
-    test with false-discovery control and a multivariable model, with 5-Why chains."""
+    """Rank the factors behind defective units: exposure against comparable units (with
+    every sub-assembly level's factors), an exact test with false-discovery control and
+    tests conditional on the stronger causes; a 5-Why chain only for a significant one."""
     if sum(x is not None and x != [] for x in (defect_type, complaint, unit)) != 1:
         raise ValidationFailed("give exactly one of --defect-type, --complaint, --unit")
     with _store(read_only=True) as (store, _):
@@ -330,7 +331,7 @@ def rootcause_cmd(
         elif complaint:
             target = rootcause.from_complaints(store, complaint)
         else:
-            target = rootcause.from_units(unit or [])
+            target = rootcause.from_units(store, unit or [])
         report = rootcause.rank_causes(store, target, top=top)
         if as_json:
             out.print_json(json.dumps(rootcause.report_dict(report)))
@@ -1344,16 +1345,23 @@ def _print_causes(report: rootcause.RootCauseReport) -> None:
         f"{report.defectives.description}: {report.defective_in_population:,} defective "
         f"of {report.population:,} comparable units; {report.factors_tested:,} factors tested"
     )
-    table = Table("#", "cause (6M)", "defective/exposed", "risk ratio", "q", "adj. OR", "explains")
+    table = Table(
+        "#", "factor (6M)", "significant", "defective/exposed", "risk ratio", "q",
+        "adj. OR", "explains",
+    )  # fmt: skip
     for c in report.causes:
         e = c.evidence
-        aor = f"{e.adjusted_odds_ratio:.3g}" if e.adjusted_odds_ratio is not None else "-"
+        aor = (
+            f"{e.adjusted_odds_ratio:.3g} ({e.adjusted_odds_ratio_low:.3g}-"
+            f"{e.adjusted_odds_ratio_high:.3g})"
+        )
         note = f"; explained by {c.explained_by.uid}" if c.explained_by else ""
         if c.aliases:
             note += "; inseparable from " + ", ".join(f.key for f in c.aliases)
         table.add_row(
             str(c.rank),
             f"{c.factor.describe()} [dim]({c.category.value}{note})[/dim]",
+            "yes" if c.significant else "no",
             f"{e.defective_exposed}/{e.exposed}",
             f"{e.risk_ratio:.3g} ({e.risk_ratio_low:.3g}-{e.risk_ratio_high:.3g})",
             f"{e.q_value:.1g}",
@@ -1361,9 +1369,11 @@ def _print_causes(report: rootcause.RootCauseReport) -> None:
             f"{e.explained_defects:.0f}",
         )
     out.print(table)
-    if report.causes and report.causes[0].why:
+    out.print(f"[bold]conclusion:[/bold] {report.conclusion}")
+    first = report.causes[0] if report.causes else None
+    if first is not None and first.significant and first.why:
         out.print("[bold]5-Why[/bold] for the first cause:")
-        for i, step in enumerate(report.causes[0].why, start=1):
+        for i, step in enumerate(first.why, start=1):
             out.print(f"  {i}. {step.why}")
 
 

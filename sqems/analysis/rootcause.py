@@ -30,6 +30,7 @@ run on those cells — a few thousand rows for a 100k-unit plant — not on unit
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,7 +39,6 @@ from typing import Any
 
 import numpy as np
 from scipy import sparse, stats
-from sklearn.linear_model import LogisticRegression
 
 from sqems.analysis.factors import (
     ZONE_TEXT,
@@ -75,9 +75,31 @@ class Defectives:
     description: str = ""
 
 
-def from_units(uids: Iterable[str]) -> Defectives:
+def from_units(store: GraphStore, uids: Iterable[str]) -> Defectives:
+    """Units named by the caller, each of which must be a unit with a recorded defect (a
+    Defect found on it) or a complaint about it: a good unit has nothing to explain."""
     units = tuple(dict.fromkeys(uids))
-    return Defectives(units, description=f"{len(units)} units named by the caller")
+    nodes = store.get_many(units)
+    missing = [u for u in units if u not in nodes]
+    if missing:
+        raise NotFound(f"unit {missing[0]} is not in the graph ({store.description})")
+    others = [u for u in units if nodes[u].label != "Unit"]
+    if others:
+        raise ValidationFailed(
+            f"{others[0]} is a {nodes[others[0]].label}, not a unit: name defective units"
+        )
+    reported: dict[str, tuple[str, str]] = {}
+    reports = sorted(store.edges(units, {"FOUND_ON": IN, "ABOUT": IN}), key=_found_first)
+    labels = {e.src: "Defect" if e.type == "FOUND_ON" else "Complaint" for e in reports}
+    for e in reports:
+        reported.setdefault(e.dst, (e.src, labels[e.src]))
+    good = [u for u in units if u not in reported]
+    if good:
+        raise ValidationFailed(
+            f"unit {good[0]} has no recorded defect or complaint: nothing to explain "
+            f"(name units with a Defect found on them or a Complaint about them)"
+        )
+    return Defectives(units, reported, description=f"{len(units)} units named by the caller")
 
 
 def from_complaints(store: GraphStore, complaint_uids: Iterable[str]) -> Defectives:
@@ -143,13 +165,14 @@ class Population:
 
     facts: PlantFacts
     cells: list[tuple[str, tuple[str, ...]]]
-    """(batch, sub-assembly batches) of each cell."""
+    """(batch, batches of its sub-assemblies at every depth) of each cell."""
     size: np.ndarray
     defective: np.ndarray
     example: list[str | None]
     """A defective unit of each cell (None when it has none)."""
     sub_of: dict[str, list[str]]
-    """Unit → its sub-assemblies, for the units that are examples."""
+    """Unit → its direct sub-assemblies, for the example units and every sub-assembly
+    under them."""
     batch_of: dict[str, str]
     products: list[str]
     window: tuple[float, float]
@@ -198,17 +221,8 @@ def _population(store: GraphStore, target: Defectives, pad_s: float) -> Populati
         shipped = {e.src for e in store.edges(units, {"SHIPPED_IN": OUT})}
         units = [u for u in units if u in shipped or u in defective]
     may_have_subs = [u for u in units if product_of.get(batch_of[u]) in assembling]
-    parent_of = (
-        {e.src: e.dst for e in store.edges(may_have_subs, {"ASSEMBLED_INTO": IN})}
-        if may_have_subs
-        else {}
-    )
-    sub_batch = (
-        {e.dst: e.src for e in store.edges(parent_of, {"PRODUCED": IN})} if parent_of else {}
-    )
-    subs: dict[str, list[str]] = defaultdict(list)
-    for sub, parent in parent_of.items():
-        subs[parent].append(sub)
+    tree = _assemblies(store, may_have_subs, products, assembling)
+    sub_batch = tree.batch_of
 
     facts = read_batches(store, {*batch_of.values(), *by_count, *sub_batch.values()})
     index: dict[tuple[str, tuple[str, ...]], int] = {}
@@ -218,15 +232,7 @@ def _population(store: GraphStore, target: Defectives, pad_s: float) -> Populati
     example: list[str | None] = []
     none: tuple[str, ...] = ()
     for unit in units:
-        parts_of = subs.get(unit)
-        if not parts_of:
-            key = (batch_of[unit], none)
-        elif len(parts_of) == 1:
-            made = sub_batch.get(parts_of[0])
-            key = (batch_of[unit], none if made is None else (made,))
-        else:
-            made_in = {sub_batch[s] for s in parts_of if s in sub_batch}
-            key = (batch_of[unit], tuple(sorted(made_in)))
+        key = (batch_of[unit], tree.descendant_batches(unit) if unit in tree.children else none)
         at = index.get(key)
         if at is None:
             at = index[key] = len(cells)
@@ -249,18 +255,83 @@ def _population(store: GraphStore, target: Defectives, pad_s: float) -> Populati
         bad.append(len(defective_in[batch]))
         example.append(min(defective_in[batch], default=None))
     batch_of.update(own)
-    examples = {u for u in example if u is not None}
+    examples = [u for u in example if u is not None]
+    below = tree.subtree(examples)
     return Population(
         facts,
         cells,
         np.asarray(size, dtype=np.int64),
         np.asarray(bad, dtype=np.int64),
         example,
-        {u: subs[u] for u in examples if u in subs},
-        {u: batch_of[u] for u in examples} | {s: sub_batch[s] for u in examples for s in subs[u]},
+        {u: tree.children[u] for u in below if u in tree.children},
+        {u: batch_of[u] for u in examples} | {s: sub_batch[s] for s in below if s in sub_batch},
         products,
         (lo, hi),
     )
+
+
+@dataclass(slots=True)
+class _Assemblies:
+    """The sub-assembly trees under some units, every level down."""
+
+    children: dict[str, list[str]]
+    """Unit → its direct sub-assemblies (sorted)."""
+    batch_of: dict[str, str]
+    """Sub-assembly → the batch that made it."""
+    _below: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def descendant_batches(self, unit: str) -> tuple[str, ...]:
+        """The batches of every sub-assembly under ``unit``, at any depth, sorted."""
+        done = self._below.get(unit)
+        if done is not None:
+            return done
+        found: set[str] = set()
+        for sub in self.children.get(unit, ()):
+            if sub in self.batch_of:
+                found.add(self.batch_of[sub])
+            if sub in self.children:
+                found.update(self.descendant_batches(sub))
+        self._below[unit] = made = tuple(sorted(found))
+        return made
+
+    def subtree(self, units: Iterable[str]) -> list[str]:
+        """``units`` and every sub-assembly under them."""
+        seen: list[str] = []
+        todo = list(units)
+        while todo:
+            unit = todo.pop()
+            seen.append(unit)
+            todo.extend(self.children.get(unit, ()))
+        return seen
+
+
+def _assemblies(
+    store: GraphStore, units: Sequence[str], products: Sequence[str], assembling: set[str]
+) -> _Assemblies:
+    """The sub-assemblies of ``units`` through every level of ``ASSEMBLED_INTO`` — a
+    pack's modules, their cells, … — with two bulk store calls per level. A level is
+    read only while the bill of materials says its products are built from others."""
+    children: dict[str, list[str]] = defaultdict(list)
+    batch_of: dict[str, str] = {}
+    frontier = list(units)
+    # the products that may still have sub-assemblies at the next level
+    level = {p for p in products if p in assembling}
+    seen: set[str] = set(frontier)
+    while frontier and level:
+        found = [e for e in store.edges(frontier, {"ASSEMBLED_INTO": IN}) if e.src not in seen]
+        if not found:
+            break
+        for e in sorted(found, key=lambda e: (e.dst, e.src)):
+            children[e.dst].append(e.src)
+            seen.add(e.src)
+        subs = [e.src for e in found]
+        batch_of.update((e.dst, e.src) for e in store.edges(subs, {"PRODUCED": IN}))
+        parts = {e.dst for e in store.edges(level, {"USES": OUT})}
+        uses = store.edges(parts, {"USES": OUT}) if parts else []
+        inputs = store.get_many({e.dst for e in uses})
+        level = {e.src for e in uses if isinstance(inputs.get(e.dst), Product)}
+        frontier = subs if level else []
+    return _Assemblies(dict(children), batch_of)
 
 
 # --- evidence ---------------------------------------------------------------------------
@@ -277,9 +348,18 @@ class Evidence:
     risk_ratio_high: float
     p_value: float
     q_value: float
-    adjusted_odds_ratio: float | None
-    """From the multivariable model; None when the factor did not enter it."""
+    adjusted_odds_ratio: float
+    """Mantel-Haenszel odds ratio within strata of product and exposure to the causes
+    that stand out (the others, for one of them)."""
+    adjusted_odds_ratio_low: float
+    adjusted_odds_ratio_high: float
+    """Its 95 % interval (Robins-Breslow-Greenland)."""
+    adjusted_p_value: float
+    """One-sided exact test conditional on the same strata: what is left of the factor's
+    excess once the causes that stand out are accounted for."""
     explained_defects: float
+    """Exposed defective units times ``1 - 1/OR`` (adjusted); 0 for a factor that does
+    not stand out."""
 
     @property
     def rate_exposed(self) -> float:
@@ -311,6 +391,10 @@ class Cause:
     why: tuple[WhyStep, ...]
     aliases: tuple[Factor, ...] = ()
     """Factors with exactly the same exposure: the data cannot tell them from this one."""
+    significant: bool = False
+    """Passes the false-discovery control (q < alpha) with at least ``min_support``
+    exposed defective units, and keeps an effect of its own conditional on the stronger
+    causes that stand out. Only a significant factor is a cause."""
 
     @property
     def category(self) -> Category6M:
@@ -326,7 +410,18 @@ class RootCauseReport:
     window: tuple[float, float]
     factors_tested: int
     causes: list[Cause]
+    """Significant causes first, then the other factors by p-value."""
     alpha: float
+    defectives_needed: int | None
+    """When nothing stands out: the defective units that would find the leading factor
+    with 80 % power if its observed risk ratio were real (None if it shows no excess)."""
+    conclusion: str
+    """The report in plain words: what stands out, or that nothing does and what data
+    would settle it."""
+
+    @property
+    def significant_causes(self) -> list[Cause]:
+        return [c for c in self.causes if c.significant]
 
 
 def _benjamini_hochberg(p: np.ndarray) -> np.ndarray:
@@ -408,22 +503,37 @@ def rank_causes(
     # the group and the others are listed beside it as aliases.
     aliases = _aliases(x)
     lead = np.array([j not in aliases or aliases[j][0] == j for j in range(len(factors))])
+    # the Benjamini-Hochberg threshold: the largest p-value the procedure rejected
+    threshold = float(p[q < alpha].max()) if (q < alpha).any() else 0.0
     chosen = np.flatnonzero(lead & (q < alpha) & (a >= min_support) & (rr > 1) & (n0 > 0))
     chosen = chosen[np.argsort(p[chosen], kind="stable")][:max_model_factors]
-    odds = _adjusted_odds(x, n, k, chosen, pop) if len(chosen) else {}
-    explained = np.zeros(len(factors))
-    for j, ratio in odds.items():
-        explained[j] = a[j] * (1 - 1 / ratio) if ratio > 1 else 0.0
+    product = _cell_products(pop)
+    accepted = _select(x, n, k, product, [int(j) for j in chosen], threshold, p, factors)
 
-    kept = [int(j) for j in chosen if odds.get(int(j), 0.0) > 1.0]
-    kept.sort(key=lambda j: (-explained[j], p[j], factors[j]))
+    significant = set(accepted)
     rest = [
-        int(j) for j in np.argsort(p, kind="stable") if lead[j] and j not in set(kept) and rr[j] > 1
+        int(j)
+        for j in np.argsort(p, kind="stable")
+        if lead[j] and int(j) not in significant and rr[j] > 1
     ]
-    ranking = [*kept, *rest][:top]
+    shown = [*accepted, *rest[:top]]
+    others = [j for j in shown if j not in significant]
+    adjusted: dict[int, _Adjusted] = {}
+    if others:
+        given = _strata(product, x, accepted)
+        adjusted.update(zip(others, _conditional(x, n, k, given, others), strict=True))
+    for j in accepted:
+        given = _strata(product, x, [i for i in accepted if i != j])
+        adjusted[j] = _conditional(x, n, k, given, [j])[0]
+    explained = {
+        j: a[j] * (1 - 1 / adjusted[j].odds_ratio) if adjusted[j].odds_ratio > 1 else 0.0
+        for j in accepted
+    }
+    ranking = [*accepted, *rest][:top]
 
     causes = []
     for rank, j in enumerate(ranking, start=1):
+        adj = adjusted[j]
         evidence = Evidence(
             int(a[j]),
             int(n1[j]),
@@ -434,13 +544,24 @@ def rank_causes(
             float(rr_hi[j]),
             float(p[j]),
             float(q[j]),
-            odds.get(j),
-            float(explained[j]),
+            adj.odds_ratio,
+            adj.odds_ratio_low,
+            adj.odds_ratio_high,
+            adj.p_value,
+            float(explained.get(j, 0.0)),
         )
-        by = _explained_by(j, kept, x, k, factors) if j in odds and j not in kept else None
+        by = None
+        if j not in significant and p[j] < alpha and accepted:
+            by = _explained_by(j, accepted, x, k, factors)
         same = tuple(factors[i] for i in aliases.get(j, ()) if i != j)
         why = _five_whys(factors[j], x, j, k, pop, target)
-        causes.append(Cause(rank, factors[j], evidence, by, why, same))
+        causes.append(Cause(rank, factors[j], evidence, by, why, same, j in significant))
+    needed = None
+    if not accepted and ranking:
+        j = ranking[0]
+        needed = _defectives_needed(
+            float(n1[j] / total_n), float(rr[j]), alpha / len(factors), min_support
+        )
     return RootCauseReport(
         target,
         int(total_n),
@@ -450,32 +571,216 @@ def rank_causes(
         len(factors),
         causes,
         alpha,
+        needed,
+        _conclusion(causes, len(factors), int(total_k), alpha, min_support, needed),
     )
 
 
-def _adjusted_odds(
-    x: sparse.csr_matrix, n: np.ndarray, k: np.ndarray, chosen: np.ndarray, pop: Population
-) -> dict[int, float]:
-    """Odds ratios of the chosen factors adjusted for each other (and for the product,
-    whose base rates differ), from an L1-penalised logistic regression on the cells."""
+# --- co-exposure: tests conditional on the accepted causes ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Adjusted:
+    odds_ratio: float
+    odds_ratio_low: float
+    odds_ratio_high: float
+    p_value: float
+    statistic: float
+    """The signed Cochran-Mantel-Haenszel z: how strongly the factor stands out."""
+
+
+def _cell_products(pop: Population) -> np.ndarray:
     product_of = {uid: b.product for uid, b in pop.facts.batches.items()}
-    products = sorted({str(product_of.get(own)) for own, _ in pop.cells})
-    strata = np.array([products.index(str(product_of.get(own))) for own, _ in pop.cells])
-    design = x[:, chosen].toarray()
-    if len(products) > 1:
-        dummies = (strata[:, None] == np.arange(1, len(products))[None, :]).astype(float)
-        design = np.hstack([design, dummies])
-    # each cell twice: its defective units (y = 1) and its good ones (y = 0)
-    features = np.vstack([design, design])
-    y = np.concatenate([np.ones(len(n)), np.zeros(len(n))])
-    weight = np.concatenate([k, n - k])
-    keep = weight > 0
-    model = LogisticRegression(
-        l1_ratio=1.0, C=1.0, solver="liblinear", max_iter=1000, random_state=0
+    names = [str(product_of.get(own)) for own, _ in pop.cells]
+    return np.unique(names, return_inverse=True)[1].astype(np.int64)
+
+
+def _strata(product: np.ndarray, x: sparse.csr_matrix, given: Sequence[int]) -> np.ndarray:
+    """Each cell's stratum: its product and its exposure to each of the ``given``
+    factors."""
+    if not given:
+        return product
+    pattern = np.column_stack([product, x[:, list(given)].toarray().astype(np.int64)])
+    return np.unique(pattern, axis=0, return_inverse=True)[1].ravel()
+
+
+def _conditional(
+    x: sparse.csr_matrix, n: np.ndarray, k: np.ndarray, strata: np.ndarray, columns: Sequence[int]
+) -> list[_Adjusted]:
+    """The 2x2 tables of each of ``columns`` within every stratum, combined: the
+    Mantel-Haenszel odds ratio with the Robins-Breslow-Greenland 95 % interval, the
+    Cochran-Mantel-Haenszel z, and the exact conditional test (the distribution of the
+    exposed defectives given every stratum's margins, a convolution of hypergeometric
+    laws; Mehta & Patel's exact test of a common odds ratio of 1, one-sided)."""
+    m = int(strata.max()) + 1
+    s = sparse.csr_matrix((np.ones(len(strata)), (strata, np.arange(len(strata)))), (m, len(n)))
+    big_n, big_k = s @ n, s @ k
+    cols = x[:, list(columns)]
+    exposed_n = np.asarray((s @ cols.multiply(n[:, None])).todense())
+    exposed_k = np.asarray((s @ cols.multiply(k[:, None])).todense())
+    found = []
+    for i in range(len(columns)):
+        found.append(_combine(big_n, big_k, exposed_n[:, i], exposed_k[:, i]))
+    return found
+
+
+def _combine(big_n: np.ndarray, big_k: np.ndarray, n1: np.ndarray, a: np.ndarray) -> _Adjusted:
+    informative = (n1 > 0) & (n1 < big_n) & (big_k > 0) & (big_k < big_n)
+    big_n, big_k, n1, a = big_n[informative], big_k[informative], n1[informative], a[informative]
+    if not len(big_n):
+        return _Adjusted(1.0, 0.0, math.inf, 1.0, 0.0)
+    exact = _exact_conditional_p(big_n, big_k, n1, a)
+    b, c = n1 - a, big_k - a
+    d = big_n - n1 - c
+    expected = n1 * big_k / big_n
+    variance = n1 * (big_n - n1) * big_k * (big_n - big_k) / (big_n**2 * (big_n - 1))
+    z = float((a - expected).sum() / math.sqrt(variance.sum())) if variance.sum() > 0 else 0.0
+    if ((a * d).sum() == 0) or ((b * c).sum() == 0):
+        # an empty cell in every stratum: add a half to each cell so the ratio is finite
+        a, b, c, d = a + 0.5, b + 0.5, c + 0.5, d + 0.5
+        big_n = big_n + 2.0
+    r, s_ = a * d / big_n, b * c / big_n
+    big_r, big_s = r.sum(), s_.sum()
+    ratio = big_r / big_s
+    pp, qq = (a + d) / big_n, (b + c) / big_n
+    var = (
+        (pp * r).sum() / (2 * big_r**2)
+        + (pp * s_ + qq * r).sum() / (2 * big_r * big_s)
+        + (qq * s_).sum() / (2 * big_s**2)
     )
-    model.fit(features[keep], y[keep], sample_weight=weight[keep])
-    coef = model.coef_.ravel()[: len(chosen)]
-    return {int(j): float(np.exp(b)) for j, b in zip(chosen, coef, strict=True)}
+    half = stats.norm.ppf(0.975) * math.sqrt(var)
+    return _Adjusted(
+        float(ratio),
+        float(ratio * math.exp(-half)),
+        float(ratio * math.exp(half)),
+        exact,
+        z,
+    )
+
+
+def _exact_conditional_p(
+    big_n: np.ndarray, big_k: np.ndarray, n1: np.ndarray, a: np.ndarray
+) -> float:
+    """P(exposed defectives >= observed) given every stratum's margins."""
+    dist = np.ones(1)
+    low = 0
+    for nn, kk, ee in zip(big_n.astype(int), big_k.astype(int), n1.astype(int), strict=True):
+        lo, hi = max(0, ee + kk - nn), min(ee, kk)
+        dist = np.convolve(dist, stats.hypergeom.pmf(np.arange(lo, hi + 1), nn, kk, ee))
+        low += lo
+    at = round(float(a.sum())) - low
+    return float(min(1.0, max(0.0, dist[max(at, 0) :].sum())))
+
+
+def _select(
+    x: sparse.csr_matrix,
+    n: np.ndarray,
+    k: np.ndarray,
+    product: np.ndarray,
+    candidates: list[int],
+    threshold: float,
+    p: np.ndarray,
+    factors: list[Factor],
+) -> list[int]:
+    """The candidates that stand out on their own: forward selection by the strongest
+    conditional effect, each candidate tested conditionally on the causes accepted
+    before it (strata = product and exposure to each of them) and accepted while its
+    exact conditional p-value clears the same Benjamini-Hochberg threshold that
+    discovered it; then every accepted cause is tested again given all the others, so
+    one that a later, stronger cause accounts for is dropped."""
+    accepted: list[int] = []
+    pending = list(candidates)
+    while pending:
+        tests = _conditional(x, n, k, _strata(product, x, accepted), pending)
+        order = sorted(
+            range(len(pending)),
+            key=lambda i: (-tests[i].statistic, p[pending[i]], factors[pending[i]]),
+        )
+        passed = next((i for i in order if tests[i].p_value <= threshold), None)
+        if passed is None:
+            break
+        accepted.append(pending.pop(passed))
+    for j in reversed(list(accepted)):
+        others = [i for i in accepted if i != j]
+        if (
+            others
+            and _conditional(x, n, k, _strata(product, x, others), [j])[0].p_value > threshold
+        ):
+            accepted.remove(j)
+    return accepted
+
+
+def _defectives_needed(
+    exposed_share: float, risk_ratio: float, level: float, min_support: int, power: float = 0.8
+) -> int | None:
+    """Defective units needed for a factor exposing ``exposed_share`` of the population
+    with a true ``risk_ratio`` to be found at one-sided ``level`` with ``power``: the
+    normal-approximation sample size for the share of exposed units among the
+    defective ones (``exposed_share`` under no effect), and at least enough for
+    ``min_support`` exposed defectives. None when no number would do (no excess)."""
+    f = exposed_share
+    if not 0 < f < 1 or not risk_ratio > 1 or not math.isfinite(risk_ratio):
+        return None
+    share = f * risk_ratio / (f * risk_ratio + 1 - f)
+    z_a, z_b = float(stats.norm.ppf(1 - level)), float(stats.norm.ppf(power))
+    size = (z_a * math.sqrt(f * (1 - f)) + z_b * math.sqrt(share * (1 - share))) ** 2 / (
+        share - f
+    ) ** 2
+    return math.ceil(max(size, min_support / share))
+
+
+def _conclusion(
+    causes: Sequence[Cause],
+    tested: int,
+    defectives: int,
+    alpha: float,
+    min_support: int,
+    needed: int | None,
+) -> str:
+    """The report in plain words."""
+    standing = [c for c in causes if c.significant]
+    if standing:
+        first = standing[0]
+        e = first.evidence
+        text = (
+            f"{len(standing)} of {tested} factors stand{'s' if len(standing) == 1 else ''} out; "
+            f"first {first.factor.describe()}: {e.defective_exposed} of its {e.exposed} units "
+            f"defective ({e.rate_exposed:.2%} against {e.rate_unexposed:.2%}), risk ratio "
+            f"{e.risk_ratio:.3g} (95 % interval {e.risk_ratio_low:.3g}-{e.risk_ratio_high:.3g}), "
+            f"q {e.q_value:.2g}"
+        )
+        if first.aliases:
+            text += "; the data cannot tell it from " + ", ".join(
+                f.describe() for f in first.aliases
+            )
+        explained = [c for c in causes if c.explained_by is not None]
+        if explained:
+            text += (
+                f"; {len(explained)} co-exposed factors are explained by the ones that stand out"
+            )
+        return text
+    text = (
+        f"no factor stands out: none of the {tested} factors tested passes the "
+        f"false-discovery control (q < {alpha:g}) with at least {min_support} exposed "
+        f"defective units and an effect of its own"
+    )
+    if not causes:
+        return text + "; no factor shows any excess of defects"
+    e, lead = causes[0].evidence, causes[0].factor
+    text += (
+        f". The leading factor, {lead.describe()}, has {e.defective_exposed} of the "
+        f"{defectives} defective units (risk ratio {e.risk_ratio:.3g}, 95 % interval "
+        f"{e.risk_ratio_low:.3g}-{e.risk_ratio_high:.3g}, q {e.q_value:.2g})"
+    )
+    if needed is None:
+        return text + "; it shows no excess that more data could confirm"
+    more = f"{needed - defectives:,} more than" if needed > defectives else "as many as"
+    return text + (
+        f"; if its risk ratio is real, about {needed:,} defective units of this kind "
+        f"({more} the {defectives:,} here) would find it with 80 % power at the level a "
+        f"single discovery among {tested} factors needs (normal approximation for the "
+        f"exposed share of the defective units)"
+    )
 
 
 def _aliases(x: sparse.csr_matrix) -> dict[int, list[int]]:
@@ -536,28 +841,39 @@ def _five_whys(
         )
     else:
         chain.append(WhyStep(unit, "Unit", None, f"unit {unit} is defective"))
-    holder = unit
-    own = pop.batch_of[unit]
-    batch = pop.facts.batches[own]
-    if factor not in factors_of(batch, pop.facts.parameters):
-        for sub in sorted(pop.sub_of.get(unit, ())):
-            sub_batch = pop.facts.batches.get(pop.batch_of.get(sub, ""))
-            if sub_batch is not None and factor in factors_of(sub_batch, pop.facts.parameters):
-                chain.append(
-                    WhyStep(
-                        sub, "Unit", "ASSEMBLED_INTO", f"it was built around sub-assembly {sub}"
-                    )
-                )
-                holder, batch = sub, sub_batch
-                break
+    path = _path_to(factor, unit, pop)
+    if path is None:
+        return ()
+    for parent, sub in itertools.pairwise(path):
+        chain.append(
+            WhyStep(sub, "Unit", "ASSEMBLED_INTO", f"{parent} was built around sub-assembly {sub}")
+        )
+    holder = path[-1]
+    batch = pop.facts.batches[pop.batch_of[holder]]
     chain.append(WhyStep(batch.uid, "Batch", "PRODUCED", f"{holder} was made in batch {batch.uid}"))
-    chain.extend(_to_factor(factor, batch, pop.facts.parameters))
+    chain.extend(why_to_factor(factor, batch, pop.facts.parameters))
     return tuple(chain)
 
 
-def _to_factor(
+def _path_to(factor: Factor, unit: str, pop: Population) -> list[str] | None:
+    """The shortest path from ``unit`` down its sub-assemblies (``unit`` first) to the
+    unit whose batch was exposed to ``factor``, level by level, in uid order."""
+    paths = [[unit]]
+    while paths:
+        for path in paths:
+            batch = pop.facts.batches.get(pop.batch_of.get(path[-1], ""))
+            if batch is not None and factor in factors_of(batch, pop.facts.parameters):
+                return path
+        paths = [[*path, sub] for path in paths for sub in sorted(pop.sub_of.get(path[-1], ()))]
+    return None
+
+
+def why_to_factor(
     factor: Factor, batch: BatchFacts, parameters: Mapping[str, Parameter]
 ) -> list[WhyStep]:
+    """The last links of a 5-Why chain: from ``batch`` to ``factor`` (the lot it
+    consumed and the lot's supplier, or the run and its machine, operator, shift or
+    parameter actual); empty when the batch was not exposed to it."""
     if factor.kind in (FactorKind.MATERIAL_LOT, FactorKind.SUPPLIER):
         for lot in batch.lots:
             if factor.uid in (lot.uid, lot.supplier):
@@ -627,6 +943,9 @@ def report_dict(report: RootCauseReport) -> dict[str, Any]:
         "defective_in_population": report.defective_in_population,
         "products": report.products,
         "factors_tested": report.factors_tested,
+        "alpha": report.alpha,
+        "conclusion": report.conclusion,
+        "defectives_needed": report.defectives_needed,
         "causes": [
             {
                 "rank": c.rank,
@@ -635,6 +954,7 @@ def report_dict(report: RootCauseReport) -> dict[str, Any]:
                 "uid": c.factor.uid,
                 "describe": c.factor.describe(),
                 "category": c.category.value,
+                "significant": c.significant,
                 "explained_by": c.explained_by.key if c.explained_by else None,
                 "aliases": [f.key for f in c.aliases],
                 **{f: getattr(c.evidence, f) for f in Evidence.__slots__},

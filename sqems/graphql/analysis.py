@@ -54,11 +54,22 @@ class CauseEvidence:
     risk_ratio_high: float = strawberry.field(description="95 % interval, upper end.")
     p_value: float = strawberry.field(description="One-sided exact (hypergeometric) test.")
     q_value: float = strawberry.field(description="Benjamini-Hochberg adjusted p-value.")
-    adjusted_odds_ratio: float | None = strawberry.field(
-        description="From the multivariable model, adjusted for the other causes."
+    adjusted_odds_ratio: float = strawberry.field(
+        description="Mantel-Haenszel odds ratio within strata of product and exposure to the "
+        "significant causes (the other ones, for a significant cause)."
+    )
+    adjusted_odds_ratio_low: float = strawberry.field(
+        description="95 % interval of the adjusted odds ratio (Robins-Breslow-Greenland), lower."
+    )
+    adjusted_odds_ratio_high: float = strawberry.field(
+        description="95 % interval of the adjusted odds ratio, upper end."
+    )
+    adjusted_p_value: float = strawberry.field(
+        description="One-sided exact test conditional on the same strata."
     )
     explained_defects: float = strawberry.field(
-        description="Defective units the cause accounts for: exposed defects times (1 - 1/OR)."
+        description="Defective units the cause accounts for: exposed defects times "
+        "(1 - 1/adjusted OR); 0 for a factor that is not significant."
     )
 
     @classmethod
@@ -93,7 +104,10 @@ class Cause:
     zone: str | None = strawberry.field(description="For an excursion: its spec zone.")
     description: str
     category: Category6M  # type: ignore[valid-type]
-    significant: bool = strawberry.field(description="Passes the false-discovery control.")
+    significant: bool = strawberry.field(
+        description="Passes the false-discovery control with enough exposed defective units "
+        "and keeps an effect conditional on the stronger causes: only then a cause."
+    )
     explained_by: str | None = strawberry.field(
         description="A co-exposed cause that accounts for this one's excess."
     )
@@ -116,7 +130,7 @@ class Cause:
             zone=f.zone,
             description=f.describe(),
             category=c.category,
-            significant=c.evidence.q_value < alpha,
+            significant=c.significant,
             explained_by=c.explained_by.key if c.explained_by else None,
             aliases=[a.key for a in c.aliases],
             evidence=CauseEvidence.of(c.evidence),
@@ -131,7 +145,17 @@ class RootCauseReport:
     defective_in_population: int
     products: list[str]
     factors_tested: int
-    causes: list[Cause]
+    causes: list[Cause] = strawberry.field(
+        description="Significant causes first, then the other factors by p-value."
+    )
+    conclusion: str = strawberry.field(
+        description="In plain words: what stands out, or that no factor does and what more "
+        "data would settle it."
+    )
+    defectives_needed: int | None = strawberry.field(
+        description="When nothing stands out: defective units that would find the leading "
+        "factor with 80 % power if its risk ratio is real."
+    )
 
     @classmethod
     def of(cls, r: rc.RootCauseReport) -> RootCauseReport:
@@ -142,6 +166,8 @@ class RootCauseReport:
             products=r.products,
             factors_tested=r.factors_tested,
             causes=[Cause.of(c, r.alpha) for c in r.causes],
+            conclusion=r.conclusion,
+            defectives_needed=r.defectives_needed,
         )
 
 
@@ -661,7 +687,7 @@ class AnalysisQuery:
 
         def answer() -> rc.RootCauseReport:
             if isinstance(input.units, list):
-                target = rc.from_units(input.units)
+                target = rc.from_units(store, input.units)
             elif isinstance(input.complaints, list):
                 target = rc.from_complaints(store, input.complaints)
             else:
