@@ -99,6 +99,10 @@ def run_shape(shape: PlantShape, seeds: range, units: int) -> None:
                     if source == "defect type"
                     else complaints_of(store, cause["defect_type"])
                 )
+                if not target.units:  # e.g. no complaint of that type came back yet
+                    ranks[source].append(None)
+                    misses.append(f"seed {seed} {cause['id']} from {source}: no units to explain")
+                    continue
                 began = time.perf_counter()
                 report = rank_causes(store, target)
                 timings.append(time.perf_counter() - began)
