@@ -168,6 +168,7 @@ def _variables(api: Api, name: str) -> dict[str, Any]:
     return {
         "recall_scope": {"input": {"lot": lot}, "first": 20},
         "trace": {"complaint": complaint},
+        "investigation": {"complaint": complaint},
         "genealogy": {"uid": lot, "direction": "DOWNSTREAM", "label": "Unit", "first": 10},
         "node": {"id": global_id("Unit", unit)},
         "entity": {"uid": batch, "type": "PRODUCED", "first": 5},

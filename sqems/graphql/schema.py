@@ -37,6 +37,7 @@ from sqems.graphql.access import ApiKey, AuditEntry, Role
 from sqems.graphql.analysis import AnalysisQuery, DefectModelInfo, train_model
 from sqems.graphql.context import Context
 from sqems.graphql.ingestion import IngestionQuery, IngestionSubscription, QuarantineEntry, replay
+from sqems.graphql.investigation import InvestigationQuery
 from sqems.graphql.quality import QualityMutation, QualityQuery, recorded
 from sqems.graphql.types import (
     NODE_OBJECT_TYPES,
@@ -317,7 +318,14 @@ def _depth(depth: int) -> int:
 
 
 @strawberry.type
-class Query(AnalysisQuery, IngestionQuery, twin.WhatIfQuery, viewer.ViewerQuery, QualityQuery):
+class Query(
+    AnalysisQuery,
+    InvestigationQuery,
+    IngestionQuery,
+    twin.WhatIfQuery,
+    viewer.ViewerQuery,
+    QualityQuery,
+):
     @strawberry.field(description="A node by its global id (Relay).")
     async def node(self, info: Info[Context, None], id: strawberry.ID) -> Node:
         ctx = info.context
