@@ -27,6 +27,7 @@ from sqems.analysis.rootcause import (
     report_dict,
 )
 from sqems.datasets import PlantSpec, generate, load_plant
+from sqems.datasets.battery_layout import BatteryCauses
 from sqems.datasets.files import plant_sections
 from sqems.datasets.layout import Causes
 from sqems.datasets.plant import Plant
@@ -525,3 +526,33 @@ def test_the_cells_of_a_pack_are_its_exposure_at_any_depth(battery: GraphStore) 
     assert report.conclusion.startswith("no factor stands out")
     named = {c.factor for c in report.causes}
     assert Factor(FactorKind.MATERIAL_LOT, "LOT-CATH-2") not in named
+
+
+def test_the_battery_plants_separator_lot_stands_out_from_cells_modules_and_packs() -> None:
+    # defects of the type are found on cells, modules and packs alike; a module is then
+    # both a unit of the population and a sub-assembly of a pack, and the pack must
+    # still reach the lot through it
+    battery_plant = generate(PlantSpec(units=3_000, seed=1, shape="battery"))
+    truth = cause(battery_plant, "bad-lot")
+    with EmbeddedGraphStore(None) as embedded:
+        load_plant(embedded, plant_sections(battery_plant))
+        report = rank_causes(embedded, from_defect_type(embedded, truth["defect_type"]))
+        assert_chain_is_real(embedded, report)
+    assert len(report.products) == 3
+    top = report.causes[0]
+    assert top.factor == Factor(FactorKind.MATERIAL_LOT, truth["uid"]), keys(report)
+    assert top.significant and report.significant_causes == [top]
+    assert top.category.value == "material"
+
+
+def test_a_battery_plant_with_nothing_planted_has_no_significant_cause() -> None:
+    quiet = generate(PlantSpec(units=3_000, seed=2, shape="battery"), BatteryCauses.none())
+    with EmbeddedGraphStore(None) as embedded:
+        load_plant(embedded, plant_sections(quiet))
+        for defect_type, _ in BatteryCauses().baseline:
+            try:
+                report = rank_causes(embedded, from_defect_type(embedded, defect_type))
+            except ValidationFailed as nothing:
+                assert "nothing to explain" in str(nothing)
+                continue
+            assert report.significant_causes == [], (defect_type, keys(report))

@@ -221,7 +221,7 @@ def _population(store: GraphStore, target: Defectives, pad_s: float) -> Populati
         shipped = {e.src for e in store.edges(units, {"SHIPPED_IN": OUT})}
         units = [u for u in units if u in shipped or u in defective]
     may_have_subs = [u for u in units if product_of.get(batch_of[u]) in assembling]
-    tree = _assemblies(store, may_have_subs, products, assembling)
+    tree = _assemblies(store, may_have_subs, products, assembling, batch_of)
     sub_batch = tree.batch_of
 
     facts = read_batches(store, {*batch_of.values(), *by_count, *sub_batch.values()})
@@ -277,55 +277,58 @@ class _Assemblies:
     children: dict[str, list[str]]
     """Unit → its direct sub-assemblies (sorted)."""
     batch_of: dict[str, str]
-    """Sub-assembly → the batch that made it."""
+    """Sub-assembly (and unit read) → the batch that made it."""
     _below: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def descendant_batches(self, unit: str) -> tuple[str, ...]:
         """The batches of every sub-assembly under ``unit``, at any depth, sorted."""
         done = self._below.get(unit)
-        if done is not None:
-            return done
-        found: set[str] = set()
-        for sub in self.children.get(unit, ()):
-            if sub in self.batch_of:
-                found.add(self.batch_of[sub])
-            if sub in self.children:
-                found.update(self.descendant_batches(sub))
-        self._below[unit] = made = tuple(sorted(found))
-        return made
+        if done is None:
+            found = {self.batch_of[s] for s in self.subtree([unit])[1:] if s in self.batch_of}
+            self._below[unit] = done = tuple(sorted(found))
+        return done
 
     def subtree(self, units: Iterable[str]) -> list[str]:
-        """``units`` and every sub-assembly under them."""
-        seen: list[str] = []
+        """``units`` and every sub-assembly under them, each once (a cycle in the data
+        is followed once round)."""
+        seen: dict[str, None] = {}
         todo = list(units)
         while todo:
-            unit = todo.pop()
-            seen.append(unit)
-            todo.extend(self.children.get(unit, ()))
-        return seen
+            unit = todo.pop(0)
+            if unit not in seen:
+                seen[unit] = None
+                todo.extend(self.children.get(unit, ()))
+        return list(seen)
 
 
 def _assemblies(
-    store: GraphStore, units: Sequence[str], products: Sequence[str], assembling: set[str]
+    store: GraphStore,
+    units: Sequence[str],
+    products: Sequence[str],
+    assembling: set[str],
+    known: Mapping[str, str],
 ) -> _Assemblies:
     """The sub-assemblies of ``units`` through every level of ``ASSEMBLED_INTO`` — a
     pack's modules, their cells, … — with two bulk store calls per level. A level is
     read only while the bill of materials says its products are built from others."""
     children: dict[str, list[str]] = defaultdict(list)
-    batch_of: dict[str, str] = {}
+    batch_of = {u: known[u] for u in units if u in known}
     frontier = list(units)
     # the products that may still have sub-assemblies at the next level
     level = {p for p in products if p in assembling}
-    seen: set[str] = set(frontier)
+    expanded: set[str] = set(frontier)
     while frontier and level:
-        found = [e for e in store.edges(frontier, {"ASSEMBLED_INTO": IN}) if e.src not in seen]
+        found = store.edges(frontier, {"ASSEMBLED_INTO": IN})
         if not found:
             break
         for e in sorted(found, key=lambda e: (e.dst, e.src)):
             children[e.dst].append(e.src)
-            seen.add(e.src)
-        subs = [e.src for e in found]
-        batch_of.update((e.dst, e.src) for e in store.edges(subs, {"PRODUCED": IN}))
+        # a sub-assembly already in hand (a module of the population, under a pack of
+        # it) is not read twice; a cycle in the data ends here too
+        subs = sorted({e.src for e in found} - expanded)
+        expanded.update(subs)
+        made = store.edges(subs, {"PRODUCED": IN}) if subs else []
+        batch_of.update((e.dst, e.src) for e in made)
         parts = {e.dst for e in store.edges(level, {"USES": OUT})}
         uses = store.edges(parts, {"USES": OUT}) if parts else []
         inputs = store.get_many({e.dst for e in uses})
