@@ -137,7 +137,7 @@ class _BatteryGenerator:
             below=None,
         )
 
-        cell_parts = self._parts_of(cell_q, self.n_modules, bl.CELLS_PER_MODULE, "cells")
+        cell_parts = self._parts_of(cell_q, cells, self.n_modules, bl.CELLS_PER_MODULE, "cells")
         modules = self._schedule(
             bl.MODULE_LINE, "SN-M", self.n_modules, ready=cells.unit_time[cell_parts].max(1)
         )
@@ -154,7 +154,9 @@ class _BatteryGenerator:
             below=cell_q,
         )
 
-        module_parts = self._parts_of(module_q, self.n_packs, bl.MODULES_PER_PACK, "modules")
+        module_parts = self._parts_of(
+            module_q, modules, self.n_packs, bl.MODULES_PER_PACK, "modules"
+        )
         packs = self._schedule(
             bl.PACK_LINE, "SN-P", self.n_packs, ready=modules.unit_time[module_parts].max(1)
         )
@@ -301,16 +303,22 @@ class _BatteryGenerator:
 
     # --- production ----------------------------------------------------------------------
 
-    def _parts_of(self, below: _Quality, n: int, per_unit: int, what: str) -> np.ndarray:
-        """(n, per_unit) indices of the parts each unit is built from, FIFO from the parts
-        that passed their own test."""
+    def _parts_of(
+        self, below: _Quality, lower: _Line, n: int, per_unit: int, what: str
+    ) -> np.ndarray:
+        """(n, per_unit) indices of the parts each unit is built from: parts that passed
+        their own test, taken from a buffer that holds about ``PART_BUFFER_BATCHES`` of
+        the lower line's batches, so parts of one batch spread over several assemblies
+        and neighbouring batches mix, as in a plant's rack or tray store."""
         passed = np.flatnonzero(~below.detected)
         if len(passed) < n * per_unit:
             raise RuntimeError(
                 f"{len(passed)} {what} passed test, {n * per_unit} are needed: scrap exceeds "
                 f"the spare of {bl.SPARE:.0%}"
             )
-        return passed[: n * per_unit].reshape(n, per_unit)
+        spread = bl.PART_BUFFER_BATCHES * lower.spec.batch_size
+        order = np.argsort(np.arange(len(passed)) + self.rng.uniform(0, spread, len(passed)))
+        return passed[order[: n * per_unit]].reshape(n, per_unit)
 
     def _schedule(
         self, spec: LineSpec, prefix: str, n_units: int, ready: np.ndarray | None
@@ -320,8 +328,9 @@ class _BatteryGenerator:
         sizes[-1] = n_units - spec.batch_size * (n_batches - 1)
         duration = sizes * spec.cycle_s
         starts = np.empty(n_batches, dtype=np.int64)
-        # a batch waits for the line and for the parts of its last unit
+        # a batch waits for the line and for the parts of every unit in it
         last_needed = np.cumsum(sizes) - 1
+        ready = None if ready is None else np.maximum.accumulate(ready)
         t = self.t0
         for j in range(n_batches):
             if ready is not None:

@@ -19,6 +19,9 @@ SITE = ("SITE-B1", "Battery plant")
 CELLS_PER_MODULE = 4
 MODULES_PER_PACK = 2
 SPARE = 0.06
+PART_BUFFER_BATCHES = 3
+"""Parts wait in a buffer of about this many of their line's batches before assembly:
+an assembly takes parts from any of them, not strictly first in, first out."""
 """Share of extra cells and modules made beyond what the next level consumes, to
 cover those scrapped at test."""
 
