@@ -3,6 +3,8 @@ packages, and models as binary glTF.
 
 - ``/viewer`` — the 3D viewer (``?line=LINE-PCB`` or ``?bim=BIM-…``);
 - ``/dashboard`` — the quality dashboard (today's board, heat map, KPIs, SPC chart);
+- ``/investigate`` — a complaint investigated end to end (``?complaint=CMP-…``), with
+  the what-if of its fix;
 - ``/viewer/app/{file}`` — their own scripts and styles (``sqems/viewer/web/``);
 - ``/viewer/vendor/{package}/{path}`` — three.js and Chart.js as npm installed them
   (``package.json`` and its lock beside the pages; the set-up command runs ``npm ci``),
@@ -32,7 +34,16 @@ from sqems.viewer.bim import glb_path
 WEB = Path(__file__).resolve().parent.parent / "viewer" / "web"
 """The page and its scripts (package data)."""
 APP_FILES = frozenset(
-    {"index.html", "api.js", "viewer.js", "viewer.css", "dashboard.js", "dashboard.css"}
+    {
+        "index.html",
+        "api.js",
+        "viewer.js",
+        "viewer.css",
+        "dashboard.js",
+        "dashboard.css",
+        "investigate.js",
+        "investigate.css",
+    }
 )
 VENDOR = {"three": ("build/", "examples/jsm/"), "chart.js": ("dist/",)}
 """The npm packages the pages load, and the parts of each they may: three's core and
@@ -64,6 +75,10 @@ def add_viewer_routes(
     @app.get("/dashboard", include_in_schema=False)
     async def dashboard() -> Response:
         return FileResponse(WEB / "dashboard.html", media_type="text/html")
+
+    @app.get("/investigate", include_in_schema=False)
+    async def investigate() -> Response:
+        return FileResponse(WEB / "investigate.html", media_type="text/html")
 
     @app.get("/viewer/app/{name}", include_in_schema=False)
     async def app_file(name: str) -> Response:
