@@ -379,6 +379,32 @@ def whatif_cmd(
         list[str] | None,
         typer.Option(help="STEP=RATE: an inspection step's detection rate."),
     ] = None,
+    route: Annotated[
+        list[str] | None,
+        typer.Option(help="STEP=M1,M2: run a step on these of its machines only."),
+    ] = None,
+    remove_drift: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="MACHINE:PARAMETER[=START/END]: remove a machine's drift of a parameter "
+            "(ISO times; without them the drift window is estimated from the data)."
+        ),
+    ] = None,
+    step_shifts: Annotated[
+        list[str] | None,
+        typer.Option(help="STEP=early,late: the shifts that work one step."),
+    ] = None,
+    switch_lot: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="LOT, or supplier:SUPPLIER: replace a lot (or a supplier's lots) by a new "
+            "one from the population of lots (fits lot and operator effects)."
+        ),
+    ] = None,
+    exclude_operators: Annotated[
+        list[str] | None,
+        typer.Option(help="STEP=OP1,OP2: the step's other operators take these runs."),
+    ] = None,
     recommend: Annotated[
         float | None,
         typer.Option(help="Also recommend setpoints, with this throughput floor (units/h)."),
@@ -404,12 +430,40 @@ def whatif_cmd(
             {"step": uid, "detection": value}
             for uid, value in (_pair(item, "--detect") for item in detect)
         ]
+    for option, key, field, flag in (
+        (route, "routing", "machines", "--route"),
+        (step_shifts, "step_shifts", "shifts", "--step-shifts"),
+        (exclude_operators, "operators", "exclude", "--exclude-operators"),
+    ):
+        for item in option or []:
+            step, sep, names = item.partition("=")
+            if not sep or not step.strip():
+                raise ValidationFailed(f"{flag} takes STEP=NAME,NAME, got {item!r}")
+            changes.setdefault(key, []).append(
+                {"step": step.strip(), field: [n.strip() for n in names.split(",") if n.strip()]}
+            )
+    for item in remove_drift or []:
+        target, _, window = item.partition("=")
+        machine, sep, parameter = target.partition(":")
+        if not sep:
+            raise ValidationFailed(
+                f"--remove-drift takes MACHINE:PARAMETER[=START/END], got {item!r}"
+            )
+        drift: dict[str, Any] = {"machine": machine.strip(), "parameter": parameter.strip()}
+        if window:
+            start, _, end = window.partition("/")
+            drift |= {k: v.strip() for k, v in (("start", start), ("end", end)) if v.strip()}
+        changes.setdefault("drifts", []).append(drift)
+    for item in switch_lot or []:
+        kind, sep, name = item.partition(":")
+        switch = {"supplier": name.strip()} if sep and kind == "supplier" else {"lot": item}
+        changes.setdefault("lots", []).append(switch)
     spec = ScenarioSpec.parse(changes)
     with _store() as (store, settings):
         runner = WhatIfRunner(store, settings.data_dir / TWIN_DIR, Sampler.of(settings))
         try:
             with err.status(f"building the twin of {line} and fitting its quality models…"):
-                twin_, models = runner.twin(line)
+                twin_, models = runner.twin(line, groups=bool(spec.lots or spec.operators))
             spec.check(twin_)
             for step, model in models.items():
                 d = model.diagnostics
@@ -460,8 +514,9 @@ def _print_whatif(view: whatif.SessionView) -> None:
             caption=f"{view.session.replications} replications of "
             f"{view.session.horizon_s / 3600:g} h; 94 % intervals; the difference is paired",
         )
-        for column in ("KPI", "baseline", "scenario", "difference"):
-            table.add_column(column, justify="left" if column == "KPI" else "right")
+        for column in ("KPI", "baseline", "scenario", "difference", "verdict"):
+            table.add_column(column, justify="left" if column in ("KPI", "verdict") else "right")
+        verdicts = body.get("verdicts", {})
         for kpi, value in body.get("kpis", {}).items():
             b, d = base.get(kpi), body.get("difference", {}).get(kpi)
             table.add_row(
@@ -469,9 +524,22 @@ def _print_whatif(view: whatif.SessionView) -> None:
                 _interval(b) if b else "",
                 _interval(value),
                 _interval(d, signed=True) if d else "",
+                verdicts.get(kpi, ""),
             )
         out.print(table)
+        simulated = body.get("changes", {})
+        for drift in simulated.get("drifts", []):
+            if drift.get("start") or drift.get("end"):
+                out.print(
+                    f"  drift of {drift['parameter']} on {drift['machine']} removed from "
+                    f"{drift.get('start') or 'the start'} to {drift.get('end') or 'the end'}",
+                    highlight=False,
+                )
+        for warning in body.get("warnings", []):
+            out.print(f"  [yellow]warning:[/] {warning}", highlight=False)
         rec = body.get("recommendation")
+        if rec and rec.get("message"):
+            out.print(f"  {rec['message']}", highlight=False)
         if rec:
             for uid, v in rec["setpoints"].items():
                 out.print(f"  {uid}: {rec['current'][uid]:g} -> [bold]{v:g}[/]")

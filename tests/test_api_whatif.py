@@ -126,6 +126,10 @@ def test_a_scenario_runs_in_the_background_and_is_compared_with_the_baseline(
     assert kpis["yield"]["low"] <= kpis["yield"]["mean"] <= kpis["yield"]["high"]
     loss = {d["kpi"]: d for d in hot["difference"]}["yield"]
     assert loss["high"] < 0
+    verdicts = {v["kpi"]: v["verdict"] for v in hot["verdicts"]}
+    assert verdicts["yield"] == "credible" and set(verdicts) == set(kpis)
+    assert hot["warnings"] == [] and baseline["warnings"] == []
+    assert json.loads(hot["simulatedChanges"])["parameters"][0]["setpoint"] == 250.0
 
     models = served.data("twin_models", {"line": "LINE-PCB"})["twinModels"]
     assert [m["step"] for m in models] == ["STEP-PCB-10", "STEP-PCB-20"]
@@ -162,6 +166,13 @@ def test_what_the_line_cannot_do_is_refused_with_a_typed_error(served: Served) -
         ("run_scenario", {"session": session, "name": "x", "changes": {"lineSpeed": -2.0}},
          "VALIDATION_FAILED"),
         ("run_scenario", {"session": session, "name": "x", "changes": {"shifts": ["weekend"]}},
+         "VALIDATION_FAILED"),
+        ("run_scenario", {"session": session, "name": "x",
+                          "changes": {"routing": [{"step": "STEP-PCB-20", "machines": []}]}},
+         "VALIDATION_FAILED"),
+        ("run_scenario", {"session": session, "name": "x", "changes": {"drifts": [
+            {"machine": "M-REFLOW-2", "parameter": "P-REFLOW-PEAK",
+             "start": "2026-02-01T00:00:00+00:00", "end": "2026-01-01T00:00:00+00:00"}]}},
          "VALIDATION_FAILED"),
         ("recommend_setpoints", {"session": session, "throughputFloor": -1.0},
          "VALIDATION_FAILED"),

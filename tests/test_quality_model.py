@@ -325,6 +325,34 @@ def test_the_quadratic_parameter_is_best_near_its_planted_optimum(fitted: Fitted
     assert min(p) < 0.5 * min(p[0], p[-1])  # a valley, not an edge
 
 
+@pytest.mark.parametrize("seed", [5, 6])
+def test_a_parameter_without_effect_gets_a_yield_change_interval_around_zero(seed: int) -> None:
+    # P-NULL has no effect at all, but - like every parameter with a two-sided spec in
+    # the twin - it gets a squared term; P-REAL has a moderate monotone effect
+    data = synthetic_step_data(
+        np.random.default_rng(seed),
+        300,
+        alpha=-3.5,
+        beta={"P-REAL": 0.35, "P-NULL": 0.0},
+        gamma={"P-REAL": 0.0, "P-NULL": 0.0},
+        machine_effects={"M-1": -0.1, "M-2": 0.1},
+        units=40,
+    )
+    model = fit(data, draws=300, tune=300, chains=2, seed=seed)
+
+    def change(parameter: str) -> tuple[float, float]:
+        column = data.x[:, data.parameters.index(parameter)]
+        draws = model.yield_change(parameter, float(column.min()), float(column.max()))
+        assert draws.shape == (model.draws,)
+        low, high = np.quantile(draws, [0.03, 0.97])
+        return float(low), float(high)
+
+    null_low, null_high = change("P-NULL")
+    assert null_low < 0.0 < null_high, (null_low, null_high)
+    real_low, real_high = change("P-REAL")
+    assert real_high < 0.0, (real_low, real_high)  # more of P-REAL: fewer good units
+
+
 def test_expected_probability_is_the_mean_over_draws(fitted: Fitted) -> None:
     data, model = fitted.data, fitted.model
     row = data.x[10]

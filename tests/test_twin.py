@@ -15,7 +15,7 @@ from sqems.errors import NotFound, ValidationFailed
 from sqems.graph_model import EmbeddedGraphStore, GraphStore
 from sqems.graph_model.nodes import Alarm, Line, Severity
 from sqems.graph_model.store import Edge
-from sqems.twin.line import build_twin
+from sqems.twin.line import behaviour_outside, build_twin, drift_window, machine_series
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +105,69 @@ def test_a_line_the_twin_cannot_be_built_for_is_refused(graph: GraphStore) -> No
         with pytest.raises(ValidationFailed, match="no machines"):
             build_twin(store, "LINE-EMPTY")
     assert np.isfinite(build_twin(graph, "LINE-ASM").base_rate)
+
+
+# --- drift windows ------------------------------------------------------------------------------
+
+
+def test_a_planted_step_drift_is_found_where_it_starts_and_ends() -> None:
+    rng = np.random.default_rng(11)
+    times = np.sort(rng.uniform(0.0, 1e6, 200))
+    values = 240.0 + rng.normal(0.0, 1.5, 200)
+    values[80:110] += 6.0  # 30 runs hotter, then back
+    shuffled = rng.permutation(200)  # the order of the input does not matter
+    window = drift_window(times[shuffled], values[shuffled])
+    assert window is not None
+    start, end = window
+    assert times[78] <= start <= times[82] and times[107] <= end <= times[111]
+
+
+def test_a_ramp_that_never_comes_back_is_found_to_the_last_run() -> None:
+    rng = np.random.default_rng(12)
+    times = np.arange(150.0) * 3600.0
+    values = 5.0 + rng.normal(0.0, 0.2, 150)
+    values[100:] += np.linspace(0.0, 2.0, 50)  # a slow ramp up to the end
+    window = drift_window(times, values)
+    assert window is not None
+    start, end = window
+    assert end == times[-1]
+    assert times[100] <= start <= times[125]  # where the ramp stands out of the noise
+
+
+def test_series_without_a_drift_rarely_get_a_window() -> None:
+    # the permutation test holds its 1 % false alarms for any length and noise:
+    # of 100 series without a drift (normal and heavy-tailed noise, 6 to 300 runs),
+    # more than 4 windows would happen with probability 0.003
+    found = 0
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(6, 300))
+        noise = rng.standard_t(4, n) if seed % 2 else rng.normal(0.0, 1.0, n)
+        found += drift_window(np.arange(float(n)), 100.0 + noise) is not None
+    assert found <= 4
+    assert drift_window([1.0, 2.0, 3.0], [1.0, 5.0, 1.0]) is None  # too short to tell
+    assert drift_window(np.arange(50.0), np.full(50, 3.0)) is None  # constant
+
+
+def test_a_drift_window_needs_one_time_per_value() -> None:
+    with pytest.raises(ValidationFailed, match="one time per value"):
+        drift_window([1.0, 2.0], [1.0])
+    with pytest.raises(ValidationFailed, match="finite"):
+        drift_window([1.0, 2.0, 3.0, 4.0], [1.0, np.nan, 1.0, 2.0])
+
+
+def test_the_twin_keeps_each_machines_runs_and_range(graph: GraphStore) -> None:
+    step = build_twin(graph, "LINE-PCB").step("STEP-PCB-20")
+    peak = step.parameters[0]
+    for machine in step.machines:
+        times, values = machine_series(step, peak.uid, machine)
+        assert times.size == values.size > 0 and np.all(np.isfinite(times))
+        assert (peak.low[machine], peak.high[machine]) == (values.min(), values.max())
+        # without a window nothing is removed: the behaviour is the twin's own
+        bias, spread = behaviour_outside(step, peak.uid, machine, np.inf, np.inf)
+        assert bias == pytest.approx(peak.bias[machine])
+        assert spread == pytest.approx(peak.spread[machine])
+    with pytest.raises(NotFound, match="does not perform"):
+        machine_series(step, peak.uid, "M-PRINT-1")
+    with pytest.raises(ValidationFailed, match="outside the drift window"):
+        behaviour_outside(step, peak.uid, "M-REFLOW-1", -np.inf, np.inf)

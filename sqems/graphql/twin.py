@@ -57,6 +57,15 @@ def _intervals(body: dict[str, Any], key: str) -> list[KpiInterval]:
     ]
 
 
+@strawberry.type(
+    description="Whether a KPI's paired difference from the baseline is credible: "
+    "'credible' when its 94 % interval excludes zero, else 'no credible change'."
+)
+class KpiVerdict:
+    kpi: str
+    verdict: str
+
+
 @strawberry.type(description="A setpoint the optimisation recommends.")
 class RecommendedSetpoint:
     parameter: str
@@ -85,6 +94,21 @@ class WhatIfScenario:
     feasible: bool | None = strawberry.field(
         description="For a recommendation: its mean throughput met the floor asked for."
     )
+    verdicts: list[KpiVerdict] = strawberry.field(
+        description="Per KPI, whether the paired difference from the baseline is credible."
+    )
+    warnings: list[str] = strawberry.field(
+        description="What to know before trusting the result, e.g. 'this scenario changes "
+        "nothing compared with the baseline'."
+    )
+    simulated_changes: str = strawberry.field(
+        description="The changes as simulated, as JSON (a drift window estimated from the "
+        "data filled in)."
+    )
+    recommendation_message: str | None = strawberry.field(
+        description="For a recommendation: why nothing is recommended, when nothing is "
+        "credibly better."
+    )
 
     @classmethod
     def of(cls, s: Scenario) -> WhatIfScenario:
@@ -106,6 +130,10 @@ class WhatIfScenario:
                 for k, v in rec.get("setpoints", {}).items()
             ],
             feasible=body.get("feasible"),
+            verdicts=[KpiVerdict(kpi=k, verdict=v) for k, v in body.get("verdicts", {}).items()],
+            warnings=list(body.get("warnings", [])),
+            simulated_changes=json.dumps(body.get("changes", {}), sort_keys=True),
+            recommendation_message=rec.get("message") or None,
         )
 
 
@@ -173,6 +201,45 @@ class BreakdownChangeInput:
     mttr_s: float
 
 
+@strawberry.input(description="Route a step to a subset of its machines.")
+class RoutingChangeInput:
+    step: str
+    machines: list[str]
+
+
+@strawberry.input(
+    description="Remove a machine's drift of a parameter: its behaviour is re-estimated "
+    "from its runs outside the window; without start and end the window is estimated "
+    "from its runs' actuals."
+)
+class DriftRemovalInput:
+    machine: str
+    parameter: str
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+@strawberry.input(description="The shifts that work one step.")
+class StepShiftChangeInput:
+    step: str
+    shifts: list[str]
+
+
+@strawberry.input(
+    description="Replace a lot, or every lot of a supplier (exactly one), by a new lot "
+    "drawn from the population of lots."
+)
+class LotSwitchInput:
+    lot: str | None = None
+    supplier: str | None = None
+
+
+@strawberry.input(description="Operators whose runs of a step the step's other operators take.")
+class OperatorChangeInput:
+    step: str
+    exclude: list[str]
+
+
 @strawberry.input(description="What a scenario changes; what is left out stays as today.")
 class ScenarioInput:
     parameters: list[ParameterChangeInput] | None = None
@@ -185,6 +252,11 @@ class ScenarioInput:
     inspections: list[InspectionChangeInput] | None = None
     buffers: list[BufferChangeInput] | None = None
     breakdowns: list[BreakdownChangeInput] | None = None
+    routing: list[RoutingChangeInput] | None = None
+    drifts: list[DriftRemovalInput] | None = None
+    step_shifts: list[StepShiftChangeInput] | None = None
+    lots: list[LotSwitchInput] | None = None
+    operators: list[OperatorChangeInput] | None = None
 
     def spec(self) -> sc.ScenarioSpec:
         data: dict[str, Any] = {}
@@ -194,10 +266,16 @@ class ScenarioInput:
             data["line_speed"] = self.line_speed
         if self.shifts is not None:
             data["shifts"] = self.shifts
-        for key in ("inspections", "buffers", "breakdowns"):
+        for key in ("inspections", "buffers", "breakdowns", "routing", "step_shifts", "operators"):
             items = getattr(self, key)
             if items:
                 data[key] = [vars(i) for i in items]
+        if self.lots:
+            data["lots"] = [{k: v for k, v in vars(x).items() if v is not None} for x in self.lots]
+        if self.drifts:
+            data["drifts"] = [
+                {k: v for k, v in vars(d).items() if v is not None} for d in self.drifts
+            ]
         return sc.ScenarioSpec.parse(data)
 
 

@@ -1,7 +1,9 @@
 """Runs what-if scenarios in the background and tells listeners how far they are.
 
 One :class:`WhatIfRunner` per process: it builds each line's twin and fits (or loads)
-its quality models the first time a line is asked for, keeps them, and runs submitted
+its quality models the first time a line is asked for, keeps them (a scenario that
+switches lots or operators gets models with lot and operator effects, fitted and kept
+apart from the plain ones), and runs submitted
 scenarios one at a time on a worker thread (simulations are CPU-bound; two at once on
 a small server would only make both slower). Listeners receive a :class:`Progress`
 for every step: queued, running with the fraction done, done or failed.
@@ -53,29 +55,31 @@ class WhatIfRunner:
         self.folder = folder
         self.sampler = sampler or Sampler()
         self.listeners: set[Callable[[Progress], None]] = set()
-        self._twins: dict[str, tuple[LineTwin, dict[str, QualityModel]]] = {}
+        self._twins: dict[tuple[str, bool], tuple[LineTwin, dict[str, QualityModel]]] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqems-whatif")
 
-    def twin(self, line: str) -> tuple[LineTwin, dict[str, QualityModel]]:
-        """The line's twin and its sound quality models (built and fitted once)."""
+    def twin(self, line: str, *, groups: bool = False) -> tuple[LineTwin, dict[str, QualityModel]]:
+        """The line's twin and its sound quality models (built and fitted once); with
+        ``groups``, models with lot and operator effects."""
         with self._lock:
-            found = self._twins.get(line)
+            found = self._twins.get((line, groups))
             if found is None:
                 twin = build_twin(self.store, line)
-                models = fit_line(twin, self.folder / line, self.sampler)
-                found = self._twins[line] = (twin, models)
+                models = fit_line(twin, self.folder / line, self.sampler, groups=groups)
+                found = self._twins[line, groups] = (twin, models)
             return found
 
     def ready(self, line: str) -> bool:
         """Whether the line's twin is built and fitted already (never waits for a fit
         in progress: a request asking must not hang for a minute)."""
-        return line in self._twins
+        return (line, False) in self._twins
 
     def forget(self, line: str) -> None:
         """Build the line's twin again on next use (its history changed)."""
         with self._lock:
-            self._twins.pop(line, None)
+            for key in [k for k in self._twins if k[0] == line]:
+                self._twins.pop(key)
 
     def submit(self, session: str, scenario: str) -> Future[Scenario]:
         """Queue ``scenario`` of ``session``; the future holds the stored scenario."""
@@ -102,7 +106,11 @@ class WhatIfRunner:
 
         try:
             step(0.0)
-            twin, models = self.twin(line)
+            stored = next(
+                s for s in get_session(self.store, session).scenarios if s.uid == scenario
+            )
+            spec = ScenarioSpec.parse(stored.changes)
+            twin, models = self.twin(line, groups=bool(spec.lots or spec.operators))
             if floor is not None:
                 recommended = recommend_setpoints(
                     twin, models, seed=get_session(self.store, session).session.seed

@@ -10,7 +10,17 @@ A :class:`ScenarioSpec` changes, relative to the line as it runs today (its twin
   the production hours per day;
 * **inspection plan**: an inspection step's detection rate and the share of detected
   units reworked successfully (the rest are scrapped);
-* **buffers** in front of steps, and **breakdowns** (MTBF/MTTR) of machines.
+* **buffers** in front of steps, and **breakdowns** (MTBF/MTTR) of machines;
+* **routing**: a step runs on a subset of its machines (take a bad machine out);
+* **drifts**: a machine's drift of a parameter is removed - its bias and spread are
+  re-estimated from its runs outside the drift window (given, or estimated by
+  :func:`~sqems.twin.line.drift_window`);
+* **step shifts**: the shifts that work one step (press-fit not at night): that step's
+  units are made on those shifts only, and its capacity per day shrinks with its hours.
+
+:meth:`ScenarioSpec.resolved` fills in what the scenario leaves to the data (a drift
+window); :func:`warnings_of` says which changes change nothing, and whether the whole
+scenario is the baseline again.
 
 :func:`line_for` turns the twin and a scenario into the simulation's
 :class:`~sqems.simulation.line.LineSpec`; :class:`TwinDefects` is the simulation's
@@ -23,17 +33,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Self
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sqems.analysis.kpis import CostModel
 from sqems.errors import ValidationFailed
 from sqems.graph_model.nodes import Uid
 from sqems.simulation.line import LineSpec, Lognormal, StationSpec
-from sqems.twin.line import DEFAULT_BUFFER, SHIFT_ORDER, LineTwin, StepTwin
+from sqems.twin.line import (
+    DEFAULT_BUFFER,
+    SHIFT_ORDER,
+    LineTwin,
+    StepTwin,
+    behaviour_outside,
+    drift_window,
+    machine_series,
+)
 from sqems.twin.quality import QualityModel
 
 HOURS_PER_SHIFT = 8.0
@@ -74,6 +93,81 @@ class BreakdownChange(BaseModel):
 
 
 Shift = Annotated[str, Field(pattern="^(early|late|night)$")]
+NOTHING_CHANGES = "this scenario changes nothing compared with the baseline"
+
+
+class RoutingChange(BaseModel):
+    """Route ``step`` to ``machines`` only (a subset of the machines that perform it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step: Uid
+    machines: tuple[Uid, ...] = Field(min_length=1)
+
+
+class DriftRemoval(BaseModel):
+    """Remove ``machine``'s drift of ``parameter`` in [start, end] (both optional: a
+    missing bound is open; both missing: the window is estimated from the data)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    machine: Uid
+    parameter: Uid
+    start: AwareDatetime | None = None
+    end: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise ValueError(
+                f"the drift window must start before it ends, got {self.start.isoformat()} "
+                f"to {self.end.isoformat()}"
+            )
+        return self
+
+    @property
+    def estimated(self) -> bool:
+        return self.start is None and self.end is None
+
+    def bounds(self) -> tuple[float, float]:
+        return (
+            self.start.timestamp() if self.start is not None else -np.inf,
+            self.end.timestamp() if self.end is not None else np.inf,
+        )
+
+
+class LotSwitch(BaseModel):
+    """Replace a lot - or every lot of a supplier - by a new lot drawn from the
+    population of lots (exactly one of ``lot`` and ``supplier``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lot: Uid | None = None
+    supplier: Uid | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Self:
+        if (self.lot is None) == (self.supplier is None):
+            raise ValueError("a lot switch names exactly one of lot and supplier")
+        return self
+
+
+class OperatorChange(BaseModel):
+    """``exclude``'s runs at ``step`` are taken by the step's other operators."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step: Uid
+    exclude: tuple[Uid, ...] = Field(min_length=1)
+
+
+class StepShiftChange(BaseModel):
+    """The shifts that work ``step`` (a subset of the line's shift pattern)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step: Uid
+    shifts: tuple[Shift, ...] = Field(min_length=1)
 
 
 class ScenarioSpec(BaseModel):
@@ -87,6 +181,11 @@ class ScenarioSpec(BaseModel):
     inspections: tuple[InspectionChange, ...] = ()
     buffers: tuple[BufferChange, ...] = ()
     breakdowns: tuple[BreakdownChange, ...] = ()
+    routing: tuple[RoutingChange, ...] = ()
+    drifts: tuple[DriftRemoval, ...] = ()
+    step_shifts: tuple[StepShiftChange, ...] = ()
+    lots: tuple[LotSwitch, ...] = ()
+    operators: tuple[OperatorChange, ...] = ()
 
     @classmethod
     def parse(cls, data: Mapping[str, Any] | str) -> ScenarioSpec:
@@ -128,12 +227,222 @@ class ScenarioSpec(BaseModel):
                 raise ValidationFailed(f"machine {d.machine} is not on line {twin.line}")
         if self.shifts is not None and not self.shifts:
             raise ValidationFailed("a shift pattern needs at least one shift")
+        _once((r.step for r in self.routing), "routing names step {} twice")
+        for r in self.routing:
+            step = twin.step(r.step)
+            _once(r.machines, f"routing of {r.step} names machine {{}} twice")
+            foreign = [m for m in r.machines if m not in step.machines]
+            if foreign:
+                raise ValidationFailed(
+                    f"routing of {r.step}: {', '.join(foreign)} cannot perform it; its "
+                    f"machines are {', '.join(step.machines)}"
+                )
+        _once(
+            (f"{d.parameter} on {d.machine}" for d in self.drifts),
+            "drifts name {} twice",
+        )
+        for drift in self.drifts:
+            if drift.machine not in machines:
+                raise ValidationFailed(f"machine {drift.machine} is not on line {twin.line}")
+            at, _ = twin.parameter(drift.parameter)
+            if drift.machine not in at.machines:
+                raise ValidationFailed(
+                    f"drift of {drift.parameter}: machine {drift.machine} does not perform "
+                    f"{at.uid}, where {drift.parameter} is set (its machines: "
+                    f"{', '.join(at.machines)})"
+                )
+        pattern = self.shift_pattern(twin)
+        _once((c.step for c in self.step_shifts), "step_shifts names step {} twice")
+        for c in self.step_shifts:
+            twin.step(c.step)
+            _once(c.shifts, f"step_shifts of {c.step} names shift {{}} twice")
+            idle = [x for x in c.shifts if x not in pattern]
+            if idle:
+                raise ValidationFailed(
+                    f"step {c.step} cannot work {', '.join(idle)}: the line works "
+                    f"{', '.join(pattern)} in this scenario"
+                )
+
+        known_lots = {lot for s in twin.steps for lot in s.history.lots}
+        suppliers = {v for s in twin.steps for v in s.history.supplier.values()}
+        for switch in self.lots:
+            if switch.lot is not None and switch.lot not in known_lots:
+                raise ValidationFailed(f"lot {switch.lot} was not consumed on line {twin.line}")
+            if switch.supplier is not None and switch.supplier not in suppliers:
+                raise ValidationFailed(
+                    f"no lot of supplier {switch.supplier} was consumed on line {twin.line}"
+                )
+        _once((o.step for o in self.operators), "operators names step {} twice")
+        for o in self.operators:
+            worked = twin.step(o.step).history.operators
+            strangers = [x for x in o.exclude if x not in worked]
+            if strangers:
+                raise ValidationFailed(
+                    f"{', '.join(strangers)} never ran {o.step}; its operators are "
+                    f"{', '.join(worked) or 'not recorded'}"
+                )
+            if set(worked) <= set(o.exclude):
+                raise ValidationFailed(
+                    f"excluding {', '.join(o.exclude)} leaves nobody to run {o.step}"
+                )
+
+    def switched_lots(self, step: StepTwin) -> set[str]:
+        """The lots of ``step``'s history this scenario replaces."""
+        h = step.history
+        out = set()
+        for switch in self.lots:
+            if switch.lot is not None and switch.lot in h.lots:
+                out.add(switch.lot)
+            if switch.supplier is not None:
+                out |= {lot for lot in h.lots if h.supplier.get(lot) == switch.supplier}
+        return out
+
+    def resolved(self, twin: LineTwin) -> ScenarioSpec:
+        """The scenario with what it leaves to the data filled in: each drift without a
+        window gets the one :func:`~sqems.twin.line.drift_window` finds in the
+        machine's runs (left open when it finds none: then nothing is removed)."""
+        self.check(twin)
+        drifts = []
+        for d in self.drifts:
+            found = None
+            if d.estimated:
+                step, _ = twin.parameter(d.parameter)
+                found = drift_window(*machine_series(step, d.parameter, d.machine))
+            if found is None:
+                drifts.append(d)
+                continue
+            start, end = (datetime.fromtimestamp(v, UTC) for v in found)
+            drifts.append(d.model_copy(update={"start": start, "end": end}))
+        return self.model_copy(update={"drifts": tuple(drifts)})
+
+    def routed(self, step: StepTwin) -> tuple[str, ...]:
+        """The machines ``step`` runs on in this scenario."""
+        for r in self.routing:
+            if r.step == step.uid:
+                return tuple(m for m in step.machines if m in r.machines)
+        return step.machines
+
+    def step_pattern(self, twin: LineTwin, step: str) -> tuple[str, ...]:
+        """The shifts that work ``step`` in this scenario."""
+        for c in self.step_shifts:
+            if c.step == step:
+                return tuple(x for x in SHIFT_ORDER if x in c.shifts)
+        return self.shift_pattern(twin)
 
     def shift_pattern(self, twin: LineTwin) -> tuple[str, ...]:
         return tuple(self.shifts) if self.shifts else twin_shifts(twin)
 
     def hours_per_day(self, twin: LineTwin) -> float:
         return HOURS_PER_SHIFT * len(self.shift_pattern(twin))
+
+
+def _once(names: Any, message: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValidationFailed(message.format(name))
+        seen.add(name)
+
+
+def warnings_of(
+    twin: LineTwin,
+    scenario: ScenarioSpec,
+    models: Mapping[str, QualityModel] | None = None,
+) -> tuple[str, ...]:
+    """What a person should know before trusting the scenario's result: each change
+    that changes nothing, :data:`NOTHING_CHANGES` when no change does, and setpoints
+    beyond the actuals on record (where the model extrapolates). ``scenario`` should
+    be :meth:`ScenarioSpec.resolved` (an unresolved drift counts as changing nothing
+    only once no window is found)."""
+    out: list[str] = []
+    effective = 0
+    modelled = {
+        uid for uid, m in (models or {}).items() if m.lots or m.operators
+    }  # steps whose models know lots and operators
+    for p in scenario.parameters:
+        step, spec = twin.parameter(p.parameter)
+        moved = p.setpoint is not None and not np.isclose(p.setpoint, spec.setpoint)
+        spread = p.spread is not None and not np.isclose(p.spread, 1.0)
+        if not (moved or spread):
+            out.append(f"{p.parameter}: the setpoint and spread are today's")
+        effective += moved or spread
+        if moved and p.setpoint is not None and spec.low:
+            lo = min(spec.low[m] - spec.bias[m] for m in spec.low)
+            hi = max(spec.high[m] - spec.bias[m] for m in spec.high)
+            if not lo <= p.setpoint <= hi:
+                out.append(
+                    f"{p.parameter}: setpoint {p.setpoint:g} {spec.unit} is beyond the "
+                    f"setpoints the actuals on record imply ({lo:.4g} to {hi:.4g}): the "
+                    "model extrapolates there"
+                )
+    effective += not np.isclose(scenario.line_speed, 1.0)
+    if scenario.shifts is not None:
+        same = set(scenario.shift_pattern(twin)) == set(twin_shifts(twin))
+        if same:
+            out.append(f"shifts {', '.join(scenario.shifts)}: the line works these today")
+        effective += not same
+    for i in scenario.inspections:
+        step = twin.step(i.step)
+        now = step.detection if step.detection is not None else 0.0
+        moved = (i.detection is not None and not np.isclose(i.detection, now)) or bool(i.rework)
+        if not moved:
+            out.append(f"inspection at {i.step}: today's detection and no rework")
+        effective += moved
+    for b in scenario.buffers:
+        if b.capacity == DEFAULT_BUFFER:
+            out.append(f"buffer at {b.step}: {b.capacity} places, as today")
+        effective += b.capacity != DEFAULT_BUFFER
+    for k in scenario.breakdowns:
+        stops = next(s for s in twin.steps if k.machine in s.machines).breakdowns[k.machine]
+        same = bool(
+            stops.mtbf_s is not None
+            and stops.mttr_s is not None
+            and np.isclose(k.mtbf_s, stops.mtbf_s)
+            and np.isclose(k.mttr_s, stops.mttr_s)
+        )
+        effective += not same
+    for r in scenario.routing:
+        step = twin.step(r.step)
+        if set(r.machines) == set(step.machines):
+            out.append(f"routing of {r.step}: to all of its machines, as today")
+        effective += set(r.machines) != set(step.machines)
+    for d in scenario.drifts:
+        step, _ = twin.parameter(d.parameter)
+        if d.estimated:
+            out.append(
+                f"no drift of {d.parameter} on {d.machine} is found in its runs: "
+                "there is nothing to remove"
+            )
+            continue
+        times, _ = machine_series(step, d.parameter, d.machine)
+        lo, hi = d.bounds()
+        inside = int(((times >= lo) & (times <= hi)).sum())
+        if not inside:
+            out.append(f"drift of {d.parameter} on {d.machine}: no run in its window")
+        effective += inside > 0
+    for c in scenario.step_shifts:
+        same = set(scenario.step_pattern(twin, c.step)) == set(scenario.shift_pattern(twin))
+        if same:
+            out.append(f"shifts of {c.step}: the shifts the line works, as today")
+        effective += not same
+    for switch in scenario.lots:
+        named = switch.lot or switch.supplier
+        touched = any(
+            scenario.switched_lots(s) and s.uid in modelled
+            for s in twin.steps
+            if (switch.lot and switch.lot in s.history.lots)
+            or (switch.supplier and switch.supplier in s.history.supplier.values())
+        )
+        if not touched:
+            out.append(f"{named}: consumed at no step whose model has lot effects")
+        effective += touched
+    for o in scenario.operators:
+        if o.step not in modelled:
+            out.append(f"operators of {o.step}: its model has no operator effects")
+        effective += o.step in modelled
+    if not effective:
+        out.insert(0, NOTHING_CHANGES)
+    return tuple(out)
 
 
 def twin_shifts(twin: LineTwin) -> tuple[str, ...]:
@@ -154,6 +463,7 @@ def line_for(twin: LineTwin, scenario: ScenarioSpec, costs: CostModel | None = N
     costs = costs or CostModel()
     unit_cost = costs.cost_of(twin.product)
     scenario.check(twin)
+    pattern = scenario.shift_pattern(twin)
     buffers = {b.step: b.capacity for b in scenario.buffers}
     inspections = {i.step: i for i in scenario.inspections}
     stops = {d.machine: d for d in scenario.breakdowns}
@@ -165,17 +475,22 @@ def line_for(twin: LineTwin, scenario: ScenarioSpec, costs: CostModel | None = N
             detection = 0.0  # an inspection that never caught anything on record
         if change is not None and change.detection is not None:
             detection = change.detection
+        machines = scenario.routed(step)
+        # a step that works fewer of the line's shifts makes its day's units in fewer
+        # hours: over the line's day it is that much slower
+        hours = len(pattern) / len(scenario.step_pattern(twin, step.uid))
         cycle = {
-            m: Lognormal(fit.median_s / scenario.line_speed, fit.sigma)
+            m: Lognormal(fit.median_s * hours / scenario.line_speed, fit.sigma)
             for m, fit in step.cycle.items()
+            if m in machines
         }
-        mtbf = [stops[m].mtbf_s if m in stops else step.breakdowns[m].mtbf_s for m in step.machines]
-        mttr = [stops[m].mttr_s if m in stops else step.breakdowns[m].mttr_s for m in step.machines]
+        mtbf = [stops[m].mtbf_s if m in stops else step.breakdowns[m].mtbf_s for m in machines]
+        mttr = [stops[m].mttr_s if m in stops else step.breakdowns[m].mttr_s for m in machines]
         known = [(b, r) for b, r in zip(mtbf, mttr, strict=True) if b is not None and r is not None]
         stations.append(
             StationSpec(
                 name=step.uid,
-                machines=step.machines,
+                machines=machines,
                 cycle=cycle,
                 mtbf_s=float(np.mean([b for b, _ in known])) if known else None,
                 mttr_s=float(np.mean([r for _, r in known])) if known else None,
@@ -207,9 +522,30 @@ class TwinDefects:
         self._models = models
         self._draw = draw
         self._changes = {p.parameter: p for p in scenario.parameters}
-        pattern = scenario.shift_pattern(twin)
-        self._shifts = pattern
+        self._shifts = {s.uid: scenario.step_pattern(twin, s.uid) for s in twin.steps}
+        # a removed drift: the machine behaves as it did outside the window
+        self._behaviour: dict[tuple[str, str], tuple[float, float]] = {}
+        for d in scenario.drifts:
+            if not d.estimated:
+                step, _ = twin.parameter(d.parameter)
+                self._behaviour[d.parameter, d.machine] = behaviour_outside(
+                    step, d.parameter, d.machine, *d.bounds()
+                )
         self._blocks: dict[tuple[str, str], tuple[npt.NDArray[np.float64], int]] = {}
+        # lots and operators: each unit takes those of a historical run of its step
+        self._offsets: dict[str, npt.NDArray[np.float64]] = {}
+        for step in twin.steps:
+            model = models.get(step.uid)
+            if model is not None and (model.lots or model.operators):
+                self._offsets[step.uid] = _run_offsets(step, model, scenario, draw)
+            elif model is not None and (
+                scenario.switched_lots(step) or any(o.step == step.uid for o in scenario.operators)
+            ):
+                raise ValidationFailed(
+                    f"the quality model of {step.uid} was fitted without lot and operator "
+                    "effects: fit it with groups (fit_line(..., groups=True)) to switch "
+                    "lots or operators"
+                )
 
     def probability(self, station: str, machine: str, rng: np.random.Generator) -> float:
         key = (station, machine)
@@ -228,7 +564,17 @@ class TwinDefects:
         if model is None:
             return np.zeros(BLOCK)
         x = self.actuals(step, machine, rng, BLOCK)
-        p: npt.NDArray[np.float64] = model.probability(self._draw, x, [machine] * BLOCK)
+        offsets = self._offsets.get(station)
+        offset = None
+        if offsets is not None:
+            h = step.history
+            mine = h.machine == step.machines.index(machine)
+            runs = np.flatnonzero(mine) if mine.any() else np.arange(h.runs)
+            weight = h.trials[runs] / h.trials[runs].sum()
+            offset = offsets[rng.choice(runs, size=BLOCK, p=weight)]
+        p: npt.NDArray[np.float64] = model.probability(
+            self._draw, x, [machine] * BLOCK, offset=offset
+        )
         return p
 
     def actuals(
@@ -236,7 +582,8 @@ class TwinDefects:
     ) -> npt.NDArray[np.float64]:
         """``n`` units' covariates at ``step`` on ``machine`` under the scenario."""
         columns = []
-        shift = np.asarray(self._shifts)[rng.integers(0, len(self._shifts), n)]
+        pattern = self._shifts[step.uid]
+        shift = np.asarray(pattern)[rng.integers(0, len(pattern), n)]
         for name in step.history.parameters:
             if name.startswith("shift:"):
                 columns.append((shift == name.removeprefix("shift:")).astype(np.float64))
@@ -248,6 +595,44 @@ class TwinDefects:
             if change is not None:
                 setpoint = change.setpoint if change.setpoint is not None else setpoint
                 factor = change.spread if change.spread is not None else 1.0
-            sd = spec.spread.get(machine, 0.0) * factor
-            columns.append(setpoint + spec.bias.get(machine, 0.0) + sd * rng.standard_normal(n))
+            bias, spread = self._behaviour.get(
+                (name, machine), (spec.bias.get(machine, 0.0), spec.spread.get(machine, 0.0))
+            )
+            columns.append(setpoint + bias + spread * factor * rng.standard_normal(n))
         return np.column_stack(columns) if columns else np.zeros((n, 0))
+
+
+def _run_offsets(
+    step: StepTwin, model: QualityModel, scenario: ScenarioSpec, draw: int
+) -> npt.NDArray[np.float64]:
+    """Per historical run of ``step``, the logit its lots and operator add under
+    ``draw``, with what the scenario switches replaced: a switched lot by a new lot
+    drawn from N(0, tau_lot), an excluded operator's runs by the step's other operators
+    (in proportion to the units they made). The replacements are drawn from a stream
+    of their own (seeded by the draw), so the simulation's streams stay common."""
+    h = step.history
+    if model.lots != h.lots or model.operators != h.operators:
+        raise ValidationFailed(
+            f"the quality model of {step.uid} was fitted on other lots or operators than "
+            "the twin's history: fit it again"
+        )
+    rng = np.random.default_rng([draw, step.sequence, 17])
+    offsets = np.zeros(h.runs)
+    if model.lots:
+        effects, tau = model.lot_effects(draw)
+        effects = effects.copy()
+        for lot in sorted(scenario.switched_lots(step)):
+            effects[h.lots.index(lot)] = rng.normal(0.0, tau)
+        offsets += np.bincount(h.lot_run, weights=effects[h.lot_index], minlength=h.runs)
+    if model.operators:
+        operator = h.operator.copy()
+        for change in scenario.operators:
+            if change.step != step.uid:
+                continue
+            out = np.isin(operator, [h.operators.index(o) for o in change.exclude])
+            others = np.unique(operator[(operator >= 0) & ~out])
+            units = np.array([h.trials[operator == o].sum() for o in others], dtype=float)
+            operator[out] = rng.choice(others, size=int(out.sum()), p=units / units.sum())
+        known = operator >= 0
+        offsets[known] += model.operator_effects(draw)[operator[known]]
+    return offsets

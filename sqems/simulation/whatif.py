@@ -9,14 +9,20 @@ uses the same random streams (common random numbers) and the same posterior draw
 each step's quality model in every scenario. A scenario's difference from the baseline
 is therefore computed replication by replication, and its interval is the interval of
 those paired differences: much narrower than the difference of two independent
-intervals, so a real effect is not drowned by simulation noise.
+intervals, so a real effect is not drowned by simulation noise. Each KPI's difference
+gets a verdict: :data:`CREDIBLE` when its interval excludes zero, else
+:data:`NO_CREDIBLE_CHANGE`; and a scenario's result carries the warnings of
+:func:`~sqems.simulation.scenarios.warnings_of` (a scenario that changes nothing says
+so) and the changes as simulated (a drift window estimated from the data).
 
 :func:`recommend_setpoints` searches the setpoints of the line's parameters for the
-highest expected yield under the posterior (a grid per parameter within its spec,
-coordinate-wise, evaluated from the models); the recommendation is then simulated as a
-scenario of the session, so it gets its throughput, the paired gain over today and
-their intervals like any other, and is marked feasible when its throughput stays
-above the floor asked for.
+highest expected yield under the posterior (a grid per parameter within its spec and
+within the setpoints the actuals on record imply for every machine, coordinate-wise,
+evaluated from the models), then keeps only the changes whose paired gain is credible
+(its interval excludes zero); when none is, it says so and recommends nothing. The
+recommendation is then simulated as a scenario of the session, so it gets its
+throughput, the paired gain over today and their intervals like any other, and is
+marked feasible when its throughput stays above the floor asked for.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,14 +42,24 @@ from sqems.errors import NotFound, SqemsError, ValidationFailed
 from sqems.graph_model.nodes import RunStatus, Scenario, WhatIfSession
 from sqems.graph_model.store import Direction, Edge, GraphStore
 from sqems.simulation.line import Result, replicate
-from sqems.simulation.scenarios import ParameterChange, ScenarioSpec, TwinDefects, line_for
-from sqems.twin.line import LineTwin
+from sqems.simulation.scenarios import (
+    ParameterChange,
+    ScenarioSpec,
+    TwinDefects,
+    line_for,
+    warnings_of,
+)
+from sqems.twin.line import LineTwin, ParameterTwin
 from sqems.twin.quality import QualityModel
 
 INTERVAL = (0.03, 0.97)
 """94 % equal-tailed credible intervals, the same width as the models' HDIs."""
 KPIS = ("throughput_per_h", "units_per_day", "yield", "fpy", "ppm", "wip", "scrap_cost")
 BETTER_HIGH = {"throughput_per_h", "units_per_day", "yield", "fpy"}
+CREDIBLE = "credible"
+"""The verdict on a KPI whose paired difference's interval excludes zero."""
+NO_CREDIBLE_CHANGE = "no credible change"
+NOTHING_CREDIBLY_BETTER = "no setpoint change is credibly better"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +76,26 @@ class Interval:
     def as_dict(self) -> dict[str, float]:
         return {"mean": self.mean, "low": self.low, "high": self.high}
 
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0.0 or self.high < 0.0
+
+    @property
+    def verdict(self) -> str:
+        """:data:`CREDIBLE` when the interval excludes zero, else
+        :data:`NO_CREDIBLE_CHANGE`."""
+        return CREDIBLE if self.excludes_zero else NO_CREDIBLE_CHANGE
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """A scenario's KPIs per replication."""
+    """A scenario's KPIs per replication, what to know before trusting them, and the
+    changes as simulated."""
 
     per_replication: dict[str, np.ndarray]
+    warnings: tuple[str, ...] = ()
+    changes: dict[str, Any] = field(default_factory=dict)
+    """The scenario as simulated (:meth:`ScenarioSpec.resolved`), as JSON data."""
 
     def kpis(self) -> dict[str, Interval]:
         return {k: Interval.of(v) for k, v in self.per_replication.items()}
@@ -77,19 +107,33 @@ class Outcome:
             if k in baseline.per_replication
         }
 
+    def verdicts(self, baseline: Outcome) -> dict[str, str]:
+        """Per KPI, whether the paired difference from ``baseline`` is credible."""
+        return {k: i.verdict for k, i in self.difference(baseline).items()}
+
     def to_json(self, baseline: Outcome | None = None) -> str:
+        """``kpis``, ``per_replication``, ``warnings`` and ``changes``; with a baseline
+        also ``difference`` and ``verdicts`` (KPI -> "credible" | "no credible change")."""
         body: dict[str, Any] = {
             "kpis": {k: i.as_dict() for k, i in self.kpis().items()},
             "per_replication": {k: v.tolist() for k, v in self.per_replication.items()},
+            "warnings": list(self.warnings),
+            "changes": self.changes,
         }
         if baseline is not None:
-            body["difference"] = {k: i.as_dict() for k, i in self.difference(baseline).items()}
+            difference = self.difference(baseline)
+            body["difference"] = {k: i.as_dict() for k, i in difference.items()}
+            body["verdicts"] = {k: i.verdict for k, i in difference.items()}
         return json.dumps(body)
 
     @classmethod
     def from_json(cls, text: str) -> Outcome:
         body = json.loads(text)
-        return cls({k: np.asarray(v, dtype=np.float64) for k, v in body["per_replication"].items()})
+        return cls(
+            {k: np.asarray(v, dtype=np.float64) for k, v in body["per_replication"].items()},
+            tuple(body.get("warnings", ())),
+            dict(body.get("changes", {})),
+        )
 
 
 def simulate_scenario(
@@ -107,6 +151,7 @@ def simulate_scenario(
     draw number ``r`` of each step's model spread evenly over the posterior."""
     if replications < 2:
         raise ValidationFailed(f"a scenario needs at least 2 replications, got {replications}")
+    scenario = scenario.resolved(twin)
     line = line_for(twin, scenario, costs)
     available = min((m.draws for m in models.values()), default=replications)
     picks = np.linspace(0, available - 1, replications).round().astype(int)
@@ -124,7 +169,11 @@ def simulate_scenario(
         progress=progress,
     )
     hours = scenario.hours_per_day(twin)
-    return Outcome(_per_replication(results, hours))
+    return Outcome(
+        _per_replication(results, hours),
+        warnings_of(twin, scenario, models),
+        scenario.model_dump(mode="json", exclude_defaults=True),
+    )
 
 
 def _per_replication(results: list[Result], hours_per_day: float) -> dict[str, np.ndarray]:
@@ -226,21 +275,31 @@ def run_scenario(
     progress: Callable[[float], None] | None = None,
 ) -> Scenario:
     """Simulate a scenario of ``session`` (and the baseline first, if it has not run)
-    and store the results; returns the scenario as stored."""
+    and store the results; returns the scenario as stored.
+
+    A difference pairs replications of the same models: when the stored baseline was
+    simulated with models of another kind (with or without lot and operator effects),
+    the baseline is simulated again with these, for the comparison only."""
     view = get_session(store, session)
     wanted = next((s for s in view.scenarios if s.uid == scenario), None)
     if wanted is None:
         raise NotFound(f"scenario {scenario} is not in session {session}")
     if twin.line != view.line:
         raise ValidationFailed(f"session {session} studies {view.line}, not {twin.line}")
-    todo = [view.baseline] if view.baseline.results is None and not wanted.baseline else []
+    kind = "groups" if any(m.lots or m.operators for m in models.values()) else "plain"
+    baseline: Outcome | None = None
+    if view.baseline.results:
+        body = json.loads(view.baseline.results)
+        if body.get("models", "plain") == kind:
+            baseline = Outcome.from_json(view.baseline.results)
+    todo = [view.baseline] if baseline is None and not wanted.baseline else []
     todo.append(wanted)
-    baseline: Outcome | None = (
-        Outcome.from_json(view.baseline.results) if view.baseline.results else None
-    )
     stored = wanted
     for k, item in enumerate(todo):
-        _save(store, item.model_copy(update={"status": RunStatus.RUNNING, "progress": 0.0}))
+        # a baseline run again for other models is kept for the comparison, not stored
+        keep = not (item.baseline and item is not wanted and view.baseline.results)
+        if keep:
+            _save(store, item.model_copy(update={"status": RunStatus.RUNNING, "progress": 0.0}))
 
         def step(done: int, total: int, k: int = k) -> None:
             if progress is not None:
@@ -256,23 +315,30 @@ def run_scenario(
                 seed=view.session.seed,
                 progress=step,
             )
+            if item.baseline:
+                outcome = replace(outcome, warnings=())
         except Exception as exc:
             # a typed error says what to fix; anything else stays in the server's log
             reason = str(exc)[:2000] if isinstance(exc, SqemsError) else "the simulation failed"
-            _save(store, item.model_copy(update={"status": RunStatus.FAILED, "message": reason}))
+            failed = item if keep else wanted
+            _save(store, failed.model_copy(update={"status": RunStatus.FAILED, "message": reason}))
             raise
+        if item.baseline:
+            baseline = outcome
+        if not keep:
+            continue
+        body = json.loads(outcome.to_json(None if item.baseline else baseline))
+        body["models"] = kind
         stored = item.model_copy(
             update={
                 "status": RunStatus.DONE,
                 "progress": 1.0,
-                "results": outcome.to_json(None if item.baseline else baseline),
+                "results": json.dumps(body),
                 "message": "",
                 "finished_at": datetime.now(UTC),
             }
         )
         _save(store, stored)
-        if item.baseline:
-            baseline = outcome
     return stored
 
 
@@ -314,12 +380,26 @@ def _save(store: GraphStore, scenario: Scenario) -> None:
 @dataclass(frozen=True, slots=True)
 class Recommendation:
     setpoints: dict[str, float]
-    """Parameter uid -> recommended setpoint."""
+    """Parameter uid -> recommended setpoint: only the changes whose gain is credible
+    (empty when none is; then :attr:`message` says so)."""
     current: dict[str, float]
+    """Every modelled parameter's setpoint today."""
     expected_yield: Interval
     """Of the modelled steps at the recommended setpoints, from the posterior."""
     expected_yield_now: Interval
     """The same at the current setpoints."""
+    gain: Interval
+    """The paired gain in expected yield of the recommended setpoints over today's."""
+    p_gain: float
+    """Posterior probability that the recommended setpoints yield more than today's."""
+    ranges: dict[str, tuple[float, float]]
+    """Per parameter, the setpoints searched: within its spec and within the setpoints
+    the actuals on record imply for every machine (never beyond the data)."""
+    message: str = ""
+
+    @property
+    def credible(self) -> bool:
+        return bool(self.setpoints)
 
     def scenario(self) -> ScenarioSpec:
         return ScenarioSpec(
@@ -334,6 +414,11 @@ class Recommendation:
             "current": self.current,
             "expected_yield": self.expected_yield.as_dict(),
             "expected_yield_now": self.expected_yield_now.as_dict(),
+            "gain": self.gain.as_dict(),
+            "p_gain": self.p_gain,
+            "credible": self.credible,
+            "ranges": {k: list(v) for k, v in self.ranges.items()},
+            "message": self.message,
         }
 
 
@@ -348,21 +433,39 @@ def expected_yield(
 ) -> np.ndarray:
     """For ``draws`` posterior draws spread over the posterior, the probability that a
     unit passes every modelled step without a defect, averaged over ``units`` units'
-    actuals drawn under the scenario (the same draws for every scenario)."""
+    actuals drawn under the scenario on each machine the step is routed to (the same
+    draws for every scenario, so two scenarios' values pair draw by draw)."""
     survive = np.ones(draws)
+    defects = TwinDefects(twin, models, scenario, 0)
     for step in twin.steps:
         model = models.get(step.uid)
         if model is None:
             continue
         picks = np.linspace(0, model.draws - 1, draws).round().astype(int)
         per_machine = []
-        for m_no, machine in enumerate(step.machines):
+        for machine in scenario.routed(step):
+            m_no = step.machines.index(machine)
             rng = np.random.default_rng([seed, m_no, step.sequence])
-            x = TwinDefects(twin, models, scenario, 0).actuals(step, machine, rng, units)
+            x = defects.actuals(step, machine, rng, units)
             machines = [machine] * units
             per_machine.append([model.probability(int(d), x, machines).mean() for d in picks])
         survive *= 1.0 - np.mean(per_machine, axis=0)
     return survive
+
+
+def setpoint_range(parameter: ParameterTwin) -> tuple[float, float]:
+    """The setpoints a recommendation may choose for ``parameter``: within its spec and,
+    for every machine with runs, such that the machine's actuals (setpoint + its bias)
+    stay within the range it ran at. Beyond the data the model only extrapolates."""
+    lo = max((parameter.low[m] - parameter.bias[m] for m in parameter.low), default=-np.inf)
+    hi = min((parameter.high[m] - parameter.bias[m] for m in parameter.high), default=np.inf)
+    if parameter.lsl is not None:
+        lo = max(lo, parameter.lsl)
+    if parameter.usl is not None:
+        hi = min(hi, parameter.usl)
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
+        return parameter.setpoint, parameter.setpoint
+    return float(min(lo, parameter.setpoint)), float(max(hi, parameter.setpoint))
 
 
 def recommend_setpoints(
@@ -372,20 +475,37 @@ def recommend_setpoints(
     seed: int = 0,
     grid: int = 9,
     rounds: int = 2,
+    draws: int = 200,
+    credibility: float = 1.0 - INTERVAL[0],
 ) -> Recommendation:
-    """The setpoints, within each parameter's spec, with the highest expected yield of
-    the modelled steps: coordinate search over a grid per parameter, ``rounds`` passes.
-    Setpoints change quality, not cycle times, in this twin; the simulation of the
-    recommendation (a scenario like any other) gives its throughput and the paired
-    gain over today."""
+    """The setpoints with the highest expected yield of the modelled steps, among those
+    whose gain the posterior makes credible.
+
+    Coordinate search over a grid per parameter within :func:`setpoint_range`,
+    ``rounds`` passes, by posterior mean; then each changed parameter is kept only when
+    reverting it would credibly lose yield (the paired gain over ``draws`` posterior
+    draws has its :data:`INTERVAL` above zero, so P(gain > 0) >= ``credibility``), and
+    the whole change only when its gain over today is credible. When nothing
+    qualifies, no setpoint is recommended and :attr:`Recommendation.message` says
+    :data:`NOTHING_CREDIBLY_BETTER`. Setpoints change quality, not cycle times, in this
+    twin; the simulation of the recommendation (a scenario like any other) gives its
+    throughput and the paired gain over today.
+    """
+    if draws < 20:
+        raise ValidationFailed(f"a credible gain needs at least 20 posterior draws, got {draws}")
     params = [p for s in twin.steps if s.uid in models for p in s.parameters]
     if not params:
         raise ValidationFailed(f"line {twin.line} has no modelled parameter to set")
     current = {p.uid: p.setpoint for p in params}
+    ranges = {p.uid: setpoint_range(p) for p in params}
 
     def spec_of(points: dict[str, float]) -> ScenarioSpec:
         return ScenarioSpec(
-            parameters=tuple(ParameterChange(parameter=k, setpoint=v) for k, v in points.items())
+            parameters=tuple(
+                ParameterChange(parameter=k, setpoint=v)
+                for k, v in points.items()
+                if v != current[k]
+            )
         )
 
     def score(points: dict[str, float]) -> float:
@@ -394,16 +514,53 @@ def recommend_setpoints(
     best, best_score = dict(current), score(current)
     for _ in range(rounds):
         for p in params:
-            lo = p.lsl if p.lsl is not None else p.setpoint * 0.9
-            hi = p.usl if p.usl is not None else p.setpoint * 1.1
+            lo, hi = ranges[p.uid]
             for value in np.linspace(lo, hi, grid):
                 trial = {**best, p.uid: float(value)}
                 s = score(trial)
                 if s > best_score + 1e-9:
                     best, best_score = trial, s
+
+    def yields(points: dict[str, float]) -> np.ndarray:
+        return expected_yield(twin, models, spec_of(points), draws=draws, seed=seed)
+
+    def credible(gain: np.ndarray) -> bool:
+        return bool(np.mean(gain > 0.0) >= credibility and Interval.of(gain).low > 0.0)
+
+    # drop each change that is not credibly worth keeping, weakest first
+    kept = dict(best)
+    while True:
+        ours = yields(kept)
+        changed = [k for k in kept if kept[k] != current[k]]
+        losses = {k: ours - yields({**kept, k: current[k]}) for k in changed}
+        weak = [k for k in changed if not credible(losses[k])]
+        if not weak:
+            break
+        drop = min(weak, key=lambda k: float(losses[k].mean()))
+        kept[drop] = current[drop]
+    now = yields(current)
+    chosen = yields(kept)
+    gain = chosen - now
+    setpoints = {
+        k: float(np.clip(round(v, 6), *ranges[k])) for k, v in kept.items() if v != current[k]
+    }
+    message = ""
+    if not setpoints or not credible(gain):
+        candidate = yields(best) - now
+        setpoints, chosen, gain = {}, now, np.zeros_like(now)
+        message = (
+            f"{NOTHING_CREDIBLY_BETTER}: the best setpoints found would change the expected "
+            f"yield by {candidate.mean():+.3%} (94 % interval {Interval.of(candidate).low:+.3%}"
+            f" to {Interval.of(candidate).high:+.3%}, P(gain > 0) = "
+            f"{np.mean(candidate > 0):.2f})"
+        )
     return Recommendation(
-        setpoints={k: round(v, 6) for k, v in best.items()},
+        setpoints=setpoints,
         current=current,
-        expected_yield=Interval.of(expected_yield(twin, models, spec_of(best), seed=seed)),
-        expected_yield_now=Interval.of(expected_yield(twin, models, ScenarioSpec(), seed=seed)),
+        expected_yield=Interval.of(chosen),
+        expected_yield_now=Interval.of(now),
+        gain=Interval.of(gain),
+        p_gain=float(np.mean(gain > 0.0)),
+        ranges=ranges,
+        message=message,
     )

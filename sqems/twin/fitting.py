@@ -16,7 +16,7 @@ raises :class:`~sqems.errors.ValidationFailed` naming the step and what failed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +49,10 @@ class Sampler:
         return cls(draws=settings.twin_draws, tune=settings.twin_tune, chains=settings.twin_chains)
 
 
-def step_data(step: StepTwin) -> StepData:
-    """The step's history as the quality model's input."""
+def step_data(step: StepTwin, *, groups: bool = False) -> StepData:
+    """The step's history as the quality model's input; with ``groups``, with the
+    lots its runs consumed and their operators, so the model learns a partially pooled
+    effect of each (what a lot, supplier or operator scenario needs)."""
     h = step.history
     specs = {p.uid: p for p in step.parameters}
     quadratic = tuple(
@@ -67,6 +69,11 @@ def step_data(step: StepTwin) -> StepData:
         trials=h.trials,
         defects=h.defects,
         quadratic=quadratic,
+        lots=h.lots if groups and h.lot_run.size else (),
+        lot_run=h.lot_run if groups and h.lot_run.size else np.zeros(0, dtype=np.int64),
+        lot_index=h.lot_index if groups and h.lot_run.size else np.zeros(0, dtype=np.int64),
+        operators=h.operators if groups else (),
+        operator=h.operator if groups and h.operators else np.zeros(0, dtype=np.int64),
     )
 
 
@@ -75,18 +82,31 @@ def fit_line(
     folder: Path,
     sampler: Sampler | None = None,
     *,
+    steps: Collection[str] | None = None,
+    groups: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, QualityModel]:
     """A sound model per step with parameters (fitted, or loaded when this history was
-    fitted before)."""
+    fitted before); with ``steps``, only those steps' models (a scenario that acts at
+    one step needs only that step's model: the others contribute no defects, and since
+    every scenario of a comparison uses the same models, its difference from the
+    baseline is that step's). With ``groups``, the models also learn lot and operator
+    effects (:func:`step_data`); they take longer to fit."""
     sampler = sampler or Sampler()
     folder.mkdir(parents=True, exist_ok=True)
-    steps = [s for s in twin.steps if s.parameters and s.history.runs]
+    if steps is not None:
+        for uid in steps:
+            twin.step(uid)
+    wanted = [
+        s
+        for s in twin.steps
+        if s.parameters and s.history.runs and (steps is None or s.uid in steps)
+    ]
     models: dict[str, QualityModel] = {}
-    for k, step in enumerate(steps):
+    for k, step in enumerate(wanted):
         if progress is not None:
-            progress(step.uid, k, len(steps))
-        data = step_data(step)
+            progress(step.uid, k, len(wanted))
+        data = step_data(step, groups=groups)
         path = folder / f"{step.uid}-{_fingerprint(data, sampler)}.nc"
         if path.exists():
             model = QualityModel.load(path)
@@ -104,7 +124,7 @@ def fit_line(
         model.require_sound()
         models[step.uid] = model
     if progress is not None:
-        progress("", len(steps), len(steps))
+        progress("", len(wanted), len(wanted))
     return models
 
 
@@ -112,6 +132,15 @@ def _fingerprint(data: StepData, sampler: Sampler) -> str:
     h = hashlib.sha256()
     h.update(repr((MODEL_SCHEMA, data.step, data.parameters, data.machines)).encode())
     h.update(repr((data.quadratic, sampler)).encode())
-    for array in (data.x, data.machine, data.trials, data.defects):
+    h.update(repr((data.lots, data.operators)).encode())
+    for array in (
+        data.x,
+        data.machine,
+        data.trials,
+        data.defects,
+        data.lot_run,
+        data.lot_index,
+        data.operator,
+    ):
         h.update(np.ascontiguousarray(array).tobytes())
     return h.hexdigest()[:16]

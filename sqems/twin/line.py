@@ -86,6 +86,10 @@ class ParameterTwin:
     setpoint: float
     bias: dict[str, float]
     spread: dict[str, float]
+    low: dict[str, float] = field(default_factory=dict)
+    """Per machine, the smallest actual on record (machines without runs are absent)."""
+    high: dict[str, float] = field(default_factory=dict)
+    """Per machine, the largest actual on record."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +103,18 @@ class StepHistory:
     """Index into the step's machines."""
     trials: npt.NDArray[np.int64]
     defects: npt.NDArray[np.int64]
+    started: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    """When each run started (epoch seconds); what a drift window is told in."""
+    lots: tuple[str, ...] = ()
+    """The material lots the runs' batches consumed."""
+    lot_run: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """With :attr:`lot_index`: run ``lot_run[k]`` consumed lot ``lot_index[k]``."""
+    lot_index: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    supplier: dict[str, str] = field(default_factory=dict)
+    """Lot -> its supplier (lots without a known supplier are absent)."""
+    operators: tuple[str, ...] = ()
+    operator: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Index into :attr:`operators` of each run's operator; -1 when not recorded."""
 
     @property
     def runs(self) -> int:
@@ -204,26 +220,39 @@ def build_twin(store: GraphStore, line: str, window: TimeWindow | None = None) -
         cycle = _cycle_fits(runs, units_of, ms, notes, uid)
         names = tuple(sorted(p for p in params_of.get(uid, []) if p in specs))
         shifts = _shift_levels(r.shift for _, r in runs) if names else ()
+        kept = [(b, r) for b, r in runs if all(p in r.params for p in names) and units_of[b.uid]]
         rows = [
             (
                 {**r.params, **{f"shift:{s}": float(r.shift == s) for s in shifts}},
                 ms.index(r.machine or ""),
                 len(units_of[b.uid]),
                 b.uid,
+                r.started_at,
             )
-            for b, r in runs
-            if all(p in r.params for p in names) and units_of[b.uid]
+            for b, r in kept
         ]
         covariates = names + tuple(f"shift:{s}" for s in shifts)
         caught = defective.by_step.get(uid, {})
+        lots = tuple(sorted({lot.uid for b, _ in kept for lot in b.lots}))
+        lot_no = {lot: k for k, lot in enumerate(lots)}
+        members = [(i, lot_no[lot.uid]) for i, (b, _) in enumerate(kept) for lot in b.lots]
+        operators = tuple(sorted({r.operator for _, r in kept if r.operator}))
+        operator_no = {o: k for k, o in enumerate(operators)}
         history = StepHistory(
             covariates,
             np.array([[p[n] for n in covariates] for p, *_ in rows], dtype=np.float64).reshape(
                 len(rows), len(covariates)
             ),
-            np.array([m for _, m, _, _ in rows], dtype=np.int64),
-            np.array([n for *_, n, _ in rows], dtype=np.int64),
-            np.array([caught.get(b, 0) for *_, b in rows], dtype=np.int64),
+            np.array([m for _, m, *_ in rows], dtype=np.int64),
+            np.array([n for _, _, n, _, _ in rows], dtype=np.int64),
+            np.array([caught.get(b, 0) for *_, b, _ in rows], dtype=np.int64),
+            np.array([t for *_, t in rows], dtype=np.float64),
+            lots,
+            np.array([i for i, _ in members], dtype=np.int64),
+            np.array([k for _, k in members], dtype=np.int64),
+            {lot.uid: lot.supplier for b, _ in kept for lot in b.lots if lot.supplier},
+            operators,
+            np.array([operator_no.get(r.operator or "", -1) for _, r in kept], dtype=np.int64),
         )
         parameters = tuple(_parameter_twin(specs[p], history, ms, k) for k, p in enumerate(names))
         step_twins.append(
@@ -371,12 +400,18 @@ def _parameter_twin(
     )
     bias: dict[str, float] = {}
     spread: dict[str, float] = {}
+    low: dict[str, float] = {}
+    high: dict[str, float] = {}
     overall = float(values.std(ddof=1)) if values.size > 1 else 0.0
     for i, m in enumerate(machines):
         mine = values[history.machine == i]
         bias[m] = float(mine.mean()) - setpoint if mine.size else 0.0
         spread[m] = float(mine.std(ddof=1)) if mine.size > 1 else overall
-    return ParameterTwin(spec.uid, spec.name, spec.unit, spec.lsl, spec.usl, setpoint, bias, spread)
+        if mine.size:
+            low[m], high[m] = float(mine.min()), float(mine.max())
+    return ParameterTwin(
+        spec.uid, spec.name, spec.unit, spec.lsl, spec.usl, setpoint, bias, spread, low, high
+    )
 
 
 def _breakdowns(
@@ -416,3 +451,121 @@ def _breakdowns(
             "modelled without breakdowns"
         )
     return out
+
+
+# --- drifts -----------------------------------------------------------------------------------
+
+DRIFT_ALPHA = 0.01
+"""False alarms allowed on a series without a drift."""
+DRIFT_PERMUTATIONS = 199
+DRIFT_MIN_RUNS = 2
+"""Runs in the drift and outside it, at least: one odd run is an outlier, not a drift."""
+DRIFT_MAX_POINTS = 400
+"""Longer series are averaged in consecutive blocks down to about this many points, so
+the O(n**2) scan stays fast."""
+
+
+def drift_window(
+    times: npt.ArrayLike, values: npt.ArrayLike, *, alpha: float = DRIFT_ALPHA
+) -> tuple[float, float] | None:
+    """When a machine's actuals of a parameter drifted away from their usual level:
+    ``(start, end)``, the times of the first and the last run of the drift, or ``None``
+    when the series shows none at level ``alpha``.
+
+    A drift is an *epidemic* change: the level moves for a while, and may or may not
+    come back. The scan is that of circular binary segmentation (Olshen et al.,
+    Biostatistics 5, 2004): over every stretch of consecutive runs [i, j), the
+    difference between its mean and the mean of the other runs, standardised,
+    T = |S_j - S_i| sqrt(n / (L (n - L))) with S the cumulative sum of the deviations
+    from the overall mean and L = j - i; the largest T is the candidate. Its p-value
+    comes from :data:`DRIFT_PERMUTATIONS` permutations of the series (exact for any
+    length and any distribution of the noise; fixed seed, so the answer is repeatable).
+    The shorter side is the drift: the stretch, or - when the stretch is the usual
+    level - the runs before or after it. A ramp is found as the part of it that
+    stands out most; of several drifts, the strongest.
+
+    >>> import numpy as np
+    >>> values = np.r_[np.zeros(60), np.full(20, 5.0), np.zeros(40)]
+    >>> values += np.random.default_rng(0).normal(0, 1, values.size)
+    >>> drift_window(np.arange(120.0), values)
+    (60.0, 79.0)
+    """
+    t = np.asarray(times, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    if t.ndim != 1 or t.shape != v.shape:
+        raise ValidationFailed(
+            f"a drift window needs one time per value, got shapes {t.shape} and {v.shape}"
+        )
+    if not (np.isfinite(t).all() and np.isfinite(v).all()):
+        raise ValidationFailed("a drift window needs finite times and values")
+    if not 0.0 < alpha < 1.0:
+        raise ValidationFailed(f"alpha must be between 0 and 1, got {alpha}")
+    order = np.argsort(t, kind="stable")
+    t, v = t[order], v[order]
+    if v.size < 2 * DRIFT_MIN_RUNS or np.ptp(v) == 0.0:
+        return None
+    block = -(-v.size // DRIFT_MAX_POINTS)  # ceil: 1 for series that fit
+    edges = np.arange(0, v.size, block)
+    points = np.add.reduceat(v, edges) / np.diff(np.r_[edges, v.size])
+    least = max(1, -(-DRIFT_MIN_RUNS // block))
+    n = points.size
+    if n < 2 * least:
+        return None
+    i, j = np.triu_indices(n + 1, k=1)
+    length = j - i
+    keep = (length >= least) & (n - length >= least)
+    i, j, length = i[keep], j[keep], length[keep]
+    scale = np.sqrt(n / (length * (n - length)))
+
+    def scan(series: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        s = np.r_[0.0, np.cumsum(series - series.mean())]
+        out: npt.NDArray[np.float64] = np.abs(s[j] - s[i]) * scale
+        return out
+
+    observed = scan(points)
+    best = int(np.argmax(observed))
+    rng = np.random.default_rng(0)
+    exceed = sum(
+        float(scan(rng.permutation(points)).max()) >= observed[best]
+        for _ in range(DRIFT_PERMUTATIONS)
+    )
+    if (exceed + 1) / (DRIFT_PERMUTATIONS + 1) > alpha:
+        return None
+    a, b = int(i[best]), int(j[best])
+    if 2 * (b - a) > n:  # the stretch is the usual level: the drift lies outside it
+        a, b = (0, a) if a >= n - b else (b, n)
+    first, last = a * block, min(b * block, v.size) - 1
+    return float(t[first]), float(t[last])
+
+
+def machine_series(
+    step: StepTwin, parameter: str, machine: str
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The start times and actuals of ``parameter`` in ``machine``'s runs at ``step``."""
+    if parameter not in step.history.parameters:
+        raise NotFound(f"parameter {parameter} is not controlled at step {step.uid}")
+    if machine not in step.machines:
+        raise NotFound(
+            f"machine {machine} does not perform step {step.uid} "
+            f"(its machines: {', '.join(step.machines)})"
+        )
+    h = step.history
+    mine = h.machine == step.machines.index(machine)
+    return h.started[mine], h.x[mine, h.parameters.index(parameter)]
+
+
+def behaviour_outside(
+    step: StepTwin, parameter: str, machine: str, start: float, end: float
+) -> tuple[float, float]:
+    """``(bias, spread)`` of ``machine``'s actuals of ``parameter`` re-estimated from its
+    runs that started before ``start`` or after ``end``: its behaviour without a drift
+    in that window."""
+    times, values = machine_series(step, parameter, machine)
+    outside = values[(times < start) | (times > end)]
+    if outside.size < 2:
+        raise ValidationFailed(
+            f"{machine} has {outside.size} run(s) of {step.uid} outside the drift window: "
+            f"too few to say how {parameter} behaves without the drift - narrow the window"
+        )
+    spec = next(p for p in step.parameters if p.uid == parameter)
+    return float(outside.mean()) - spec.setpoint, float(outside.std(ddof=1))

@@ -12,7 +12,7 @@ caller's job.
 
     z_rj   = (x_rj - mean_j) / sd_j                          (standardised actuals)
     logit p_r = alpha + sum_j beta_j z_rj + sum_k gamma_k z_rk**2 + u_m(r)
-    y_r    ~ Binomial(n_r, p_r)
+    y_r    ~ Binomial(n_r, p_r)                            (observed)
 
 The runs are the rows of the likelihood, not the units: a binomial count carries the
 same information as its units one by one, so 50 000 runs of any size are cheap.
@@ -23,6 +23,17 @@ size. Parameters named in :attr:`StepData.quadratic` also get a term in z**2, so
 parameter with an optimum inside its window (too cold and too hot both hurt) is as
 learnable as a monotone effect; its optimum sits at z* = -beta / (2 gamma) when
 gamma > 0. The sign of gamma is not forced: the data say whether there is an optimum.
+
+**Lots and operators** (optional: :attr:`StepData.lots`, :attr:`StepData.operators`)
+are partially pooled and non-centred like the machines, each group with its own
+spread: lot effects v_l = tau_lot * e_l and operator effects w_o = tau_operator * e_o,
+e ~ N(0, 1), tau ~ HalfNormal(0.5). A run's batch may consume several lots, so its
+logit gets the sum of its lots' effects (multi-membership) plus its operator's::
+
+    logit p_r = ... + sum_{l in lots(r)} v_l + w_o(r)
+
+:meth:`QualityModel.lot_effects` and :meth:`QualityModel.operator_effects` give them
+per draw; :meth:`QualityModel.probability` takes their sum as ``offset``.
 
 **Machine effects** are partially pooled and non-centred: u_m = tau * eps_m with
 eps_m ~ N(0, 1). A machine with few runs is pulled towards the step's typical machine;
@@ -209,7 +220,18 @@ _WEIGHTS = _WEIGHTS / math.sqrt(2.0 * math.pi)  # E[f(Z)], Z ~ N(0, 1) = sum w f
 _ATTR_FORMAT = "sqems_format"
 _ATTR_VERSION = "sqems_schema_version"
 _ATTR_META = "sqems_metadata"
-_COEFFICIENTS = ("alpha", "beta", "gamma", "tau", "eps", "u")
+_COEFFICIENTS = (
+    "alpha",
+    "beta",
+    "gamma",
+    "tau",
+    "eps",
+    "u",
+    "tau_lot",
+    "lot_effect",
+    "tau_operator",
+    "operator_effect",
+)
 """The model's coefficients, the ones diagnosed; the sampling coordinates (centre,
 eps_mean, eps_dev) are functions of them."""
 
@@ -241,6 +263,16 @@ class StepData:
     """Defective units of each run."""
     quadratic: tuple[str, ...] = ()
     """Parameters that also get a squared term (those with an optimum)."""
+    lots: tuple[str, ...] = ()
+    """Material lots the runs consumed (empty: no lot effects in the model)."""
+    lot_run: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """With :attr:`lot_index`, the run-lot memberships: run ``lot_run[k]`` consumed lot
+    ``lot_index[k]`` (a run's batch may consume several lots)."""
+    lot_index: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    operators: tuple[str, ...] = ()
+    """Operators of the runs (empty: no operator effects in the model)."""
+    operator: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Index into :attr:`operators` of each run's operator, -1 when not recorded."""
 
     def __post_init__(self) -> None:
         step = self.step
@@ -317,8 +349,33 @@ class StepData:
             )
         if int(trials.sum()) == 0:
             raise ValidationFailed(f"{step}: no run made any unit (trials are all 0)")
+        lots = _names(self.lots, "lot", step)
+        members = len(np.asarray(self.lot_run))
+        lot_run = _whole(self.lot_run, "lot_run", step, members)
+        lot_index = _whole(self.lot_index, "lot_index", step, members)
+        if lot_run.size and (lot_run.min() < 0 or lot_run.max() >= runs):
+            raise ValidationFailed(f"{step}: lot_run must index the {runs} runs")
+        if lot_index.size and (lot_index.min() < 0 or lot_index.max() >= len(lots)):
+            raise ValidationFailed(f"{step}: lot_index must index the {len(lots)} lots")
+        if lots and not lot_run.size:
+            raise ValidationFailed(f"{step}: lots are named but no run consumed any")
+        operators = _names(self.operators, "operator", step)
+        operator = (
+            _whole(self.operator, "operator", step, runs)
+            if operators
+            else np.zeros(0, dtype=np.int64)
+        )
+        if operator.size and (operator.min() < -1 or operator.max() >= len(operators)):
+            raise ValidationFailed(
+                f"{step}: operator must index the {len(operators)} operators, or be -1"
+            )
 
         for name, value in (
+            ("lots", lots),
+            ("lot_run", _frozen(lot_run)),
+            ("lot_index", _frozen(lot_index)),
+            ("operators", operators),
+            ("operator", _frozen(operator)),
             ("parameters", parameters),
             ("machines", machines),
             ("quadratic", quadratic),
@@ -548,12 +605,17 @@ class QualityModel:
     parametrisation: str
     """The coordinates the machines' deviations were sampled in: centred or non-centred."""
     idata: az.InferenceData = field(repr=False)
+    lots: tuple[str, ...] = ()
+    """Lots with an effect in the model (empty: fitted without lot effects)."""
+    operators: tuple[str, ...] = ()
+    """Operators with an effect in the model (empty: fitted without them)."""
     _alpha: FloatArray = field(init=False, repr=False)
     _beta: FloatArray = field(init=False, repr=False)
     _gamma: FloatArray = field(init=False, repr=False)
     _tau: FloatArray = field(init=False, repr=False)
     _u: FloatArray = field(init=False, repr=False)
     _square: IntArray = field(init=False, repr=False)
+    _groups: dict[str, FloatArray] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if "posterior" not in self.idata.groups():
@@ -564,6 +626,12 @@ class QualityModel:
             expected["beta"] = ("parameter", self.parameters)
         if self.quadratic:
             expected["gamma"] = ("quadratic", self.quadratic)
+        if self.lots:
+            expected["lot_effect"] = ("lot", self.lots)
+            expected["tau_lot"] = ()
+        if self.operators:
+            expected["operator_effect"] = ("operator", self.operators)
+            expected["tau_operator"] = ()
         flat = {}
         for name, dims in expected.items():
             if name not in post:
@@ -590,11 +658,28 @@ class QualityModel:
         object.__setattr__(
             self, "_square", np.array([self.parameters.index(q) for q in self.quadratic], int)
         )
+        object.__setattr__(self, "_groups", flat)
 
     @property
     def draws(self) -> int:
         """Number of posterior draws, over all chains."""
         return int(self._alpha.shape[0])
+
+    def lot_effects(self, draw: int) -> tuple[FloatArray, float]:
+        """Each lot's effect on the logit under ``draw`` (in the order of :attr:`lots`)
+        and the spread tau_lot of the lot population; a model without lots has none."""
+        d = self._draw(draw)
+        if not self.lots:
+            return np.zeros(0), 0.0
+        return self._groups["lot_effect"][d], float(self._groups["tau_lot"][d])
+
+    def operator_effects(self, draw: int) -> FloatArray:
+        """Each operator's effect on the logit under ``draw`` (order of
+        :attr:`operators`)."""
+        d = self._draw(draw)
+        if not self.operators:
+            return np.zeros(0)
+        return np.asarray(self._groups["operator_effect"][d], dtype=np.float64)
 
     # --- prediction --------------------------------------------------------------------------
 
@@ -605,8 +690,12 @@ class QualityModel:
         machine: MachineSpec,
         *,
         rng: np.random.Generator | None = None,
+        offset: FloatArray | None = None,
     ) -> FloatArray:
         """Defect probability of a unit of each run, under posterior draw ``draw``.
+
+        ``offset`` adds to each run's logit: the effects of its lots and operator
+        (:meth:`lot_effects`, :meth:`operator_effects`), which the caller sums.
 
         ``x`` holds raw actuals, shape (runs, parameters) in the order of
         :attr:`parameters`; ``machine`` one index or name for every run, or one per run.
@@ -618,6 +707,8 @@ class QualityModel:
         z = self._standardised(x)
         codes = self._machine_codes(machine, z.shape[0])
         eta = self._fixed(z, np.array([d]))[0]
+        if offset is not None:
+            eta = eta + np.asarray(offset, dtype=np.float64)
         known = codes >= 0
         eta[known] += self._u[d, codes[known]]
         p = _sigmoid(eta)
@@ -650,6 +741,28 @@ class QualityModel:
         eta = self._fixed(z, np.arange(self.draws))[:, 0]
         p = _sigmoid(eta + self._u[:, code]) if code >= 0 else _population(eta, self._tau)
         return float(p.mean())
+
+    def yield_change(self, parameter: str, start: float, end: float) -> FloatArray:
+        """Per posterior draw, how much the share of good units changes when
+        ``parameter`` moves from ``start`` to ``end`` (raw units), the other parameters
+        at their training means and the machine drawn from the step's population.
+
+        This is what a setpoint change is worth according to the model; its interval is
+        the honest answer to "does this parameter matter": a parameter without an
+        effect in the data gets an interval around zero.
+        """
+        if parameter not in self.parameters:
+            raise NotFound(
+                f"{self.step}: parameter {parameter} is not in the model "
+                f"({', '.join(self.parameters) or 'none'})"
+            )
+        j = self.parameters.index(parameter)
+        rows = np.tile(np.asarray(self.scaling.mean, dtype=np.float64), (2, 1))
+        rows[:, j] = (start, end)
+        eta = self._fixed(self._standardised(rows), np.arange(self.draws))
+        before = _population(eta[:, 0], self._tau)
+        after = _population(eta[:, 1], self._tau)
+        return np.asarray(before - after, dtype=np.float64)
 
     def _draw(self, draw: int) -> int:
         if isinstance(draw, bool) or not isinstance(draw, int | np.integer):
@@ -752,6 +865,8 @@ class QualityModel:
             "sd": list(self.scaling.sd),
             "diagnostics": self.diagnostics.to_dict(),
             "parametrisation": self.parametrisation,
+            "lots": list(self.lots),
+            "operators": list(self.operators),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -811,6 +926,8 @@ class QualityModel:
                 diagnostics=Diagnostics.from_dict(meta["diagnostics"]),
                 parametrisation=str(meta["parametrisation"]),
                 idata=az.InferenceData(**_groups(idata)),
+                lots=tuple(str(v) for v in meta.get("lots", [])),
+                operators=tuple(str(v) for v in meta.get("operators", [])),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ValidationFailed(f"{path}: the model's metadata is damaged ({err!r})") from err
@@ -918,6 +1035,8 @@ def fit(
         diagnostics=diagnostics,
         parametrisation=chosen,
         idata=idata,
+        lots=data.lots,
+        operators=data.operators,
     )
 
 
@@ -938,6 +1057,10 @@ def _model(data: StepData, z: FloatArray, *, centred: bool) -> Any:
     machines = len(data.machines)
     square = [data.parameters.index(q) for q in data.quadratic]
     coords: dict[str, list[str]] = {"machine": list(data.machines)}
+    if data.lots:
+        coords["lot"] = list(data.lots)
+    if data.operators:
+        coords["operator"] = list(data.operators)
     if data.parameters:
         coords["parameter"] = list(data.parameters)
     if data.quadratic:
@@ -970,11 +1093,24 @@ def _model(data: StepData, z: FloatArray, *, centred: bool) -> Any:
             eta = eta + pm.math.dot(z, beta)
         if data.quadratic:
             eta = eta + pm.math.dot(z[:, square] ** 2 - 1.0, gamma)
-        # the binomial log-likelihood of every run, without log C(n, y), which is constant
-        pm.Potential(
-            "binomial_likelihood",
-            (eta * data.defects).sum() - (pt.softplus(eta) * data.trials).sum(),
-        )
+        if data.lots:  # partially pooled, non-centred; a run's effect sums its lots'
+            tau_lot = pm.HalfNormal("tau_lot", sigma=TAU_SD)
+            lot_eps = pm.Normal("lot_eps", mu=0.0, sigma=1.0, dims="lot")
+            lot = pm.Deterministic("lot_effect", tau_lot * lot_eps, dims="lot")
+            summed = pt.zeros(data.runs)
+            eta = eta + pt.inc_subtensor(summed[data.lot_run], lot[data.lot_index])  # type: ignore[no-untyped-call]
+        if data.operators:
+            tau_operator = pm.HalfNormal("tau_operator", sigma=TAU_SD)
+            operator_eps = pm.Normal("operator_eps", mu=0.0, sigma=1.0, dims="operator")
+            operator = pm.Deterministic(
+                "operator_effect", tau_operator * operator_eps, dims="operator"
+            )
+            known = np.flatnonzero(data.operator >= 0)
+            summed = pt.zeros(data.runs)
+            eta = eta + pt.set_subtensor(summed[known], operator[data.operator[known]])  # type: ignore[no-untyped-call]
+        # an observed likelihood, not a Potential: the model then knows its data, and
+        # pointwise log-likelihood (LOO, WAIC) and posterior predictive checks exist
+        pm.Binomial("defects", n=data.trials, logit_p=eta, observed=data.defects)
     return model
 
 

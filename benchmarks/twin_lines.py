@@ -1,0 +1,84 @@
+"""Fit time of every line's quality models on a generated plant, from scratch.
+
+For each line of a generated plant (default shape, ``--units`` units): the time to
+build its twin, and the time ``fit_line`` takes to fit every step with parameters
+
+* ``whatif``: with the sampler settings ``sqems whatif`` uses (``Sampler.of(Settings())``:
+  1,000 tune + 1,000 draws, 2 chains);
+* ``small``: 300 tune + 300 draws, 2 chains;
+* ``groups``: small, with lot and operator effects (``fit_line(..., groups=True)``);
+* ``step``: small, the line's last modelled step alone (``steps=[...]``: what a
+  scenario that acts at one step needs).
+
+Each fit goes to a fresh folder, so nothing is loaded from an earlier fit; PyTensor's
+compilation cache is warm after the first fit of a process, as in a server.
+
+    python benchmarks/twin_lines.py
+    python benchmarks/twin_lines.py --units 100000 --cores 2 --only small step
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from sqems.datasets import PlantSpec, generate, load_plant
+from sqems.datasets.files import plant_sections
+from sqems.graph_model import EmbeddedGraphStore
+from sqems.settings import Settings
+from sqems.twin.fitting import Sampler, fit_line
+from sqems.twin.line import build_twin
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--units", type=int, default=20_000)
+    parser.add_argument("--cores", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=2)
+    parser.add_argument("--only", nargs="*", default=None, help="whatif small groups step")
+    args = parser.parse_args()
+    full = Sampler.of(Settings())
+    small = Sampler(draws=300, tune=300, chains=2, cores=args.cores)
+    settings = {
+        "whatif": (
+            Sampler(draws=full.draws, tune=full.tune, chains=full.chains, cores=args.cores),
+            False,
+        ),
+        "small": (small, False),
+        "groups": (small, True),
+        "step": (small, False),
+    }
+    if args.only:
+        settings = {k: v for k, v in settings.items() if k in args.only}
+    with EmbeddedGraphStore(None) as store:
+        load_plant(store, plant_sections(generate(PlantSpec(units=args.units, seed=args.seed))))
+        lines = sorted(n.uid for n in store.find("Line"))
+        print(f"{args.units} units, {args.cores} core(s); seconds per line")
+        print(
+            f"{'line':<12} {'steps':>5} {'runs':>6} {'twin':>6} "
+            + " ".join(f"{k:>8}" for k in settings)
+        )
+        for line in lines:
+            began = time.perf_counter()
+            twin = build_twin(store, line)
+            built = time.perf_counter() - began
+            modelled = [s for s in twin.steps if s.parameters and s.history.runs]
+            runs = sum(s.history.runs for s in modelled)
+            times = []
+            for name, (sampler, groups) in settings.items():
+                only = [modelled[-1].uid] if name == "step" and modelled else None
+                with tempfile.TemporaryDirectory() as folder:
+                    began = time.perf_counter()
+                    fit_line(twin, Path(folder), sampler, steps=only, groups=groups)
+                    times.append(time.perf_counter() - began)
+            print(
+                f"{line:<12} {len(modelled):>5} {runs:>6} {built:>6.1f} "
+                + " ".join(f"{t:>8.1f}" for t in times),
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
