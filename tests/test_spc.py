@@ -29,6 +29,7 @@ import pytest
 
 from sqems.analysis.spc import (
     ChartType,
+    LimitMethod,
     Limits,
     Plotted,
     c4,
@@ -38,6 +39,7 @@ from sqems.analysis.spc import (
     d3,
     ewma,
     factors,
+    g_chart,
     group_by,
     individuals,
     monitor,
@@ -316,7 +318,7 @@ def test_moving_range_chart_has_no_first_point_and_textbook_limits() -> None:
 
 def test_p_chart_matches_qcc_orange_juice() -> None:
     # qcc vignette, "p and np charts": qcc(D[trial], sizes=size[trial], type="p")
-    chart = p_chart(ORANGE_JUICE_D, 50)
+    chart = p_chart(ORANGE_JUICE_D, 50, method="normal")
     assert chart.limits is not None
     assert_published(chart.limits.center, 0.2313333)
     assert_published(chart.limits.sigma, 0.421685)
@@ -328,7 +330,7 @@ def test_p_chart_matches_qcc_orange_juice() -> None:
 def test_phase_one_p_chart_first_revision_matches_qcc_orange_juice() -> None:
     # qcc vignette: samples 15 and 23 removed (new cardboard batch, inexperienced
     # operator), then "Center 0.215, LCL 0.04070284, UCL 0.3892972"
-    result = phase_one(ChartType.P, ORANGE_JUICE_D, 50, max_iterations=1)
+    result = phase_one(ChartType.P, ORANGE_JUICE_D, 50, max_iterations=1, method="normal")
     assert result.dropped == (14, 22)
     assert_published(result.limits.center, 0.215)
     assert_published(result.limits.sigma, 0.4108223)
@@ -340,7 +342,7 @@ def test_phase_one_p_chart_first_revision_matches_qcc_orange_juice() -> None:
 
 def test_phase_one_p_chart_to_stability_also_drops_sample_21() -> None:
     # our behaviour, not a published figure: iterating on drops sample 21 too
-    result = phase_one(ChartType.P, ORANGE_JUICE_D, 50)
+    result = phase_one(ChartType.P, ORANGE_JUICE_D, 50, method="normal")
     assert result.dropped == (14, 20, 22)
     assert result.stable and result.iterations == 2
     kept = np.delete(ORANGE_JUICE_D, [14, 20, 22])
@@ -349,7 +351,7 @@ def test_phase_one_p_chart_to_stability_also_drops_sample_21() -> None:
 
 def test_np_chart_matches_qcc_orange_juice() -> None:
     # qcc vignette: qcc(D[trial], sizes=size[trial], type="np")
-    chart = np_chart(ORANGE_JUICE_D, 50)
+    chart = np_chart(ORANGE_JUICE_D, 50, method="normal")
     assert_published(chart.center[0], 11.56667)
     assert_published(chart.point_sigma[0], 2.981763)
     assert_published(chart.lcl[0], 2.621377)
@@ -362,7 +364,7 @@ def test_np_chart_refuses_varying_sample_sizes() -> None:
 
 
 def test_p_chart_limits_vary_with_sample_size_and_stay_within_zero_and_one() -> None:
-    chart = p_chart([1, 30, 2, 5], [4, 100, 10, 400])
+    chart = p_chart([1, 30, 2, 5], [4, 100, 10, 400], method="normal")
     p = 38 / 514
     assert chart.center[0] == pytest.approx(p)
     expected = p + 3 * np.sqrt(p * (1 - p) / np.array([4, 100, 10, 400]))
@@ -380,7 +382,7 @@ def test_p_chart_refuses_more_defectives_than_sample() -> None:
 
 def test_c_chart_matches_qcc_circuit_boards() -> None:
     # qcc vignette, "c and u charts": qcc(x[trial], sizes=size[trial], type="c")
-    chart = c_chart(CIRCUIT)
+    chart = c_chart(CIRCUIT, method="normal")
     assert chart.limits is not None
     assert_published(chart.limits.center, 19.84615)
     assert_published(chart.limits.sigma, 4.454902)
@@ -392,7 +394,7 @@ def test_c_chart_matches_qcc_circuit_boards() -> None:
 def test_phase_one_c_chart_matches_qcc_revised_circuit_limits() -> None:
     # qcc vignette: samples 6 (new inspector) and 20 (wave-solder temperature) removed:
     # "Center 19.66667, Standard deviation 4.434712, LCL 6.362532, UCL 32.9708"
-    result = phase_one(ChartType.C, CIRCUIT)
+    result = phase_one(ChartType.C, CIRCUIT, method="normal")
     assert result.dropped == (5, 19)
     assert result.stable
     assert_published(result.limits.center, 19.66667)
@@ -404,7 +406,7 @@ def test_phase_one_c_chart_matches_qcc_revised_circuit_limits() -> None:
 def test_u_chart_matches_qcc_circuit_boards_per_board() -> None:
     # qcc vignette: qcc(x[inc], sizes=size[inc], type="u") with size = 100 boards
     kept = np.delete(CIRCUIT, [5, 19])
-    chart = u_chart(kept, np.full(kept.size, 100))
+    chart = u_chart(kept, np.full(kept.size, 100), method="normal")
     assert chart.limits is not None
     assert_published(chart.limits.center, 0.1966667)
     assert_published(chart.limits.sigma, 0.4434712)
@@ -413,7 +415,7 @@ def test_u_chart_matches_qcc_circuit_boards_per_board() -> None:
 
 
 def test_u_chart_accepts_fractional_inspection_units() -> None:
-    chart = u_chart([4, 9, 3], [1.5, 2.5, 1.0])
+    chart = u_chart([4, 9, 3], [1.5, 2.5, 1.0], method="normal")
     assert chart.center[0] == pytest.approx(16 / 5)
     assert chart.point_sigma.tolist() == pytest.approx(np.sqrt(3.2 / np.array([1.5, 2.5, 1.0])))
 
@@ -527,7 +529,7 @@ def test_cusum_refuses_a_head_start_beyond_the_decision_interval() -> None:
 
 
 def test_limits_survive_a_json_round_trip() -> None:
-    limits = phase_one(ChartType.C, CIRCUIT).limits
+    limits = phase_one(ChartType.C, CIRCUIT, method="normal").limits
     stored = json.dumps(limits.to_dict())
     assert Limits.from_dict(json.loads(stored)) == limits
 
@@ -561,7 +563,7 @@ def test_bad_stored_limits_are_refused_with_the_reason(
 
 
 def test_monitoring_with_limits_of_another_chart_type_is_refused() -> None:
-    limits = c_chart(CIRCUIT).limits
+    limits = c_chart(CIRCUIT, method="normal").limits
     with pytest.raises(ValidationFailed, match="estimated for a c chart"):
         individuals(VISCOSITY, limits=limits)
 
@@ -610,3 +612,242 @@ def test_non_finite_readings_are_refused_with_their_position() -> None:
 def test_constant_readings_cannot_give_a_sigma() -> None:
     with pytest.raises(ValidationFailed, match="gauge resolution"):
         individuals([5.0, 5.0, 5.0])
+
+
+# --------------------------------------------------------------------------- exact and Laney
+# The review of the attribute charts: at p = 0.003 and n = 100, normal 3-sigma limits
+# (UCL 1.94 defectives) signal on any sample with 2 or more, P = 3.7 % per point against
+# the nominal 0.27 %, and have no lower limit.
+
+ALPHA = 0.0013498980316301035  # one-sided tail of 3 normal sigmas
+
+
+def _false_alarm(chart_lcl: float, chart_ucl: float, dist: object) -> tuple[float, float]:
+    """Exact per-point false alarm probabilities below and above count limits."""
+    from scipy import stats as _  # noqa: F401, PLC0415  (dist is a frozen scipy law)
+
+    below = float(dist.cdf(math.ceil(chart_lcl) - 1)) if chart_lcl > 0 else 0.0  # type: ignore[attr-defined]
+    above = float(dist.sf(math.floor(chart_ucl)))  # type: ignore[attr-defined]
+    return below, above
+
+
+def test_exact_p_limits_hold_the_nominal_false_alarm_rate_where_normal_ones_do_not() -> None:
+    from scipy import stats  # noqa: PLC0415
+
+    limits = Limits(ChartType.P, center=0.003, sigma=math.sqrt(0.003 * 0.997),
+                    method=LimitMethod.EXACT)  # fmt: skip
+    chart = monitor(limits, [0, 1, 2, 3], 100)
+    law = stats.binom(100, 0.003)
+    below, above = _false_alarm(chart.lcl[0] * 100, chart.ucl[0] * 100, law)
+    assert below == 0.0 and above <= ALPHA and below + above <= 0.0027
+    assert chart.ucl[0] * 100 == 3  # 4 or more of 100 signal: P = 0.025 %
+    assert chart.lcl[0] == 0.0  # P(X = 0) = 74 %: no lower limit exists
+    normal = Limits(ChartType.P, center=0.003, sigma=math.sqrt(0.003 * 0.997))
+    old = monitor(normal, [0, 1, 2, 3], 100)
+    assert _false_alarm(0.0, old.ucl[0] * 100, law)[1] > 0.035  # the review's figure
+
+
+@pytest.mark.parametrize(
+    ("chart", "center", "size"),
+    [(ChartType.P, 0.003, 100), (ChartType.P, 0.02, 1000), (ChartType.P, 0.2, 50),
+     (ChartType.NP, 0.05, 200), (ChartType.C, 0.4, None), (ChartType.C, 19.85, None),
+     (ChartType.U, 0.197, 100.0), (ChartType.U, 2.5, 3.5)],
+)  # fmt: skip
+def test_exact_limits_are_the_tightest_with_each_tail_at_most_nominal(
+    chart: ChartType, center: float, size: float | None
+) -> None:
+    from scipy import stats  # noqa: PLC0415
+
+    sigma = math.sqrt(center * (1 - center)) if chart in (ChartType.P, ChartType.NP) else (
+        math.sqrt(center))  # fmt: skip
+    limits = Limits(chart, center=center, sigma=sigma, method=LimitMethod.EXACT)
+    drawn = monitor(limits, [1, 2], None if size is None else [size, size])
+    scale = size if chart in (ChartType.P, ChartType.U) else 1.0
+    assert scale is not None
+    lcl, ucl = float(drawn.lcl[0]) * scale, float(drawn.ucl[0]) * scale
+    if chart in (ChartType.P, ChartType.NP):
+        law = stats.binom(size, center)
+    else:
+        law = stats.poisson(center * (size if chart is ChartType.U else 1.0))
+    assert round(lcl) == pytest.approx(lcl) and round(ucl) == pytest.approx(ucl)
+    lcl, ucl = round(lcl), round(ucl)
+    assert law.sf(ucl) <= ALPHA < law.sf(ucl - 1)  # the smallest UCL with tail <= alpha
+    if lcl >= 1:
+        assert law.cdf(lcl - 1) <= ALPHA < law.cdf(lcl)  # the largest LCL with tail <= alpha
+    else:
+        assert law.pmf(0) > ALPHA  # no lower limit exactly when P(X = 0) > alpha
+
+
+def test_poisson_probability_limits_by_hand() -> None:
+    # c̄ = 4: P(X > 10) = 0.00284 > 0.00135 ≥ P(X > 11) = 0.000915, so UCL = 11;
+    # P(X = 0) = e⁻⁴ = 0.0183 > 0.00135, so there is no LCL. c̄ = 20: P(X ≤ 7) =
+    # 0.000779 ≤ 0.00135 < P(X ≤ 8) = 0.00209, so LCL = 8 (7 or fewer signal).
+    four = c_chart([4, 3, 5, 4, 6, 2], method="exact")
+    assert (four.lcl[0], four.ucl[0]) == (0.0, 11.0)
+    twenty = monitor(Limits(ChartType.C, 20.0, math.sqrt(20.0), method=LimitMethod.EXACT),
+                     [20, 7, 8, 36])  # fmt: skip
+    assert twenty.lcl[0] == 8.0
+    assert twenty.beyond_limits().tolist() == [1, 3]
+
+
+def test_a_lower_fraction_nonconforming_shows_below_the_exact_lcl() -> None:
+    rng = np.random.default_rng(5)
+    base = phase_one(ChartType.P, rng.binomial(1000, 0.02, 40), 1000, method="exact")
+    assert base.limits.method is LimitMethod.EXACT
+    assert base.chart.lcl[0] > 0  # P(X = 0) at n·p = 20 is 2e-9: the LCL exists
+    better = monitor(base.limits, rng.binomial(1000, 0.005, 20), 1000)
+    assert better.beyond_limits().size >= 15
+    assert (better.statistic[better.beyond_limits()] < better.lcl[0]).all()
+    assert better.signals()["nelson_1"].size == better.beyond_limits().size
+
+
+def _overdispersed(rng: np.random.Generator, points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Samples of 2000 whose true rate wanders lot to lot (beta with mean 1 %, sd 0.3 %):
+    stable, but far beyond binomial variation."""
+    sizes = np.full(points, 2000)
+    mean, sd = 0.01, 0.003
+    k = mean * (1 - mean) / sd**2 - 1
+    rates = rng.beta(mean * k, (1 - mean) * k, points)
+    return rng.binomial(sizes, rates), sizes
+
+
+def test_laney_limits_give_fewer_false_alarms_on_overdispersed_data() -> None:
+    rng = np.random.default_rng(17)
+    counts, sizes = _overdispersed(rng, 50)
+    exact = phase_one(ChartType.P, counts, sizes, method="exact", max_iterations=0)
+    laney = phase_one(ChartType.P, counts, sizes, method="laney", max_iterations=0)
+    auto = p_chart(counts, sizes)
+    assert auto.limits is not None and auto.limits.method is LimitMethod.LANEY
+    assert laney.limits.dispersion > 1.4  # the true ratio: sqrt(0.003² + 0.00222²)/0.00222
+    later, later_sizes = _overdispersed(rng, 2000)
+    exact_rate = monitor(exact.limits, later, later_sizes).beyond_limits().size / 2000
+    laney_rate = monitor(laney.limits, later, later_sizes).beyond_limits().size / 2000
+    assert exact_rate > 0.05  # p limits call many points of a stable process special
+    assert laney_rate < 0.01 and laney_rate < exact_rate / 10
+
+
+def test_laney_p_prime_limits_follow_laneys_formula() -> None:
+    # Laney (2002): z = (p - pbar)/sp, sz = mean moving range of z / 1.128, limits
+    # pbar +- 3 sp sz (also Minitab's "Methods and formulas for Laney P' chart")
+    d, n = np.array([12, 30, 18, 25, 9, 40]), np.array([400, 600, 500, 500, 300, 800])
+    chart = p_chart(d, n, method="laney")
+    p = d.sum() / n.sum()
+    sp = np.sqrt(p * (1 - p) / n)
+    z = (d / n - p) / sp
+    sz = np.mean(np.abs(np.diff(z))) / 1.128379167
+    assert chart.limits is not None and chart.limits.dispersion == pytest.approx(sz)
+    assert chart.ucl == pytest.approx(p + 3 * sp * sz)
+    assert chart.lcl == pytest.approx(np.maximum(p - 3 * sp * sz, 0.0))
+    again = Limits.from_dict(json.loads(json.dumps(chart.limits.to_dict())))
+    assert monitor(again, d, n).ucl.tolist() == chart.ucl.tolist()
+
+
+def test_auto_limits_are_exact_on_binomial_data_and_the_dispersion_test_is_calibrated() -> None:
+    rng = np.random.default_rng(23)
+    rejected = 0
+    for _ in range(400):
+        counts = rng.binomial(500, 0.01, 30)
+        chart = p_chart(counts, 500)
+        assert chart.limits is not None
+        rejected += chart.limits.method is LimitMethod.LANEY
+    assert rejected / 400 <= 0.03  # nominal 1 %; the chi-square is rough at n·p = 5
+
+
+def test_g_chart_probability_limits_match_the_geometric_closed_form() -> None:
+    # X = conforming units between events, P(X > u) = q^(u+1), P(X < l) = 1 - q^l
+    # with q = 1 - p, p = 1/(1 + gbar) (Kaminsky et al. 1992): UCL = ceil(ln a / ln q) - 1,
+    # LCL = floor(ln(1 - a) / ln q), a the one-sided tail 0.00135.
+    gaps = [4100, 900, 12000, 2500, 7000, 300, 5200, 8800, 1500, 3600]
+    chart = g_chart(gaps)
+    q = 1 - 1 / (1 + np.mean(gaps))
+    assert chart.ucl[0] == math.ceil(math.log(ALPHA) / math.log(q)) - 1
+    assert chart.lcl[0] == math.floor(math.log(1 - ALPHA) / math.log(q))
+    normal = g_chart(gaps, method="normal")
+    g = float(np.mean(gaps))
+    assert normal.ucl[0] == pytest.approx(g + 3 * math.sqrt(g * (g + 1)))
+
+
+def test_g_chart_shows_events_coming_faster() -> None:
+    rng = np.random.default_rng(3)
+    base = phase_one(ChartType.G, rng.geometric(1e-4, 60) - 1)
+    assert base.limits.method is LimitMethod.EXACT and base.chart.lcl[0] >= 10
+    worse = monitor(base.limits, rng.geometric(2e-2, 30) - 1)  # 200 times the rate
+    # each gap falls below an LCL of about 13 with probability 1 - 0.98^13 = 0.23
+    assert worse.beyond_limits().size >= 4
+    assert (worse.statistic[worse.beyond_limits()] < worse.lcl[0]).all()
+
+
+def test_laney_limits_are_refused_for_a_g_chart_and_for_variables() -> None:
+    with pytest.raises(ValidationFailed, match="not laney"):
+        g_chart([100, 200, 300], method="laney")
+    with pytest.raises(ValidationFailed, match="attribute charts"):
+        phase_one(ChartType.I_MR, [1.0, 2.0, 1.5], method="exact")
+    with pytest.raises(ValidationFailed, match="unknown limit method"):
+        c_chart([1, 2, 3], method="poisson")
+
+
+def test_stored_limits_without_a_method_are_the_normal_ones_they_were() -> None:
+    old = {"chart": "c", "center": 4.0, "sigma": 2.0, "nsigmas": 3.0, "points": 25}
+    assert Limits.from_dict(old).method is LimitMethod.NORMAL
+
+
+# --------------------------------------------------------------------------- null data
+# In-control data from the model each chart assumes, judged against limits at the true
+# parameters: the alarm rate per point is the nominal one (exactly computable for the
+# attribute charts, 0.27 % for the normal ones), within the simulation's error.
+
+NULL_POINTS = 200_000
+
+
+def _rate(chart: object) -> float:
+    return chart.beyond_limits().size / NULL_POINTS  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("limits", "draw", "sizes", "exact_rate"),
+    [
+        (Limits(ChartType.P, 0.003, math.sqrt(0.003 * 0.997), method=LimitMethod.EXACT),
+         lambda r: r.binomial(100, 0.003, NULL_POINTS), 100, 0.000253),
+        (Limits(ChartType.NP, 0.02, math.sqrt(0.02 * 0.98), method=LimitMethod.EXACT),
+         lambda r: r.binomial(1000, 0.02, NULL_POINTS), 1000, None),
+        (Limits(ChartType.C, 20.0, math.sqrt(20.0), method=LimitMethod.EXACT),
+         lambda r: r.poisson(20.0, NULL_POINTS), None, None),
+        (Limits(ChartType.U, 0.5, math.sqrt(0.5), method=LimitMethod.EXACT),
+         lambda r: r.poisson(0.5 * 7.0, NULL_POINTS), 7.0, None),
+        (Limits(ChartType.G, 4999.0, math.sqrt(4999.0 * 5000.0), method=LimitMethod.EXACT),
+         lambda r: r.geometric(2e-4, NULL_POINTS) - 1, None, None),
+    ],
+)  # fmt: skip
+def test_attribute_charts_on_null_data_alarm_at_the_nominal_rate(
+    limits: Limits, draw: object, sizes: float | None, exact_rate: float | None
+) -> None:
+    from scipy import stats  # noqa: PLC0415
+
+    rng = np.random.default_rng(2026)
+    data = draw(rng)  # type: ignore[operator]
+    chart = monitor(limits, data, None if sizes is None else np.full(NULL_POINTS, sizes))
+    scale = sizes if limits.chart in (ChartType.P, ChartType.U) else 1.0
+    lcl, ucl = round(chart.lcl[0] * scale), round(chart.ucl[0] * scale)
+    law = {
+        ChartType.P: lambda: stats.binom(100, 0.003),
+        ChartType.NP: lambda: stats.binom(1000, 0.02),
+        ChartType.C: lambda: stats.poisson(20.0),
+        ChartType.U: lambda: stats.poisson(3.5),
+        ChartType.G: lambda: stats.nbinom(1, 2e-4),
+    }[limits.chart]()
+    expected = (float(law.cdf(lcl - 1)) if lcl >= 1 else 0.0) + float(law.sf(ucl))
+    assert expected <= 2 * ALPHA
+    if exact_rate is not None:
+        assert expected == pytest.approx(exact_rate, rel=0.01)
+    se = math.sqrt(expected / NULL_POINTS)
+    assert abs(_rate(chart) - expected) < 4 * se + 1e-6
+
+
+def test_variables_charts_on_null_data_alarm_at_0_27_percent() -> None:
+    rng = np.random.default_rng(2027)
+    i_limits = Limits(ChartType.I_MR, center=10.0, sigma=0.5)
+    readings = rng.normal(10.0, 0.5, NULL_POINTS)
+    assert abs(_rate(monitor(i_limits, readings)) - 2 * ALPHA) < 0.0005
+    x_limits = Limits(ChartType.XBAR_S, center=0.0, sigma=1.0)
+    subgroups = rng.normal(0.0, 1.0, (NULL_POINTS, 4))
+    assert abs(_rate(monitor(x_limits, subgroups)) - 2 * ALPHA) < 0.0005

@@ -11,6 +11,7 @@ Quality Technology 16(4), 1984, written out literally. The benchmark
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -19,6 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sqems.analysis.rules import (
+    ALL_RULES,
+    DEFAULT_ARL0,
+    DEFAULT_RULES,
     NELSON,
     RULES,
     WESTERN_ELECTRIC,
@@ -166,7 +170,7 @@ def pattern_series(draw: st.DrawFn) -> list[float]:
 )
 def test_vectorised_rules_equal_the_reference(z: list[float], center: float, sigma: float) -> None:
     x = [center + sigma * v for v in z]
-    found = evaluate(x, center, sigma)
+    found = evaluate(x, center, sigma, ALL_RULES)
     expected = reference_hits(x, center, sigma)
     assert {name: idx.tolist() for name, idx in found.items()} == expected
 
@@ -174,7 +178,7 @@ def test_vectorised_rules_equal_the_reference(z: list[float], center: float, sig
 @settings(max_examples=150, deadline=None)
 @given(z=pattern_series())
 def test_western_electric_rules_are_nelson_rules_with_shorter_runs(z: list[float]) -> None:
-    found = evaluate(z, 0.0, 1.0)
+    found = evaluate(z, 0.0, 1.0, ALL_RULES)
     assert np.array_equal(found["we_1"], found["nelson_1"])
     assert np.array_equal(found["we_2"], found["nelson_5"])
     assert np.array_equal(found["we_3"], found["nelson_6"])
@@ -186,7 +190,8 @@ def test_western_electric_rules_are_nelson_rules_with_shorter_runs(z: list[float
 @given(z=pattern_series())
 def test_rules_fire_at_the_same_points_under_sign_flip(z: list[float]) -> None:
     # every rule is symmetric about the centre line
-    up, down = evaluate(z, 0.0, 1.0), evaluate([-v for v in z], 0.0, 1.0)
+    up = evaluate(z, 0.0, 1.0, ALL_RULES)
+    down = evaluate([-v for v in z], 0.0, 1.0, ALL_RULES)
     for name in RULES:
         assert np.array_equal(up[name], down[name]), name
 
@@ -275,3 +280,48 @@ def test_hits_in_order_sorts_by_point_then_rule() -> None:
     found = evaluate([3.5, 2.5, 2.5], 0.0, 1.0, ["we_2", "nelson_1"])
     ordered = hits_in_order(found)
     assert [(h.point, h.rule) for h in ordered] == [(0, "nelson_1"), (1, "we_2"), (2, "we_2")]
+
+
+# --------------------------------------------------------------------------- ARL
+
+
+def _run_lengths(rules: Sequence[str], runs: int, seed: int, length: int = 2000) -> np.ndarray:
+    """Points to the first alarm of ``rules`` on in-control N(0, 1) series."""
+    rng = np.random.default_rng(seed)
+    found = []
+    for _ in range(runs):
+        z = rng.standard_normal(length)
+        first = None
+        while first is None:
+            hits = evaluate(z, 0.0, 1.0, rules)
+            first = min((int(idx[0]) for idx in hits.values() if idx.size), default=None)
+            if first is None:
+                z = np.concatenate([z, rng.standard_normal(length)])
+        found.append(first + 1)
+    return np.array(found, dtype=np.float64)
+
+
+def test_default_rule_set_has_an_in_control_arl_of_370() -> None:
+    assert DEFAULT_RULES == ("nelson_1",)
+    assert evaluate([0.1, 3.5], 0.0, 1.0).keys() == {"nelson_1"}
+    lengths = _run_lengths(DEFAULT_RULES, runs=1500, seed=41)
+    se = lengths.std() / math.sqrt(lengths.size)
+    # the run length is geometric with p = 0.0027: ARL 370.4, sd 369.9, se ≈ 9.6
+    assert abs(lengths.mean() - DEFAULT_ARL0) < 4 * se
+    assert lengths.mean() - 4 * se > 250
+
+
+def test_every_rule_together_false_alarms_every_few_dozen_points() -> None:
+    lengths = _run_lengths(ALL_RULES, runs=800, seed=43)
+    assert 55 < lengths.mean() < 78  # measured 65.7 ± 1.0 over 4000 runs
+
+
+def test_western_electric_rules_match_the_published_arl() -> None:
+    # Champ & Woodall, "Exact results for Shewhart control charts with supplementary
+    # runs rules", Technometrics 29 (1987) 393-399: rules 1-4 together ARL 91.75,
+    # rules 1 and 2 ARL 225.44
+    lengths = _run_lengths(WESTERN_ELECTRIC, runs=1000, seed=47)
+    se = lengths.std() / math.sqrt(lengths.size)
+    assert abs(lengths.mean() - 91.75) < 4 * se
+    two = _run_lengths(("we_1", "we_2"), runs=1000, seed=53)
+    assert abs(two.mean() - 225.44) < 4 * two.std() / math.sqrt(two.size)

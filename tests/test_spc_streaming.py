@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_spc_rules import pattern_series
 
-from sqems.analysis.rules import RULES, RuleHit, evaluate, hits_in_order
+from sqems.analysis.rules import ALL_RULES, RULES, RuleHit, evaluate, hits_in_order
 from sqems.analysis.spc import ChartType, c_chart, cusum, ewma, individuals, phase_one
 from sqems.analysis.streaming import (
     CUSUM_LOWER,
@@ -62,14 +62,15 @@ def test_streaming_rules_equal_the_vectorised_rules(
     z: list[float], center: float, sigma: float
 ) -> None:
     x = [center + sigma * v for v in z]
-    assert stream(RuleMonitor(center, sigma), x) == hits_in_order(evaluate(x, center, sigma))
+    monitor = RuleMonitor(center, sigma, ALL_RULES)
+    assert stream(monitor, x) == hits_in_order(evaluate(x, center, sigma, ALL_RULES))
 
 
 def test_streaming_rules_equal_the_vectorised_rules_on_a_long_series() -> None:
     x = drifting_series(seed=11, size=20_000)
-    found = evaluate(x, 0.1, 1.05)
+    found = evaluate(x, 0.1, 1.05, ALL_RULES)
     assert all(found[name].size for name in RULES)  # every rule has hits to agree on
-    assert stream(RuleMonitor(0.1, 1.05), x) == hits_in_order(found)
+    assert stream(RuleMonitor(0.1, 1.05, ALL_RULES), x) == hits_in_order(found)
 
 
 @settings(max_examples=100, deadline=None)
@@ -77,7 +78,9 @@ def test_streaming_rules_equal_the_vectorised_rules_on_a_long_series() -> None:
     z=pattern_series(),
     cuts=st.lists(st.integers(0, 400), max_size=8),
     singles=st.lists(st.booleans(), min_size=1, max_size=8),
-    rules=st.sampled_from([None, ["nelson_1", "nelson_5"], ["nelson_7", "we_4"], ["we_1"]]),
+    rules=st.sampled_from(
+        [None, list(ALL_RULES), ["nelson_1", "nelson_5"], ["nelson_7", "we_4"], ["we_1"]]
+    ),
 )
 def test_batches_give_the_hits_of_one_reading_at_a_time(
     z: list[float], cuts: list[int], singles: list[bool], rules: list[str] | None

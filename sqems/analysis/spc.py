@@ -35,9 +35,9 @@ from typing import Any, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
-from scipy import integrate, signal, special
+from scipy import integrate, signal, special, stats
 
-from sqems.analysis.rules import BoolArray, FloatArray, IntArray, evaluate
+from sqems.analysis.rules import RULES, BoolArray, FloatArray, IntArray, Pattern, evaluate, resolve
 from sqems.errors import ValidationFailed
 
 # --------------------------------------------------------------------------- constants
@@ -159,6 +159,32 @@ class ChartType(StrEnum):
     NP = "np"
     C = "c"
     U = "u"
+    G = "g"
+
+
+class LimitMethod(StrEnum):
+    """How an attribute chart's limits are set (variables charts are always ``normal``).
+
+    * ``exact`` — probability limits from the binomial (p, np), Poisson (c, u) or
+      geometric (g) distribution at the tail probability of ``nsigmas`` normal sigmas
+      (0.00135 each side for 3): see :func:`exact_limits`.
+    * ``laney`` — Laney's p' and u' (np', c' the same on the count scale): the
+      normal-approximation limits widened by sigma_z, the moving-range sigma of the
+      standardised points, for between-sample variation beyond the binomial or Poisson
+      (Laney, "Improved control charts for attributes", *Quality Engineering* 14(4),
+      2002, 531-537).
+    * ``normal`` — the textbook ``centre ± k·standard error`` (Shewhart), kept for
+      comparison with published examples: at small expected counts its false alarm
+      rate is far from nominal and it has no lower limit.
+    * ``auto`` (the default for attribute charts) — ``laney`` when the dispersion test
+      (:func:`dispersion`) finds overdispersion at :data:`OVERDISPERSION_ALPHA`, else
+      ``exact``. Stored limits always carry the method that was chosen.
+    """
+
+    AUTO = "auto"
+    EXACT = "exact"
+    LANEY = "laney"
+    NORMAL = "normal"
 
 
 class Plotted(StrEnum):
@@ -173,16 +199,28 @@ class Plotted(StrEnum):
     NP = "np"
     C = "c"
     U = "u"
+    G = "g"
     EWMA = "ewma"
 
 
-_ATTRIBUTES = {ChartType.P, ChartType.NP, ChartType.C, ChartType.U}
+_ATTRIBUTES = {ChartType.P, ChartType.NP, ChartType.C, ChartType.U, ChartType.G}
+
+OVERDISPERSION_ALPHA = 0.01
+"""Level of the dispersion test that switches ``auto`` attribute limits to Laney's."""
+
+
+def tail_probability(nsigmas: float) -> float:
+    """The one-sided tail probability of ``nsigmas`` normal sigmas: 0.00135 for 3."""
+    return float(special.ndtr(-nsigmas))
 
 
 def _attribute_sigma(chart: ChartType, center: float) -> float:
-    """Per-unit sigma implied by an attribute chart's centre (binomial or Poisson)."""
+    """Per-unit sigma implied by an attribute chart's centre (binomial, Poisson or
+    geometric: a g chart's centre c̄ has variance c̄(c̄ + 1))."""
     if chart in (ChartType.P, ChartType.NP):
         return math.sqrt(center * (1.0 - center))
+    if chart is ChartType.G:
+        return math.sqrt(center * (center + 1.0))
     return math.sqrt(center)
 
 
@@ -195,6 +233,8 @@ class Limits:
     ``sigma`` is the within-subgroup process sigma; for attribute charts it is the
     per-unit sigma the centre implies (√(p̄(1-p̄)) or √c̄ and √ū), kept so every chart
     reports one. ``points`` is how many points (subgroups) estimated the limits.
+    ``method`` is how an attribute chart's limits are set (:class:`LimitMethod`,
+    never ``auto`` once estimated) and ``dispersion`` Laney's sigma_z (1 for the others).
 
     >>> lim = Limits(ChartType.C, center=4.0, sigma=2.0, points=25)
     >>> Limits.from_dict(lim.to_dict()) == lim
@@ -206,9 +246,11 @@ class Limits:
     sigma: float
     nsigmas: float = 3.0
     points: int = 0
+    method: LimitMethod = LimitMethod.NORMAL
+    dispersion: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("center", "sigma", "nsigmas"):
+        for name in ("center", "sigma", "nsigmas", "dispersion"):
             value = getattr(self, name)
             if not math.isfinite(value):
                 raise ValidationFailed(f"limits {name} must be finite, got {value}")
@@ -217,11 +259,35 @@ class Limits:
                 f"limits need a positive sigma and nsigmas, got sigma={self.sigma}, "
                 f"nsigmas={self.nsigmas}; re-estimate them from in-control data"
             )
+        if self.dispersion <= 0:
+            raise ValidationFailed(f"limits dispersion must be positive, got {self.dispersion}")
+        if self.method is LimitMethod.AUTO:
+            raise ValidationFailed(
+                "stored limits name the method chosen (exact, laney or normal), not auto"
+            )
+        if self.chart not in _ATTRIBUTES and self.method is not LimitMethod.NORMAL:
+            raise ValidationFailed(
+                f"{self.method.value} limits are for attribute charts; a "
+                f"{self.chart.value} chart has normal limits"
+            )
+        if self.chart is ChartType.G and self.method is LimitMethod.LANEY:
+            raise ValidationFailed("a g chart has exact (geometric) or normal limits, not laney")
+        if self.method is not LimitMethod.LANEY and self.dispersion != 1.0:
+            raise ValidationFailed(
+                f"only Laney limits carry a dispersion, got {self.dispersion} for "
+                f"{self.method.value} limits"
+            )
         if self.chart in _ATTRIBUTES:
             self._check_attribute_center()
 
     def _check_attribute_center(self) -> None:
         proportion = self.chart in (ChartType.P, ChartType.NP)
+        if self.chart is ChartType.G and self.center <= 0:
+            raise ValidationFailed(
+                f"a g chart centre (mean count between events) must be positive, got "
+                f"{self.center}: with no conforming units between events there is no rare "
+                "event to chart"
+            )
         if self.center <= 0 or (proportion and self.center >= 1):
             span = "between 0 and 1" if proportion else "positive"
             raise ValidationFailed(
@@ -242,6 +308,8 @@ class Limits:
             "sigma": self.sigma,
             "nsigmas": self.nsigmas,
             "points": self.points,
+            "method": self.method.value,
+            "dispersion": self.dispersion,
         }
 
     @classmethod
@@ -260,12 +328,22 @@ class Limits:
             raise ValidationFailed(
                 f"unknown chart type {data['chart']!r} in stored limits; use one of {known}"
             ) from None
+        try:
+            # limits stored before the method was recorded were normal-approximation ones
+            method = LimitMethod(data.get("method", LimitMethod.NORMAL.value))
+        except ValueError:
+            known = ", ".join(m.value for m in LimitMethod if m is not LimitMethod.AUTO)
+            raise ValidationFailed(
+                f"unknown limit method {data['method']!r} in stored limits; use one of {known}"
+            ) from None
         return cls(
             chart=chart,
             center=_number(data, "center"),
             sigma=_number(data, "sigma"),
             nsigmas=_number(data, "nsigmas", 3.0),
             points=int(_number(data, "points", 0)),
+            method=method,
+            dispersion=_number(data, "dispersion", 1.0),
         )
 
 
@@ -316,9 +394,18 @@ class Chart:
         chart's centre line and standard errors as zones. A moving-range chart has
         no value at its first point, so its rules start at the second."""
         start = 1 if self.plotted is Plotted.MOVING_RANGE else 0
+        picked = [rule.name for rule in resolve(rules)]
         found = evaluate(
-            self.statistic[start:], self.center[start:], self.point_sigma[start:], rules
+            self.statistic[start:], self.center[start:], self.point_sigma[start:], picked
         )
+        limits = self.limits
+        if limits is not None and limits.method is LimitMethod.EXACT:
+            # probability limits are not k standard errors from the centre: "one point
+            # beyond k sigma" means beyond them; the zone rules keep the normal zones
+            for name in picked:
+                rule = RULES[name]
+                if rule.pattern is Pattern.BEYOND and rule.threshold == limits.nsigmas:
+                    found[name] = self.beyond_limits()
         return {name: idx + start for name, idx in found.items()}
 
 
@@ -500,11 +587,15 @@ def _chart(
     floor: float | None = None,
     ceiling: FloatArray | None = None,
     secondary: Chart | None = None,
+    lcl: FloatArray | None = None,
+    ucl: FloatArray | None = None,
 ) -> Chart:
-    """Assemble a chart: limits ``nsigmas`` standard errors from the centre, cut at
-    ``floor``/``ceiling`` where the statistic cannot go further."""
+    """Assemble a chart: limits ``nsigmas`` standard errors from the centre (unless
+    ``lcl``/``ucl`` are given), cut at ``floor``/``ceiling`` where the statistic cannot
+    go further."""
     reach = frame.nsigmas * point_sigma
-    lcl, ucl = center - reach, center + reach
+    lcl = center - reach if lcl is None else lcl
+    ucl = center + reach if ucl is None else ucl
     if floor is not None:
         lcl = np.maximum(lcl, floor)
     if ceiling is not None:
@@ -596,45 +687,122 @@ def _draw_xbar_s(sample: _Sample, limits: Limits) -> Chart:
     return _xbar(sample, limits, s_chart)
 
 
+def exact_limits(distribution: Any, tail: float) -> tuple[FloatArray, FloatArray]:
+    """Probability limits on the count scale for a (vectorised, frozen) scipy discrete
+    distribution, each side with a false alarm probability of at most ``tail``.
+
+    The UCL is the smallest count ``u`` with ``P(X > u) ≤ tail`` and the LCL the largest
+    count ``l`` with ``P(X < l) ≤ tail``; a point signals when strictly beyond either.
+    A lower limit exists exactly when ``P(X = 0) ≤ tail`` (``l ≥ 1``, so a count of 0
+    signals); otherwise the LCL is 0, below which nothing can fall.
+
+    >>> lcl, ucl = exact_limits(stats.binom(100, 0.003), 0.00135)
+    >>> float(lcl), float(ucl)
+    (0.0, 3.0)
+    """
+    upper = np.asarray(distribution.isf(tail), dtype=np.float64)
+    # guard the quantile functions' rounding at the boundary: one step either way
+    upper = np.where(distribution.sf(upper) > tail, upper + 1.0, upper)
+    upper = np.where((upper >= 1) & (distribution.sf(upper - 1.0) <= tail), upper - 1.0, upper)
+    lower = np.asarray(distribution.ppf(tail), dtype=np.float64)
+    lower = np.where(distribution.cdf(lower) <= tail, lower + 1.0, lower)
+    lower = np.where((lower >= 1) & (distribution.cdf(lower - 1.0) > tail), lower - 1.0, lower)
+    return np.maximum(lower, 0.0), upper
+
+
+def _attribute(
+    plotted: Plotted,
+    sample: _Sample,
+    limits: Limits,
+    *,
+    mean: FloatArray,
+    scale: FloatArray,
+    count_sd: FloatArray,
+    distribution: Any,
+    ceiling: FloatArray | None = None,
+) -> Chart:
+    """An attribute chart of ``counts / scale`` whose counts have ``mean`` and
+    ``count_sd`` in control, with the limits ``limits.method`` asks for."""
+    statistic = sample.values / scale
+    center = mean / scale
+    spread = count_sd / scale * limits.dispersion
+    frame = _Frame.of(sample, limits)
+    if limits.method is not LimitMethod.EXACT:
+        top = None if ceiling is None else ceiling / scale
+        return _chart(plotted, statistic, center, spread, frame, floor=0.0, ceiling=top)
+    low, high = exact_limits(distribution, tail_probability(limits.nsigmas))
+    return _chart(plotted, statistic, center, spread, frame, lcl=low / scale, ucl=high / scale)
+
+
 def _draw_p(sample: _Sample, limits: Limits) -> Chart:
     _no_more_than_sizes(sample)
-    p = limits.center
-    spread = np.sqrt(p * (1.0 - p) / sample.sizes)
-    fraction = sample.values / sample.sizes
-    frame, ones = _Frame.of(sample, limits), _full(sample, 1.0)
-    return _chart(Plotted.P, fraction, _full(sample, p), spread, frame, floor=0.0, ceiling=ones)
+    p, n = limits.center, sample.sizes
+    return _attribute(
+        Plotted.P,
+        sample,
+        limits,
+        mean=n * p,
+        scale=n,
+        count_sd=np.sqrt(n * p * (1.0 - p)),
+        distribution=stats.binom(n, p),
+        ceiling=n,
+    )
 
 
 def _draw_np(sample: _Sample, limits: Limits) -> Chart:
     _no_more_than_sizes(sample)
-    n = _equal_sizes(sample, "an np chart", "a p chart")
-    p = limits.center
-    center = _full(sample, n * p)
-    spread = _full(sample, math.sqrt(n * p * (1.0 - p)))
-    return _chart(
+    n = float(_equal_sizes(sample, "an np chart", "a p chart"))
+    p, ones = limits.center, _full(sample, 1.0)
+    return _attribute(
         Plotted.NP,
-        sample.values,
-        center,
-        spread,
-        _Frame.of(sample, limits),
-        floor=0.0,
-        ceiling=_full(sample, float(n)),
+        sample,
+        limits,
+        mean=_full(sample, n * p),
+        scale=ones,
+        count_sd=_full(sample, math.sqrt(n * p * (1.0 - p))),
+        distribution=stats.binom(n, p),
+        ceiling=_full(sample, n),
     )
 
 
 def _draw_c(sample: _Sample, limits: Limits) -> Chart:
     c = limits.center
-    spread = _full(sample, math.sqrt(c))
-    frame = _Frame.of(sample, limits)
-    return _chart(Plotted.C, sample.values, _full(sample, c), spread, frame, floor=0.0)
+    return _attribute(
+        Plotted.C,
+        sample,
+        limits,
+        mean=_full(sample, c),
+        scale=_full(sample, 1.0),
+        count_sd=_full(sample, math.sqrt(c)),
+        distribution=stats.poisson(c),
+    )
 
 
 def _draw_u(sample: _Sample, limits: Limits) -> Chart:
-    u = limits.center
-    spread = np.sqrt(u / sample.sizes)
-    rate = sample.values / sample.sizes
-    frame = _Frame.of(sample, limits)
-    return _chart(Plotted.U, rate, _full(sample, u), spread, frame, floor=0.0)
+    mean = limits.center * sample.sizes
+    return _attribute(
+        Plotted.U,
+        sample,
+        limits,
+        mean=mean,
+        scale=sample.sizes,
+        count_sd=np.sqrt(mean),
+        distribution=stats.poisson(mean),
+    )
+
+
+def _draw_g(sample: _Sample, limits: Limits) -> Chart:
+    g = limits.center
+    return _attribute(
+        Plotted.G,
+        sample,
+        limits,
+        mean=_full(sample, g),
+        scale=_full(sample, 1.0),
+        count_sd=_full(sample, math.sqrt(g * (g + 1.0))),
+        # failures before the first success: support 0, 1, 2, …, mean (1 - p)/p
+        distribution=stats.nbinom(1, 1.0 / (1.0 + g)),
+    )
 
 
 def _no_more_than_sizes(sample: _Sample) -> None:
@@ -654,7 +822,7 @@ def _limits(chart: ChartType, center: float, sigma: float, sample: _Sample, k: f
     return Limits(chart, center=center, sigma=sigma, nsigmas=k, points=sample.count)
 
 
-def _estimate_individuals(sample: _Sample, nsigmas: float) -> Limits:
+def _estimate_individuals(sample: _Sample, nsigmas: float, method: LimitMethod) -> Limits:
     x = sample.values
     if x.size < 2:
         raise ValidationFailed(
@@ -669,7 +837,7 @@ def _estimate_individuals(sample: _Sample, nsigmas: float) -> Limits:
     return _limits(ChartType.I_MR, float(np.mean(x)), mean_mr / d2(2), sample, nsigmas)
 
 
-def _estimate_xbar_r(sample: _Sample, nsigmas: float) -> Limits:
+def _estimate_xbar_r(sample: _Sample, nsigmas: float, method: LimitMethod) -> Limits:
     _need_sizes(sample, 2, "an X̄-R chart")
     n = _equal_sizes(sample, "an X̄-R chart", "an X̄-S chart")
     mean_range = float(np.mean(_subgroup_ranges(sample)))
@@ -678,7 +846,7 @@ def _estimate_xbar_r(sample: _Sample, nsigmas: float) -> Limits:
     return _limits(ChartType.XBAR_R, center, mean_range / d2(n), sample, nsigmas)
 
 
-def _estimate_xbar_s(sample: _Sample, nsigmas: float) -> Limits:
+def _estimate_xbar_s(sample: _Sample, nsigmas: float, method: LimitMethod) -> Limits:
     _need_sizes(sample, 2, "an X̄-S chart")
     c = _per_size(c4, sample.sizes)
     # weights c4²/(1-c4²) are the inverse relative variances of s/c4: the minimum
@@ -698,8 +866,112 @@ def _need_spread(value: float, what: str) -> None:
         )
 
 
-def _estimate_proportion(chart: ChartType) -> Callable[[_Sample, float], Limits]:
-    def estimate(sample: _Sample, nsigmas: float) -> Limits:
+@dataclass(frozen=True, slots=True)
+class Dispersion:
+    """Is the between-sample variation of attribute counts what the binomial or
+    Poisson model implies?
+
+    ``statistic`` is Pearson's ``X² = Σ (xᵢ - mᵢ)² / vᵢ`` with ``mᵢ`` and ``vᵢ`` the
+    model's mean and variance of each count at the pooled rate; under the model it is
+    approximately χ² with ``dof = points - 1`` degrees of freedom, so ``ratio = X²/dof``
+    is near 1 and ``p_value`` (upper tail) uniform. ``sigma_z`` is Laney's sigma_z: the
+    moving-range sigma ``MR̄/d₂(2)`` of the standardised points ``zᵢ = (xᵢ - mᵢ)/√vᵢ``,
+    by which Laney's p' and u' widen the limits.
+    """
+
+    statistic: float
+    dof: int
+    p_value: float
+    sigma_z: float
+
+    @property
+    def ratio(self) -> float:
+        return self.statistic / self.dof
+
+    @property
+    def overdispersed(self) -> bool:
+        """Overdispersion at :data:`OVERDISPERSION_ALPHA` (one-sided)."""
+        return self.p_value < OVERDISPERSION_ALPHA
+
+
+def _dispersion(counts: FloatArray, mean: FloatArray, variance: FloatArray) -> Dispersion:
+    z = (counts - mean) / np.sqrt(variance)
+    dof = int(z.size - 1)
+    statistic = float(np.sum(z * z))
+    p_value = float(stats.chi2.sf(statistic, dof)) if dof > 0 else 1.0
+    sigma_z = float(np.mean(np.abs(np.diff(z)))) / d2(2) if z.size > 1 else 1.0
+    return Dispersion(statistic, max(dof, 1), p_value, sigma_z)
+
+
+def _proportion_moments(sample: _Sample, p: float) -> tuple[FloatArray, FloatArray]:
+    n = sample.sizes
+    return n * p, n * p * (1.0 - p)
+
+
+def _rate_moments(sample: _Sample, rate: float) -> tuple[FloatArray, FloatArray]:
+    mean = sample.sizes * rate
+    return mean, mean
+
+
+def dispersion(
+    chart: ChartType | str, counts: npt.ArrayLike, sizes: npt.ArrayLike | None = None
+) -> Dispersion:
+    """The dispersion test of p, np (binomial), c and u (Poisson) chart data at their
+    pooled rate; ``sizes`` as the chart function takes them.
+
+    >>> d = dispersion("c", [3, 5, 4, 6, 2, 4, 5, 3])
+    >>> d.dof, round(d.ratio, 2), d.overdispersed
+    (7, 0.43, False)
+    """
+    kind = ChartType(chart)
+    if kind not in (ChartType.P, ChartType.NP, ChartType.C, ChartType.U):
+        raise ValidationFailed(
+            f"the dispersion test is for p, np, c and u charts, not {kind.value}"
+        )
+    sample = _prepare(kind, counts, sizes)
+    rate = float(np.sum(sample.values) / np.sum(sample.sizes))
+    binomial = kind in (ChartType.P, ChartType.NP)
+    if rate <= 0 or (binomial and rate >= 1):
+        raise ValidationFailed(
+            f"the pooled rate over {sample.count} samples is {rate}; no dispersion to test"
+        )
+    moments = _proportion_moments if binomial else _rate_moments
+    return _dispersion(sample.values, *moments(sample, rate))
+
+
+def _attribute_limits(
+    chart: ChartType,
+    center: float,
+    sample: _Sample,
+    nsigmas: float,
+    method: LimitMethod,
+    moments: Callable[[_Sample, float], tuple[FloatArray, FloatArray]],
+) -> Limits:
+    sigma_z = 1.0
+    if method in (LimitMethod.AUTO, LimitMethod.LANEY):
+        found = _dispersion(sample.values, *moments(sample, center))
+        if method is LimitMethod.AUTO:
+            method = LimitMethod.LANEY if found.overdispersed else LimitMethod.EXACT
+        if method is LimitMethod.LANEY:
+            sigma_z = found.sigma_z
+            if sigma_z <= 0:
+                raise ValidationFailed(
+                    f"the {sample.count} points have no moving range, so Laney's sigma_z is "
+                    "zero; use exact limits"
+                )
+    return Limits(
+        chart,
+        center=center,
+        sigma=_attribute_sigma(chart, center),
+        nsigmas=nsigmas,
+        points=sample.count,
+        method=method,
+        dispersion=sigma_z,
+    )
+
+
+def _estimate_proportion(chart: ChartType) -> Callable[[_Sample, float, LimitMethod], Limits]:
+    def estimate(sample: _Sample, nsigmas: float, method: LimitMethod) -> Limits:
         _no_more_than_sizes(sample)
         if chart is ChartType.NP:
             _equal_sizes(sample, "an np chart", "a p chart")
@@ -709,27 +981,41 @@ def _estimate_proportion(chart: ChartType) -> Callable[[_Sample, float], Limits]
                 f"the fraction nonconforming over {sample.count} samples is {p}; a "
                 f"{chart.value} chart needs some conforming and some nonconforming units"
             )
-        return _limits(chart, p, _attribute_sigma(chart, p), sample, nsigmas)
+        return _attribute_limits(chart, p, sample, nsigmas, method, _proportion_moments)
 
     return estimate
 
 
-def _estimate_rate(chart: ChartType) -> Callable[[_Sample, float], Limits]:
-    def estimate(sample: _Sample, nsigmas: float) -> Limits:
+def _estimate_rate(chart: ChartType) -> Callable[[_Sample, float, LimitMethod], Limits]:
+    def estimate(sample: _Sample, nsigmas: float, method: LimitMethod) -> Limits:
         rate = float(np.sum(sample.values) / np.sum(sample.sizes))
         if rate <= 0:
             raise ValidationFailed(
                 f"no nonconformities in {sample.count} samples; a {chart.value} chart "
                 "needs a positive mean count to set limits"
             )
-        return _limits(chart, rate, math.sqrt(rate), sample, nsigmas)
+        return _attribute_limits(chart, rate, sample, nsigmas, method, _rate_moments)
 
     return estimate
 
 
+def _estimate_g(sample: _Sample, nsigmas: float, method: LimitMethod) -> Limits:
+    if method is LimitMethod.LANEY:
+        raise ValidationFailed("a g chart has exact (geometric) or normal limits, not laney")
+    mean = float(np.mean(sample.values))
+    if mean <= 0:
+        raise ValidationFailed(
+            f"all {sample.count} counts between events are 0: events are not rare here; "
+            "chart them with a p or c chart"
+        )
+    chosen = LimitMethod.EXACT if method is LimitMethod.AUTO else method
+    sigma = _attribute_sigma(ChartType.G, mean)
+    return Limits(ChartType.G, mean, sigma, nsigmas=nsigmas, points=sample.count, method=chosen)
+
+
 @dataclass(frozen=True, slots=True)
 class _Spec:
-    estimate: Callable[[_Sample, float], Limits]
+    estimate: Callable[[_Sample, float, LimitMethod], Limits]
     draw: Callable[[_Sample, Limits], Chart]
 
 
@@ -741,6 +1027,7 @@ _SPECS: Mapping[ChartType, _Spec] = {
     ChartType.NP: _Spec(_estimate_proportion(ChartType.NP), _draw_np),
     ChartType.C: _Spec(_estimate_rate(ChartType.C), _draw_c),
     ChartType.U: _Spec(_estimate_rate(ChartType.U), _draw_u),
+    ChartType.G: _Spec(_estimate_g, _draw_g),
 }
 
 
@@ -753,6 +1040,8 @@ def _prepare(chart: ChartType, data: Any, sizes: npt.ArrayLike | None) -> _Sampl
         return _subgroups(data)
     if chart is ChartType.C:
         return _counts(data, sizes, "nonconformity counts", whole_sizes=False)
+    if chart is ChartType.G:
+        return _counts(data, None, "counts between events", whole_sizes=False)
     if chart is ChartType.U:
         if sizes is None:
             raise ValidationFailed("a u chart needs the inspection units of every sample")
@@ -762,13 +1051,33 @@ def _prepare(chart: ChartType, data: Any, sizes: npt.ArrayLike | None) -> _Sampl
     return _counts(data, sizes, "nonconforming counts", whole_sizes=True)
 
 
+def _method(chart: ChartType, method: LimitMethod | str) -> LimitMethod:
+    """The limit method asked for, checked against the chart type."""
+    try:
+        chosen = LimitMethod(method)
+    except ValueError:
+        known = ", ".join(m.value for m in LimitMethod)
+        raise ValidationFailed(f"unknown limit method {method!r}; use one of {known}") from None
+    if chart not in _ATTRIBUTES and chosen not in (LimitMethod.AUTO, LimitMethod.NORMAL):
+        raise ValidationFailed(
+            f"{chosen.value} limits are for attribute charts (p, np, c, u, g); a "
+            f"{chart.value} chart has normal limits"
+        )
+    return chosen
+
+
 def _run(
-    chart: ChartType, data: Any, sizes: npt.ArrayLike | None, limits: Limits | None, k: float
+    chart: ChartType,
+    data: Any,
+    sizes: npt.ArrayLike | None,
+    limits: Limits | None,
+    k: float,
+    method: LimitMethod | str = LimitMethod.AUTO,
 ) -> Chart:
     sample = _prepare(chart, data, sizes)
     spec = _SPECS[chart]
     if limits is None:
-        limits = spec.estimate(sample, k)
+        limits = spec.estimate(sample, k, _method(chart, method))
     elif limits.chart is not chart:
         raise ValidationFailed(
             f"limits were estimated for a {limits.chart.value} chart, not {chart.value}; "
@@ -822,9 +1131,19 @@ def p_chart(
     *,
     limits: Limits | None = None,
     nsigmas: float = 3.0,
+    method: LimitMethod | str = LimitMethod.AUTO,
 ) -> Chart:
-    """Fraction nonconforming, ``p̄ = ΣD/Σn``, limits ``p̄ ± k√(p̄(1-p̄)/nᵢ)`` per point."""
-    return _run(ChartType.P, nonconforming, sizes, limits, nsigmas)
+    """Fraction nonconforming, ``p̄ = ΣD/Σn``, with limits per point.
+
+    ``method`` (:class:`LimitMethod`): ``exact`` binomial probability limits,
+    ``laney`` p' limits ``p̄ ± k·sigma_z·√(p̄(1-p̄)/nᵢ)``, ``normal`` ``p̄ ± k√(p̄(1-p̄)/nᵢ)``,
+    or ``auto`` (default): Laney when the data are overdispersed, else exact.
+
+    >>> chart = p_chart([0, 1, 0, 2, 0, 1], 100, method="exact")
+    >>> float(chart.ucl[0]), float(chart.lcl[0])
+    (0.04, 0.0)
+    """
+    return _run(ChartType.P, nonconforming, sizes, limits, nsigmas, method)
 
 
 def np_chart(
@@ -833,14 +1152,23 @@ def np_chart(
     *,
     limits: Limits | None = None,
     nsigmas: float = 3.0,
+    method: LimitMethod | str = LimitMethod.AUTO,
 ) -> Chart:
-    """Number nonconforming for a constant sample size ``n``: centre ``n·p̄``."""
-    return _run(ChartType.NP, nonconforming, sizes, limits, nsigmas)
+    """Number nonconforming for a constant sample size ``n``: centre ``n·p̄``; limits
+    as :func:`p_chart`'s on the count scale."""
+    return _run(ChartType.NP, nonconforming, sizes, limits, nsigmas, method)
 
 
-def c_chart(counts: npt.ArrayLike, *, limits: Limits | None = None, nsigmas: float = 3.0) -> Chart:
-    """Nonconformities per inspection unit of constant size: ``c̄ ± k√c̄``."""
-    return _run(ChartType.C, counts, None, limits, nsigmas)
+def c_chart(
+    counts: npt.ArrayLike,
+    *,
+    limits: Limits | None = None,
+    nsigmas: float = 3.0,
+    method: LimitMethod | str = LimitMethod.AUTO,
+) -> Chart:
+    """Nonconformities per inspection unit of constant size, centre ``c̄``: exact
+    Poisson, Laney (c' = ``c̄ ± k·sigma_z·√c̄``), normal (``c̄ ± k√c̄``) or auto limits."""
+    return _run(ChartType.C, counts, None, limits, nsigmas, method)
 
 
 def u_chart(
@@ -849,10 +1177,37 @@ def u_chart(
     *,
     limits: Limits | None = None,
     nsigmas: float = 3.0,
+    method: LimitMethod | str = LimitMethod.AUTO,
 ) -> Chart:
-    """Nonconformities per unit when the inspected amount varies: ``ū = Σc/Σn``,
-    limits ``ū ± k√(ū/nᵢ)`` per point (``units`` may be fractional)."""
-    return _run(ChartType.U, counts, units, limits, nsigmas)
+    """Nonconformities per unit when the inspected amount varies: ``ū = Σc/Σn``;
+    exact Poisson limits on ``cᵢ ~ Poisson(ū·nᵢ)``, Laney u' ``ū ± k·sigma_z·√(ū/nᵢ)``,
+    normal ``ū ± k√(ū/nᵢ)`` or auto (``units`` may be fractional)."""
+    return _run(ChartType.U, counts, units, limits, nsigmas, method)
+
+
+def g_chart(
+    between: npt.ArrayLike,
+    *,
+    limits: Limits | None = None,
+    nsigmas: float = 3.0,
+    method: LimitMethod | str = LimitMethod.EXACT,
+) -> Chart:
+    """g chart for rare events: the number of conforming units (or opportunities)
+    between consecutive events, geometric with ``p = 1/(1 + ḡ)`` in control
+    (Kaminsky, Benneyan, Davis & Burke, "Statistical control charts based on a
+    geometric distribution", *JQT* 24(2), 1992, 63-69; Benneyan, *Health Care
+    Management Science* 4, 2001).
+
+    ``exact`` (default) probability limits: a point *below* the LCL — events coming
+    too close together — means the rate went up; above the UCL, down. The LCL exists
+    only when ``p ≤ 0.00135`` (for 3 sigma), i.e. for genuinely rare events.
+    ``normal`` gives Kaminsky's 3-sigma limits ``ḡ ± 3√(ḡ(ḡ+1))``.
+
+    >>> chart = g_chart([900, 2400, 150, 1300, 700, 3100, 500, 1800])
+    >>> float(chart.lcl[0]), float(chart.ucl[0])
+    (1.0, 8965.0)
+    """
+    return _run(ChartType.G, between, None, limits, nsigmas, method)
 
 
 def monitor(limits: Limits, data: Any, sizes: npt.ArrayLike | None = None) -> Chart:
@@ -909,6 +1264,7 @@ def phase_one(
     secondary: bool = True,
     max_iterations: int = 10,
     nsigmas: float = 3.0,
+    method: LimitMethod | str = LimitMethod.AUTO,
 ) -> PhaseOne:
     """Estimate trial limits, drop the points that signal, re-estimate, until no
     remaining point signals or ``max_iterations`` re-estimations have been made.
@@ -918,15 +1274,18 @@ def phase_one(
     they produced. With ``secondary`` a subgroup whose range or standard deviation is
     outside its chart's limits is dropped too (the usual practice: fix the
     dispersion chart first). Dropping every point is an error, not an answer.
+    ``method`` sets attribute limits (:class:`LimitMethod`); with ``auto`` the
+    dispersion test is redone on the points kept at every round.
     """
     if max_iterations < 0:
         raise ValidationFailed(f"max_iterations must be 0 or more, got {max_iterations}")
     spec = _SPECS[chart]
+    chosen = _method(chart, method)
     sample = _prepare(chart, data, sizes)
     kept = np.arange(sample.count, dtype=np.int64)
     iteration = 0
     while True:
-        limits = spec.estimate(sample.take(kept), nsigmas)
+        limits = spec.estimate(sample.take(kept), nsigmas, chosen)
         flagged = _signalling(spec.draw(sample.take(kept), limits), rules, secondary)
         if not flagged.any() or iteration == max_iterations:
             break
@@ -1044,10 +1403,13 @@ def cusum(
 
 __all__ = [
     "BEYOND_LIMITS",
+    "OVERDISPERSION_ALPHA",
     "Chart",
     "ChartType",
     "Cusum",
+    "Dispersion",
     "Factors",
+    "LimitMethod",
     "Limits",
     "PhaseOne",
     "Plotted",
@@ -1056,15 +1418,19 @@ __all__ = [
     "cusum",
     "d2",
     "d3",
+    "dispersion",
     "ewma",
     "ewma_sigma",
+    "exact_limits",
     "factors",
+    "g_chart",
     "group_by",
     "individuals",
     "monitor",
     "np_chart",
     "p_chart",
     "phase_one",
+    "tail_probability",
     "u_chart",
     "xbar_r",
     "xbar_s",

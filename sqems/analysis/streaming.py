@@ -176,8 +176,9 @@ class RuleMonitor:
     """Run rules on a stream of readings against a fixed centre and sigma.
 
     ``sigma`` is the standard error of each reading as plotted (the process sigma
-    for individuals). Hits come in the order of ``rules`` (all twelve rules by
-    default), each naming the index of the reading that completed the pattern.
+    for individuals). Hits come in the order of ``rules`` (the default set,
+    :data:`~sqems.analysis.rules.DEFAULT_RULES`, when none are named), each naming
+    the index of the reading that completed the pattern.
     """
 
     def __init__(self, center: float, sigma: float, rules: Iterable[str] | None = None) -> None:
