@@ -283,9 +283,16 @@ class _Assemblies:
     def descendant_batches(self, unit: str) -> tuple[str, ...]:
         """The batches of every sub-assembly under ``unit``, at any depth, sorted."""
         done = self._below.get(unit)
-        if done is None:
-            found = {self.batch_of[s] for s in self.subtree([unit])[1:] if s in self.batch_of}
-            self._below[unit] = done = tuple(sorted(found))
+        if done is not None:
+            return done
+        self._below[unit] = ()  # a cycle in the data comes back here and stops
+        found: set[str] = set()
+        for sub in self.children.get(unit, ()):
+            if sub in self.batch_of:
+                found.add(self.batch_of[sub])
+            if sub in self.children:
+                found.update(self.descendant_batches(sub))
+        self._below[unit] = done = tuple(sorted(found))
         return done
 
     def subtree(self, units: Iterable[str]) -> list[str]:
@@ -608,13 +615,19 @@ def _strata(product: np.ndarray, x: sparse.csr_matrix, given: Sequence[int]) -> 
 
 
 def _conditional(
-    x: sparse.csr_matrix, n: np.ndarray, k: np.ndarray, strata: np.ndarray, columns: Sequence[int]
+    x: sparse.csr_matrix,
+    n: np.ndarray,
+    k: np.ndarray,
+    strata: np.ndarray,
+    columns: Sequence[int],
+    *,
+    exact: bool = True,
 ) -> list[_Adjusted]:
     """The 2x2 tables of each of ``columns`` within every stratum, combined: the
     Mantel-Haenszel odds ratio with the Robins-Breslow-Greenland 95 % interval, the
     Cochran-Mantel-Haenszel z, and the exact conditional test (the distribution of the
     exposed defectives given every stratum's margins, a convolution of hypergeometric
-    laws; Mehta & Patel's exact test of a common odds ratio of 1, one-sided)."""
+    laws: the exact test of a common odds ratio of 1, one-sided; NaN unless ``exact``)."""
     m = int(strata.max()) + 1
     s = sparse.csr_matrix((np.ones(len(strata)), (strata, np.arange(len(strata)))), (m, len(n)))
     big_n, big_k = s @ n, s @ k
@@ -623,16 +636,18 @@ def _conditional(
     exposed_k = np.asarray((s @ cols.multiply(k[:, None])).todense())
     found = []
     for i in range(len(columns)):
-        found.append(_combine(big_n, big_k, exposed_n[:, i], exposed_k[:, i]))
+        found.append(_combine(big_n, big_k, exposed_n[:, i], exposed_k[:, i], exact))
     return found
 
 
-def _combine(big_n: np.ndarray, big_k: np.ndarray, n1: np.ndarray, a: np.ndarray) -> _Adjusted:
+def _combine(
+    big_n: np.ndarray, big_k: np.ndarray, n1: np.ndarray, a: np.ndarray, exact: bool
+) -> _Adjusted:
     informative = (n1 > 0) & (n1 < big_n) & (big_k > 0) & (big_k < big_n)
     big_n, big_k, n1, a = big_n[informative], big_k[informative], n1[informative], a[informative]
     if not len(big_n):
         return _Adjusted(1.0, 0.0, math.inf, 1.0, 0.0)
-    exact = _exact_conditional_p(big_n, big_k, n1, a)
+    p_value = _exact_conditional_p(big_n, big_k, n1, a) if exact else math.nan
     b, c = n1 - a, big_k - a
     d = big_n - n1 - c
     expected = n1 * big_k / big_n
@@ -656,7 +671,7 @@ def _combine(big_n: np.ndarray, big_k: np.ndarray, n1: np.ndarray, a: np.ndarray
         float(ratio),
         float(ratio * math.exp(-half)),
         float(ratio * math.exp(half)),
-        exact,
+        p_value,
         z,
     )
 
@@ -694,12 +709,21 @@ def _select(
     accepted: list[int] = []
     pending = list(candidates)
     while pending:
-        tests = _conditional(x, n, k, _strata(product, x, accepted), pending)
+        strata = _strata(product, x, accepted)
+        tests = _conditional(x, n, k, strata, pending, exact=False)
         order = sorted(
             range(len(pending)),
             key=lambda i: (-tests[i].statistic, p[pending[i]], factors[pending[i]]),
         )
-        passed = next((i for i in order if tests[i].p_value <= threshold), None)
+        passed = next(
+            (
+                i
+                for i in order
+                if tests[i].statistic > 0
+                and _conditional(x, n, k, strata, [pending[i]])[0].p_value <= threshold
+            ),
+            None,
+        )
         if passed is None:
             break
         accepted.append(pending.pop(passed))
