@@ -2,8 +2,16 @@
 
 :func:`parameter_chart` charts the actuals the process runs recorded for a parameter
 (one machine or all, in a window): individuals and moving range, X̄-R or X̄-S over
-subgroups of consecutive runs, EWMA or tabular CUSUM. :func:`inspection_chart` charts
-the inspections of a process step or a line: p, np, c or u.
+subgroups of consecutive runs, EWMA or tabular CUSUM. A parameter set on several
+machines is charted **per machine** unless ``pool`` is asked for: each machine gets its
+own phase I limits and its own run rules, and the points of all machines are returned
+in time order, each with its machine and its machine's lines. A pooled chart says so
+in its notes with the within-machine sigma beside the pooled one, because pooling puts
+the offsets between machines into sigma (wider limits that hide a machine's shift).
+:func:`inspection_chart` charts the inspections of a process step or a line: p, np, c
+or u with exact, Laney or normal limits (:class:`~sqems.analysis.spc.LimitMethod`;
+``auto`` by default), or g — the defect-free inspections between inspections that
+found defects, for rare defects.
 
 Limits come from phase I on the first ``baseline`` points (all of them by default:
 assignable causes are dropped and the limits re-estimated until stable); the points
@@ -23,7 +31,12 @@ import numpy as np
 from sqems.analysis import spc
 from sqems.analysis.capability import Capability, capability
 from sqems.analysis.rules import RULES, resolve
-from sqems.analysis.series import inspection_series, parameter_series
+from sqems.analysis.series import (
+    InspectionSeries,
+    ParameterSeries,
+    inspection_series,
+    parameter_series,
+)
 from sqems.errors import ValidationFailed
 from sqems.graph_model.store import GraphStore, TimeWindow
 
@@ -38,6 +51,7 @@ class ChartKind(StrEnum):
     NP = "np"
     C = "c"
     U = "u"
+    G = "g"
 
 
 PARAMETER_KINDS = (
@@ -47,7 +61,7 @@ PARAMETER_KINDS = (
     ChartKind.EWMA,
     ChartKind.CUSUM,
 )
-INSPECTION_KINDS = (ChartKind.P, ChartKind.NP, ChartKind.C, ChartKind.U)
+INSPECTION_KINDS = (ChartKind.P, ChartKind.NP, ChartKind.C, ChartKind.U, ChartKind.G)
 _SHEWHART = {
     ChartKind.INDIVIDUALS: spc.ChartType.I_MR,
     ChartKind.XBAR_R: spc.ChartType.XBAR_R,
@@ -56,6 +70,7 @@ _SHEWHART = {
     ChartKind.NP: spc.ChartType.NP,
     ChartKind.C: spc.ChartType.C,
     ChartKind.U: spc.ChartType.U,
+    ChartKind.G: spc.ChartType.G,
 }
 
 
@@ -71,6 +86,8 @@ class ChartPoint:
     ucl: float
     phase: int
     """1 for the baseline the limits were estimated from, 2 for monitored points."""
+    machine: str | None = None
+    """The machine of a per-machine chart's point (None on a single or pooled chart)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +113,25 @@ class ChartResult:
     stable: bool
     violations: list[Violation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    machines: list[str] = field(default_factory=list)
+    """The machines the points come from (empty when the series names none)."""
+    pooled: bool = False
+    """True when one set of limits covers several machines (asked for with ``pool``)."""
+    by_machine: list[MachineChart] = field(default_factory=list)
+    """Per-machine charts: each machine's sigma, limits and phase I outcome."""
+
+
+@dataclass(frozen=True, slots=True)
+class MachineChart:
+    """One machine's part of a per-machine chart."""
+
+    machine: str
+    points: int
+    sigma: float
+    limits: dict[str, Any] | None
+    dropped: tuple[int, ...]
+    """Indices (in the merged chart) of the baseline points phase I excluded."""
+    stable: bool
 
 
 def parameter_chart(
@@ -104,6 +140,7 @@ def parameter_chart(
     kind: ChartKind = ChartKind.INDIVIDUALS,
     *,
     machine: str | None = None,
+    pool: bool = False,
     window: TimeWindow | None = None,
     baseline: int | None = None,
     limits: dict[str, Any] | None = None,
@@ -113,25 +150,106 @@ def parameter_chart(
     cusum_k: float = 0.5,
     cusum_h: float = 5.0,
 ) -> ChartResult:
-    """Chart ``parameter``'s recorded actuals; see the module docstring."""
+    """Chart ``parameter``'s recorded actuals; see the module docstring.
+
+    With several machines and neither ``machine`` nor ``pool``, each machine is charted
+    on its own (``baseline`` then counts each machine's points) and the result merges
+    them in time order. Stored ``limits`` belong to one chart: give them with the
+    ``machine`` they came from, or with ``pool``."""
     if kind not in PARAMETER_KINDS:
         raise ValidationFailed(
             f"a parameter is charted as one of {', '.join(PARAMETER_KINDS)}; "
             f"{kind} charts inspections"
         )
     series = parameter_series(store, parameter, machine=machine, window=window)
-    subject = parameter if machine is None else f"{parameter} on {machine}"
-    keys, times, values = series.runs, series.times, series.values
+    options = _Options(kind, baseline, subgroup_size, rules, ewma_lambda, cusum_k, cusum_h)
+    named = sorted({m for m in series.machines if m is not None})
+    several = len(set(series.machines)) > 1
+    if machine is not None or pool or not several:
+        subject = parameter if machine is None else f"{parameter} on {machine}"
+        result = _parameter_chart(series, subject, series.values, series.runs, series.times,
+                                  options, limits)  # fmt: skip
+        result.machines = named
+        if several:
+            result.pooled = True
+            result.notes.insert(0, _pooled_note(series))
+        return result
+    if limits is not None:
+        raise ValidationFailed(
+            f"{parameter} runs on {', '.join(named)}: stored limits belong to one chart; "
+            "give the machine they were estimated for, or pool=True"
+        )
+    return _per_machine(series, options)
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    kind: ChartKind
+    baseline: int | None
+    subgroup_size: int
+    rules: list[str] | None
+    ewma_lambda: float
+    cusum_k: float
+    cusum_h: float
+    clip: bool = False
+    """Take at most the points there are as baseline (per-machine charts)."""
+
+
+def _machine_label(machine: str | None) -> str:
+    return machine if machine is not None else "no machine recorded"
+
+
+def _within_machine_sigma(series: ParameterSeries) -> tuple[float, float]:
+    """Moving-range sigma within each machine's own sequence (pooled over machines)
+    and across the interleaved series, for the pooled chart's note."""
+    labels = np.array([_machine_label(m) for m in series.machines])
+    ranges = []
+    for label in np.unique(labels):
+        values = series.values[labels == label]
+        ranges.append(np.abs(np.diff(values)))
+    within = float(np.mean(np.concatenate(ranges))) / spc.d2(2) if ranges else float("nan")
+    across = float(np.mean(np.abs(np.diff(series.values)))) / spc.d2(2)
+    return within, across
+
+
+def _pooled_note(series: ParameterSeries) -> str:
+    labels = [_machine_label(m) for m in series.machines]
+    means = {m: float(np.mean(series.values[[x == m for x in labels]])) for m in set(labels)}
+    within, across = _within_machine_sigma(series)
+    spread = max(means.values()) - min(means.values())
+    return (
+        f"pooled over {len(means)} machines ({', '.join(sorted(means))}): one set of limits "
+        f"for all, so sigma includes the offsets between machines (moving-range sigma "
+        f"{across:.4g} pooled vs {within:.4g} within each machine; machine means span "
+        f"{spread:.4g}); chart each machine to see its own shifts"
+    )
+
+
+def _parameter_chart(
+    series: ParameterSeries,
+    subject: str,
+    values: np.ndarray,
+    keys: list[str],
+    times: np.ndarray,
+    options: _Options,
+    limits: dict[str, Any] | None,
+) -> ChartResult:
+    kind = options.kind
+    unit = series.parameter.unit
     if kind in (ChartKind.XBAR_R, ChartKind.XBAR_S):
-        if subgroup_size < 2:
-            raise ValidationFailed(f"subgroups need at least 2 runs, got {subgroup_size}")
-        whole = len(values) // subgroup_size * subgroup_size
-        data: Any = values[:whole].reshape(-1, subgroup_size)
-        keys, times = keys[:whole:subgroup_size], times[:whole:subgroup_size]
+        size = options.subgroup_size
+        if size < 2:
+            raise ValidationFailed(f"subgroups need at least 2 runs, got {size}")
+        whole = len(values) // size * size
+        data: Any = values[:whole].reshape(-1, size)
+        keys, times = keys[:whole:size], times[:whole:size]
     else:
         data = values
     _enough(len(keys), subject)
-    base = _baseline(baseline, len(keys))
+    wanted = options.baseline
+    if wanted is not None and options.clip:
+        wanted = min(wanted, len(keys))
+    base = _baseline(wanted, len(keys))
 
     if kind in (ChartKind.EWMA, ChartKind.CUSUM):
         study = spc.phase_one(spc.ChartType.I_MR, values[:base], secondary=True)
@@ -140,22 +258,13 @@ def parameter_chart(
         if target is None:
             target = study.limits.center
         if kind is ChartKind.EWMA:
-            chart = spc.ewma(values, target=target, sigma=sigma, lam=ewma_lambda)
+            chart = spc.ewma(values, target=target, sigma=sigma, lam=options.ewma_lambda)
             return _result(
-                kind,
-                subject,
-                series.parameter.unit,
-                chart,
-                keys,
-                times,
-                base,
-                study,
-                rules,
-                limits=None,
+                kind, subject, unit, chart, keys, times, base, study, options.rules, limits=None
             )
         return _cusum(
             subject,
-            series.parameter.unit,
+            unit,
             values,
             keys,
             times,
@@ -163,12 +272,107 @@ def parameter_chart(
             study,
             target,
             sigma,
-            cusum_k,
-            cusum_h,
+            options.cusum_k,
+            options.cusum_h,
         )
-    return _shewhart(
-        kind, subject, series.parameter.unit, data, None, keys, times, base, limits, rules
+    return _shewhart(kind, subject, unit, data, None, keys, times, base, limits, options.rules)
+
+
+def _per_machine(series: ParameterSeries, options: _Options) -> ChartResult:
+    """One chart per machine, merged in time order with indices renumbered."""
+    labels = [_machine_label(m) for m in series.machines]
+    parts: list[tuple[str, ChartResult]] = []
+    for label in sorted(set(labels)):
+        mine = [i for i, m in enumerate(labels) if m == label]
+        own = _Options(
+            options.kind,
+            options.baseline,
+            options.subgroup_size,
+            options.rules,
+            options.ewma_lambda,
+            options.cusum_k,
+            options.cusum_h,
+            clip=True,
+        )
+        subject = f"{series.parameter.uid} on {label}"
+        chart = _parameter_chart(
+            series,
+            subject,
+            series.values[mine],
+            [series.runs[i] for i in mine],
+            series.times[mine],
+            own,
+            None,
+        )
+        parts.append((label, chart))
+    order = sorted(
+        ((p.time, label, p.index) for label, chart in parts for p in chart.points),
     )
+    where = {(label, local): new for new, (_, label, local) in enumerate(order)}
+
+    def moved(label: str, points: list[ChartPoint]) -> list[ChartPoint]:
+        return [
+            ChartPoint(
+                where[label, p.index],
+                p.key,
+                p.time,
+                p.value,
+                p.center,
+                p.lcl,
+                p.ucl,
+                p.phase,
+                label,
+            )
+            for p in points
+        ]
+
+    points = sorted((q for label, c in parts for q in moved(label, c.points)), key=_index)
+    secondary = sorted((q for label, c in parts for q in moved(label, c.secondary)), key=_index)
+    fired: dict[str, tuple[str, set[int]]] = {}
+    for label, chart in parts:
+        for v in chart.violations:
+            _, found = fired.setdefault(v.rule, (v.title, set()))
+            found.update(where[label, i] for i in v.indices)
+    sigmas = np.array([c.sigma for _, c in parts])
+    weights = np.array([len(c.points) for _, c in parts], dtype=float)
+    first = parts[0][1]
+    notes = [
+        f"charted per machine ({len(parts)}): each point is judged against its own "
+        "machine's limits, and run rules run within each machine's sequence"
+    ]
+    notes += [f"{label}: {note}" for label, chart in parts for note in chart.notes]
+    by_machine = [
+        MachineChart(
+            label,
+            len(chart.points),
+            chart.sigma,
+            chart.limits,
+            tuple(sorted(where[label, i] for i in chart.dropped)),
+            chart.stable,
+        )
+        for label, chart in parts
+    ]
+    return ChartResult(
+        options.kind,
+        series.parameter.uid,
+        first.unit,
+        points,
+        secondary,
+        # the machines' sigmas combined as a root mean square, weighted by their points
+        float(np.sqrt(np.sum(weights * sigmas**2) / np.sum(weights))),
+        None,
+        tuple(sorted(i for m in by_machine for i in m.dropped)),
+        all(c.stable for _, c in parts),
+        [Violation(rule, title, tuple(sorted(idx))) for rule, (title, idx) in fired.items()],
+        notes,
+        machines=[m for m in (label for label, _ in parts) if m != _machine_label(None)],
+        pooled=False,
+        by_machine=by_machine,
+    )
+
+
+def _index(point: ChartPoint) -> int:
+    return point.index
 
 
 def inspection_chart(
@@ -180,8 +384,15 @@ def inspection_chart(
     baseline: int | None = None,
     limits: dict[str, Any] | None = None,
     rules: list[str] | None = None,
+    method: spc.LimitMethod | str = spc.LimitMethod.AUTO,
 ) -> ChartResult:
-    """Chart the inspections of ``scope`` (a process step or a line)."""
+    """Chart the inspections of ``scope`` (a process step or a line).
+
+    p, np, c and u plot each inspection; ``method`` sets their limits. g plots, at each
+    inspection that found defects, how many inspections before it (since the previous
+    one that found any) found none: geometric when every inspection has the same chance
+    of finding a defect, so its limits are exact geometric ones and a point below the
+    LCL says defects now come sooner than before."""
     if kind not in INSPECTION_KINDS:
         raise ValidationFailed(
             f"inspections are charted as one of {', '.join(INSPECTION_KINDS)}; "
@@ -189,6 +400,8 @@ def inspection_chart(
         )
     series = inspection_series(store, scope, window=window)
     _enough(len(series.inspections), f"inspections of {scope}")
+    if kind is ChartKind.G:
+        return _g_chart(series, baseline, limits, rules, method)
     base = _baseline(baseline, len(series.inspections))
     sizes = None if kind is ChartKind.C else series.sample_sizes
     return _shewhart(
@@ -202,14 +415,56 @@ def inspection_chart(
         base,
         limits,
         rules,
+        method,
     )
+
+
+def _g_chart(
+    series: InspectionSeries,
+    baseline: int | None,
+    limits: dict[str, Any] | None,
+    rules: list[str] | None,
+    method: spc.LimitMethod | str,
+) -> ChartResult:
+    found = np.flatnonzero(series.defects > 0)
+    subject = f"inspections of {series.scope} between defects"
+    if found.size < 3:
+        raise ValidationFailed(
+            f"{found.size} inspections of {series.scope} found defects in this window; a g "
+            "chart needs at least 3 (widen the window)"
+        )
+    # clean inspections before each defect-finding one, since the previous such one
+    gaps = np.diff(np.concatenate(([-1], found))) - 1
+    keys = [series.inspections[i] for i in found]
+    base = _baseline(baseline, int(found.size))
+    result = _shewhart(
+        ChartKind.G,
+        subject,
+        "inspections",
+        gaps.astype(np.float64),
+        None,
+        keys,
+        series.times[found],
+        base,
+        limits,
+        rules,
+        method,
+    )
+    sizes = series.sample_sizes
+    if sizes.size and sizes.min() != sizes.max():
+        result.notes.append(
+            f"sample sizes vary from {int(sizes.min())} to {int(sizes.max())}: the chance "
+            "that an inspection finds a defect varies with them, so the gaps are only "
+            "roughly geometric"
+        )
+    return result
 
 
 def _enough(n: int, subject: str) -> None:
     if n < 3:
         raise ValidationFailed(
             f"{subject} has {n} points in this window; a control chart needs at least 3 "
-            "(widen the window or drop the machine filter)"
+            "(widen the window, or chart the machines pooled)"
         )
 
 
@@ -232,6 +487,7 @@ def _shewhart(
     base: int,
     limits: dict[str, Any] | None,
     rules: list[str] | None,
+    method: spc.LimitMethod | str = spc.LimitMethod.AUTO,
 ) -> ChartResult:
     chart_type = _SHEWHART[kind]
     if limits is not None:
@@ -243,11 +499,15 @@ def _shewhart(
         study = None
     else:
         study = spc.phase_one(
-            chart_type, data[:base], None if sizes is None else sizes[:base], secondary=True
+            chart_type,
+            data[:base],
+            None if sizes is None else sizes[:base],
+            secondary=True,
+            method=method,
         )
         frozen = study.limits
     chart = spc.monitor(frozen, data, sizes)
-    return _result(
+    result = _result(
         kind,
         subject,
         unit,
@@ -258,6 +518,50 @@ def _shewhart(
         study,
         rules,
         limits=frozen.to_dict(),
+    )
+    if chart_type in _COUNTS:
+        kept = None
+        if study is not None:
+            kept = np.setdiff1d(np.arange(base), np.array(study.dropped, dtype=np.int64))
+        result.notes.insert(0, _limits_note(frozen, data, sizes, kept))
+    return result
+
+
+_COUNTS = {spc.ChartType.P, spc.ChartType.NP, spc.ChartType.C, spc.ChartType.U, spc.ChartType.G}
+_LAWS = {
+    spc.ChartType.P: "binomial",
+    spc.ChartType.NP: "binomial",
+    spc.ChartType.C: "Poisson",
+    spc.ChartType.U: "Poisson",
+    spc.ChartType.G: "geometric",
+}
+
+
+def _limits_note(limits: spc.Limits, data: Any, sizes: Any, kept: np.ndarray | None) -> str:
+    """What the attribute limits are and, when phase I set them here, the dispersion
+    test on the baseline points it kept (the data the method was chosen on)."""
+    law = _LAWS[limits.chart]
+    tail = spc.tail_probability(limits.nsigmas)
+    if limits.method is spc.LimitMethod.EXACT:
+        text = (
+            f"exact {law} probability limits: at most {tail:.3%} false alarms per point on "
+            "each side; an LCL of 0 means no lower limit exists (a zero count is not rare "
+            "enough to signal)"
+        )
+    elif limits.method is spc.LimitMethod.LANEY:
+        text = (
+            f"Laney limits: the points vary {limits.dispersion:.3g} times as much as the "
+            f"{law} model allows (sigma_z), so the limits are widened by that factor"
+        )
+    else:
+        text = f"normal-approximation {limits.nsigmas:g}-sigma limits (not exact for {law} counts)"
+    if limits.chart is spc.ChartType.G or kept is None or kept.size < 2:
+        return text
+    found = spc.dispersion(limits.chart, data[kept], None if sizes is None else sizes[kept])
+    return (
+        f"{text} (dispersion test on the {kept.size} baseline points kept: ratio "
+        f"{found.ratio:.3g}, p = {found.p_value:.3g}; auto limits switch to Laney below "
+        f"{spc.OVERDISPERSION_ALPHA:g})"
     )
 
 
