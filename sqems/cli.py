@@ -1422,6 +1422,10 @@ def _print_causes(report: rootcause.RootCauseReport) -> None:
         aor = (
             f"{e.adjusted_odds_ratio:.3g} ({e.adjusted_odds_ratio_low:.3g}-"
             f"{e.adjusted_odds_ratio_high:.3g})"
+            if e.adjusted_odds_ratio is not None
+            and e.adjusted_odds_ratio_low is not None
+            and e.adjusted_odds_ratio_high is not None
+            else "-"
         )
         note = f"; explained by {c.explained_by.uid}" if c.explained_by else ""
         if c.aliases:

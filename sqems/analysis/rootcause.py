@@ -358,11 +358,12 @@ class Evidence:
     risk_ratio_high: float
     p_value: float
     q_value: float
-    adjusted_odds_ratio: float
+    adjusted_odds_ratio: float | None
     """Mantel-Haenszel odds ratio within strata of product and exposure to the causes
-    that stand out (the others, for one of them)."""
-    adjusted_odds_ratio_low: float
-    adjusted_odds_ratio_high: float
+    that stand out (the others, for one of them); None when no stratum holds both
+    exposed and unexposed units, so nothing is left to compare."""
+    adjusted_odds_ratio_low: float | None
+    adjusted_odds_ratio_high: float | None
     """Its 95 % interval (Robins-Breslow-Greenland)."""
     adjusted_p_value: float
     """One-sided exact test conditional on the same strata: what is left of the factor's
@@ -535,10 +536,7 @@ def rank_causes(
     for j in accepted:
         given = _strata(product, x, [i for i in accepted if i != j])
         adjusted[j] = _conditional(x, n, k, given, [j])[0]
-    explained = {
-        j: a[j] * (1 - 1 / adjusted[j].odds_ratio) if adjusted[j].odds_ratio > 1 else 0.0
-        for j in accepted
-    }
+    explained = {j: _explained(float(a[j]), adjusted[j].odds_ratio) for j in accepted}
     ranking = [*accepted, *rest][:top]
 
     causes = []
@@ -591,12 +589,19 @@ def rank_causes(
 
 @dataclass(frozen=True, slots=True)
 class _Adjusted:
-    odds_ratio: float
-    odds_ratio_low: float
-    odds_ratio_high: float
+    odds_ratio: float | None
+    odds_ratio_low: float | None
+    odds_ratio_high: float | None
     p_value: float
     statistic: float
     """The signed Cochran-Mantel-Haenszel z: how strongly the factor stands out."""
+
+
+def _explained(defective_exposed: float, odds_ratio: float | None) -> float:
+    """Exposed defective units times the attributable fraction ``1 - 1/OR``."""
+    if odds_ratio is None or odds_ratio <= 1:
+        return 0.0
+    return defective_exposed * (1 - 1 / odds_ratio)
 
 
 def _cell_products(pop: Population) -> np.ndarray:
@@ -646,7 +651,7 @@ def _combine(
     informative = (n1 > 0) & (n1 < big_n) & (big_k > 0) & (big_k < big_n)
     big_n, big_k, n1, a = big_n[informative], big_k[informative], n1[informative], a[informative]
     if not len(big_n):
-        return _Adjusted(1.0, 0.0, math.inf, 1.0, 0.0)
+        return _Adjusted(None, None, None, 1.0, 0.0)
     p_value = _exact_conditional_p(big_n, big_k, n1, a) if exact else math.nan
     b, c = n1 - a, big_k - a
     d = big_n - n1 - c

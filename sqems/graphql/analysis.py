@@ -54,14 +54,15 @@ class CauseEvidence:
     risk_ratio_high: float = strawberry.field(description="95 % interval, upper end.")
     p_value: float = strawberry.field(description="One-sided exact (hypergeometric) test.")
     q_value: float = strawberry.field(description="Benjamini-Hochberg adjusted p-value.")
-    adjusted_odds_ratio: float = strawberry.field(
+    adjusted_odds_ratio: float | None = strawberry.field(
         description="Mantel-Haenszel odds ratio within strata of product and exposure to the "
-        "significant causes (the other ones, for a significant cause)."
+        "significant causes (the other ones, for a significant cause); null when no stratum "
+        "holds both exposed and unexposed units."
     )
-    adjusted_odds_ratio_low: float = strawberry.field(
+    adjusted_odds_ratio_low: float | None = strawberry.field(
         description="95 % interval of the adjusted odds ratio (Robins-Breslow-Greenland), lower."
     )
-    adjusted_odds_ratio_high: float = strawberry.field(
+    adjusted_odds_ratio_high: float | None = strawberry.field(
         description="95 % interval of the adjusted odds ratio, upper end."
     )
     adjusted_p_value: float = strawberry.field(
