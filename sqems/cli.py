@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.tree import Tree
 
-from sqems import logs
+from sqems import investigation, logs
 from sqems import ontologies as rdf
 from sqems.analysis import kpis, rootcause
 from sqems.datasets import PlantShape, PlantSpec, generate, load_plant, read_plant, write_plant
@@ -337,6 +337,58 @@ def rootcause_cmd(
             out.print_json(json.dumps(rootcause.report_dict(report)))
         else:
             _print_causes(report)
+
+
+@_command("investigate")
+def investigate_cmd(
+    complaint: Annotated[str, typer.Argument(help="The complaint's uid, e.g. CMP-000005.")],
+    lookback: Annotated[
+        float, typer.Option(help="Days before the complaint to take same-type cases from.")
+    ] = investigation.DEFAULT_LOOKBACK_DAYS,
+    top: Annotated[int, typer.Option(help="How many factors to list.")] = 5,
+    simulate: Annotated[
+        bool, typer.Option(help="Simulate the fix's what-if on the line's twin.")
+    ] = True,
+    hours: Annotated[float, typer.Option(help="Simulated hours per replication.")] = 8.0,
+    replications: Annotated[int, typer.Option(help="Replications (posterior draws).")] = 60,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Investigate a complaint end to end: its unit's genealogy, the causes its defect
+    type's cases share (widened from the one complaint, at any BOM depth), the recall the
+    leading cause calls for, and the what-if of its fix with credible intervals."""
+    with _store() as (store, settings):
+        runner = (
+            WhatIfRunner(store, settings.data_dir / TWIN_DIR, Sampler.of(settings))
+            if simulate
+            else None
+        )
+
+        def simulate_fix(fix: investigation.Fix) -> dict[str, Any]:
+            assert runner is not None
+            with err.status(f"fitting the twin of {fix.line} and simulating the fix…"):
+                return investigation.run_fix(
+                    runner,
+                    fix,
+                    name=f"investigation of {complaint}",
+                    hours=hours,
+                    replications=replications,
+                )
+
+        try:
+            found = investigation.investigate(
+                store,
+                complaint,
+                lookback_days=lookback,
+                top=top,
+                whatif=simulate_fix if runner is not None else None,
+            )
+        finally:
+            if runner is not None:
+                runner.close()
+        if as_json:
+            out.print_json(json.dumps(found.as_dict()))
+        else:
+            _print_investigation(store, found)
 
 
 @_command("kpis")
@@ -1447,6 +1499,80 @@ def _print_causes(report: rootcause.RootCauseReport) -> None:
         out.print("[bold]5-Why[/bold] for the first cause:")
         for i, step in enumerate(first.why, start=1):
             out.print(f"  {i}. {step.why}")
+
+
+def _print_investigation(store: GraphStore, found: investigation.Investigation) -> None:
+    c = found.case
+    out.rule(f"Complaint {c.uid}")
+    kind = f"{c.defect_type_name} ({c.defect_type}, {c.category})" if c.defect_type else "—"
+    who = f"{c.customer_name} ({c.customer})" if c.customer_name else c.customer or "—"
+    out.print(f"defect type  {kind}", highlight=False)
+    out.print(f"received     {c.received_at:%Y-%m-%d %H:%M %Z} from {who}", highlight=False)
+    out.print(
+        f"unit         {c.unit} ({c.product_name or c.product}), made "
+        f"{c.produced_at:%Y-%m-%d} in batch {c.batch}",
+        highlight=False,
+    )
+    for sub in c.subassemblies:
+        out.print(
+            f"{'  ' * sub.depth}└ {sub.uid} ({sub.product}) built into {sub.parent}, "
+            f"batch {sub.batch}",
+            highlight=False,
+        )
+    if c.description:
+        out.print(f"says         {c.description}", highlight=False)
+    out.rule("Analysis")
+    out.print(found.scope.note, highlight=False)
+    _print_causes(found.report)
+    for note in found.notes:
+        out.print(f"[yellow]note:[/] {note}", highlight=False)
+    if found.leading is None or found.recall is None:
+        out.print("no recall and no fix are suggested: no significant cause reached this unit")
+        return
+    if found.why:
+        out.print(f"[bold]5-Why for {c.uid}[/bold]:")
+        for i, step in enumerate(found.why, start=1):
+            out.print(f"  {i}. {step.why}", highlight=False)
+    out.rule(f"Suggested recall: {found.leading.factor.describe()}")
+    out.print(found.recall.explanation, highlight=False)
+    recall = found.recall.as_dict()
+    counts = recall["counts"]
+    out.print(
+        f"{counts['batches']:,} batches, {counts['units']:,} units "
+        f"({counts['units_shipped']:,} shipped), {counts['shipments']:,} shipments, "
+        f"{counts['customers']:,} customers: {', '.join(recall['customers'][:8])}"
+        + (" …" if len(recall["customers"]) > 8 else ""),
+        highlight=False,
+    )
+    if found.fix is None:
+        return
+    out.rule(f"What-if of the fix on {found.fix.line}")
+    out.print(found.fix.description, highlight=False)
+    result = found.whatif
+    if result is None:
+        out.print(
+            f"(not simulated; run again without --no-simulate; the scenario: "
+            f"{json.dumps(found.fix.changes)})",
+            highlight=False,
+        )
+        return
+    table = Table(
+        "KPI", "baseline", "with the fix", "difference", "verdict",
+        caption=f"{result['replications']} replications of {result['hours']:g} h; 94 % "
+        "credible intervals; the difference is paired",
+    )  # fmt: skip
+    for kpi, v in result["kpis"].items():
+        table.add_row(
+            kpi,
+            _interval(v["baseline"]) if v["baseline"] else "",
+            _interval(v["scenario"]),
+            _interval(v["difference"], signed=True) if v["difference"] else "",
+            v["verdict"] or "",
+        )
+    out.print(table)
+    for warning in result["warnings"]:
+        out.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    out.print(f"[bold]verdict:[/bold] {result['verdict']}", highlight=False)
 
 
 def _print_kpis(report: kpis.KpiReport) -> None:

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from sqems.analysis.factors import Factor, factors_of, read_batches
+from sqems.analysis.rootcause import WhyStep, why_to_factor
 from sqems.errors import ValidationFailed
 from sqems.graph_model.nodes import Complaint, Customer, DefectType, Product, Unit
 from sqems.graph_model.store import Direction, GraphStore
@@ -187,3 +188,46 @@ def unit_exposure(store: GraphStore, case: ComplaintCase) -> frozenset[Factor]:
     for batch in facts.batches.values():
         found |= factors_of(batch, facts.parameters)
     return frozenset(found)
+
+
+def case_why(store: GraphStore, case: ComplaintCase, factor: Factor) -> tuple[WhyStep, ...]:
+    """The 5-Why chain of *this* complaint to ``factor``: the complaint, its unit, down
+    through every sub-assembly on the way to the batch that was exposed, and from that
+    batch to the lot, machine, operator, shift or parameter zone. Empty when the factor
+    did not reach the unit."""
+    subs = {s.uid: s for s in case.subassemblies}
+    holders = [(case.unit, case.batch), *((s.uid, s.batch) for s in case.subassemblies)]
+    facts = read_batches(store, {b for _, b in holders if b is not None})
+    for holder, batch_uid in holders:
+        batch = facts.batches.get(batch_uid or "")
+        if batch is None or factor not in factors_of(batch, facts.parameters):
+            continue
+        path = []
+        at = holder
+        while at in subs:
+            path.append(subs[at])
+            at = subs[at].parent
+        chain = [
+            WhyStep(
+                case.uid,
+                "Complaint",
+                None,
+                f"complaint {case.uid} was raised about unit {case.unit}",
+            ),
+            WhyStep(case.unit, "Unit", "ABOUT", f"unit {case.unit} is defective"),
+        ]
+        for sub in reversed(path):
+            chain.append(
+                WhyStep(
+                    sub.uid,
+                    "Unit",
+                    "ASSEMBLED_INTO",
+                    f"{sub.parent} was built around sub-assembly {sub.uid}",
+                )
+            )
+        chain.append(
+            WhyStep(batch.uid, "Batch", "PRODUCED", f"{holder} was made in batch {batch.uid}")
+        )
+        chain.extend(why_to_factor(factor, batch, facts.parameters))
+        return tuple(chain)
+    return ()

@@ -27,11 +27,12 @@ from datetime import UTC, timedelta
 from typing import Any
 
 from sqems.analysis import rootcause
+from sqems.analysis.rootcause import WhyStep
 from sqems.errors import ValidationFailed
 from sqems.graph_model.nodes import Complaint
 from sqems.graph_model.store import Direction, GraphStore, TimeWindow
 from sqems.graph_model.traceability import Traceability
-from sqems.investigation.case import ComplaintCase, read_case, unit_exposure
+from sqems.investigation.case import ComplaintCase, case_why, read_case, unit_exposure
 from sqems.investigation.fix import Fix, fix_for
 from sqems.investigation.recall import SuggestedRecall, suggest_recall
 from sqems.twin.line import LineTwin, build_twin
@@ -70,6 +71,8 @@ class Investigation:
     scope: AnalysisScope
     report: rootcause.RootCauseReport
     leading: rootcause.Cause | None
+    why: tuple[WhyStep, ...]
+    """The 5-Why chain from this complaint to the leading cause."""
     recall: SuggestedRecall | None
     fix: Fix | None
     whatif: dict[str, Any] | None
@@ -86,6 +89,9 @@ class Investigation:
             "causes": causes,
             "conclusion": self.report.conclusion,
             "leading_cause": self.leading.factor.key if self.leading else None,
+            "why": [
+                {"uid": w.uid, "label": w.label, "edge": w.edge, "why": w.why} for w in self.why
+            ],
             "recall": self.recall.as_dict() if self.recall and self.recall.scopes else None,
             "recall_basis": self.recall.basis_dict() if self.recall else None,
             "fix": self.fix.as_dict() if self.fix else None,
@@ -116,7 +122,11 @@ def investigate(
     notes: list[str] = []
     leading = _leading(store, case, report, notes)
     recall = fix = result = None
+    why: tuple[WhyStep, ...] = ()
     if leading is not None:
+        why = next(
+            (w for f in (leading.factor, *leading.aliases) if (w := case_why(store, case, f))), ()
+        )
         recall = suggest_recall(store, leading.factor, report.window, aliases=leading.aliases)
         twins: dict[str, LineTwin] = {}
 
@@ -131,7 +141,7 @@ def investigate(
             notes.append(f"no what-if for this cause: {exc.message}")
         if fix is not None and whatif is not None:
             result = whatif(fix)
-    return Investigation(case, genealogy, scope, report, leading, recall, fix, result, notes)
+    return Investigation(case, genealogy, scope, report, leading, why, recall, fix, result, notes)
 
 
 def _widen(

@@ -1,0 +1,256 @@
+"""A complaint investigated end to end: cause, recall and fix that agree.
+
+Two plants shaped differently — boards into drives, and cells into modules into packs
+(the bad lot two BOM levels below the complained pack) — and the same plants with
+nothing planted, on which an investigation must find nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import BACKENDS
+from typer.testing import CliRunner
+
+from sqems.analysis.factors import Factor, FactorKind
+from sqems.cli import app
+from sqems.datasets import Plant, PlantSpec, generate, load_plant, write_plant
+from sqems.datasets.battery_layout import BatteryCauses
+from sqems.datasets.files import plant_sections
+from sqems.datasets.layout import Causes
+from sqems.errors import NotFound, ValidationFailed
+from sqems.graph_model import Direction, EmbeddedGraphStore, GraphStore, Traceability
+from sqems.investigation import investigate, read_case, run_fix, suggest_recall
+from sqems.simulation.runner import WhatIfRunner
+from sqems.twin.fitting import Sampler
+
+IN = Direction.IN
+NULL_DRIVES = Causes(bad_lot_added_p=0.0, drift_amount=0.0, shift_added_p=0.0)
+
+
+def _load(plant: Plant) -> EmbeddedGraphStore:
+    store = EmbeddedGraphStore(None)
+    load_plant(store, plant_sections(plant))
+    return store
+
+
+@pytest.fixture(scope="module")
+def drives() -> Plant:
+    return generate(PlantSpec(units=20_000, seed=3))
+
+
+@pytest.fixture(scope="module")
+def drives_store(drives: Plant) -> Iterator[GraphStore]:
+    store = _load(drives)
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def battery() -> tuple[Plant, GraphStore]:
+    plant = generate(PlantSpec(shape="battery", units=12_000, seed=2))
+    return plant, _load(plant)
+
+
+def cause_of(plant: Plant, kind: str) -> dict[str, Any]:
+    return next(c for c in plant.truth["causes"] if c["kind"] == kind)
+
+
+def reached(store: GraphStore, batches: list[str]) -> set[str]:
+    return set(Traceability(store).downstream(batches).nodes("Unit"))
+
+
+def complaint_reached_by(store: GraphStore, cause: dict[str, Any]) -> str:
+    """A complaint of the cause's defect type about a unit the cause reached."""
+    units = reached(store, cause["batches"])
+    for e in sorted(store.edges([cause["defect_type"]], {"OF_TYPE": IN}), key=lambda e: e.src):
+        if e.src.startswith("CMP-") and read_case(store, e.src).unit in units:
+            return e.src
+    raise AssertionError(f"no complaint about a unit reached by {cause['id']}")
+
+
+def test_one_complaint_is_widened_to_its_defect_type_and_finds_the_bad_lot(
+    drives: Plant, drives_store: GraphStore
+) -> None:
+    lot = cause_of(drives, "material_lot")
+    uid = complaint_reached_by(drives_store, lot)
+    found = investigate(drives_store, uid)
+    assert found.case.defect_type == lot["defect_type"]
+    assert found.scope.widened and lot["defect_type"] in found.scope.note
+    assert len(found.report.defectives.units) > 1
+    assert found.leading is not None and found.leading.significant
+    assert found.leading.factor.kind is FactorKind.MATERIAL_LOT
+    assert found.leading.factor.uid == lot["uid"]
+    # the recall is the lot's own, and the fix replaces the lot on its line
+    assert found.recall is not None and found.recall.basis == "lot"
+    assert found.recall.units == reached(drives_store, lot["batches"])
+    assert found.fix is not None and found.fix.changes == {"lots": [{"lot": lot["uid"]}]}
+    # nothing not significant is ranked above a significant factor
+    flags = [c.significant for c in found.report.causes]
+    assert flags == sorted(flags, reverse=True)
+
+
+def test_a_drift_is_recalled_over_its_change_point_window_and_fixed_there(
+    drives: Plant, drives_store: GraphStore
+) -> None:
+    drift = cause_of(drives, "parameter_drift")
+    uid = complaint_reached_by(drives_store, drift)
+    found = investigate(drives_store, uid)
+    assert found.leading is not None
+    assert found.leading.factor.uid in (drift["uid"], drift["parameter"])
+    assert found.recall is not None and found.recall.basis == "drift"
+    (d,) = found.recall.drifts
+    assert (d.machine, d.parameter) == (drift["uid"], drift["parameter"])
+    # every batch the drift touched is in scope, not only the out-of-spec ones
+    assert set(drift["batches"]) <= set(found.recall.as_dict()["batches"])
+    assert len(drift["batches"]) > len(drift["runs_out_of_spec"])
+    # the fix removes the drift over the same window the recall used
+    assert found.fix is not None
+    (removed,) = found.fix.changes["drifts"]
+    assert (removed["machine"], removed["parameter"]) == (d.machine, d.parameter)
+    assert removed["start"] == d.as_dict()["start"] and removed["end"] == d.as_dict()["end"]
+
+
+def test_the_night_shift_is_recalled_by_its_batches_and_fixed_by_its_shift_pattern(
+    drives: Plant, drives_store: GraphStore
+) -> None:
+    shift = cause_of(drives, "shift")
+    for e in sorted(drives_store.edges([shift["defect_type"]], {"OF_TYPE": IN}), key=str):
+        if not e.src.startswith("CMP-"):
+            continue
+        found = investigate(drives_store, e.src)
+        if found.leading is not None:
+            break
+    assert found.leading is not None
+    assert (found.leading.factor.uid, found.leading.factor.step) == ("night", shift["step"])
+    assert found.recall is not None and found.recall.basis == "shift"
+    assert found.fix is not None
+    (change,) = found.fix.changes["step_shifts"]
+    assert change["step"] == shift["step"] and "night" not in change["shifts"]
+
+
+def test_a_bad_cell_lot_is_found_from_one_pack_complaint_two_levels_up(
+    battery: tuple[Plant, GraphStore],
+) -> None:
+    plant, store = battery
+    lot = cause_of(plant, "material_lot")
+    uid = complaint_reached_by(store, lot)
+    found = investigate(store, uid)
+    assert {s.depth for s in found.case.subassemblies} == {1, 2}
+    assert found.leading is not None and found.leading.factor.uid == lot["uid"]
+    # the 5-Why walks down through a module and a cell to the lot
+    edges = [w.edge for w in found.why]
+    assert edges.count("ASSEMBLED_INTO") == 2 and edges[-1] == "CONSUMED_IN"
+    assert found.why[0].uid == uid and found.why[-1].uid == lot["uid"]
+    assert found.recall is not None and found.recall.units >= {found.case.unit}
+
+
+@pytest.mark.parametrize("shape", ["drives", "battery"])
+def test_nothing_planted_nothing_found(shape: str) -> None:
+    null = BatteryCauses.none() if shape == "battery" else NULL_DRIVES
+    plant = generate(PlantSpec(shape=shape, units=6_000, seed=5), null)
+    store = _load(plant)
+    complaints = sorted(n.uid for page in store.iter_nodes("Complaint") for n in page.items)
+    assert complaints
+    for uid in complaints[::5][:8]:
+        found = investigate(store, uid)
+        assert found.leading is None, f"{uid}: {found.report.conclusion}"
+        assert found.recall is None and found.fix is None
+        assert not any(c.significant for c in found.report.causes)
+        assert found.report.conclusion.startswith("no factor stands out")
+
+
+def test_what_is_not_a_complaint_is_refused(drives_store: GraphStore) -> None:
+    with pytest.raises(NotFound, match="CMP-NOPE"):
+        investigate(drives_store, "CMP-NOPE")
+    with pytest.raises(ValidationFailed, match="not a Complaint"):
+        investigate(drives_store, "M-REFLOW-2")
+    with pytest.raises(ValidationFailed, match="lookback"):
+        investigate(drives_store, "CMP-000001", lookback_days=0)
+
+
+@pytest.fixture(scope="module")
+def small() -> Plant:
+    return generate(PlantSpec(units=2_000, seed=7))
+
+
+@pytest.mark.parametrize("backend", ["embedded-memory", "neo4j"])
+def test_the_recall_each_cause_kind_calls_for_is_the_same_on_every_backend(
+    backend: str, small: Plant, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    reference = _load(small)
+    store = BACKENDS[backend].create(tmp_path, request)
+    try:
+        load_plant(store, plant_sections(small))
+        lot, drift, shift = (
+            cause_of(small, k) for k in ("material_lot", "parameter_drift", "shift")
+        )
+        everything = (float("-inf"), float("inf"))
+        for factor in (
+            Factor(FactorKind.MATERIAL_LOT, lot["uid"]),
+            Factor(FactorKind.MACHINE, drift["uid"]),
+            Factor(FactorKind.EXCURSION, drift["parameter"], zone="above_usl"),
+            Factor(FactorKind.SHIFT, shift["uid"], step=shift["step"]),
+            Factor(FactorKind.SUPPLIER, lot["supplier"]) if "supplier" in lot else None,
+        ):
+            if factor is None:
+                continue
+            got = suggest_recall(store, factor, everything)
+            want = suggest_recall(reference, factor, everything)
+            assert got.basis == want.basis and got.as_dict() == want.as_dict(), factor.key
+        assert suggest_recall(
+            store, Factor(FactorKind.MATERIAL_LOT, lot["uid"]), everything
+        ).units == (reached(store, lot["batches"]))
+    finally:
+        store.close()
+        reference.close()
+
+
+def test_the_fix_is_simulated_with_intervals_and_verdicts(
+    drives: Plant, drives_store: GraphStore, tmp_path: Path
+) -> None:
+    uid = complaint_reached_by(drives_store, cause_of(drives, "parameter_drift"))
+    runner = WhatIfRunner(drives_store, tmp_path, Sampler(draws=200, tune=300, chains=2))
+    try:
+        found = investigate(
+            drives_store,
+            uid,
+            whatif=lambda fix: run_fix(runner, fix, hours=2.0, replications=12),
+        )
+    finally:
+        runner.close()
+    result = found.whatif
+    assert result is not None and found.fix is not None
+    assert result["line"] == found.fix.line
+    for kpi, v in result["kpis"].items():
+        d = v["difference"]
+        assert d["low"] <= d["mean"] <= d["high"], kpi
+        assert v["verdict"] in ("credible", "no credible change")
+    assert result["verdict"]
+
+
+def test_cli_investigate_prints_one_json_object(
+    drives: Plant, drives_store: GraphStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_plant(drives, tmp_path / "plant")
+    monkeypatch.setenv("SQEMS_DATA_DIR", str(tmp_path / "data"))
+    cli = CliRunner()
+    assert cli.invoke(app, ["load", str(tmp_path / "plant")]).exit_code == 0
+    uid = complaint_reached_by(drives_store, cause_of(drives, "material_lot"))
+    result = cli.invoke(app, ["investigate", uid, "--json", "--no-simulate"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert {"complaint", "causes", "recall", "whatif"} <= set(body)
+    assert body["complaint"]["defect_type"] == cause_of(drives, "material_lot")["defect_type"]
+    first = body["causes"][0]
+    assert first["significant"] is True and first["uid"] == cause_of(drives, "material_lot")["uid"]
+    assert body["recall"]["counts"]["units"] == len(body["recall"]["units"]) > 0
+    assert body["whatif"] is None and body["fix"]["changes"]["lots"]
+    text = cli.invoke(app, ["investigate", uid, "--no-simulate"])
+    assert text.exit_code == 0 and "Suggested recall" in text.stdout
+    missing = cli.invoke(app, ["investigate", "CMP-NOPE", "--no-simulate"])
+    assert missing.exit_code == 2 and "Traceback" not in missing.output
