@@ -26,6 +26,7 @@ from pathlib import Path
 
 from sqems.datasets import PlantSpec, generate, load_plant
 from sqems.datasets.files import plant_sections
+from sqems.errors import ValidationFailed
 from sqems.graph_model import EmbeddedGraphStore
 from sqems.settings import Settings
 from sqems.twin.fitting import Sampler, fit_line
@@ -66,18 +67,23 @@ def main() -> None:
             built = time.perf_counter() - began
             modelled = [s for s in twin.steps if s.parameters and s.history.runs]
             runs = sum(s.history.runs for s in modelled)
-            times = []
+            times: list[str] = []
             for name, (sampler, groups) in settings.items():
                 only = [modelled[-1].uid] if name == "step" and modelled else None
+                sound = ""
                 with tempfile.TemporaryDirectory() as folder:
                     began = time.perf_counter()
-                    fit_line(twin, Path(folder), sampler, steps=only, groups=groups)
-                    times.append(time.perf_counter() - began)
+                    try:
+                        fit_line(twin, Path(folder), sampler, steps=only, groups=groups)
+                    except ValidationFailed:
+                        sound = "!"  # a model failed its diagnostics (the time still counts)
+                    times.append(f"{time.perf_counter() - began:.1f}{sound}")
             print(
                 f"{line:<12} {len(modelled):>5} {runs:>6} {built:>6.1f} "
-                + " ".join(f"{t:>8.1f}" for t in times),
+                + " ".join(f"{t:>8}" for t in times),
                 flush=True,
             )
+        print("! = a step's model failed its convergence diagnostics at these settings")
 
 
 if __name__ == "__main__":
