@@ -113,6 +113,7 @@ def assert_same_as_the_domain(got: dict[str, Any], want: dict[str, Any]) -> None
     assert [c["significant"] for c in got["causes"]] == [c["significant"] for c in want["causes"]]
     assert got["conclusion"] == want["conclusion"]
     assert got["leadingCause"] == want["leading_cause"]
+    assert got["why"] == want["why"]
     assert got["notes"] == want["notes"]
     if want["recall"] is None:
         assert got["recall"] is None
@@ -152,6 +153,8 @@ def test_a_shift_complaint_is_put_down_to_the_planted_shift_with_its_recall_and_
     significant = [c["significant"] for c in got["causes"]]
     assert significant[0] and significant == sorted(significant, reverse=True)
     assert got["leadingCause"] == f"shift:{shift}@{step}" == got["causes"][0]["key"]
+    assert [w["label"] for w in got["why"]][:2] == ["Complaint", "Unit"]
+    assert got["why"][0]["uid"] == complaint and got["why"][-1]["label"] == "ProcessRun"
     leading = got["causes"][0]["evidence"]
     assert leading["riskRatioLow"] > 1.0 and leading["qValue"] < got["analysis"]["alpha"]
     assert got["recallBasis"]["basis"] == "shift"

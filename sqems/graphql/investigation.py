@@ -26,7 +26,7 @@ from sqems.graph_model.nodes import Node as DomainNode
 from sqems.graph_model.nodes import Severity as DomainSeverity
 from sqems.graph_model.nodes import UnitStatus as DomainUnitStatus
 from sqems.graphql.access import Role
-from sqems.graphql.analysis import Cause
+from sqems.graphql.analysis import Cause, WhyStep
 from sqems.graphql.context import Context
 from sqems.graphql.types import NODE_OBJECT_TYPES, _graphql_annotation, to_graphql
 from sqems.investigation.investigate import DEFAULT_LOOKBACK_DAYS
@@ -241,6 +241,10 @@ class Investigation:
         description="Key of the first significant cause that reached the complained unit; "
         "null when none did."
     )
+    why: list[WhyStep] = strawberry.field(
+        description="The 5-Why chain from this complaint, through its unit and any "
+        "sub-assembly, to the leading cause; empty without one."
+    )
     recall: RecallScopeType | None = strawberry.field(
         description="The recall the leading cause calls for (several sources merged)."
     )
@@ -340,6 +344,7 @@ class InvestigationQuery:
             causes=[Cause.of(c, report.alpha) for c in report.causes],
             conclusion=report.conclusion,
             leading_cause=found.leading.factor.key if found.leading else None,
+            why=[WhyStep(uid=w.uid, label=w.label, edge=w.edge, why=w.why) for w in found.why],
             recall=None
             if got.recall is None
             else schema.RecallScope(

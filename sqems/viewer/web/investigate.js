@@ -28,7 +28,7 @@ const INVESTIGATION = `query Investigation($complaint: ID!, $lookbackDays: Float
       evidence { defectiveExposed exposed riskRatio riskRatioLow riskRatioHigh qValue
                  adjustedOddsRatio adjustedOddsRatioLow adjustedOddsRatioHigh }
     }
-    conclusion leadingCause
+    conclusion leadingCause why { uid label edge why }
     recall {
       source counts { batches units unitsShipped shipments customers }
       customers { uid ... on Customer { name } }
@@ -73,7 +73,7 @@ function el(tag, props = {}, ...children) {
 const num = (v) => (v == null ? "—" : Number(v).toPrecision(3).replace(/\.?0+e/, "e"));
 const signed = (v) => (v > 0 ? `+${num(v)}` : num(v));
 const day = (t) => (t ? t.slice(0, 16).replace("T", " ") : "—");
-const interval = (v, lo, hi, fmt = num) => `${fmt(v)} [${fmt(lo)}, ${fmt(hi)}]`;
+const interval = (v, lo, hi, fmt = num) => (v == null ? "—" : `${fmt(v)} [${fmt(lo)}, ${fmt(hi)}]`);
 
 function row(table, cells, className = "") {
   const heads = [...table.tHead.rows[0].cells].map((c) => c.textContent);
@@ -147,6 +147,8 @@ function causes(found) {
     table.tBodies[0].lastChild.dataset.key = c.key;
   }
   $("notes").replaceChildren(...found.notes.map((n) => el("li", { textContent: n })));
+  $("why").replaceChildren(...found.why.map((w) => el("li", { textContent: w.why })));
+  $("why-box").hidden = !found.why.length;
 }
 
 function recall(found) {
