@@ -28,7 +28,7 @@ import numpy as np
 from sqems.datasets import battery_layout as bl
 from sqems.datasets import layout
 from sqems.datasets.layout import LineSpec
-from sqems.datasets.plant import DAY, Plant, PlantSpec, _shift_of
+from sqems.datasets.plant import DAY, Plant, PlantSpec, _shift_of, batch_baseline
 from sqems.datasets.tables import Table, fmt, iso
 
 
@@ -129,7 +129,7 @@ class _BatteryGenerator:
             cells,
             {
                 "DT-INTERNAL-SHORT": self._draw(
-                    self.base["DT-INTERNAL-SHORT"] + c.bad_lot_added_p * in_bad_lot
+                    self._base(cells, "DT-INTERNAL-SHORT") + c.bad_lot_added_p * in_bad_lot
                 ),
                 "DT-ELECTROLYTE-LEAK": self._flat(cells, "DT-ELECTROLYTE-LEAK"),
             },
@@ -149,7 +149,7 @@ class _BatteryGenerator:
         sag = np.clip((c.weak_threshold - power) / (c.weak_threshold - c.weak_full_at), 0, 1)
         module_q = self._quality(
             modules,
-            {"DT-WEAK-WELD": self._draw(self.base["DT-WEAK-WELD"] + c.weak_max_p * sag)},
+            {"DT-WEAK-WELD": self._draw(self._base(modules, "DT-WEAK-WELD") + c.weak_max_p * sag)},
             parts=cell_parts,
             below=cell_q,
         )
@@ -169,7 +169,7 @@ class _BatteryGenerator:
             packs,
             {
                 "DT-LOOSE-FASTENER": self._draw(
-                    self.base["DT-LOOSE-FASTENER"] + c.shift_added_p * night
+                    self._base(packs, "DT-LOOSE-FASTENER") + c.shift_added_p * night
                 ),
                 "DT-BMS-FAULT": self._flat(packs, "DT-BMS-FAULT"),
                 "DT-ENCLOSURE-DENT": self._flat(packs, "DT-ENCLOSURE-DENT"),
@@ -472,8 +472,20 @@ class _BatteryGenerator:
     def _draw(self, p: np.ndarray) -> np.ndarray:
         return self.rng.random(len(p)) < p
 
+    def _base(self, line: _Line, defect_type: str) -> float | np.ndarray:
+        """The baseline rate of ``defect_type`` for each unit of ``line`` (varied from
+        batch to batch when the causes ask for it)."""
+        return batch_baseline(
+            self.base[defect_type],
+            line.unit_batch,
+            self.c.batch_log_sd,
+            self.spec.seed,
+            f"{line.spec.uid}/{defect_type}",
+        )
+
     def _flat(self, line: _Line, defect_type: str) -> np.ndarray:
-        return self._draw(np.full(len(line.unit_batch), self.base[defect_type]))
+        rate = self._base(line, defect_type)
+        return self._draw(np.broadcast_to(rate, line.unit_batch.shape))
 
     def _quality(
         self,

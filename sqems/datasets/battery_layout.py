@@ -255,6 +255,9 @@ class BatteryCauses:
     complaint_p: float = 0.6
     complaint_lag_days: float = 20.0
     no_fault_found_p: float = 0.002
+    # unexplained batch-to-batch variation: each batch's baseline rate of each defect
+    # type is moved by a normal draw with this SD on the log-odds scale (0: none)
+    batch_log_sd: float = 0.0
 
     @classmethod
     def none(cls) -> BatteryCauses:

@@ -249,6 +249,9 @@ class Causes:
     complaint_p: float = 0.6
     complaint_lag_days: float = 20.0
     no_fault_found_p: float = 0.0008
+    # unexplained batch-to-batch variation: each batch's baseline rate of each defect
+    # type is moved by a normal draw with this SD on the log-odds scale (0: none)
+    batch_log_sd: float = 0.0
 
 
 BOARD_DEFECTS = ("DT-SOLDER-VOID", "DT-SOLDER-BRIDGE")

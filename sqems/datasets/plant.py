@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -112,6 +113,21 @@ def _shift_of(seconds: np.ndarray) -> np.ndarray:
     for index, (begin, end) in enumerate(itertools.pairwise(starts)):
         shift[(hour >= begin) & (hour < end)] = index
     return shift
+
+
+def batch_baseline(
+    rate: float, unit_batch: np.ndarray, log_sd: float, seed: int, key: str
+) -> float | np.ndarray:
+    """The baseline ``rate`` of each unit: ``rate`` itself without batch-to-batch
+    variation, else the rate with its log-odds moved by one normal draw (SD ``log_sd``)
+    per batch, drawn from a generator of its own (seeded by the plant's seed and ``key``)
+    so the rest of the plant draws exactly what it draws without it."""
+    if log_sd <= 0.0:
+        return rate
+    rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
+    shift = rng.normal(0.0, log_sd, int(unit_batch.max(initial=-1)) + 1)
+    logit = math.log(rate / (1.0 - rate)) + shift
+    return (1.0 / (1.0 + np.exp(-logit)))[unit_batch]
 
 
 def generate(spec: PlantSpec, causes: layout.Causes | BatteryCauses | None = None) -> Plant:
@@ -460,13 +476,25 @@ class _Generator:
     def _draw(self, p: np.ndarray) -> np.ndarray:
         return self.rng.random(len(p)) < p
 
+    def _baseline(
+        self, line: _Line, rates: tuple[tuple[str, float], ...]
+    ) -> dict[str, float | np.ndarray]:
+        """Each defect type's baseline rate for the units of ``line``, varied from batch
+        to batch when the causes ask for it."""
+        return {
+            t: batch_baseline(
+                rate, line.unit_batch, self.c.batch_log_sd, self.spec.seed, f"{line.spec.uid}/{t}"
+            )
+            for t, rate in rates
+        }
+
     def _board_quality(self, line: _Line) -> dict[str, np.ndarray]:
         c = self.c
-        base = dict(c.baseline)
+        base = self._baseline(line, c.baseline)
         peak = line.actuals[c.drift_parameter][line.unit_batch]
         excess = np.clip((peak - c.void_threshold) / (c.void_full_at - c.void_threshold), 0, 1)
         void = self._draw(base["DT-SOLDER-VOID"] + c.void_max_p * excess)
-        bridge = self._draw(np.full(len(peak), base["DT-SOLDER-BRIDGE"]))
+        bridge = self._draw(np.broadcast_to(base["DT-SOLDER-BRIDGE"], peak.shape))
         defective = void | bridge
         detected = defective & self._draw(np.full(len(peak), c.aoi_detects))
         return {
@@ -486,7 +514,7 @@ class _Generator:
     ) -> dict[str, Any]:
         c = self.c
         n = len(line.unit_batch)
-        base = dict(c.baseline)
+        base = self._baseline(line, c.baseline)
         board_of = surviving[:n]
         in_bad_lot = np.isin(line.unit_batch, bad_batches)
         press = next(i for i, st in enumerate(line.spec.steps) if st.uid == c.shift_step)
@@ -498,8 +526,8 @@ class _Generator:
             "DT-MISALIGNED-SHAFT": self._draw(
                 base["DT-MISALIGNED-SHAFT"] + c.shift_added_p * night
             ),
-            "DT-TORQUE-LOW": self._draw(np.full(n, base["DT-TORQUE-LOW"])),
-            "DT-SCRATCH": self._draw(np.full(n, base["DT-SCRATCH"])),
+            "DT-TORQUE-LOW": self._draw(np.broadcast_to(base["DT-TORQUE-LOW"], (n,))),
+            "DT-SCRATCH": self._draw(np.broadcast_to(base["DT-SCRATCH"], (n,))),
         }
         board_void = board_state["void"][board_of] & board_state["escaped"][board_of]
         board_bridge = board_state["bridge"][board_of] & board_state["escaped"][board_of]
