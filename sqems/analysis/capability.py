@@ -80,9 +80,12 @@ __all__ = [
     "FEW_VALUES",
     "MIN_VALUES",
     "NORMALITY_ALPHA",
+    "PERCENTILE_MIN_VALUES",
+    "PERCENTILE_RESAMPLES",
     "Capability",
     "Estimate",
     "Normality",
+    "Percentile",
     "Ppm",
     "capability",
     "cp_interval",
@@ -115,11 +118,18 @@ SubgroupSpec = int | Sequence[Hashable] | npt.NDArray[Any]
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
-    """A point estimate with its two-sided confidence interval (``lower ≤ upper``)."""
+    """A point estimate with its two-sided confidence interval (``lower ≤ upper``) and
+    its one-sided lower confidence bound at the same level (``lower ≤ lower_bound``).
+
+    Acceptance ("is Cpk at least 1.33?") is a one-sided question: it is answered by
+    ``lower_bound``, the value the index exceeds with the stated confidence, not by
+    the lower end of the two-sided interval (which is a more cautious bound at
+    confidence 1 - (1 - c)/2)."""
 
     value: float
     lower: float
     upper: float
+    lower_bound: float
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -171,6 +181,66 @@ class Normality:
 
 
 @dataclass(frozen=True, slots=True)
+class Percentile:
+    """ISO 22514-2 percentile indices, for values a normal distribution does not fit.
+
+    The values are transformed to a normal distribution — Box-Cox when all are positive
+    (Box & Cox, *JRSS B* 26 (1964) 211-252), Yeo-Johnson otherwise (Yeo & Johnson,
+    *Biometrika* 87 (2000) 954-959), λ by maximum likelihood in [-5, 5] — and the
+    0.135 %, 50 % and 99.865 % points of that normal are transformed back to give
+    X₀.₁₃₅, X₅₀ and X₉₉.₈₆₅ of the values. Then (ISO 22514-2, the percentile method;
+    Clements, *Quality Progress* 22(9), 1989, 95-100)::
+
+        Pp  = (USL - LSL) / (X₉₉.₈₆₅ - X₀.₁₃₅)
+        Ppu = (USL - X₅₀) / (X₉₉.₈₆₅ - X₅₀)     Ppl = (X₅₀ - LSL) / (X₅₀ - X₀.₁₃₅)
+        Ppk = min(Ppu, Ppl)
+
+    They describe all the values (overall spread). Intervals and one-sided lower bounds
+    are bootstrap percentiles of the whole procedure (``resamples`` resamples of the
+    values, λ refitted on each up to :data:`REFIT_MAX_VALUES` values; fixed seed, so
+    the answer is reproducible).
+    """
+
+    transform: Literal["box-cox", "yeo-johnson"]
+    lam: float
+    """The transform's λ (maximum likelihood)."""
+    normality: Normality
+    """The normality test on the transformed values: if it rejects too, no fitted
+    distribution here describes the values and the indices are rough."""
+    x_low: float
+    """X₀.₁₃₅, the 0.135 % point of the fitted distribution."""
+    x_median: float
+    x_high: float
+    """X₉₉.₈₆₅."""
+    pp: Estimate | None
+    ppk: Estimate
+    ppu: Estimate | None
+    ppl: Estimate | None
+    ppm: Ppm
+    """Nonconforming parts per million expected from the fitted distribution."""
+    resamples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        def est(e: Estimate | None) -> dict[str, float] | None:
+            return None if e is None else e.to_dict()
+
+        return {
+            "transform": self.transform,
+            "lam": self.lam,
+            "normality": self.normality.to_dict(),
+            "x_low": self.x_low,
+            "x_median": self.x_median,
+            "x_high": self.x_high,
+            "pp": est(self.pp),
+            "ppk": est(self.ppk),
+            "ppu": est(self.ppu),
+            "ppl": est(self.ppl),
+            "ppm": self.ppm.to_dict(),
+            "resamples": self.resamples,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Capability:
     """Capability of one characteristic against its specification.
 
@@ -218,6 +288,32 @@ class Capability:
     for an individuals chart, subgroups (in order of first appearance) for an X̄ chart."""
     warnings: tuple[str, ...]
     """Why the indices may not mean what they seem, each with what to do about it."""
+    method: Literal["normal", "percentile"] = "normal"
+    """``percentile`` when the normality test rejected and :attr:`percentile` holds the
+    ISO 22514-2 indices, which then are the ones to judge by (:attr:`judged`)."""
+    percentile: Percentile | None = None
+
+    @property
+    def judged(self) -> Estimate | None:
+        """The index an accept/reject decision uses: Cpk for normal values (Ppk when
+        the within spread is zero), the percentile Ppk for non-normal ones."""
+        if self.method == "percentile" and self.percentile is not None:
+            return self.percentile.ppk
+        return self.cpk if self.cpk is not None else self.ppk
+
+    def meets(self, minimum: float = 1.33) -> bool:
+        """Whether the judged index is at least ``minimum`` with the study's confidence:
+        its one-sided lower bound, not its point estimate, must reach ``minimum``.
+
+        >>> rng = np.random.default_rng(1)
+        >>> cap = capability(rng.normal(10.0, 1.2, 50), lsl=5.0, usl=15.0)
+        >>> round(cap.cpk.value, 2), round(cap.cpk.lower_bound, 2), cap.meets(1.33)
+        (1.75, 1.37, True)
+        >>> cap.meets(1.67)  # the estimate is above 1.67, the evidence is not
+        False
+        """
+        judged = self.judged
+        return judged is not None and judged.lower_bound >= minimum
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict for the API: estimates as ``{value, lower, upper}``."""
@@ -257,6 +353,8 @@ class Capability:
             "control_source": self.control_source,
             "beyond_limits": list(self.beyond_limits),
             "warnings": list(self.warnings),
+            "method": self.method,
+            "percentile": None if self.percentile is None else self.percentile.to_dict(),
         }
 
 
@@ -291,7 +389,8 @@ def cp_interval(cp: float, dof: float, confidence: float = 0.95) -> Estimate:
     alpha = 1.0 - confidence
     lo = cp * math.sqrt(float(stats.chi2.ppf(alpha / 2.0, dof)) / dof)
     hi = cp * math.sqrt(float(stats.chi2.ppf(1.0 - alpha / 2.0, dof)) / dof)
-    return Estimate(cp, min(lo, hi), max(lo, hi))
+    bound = cp * math.sqrt(float(stats.chi2.ppf(alpha, dof)) / dof)
+    return Estimate(cp, min(lo, hi), max(lo, hi), bound)
 
 
 def cpk_interval(
@@ -305,6 +404,10 @@ def cpk_interval(
     Ĉpk·[1 ± z·√(1/(9nĈpk²) + 1/(2(n - 1)))]). The first term is the uncertainty of the
     mean, the second that of the sigma estimate.
 
+    The one-sided lower bound replaces z₁₋ₚ by z at ``confidence`` (Bissell 1990; the
+    bound Kotz & Johnson, *Process Capability Indices* (1993) §3.5, and Kushler &
+    Hurley, *JQT* 24 (1992) 188-195, recommend for acceptance).
+
     Montgomery's worked example: n = 20 and Ĉpk = 1.33 give 0.88 ≤ Cpk ≤ 1.78.
 
     >>> e = cpk_interval(1.33, n=20)
@@ -316,8 +419,9 @@ def cpk_interval(
     if n < 1 or not nu > 0:
         raise ValidationFailed(f"n = {n} with {nu!r} degrees of freedom: need n ≥ 2")
     z = float(stats.norm.ppf(0.5 + confidence / 2.0))
-    half = z * math.sqrt(1.0 / (9.0 * n) + cpk * cpk / (2.0 * nu))
-    return Estimate(cpk, cpk - half, cpk + half)
+    spread = math.sqrt(1.0 / (9.0 * n) + cpk * cpk / (2.0 * nu))
+    bound = cpk - float(stats.norm.ppf(confidence)) * spread
+    return Estimate(cpk, cpk - z * spread, cpk + z * spread, bound)
 
 
 def _cpm_estimate(
@@ -341,7 +445,7 @@ def _cpm_estimate(
     nu = n * (1.0 + a2) ** 2 / (1.0 + 2.0 * a2)
     tau_boyles = math.sqrt(float(np.mean((x - target) ** 2)))
     around = cp_interval((usl - lsl) / (6.0 * tau_boyles), nu, confidence)
-    return Estimate((usl - lsl) / (6.0 * tau), around.lower, around.upper)
+    return Estimate((usl - lsl) / (6.0 * tau), around.lower, around.upper, around.lower_bound)
 
 
 # --- spread estimates -------------------------------------------------------------------------
@@ -536,6 +640,199 @@ def _finite_or_none(name: str, value: float | None) -> float | None:
     return number
 
 
+# --- percentile method (ISO 22514-2) ---------------------------------------------------------
+
+PERCENTILE_RESAMPLES = 200
+"""Bootstrap resamples behind the percentile indices' intervals."""
+
+PERCENTILE_MIN_VALUES = 20
+"""Below this many values a transformation cannot be fitted with any confidence."""
+
+_Z_TAIL = float(stats.norm.isf(0.00135))
+
+REFIT_MAX_VALUES = 2000
+"""Up to this many values the bootstrap refits λ on every resample; beyond it λ is
+held at the full-sample estimate (its uncertainty is then small beside the rest)."""
+
+Family = Literal["box-cox", "yeo-johnson"]
+
+
+def _transform(
+    x: npt.NDArray[np.float64], lam: npt.NDArray[np.float64], family: Family
+) -> npt.NDArray[np.float64]:
+    """Box-Cox (positive ``x``) or Yeo-Johnson transform of ``x`` (..., n) for each λ
+    in ``lam`` (broadcast against ``x``)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if family == "box-cox":
+            logs = np.log(x)
+            near0 = np.abs(lam) < 1e-9
+            out: npt.NDArray[np.float64] = np.where(
+                near0, logs, np.expm1(lam * logs) / np.where(near0, 1.0, lam)
+            )
+            return out
+        pos = x >= 0
+        log_pos, log_neg = np.log1p(np.where(pos, x, 0.0)), np.log1p(np.where(pos, 0.0, -x))
+        near0, near2 = np.abs(lam) < 1e-9, np.abs(lam - 2.0) < 1e-9
+        up = np.where(near0, log_pos, np.expm1(lam * log_pos) / np.where(near0, 1.0, lam))
+        k = 2.0 - lam
+        down = np.where(near2, -log_neg, -np.expm1(k * log_neg) / np.where(near2, 1.0, k))
+        out = np.where(pos, up, down)
+        return out
+
+
+def _inverse(y: npt.NDArray[np.float64], lam: float, family: Family) -> npt.NDArray[np.float64]:
+    """Undo :func:`_transform`; a normal quantile beyond the transform's range maps to
+    ±inf (the fitted distribution puts no mass there)."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if family == "box-cox":
+            if abs(lam) < 1e-9:
+                out: npt.NDArray[np.float64] = np.exp(y)
+                return out
+            base = lam * y + 1.0
+            edge = np.inf if lam < 0 else 0.0
+            out = np.where(base > 0, np.power(np.maximum(base, 1e-300), 1.0 / lam), edge)
+            return out
+        x = np.empty_like(y)
+        pos = y >= 0
+        if abs(lam) < 1e-9:
+            x[pos] = np.expm1(y[pos])
+        else:
+            base = y[pos] * lam + 1.0
+            x[pos] = np.where(base > 0, np.power(np.maximum(base, 0.0), 1.0 / lam) - 1.0, np.inf)
+        neg = ~pos
+        if abs(lam - 2.0) < 1e-9:
+            x[neg] = -np.expm1(-y[neg])
+        else:
+            base = 1.0 - y[neg] * (2.0 - lam)
+            x[neg] = np.where(
+                base > 0, 1.0 - np.power(np.maximum(base, 0.0), 1.0 / (2.0 - lam)), -np.inf
+            )
+        return x
+
+
+def _profile(
+    x: npt.NDArray[np.float64], grid: npt.NDArray[np.float64], family: Family
+) -> npt.NDArray[np.float64]:
+    """Profile log-likelihood of λ for each row of ``x`` (B, n) at each λ of ``grid``
+    (B, G): ``-n/2·log s²(λ) + (λ - 1)·J`` with the log-Jacobian J = Σ log x (Box-Cox)
+    or Σ sign(x)·log(1 + |x|) (Yeo-Johnson)."""
+    n = x.shape[-1]
+    if family == "box-cox":
+        jac = np.sum(np.log(x), axis=-1)
+    else:
+        jac = np.sum(np.sign(x) * np.log1p(np.abs(x)), axis=-1)
+    llf = np.empty(grid.shape)
+    for start in range(0, x.shape[0], 16):  # bounded memory for long series
+        rows, lams = x[start : start + 16, None, :], grid[start : start + 16, :, None]
+        var = np.var(_transform(rows, lams, family), axis=-1)
+        with np.errstate(divide="ignore"):
+            llf[start : start + 16] = (
+                -0.5 * n * np.log(var) + (lams[..., 0] - 1.0) * jac[start : start + 16, None]
+            )
+    return np.nan_to_num(llf, nan=-np.inf)
+
+
+def _fit_lambda(x: npt.NDArray[np.float64], family: Family) -> npt.NDArray[np.float64]:
+    """Maximum-likelihood λ for each row of ``x`` (B, n), in [-5, 5]: a coarse grid, a
+    fine one around its best point, and a parabola through the best fine point and its
+    neighbours. Vectorised over rows, so a bootstrap fits all its resamples at once."""
+    rows = np.arange(x.shape[0])
+    coarse = np.broadcast_to(np.linspace(-5.0, 5.0, 41), (x.shape[0], 41))
+    best = coarse[rows, np.argmax(_profile(x, coarse, family), axis=1)]
+    fine = best[:, None] + np.linspace(-0.25, 0.25, 11)[None, :]
+    llf = _profile(x, fine, family)
+    at = np.clip(np.argmax(llf, axis=1), 1, 9)
+    left, mid, right = llf[rows, at - 1], llf[rows, at], llf[rows, at + 1]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        curve = left - 2.0 * mid + right
+        shift = np.where(curve < 0, 0.5 * (left - right) / curve, 0.0)
+    lam: npt.NDArray[np.float64] = fine[rows, at] + 0.05 * np.clip(np.nan_to_num(shift), -0.5, 0.5)
+    return lam
+
+
+def _percentile_points(
+    x: npt.NDArray[np.float64], family: Family, lam: npt.NDArray[np.float64] | None = None
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """λ, the (mean, sd) of the transformed values and (X₀.₁₃₅, X₅₀, X₉₉.₈₆₅) for each
+    row of ``x`` (B, n); λ is fitted per row unless given."""
+    lam = _fit_lambda(x, family) if lam is None else lam
+    transformed = _transform(x, lam[:, None], family)
+    mu, sd = transformed.mean(axis=1), transformed.std(axis=1, ddof=1)
+    normal = np.stack([mu - _Z_TAIL * sd, mu, mu + _Z_TAIL * sd], axis=1)
+    points = np.stack([_inverse(row, float(k), family) for row, k in zip(normal, lam, strict=True)])
+    return lam, np.stack([mu, sd], axis=1), points
+
+
+def _percentile(
+    x: npt.NDArray[np.float64], lsl: float | None, usl: float | None, confidence: float
+) -> Percentile:
+    family: Family = "box-cox" if float(x.min()) > 0 else "yeo-johnson"
+    lam_all, moments, points = _percentile_points(x[None, :], family)
+    lam, (mu, sd) = float(lam_all[0]), moments[0].tolist()
+    low, mid, high = points[0].tolist()
+    rng = np.random.default_rng(0)
+    resampled = x[rng.integers(0, x.size, (PERCENTILE_RESAMPLES, x.size))]
+    fixed = None if x.size <= REFIT_MAX_VALUES else np.full(PERCENTILE_RESAMPLES, lam)
+    boot = _percentile_points(resampled, family, fixed)[2]
+    alpha = 1.0 - confidence
+
+    def upper(p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        assert usl is not None
+        out: npt.NDArray[np.float64] = (usl - p[..., 1]) / (p[..., 2] - p[..., 1])
+        return out
+
+    def lower(p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        assert lsl is not None
+        out: npt.NDArray[np.float64] = (p[..., 1] - lsl) / (p[..., 1] - p[..., 0])
+        return out
+
+    def estimate(value: float, sample: npt.NDArray[np.float64]) -> Estimate:
+        sample = np.where(np.isfinite(sample), sample, 0.0)
+        lo, hi = np.quantile(sample, [alpha / 2.0, 1.0 - alpha / 2.0])
+        return Estimate(value, float(lo), float(hi), float(np.quantile(sample, alpha)))
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sides = []
+        ppu = ppl = pp = None
+        if usl is not None:
+            ppu = estimate(float(upper(points[0])), upper(boot))
+            sides.append(upper(boot))
+        if lsl is not None:
+            ppl = estimate(float(lower(points[0])), lower(boot))
+            sides.append(lower(boot))
+        if lsl is not None and usl is not None:
+            pp = estimate((usl - lsl) / (high - low), (usl - lsl) / (boot[:, 2] - boot[:, 0]))
+    ppk = estimate(min(e.value for e in (ppu, ppl) if e is not None), np.min(sides, axis=0))
+
+    def tail(limit: float) -> float:
+        # the limit on the normal scale of the transformed values; a Box-Cox limit at
+        # or below zero lies below all the mass
+        if family == "box-cox" and limit <= 0:
+            return -np.inf
+        z = _transform(np.array([limit]), np.array([lam]), family)[0]
+        return float((z - mu) / sd)
+
+    ppm = Ppm(
+        None if lsl is None else 1e6 * float(stats.norm.cdf(tail(lsl))),
+        None if usl is None else 1e6 * float(stats.norm.sf(tail(usl))),
+    )
+    transformed = _transform(x, np.array([lam]), family)
+    return Percentile(
+        family,
+        lam,
+        _normality(np.asarray(transformed, dtype=np.float64)),
+        low,
+        mid,
+        high,
+        pp,
+        ppk,
+        ppu,
+        ppl,
+        ppm,
+        PERCENTILE_RESAMPLES,
+    )
+
+
 # --- the analysis -----------------------------------------------------------------------------
 
 
@@ -625,6 +922,9 @@ def capability(
     ppm_within = _expected_ppm(mean, sigma_w, lsl, usl) if sigma_w > 0.0 else None
     ppm_overall = _expected_ppm(mean, s, lsl, usl) if s > 0.0 else None
     normality = _normality(x) if n >= 3 and s > 0.0 else None
+    percentile = None
+    if normality is not None and not normality.normal and n >= PERCENTILE_MIN_VALUES:
+        percentile = _percentile(x, lsl, usl, confidence)
 
     beyond: tuple[int, ...] = ()
     source: Literal["caller", "individuals_chart", "xbar_chart", "not_checked"]
@@ -659,12 +959,29 @@ def capability(
             "gauge resolution, or whether each subgroup repeats one reading"
         )
     if normality is not None and not normality.normal:
-        warnings.append(
+        rejected = (
             f"values are not normal ({normality.test} statistic {normality.statistic:.4g}, "
-            f"p = {normality.p_value:.3g} < {normality.alpha:g}): the indices and expected "
-            "PPM assume a normal distribution and can be badly wrong in the tails; look for "
-            "mixed streams or a skewed process, or use a transformation or non-normal method"
+            f"p = {normality.p_value:.3g} < {normality.alpha:g})"
         )
+        if percentile is None:
+            warnings.append(
+                f"{rejected}: the indices and expected PPM assume a normal distribution and "
+                "can be badly wrong in the tails, and fewer than "
+                f"{PERCENTILE_MIN_VALUES} values are too few to fit another; collect more"
+            )
+        else:
+            warnings.append(
+                f"{rejected}: the normal-theory indices are shown for reference only; judge "
+                f"by the ISO 22514-2 percentile indices ({percentile.transform} fit, lambda "
+                f"{percentile.lam:.3g}): Ppk {percentile.ppk.value:.3g}, lower "
+                f"{confidence:.0%} bound {percentile.ppk.lower_bound:.3g}"
+            )
+            if not percentile.normality.normal:
+                warnings.append(
+                    "even the transformed values are not normal "
+                    f"(p = {percentile.normality.p_value:.3g}): no smooth distribution fits; "
+                    "look for mixed streams (machines, cavities, lots) and study each alone"
+                )
     if n < 3:
         warnings.append("fewer than 3 values: normality could not be tested")
     if source == "caller" and not in_control:
@@ -724,4 +1041,6 @@ def capability(
         control_source=source,
         beyond_limits=beyond,
         warnings=tuple(warnings),
+        method="normal" if percentile is None else "percentile",
+        percentile=percentile,
     )
