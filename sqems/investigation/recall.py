@@ -36,6 +36,12 @@ from sqems.graph_model.traceability import RecallScope, RecallSource, SourceKind
 log = logging.getLogger(__name__)
 OUT, IN = Direction.OUT, Direction.IN
 
+LOCATE_ALPHA = 0.05
+"""The change-point gate's level when a recall looks for a machine's drift. The root
+cause has already shown that something about the machine (or the parameter on it) goes
+with the defects; the window locates it in time. A window missed leaves the recall at
+the machine's whole analysis window - larger, never incomplete."""
+
 
 @dataclass(frozen=True, slots=True)
 class Drift:
@@ -250,7 +256,7 @@ def machine_drifts(
     found = []
     for parameter, points in sorted(series.items()):
         t, x = np.array(points).T
-        w = level_shift_window(t, x)
+        w = level_shift_window(t, x, alpha=LOCATE_ALPHA)
         if w is None or w.last_off < lo or w.first_off > hi:
             continue
         found.append(Drift(machine, parameter, w))

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from sqems.analysis.changepoint import level_shift_window
 from sqems.analysis.factors import BatchFacts, RunFacts, read_batches
 from sqems.errors import NotFound, ValidationFailed
 from sqems.graph_model.nodes import Alarm, Line, Parameter, ProcessStep, Severity
@@ -457,12 +458,6 @@ def _breakdowns(
 
 DRIFT_ALPHA = 0.01
 """False alarms allowed on a series without a drift."""
-DRIFT_PERMUTATIONS = 199
-DRIFT_MIN_RUNS = 2
-"""Runs in the drift and outside it, at least: one odd run is an outlier, not a drift."""
-DRIFT_MAX_POINTS = 400
-"""Longer series are averaged in consecutive blocks down to about this many points, so
-the O(n**2) scan stays fast."""
 
 
 def drift_window(
@@ -472,17 +467,11 @@ def drift_window(
     ``(start, end)``, the times of the first and the last run of the drift, or ``None``
     when the series shows none at level ``alpha``.
 
-    A drift is an *epidemic* change: the level moves for a while, and may or may not
-    come back. The scan is that of circular binary segmentation (Olshen et al.,
-    Biostatistics 5, 2004): over every stretch of consecutive runs [i, j), the
-    difference between its mean and the mean of the other runs, standardised,
-    T = |S_j - S_i| sqrt(n / (L (n - L))) with S the cumulative sum of the deviations
-    from the overall mean and L = j - i; the largest T is the candidate. Its p-value
-    comes from :data:`DRIFT_PERMUTATIONS` permutations of the series (exact for any
-    length and any distribution of the noise; fixed seed, so the answer is repeatable).
-    The shorter side is the drift: the stretch, or - when the stretch is the usual
-    level - the runs before or after it. A ramp is found as the part of it that
-    stands out most; of several drifts, the strongest.
+    The window is :func:`sqems.analysis.changepoint.level_shift_window`'s - the same
+    one a recall of the drifting machine uses, so a what-if that removes a drift and the
+    recall of its units cover the same runs: a permutation-gated epidemic scan decides
+    whether there is a drift, optimal partitioning and a CUSUM say where it began and
+    ended.
 
     >>> import numpy as np
     >>> values = np.r_[np.zeros(60), np.full(20, 5.0), np.zeros(40)]
@@ -500,42 +489,8 @@ def drift_window(
         raise ValidationFailed("a drift window needs finite times and values")
     if not 0.0 < alpha < 1.0:
         raise ValidationFailed(f"alpha must be between 0 and 1, got {alpha}")
-    order = np.argsort(t, kind="stable")
-    t, v = t[order], v[order]
-    if v.size < 2 * DRIFT_MIN_RUNS or np.ptp(v) == 0.0:
-        return None
-    block = -(-v.size // DRIFT_MAX_POINTS)  # ceil: 1 for series that fit
-    edges = np.arange(0, v.size, block)
-    points = np.add.reduceat(v, edges) / np.diff(np.r_[edges, v.size])
-    least = max(1, -(-DRIFT_MIN_RUNS // block))
-    n = points.size
-    if n < 2 * least:
-        return None
-    i, j = np.triu_indices(n + 1, k=1)
-    length = j - i
-    keep = (length >= least) & (n - length >= least)
-    i, j, length = i[keep], j[keep], length[keep]
-    scale = np.sqrt(n / (length * (n - length)))
-
-    def scan(series: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        s = np.r_[0.0, np.cumsum(series - series.mean())]
-        out: npt.NDArray[np.float64] = np.abs(s[j] - s[i]) * scale
-        return out
-
-    observed = scan(points)
-    best = int(np.argmax(observed))
-    rng = np.random.default_rng(0)
-    exceed = sum(
-        float(scan(rng.permutation(points)).max()) >= observed[best]
-        for _ in range(DRIFT_PERMUTATIONS)
-    )
-    if (exceed + 1) / (DRIFT_PERMUTATIONS + 1) > alpha:
-        return None
-    a, b = int(i[best]), int(j[best])
-    if 2 * (b - a) > n:  # the stretch is the usual level: the drift lies outside it
-        a, b = (0, a) if a >= n - b else (b, n)
-    first, last = a * block, min(b * block, v.size) - 1
-    return float(t[first]), float(t[last])
+    found = level_shift_window(t, v, alpha=alpha)
+    return None if found is None else (found.first_off, found.last_off)
 
 
 def machine_series(
