@@ -71,7 +71,8 @@ def served(
     load_plant(store, plant_sections(plant))
     access = AccessStore(None)
     tokens = {role: access.create_key(role.label, role)[1] for role in Role}
-    with LiveServer(create_app(Settings(data_dir=tmp), store=store, access=access)) as live:
+    settings = Settings(data_dir=tmp, api_request_timeout_s=600)  # slow on Neo4j: see the report
+    with LiveServer(create_app(settings, store=store, access=access)) as live:
         yield Served(live.url, plant, store, tokens)
     access.close()
     store.close()
