@@ -1536,14 +1536,15 @@ def _print_investigation(store: GraphStore, found: investigation.Investigation) 
     out.rule(f"Suggested recall: {found.leading.factor.describe()}")
     out.print(found.recall.explanation, highlight=False)
     recall = found.recall.as_dict()
-    counts = recall["counts"]
-    out.print(
-        f"{counts['batches']:,} batches, {counts['units']:,} units "
-        f"({counts['units_shipped']:,} shipped), {counts['shipments']:,} shipments, "
-        f"{counts['customers']:,} customers: {', '.join(recall['customers'][:8])}"
-        + (" …" if len(recall["customers"]) > 8 else ""),
-        highlight=False,
-    )
+    if recall is not None:
+        counts = recall["counts"]
+        out.print(
+            f"{counts['batches']:,} batches, {counts['units']:,} units "
+            f"({counts['units_shipped']:,} shipped), {counts['shipments']:,} shipments, "
+            f"{counts['customers']:,} customers: {', '.join(recall['customers'][:8])}"
+            + (" …" if len(recall["customers"]) > 8 else ""),
+            highlight=False,
+        )
     if found.fix is None:
         return
     out.rule(f"What-if of the fix on {found.fix.line}")

@@ -106,7 +106,8 @@ def test_a_drift_is_recalled_over_its_change_point_window_and_fixed_there(
     (d,) = found.recall.drifts
     assert (d.machine, d.parameter) == (drift["uid"], drift["parameter"])
     # every batch the drift touched is in scope, not only the out-of-spec ones
-    assert set(drift["batches"]) <= set(found.recall.as_dict()["batches"])
+    recall = found.recall.as_dict()
+    assert recall is not None and set(drift["batches"]) <= set(recall["batches"])
     assert len(drift["batches"]) > len(drift["runs_out_of_spec"])
     # the fix removes the drift over the same window the recall used
     assert found.fix is not None

@@ -30,7 +30,6 @@ from sqems.graphql.analysis import Cause, WhyStep
 from sqems.graphql.context import Context
 from sqems.graphql.types import NODE_OBJECT_TYPES, _graphql_annotation, to_graphql
 from sqems.investigation.investigate import DEFAULT_LOOKBACK_DAYS
-from sqems.investigation.recall import merge_scopes
 
 if TYPE_CHECKING:
     from sqems.graphql.schema import Genealogy, RecallScope
@@ -265,30 +264,6 @@ class _Answer:
     """The recall's customers and the defect type, for the node loader."""
 
 
-def _merged(scopes: list[tr.RecallScope]) -> tuple[tr.RecallScope | None, str]:
-    """One recall scope from several (a unit reached twice keeps its first path), with
-    the same lists and counts as the domain's :func:`merge_scopes`."""
-    if not scopes:
-        return None, ""
-    body = merge_scopes(scopes)
-    if len(scopes) == 1:
-        return scopes[0], body["source"]
-    units: dict[str, tr.AffectedUnit] = {}
-    for scope in scopes:
-        for unit in scope.units:
-            units.setdefault(unit.uid, unit)
-    merged = tr.RecallScope(
-        source=scopes[0].source,
-        triggers=body["triggers"],
-        batches=body["batches"],
-        units=[units[k] for k in sorted(units)],
-        shipments=body["shipments"],
-        customers=body["customers"],
-        counts=body["counts"],
-    )
-    return merged, body["source"]
-
-
 @strawberry.type
 class InvestigationQuery:
     @strawberry.field(
@@ -314,7 +289,8 @@ class InvestigationQuery:
         def answer() -> _Answer:
             found = inv.investigate(store, str(complaint), lookback_days=lookback_days, top=top)
             kind = found.case.defect_type
-            recall, source = _merged(found.recall.scopes if found.recall else [])
+            merged = found.recall.merged() if found.recall else None
+            recall, source = merged if merged else (None, "")
             nodes = store.get_many(
                 [*(recall.customers if recall else []), *([kind] if kind else [])]
             )

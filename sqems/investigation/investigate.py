@@ -92,7 +92,7 @@ class Investigation:
             "why": [
                 {"uid": w.uid, "label": w.label, "edge": w.edge, "why": w.why} for w in self.why
             ],
-            "recall": self.recall.as_dict() if self.recall and self.recall.scopes else None,
+            "recall": self.recall.as_dict() if self.recall else None,
             "recall_basis": self.recall.basis_dict() if self.recall else None,
             "fix": self.fix.as_dict() if self.fix else None,
             "whatif": self.whatif,

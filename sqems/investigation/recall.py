@@ -31,7 +31,13 @@ from sqems.analysis.changepoint import ShiftWindow, level_shift_window
 from sqems.analysis.factors import Factor, FactorKind, spec_zone
 from sqems.graph_model.nodes import MaterialLot, Parameter, ProcessRun
 from sqems.graph_model.store import Direction, GraphStore, TimeWindow
-from sqems.graph_model.traceability import RecallScope, RecallSource, SourceKind, Traceability
+from sqems.graph_model.traceability import (
+    AffectedUnit,
+    RecallScope,
+    RecallSource,
+    SourceKind,
+    Traceability,
+)
 
 log = logging.getLogger(__name__)
 OUT, IN = Direction.OUT, Direction.IN
@@ -76,9 +82,18 @@ class SuggestedRecall:
     scopes: list[RecallScope]
     drifts: list[Drift]
 
-    def as_dict(self) -> dict[str, Any]:
-        """The same shape as ``sqems recall --json`` (several sources merged into one)."""
+    def merged(self) -> tuple[RecallScope, str] | None:
+        """The recall as one scope (several sources merged), with its description."""
         return merge_scopes(self.scopes)
+
+    def as_dict(self) -> dict[str, Any] | None:
+        """The same shape as ``sqems recall --json`` (several sources merged into one);
+        None when the cause reached nothing to recall."""
+        found = self.merged()
+        if found is None:
+            return None
+        scope, text = found
+        return scope.as_dict() | {"source": text}
 
     def basis_dict(self) -> dict[str, Any]:
         return {
@@ -103,42 +118,33 @@ def _window(lo: float, hi: float) -> TimeWindow:
     return TimeWindow(start, end)
 
 
-def merge_scopes(scopes: Sequence[RecallScope]) -> dict[str, Any]:
-    """One recall (``recall --json`` shape) from several scopes; a unit reached from more
-    than one source keeps the first path found."""
+def merge_scopes(scopes: Sequence[RecallScope]) -> tuple[RecallScope, str] | None:
+    """One recall scope from several, and its description; a unit reached from more
+    than one source keeps the first path found. None for no scope."""
+    if not scopes:
+        return None
+    text = "; ".join(s.source.describe() for s in scopes)
     if len(scopes) == 1:
-        return scopes[0].as_dict()
-    units: dict[str, dict[str, Any]] = {}
-    triggers: list[str] = []
-    batches: set[str] = set()
-    shipments: set[str] = set()
-    customers: set[str] = set()
+        return scopes[0], text
+    units: dict[str, AffectedUnit] = {}
     for scope in scopes:
-        d = scope.as_dict()
-        triggers.extend(d["triggers"])
-        batches.update(d["batches"])
-        shipments.update(d["shipments"])
-        customers.update(d["customers"])
-        for u in d["units"]:
-            units.setdefault(u["uid"], u)
+        for unit in scope.units:
+            units.setdefault(unit.uid, unit)
     ordered = [units[k] for k in sorted(units)]
-    trig = sorted(set(triggers))
-    return {
-        "source": "; ".join(s.source.describe() for s in scopes) or "nothing",
-        "counts": {
-            "process_runs": len(trig),
-            "batches": len(batches),
-            "units": len(ordered),
-            "units_shipped": sum(u["shipment"] is not None for u in ordered),
-            "shipments": len(shipments),
-            "customers": len(customers),
-        },
-        "triggers": trig,
-        "batches": sorted(batches),
-        "shipments": sorted(shipments),
-        "customers": sorted(customers),
-        "units": ordered,
+    triggers = sorted({t for s in scopes for t in s.triggers})
+    batches = sorted({b for s in scopes for b in s.batches})
+    shipments = sorted({x for s in scopes for x in s.shipments})
+    customers = sorted({c for s in scopes for c in s.customers})
+    counts = {
+        "process_runs": len(triggers),
+        "batches": len(batches),
+        "units": len(ordered),
+        "units_shipped": sum(u.shipment is not None for u in ordered),
+        "shipments": len(shipments),
+        "customers": len(customers),
     }
+    merged = RecallScope(scopes[0].source, triggers, batches, ordered, shipments, customers, counts)
+    return merged, text
 
 
 def suggest_recall(
