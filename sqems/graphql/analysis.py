@@ -20,6 +20,7 @@ from sqems.analysis import charts as ch
 from sqems.analysis import kpis as kp
 from sqems.analysis import prediction as pr
 from sqems.analysis import rootcause as rc
+from sqems.analysis import spc
 from sqems.analysis.factors import FactorKind as DomainFactorKind
 from sqems.errors import NotFound, ValidationFailed
 from sqems.graph_model.nodes import Category6M as DomainCategory
@@ -34,6 +35,13 @@ Category6M = _graphql_annotation(DomainCategory)
 MODELS_DIR = "models"
 """Where defect models are kept, under the data directory."""
 ChartKind = strawberry.enum(ch.ChartKind, name="ChartKind", description="Which control chart.")
+LimitMethod = strawberry.enum(
+    spc.LimitMethod,
+    name="LimitMethod",
+    description="How attribute chart limits are set: exact (binomial, Poisson, geometric "
+    "probability limits), laney (p'/u' for overdispersed data), normal (3-sigma "
+    "approximation), auto (laney when the dispersion test rejects, else exact).",
+)
 FactorKind = strawberry.enum(
     DomainFactorKind, name="FactorKind", description="What a candidate cause is."
 )
@@ -374,6 +382,9 @@ class ChartPoint:
     phase: int = strawberry.field(
         description="1: in the baseline the limits came from; 2: monitored."
     )
+    machine: str | None = strawberry.field(
+        default=None, description="The point's machine on a per-machine chart."
+    )
 
     @classmethod
     def all(cls, points: list[ch.ChartPoint]) -> list[ChartPoint]:
@@ -387,6 +398,7 @@ class ChartPoint:
                 lcl=_finite(p.lcl),
                 ucl=_finite(p.ucl),
                 phase=p.phase,
+                machine=p.machine,
             )
             for p in points
         ]
@@ -401,6 +413,29 @@ class Violation:
     rule: str
     title: str
     indices: list[int]
+
+
+@strawberry.type(description="One machine's part of a per-machine chart.")
+class MachineChart:
+    machine: str
+    points: int
+    sigma: float
+    limits: JSON | None = strawberry.field(
+        description="This machine's frozen limits; pass them back with its machine."
+    )
+    dropped: list[int]
+    stable: bool
+
+    @classmethod
+    def of(cls, m: ch.MachineChart) -> MachineChart:
+        return cls(
+            machine=m.machine,
+            points=m.points,
+            sigma=m.sigma,
+            limits=m.limits,  # type: ignore[arg-type]  # a JSON object
+            dropped=list(m.dropped),
+            stable=m.stable,
+        )
 
 
 @strawberry.type(description="A control chart of a parameter's actuals or of inspections.")
@@ -420,6 +455,13 @@ class SpcChart:
     )
     violations: list[Violation]
     notes: list[str]
+    machines: list[str] = strawberry.field(description="The machines the points come from.")
+    pooled: bool = strawberry.field(
+        description="One set of limits over several machines (asked for with pool)."
+    )
+    by_machine: list[MachineChart] = strawberry.field(
+        description="Per-machine charts: each machine's sigma and limits."
+    )
 
     @classmethod
     def of(cls, r: ch.ChartResult) -> SpcChart:
@@ -437,6 +479,9 @@ class SpcChart:
                 Violation(rule=v.rule, title=v.title, indices=list(v.indices)) for v in r.violations
             ],
             notes=r.notes,
+            machines=r.machines,
+            pooled=r.pooled,
+            by_machine=[MachineChart.of(m) for m in r.by_machine],
         )
 
 
@@ -444,6 +489,10 @@ class SpcChart:
 class ParameterChartInput:
     uid: str
     machine: str | None = None
+    pool: bool = strawberry.field(
+        default=False,
+        description="One chart over all machines; by default each machine gets its own.",
+    )
     window: WindowInput | None = None
     kind: ChartKind = ch.ChartKind.INDIVIDUALS  # type: ignore[valid-type]
     subgroup_size: int = strawberry.field(
@@ -459,6 +508,7 @@ class InspectionChartInput:
     scope: str = strawberry.field(description="A process step or a line.")
     window: WindowInput | None = None
     kind: ChartKind = ch.ChartKind.P  # type: ignore[valid-type]
+    limit_method: LimitMethod = spc.LimitMethod.AUTO  # type: ignore[valid-type]
 
 
 @strawberry.input(one_of=True, description="What to chart: exactly one of.")
@@ -472,10 +522,16 @@ class Estimate:
     value: float
     lower: float
     upper: float
+    lower_bound: float = strawberry.field(
+        description="One-sided lower confidence bound at the same level: what acceptance "
+        "(is the index at least a minimum?) is judged by."
+    )
 
     @classmethod
     def of(cls, e: cap.Estimate | None) -> Estimate | None:
-        return None if e is None else cls(value=e.value, lower=e.lower, upper=e.upper)
+        if e is None:
+            return None
+        return cls(value=e.value, lower=e.lower, upper=e.upper, lower_bound=e.lower_bound)
 
 
 @strawberry.type(description="Nonconforming parts per million, by side.")
@@ -497,6 +553,38 @@ class NormalityCheck:
     statistic: float
     p_value: float
     normal: bool
+
+
+@strawberry.type(description="ISO 22514-2 percentile indices of non-normal values.")
+class PercentileIndices:
+    transform: str = strawberry.field(description="box-cox or yeo-johnson.")
+    lam: float
+    normal_after: bool = strawberry.field(description="The transformed values pass normality.")
+    x_low: float = strawberry.field(description="The 0.135 % point of the fitted law.")
+    x_median: float
+    x_high: float = strawberry.field(description="The 99.865 % point.")
+    pp: Estimate | None
+    ppk: Estimate
+    ppm: Ppm
+
+    @classmethod
+    def of(cls, p: cap.Percentile | None) -> PercentileIndices | None:
+        if p is None:
+            return None
+        ppk = Estimate.of(p.ppk)
+        ppm = Ppm.of(p.ppm)
+        assert ppk is not None and ppm is not None
+        return cls(
+            transform=p.transform,
+            lam=p.lam,
+            normal_after=p.normality.normal,
+            x_low=p.x_low,
+            x_median=p.x_median,
+            x_high=p.x_high,
+            pp=Estimate.of(p.pp),
+            ppk=ppk,
+            ppm=ppm,
+        )
 
 
 @strawberry.type(description="Capability of a parameter's actuals against its spec.")
@@ -524,6 +612,14 @@ class CapabilityReport:
     in_control: bool | None
     beyond_limits: list[int]
     warnings: list[str] = strawberry.field(description="Why the indices may mislead.")
+    method: str = strawberry.field(
+        description="normal, or percentile when normality was rejected (ISO 22514-2)."
+    )
+    percentile: PercentileIndices | None
+    judged: Estimate | None = strawberry.field(
+        description="The index acceptance uses (Cpk, or the percentile Ppk); compare its "
+        "lowerBound with the minimum."
+    )
 
     @classmethod
     def of(cls, c: cap.Capability) -> CapabilityReport:
@@ -563,6 +659,9 @@ class CapabilityReport:
             in_control=c.in_control,
             beyond_limits=list(c.beyond_limits),
             warnings=list(c.warnings),
+            method=c.method,
+            percentile=PercentileIndices.of(c.percentile),
+            judged=Estimate.of(c.judged),
         )
 
 
@@ -739,6 +838,7 @@ class AnalysisQuery:
                     p.uid,
                     ch.ChartKind(p.kind),
                     machine=p.machine,
+                    pool=p.pool,
                     window=p.window.window() if p.window else None,
                     baseline=baseline,
                     limits=frozen,
@@ -758,6 +858,7 @@ class AnalysisQuery:
                 baseline=baseline,
                 limits=frozen,
                 rules=rules,
+                method=spc.LimitMethod(q.limit_method),
             )
 
         return SpcChart.of(await ctx.call(answer))
