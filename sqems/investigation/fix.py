@@ -24,19 +24,20 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqems.analysis.factors import Factor, FactorKind
 from sqems.errors import ValidationFailed
+from sqems.graph_model.nodes import Parameter, ProcessRun
 from sqems.graph_model.store import Direction, GraphStore
 from sqems.investigation.recall import SuggestedRecall
 from sqems.simulation import whatif
 from sqems.simulation.runner import WhatIfRunner
 from sqems.simulation.scenarios import ScenarioSpec
-from sqems.twin.line import SHIFT_ORDER, LineTwin
+from sqems.twin.line import SHIFT_ORDER
 
 OUT, IN = Direction.OUT, Direction.IN
 
@@ -68,11 +69,9 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat()
 
 
-def fix_for(
-    store: GraphStore, factor: Factor, recall: SuggestedRecall, twin_of: Callable[[str], LineTwin]
-) -> Fix:
-    """The scenario that removes ``factor`` (see the module docstring); ``twin_of``
-    builds a line's twin (to know a step's machines and the line's shifts)."""
+def fix_for(store: GraphStore, factor: Factor, recall: SuggestedRecall) -> Fix:
+    """The scenario that removes ``factor`` (see the module docstring), read from the
+    graph in a few bulk calls (no twin is built to propose it)."""
     if recall.drifts and factor.kind in (FactorKind.MACHINE, FactorKind.EXCURSION):
         drift = recall.drifts[0]
         line = _line_of_machine(store, drift.machine)
@@ -96,28 +95,31 @@ def fix_for(
     match factor.kind:
         case FactorKind.MACHINE:
             line = _line_of_machine(store, factor.uid)
-            twin = twin_of(line)
-            step = next((s for s in twin.steps if factor.uid in s.machines), None)
-            if step is None:
-                raise ValidationFailed(f"machine {factor.uid} performs no step of line {line}")
-            others = [m for m in step.machines if m != factor.uid]
+            own = [e.src for e in store.edges([factor.uid], {"ON": IN})]
+            step_uid = _most_common(e.dst for e in store.edges(own, {"FOR_STEP": OUT}))
+            if step_uid is None:
+                raise ValidationFailed(f"machine {factor.uid} ran no step on record")
+            runs = [e.src for e in store.edges([step_uid], {"FOR_STEP": IN})]
+            others = sorted({e.dst for e in store.edges(runs, {"ON": OUT})} - {factor.uid})
             if not others:
                 raise ValidationFailed(
-                    f"step {step.uid} has no machine but {factor.uid}: no routing can avoid it"
+                    f"step {step_uid} has no machine but {factor.uid}: no routing can avoid it"
                 )
             return Fix(
                 line,
-                f"run {step.uid} on {', '.join(others)} instead of {factor.uid}",
-                {"routing": [{"step": step.uid, "machines": others}]},
+                f"run {step_uid} on {', '.join(others)} instead of {factor.uid}",
+                {"routing": [{"step": step_uid, "machines": others}]},
             )
         case FactorKind.SHIFT:
             step_uid = str(factor.step)
             runs = [e.src for e in store.edges([step_uid], {"FOR_STEP": IN})]
             line = _required(line_of_runs(store, runs), f"step {step_uid}")
-            twin = twin_of(line)
-            shifts = [s for s in _line_shifts(twin) if s != factor.uid]
+            worked = {
+                r.shift.value for r in store.get_many(runs).values() if isinstance(r, ProcessRun)
+            }
+            shifts = [s for s in SHIFT_ORDER if s in worked and s != factor.uid]
             if not shifts:
-                raise ValidationFailed(f"line {line} works no shift but {factor.uid}")
+                raise ValidationFailed(f"step {step_uid} works no shift but {factor.uid}")
             return Fix(
                 line,
                 f"work {step_uid} in the {', '.join(shifts)} shifts only (not {factor.uid})",
@@ -141,9 +143,10 @@ def fix_for(
             return Fix(line, f"replace {what}", {"lots": [{key: factor.uid}]})
         case FactorKind.OPERATOR:
             runs = [e.src for e in store.edges([factor.uid], {"OPERATED_BY": IN})]
-            steps = Counter(e.dst for e in store.edges(runs, {"FOR_STEP": OUT}))
             line = _required(line_of_runs(store, runs), f"operator {factor.uid}")
-            step_uid = steps.most_common(1)[0][0]
+            step_uid = _most_common(e.dst for e in store.edges(runs, {"FOR_STEP": OUT}))
+            if step_uid is None:
+                raise ValidationFailed(f"operator {factor.uid} ran no step on record")
             return Fix(
                 line,
                 f"have {step_uid}'s other operators take {factor.uid}'s runs",
@@ -152,8 +155,8 @@ def fix_for(
         case FactorKind.EXCURSION:
             runs = [e.src for e in store.edges([factor.uid], {"RECORDED": IN})]
             line = _required(line_of_runs(store, runs), f"parameter {factor.uid}")
-            twin = twin_of(line)
-            _, spec = twin.parameter(factor.uid)
+            spec = store.get(factor.uid)
+            assert isinstance(spec, Parameter)
             if spec.lsl is None or spec.usl is None:
                 raise ValidationFailed(f"parameter {factor.uid} has no two-sided spec to centre in")
             centre = (spec.lsl + spec.usl) / 2.0
@@ -176,14 +179,9 @@ def _line_of_machine(store: GraphStore, machine: str) -> str:
     return _required(line, f"machine {machine}")
 
 
-def _line_shifts(twin: LineTwin) -> list[str]:
-    levels = {
-        name.removeprefix("shift:")
-        for s in twin.steps
-        for name in s.history.parameters
-        if name.startswith("shift:")
-    }
-    return [s for s in SHIFT_ORDER if s in levels or s == SHIFT_ORDER[0]]
+def _most_common(items: Iterable[str]) -> str | None:
+    counted = Counter(items).most_common(1)
+    return counted[0][0] if counted else None
 
 
 def run_fix(

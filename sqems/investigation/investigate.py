@@ -35,7 +35,6 @@ from sqems.graph_model.traceability import Traceability
 from sqems.investigation.case import ComplaintCase, case_why, read_case, unit_exposure
 from sqems.investigation.fix import Fix, fix_for
 from sqems.investigation.recall import SuggestedRecall, suggest_recall
-from sqems.twin.line import LineTwin, build_twin
 
 DEFAULT_LOOKBACK_DAYS = 365.0
 """How far before the complaint the analysis looks for the same defect type."""
@@ -128,15 +127,8 @@ def investigate(
             (w for f in (leading.factor, *leading.aliases) if (w := case_why(store, case, f))), ()
         )
         recall = suggest_recall(store, leading.factor, report.window, aliases=leading.aliases)
-        twins: dict[str, LineTwin] = {}
-
-        def twin_of(line: str) -> LineTwin:
-            if line not in twins:
-                twins[line] = build_twin(store, line)
-            return twins[line]
-
         try:
-            fix = fix_for(store, leading.factor, recall, twin_of)
+            fix = fix_for(store, leading.factor, recall)
         except ValidationFailed as exc:
             notes.append(f"no what-if for this cause: {exc.message}")
         if fix is not None and whatif is not None:
