@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from figures import median_seconds
 
-from sqems.analysis.rules import RULES, evaluate
+from sqems.analysis.rules import ALL_RULES, RULES, evaluate
 from sqems.analysis.streaming import RuleMonitor
 
 CENTER, SIGMA = 10.0, 0.5
@@ -76,12 +76,12 @@ def rules_benchmark(
     x = series(n_points, seed)
     head = x[: min(baseline_points, n_points)]
     reference = _reference()
-    vectorised_head = {k: v.tolist() for k, v in evaluate(head, CENTER, SIGMA).items()}
+    vectorised_head = {k: v.tolist() for k, v in evaluate(head, CENTER, SIGMA, ALL_RULES).items()}
     if vectorised_head != reference.reference_hits(head.tolist(), CENTER, SIGMA):
         raise AssertionError("vectorised rules and the reference disagree; fix before timing")
 
-    hits = evaluate(x, CENTER, SIGMA)
-    vectorised = median_seconds(lambda: evaluate(x, CENTER, SIGMA), repeats)
+    hits = evaluate(x, CENTER, SIGMA, ALL_RULES)
+    vectorised = median_seconds(lambda: evaluate(x, CENTER, SIGMA, ALL_RULES), repeats)
     head_list = head.tolist()
     baseline_head = median_seconds(
         lambda: reference.reference_hits(head_list, CENTER, SIGMA), baseline_repeats
@@ -90,7 +90,7 @@ def rules_benchmark(
     stream_values = x[: min(stream_points, n_points)].tolist()
 
     def stream() -> None:
-        monitor = RuleMonitor(CENTER, SIGMA)
+        monitor = RuleMonitor(CENTER, SIGMA, ALL_RULES)
         for value in stream_values:
             monitor.push(value)
 
