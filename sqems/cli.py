@@ -609,7 +609,8 @@ def demo_cmd(
     units: Annotated[int, typer.Option(help="Size of the demo plant.")] = 5_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
 ) -> None:
-    """Generate a small plant, load it, and answer a recall and a root-cause trace."""
+    """Generate a small plant, load it, and answer a recall, a trace and a complaint's
+    investigation."""
     settings = Settings()
     plant = _generate(units, seed)
     plant_dir = settings.data_dir / "demo-plant"
@@ -638,17 +639,15 @@ def demo_cmd(
                 "lots, suppliers, machines and operators.[/dim]"
             )
             _print_trace(trace.upstream([complaint]))
-        out.rule("[bold]Root cause of cracked housings")
-        out.print(
-            "[dim]Which factor do the units with a cracked housing share that their peers "
-            "do not? The lot's batches were all moulded on one machine: the ranking must "
-            "tell the two apart.[/dim]"
-        )
-        _print_causes(
-            rootcause.rank_causes(
-                store, rootcause.from_defect_type(store, "DT-CRACKED-HOUSING"), top=3
+        if complaint:
+            out.rule(f"[bold]Investigation of complaint {complaint}")
+            out.print(
+                "[dim]What caused it, what else is affected, and what fix would work? One "
+                "complaint cannot single out a cause, so the analysis takes in every unit "
+                "with its defect type; the lot's batches were all moulded on one machine, "
+                "and the ranking must tell the two apart.[/dim]"
             )
-        )
+            _print_investigation(store, investigation.investigate(store, complaint, top=3))
         out.rule("[bold]The plant in 3D")
         machines = [m for m in store.find("Machine") if isinstance(m, Machine)]
         with err.status("writing and tessellating an IFC model of the hall…"):
@@ -665,6 +664,7 @@ def demo_cmd(
             f"  sqems recall --batch {truth['causes'][0]['batches'][0]}\n"
             f"  sqems recall --parameter {truth['causes'][1]['parameter']}\n"
             f"  sqems trace --complaint {complaint or 'CMP-000001'} --json\n"
+            f"  sqems investigate {complaint or 'CMP-000001'}   (simulates the fix on the twin)\n"
             f"  sqems rootcause --defect-type {truth['causes'][1]['defect_type']}\n"
             f"  sqems kpis\n"
             f"  sqems scene LINE-PCB\n"
@@ -672,7 +672,9 @@ def demo_cmd(
             f"    sqems apikey create me --role viewer, and open\n"
             f"    http://127.0.0.1:8000/viewer?line=LINE-PCB#key=<the key>   or\n"
             f"    http://127.0.0.1:8000/viewer?bim={model.uid}#key=<the key>   or\n"
-            f"    http://127.0.0.1:8000/dashboard?parameter=P-REFLOW-PEAK#key=<the key>\n"
+            f"    http://127.0.0.1:8000/dashboard?parameter=P-REFLOW-PEAK#key=<the key>   or\n"
+            f"    http://127.0.0.1:8000/investigate?complaint={complaint or 'CMP-000001'}"
+            "#key=<the key>\n"
             f"  sqems suppliers\n"
             f"  sqems report dhr {truth['causes'][0]['batches'][0]} --pdf dhr.pdf\n"
             f"  plant files and ground truth: {plant_dir}"
@@ -1460,7 +1462,7 @@ def _print_recall(store: GraphStore, scope: RecallScope, show: int) -> None:
         out.print(f"[bold]customers to notify:[/bold] {listed}{more}")
 
 
-def _print_causes(report: rootcause.RootCauseReport) -> None:
+def _print_causes(report: rootcause.RootCauseReport, *, why: bool = True) -> None:
     out.print(
         f"{report.defectives.description}: {report.defective_in_population:,} defective "
         f"of {report.population:,} comparable units; {report.factors_tested:,} factors tested"
@@ -1495,7 +1497,7 @@ def _print_causes(report: rootcause.RootCauseReport) -> None:
     out.print(table)
     out.print(f"[bold]conclusion:[/bold] {report.conclusion}")
     first = report.causes[0] if report.causes else None
-    if first is not None and first.significant and first.why:
+    if why and first is not None and first.significant and first.why:
         out.print("[bold]5-Why[/bold] for the first cause:")
         for i, step in enumerate(first.why, start=1):
             out.print(f"  {i}. {step.why}")
@@ -1523,7 +1525,7 @@ def _print_investigation(store: GraphStore, found: investigation.Investigation) 
         out.print(f"says         {c.description}", highlight=False)
     out.rule("Analysis")
     out.print(found.scope.note, highlight=False)
-    _print_causes(found.report)
+    _print_causes(found.report, why=False)
     for note in found.notes:
         out.print(f"[yellow]note:[/] {note}", highlight=False)
     if found.leading is None or found.recall is None:
@@ -1552,8 +1554,8 @@ def _print_investigation(store: GraphStore, found: investigation.Investigation) 
     result = found.whatif
     if result is None:
         out.print(
-            f"(not simulated; run again without --no-simulate; the scenario: "
-            f"{json.dumps(found.fix.changes)})",
+            f"(not simulated here: `sqems investigate {c.uid}` fits the line's twin and "
+            f"simulates it; the scenario: {json.dumps(found.fix.changes)})",
             highlight=False,
         )
         return
