@@ -274,42 +274,80 @@ def _excursion_recall(
 ) -> SuggestedRecall:
     spec = store.get(factor.uid)
     assert isinstance(spec, Parameter)
-    recorded = store.edges([factor.uid], {"RECORDED": IN})
-    in_zone = {
-        e.src
-        for e in recorded
-        if spec_zone(float(e.props["value"]), spec.lsl, spec.usl) == factor.zone
-    }
-    runs = _runs(store, in_zone)
     window = _window(lo, hi)
-    runs = {u: r for u, r in runs.items() if window.overlaps(r.interval())}
-    machines = sorted({e.dst for e in store.edges(runs, {"ON": OUT})})
+    runs, series = _zone_runs(store, factor, spec, window)
+    machines = sorted(series)
     drifts = [
         d for m in machines for d in machine_drifts(store, m, lo, hi) if d.parameter == factor.uid
     ]
-    if drifts:
-        scopes = [trace.recall_scope(_drift_source(d)) for d in drifts]
-        where = ", ".join(
-            f"{d.machine} ({_day(d.window.first_off)} to {_day(d.window.last_off)})" for d in drifts
+    scopes = [trace.recall_scope(_drift_source(d)) for d in drifts]
+    covered = {b for scope in scopes for b in scope.batches}
+    batches = sorted({e.src for e in store.edges(runs, {"RAN": IN})} - covered)
+    if batches:
+        scopes.append(
+            trace.recall_scope(RecallSource(SourceKind.BATCH, batches[0], also=tuple(batches[1:])))
         )
-        return SuggestedRecall(
-            "drift",
-            f"the machines on which {factor.uid} drifted, over the change-point window of "
-            f"each drift: {where}",
-            scopes,
-            drifts,
-        )
-    batches = sorted({e.src for e in store.edges(runs, {"RAN": IN})})
-    if not batches:
+    if not scopes:
         return SuggestedRecall("excursion", f"no run held {factor.describe()}", [], [])
-    scope = trace.recall_scope(RecallSource(SourceKind.BATCH, batches[0], also=tuple(batches[1:])))
-    return SuggestedRecall(
-        "excursion",
-        f"the {len(batches)} batches whose run held {factor.describe()} in the analysis "
-        "window (no machine shows a change point that would bound it in time)",
-        [scope],
-        [],
+    bracket = (
+        f"the runs that held {factor.describe()} on each machine and every run around them up "
+        "to the last one before and the first one after in the middle half of the tolerance "
+        "(the last known good runs)"
     )
+    if not drifts:
+        return SuggestedRecall(
+            "excursion",
+            f"the {len(batches)} batches of {bracket}; no machine shows a change point that "
+            "would bound it in time",
+            scopes,
+            [],
+        )
+    where = ", ".join(
+        f"{d.machine} ({_day(d.window.first_off)} to {_day(d.window.last_off)})" for d in drifts
+    )
+    extra = (
+        f", and the {len(batches)} batches of {bracket} outside those windows" if batches else ""
+    )
+    return SuggestedRecall(
+        "drift",
+        f"the machines on which {factor.uid} drifted, over the change-point window of each "
+        f"drift: {where}{extra}",
+        scopes,
+        drifts,
+    )
+
+
+def _zone_runs(
+    store: GraphStore, factor: Factor, spec: Parameter, window: TimeWindow
+) -> tuple[set[str], dict[str, list[str]]]:
+    """The runs that held ``factor``'s zone in ``window``, bracketed on each machine by
+    its last run in the middle half of the tolerance before and its first after: a run
+    between two good ones that was itself in a quarter zone is as suspect as the
+    excursion next to it. Returns the runs and, per machine, its runs in time order."""
+    recorded = {e.src: float(e.props["value"]) for e in store.edges([factor.uid], {"RECORDED": IN})}
+    runs = _runs(store, recorded)
+    on = {e.src: e.dst for e in store.edges(runs, {"ON": OUT})}
+    series: dict[str, list[str]] = defaultdict(list)
+    for uid in sorted(runs, key=lambda u: runs[u].started_at):
+        if uid in on:
+            series[on[uid]].append(uid)
+    zone = {u: spec_zone(v, spec.lsl, spec.usl) for u, v in recorded.items()}
+    chosen: set[str] = set()
+    for ordered in series.values():
+        hits = [
+            i
+            for i, u in enumerate(ordered)
+            if zone[u] == factor.zone and window.overlaps(runs[u].interval())
+        ]
+        for i in hits:
+            chosen.add(ordered[i])
+            for step in (-1, 1):
+                j = i + step
+                while 0 <= j < len(ordered) and zone[ordered[j]] is not None:
+                    chosen.add(ordered[j])
+                    j += step
+    machines = {on[u] for u in chosen}
+    return chosen, {m: series[m] for m in machines}
 
 
 def _supplier_lots(store: GraphStore, supplier: str, lo: float, hi: float) -> list[str]:
