@@ -130,21 +130,12 @@ the machines, the diagnostics and :data:`SCHEMA_VERSION` - as JSON in the file's
 attributes, so one file holds everything and :meth:`QualityModel.load` restores it;
 a file of another schema version is refused.
 
-**Sampler.** :func:`fit` samples with nutpie (NUTS in Rust, the model compiled
-through PyTensor's numba backend) when it is installed, else with PyMC's own NUTS; both
-take the same seed and give the same draws for the same seed, data and settings, and
-the result has the same groups and variables either way (nutpie's warm-up draws and
-unconstrained coordinates are dropped). nutpie's sampling is about ten times faster
-than PyMC's on these models, but compiling the model with numba takes 10-30 s, which
-then dominates a fit (``benchmarks/twin_lines.py``).
-
 PyMC is imported by :func:`fit` only: serving a saved model needs ArviZ and numpy, not
 the sampler and its compiler.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
@@ -180,7 +171,6 @@ __all__ = [
     "Diagnostics",
     "Parametrisation",
     "QualityModel",
-    "Sampling",
     "Scaling",
     "StepData",
     "diagnose",
@@ -223,7 +213,6 @@ CENTRED_SEPARATION: Final = 10.0
 machines' deviations centred."""
 PILOT_SD: Final = 10.0
 Parametrisation = Literal["auto", "centred", "non-centred"]
-Sampling = Literal["auto", "nutpie", "pymc"]
 
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(QUADRATURE_NODES)
 _WEIGHTS = _WEIGHTS / math.sqrt(2.0 * math.pi)  # E[f(Z)], Z ~ N(0, 1) = sum w f(node)
@@ -976,7 +965,6 @@ def fit(
     target_accept: float = 0.95,
     cores: int = 1,
     parametrisation: Parametrisation = "auto",
-    sampler: Sampling = "auto",
 ) -> QualityModel:
     """Sample the posterior of the defect model of ``data`` with NUTS and diagnose it.
 
@@ -984,8 +972,7 @@ def fit(
     sampled (the model is the same either way, see the module docstring); ``"auto"``
     lets the data decide. The result is returned whether or not it passed its
     diagnostics (a warning is logged when it did not); serve it only after
-    :meth:`QualityModel.require_sound`. ``sampler`` picks the NUTS implementation
-    (see the module docstring): ``"auto"`` is nutpie when installed, else PyMC's.
+    :meth:`QualityModel.require_sound`.
     """
     for name, value, least in (
         ("draws", draws, MIN_DRAWS),
@@ -997,8 +984,6 @@ def fit(
             raise ValidationFailed(f"{name} must be a whole number of at least {least}")
     if not 0.0 < target_accept < 1.0:
         raise ValidationFailed(f"target_accept must be between 0 and 1, got {target_accept}")
-    if sampler not in ("auto", "nutpie", "pymc"):
-        raise ValidationFailed(f"sampler must be auto, nutpie or pymc, got {sampler!r}")
     if parametrisation not in ("auto", "centred", "non-centred"):
         raise ValidationFailed(
             f"parametrisation must be auto, centred or non-centred, got {parametrisation!r}"
@@ -1015,7 +1000,6 @@ def fit(
     model = _model(data, z, centred=centred)
 
     started = time.perf_counter()
-    use = _sampler(sampler)
     idata = pm.sample(
         draws=draws,
         tune=tune,
@@ -1026,21 +1010,13 @@ def fit(
         progressbar=False,
         compute_convergence_checks=False,
         model=model,
-        nuts_sampler=use,
     )
-    if use == "nutpie":  # the groups PyMC's sampler returns: no warm-up draws
-        kept = ("posterior", "sample_stats", "observed_data", "constant_data")
-        groups = {g: idata[g] for g in kept if g in idata.groups()}
-        unconstrained = [v for v in groups["posterior"].data_vars if str(v).endswith("__")]
-        groups["posterior"] = groups["posterior"].drop_vars(unconstrained)
-        idata = az.InferenceData(**groups)
     seconds = time.perf_counter() - started
     diagnostics = diagnose(idata)
     chosen = "centred" if centred else "non-centred"
     log.info(
-        "%s: %s sampled %d runs, %d x %d draws in %.1f s (machine separation %.1f: %s)",
+        "%s: sampled %d runs, %d x %d draws in %.1f s (machine separation %.1f: %s)",
         data.step,
-        use,
         data.runs,
         chains,
         draws,
@@ -1062,21 +1038,6 @@ def fit(
         lots=data.lots,
         operators=data.operators,
     )
-
-
-def _sampler(wanted: Sampling) -> Literal["nutpie", "pymc"]:
-    """The NUTS implementation :func:`fit` uses: nutpie when asked for or, with
-    ``"auto"``, when it is installed; PyMC's own otherwise."""
-    if wanted == "pymc":
-        return "pymc"
-    if importlib.util.find_spec("nutpie") is None:
-        if wanted == "nutpie":
-            raise ValidationFailed(
-                "the nutpie sampler is not installed: pip install nutpie, or fit with "
-                "sampler='pymc'"
-            )
-        return "pymc"
-    return "nutpie"
 
 
 def _pymc() -> Any:
