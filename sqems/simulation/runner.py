@@ -26,6 +26,7 @@ from sqems.simulation.whatif import (
     add_scenario,
     annotate,
     get_session,
+    mark_failed,
     recommend_setpoints,
     run_scenario,
     set_changes,
@@ -128,6 +129,7 @@ class WhatIfRunner:
             message = str(exc) if isinstance(exc, SqemsError) else "the simulation failed"
             if not isinstance(exc, SqemsError):
                 log.exception("what-if scenario failed", extra={"scenario": scenario})
+            mark_failed(self.store, session, scenario, message[:2000])
             self._tell(Progress(session, scenario, RunStatus.FAILED, 0.0, message))
             raise
         self._tell(Progress(session, scenario, RunStatus.DONE, 1.0))

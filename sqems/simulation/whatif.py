@@ -370,6 +370,15 @@ def annotate(
     return changed
 
 
+def mark_failed(store: GraphStore, session: str, scenario: str, reason: str) -> None:
+    """Record that ``scenario`` failed before or while it ran (a twin that could not be
+    fitted, say), so that whoever polls the session sees why instead of waiting on a
+    scenario that stays pending; one already marked failed keeps its own reason."""
+    found = next((s for s in get_session(store, session).scenarios if s.uid == scenario), None)
+    if found is not None and found.status is not RunStatus.FAILED:
+        _save(store, found.model_copy(update={"status": RunStatus.FAILED, "message": reason}))
+
+
 def _save(store: GraphStore, scenario: Scenario) -> None:
     store.upsert_nodes([Scenario.model_validate(scenario.model_dump())])
 
