@@ -127,7 +127,8 @@ def batch_baseline(
     rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
     shift = rng.normal(0.0, log_sd, int(unit_batch.max(initial=-1)) + 1)
     logit = math.log(rate / (1.0 - rate)) + shift
-    return (1.0 / (1.0 + np.exp(-logit)))[unit_batch]
+    rates = np.asarray(1.0 / (1.0 + np.exp(-logit)), dtype=float)
+    return np.asarray(rates[unit_batch])
 
 
 def generate(spec: PlantSpec, causes: layout.Causes | BatteryCauses | None = None) -> Plant:
