@@ -1005,9 +1005,8 @@ def _suspect_sets(
     own given that factor (the data do not separate them). The set's leader is the
     member that keeps its effect given every other member, then one at the defect's
     PFMEA origin step (or a lot of its product's material) before one upstream of it,
-    then the more specific kind (:data:`PLAUSIBLE`: a lot before the operator or the
-    machine that ran it and others), then the higher risk ratio; a leader must still
-    stand out given the other causes.
+    then the higher risk ratio (the more specific exposure: a lot before the machine
+    that ran it and others); a leader must still stand out given the other causes.
     Returns the causes (a leader in its cause's place) and each leader's set."""
     k = table.k
     claimed = set(accepted)
@@ -1045,7 +1044,6 @@ def _suspect_sets(
             key=lambda f: (
                 not holds(f, [*others, *(g for g in group if g != f)]),
                 origin.rank(factors[f], where),
-                PLAUSIBLE.index(factors[f].kind),
                 -float(rr[f]),
                 factors[f],
             ),
