@@ -3,26 +3,26 @@
 Given defective units — named directly, behind complaints, or carrying a defect type in a
 time window — :func:`rank_causes`
 
-1. limits the candidates to where the defect can arise: the steps at or before its PFMEA
-   origin (``ORIGINATES_AT``), the products built into it and their materials;
-2. builds the **population at risk**: every unit of the same products made in the
-   period, whatever became of it (for complaints, the units that shipped and had time
-   in service; from named units, no other known defective as a control), each physical
-   item counted once at the product where the defect arises;
-3. collects the **candidate factors** each unit was exposed to (material lots,
+1. builds the **comparable population**: every unit of the same products made in the
+   same period (for complaints, the units that shipped: a scrapped unit cannot
+   complain), with the batch that made it and the batches of its sub-assemblies;
+2. collects the **candidate factors** each unit was exposed to (material lots,
    suppliers, machines, operators, shifts per step, parameters by spec position; see
    :mod:`sqems.analysis.factors`), including those that reach it through a
-   sub-assembly;
-4. tests each factor with **batches as the sample**: a one-sided exact test on counts
-   divided by the factor's between-batch dispersion (Rao-Scott / quasi-binomial), and a
-   rank test of batch defect rates, stratified by product, with Benjamini-Hochberg
-   false-discovery control;
-5. selects the causes by **conditional tests** on the causes already accepted, so
-   co-exposed factors are told apart, and groups what the data cannot separate into
-   one **suspect set** with a plausible leader;
-6. gives each cause the defects it explains (attributable fraction with an interval),
-   its 6M category and a **5-Why chain**: the graph path from one defective unit (and
-   the complaint or defect that reported it) to the cause.
+   sub-assembly — a board's reflow oven is a factor of the drive built around it;
+3. scores each factor by **exposure against the baseline**: the defect rate among
+   exposed units against the rest, as a risk ratio with a 95 % interval and a one-sided
+   exact (hypergeometric, i.e. Fisher) test, with Benjamini-Hochberg false-discovery
+   control over all factors;
+4. fits an **L1-regularised logistic regression** on the significant factors together,
+   so co-exposed factors are told apart: when a bad lot was only ever moulded on one
+   machine, the machine's excess is explained by the lot and its adjusted effect falls
+   to nothing, while the lot keeps its own;
+5. ranks by the **defects a factor explains** — exposed defective units times the
+   attributable fraction ``1 - 1/OR`` of its adjusted odds ratio — so a rare factor with
+   a huge but fragile ratio does not outrank one behind most of the defects;
+6. gives each cause its 6M category and a **5-Why chain**: the graph path from one
+   defective unit (and the complaint or defect that reported it) to the cause.
 
 Units sharing a batch and sub-assembly batches share every factor, so the statistics
 run on those cells — a few thousand rows for a 100k-unit plant — not on units.
@@ -30,13 +30,11 @@ run on those cells — a few thousand rows for a 100k-unit plant — not on unit
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -48,20 +46,12 @@ from sqems.analysis.factors import (
     Factor,
     FactorKind,
     PlantFacts,
-    Scope,
     factors_of,
     read_batches,
     spec_zone,
 )
 from sqems.errors import NotFound, ValidationFailed
-from sqems.graph_model.nodes import (
-    Category6M,
-    Complaint,
-    Defect,
-    Parameter,
-    ProcessStep,
-    Product,
-)
+from sqems.graph_model.nodes import Category6M, Complaint, Defect, Parameter, Product
 from sqems.graph_model.store import Direction, GraphStore, TimeWindow
 
 OUT, IN = Direction.OUT, Direction.IN
@@ -83,11 +73,6 @@ class Defectives:
     that shipped."""
     window: TimeWindow | None = None
     description: str = ""
-    reported_at: Mapping[str, float] = field(default_factory=dict)
-    """Unit → when its report (complaint or defect) was made, in epoch seconds."""
-    known_defectives_excluded: bool = False
-    """True when the units were named: every other unit with a recorded defect or
-    complaint is then left out of the comparison (it is not a good control)."""
 
 
 def from_units(store: GraphStore, uids: Iterable[str]) -> Defectives:
@@ -114,12 +99,7 @@ def from_units(store: GraphStore, uids: Iterable[str]) -> Defectives:
             f"unit {good[0]} has no recorded defect or complaint: nothing to explain "
             f"(name units with a Defect found on them or a Complaint about them)"
         )
-    return Defectives(
-        units,
-        reported,
-        description=f"{len(units)} units named by the caller",
-        known_defectives_excluded=True,
-    )
+    return Defectives(units, reported, description=f"{len(units)} units named by the caller")
 
 
 def from_complaints(store: GraphStore, complaint_uids: Iterable[str]) -> Defectives:
@@ -128,25 +108,12 @@ def from_complaints(store: GraphStore, complaint_uids: Iterable[str]) -> Defecti
     about: dict[str, tuple[str, str]] = {}
     for e in store.edges(wanted, {"ABOUT": OUT}):
         about.setdefault(e.dst, (e.src, "Complaint"))
-    nodes = store.get_many({uid for uid, _ in about.values()})
     return Defectives(
         tuple(sorted(about)),
         about,
         field_returns=True,
         description=f"{len(wanted)} complaints about {len(about)} units",
-        reported_at=_report_times(about, nodes),
     )
-
-
-def _report_times(
-    reported: Mapping[str, tuple[str, str]], nodes: Mapping[str, Any]
-) -> dict[str, float]:
-    times: dict[str, float] = {}
-    for unit, (uid, _) in reported.items():
-        span = nodes[uid].interval() if uid in nodes else None
-        if span is not None:
-            times[unit] = span[0]
-    return times
 
 
 def from_defect_type(
@@ -176,14 +143,12 @@ def from_defect_type(
     # a defect found on a whole batch names no unit to compare; only units have a
     # producing batch
     units = tuple(sorted({e.dst for e in store.edges(reported, {"PRODUCED": IN})}))
-    kept = {u: reported[u] for u in units}
     return Defectives(
         units,
-        kept,
+        {u: reported[u] for u in units},
         field_returns=bool(units) and from_field.issuperset(units),
         window=window,
         description=f"{len(units)} units with {defect_type}",
-        reported_at=_report_times(kept, nodes),
     )
 
 
@@ -211,13 +176,10 @@ class Population:
     batch_of: dict[str, str]
     products: list[str]
     window: tuple[float, float]
-    notes: list[str] = field(default_factory=list)
-    """What was left out of the comparison, and why."""
 
 
-def _population(
-    store: GraphStore, target: Defectives, pad_s: float, origin: frozenset[str] = frozenset()
-) -> Population:
+def _population(store: GraphStore, target: Defectives, pad_s: float) -> Population:
+    defective = set(target.units)
     own = {e.dst: e.src for e in store.edges(target.units, {"PRODUCED": IN})}
     orphans = [u for u in target.units if u not in own]
     if orphans:
@@ -225,10 +187,6 @@ def _population(
             f"{len(orphans)} of the defective units have no batch that produced them, so "
             f"they cannot be compared (first: {orphans[0]}; is it a unit?)"
         )
-    notes: list[str] = []
-    made_of = {e.src: e.dst for e in store.edges(sorted(set(own.values())), {"OF_PRODUCT": OUT})}
-    if origin & set(made_of.values()) and not set(made_of.values()) <= origin:
-        own = _at_origin(store, own, made_of, origin, notes)
     seed_batches = sorted(set(own.values()))
     seed = store.get_many(seed_batches)
     products = sorted({e.dst for e in store.edges(seed_batches, {"OF_PRODUCT": OUT})})
@@ -238,54 +196,22 @@ def _population(
     if target.window is not None:
         wlo, whi = target.window.bounds()
         lo, hi = max(lo, wlo - pad_s), min(hi, whi + pad_s) if math.isfinite(whi) else hi
-    if target.field_returns and target.reported_at:
-        # recent production has had less time in service to come back: the population
-        # stops where the typical (median) time from production to complaint runs out
-        made = {u: _made_at(seed[b]) for u, b in own.items() if b in seed}
-        lags = [target.reported_at[u] - made[u] for u in made if u in target.reported_at]
-        if lags:
-            cutoff = max(target.reported_at.values()) - float(np.median(lags))
-            if cutoff < hi:
-                hi = cutoff
-                notes.append(
-                    f"field returns: only units made by {_day(cutoff)} are compared (the "
-                    f"median {float(np.median(lags)) / DAY:.0f} days from production to "
-                    "complaint before the last complaint), so recent production with "
-                    "little time in service does not count as good"
-                )
 
     product_of = {e.src: e.dst for e in store.edges(products, {"OF_PRODUCT": IN})}
     candidates = list(product_of)
-    # the population at risk is what was made in the period, whatever became of it:
-    # a defective unit made outside it is left out, not its batch added back
-    batches = sorted(
+    batches = [
         uid
         for uid, node in store.get_many(candidates).items()
         if (span := node.interval()) is not None and span[1] >= lo and span[0] <= hi
-    )
-    in_period = set(batches)
-    outside = [u for u, b in own.items() if b not in in_period]
-    if outside:
-        own = {u: b for u, b in own.items() if b in in_period}
-        notes.append(
-            f"{len(outside)} defective units made outside the period compared "
-            f"({_day(lo)} to {_day(hi)}) are left out"
-        )
-    if not own:
-        raise ValidationFailed(
-            f"none of the {len(target.units)} defective units was made in the period "
-            f"compared ({_day(lo)} to {_day(hi)}): widen the window"
-        )
-    defective = set(own)
+    ]
+    batches = sorted({*batches, *own.values()})
     # only units of products whose bill of materials uses another product can have
     # sub-assemblies; the other batches need only their unit counts, unless field
-    # returns ask which of their units shipped, or other known defectives must be
-    # found among them
+    # returns ask which of their units shipped
     uses = store.edges(products, {"USES": OUT})
     parts = store.get_many({e.dst for e in uses})
     assembling = {e.src for e in uses if isinstance(parts.get(e.dst), Product)}
-    every_unit = target.field_returns or target.known_defectives_excluded
-    by_unit = [b for b in batches if every_unit or product_of.get(b) in assembling]
+    by_unit = [b for b in batches if target.field_returns or product_of.get(b) in assembling]
     by_count = sorted(set(batches) - set(by_unit))
     counted = set(by_count)
     batch_of = {e.dst: e.src for e in store.edges(by_unit, {"PRODUCED": OUT})} if by_unit else {}
@@ -294,22 +220,9 @@ def _population(
     if target.field_returns:
         shipped = {e.src for e in store.edges(units, {"SHIPPED_IN": OUT})}
         units = [u for u in units if u in shipped or u in defective]
-    if target.known_defectives_excluded:
-        known = {e.dst for e in store.edges(units, {"FOUND_ON": IN, "ABOUT": IN})} - defective
-        if known:
-            units = [u for u in units if u not in known]
-            notes.append(
-                f"{len(known)} other units with a recorded defect or complaint are left "
-                "out of the comparison (they are not good controls)"
-            )
     may_have_subs = [u for u in units if product_of.get(batch_of[u]) in assembling]
     tree = _assemblies(store, may_have_subs, products, assembling, batch_of)
     sub_batch = tree.batch_of
-    level = {u: product_of.get(batch_of[u]) for u in may_have_subs}
-    units, moved = _count_once(units, may_have_subs, defective, tree, counted, level, notes)
-    for sub, batch in moved.items():
-        own[sub] = batch
-        defective.add(sub)
 
     facts = read_batches(store, {*batch_of.values(), *by_count, *sub_batch.values()})
     index: dict[tuple[str, tuple[str, ...]], int] = {}
@@ -354,117 +267,7 @@ def _population(
         {u: batch_of[u] for u in examples} | {s: sub_batch[s] for s in below if s in sub_batch},
         products,
         (lo, hi),
-        notes,
     )
-
-
-def _at_origin(
-    store: GraphStore,
-    own: dict[str, str],
-    made_of: Mapping[str, str],
-    origin: frozenset[str],
-    notes: list[str],
-) -> dict[str, str]:
-    """The defective units counted at the product where the defect arises (its PFMEA
-    origin step's product): a defective assembly holding exactly one unit of that
-    product (a drive and its board) becomes that unit; one holding several (a pack and
-    its modules) cannot say which, and is left out. Units → their batches."""
-    at = {u: b for u, b in own.items() if made_of.get(b) in origin}
-    above = sorted(u for u in own if u not in at)
-    found: dict[str, list[str]] = defaultdict(list)
-    frontier = {u: u for u in above}  # sub-assembly -> the defective unit above it
-    while frontier:
-        edges = store.edges(sorted(frontier), {"ASSEMBLED_INTO": IN})
-        if not edges:
-            break
-        made = {e.dst: e.src for e in store.edges(sorted({e.src for e in edges}), {"PRODUCED": IN})}
-        products = {
-            e.src: e.dst for e in store.edges(sorted(set(made.values())), {"OF_PRODUCT": OUT})
-        }
-        nxt: dict[str, str] = {}
-        for e in edges:
-            top = frontier[e.dst]
-            batch = made.get(e.src)
-            if batch is not None and products.get(batch) in origin:
-                found[top].append(e.src)
-            elif e.src not in nxt:
-                nxt[e.src] = top
-        frontier = nxt
-    moved = dropped = 0
-    made_all: dict[str, str] = {}
-    single = {u: subs[0] for u, subs in found.items() if len(subs) == 1}
-    if single:
-        made_all = {e.dst: e.src for e in store.edges(sorted(single.values()), {"PRODUCED": IN})}
-    for u in above:
-        sub = single.get(u)
-        if sub is not None and sub in made_all:
-            at.setdefault(sub, made_all[sub])
-            moved += 1
-        else:
-            dropped += 1
-    where = ", ".join(sorted(origin))
-    notes.append(
-        f"each item is counted once, at the product where the defect arises ({where}): "
-        f"{moved} defective assemblies are counted as the one sub-assembly of it they hold"
-        + (f"; {dropped} that hold several cannot say which and are left out" if dropped else "")
-    )
-    return at
-
-
-def _count_once(
-    units: list[str],
-    assemblies: list[str],
-    defective: set[str],
-    tree: _Assemblies,
-    counted: set[str],
-    level: Mapping[str, str | None],
-    notes: list[str],
-) -> tuple[list[str], dict[str, str]]:
-    """Each physical item once, at its origin. When the population holds units of a
-    product and of a sub-assembly built into it (boards, and the drives around them),
-    the assembly is not another item: if every defective assembly of that product holds
-    exactly one compared sub-assembly, its defect is moved down to it and the product's
-    units leave the comparison. A defective assembly whose defective sub-assembly is a
-    case itself (a module reported in a pack) leaves too. Returns the units kept and
-    the sub-assemblies that became cases, with their batches."""
-    present = set(units)
-    inside: dict[str, list[str]] = {}
-    for unit in assemblies:
-        subs = tree.subtree([unit])[1:]
-        found = [s for s in subs if s in present or tree.batch_of.get(s) in counted]
-        if found:
-            inside[unit] = found
-    if not inside:
-        return units, {}
-    blocked = {
-        level.get(u)
-        for u, found in inside.items()
-        if u in defective and len(found) != 1 and not any(s in defective for s in found)
-    }
-    drop: set[str] = set()
-    moved: dict[str, str] = {}
-    for unit, found in inside.items():
-        if unit in defective and any(s in defective for s in found):
-            drop.add(unit)
-        elif level.get(unit) not in blocked:
-            drop.add(unit)
-            if unit in defective:
-                moved[found[0]] = tree.batch_of[found[0]]
-    if drop:
-        notes.append(
-            f"{len(drop)} assemblies whose sub-assemblies are compared themselves are counted "
-            f"once, through the sub-assembly ({len(moved)} defects moved down to it)"
-        )
-    return [u for u in units if u not in drop], moved
-
-
-def _made_at(batch: Any) -> float:
-    start, end = batch.interval()
-    return float(end if math.isfinite(end) else start)
-
-
-def _day(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
 
 
 @dataclass(slots=True)
@@ -603,15 +406,6 @@ class Cause:
     """Passes the false-discovery control (q < alpha) with at least ``min_support``
     exposed defective units, and keeps an effect of its own conditional on the stronger
     causes that stand out. Only a significant factor is a cause."""
-    suspects: tuple[Factor, ...] = ()
-    """Co-exposed factors whose defective units overlap this cause's heavily and that
-    the data cannot separate from it (neither keeps an effect given the other): one
-    suspect set, led by this factor."""
-    dispersion: float = 1.0
-    """The between-batch dispersion its tests were divided by (1: binomial)."""
-    explained_low: float = 0.0
-    explained_high: float = 0.0
-    """95 % interval of ``evidence.explained_defects`` (from the adjusted odds ratio's)."""
 
     @property
     def category(self) -> Category6M:
@@ -635,12 +429,6 @@ class RootCauseReport:
     conclusion: str
     """The report in plain words: what stands out, or that nothing does and what data
     would settle it."""
-    origin_steps: list[str] = field(default_factory=list)
-    """The PFMEA origin steps of the defect types explained (``ORIGINATES_AT``)."""
-    factors_after_origin: int = 0
-    """Factors left out because they act after the defect's origin step."""
-    notes: list[str] = field(default_factory=list)
-    """What the comparison left out, and why."""
 
     @property
     def significant_causes(self) -> list[Cause]:
@@ -660,16 +448,15 @@ def _benjamini_hochberg(p: np.ndarray) -> np.ndarray:
 
 
 def _risk_ratio(
-    a: np.ndarray, n1: np.ndarray, c: np.ndarray, n0: np.ndarray, phi: np.ndarray
+    a: np.ndarray, n1: np.ndarray, c: np.ndarray, n0: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Risk ratio with Katz's log interval, its variance multiplied by the dispersion;
-    0.5 is added to every cell of a table with an empty cell (the Haldane-Anscombe
-    correction), so the ratio stays finite."""
+    """Risk ratio with Katz's log interval; 0.5 is added to every cell of a table with
+    an empty cell (the Haldane-Anscombe correction), so the ratio stays finite."""
     zero = (a == 0) | (c == 0) | (n1 - a == 0) | (n0 - c == 0)
     a_, c_ = a + 0.5 * zero, c + 0.5 * zero
     n1_, n0_ = n1 + 1.0 * zero, n0 + 1.0 * zero
     rr = (a_ / n1_) / (c_ / n0_)
-    se = np.sqrt((1 / a_ - 1 / n1_ + 1 / c_ - 1 / n0_) * phi)
+    se = np.sqrt(1 / a_ - 1 / n1_ + 1 / c_ - 1 / n0_)
     z = stats.norm.ppf(0.975)
     return rr, rr * np.exp(-z * se), rr * np.exp(z * se)
 
@@ -694,16 +481,10 @@ def rank_causes(
         raise ValidationFailed(f"nothing to explain: {target.description or 'no units'}")
     if not 0 < alpha < 1:
         raise ValidationFailed(f"alpha must be between 0 and 1, got {alpha}")
-    origin = _origin(store, target)
-    pop = _population(store, target, pad_days * DAY, origin.products)
-    params = pop.facts.parameters
+    pop = _population(store, target, pad_days * DAY)
     factor_sets = {
-        uid: factors_of(batch, params, origin.scope) for uid, batch in pop.facts.batches.items()
+        uid: factors_of(batch, pop.facts.parameters) for uid, batch in pop.facts.batches.items()
     }
-    left_out = 0
-    if origin.scope is not None:
-        every = set().union(*(factors_of(b, params) for b in pop.facts.batches.values()))
-        left_out = len(every) - len(set().union(*factor_sets.values()))
     # the factor matrix: cells by factors, 1 where the cell's units were exposed; the
     # columns in a fixed order, so every backend (and every run) fits the same model
     exposure: list[frozenset[Factor]] = []
@@ -721,102 +502,46 @@ def rank_causes(
     total_n, total_k = n.sum(), k.sum()
     if total_k == 0:
         raise ValidationFailed("no defective unit falls in the comparable population")
-    product = _cell_products(pop)
-    batch = np.unique([own for own, _ in pop.cells], return_inverse=True)[1].ravel()
-    table = _Table(x, n, k, product, batch)
     n1 = np.asarray(x.T @ n).ravel()
     a = np.asarray(x.T @ k).ravel()
     n0, c = total_n - n1, total_k - a
-    # units of one batch are not independent: every test is divided by the factor's
-    # between-batch dispersion, within products
-    clustered = table.dispersion(product, range(len(factors))) if factors else None
-    phi = clustered.phi if clustered is not None else np.ones(0)
-    rr, rr_lo, rr_hi = _risk_ratio(a, n1, c, n0, phi)
-    p = _exact_p(a, n1, total_k, total_n, phi)
-    # an excess of defects among the exposed, on the raw counts (the corrected ratio of
-    # a table with an empty cell can exceed 1 with no exposed defective at all)
-    excess = a * n0 > c * n1
-    if product.max(initial=0) > 0:
-        # several products: each factor compared within its product (the exact
-        # conditional test), so one product's rate does not mask or fake an effect
-        eligible = [int(j) for j in np.flatnonzero(a >= min_support)]
-        for j, adj in zip(eligible, table.conditional(product, eligible), strict=True):
-            p[j] = adj.p_value
-            excess[j] = adj.statistic > 0
-    elif clustered is not None:
-        # the test on the batches themselves, for every factor that could be a cause: a
-        # factor must stand out on both
-        for col in np.flatnonzero((a >= min_support) & excess):
-            p[col] = _gated(float(p[col]), clustered.p_value(int(col)))
+    rr, rr_lo, rr_hi = _risk_ratio(a, n1, c, n0)
+    p = stats.hypergeom.sf(a - 1, total_n, total_k, n1)
     q = _benjamini_hochberg(p)
 
     # Factors exposing exactly the same cells (a lot and a fastener lot that fed the
     # same batches, say) cannot be told apart by any data: one of each group stands for
     # the group and the others are listed beside it as aliases.
-    # The group's leader is the plausible one: at the defect's origin before upstream,
-    # then a lot before a parameter, a shift, an operator, a machine or a supplier (the
-    # lot, not the machine that only ever ran it).
     aliases = _aliases(x)
-    places: dict[Factor, frozenset[str]] | None = None
-
-    def where() -> dict[Factor, frozenset[str]]:
-        nonlocal places
-        if places is None:
-            places = _places(pop.facts)
-        return places
-
-    leaders = {
-        id(group): min(
-            group,
-            key=lambda j: (
-                origin.rank(factors[j], where()),
-                PLAUSIBLE.index(factors[j].kind),
-                factors[j],
-            ),
-        )
-        for group in aliases.values()
-    }
-    lead = np.array([j not in aliases or leaders[id(aliases[j])] == j for j in range(len(factors))])
+    lead = np.array([j not in aliases or aliases[j][0] == j for j in range(len(factors))])
     # the Benjamini-Hochberg threshold: the largest p-value the procedure rejected
     threshold = float(p[q < alpha].max()) if (q < alpha).any() else 0.0
-    chosen = np.flatnonzero(lead & (q < alpha) & (a >= min_support) & excess & (n0 > 0))
+    chosen = np.flatnonzero(lead & (q < alpha) & (a >= min_support) & (rr > 1) & (n0 > 0))
     chosen = chosen[np.argsort(p[chosen], kind="stable")][:max_model_factors]
-    accepted = _select(table, [int(j) for j in chosen], threshold, p, factors)
-    suspects: dict[int, list[int]] = {}
-    if accepted:
-        pool = np.flatnonzero(lead & (p <= alpha) & (a >= min_support) & excess & (n0 > 0))
-        accepted, suspects = _suspect_sets(
-            table,
-            accepted,
-            [int(j) for j in pool],
-            threshold,
-            factors,
-            origin,
-            rr,
-            where,
-        )
+    product = _cell_products(pop)
+    accepted = _select(x, n, k, product, [int(j) for j in chosen], threshold, p, factors)
 
     significant = set(accepted)
-    in_sets = {i for group in suspects.values() for i in group}
     rest = [
         int(j)
         for j in np.argsort(p, kind="stable")
-        if lead[j] and int(j) not in significant and excess[j]
+        if lead[j] and int(j) not in significant and rr[j] > 1
     ]
     shown = [*accepted, *rest[:top]]
     others = [j for j in shown if j not in significant]
     adjusted: dict[int, _Adjusted] = {}
     if others:
-        adjusted.update(zip(others, table.conditional(table.strata(accepted), others), strict=True))
+        given = _strata(product, x, accepted)
+        adjusted.update(zip(others, _conditional(x, n, k, given, others), strict=True))
     for j in accepted:
-        adjusted[j] = table.conditional(table.strata([i for i in accepted if i != j]), [j])[0]
-    explained = _attributable(accepted, adjusted, a, total_k)
+        given = _strata(product, x, [i for i in accepted if i != j])
+        adjusted[j] = _conditional(x, n, k, given, [j])[0]
+    explained = {j: _explained(float(a[j]), adjusted[j].odds_ratio) for j in accepted}
     ranking = [*accepted, *rest][:top]
 
     causes = []
     for rank, j in enumerate(ranking, start=1):
         adj = adjusted[j]
-        share = explained.get(j, (0.0, 0.0, 0.0))
         evidence = Evidence(
             int(a[j]),
             int(n1[j]),
@@ -831,39 +556,19 @@ def rank_causes(
             adj.odds_ratio_low,
             adj.odds_ratio_high,
             adj.p_value,
-            share[0],
+            float(explained.get(j, 0.0)),
         )
         by = None
-        if j not in significant and accepted and (p[j] < alpha or j in in_sets):
+        if j not in significant and p[j] < alpha and accepted:
             by = _explained_by(j, accepted, x, k, factors)
         same = tuple(factors[i] for i in aliases.get(j, ()) if i != j)
         why = _five_whys(factors[j], x, j, k, pop, target)
-        causes.append(
-            Cause(
-                rank,
-                factors[j],
-                evidence,
-                by,
-                why,
-                same,
-                j in significant,
-                tuple(factors[i] for i in suspects.get(j, ())),
-                float(phi[j]) if j not in significant else adj.dispersion,
-                share[1],
-                share[2],
-            )
-        )
+        causes.append(Cause(rank, factors[j], evidence, by, why, same, j in significant))
     needed = None
     if not accepted and ranking:
         j = ranking[0]
         needed = _defectives_needed(
             float(n1[j] / total_n), float(rr[j]), alpha / len(factors), min_support
-        )
-    conclusion = _conclusion(causes, len(factors), int(total_k), alpha, min_support, needed)
-    if left_out:
-        conclusion += (
-            f"; {left_out} factors at steps after the defect's origin "
-            f"({', '.join(origin.steps)}) were not offered as causes"
         )
     return RootCauseReport(
         target,
@@ -875,379 +580,8 @@ def rank_causes(
         causes,
         alpha,
         needed,
-        conclusion,
-        list(origin.steps),
-        left_out,
-        pop.notes,
+        _conclusion(causes, len(factors), int(total_k), alpha, min_support, needed),
     )
-
-
-PLAUSIBLE = (
-    FactorKind.MATERIAL_LOT,
-    FactorKind.EXCURSION,
-    FactorKind.SHIFT,
-    FactorKind.OPERATOR,
-    FactorKind.MACHINE,
-    FactorKind.SUPPLIER,
-)
-"""Kinds of factor from the most specific to the least: of factors the data cannot
-separate, the more specific one leads."""
-
-
-# --- where the defect arises: the PFMEA origin --------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Origin:
-    steps: tuple[str, ...]
-    """The origin steps of the defect types explained."""
-    scope: Scope | None
-    """The steps at or before them and their products' materials; None when a defect
-    type has no origin recorded (every factor is then a candidate)."""
-    at_origin: frozenset[str]
-    """The origin steps and the materials of their own products: where a cause is most
-    plausible."""
-    products: frozenset[str] = frozenset()
-    """The products whose route holds the origin steps."""
-
-    def rank(self, factor: Factor, steps: Mapping[Factor, frozenset[str]]) -> int:
-        """0 for a factor at an origin step (or a lot of its product's material), 1 for
-        one upstream of it, 2 when there is no origin to judge by."""
-        if self.scope is None:
-            return 2
-        where = steps.get(factor, frozenset())
-        return 0 if where & self.at_origin else 1
-
-
-def _origin(store: GraphStore, target: Defectives) -> _Origin:
-    """The PFMEA origin of the defect types of ``target``'s reports."""
-    reports = sorted({uid for uid, _ in target.reported_by.values()})
-    types = sorted({e.dst for e in store.edges(reports, {"OF_TYPE": OUT})}) if reports else []
-    if not types:
-        return _Origin((), None, frozenset())
-    links = store.edges(types, {"ORIGINATES_AT": OUT})
-    if {e.src for e in links} != set(types):
-        return _Origin((), None, frozenset())
-    origin_steps = sorted({e.dst for e in links})
-    route = {e.src: e.dst for e in store.edges(origin_steps, {"STEP_OF": OUT})}
-    origin_products = sorted(set(route.values()))
-    # the products built into the origin's products, at any depth
-    upstream: set[str] = set()
-    frontier = origin_products
-    materials: set[str] = set()
-    own_materials: set[str] = set()
-    first = True
-    while frontier:
-        uses = store.edges(frontier, {"USES": OUT})
-        inputs = store.get_many({e.dst for e in uses})
-        found = {e.dst for e in uses if isinstance(inputs.get(e.dst), Product)}
-        bought = {e.dst for e in uses if e.dst in inputs and e.dst not in found}
-        materials |= bought
-        if first:
-            own_materials = set(bought)
-            first = False
-        frontier = sorted(found - upstream - set(origin_products))
-        upstream |= found
-    steps_of = store.edges(sorted(upstream | set(origin_products)), {"STEP_OF": IN})
-    nodes = store.get_many({e.src for e in steps_of} | set(origin_steps))
-    last: dict[str, int] = defaultdict(int)
-    for step in origin_steps:
-        node = nodes.get(step)
-        if isinstance(node, ProcessStep) and step in route:
-            last[route[step]] = max(last[route[step]], node.sequence)
-    allowed = set(origin_steps)
-    for e in steps_of:
-        node = nodes.get(e.src)
-        before = not isinstance(node, ProcessStep) or node.sequence <= last.get(e.dst, 0)
-        if e.dst in upstream or before:
-            allowed.add(e.src)
-    scope = Scope(frozenset(allowed), frozenset(materials))
-    return _Origin(
-        tuple(origin_steps),
-        scope,
-        frozenset(origin_steps) | own_materials,
-        frozenset(origin_products),
-    )
-
-
-def _places(facts: PlantFacts) -> dict[Factor, frozenset[str]]:
-    """Where each factor acts: the steps of its runs, the materials of its lots."""
-    found: dict[Factor, set[str]] = defaultdict(set)
-    for batch in facts.batches.values():
-        for lot in batch.lots:
-            if lot.material is not None:
-                found[Factor(FactorKind.MATERIAL_LOT, lot.uid)].add(lot.material)
-                if lot.supplier is not None:
-                    found[Factor(FactorKind.SUPPLIER, lot.supplier)].add(lot.material)
-        for run in batch.runs:
-            if run.step is None:
-                continue
-            for f in factors_of(BatchFacts(batch.uid, None, 0.0, 0.0, 0, [run]), facts.parameters):
-                found[f].add(run.step)
-    return {f: frozenset(v) for f, v in found.items()}
-
-
-def _suspect_sets(
-    table: _Table,
-    accepted: list[int],
-    pool: list[int],
-    threshold: float,
-    factors: list[Factor],
-    origin: _Origin,
-    rr: np.ndarray,
-    places: Callable[[], dict[Factor, frozenset[str]]],
-) -> tuple[list[int], dict[int, list[int]]]:
-    """Co-exposed factors that cannot be told from a cause, as one suspect set with a
-    plausible leader.
-
-    A factor of ``pool`` joins a cause's set when at least half of the defective units
-    of each are exposed to both (heavy overlap) and the cause keeps no effect of its
-    own given that factor (the data do not separate them). The set's leader is the
-    member that keeps its effect given every other member, then one at the defect's
-    PFMEA origin step (or a lot of its product's material) before one upstream of it,
-    then the higher risk ratio (the more specific exposure: a lot before the machine
-    that ran it and others); a leader must still stand out given the other causes.
-    Returns the causes (a leader in its cause's place) and each leader's set."""
-    k = table.k
-    claimed = set(accepted)
-    result = list(accepted)
-    sets: dict[int, list[int]] = {}
-    free = [i for i in pool if i not in claimed]
-    if not free:
-        return result, sets
-    dense = table.x[:, free].toarray() * k[:, None]
-    exposed_k = dense.sum(axis=0)
-    where: dict[Factor, frozenset[str]] | None = None
-    for pos, j in enumerate(list(result)):
-        others = [i for i in result if i != j]
-        col = table.x[:, j].toarray().ravel()
-        a_j = float((col * k).sum())
-        shared = (dense * col[:, None]).sum(axis=0)
-        members = []
-        for at, i in enumerate(free):
-            if i in claimed or shared[at] < 0.5 * max(a_j, exposed_k[at]):
-                continue
-            alone = table.conditional(table.strata([*others, i]), [j])[0]
-            if alone.p_value > threshold:
-                members.append(i)
-        if not members:
-            continue
-        group = [j, *members]
-        if where is None:
-            where = places()
-
-        def holds(f: int, given: list[int]) -> bool:
-            return table.conditional(table.strata(given), [f])[0].p_value <= threshold
-
-        order = sorted(
-            group,
-            key=lambda f: (
-                not holds(f, [*others, *(g for g in group if g != f)]),
-                origin.rank(factors[f], where),
-                -float(rr[f]),
-                factors[f],
-            ),
-        )
-        leader = next((f for f in order if f == j or holds(f, others)), j)
-        result[pos] = leader
-        sets[leader] = [g for g in group if g != leader]
-        claimed.update(group)
-    return result, sets
-
-
-def _attributable(
-    accepted: Sequence[int], adjusted: Mapping[int, _Adjusted], a: np.ndarray, cases: float
-) -> dict[int, tuple[float, float, float]]:
-    """The defects each cause accounts for, with a 95 % interval: its exposed defective
-    units times the attributable fraction among the exposed, ``1 - 1/OR`` (Miettinen
-    1974), with the adjusted odds ratio and its interval's ends. When causes share
-    defective units their shares could add up to more than the cases; then every share
-    (and every upper end) is scaled down so the total stays within them."""
-    found: dict[int, tuple[float, float, float]] = {}
-    for j in accepted:
-        adj = adjusted[j]
-        found[j] = (
-            _explained(float(a[j]), adj.odds_ratio),
-            _explained(float(a[j]), adj.odds_ratio_low),
-            _explained(float(a[j]), adj.odds_ratio_high),
-        )
-    for at in (0, 2):
-        total = sum(v[at] for v in found.values())
-        if total > cases:
-            scale = cases / total
-            found = {
-                j: tuple(x * scale if i >= at else x for i, x in enumerate(v))  # type: ignore[misc]
-                for j, v in found.items()
-            }
-    return found
-
-
-# --- batch-to-batch variation: the dispersion of each test ------------------------------
-
-
-def _dispersion(
-    x: sparse.csr_matrix,
-    n: np.ndarray,
-    k: np.ndarray,
-    cluster: np.ndarray,
-    group: np.ndarray,
-) -> _Clustered:
-    """The dispersion factor of each column of ``x``: Pearson's X² over the *clusters*
-    (batches) split by exposure, under the model of one defect rate per ``group`` and
-    exposure, divided by its degrees of freedom (the clusters in a group and exposure
-    whose rate is strictly between 0 and 1, less one each), at least 1.
-
-    Units of one batch share more than the factors describe, so defects cluster by batch
-    beyond binomial variation; the ratio of the observed between-batch variance to the
-    binomial one is the design effect of Rao & Scott (1992) and the quasi-binomial
-    dispersion of Williams (1982) / McCullagh & Nelder (1989, §4.5). Dividing every count
-    of a test by it makes the effective sample size that of independent batches. Each
-    column is fitted with its own exposure split, so a real cause does not inflate its
-    own factor (it does inflate the others', which is conservative).
-
-    ``cluster``: the cluster of each row (row of ``x``), numbered from 0; ``group``: the
-    group of each cluster (clusters are nested in groups)."""
-    n_clusters, n_groups = int(cluster.max()) + 1, int(group.max()) + 1
-    rows = np.arange(len(cluster))
-    to_cluster = sparse.csr_matrix((np.ones(len(cluster)), (cluster, rows)), (n_clusters, len(n)))
-    to_group = sparse.csr_matrix(
-        (np.ones(n_clusters), (group, np.arange(n_clusters))), (n_groups, n_clusters)
-    )
-    exposed_n = (to_cluster @ x.multiply(n[:, None]).tocsr()).tocsr()
-    exposed_nk = (to_cluster @ x.multiply((n + k)[:, None]).tocsr()).tocsr()
-    exposed_n.sort_indices()
-    exposed_nk.sort_indices()
-    # every row has units, so both matrices have the same pattern: the defective counts
-    # are the difference of their data
-    same = np.array_equal(exposed_n.indptr, exposed_nk.indptr) and np.array_equal(
-        exposed_n.indices, exposed_nk.indices
-    )
-    if not same:  # pragma: no cover - a row with no units would break the pattern
-        raise ValidationFailed("a cell of the population has no units")
-    nb, kb = exposed_n.data, exposed_nk.data - exposed_n.data
-    at = np.repeat(np.arange(n_clusters), np.diff(exposed_n.indptr))
-    n_c, k_c = to_cluster @ n, to_cluster @ k
-
-    def like(data: np.ndarray) -> sparse.csr_matrix:
-        return sparse.csr_matrix((data, exposed_n.indices, exposed_n.indptr), exposed_n.shape)
-
-    def per_group(m: sparse.csr_matrix) -> np.ndarray:
-        return np.asarray((to_group @ m).todense())
-
-    n1, k1 = per_group(exposed_n), per_group(like(kb))
-    n_g, k_g = to_group @ n_c, to_group @ k_c
-    n0, k0 = n_g[:, None] - n1, k_g[:, None] - k1
-    # sum over clusters of k²/n, exposed and unexposed parts
-    s1 = per_group(like(kb**2 / nb))
-    rest_n, rest_k = n_c[at] - nb, k_c[at] - kb
-    partly = rest_n > 0
-    swap = -(k_c[at] ** 2) / n_c[at] + np.where(
-        partly, rest_k**2 / np.where(partly, rest_n, 1.0), 0.0
-    )
-    s0 = (to_group @ (k_c**2 / n_c))[:, None] + per_group(like(swap))
-    clusters_1 = per_group(like(np.ones_like(nb)))
-    clusters_0 = (to_group @ np.ones(n_clusters))[:, None] - per_group(like((~partly) * 1.0))
-
-    chi2 = np.zeros(x.shape[1])
-    df = np.zeros(x.shape[1])
-    for big_n, big_k, sums, m in ((n1, k1, s1, clusters_1), (n0, k0, s0, clusters_0)):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rate = np.where(big_n > 0, big_k / np.where(big_n > 0, big_n, 1.0), 0.0)
-            varies = (rate > 0) & (rate < 1) & (m > 1)
-            term = (sums - big_k * rate) / np.where(varies, rate * (1 - rate), 1.0)
-        chi2 += np.where(varies, term, 0.0).sum(axis=0)
-        df += np.where(varies, m - 1, 0.0).sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        phi = np.where(df > 0, chi2 / np.where(df > 0, df, 1.0), 1.0)
-    by_column = like(kb).tocsc()
-    exposed_csc = exposed_n.tocsc()
-    return _Clustered(
-        np.maximum(phi, 1.0), exposed_csc, by_column.data, n_c, k_c, np.asarray(group)
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _Clustered:
-    """What the clusters (batches) say about each column: its dispersion, and the
-    exposed units and defective units of each cluster."""
-
-    phi: np.ndarray
-    exposed: sparse.csc_matrix
-    """Clusters by columns: exposed units."""
-    exposed_k: np.ndarray
-    """The exposed defective units, aligned with ``exposed.data``."""
-    n: np.ndarray
-    k: np.ndarray
-    group: np.ndarray
-
-    def p_value(self, i: int) -> float:
-        """The test of column ``i`` on the batches themselves: a one-sided
-        Wilcoxon-Mann-Whitney rank test of the defect rates of exposed against
-        unexposed clusters (a batch split by the exposure counts as its two parts),
-        within each group and combined over groups (van Elteren 1960), with the normal
-        approximation corrected for ties. Each batch counts once, however many units it
-        holds, and a heavy-tailed batch effect cannot make a factor that covers one or
-        two batches stand out."""
-        lo, hi = self.exposed.indptr[i], self.exposed.indptr[i + 1]
-        rows = self.exposed.indices[lo:hi]
-        nb, kb = self.exposed.data[lo:hi], self.exposed_k[lo:hi]
-        rest_n, rest_k = self.n.copy(), self.k.copy()
-        rest_n[rows] -= nb
-        rest_k[rows] -= kb
-        keep = rest_n > 0
-        r1, g1 = kb / nb, self.group[rows]
-        r0, g0 = rest_k[keep] / rest_n[keep], self.group[keep]
-        groups = np.unique(g1)
-        if len(groups) == 1:
-            a1, a0 = r1, r0[g0 == groups[0]]
-            if len(a0) and a1.min() > a0.max():
-                # the exposed batches are the worst ones: the exact permutation p-value
-                # (the chance that a random set of as many batches is the worst)
-                return 1.0 / math.comb(len(a1) + len(a0), len(a1))
-        excess = variance = 0.0
-        for g in groups:
-            a1, a0 = r1[g1 == g], r0[g0 == g]
-            m1, m0 = len(a1), len(a0)
-            if not m0:
-                continue
-            both = np.concatenate([a1, a0])
-            ranks = stats.rankdata(both)
-            u = ranks[:m1].sum() - m1 * (m1 + 1) / 2
-            total = m1 + m0
-            ties = np.unique(both, return_counts=True)[1].astype(float)
-            correction = (ties**3 - ties).sum() / (total * (total - 1)) if total > 1 else 0.0
-            excess += u - m1 * m0 / 2
-            variance += m1 * m0 / 12 * ((total + 1) - correction)
-        if variance <= 0:
-            return 1.0
-        return float(stats.norm.sf((excess - 0.5) / math.sqrt(variance)))
-
-
-BATCH_LEVEL = 0.0
-"""The level a factor's exposed batches must stand out at among all batches (the rank
-test on the batches themselves) for its unit-level test to count."""
-
-
-def _gated(unit_p: float, batch_p: float) -> float:
-    """The unit-level p-value when the batches themselves show the factor's excess at
-    :data:`BATCH_LEVEL`; otherwise the batch-level one, if larger: what one or two
-    unusual batches make of a factor does not count."""
-    return unit_p if batch_p <= BATCH_LEVEL else max(unit_p, batch_p)
-
-
-def _scaled(count: np.ndarray, phi: np.ndarray | float) -> np.ndarray:
-    """Counts divided by the dispersion and rounded: the effective counts of a test."""
-    return np.rint(np.asarray(count, dtype=float) / phi)
-
-
-def _exact_p(a: np.ndarray, n1: np.ndarray, k: float, n: float, phi: np.ndarray) -> np.ndarray:
-    """One-sided exact (Fisher) test of each 2x2 table on its effective counts: each
-    cell divided by the table's dispersion (the Rao-Scott adjustment, applied to the
-    four cells so the margins stay consistent)."""
-    b, c = n1 - a, k - a
-    d = n - n1 - c
-    a_, b_, c_, d_ = (_scaled(v, phi) for v in (a, b, c, d))
-    return np.asarray(stats.hypergeom.sf(a_ - 1, a_ + b_ + c_ + d_, a_ + c_, a_ + b_))
 
 
 # --- co-exposure: tests conditional on the accepted causes ---------------------------------
@@ -1261,7 +595,6 @@ class _Adjusted:
     p_value: float
     statistic: float
     """The signed Cochran-Mantel-Haenszel z: how strongly the factor stands out."""
-    dispersion: float = 1.0
 
 
 def _explained(defective_exposed: float, odds_ratio: float | None) -> float:
@@ -1277,94 +610,54 @@ def _cell_products(pop: Population) -> np.ndarray:
     return np.unique(names, return_inverse=True)[1].astype(np.int64)
 
 
-@dataclass(frozen=True, slots=True)
-class _Table:
-    """The cells of the population as the tests see them."""
+def _strata(product: np.ndarray, x: sparse.csr_matrix, given: Sequence[int]) -> np.ndarray:
+    """Each cell's stratum: its product and its exposure to each of the ``given``
+    factors."""
+    if not given:
+        return product
+    pattern = np.column_stack([product, x[:, list(given)].toarray().astype(np.int64)])
+    return np.unique(pattern, axis=0, return_inverse=True)[1].ravel()
 
-    x: sparse.csr_matrix
-    """Cells by factors, 1 where the cell's units were exposed."""
-    n: np.ndarray
-    k: np.ndarray
-    product: np.ndarray
-    """The product of each cell (numbered)."""
-    batch: np.ndarray
-    """The batch that made each cell's units (numbered): the cluster of the dispersion."""
 
-    def strata(self, given: Sequence[int]) -> np.ndarray:
-        """Each cell's stratum: its product and its exposure to each of the ``given``
-        factors."""
-        if not given:
-            return self.product
-        pattern = np.column_stack([self.product, self.x[:, list(given)].toarray().astype(np.int64)])
-        return np.unique(pattern, axis=0, return_inverse=True)[1].ravel()
-
-    def dispersion(self, strata: np.ndarray, columns: Sequence[int]) -> _Clustered:
-        """The dispersion of each of ``columns`` within ``strata`` (clusters: a batch's
-        cells in one stratum)."""
-        pairs = np.unique(np.column_stack([strata, self.batch]), axis=0, return_inverse=True)
-        cluster = pairs[1].ravel()
-        group = pairs[0][:, 0]
-        return _dispersion(self.x[:, list(columns)].tocsr(), self.n, self.k, cluster, group)
-
-    def conditional(
-        self, strata: np.ndarray, columns: Sequence[int], *, exact: bool = True
-    ) -> list[_Adjusted]:
-        """The 2x2 tables of each of ``columns`` within every stratum, combined, with
-        every count divided by the column's dispersion within the strata: the
-        Mantel-Haenszel odds ratio with the Robins-Breslow-Greenland 95 % interval, the
-        Cochran-Mantel-Haenszel z, and the exact conditional test (the distribution of
-        the exposed defectives given every stratum's margins, a convolution of
-        hypergeometric laws: the exact test of a common odds ratio of 1, one-sided; NaN
-        unless ``exact``)."""
-        if not len(columns):
-            return []
-        n, k, x = self.n, self.k, self.x
-        m = int(strata.max()) + 1
-        s = sparse.csr_matrix((np.ones(len(strata)), (strata, np.arange(len(strata)))), (m, len(n)))
-        big_n, big_k = s @ n, s @ k
-        cols = x[:, list(columns)]
-        exposed_n = np.asarray((s @ cols.multiply(n[:, None])).todense())
-        exposed_k = np.asarray((s @ cols.multiply(k[:, None])).todense())
-        clustered = self.dispersion(strata, columns)
-        found = []
-        for i in range(len(columns)):
-            adj = _combine(
-                big_n, big_k, exposed_n[:, i], exposed_k[:, i], float(clustered.phi[i]), exact
-            )
-            if exact:
-                adj = dataclasses.replace(adj, p_value=_gated(adj.p_value, clustered.p_value(i)))
-            found.append(adj)
-        return found
+def _conditional(
+    x: sparse.csr_matrix,
+    n: np.ndarray,
+    k: np.ndarray,
+    strata: np.ndarray,
+    columns: Sequence[int],
+    *,
+    exact: bool = True,
+) -> list[_Adjusted]:
+    """The 2x2 tables of each of ``columns`` within every stratum, combined: the
+    Mantel-Haenszel odds ratio with the Robins-Breslow-Greenland 95 % interval, the
+    Cochran-Mantel-Haenszel z, and the exact conditional test (the distribution of the
+    exposed defectives given every stratum's margins, a convolution of hypergeometric
+    laws: the exact test of a common odds ratio of 1, one-sided; NaN unless ``exact``)."""
+    m = int(strata.max()) + 1
+    s = sparse.csr_matrix((np.ones(len(strata)), (strata, np.arange(len(strata)))), (m, len(n)))
+    big_n, big_k = s @ n, s @ k
+    cols = x[:, list(columns)]
+    exposed_n = np.asarray((s @ cols.multiply(n[:, None])).todense())
+    exposed_k = np.asarray((s @ cols.multiply(k[:, None])).todense())
+    found = []
+    for i in range(len(columns)):
+        found.append(_combine(big_n, big_k, exposed_n[:, i], exposed_k[:, i], exact))
+    return found
 
 
 def _combine(
-    big_n: np.ndarray,
-    big_k: np.ndarray,
-    n1: np.ndarray,
-    a: np.ndarray,
-    phi: float,
-    exact: bool,
+    big_n: np.ndarray, big_k: np.ndarray, n1: np.ndarray, a: np.ndarray, exact: bool
 ) -> _Adjusted:
     informative = (n1 > 0) & (n1 < big_n) & (big_k > 0) & (big_k < big_n)
     big_n, big_k, n1, a = big_n[informative], big_k[informative], n1[informative], a[informative]
     if not len(big_n):
-        return _Adjusted(None, None, None, 1.0, 0.0, phi)
+        return _Adjusted(None, None, None, 1.0, 0.0)
+    p_value = _exact_conditional_p(big_n, big_k, n1, a) if exact else math.nan
     b, c = n1 - a, big_k - a
     d = big_n - n1 - c
-    p_value = math.nan
-    if exact:
-        a_, b_, c_, d_ = (_scaled(v, phi) for v in (a, b, c, d))
-        keep = (a_ + b_ > 0) & (c_ + d_ > 0) & (a_ + c_ > 0) & (b_ + d_ > 0)
-        p_value = (
-            _exact_conditional_p(
-                (a_ + b_ + c_ + d_)[keep], (a_ + c_)[keep], (a_ + b_)[keep], a_[keep]
-            )
-            if keep.any()
-            else 1.0
-        )
     expected = n1 * big_k / big_n
     variance = n1 * (big_n - n1) * big_k * (big_n - big_k) / (big_n**2 * (big_n - 1))
-    z = float((a - expected).sum() / math.sqrt(variance.sum() * phi)) if variance.sum() > 0 else 0.0
+    z = float((a - expected).sum() / math.sqrt(variance.sum())) if variance.sum() > 0 else 0.0
     if ((a * d).sum() == 0) or ((b * c).sum() == 0):
         # an empty cell in every stratum: add a half to each cell so the ratio is finite
         a, b, c, d = a + 0.5, b + 0.5, c + 0.5, d + 0.5
@@ -1378,14 +671,13 @@ def _combine(
         + (pp * s_ + qq * r).sum() / (2 * big_r * big_s)
         + (qq * s_).sum() / (2 * big_s**2)
     )
-    half = stats.norm.ppf(0.975) * math.sqrt(var * phi)
+    half = stats.norm.ppf(0.975) * math.sqrt(var)
     return _Adjusted(
         float(ratio),
         float(ratio * math.exp(-half)),
         float(ratio * math.exp(half)),
         p_value,
         z,
-        phi,
     )
 
 
@@ -1404,7 +696,10 @@ def _exact_conditional_p(
 
 
 def _select(
-    table: _Table,
+    x: sparse.csr_matrix,
+    n: np.ndarray,
+    k: np.ndarray,
+    product: np.ndarray,
     candidates: list[int],
     threshold: float,
     p: np.ndarray,
@@ -1419,8 +714,8 @@ def _select(
     accepted: list[int] = []
     pending = list(candidates)
     while pending:
-        strata = table.strata(accepted)
-        tests = table.conditional(strata, pending, exact=False)
+        strata = _strata(product, x, accepted)
+        tests = _conditional(x, n, k, strata, pending, exact=False)
         order = sorted(
             range(len(pending)),
             key=lambda i: (-tests[i].statistic, p[pending[i]], factors[pending[i]]),
@@ -1430,7 +725,7 @@ def _select(
                 i
                 for i in order
                 if tests[i].statistic > 0
-                and table.conditional(strata, [pending[i]])[0].p_value <= threshold
+                and _conditional(x, n, k, strata, [pending[i]])[0].p_value <= threshold
             ),
             None,
         )
@@ -1439,7 +734,10 @@ def _select(
         accepted.append(pending.pop(passed))
     for j in reversed(list(accepted)):
         others = [i for i in accepted if i != j]
-        if others and table.conditional(table.strata(others), [j])[0].p_value > threshold:
+        if (
+            others
+            and _conditional(x, n, k, _strata(product, x, others), [j])[0].p_value > threshold
+        ):
             accepted.remove(j)
     return accepted
 
@@ -1486,13 +784,6 @@ def _conclusion(
         if first.aliases:
             text += "; the data cannot tell it from " + ", ".join(
                 f.describe() for f in first.aliases
-            )
-        if first.suspects:
-            text += (
-                "; it leads a suspect set with "
-                + ", ".join(f.describe() for f in first.suspects)
-                + " (co-exposed, sharing most of its defective units, and not separable "
-                "by these data: check them together)"
             )
         explained = [c for c in causes if c.explained_by is not None]
         if explained:
@@ -1687,9 +978,6 @@ def report_dict(report: RootCauseReport) -> dict[str, Any]:
         "alpha": report.alpha,
         "conclusion": report.conclusion,
         "defectives_needed": report.defectives_needed,
-        "origin_steps": report.origin_steps,
-        "factors_after_origin": report.factors_after_origin,
-        "notes": report.notes,
         "causes": [
             {
                 "rank": c.rank,
@@ -1701,10 +989,6 @@ def report_dict(report: RootCauseReport) -> dict[str, Any]:
                 "significant": c.significant,
                 "explained_by": c.explained_by.key if c.explained_by else None,
                 "aliases": [f.key for f in c.aliases],
-                "suspects": [f.key for f in c.suspects],
-                "dispersion": c.dispersion,
-                "explained_defects_low": c.explained_low,
-                "explained_defects_high": c.explained_high,
                 **{f: getattr(c.evidence, f) for f in Evidence.__slots__},
                 "why": [
                     {"uid": w.uid, "label": w.label, "edge": w.edge, "why": w.why} for w in c.why
