@@ -245,10 +245,12 @@ def test_a_fix_whose_twin_cannot_be_fitted_soundly_is_marked_failed(
     # far too few draws: the step models fail their convergence checks
     runner = WhatIfRunner(drives_store, tmp_path, Sampler(draws=20, tune=20, chains=2, seed=1))
     try:
-        with pytest.raises(ValidationFailed, match="convergence"):
-            investigate(drives_store, uid, whatif=lambda fix: run_fix(runner, fix, hours=1.0))
+        found = investigate(drives_store, uid, whatif=lambda fix: run_fix(runner, fix, hours=1.0))
     finally:
         runner.close()
+    # the cause and the recall stand; the note says why there is no what-if
+    assert found.leading is not None and found.recall is not None and found.whatif is None
+    assert any("could not run" in n and "convergence" in n for n in found.notes)
     sessions = [n.uid for page in drives_store.iter_nodes("WhatIfSession") for n in page.items]
     failed = [
         s

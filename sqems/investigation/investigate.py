@@ -132,7 +132,12 @@ def investigate(
         except ValidationFailed as exc:
             notes.append(f"no what-if for this cause: {exc.message}")
         if fix is not None and whatif is not None:
-            result = whatif(fix)
+            try:
+                result = whatif(fix)
+            except ValidationFailed as exc:
+                # the cause and the recall stand without it: say why the fix's what-if
+                # could not run (an unsound twin fit, say) rather than lose them
+                notes.append(f"the what-if of the fix could not run: {exc.message}")
     return Investigation(case, genealogy, scope, report, leading, why, recall, fix, result, notes)
 
 
