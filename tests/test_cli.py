@@ -33,7 +33,8 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert "Recall scope of material lot LOT-RESIN-" in done.stdout
     assert "Upstream trace of complaint CMP-" in done.stdout
     assert "customers to notify" in done.stdout
-    assert "Root cause of cracked housings" in done.stdout
+    assert "Investigation of complaint CMP-" in done.stdout
+    assert "Suggested recall: material lot LOT-RESIN-" in done.stdout
     return data
 
 
