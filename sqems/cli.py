@@ -515,8 +515,10 @@ def whatif_cmd(
         runner = WhatIfRunner(store, settings.data_dir / TWIN_DIR, Sampler.of(settings))
         try:
             with err.status(f"building the twin of {line} and fitting its quality models…"):
-                twin_, models = runner.twin(line, groups=bool(spec.lots or spec.operators))
-            spec.check(twin_)
+                twin_, models = runner.twin(line)
+                spec.check(twin_)
+                if spec.lots or spec.operators:
+                    twin_, models = runner.twin(line, groups=spec.grouped_steps(twin_))
             for step, model in models.items():
                 d = model.diagnostics
                 err.print(

@@ -1,9 +1,10 @@
 """Runs what-if scenarios in the background and tells listeners how far they are.
 
 One :class:`WhatIfRunner` per process: it builds each line's twin and fits (or loads)
-its quality models the first time a line is asked for, keeps them (a scenario that
-switches lots or operators gets models with lot and operator effects, fitted and kept
-apart from the plain ones), and runs submitted
+its quality models the first time a line is asked for and keeps them. A scenario that
+switches lots or operators gets, at the steps where it does so and only there, models
+with lot and operator effects (slower to fit; fitted once and kept beside the plain
+ones, which every other step goes on using). It runs submitted
 scenarios one at a time on a worker thread (simulations are CPU-bound; two at once on
 a small server would only make both slower). Listeners receive a :class:`Progress`
 for every step: queued, running with the fraction done, done or failed.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,31 +57,44 @@ class WhatIfRunner:
         self.folder = folder
         self.sampler = sampler or Sampler()
         self.listeners: set[Callable[[Progress], None]] = set()
-        self._twins: dict[tuple[str, bool], tuple[LineTwin, dict[str, QualityModel]]] = {}
+        self._twins: dict[str, tuple[LineTwin, dict[str, QualityModel]]] = {}
+        self._grouped: dict[tuple[str, str], QualityModel] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqems-whatif")
 
-    def twin(self, line: str, *, groups: bool = False) -> tuple[LineTwin, dict[str, QualityModel]]:
-        """The line's twin and its sound quality models (built and fitted once); with
-        ``groups``, models with lot and operator effects."""
+    def twin(
+        self, line: str, *, groups: Collection[str] = ()
+    ) -> tuple[LineTwin, dict[str, QualityModel]]:
+        """The line's twin and its sound quality models (built and fitted once); the
+        steps in ``groups`` get models with lot and operator effects
+        (:meth:`ScenarioSpec.grouped_steps`)."""
         with self._lock:
-            found = self._twins.get((line, groups))
+            found = self._twins.get(line)
             if found is None:
                 twin = build_twin(self.store, line)
-                models = fit_line(twin, self.folder / line, self.sampler, groups=groups)
-                found = self._twins[line, groups] = (twin, models)
-            return found
+                models = fit_line(twin, self.folder / line, self.sampler)
+                found = self._twins[line] = (twin, models)
+            twin, models = found
+            wanted = [s for s in groups if s in models]
+            missing = [s for s in wanted if (line, s) not in self._grouped]
+            if missing:
+                fitted = fit_line(twin, self.folder / line, self.sampler, steps=missing, groups=True)
+                self._grouped.update({(line, s): m for s, m in fitted.items()})
+            if not wanted:
+                return found
+            return twin, {**models, **{s: self._grouped[line, s] for s in wanted}}
 
     def ready(self, line: str) -> bool:
         """Whether the line's twin is built and fitted already (never waits for a fit
         in progress: a request asking must not hang for a minute)."""
-        return (line, False) in self._twins
+        return line in self._twins
 
     def forget(self, line: str) -> None:
         """Build the line's twin again on next use (its history changed)."""
         with self._lock:
-            for key in [k for k in self._twins if k[0] == line]:
-                self._twins.pop(key)
+            self._twins.pop(line, None)
+            for key in [k for k in self._grouped if k[0] == line]:
+                self._grouped.pop(key)
 
     def submit(self, session: str, scenario: str) -> Future[Scenario]:
         """Queue ``scenario`` of ``session``; the future holds the stored scenario."""
@@ -111,7 +125,9 @@ class WhatIfRunner:
                 s for s in get_session(self.store, session).scenarios if s.uid == scenario
             )
             spec = ScenarioSpec.parse(stored.changes)
-            twin, models = self.twin(line, groups=bool(spec.lots or spec.operators))
+            twin, models = self.twin(line)
+            if spec.lots or spec.operators:
+                twin, models = self.twin(line, groups=spec.grouped_steps(twin))
             if floor is not None:
                 recommended = recommend_setpoints(
                     twin, models, seed=get_session(self.store, session).session.seed

@@ -297,6 +297,15 @@ class ScenarioSpec(BaseModel):
                 out |= {lot for lot in h.lots if h.supplier.get(lot) == switch.supplier}
         return out
 
+    def grouped_steps(self, twin: LineTwin) -> tuple[str, ...]:
+        """The steps whose model must know lots and operators for this scenario: those
+        where it switches a lot or changes the operators (in the line's order)."""
+        return tuple(
+            s.uid
+            for s in twin.steps
+            if self.switched_lots(s) or any(o.step == s.uid for o in self.operators)
+        )
+
     def resolved(self, twin: LineTwin) -> ScenarioSpec:
         """The scenario with what it leaves to the data filled in: each drift without a
         window gets the one :func:`~sqems.twin.line.drift_window` finds in the

@@ -25,12 +25,20 @@ learnable as a monotone effect; its optimum sits at z* = -beta / (2 gamma) when
 gamma > 0. The sign of gamma is not forced: the data say whether there is an optimum.
 
 **Lots and operators** (optional: :attr:`StepData.lots`, :attr:`StepData.operators`)
-are partially pooled and non-centred like the machines, each group with its own
-spread: lot effects v_l = tau_lot * e_l and operator effects w_o = tau_operator * e_o,
-e ~ N(0, 1), tau ~ HalfNormal(0.5). A run's batch may consume several lots, so its
-logit gets the sum of its lots' effects (multi-membership) plus its operator's::
+are partially pooled, each group with its own spread: lot effects v_l ~ N(0, tau_lot)
+and operator effects w_o ~ N(0, tau_operator), tau ~ HalfNormal(0.5). A run's batch may
+consume several lots, so its logit gets the sum of its lots' effects (multi-membership)
+plus its operator's::
 
     logit p_r = ... + sum_{l in lots(r)} v_l + w_o(r)
+
+Each member is sampled in the coordinates its data call for: a member whose runs pin its
+effect more tightly than the prior spread does (Fisher information n p (1 - p) at its
+own defect rate, times 0.5**2, at least 1 - a bad lot seen in many runs) centred, as
+v_l itself; a thin one non-centred, as v_l = tau_lot * e_l with e_l ~ N(0, 1). On a
+100,000-unit plant's assembly step (460 runs, 252 lots, one of them bad) all lots
+non-centred gave 13 divergent transitions at target_accept 0.99 and about 127 leapfrog
+steps a draw; the bad lot centred gave 3 and about 68.
 
 :meth:`QualityModel.lot_effects` and :meth:`QualityModel.operator_effects` give them
 per draw; :meth:`QualityModel.probability` takes their sum as ``offset``.
@@ -1093,25 +1101,57 @@ def _model(data: StepData, z: FloatArray, *, centred: bool) -> Any:
             eta = eta + pm.math.dot(z, beta)
         if data.quadratic:
             eta = eta + pm.math.dot(z[:, square] ** 2 - 1.0, gamma)
-        if data.lots:  # partially pooled, non-centred; a run's effect sums its lots'
+        if data.lots:  # partially pooled; a run's effect sums its lots'
             tau_lot = pm.HalfNormal("tau_lot", sigma=TAU_SD)
-            lot_eps = pm.Normal("lot_eps", mu=0.0, sigma=1.0, dims="lot")
-            lot = pm.Deterministic("lot_effect", tau_lot * lot_eps, dims="lot")
+            rich = _information(data, data.lot_run, data.lot_index, len(data.lots))
+            lot = _pooled("lot", tau_lot, rich * TAU_SD**2 >= 1.0)
             summed = pt.zeros(data.runs)
             eta = eta + pt.inc_subtensor(summed[data.lot_run], lot[data.lot_index])  # type: ignore[no-untyped-call]
         if data.operators:
             tau_operator = pm.HalfNormal("tau_operator", sigma=TAU_SD)
-            operator_eps = pm.Normal("operator_eps", mu=0.0, sigma=1.0, dims="operator")
-            operator = pm.Deterministic(
-                "operator_effect", tau_operator * operator_eps, dims="operator"
-            )
             known = np.flatnonzero(data.operator >= 0)
+            rich = _information(data, known, data.operator[known], len(data.operators))
+            operator = _pooled("operator", tau_operator, rich * TAU_SD**2 >= 1.0)
             summed = pt.zeros(data.runs)
             eta = eta + pt.set_subtensor(summed[known], operator[data.operator[known]])  # type: ignore[no-untyped-call]
         # an observed likelihood, not a Potential: the model then knows its data, and
         # pointwise log-likelihood (LOO, WAIC) and posterior predictive checks exist
         pm.Binomial("defects", n=data.trials, logit_p=eta, observed=data.defects)
     return model
+
+
+def _information(data: StepData, run: IntArray, member: IntArray, size: int) -> FloatArray:
+    """How much the data say about each group member's effect on the logit: the
+    Fisher information n p (1 - p) of its runs (``run[k]`` belongs to ``member[k]``)
+    at the member's own smoothed defect rate."""
+    n = np.bincount(member, weights=data.trials[run], minlength=size)
+    y = np.bincount(member, weights=data.defects[run], minlength=size)
+    p = (y + 0.5) / (n + 1.0)
+    return np.asarray(n * p * (1.0 - p), dtype=np.float64)
+
+
+def _pooled(name: str, tau: Any, centred: npt.NDArray[np.bool_]) -> Any:
+    """A partially pooled effect per member of the group ``name`` with spread ``tau``,
+    stored as ``{name}_effect``; members marked ``centred`` are sampled as themselves,
+    the others as ``tau * e`` with e ~ N(0, 1). The model is the same either way; the
+    coordinates differ. A member whose data pin its effect more tightly than the
+    prior spread does (information x TAU_SD**2 >= 1) is sampled centred: non-centred,
+    its e would have to move with tau along a narrow ridge, which is where a bad lot
+    seen in many runs made NUTS diverge. Thin members stay non-centred, away from the
+    funnel where tau and their effects shrink together."""
+    import pytensor.tensor as pt  # noqa: PLC0415 - with PyMC, for fitting only
+
+    pm = _pymc()
+    rich = np.flatnonzero(centred)
+    thin = np.flatnonzero(~centred)
+    effect = pt.zeros(centred.size)
+    if rich.size:
+        own = pm.Normal(f"{name}_centred", mu=0.0, sigma=tau, shape=rich.size)
+        effect = pt.set_subtensor(effect[rich], own)  # type: ignore[no-untyped-call]
+    if thin.size:
+        eps = pm.Normal(f"{name}_eps", mu=0.0, sigma=1.0, shape=thin.size)
+        effect = pt.set_subtensor(effect[thin], tau * eps)  # type: ignore[no-untyped-call]
+    return pm.Deterministic(f"{name}_effect", effect, dims=name)
 
 
 def machine_separation(data: StepData) -> float:
