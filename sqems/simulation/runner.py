@@ -78,7 +78,9 @@ class WhatIfRunner:
             wanted = [s for s in groups if s in models]
             missing = [s for s in wanted if (line, s) not in self._grouped]
             if missing:
-                fitted = fit_line(twin, self.folder / line, self.sampler, steps=missing, groups=True)
+                fitted = fit_line(
+                    twin, self.folder / line, self.sampler, steps=missing, groups=True
+                )
                 self._grouped.update({(line, s): m for s, m in fitted.items()})
             if not wanted:
                 return found

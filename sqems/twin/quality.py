@@ -218,7 +218,11 @@ NEW_MACHINE: Final = -1
 QUADRATURE_NODES: Final = 32
 CENTRED_SEPARATION: Final = 10.0
 """From this :func:`machine_separation` on, ``fit(parametrisation="auto")`` samples the
-machines' deviations centred."""
+machines' deviations centred - unless the model has lot or operator effects: the
+separation is measured without them, and machines that differ only because a bad lot
+ran on one of them stop differing once the lots are in the model (their spread shrinks
+towards 0, where centred deviations form a funnel: 10 divergent transitions in the
+100,000-unit assembly step's fit, none non-centred)."""
 PILOT_SD: Final = 10.0
 Parametrisation = Literal["auto", "centred", "non-centred"]
 
@@ -1002,7 +1006,8 @@ def fit(
     z = scaling.apply(data.x)
     separation = machine_separation(data)
     if parametrisation == "auto":
-        centred = len(data.machines) > 1 and separation >= CENTRED_SEPARATION
+        grouped = bool(data.lots or data.operators)
+        centred = len(data.machines) > 1 and separation >= CENTRED_SEPARATION and not grouped
     else:
         centred = parametrisation == "centred" and len(data.machines) > 1
     model = _model(data, z, centred=centred)
@@ -1103,15 +1108,17 @@ def _model(data: StepData, z: FloatArray, *, centred: bool) -> Any:
             eta = eta + pm.math.dot(z[:, square] ** 2 - 1.0, gamma)
         if data.lots:  # partially pooled; a run's effect sums its lots'
             tau_lot = pm.HalfNormal("tau_lot", sigma=TAU_SD)
-            rich = _information(data, data.lot_run, data.lot_index, len(data.lots))
-            lot = _pooled("lot", tau_lot, rich * TAU_SD**2 >= 1.0)
+            centred_lots = _centred(data, data.lot_run, data.lot_index, len(data.lots))
+            lot = _pooled("lot", tau_lot, centred_lots)
             summed = pt.zeros(data.runs)
             eta = eta + pt.inc_subtensor(summed[data.lot_run], lot[data.lot_index])  # type: ignore[no-untyped-call]
         if data.operators:
             tau_operator = pm.HalfNormal("tau_operator", sigma=TAU_SD)
             known = np.flatnonzero(data.operator >= 0)
-            rich = _information(data, known, data.operator[known], len(data.operators))
-            operator = _pooled("operator", tau_operator, rich * TAU_SD**2 >= 1.0)
+            # non-centred throughout: an operator who happened to run a bad lot's
+            # batches stands out as much as the lot, and centring such operators made
+            # the fit diverge hundreds of times as tau_operator shrank towards 0
+            operator = _pooled("operator", tau_operator, np.zeros(len(data.operators), bool))
             summed = pt.zeros(data.runs)
             eta = eta + pt.set_subtensor(summed[known], operator[data.operator[known]])  # type: ignore[no-untyped-call]
         # an observed likelihood, not a Potential: the model then knows its data, and
@@ -1120,25 +1127,30 @@ def _model(data: StepData, z: FloatArray, *, centred: bool) -> Any:
     return model
 
 
-def _information(data: StepData, run: IntArray, member: IntArray, size: int) -> FloatArray:
-    """How much the data say about each group member's effect on the logit: the
-    Fisher information n p (1 - p) of its runs (``run[k]`` belongs to ``member[k]``)
-    at the member's own smoothed defect rate."""
+def _centred(data: StepData, run: IntArray, member: IntArray, size: int) -> npt.NDArray[np.bool_]:
+    """Which members of a group to sample centred (``run[k]`` belongs to ``member[k]``):
+    those whose data pin an effect that stands out - Fisher information n p (1 - p) at
+    the member's own smoothed defect rate of at least 1 / TAU_SD**2 (the data say more
+    than the prior does), and a logit at least two standard errors from the step's -
+    such as a bad lot seen in many runs. A member that does not stand out is sampled
+    non-centred: its effect may shrink to 0 with the group's spread, and centred
+    coordinates form a funnel there."""
     n = np.bincount(member, weights=data.trials[run], minlength=size)
     y = np.bincount(member, weights=data.defects[run], minlength=size)
     p = (y + 0.5) / (n + 1.0)
-    return np.asarray(n * p * (1.0 - p), dtype=np.float64)
+    information = n * p * (1.0 - p)
+    distance = np.abs(np.log(p / (1.0 - p)) - _logit(data.rate)) * np.sqrt(information)
+    return np.asarray((information * TAU_SD**2 >= 1.0) & (distance >= 2.0))
 
 
 def _pooled(name: str, tau: Any, centred: npt.NDArray[np.bool_]) -> Any:
     """A partially pooled effect per member of the group ``name`` with spread ``tau``,
     stored as ``{name}_effect``; members marked ``centred`` are sampled as themselves,
     the others as ``tau * e`` with e ~ N(0, 1). The model is the same either way; the
-    coordinates differ. A member whose data pin its effect more tightly than the
-    prior spread does (information x TAU_SD**2 >= 1) is sampled centred: non-centred,
-    its e would have to move with tau along a narrow ridge, which is where a bad lot
-    seen in many runs made NUTS diverge. Thin members stay non-centred, away from the
-    funnel where tau and their effects shrink together."""
+    coordinates differ (:func:`_centred` chooses): non-centred, a member whose data
+    pin its effect would have to move its e with tau along a narrow ridge, which is
+    where a bad lot seen in many runs made NUTS diverge; thin members stay
+    non-centred, away from the funnel where tau and their effects shrink together."""
     import pytensor.tensor as pt  # noqa: PLC0415 - with PyMC, for fitting only
 
     pm = _pymc()
