@@ -22,6 +22,7 @@ from sqems.graph_model.nodes import RunStatus
 from sqems.simulation import whatif
 from sqems.simulation.runner import Progress, WhatIfRunner
 from sqems.simulation.scenarios import NOTHING_CHANGES, ScenarioSpec, line_for
+from sqems.twin import quality
 from sqems.twin.fitting import Sampler, fit_line
 from sqems.twin.line import (
     Breakdowns,
@@ -197,6 +198,28 @@ def test_the_runner_runs_in_the_background_and_reports_progress(
     assert body["feasible"] is True and "P-REFLOW-PEAK" in body["recommendation"]["setpoints"]
     assert heard[0].status is RunStatus.PENDING and heard[-1].status is RunStatus.DONE
     assert {p.scenario for p in heard} == {scenario.uid}
+
+
+def test_a_lot_switch_gets_lot_effects_only_at_the_steps_that_consumed_the_lot(
+    graph: GraphStore, folder: Path, fitted: tuple[LineTwin, dict[str, QualityModel]]
+) -> None:
+    runner = WhatIfRunner(graph, folder, SAMPLER)
+    try:
+        twin, plain = runner.twin(LINE)  # loaded: the fixture fitted them in this folder
+        step = next(s for s in twin.steps if s.uid in plain and s.history.lots)
+        spec = ScenarioSpec.parse({"lots": [{"lot": step.history.lots[0]}]})
+        grouped = spec.grouped_steps(twin)
+        assert step.uid in grouped
+        _, models = runner.twin(LINE, groups=grouped)
+    finally:
+        runner.close()
+    assert set(models) == set(plain)
+    for uid, model in models.items():
+        if uid in grouped:
+            assert model.lots == twin.step(uid).history.lots
+            model.require_sound()
+        else:  # every other step keeps its plain model, fitted once
+            assert model is plain[uid] and not (model.lots or model.operators)
 
 
 @pytest.mark.parametrize(
@@ -514,6 +537,15 @@ def _lot_step(rng: np.random.Generator, bad: float) -> StepData:
         operators=tuple(f"OP-{k}" for k in range(5)),
         operator=operator,
     )
+
+
+@pytest.mark.parametrize(("bad", "expected"), [(1.5, {"L-03"}), (0.0, set())])
+def test_only_a_lot_that_stands_out_in_its_data_is_sampled_centred(
+    bad: float, expected: set[str]
+) -> None:
+    data = _lot_step(np.random.default_rng(21), bad=bad)
+    centred = quality._centred(data, data.lot_run, data.lot_index, len(data.lots))
+    assert {data.lots[k] for k in np.flatnonzero(centred)} == expected
 
 
 @pytest.fixture(scope="module")

@@ -174,6 +174,7 @@ __all__ = [
     "PILOT_SD",
     "R_HAT_MAX",
     "SCHEMA_VERSION",
+    "STANDS_OUT",
     "TAU_SD",
     "Coefficient",
     "Diagnostics",
@@ -224,6 +225,12 @@ ran on one of them stop differing once the lots are in the model (their spread s
 towards 0, where centred deviations form a funnel: 10 divergent transitions in the
 100,000-unit assembly step's fit, none non-centred)."""
 PILOT_SD: Final = 10.0
+STANDS_OUT: Final = 4.0
+"""Standard errors from the step's logit at which a lot's own defect rate stands out
+and its effect is sampled centred. At 2, one lot of 19 on a 33-run step of a
+12,000-unit plant (5 defects in 600 units against a rate of 0.3 %) stood out by
+chance and its fit diverged as tau_lot shrank; a bad lot seen in many runs sits tens of
+standard errors away (32 on a 100,000-unit plant)."""
 Parametrisation = Literal["auto", "centred", "non-centred"]
 
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(QUADRATURE_NODES)
@@ -1131,16 +1138,22 @@ def _centred(data: StepData, run: IntArray, member: IntArray, size: int) -> npt.
     """Which members of a group to sample centred (``run[k]`` belongs to ``member[k]``):
     those whose data pin an effect that stands out - Fisher information n p (1 - p) at
     the member's own smoothed defect rate of at least 1 / TAU_SD**2 (the data say more
-    than the prior does), and a logit at least two standard errors from the step's -
-    such as a bad lot seen in many runs. A member that does not stand out is sampled
-    non-centred: its effect may shrink to 0 with the group's spread, and centred
-    coordinates form a funnel there."""
+    than the prior does), and defects at least :data:`STANDS_OUT` standard errors from
+    what the model without lots and operators expects of its runs (:func:`_pilot`: so
+    lots that merely ran in a bad shift do not stand out) - such as a bad lot seen in
+    many runs. A member that does not stand out is sampled non-centred: its effect may
+    shrink to 0 with the group's spread, and centred coordinates form a funnel there."""
+    _, fitted, _ = _pilot(data)
     n = np.bincount(member, weights=data.trials[run], minlength=size)
     y = np.bincount(member, weights=data.defects[run], minlength=size)
+    expected = np.bincount(member, weights=(data.trials * fitted)[run], minlength=size)
+    variance = np.bincount(
+        member, weights=(data.trials * fitted * (1.0 - fitted))[run], minlength=size
+    )
     p = (y + 0.5) / (n + 1.0)
     information = n * p * (1.0 - p)
-    distance = np.abs(np.log(p / (1.0 - p)) - _logit(data.rate)) * np.sqrt(information)
-    return np.asarray((information * TAU_SD**2 >= 1.0) & (distance >= 2.0))
+    distance = np.abs(y - expected) / np.sqrt(np.maximum(variance, 1e-12))
+    return np.asarray((information * TAU_SD**2 >= 1.0) & (distance >= STANDS_OUT))
 
 
 def _pooled(name: str, tau: Any, centred: npt.NDArray[np.bool_]) -> Any:
@@ -1171,13 +1184,24 @@ def machine_separation(data: StepData) -> float:
     their intercepts, less what their estimation error alone would produce, over the
     mean squared standard error (0 for one machine or machines that look alike).
 
-    The intercepts are those of a quick penalised maximum-likelihood fit of the same
-    logistic model with one free intercept per machine (a N(0, 10) penalty keeps a
-    machine without defects finite); their standard errors come from its Hessian.
+    The intercepts are those of :func:`_pilot`, their standard errors come from its
+    Hessian.
     """
     machines = len(data.machines)
     if machines < 2:
         return 0.0
+    theta, _, hessian = _pilot(data)
+    error = float(np.mean(np.diag(np.linalg.inv(hessian))[:machines]))
+    spread = float(np.var(theta[:machines], ddof=1))
+    return max(spread - error, 0.0) / error
+
+
+def _pilot(data: StepData) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """A quick penalised maximum-likelihood fit of the model without lots and operators,
+    with one free intercept per machine (a N(0, 10) penalty keeps a machine without
+    defects finite): its coefficients, each run's fitted defect probability and the
+    Hessian of the penalised log-likelihood."""
+    machines = len(data.machines)
     z = Scaling.of(data.x).apply(data.x)
     square = [data.parameters.index(q) for q in data.quadratic]
     design = np.hstack([np.eye(machines)[data.machine], z, z[:, square] ** 2 - 1.0])
@@ -1207,9 +1231,7 @@ def machine_separation(data: StepData) -> float:
             break
     p = _sigmoid(design @ theta)
     hessian = design.T @ (design * (n * p * (1.0 - p))[:, None]) + np.diag(precision)
-    error = float(np.mean(np.diag(np.linalg.inv(hessian))[:machines]))
-    spread = float(np.var(theta[:machines], ddof=1))
-    return max(spread - error, 0.0) / error
+    return theta, p, hessian
 
 
 # --- synthetic data ---------------------------------------------------------------------------
