@@ -279,7 +279,8 @@ def speed(units: int, args: argparse.Namespace) -> None:
         c for c in complaints_of(store, cause["defect_type"]) if read_case(store, c).unit in reached
     )
     sampler = Sampler(draws=args.draws, tune=args.tune, chains=args.chains)
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = args.twin_dir or scratch
         times = []
         for attempt in ("fitted from scratch", "fit cached"):
             runner = WhatIfRunner(store, Path(folder), sampler)
@@ -297,6 +298,11 @@ def speed(units: int, args: argparse.Namespace) -> None:
             seconds = time.perf_counter() - began
             times.append(seconds)
             verdict = found.whatif["verdict"] if found.whatif else "no what-if"
+            change = (found.whatif or {}).get("kpis", {}).get("yield", {}).get("difference")
+            if change:
+                verdict += (
+                    f"; yield {change['mean']:+.2%} [{change['low']:+.2%}, {change['high']:+.2%}]"
+                )
             lead = found.leading.factor.key if found.leading else None
             print(
                 f"{units:,} units, {complaint} -> {lead}; what-if {attempt}: {seconds:.1f} s "
@@ -318,6 +324,11 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=Sampler().chains)
     parser.add_argument("--hours", type=float, default=8.0)
     parser.add_argument("--replications", type=int, default=60)
+    parser.add_argument(
+        "--twin-dir",
+        default=None,
+        help="keep the fitted models here (default: a temporary folder, fitted from scratch)",
+    )
     args = parser.parse_args()
     if args.seeds:
         summarise(accuracy(args))
