@@ -32,13 +32,16 @@ plus its operator's::
 
     logit p_r = ... + sum_{l in lots(r)} v_l + w_o(r)
 
-Each member is sampled in the coordinates its data call for: a member whose runs pin its
-effect more tightly than the prior spread does (Fisher information n p (1 - p) at its
-own defect rate, times 0.5**2, at least 1 - a bad lot seen in many runs) centred, as
-v_l itself; a thin one non-centred, as v_l = tau_lot * e_l with e_l ~ N(0, 1). On a
-100,000-unit plant's assembly step (460 runs, 252 lots, one of them bad) all lots
-non-centred gave 13 divergent transitions at target_accept 0.99 and about 127 leapfrog
-steps a draw; the bad lot centred gave 3 and about 68.
+Each lot is sampled in the coordinates its data call for (:func:`_centred`): a lot
+that stands out - its runs pin its effect more tightly than the prior spread does, and
+its defects lie :data:`STANDS_OUT` standard errors or more from what a pilot fit
+without lots expects of those runs, as a bad lot seen in many runs does - centred, as
+v_l itself; every other lot, and every operator, non-centred, as v_l = tau_lot * e_l
+with e_l ~ N(0, 1). With lots or operators in the model the machines are non-centred
+too (:data:`CENTRED_SEPARATION`). On a 100,000-unit plant's moulding step (460 runs,
+252 lots, 24 operators, one bad lot) everything non-centred but the machines gave 14
+divergent transitions at target_accept 0.99 and the fit was refused; these coordinates
+gave none, with about half the leapfrog steps a draw (63 against 127).
 
 :meth:`QualityModel.lot_effects` and :meth:`QualityModel.operator_effects` give them
 per draw; :meth:`QualityModel.probability` takes their sum as ``offset``.
@@ -226,11 +229,12 @@ towards 0, where centred deviations form a funnel: 10 divergent transitions in t
 100,000-unit assembly step's fit, none non-centred)."""
 PILOT_SD: Final = 10.0
 STANDS_OUT: Final = 4.0
-"""Standard errors from the step's logit at which a lot's own defect rate stands out
-and its effect is sampled centred. At 2, one lot of 19 on a 33-run step of a
-12,000-unit plant (5 defects in 600 units against a rate of 0.3 %) stood out by
-chance and its fit diverged as tau_lot shrank; a bad lot seen in many runs sits tens of
-standard errors away (32 on a 100,000-unit plant)."""
+"""Standard errors between a lot's defects and what the pilot fit without lots expects
+of its runs from which the lot stands out and its effect is sampled centred. At 2 from
+the step's raw rate, one lot of 19 on a 33-run step of a 12,000-unit plant (5 defects
+in 600 units against a rate of 0.3 %) stood out by chance and its fit diverged as
+tau_lot shrank (1.6 from the pilot's expectation); a bad lot seen in many runs sits
+tens of standard errors away (33 on a 100,000-unit plant)."""
 Parametrisation = Literal["auto", "centred", "non-centred"]
 
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(QUADRATURE_NODES)
