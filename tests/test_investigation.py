@@ -24,7 +24,7 @@ from sqems.datasets.files import plant_sections
 from sqems.datasets.layout import Causes
 from sqems.errors import NotFound, ValidationFailed
 from sqems.graph_model import Direction, EmbeddedGraphStore, GraphStore, Traceability
-from sqems.investigation import investigate, read_case, run_fix, suggest_recall
+from sqems.investigation import Investigation, investigate, read_case, run_fix, suggest_recall
 from sqems.simulation import whatif
 from sqems.simulation.runner import WhatIfRunner
 from sqems.twin.fitting import Sampler
@@ -212,19 +212,33 @@ def test_the_recall_each_cause_kind_calls_for_is_the_same_on_every_backend(
         reference.close()
 
 
-def test_the_fix_is_simulated_with_intervals_and_verdicts(
-    drives: Plant, drives_store: GraphStore, tmp_path: Path
-) -> None:
-    uid = complaint_reached_by(drives_store, cause_of(drives, "parameter_drift"))
-    runner = WhatIfRunner(drives_store, tmp_path, Sampler(draws=600, tune=600, chains=2, seed=1))
+def _drift_investigated(
+    plant: Plant,
+    store: GraphStore,
+    folder: Path,
+    sampler: Sampler,
+    hours: float,
+    replications: int,
+) -> Investigation:
+    """A complaint the drift reached, investigated with its fix simulated."""
+    uid = complaint_reached_by(store, cause_of(plant, "parameter_drift"))
+    runner = WhatIfRunner(store, folder, sampler)
     try:
-        found = investigate(
-            drives_store,
+        return investigate(
+            store,
             uid,
-            whatif=lambda fix: run_fix(runner, fix, hours=4.0, replications=12),
+            whatif=lambda fix: run_fix(runner, fix, hours=hours, replications=replications),
         )
     finally:
         runner.close()
+
+
+def test_the_fix_is_simulated_with_intervals_and_verdicts(
+    drives: Plant, drives_store: GraphStore, tmp_path: Path
+) -> None:
+    found = _drift_investigated(
+        drives, drives_store, tmp_path, Sampler(draws=600, tune=600, chains=2, seed=1), 4.0, 12
+    )
     result = found.whatif
     assert result is not None and found.fix is not None
     assert result["line"] == found.fix.line and "drifts" in result["changes"]
@@ -241,13 +255,10 @@ def test_the_fix_is_simulated_with_intervals_and_verdicts(
 def test_a_fix_whose_twin_cannot_be_fitted_soundly_is_marked_failed(
     drives: Plant, drives_store: GraphStore, tmp_path: Path
 ) -> None:
-    uid = complaint_reached_by(drives_store, cause_of(drives, "parameter_drift"))
     # far too few draws: the step models fail their convergence checks
-    runner = WhatIfRunner(drives_store, tmp_path, Sampler(draws=20, tune=20, chains=2, seed=1))
-    try:
-        found = investigate(drives_store, uid, whatif=lambda fix: run_fix(runner, fix, hours=1.0))
-    finally:
-        runner.close()
+    found = _drift_investigated(
+        drives, drives_store, tmp_path, Sampler(draws=20, tune=20, chains=2, seed=1), 1.0, 60
+    )
     # the cause and the recall stand; the note says why there is no what-if
     assert found.leading is not None and found.recall is not None and found.whatif is None
     assert any("could not run" in n and "convergence" in n for n in found.notes)
