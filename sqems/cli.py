@@ -1464,6 +1464,10 @@ def _print_recall(store: GraphStore, scope: RecallScope, show: int) -> None:
         out.print(f"[bold]customers to notify:[/bold] {listed}{more}")
 
 
+WIDE_TABLE = 120
+"""Columns from which ranked causes print as a table; below, a paragraph each."""
+
+
 def _print_causes(report: rootcause.RootCauseReport, *, why: bool = True) -> None:
     out.print(
         f"{report.defectives.description}: {report.defective_in_population:,} defective "
@@ -1473,6 +1477,7 @@ def _print_causes(report: rootcause.RootCauseReport, *, why: bool = True) -> Non
         "#", "factor (6M)", "significant", "defective/exposed", "risk ratio", "q",
         "adj. OR", "explains",
     )  # fmt: skip
+    narrow = out.width < WIDE_TABLE  # a terminal of 80 columns folds every cell
     for c in report.causes:
         e = c.evidence
         aor = (
@@ -1486,7 +1491,7 @@ def _print_causes(report: rootcause.RootCauseReport, *, why: bool = True) -> Non
         note = f"; explained by {c.explained_by.uid}" if c.explained_by else ""
         if c.aliases:
             note += "; inseparable from " + ", ".join(f.key for f in c.aliases)
-        table.add_row(
+        cells = (
             str(c.rank),
             f"{c.factor.describe()} [dim]({c.category.value}{note})[/dim]",
             "yes" if c.significant else "no",
@@ -1496,7 +1501,17 @@ def _print_causes(report: rootcause.RootCauseReport, *, why: bool = True) -> Non
             aor,
             f"{e.explained_defects:.0f}",
         )
-    out.print(table)
+        if narrow:  # one cause a paragraph, every figure labelled
+            rank, factor, significant, counts, ratio, q, odds, explains = cells
+            out.print(
+                f"{rank}. {factor}\n   significant {significant}; defective/exposed {counts}; "
+                f"risk ratio {ratio}; q {q}; adj. OR {odds}; explains {explains}",
+                highlight=False,
+            )
+        else:
+            table.add_row(*cells)
+    if not narrow:
+        out.print(table)
     out.print(f"[bold]conclusion:[/bold] {report.conclusion}")
     first = report.causes[0] if report.causes else None
     if why and first is not None and first.significant and first.why:

@@ -123,6 +123,18 @@ def test_rootcause_names_the_planted_lot_first(demo_dir: Path) -> None:
     assert report["causes"][0]["why"][-1]["label"] == "MaterialLot"
 
 
+def test_rootcause_at_80_columns_prints_each_cause_whole(demo_dir: Path) -> None:
+    truth = json.loads((demo_dir / "demo-plant" / "ground_truth.json").read_text())
+    lot = truth["causes"][0]
+    done = sqems(demo_dir, "rootcause", "--defect-type", lot["defect_type"], COLUMNS="80")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    # no cell is cut to "LOT-RES…": the causes are paragraphs, every figure labelled
+    assert "…" not in done.stdout and lot["uid"] in done.stdout
+    assert "significant yes; defective/exposed" in done.stdout.replace("\n", " ")
+
+
 def test_kpis_print_yields_and_the_shift_test(demo_dir: Path) -> None:
     done = sqems(demo_dir, "kpis")
     assert done.returncode == 0, done.stderr
