@@ -515,10 +515,10 @@ def whatif_cmd(
         runner = WhatIfRunner(store, settings.data_dir / TWIN_DIR, Sampler.of(settings))
         try:
             with err.status(f"building the twin of {line} and fitting its quality models…"):
-                twin_, models = runner.twin(line)
+                twin_ = runner.line(line)
                 spec.check(twin_)
-                if spec.lots or spec.operators:
-                    twin_, models = runner.twin(line, groups=spec.grouped_steps(twin_))
+                groups = spec.grouped_steps(twin_) if spec.lots or spec.operators else ()
+                twin_, models = runner.twin(line, groups=groups)
             for step, model in models.items():
                 d = model.diagnostics
                 err.print(

@@ -68,7 +68,7 @@ class Settings(BaseSettings):
         default=1_000, ge=50, le=100_000, description="NUTS draws per chain of a quality model."
     )
     twin_tune: int = Field(default=1_000, ge=0, le=100_000, description="NUTS tuning steps.")
-    twin_chains: int = Field(default=2, ge=1, le=16, description="NUTS chains.")
+    twin_chains: int = Field(default=4, ge=1, le=16, description="NUTS chains.")
     bim_max_bytes: int = Field(
         default=256 * 1024 * 1024,
         ge=1024,

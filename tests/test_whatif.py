@@ -37,7 +37,7 @@ from sqems.twin.line import (
 from sqems.twin.quality import QualityModel, StepData, fit, synthetic_step_data
 
 LINE = "LINE-PCB"
-SAMPLER = Sampler(draws=600, tune=600, chains=2, seed=1)
+SAMPLER = Sampler(draws=1000, tune=1000, chains=4, seed=1)  # the product's, seeded
 SMALL = Sampler(draws=400, tune=400, chains=2, seed=1)
 RUN = {"horizon_s": 4 * 3600.0, "replications": 12, "seed": 3}
 
@@ -220,6 +220,28 @@ def test_a_lot_switch_gets_lot_effects_only_at_the_steps_that_consumed_the_lot(
             model.require_sound()
         else:  # every other step keeps its plain model, fitted once
             assert model is plain[uid] and not (model.lots or model.operators)
+
+
+def test_a_lot_switch_fits_no_plain_model_where_it_needs_lot_effects(
+    graph: GraphStore, tmp_path: Path, fitted: tuple[LineTwin, dict[str, QualityModel]]
+) -> None:
+    twin, _ = fitted
+    step = next(s for s in twin.steps if s.parameters and s.history.lots)
+    grouped = ScenarioSpec.parse({"lots": [{"lot": step.history.lots[0]}]}).grouped_steps(twin)
+    runner = WhatIfRunner(graph, tmp_path, SAMPLER)
+    try:
+        assert not runner.ready(LINE) and runner.fitted(LINE) == []
+        _, models = runner.twin(LINE, groups=grouped)
+        fitted_now = runner.fitted(LINE)
+    finally:
+        runner.close()
+    assert runner.ready(LINE)
+    assert step.uid in models
+    for uid in set(grouped) & set(models):
+        assert models[uid].lots  # the only model of the step: no plain one was fitted
+    assert {m.step for m in fitted_now} == set(models)
+    files = sorted(p.name for p in (tmp_path / LINE).glob("*.nc"))
+    assert len(files) == len(models), files
 
 
 @pytest.mark.parametrize(

@@ -310,9 +310,8 @@ def run_scenario(ctx: Context, session: str, name: str, changes: ScenarioInput |
     spec = changes.spec() if changes is not None else sc.ScenarioSpec()
     run = runner(ctx)
     view = wi.get_session(ctx.store, session)
-    twin, _ = run.twin(view.line) if run.ready(view.line) else (None, None)
-    if twin is not None:
-        spec.check(twin)  # a bad change is refused now, not in the background
+    if run.ready(view.line):
+        spec.check(run.line(view.line))  # a bad change is refused now, not in the background
     scenario = wi.add_scenario(ctx.store, session, name, spec)
     run.submit(session, scenario.uid)
     return scenario
@@ -369,8 +368,7 @@ def twin_models(ctx: Context, line: str) -> list[QualityModel]:
         raise ValidationFailed(
             f"the twin of {line} is not fitted in this server yet: run a scenario of it first"
         )
-    _, models = run.twin(line)
-    return list(models.values())
+    return run.fitted(line)
 
 
 @strawberry.type

@@ -1,10 +1,11 @@
 """Runs what-if scenarios in the background and tells listeners how far they are.
 
-One :class:`WhatIfRunner` per process: it builds each line's twin and fits (or loads)
-its quality models the first time a line is asked for and keeps them. A scenario that
-switches lots or operators gets, at the steps where it does so and only there, models
-with lot and operator effects (slower to fit; fitted once and kept beside the plain
-ones, which every other step goes on using). It runs submitted
+One :class:`WhatIfRunner` per process: it builds each line's twin the first time the
+line is asked for, and fits (or loads) each quality model the first time a scenario
+needs it, and keeps them. A scenario that switches lots or operators gets, at the steps
+where it does so and only there, models with lot and operator effects (fitted once and
+kept beside the plain ones, which every other step and scenario uses); the plain model
+of such a step is not fitted until a scenario needs it. It runs submitted
 scenarios one at a time on a worker thread (simulations are CPU-bound; two at once on
 a small server would only make both slower). Listeners receive a :class:`Progress`
 for every step: queued, running with the fraction done, done or failed.
@@ -57,46 +58,74 @@ class WhatIfRunner:
         self.folder = folder
         self.sampler = sampler or Sampler()
         self.listeners: set[Callable[[Progress], None]] = set()
-        self._twins: dict[str, tuple[LineTwin, dict[str, QualityModel]]] = {}
-        self._grouped: dict[tuple[str, str], QualityModel] = {}
+        self._lines: dict[str, LineTwin] = {}
+        self._models: dict[tuple[str, str, bool], QualityModel] = {}
+        """By line, step and whether the model has lot and operator effects."""
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqems-whatif")
+
+    def line(self, line: str) -> LineTwin:
+        """The line's twin, built from the graph once (no model fitted); a line built
+        before is answered at once, even while a fit holds the runner."""
+        twin = self._lines.get(line)
+        if twin is not None:
+            return twin
+        with self._lock:
+            return self._line(line)
+
+    def _line(self, line: str) -> LineTwin:
+        twin = self._lines.get(line)
+        if twin is None:
+            twin = self._lines[line] = build_twin(self.store, line)
+        return twin
 
     def twin(
         self, line: str, *, groups: Collection[str] = ()
     ) -> tuple[LineTwin, dict[str, QualityModel]]:
-        """The line's twin and its sound quality models (built and fitted once); the
-        steps in ``groups`` get models with lot and operator effects
-        (:meth:`ScenarioSpec.grouped_steps`)."""
+        """The line's twin and a sound quality model of each step with parameters,
+        fitted (or read from disk) the first time it is asked for and kept: the steps
+        in ``groups`` get models with lot and operator effects
+        (:meth:`ScenarioSpec.grouped_steps`), the others plain ones. Only the models
+        asked for are fitted: a lot switch at every step of a line never waits for
+        plain models it would not use."""
         with self._lock:
-            found = self._twins.get(line)
-            if found is None:
-                twin = build_twin(self.store, line)
-                models = fit_line(twin, self.folder / line, self.sampler)
-                found = self._twins[line] = (twin, models)
-            twin, models = found
-            wanted = [s for s in groups if s in models]
-            missing = [s for s in wanted if (line, s) not in self._grouped]
-            if missing:
-                fitted = fit_line(
-                    twin, self.folder / line, self.sampler, steps=missing, groups=True
-                )
-                self._grouped.update({(line, s): m for s, m in fitted.items()})
-            if not wanted:
-                return found
-            return twin, {**models, **{s: self._grouped[line, s] for s in wanted}}
+            twin = self._line(line)
+            modelled = [s.uid for s in twin.steps if s.parameters and s.history.runs]
+            grouped = {s for s in groups if s in modelled}
+            for flag in (False, True):
+                missing = [
+                    s
+                    for s in modelled
+                    if (s in grouped) == flag and (line, s, flag) not in self._models
+                ]
+                if missing:
+                    fitted = fit_line(
+                        twin, self.folder / line, self.sampler, steps=missing, groups=flag
+                    )
+                    self._models.update({(line, s, flag): m for s, m in fitted.items()})
+            return twin, {s: self._models[line, s, s in grouped] for s in modelled}
+
+    def fitted(self, line: str) -> list[QualityModel]:
+        """The models of ``line`` fitted in this runner so far (never fits one): each
+        step's plain model, or its model with lots and operators if it has only that."""
+        with self._lock:
+            found: dict[str, QualityModel] = {}
+            for (owner, step, grouped), model in sorted(self._models.items()):
+                if owner == line and (step not in found or not grouped):
+                    found[step] = model
+            return list(found.values())
 
     def ready(self, line: str) -> bool:
-        """Whether the line's twin is built and fitted already (never waits for a fit
-        in progress: a request asking must not hang for a minute)."""
-        return line in self._twins
+        """Whether the line's twin is built and has a fitted model already (never waits
+        for a fit in progress: a request asking must not hang for a minute)."""
+        return line in self._lines and any(k[0] == line for k in list(self._models))
 
     def forget(self, line: str) -> None:
         """Build the line's twin again on next use (its history changed)."""
         with self._lock:
-            self._twins.pop(line, None)
-            for key in [k for k in self._grouped if k[0] == line]:
-                self._grouped.pop(key)
+            self._lines.pop(line, None)
+            for key in [k for k in self._models if k[0] == line]:
+                self._models.pop(key)
 
     def submit(self, session: str, scenario: str) -> Future[Scenario]:
         """Queue ``scenario`` of ``session``; the future holds the stored scenario."""
@@ -127,9 +156,9 @@ class WhatIfRunner:
                 s for s in get_session(self.store, session).scenarios if s.uid == scenario
             )
             spec = ScenarioSpec.parse(stored.changes)
-            twin, models = self.twin(line)
-            if spec.lots or spec.operators:
-                twin, models = self.twin(line, groups=spec.grouped_steps(twin))
+            twin = self.line(line)
+            groups = spec.grouped_steps(twin) if spec.lots or spec.operators else ()
+            twin, models = self.twin(line, groups=groups)
             if floor is not None:
                 recommended = recommend_setpoints(
                     twin, models, seed=get_session(self.store, session).session.seed
