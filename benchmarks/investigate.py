@@ -23,7 +23,8 @@ investigated too: any leading cause there is a false finding.
 
 **Speed.** On one ``--speed-units`` plant (default 100k units), ``investigate`` of a
 bad-lot complaint with its what-if simulated, timed twice: with the line's twin fitted
-from scratch, and again with its fit cached on disk (a new runner on the same folder).
+from scratch, and again with its fit cached on disk (a new runner on the same folder);
+with the product's sampler and then, as the baseline, PyMC's own NUTS (``--baseline``).
 
     python benchmarks/investigate.py                        # 10 seeds x 2 shapes, 20k units
     python benchmarks/investigate.py --seeds 2 --units 10000 --speed-units 0
@@ -278,37 +279,54 @@ def speed(units: int, args: argparse.Namespace) -> None:
     complaint = next(
         c for c in complaints_of(store, cause["defect_type"]) if read_case(store, c).unit in reached
     )
-    sampler = Sampler(draws=args.draws, tune=args.tune, chains=args.chains)
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = args.twin_dir or scratch
-        times = []
-        for attempt in ("fitted from scratch", "fit cached"):
-            runner = WhatIfRunner(store, Path(folder), sampler)
-            began = time.perf_counter()
-            try:
-                found = investigate(
-                    store,
-                    complaint,
-                    whatif=lambda fix, runner=runner: run_fix(
-                        runner, fix, hours=args.hours, replications=args.replications
-                    ),
+    samplers = [args.sampler] + ([args.baseline] if args.baseline != "none" else [])
+    scratch_times: dict[str, float] = {}
+    for name in samplers:
+        sampler = Sampler(
+            draws=args.draws,
+            tune=args.tune,
+            chains=args.chains,
+            sampler=name,  # type: ignore[arg-type]
+        )
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = args.twin_dir or scratch
+            times = []
+            for attempt in ("fitted from scratch", "fit cached"):
+                runner = WhatIfRunner(store, Path(folder) / name, sampler)
+                began = time.perf_counter()
+                try:
+                    found = investigate(
+                        store,
+                        complaint,
+                        whatif=lambda fix, runner=runner: run_fix(
+                            runner, fix, hours=args.hours, replications=args.replications
+                        ),
+                    )
+                finally:
+                    runner.close()
+                seconds = time.perf_counter() - began
+                times.append(seconds)
+                result = found.whatif or {}
+                verdict = result.get("verdict", "no what-if")
+                change = result.get("kpis", {}).get("yield", {}).get("difference")
+                if change:
+                    verdict += (
+                        f"; yield {change['mean']:+.2%} "
+                        f"[{change['low']:+.2%}, {change['high']:+.2%}]"
+                    )
+                lead = found.leading.factor.key if found.leading else None
+                print(
+                    f"{units:,} units, {complaint} -> {lead}; {name} sampler, what-if "
+                    f"{attempt}: {seconds:.1f} s (steps {result.get('steps')}; {verdict})",
+                    flush=True,
                 )
-            finally:
-                runner.close()
-            seconds = time.perf_counter() - began
-            times.append(seconds)
-            verdict = found.whatif["verdict"] if found.whatif else "no what-if"
-            change = (found.whatif or {}).get("kpis", {}).get("yield", {}).get("difference")
-            if change:
-                verdict += (
-                    f"; yield {change['mean']:+.2%} [{change['low']:+.2%}, {change['high']:+.2%}]"
-                )
-            lead = found.leading.factor.key if found.leading else None
-            print(
-                f"{units:,} units, {complaint} -> {lead}; what-if {attempt}: {seconds:.1f} s "
-                f"({verdict})"
-            )
-        print(f"cached / scratch: {times[1] / times[0]:.2f}")
+            scratch_times[name] = times[0]
+            print(f"{name}: cached / scratch {times[1] / times[0]:.2f}")
+    if len(scratch_times) == 2:
+        print(
+            f"from scratch, {args.baseline} / {args.sampler}: "
+            f"{scratch_times[args.baseline] / scratch_times[args.sampler]:.2f}"
+        )
 
 
 def main() -> None:
@@ -322,6 +340,10 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=Sampler().draws)
     parser.add_argument("--tune", type=int, default=Sampler().tune)
     parser.add_argument("--chains", type=int, default=Sampler().chains)
+    parser.add_argument("--sampler", default=Sampler().sampler, help="auto, nutpie or pymc")
+    parser.add_argument(
+        "--baseline", default="pymc", help="a second sampler timed in the same run (none: skip)"
+    )
     parser.add_argument("--hours", type=float, default=8.0)
     parser.add_argument("--replications", type=int, default=60)
     parser.add_argument(

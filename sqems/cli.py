@@ -1579,7 +1579,7 @@ def _print_investigation(store: GraphStore, found: investigation.Investigation) 
     table = Table(
         "KPI", "baseline", "with the fix", "difference", "verdict",
         caption=f"{result['replications']} replications of {result['hours']:g} h; 94 % "
-        "credible intervals; the difference is paired",
+        f"credible intervals; the difference is paired; simulated: {result['scope']}",
     )  # fmt: skip
     for kpi, v in result["kpis"].items():
         table.add_row(

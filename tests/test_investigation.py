@@ -242,6 +242,10 @@ def test_the_fix_is_simulated_with_intervals_and_verdicts(
     result = found.whatif
     assert result is not None and found.fix is not None
     assert result["line"] == found.fix.line and "drifts" in result["changes"]
+    # only the drift's step is modelled: the other steps add the same defects to both
+    drift = result["changes"]["drifts"][0]
+    owner = drives_store.edges([drift["parameter"]], {"PARAMETER_OF": Direction.OUT})
+    assert result["steps"] == [e.dst for e in owner] and "alone" in result["scope"]
     for kpi, v in result["kpis"].items():
         d = v["difference"]
         assert d["low"] <= d["mean"] <= d["high"], kpi

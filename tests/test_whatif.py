@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -599,6 +600,25 @@ def test_switching_the_bad_lot_improves_yield_credibly_and_a_null_lot_does_not(
     assert ScenarioSpec.parse({"lots": [{"supplier": "SUP-A"}]}).switched_lots(twin.steps[0]) == {
         f"L-0{k}" for k in range(5)
     }
+
+
+def test_a_lot_switch_needs_lot_effects_only_where_the_lot_stands_out() -> None:
+    # two steps that consumed the same lots; L-03 harms the first only
+    bad = _lot_step(np.random.default_rng(21), bad=1.5)
+    null = replace(_lot_step(np.random.default_rng(21), bad=0.0), step="STEP-LOT-2")
+    twin = replace(_twin_of(bad), steps=(_twin_of(bad).steps[0], _twin_of(null).steps[0]))
+    switch = ScenarioSpec.parse({"lots": [{"lot": "L-03"}]})
+    assert switch.grouped_steps(twin) == switch.acting_steps(twin) == ("STEP-LOT",)
+    # a lot that stands out nowhere gets effects wherever it was consumed
+    both = ("STEP-LOT", "STEP-LOT-2")
+    assert ScenarioSpec.parse({"lots": [{"lot": "L-07"}]}).grouped_steps(twin) == both
+    # what each change acts on; a line-wide change needs every step
+    routing = {"routing": [{"step": "STEP-LOT-2", "machines": ["M-1"]}]}
+    assert ScenarioSpec.parse(routing).acting_steps(twin) == ("STEP-LOT-2",)
+    setpoint = {"parameters": [{"parameter": "P-A", "setpoint": 101.0}]}
+    assert ScenarioSpec.parse(setpoint).acting_steps(twin) == ("STEP-LOT",)
+    assert ScenarioSpec.parse({"line_speed": 1.2}).acting_steps(twin) is None
+    assert ScenarioSpec().acting_steps(twin) == ()
 
 
 def test_excluding_operators_without_an_effect_changes_no_kpi_credibly(

@@ -194,9 +194,15 @@ def run_fix(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Simulate ``fix`` against its line's baseline (a new what-if session) and return
-    the result, JSON-ready."""
+    the result, JSON-ready.
+
+    Only the steps the fix acts on add defects (:meth:`ScenarioSpec.acting_steps`; the
+    whole line for a fix that acts on all of it): the others add the same defects with
+    and without the fix, so the difference is the line's, and only the models it needs
+    are fitted. The yields are then those steps' (``steps``, ``scope``)."""
     store = runner.store
     spec = ScenarioSpec.parse(fix.changes)
+    acting = spec.acting_steps(runner.line(fix.line))
     view = whatif.create_session(
         store,
         fix.line,
@@ -206,7 +212,7 @@ def run_fix(
         seed=seed,
     )
     scenario = whatif.add_scenario(store, view.session.uid, fix.description, spec)
-    runner.submit(view.session.uid, scenario.uid).result()
+    runner.submit(view.session.uid, scenario.uid, steps=acting).result()
     done = whatif.get_session(store, view.session.uid)
     results = {s.uid: json.loads(s.results) if s.results else {} for s in done.scenarios}
     base = results[done.baseline.uid]
@@ -234,12 +240,24 @@ def run_fix(
         "changes": body.get("changes") or fix.changes,
         "hours": hours,
         "replications": replications,
+        "steps": body.get("steps", []),
+        "scope": _scope(acting, body.get("steps", [])),
         "kpis": kpis,
         "warnings": body.get("warnings", []),
         "better": better,
         "worse": worse,
         "verdict": _verdict(better, worse),
     }
+
+
+def _scope(acting: tuple[str, ...] | None, steps: list[str]) -> str:
+    if acting is None:
+        return "the whole line"
+    return (
+        f"the defects of {', '.join(steps)} alone, where the fix acts: the line's other "
+        "steps add the same defects with and without it (the difference is the line's; "
+        "yield, first-pass yield and ppm are these steps')"
+    )
 
 
 def _verdict(better: list[str], worse: list[str]) -> str:

@@ -80,17 +80,21 @@ class WhatIfRunner:
         return twin
 
     def twin(
-        self, line: str, *, groups: Collection[str] = ()
+        self, line: str, *, groups: Collection[str] = (), steps: Collection[str] | None = None
     ) -> tuple[LineTwin, dict[str, QualityModel]]:
         """The line's twin and a sound quality model of each step with parameters,
         fitted (or read from disk) the first time it is asked for and kept: the steps
         in ``groups`` get models with lot and operator effects
-        (:meth:`ScenarioSpec.grouped_steps`), the others plain ones. Only the models
-        asked for are fitted: a lot switch at every step of a line never waits for
-        plain models it would not use."""
+        (:meth:`ScenarioSpec.grouped_steps`), the others plain ones. With ``steps``,
+        only those steps' models. Only the models asked for are fitted: a lot switch
+        never waits for plain models it would not use."""
         with self._lock:
             twin = self._line(line)
-            modelled = [s.uid for s in twin.steps if s.parameters and s.history.runs]
+            modelled = [
+                s.uid
+                for s in twin.steps
+                if s.parameters and s.history.runs and (steps is None or s.uid in steps)
+            ]
             grouped = {s for s in groups if s in modelled}
             for flag in (False, True):
                 missing = [
@@ -127,13 +131,18 @@ class WhatIfRunner:
             for key in [k for k in self._models if k[0] == line]:
                 self._models.pop(key)
 
-    def submit(self, session: str, scenario: str) -> Future[Scenario]:
-        """Queue ``scenario`` of ``session``; the future holds the stored scenario."""
+    def submit(
+        self, session: str, scenario: str, *, steps: Collection[str] | None = None
+    ) -> Future[Scenario]:
+        """Queue ``scenario`` of ``session``; the future holds the stored scenario.
+        With ``steps``, only those steps' models add defects, to the baseline and the
+        scenario alike (:meth:`ScenarioSpec.acting_steps`: what a comparison of a
+        scenario acting there needs); the results name them."""
         view = get_session(self.store, session)
         if not any(s.uid == scenario for s in view.scenarios):
             raise NotFound(f"scenario {scenario} is not in session {session}")
         self._tell(Progress(session, scenario, RunStatus.PENDING, 0.0))
-        return self._pool.submit(self._run, view.line, session, scenario)
+        return self._pool.submit(self._run, view.line, session, scenario, None, steps)
 
     def recommend(self, session: str, throughput_floor: float) -> tuple[Scenario, Future[Scenario]]:
         """Add a scenario with the setpoints of highest expected yield to ``session``
@@ -146,7 +155,14 @@ class WhatIfRunner:
         future = self._pool.submit(self._run, view.line, session, scenario.uid, throughput_floor)
         return scenario, future
 
-    def _run(self, line: str, session: str, scenario: str, floor: float | None = None) -> Scenario:
+    def _run(
+        self,
+        line: str,
+        session: str,
+        scenario: str,
+        floor: float | None = None,
+        steps: Collection[str] | None = None,
+    ) -> Scenario:
         def step(fraction: float) -> None:
             self._tell(Progress(session, scenario, RunStatus.RUNNING, fraction))
 
@@ -158,7 +174,7 @@ class WhatIfRunner:
             spec = ScenarioSpec.parse(stored.changes)
             twin = self.line(line)
             groups = spec.grouped_steps(twin) if spec.lots or spec.operators else ()
-            twin, models = self.twin(line, groups=groups)
+            twin, models = self.twin(line, groups=groups, steps=steps)
             if floor is not None:
                 recommended = recommend_setpoints(
                     twin, models, seed=get_session(self.store, session).session.seed

@@ -44,6 +44,7 @@ from sqems.analysis.kpis import CostModel
 from sqems.errors import ValidationFailed
 from sqems.graph_model.nodes import Uid
 from sqems.simulation.line import LineSpec, Lognormal, StationSpec
+from sqems.twin.fitting import step_data
 from sqems.twin.line import (
     DEFAULT_BUFFER,
     SHIFT_ORDER,
@@ -53,7 +54,7 @@ from sqems.twin.line import (
     drift_window,
     machine_series,
 )
-from sqems.twin.quality import QualityModel
+from sqems.twin.quality import QualityModel, standing_out
 
 HOURS_PER_SHIFT = 8.0
 BLOCK = 512
@@ -298,13 +299,51 @@ class ScenarioSpec(BaseModel):
         return out
 
     def grouped_steps(self, twin: LineTwin) -> tuple[str, ...]:
-        """The steps whose model must know lots and operators for this scenario: those
-        where it switches a lot or changes the operators (in the line's order)."""
+        """The steps whose model must know lots and operators for this scenario (in
+        the line's order): those where it changes the operators, and those where a lot
+        it switches stands out in the step's data (:func:`~sqems.twin.quality.standing_out`:
+        defects far from what the runs' parameters and machines predict). A lot that
+        stands out nowhere is given effects at every step that consumed it.
+
+        At a step that consumed a switched lot which does not stand out there, the
+        step's plain model serves: the data show no effect of the lot there for a new
+        lot to remove, and a lot model of the step would cost a fit for a difference
+        its interval could not tell from zero."""
+        consumed = [s for s in twin.steps if self.switched_lots(s)]
+        showing = [
+            s
+            for s in consumed
+            if s.parameters
+            and s.history.runs
+            and self.switched_lots(s) & set(standing_out(step_data(s, groups=True)))
+        ]
+        lots_at = {s.uid for s in (showing or consumed)}
         return tuple(
             s.uid
             for s in twin.steps
-            if self.switched_lots(s) or any(o.step == s.uid for o in self.operators)
+            if s.uid in lots_at or any(o.step == s.uid for o in self.operators)
         )
+
+    def acting_steps(self, twin: LineTwin) -> tuple[str, ...] | None:
+        """The steps this scenario changes something at (in the line's order), or
+        None when it acts on the whole line (line speed, the line's shifts, an
+        inspection, which sees every step's defects, buffers and breakdowns, whose
+        stops change every step's flow). A comparison of this scenario with the
+        baseline needs only these steps' models: the others add the same defects to
+        both (:func:`~sqems.twin.fitting.fit_line`)."""
+        if (
+            not np.isclose(self.line_speed, 1.0)
+            or self.shifts is not None
+            or self.inspections
+            or self.buffers
+            or self.breakdowns
+        ):
+            return None
+        acting = {twin.parameter(p.parameter)[0].uid for p in self.parameters}
+        acting |= {twin.parameter(d.parameter)[0].uid for d in self.drifts}
+        acting |= {r.step for r in self.routing} | {c.step for c in self.step_shifts}
+        acting |= set(self.grouped_steps(twin)) if (self.lots or self.operators) else set()
+        return tuple(s.uid for s in twin.steps if s.uid in acting)
 
     def resolved(self, twin: LineTwin) -> ScenarioSpec:
         """The scenario with what it leaves to the data filled in: each drift without a

@@ -278,8 +278,10 @@ def run_scenario(
     and store the results; returns the scenario as stored.
 
     A difference pairs replications of the same models: when the stored baseline was
-    simulated with models of another kind (with or without lot and operator effects),
-    the baseline is simulated again with these, for the comparison only."""
+    simulated with models of another kind (with or without lot and operator effects)
+    or of other steps, the baseline is simulated again with these, for the comparison
+    only. The results name the steps whose models added defects (``steps``): the
+    yields are those steps' defects' when it is not all of them."""
     view = get_session(store, session)
     wanted = next((s for s in view.scenarios if s.uid == scenario), None)
     if wanted is None:
@@ -287,10 +289,11 @@ def run_scenario(
     if twin.line != view.line:
         raise ValidationFailed(f"session {session} studies {view.line}, not {twin.line}")
     kind = "groups" if any(m.lots or m.operators for m in models.values()) else "plain"
+    steps = [s.uid for s in twin.steps if s.uid in models]
     baseline: Outcome | None = None
     if view.baseline.results:
         body = json.loads(view.baseline.results)
-        if body.get("models", "plain") == kind:
+        if body.get("models", "plain") == kind and body.get("steps", steps) == steps:
             baseline = Outcome.from_json(view.baseline.results)
     todo = [view.baseline] if baseline is None and not wanted.baseline else []
     todo.append(wanted)
@@ -329,6 +332,7 @@ def run_scenario(
             continue
         body = json.loads(outcome.to_json(None if item.baseline else baseline))
         body["models"] = kind
+        body["steps"] = steps
         stored = item.model_copy(
             update={
                 "status": RunStatus.DONE,

@@ -202,6 +202,7 @@ __all__ = [
     "diagnose",
     "fit",
     "machine_separation",
+    "standing_out",
     "synthetic_step_data",
 ]
 
@@ -1208,6 +1209,17 @@ def _centred(data: StepData, run: IntArray, member: IntArray, size: int) -> npt.
     information = n * p * (1.0 - p)
     distance = np.abs(y - expected) / np.sqrt(np.maximum(variance, 1e-12))
     return np.asarray((information * TAU_SD**2 >= 1.0) & (distance >= STANDS_OUT))
+
+
+def standing_out(data: StepData) -> tuple[str, ...]:
+    """The lots of ``data`` whose runs' defects stand out from what the step's
+    parameters and machines predict of them (the test :func:`_centred` applies: at
+    least :data:`STANDS_OUT` standard errors away, with data that say more than the
+    prior); none when ``data`` has no lots."""
+    if not data.lots:
+        return ()
+    mask = _centred(data, data.lot_run, data.lot_index, len(data.lots))
+    return tuple(lot for lot, out in zip(data.lots, mask, strict=True) if out)
 
 
 def _pooled(name: str, tau: Any, centred: npt.NDArray[np.bool_]) -> Any:
