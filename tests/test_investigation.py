@@ -151,6 +151,32 @@ def test_a_bad_cell_lot_is_found_from_one_pack_complaint_two_levels_up(
     assert found.recall is not None and found.recall.units >= {found.case.unit}
 
 
+def test_a_significant_cause_ranked_second_stays_in_the_recall() -> None:
+    # a battery plant where the bad separator lot went into the same cells as a cathode
+    # lot: both are significant and the data rank the cathode lot first for this pack
+    plant = generate(PlantSpec(shape="battery", units=20_000, seed=9))
+    store = _load(plant)
+    cause = cause_of(plant, "material_lot")
+    found = investigate(store, "CMP-000017")
+    assert found.leading is not None and found.recall is not None
+    assert found.leading.factor.uid != cause["uid"]
+    assert any(cause["uid"] in n and "do not rule it out" in n for n in found.notes)
+    # every defective unit of its type the bad lot reached is in the recall all the same
+    rows = plant.truth_units.columns
+    hit = reached(store, cause["batches"])
+    affected = {
+        u
+        for u, types in zip(rows["uid"], rows["defect_types"], strict=True)
+        if cause["defect_type"] in types.split(";") and u in hit
+    }
+    assert affected and affected <= found.recall.units
+    # the fix is still the leading cause's: its what-if is proposed as before
+    assert found.fix is not None and found.fix.changes == {
+        "lots": [{"lot": found.leading.factor.uid}]
+    }
+    store.close()
+
+
 @pytest.mark.parametrize("shape", ["drives", "battery"])
 def test_nothing_planted_nothing_found(shape: str) -> None:
     null = BatteryCauses.none() if shape == "battery" else NULL_DRIVES

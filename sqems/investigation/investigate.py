@@ -14,7 +14,10 @@ One complaint is one defective unit: compared with its peers it can single out n
    complained unit does not explain this complaint, so the leading cause is the first
    significant one the unit was exposed to;
 4. builds the **recall** that cause calls for (:mod:`.recall`: a lot's recall, a drift's
-   change-point window, the batches of a shift or an operator);
+   change-point window, the batches of a shift or an operator), widened by the recall of
+   every other significant cause that reached the unit and units with the defect type
+   outside that recall: the data rank it lower, but do not rule it out (two lots used
+   side by side, say), and a recall must contain every unit the true cause reached;
 5. runs the **what-if** of the fix that cause calls for on the twin of the line where it
    acts (:mod:`.fix`), with the KPI differences and their credible intervals.
 """
@@ -119,7 +122,7 @@ def investigate(
     scope, target = _widen(store, case, lookback_days)
     report = rootcause.rank_causes(store, target, alpha=alpha, top=top)
     notes: list[str] = []
-    leading = _leading(store, case, report, notes)
+    leading, contenders = _leading(store, case, report, notes)
     recall = fix = result = None
     why: tuple[WhyStep, ...] = ()
     if leading is not None:
@@ -131,6 +134,21 @@ def investigate(
             fix = fix_for(store, leading.factor, recall)
         except ValidationFailed as exc:
             notes.append(f"no what-if for this cause: {exc.message}")
+        defective = set(target.units)
+        for other in contenders:
+            name = other.factor.describe()
+            extra = suggest_recall(store, other.factor, report.window, aliases=other.aliases)
+            outside = (extra.units & defective) - recall.units
+            if not outside:  # every defective unit it reached is in the recall already
+                continue
+            recall = recall.joined(extra, f"until {name} is ruled out")
+            notes.append(
+                f"{name} is significant too and reached unit {case.unit}; the data rank it "
+                f"below {leading.factor.describe()} but do not rule it out, and "
+                f"{len(outside)} units with {case.defect_type} that it reached lie outside "
+                "the leading cause's recall, so the suggested recall contains what it "
+                "reached as well"
+            )
         if fix is not None and whatif is not None:
             try:
                 result = whatif(fix)
@@ -186,10 +204,12 @@ def _leading(
     case: ComplaintCase,
     report: rootcause.RootCauseReport,
     notes: list[str],
-) -> rootcause.Cause | None:
+) -> tuple[rootcause.Cause | None, list[rootcause.Cause]]:
+    """The leading cause (the first significant one that reached the unit) and the
+    other significant causes that reached it."""
     significant = [c for c in report.causes if c.significant]
     if not significant:
-        return None
+        return None, []
     exposure = unit_exposure(store, case)
 
     def reached(c: rootcause.Cause) -> bool:
@@ -204,11 +224,11 @@ def _leading(
                     f"reach unit {case.unit}: this complaint is put down to the first "
                     f"significant cause that did, {c.factor.describe()}"
                 )
-            return c
+            return c, [o for o in significant if o is not c and reached(o)]
     names = ", ".join(c.factor.describe() for c in significant[:3])
     notes.append(
         f"none of the significant causes of {case.defect_type} ({names}) reached unit "
         f"{case.unit}: this complaint looks like the defect type's background rate (or a "
         "no-fault-found return); no recall or fix is suggested for it"
     )
-    return None
+    return None, []

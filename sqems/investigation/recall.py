@@ -107,6 +107,16 @@ class SuggestedRecall:
     def units(self) -> set[str]:
         return {u.uid for s in self.scopes for u in s.units}
 
+    def joined(self, other: SuggestedRecall, why: str) -> SuggestedRecall:
+        """This recall widened by ``other`` (another cause's; ``why`` says why it is
+        in): the basis stays this one's, the scopes and drifts are both."""
+        return SuggestedRecall(
+            self.basis,
+            f"{self.explanation}; and, {why}, {other.explanation}",
+            self.scopes + other.scopes,
+            self.drifts + other.drifts,
+        )
+
 
 def _iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, UTC).isoformat()
