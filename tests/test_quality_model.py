@@ -213,6 +213,22 @@ def test_each_failed_check_is_named(changes: dict[str, Any], named: str | None) 
     assert Diagnostics.from_dict(d.to_dict()) == d
 
 
+def test_pymcs_own_sampler_gives_the_same_posterior_as_nutpie(fitted: Fitted) -> None:
+    # nutpie is the default; PyMC's NUTS is the fallback without it: both sound, and
+    # every coefficient's posterior mean within a fifth of its sd of the other's
+    other = fit(
+        fitted.data, draws=DRAWS, tune=DRAWS, chains=CHAINS, seed=SAMPLER_SEED, sampler="pymc"
+    )
+    assert other.diagnostics.ok, other.diagnostics.problems
+    assert set(other.idata.groups()) == set(fitted.model.idata.groups())
+    ours = {c.name: c for c in fitted.model.coefficients()}
+    for c in other.coefficients():
+        sd = (ours[c.name].hdi_high - ours[c.name].hdi_low) / (2 * 1.88)
+        assert abs(c.mean - ours[c.name].mean) < 0.2 * sd, c.name
+    with pytest.raises(ValidationFailed, match="sampler"):
+        fit(fitted.data, draws=DRAWS, sampler="stan")  # type: ignore[arg-type]
+
+
 # --- 3. persistence -----------------------------------------------------------------------
 
 

@@ -253,6 +253,8 @@ def run_fix(
 def _scope(acting: tuple[str, ...] | None, steps: list[str]) -> str:
     if acting is None:
         return "the whole line"
+    if not steps:
+        return "no step's defects: the fix acts only at steps the twin has no quality model of"
     return (
         f"the defects of {', '.join(steps)} alone, where the fix acts: the line's other "
         "steps add the same defects with and without it (the difference is the line's; "

@@ -150,7 +150,7 @@ way (nutpie's warm-up draws and unconstrained coordinates are dropped) and passe
 same diagnostics. On the 100,000-unit plant's moulding step with lot and operator
 effects, nutpie compiled the model in 5-10 s (PyTensor keeps numba's compiled kernels
 on disk, so the first fit on a machine takes longer) and drew 4 chains x 1,000 in
-9-11 s, where PyMC's sampler took 80 s for 2 chains (``benchmarks/twin_lines.py``).
+18-21 s, where PyMC's sampler took 80-96 s for 2 chains (``benchmarks/twin_lines.py``).
 
 PyMC is imported by :func:`fit` only: serving a saved model needs ArviZ and numpy, not
 the sampler and its compiler.
