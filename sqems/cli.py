@@ -597,6 +597,8 @@ def _print_whatif(view: whatif.SessionView) -> None:
         if rec:
             for uid, v in rec["setpoints"].items():
                 out.print(f"  {uid}: {rec['current'][uid]:g} -> [bold]{v:g}[/]")
+            if rec.get("confirm"):
+                out.print(f"  {rec['confirm']}", highlight=False)
             verdict = "meets" if body.get("feasible") else "[red]misses[/]"
             out.print(f"  throughput {verdict} the floor of {rec and body['throughput_floor']:g}/h")
 

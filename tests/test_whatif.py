@@ -501,9 +501,18 @@ def _twin_of(data: StepData, supplier: dict[str, str] | None = None) -> LineTwin
     return LineTwin("LINE-SYN", "synthetic", None, (step,), units, 0.0, 0.0, data.runs * 3600.0)
 
 
-@pytest.mark.parametrize(("planted", "recommended"), [(0.0, set()), (0.6, {"P-A"})])
+@pytest.mark.parametrize(
+    ("planted", "min_gain", "recommended"),
+    [
+        (0.0, whatif.MIN_GAIN, set()),
+        (0.6, whatif.MIN_GAIN, {"P-A"}),
+        # a real effect (a gain of about 4 points, surely above zero) that is not surely
+        # worth the 4.5 points asked for
+        (0.6, 0.045, set()),
+    ],
+)
 def test_only_a_credibly_better_setpoint_is_recommended(
-    planted: float, recommended: set[str]
+    planted: float, min_gain: float, recommended: set[str]
 ) -> None:
     data = synthetic_step_data(
         np.random.default_rng(7),
@@ -516,17 +525,23 @@ def test_only_a_credibly_better_setpoint_is_recommended(
     )
     twin = _twin_of(data)
     models = {data.step: fit(data, draws=300, tune=300, chains=2, seed=7)}
-    rec = whatif.recommend_setpoints(twin, models, seed=1, grid=7, rounds=1)
+    rec = whatif.recommend_setpoints(twin, models, seed=1, grid=7, rounds=1, min_gain=min_gain)
     assert set(rec.setpoints) == recommended
-    if not recommended:  # null data: nothing, and it says so
+    if not recommended:  # nothing, and it says so
         assert rec.message.startswith(whatif.NOTHING_CREDIBLY_BETTER)
+        assert f"P(gain > {min_gain:.2%})" in rec.message
         assert rec.scenario() == ScenarioSpec() and rec.gain.mean == 0.0
+        assert rec.as_dict()["confirm"] == ""
         return
     value = rec.setpoints["P-A"]
     low, high = rec.ranges["P-A"]
     assert value < twin.step(data.step).parameters[0].setpoint  # less of P-A: fewer defects
     assert low <= value <= high and low >= float(np.asarray(data.x)[:, 0].min())
     assert rec.gain.low > 0 and rec.p_gain >= 0.95
+    assert rec.p_practical >= whatif.CREDIBILITY and rec.min_gain == min_gain
+    assert rec.as_dict()["confirm"] == whatif.CONFIRM  # a hypothesis to confirm by experiment
+    with pytest.raises(ValidationFailed, match="practical gain"):
+        whatif.recommend_setpoints(twin, models, min_gain=-0.1)
 
 
 # --- lots and operators -------------------------------------------------------------------------

@@ -60,6 +60,17 @@ CREDIBLE = "credible"
 """The verdict on a KPI whose paired difference's interval excludes zero."""
 NO_CREDIBLE_CHANGE = "no credible change"
 NOTHING_CREDIBLY_BETTER = "no setpoint change is credibly better"
+MIN_GAIN = 0.001
+"""The practical gain in expected yield a recommended change must beat: 0.1 percentage
+point (1,000 ppm fewer defective units). A gain that is surely above zero but below it
+is not worth a process change and its validation."""
+CREDIBILITY = 0.95
+"""A recommended change's posterior probability of gaining more than the practical gain."""
+CONFIRM = (
+    "the recommendation comes from the plant's history, not from an experiment: confirm "
+    "it with a designed experiment (runs at today's and the new setpoints, randomised, "
+    "the other inputs held) before changing the process"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,6 +420,10 @@ class Recommendation:
     """Per parameter, the setpoints searched: within its spec and within the setpoints
     the actuals on record imply for every machine (never beyond the data)."""
     message: str = ""
+    min_gain: float = MIN_GAIN
+    """The practical gain the recommendation had to beat."""
+    p_practical: float = 0.0
+    """Posterior probability that the recommended setpoints gain more than ``min_gain``."""
 
     @property
     def credible(self) -> bool:
@@ -432,6 +447,9 @@ class Recommendation:
             "credible": self.credible,
             "ranges": {k: list(v) for k, v in self.ranges.items()},
             "message": self.message,
+            "min_gain": self.min_gain,
+            "p_practical": self.p_practical,
+            "confirm": CONFIRM if self.setpoints else "",
         }
 
 
@@ -489,23 +507,30 @@ def recommend_setpoints(
     grid: int = 9,
     rounds: int = 2,
     draws: int = 200,
-    credibility: float = 1.0 - INTERVAL[0],
+    credibility: float = CREDIBILITY,
+    min_gain: float = MIN_GAIN,
 ) -> Recommendation:
     """The setpoints with the highest expected yield of the modelled steps, among those
-    whose gain the posterior makes credible.
+    whose gain the posterior makes credible and worth having.
 
-    Coordinate search over a grid per parameter within :func:`setpoint_range`,
-    ``rounds`` passes, by posterior mean; then each changed parameter is kept only when
-    reverting it would credibly lose yield (the paired gain over ``draws`` posterior
-    draws has its :data:`INTERVAL` above zero, so P(gain > 0) >= ``credibility``), and
-    the whole change only when its gain over today is credible. When nothing
-    qualifies, no setpoint is recommended and :attr:`Recommendation.message` says
-    :data:`NOTHING_CREDIBLY_BETTER`. Setpoints change quality, not cycle times, in this
-    twin; the simulation of the recommendation (a scenario like any other) gives its
-    throughput and the paired gain over today.
+    Coordinate search over a grid per parameter within :func:`setpoint_range` (inside
+    the spec and the data's support on every machine), ``rounds`` passes, by posterior
+    mean; then each changed parameter is kept only when reverting it would lose more
+    than ``min_gain`` of yield with posterior probability >= ``credibility`` (the paired
+    loss over ``draws`` posterior draws, whose :data:`INTERVAL` must also lie above
+    zero), and the whole change only when its gain over today passes the same test. When
+    nothing qualifies, no setpoint is recommended and :attr:`Recommendation.message`
+    says :data:`NOTHING_CREDIBLY_BETTER`. A recommendation says it is to be confirmed by
+    a designed experiment (:data:`CONFIRM`). Setpoints change quality, not cycle times,
+    in this twin; the simulation of the recommendation (a scenario like any other)
+    gives its throughput and the paired gain over today.
     """
     if draws < 20:
         raise ValidationFailed(f"a credible gain needs at least 20 posterior draws, got {draws}")
+    if not 0.0 <= min_gain < 1.0:
+        raise ValidationFailed(f"the practical gain must be in [0, 1), got {min_gain}")
+    if not 0.5 <= credibility < 1.0:
+        raise ValidationFailed(f"the credibility must be in [0.5, 1), got {credibility}")
     params = [p for s in twin.steps if s.uid in models for p in s.parameters]
     if not params:
         raise ValidationFailed(f"line {twin.line} has no modelled parameter to set")
@@ -538,7 +563,7 @@ def recommend_setpoints(
         return expected_yield(twin, models, spec_of(points), draws=draws, seed=seed)
 
     def credible(gain: np.ndarray) -> bool:
-        return bool(np.mean(gain > 0.0) >= credibility and Interval.of(gain).low > 0.0)
+        return bool(np.mean(gain > min_gain) >= credibility and Interval.of(gain).low > 0.0)
 
     # drop each change that is not credibly worth keeping, weakest first
     kept = dict(best)
@@ -565,7 +590,9 @@ def recommend_setpoints(
             f"{NOTHING_CREDIBLY_BETTER}: the best setpoints found would change the expected "
             f"yield by {candidate.mean():+.3%} (94 % interval {Interval.of(candidate).low:+.3%}"
             f" to {Interval.of(candidate).high:+.3%}, P(gain > 0) = "
-            f"{np.mean(candidate > 0):.2f})"
+            f"{np.mean(candidate > 0):.2f}, P(gain > {min_gain:.2%}) = "
+            f"{np.mean(candidate > min_gain):.2f}; a change must gain more than "
+            f"{min_gain:.2%} with probability {credibility:.2f})"
         )
     return Recommendation(
         setpoints=setpoints,
@@ -576,4 +603,6 @@ def recommend_setpoints(
         p_gain=float(np.mean(gain > 0.0)),
         ranges=ranges,
         message=message,
+        min_gain=min_gain,
+        p_practical=float(np.mean(gain > min_gain)) if setpoints else 0.0,
     )
