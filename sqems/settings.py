@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     api_max_depth: int = Field(default=12, ge=2, le=50)
     api_max_tokens: int = Field(default=2_000, ge=50)
     api_max_aliases: int = Field(default=15, ge=1)
+    api_max_fields: int = Field(
+        default=5_000,
+        ge=10,
+        description="Fields a GraphQL document may select once its fragments are expanded.",
+    )
     ingest: bool = Field(default=False, description="Run the MQTT ingestion inside `sqems serve`.")
     mqtt_host: str = Field(default="127.0.0.1", description="The MQTT broker readings come from.")
     mqtt_port: int = Field(default=1883, ge=1, le=65535)

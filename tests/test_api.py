@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from graphql import parse
 from live_server import LiveServer
 from rdflib.compare import isomorphic
 
@@ -31,6 +32,7 @@ from sqems.graph_model.neo4j_server import Neo4jServer
 from sqems.graph_model.neo4j_store import Neo4jGraphStore
 from sqems.graph_model.nodes import Machine
 from sqems.graphql import AccessStore, Role, create_app, sdl
+from sqems.graphql.limits import expanded_fields
 from sqems.graphql.types import global_id
 from sqems.ingestion.quarantine import NewEntry, Quarantine
 from sqems.ingestion.service import QUARANTINE_FILE
@@ -442,6 +444,41 @@ def test_abusive_queries_are_refused_before_they_run(embedded_api: Api, query: s
     body = embedded_api.post(query)
     assert body.get("data") is None
     assert body["errors"]
+
+
+def _fragment_bomb(levels: int) -> str:
+    """1 KB that validation used to expand into 2**levels fields, for minutes."""
+    chain = "\n".join(
+        f"fragment F{i} on Query {{ ...F{i - 1} ...F{i - 1} }}" for i in range(1, levels + 1)
+    )
+    return f"query {{ ...F{levels} }}\nfragment F0 on Query {{ __typename }}\n{chain}"
+
+
+def test_a_fragment_bomb_is_refused_before_validation_and_the_api_stays_up(
+    embedded_api: Api,
+) -> None:
+    bomb = _fragment_bomb(24)
+    assert len(bomb) < 1_100
+    body = embedded_api.post(bomb)
+    assert body.get("data") is None and _code(body) == "GRAPHQL_INVALID"
+    assert "16,777,216 fields once its fragments are expanded" in body["errors"][0]["message"]
+    assert httpx.get(f"{embedded_api.url}/healthz").json() == {"status": "ok"}
+    # fragments a real client shares are fine
+    shared = (
+        'query { a: entity(uid: "SN-B0000001") { ...U } b: entity(uid: "SN-B0000001") {'
+        " ...U } } fragment U on Node { uid label }"
+    )
+    assert "errors" not in embedded_api.post(shared)
+
+
+def test_the_expanded_size_counts_each_fragment_once_and_ignores_cycles() -> None:
+    assert expanded_fields(parse(_fragment_bomb(3))) == 8
+    assert expanded_fields(parse(_fragment_bomb(200))) == 2**200  # sized in linear time
+    inline = '{ entity(uid: "X") { uid ... on Node { label } } }'
+    assert expanded_fields(parse(inline)) == 3
+    cycle = "{ ...A } fragment A on Query { ...B __typename } fragment B on Query { ...A }"
+    assert expanded_fields(parse(cycle)) == 1  # validation refuses the cycle itself
+    assert expanded_fields(parse("{ ...Nowhere }")) == 0
 
 
 def test_an_unexpected_failure_is_masked(plant: Plant, tmp_path: Path) -> None:

@@ -22,7 +22,6 @@ from strawberry.extensions import (
     MaxTokensLimiter,
     ParserCache,
     QueryDepthLimiter,
-    ValidationCache,
 )
 from strawberry.types import Info
 
@@ -38,6 +37,7 @@ from sqems.graphql.analysis import AnalysisQuery, DefectModelInfo, train_model
 from sqems.graphql.context import Context
 from sqems.graphql.ingestion import IngestionQuery, IngestionSubscription, QuarantineEntry, replay
 from sqems.graphql.investigation import InvestigationQuery
+from sqems.graphql.limits import BoundedValidation
 from sqems.graphql.quality import QualityMutation, QualityQuery, recorded
 from sqems.graphql.types import (
     NODE_OBJECT_TYPES,
@@ -651,7 +651,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     """The schema with the limits of ``settings`` (defaults when None)."""
     settings = settings or Settings()
     # The limits are validation rules; built once, so validation results can be cached
-    # by document (a fresh rule class per request would miss the cache every time).
+    # by document (a fresh rule class per request would miss the cache every time). The
+    # expanded size is bounded before they run: they expand fragments (limits.py).
     limits = [
         *QueryDepthLimiter(max_depth=settings.api_max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=settings.api_max_aliases).validation_rules,
@@ -667,7 +668,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
             lambda: MaxTokensLimiter(max_token_count=settings.api_max_tokens),
             lambda: ParserCache(maxsize=256),
             lambda: AddValidationRules(limits),
-            lambda: ValidationCache(maxsize=256),
+            lambda: BoundedValidation(settings.api_max_fields, maxsize=256),
             lambda: _MaskUnexpected(
                 should_mask_error=_should_mask,
                 error_message="internal error; the server log has the details",
