@@ -15,9 +15,10 @@ One complaint is one defective unit: compared with its peers it can single out n
    significant one the unit was exposed to;
 4. builds the **recall** that cause calls for (:mod:`.recall`: a lot's recall, a drift's
    change-point window, the batches of a shift or an operator), widened by the recall of
-   every other significant cause that reached the unit and units with the defect type
-   outside that recall: the data rank it lower, but do not rule it out (two lots used
-   side by side, say), and a recall must contain every unit the true cause reached;
+   every other significant cause that reached the unit and has an excess of defective
+   units outside that recall (:func:`_excess_outside`): the data rank it lower, but do
+   not rule it out (two lots used side by side, say), and a recall must contain every
+   unit the true cause reached;
 5. runs the **what-if** of the fix that cause calls for on the twin of the line where it
    acts (:mod:`.fix`), with the KPI differences and their credible intervals.
 """
@@ -28,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 from typing import Any
+
+from scipy import stats
 
 from sqems.analysis import rootcause
 from sqems.analysis.rootcause import WhyStep
@@ -134,20 +137,17 @@ def investigate(
             fix = fix_for(store, leading.factor, recall)
         except ValidationFailed as exc:
             notes.append(f"no what-if for this cause: {exc.message}")
-        defective = set(target.units)
         for other in contenders:
             name = other.factor.describe()
             extra = suggest_recall(store, other.factor, report.window, aliases=other.aliases)
-            outside = (extra.units & defective) - recall.units
-            if not outside:  # every defective unit it reached is in the recall already
+            excess = _excess_outside(store, report, recall.units, extra.units, alpha)
+            if excess is None:
                 continue
             recall = recall.joined(extra, f"until {name} is ruled out")
             notes.append(
                 f"{name} is significant too and reached unit {case.unit}; the data rank it "
-                f"below {leading.factor.describe()} but do not rule it out, and "
-                f"{len(outside)} units with {case.defect_type} that it reached lie outside "
-                "the leading cause's recall, so the suggested recall contains what it "
-                "reached as well"
+                f"below {leading.factor.describe()} but do not rule it out: {excess}, so "
+                "the suggested recall contains what it reached as well"
             )
         if fix is not None and whatif is not None:
             try:
@@ -157,6 +157,40 @@ def investigate(
                 # could not run (an unsound twin fit, say) rather than lose them
                 notes.append(f"the what-if of the fix could not run: {exc.message}")
     return Investigation(case, genealogy, scope, report, leading, why, recall, fix, result, notes)
+
+
+def _excess_outside(
+    store: GraphStore,
+    report: rootcause.RootCauseReport,
+    recall: set[str],
+    other: set[str],
+    alpha: float,
+) -> str | None:
+    """Whether the units ``other`` (another cause's recall) reached outside ``recall``
+    are defective more often than the rest of the analysed population, in words (None
+    when not: at the ``alpha`` level, one-sided Fisher exact test). Only units of the
+    analysed products count, as in the population."""
+    counted = recall | other
+    products = set(report.products)
+    made = {e.dst: e.src for e in store.edges(counted, {"PRODUCED": Direction.IN})}
+    product = {e.src: e.dst for e in store.edges(set(made.values()), {"OF_PRODUCT": Direction.OUT})}
+    ours = {u for u in counted if product.get(made.get(u, "")) in products}
+    defective = set(report.defectives.units)
+    outside = (other - recall) & ours
+    n_out, k_out = len(outside), len(outside & defective)
+    n_rest = report.population - len(ours)
+    k_rest = report.defective_in_population - len(ours & defective)
+    if k_out == 0 or n_rest <= 0 or k_rest < 0:
+        return None
+    table = [[k_out, n_out - k_out], [k_rest, max(n_rest - k_rest, 0)]]
+    p = float(stats.fisher_exact(table, alternative="greater").pvalue)
+    if p >= alpha:
+        return None
+    return (
+        f"{k_out} of the {n_out} units it reached outside the leading cause's recall are "
+        f"defective, against {k_rest} of the other {n_rest} (one-sided Fisher exact test: "
+        f"p = {p:.2g} < {alpha:g})"
+    )
 
 
 def _widen(
