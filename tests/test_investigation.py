@@ -177,6 +177,22 @@ def test_a_significant_cause_ranked_second_stays_in_the_recall() -> None:
     store.close()
 
 
+def test_a_significant_cause_with_no_excess_outside_the_recall_does_not_widen_it() -> None:
+    # an operator who works mostly the night shift at press-fit is significant beside it
+    # and reached this unit, but the units only it reached are no worse than the rest
+    plant = generate(PlantSpec(units=20_000, seed=1))
+    store = _load(plant)
+    found = investigate(store, "CMP-000015")
+    assert found.leading is not None and found.leading.factor.kind is FactorKind.SHIFT
+    assert "OP-024" in {c.factor.uid for c in found.report.causes if c.significant}
+    assert not any("OP-024" in n for n in found.notes)
+    own = suggest_recall(
+        store, found.leading.factor, found.report.window, aliases=found.leading.aliases
+    )
+    assert found.recall is not None and found.recall.units == own.units
+    store.close()
+
+
 @pytest.mark.parametrize("shape", ["drives", "battery"])
 def test_nothing_planted_nothing_found(shape: str) -> None:
     null = BatteryCauses.none() if shape == "battery" else NULL_DRIVES
