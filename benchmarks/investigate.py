@@ -345,7 +345,7 @@ def main() -> None:
         "--baseline", default="pymc", help="a second sampler timed in the same run (none: skip)"
     )
     parser.add_argument("--hours", type=float, default=8.0)
-    parser.add_argument("--replications", type=int, default=60)
+    parser.add_argument("--replications", type=int, default=100)
     parser.add_argument(
         "--twin-dir",
         default=None,

@@ -350,7 +350,7 @@ def investigate_cmd(
         bool, typer.Option(help="Simulate the fix's what-if on the line's twin.")
     ] = True,
     hours: Annotated[float, typer.Option(help="Simulated hours per replication.")] = 8.0,
-    replications: Annotated[int, typer.Option(help="Replications (posterior draws).")] = 60,
+    replications: Annotated[int, typer.Option(help="Replications (posterior draws).")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Investigate a complaint end to end: its unit's genealogy, the causes its defect
@@ -462,7 +462,7 @@ def whatif_cmd(
         typer.Option(help="Also recommend setpoints, with this throughput floor (units/h)."),
     ] = None,
     hours: Annotated[float, typer.Option(help="Simulated hours per replication.")] = 8.0,
-    replications: Annotated[int, typer.Option(help="Replications (posterior draws).")] = 30,
+    replications: Annotated[int, typer.Option(help="Replications (posterior draws).")] = 100,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """What if a line ran differently? Simulate a scenario against today's line with
@@ -589,7 +589,8 @@ def _print_whatif(view: whatif.SessionView) -> None:
                     f"{drift.get('start') or 'the start'} to {drift.get('end') or 'the end'}",
                     highlight=False,
                 )
-        for warning in body.get("warnings", []):
+        note = whatif.interval_note(view.session.replications)
+        for warning in [*body.get("warnings", []), *filter(None, [note])]:
             out.print(f"  [yellow]warning:[/] {warning}", highlight=False)
         rec = body.get("recommendation")
         if rec and rec.get("message"):

@@ -288,6 +288,8 @@ def test_the_fix_is_simulated_with_intervals_and_verdicts(
     drift = result["changes"]["drifts"][0]
     owner = drives_store.edges([drift["parameter"]], {"PARAMETER_OF": Direction.OUT})
     assert result["steps"] == [e.dst for e in owner] and "alone" in result["scope"]
+    # 12 replications: the intervals' ends rest on under one of them each, and it says so
+    assert any("12 replications" in w and "steadier" in w for w in result["warnings"])
     for kpi, v in result["kpis"].items():
         d = v["difference"]
         assert d["low"] <= d["mean"] <= d["high"], kpi

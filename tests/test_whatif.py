@@ -617,6 +617,11 @@ def test_switching_the_bad_lot_improves_yield_credibly_and_a_null_lot_does_not(
     }
 
 
+def test_too_few_replications_for_a_steady_interval_are_named() -> None:
+    assert "0.9 of them" in whatif.interval_note(30)
+    assert whatif.interval_note(whatif.STEADY_REPLICATIONS) == ""
+
+
 def test_a_lot_switch_needs_lot_effects_only_where_the_lot_stands_out() -> None:
     # two steps that consumed the same lots; L-03 harms the first only
     bad = _lot_step(np.random.default_rng(21), bad=1.5)

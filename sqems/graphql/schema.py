@@ -468,7 +468,7 @@ class Mutation(QualityMutation):
         line: str,
         name: str,
         horizon_hours: float = 8.0,
-        replications: int = 50,
+        replications: int = 100,
         seed: int = 0,
     ) -> twin.WhatIfSessionView:
         ctx = info.context

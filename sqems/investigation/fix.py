@@ -190,7 +190,7 @@ def run_fix(
     *,
     name: str = "investigation",
     hours: float = 8.0,
-    replications: int = 60,
+    replications: int = 100,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Simulate ``fix`` against its line's baseline (a new what-if session) and return
@@ -225,6 +225,7 @@ def run_fix(
             "difference": body.get("difference", {}).get(kpi),
             "verdict": body.get("verdicts", {}).get(kpi),
         }
+    note = whatif.interval_note(replications)
     better: list[str] = []
     worse: list[str] = []
     for kpi, v in kpis.items():
@@ -243,7 +244,7 @@ def run_fix(
         "steps": body.get("steps", []),
         "scope": _scope(acting, body.get("steps", [])),
         "kpis": kpis,
-        "warnings": body.get("warnings", []),
+        "warnings": [*body.get("warnings", []), *filter(None, [note])],
         "better": better,
         "worse": worse,
         "verdict": _verdict(better, worse),

@@ -60,6 +60,10 @@ CREDIBLE = "credible"
 """The verdict on a KPI whose paired difference's interval excludes zero."""
 NO_CREDIBLE_CHANGE = "no credible change"
 NOTHING_CREDIBLY_BETTER = "no setpoint change is credibly better"
+STEADY_REPLICATIONS = 100
+"""The fewest replications for which each end of a 94 % interval rests on three of them
+(3 % of 100): with 30, each end is about the most extreme replication, and the interval
+moves with the luck of one."""
 MIN_GAIN = 0.001
 """The practical gain in expected yield a recommended change must beat: 0.1 percentage
 point (1,000 ppm fewer defective units). A gain that is surely above zero but below it
@@ -482,6 +486,19 @@ def expected_yield(
             per_machine.append([model.probability(int(d), x, machines).mean() for d in picks])
         survive *= 1.0 - np.mean(per_machine, axis=0)
     return survive
+
+
+def interval_note(replications: int) -> str:
+    """What a reader of intervals over ``replications`` should know ("" when they are
+    :data:`STEADY_REPLICATIONS` or more)."""
+    if replications >= STEADY_REPLICATIONS:
+        return ""
+    tail = replications * INTERVAL[0]
+    return (
+        f"{replications} replications: each end of a 94 % interval rests on {tail:.1f} of "
+        f"them, so it moves with the luck of a few; {STEADY_REPLICATIONS} or more give "
+        "steadier ends"
+    )
 
 
 def setpoint_range(parameter: ParameterTwin) -> tuple[float, float]:
