@@ -23,6 +23,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import typer
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.tree import Tree
@@ -517,8 +518,7 @@ def whatif_cmd(
             with err.status(f"building the twin of {line} and fitting its quality models…"):
                 twin_ = runner.line(line)
                 spec.check(twin_)
-                groups = spec.grouped_steps(twin_) if spec.lots or spec.operators else ()
-                twin_, models = runner.twin(line, groups=groups)
+                twin_, models = runner.twin(line, groups=runner.grouped(line, spec))
             for step, model in models.items():
                 d = model.diagnostics
                 err.print(
@@ -1572,6 +1572,9 @@ def _print_investigation(store: GraphStore, found: investigation.Investigation) 
     out.rule(f"What-if of the fix on {found.fix.line}")
     out.print(found.fix.description, highlight=False)
     result = found.whatif
+    if found.whatif_error is not None:
+        out.print(f"[red]the what-if could not run:[/] {escape(found.whatif_error)}")
+        return
     if result is None:
         out.print(
             f"(not simulated here: `sqems investigate {c.uid}` fits the line's twin and "

@@ -70,7 +70,7 @@ class Settings(BaseSettings):
         description="The subscriber's id; its persistent session on the broker is keyed by it.",
     )
     twin_draws: int = Field(
-        default=1_000, ge=50, le=100_000, description="NUTS draws per chain of a quality model."
+        default=2_000, ge=50, le=100_000, description="NUTS draws per chain of a quality model."
     )
     twin_tune: int = Field(default=1_000, ge=0, le=100_000, description="NUTS tuning steps.")
     twin_chains: int = Field(default=4, ge=1, le=16, description="NUTS chains.")

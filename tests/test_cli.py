@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,11 +18,13 @@ from sqems.graph_model.neo4j_server import free_port
 SQEMS = [sys.executable, "-c", "from sqems.cli import main; main()"]
 
 
-def sqems(data_dir: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+def sqems(
+    data_dir: Path, *args: str, timeout: float = 120, **extra: str
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SQEMS_DATA_DIR": str(data_dir), "COLUMNS": "200", **extra}
     env.pop("SQEMS_GRAPH_URI", None)
     return subprocess.run(
-        [*SQEMS, *args], capture_output=True, text=True, env=env, timeout=120, check=False
+        [*SQEMS, *args], capture_output=True, text=True, env=env, timeout=timeout, check=False
     )
 
 
@@ -35,6 +38,7 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert "customers to notify" in done.stdout
     assert "Investigation of complaint CMP-" in done.stdout
     assert "Suggested recall: material lot LOT-RESIN-" in done.stdout
+    (data / "demo.out").write_text(done.stdout)
     return data
 
 
@@ -142,6 +146,30 @@ def test_kpis_print_yields_and_the_shift_test(demo_dir: Path) -> None:
     assert "cost of poor quality" in done.stdout
     as_json = json.loads(sqems(demo_dir, "kpis", "--json").stdout)
     assert as_json["total"]["produced"] == 3000
+
+
+def test_the_demo_complaint_is_investigated_to_a_simulated_fix_at_the_default_sampler(
+    demo_dir: Path,
+) -> None:
+    # the complaint the demo investigates, with its fix simulated on the line's twin at
+    # the product's own sampler settings (a small plant's lot spread is weakly
+    # identified: too few draws leave the lot model short of its ESS floor)
+    shown = (demo_dir / "demo.out").read_text()
+    complaint = re.search(r"Investigation of complaint (CMP-\d+)", shown)
+    assert complaint, shown[-2000:]
+    done = sqems(
+        demo_dir, "investigate", complaint[1], "--hours", "2", "--replications", "20",
+        "--json", timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout)
+    assert found["whatif_error"] is None, found["whatif_error"]
+    result = found["whatif"]
+    assert result is not None and result["line"] == found["fix"]["line"]
+    assert result["replications"] == 20 and result["verdict"]
+    for kpi, v in result["kpis"].items():
+        d = v["difference"]
+        assert d["low"] <= d["mean"] <= d["high"], kpi
 
 
 def test_query_on_an_empty_data_dir_says_to_load_first(tmp_path: Path) -> None:

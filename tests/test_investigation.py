@@ -310,6 +310,8 @@ def test_a_fix_whose_twin_cannot_be_fitted_soundly_is_marked_failed(
     # the cause and the recall stand; the note says why there is no what-if
     assert found.leading is not None and found.recall is not None and found.whatif is None
     assert any("could not run" in n and "convergence" in n for n in found.notes)
+    assert found.whatif_error and "convergence" in found.whatif_error
+    assert found.as_dict()["whatif_error"] == found.whatif_error
     sessions = [n.uid for page in drives_store.iter_nodes("WhatIfSession") for n in page.items]
     failed = [
         s

@@ -202,7 +202,9 @@ def run_fix(
     are fitted. The yields are then those steps' (``steps``, ``scope``)."""
     store = runner.store
     spec = ScenarioSpec.parse(fix.changes)
-    acting = spec.acting_steps(runner.line(fix.line))
+    twin = runner.line(fix.line)
+    acting = spec.acting_steps(twin, runner.grouped(fix.line, spec))
+    modelled = [s.uid for s in twin.steps if s.parameters and s.history.runs]
     view = whatif.create_session(
         store,
         fix.line,
@@ -242,7 +244,7 @@ def run_fix(
         "hours": hours,
         "replications": replications,
         "steps": body.get("steps", []),
-        "scope": _scope(acting, body.get("steps", [])),
+        "scope": _scope(acting, body.get("steps", []), modelled),
         "kpis": kpis,
         "warnings": [*body.get("warnings", []), *filter(None, [note])],
         "better": better,
@@ -251,8 +253,8 @@ def run_fix(
     }
 
 
-def _scope(acting: tuple[str, ...] | None, steps: list[str]) -> str:
-    if acting is None:
+def _scope(acting: tuple[str, ...] | None, steps: list[str], modelled: list[str]) -> str:
+    if acting is None or (steps and set(modelled) <= set(steps)):
         return "the whole line"
     if not steps:
         return "no step's defects: the fix acts only at steps the twin has no quality model of"

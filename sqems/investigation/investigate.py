@@ -82,6 +82,8 @@ class Investigation:
     fix: Fix | None
     whatif: dict[str, Any] | None
     notes: list[str] = field(default_factory=list)
+    whatif_error: str | None = None
+    """Why the fix's what-if was asked for and could not run (an unsound fit, say)."""
 
     def as_dict(self) -> dict[str, Any]:
         """The whole investigation, JSON-ready (``sqems investigate --json`` and the API)."""
@@ -101,6 +103,7 @@ class Investigation:
             "recall_basis": self.recall.basis_dict() if self.recall else None,
             "fix": self.fix.as_dict() if self.fix else None,
             "whatif": self.whatif,
+            "whatif_error": self.whatif_error,
             "notes": self.notes,
         }
 
@@ -126,7 +129,7 @@ def investigate(
     report = rootcause.rank_causes(store, target, alpha=alpha, top=top)
     notes: list[str] = []
     leading, contenders = _leading(store, case, report, notes)
-    recall = fix = result = None
+    recall = fix = result = failed = None
     why: tuple[WhyStep, ...] = ()
     if leading is not None:
         why = next(
@@ -155,8 +158,11 @@ def investigate(
             except ValidationFailed as exc:
                 # the cause and the recall stand without it: say why the fix's what-if
                 # could not run (an unsound twin fit, say) rather than lose them
-                notes.append(f"the what-if of the fix could not run: {exc.message}")
-    return Investigation(case, genealogy, scope, report, leading, why, recall, fix, result, notes)
+                failed = exc.message
+                notes.append(f"the what-if of the fix could not run: {failed}")
+    return Investigation(
+        case, genealogy, scope, report, leading, why, recall, fix, result, notes, failed
+    )
 
 
 def _excess_outside(

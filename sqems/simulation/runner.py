@@ -61,6 +61,8 @@ class WhatIfRunner:
         self._lines: dict[str, LineTwin] = {}
         self._models: dict[tuple[str, str, bool], QualityModel] = {}
         """By line, step and whether the model has lot and operator effects."""
+        self._groups: dict[tuple[str, str], tuple[str, ...]] = {}
+        """By line and scenario (its JSON): the steps it needs lot models of."""
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqems-whatif")
 
@@ -72,6 +74,18 @@ class WhatIfRunner:
             return twin
         with self._lock:
             return self._line(line)
+
+    def grouped(self, line: str, spec: ScenarioSpec) -> tuple[str, ...]:
+        """The steps of ``line`` whose models ``spec`` needs with lot and operator
+        effects (:meth:`ScenarioSpec.grouped_steps`; none unless it switches lots or
+        operators), worked out once per scenario: it reads every consuming step's data."""
+        if not (spec.lots or spec.operators):
+            return ()
+        key = (line, spec.to_json())
+        found = self._groups.get(key)
+        if found is None:
+            found = self._groups[key] = spec.grouped_steps(self.line(line))
+        return found
 
     def _line(self, line: str) -> LineTwin:
         twin = self._lines.get(line)
@@ -130,6 +144,8 @@ class WhatIfRunner:
             self._lines.pop(line, None)
             for key in [k for k in self._models if k[0] == line]:
                 self._models.pop(key)
+            for known in [k for k in self._groups if k[0] == line]:
+                self._groups.pop(known)
 
     def submit(
         self, session: str, scenario: str, *, steps: Collection[str] | None = None
@@ -172,9 +188,7 @@ class WhatIfRunner:
                 s for s in get_session(self.store, session).scenarios if s.uid == scenario
             )
             spec = ScenarioSpec.parse(stored.changes)
-            twin = self.line(line)
-            groups = spec.grouped_steps(twin) if spec.lots or spec.operators else ()
-            twin, models = self.twin(line, groups=groups, steps=steps)
+            twin, models = self.twin(line, groups=self.grouped(line, spec), steps=steps)
             if floor is not None:
                 recommended = recommend_setpoints(
                     twin, models, seed=get_session(self.store, session).session.seed

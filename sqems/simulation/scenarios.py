@@ -309,13 +309,14 @@ class ScenarioSpec(BaseModel):
         step's plain model serves: the data show no effect of the lot there for a new
         lot to remove, and a lot model of the step would cost a fit for a difference
         its interval could not tell from zero."""
-        consumed = [s for s in twin.steps if self.switched_lots(s)]
+        switched = {s.uid: self.switched_lots(s) for s in twin.steps}
+        consumed = [s for s in twin.steps if switched[s.uid]]
         showing = [
             s
             for s in consumed
             if s.parameters
             and s.history.runs
-            and self.switched_lots(s) & set(standing_out(step_data(s, groups=True)))
+            and switched[s.uid] & set(standing_out(step_data(s, groups=True)))
         ]
         lots_at = {s.uid for s in (showing or consumed)}
         return tuple(
@@ -324,13 +325,16 @@ class ScenarioSpec(BaseModel):
             if s.uid in lots_at or any(o.step == s.uid for o in self.operators)
         )
 
-    def acting_steps(self, twin: LineTwin) -> tuple[str, ...] | None:
+    def acting_steps(
+        self, twin: LineTwin, grouped: tuple[str, ...] | None = None
+    ) -> tuple[str, ...] | None:
         """The steps this scenario changes something at (in the line's order), or
         None when it acts on the whole line (line speed, the line's shifts, an
         inspection, which sees every step's defects, buffers and breakdowns, whose
         stops change every step's flow). A comparison of this scenario with the
         baseline needs only these steps' models: the others add the same defects to
-        both (:func:`~sqems.twin.fitting.fit_line`)."""
+        both (:func:`~sqems.twin.fitting.fit_line`). ``grouped`` is
+        :meth:`grouped_steps` when it is known already."""
         if (
             not np.isclose(self.line_speed, 1.0)
             or self.shifts is not None
@@ -342,7 +346,8 @@ class ScenarioSpec(BaseModel):
         acting = {twin.parameter(p.parameter)[0].uid for p in self.parameters}
         acting |= {twin.parameter(d.parameter)[0].uid for d in self.drifts}
         acting |= {r.step for r in self.routing} | {c.step for c in self.step_shifts}
-        acting |= set(self.grouped_steps(twin)) if (self.lots or self.operators) else set()
+        if self.lots or self.operators:
+            acting |= set(self.grouped_steps(twin) if grouped is None else grouped)
         return tuple(s.uid for s in twin.steps if s.uid in acting)
 
     def resolved(self, twin: LineTwin) -> ScenarioSpec:
