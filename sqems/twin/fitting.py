@@ -26,7 +26,8 @@ from sqems.settings import Settings
 from sqems.twin.line import LineTwin, StepTwin
 from sqems.twin.quality import QualityModel, Sampling, StepData, fit
 
-MODEL_SCHEMA = 1
+MODEL_SCHEMA = 2
+"""2: models with a run-to-run effect (tau_run); fits of schema 1 are not reused."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,21 @@ gave none, with about half the leapfrog steps a draw (63 against 127).
 :meth:`QualityModel.lot_effects` and :meth:`QualityModel.operator_effects` give them
 per draw; :meth:`QualityModel.probability` takes their sum as ``offset``.
 
+**Run-to-run variation.** Runs (batches) differ by more than their parameters,
+machines, lots and operators explain - material, set-up, luck - so each run r gets its
+own effect r_r = tau_run * e_r, e_r ~ N(0, 1), tau_run ~ HalfNormal(1) (whenever runs
+make more than one unit; a model of single units cannot tell it from the binomial
+noise). Without it the binomial likelihood counts every unit as independent evidence:
+defects that cluster by lot or by time are then pinned on whatever run inputs those
+runs happen to share. On generated plants with a bad resin lot the moulding step's
+melt temperature got beta = -0.69 [-1.13, -0.23] and the late shift +1.39 - both
+without effect - and 30 of 105 coefficients without a planted effect had 94 % intervals
+that excluded zero; the run effect takes such clusters in (``benchmarks/twin_null.py``).
+Predictions are for a run not seen yet: they average over r ~ N(0, tau_run) (the same
+quadrature as an unseen machine's), so the predicted defect rate is the mean over runs,
+not the rate of a median run. The e_r are not kept in the saved posterior (only
+tau_run): a new run does not reuse an old one's luck.
+
 **Machine effects** are partially pooled and non-centred: u_m = tau * eps_m with
 eps_m ~ N(0, 1). A machine with few runs is pulled towards the step's typical machine;
 one with many keeps its own rate. Non-centred because the usual step has 2-4 machines
@@ -202,6 +217,7 @@ __all__ = [
     "diagnose",
     "fit",
     "machine_separation",
+    "overdispersed",
     "standing_out",
     "synthetic_step_data",
 ]
@@ -221,6 +237,8 @@ ALPHA_SD: Final = 1.5
 BETA_SD: Final = 1.0
 GAMMA_SD: Final = 1.0
 TAU_SD: Final = 0.5
+TAU_RUN_SD: Final = 1.0
+"""Prior sd of tau_run: 95 % of its mass below a log-odds spread of 2 between runs."""
 
 R_HAT_MAX: Final = 1.03
 """Largest rank-normalised split R-hat of a sound model (see the module docstring for
@@ -266,6 +284,7 @@ _COEFFICIENTS = (
     "tau",
     "eps",
     "u",
+    "tau_run",
     "tau_lot",
     "lot_effect",
     "tau_operator",
@@ -652,6 +671,7 @@ class QualityModel:
     _beta: FloatArray = field(init=False, repr=False)
     _gamma: FloatArray = field(init=False, repr=False)
     _tau: FloatArray = field(init=False, repr=False)
+    _tau_run: FloatArray = field(init=False, repr=False)
     _u: FloatArray = field(init=False, repr=False)
     _square: IntArray = field(init=False, repr=False)
     _groups: dict[str, FloatArray] = field(init=False, repr=False)
@@ -671,6 +691,8 @@ class QualityModel:
         if self.operators:
             expected["operator_effect"] = ("operator", self.operators)
             expected["tau_operator"] = ()
+        if "tau_run" in post:  # absent from models of single units
+            expected["tau_run"] = ()
         flat = {}
         for name, dims in expected.items():
             if name not in post:
@@ -693,6 +715,7 @@ class QualityModel:
         object.__setattr__(self, "_beta", flat.get("beta", empty))
         object.__setattr__(self, "_gamma", flat.get("gamma", empty))
         object.__setattr__(self, "_tau", flat["tau"])
+        object.__setattr__(self, "_tau_run", flat.get("tau_run", np.zeros(n)))
         object.__setattr__(self, "_u", flat["u"])
         object.__setattr__(
             self, "_square", np.array([self.parameters.index(q) for q in self.quadratic], int)
@@ -703,6 +726,11 @@ class QualityModel:
     def draws(self) -> int:
         """Number of posterior draws, over all chains."""
         return int(self._alpha.shape[0])
+
+    @property
+    def overdispersed(self) -> bool:
+        """Whether the model has a run-to-run effect (tau_run; not for single units)."""
+        return bool(self._tau_run.any())
 
     def lot_effects(self, draw: int) -> tuple[FloatArray, float]:
         """Each lot's effect on the logit under ``draw`` (in the order of :attr:`lots`)
@@ -750,17 +778,18 @@ class QualityModel:
             eta = eta + np.asarray(offset, dtype=np.float64)
         known = codes >= 0
         eta[known] += self._u[d, codes[known]]
-        p = _sigmoid(eta)
+        run = float(self._tau_run[d])
+        spread = np.full(eta.shape[0], run)
         new = ~known
         if new.any():
             tau = float(self._tau[d])
             if rng is None:
-                p[new] = _population(eta[new], np.full(int(new.sum()), tau))
+                spread[new] = math.hypot(tau, run)
             else:
                 group = -1 - codes[new]
                 effect = rng.normal(0.0, tau, size=int(group.max()) + 1)
-                p[new] = _sigmoid(eta[new] + effect[group])
-        return p
+                eta[new] += effect[group]
+        return _population(eta, spread) if spread.any() else _sigmoid(eta)
 
     def expected_probability(self, x_row: npt.ArrayLike, machine: int | str) -> float:
         """Posterior mean defect probability of a unit of one run, averaged over draws.
@@ -778,7 +807,10 @@ class QualityModel:
         z = self._standardised(row[None, :])
         code = int(self._machine_codes(machine, 1)[0])
         eta = self._fixed(z, np.arange(self.draws))[:, 0]
-        p = _sigmoid(eta + self._u[:, code]) if code >= 0 else _population(eta, self._tau)
+        if code >= 0:
+            p = _population(eta + self._u[:, code], self._tau_run)
+        else:
+            p = _population(eta, np.hypot(self._tau, self._tau_run))
         return float(p.mean())
 
     def yield_change(self, parameter: str, start: float, end: float) -> FloatArray:
@@ -799,8 +831,9 @@ class QualityModel:
         rows = np.tile(np.asarray(self.scaling.mean, dtype=np.float64), (2, 1))
         rows[:, j] = (start, end)
         eta = self._fixed(self._standardised(rows), np.arange(self.draws))
-        before = _population(eta[:, 0], self._tau)
-        after = _population(eta[:, 1], self._tau)
+        spread = np.hypot(self._tau, self._tau_run)  # a new machine, a new run
+        before = _population(eta[:, 0], spread)
+        after = _population(eta[:, 1], spread)
         return np.asarray(before - after, dtype=np.float64)
 
     def _draw(self, draw: int) -> int:
@@ -876,6 +909,8 @@ class QualityModel:
         columns += [(f"beta[{p}]", self._beta[:, j]) for j, p in enumerate(self.parameters)]
         columns += [(f"gamma[{q}]", self._gamma[:, k]) for k, q in enumerate(self.quadratic)]
         columns.append(("tau", self._tau))
+        if self.overdispersed:
+            columns.append(("tau_run", self._tau_run))
         columns += [(f"u[{m}]", self._u[:, i]) for i, m in enumerate(self.machines)]
         out = []
         for name, values in columns:
@@ -1008,6 +1043,7 @@ def fit(
     cores: int = 1,
     parametrisation: Parametrisation = "auto",
     sampler: Sampling = "auto",
+    run_effects: bool = True,
 ) -> QualityModel:
     """Sample the posterior of the defect model of ``data`` with NUTS and diagnose it.
 
@@ -1017,6 +1053,8 @@ def fit(
     diagnostics (a warning is logged when it did not); serve it only after
     :meth:`QualityModel.require_sound`. ``sampler`` picks the NUTS implementation
     (see the module docstring): ``"auto"`` is nutpie when installed, else PyMC's.
+    ``run_effects=False`` leaves out the run-to-run effect: every unit independent, as
+    the model was before it (for comparison; see ``benchmarks/twin_null.py``).
     """
     for name, value, least in (
         ("draws", draws, MIN_DRAWS),
@@ -1044,7 +1082,7 @@ def fit(
         centred = len(data.machines) > 1 and separation >= CENTRED_SEPARATION and not grouped
     else:
         centred = parametrisation == "centred" and len(data.machines) > 1
-    model = _model(data, z, centred=centred)
+    model = _model(data, z, centred=centred, runs=run_effects and overdispersed(data))
 
     started = time.perf_counter()
     use = _sampler(sampler)
@@ -1064,12 +1102,14 @@ def fit(
         # the squared term at 7 % effective draws, refused at 1,000 x 4)
         nuts_sampler_kwargs={"low_rank_modified_mass_matrix": True} if use == "nutpie" else {},
     )
-    if use == "nutpie":  # the groups PyMC's sampler returns: no warm-up draws
-        kept = ("posterior", "sample_stats", "observed_data", "constant_data")
-        groups = {g: idata[g] for g in kept if g in idata.groups()}
-        unconstrained = [v for v in groups["posterior"].data_vars if str(v).endswith("__")]
-        groups["posterior"] = groups["posterior"].drop_vars(unconstrained)
-        idata = az.InferenceData(**groups)
+    # the groups PyMC's sampler returns (nutpie's warm-up draws and unconstrained
+    # coordinates left out), without each run's own effect: a draw of it per run would
+    # make the saved model a hundred times larger, and a new run does not reuse it
+    kept = ("posterior", "sample_stats", "observed_data", "constant_data")
+    groups = {g: idata[g] for g in kept if g in idata.groups()}
+    dropped = [v for v in groups["posterior"].data_vars if str(v).endswith("__") or v == "run_eps"]
+    groups["posterior"] = groups["posterior"].drop_vars(dropped)
+    idata = az.InferenceData(**groups)
     seconds = time.perf_counter() - started
     diagnostics = diagnose(idata)
     chosen = "centred" if centred else "non-centred"
@@ -1123,7 +1163,7 @@ def _pymc() -> Any:
     return pymc
 
 
-def _model(data: StepData, z: FloatArray, *, centred: bool) -> Any:
+def _model(data: StepData, z: FloatArray, *, centred: bool, runs: bool) -> Any:
     """The PyMC model of ``data`` (standardised actuals ``z``), in the coordinates NUTS
     samples best; alpha, eps and u are derived from them (see the module docstring)."""
     import pytensor.tensor as pt  # noqa: PLC0415 - with PyMC, for fitting only
@@ -1183,10 +1223,19 @@ def _model(data: StepData, z: FloatArray, *, centred: bool) -> Any:
             operator = _pooled("operator", tau_operator, np.zeros(len(data.operators), bool))
             summed = pt.zeros(data.runs)
             eta = eta + pt.set_subtensor(summed[known], operator[data.operator[known]])  # type: ignore[no-untyped-call]
+        if runs:  # non-centred: most runs say little about their own luck
+            tau_run = pm.HalfNormal("tau_run", sigma=TAU_RUN_SD)
+            eta = eta + tau_run * pm.Normal("run_eps", mu=0.0, sigma=1.0, shape=data.runs)
         # an observed likelihood, not a Potential: the model then knows its data, and
         # pointwise log-likelihood (LOO, WAIC) and posterior predictive checks exist
         pm.Binomial("defects", n=data.trials, logit_p=eta, observed=data.defects)
     return model
+
+
+def overdispersed(data: StepData) -> bool:
+    """Whether the model of ``data`` gets a run-to-run effect: when runs make more than
+    one unit (the variation between runs is then told apart from the binomial)."""
+    return data.runs >= MIN_RUNS and bool((data.trials > 1).any())
 
 
 def _centred(data: StepData, run: IntArray, member: IntArray, size: int) -> npt.NDArray[np.bool_]:
@@ -1251,15 +1300,26 @@ def machine_separation(data: StepData) -> float:
     mean squared standard error (0 for one machine or machines that look alike).
 
     The intercepts are those of :func:`_pilot`, their standard errors come from its
-    Hessian.
+    Hessian, scaled by the runs' Pearson dispersion when it exceeds 1 (quasi-binomial:
+    runs that differ by more than the binomial pin the machines less than their unit
+    counts suggest, and a centred fit of machines that only look apart diverges).
     """
     machines = len(data.machines)
     if machines < 2:
         return 0.0
-    theta, _, hessian = _pilot(data)
+    theta, fitted, hessian = _pilot(data)
     error = float(np.mean(np.diag(np.linalg.inv(hessian))[:machines]))
+    error *= _dispersion(data, fitted, theta.size)
     spread = float(np.var(theta[:machines], ddof=1))
     return max(spread - error, 0.0) / error
+
+
+def _dispersion(data: StepData, fitted: FloatArray, coefficients: int) -> float:
+    """The runs' Pearson chi-square per degree of freedom under ``fitted``, at least 1."""
+    expected = data.trials * fitted
+    variance = np.maximum(expected * (1.0 - fitted), 1e-12)
+    chi2 = float(np.sum((data.defects - expected) ** 2 / variance))
+    return max(chi2 / max(data.runs - coefficients, 1), 1.0)
 
 
 def _pilot(data: StepData) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -1313,6 +1373,7 @@ def synthetic_step_data(
     machine_effects: Mapping[str, float],
     units: int = 50,
     step: str = "STEP-SYNTHETIC",
+    run_sd: float = 0.0,
 ) -> StepData:
     """Runs of a step whose defects follow the model with *planted* coefficients.
 
@@ -1323,6 +1384,7 @@ def synthetic_step_data(
     ``alpha``, ``beta``, ``gamma`` (keyed by parameters that get a squared term) and
     ``machine_effects`` (the u_m, keyed by machine name) are what a fit should recover.
     Machines are assigned to runs uniformly at random; every run makes ``units`` units.
+    ``run_sd`` plants run-to-run variation: each run's logit moves by N(0, run_sd).
     """
     parameters = tuple(beta)
     machines = tuple(machine_effects)
@@ -1337,6 +1399,8 @@ def synthetic_step_data(
     )
     machine = rng.integers(0, len(machines), size=runs)
     eta = eta + np.array([machine_effects[m] for m in machines])[machine]
+    if run_sd > 0.0:
+        eta = eta + rng.normal(0.0, run_sd, size=runs)
     trials = np.full(runs, units)
     defects = rng.binomial(trials, _sigmoid(eta))
     return StepData(
