@@ -416,9 +416,7 @@ def _eta0(model: QualityModel, post: xr.Dataset, row: np.ndarray) -> float:
 # --- 4b. runs that differ -------------------------------------------------------------------
 
 
-def test_runs_that_differ_by_more_than_the_binomial_do_not_make_a_null_parameter_a_cause() -> (
-    None
-):
+def test_runs_that_differ_by_more_than_the_binomial_do_not_make_a_null_parameter_a_cause() -> None:
     # runs differ by log-odds sd 1 (material, set-up): defects cluster by run, and in
     # this sample the runs' luck lines up with P-NULL by chance. A model of independent
     # units reads that as an effect of P-NULL; with its run effect the model sees the
