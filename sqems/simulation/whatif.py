@@ -603,13 +603,19 @@ def recommend_setpoints(
     if not setpoints or not credible(gain):
         candidate = yields(best) - now
         setpoints, chosen, gain = {}, now, np.zeros_like(now)
+        together = (
+            ", but none of their changes is credibly worth keeping by itself (the model "
+            "cannot tell which of them the gain comes from)"
+            if credible(candidate)
+            else ""
+        )
         message = (
             f"{NOTHING_CREDIBLY_BETTER}: the best setpoints found would change the expected "
             f"yield by {candidate.mean():+.3%} (94 % interval {Interval.of(candidate).low:+.3%}"
             f" to {Interval.of(candidate).high:+.3%}, P(gain > 0) = "
             f"{np.mean(candidate > 0):.2f}, P(gain > {min_gain:.2%}) = "
-            f"{np.mean(candidate > min_gain):.2f}; a change must gain more than "
-            f"{min_gain:.2%} with probability {credibility:.2f})"
+            f"{np.mean(candidate > min_gain):.2f}){together}; a change must gain more than "
+            f"{min_gain:.2%} with probability {credibility:.2f}"
         )
     return Recommendation(
         setpoints=setpoints,
