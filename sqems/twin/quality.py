@@ -47,19 +47,25 @@ gave none, with about half the leapfrog steps a draw (63 against 127).
 per draw; :meth:`QualityModel.probability` takes their sum as ``offset``.
 
 **Run-to-run variation.** Runs (batches) differ by more than their parameters,
-machines, lots and operators explain - material, set-up, luck - so each run r gets its
-own effect r_r = tau_run * e_r, e_r ~ N(0, 1), tau_run ~ HalfNormal(1) (whenever runs
-make more than one unit; a model of single units cannot tell it from the binomial
-noise). Without it the binomial likelihood counts every unit as independent evidence:
-defects that cluster by lot or by time are then pinned on whatever run inputs those
-runs happen to share. On generated plants with a bad resin lot the moulding step's
-melt temperature got beta = -0.69 [-1.13, -0.23] and the late shift +1.39 - both
-without effect - and 30 of 105 coefficients without a planted effect had 94 % intervals
-that excluded zero; the run effect takes such clusters in (``benchmarks/twin_null.py``).
-Predictions are for a run not seen yet: they average over r ~ N(0, tau_run) (the same
-quadrature as an unseen machine's), so the predicted defect rate is the mean over runs,
-not the rate of a median run. The e_r are not kept in the saved posterior (only
-tau_run): a new run does not reuse an old one's luck.
+machines, lots and operators explain - material, set-up, luck - so a run's defects are
+beta-binomial rather than binomial (whenever runs make more than one unit; for single
+units the two are the same): the run's own defect probability is drawn from a beta
+distribution with mean p_r (the logistic regression above) and intra-run correlation
+rho, so that the defects of a run of n units vary by n p (1 - p) (1 + (n - 1) rho)
+instead of n p (1 - p) (Williams, "Extra-binomial variation in logistic linear
+models", Applied Statistics 31, 1982; Agresti, *Categorical Data Analysis*, 3rd ed.,
+2013, sec. 4.7). Without it every unit counts as independent evidence, and defects
+that cluster by lot or by time are pinned on whatever run inputs those runs happen to
+share: on generated plants with a bad resin lot the moulding step's melt temperature
+got beta = -0.69 [-1.13, -0.23] and the late shift +1.39, both without effect
+(``benchmarks/twin_null.py`` counts such findings). The beta's concentration is
+kappa = 1 / phi**2, phi ~ HalfNormal(0.5) (a half-normal on 1 / sqrt(kappa), as for a
+negative binomial's overdispersion; 95 % of the prior below phi = 1, rho = 1/2), and
+rho = 1 / (1 + kappa) is what the model reports. The effect per run is integrated out
+in the likelihood, so the sampler sees one more parameter, not one per run: a
+logit-normal effect per run was tried first and mixed slowly (bulk ESS of its spread
+163 of 2,400 draws on the board line). The mean of a run's defect probability is p_r,
+so predictions are unchanged: :meth:`QualityModel.probability` is the mean over runs.
 
 **Machine effects** are partially pooled and non-centred: u_m = tau * eps_m with
 eps_m ~ N(0, 1). A machine with few runs is pulled towards the step's typical machine;
@@ -237,8 +243,8 @@ ALPHA_SD: Final = 1.5
 BETA_SD: Final = 1.0
 GAMMA_SD: Final = 1.0
 TAU_SD: Final = 0.5
-TAU_RUN_SD: Final = 1.0
-"""Prior sd of tau_run: 95 % of its mass below a log-odds spread of 2 between runs."""
+PHI_SD: Final = 0.5
+"""Prior sd of phi = 1 / sqrt(kappa), the beta-binomial's overdispersion."""
 
 R_HAT_MAX: Final = 1.03
 """Largest rank-normalised split R-hat of a sound model (see the module docstring for
@@ -284,7 +290,7 @@ _COEFFICIENTS = (
     "tau",
     "eps",
     "u",
-    "tau_run",
+    "rho",
     "tau_lot",
     "lot_effect",
     "tau_operator",
@@ -671,7 +677,7 @@ class QualityModel:
     _beta: FloatArray = field(init=False, repr=False)
     _gamma: FloatArray = field(init=False, repr=False)
     _tau: FloatArray = field(init=False, repr=False)
-    _tau_run: FloatArray = field(init=False, repr=False)
+    _rho: FloatArray = field(init=False, repr=False)
     _u: FloatArray = field(init=False, repr=False)
     _square: IntArray = field(init=False, repr=False)
     _groups: dict[str, FloatArray] = field(init=False, repr=False)
@@ -691,8 +697,8 @@ class QualityModel:
         if self.operators:
             expected["operator_effect"] = ("operator", self.operators)
             expected["tau_operator"] = ()
-        if "tau_run" in post:  # absent from models of single units
-            expected["tau_run"] = ()
+        if "rho" in post:  # absent from models of single units
+            expected["rho"] = ()
         flat = {}
         for name, dims in expected.items():
             if name not in post:
@@ -715,7 +721,7 @@ class QualityModel:
         object.__setattr__(self, "_beta", flat.get("beta", empty))
         object.__setattr__(self, "_gamma", flat.get("gamma", empty))
         object.__setattr__(self, "_tau", flat["tau"])
-        object.__setattr__(self, "_tau_run", flat.get("tau_run", np.zeros(n)))
+        object.__setattr__(self, "_rho", flat.get("rho", np.zeros(n)))
         object.__setattr__(self, "_u", flat["u"])
         object.__setattr__(
             self, "_square", np.array([self.parameters.index(q) for q in self.quadratic], int)
@@ -729,8 +735,8 @@ class QualityModel:
 
     @property
     def overdispersed(self) -> bool:
-        """Whether the model has a run-to-run effect (tau_run; not for single units)."""
-        return bool(self._tau_run.any())
+        """Whether the model lets runs vary beyond the binomial (rho; not for single units)."""
+        return bool(self._rho.any())
 
     def lot_effects(self, draw: int) -> tuple[FloatArray, float]:
         """Each lot's effect on the logit under ``draw`` (in the order of :attr:`lots`)
@@ -778,18 +784,17 @@ class QualityModel:
             eta = eta + np.asarray(offset, dtype=np.float64)
         known = codes >= 0
         eta[known] += self._u[d, codes[known]]
-        run = float(self._tau_run[d])
-        spread = np.full(eta.shape[0], run)
+        p = _sigmoid(eta)
         new = ~known
         if new.any():
             tau = float(self._tau[d])
             if rng is None:
-                spread[new] = math.hypot(tau, run)
+                p[new] = _population(eta[new], np.full(int(new.sum()), tau))
             else:
                 group = -1 - codes[new]
                 effect = rng.normal(0.0, tau, size=int(group.max()) + 1)
-                eta[new] += effect[group]
-        return _population(eta, spread) if spread.any() else _sigmoid(eta)
+                p[new] = _sigmoid(eta[new] + effect[group])
+        return p
 
     def expected_probability(self, x_row: npt.ArrayLike, machine: int | str) -> float:
         """Posterior mean defect probability of a unit of one run, averaged over draws.
@@ -807,10 +812,7 @@ class QualityModel:
         z = self._standardised(row[None, :])
         code = int(self._machine_codes(machine, 1)[0])
         eta = self._fixed(z, np.arange(self.draws))[:, 0]
-        if code >= 0:
-            p = _population(eta + self._u[:, code], self._tau_run)
-        else:
-            p = _population(eta, np.hypot(self._tau, self._tau_run))
+        p = _sigmoid(eta + self._u[:, code]) if code >= 0 else _population(eta, self._tau)
         return float(p.mean())
 
     def yield_change(self, parameter: str, start: float, end: float) -> FloatArray:
@@ -831,9 +833,8 @@ class QualityModel:
         rows = np.tile(np.asarray(self.scaling.mean, dtype=np.float64), (2, 1))
         rows[:, j] = (start, end)
         eta = self._fixed(self._standardised(rows), np.arange(self.draws))
-        spread = np.hypot(self._tau, self._tau_run)  # a new machine, a new run
-        before = _population(eta[:, 0], spread)
-        after = _population(eta[:, 1], spread)
+        before = _population(eta[:, 0], self._tau)
+        after = _population(eta[:, 1], self._tau)
         return np.asarray(before - after, dtype=np.float64)
 
     def _draw(self, draw: int) -> int:
@@ -910,7 +911,7 @@ class QualityModel:
         columns += [(f"gamma[{q}]", self._gamma[:, k]) for k, q in enumerate(self.quadratic)]
         columns.append(("tau", self._tau))
         if self.overdispersed:
-            columns.append(("tau_run", self._tau_run))
+            columns.append(("rho", self._rho))
         columns += [(f"u[{m}]", self._u[:, i]) for i, m in enumerate(self.machines)]
         out = []
         for name, values in columns:
@@ -1053,8 +1054,8 @@ def fit(
     diagnostics (a warning is logged when it did not); serve it only after
     :meth:`QualityModel.require_sound`. ``sampler`` picks the NUTS implementation
     (see the module docstring): ``"auto"`` is nutpie when installed, else PyMC's.
-    ``run_effects=False`` leaves out the run-to-run effect: every unit independent, as
-    the model was before it (for comparison; see ``benchmarks/twin_null.py``).
+    ``run_effects=False`` fits the binomial model: every unit independent, as the model
+    was before runs could vary (for comparison; see ``benchmarks/twin_null.py``).
     """
     for name, value, least in (
         ("draws", draws, MIN_DRAWS),
@@ -1103,11 +1104,10 @@ def fit(
         nuts_sampler_kwargs={"low_rank_modified_mass_matrix": True} if use == "nutpie" else {},
     )
     # the groups PyMC's sampler returns (nutpie's warm-up draws and unconstrained
-    # coordinates left out), without each run's own effect: a draw of it per run would
-    # make the saved model a hundred times larger, and a new run does not reuse it
+    # coordinates left out)
     kept = ("posterior", "sample_stats", "observed_data", "constant_data")
     groups = {g: idata[g] for g in kept if g in idata.groups()}
-    dropped = [v for v in groups["posterior"].data_vars if str(v).endswith("__") or v == "run_eps"]
+    dropped = [v for v in groups["posterior"].data_vars if str(v).endswith("__")]
     groups["posterior"] = groups["posterior"].drop_vars(dropped)
     idata = az.InferenceData(**groups)
     seconds = time.perf_counter() - started
@@ -1223,18 +1223,25 @@ def _model(data: StepData, z: FloatArray, *, centred: bool, runs: bool) -> Any:
             operator = _pooled("operator", tau_operator, np.zeros(len(data.operators), bool))
             summed = pt.zeros(data.runs)
             eta = eta + pt.set_subtensor(summed[known], operator[data.operator[known]])  # type: ignore[no-untyped-call]
-        if runs:  # non-centred: most runs say little about their own luck
-            tau_run = pm.HalfNormal("tau_run", sigma=TAU_RUN_SD)
-            eta = eta + tau_run * pm.Normal("run_eps", mu=0.0, sigma=1.0, shape=data.runs)
         # an observed likelihood, not a Potential: the model then knows its data, and
         # pointwise log-likelihood (LOO, WAIC) and posterior predictive checks exist
-        pm.Binomial("defects", n=data.trials, logit_p=eta, observed=data.defects)
+        if runs:  # beta-binomial: runs vary beyond the binomial (the module docstring)
+            phi = pm.HalfNormal("phi", sigma=PHI_SD)
+            kappa = 1.0 / (phi**2 + 1e-12)
+            pm.Deterministic("rho", 1.0 / (1.0 + kappa))
+            p = pm.math.sigmoid(eta)
+            pm.BetaBinomial(
+                "defects", alpha=p * kappa, beta=(1.0 - p) * kappa, n=data.trials,
+                observed=data.defects,
+            )  # fmt: skip
+        else:
+            pm.Binomial("defects", n=data.trials, logit_p=eta, observed=data.defects)
     return model
 
 
 def overdispersed(data: StepData) -> bool:
-    """Whether the model of ``data`` gets a run-to-run effect: when runs make more than
-    one unit (the variation between runs is then told apart from the binomial)."""
+    """Whether the model of ``data`` is beta-binomial: when runs make more than one
+    unit (the variation between runs is then told apart from the binomial)."""
     return data.runs >= MIN_RUNS and bool((data.trials > 1).any())
 
 
