@@ -128,7 +128,9 @@ def test_a_scenario_runs_in_the_background_and_is_compared_with_the_baseline(
     assert loss["high"] < 0
     verdicts = {v["kpi"]: v["verdict"] for v in hot["verdicts"]}
     assert verdicts["yield"] == "credible" and set(verdicts) == set(kpis)
-    assert hot["warnings"] == [] and baseline["warnings"] == []
+    # 250 degC is beyond what the oven that did not drift ran at: said, per machine
+    assert baseline["warnings"] == [] and len(hot["warnings"]) == 1
+    assert "M-REFLOW-1 would run at" in hot["warnings"][0]
     assert json.loads(hot["simulatedChanges"])["parameters"][0]["setpoint"] == 250.0
 
     models = served.data("twin_models", {"line": "LINE-PCB"})["twinModels"]

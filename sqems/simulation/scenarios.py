@@ -49,6 +49,7 @@ from sqems.twin.line import (
     DEFAULT_BUFFER,
     SHIFT_ORDER,
     LineTwin,
+    ParameterTwin,
     StepTwin,
     behaviour_outside,
     drift_window,
@@ -397,6 +398,28 @@ def _once(names: Any, message: str) -> None:
         seen.add(name)
 
 
+def _beyond_record(uid: str, setpoint: float, spec: ParameterTwin) -> list[str]:
+    """A warning when ``setpoint`` puts a machine's actuals (setpoint + the machine's
+    bias) outside the range that machine ran at: its model extrapolates there, even if
+    another machine has run there."""
+    beyond = [
+        m
+        for m in sorted(spec.low)
+        if not spec.low[m] - 1e-9 <= setpoint + spec.bias[m] <= spec.high[m] + 1e-9
+    ]
+    if not beyond:
+        return []
+    where = "; ".join(
+        f"{m} would run at {setpoint + spec.bias[m]:.4g}, beyond the {spec.low[m]:.4g} to "
+        f"{spec.high[m]:.4g} on record"
+        for m in beyond
+    )
+    return [
+        f"{uid}: setpoint {setpoint:g} {spec.unit}: {where} - the model extrapolates there "
+        "(a prediction, not a finding)"
+    ]
+
+
 def warnings_of(
     twin: LineTwin,
     scenario: ScenarioSpec,
@@ -419,15 +442,8 @@ def warnings_of(
         if not (moved or spread):
             out.append(f"{p.parameter}: the setpoint and spread are today's")
         effective += moved or spread
-        if moved and p.setpoint is not None and spec.low:
-            lo = min(spec.low[m] - spec.bias[m] for m in spec.low)
-            hi = max(spec.high[m] - spec.bias[m] for m in spec.high)
-            if not lo <= p.setpoint <= hi:
-                out.append(
-                    f"{p.parameter}: setpoint {p.setpoint:g} {spec.unit} is beyond the "
-                    f"setpoints the actuals on record imply ({lo:.4g} to {hi:.4g}): the "
-                    "model extrapolates there"
-                )
+        if moved and p.setpoint is not None:
+            out.extend(_beyond_record(p.parameter, p.setpoint, spec))
     effective += not np.isclose(scenario.line_speed, 1.0)
     if scenario.shifts is not None:
         same = set(scenario.shift_pattern(twin)) == set(twin_shifts(twin))
