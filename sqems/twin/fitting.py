@@ -27,7 +27,7 @@ from sqems.twin.line import LineTwin, StepTwin
 from sqems.twin.quality import QualityModel, Sampling, StepData, fit
 
 MODEL_SCHEMA = 2
-"""2: models with a run-to-run effect (tau_run); fits of schema 1 are not reused."""
+"""2: beta-binomial runs (rho); fits saved under schema 1 are not reused."""
 
 
 @dataclass(frozen=True, slots=True)

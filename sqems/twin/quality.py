@@ -100,6 +100,8 @@ tau          HalfNormal(0.5)                     the spread of the machines' log
                                                  and a wider prior lets it wander where
                                                  the sampler diverges
 eps_m        N(0, 1)                             the non-centred machine offsets
+phi          HalfNormal(0.5)                     1 / sqrt(kappa) of the beta-binomial runs
+                                                 (see above); phi = 0 is the binomial
 ===========  ==================================  ==========================================
 
 **Sampling coordinates.** The model above is sampled in rotated coordinates that leave
@@ -1103,13 +1105,12 @@ def fit(
         # the squared term at 7 % effective draws, refused at 1,000 x 4)
         nuts_sampler_kwargs={"low_rank_modified_mass_matrix": True} if use == "nutpie" else {},
     )
-    # the groups PyMC's sampler returns (nutpie's warm-up draws and unconstrained
-    # coordinates left out)
-    kept = ("posterior", "sample_stats", "observed_data", "constant_data")
-    groups = {g: idata[g] for g in kept if g in idata.groups()}
-    dropped = [v for v in groups["posterior"].data_vars if str(v).endswith("__")]
-    groups["posterior"] = groups["posterior"].drop_vars(dropped)
-    idata = az.InferenceData(**groups)
+    if use == "nutpie":  # the groups PyMC's sampler returns: no warm-up draws
+        kept = ("posterior", "sample_stats", "observed_data", "constant_data")
+        groups = {g: idata[g] for g in kept if g in idata.groups()}
+        unconstrained = [v for v in groups["posterior"].data_vars if str(v).endswith("__")]
+        groups["posterior"] = groups["posterior"].drop_vars(unconstrained)
+        idata = az.InferenceData(**groups)
     seconds = time.perf_counter() - started
     diagnostics = diagnose(idata)
     chosen = "centred" if centred else "non-centred"
