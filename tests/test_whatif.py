@@ -224,6 +224,8 @@ def test_a_lot_switch_gets_lot_effects_only_at_the_steps_that_consumed_the_lot(
         if uid in grouped:
             assert model.lots == twin.step(uid).history.lots
             model.require_sound()
+            # binomial with its lot effects; the plain models' runs are beta-binomial
+            assert not model.overdispersed and plain[uid].overdispersed
         else:  # every other step keeps its plain model, fitted once
             assert model is plain[uid] and not (model.lots or model.operators)
 
