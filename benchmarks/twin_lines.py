@@ -72,7 +72,7 @@ def main() -> None:
             began = time.perf_counter()
             twin = build_twin(store, line)
             built = time.perf_counter() - began
-            modelled = [s for s in twin.steps if s.parameters and s.history.runs]
+            modelled = [s for s in twin.steps if s.modelled]
             runs = sum(s.history.runs for s in modelled)
             times: list[str] = []
             for name, (sampler, groups) in settings.items():

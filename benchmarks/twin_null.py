@@ -4,9 +4,10 @@ For generated plants (``--shapes``, seeds ``--seeds``, ``--units`` units), each 
 with parameters of every line gets its plain quality model fitted twice, with the
 product's sampler (``Sampler.of(Settings())``):
 
-* ``product``: the model with its run-to-run effect (tau_run);
+* ``product``: the model whose runs are beta-binomial (they may vary beyond the
+  binomial, rho);
 * ``independent``: the same model with every unit independent (``fit(...,
-  run_effects=False)``), the model as it was before - the baseline.
+  run_effects=False)``, binomial), the model as it was before - the baseline.
 
 Each coefficient of a parameter (beta, and gamma where the parameter has a squared
 term) is *null* unless the plant planted an effect on it: the drifting parameter
@@ -55,7 +56,7 @@ def coefficients(model: Any) -> list[tuple[str, str, bool]]:
     for c in model.coefficients():
         if c.name.startswith(("beta[", "gamma[")):
             parameter = c.name[c.name.index("[") + 1 : -1]
-            out.append((parameter, c.name, not c.hdi_low <= 0.0 <= c.hdi_high))
+            out.append((parameter, c.name, not c.covers(0.0)))
     return out
 
 
@@ -94,7 +95,7 @@ def main() -> None:
             for line in lines:
                 twin = build_twin(store, line)
                 for step in twin.steps:
-                    if not (step.parameters and step.history.runs):
+                    if not step.modelled:
                         continue
                     data = step_data(step)
                     row = []

@@ -204,7 +204,7 @@ def run_fix(
     spec = ScenarioSpec.parse(fix.changes)
     twin = runner.line(fix.line)
     acting = spec.acting_steps(twin, runner.grouped(fix.line, spec))
-    modelled = [s.uid for s in twin.steps if s.parameters and s.history.runs]
+    modelled = [s.uid for s in twin.steps if s.modelled]
     view = whatif.create_session(
         store,
         fix.line,

@@ -105,9 +105,7 @@ class WhatIfRunner:
         with self._lock:
             twin = self._line(line)
             modelled = [
-                s.uid
-                for s in twin.steps
-                if s.parameters and s.history.runs and (steps is None or s.uid in steps)
+                s.uid for s in twin.steps if s.modelled and (steps is None or s.uid in steps)
             ]
             grouped = {s for s in groups if s in modelled}
             for flag in (False, True):

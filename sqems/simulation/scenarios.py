@@ -315,9 +315,7 @@ class ScenarioSpec(BaseModel):
         showing = [
             s
             for s in consumed
-            if s.parameters
-            and s.history.runs
-            and switched[s.uid] & set(standing_out(step_data(s, groups=True)))
+            if s.modelled and switched[s.uid] & set(standing_out(step_data(s, groups=True)))
         ]
         lots_at = {s.uid for s in (showing or consumed)}
         return tuple(

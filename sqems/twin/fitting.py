@@ -104,11 +104,7 @@ def fit_line(
     if steps is not None:
         for uid in steps:
             twin.step(uid)
-    wanted = [
-        s
-        for s in twin.steps
-        if s.parameters and s.history.runs and (steps is None or s.uid in steps)
-    ]
+    wanted = [s for s in twin.steps if s.modelled and (steps is None or s.uid in steps)]
     models: dict[str, QualityModel] = {}
     for k, step in enumerate(wanted):
         if progress is not None:

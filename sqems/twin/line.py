@@ -141,6 +141,11 @@ class StepTwin:
     def inspection(self) -> bool:
         return not self.parameters
 
+    @property
+    def modelled(self) -> bool:
+        """Whether the step gets a quality model: it has parameters and runs on record."""
+        return bool(self.parameters) and bool(self.history.runs)
+
 
 @dataclass(frozen=True, slots=True)
 class LineTwin:
