@@ -151,17 +151,17 @@ def test_a_bad_cell_lot_is_found_from_one_pack_complaint_two_levels_up(
     assert found.recall is not None and found.recall.units >= {found.case.unit}
 
 
-def test_a_significant_cause_ranked_second_stays_in_the_recall() -> None:
+def test_the_bad_lot_leads_where_a_lot_used_beside_it_once_did() -> None:
     # a battery plant where the bad separator lot went into the same cells as a cathode
-    # lot: both are significant and the data rank the cathode lot first for this pack
+    # lot: tested against pooled products, the cathode lot ranked first for this pack;
+    # within products and judged with their batches, the separator lot leads
     plant = generate(PlantSpec(shape="battery", units=20_000, seed=9))
     store = _load(plant)
     cause = cause_of(plant, "material_lot")
     found = investigate(store, "CMP-000017")
     assert found.leading is not None and found.recall is not None
-    assert found.leading.factor.uid != cause["uid"]
-    assert any(cause["uid"] in n and "do not rule it out" in n for n in found.notes)
-    # every defective unit of its type the bad lot reached is in the recall all the same
+    assert found.leading.factor.uid == cause["uid"]
+    # every defective unit of its type the bad lot reached is in the recall
     rows = plant.truth_units.columns
     hit = reached(store, cause["batches"])
     affected = {
@@ -170,19 +170,20 @@ def test_a_significant_cause_ranked_second_stays_in_the_recall() -> None:
         if cause["defect_type"] in types.split(";") and u in hit
     }
     assert affected and affected <= found.recall.units
-    # the fix is still the leading cause's: its what-if is proposed as before
-    assert found.fix is not None and found.fix.changes == {
-        "lots": [{"lot": found.leading.factor.uid}]
-    }
+    assert found.fix is not None and found.fix.changes == {"lots": [{"lot": cause["uid"]}]}
     store.close()
 
 
 def test_a_significant_cause_with_no_excess_outside_the_recall_does_not_widen_it() -> None:
     # an operator who works mostly the night shift at press-fit is significant beside it
     # and reached this unit, but the units only it reached are no worse than the rest
+    # (when units are counted as independent trials; judged with their batches, the
+    # operator is not significant at all)
     plant = generate(PlantSpec(units=20_000, seed=1))
     store = _load(plant)
-    found = investigate(store, "CMP-000015")
+    judged = investigate(store, "CMP-000015")
+    assert "OP-024" not in {c.factor.uid for c in judged.report.causes if c.significant}
+    found = investigate(store, "CMP-000015", batches=False)
     assert found.leading is not None and found.leading.factor.kind is FactorKind.SHIFT
     assert "OP-024" in {c.factor.uid for c in found.report.causes if c.significant}
     assert not any("OP-024" in n for n in found.notes)

@@ -8,14 +8,19 @@ every backend. The KPIs must match the generator's own counts.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import BACKENDS
+from scipy import sparse
 
+from sqems.analysis.dispersion import BatchDispersion
 from sqems.analysis.factors import Factor, FactorKind, spec_zone
 from sqems.analysis.kpis import CostModel, kpis
 from sqems.analysis.rootcause import (
@@ -561,3 +566,77 @@ def test_a_battery_plant_with_nothing_planted_has_no_significant_cause() -> None
                 assert "nothing to explain" in str(nothing)
                 continue
             assert report.significant_causes == [], (defect_type, keys(report))
+
+
+# --- batches that vary more than chance ---------------------------------------------------
+
+CLUSTERED = PlantSpec(units=10_000, seed=2)
+"""A drives plant whose batches' baseline defect rates vary with a log-odds SD of 1.5: one
+board batch has 28 of the plant's 61 solder voids."""
+
+
+def test_defects_clustered_in_one_batch_are_not_pinned_on_its_operator() -> None:
+    quiet = generate(CLUSTERED, dataclasses.replace(NULL, batch_log_sd=1.5))
+    with EmbeddedGraphStore(None) as embedded:
+        load_plant(embedded, plant_sections(quiet))
+        voids = from_defect_type(embedded, "DT-SOLDER-VOID")
+        # counting units as independent trials, the operators of the bad batch "stand out"
+        naive = rank_causes(embedded, voids, batches=False)
+        assert naive.significant_causes and naive.dispersion == 1.0
+        assert naive.significant_causes[0].factor.kind is FactorKind.OPERATOR
+        report = rank_causes(embedded, voids)
+        assert report.significant_causes == [], keys(report)
+        assert report.dispersion > 3
+        assert "Defects cluster by batch" in report.conclusion
+        assert report_dict(report)["dispersion"] == report.dispersion
+        for defect_type, _ in NULL.baseline:
+            found = rank_causes(embedded, from_defect_type(embedded, defect_type))
+            assert found.significant_causes == [], (defect_type, keys(found))
+
+
+def test_a_bad_lot_still_stands_out_when_batches_vary() -> None:
+    noisy = generate(PlantSpec(units=10_000, seed=1), Causes(batch_log_sd=1.5))
+    truth = cause(noisy, "bad-lot")
+    with EmbeddedGraphStore(None) as embedded:
+        load_plant(embedded, plant_sections(noisy))
+        report = rank_causes(embedded, from_defect_type(embedded, truth["defect_type"]))
+    first = report.significant_causes[0]
+    assert Factor(FactorKind.MATERIAL_LOT, truth["uid"]) in {first.factor, *first.aliases}
+    assert report.dispersion > 1
+    e = first.evidence
+    assert e.adjusted_odds_ratio_low is not None and e.adjusted_odds_ratio_low > 1
+
+
+def test_the_batch_check_counts_one_bad_batch_as_one_piece_of_evidence() -> None:
+    # 40 batches of 100 units whose defectives vary far more than chance, batch 0 with 30
+    batches = np.arange(40)
+    n, k = np.full(40, 100.0), np.tile([0.0, 0, 1, 0, 4, 0, 0, 2, 0, 7], 4)
+    k[0] = 30
+    spread = BatchDispersion.of(batches, np.zeros(40, dtype=np.int64), n, k)
+    assert spread.overall() > 5
+    one = np.zeros((40, 2))
+    one[0, 0] = 1  # a factor exposing only the bad batch
+    one[:6, 1] = 1  # one exposing it and five ordinary ones
+    check = spread.check(sparse.csr_matrix(one), [0, 1])
+    assert check.overdispersed.all()
+    # a unit-level test would put the lone batch at p ~ 1e-30; on batches it is 1 of 40
+    assert check.rank_p[0] == pytest.approx(1 / 40)
+    assert check.p_value(np.array([1e-30, 1e-12]), np.array([30.0, 12.0]))[0] > 0.01
+    # batches that all stand out are evidence: 6 of 40 at the top, exactly 1 in C(40, 6)
+    k2 = np.ones(40)
+    k2[:6] = 8
+    many = BatchDispersion.of(batches, np.zeros(40, dtype=np.int64), n, k2)
+    assert many.check(sparse.csr_matrix(one), [1]).rank_p[0] == pytest.approx(1 / math.comb(40, 6))
+    # with the factor in the model, its batches explain the dispersion
+    assert many.check(sparse.csr_matrix(one), [1]).phi[0] == pytest.approx(1.0)
+    assert many.overall() > 3
+
+
+def test_binomial_batches_show_no_dispersion() -> None:
+    rng = np.random.default_rng(5)
+    n = np.full(200, 500.0)
+    k = rng.binomial(500, 0.01, size=200).astype(float)
+    spread = BatchDispersion.of(np.arange(200), np.zeros(200, dtype=np.int64), n, k)
+    assert spread.overall() < 1.3
+    check = spread.check(sparse.csr_matrix(np.eye(200)[:, :50]), range(50))
+    assert check.overdispersed.mean() < 0.1

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse, stats
 
+from sqems.analysis.dispersion import BatchCheck, BatchDispersion
 from sqems.analysis.factors import (
     ZONE_TEXT,
     BatchFacts,
@@ -429,6 +430,10 @@ class RootCauseReport:
     conclusion: str
     """The report in plain words: what stands out, or that nothing does and what data
     would settle it."""
+    dispersion: float = 1.0
+    """How much more the batches' defect rates vary than chance would make them (1:
+    as binomial; see :mod:`sqems.analysis.dispersion`). Every test and interval carries
+    it: the analysis has about ``population / dispersion`` effective units."""
 
     @property
     def significant_causes(self) -> list[Cause]:
@@ -470,12 +475,15 @@ def rank_causes(
     top: int = 10,
     pad_days: float = 1.0,
     max_model_factors: int = 60,
+    batches: bool = True,
 ) -> RootCauseReport:
     """Rank the factors behind ``target``'s defective units; see the module docstring.
 
     ``alpha`` is the false-discovery rate a factor must pass to enter the model,
     ``min_support`` the fewest exposed defective units it needs to, and ``top`` how many
-    causes to return.
+    causes to return. ``batches=False`` takes every unit as an independent trial, as
+    if batches varied no more than chance (the baseline of the calibration benchmark;
+    see :mod:`sqems.analysis.dispersion`).
     """
     if not target.units:
         raise ValidationFailed(f"nothing to explain: {target.description or 'no units'}")
@@ -506,7 +514,9 @@ def rank_causes(
     a = np.asarray(x.T @ k).ravel()
     n0, c = total_n - n1, total_k - a
     rr, rr_lo, rr_hi = _risk_ratio(a, n1, c, n0)
-    p = stats.hypergeom.sf(a - 1, total_n, total_k, n1)
+    product = _cell_products(pop)
+    spread = BatchDispersion.of(_cell_batches(pop), product, n, k, independent=not batches)
+    p = _screen(x, n, k, product, spread)
     q = _benjamini_hochberg(p)
 
     # Factors exposing exactly the same cells (a lot and a fastener lot that fed the
@@ -518,8 +528,7 @@ def rank_causes(
     threshold = float(p[q < alpha].max()) if (q < alpha).any() else 0.0
     chosen = np.flatnonzero(lead & (q < alpha) & (a >= min_support) & (rr > 1) & (n0 > 0))
     chosen = chosen[np.argsort(p[chosen], kind="stable")][:max_model_factors]
-    product = _cell_products(pop)
-    accepted = _select(x, n, k, product, [int(j) for j in chosen], threshold, p, factors)
+    accepted = _select(x, n, k, product, spread, [int(j) for j in chosen], threshold, p, factors)
 
     significant = set(accepted)
     rest = [
@@ -532,10 +541,16 @@ def rank_causes(
     adjusted: dict[int, _Adjusted] = {}
     if others:
         given = _strata(product, x, accepted)
-        adjusted.update(zip(others, _conditional(x, n, k, given, others), strict=True))
+        check = spread.check(x, others, accepted)
+        found = _conditional(x, n, k, given, others)
+        adjusted.update(
+            (j, adj.dispersed(check, i))
+            for i, (j, adj) in enumerate(zip(others, found, strict=True))
+        )
     for j in accepted:
-        given = _strata(product, x, [i for i in accepted if i != j])
-        adjusted[j] = _conditional(x, n, k, given, [j])[0]
+        rest_ = [i for i in accepted if i != j]
+        given = _strata(product, x, rest_)
+        adjusted[j] = _conditional(x, n, k, given, [j])[0].dispersed(spread.check(x, [j], rest_), 0)
     explained = {j: _explained(float(a[j]), adjusted[j].odds_ratio) for j in accepted}
     ranking = [*accepted, *rest][:top]
 
@@ -570,6 +585,9 @@ def rank_causes(
         needed = _defectives_needed(
             float(n1[j] / total_n), float(rr[j]), alpha / len(factors), min_support
         )
+        if needed is not None:
+            # clustered defects carry less information each: the design effect
+            needed = math.ceil(needed * spread.overall())
     return RootCauseReport(
         target,
         int(total_n),
@@ -580,7 +598,10 @@ def rank_causes(
         causes,
         alpha,
         needed,
-        _conclusion(causes, len(factors), int(total_k), alpha, min_support, needed),
+        _conclusion(
+            causes, len(factors), int(total_k), alpha, min_support, needed, spread.overall()
+        ),
+        spread.overall(),
     )
 
 
@@ -595,6 +616,60 @@ class _Adjusted:
     p_value: float
     statistic: float
     """The signed Cochran-Mantel-Haenszel z: how strongly the factor stands out."""
+
+    def dispersed(self, check: BatchCheck, i: int) -> _Adjusted:
+        """The same test as the batches see it (``check``'s ``i``-th factor; see
+        :mod:`sqems.analysis.dispersion`): every variance times the dispersion — the z
+        shrinks by ``sqrt(phi)`` and the interval widens — and the p-value no smaller
+        than the normal one of that z, nor, where the batches are overdispersed, than
+        the batch rank test's."""
+        phi = float(check.phi[i])
+        root = math.sqrt(phi)
+        z = self.statistic / root
+        p_value = float(check.p_value(np.array([self.p_value]), np.array([self.statistic]))[0])
+        ratio, low, high = self.odds_ratio, self.odds_ratio_low, self.odds_ratio_high
+        if ratio is None or low is None or high is None or ratio <= 0 or phi <= 1.0:
+            return _Adjusted(ratio, low, high, p_value, z)
+        return _Adjusted(
+            ratio,
+            ratio * (low / ratio) ** root if low > 0 else low,
+            ratio * (high / ratio) ** root,
+            p_value,
+            z,
+        )
+
+
+def _screen(
+    x: sparse.csr_matrix,
+    n: np.ndarray,
+    k: np.ndarray,
+    product: np.ndarray,
+    spread: BatchDispersion,
+) -> np.ndarray:
+    """Each factor's one-sided p-value for an excess of defects within products: the
+    exact conditional test given each product's margins (Fisher's exact test when there
+    is one product), corrected for the batches (:meth:`BatchCheck.p_value`)."""
+    m = x.shape[1]
+    if int(product.max()) == 0:
+        big_n, big_k = n.sum(), k.sum()
+        n1, a = np.asarray(x.T @ n).ravel(), np.asarray(x.T @ k).ravel()
+        exact = stats.hypergeom.sf(a - 1, big_n, big_k, n1)
+        var = n1 * (big_n - n1) * big_k * (big_n - big_k) / (big_n**2 * max(big_n - 1, 1))
+        z = np.divide(a - n1 * big_k / big_n, np.sqrt(var), out=np.zeros(m), where=var > 0)
+    else:
+        tests = _conditional(x, n, k, product, range(m), exact=False)
+        z = np.array([t.statistic for t in tests])
+        exact = np.ones(m)
+        ahead = [j for j in range(m) if z[j] > 0]
+        if ahead:
+            found = _conditional(x, n, k, product, ahead)
+            exact[ahead] = [t.p_value for t in found]
+    return spread.check(x, range(m)).p_value(exact, z)
+
+
+def _cell_batches(pop: Population) -> np.ndarray:
+    """Each cell's batch (the one that made its units), as an index."""
+    return np.unique([own for own, _ in pop.cells], return_inverse=True)[1].astype(np.int64)
 
 
 def _explained(defective_exposed: float, odds_ratio: float | None) -> float:
@@ -624,7 +699,7 @@ def _conditional(
     n: np.ndarray,
     k: np.ndarray,
     strata: np.ndarray,
-    columns: Sequence[int],
+    columns: Iterable[int],
     *,
     exact: bool = True,
 ) -> list[_Adjusted]:
@@ -636,11 +711,12 @@ def _conditional(
     m = int(strata.max()) + 1
     s = sparse.csr_matrix((np.ones(len(strata)), (strata, np.arange(len(strata)))), (m, len(n)))
     big_n, big_k = s @ n, s @ k
-    cols = x[:, list(columns)]
+    wanted = list(columns)
+    cols = x[:, wanted]
     exposed_n = np.asarray((s @ cols.multiply(n[:, None])).todense())
     exposed_k = np.asarray((s @ cols.multiply(k[:, None])).todense())
     found = []
-    for i in range(len(columns)):
+    for i in range(len(wanted)):
         found.append(_combine(big_n, big_k, exposed_n[:, i], exposed_k[:, i], exact))
     return found
 
@@ -700,6 +776,7 @@ def _select(
     n: np.ndarray,
     k: np.ndarray,
     product: np.ndarray,
+    spread: BatchDispersion,
     candidates: list[int],
     threshold: float,
     p: np.ndarray,
@@ -710,12 +787,17 @@ def _select(
     before it (strata = product and exposure to each of them) and accepted while its
     exact conditional p-value clears the same Benjamini-Hochberg threshold that
     discovered it; then every accepted cause is tested again given all the others, so
-    one that a later, stronger cause accounts for is dropped."""
+    one that a later, stronger cause accounts for is dropped. Every test carries the
+    batch dispersion left once the accepted causes are set aside."""
     accepted: list[int] = []
     pending = list(candidates)
     while pending:
         strata = _strata(product, x, accepted)
-        tests = _conditional(x, n, k, strata, pending, exact=False)
+        check = spread.check(x, pending, accepted)
+        tests = [
+            t.dispersed(check, i)
+            for i, t in enumerate(_conditional(x, n, k, strata, pending, exact=False))
+        ]
         order = sorted(
             range(len(pending)),
             key=lambda i: (-tests[i].statistic, p[pending[i]], factors[pending[i]]),
@@ -725,7 +807,8 @@ def _select(
                 i
                 for i in order
                 if tests[i].statistic > 0
-                and _conditional(x, n, k, strata, [pending[i]])[0].p_value <= threshold
+                and _conditional(x, n, k, strata, [pending[i]])[0].dispersed(check, i).p_value
+                <= threshold
             ),
             None,
         )
@@ -734,10 +817,11 @@ def _select(
         accepted.append(pending.pop(passed))
     for j in reversed(list(accepted)):
         others = [i for i in accepted if i != j]
-        if (
-            others
-            and _conditional(x, n, k, _strata(product, x, others), [j])[0].p_value > threshold
-        ):
+        if not others:
+            continue
+        check = spread.check(x, [j], others)
+        held = _conditional(x, n, k, _strata(product, x, others), [j])[0].dispersed(check, 0)
+        if held.p_value > threshold:
             accepted.remove(j)
     return accepted
 
@@ -768,8 +852,27 @@ def _conclusion(
     alpha: float,
     min_support: int,
     needed: int | None,
+    dispersion: float,
 ) -> str:
     """The report in plain words."""
+    text = _conclusion_of_causes(causes, tested, defectives, alpha, min_support, needed)
+    if dispersion >= 1.5:
+        text += (
+            f". Defects cluster by batch (dispersion {dispersion:.3g}: batch defect rates vary "
+            f"{dispersion:.3g} times as much as chance alone would make them), so every test "
+            f"counts about one unit in {dispersion:.2g} as independent evidence"
+        )
+    return text
+
+
+def _conclusion_of_causes(
+    causes: Sequence[Cause],
+    tested: int,
+    defectives: int,
+    alpha: float,
+    min_support: int,
+    needed: int | None,
+) -> str:
     standing = [c for c in causes if c.significant]
     if standing:
         first = standing[0]
@@ -978,6 +1081,7 @@ def report_dict(report: RootCauseReport) -> dict[str, Any]:
         "alpha": report.alpha,
         "conclusion": report.conclusion,
         "defectives_needed": report.defectives_needed,
+        "dispersion": report.dispersion,
         "causes": [
             {
                 "rank": c.rank,

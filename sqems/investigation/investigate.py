@@ -116,9 +116,12 @@ def investigate(
     alpha: float = 0.05,
     top: int = 5,
     whatif: WhatIf | None = None,
+    batches: bool = True,
 ) -> Investigation:
     """Investigate ``complaint``; see the module docstring. The fix of the leading cause
-    is always proposed; ``whatif`` simulates it (left out: proposed, not simulated)."""
+    is always proposed; ``whatif`` simulates it (left out: proposed, not simulated).
+    ``batches`` is passed to :func:`~sqems.analysis.rootcause.rank_causes` (False: units
+    taken as independent trials, the baseline)."""
     if lookback_days <= 0:
         raise ValidationFailed(
             f"the lookback must be a positive number of days, got {lookback_days}"
@@ -126,7 +129,7 @@ def investigate(
     case = read_case(store, complaint)
     genealogy = Traceability(store).upstream([complaint], of=frozenset({"Complaint"})).as_dict()
     scope, target = _widen(store, case, lookback_days)
-    report = rootcause.rank_causes(store, target, alpha=alpha, top=top)
+    report = rootcause.rank_causes(store, target, alpha=alpha, top=top, batches=batches)
     notes: list[str] = []
     leading, contenders = _leading(store, case, report, notes)
     recall = fix = result = failed = None
