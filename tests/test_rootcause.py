@@ -640,3 +640,24 @@ def test_binomial_batches_show_no_dispersion() -> None:
     assert spread.overall() < 1.3
     check = spread.check(sparse.csr_matrix(np.eye(200)[:, :50]), range(50))
     assert check.overdispersed.mean() < 0.1
+
+
+def test_a_window_chooses_the_defects_to_explain_not_their_controls(
+    store: GraphStore, plant: Plant
+) -> None:
+    truth = cause(plant, "bad-lot")
+    everything = from_defect_type(store, truth["defect_type"])
+    reports = [e.src for e in store.edges([truth["defect_type"]], {"OF_TYPE": Direction.IN})]
+    found = sorted(n.interval()[0] for n in store.get_many(reports).values())
+    middle = datetime.fromtimestamp(found[len(found) // 2], UTC)
+    later = from_defect_type(store, truth["defect_type"], TimeWindow(start=middle))
+    assert 0 < len(later.units) < len(everything.units)
+    # the defects found before the window are known defectives, not good controls
+    assert later.known == set(everything.units) - set(later.units)
+    report = rank_causes(store, later)
+    assert report.defective_in_population == len(later.units)
+    lot = Factor(FactorKind.MATERIAL_LOT, truth["uid"])
+    assert any(lot in {c.factor, *c.aliases} for c in report.significant_causes)
+    # a unit named with the others of its type known: they leave the controls too
+    named = from_units(store, later.units[:3])
+    assert set(everything.units) - set(later.units[:3]) <= named.known

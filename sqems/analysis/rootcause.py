@@ -4,8 +4,11 @@ Given defective units — named directly, behind complaints, or carrying a defec
 time window — :func:`rank_causes`
 
 1. builds the **comparable population**: every unit of the same products made in the
-   same period (for complaints, the units that shipped: a scrapped unit cannot
-   complain), with the batch that made it and the batches of its sub-assemblies;
+   period that made the defective units, whatever became of it (a window chooses the
+   defects to explain, never which of their peers to compare; for complaints, the units
+   that shipped: a scrapped unit cannot complain), with the batch that made it and the
+   batches of its sub-assemblies — less the units known to be defective in the same way
+   but not being explained, which are no controls;
 2. collects the **candidate factors** each unit was exposed to (material lots,
    suppliers, machines, operators, shifts per step, parameters by spec position; see
    :mod:`sqems.analysis.factors`), including those that reach it through a
@@ -39,6 +42,7 @@ from typing import Any
 
 import numpy as np
 from scipy import sparse, stats
+from scipy.special import gammaln
 
 from sqems.analysis.dispersion import BatchCheck, BatchDispersion
 from sqems.analysis.factors import (
@@ -74,6 +78,10 @@ class Defectives:
     that shipped."""
     window: TimeWindow | None = None
     description: str = ""
+    known: frozenset[str] = frozenset()
+    """Other units known to be defective in the same way (a defect or complaint of the
+    same type, outside the window or not named): left out of the population, so a
+    known defective is never counted as a good control."""
 
 
 def from_units(store: GraphStore, uids: Iterable[str]) -> Defectives:
@@ -100,7 +108,13 @@ def from_units(store: GraphStore, uids: Iterable[str]) -> Defectives:
             f"unit {good[0]} has no recorded defect or complaint: nothing to explain "
             f"(name units with a Defect found on them or a Complaint about them)"
         )
-    return Defectives(units, reported, description=f"{len(units)} units named by the caller")
+    known = _reported_units(store, _types_of(store, [r for r, _ in reported.values()]))
+    return Defectives(
+        units,
+        reported,
+        description=f"{len(units)} units named by the caller",
+        known=frozenset(known - set(units)),
+    )
 
 
 def from_complaints(store: GraphStore, complaint_uids: Iterable[str]) -> Defectives:
@@ -109,11 +123,13 @@ def from_complaints(store: GraphStore, complaint_uids: Iterable[str]) -> Defecti
     about: dict[str, tuple[str, str]] = {}
     for e in store.edges(wanted, {"ABOUT": OUT}):
         about.setdefault(e.dst, (e.src, "Complaint"))
+    known = _reported_units(store, _types_of(store, wanted))
     return Defectives(
         tuple(sorted(about)),
         about,
         field_returns=True,
         description=f"{len(wanted)} complaints about {len(about)} units",
+        known=frozenset(known - set(about)),
     )
 
 
@@ -150,11 +166,25 @@ def from_defect_type(
         field_returns=bool(units) and from_field.issuperset(units),
         window=window,
         description=f"{len(units)} units with {defect_type}",
+        known=frozenset(_reported_units(store, [defect_type]) - set(units)),
     )
 
 
 def _found_first(e: Any) -> tuple[bool, str, str]:
     return (e.type != "FOUND_ON", e.src, e.dst)
+
+
+def _types_of(store: GraphStore, reports: Iterable[str]) -> list[str]:
+    """The defect types of defects or complaints."""
+    return sorted({e.dst for e in store.edges(list(reports), {"OF_TYPE": OUT})})
+
+
+def _reported_units(store: GraphStore, defect_types: Sequence[str]) -> set[str]:
+    """Every unit with a defect found on it, or a complaint about it, of these types."""
+    if not defect_types:
+        return set()
+    reports = [e.src for e in store.edges(defect_types, {"OF_TYPE": IN})]
+    return {e.dst for e in store.edges(reports, {"FOUND_ON": OUT, "ABOUT": OUT})}
 
 
 # --- the population ---------------------------------------------------------------------
@@ -194,9 +224,6 @@ def _population(store: GraphStore, target: Defectives, pad_s: float) -> Populati
     spans = [n.interval() for n in seed.values()]
     lo = min(s[0] for s in spans if s) - pad_s
     hi = max(s[1] if math.isfinite(s[1]) else s[0] for s in spans if s) + pad_s
-    if target.window is not None:
-        wlo, whi = target.window.bounds()
-        lo, hi = max(lo, wlo - pad_s), min(hi, whi + pad_s) if math.isfinite(whi) else hi
 
     product_of = {e.src: e.dst for e in store.edges(products, {"OF_PRODUCT": IN})}
     candidates = list(product_of)
@@ -217,7 +244,8 @@ def _population(store: GraphStore, target: Defectives, pad_s: float) -> Populati
     counted = set(by_count)
     batch_of = {e.dst: e.src for e in store.edges(by_unit, {"PRODUCED": OUT})} if by_unit else {}
     batch_of.update((u, b) for u, b in own.items() if b not in counted)
-    units = list(batch_of)
+    known = target.known - defective
+    units = [u for u in batch_of if u not in known]
     if target.field_returns:
         shipped = {e.src for e in store.edges(units, {"SHIPPED_IN": OUT})}
         units = [u for u in units if u in shipped or u in defective]
@@ -247,6 +275,10 @@ def _population(store: GraphStore, target: Defectives, pad_s: float) -> Populati
             if example[at] is None or unit < str(example[at]):
                 example[at] = unit
     sizes = store.degrees(by_count, {"PRODUCED": OUT}) if by_count else {}
+    # a known defective of a counted batch leaves its count
+    for e in store.edges(sorted(known), {"PRODUCED": IN}) if known else ():
+        if e.src in counted:
+            sizes[e.src] -= 1
     defective_in: dict[str, list[str]] = defaultdict(list)
     for unit, batch in own.items():
         defective_in[batch].append(unit)
@@ -534,7 +566,7 @@ def rank_causes(
     rest = [
         int(j)
         for j in np.argsort(p, kind="stable")
-        if lead[j] and int(j) not in significant and rr[j] > 1
+        if lead[j] and int(j) not in significant and rr[j] > 1 and a[j] > 0
     ]
     shown = [*accepted, *rest[:top]]
     others = [j for j in shown if j not in significant]
@@ -648,7 +680,9 @@ def _screen(
 ) -> np.ndarray:
     """Each factor's one-sided p-value for an excess of defects within products: the
     exact conditional test given each product's margins (Fisher's exact test when there
-    is one product), corrected for the batches (:meth:`BatchCheck.p_value`)."""
+    is one product; over several products computed where the normal p-value is under
+    0.05, the normal one kept elsewhere), corrected for the batches
+    (:meth:`BatchCheck.p_value`)."""
     m = x.shape[1]
     if int(product.max()) == 0:
         big_n, big_k = n.sum(), k.sum()
@@ -659,8 +693,10 @@ def _screen(
     else:
         tests = _conditional(x, n, k, product, range(m), exact=False)
         z = np.array([t.statistic for t in tests])
-        exact = np.ones(m)
-        ahead = [j for j in range(m) if z[j] > 0]
+        # the exact test only where it can matter: a factor whose normal p-value is
+        # over 0.05 is not discovered at any usual false-discovery rate, and keeps it
+        exact = stats.norm.sf(z)
+        ahead = [j for j in range(m) if exact[j] < 0.05]
         if ahead:
             found = _conditional(x, n, k, product, ahead)
             exact[ahead] = [t.p_value for t in found]
@@ -765,10 +801,22 @@ def _exact_conditional_p(
     low = 0
     for nn, kk, ee in zip(big_n.astype(int), big_k.astype(int), n1.astype(int), strict=True):
         lo, hi = max(0, ee + kk - nn), min(ee, kk)
-        dist = np.convolve(dist, stats.hypergeom.pmf(np.arange(lo, hi + 1), nn, kk, ee))
+        dist = np.convolve(dist, _hypergeom_pmf(np.arange(lo, hi + 1), nn, kk, ee))
         low += lo
     at = round(float(a.sum())) - low
     return float(min(1.0, max(0.0, dist[max(at, 0) :].sum())))
+
+
+def _hypergeom_pmf(x: np.ndarray, total: int, marked: int, drawn: int) -> np.ndarray:
+    """P(``x`` marked among ``drawn`` of ``total`` with ``marked`` marked), from log
+    binomial coefficients (many times faster than the general distribution object on
+    the long supports of large strata)."""
+
+    def log_choose(a: float, b: np.ndarray | float) -> np.ndarray:
+        return np.asarray(gammaln(a + 1) - gammaln(b + 1) - gammaln(a - b + 1))
+
+    log_p = log_choose(marked, x) + log_choose(total - marked, drawn - x) - log_choose(total, drawn)
+    return np.asarray(np.exp(log_p))
 
 
 def _select(
