@@ -557,7 +557,9 @@ def rank_causes(
     aliases = _aliases(x)
     lead = np.array([j not in aliases or aliases[j][0] == j for j in range(len(factors))])
     # the Benjamini-Hochberg threshold: the largest p-value the procedure rejected
-    threshold = float(p[q < alpha].max()) if (q < alpha).any() else 0.0
+    # (with room for rounding: the conditional test of the same table, computed as a
+    # convolution, may differ from the screening one in the last digits)
+    threshold = float(p[q < alpha].max()) * (1 + 1e-9) if (q < alpha).any() else 0.0
     chosen = np.flatnonzero(lead & (q < alpha) & (a >= min_support) & (rr > 1) & (n0 > 0))
     chosen = chosen[np.argsort(p[chosen], kind="stable")][:max_model_factors]
     accepted = _select(x, n, k, product, spread, [int(j) for j in chosen], threshold, p, factors)
