@@ -661,3 +661,23 @@ def test_a_window_chooses_the_defects_to_explain_not_their_controls(
     # a unit named with the others of its type known: they leave the controls too
     named = from_units(store, later.units[:3])
     assert set(everything.units) - set(later.units[:3]) <= named.known
+
+
+def test_only_factors_at_or_before_the_defects_origin_are_candidates(
+    store: GraphStore, plant: Plant
+) -> None:
+    # a solder void arises at reflow (STEP-PCB-20): nothing done later to the board, nor
+    # anything of the drive assembly it went into, can have caused it
+    report = rank_causes(store, from_defect_type(store, "DT-SOLDER-VOID"), top=500)
+    assert report.origin_steps == ("STEP-PCB-20",)
+    assert report_dict(report)["origin_steps"] == ["STEP-PCB-20"]
+    named = [c.factor for c in report.causes]
+    assert named, "the ranking lists factors"
+    for factor in named:
+        assert not (factor.step or "").startswith("STEP-ASM"), factor.key
+        assert not factor.uid.startswith(("M-MOULD", "M-PRESS", "M-SCREW", "LOT-RESIN")), factor.key
+    assert any(f.uid.startswith(("M-REFLOW", "LOT-PASTE", "LOT-PCB")) for f in named)
+    # a defect type without an origin (a scratch arises in handling anywhere) keeps every
+    # factor a candidate
+    anywhere = rank_causes(store, from_defect_type(store, "DT-SCRATCH"))
+    assert anywhere.origin_steps == ()

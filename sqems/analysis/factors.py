@@ -222,14 +222,37 @@ def read_batches(store: GraphStore, batch_uids: Iterable[str]) -> PlantFacts:
     return PlantFacts(batches, parameters)
 
 
-def factors_of(batch: BatchFacts, parameters: Mapping[str, Parameter]) -> frozenset[Factor]:
-    """The factors a unit of ``batch`` was exposed to."""
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where a defect can have arisen: the process steps at or before its origin (the
+    PFMEA link ``ORIGINATES_AT``) and the materials of those steps' products. A factor
+    outside it — a run at a later step, a lot of a material used only downstream —
+    cannot have caused the defect."""
+
+    steps: frozenset[str]
+    materials: frozenset[str]
+
+    def admits_run(self, run: RunFacts) -> bool:
+        return run.step is None or run.step in self.steps
+
+    def admits_lot(self, lot: LotFacts) -> bool:
+        return lot.material is None or lot.material in self.materials
+
+
+def factors_of(
+    batch: BatchFacts, parameters: Mapping[str, Parameter], scope: Scope | None = None
+) -> frozenset[Factor]:
+    """The factors a unit of ``batch`` was exposed to (within ``scope``, when given)."""
     found: set[Factor] = set()
     for lot in batch.lots:
+        if scope is not None and not scope.admits_lot(lot):
+            continue
         found.add(Factor(FactorKind.MATERIAL_LOT, lot.uid))
         if lot.supplier is not None:
             found.add(Factor(FactorKind.SUPPLIER, lot.supplier))
     for run in batch.runs:
+        if scope is not None and not scope.admits_run(run):
+            continue
         if run.machine is not None:
             found.add(Factor(FactorKind.MACHINE, run.machine))
         if run.operator is not None:

@@ -51,12 +51,20 @@ from sqems.analysis.factors import (
     Factor,
     FactorKind,
     PlantFacts,
+    Scope,
     factors_of,
     read_batches,
     spec_zone,
 )
 from sqems.errors import NotFound, ValidationFailed
-from sqems.graph_model.nodes import Category6M, Complaint, Defect, Parameter, Product
+from sqems.graph_model.nodes import (
+    Category6M,
+    Complaint,
+    Defect,
+    Parameter,
+    ProcessStep,
+    Product,
+)
 from sqems.graph_model.store import Direction, GraphStore, TimeWindow
 
 OUT, IN = Direction.OUT, Direction.IN
@@ -466,6 +474,10 @@ class RootCauseReport:
     """How much more the batches' defect rates vary than chance would make them (1:
     as binomial; see :mod:`sqems.analysis.dispersion`). Every test and interval carries
     it: the analysis has about ``population / dispersion`` effective units."""
+    origin_steps: tuple[str, ...] = ()
+    """The PFMEA origin steps of the defect types explained: only factors at or before
+    them (and lots of their products' materials) were candidates. Empty when a defect
+    type has no origin recorded, and every factor was one."""
 
     @property
     def significant_causes(self) -> list[Cause]:
@@ -522,8 +534,10 @@ def rank_causes(
     if not 0 < alpha < 1:
         raise ValidationFailed(f"alpha must be between 0 and 1, got {alpha}")
     pop = _population(store, target, pad_days * DAY)
+    origin_steps, scope = _origin(store, target)
     factor_sets = {
-        uid: factors_of(batch, pop.facts.parameters) for uid, batch in pop.facts.batches.items()
+        uid: factors_of(batch, pop.facts.parameters, scope)
+        for uid, batch in pop.facts.batches.items()
     }
     # the factor matrix: cells by factors, 1 where the cell's units were exposed; the
     # columns in a fixed order, so every backend (and every run) fits the same model
@@ -636,7 +650,54 @@ def rank_causes(
             causes, len(factors), int(total_k), alpha, min_support, needed, spread.overall()
         ),
         spread.overall(),
+        origin_steps,
     )
+
+
+# --- where the defect arises: the PFMEA origin ------------------------------------------
+
+
+def _origin(store: GraphStore, target: Defectives) -> tuple[tuple[str, ...], Scope | None]:
+    """The PFMEA origin steps of the defect types of ``target``'s reports and the scope
+    they leave: the steps at or before them on their products' routes, every step of
+    the products built into those products, and the materials all of these use. No
+    scope (every factor a candidate) unless every defect type has an origin."""
+    reports = sorted({uid for uid, _ in target.reported_by.values()})
+    types = _types_of(store, reports) if reports else []
+    if not types:
+        return (), None
+    links = store.edges(types, {"ORIGINATES_AT": OUT})
+    if {e.src for e in links} != set(types):
+        return (), None
+    origin_steps = sorted({e.dst for e in links})
+    route = {e.src: e.dst for e in store.edges(origin_steps, {"STEP_OF": OUT})}
+    origin_products = sorted(set(route.values()))
+    # the products built into the origin's products, at any depth, and the materials
+    # all of them use
+    upstream: set[str] = set()
+    materials: set[str] = set()
+    frontier = origin_products
+    while frontier:
+        uses = store.edges(frontier, {"USES": OUT})
+        inputs = store.get_many({e.dst for e in uses})
+        built = {e.dst for e in uses if isinstance(inputs.get(e.dst), Product)}
+        materials |= {e.dst for e in uses if e.dst in inputs and e.dst not in built}
+        frontier = sorted(built - upstream - set(origin_products))
+        upstream |= built
+    steps_of = store.edges(sorted(upstream | set(origin_products)), {"STEP_OF": IN})
+    nodes = store.get_many({e.src for e in steps_of} | set(origin_steps))
+    last: dict[str, int] = defaultdict(int)
+    for step in origin_steps:
+        node = nodes.get(step)
+        if isinstance(node, ProcessStep) and step in route:
+            last[route[step]] = max(last[route[step]], node.sequence)
+    allowed = set(origin_steps)
+    for e in steps_of:
+        node = nodes.get(e.src)
+        before = not isinstance(node, ProcessStep) or node.sequence <= last.get(e.dst, 0)
+        if e.dst in upstream or before:
+            allowed.add(e.src)
+    return tuple(origin_steps), Scope(frozenset(allowed), frozenset(materials))
 
 
 # --- co-exposure: tests conditional on the accepted causes ---------------------------------
@@ -1132,6 +1193,7 @@ def report_dict(report: RootCauseReport) -> dict[str, Any]:
         "conclusion": report.conclusion,
         "defectives_needed": report.defectives_needed,
         "dispersion": report.dispersion,
+        "origin_steps": list(report.origin_steps),
         "causes": [
             {
                 "rank": c.rank,

@@ -165,6 +165,14 @@ class RootCauseReport:
         description="When nothing stands out: defective units that would find the leading "
         "factor with 80 % power if its risk ratio is real."
     )
+    dispersion: float = strawberry.field(
+        description="How much more the batches' defect rates vary than chance would make "
+        "them (1: binomial); every test and interval carries it."
+    )
+    origin_steps: list[str] = strawberry.field(
+        description="The PFMEA origin steps of the defect types explained: only factors at "
+        "or before them were candidates (empty: no origin recorded, every factor was one)."
+    )
 
     @classmethod
     def of(cls, r: rc.RootCauseReport) -> RootCauseReport:
@@ -177,6 +185,8 @@ class RootCauseReport:
             causes=[Cause.of(c, r.alpha) for c in r.causes],
             conclusion=r.conclusion,
             defectives_needed=r.defectives_needed,
+            dispersion=r.dispersion,
+            origin_steps=list(r.origin_steps),
         )
 
 
