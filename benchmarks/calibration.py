@@ -35,12 +35,14 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from sqems.analysis.factors import Factor, FactorKind
+# the planted-cause matching and the complaint targets of the accuracy benchmark, run as a
+# script from this directory
+from rca import complaints_of, is_cause
+
+from sqems.analysis.factors import Factor
 from sqems.analysis.rootcause import (
     Cause,
-    Defectives,
     RootCauseReport,
-    from_complaints,
     from_defect_type,
     rank_causes,
 )
@@ -48,21 +50,7 @@ from sqems.datasets import PlantShape, PlantSpec, generate, load_plant
 from sqems.datasets.battery_layout import BatteryCauses
 from sqems.datasets.files import plant_sections
 from sqems.datasets.layout import Causes
-from sqems.graph_model import Direction, EmbeddedGraphStore, GraphStore
-
-
-def is_cause(factor: Factor, cause: dict[str, Any]) -> bool:
-    """Whether ``factor`` names the planted ``cause``."""
-    match cause["kind"]:
-        case "material_lot":
-            return factor.kind is FactorKind.MATERIAL_LOT and factor.uid == cause["uid"]
-        case "parameter_drift":
-            return (factor.kind is FactorKind.EXCURSION and factor.uid == cause["parameter"]) or (
-                factor.kind is FactorKind.MACHINE and factor.uid == cause["uid"]
-            )
-        case "shift":
-            return factor.kind is FactorKind.SHIFT and factor.uid == cause["uid"]
-    raise ValueError(f"unknown cause kind {cause['kind']}")
+from sqems.graph_model import EmbeddedGraphStore, GraphStore
 
 
 def names(c: Cause) -> tuple[Factor, ...]:
@@ -82,12 +70,6 @@ def causes_of(shape: PlantShape, planted: bool, batch_sd: float) -> Causes | Bat
 def baseline_types(truth: dict[str, Any]) -> list[str]:
     """Every defect type the plant makes at a baseline rate."""
     return sorted(t for n in truth["noise"] if n["kind"] == "baseline" for t in n["rates"])
-
-
-def complaints_of(store: GraphStore, defect_type: str) -> Defectives:
-    reports = [e.src for e in store.edges([defect_type], {"OF_TYPE": Direction.IN})]
-    complaints = [u for u, n in store.get_many(reports).items() if n.label == "Complaint"]
-    return from_complaints(store, complaints)
 
 
 def analyses(

@@ -562,6 +562,7 @@ def rank_causes(
     rr, rr_lo, rr_hi = _risk_ratio(a, n1, c, n0)
     product = _cell_products(pop)
     spread = BatchDispersion.of(_cell_batches(pop), product, n, k, independent=not batches)
+    dispersion = spread.overall()
     p = _screen(x, n, k, product, spread)
     q = _benjamini_hochberg(p)
 
@@ -596,9 +597,11 @@ def rank_causes(
             for i, (j, adj) in enumerate(zip(others, found, strict=True))
         )
     for j in accepted:
-        rest_ = [i for i in accepted if i != j]
-        given = _strata(product, x, rest_)
-        adjusted[j] = _conditional(x, n, k, given, [j])[0].dispersed(spread.check(x, [j], rest_), 0)
+        besides = [i for i in accepted if i != j]
+        given = _strata(product, x, besides)
+        adjusted[j] = _conditional(x, n, k, given, [j])[0].dispersed(
+            spread.check(x, [j], besides), 0
+        )
     explained = {j: _explained(float(a[j]), adjusted[j].odds_ratio) for j in accepted}
     ranking = [*accepted, *rest][:top]
 
@@ -635,7 +638,7 @@ def rank_causes(
         )
         if needed is not None:
             # clustered defects carry less information each: the design effect
-            needed = math.ceil(needed * spread.overall())
+            needed = math.ceil(needed * dispersion)
     return RootCauseReport(
         target,
         int(total_n),
@@ -646,10 +649,9 @@ def rank_causes(
         causes,
         alpha,
         needed,
-        _conclusion(
-            causes, len(factors), int(total_k), alpha, min_support, needed, spread.overall()
-        ),
-        spread.overall(),
+        _conclusion(causes, len(factors), int(total_k), alpha, min_support, needed)
+        + _clustered(dispersion),
+        dispersion,
         origin_steps,
     )
 
@@ -963,27 +965,8 @@ def _conclusion(
     alpha: float,
     min_support: int,
     needed: int | None,
-    dispersion: float,
 ) -> str:
     """The report in plain words."""
-    text = _conclusion_of_causes(causes, tested, defectives, alpha, min_support, needed)
-    if dispersion >= 1.5:
-        text += (
-            f". Defects cluster by batch (dispersion {dispersion:.3g}: batch defect rates vary "
-            f"{dispersion:.3g} times as much as chance alone would make them), so every test "
-            f"counts about one unit in {dispersion:.2g} as independent evidence"
-        )
-    return text
-
-
-def _conclusion_of_causes(
-    causes: Sequence[Cause],
-    tested: int,
-    defectives: int,
-    alpha: float,
-    min_support: int,
-    needed: int | None,
-) -> str:
     standing = [c for c in causes if c.significant]
     if standing:
         first = standing[0]
@@ -1026,6 +1009,17 @@ def _conclusion_of_causes(
         f"({more} the {defectives:,} here) would find it with 80 % power at the level a "
         f"single discovery among {tested} factors needs (normal approximation for the "
         f"exposed share of the defective units)"
+    )
+
+
+def _clustered(dispersion: float) -> str:
+    """What the conclusion adds when defects cluster by batch (nothing below 1.5)."""
+    if dispersion < 1.5:
+        return ""
+    return (
+        f". Defects cluster by batch (dispersion {dispersion:.3g}: batch defect rates vary "
+        f"{dispersion:.3g} times as much as chance alone would make them), so every test "
+        f"counts about one unit in {dispersion:.2g} as independent evidence"
     )
 
 
