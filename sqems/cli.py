@@ -524,7 +524,13 @@ def whatif_cmd(
                 err.print(
                     f"{step}: {d.chains} chains x {d.draws} draws, max r_hat {d.max_r_hat:.3f}"
                     f" ({d.r_hat_at}), min ESS {d.min_ess_bulk:.0f} bulk / "
-                    f"{d.min_ess_tail:.0f} tail, {d.divergences} divergences",
+                    f"{d.min_ess_tail:.0f} tail, {d.divergences} divergences"
+                    + (
+                        f"; fit: predictive p {d.check.predictive_p:.2f}, "
+                        f"{d.check.pareto_k_high} runs of Pareto k > 0.7"
+                        if d.check
+                        else ""
+                    ),
                     highlight=False,
                 )
             for note in twin_.notes:
@@ -1502,7 +1508,10 @@ def _print_causes(report: rootcause.RootCauseReport, *, why: bool = True) -> Non
             f"{e.risk_ratio:.3g} ({e.risk_ratio_low:.3g}-{e.risk_ratio_high:.3g})",
             f"{e.q_value:.1g}",
             aor,
-            f"{e.explained_defects:.0f}",
+            f"{e.explained_defects:.0f} ({e.explained_defects_low:.0f}-"
+            f"{e.explained_defects_high:.0f})"
+            if c.significant
+            else "-",
         )
         if narrow:  # one cause a paragraph, every figure labelled
             rank, factor, significant, counts, ratio, q, odds, explains = cells

@@ -176,7 +176,7 @@ def test_a_fit_too_short_to_converge_is_refused(unsound: QualityModel) -> None:
     d = unsound.diagnostics
     assert not d.ok
     assert d.min_ess_bulk < ESS_PER_CHAIN * 2 or d.min_ess_tail < ESS_PER_CHAIN * 2
-    with pytest.raises(ValidationFailed, match="STEP-SHORT failed its convergence") as caught:
+    with pytest.raises(ValidationFailed, match="STEP-SHORT failed its diagnostics") as caught:
         unsound.require_sound()
     assert "ESS" in caught.value.message
     assert caught.value.message.count(";") == len(d.problems) - 1
@@ -439,6 +439,12 @@ def test_runs_that_differ_by_more_than_the_binomial_do_not_make_a_null_parameter
     # of a few per cent
     assert after["rho"].hdi_low > 0.01 and after["rho"].hdi_high < 0.2 and "rho" not in before
     assert model.overdispersed and not independent.overdispersed
+    # the binomial model converges, and its fit check refuses it: its runs vary far more
+    # than it lets them, which is how its null coefficient came about
+    assert independent.diagnostics.check is not None
+    assert independent.diagnostics.check.predictive_p < 0.01
+    assert any("posterior predictive" in p for p in independent.diagnostics.problems)
+    assert model.diagnostics.check is not None and model.diagnostics.check.predictive_p > 0.05
 
 
 # --- 5. refusals --------------------------------------------------------------------------

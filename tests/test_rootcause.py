@@ -11,15 +11,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from conftest import BACKENDS
-from scipy import sparse
+from scipy import sparse, stats
 
+from sqems.analysis import rootcause
 from sqems.analysis.dispersion import BatchDispersion
 from sqems.analysis.factors import Factor, FactorKind, spec_zone
 from sqems.analysis.kpis import CostModel, kpis
@@ -40,6 +41,7 @@ from sqems.errors import NotFound, ValidationFailed
 from sqems.graph_model import Direction, Edge, EmbeddedGraphStore, GraphStore, TimeWindow
 from sqems.graph_model.nodes import (
     Batch,
+    Complaint,
     Defect,
     DefectType,
     Machine,
@@ -49,6 +51,7 @@ from sqems.graph_model.nodes import (
     ProcessRun,
     Product,
     ProductKind,
+    Shipment,
     Supplier,
     Unit,
 )
@@ -376,6 +379,29 @@ def test_a_significant_cause_carries_an_adjusted_interval(store: GraphStore, pla
     assert all(c.evidence.explained_defects == 0 for c in report.causes if not c.significant)
 
 
+def test_co_exposed_causes_share_their_defects_instead_of_counting_them_twice() -> None:
+    # cells: exposed to A and B (10 defects), to A alone (5), to B alone (2), to neither
+    # (3); both odds ratios 5. Each counted on its own, A would explain 15 x 0.8 = 12
+    # and B 12 x 0.8 = 9.6: 21.6 of 20 defects
+    x = sparse.csr_matrix(np.array([[1, 1], [1, 0], [0, 1], [0, 0]], dtype=float))
+    k = np.array([10.0, 5.0, 2.0, 3.0])
+    adjusted = {
+        0: rootcause._Adjusted(5.0, 3.0, 9.0, 1e-6, 5.0),
+        1: rootcause._Adjusted(5.0, 2.0, 12.0, 1e-4, 4.0),
+    }
+    found = rootcause._attributable(x, k, [0, 1], adjusted)
+    # the shared cell's excess is 10 (1 - 1/25) = 9.6, half each (equal log odds ratios)
+    assert found[0][0] == pytest.approx(4.8 + 5 * 0.8)
+    assert found[1][0] == pytest.approx(4.8 + 2 * 0.8)
+    assert found[0][0] + found[1][0] <= 10 + 5 + 2
+    for estimate, low, high in found.values():
+        assert 0 <= low <= estimate <= high
+    # an interval that reaches below 1 lets the cause explain nothing at its low end
+    adjusted[1] = rootcause._Adjusted(5.0, 0.8, 12.0, 0.01, 2.0)
+    assert rootcause._attributable(x, k, [0, 1], adjusted)[1][1] == 0.0
+    assert rootcause._attributable(x, k, [], adjusted) == {}
+
+
 # A hand-built three-level bill of materials: a pack is two modules, a module two cells.
 # Cathode lot LOT-CATH-2 (one of SUP-C1's two lots) fed cell batches CB-3 and CB-4 only;
 # the packs built from those cells fail far more often. Cell machines alternate, so no
@@ -681,3 +707,71 @@ def test_only_factors_at_or_before_the_defects_origin_are_candidates(
     # factor a candidate
     anywhere = rank_causes(store, from_defect_type(store, "DT-SCRATCH"))
     assert anywhere.origin_steps == ()
+
+
+def build_field_history(store: GraphStore) -> None:
+    """One product made in 40 batches of 50 over 80 days, all shipped; resin lot A fed
+    the first 20 batches, lot B the rest. Nothing is wrong with either: complaints come
+    at one rate per unit and day in service, so on the day of the analysis the early
+    units have had more time to fail - 6 complaints about the first batch, none about
+    the last."""
+    start = datetime(2025, 1, 1, 8, tzinfo=UTC)
+    nodes: list[Any] = [
+        Product(uid="PRD-X", name="actuator"),
+        Material(uid="MAT-RESIN", name="resin"),
+        DefectType(uid="DT-CRACK", name="cracked housing", category="material"),
+        Machine(uid="M-1", name="press"),
+        Operator(uid="OP-1", name="operator"),
+        *(MaterialLot(uid=f"LOT-{x}", received_at=start, quantity=1) for x in "AB"),
+    ]
+    edges = [Edge("USES", "PRD-X", "MAT-RESIN")]
+    edges += [Edge("LOT_OF", f"LOT-{x}", "MAT-RESIN") for x in "AB"]
+    complaint = 0
+    for b in range(40):
+        made = start + timedelta(days=2 * b)
+        uid, run, ship = f"B-{b:02d}", f"RUN-{b:02d}", f"SHP-{b:02d}"
+        nodes += [
+            Batch(uid=uid, started_at=made, ended_at=made + timedelta(hours=8), quantity=50),
+            ProcessRun(uid=run, started_at=made, ended_at=made + timedelta(hours=8), shift="early"),
+            Shipment(uid=ship, shipped_at=made + timedelta(days=1)),
+        ]
+        edges += [
+            Edge("OF_PRODUCT", uid, "PRD-X"),
+            Edge("RAN", uid, run),
+            Edge("ON", run, "M-1"),
+            Edge("OPERATED_BY", run, "OP-1"),
+            Edge("CONSUMED_IN", "LOT-A" if b < 20 else "LOT-B", uid),
+        ]
+        for u in range(50):
+            unit = f"U-{b:02d}-{u:02d}"
+            nodes.append(Unit(uid=unit, produced_at=made + timedelta(hours=8)))
+            edges += [Edge("PRODUCED", uid, unit), Edge("SHIPPED_IN", unit, ship)]
+        for u in range(round(6 * (40 - b) / 40)):
+            complaint += 1
+            cmp = f"CMP-{complaint:03d}"
+            nodes.append(Complaint(uid=cmp, received_at=start + timedelta(days=85)))
+            edges += [Edge("ABOUT", cmp, f"U-{b:02d}-{u:02d}"), Edge("OF_TYPE", cmp, "DT-CRACK")]
+    with store.transaction() as tx:
+        tx.add_nodes(nodes)
+        tx.add_edges(edges)
+
+
+def test_complaints_are_compared_among_units_with_as_much_time_in_service() -> None:
+    with EmbeddedGraphStore(None) as embedded:
+        build_field_history(embedded)
+        complaints = [e.src for e in embedded.edges(["DT-CRACK"], {"OF_TYPE": Direction.IN})]
+        report = rank_causes(embedded, from_complaints(embedded, complaints))
+    lot = next(c for c in report.causes if c.factor == Factor(FactorKind.MATERIAL_LOT, "LOT-A"))
+    # the early lot has 2.4 times the complaints per unit, far beyond chance for units
+    # taken together, and none of it is the lot's: within a production period nothing
+    # separates the lots
+    e = lot.evidence
+    table = [
+        [e.defective_exposed, e.exposed - e.defective_exposed],
+        [e.defective_total - e.defective_exposed, e.population - e.exposed],
+    ]
+    table[1][1] -= table[1][0]
+    assert e.risk_ratio > 2 and stats.fisher_exact(table, alternative="greater")[1] < 1e-4
+    assert e.p_value > 0.05
+    assert report.significant_causes == []
+    assert report.conclusion.startswith("no factor stands out")

@@ -92,6 +92,9 @@ class BatchDispersion:
     independent: bool = False
     """Treat units as independent trials (no correction): the baseline the batch
     correction is measured against."""
+    own: sparse.csr_matrix | None = None
+    """Batches by factors: 1 where the batch itself was exposed (:meth:`of_origin`);
+    None when a batch is exposed through its cells."""
 
     @classmethod
     def of(
@@ -125,10 +128,48 @@ class BatchDispersion:
         rate = np.divide(bk, bn, out=np.full_like(bk, np.nan), where=bn > 0)
         return cls(member, moments, of_batch, rate, independent)
 
-    def exposed(self, x: sparse.csr_matrix) -> sparse.csr_matrix:
-        """Batches by the columns of ``x`` (cells by factors): 1 where any cell of the
-        batch was exposed."""
-        return ((self.member @ x) > 0).astype(np.float64).tocsr()
+    @classmethod
+    def of_origin(
+        cls,
+        member: sparse.csr_matrix,
+        stratum: np.ndarray,
+        n: np.ndarray,
+        k: np.ndarray,
+        own: sparse.csr_matrix,
+    ) -> BatchDispersion:
+        """The batches of the defect's origin, each counted once however many levels
+        of assembly its items reached: ``member`` (origin batches by cells) holds the
+        share of each cell's origin-level items that came from each batch, ``own``
+        (origin batches by factors) each batch's own exposure, ``stratum`` each cell's
+        product, ``n`` and ``k`` its units and defective units.
+
+        A cell's units count towards its origin batches by those shares, in units of
+        its own product standardised to the plant's rate (``n`` times its product's
+        defect rate over the overall rate), so a pack and a cell weigh by what each
+        would be expected to show; every origin batch is then one piece of evidence —
+        its defects against what its items would have had at their products' rates —
+        in one stratum, ranked and tested as such."""
+        total_n, total_k = float(n.sum()), float(k.sum())
+        overall = total_k / total_n if total_n > 0 else 0.0
+        strata = int(stratum.max()) + 1 if len(stratum) else 0
+        s_n = np.bincount(stratum, weights=n, minlength=strata)
+        s_k = np.bincount(stratum, weights=k, minlength=strata)
+        rate = np.divide(s_k, s_n, out=np.zeros(strata), where=s_n > 0)
+        scaled = n * np.divide(rate[stratum], overall, out=np.zeros(len(n)), where=overall > 0)
+        bn, bk = member @ scaled, member @ k
+        square = np.divide(bk**2, bn, out=np.zeros_like(bk), where=bn > 0)
+        moments = np.column_stack([bn, bk, square])
+        rates = np.divide(bk, bn, out=np.full_like(bk, np.nan), where=bn > 0)
+        return cls(
+            member.tocsr(), moments, np.zeros(len(bn), dtype=np.int64), rates, own=own.tocsr()
+        )
+
+    def exposed(self, x: sparse.csr_matrix, columns: Sequence[int]) -> sparse.csr_matrix:
+        """Batches by ``columns`` of ``x`` (cells by factors): 1 where the batch was
+        exposed — any of its cells, or the batch itself for origin batches."""
+        if self.own is not None:
+            return self.own[:, list(columns)].astype(np.float64).tocsr()
+        return ((self.member @ x[:, list(columns)]) > 0).astype(np.float64).tocsr()
 
     def overall(self) -> float:
         """The dispersion over every batch (1 when units are taken as independent)."""
@@ -148,8 +189,8 @@ class BatchDispersion:
             return BatchCheck(np.ones(m), np.zeros(m, dtype=bool), np.zeros(m))
         keep = np.ones(len(self.rate), dtype=bool)
         if given:
-            keep = np.asarray(self.exposed(x[:, list(given)]).sum(axis=1)).ravel() == 0
-        exposed = self.exposed(x[:, list(columns)])
+            keep = np.asarray(self.exposed(x, given).sum(axis=1)).ravel() == 0
+        exposed = self.exposed(x, columns)
         (chi2_in, df_in), (chi2_out, df_out) = self._pearson_with(exposed, keep)
         # overdispersed among the exposed batches (one wild batch among ordinary ones)
         # or among the rest (a plant whose batches vary, whatever the factor)

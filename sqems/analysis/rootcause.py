@@ -21,9 +21,10 @@ time window — :func:`rank_causes`
    so co-exposed factors are told apart: when a bad lot was only ever moulded on one
    machine, the machine's excess is explained by the lot and its adjusted effect falls
    to nothing, while the lot keeps its own;
-5. ranks by the **defects a factor explains** — exposed defective units times the
-   attributable fraction ``1 - 1/OR`` of its adjusted odds ratio — so a rare factor with
-   a huge but fragile ratio does not outrank one behind most of the defects;
+5. gives each cause the **defects it explains**, with an interval: the defects of its
+   exposed units in excess of what they would have had without the causes they were
+   exposed to, shared among co-exposed causes, so the causes together never explain
+   more defects than there are (:func:`_attributable`);
 6. gives each cause its 6M category and a **5-Why chain**: the graph path from one
    defective unit (and the complaint or defect that reported it) to the cause.
 
@@ -410,8 +411,16 @@ class Evidence:
     """One-sided exact test conditional on the same strata: what is left of the factor's
     excess once the causes that stand out are accounted for."""
     explained_defects: float
-    """Exposed defective units times ``1 - 1/OR`` (adjusted); 0 for a factor that does
-    not stand out."""
+    """The defective units this cause accounts for (:func:`_attributable`): within each
+    group of units exposed to the same causes, the defects in excess of what those
+    units would have had without them (the attributable fraction ``1 - 1/OR`` of the
+    product of their adjusted odds ratios), shared among those causes by the size of
+    their log odds ratios — so the causes together never account for more defects than
+    there are. 0 for a factor that does not stand out."""
+    explained_defects_low: float = 0.0
+    explained_defects_high: float = 0.0
+    """Its 95 % interval: the same share with this cause's adjusted odds ratio at the ends
+    of its interval (the others at their estimates)."""
 
     @property
     def rate_exposed(self) -> float:
@@ -534,9 +543,9 @@ def rank_causes(
     if not 0 < alpha < 1:
         raise ValidationFailed(f"alpha must be between 0 and 1, got {alpha}")
     pop = _population(store, target, pad_days * DAY)
-    origin_steps, scope = _origin(store, target)
+    origin = _origin(store, target)
     factor_sets = {
-        uid: factors_of(batch, pop.facts.parameters, scope)
+        uid: factors_of(batch, pop.facts.parameters, origin.scope)
         for uid, batch in pop.facts.batches.items()
     }
     # the factor matrix: cells by factors, 1 where the cell's units were exposed; the
@@ -561,7 +570,9 @@ def rank_causes(
     n0, c = total_n - n1, total_k - a
     rr, rr_lo, rr_hi = _risk_ratio(a, n1, c, n0)
     product = _cell_products(pop)
-    spread = BatchDispersion.of(_cell_batches(pop), product, n, k, independent=not batches)
+    if target.field_returns:  # compare units that have been in service about as long
+        product = _service_strata(pop, product, n)
+    spread = _dispersion(pop, product, n, k, origin, factor_sets, column, independent=not batches)
     dispersion = spread.overall()
     p = _screen(x, n, k, product, spread)
     q = _benjamini_hochberg(p)
@@ -602,7 +613,7 @@ def rank_causes(
         adjusted[j] = _conditional(x, n, k, given, [j])[0].dispersed(
             spread.check(x, [j], besides), 0
         )
-    explained = {j: _explained(float(a[j]), adjusted[j].odds_ratio) for j in accepted}
+    explained = _attributable(x, k, accepted, adjusted)
     ranking = [*accepted, *rest][:top]
 
     causes = []
@@ -622,7 +633,7 @@ def rank_causes(
             adj.odds_ratio_low,
             adj.odds_ratio_high,
             adj.p_value,
-            float(explained.get(j, 0.0)),
+            *explained.get(j, (0.0, 0.0, 0.0)),
         )
         by = None
         if j not in significant and p[j] < alpha and accepted:
@@ -652,14 +663,22 @@ def rank_causes(
         _conclusion(causes, len(factors), int(total_k), alpha, min_support, needed)
         + _clustered(dispersion),
         dispersion,
-        origin_steps,
+        origin.steps,
     )
 
 
 # --- where the defect arises: the PFMEA origin ------------------------------------------
 
 
-def _origin(store: GraphStore, target: Defectives) -> tuple[tuple[str, ...], Scope | None]:
+@dataclass(frozen=True, slots=True)
+class _Origin:
+    steps: tuple[str, ...] = ()
+    scope: Scope | None = None
+    products: frozenset[str] = frozenset()
+    """The products whose routes hold the origin steps."""
+
+
+def _origin(store: GraphStore, target: Defectives) -> _Origin:
     """The PFMEA origin steps of the defect types of ``target``'s reports and the scope
     they leave: the steps at or before them on their products' routes, every step of
     the products built into those products, and the materials all of these use. No
@@ -667,10 +686,10 @@ def _origin(store: GraphStore, target: Defectives) -> tuple[tuple[str, ...], Sco
     reports = sorted({uid for uid, _ in target.reported_by.values()})
     types = _types_of(store, reports) if reports else []
     if not types:
-        return (), None
+        return _Origin()
     links = store.edges(types, {"ORIGINATES_AT": OUT})
     if {e.src for e in links} != set(types):
-        return (), None
+        return _Origin()
     origin_steps = sorted({e.dst for e in links})
     route = {e.src: e.dst for e in store.edges(origin_steps, {"STEP_OF": OUT})}
     origin_products = sorted(set(route.values()))
@@ -699,7 +718,11 @@ def _origin(store: GraphStore, target: Defectives) -> tuple[tuple[str, ...], Sco
         before = not isinstance(node, ProcessStep) or node.sequence <= last.get(e.dst, 0)
         if e.dst in upstream or before:
             allowed.add(e.src)
-    return tuple(origin_steps), Scope(frozenset(allowed), frozenset(materials))
+    return _Origin(
+        tuple(origin_steps),
+        Scope(frozenset(allowed), frozenset(materials)),
+        frozenset(origin_products),
+    )
 
 
 # --- co-exposure: tests conditional on the accepted causes ---------------------------------
@@ -768,16 +791,139 @@ def _screen(
     return spread.check(x, range(m)).p_value(exact, z)
 
 
+SERVICE_PERIODS = 4
+"""Production periods a field-return analysis compares within (see
+:func:`_service_strata`)."""
+
+
+def _service_strata(pop: Population, product: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Each cell's stratum for field returns: its product and its production period.
+
+    Complaints come weeks after production, so on the day of the analysis the units
+    made last have had less time in service and fewer complaints than the units made
+    first — whatever they were exposed to. A factor of early production (an early lot,
+    the machine before a replacement) would then show an excess that is only time in
+    service. Within each product, the cells are cut into :data:`SERVICE_PERIODS`
+    periods of about equal units by the start of their batch, and every comparison is
+    made within a period (strata of product and period, as in a cohort analysis by
+    period of entry)."""
+    started = np.array(
+        [
+            pop.facts.batches[own].started_at if own in pop.facts.batches else 0.0
+            for own, _ in pop.cells
+        ]
+    )
+    period = np.zeros(len(product), dtype=np.int64)
+    for p in np.unique(product):
+        mine = np.flatnonzero(product == p)
+        order = mine[np.argsort(started[mine], kind="stable")]
+        share = np.cumsum(n[order]) / max(float(n[order].sum()), 1.0)
+        # a batch's cells stay in one period: cut by start time, not by cell
+        cut = np.minimum((share - 1e-12) * SERVICE_PERIODS, SERVICE_PERIODS - 1).astype(np.int64)
+        first: dict[float, int] = {}
+        for i, c in zip(order, cut, strict=True):
+            first.setdefault(started[i], c)
+        period[order] = [first[started[i]] for i in order]
+    pattern = np.column_stack([product, period])
+    return np.unique(pattern, axis=0, return_inverse=True)[1].ravel().astype(np.int64)
+
+
+def _dispersion(
+    pop: Population,
+    product: np.ndarray,
+    n: np.ndarray,
+    k: np.ndarray,
+    origin: _Origin,
+    factor_sets: Mapping[str, frozenset[Factor]],
+    column: Mapping[Factor, int],
+    *,
+    independent: bool,
+) -> BatchDispersion:
+    """The batches the analysis counts as its pieces of evidence: the batches that made
+    the units (:meth:`BatchDispersion.of`) — or, when the defect arises in a product
+    built into the defective units (a cell's defect found on its pack), the batches of
+    that origin product, each counted once at its origin (:meth:`BatchDispersion.of_origin`).
+    A wild cell batch then counts once, not again through every module and pack its
+    cells went into, and two packs of one pack batch with cells of different cell
+    batches are not one piece of evidence."""
+    own_batches = _cell_batches(pop)
+    if independent or not origin.products:
+        return BatchDispersion.of(own_batches, product, n, k, independent=independent)
+    batches = pop.facts.batches
+
+    def is_origin(batch: str) -> bool:
+        facts = batches.get(batch)
+        return facts is not None and facts.product in origin.products
+
+    if all(is_origin(own) for own, _ in pop.cells):
+        return BatchDispersion.of(own_batches, product, n, k)
+    index: dict[str, int] = {}
+    rows: list[int] = []
+    cols: list[int] = []
+    weights: list[float] = []
+    for i, (own, subs) in enumerate(pop.cells):
+        found = [own] if is_origin(own) else [b for b in subs if is_origin(b)]
+        for b in found:
+            rows.append(index.setdefault(b, len(index)))
+            cols.append(i)
+            weights.append(1.0 / len(found))
+    member = sparse.csr_matrix((weights, (rows, cols)), shape=(len(index), len(pop.cells)))
+    exposure = [(index[b], column[f]) for b in index for f in factor_sets.get(b, ()) if f in column]
+    own = sparse.csr_matrix(
+        (np.ones(len(exposure)), ([r for r, _ in exposure], [c for _, c in exposure])),
+        shape=(len(index), len(column)),
+    )
+    return BatchDispersion.of_origin(member, product, n, k, own)
+
+
 def _cell_batches(pop: Population) -> np.ndarray:
     """Each cell's batch (the one that made its units), as an index."""
     return np.unique([own for own, _ in pop.cells], return_inverse=True)[1].astype(np.int64)
 
 
-def _explained(defective_exposed: float, odds_ratio: float | None) -> float:
-    """Exposed defective units times the attributable fraction ``1 - 1/OR``."""
-    if odds_ratio is None or odds_ratio <= 1:
-        return 0.0
-    return defective_exposed * (1 - 1 / odds_ratio)
+def _attributable(
+    x: sparse.csr_matrix, k: np.ndarray, accepted: Sequence[int], adjusted: Mapping[int, _Adjusted]
+) -> dict[int, tuple[float, float, float]]:
+    """The defective units each accepted cause accounts for, with a 95 % interval.
+
+    The cells are grouped by the accepted causes they were exposed to. A group's
+    defects in excess of what it would have had without its causes are its defects
+    times ``1 - 1/prod(OR)`` (the odds ratios multiply, as in a logistic model without
+    interactions; Greenland and Drescher, "Maximum likelihood estimation of the
+    attributable fraction from logistic models", Biometrics 49, 1993, for the
+    attributable fraction of a fitted model), and that excess is shared among the
+    group's causes by their log odds ratios. Summed over causes, this is at most the
+    defective units of the exposed groups: co-exposed causes do not count the same
+    defect twice. The interval moves one cause's odds ratio to the ends of its
+    interval, the others held at their estimates."""
+
+    def shares(ratios: Mapping[int, float]) -> dict[int, float]:
+        logs = {j: math.log(r) if r > 1 else 0.0 for j, r in ratios.items()}
+        out = dict.fromkeys(ratios, 0.0)
+        for pattern, defects in groups.items():
+            total = sum(logs[j] for j in pattern)
+            if total <= 0:
+                continue
+            excess = defects * (1 - math.exp(-total))
+            for j in pattern:
+                out[j] += excess * logs[j] / total
+        return out
+
+    if not accepted:
+        return {}
+    exposed = x[:, list(accepted)].toarray() > 0
+    groups: dict[tuple[int, ...], float] = defaultdict(float)
+    for row, defects in zip(exposed, k, strict=True):
+        if defects and row.any():
+            groups[tuple(accepted[int(i)] for i in np.flatnonzero(row))] += float(defects)
+    point = {j: adjusted[j].odds_ratio or 1.0 for j in accepted}
+    estimate = shares(point)
+    out = {}
+    for j in accepted:
+        low, high = adjusted[j].odds_ratio_low, adjusted[j].odds_ratio_high
+        ends = [shares({**point, j: r})[j] for r in (low, high) if r is not None]
+        out[j] = (estimate[j], min([estimate[j], *ends]), max([estimate[j], *ends]))
+    return out
 
 
 def _cell_products(pop: Population) -> np.ndarray:

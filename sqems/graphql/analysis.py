@@ -77,8 +77,18 @@ class CauseEvidence:
         description="One-sided exact test conditional on the same strata."
     )
     explained_defects: float = strawberry.field(
-        description="Defective units the cause accounts for: exposed defects times "
-        "(1 - 1/adjusted OR); 0 for a factor that is not significant."
+        description="Defective units the cause accounts for: the defects in excess of what "
+        "its exposed units would have had without the causes they were exposed to "
+        "(1 - 1/product of adjusted ORs), shared among those causes by their log odds "
+        "ratios, so the causes together never account for more defects than there are; "
+        "0 for a factor that is not significant."
+    )
+    explained_defects_low: float = strawberry.field(
+        description="95 % interval of the defects explained, lower end (this cause's "
+        "adjusted OR at the ends of its interval)."
+    )
+    explained_defects_high: float = strawberry.field(
+        description="95 % interval of the defects explained, upper end."
     )
 
     @classmethod

@@ -337,7 +337,15 @@ class StepModelInfo:
     min_ess_bulk: float
     min_ess_tail: float
     divergences: int
+    predictive_p: float | None = strawberry.field(
+        description="Posterior predictive p-value of the runs' dispersion (small: the runs "
+        "vary more than the model allows)."
+    )
+    runs_high_pareto_k: int | None = strawberry.field(
+        description="Runs whose PSIS-LOO Pareto k exceeds 0.7 (highly influential)."
+    )
     sound: bool
+    problems: list[str] = strawberry.field(description="Why the model is unsound, if it is.")
     coefficients: list[ModelCoefficient]
 
     @classmethod
@@ -354,7 +362,10 @@ class StepModelInfo:
             min_ess_bulk=d.min_ess_bulk,
             min_ess_tail=d.min_ess_tail,
             divergences=d.divergences,
+            predictive_p=d.check.predictive_p if d.check else None,
+            runs_high_pareto_k=d.check.pareto_k_high if d.check else None,
             sound=not d.problems,
+            problems=list(d.problems),
             coefficients=[
                 ModelCoefficient(name=c.name, mean=c.mean, hdi_low=c.hdi_low, hdi_high=c.hdi_high)
                 for c in model.coefficients()

@@ -26,8 +26,9 @@ from sqems.settings import Settings
 from sqems.twin.line import LineTwin, StepTwin
 from sqems.twin.quality import QualityModel, Sampling, StepData, fit
 
-MODEL_SCHEMA = 2
-"""2: beta-binomial runs (rho); fits saved under schema 1 are not reused."""
+MODEL_SCHEMA = 3
+"""3: the fit checks (posterior predictive dispersion, PSIS-LOO) in the diagnostics;
+2: beta-binomial runs (rho). Fits saved under an older schema are not reused."""
 
 
 @dataclass(frozen=True, slots=True)

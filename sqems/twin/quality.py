@@ -141,8 +141,11 @@ alone in 70 % of simulated converged fits (AR(1) chains of efficiency 0.43, the
 efficiency of tau here), above 1.03 in 1 %; chains that explore different places - the
 failure R-hat is for - sit well above 1.03, and slow mixing fails the ESS floor. Fits
 of 400 draws x 2 chains pass on well-behaved data; 300 draws a chain can fall short of
-the ESS floor on tau, whose ESS is the lowest (about 0.3-0.5 per draw). The product
-refuses to serve a model that fails: :meth:`QualityModel.require_sound`. A model is kept
+the ESS floor on tau, whose ESS is the lowest (about 0.3-0.5 per draw).
+Convergence is not fit: :func:`fit` then checks that the model describes its runs (the
+posterior predictive dispersion and PSIS-LOO, :mod:`sqems.twin.fit_check`), and a model
+that fails either is unsound too. The product refuses to serve a model that fails:
+:meth:`QualityModel.require_sound`. A model is kept
 and saved even when unsound, so that the failure can be looked at.
 
 **Machines the model has not seen.** :meth:`QualityModel.probability` and
@@ -189,7 +192,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -197,9 +200,10 @@ import arviz as az
 import numpy as np
 import numpy.typing as npt
 import xarray as xr
-from scipy import special
+from scipy import sparse, special
 
 from sqems.errors import NotFound, ValidationFailed
+from sqems.twin.fit_check import FitCheck, check_draws, check_fit
 
 __all__ = [
     "ALPHA_SD",
@@ -542,6 +546,9 @@ class Diagnostics:
     min_ess_tail: float
     ess_tail_at: str
     divergences: int
+    check: FitCheck | None = None
+    """Whether the model fits its runs (:mod:`sqems.twin.fit_check`); None for a model
+    saved before the check existed, which is judged on convergence alone."""
 
     @property
     def ess_required(self) -> float:
@@ -572,6 +579,8 @@ class Diagnostics:
                 f"{'s' if self.divergences != 1 else ''}: the sampler could not follow the "
                 "posterior - raise target_accept or look for runs the model cannot explain"
             )
+        if self.check is not None:
+            out.extend(self.check.problems)
         return tuple(out)
 
     @property
@@ -595,6 +604,7 @@ class Diagnostics:
             min_ess_tail=float(data["min_ess_tail"]),
             ess_tail_at=str(data["ess_tail_at"]),
             divergences=int(data["divergences"]),
+            check=FitCheck(**data["check"]) if data.get("check") else None,
         )
 
 
@@ -904,6 +914,51 @@ class QualityModel:
         squares = z[:, self._square] ** 2
         return self._alpha[draws, None] + self._beta[draws] @ z.T + self._gamma[draws] @ squares.T
 
+    def run_probabilities(self, data: StepData, draws: IntArray, block: slice) -> FloatArray:
+        """Each of ``draws``' defect probability for the runs of ``data`` in ``block``,
+        with their machines, lots and operators: the mean of each run's probability, as
+        fitted (draws x runs)."""
+        start, stop, _ = block.indices(data.runs)
+        z = self.scaling.apply(np.asarray(data.x[start:stop], dtype=np.float64))
+        eta = self._fixed(z, draws) + self._u[draws][:, data.machine[start:stop]]
+        if self.lots and data.lot_run.size:
+            inside = (data.lot_run >= start) & (data.lot_run < stop)
+            member = sparse.csr_matrix(
+                (
+                    np.ones(int(inside.sum())),
+                    (data.lot_run[inside] - start, data.lot_index[inside]),
+                ),
+                shape=(stop - start, len(self.lots)),
+            )
+            eta = eta + np.asarray(member @ self._groups["lot_effect"][draws].T).T
+        if self.operators and data.operator.size:
+            own = data.operator[start:stop]
+            known = np.flatnonzero(own >= 0)
+            effects = self._groups["operator_effect"][draws]
+            eta[:, known] += effects[:, own[known]]
+        return _sigmoid(eta)
+
+    def check(self, data: StepData, seed: int = 0) -> FitCheck:
+        """Whether the model fits ``data``, the runs it was fitted to
+        (:mod:`sqems.twin.fit_check`)."""
+        draws = check_draws(self.draws)
+        return check_fit(
+            data.defects,
+            data.trials,
+            lambda block: self.run_probabilities(data, draws, block),
+            self._rho[draws],
+            self.parameter_count,
+            seed=seed,
+        )
+
+    @property
+    def parameter_count(self) -> int:
+        """The model's parameters: intercept, coefficients, machine spread and effects,
+        rho, and each group's spread and effects."""
+        groups = sum(len(g) + 1 for g in (self.lots, self.operators) if g)
+        fixed = 1 + len(self.parameters) + len(self.quadratic)
+        return fixed + 1 + len(self.machines) + int(self.overdispersed) + groups
+
     # --- summary ---------------------------------------------------------------------------
 
     def coefficients(self) -> tuple[Coefficient, ...]:
@@ -927,8 +982,8 @@ class QualityModel:
         problems = self.diagnostics.problems
         if problems:
             raise ValidationFailed(
-                f"the quality model of {self.step} failed its convergence diagnostics and "
-                f"cannot be used: {'; '.join(problems)}"
+                f"the quality model of {self.step} failed its diagnostics (convergence "
+                f"and fit) and cannot be used: {'; '.join(problems)}"
             )
 
     # --- persistence -----------------------------------------------------------------------
@@ -1126,9 +1181,7 @@ def fit(
         separation,
         chosen,
     )
-    if not diagnostics.ok:
-        log.warning("%s: unsound fit: %s", data.step, "; ".join(diagnostics.problems))
-    return QualityModel(
+    model = QualityModel(
         step=data.step,
         parameters=data.parameters,
         quadratic=data.quadratic,
@@ -1140,6 +1193,13 @@ def fit(
         lots=data.lots,
         operators=data.operators,
     )
+    # convergence says the sampler found the posterior; the check says whether the
+    # model describes the runs at all
+    checked = replace(diagnostics, check=model.check(data, seed=seed))
+    object.__setattr__(model, "diagnostics", checked)
+    if not checked.ok:
+        log.warning("%s: unsound fit: %s", data.step, "; ".join(checked.problems))
+    return model
 
 
 def _sampler(wanted: Sampling) -> Literal["nutpie", "pymc"]:
