@@ -22,7 +22,15 @@ from scipy import sparse, stats
 
 from sqems.analysis import rootcause
 from sqems.analysis.dispersion import BatchDispersion
-from sqems.analysis.factors import Factor, FactorKind, spec_zone
+from sqems.analysis.factors import (
+    BatchFacts,
+    Factor,
+    FactorKind,
+    LotFacts,
+    PlantFacts,
+    RunFacts,
+    spec_zone,
+)
 from sqems.analysis.kpis import CostModel, kpis
 from sqems.analysis.rootcause import (
     RootCauseReport,
@@ -170,6 +178,10 @@ def test_complaints_compare_against_the_units_that_shipped(store: GraphStore, pl
     assert report.population == shipped
     assert report.defective_in_population == len(target.units)
     assert report.causes[0].why[0].label == "Complaint"
+    # six days of production and complaints up to months later: every unit has had
+    # the time for its complaints, so all are compared as one
+    pop = rootcause._population(store, target, rootcause.DAY)
+    assert not rootcause._complaints_pending(store, target, pop)
 
 
 @pytest.fixture(scope="module")
@@ -317,6 +329,46 @@ def test_factors_with_identical_exposure_are_reported_as_inseparable_aliases() -
     assert Factor(FactorKind.MATERIAL_LOT, truth["uid"]) in named
     assert len(top.aliases) == 1 and top.aliases[0].kind is FactorKind.MATERIAL_LOT
     assert all(top.aliases[0] != c.factor for c in report.causes)
+
+
+def test_the_factor_at_the_defects_origin_leads_those_the_data_cannot_tell_apart() -> None:
+    # housings crack at moulding (the PFMEA origin); the resin lot moulded into them
+    # and the microcontroller lot on the boards inside fed exactly the same drives
+    run = RunFacts
+    drive = BatchFacts(
+        "DB-1", "PRD-DRIVE", 0.0, 1.0, 10,
+        runs=[run("R-1", "STEP-MOULD", "M-MOULD", "OP-1", "early", 0.0, {}),
+              run("R-2", "STEP-ASSY", "M-ASSY", "OP-2", "early", 0.0, {})],
+        lots=[LotFacts("LOT-RESIN", "MAT-RESIN", "SUP-R")],
+    )  # fmt: skip
+    board = BatchFacts(
+        "BB-1", "PRD-BOARD", 0.0, 1.0, 10,
+        runs=[run("R-3", "STEP-REFLOW", "M-REFLOW", "OP-3", "early", 0.0, {})],
+        lots=[LotFacts("LOT-MCU", "MAT-MCU", "SUP-M")],
+    )  # fmt: skip
+    facts = PlantFacts({"DB-1": drive, "BB-1": board}, {})
+    origin = rootcause._Origin(("STEP-MOULD",), None, frozenset({"PRD-DRIVE"}))
+    factors = [
+        Factor(FactorKind.MATERIAL_LOT, "LOT-MCU"),
+        Factor(FactorKind.MATERIAL_LOT, "LOT-RESIN"),
+        Factor(FactorKind.MACHINE, "M-ASSY"),
+        Factor(FactorKind.MACHINE, "M-MOULD"),
+        Factor(FactorKind.MACHINE, "M-REFLOW"),
+        Factor(FactorKind.SUPPLIER, "SUP-R"),
+    ]
+    plausible = rootcause._plausibility(factors, origin, facts)
+    assert plausible == [2, 0, 1, 0, 2, 0]
+    # the two lots' columns are identical: the resin lot leads, although the
+    # microcontroller lot comes first in column order
+    x = sparse.csr_matrix(
+        np.array([[1.0, 1, 0, 1, 0, 1], [0.0, 0, 1, 1, 1, 0], [1.0, 1, 0, 0, 1, 0]])
+    )
+    groups = rootcause._aliases(x, plausible)
+    assert groups[0] == [1, 0] and groups[1] == [1, 0]
+    # without a PFMEA origin the order is the columns'
+    assert rootcause._aliases(x, rootcause._plausibility(factors, rootcause._Origin(), facts))[
+        0
+    ] == [0, 1]
 
 
 # --- honest statistics: null plants, co-exposure, any BOM depth -------------------------------
@@ -658,6 +710,64 @@ def test_the_batch_check_counts_one_bad_batch_as_one_piece_of_evidence() -> None
     assert many.overall() > 3
 
 
+def test_a_wild_origin_batch_counts_once_however_many_assemblies_it_reached() -> None:
+    # 40 cell batches; each of 40 pack batches holds cells of two neighbouring cell
+    # batches (i and i + 1). Cell batch 0 is wild, and its cells went into pack batches
+    # 0 and 39 ... and through a buffer into packs 1-5 as well: six pack batches stand
+    # out because of one cell batch. A cell-lot factor fed only cell batch 0.
+    packs, cells = 40, 40
+    n = np.full(packs, 100.0)
+    k = np.tile([0.0, 1, 0, 2, 0, 0, 3, 0, 1, 0], 4)
+    reached = [0, 1, 2, 3, 4, 5]
+    k[reached] = 12
+    rows, cols, weights = [], [], []
+    for p in range(packs):
+        held = {p % cells, (p + 1) % cells} | ({0} if p in reached else set())
+        for c in sorted(held):
+            rows.append(c)
+            cols.append(p)
+            weights.append(1 / len(held))
+    member = sparse.csr_matrix((weights, (rows, cols)), shape=(cells, packs))
+    x = sparse.csr_matrix(np.isin(np.arange(packs), reached).astype(float)[:, None])
+    own = sparse.csr_matrix(np.eye(cells)[:, :1])  # cell batch 0 consumed the lot
+    strata = np.zeros(packs, dtype=np.int64)
+    by_pack = BatchDispersion.of(np.arange(packs), strata, n, k).check(x, [0])
+    by_origin = BatchDispersion.of_origin(member, strata, n, k, own).check(x, [0])
+    # counted by pack batch: six batches at the top, 1 in C(40, 6); counted at the
+    # origin the lot has one cell batch, and one of 40 is what chance gives
+    assert by_pack.rank_p[0] == pytest.approx(1 / math.comb(40, 6))
+    assert by_origin.rank_p[0] >= 1 / 40
+    assert by_origin.overdispersed[0]
+
+
+def test_an_assemblys_defect_is_blamed_on_the_origin_batch_that_fails() -> None:
+    # 30 cell batches, 1 % of cells defective, batch 12 at 15 %. Each pack group holds
+    # cells of two neighbouring batches (a rack holds about two batches at a time), 4
+    # cells a pack, and a pack fails when any of its cells does
+    rng = np.random.default_rng(8)
+    rate = np.full(30, 0.01)
+    rate[12] = 0.15
+    rows, cols, weights, n, k = [], [], [], [], []
+    for g in range(29):
+        pair = (g, g + 1)
+        packs = 60
+        bad = 1 - (1 - (rate[g] + rate[g + 1]) / 2) ** 4
+        n.append(packs)
+        k.append(rng.binomial(packs, bad))
+        for c in pair:
+            rows.append(c)
+            cols.append(g)
+            weights.append(0.5)
+    member = sparse.csr_matrix((weights, (rows, cols)), shape=(30, 29))
+    own = sparse.csr_matrix((30, 1))
+    n_, k_ = np.asarray(n, dtype=float), np.asarray(k, dtype=float)
+    found = BatchDispersion.of_origin(member, np.zeros(29, dtype=np.int64), n_, k_, own)
+    # the two pack groups with batch 12 fail alike; the batch they share takes the
+    # blame, its neighbours (each also packed with ordinary batches) little of it
+    assert int(np.nanargmax(found.rate)) == 12
+    assert max(found.rate[11], found.rate[13]) < found.rate[12] / 2
+
+
 def test_binomial_batches_show_no_dispersion() -> None:
     rng = np.random.default_rng(5)
     n = np.full(200, 500.0)
@@ -760,7 +870,12 @@ def test_complaints_are_compared_among_units_with_as_much_time_in_service() -> N
     with EmbeddedGraphStore(None) as embedded:
         build_field_history(embedded)
         complaints = [e.src for e in embedded.edges(["DT-CRACK"], {"OF_TYPE": Direction.IN})]
-        report = rank_causes(embedded, from_complaints(embedded, complaints))
+        target = from_complaints(embedded, complaints)
+        report = rank_causes(embedded, target)
+        pending = rootcause._complaints_pending(
+            embedded, target, rootcause._population(embedded, target, rootcause.DAY)
+        )
+    assert pending  # the last units have been in service a week; complaints take months
     lot = next(c for c in report.causes if c.factor == Factor(FactorKind.MATERIAL_LOT, "LOT-A"))
     # the early lot has 2.4 times the complaints per unit, far beyond chance for units
     # taken together, and none of it is the lot's: within a production period nothing

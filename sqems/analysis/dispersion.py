@@ -50,6 +50,10 @@ from scipy import sparse, stats
 OVERDISPERSED = 0.01
 """The Pearson test level at which batches count as varying more than chance."""
 
+BLAME_ROUNDS = 20
+"""Rounds of expectation-maximisation that share an assembly's defect among the origin
+batches of its items (:meth:`BatchDispersion.of_origin`)."""
+
 EXACT_BATCHES = 6
 """Up to this many exposed batches in a stratum, the batch rank test is exact."""
 
@@ -148,7 +152,14 @@ class BatchDispersion:
         defect rate over the overall rate), so a pack and a cell weigh by what each
         would be expected to show; every origin batch is then one piece of evidence —
         its defects against what its items would have had at their products' rates —
-        in one stratum, ranked and tested as such."""
+        in one stratum, ranked and tested as such.
+
+        Which of a pack's cells failed is not recorded, so a defective assembly's
+        defect is shared among its origin batches by their shares *and their defect
+        rates* — the expectation-maximisation estimate of the multi-membership model
+        (:data:`BLAME_ROUNDS` rounds from equal rates): shared by items alone, a wild
+        cell batch's defects would spill over the neighbouring batches packed with it,
+        and a lot that fed those neighbours would inherit them."""
         total_n, total_k = float(n.sum()), float(k.sum())
         overall = total_k / total_n if total_n > 0 else 0.0
         strata = int(stratum.max()) + 1 if len(stratum) else 0
@@ -156,7 +167,21 @@ class BatchDispersion:
         s_k = np.bincount(stratum, weights=k, minlength=strata)
         rate = np.divide(s_k, s_n, out=np.zeros(strata), where=s_n > 0)
         scaled = n * np.divide(rate[stratum], overall, out=np.zeros(len(n)), where=overall > 0)
-        bn, bk = member @ scaled, member @ k
+        member = member.tocsr()
+        bn = member @ scaled
+        blame = member
+        rates = np.full(member.shape[0], overall)
+        for _ in range(BLAME_ROUNDS):
+            # each cell's defects shared by items times rate: responsibilities
+            weighted = sparse.diags(rates) @ member
+            total = np.asarray(weighted.sum(axis=0)).ravel()
+            blame = weighted @ sparse.diags(
+                np.divide(1.0, total, out=np.zeros_like(total), where=total > 0)
+            )
+            bk = blame @ k
+            # smoothed towards the plant's rate by one expected defect
+            rates = (bk + overall) / (bn + 1.0)
+        bk = blame @ k
         square = np.divide(bk**2, bn, out=np.zeros_like(bk), where=bn > 0)
         moments = np.column_stack([bn, bk, square])
         rates = np.divide(bk, bn, out=np.full_like(bk, np.nan), where=bn > 0)

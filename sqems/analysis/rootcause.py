@@ -481,8 +481,9 @@ class RootCauseReport:
     would settle it."""
     dispersion: float = 1.0
     """How much more the batches' defect rates vary than chance would make them (1:
-    as binomial; see :mod:`sqems.analysis.dispersion`). Every test and interval carries
-    it: the analysis has about ``population / dispersion`` effective units."""
+    as binomial; see :mod:`sqems.analysis.dispersion`), once the causes that stand out
+    are in the model (their own excess is not variation). Every test and interval
+    carries it: the analysis has about ``population / dispersion`` effective units."""
     origin_steps: tuple[str, ...] = ()
     """The PFMEA origin steps of the defect types explained: only factors at or before
     them (and lots of their products' materials) were candidates. Empty when a defect
@@ -570,7 +571,8 @@ def rank_causes(
     n0, c = total_n - n1, total_k - a
     rr, rr_lo, rr_hi = _risk_ratio(a, n1, c, n0)
     product = _cell_products(pop)
-    if target.field_returns:  # compare units that have been in service about as long
+    if target.field_returns and _complaints_pending(store, target, pop):
+        # compare units that have been in service about as long
         product = _service_strata(pop, product, n)
     spread = _dispersion(pop, product, n, k, origin, factor_sets, column, independent=not batches)
     dispersion = spread.overall()
@@ -580,7 +582,7 @@ def rank_causes(
     # Factors exposing exactly the same cells (a lot and a fastener lot that fed the
     # same batches, say) cannot be told apart by any data: one of each group stands for
     # the group and the others are listed beside it as aliases.
-    aliases = _aliases(x)
+    aliases = _aliases(x, _plausibility(factors, origin, pop.facts))
     lead = np.array([j not in aliases or aliases[j][0] == j for j in range(len(factors))])
     # the Benjamini-Hochberg threshold: the largest p-value the procedure rejected
     # (with room for rounding: the conditional test of the same table, computed as a
@@ -591,6 +593,8 @@ def rank_causes(
     accepted = _select(x, n, k, product, spread, [int(j) for j in chosen], threshold, p, factors)
 
     significant = set(accepted)
+    if accepted:  # what is left once the causes found are in the model
+        dispersion = float(spread.check(x, accepted[:1], accepted[1:]).phi[0])
     rest = [
         int(j)
         for j in np.argsort(p, kind="stable")
@@ -796,6 +800,40 @@ SERVICE_PERIODS = 4
 :func:`_service_strata`)."""
 
 
+PENDING_QUANTILE = 0.9
+"""Share of complaints that must have had time to arrive, at the youngest unit's time in
+service, for a field-return analysis to compare all its units as one (see
+:func:`_complaints_pending`)."""
+
+
+def _complaints_pending(store: GraphStore, target: Defectives, pop: Population) -> bool:
+    """Whether the youngest units of the population have not yet been in service long
+    enough for their complaints to arrive: their time in service (from their batch's
+    start to the last complaint received) is shorter than :data:`PENDING_QUANTILE` of
+    the delays the complaints show (received less the complained unit's batch start).
+    Then the analysis compares within production periods (:func:`_service_strata`);
+    otherwise nearly every complaint the units will bring is in, and splitting them
+    would only cost power."""
+    reports = {uid for uid, label in target.reported_by.values() if label == "Complaint"}
+    received = {
+        uid: span[0]
+        for uid, node in store.get_many(sorted(reports)).items()
+        if (span := node.interval()) is not None
+    }
+    if not received:
+        return False
+    now = max(received.values())
+    delays = []
+    for unit, (uid, _) in target.reported_by.items():
+        batch = pop.facts.batches.get(pop.batch_of.get(unit, ""))
+        if uid in received and batch is not None:
+            delays.append(received[uid] - batch.started_at)
+    starts = [pop.facts.batches[own].started_at for own, _ in pop.cells if own in pop.facts.batches]
+    if not delays or not starts:
+        return False
+    return now - max(starts) < float(np.quantile(delays, PENDING_QUANTILE))
+
+
 def _service_strata(pop: Population, product: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Each cell's stratum for field returns: its product and its production period.
 
@@ -803,7 +841,8 @@ def _service_strata(pop: Population, product: np.ndarray, n: np.ndarray) -> np.n
     made last have had less time in service and fewer complaints than the units made
     first — whatever they were exposed to. A factor of early production (an early lot,
     the machine before a replacement) would then show an excess that is only time in
-    service. Within each product, the cells are cut into :data:`SERVICE_PERIODS`
+    service (:func:`_complaints_pending` says when). Within each product, the cells are
+    cut into :data:`SERVICE_PERIODS`
     periods of about equal units by the start of their batch, and every comparison is
     made within a period (strata of product and period, as in a cohort analysis by
     period of entry)."""
@@ -1169,15 +1208,56 @@ def _clustered(dispersion: float) -> str:
     )
 
 
-def _aliases(x: sparse.csr_matrix) -> dict[int, list[int]]:
-    """Columns with identical exposure, grouped: column → its group, in column order
-    (only columns that share their pattern with another appear)."""
+def _aliases(x: sparse.csr_matrix, plausibility: Sequence[int]) -> dict[int, list[int]]:
+    """Columns with identical exposure, grouped: column → its group, the most plausible
+    first (lowest ``plausibility``, then column order; only columns that share their
+    pattern with another appear)."""
     columns = x.tocsc()
     groups: dict[bytes, list[int]] = {}
     for j in range(columns.shape[1]):
         rows = columns.indices[columns.indptr[j] : columns.indptr[j + 1]]
         groups.setdefault(np.sort(rows).tobytes(), []).append(j)
-    return {j: group for group in groups.values() if len(group) > 1 for j in group}
+    return {
+        j: sorted(group, key=lambda i: (plausibility[i], i))
+        for group in groups.values()
+        if len(group) > 1
+        for j in group
+    }
+
+
+def _plausibility(factors: Sequence[Factor], origin: _Origin, facts: PlantFacts) -> list[int]:
+    """How plausible each factor is as the cause, for choosing which of factors the data
+    cannot tell apart leads them (0 most plausible): 0 for a factor *at* the defect's
+    PFMEA origin — the machine, operator, shift or parameter of a run of an origin step,
+    or a lot (or its supplier) consumed by a batch of the origin product —, 1 for any
+    other factor of a run or batch of the origin product, 2 for the rest (a sub-assembly's
+    factors). Without an origin every factor is 2: the order is then the columns'.
+    Before, the first in column order led, so a resin lot moulded into the housings
+    could hide behind a microcontroller lot on the boards inside them."""
+    if not origin.products:
+        return [2] * len(factors)
+    at: set[tuple[FactorKind, str, str | None]] = set()
+    near: set[tuple[FactorKind, str, str | None]] = set()
+    for batch in facts.batches.values():
+        if batch.product not in origin.products:
+            continue
+        for lot in batch.lots:
+            at.add((FactorKind.MATERIAL_LOT, lot.uid, None))
+            if lot.supplier:
+                at.add((FactorKind.SUPPLIER, lot.supplier, None))
+        for run in batch.runs:
+            into = at if run.step in origin.steps else near
+            if run.machine:
+                into.add((FactorKind.MACHINE, run.machine, None))
+            if run.operator:
+                into.add((FactorKind.OPERATOR, run.operator, None))
+            into.add((FactorKind.SHIFT, run.shift, run.step))
+            into.update((FactorKind.EXCURSION, p, None) for p in run.params)
+    out = []
+    for f in factors:
+        key = (f.kind, f.uid, f.step if f.kind is FactorKind.SHIFT else None)
+        out.append(0 if key in at else 1 if key in near else 2)
+    return out
 
 
 def _explained_by(
