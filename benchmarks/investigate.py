@@ -41,7 +41,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from sqems.analysis.factors import Factor, FactorKind
+# the planted-cause matching of the accuracy benchmark, run as a script from this
+# directory
+from rca import is_cause
+
 from sqems.datasets import PlantSpec, generate, load_plant
 from sqems.datasets.battery_layout import BatteryCauses
 from sqems.datasets.files import plant_sections
@@ -54,24 +57,6 @@ from sqems.simulation.runner import WhatIfRunner
 from sqems.twin.fitting import Sampler
 
 OUT, IN = Direction.OUT, Direction.IN
-
-
-def is_cause(factor: Factor, cause: dict[str, Any]) -> bool:
-    """Whether ``factor`` names the planted ``cause``."""
-    match cause["kind"]:
-        case "material_lot":
-            return factor.kind is FactorKind.MATERIAL_LOT and factor.uid == cause["uid"]
-        case "parameter_drift":
-            return (factor.kind is FactorKind.EXCURSION and factor.uid == cause["parameter"]) or (
-                factor.kind is FactorKind.MACHINE and factor.uid == cause["uid"]
-            )
-        case "shift":
-            return (
-                factor.kind is FactorKind.SHIFT
-                and factor.uid == cause["uid"]
-                and factor.step == cause["step"]
-            )
-    raise ValueError(f"unknown cause kind {cause['kind']}")
 
 
 def exposed_batches(store: GraphStore, cause: dict[str, Any], shape: str) -> set[str]:

@@ -51,8 +51,12 @@ def is_cause(factor: Factor, cause: dict[str, Any]) -> bool:
             return (factor.kind is FactorKind.EXCURSION and factor.uid == cause["parameter"]) or (
                 factor.kind is FactorKind.MACHINE and factor.uid == cause["uid"]
             )
-        case "shift":
-            return factor.kind is FactorKind.SHIFT and factor.uid == cause["uid"]
+        case "shift":  # the shift at the step where it was planted
+            return (
+                factor.kind is FactorKind.SHIFT
+                and factor.uid == cause["uid"]
+                and factor.step == cause.get("step", factor.step)
+            )
     raise ValueError(f"unknown cause kind {cause['kind']}")
 
 

@@ -322,8 +322,12 @@ def rootcause_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Rank the factors behind defective units: exposure against comparable units (with
-    every sub-assembly level's factors), an exact test with false-discovery control and
-    tests conditional on the stronger causes; a 5-Why chain only for a significant one."""
+    every sub-assembly level's factors, within products; field returns also within
+    production periods while complaints are still arriving), only factors at or before
+    the defect's PFMEA origin, exact tests judged with the batches (defects cluster by
+    batch, counted once at the origin) under false-discovery control, and tests
+    conditional on the stronger causes; each cause with the defects it explains and a
+    5-Why chain."""
     if sum(x is not None and x != [] for x in (defect_type, complaint, unit)) != 1:
         raise ValidationFailed("give exactly one of --defect-type, --complaint, --unit")
     with _store(read_only=True) as (store, _):
@@ -1500,6 +1504,8 @@ def _print_causes(report: rootcause.RootCauseReport, *, why: bool = True) -> Non
         note = f"; explained by {c.explained_by.uid}" if c.explained_by else ""
         if c.aliases:
             note += "; inseparable from " + ", ".join(f.key for f in c.aliases)
+        if c.suspects:
+            note += "; suspect set with " + ", ".join(f.key for f in c.suspects)
         cells = (
             str(c.rank),
             f"{c.factor.describe()} [dim]({c.category.value}{note})[/dim]",

@@ -61,7 +61,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     access = AccessStore(None)
     tokens = {role: access.create_key(role.label, role)[1] for role in Role}
     settings = Settings(
-        data_dir=tmp_path_factory.mktemp("api-whatif"), twin_draws=600, twin_tune=600
+        data_dir=tmp_path_factory.mktemp("api-whatif"), twin_draws=800, twin_tune=600
     )
     with LiveServer(create_app(settings, store=store, access=access)) as server:
         yield Served(server.url, tokens)

@@ -233,7 +233,7 @@ def test_whatif_prints_each_kpi_with_its_interval_and_the_paired_difference(
         == 0
     )
     assert sqems(tmp_path, "load", str(plant)).returncode == 0
-    small = {"SQEMS_TWIN_DRAWS": "600", "SQEMS_TWIN_TUNE": "600"}
+    small = {"SQEMS_TWIN_DRAWS": "800", "SQEMS_TWIN_TUNE": "600"}
     done = sqems(
         tmp_path, "whatif", "LINE-PCB", "--set", "P-REFLOW-PEAK=250", "--hours", "4",
         "--replications", "8", **small,

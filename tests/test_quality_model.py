@@ -25,10 +25,13 @@ from sqems.twin.quality import (
     NEW_MACHINE,
     R_HAT_MAX,
     SCHEMA_VERSION,
+    TOLERANCE_SD,
     Diagnostics,
     QualityModel,
+    Scaling,
     StepData,
     fit,
+    prior_scales,
     synthetic_step_data,
 )
 
@@ -265,7 +268,7 @@ def test_a_saved_model_loads_with_the_same_posterior_metadata_and_predictions(
 def test_an_unsound_model_loads_and_is_still_refused(unsound: QualityModel, tmp_path: Path) -> None:
     loaded = QualityModel.load(unsound.save(tmp_path / "short.nc"))
     assert loaded.diagnostics == unsound.diagnostics
-    with pytest.raises(ValidationFailed, match="convergence diagnostics"):
+    with pytest.raises(ValidationFailed, match="failed its diagnostics"):
         loaded.require_sound()
     # no parameters, one machine: probabilities still come out, one per run
     p = loaded.probability(0, np.empty((3, 0)), "M-1")
@@ -541,3 +544,26 @@ def test_bad_prediction_requests_are_refused(
 ) -> None:
     with pytest.raises(ValidationFailed, match=message):
         call(fitted.model, fitted.data.x[:3])
+
+
+# --- 6. priors on the tolerance ---------------------------------------------------------------
+
+
+def test_priors_are_set_on_a_move_across_half_the_tolerance() -> None:
+    # P-A held tightly (sd ~1.1 in a tolerance of +-10), P-B with no two-sided spec
+    data = _valid(tolerance=(10.0, None))
+    scaling = Scaling.of(data.x)
+    beta, gamma = prior_scales(data, scaling)
+    ratio = scaling.sd[0] / 10.0
+    assert beta[0] == pytest.approx(TOLERANCE_SD * ratio)
+    assert gamma[0] == pytest.approx(TOLERANCE_SD * ratio**2)
+    assert beta[1] == 1.0  # the per-sd prior
+    # a process wider than its tolerance keeps the per-sd prior, never a wider one
+    assert prior_scales(_valid(tolerance=(0.1, None)), scaling)[0][0] == 1.0
+    assert prior_scales(_valid(), scaling)[0].tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("tolerance", [(1.0,), (0.0, None), (-2.0, 1.0), (math.nan, None)])
+def test_bad_tolerances_are_refused(tolerance: tuple[float | None, ...]) -> None:
+    with pytest.raises(ValidationFailed, match="tolerance"):
+        _valid(tolerance=tolerance)

@@ -456,6 +456,11 @@ class Cause:
     """Passes the false-discovery control (q < alpha) with at least ``min_support``
     exposed defective units, and keeps an effect of its own conditional on the stronger
     causes that stand out. Only a significant factor is a cause."""
+    suspects: tuple[Factor, ...] = ()
+    """For a cause: the co-exposed factors of its suspect set - discovered (q < alpha)
+    on their own, sharing at least :data:`SUSPECT_OVERLAP` of their exposed defective
+    units with this cause and it with them, and without an excess once this cause is
+    accounted for. The most plausible first (at the PFMEA origin, then by p-value)."""
 
     @property
     def category(self) -> Category6M:
@@ -582,7 +587,7 @@ def rank_causes(
     # Factors exposing exactly the same cells (a lot and a fastener lot that fed the
     # same batches, say) cannot be told apart by any data: one of each group stands for
     # the group and the others are listed beside it as aliases.
-    aliases = _aliases(x, _plausibility(factors, origin, pop.facts))
+    aliases = _aliases(x, _plausibility(factors, origin, pop.facts))  # most plausible first
     lead = np.array([j not in aliases or aliases[j][0] == j for j in range(len(factors))])
     # the Benjamini-Hochberg threshold: the largest p-value the procedure rejected
     # (with room for rounding: the conditional test of the same table, computed as a
@@ -618,6 +623,8 @@ def rank_causes(
             spread.check(x, [j], besides), 0
         )
     explained = _attributable(x, k, accepted, adjusted)
+    plausible = _plausibility(factors, origin, pop.facts)
+    suspects = _suspect_sets(x, k, accepted, [int(j) for j in np.flatnonzero(lead & (q < alpha))])
     ranking = [*accepted, *rest][:top]
 
     causes = []
@@ -644,7 +651,19 @@ def rank_causes(
             by = _explained_by(j, accepted, x, k, factors)
         same = tuple(factors[i] for i in aliases.get(j, ()) if i != j)
         why = _five_whys(factors[j], x, j, k, pop, target)
-        causes.append(Cause(rank, factors[j], evidence, by, why, same, j in significant))
+        sharing = sorted(suspects.get(j, ()), key=lambda i: (plausible[i], p[i], i))
+        causes.append(
+            Cause(
+                rank,
+                factors[j],
+                evidence,
+                by,
+                why,
+                same,
+                j in significant,
+                tuple(factors[i] for i in sharing),
+            )
+        )
     needed = None
     if not accepted and ranking:
         j = ranking[0]
@@ -1167,6 +1186,13 @@ def _conclusion(
             text += "; the data cannot tell it from " + ", ".join(
                 f.describe() for f in first.aliases
             )
+        if first.suspects:
+            text += (
+                "; it shares most of its defective units with "
+                + ", ".join(f.describe() for f in first.suspects)
+                + ", which show no excess of their own once it is accounted for (one "
+                "suspect set: confirm on the parts)"
+            )
         explained = [c for c in causes if c.explained_by is not None]
         if explained:
             text += (
@@ -1257,6 +1283,38 @@ def _plausibility(factors: Sequence[Factor], origin: _Origin, facts: PlantFacts)
     for f in factors:
         key = (f.kind, f.uid, f.step if f.kind is FactorKind.SHIFT else None)
         out.append(0 if key in at else 1 if key in near else 2)
+    return out
+
+
+SUSPECT_OVERLAP = 0.8
+"""Share of exposed defective units two factors must share, each way, to be suspects of
+one set."""
+
+
+def _suspect_sets(
+    x: sparse.csr_matrix, k: np.ndarray, accepted: Sequence[int], discovered: Sequence[int]
+) -> dict[int, list[int]]:
+    """Each accepted cause's suspects: discovered factors that are not causes and share
+    at least :data:`SUSPECT_OVERLAP` of their exposed defective units with the cause,
+    and the cause as much with them (a machine that moulded nearly every batch of a bad
+    lot, and nearly only those)."""
+    out: dict[int, list[int]] = defaultdict(list)
+    if not accepted:
+        return out
+    defective = x.multiply(k[:, None]).tocsc()
+    exposed = [defective[:, j].toarray().ravel() for j in accepted]
+    for i in discovered:
+        if i in accepted:
+            continue
+        mine = defective[:, i].toarray().ravel()
+        own = float(mine.sum())
+        if own <= 0:
+            continue
+        for j, theirs in zip(accepted, exposed, strict=True):
+            shared = float(np.minimum(mine, theirs).sum())
+            if shared >= SUSPECT_OVERLAP * own and shared >= SUSPECT_OVERLAP * theirs.sum():
+                out[j].append(i)
+                break
     return out
 
 
@@ -1425,6 +1483,7 @@ def report_dict(report: RootCauseReport) -> dict[str, Any]:
                 "significant": c.significant,
                 "explained_by": c.explained_by.key if c.explained_by else None,
                 "aliases": [f.key for f in c.aliases],
+                "suspects": [f.key for f in c.suspects],
                 **{f: getattr(c.evidence, f) for f in Evidence.__slots__},
                 "why": [
                     {"uid": w.uid, "label": w.label, "edge": w.edge, "why": w.why} for w in c.why

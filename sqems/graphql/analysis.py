@@ -134,6 +134,11 @@ class Cause:
         description="Keys of factors with exactly the same exposure: no data can tell them "
         "from this one."
     )
+    suspects: list[str] = strawberry.field(
+        description="Keys of co-exposed factors of this cause's suspect set: discovered on "
+        "their own, sharing at least 80 % of their defective units with it each way, and "
+        "without an excess once it is accounted for; the most plausible first."
+    )
     evidence: CauseEvidence
     why: list[WhyStep] = strawberry.field(description="From a defective unit to the cause.")
 
@@ -152,6 +157,7 @@ class Cause:
             significant=c.significant,
             explained_by=c.explained_by.key if c.explained_by else None,
             aliases=[a.key for a in c.aliases],
+            suspects=[f.key for f in c.suspects],
             evidence=CauseEvidence.of(c.evidence),
             why=[WhyStep(uid=w.uid, label=w.label, edge=w.edge, why=w.why) for w in c.why],
         )

@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from sqems.settings import Settings
-from sqems.twin.line import LineTwin, StepTwin
+from sqems.twin.line import LineTwin, ParameterTwin, StepTwin
 from sqems.twin.quality import QualityModel, Sampling, StepData, fit
 
-MODEL_SCHEMA = 3
-"""3: the fit checks (posterior predictive dispersion, PSIS-LOO) in the diagnostics;
-2: beta-binomial runs (rho). Fits saved under an older schema are not reused."""
+MODEL_SCHEMA = 4
+"""4: priors scaled to the tolerances; 3: the fit checks (posterior predictive
+dispersion, PSIS-LOO) in the diagnostics; 2: beta-binomial runs (rho). Fits saved under
+an older schema are not reused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,15 @@ def step_data(step: StepTwin, *, groups: bool = False) -> StepData:
         lot_index=h.lot_index if groups and h.lot_run.size else np.zeros(0, dtype=np.int64),
         operators=h.operators if groups else (),
         operator=h.operator if groups and h.operators else np.zeros(0, dtype=np.int64),
+        tolerance=tuple(_half_width(specs.get(name)) for name in h.parameters),
     )
+
+
+def _half_width(spec: ParameterTwin | None) -> float | None:
+    """Half the tolerance of a parameter with both spec limits (None otherwise)."""
+    if spec is None or spec.lsl is None or spec.usl is None or spec.usl <= spec.lsl:
+        return None
+    return (spec.usl - spec.lsl) / 2.0
 
 
 def fit_line(
@@ -137,7 +146,7 @@ def _fingerprint(data: StepData, sampler: Sampler) -> str:
     h = hashlib.sha256()
     h.update(repr((MODEL_SCHEMA, data.step, data.parameters, data.machines)).encode())
     h.update(repr((data.quadratic, sampler)).encode())
-    h.update(repr((data.lots, data.operators)).encode())
+    h.update(repr((data.lots, data.operators, data.tolerance)).encode())
     for array in (
         data.x,
         data.machine,

@@ -88,12 +88,16 @@ alpha        N(logit(rate), 1.5)                 centred on the step's observed 
                                                  either way at two prior sd, which covers
                                                  the gap between the pooled rate and the
                                                  rate at the parameters' means
-beta_j       N(0, 1)                             per sd of the parameter: a one-sd move
-                                                 that multiplies the odds by e**2 ~ 7 sits
-                                                 at two prior sd; it keeps rare-defect
-                                                 steps from separation without hiding any
-                                                 effect the data show
-gamma_k      N(0, 1)                             the same scale as beta, either sign
+beta_j       N(0, 1.5 sd_j / h_j), at most N(0, 1)  h_j is half the tolerance: a move
+                                                 across half the tolerance moves the logit
+                                                 by N(0, 1.5), so a spec limit that lies
+                                                 many observed sd away is not reached on
+                                                 the prior's say-so (:func:`prior_scales`);
+                                                 N(0, 1) per sd without a two-sided spec:
+                                                 a one-sd move that multiplies the odds by
+                                                 e**2 ~ 7 sits at two prior sd
+gamma_k      N(0, 1.5 (sd_k / h_k)**2), at most  the same scale as beta, either sign
+             N(0, 1)
 tau          HalfNormal(0.5)                     the spread of the machines' log-odds:
                                                  95 % of the prior mass lies below 1, a
                                                  factor of 2.7 in odds per sd; with 2-4
@@ -220,6 +224,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "STANDS_OUT",
     "TAU_SD",
+    "TOLERANCE_SD",
     "Coefficient",
     "Diagnostics",
     "Parametrisation",
@@ -231,6 +236,7 @@ __all__ = [
     "fit",
     "machine_separation",
     "overdispersed",
+    "prior_scales",
     "standing_out",
     "synthetic_step_data",
 ]
@@ -250,6 +256,9 @@ ALPHA_SD: Final = 1.5
 BETA_SD: Final = 1.0
 GAMMA_SD: Final = 1.0
 TAU_SD: Final = 0.5
+TOLERANCE_SD: Final = 1.5
+"""Prior sd, on the logit, of the effect of moving a parameter across half its
+tolerance (:func:`prior_scales`)."""
 PHI_SD: Final = 0.5
 """Prior sd of phi = 1 / sqrt(kappa), the beta-binomial's overdispersion."""
 
@@ -344,6 +353,10 @@ class StepData:
     """Operators of the runs (empty: no operator effects in the model)."""
     operator: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     """Index into :attr:`operators` of each run's operator, -1 when not recorded."""
+    tolerance: tuple[float | None, ...] = ()
+    """Half the width of each parameter's tolerance (USL - LSL) / 2, None where the
+    spec is one-sided or absent; empty: none known. It scales the priors of the
+    parameter's effects (:func:`prior_scales`)."""
 
     def __post_init__(self) -> None:
         step = self.step
@@ -441,7 +454,21 @@ class StepData:
                 f"{step}: operator must index the {len(operators)} operators, or be -1"
             )
 
+        tolerance = tuple(self.tolerance)
+        if tolerance and len(tolerance) != len(parameters):
+            raise ValidationFailed(
+                f"{step}: tolerance must give one half-width per parameter "
+                f"({len(parameters)}), got {len(tolerance)}"
+            )
+        for name, half in zip(parameters, tolerance, strict=False):
+            if half is not None and not (math.isfinite(half) and half > 0):
+                raise ValidationFailed(
+                    f"{step}: the tolerance half-width of {name} must be a positive number, "
+                    f"got {half}"
+                )
+
         for name, value in (
+            ("tolerance", tolerance),
             ("lots", lots),
             ("lot_run", _frozen(lot_run)),
             ("lot_index", _frozen(lot_index)),
@@ -1225,6 +1252,34 @@ def _pymc() -> Any:
     return pymc
 
 
+def prior_scales(data: StepData, scaling: Scaling) -> tuple[FloatArray, FloatArray]:
+    """The prior sd of each beta (per parameter) and each gamma (per quadratic
+    parameter), on the standardised scale the model uses.
+
+    A coefficient per observed sd says nothing about the tolerance: a process that
+    holds a parameter tightly (sd a quarter of the half-tolerance) reaches its spec
+    limit at z = 4, where N(0, 1) per sd lets the prior alone move the logit by 4 -
+    and a what-if at the limit then shows the prior, not the data. With a tolerance
+    known, the prior is set on the effect of a move across half the tolerance,
+    N(0, :data:`TOLERANCE_SD`) on the logit (two prior sd: odds times 20 at a spec
+    limit), which per observed sd is TOLERANCE_SD * sd / half-width for beta and
+    TOLERANCE_SD * (sd / half-width)**2 for gamma - never wider than the per-sd
+    priors (:data:`BETA_SD`, :data:`GAMMA_SD`), which stay for parameters without a
+    two-sided spec."""
+    beta = np.full(len(data.parameters), BETA_SD)
+    gamma = np.full(len(data.quadratic), GAMMA_SD)
+    for j, half in enumerate(data.tolerance):
+        if half is None:
+            continue
+        ratio = float(scaling.sd[j]) / half
+        beta[j] = min(BETA_SD, TOLERANCE_SD * ratio)
+        name = data.parameters[j]
+        if name in data.quadratic:
+            k = data.quadratic.index(name)
+            gamma[k] = min(GAMMA_SD, TOLERANCE_SD * ratio**2)
+    return beta, gamma
+
+
 def _model(data: StepData, z: FloatArray, *, centred: bool, runs: bool) -> Any:
     """The PyMC model of ``data`` (standardised actuals ``z``), in the coordinates NUTS
     samples best; alpha, eps and u are derived from them (see the module docstring)."""
@@ -1233,6 +1288,7 @@ def _model(data: StepData, z: FloatArray, *, centred: bool, runs: bool) -> Any:
     pm = _pymc()
     machines = len(data.machines)
     square = [data.parameters.index(q) for q in data.quadratic]
+    beta_sd, gamma_sd = prior_scales(data, Scaling.of(data.x))
     coords: dict[str, list[str]] = {"machine": list(data.machines)}
     if data.lots:
         coords["lot"] = list(data.lots)
@@ -1260,13 +1316,13 @@ def _model(data: StepData, z: FloatArray, *, centred: bool, runs: bool) -> Any:
         shift = tau * eps_mean
         curvature = 0.0
         if data.quadratic:
-            gamma = pm.Normal("gamma", mu=0.0, sigma=GAMMA_SD, dims="quadratic")
+            gamma = pm.Normal("gamma", mu=0.0, sigma=gamma_sd, dims="quadratic")
             curvature = gamma.sum()
         centre = pm.Normal("centre", mu=_logit(data.rate) + shift + curvature, sigma=ALPHA_SD)
         pm.Deterministic("alpha", centre - shift - curvature)
         eta = centre if deviation is None else centre + deviation[data.machine]
         if data.parameters:
-            beta = pm.Normal("beta", mu=0.0, sigma=BETA_SD, dims="parameter")
+            beta = pm.Normal("beta", mu=0.0, sigma=beta_sd, dims="parameter")
             eta = eta + pm.math.dot(z, beta)
         if data.quadratic:
             eta = eta + pm.math.dot(z[:, square] ** 2 - 1.0, gamma)
