@@ -131,3 +131,15 @@ def test_blocks_of_runs_give_the_answer_of_one_block(monkeypatch: pytest.MonkeyP
     # the replicates are drawn block by block, so only the predictive p-value's
     # Monte Carlo noise differs
     assert blocked.predictive_p == pytest.approx(whole.predictive_p, abs=0.1)
+
+
+def test_runs_that_made_nothing_are_left_out() -> None:
+    rng = np.random.default_rng(16)
+    logit, trials, defects = _runs(rng, 100, 0.0)
+    trials, defects = trials.copy(), defects.copy()
+    trials[[3, 50]] = 0
+    defects[[3, 50]] = 0
+    found = _check(_posterior(rng, logit), trials, defects, 0.0)
+    assert found.runs == 98
+    assert math.isfinite(found.dispersion) and math.isfinite(found.p_loo)
+    assert found.predictive_p > PREDICTIVE_P_MIN

@@ -123,11 +123,14 @@ def check_fit(
     rng = np.random.default_rng(seed)
     observed = replicated = np.zeros(len(rho))
     at_mean = in_sample = left_out = 0.0
-    khat = np.empty(len(y_all))
+    khat = np.zeros(len(y_all))
     for start in range(0, len(y_all), BLOCK):
         block = slice(start, start + BLOCK)
-        y, n = y_all[block], n_all[block]
-        p = np.clip(probabilities(block), 1e-12, 1 - 1e-12)
+        made = n_all[block] > 0  # a run that made nothing says nothing
+        if not made.any():
+            continue
+        y, n = y_all[block][made], n_all[block][made]
+        p = np.clip(probabilities(block)[:, made], 1e-12, 1 - 1e-12)
         seen, again = _discrepancies(y, n, p, rho, rng)
         observed, replicated = observed + seen, replicated + again
         mean_p = p.mean(axis=0)
@@ -137,10 +140,10 @@ def check_fit(
         # draws last
         log_lik = _log_likelihood(y, n, p, rho).T
         weights, k = az.psislw(-log_lik)  # type: ignore[no-untyped-call]
-        khat[block] = np.asarray(k, dtype=np.float64)
+        khat[start + np.flatnonzero(made)] = np.asarray(k, dtype=np.float64)
         in_sample += float(np.sum(special.logsumexp(log_lik, axis=1) - math.log(len(rho))))
         left_out += float(np.sum(special.logsumexp(np.asarray(weights) + log_lik, axis=1)))
-    runs = len(y_all)
+    runs = int((n_all > 0).sum())
     return FitCheck(
         runs=runs,
         dispersion=at_mean / max(runs, 1),
