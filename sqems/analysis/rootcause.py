@@ -587,7 +587,8 @@ def rank_causes(
     # Factors exposing exactly the same cells (a lot and a fastener lot that fed the
     # same batches, say) cannot be told apart by any data: one of each group stands for
     # the group and the others are listed beside it as aliases.
-    aliases = _aliases(x, _plausibility(factors, origin, pop.facts))  # most plausible first
+    plausible = _plausibility(factors, origin, pop.facts)
+    aliases = _aliases(x, plausible)  # the most plausible of each group first
     lead = np.array([j not in aliases or aliases[j][0] == j for j in range(len(factors))])
     # the Benjamini-Hochberg threshold: the largest p-value the procedure rejected
     # (with room for rounding: the conditional test of the same table, computed as a
@@ -623,7 +624,6 @@ def rank_causes(
             spread.check(x, [j], besides), 0
         )
     explained = _attributable(x, k, accepted, adjusted)
-    plausible = _plausibility(factors, origin, pop.facts)
     suspects = _suspect_sets(x, k, accepted, [int(j) for j in np.flatnonzero(lead & (q < alpha))])
     ranking = [*accepted, *rest][:top]
 
@@ -861,10 +861,9 @@ def _service_strata(pop: Population, product: np.ndarray, n: np.ndarray) -> np.n
     first — whatever they were exposed to. A factor of early production (an early lot,
     the machine before a replacement) would then show an excess that is only time in
     service (:func:`_complaints_pending` says when). Within each product, the cells are
-    cut into :data:`SERVICE_PERIODS`
-    periods of about equal units by the start of their batch, and every comparison is
-    made within a period (strata of product and period, as in a cohort analysis by
-    period of entry)."""
+    cut into :data:`SERVICE_PERIODS` periods of about equal units by the start of their
+    batch, and every comparison is made within a period (strata of product and period,
+    as in a cohort analysis by period of entry)."""
     started = np.array(
         [
             pop.facts.batches[own].started_at if own in pop.facts.batches else 0.0
