@@ -169,25 +169,19 @@ class BatchDispersion:
         scaled = n * np.divide(rate[stratum], overall, out=np.zeros(len(n)), where=overall > 0)
         member = member.tocsr()
         bn = member @ scaled
-        blame = member
-        rates = np.full(member.shape[0], overall)
-        for _ in range(BLAME_ROUNDS):
-            # each cell's defects shared by items times rate: responsibilities
-            weighted = sparse.diags(rates) @ member
-            total = np.asarray(weighted.sum(axis=0)).ravel()
-            blame = weighted @ sparse.diags(
-                np.divide(1.0, total, out=np.zeros_like(total), where=total > 0)
-            )
-            bk = blame @ k
+        bk = member @ k  # the first round: from equal rates, shares by items alone
+        for _ in range(BLAME_ROUNDS - 1):
             # smoothed towards the plant's rate by one expected defect
-            rates = (bk + overall) / (bn + 1.0)
-        bk = blame @ k
+            guess = (bk + overall) / (bn + 1.0)
+            # each cell's defects shared by its items times their batch's rate
+            weighted = sparse.diags(guess) @ member
+            total = np.asarray(weighted.sum(axis=0)).ravel()
+            share = np.divide(k, total, out=np.zeros_like(total), where=total > 0)
+            bk = weighted @ share
         square = np.divide(bk**2, bn, out=np.zeros_like(bk), where=bn > 0)
         moments = np.column_stack([bn, bk, square])
         rates = np.divide(bk, bn, out=np.full_like(bk, np.nan), where=bn > 0)
-        return cls(
-            member.tocsr(), moments, np.zeros(len(bn), dtype=np.int64), rates, own=own.tocsr()
-        )
+        return cls(member, moments, np.zeros(len(bn), dtype=np.int64), rates, own=own.tocsr())
 
     def exposed(self, x: sparse.csr_matrix, columns: Sequence[int]) -> sparse.csr_matrix:
         """Batches by ``columns`` of ``x`` (cells by factors): 1 where the batch was

@@ -1186,11 +1186,12 @@ def _conclusion(
                 f.describe() for f in first.aliases
             )
         if first.suspects:
+            one = len(first.suspects) == 1
             text += (
                 "; it shares most of its defective units with "
                 + ", ".join(f.describe() for f in first.suspects)
-                + ", which show no excess of their own once it is accounted for (one "
-                "suspect set: confirm on the parts)"
+                + (", which shows no excess of its own" if one else ", which show no excess")
+                + " once it is accounted for (one suspect set: confirm on the parts)"
             )
         explained = [c for c in causes if c.explained_by is not None]
         if explained:
