@@ -137,7 +137,7 @@ def test_a_scenario_runs_in_the_background_and_is_compared_with_the_baseline(
     assert [m["step"] for m in models] == ["STEP-PCB-10", "STEP-PCB-20"]
     assert all(m["sound"] and m["divergences"] == 0 and m["maxRHat"] <= 1.01 for m in models)
     names = {c["name"] for c in models[1]["coefficients"]}
-    assert {"alpha", "beta[P-REFLOW-PEAK]", "gamma[P-REFLOW-PEAK]", "tau"} <= names
+    assert {"alpha", "beta[P-REFLOW-PEAK]", "gamma[P-REFLOW-PEAK:1]", "tau"} <= names
 
     recommended = served.data("recommend_setpoints", {"session": uid, "throughputFloor": 100.0})
     rec_uid = recommended["recommendSetpoints"]["uid"]

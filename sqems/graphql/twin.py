@@ -329,7 +329,10 @@ class ModelCoefficient:
 class StepModelInfo:
     step: str
     parameters: list[str]
-    quadratic: list[str]
+    curved: list[str] = strawberry.field(
+        description="Parameters whose effect is a smooth curve (a restricted cubic spline) "
+        "rather than a straight line."
+    )
     machines: list[str]
     chains: int
     draws: int
@@ -354,7 +357,7 @@ class StepModelInfo:
         return cls(
             step=model.step,
             parameters=list(model.parameters),
-            quadratic=list(model.quadratic),
+            curved=list(model.curved),
             machines=list(model.machines),
             chains=d.chains,
             draws=d.draws,

@@ -2,9 +2,10 @@
 
 A step with controlled parameters gets a :class:`~sqems.twin.quality.QualityModel`
 fitted to its history (:class:`~sqems.twin.line.StepHistory`). Parameters with both
-spec limits get a squared term too: a two-sided spec says the process has an optimum
-in between, and a linear term alone could only ever recommend running at a limit.
-Shift indicators get none.
+spec limits get a curved effect (a restricted cubic spline): a two-sided spec says the
+process may have an optimum in between, and a straight line alone could only ever
+recommend running at a limit; the curve may as well be monotone or a threshold. Shift
+indicators get none.
 
 Fits are kept as netCDF files under the data directory, named after a hash of what
 went into them (the history, the covariates, the sampler settings), so the same
@@ -26,10 +27,11 @@ from sqems.settings import Settings
 from sqems.twin.line import LineTwin, ParameterTwin, StepTwin
 from sqems.twin.quality import QualityModel, Sampling, StepData, fit
 
-MODEL_SCHEMA = 4
-"""4: priors scaled to the tolerances; 3: the fit checks (posterior predictive
-dispersion, PSIS-LOO) in the diagnostics; 2: beta-binomial runs (rho). Fits saved under
-an older schema are not reused."""
+MODEL_SCHEMA = 5
+"""5: curved effects (splines) instead of squared terms; 4: priors scaled to the
+tolerances; 3: the fit checks (posterior predictive dispersion, PSIS-LOO) in the
+diagnostics; 2: beta-binomial runs (rho). Fits saved under an older schema are not
+reused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,7 @@ def step_data(step: StepTwin, *, groups: bool = False) -> StepData:
     effect of each (what a lot, supplier or operator scenario needs)."""
     h = step.history
     specs = {p.uid: p for p in step.parameters}
-    quadratic = tuple(
+    curved = tuple(
         name
         for name in h.parameters
         if name in specs and specs[name].lsl is not None and specs[name].usl is not None
@@ -77,7 +79,7 @@ def step_data(step: StepTwin, *, groups: bool = False) -> StepData:
         machines=step.machines,
         trials=h.trials,
         defects=h.defects,
-        quadratic=quadratic,
+        curved=curved,
         lots=h.lots if groups and h.lot_run.size else (),
         lot_run=h.lot_run if groups and h.lot_run.size else np.zeros(0, dtype=np.int64),
         lot_index=h.lot_index if groups and h.lot_run.size else np.zeros(0, dtype=np.int64),
@@ -145,7 +147,7 @@ def fit_line(
 def _fingerprint(data: StepData, sampler: Sampler) -> str:
     h = hashlib.sha256()
     h.update(repr((MODEL_SCHEMA, data.step, data.parameters, data.machines)).encode())
-    h.update(repr((data.quadratic, sampler)).encode())
+    h.update(repr((data.curved, sampler)).encode())
     h.update(repr((data.lots, data.operators, data.tolerance)).encode())
     for array in (
         data.x,

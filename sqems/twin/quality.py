@@ -11,7 +11,7 @@ caller's job.
 **Model.** For run r on machine m(r), with n_r units of which y_r are defective::
 
     z_rj   = (x_rj - mean_j) / sd_j                          (standardised actuals)
-    logit p_r = alpha + sum_j beta_j z_rj + sum_k gamma_k z_rk**2 + u_m(r)
+    logit p_r = alpha + sum_j beta_j z_rj + sum_c gamma_c s_c(z_r) + u_m(r)
     y_r    ~ Binomial(n_r, p_r)                            (observed)
 
 The runs are the rows of the likelihood, not the units: a binomial count carries the
@@ -19,10 +19,15 @@ same information as its units one by one, so 50 000 runs of any size are cheap.
 Each parameter is standardised by the mean and the standard deviation (divisor n) of
 its actuals in the training runs, which are stored with the model: priors then read the
 same for a temperature and a pressure, and the sampler sees coefficients of similar
-size. Parameters named in :attr:`StepData.quadratic` also get a term in z**2, so that a
-parameter with an optimum inside its window (too cold and too hot both hurt) is as
-learnable as a monotone effect; its optimum sits at z* = -beta / (2 gamma) when
-gamma > 0. The sign of gamma is not forced: the data say whether there is an optimum.
+size. The effect of a parameter named in :attr:`StepData.curved` is a smooth curve,
+not a straight line: the s_c are the centred columns of a restricted cubic spline of
+its z (:mod:`sqems.twin.splines`: two columns, knots at the 5, 35, 65 and 95 %
+quantiles of its actuals), which can be monotone, a threshold (flat, then rising
+towards a limit) or have an optimum inside the window (too cold and too hot both hurt),
+as the data say, and is straight beyond the outer knots. A squared term, the model's
+curve before, forced every curve to be a symmetric valley or hill that keeps bending
+outside the data: a threshold at the reflow peak's USL was read as a valley and
+predicted 244,000 ppm at the limit against about 130,000 true.
 
 **Lots and operators** (optional: :attr:`StepData.lots`, :attr:`StepData.operators`)
 are partially pooled, each group with its own spread: lot effects v_l ~ N(0, tau_lot)
@@ -96,8 +101,8 @@ beta_j       N(0, 1.5 sd_j / h_j), at most N(0, 1)  h_j is half the tolerance: a
                                                  N(0, 1) per sd without a two-sided spec:
                                                  a one-sd move that multiplies the odds by
                                                  e**2 ~ 7 sits at two prior sd
-gamma_k      N(0, 1.5 (sd_k / h_k)**2), at most  the same scale as beta, either sign
-             N(0, 1)
+gamma_c      N(0, 1.5 sd_j / h_j), at most N(0, 1)  the scale of its parameter's beta: the
+                                                 spline's columns are in the units of z
 tau          HalfNormal(0.5)                     the spread of the machines' log-odds:
                                                  95 % of the prior mass lies below 1, a
                                                  factor of 2.7 in odds per sd; with 2-4
@@ -115,10 +120,9 @@ alpha + u_m for every machine, not alpha: alpha and the common part of the u_m t
 off along a long narrow ridge. eps splits into its mean and its zero-sum deviation,
 ``eps_mean ~ N(0, 1/M)`` and ``eps_dev ~ ZeroSumNormal(1)`` (independent, and together
 exactly M iid N(0, 1)), and the sampler sees the intercept the data pin,
-``centre = alpha + sum_k gamma_k + tau * eps_mean``. (2) z**2 has mean 1 (the
-standardisation makes it so), so alpha and gamma trade off too; ``centre`` takes the
-gamma_k in. The prior of alpha is carried over exactly:
-centre ~ N(logit(rate) + sum_k gamma_k + tau * eps_mean, 1.5). alpha, eps and u are
+``centre = alpha + tau * eps_mean``. (2) The curve columns are centred on their
+training means, so alpha and gamma do not trade off. The prior of alpha is carried
+over exactly: centre ~ N(logit(rate) + tau * eps_mean, 1.5). alpha, eps and u are
 kept in the posterior as derived values. In 12 fits of data like the tests' (600 runs
 of 50 units, 3 machines that differ, 400 draws x 2 chains) the rotation raised the
 smallest bulk ESS from ~200 to ~300 and the worst R-hat from up to 1.04 to at most
@@ -208,6 +212,7 @@ from scipy import sparse, special
 
 from sqems.errors import NotFound, ValidationFailed
 from sqems.twin.fit_check import FitCheck, check_draws, check_fit
+from sqems.twin.splines import Curves
 
 __all__ = [
     "ALPHA_SD",
@@ -248,8 +253,9 @@ IntArray = npt.NDArray[np.int64]
 MachineSpec = int | str | Sequence[str] | Sequence[int] | npt.NDArray[Any]
 """A machine for every run: one index or name for all of them, or one per run."""
 
-SCHEMA_VERSION: Final = 1
-"""Version of the saved model's layout; a file of another version is refused."""
+SCHEMA_VERSION: Final = 2
+"""Version of the saved model's layout; a file of another version is refused (2: curves
+instead of squared terms)."""
 FORMAT: Final = "sqems-quality-model"
 
 ALPHA_SD: Final = 1.5
@@ -341,8 +347,9 @@ class StepData:
     """Units made in each run."""
     defects: IntArray
     """Defective units of each run."""
-    quadratic: tuple[str, ...] = ()
-    """Parameters that also get a squared term (those with an optimum)."""
+    curved: tuple[str, ...] = ()
+    """Parameters whose effect is a smooth curve (a restricted cubic spline,
+    :mod:`sqems.twin.splines`) rather than a straight line."""
     lots: tuple[str, ...] = ()
     """Material lots the runs consumed (empty: no lot effects in the model)."""
     lot_run: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -366,11 +373,11 @@ class StepData:
         machines = _names(self.machines, "machine", step)
         if not machines:
             raise ValidationFailed(f"{step}: step data needs at least one machine")
-        quadratic = _names(self.quadratic, "quadratic parameter", step)
-        unknown = [q for q in quadratic if q not in parameters]
+        curved = _names(self.curved, "curved parameter", step)
+        unknown = [q for q in curved if q not in parameters]
         if unknown:
             raise ValidationFailed(
-                f"{step}: quadratic names {', '.join(unknown)}, which "
+                f"{step}: curved names {', '.join(unknown)}, which "
                 f"{'is' if len(unknown) == 1 else 'are'} not among the parameters "
                 f"({', '.join(parameters) or 'none'})"
             )
@@ -402,11 +409,10 @@ class StepData:
                     "needs at least 2 distinct values for its effect to be learnt - leave "
                     "it out"
                 )
-            if distinct < 3 and name in quadratic:
+            if distinct < 3 and name in curved:
                 raise ValidationFailed(
-                    f"{step}: parameter {name} takes only 2 distinct values, so its square "
-                    "is a straight line of it and the two terms cannot be told apart - "
-                    "leave it out of quadratic"
+                    f"{step}: parameter {name} takes only 2 distinct values, so any curve "
+                    "through them is a straight line - leave it out of curved"
                 )
 
         machine = _whole(self.machine, "machine", step, runs)
@@ -476,7 +482,7 @@ class StepData:
             ("operator", _frozen(operator)),
             ("parameters", parameters),
             ("machines", machines),
-            ("quadratic", quadratic),
+            ("curved", curved),
             ("x", _frozen(x)),
             ("machine", _frozen(machine)),
             ("trials", _frozen(trials)),
@@ -702,7 +708,7 @@ class QualityModel:
 
     step: str
     parameters: tuple[str, ...]
-    quadratic: tuple[str, ...]
+    curves: Curves
     machines: tuple[str, ...]
     scaling: Scaling
     diagnostics: Diagnostics
@@ -719,7 +725,6 @@ class QualityModel:
     _tau: FloatArray = field(init=False, repr=False)
     _rho: FloatArray = field(init=False, repr=False)
     _u: FloatArray = field(init=False, repr=False)
-    _square: IntArray = field(init=False, repr=False)
     _groups: dict[str, FloatArray] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -729,8 +734,10 @@ class QualityModel:
         expected = {"alpha": (), "tau": (), "u": ("machine", self.machines)}
         if self.parameters:
             expected["beta"] = ("parameter", self.parameters)
-        if self.quadratic:
-            expected["gamma"] = ("quadratic", self.quadratic)
+        if self.curves.parameters != self.parameters:
+            raise ValidationFailed(f"{self.step}: the curves are not over the model's parameters")
+        if self.curves.columns:
+            expected["gamma"] = ("curve", self.curves.labels)
         if self.lots:
             expected["lot_effect"] = ("lot", self.lots)
             expected["tau_lot"] = ()
@@ -763,9 +770,6 @@ class QualityModel:
         object.__setattr__(self, "_tau", flat["tau"])
         object.__setattr__(self, "_rho", flat.get("rho", np.zeros(n)))
         object.__setattr__(self, "_u", flat["u"])
-        object.__setattr__(
-            self, "_square", np.array([self.parameters.index(q) for q in self.quadratic], int)
-        )
         object.__setattr__(self, "_groups", flat)
 
     @property
@@ -936,10 +940,15 @@ class QualityModel:
             f"{self.step}: machine must be given by index or by name, got dtype {arr.dtype}"
         )
 
+    @property
+    def curved(self) -> tuple[str, ...]:
+        """The parameters whose effect is a curve (:mod:`sqems.twin.splines`)."""
+        return self.curves.curved
+
     def _fixed(self, z: FloatArray, draws: IntArray) -> FloatArray:
-        """alpha + z beta + z**2 gamma, shape (draws, runs), without the machine."""
-        squares = z[:, self._square] ** 2
-        return self._alpha[draws, None] + self._beta[draws] @ z.T + self._gamma[draws] @ squares.T
+        """alpha + z beta + s(z) gamma, shape (draws, runs), without the machine."""
+        curve = self.curves.basis(z)
+        return self._alpha[draws, None] + self._beta[draws] @ z.T + self._gamma[draws] @ curve.T
 
     def run_probabilities(self, data: StepData, draws: IntArray, block: slice) -> FloatArray:
         """Each of ``draws``' defect probability for the runs of ``data`` in ``block``,
@@ -983,17 +992,19 @@ class QualityModel:
         """The model's parameters: intercept, coefficients, machine spread and effects,
         rho, and each group's spread and effects."""
         groups = sum(len(g) + 1 for g in (self.lots, self.operators) if g)
-        fixed = 1 + len(self.parameters) + len(self.quadratic)
+        fixed = 1 + len(self.parameters) + self.curves.columns
         return fixed + 1 + len(self.machines) + int(self.overdispersed) + groups
 
     # --- summary ---------------------------------------------------------------------------
 
     def coefficients(self) -> tuple[Coefficient, ...]:
-        """Posterior mean and :data:`HDI_PROB` HDI of alpha, beta[p], gamma[p], tau and
-        u[machine], in that order; beta and gamma are per sd of the parameter."""
+        """Posterior mean and :data:`HDI_PROB` HDI of alpha, beta[p], gamma[p:k] (the
+        curve columns), tau and u[machine], in that order; beta and gamma are per sd of
+        the parameter. A curved parameter's beta and gamma describe its curve together:
+        read its effect from :meth:`yield_change`, not from one coefficient."""
         columns: list[tuple[str, FloatArray]] = [("alpha", self._alpha)]
         columns += [(f"beta[{p}]", self._beta[:, j]) for j, p in enumerate(self.parameters)]
-        columns += [(f"gamma[{q}]", self._gamma[:, k]) for k, q in enumerate(self.quadratic)]
+        columns += [(f"gamma[{c}]", self._gamma[:, k]) for k, c in enumerate(self.curves.labels)]
         columns.append(("tau", self._tau))
         if self.overdispersed:
             columns.append(("rho", self._rho))
@@ -1019,7 +1030,7 @@ class QualityModel:
         return {
             "step": self.step,
             "parameters": list(self.parameters),
-            "quadratic": list(self.quadratic),
+            "curves": self.curves.to_dict(),
             "machines": list(self.machines),
             "mean": list(self.scaling.mean),
             "sd": list(self.scaling.sd),
@@ -1078,10 +1089,11 @@ class QualityModel:
             )
         try:
             meta = json.loads(str(attrs[_ATTR_META]))
+            parameters = tuple(str(p) for p in meta["parameters"])
             model = cls(
                 step=str(meta["step"]),
-                parameters=tuple(str(p) for p in meta["parameters"]),
-                quadratic=tuple(str(q) for q in meta["quadratic"]),
+                parameters=parameters,
+                curves=Curves.from_dict(parameters, meta["curves"]),
                 machines=tuple(str(m) for m in meta["machines"]),
                 scaling=Scaling(
                     tuple(float(v) for v in meta["mean"]), tuple(float(v) for v in meta["sd"])
@@ -1184,8 +1196,8 @@ def fit(
         model=model,
         nuts_sampler=use,
         # nutpie: a mass matrix that learns the posterior's strongest correlations too
-        # (a parameter's linear and squared terms move together; a diagonal one left
-        # the squared term at 7 % effective draws, refused at 1,000 x 4)
+        # (a parameter's linear and curve terms move together; with a diagonal one a
+        # squared term was left at 7 % effective draws, refused at 1,000 x 4)
         nuts_sampler_kwargs={"low_rank_modified_mass_matrix": True} if use == "nutpie" else {},
     )
     if use == "nutpie":  # the groups PyMC's sampler returns: no warm-up draws
@@ -1211,7 +1223,7 @@ def fit(
     model = QualityModel(
         step=data.step,
         parameters=data.parameters,
-        quadratic=data.quadratic,
+        curves=Curves.of(z, data.parameters, data.curved),
         machines=data.machines,
         scaling=scaling,
         diagnostics=diagnostics,
@@ -1253,8 +1265,8 @@ def _pymc() -> Any:
 
 
 def prior_scales(data: StepData, scaling: Scaling) -> tuple[FloatArray, FloatArray]:
-    """The prior sd of each beta (per parameter) and each gamma (per quadratic
-    parameter), on the standardised scale the model uses.
+    """The prior sd of each beta (per parameter) and each gamma (per curve column,
+    :meth:`Curves.owner` says whose), on the standardised scale the model uses.
 
     A coefficient per observed sd says nothing about the tolerance: a process that
     holds a parameter tightly (sd a quarter of the half-tolerance) reaches its spec
@@ -1262,21 +1274,16 @@ def prior_scales(data: StepData, scaling: Scaling) -> tuple[FloatArray, FloatArr
     and a what-if at the limit then shows the prior, not the data. With a tolerance
     known, the prior is set on the effect of a move across half the tolerance,
     N(0, :data:`TOLERANCE_SD`) on the logit (two prior sd: odds times 20 at a spec
-    limit), which per observed sd is TOLERANCE_SD * sd / half-width for beta and
-    TOLERANCE_SD * (sd / half-width)**2 for gamma - never wider than the per-sd
-    priors (:data:`BETA_SD`, :data:`GAMMA_SD`), which stay for parameters without a
-    two-sided spec."""
+    limit), which per observed sd is TOLERANCE_SD * sd / half-width - never wider than
+    the per-sd prior :data:`BETA_SD`, which stays for parameters without a two-sided
+    spec. A curve column is in the units of z and straight beyond the data
+    (:mod:`sqems.twin.splines`), so its gamma takes its parameter's scale."""
     beta = np.full(len(data.parameters), BETA_SD)
-    gamma = np.full(len(data.quadratic), GAMMA_SD)
     for j, half in enumerate(data.tolerance):
-        if half is None:
-            continue
-        ratio = float(scaling.sd[j]) / half
-        beta[j] = min(BETA_SD, TOLERANCE_SD * ratio)
-        name = data.parameters[j]
-        if name in data.quadratic:
-            k = data.quadratic.index(name)
-            gamma[k] = min(GAMMA_SD, TOLERANCE_SD * ratio**2)
+        if half is not None:
+            beta[j] = min(BETA_SD, TOLERANCE_SD * float(scaling.sd[j]) / half)
+    curves = Curves.of(scaling.apply(data.x), data.parameters, data.curved)
+    gamma = np.array([min(GAMMA_SD, beta[j]) for j in curves.owner], dtype=np.float64)
     return beta, gamma
 
 
@@ -1287,7 +1294,7 @@ def _model(data: StepData, z: FloatArray, *, centred: bool, runs: bool) -> Any:
 
     pm = _pymc()
     machines = len(data.machines)
-    square = [data.parameters.index(q) for q in data.quadratic]
+    curves = Curves.of(z, data.parameters, data.curved)
     beta_sd, gamma_sd = prior_scales(data, Scaling.of(data.x))
     coords: dict[str, list[str]] = {"machine": list(data.machines)}
     if data.lots:
@@ -1296,8 +1303,8 @@ def _model(data: StepData, z: FloatArray, *, centred: bool, runs: bool) -> Any:
         coords["operator"] = list(data.operators)
     if data.parameters:
         coords["parameter"] = list(data.parameters)
-    if data.quadratic:
-        coords["quadratic"] = list(data.quadratic)
+    if curves.columns:
+        coords["curve"] = list(curves.labels)
     with pm.Model(coords=coords) as model:
         tau = pm.HalfNormal("tau", sigma=TAU_SD)
         eps_mean = pm.Normal("eps_mean", mu=0.0, sigma=1.0 / math.sqrt(machines))
@@ -1314,18 +1321,15 @@ def _model(data: StepData, z: FloatArray, *, centred: bool, runs: bool) -> Any:
         pm.Deterministic("u", tau * eps, dims="machine")
         # alpha ~ N(logit(rate), ALPHA_SD), written for the centre it implies
         shift = tau * eps_mean
-        curvature = 0.0
-        if data.quadratic:
-            gamma = pm.Normal("gamma", mu=0.0, sigma=gamma_sd, dims="quadratic")
-            curvature = gamma.sum()
-        centre = pm.Normal("centre", mu=_logit(data.rate) + shift + curvature, sigma=ALPHA_SD)
-        pm.Deterministic("alpha", centre - shift - curvature)
+        centre = pm.Normal("centre", mu=_logit(data.rate) + shift, sigma=ALPHA_SD)
+        pm.Deterministic("alpha", centre - shift)
         eta = centre if deviation is None else centre + deviation[data.machine]
         if data.parameters:
             beta = pm.Normal("beta", mu=0.0, sigma=beta_sd, dims="parameter")
             eta = eta + pm.math.dot(z, beta)
-        if data.quadratic:
-            eta = eta + pm.math.dot(z[:, square] ** 2 - 1.0, gamma)
+        if curves.columns:  # centred columns: they do not trade off with the centre
+            gamma = pm.Normal("gamma", mu=0.0, sigma=gamma_sd, dims="curve")
+            eta = eta + pm.math.dot(curves.basis(z), gamma)
         if data.lots:  # partially pooled; a run's effect sums its lots'
             tau_lot = pm.HalfNormal("tau_lot", sigma=TAU_SD)
             centred_lots = _centred(data, data.lot_run, data.lot_index, len(data.lots))
@@ -1463,8 +1467,8 @@ def _pilot(data: StepData) -> tuple[FloatArray, FloatArray, FloatArray]:
     Hessian of the penalised log-likelihood."""
     machines = len(data.machines)
     z = Scaling.of(data.x).apply(data.x)
-    square = [data.parameters.index(q) for q in data.quadratic]
-    design = np.hstack([np.eye(machines)[data.machine], z, z[:, square] ** 2 - 1.0])
+    curve = Curves.of(z, data.parameters, data.curved).basis(z)
+    design = np.hstack([np.eye(machines)[data.machine], z, curve])
     prior = np.zeros(design.shape[1])
     prior[:machines] = _logit(data.rate)
     precision = np.full(design.shape[1], 1.0 / PILOT_SD**2)
@@ -1508,6 +1512,7 @@ def synthetic_step_data(
     units: int = 50,
     step: str = "STEP-SYNTHETIC",
     run_sd: float = 0.0,
+    curved: Sequence[str] = (),
 ) -> StepData:
     """Runs of a step whose defects follow the model with *planted* coefficients.
 
@@ -1515,8 +1520,10 @@ def synthetic_step_data(
     so the parameters live on different raw scales. The truth is planted on the
     **standardised** scale of the model - the actuals are standardised with
     :meth:`Scaling.of` over the generated runs, exactly as :func:`fit` will - so
-    ``alpha``, ``beta``, ``gamma`` (keyed by parameters that get a squared term) and
-    ``machine_effects`` (the u_m, keyed by machine name) are what a fit should recover.
+    ``alpha``, ``beta``, ``gamma`` (keyed by parameters whose planted effect has a
+    squared term, gamma z**2) and ``machine_effects`` (the u_m, keyed by machine name)
+    are the truth a fit should recover; the parameters in ``gamma`` and those in
+    ``curved`` are fitted with a curve.
     Machines are assigned to runs uniformly at random; every run makes ``units`` units.
     ``run_sd`` plants run-to-run variation: each run's logit moves by N(0, run_sd).
     """
@@ -1545,5 +1552,5 @@ def synthetic_step_data(
         machines=machines,
         trials=trials,
         defects=defects,
-        quadratic=tuple(gamma),
+        curved=tuple(dict.fromkeys([*gamma, *curved])),
     )
