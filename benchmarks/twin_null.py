@@ -9,8 +9,8 @@ product's sampler (``Sampler.of(Settings())``):
 * ``independent``: the same model with every unit independent (``fit(...,
   run_effects=False)``, binomial), the model as it was before - the baseline.
 
-Each coefficient of a parameter (beta, and gamma where the parameter has a squared
-term) is *null* unless the plant planted an effect on it: the drifting parameter
+Each coefficient of a parameter (beta, and the gammas where the parameter has a
+curve) is *null* unless the plant planted an effect on it: the drifting parameter
 (``Causes.drift_parameter``: its drift causes defects above a threshold) and the
 planted shift at its step. A null coefficient whose 94 % interval excludes zero is a
 false finding; the figure is the share of null intervals that include zero (target:
@@ -54,8 +54,8 @@ def coefficients(model: Any) -> list[tuple[str, str, bool]]:
     """(parameter, coefficient name, whether its interval excludes zero) of ``model``."""
     out = []
     for c in model.coefficients():
-        if c.name.startswith(("beta[", "gamma[")):
-            parameter = c.name[c.name.index("[") + 1 : -1]
+        parameter = model.parameter_of(c.name)
+        if parameter is not None:
             out.append((parameter, c.name, not c.covers(0.0)))
     return out
 

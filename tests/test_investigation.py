@@ -278,7 +278,7 @@ def test_the_fix_is_simulated_with_intervals_and_verdicts(
     drives: Plant, drives_store: GraphStore, tmp_path: Path
 ) -> None:
     found = _drift_investigated(
-        drives, drives_store, tmp_path, Sampler(draws=600, tune=600, chains=2, seed=1), 4.0, 12
+        drives, drives_store, tmp_path, Sampler(draws=800, tune=600, chains=2, seed=1), 4.0, 12
     )
     result = found.whatif
     assert result is not None and found.fix is not None

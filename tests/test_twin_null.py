@@ -25,10 +25,9 @@ def _null_coefficients(model: QualityModel, planted: set[str]) -> dict[str, bool
     interval excludes zero."""
     out = {}
     for c in model.coefficients():
-        if c.name.startswith(("beta[", "gamma[")):
-            parameter = c.name[c.name.index("[") + 1 : -1]
-            if parameter not in planted:
-                out[c.name] = not c.covers(0.0)
+        parameter = model.parameter_of(c.name)
+        if parameter is not None and parameter not in planted:
+            out[c.name] = not c.covers(0.0)
     return out
 
 

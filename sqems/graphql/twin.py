@@ -334,6 +334,10 @@ class StepModelInfo:
         "rather than a straight line."
     )
     machines: list[str]
+    periods: list[str] = strawberry.field(
+        description="Periods of the history with a time effect (a random walk on the "
+        "logit), by their start; empty: no time term."
+    )
     chains: int
     draws: int
     max_r_hat: float
@@ -359,6 +363,7 @@ class StepModelInfo:
             parameters=list(model.parameters),
             curved=list(model.curved),
             machines=list(model.machines),
+            periods=list(model.periods),
             chains=d.chains,
             draws=d.draws,
             max_r_hat=d.max_r_hat,

@@ -19,16 +19,27 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from sqems.settings import Settings
 from sqems.twin.line import LineTwin, ParameterTwin, StepTwin
-from sqems.twin.quality import QualityModel, Sampling, StepData, fit
+from sqems.twin.quality import MIN_PERIODS, QualityModel, Sampling, StepData, fit
 
-MODEL_SCHEMA = 5
-"""5: curved effects (splines) instead of squared terms; 4: priors scaled to the
+IntArray = npt.NDArray[np.int64]
+
+RUNS_PER_PERIOD = 10
+"""Runs per period of the time term, on average: enough to say where the period's
+level lies, few enough that a drift over the history is followed."""
+MAX_PERIODS = 26
+"""At most this many periods, however long the history."""
+
+MODEL_SCHEMA = 6
+"""6: a time term (a random walk over periods of the history); 5: curved effects
+(splines) instead of squared terms; 4: priors scaled to the
 tolerances; 3: the fit checks (posterior predictive dispersion, PSIS-LOO) in the
 diagnostics; 2: beta-binomial runs (rho). Fits saved under an older schema are not
 reused."""
@@ -66,6 +77,7 @@ def step_data(step: StepTwin, *, groups: bool = False) -> StepData:
     effect of each (what a lot, supplier or operator scenario needs)."""
     h = step.history
     specs = {p.uid: p for p in step.parameters}
+    periods, period = time_periods(h.started)
     curved = tuple(
         name
         for name in h.parameters
@@ -86,7 +98,32 @@ def step_data(step: StepTwin, *, groups: bool = False) -> StepData:
         operators=h.operators if groups else (),
         operator=h.operator if groups and h.operators else np.zeros(0, dtype=np.int64),
         tolerance=tuple(_half_width(specs.get(name)) for name in h.parameters),
+        periods=periods,
+        period=period,
     )
+
+
+def time_periods(started: npt.NDArray[np.float64]) -> tuple[tuple[str, ...], IntArray]:
+    """The periods of a step's history for the model's time term, and each run's
+    period: the history from its first run's start to its last cut into equal spans,
+    one for every :data:`RUNS_PER_PERIOD` runs, at most :data:`MAX_PERIODS`. A history
+    of fewer than :data:`~sqems.twin.quality.MIN_PERIODS` periods' runs, or without
+    start times, gets none (no time term). Labels are the periods' starts (UTC)."""
+    t = np.asarray(started, dtype=np.float64)
+    none = ((), np.zeros(0, dtype=np.int64))
+    if t.size == 0 or not np.isfinite(t).all() or not (t > 0).all():
+        return none
+    count = min(MAX_PERIODS, t.size // RUNS_PER_PERIOD)
+    first, span = float(t.min()), float(t.max() - t.min())
+    if count < MIN_PERIODS or span <= 0:
+        return none
+    width = span / count
+    index = np.minimum(((t - first) // width).astype(np.int64), count - 1)
+    labels = tuple(
+        datetime.fromtimestamp(first + k * width, UTC).strftime("%Y-%m-%dT%H:%MZ")
+        for k in range(count)
+    )
+    return labels, index
 
 
 def _half_width(spec: ParameterTwin | None) -> float | None:
@@ -148,7 +185,7 @@ def _fingerprint(data: StepData, sampler: Sampler) -> str:
     h = hashlib.sha256()
     h.update(repr((MODEL_SCHEMA, data.step, data.parameters, data.machines)).encode())
     h.update(repr((data.curved, sampler)).encode())
-    h.update(repr((data.lots, data.operators, data.tolerance)).encode())
+    h.update(repr((data.lots, data.operators, data.tolerance, data.periods)).encode())
     for array in (
         data.x,
         data.machine,
@@ -157,6 +194,7 @@ def _fingerprint(data: StepData, sampler: Sampler) -> str:
         data.lot_run,
         data.lot_index,
         data.operator,
+        data.period,
     ):
         h.update(np.ascontiguousarray(array).tobytes())
     return h.hexdigest()[:16]

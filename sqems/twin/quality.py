@@ -73,6 +73,27 @@ logit-normal effect per run was tried first and mixed slowly (bulk ESS of its sp
 163 of 2,400 draws on the board line). The mean of a run's defect probability is p_r,
 so predictions are unchanged: :meth:`QualityModel.probability` is the mean over runs.
 
+**Time** (optional: :attr:`StepData.periods`, the weeks of the history; the line twin
+gives them whenever the history spans three weeks or more). A plant's defect rate
+moves with time - wear, seasons, a supplier's drift - and a parameter that creeps over
+the same months takes the blame when the model has no time of its own: on synthetic
+steps whose logit drifts by 1.6 over 12 periods beside a parameter that creeps with
+it and has no effect, the beta-binomial model without time put that parameter's 94 %
+interval above zero in 6 of 6 fits, and its posterior predictive check passed them all
+(the parameter had absorbed the drift); with the time term its interval excluded zero
+in 2 of 26 (a 94 % interval misses 6 % of the time). Each period k has an effect t_k on
+the logit, a random walk::
+
+    t_k = tau_time * (sum_{i<k} e_i - mean over periods),   e_i ~ N(0, 1),
+    tau_time ~ HalfNormal(0.25)
+
+non-centred (a funnel otherwise as tau_time shrinks), centred on the history's level
+so that alpha stays the average logit. A walk rather than a period per se: neighbouring
+weeks are alike, a week with few runs borrows from its neighbours, and a flat history
+costs one small spread. Predictions (:meth:`QualityModel.probability`) are at the
+history's average level - what a what-if compares scenarios on;
+:meth:`QualityModel.time_effects` gives the walk per draw.
+
 **Machine effects** are partially pooled and non-centred: u_m = tau * eps_m with
 eps_m ~ N(0, 1). A machine with few runs is pulled towards the step's typical machine;
 one with many keeps its own rate. Non-centred because the usual step has 2-4 machines
@@ -229,6 +250,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "STANDS_OUT",
     "TAU_SD",
+    "TIME_SD",
     "TOLERANCE_SD",
     "Coefficient",
     "Diagnostics",
@@ -267,6 +289,11 @@ TOLERANCE_SD: Final = 1.5
 tolerance (:func:`prior_scales`)."""
 PHI_SD: Final = 0.5
 """Prior sd of phi = 1 / sqrt(kappa), the beta-binomial's overdispersion."""
+TIME_SD: Final = 0.25
+"""Prior sd of tau_time, the spread of the logit's change from one period of the
+history to the next (the time term's random walk)."""
+MIN_PERIODS: Final = 3
+"""Fewer periods leave no walk to learn: a time term needs at least this many."""
 
 R_HAT_MAX: Final = 1.03
 """Largest rank-normalised split R-hat of a sound model (see the module docstring for
@@ -317,6 +344,8 @@ _COEFFICIENTS = (
     "lot_effect",
     "tau_operator",
     "operator_effect",
+    "tau_time",
+    "time_effect",
 )
 """The model's coefficients, the ones diagnosed; the sampling coordinates (centre,
 eps_mean, eps_dev) are functions of them."""
@@ -364,6 +393,10 @@ class StepData:
     """Half the width of each parameter's tolerance (USL - LSL) / 2, None where the
     spec is one-sided or absent; empty: none known. It scales the priors of the
     parameter's effects (:func:`prior_scales`)."""
+    periods: tuple[str, ...] = ()
+    """Periods of the history in time order (empty: no time term in the model)."""
+    period: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Index into :attr:`periods` of each run's period."""
 
     def __post_init__(self) -> None:
         step = self.step
@@ -473,7 +506,20 @@ class StepData:
                     f"got {half}"
                 )
 
+        periods = _names(self.periods, "period", step)
+        period = (
+            _whole(self.period, "period", step, runs) if periods else np.zeros(0, dtype=np.int64)
+        )
+        if periods and len(periods) < MIN_PERIODS:
+            raise ValidationFailed(
+                f"{step}: a time term needs at least {MIN_PERIODS} periods, got {len(periods)}"
+            )
+        if period.size and (period.min() < 0 or period.max() >= len(periods)):
+            raise ValidationFailed(f"{step}: period must index the {len(periods)} periods")
+
         for name, value in (
+            ("periods", periods),
+            ("period", _frozen(period)),
             ("tolerance", tolerance),
             ("lots", lots),
             ("lot_run", _frozen(lot_run)),
@@ -719,6 +765,8 @@ class QualityModel:
     """Lots with an effect in the model (empty: fitted without lot effects)."""
     operators: tuple[str, ...] = ()
     """Operators with an effect in the model (empty: fitted without them)."""
+    periods: tuple[str, ...] = ()
+    """Periods of the history with a time effect (empty: fitted without a time term)."""
     _alpha: FloatArray = field(init=False, repr=False)
     _beta: FloatArray = field(init=False, repr=False)
     _gamma: FloatArray = field(init=False, repr=False)
@@ -744,6 +792,9 @@ class QualityModel:
         if self.operators:
             expected["operator_effect"] = ("operator", self.operators)
             expected["tau_operator"] = ()
+        if self.periods:
+            expected["time_effect"] = ("period", self.periods)
+            expected["tau_time"] = ()
         if "rho" in post:  # absent from models of single units
             expected["rho"] = ()
         flat = {}
@@ -789,6 +840,14 @@ class QualityModel:
         if not self.lots:
             return np.zeros(0), 0.0
         return self._groups["lot_effect"][d], float(self._groups["tau_lot"][d])
+
+    def time_effects(self, draw: int) -> FloatArray:
+        """Each period's effect on the logit under ``draw`` (order of :attr:`periods`;
+        they sum to zero: the history's average level is in alpha)."""
+        d = self._draw(draw)
+        if not self.periods:
+            return np.zeros(0)
+        return np.asarray(self._groups["time_effect"][d], dtype=np.float64)
 
     def operator_effects(self, draw: int) -> FloatArray:
         """Each operator's effect on the logit under ``draw`` (order of
@@ -972,6 +1031,8 @@ class QualityModel:
             known = np.flatnonzero(own >= 0)
             effects = self._groups["operator_effect"][draws]
             eta[:, known] += effects[:, own[known]]
+        if self.periods and data.period.size:
+            eta += self._groups["time_effect"][draws][:, data.period[start:stop]]
         return _sigmoid(eta)
 
     def check(self, data: StepData, seed: int = 0) -> FitCheck:
@@ -990,8 +1051,9 @@ class QualityModel:
     @property
     def parameter_count(self) -> int:
         """The model's parameters: intercept, coefficients, machine spread and effects,
-        rho, and each group's spread and effects."""
-        groups = sum(len(g) + 1 for g in (self.lots, self.operators) if g)
+        rho, each group's spread and effects, and the time walk's spread and steps."""
+        groups = sum(len(g) + 1 for g in (self.lots, self.operators, self.periods) if g)
+        groups -= int(bool(self.periods))  # the walk has one step fewer than periods
         fixed = 1 + len(self.parameters) + self.curves.columns
         return fixed + 1 + len(self.machines) + int(self.overdispersed) + groups
 
@@ -1008,12 +1070,27 @@ class QualityModel:
         columns.append(("tau", self._tau))
         if self.overdispersed:
             columns.append(("rho", self._rho))
+        if self.periods:
+            columns.append(("tau_time", self._groups["tau_time"]))
         columns += [(f"u[{m}]", self._u[:, i]) for i, m in enumerate(self.machines)]
         out = []
         for name, values in columns:
             low, high = az.hdi(values, hdi_prob=HDI_PROB)  # type: ignore[no-untyped-call]
             out.append(Coefficient(name, float(values.mean()), float(low), float(high)))
         return tuple(out)
+
+    def parameter_of(self, coefficient: str) -> str | None:
+        """The parameter a coefficient of :meth:`coefficients` belongs to: ``beta[p]``
+        and each ``gamma[p:k]`` of its curve to p; None for the others."""
+        if coefficient.startswith("beta[") and coefficient.endswith("]"):
+            name = coefficient[len("beta[") : -1]
+            return name if name in self.parameters else None
+        if coefficient.startswith("gamma[") and coefficient.endswith("]"):
+            labels = self.curves.labels
+            label = coefficient[len("gamma[") : -1]
+            if label in labels:
+                return self.parameters[self.curves.owner[labels.index(label)]]
+        return None
 
     def require_sound(self) -> None:
         """Refuse (:class:`ValidationFailed`) a model whose fit failed its diagnostics."""
@@ -1038,6 +1115,7 @@ class QualityModel:
             "parametrisation": self.parametrisation,
             "lots": list(self.lots),
             "operators": list(self.operators),
+            "periods": list(self.periods),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -1103,6 +1181,7 @@ class QualityModel:
                 idata=az.InferenceData(posterior=posterior),
                 lots=tuple(str(v) for v in meta.get("lots", [])),
                 operators=tuple(str(v) for v in meta.get("operators", [])),
+                periods=tuple(str(v) for v in meta.get("periods", [])),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ValidationFailed(f"{path}: the model's metadata is damaged ({err!r})") from err
@@ -1231,6 +1310,7 @@ def fit(
         idata=idata,
         lots=data.lots,
         operators=data.operators,
+        periods=data.periods,
     )
     # convergence says the sampler found the posterior; the check says whether the
     # model describes the runs at all
@@ -1301,6 +1381,8 @@ def _model(data: StepData, z: FloatArray, *, centred: bool, runs: bool) -> Any:
         coords["lot"] = list(data.lots)
     if data.operators:
         coords["operator"] = list(data.operators)
+    if data.periods:
+        coords["period"] = list(data.periods)
     if data.parameters:
         coords["parameter"] = list(data.parameters)
     if curves.columns:
@@ -1345,6 +1427,16 @@ def _model(data: StepData, z: FloatArray, *, centred: bool, runs: bool) -> Any:
             operator = _pooled("operator", tau_operator, np.zeros(len(data.operators), bool))
             summed = pt.zeros(data.runs)
             eta = eta + pt.set_subtensor(summed[known], operator[data.operator[known]])  # type: ignore[no-untyped-call]
+        if data.periods:  # a random walk over the periods, centred on the history's level
+            tau_time = pm.HalfNormal("tau_time", sigma=TIME_SD)
+            steps = pm.Normal("time_eps", mu=0.0, sigma=1.0, shape=len(data.periods) - 1)
+            # period k's level is the sum of the first k steps, less the mean level
+            walk = np.tril(np.ones((len(data.periods), len(data.periods) - 1)), -1)
+            walk -= walk.mean(axis=0)
+            time = pm.Deterministic(
+                "time_effect", tau_time * pm.math.dot(walk, steps), dims="period"
+            )
+            eta = eta + time[data.period]
         # an observed likelihood, not a Potential: the model then knows its data, and
         # pointwise log-likelihood (LOO, WAIC) and posterior predictive checks exist
         if runs:  # beta-binomial: runs vary beyond the binomial (the module docstring)
