@@ -39,10 +39,9 @@ MAX_PERIODS = 26
 
 MODEL_SCHEMA = 6
 """6: a time term (a random walk over periods of the history); 5: curved effects
-(splines) instead of squared terms; 4: priors scaled to the
-tolerances; 3: the fit checks (posterior predictive dispersion, PSIS-LOO) in the
-diagnostics; 2: beta-binomial runs (rho). Fits saved under an older schema are not
-reused."""
+(splines) instead of squared terms; 4: priors scaled to the tolerances; 3: the fit
+checks (posterior predictive dispersion, PSIS-LOO) in the diagnostics; 2: beta-binomial
+runs (rho). Fits saved under an older schema are not reused."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,10 +21,10 @@ its actuals in the training runs, which are stored with the model: priors then r
 same for a temperature and a pressure, and the sampler sees coefficients of similar
 size. The effect of a parameter named in :attr:`StepData.curved` is a smooth curve,
 not a straight line: the s_c are the centred columns of a restricted cubic spline of
-its z (:mod:`sqems.twin.splines`: two columns, knots at the 5, 35, 65 and 95 %
-quantiles of its actuals), which can be monotone, a threshold (flat, then rising
+its z (:mod:`sqems.twin.splines`: two columns, knots at the smallest and largest
+training actual and at its thirds), which can be monotone, a threshold (flat, then rising
 towards a limit) or have an optimum inside the window (too cold and too hot both hurt),
-as the data say, and is straight beyond the outer knots. A squared term, the model's
+as the data say, and is straight outside the data. A squared term, the model's
 curve before, forced every curve to be a symmetric valley or hill that keeps bending
 outside the data: a threshold at the reflow peak's USL was read as a valley and
 predicted 244,000 ppm at the limit against about 130,000 true.
@@ -73,25 +73,25 @@ logit-normal effect per run was tried first and mixed slowly (bulk ESS of its sp
 163 of 2,400 draws on the board line). The mean of a run's defect probability is p_r,
 so predictions are unchanged: :meth:`QualityModel.probability` is the mean over runs.
 
-**Time** (optional: :attr:`StepData.periods`, the weeks of the history; the line twin
-gives them whenever the history spans three weeks or more). A plant's defect rate
-moves with time - wear, seasons, a supplier's drift - and a parameter that creeps over
-the same months takes the blame when the model has no time of its own: on synthetic
-steps whose logit drifts by 1.6 over 12 periods beside a parameter that creeps with
-it and has no effect, the beta-binomial model without time put that parameter's 94 %
-interval above zero in 6 of 6 fits, and its posterior predictive check passed them all
-(the parameter had absorbed the drift); with the time term its interval excluded zero
-in 2 of 26 (a 94 % interval misses 6 % of the time). Each period k has an effect t_k on
-the logit, a random walk::
+**Time** (optional: :attr:`StepData.periods`, periods of the history; the line twin cuts
+a step's history into one period per 10 runs, :func:`sqems.twin.fitting.time_periods`).
+A plant's defect rate moves with time - wear, seasons, a supplier's drift - and a
+parameter that creeps over the same months takes the blame when the model has no time of
+its own: on synthetic steps whose logit drifts by 1.6 over 12 periods beside a parameter
+that creeps with it and has no effect, the beta-binomial model without time put that
+parameter's 94 % interval above zero in 6 of 6 fits, and its posterior predictive check
+passed them all (the parameter had absorbed the drift); with the time term its interval
+excluded zero in 2 of 26 (a 94 % interval misses 6 % of the time). Each period k has an
+effect t_k on the logit, a random walk::
 
     t_k = tau_time * (sum_{i<k} e_i - mean over periods),   e_i ~ N(0, 1),
     tau_time ~ HalfNormal(0.25)
 
-non-centred (a funnel otherwise as tau_time shrinks), centred on the history's level
-so that alpha stays the average logit. A walk rather than a period per se: neighbouring
-weeks are alike, a week with few runs borrows from its neighbours, and a flat history
-costs one small spread. Predictions (:meth:`QualityModel.probability`) are at the
-history's average level - what a what-if compares scenarios on;
+non-centred (a funnel otherwise as tau_time shrinks), centred on the history's level so
+that alpha stays the average logit. A walk rather than a free effect per period:
+neighbouring periods are alike, a period with few runs borrows from its neighbours, and
+a flat history costs one small spread. Predictions (:meth:`QualityModel.probability`)
+are at the history's average level - what a what-if compares scenarios on;
 :meth:`QualityModel.time_effects` gives the walk per draw.
 
 **Machine effects** are partially pooled and non-centred: u_m = tau * eps_m with
@@ -277,7 +277,7 @@ MachineSpec = int | str | Sequence[str] | Sequence[int] | npt.NDArray[Any]
 
 SCHEMA_VERSION: Final = 2
 """Version of the saved model's layout; a file of another version is refused (2: curves
-instead of squared terms)."""
+instead of squared terms, and the time term)."""
 FORMAT: Final = "sqems-quality-model"
 
 ALPHA_SD: Final = 1.5
