@@ -1,10 +1,11 @@
 """Twin benchmark: PyMC fit time, simulation speed beside a bare SimPy loop, and the
 wall time of a what-if scenario.
 
-1. **Fit**: the hierarchical quality model (two parameters, one squared, three
-   machines) on synthetic runs with planted coefficients, NUTS 1,000 tune + 1,000
-   draws, 2 chains on 2 cores, for 10,000 and 50,000 runs (``--runs``); the time
-   includes compilation (pytensor caches it, so the second size compiles less).
+1. **Fit**: the hierarchical quality model (two parameters, one with a planted square
+   and fitted with a curve, three machines) on synthetic runs with planted
+   coefficients, with the product's sampler (:class:`~sqems.twin.fitting.Sampler`) on
+   2 cores, for 10,000 and 50,000 runs (``--runs``); the time includes compilation
+   (pytensor caches it, so the second size compiles less).
 2. **Simulation**: one 8-hour shift of a 10-station line (lognormal cycle times,
    buffers of 10, breakdowns on four stations, an end-of-line test with rework),
    units per second, beside ``bare_event_loop`` moving the same number of units
@@ -157,9 +158,11 @@ def main() -> None:
         f"{scenario['scenario']:.1f} s (target < 30 s)"
     )
     print(f"  a session's baseline + scenario, stored in the graph: {scenario['session']:.1f} s")
+    product = Sampler()
     print(
-        "PyMC fit (the product's sampler: 1,000 tune + 1,000 draws, 2 chains, target_accept "
-        "0.99; 2 cores; incl. compilation):",
+        f"PyMC fit (the product's sampler: {product.tune:,} tune + {product.draws:,} draws, "
+        f"{product.chains} chains, target_accept {product.target_accept}; 2 cores; incl. "
+        "compilation):",
         flush=True,
     )
     fit_times(args.runs)
