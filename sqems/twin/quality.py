@@ -1259,7 +1259,9 @@ def fit(
         centred = len(data.machines) > 1 and separation >= CENTRED_SEPARATION and not grouped
     else:
         centred = parametrisation == "centred" and len(data.machines) > 1
-    model = _model(data, z, centred=centred, runs=run_effects and overdispersed(data))
+    curves = Curves.of(z, data.parameters, data.curved)
+    runs = run_effects and overdispersed(data)
+    model = _model(data, z, curves, scaling, centred=centred, runs=runs)
 
     started = time.perf_counter()
     use = _sampler(sampler)
@@ -1302,7 +1304,7 @@ def fit(
     model = QualityModel(
         step=data.step,
         parameters=data.parameters,
-        curves=Curves.of(z, data.parameters, data.curved),
+        curves=curves,
         machines=data.machines,
         scaling=scaling,
         diagnostics=diagnostics,
@@ -1344,7 +1346,9 @@ def _pymc() -> Any:
     return pymc
 
 
-def prior_scales(data: StepData, scaling: Scaling) -> tuple[FloatArray, FloatArray]:
+def prior_scales(
+    data: StepData, scaling: Scaling, curves: Curves | None = None
+) -> tuple[FloatArray, FloatArray]:
     """The prior sd of each beta (per parameter) and each gamma (per curve column,
     :meth:`Curves.owner` says whose), on the standardised scale the model uses.
 
@@ -1362,20 +1366,23 @@ def prior_scales(data: StepData, scaling: Scaling) -> tuple[FloatArray, FloatArr
     for j, half in enumerate(data.tolerance):
         if half is not None:
             beta[j] = min(BETA_SD, TOLERANCE_SD * float(scaling.sd[j]) / half)
-    curves = Curves.of(scaling.apply(data.x), data.parameters, data.curved)
+    if curves is None:  # the curves the model of ``data`` gets
+        curves = Curves.of(scaling.apply(data.x), data.parameters, data.curved)
     gamma = np.array([min(GAMMA_SD, beta[j]) for j in curves.owner], dtype=np.float64)
     return beta, gamma
 
 
-def _model(data: StepData, z: FloatArray, *, centred: bool, runs: bool) -> Any:
-    """The PyMC model of ``data`` (standardised actuals ``z``), in the coordinates NUTS
-    samples best; alpha, eps and u are derived from them (see the module docstring)."""
+def _model(
+    data: StepData, z: FloatArray, curves: Curves, scaling: Scaling, *, centred: bool, runs: bool
+) -> Any:
+    """The PyMC model of ``data`` (standardised actuals ``z``, by ``scaling``; the
+    ``curves`` the fitted model keeps), in the coordinates NUTS samples best; alpha, eps
+    and u are derived from them (see the module docstring)."""
     import pytensor.tensor as pt  # noqa: PLC0415 - with PyMC, for fitting only
 
     pm = _pymc()
     machines = len(data.machines)
-    curves = Curves.of(z, data.parameters, data.curved)
-    beta_sd, gamma_sd = prior_scales(data, Scaling.of(data.x))
+    beta_sd, gamma_sd = prior_scales(data, scaling, curves)
     coords: dict[str, list[str]] = {"machine": list(data.machines)}
     if data.lots:
         coords["lot"] = list(data.lots)
