@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         ge=10,
         description="Fields a GraphQL document may select once its fragments are expanded.",
     )
+    api_validation_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How long parsing and validating one GraphQL document may take.",
+    )
     ingest: bool = Field(default=False, description="Run the MQTT ingestion inside `sqems serve`.")
     mqtt_host: str = Field(default="127.0.0.1", description="The MQTT broker readings come from.")
     mqtt_port: int = Field(default=1883, ge=1, le=65535)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -515,6 +516,37 @@ def test_a_request_over_the_time_limit_is_stopped(plant: Plant, tmp_path: Path) 
             headers={"Authorization": f"Bearer {api.tokens[Role.VIEWER]}"})  # fmt: skip
         assert response.status_code == 504
         assert response.json()["errors"][0]["extensions"]["code"] == "TIMEOUT"
+    store.close()
+
+
+def test_a_timed_out_request_stops_its_worker_thread(plant: Plant, tmp_path: Path) -> None:
+    """The 504 comes at the time limit, and the export behind it stops at its next
+    deadline check instead of burning a core for the seconds it would have taken."""
+    store = EmbeddedGraphStore(None)
+    load_plant(store, plant_sections(plant))
+    query = (GRAPHQL_DIR / "operations" / "export_rdf.graphql").read_text()
+    for api in _start(store, plant, tmp_path, api_request_timeout_s=0.5):
+        began = time.monotonic()
+        response = httpx.post(f"{api.url}/graphql", json={"query": query, "variables": {
+            "scope": {"whole": True}, "format": "TURTLE"}},
+            headers={"Authorization": f"Bearer {api.tokens[Role.VIEWER]}"}, timeout=60)  # fmt: skip
+        answered = time.monotonic() - began
+        assert response.status_code == 504, response.text
+        assert answered < 2.0  # the whole export takes about 5 s
+        time.sleep(0.3)
+        cpu, wall = time.process_time(), time.monotonic()
+        time.sleep(1.0)
+        burnt = (time.process_time() - cpu) / (time.monotonic() - wall)
+        assert burnt < 0.3, f"the process still used {burnt:.0%} of a core after the 504"
+    store.close()
+
+
+def test_validation_has_its_own_time_limit(plant: Plant, tmp_path: Path) -> None:
+    store = EmbeddedGraphStore(None)
+    for api in _start(store, plant, tmp_path, api_validation_timeout_s=1e-6):
+        body = api.post('{ entity(uid: "X") { uid label } }')
+        assert body.get("data") is None and _code(body) == "GRAPHQL_INVALID"
+        assert "validating the document took longer than 1e-06 s" in body["errors"][0]["message"]
     store.close()
 
 

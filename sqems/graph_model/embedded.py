@@ -29,6 +29,7 @@ from typing import Any, TextIO, TypeVar, cast
 
 import networkx as nx
 
+from sqems import deadline
 from sqems.errors import ConfigError, GraphUnavailable, NotFound, ValidationFailed
 from sqems.graph_model.edges import rel_type
 from sqems.graph_model.nodes import Node, node_type
@@ -406,6 +407,7 @@ class EmbeddedGraphStore(StoreBase):
         new = tuple.__new__
         depth = 0
         while frontier and depth < max_depth:
+            deadline.check()  # a request that timed out stops here
             depth += 1
             level: list[str] = []
             for u in frontier:

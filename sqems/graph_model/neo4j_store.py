@@ -31,6 +31,7 @@ from neo4j import GraphDatabase, ManagedTransaction
 from neo4j import exceptions as neo4j_errors
 from pydantic import AwareDatetime
 
+from sqems import deadline
 from sqems.errors import GraphUnavailable, NotFound, ValidationFailed
 from sqems.graph_model.edges import REL_TYPES, rel_type
 from sqems.graph_model.nodes import NODE_TYPES, Node, node_type
@@ -444,6 +445,7 @@ class Neo4jGraphStore(StoreBase):
         frontier = list(starts)
         depth = 0
         while frontier and depth < max_depth:
+            deadline.check()  # a request that timed out stops here
             depth += 1
             groups: dict[tuple[str, frozenset[str]], list[str]] = defaultdict(list)
             for u in frontier:

@@ -54,8 +54,12 @@ class Context(BaseContext):
         self.nodes: DataLoader[str, Node | None] = DataLoader(load_fn=self._load_nodes)
 
     async def call(self, fn: Callable[..., R], *args: Any) -> R:
-        """Run a blocking store or domain call on a worker thread."""
-        return await anyio.to_thread.run_sync(lambda: fn(*args))
+        """Run a blocking store or domain call on a worker thread.
+
+        The thread inherits the request's deadline (:mod:`sqems.deadline`). When the
+        request times out, the answer goes at once and the thread is left to stop at its
+        next deadline check."""
+        return await anyio.to_thread.run_sync(lambda: fn(*args), abandon_on_cancel=True)
 
     async def _load_nodes(self, uids: list[str]) -> list[Node | None]:
         found = await self.call(self.store.get_many, uids)

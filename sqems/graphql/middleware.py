@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any
 
-from sqems import logs
+from sqems import deadline, logs
 from sqems.errors import SqemsError, TimedOut, ValidationFailed
 
 log = logging.getLogger("sqems.api")
@@ -88,8 +88,10 @@ class RequestContext:
             if too_large:
                 await self._too_large(send_with_id, limit)
             else:
-                async with asyncio.timeout(timeout_s):
-                    await self.app(scope, counted_receive, send_with_id)
+                # the deadline stops the request's worker threads at their next check
+                with deadline.within(timeout_s):
+                    async with asyncio.timeout(timeout_s):
+                        await self.app(scope, counted_receive, send_with_id)
                 if too_large and not started:
                     await self._too_large(send_with_id, limit)
         except TimeoutError:

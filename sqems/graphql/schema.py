@@ -19,8 +19,6 @@ from strawberry.extensions import (
     AddValidationRules,
     MaskErrors,
     MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
     QueryDepthLimiter,
 )
 from strawberry.types import Info
@@ -37,7 +35,7 @@ from sqems.graphql.analysis import AnalysisQuery, DefectModelInfo, train_model
 from sqems.graphql.context import Context
 from sqems.graphql.ingestion import IngestionQuery, IngestionSubscription, QuarantineEntry, replay
 from sqems.graphql.investigation import InvestigationQuery
-from sqems.graphql.limits import BoundedValidation
+from sqems.graphql.limits import CheckedDocument, DocumentCache
 from sqems.graphql.quality import QualityMutation, QualityQuery, recorded
 from sqems.graphql.types import (
     NODE_OBJECT_TYPES,
@@ -652,11 +650,13 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or Settings()
     # The limits are validation rules; built once, so validation results can be cached
     # by document (a fresh rule class per request would miss the cache every time). The
-    # expanded size is bounded before they run: they expand fragments (limits.py).
+    # expanded size is bounded before they run: they expand fragments; parsing and
+    # validation run off the event loop, with a time limit (limits.py).
     limits = [
         *QueryDepthLimiter(max_depth=settings.api_max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=settings.api_max_aliases).validation_rules,
     ]
+    documents = DocumentCache()
     return _Schema(
         query=Query,
         mutation=Mutation,
@@ -665,10 +665,13 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         extensions=[
             # clients send the same few documents over and over: parse and validate each
             # once per distinct text
-            lambda: MaxTokensLimiter(max_token_count=settings.api_max_tokens),
-            lambda: ParserCache(maxsize=256),
             lambda: AddValidationRules(limits),
-            lambda: BoundedValidation(settings.api_max_fields, maxsize=256),
+            lambda: CheckedDocument(
+                documents,
+                max_tokens=settings.api_max_tokens,
+                max_fields=settings.api_max_fields,
+                timeout_s=settings.api_validation_timeout_s,
+            ),
             lambda: _MaskUnexpected(
                 should_mask_error=_should_mask,
                 error_message="internal error; the server log has the details",

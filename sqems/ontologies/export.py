@@ -34,6 +34,7 @@ from typing import Any, TextIO
 from rdflib import RDF, XSD, Graph, Literal, URIRef
 from rdflib.term import Node as Term
 
+from sqems import deadline
 from sqems.errors import ValidationFailed
 from sqems.graph_model import (
     NODE_TYPES,
@@ -260,11 +261,13 @@ def write(part: Part, out: TextIO, fmt: RdfFormat, *, base: str = DEFAULT_BASE) 
     ](out, mapper)
     writer.start()
     for node in part.nodes():
+        deadline.check()  # a request that timed out stops here
         subject, pairs = mapper.node(node)
         writer.resource(subject, pairs)
         counts.nodes += 1
         counts.triples += len(pairs)
     for edge in part.edges():
+        deadline.check()
         triples = mapper.edge(edge)
         writer.triples(triples)
         counts.edges += 1
@@ -286,10 +289,12 @@ def to_graph(part: Part, *, base: str = DEFAULT_BASE) -> Graph:
     for prefix, ns in PREFIXES.items():
         g.bind(prefix, ns)
     for node in part.nodes():
+        deadline.check()  # a request that timed out stops here
         subject, pairs = mapper.node(node)
         for p, o in pairs:
             g.add((subject, p, o))
     for edge in part.edges():
+        deadline.check()
         for triple in mapper.edge(edge):
             g.add(triple)
     return g

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from sqems import deadline
 from sqems.errors import ValidationFailed
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,7 @@ def tessellate(
     meshes: list[Mesh] = []
     if iterator.initialize():
         while True:
+            deadline.check()  # an upload whose request timed out stops here
             shape = iterator.get()  # type: ignore[no-untyped-call]
             meshes.append(_mesh(model.file, shape, storeys))
             if not iterator.next():
