@@ -4,6 +4,8 @@ check, the glTF and three.js routes, and typed errors for bad requests."""
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,10 +149,11 @@ def test_a_bad_file_is_refused_with_the_reason_and_the_attempt_is_audited(served
 
 
 def test_only_an_engineer_may_import(served: Served, hall: bytes) -> None:
-    error = served.upload(hall, role=Role.INSPECTOR).json()["errors"][0]
-    assert error["extensions"]["code"] == "FORBIDDEN"
+    refused = served.upload(hall, role=Role.INSPECTOR)
+    assert refused.status_code == 403  # before the file was read
+    assert refused.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
     last = served.access.audit(1)[0]
-    assert (last.operation, last.outcome) == ("importBim", "denied: FORBIDDEN")
+    assert (last.operation, last.outcome, last.role) == ("upload", "denied: FORBIDDEN", "inspector")
 
 
 def test_the_page_is_served_and_a_missing_three_js_is_named(served: Served) -> None:
@@ -210,3 +213,101 @@ def test_a_file_sent_as_a_plain_value_is_refused_with_how_to_send_it(served: Ser
     ).json()
     assert body["errors"][0]["extensions"]["code"] == "VALIDATION_FAILED"
     assert "multipart request" in body["errors"][0]["message"]
+
+
+# --- the upload limits are an engineer's, for importBim only --------------------------------
+
+SCENE = '{ lineScene(line: "LINE-1") { uid } }'
+BOUNDARY = "sqems-test-boundary"
+
+
+def _form(operations: dict[str, Any], file: bytes) -> bytes:
+    """A GraphQL multipart request body: operations, map, then the file."""
+    parts = [
+        ("operations", json.dumps(operations).encode(), ""),
+        ("map", json.dumps({"0": ["variables.file"]}).encode(), ""),
+        ("0", file, '; filename="hall.ifc"'),
+    ]
+    body = b"".join(
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"{extra}\r\n\r\n'.encode()
+        + content + b"\r\n"
+        for name, content, extra in parts
+    )  # fmt: skip
+    return body + f"--{BOUNDARY}--\r\n".encode()
+
+
+def _raw_post(url: str, head: dict[str, str], body: bytes, wait_s: float = 5.0) -> bytes:
+    """Send the request line, the headers and ``body`` (possibly less than the length
+    the headers declare) and read what the server answers within ``wait_s``."""
+    host, port = url.removeprefix("http://").split(":")
+    lines = ["POST /graphql HTTP/1.1", f"Host: {host}", *(f"{k}: {v}" for k, v in head.items())]
+    with socket.create_connection((host, int(port)), timeout=wait_s) as conn:
+        conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        try:
+            return conn.recv(65536)
+        except TimeoutError:
+            return b""
+
+
+def test_a_multipart_request_without_an_uploading_key_is_refused_before_its_body(
+    served: Served, hall: bytes
+) -> None:
+    body = _form({"query": IMPORT, "variables": {"file": None}}, hall)
+    head = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+            "Content-Length": str(len(body))}  # fmt: skip
+    # only the first kilobyte is sent: the answer must not wait for the rest
+    anonymous = _raw_post(served.url, head, body[:1024])
+    assert anonymous.startswith(b"HTTP/1.1 401"), anonymous[:200]
+    assert b'"code": "UNAUTHENTICATED"' in anonymous or b'"code":"UNAUTHENTICATED"' in anonymous
+    viewer = _raw_post(served.url, {**head, **served.headers(Role.VIEWER)}, body[:1024])
+    assert viewer.startswith(b"HTTP/1.1 403"), viewer[:200]
+    last = served.access.audit(1)[0]
+    assert (last.operation, last.outcome, last.role) == ("upload", "denied: FORBIDDEN", "viewer")
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A server with a short time limit and the default (256 MiB) upload limit."""
+    data = tmp_path_factory.mktemp("viewer-api-strict")
+    store = EmbeddedGraphStore(None)
+    store.upsert_nodes([Line(uid="LINE-1", name="Line 1"), *MACHINES])
+    store.upsert_edges([Edge("PART_OF", m.uid, "LINE-1") for m in MACHINES])
+    access = AccessStore(None)
+    tokens = {role: access.create_key(role.label, role)[1] for role in Role}
+    settings = Settings(data_dir=data, api_request_timeout_s=1.0)
+    with LiveServer(create_app(settings, store=store, access=access)) as server:
+        yield Served(server.url, tokens, access, store, data)
+    access.close()
+    store.close()
+
+
+def _slowly(body: bytes, seconds: float) -> Iterator[bytes]:
+    pieces = 10
+    size = -(-len(body) // pieces)
+    for i in range(0, len(body), size):
+        yield body[i : i + size]
+        time.sleep(seconds / pieces)
+
+
+def test_another_operation_sent_as_multipart_keeps_the_ordinary_limits(
+    strict: Served, hall: bytes
+) -> None:
+    head = {**strict.headers(Role.ENGINEER),
+            "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}  # fmt: skip
+    # size: 2 MiB beside a query is over the 1 MiB of an ordinary request
+    big = _form({"query": SCENE, "variables": {"file": None}}, b" " * (2 << 20))
+    refused = httpx.post(f"{strict.url}/graphql", content=big, headers=head, timeout=30)
+    assert refused.status_code == 413
+    assert "over the limit of 1.0 MiB" in refused.json()["errors"][0]["message"]
+    # time: a query whose body takes 2 s is stopped at the 1 s limit
+    slow = _form({"query": SCENE, "variables": {"file": None}}, hall)
+    stopped = httpx.post(f"{strict.url}/graphql", content=_slowly(slow, 2.0), headers=head,
+                         timeout=30)  # fmt: skip
+    assert stopped.status_code == 504
+    assert stopped.json()["errors"][0]["extensions"]["code"] == "TIMEOUT"
+    # while the upload itself may take its time
+    upload = _form({"query": IMPORT, "variables": {"file": None}}, hall)
+    imported = httpx.post(f"{strict.url}/graphql", content=_slowly(upload, 2.0), headers=head,
+                          timeout=30)  # fmt: skip
+    assert imported.status_code == 200, imported.text
+    assert imported.json()["data"]["importBim"]["linked"] == 3

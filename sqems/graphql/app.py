@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager
+from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI, Request, Response
@@ -18,10 +19,10 @@ from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
 from strawberry.fastapi import GraphQLRouter
 
-from sqems.errors import SqemsError
+from sqems.errors import Forbidden, SqemsError, Unauthenticated
 from sqems.graph_model.open import open_store
 from sqems.graph_model.store import GraphStore
-from sqems.graphql.access import AccessStore
+from sqems.graphql.access import AccessStore, Role
 from sqems.graphql.context import Context
 from sqems.graphql.ingestion import AlarmHub, IngestionRuntime
 from sqems.graphql.middleware import RequestContext
@@ -44,6 +45,32 @@ def _token(request: HTTPConnection) -> str | None:
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
     return request.headers.get("x-api-key")
+
+
+UPLOAD_ROLE = Role.ENGINEER
+"""Who may send a file (importBim): only their multipart requests are read at all."""
+
+
+def _authorise_upload(scope: dict[str, Any]) -> None:
+    """Refuse a multipart request before its body is read unless its key may upload;
+    a refusal is audited like any denied mutation."""
+    connection = HTTPConnection(scope)
+    access: AccessStore = connection.app.state.access
+    principal = access.verify(_token(connection))
+    refusal: SqemsError | None = None
+    if principal is None:
+        refusal = Unauthenticated(
+            "a file upload needs a valid API key: send it as 'Authorization: Bearer <key>'"
+        )
+    elif principal.role < UPLOAD_ROLE:
+        refusal = Forbidden(
+            f"a file upload needs the {UPLOAD_ROLE.label} role; key {principal.id!r} "
+            f"({principal.name}) is {principal.role.label}"
+        )
+    if refusal is not None:
+        request_id = scope.get("state", {}).get("request_id")
+        access.record(principal, "upload", {}, f"denied: {refusal.code}", request_id)
+        raise refusal
 
 
 @contextmanager
@@ -135,7 +162,7 @@ def create_app(
         build_schema(settings),
         context_getter=context,
         graphql_ide="graphiql",
-        multipart_uploads_enabled=True,  # importBim; the size limit is RequestContext's
+        multipart_uploads_enabled=True,  # importBim; RequestContext checks the key and sizes
     )
     app.include_router(graphql, prefix="/graphql")
     add_viewer_routes(app, settings, _token)
@@ -159,6 +186,8 @@ def create_app(
         RequestContext,
         timeout_s=settings.api_request_timeout_s,
         max_upload=settings.bim_max_bytes,
+        authorise_upload=_authorise_upload,
+        max_tokens=settings.api_max_tokens,
     )
 
     return app

@@ -9,17 +9,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+from graphql import FieldNode, GraphQLError, OperationDefinitionNode, OperationType, parse
 from sqems import deadline, logs
-from sqems.errors import SqemsError, TimedOut, ValidationFailed
+from sqems.errors import Forbidden, SqemsError, TimedOut, Unauthenticated, ValidationFailed
 
 log = logging.getLogger("sqems.api")
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
+OPERATIONS_PART = 64 << 10
+"""What a multipart request may send before its operation is known: the ``operations``
+part, and the ``map`` beside it."""
 
 
 class RequestContext:
@@ -27,8 +33,14 @@ class RequestContext:
     stop it after ``timeout_s`` with a typed ``TIMEOUT`` error, refuse a body over
     ``max_body`` bytes with a typed 413, and log it.
 
-    A multipart request (a file upload) may carry ``max_upload`` bytes and take
-    ``upload_timeout_s``: an IFC model is large and takes a while to tessellate.
+    A file upload — a multipart request whose operation is a mutation of only
+    ``upload_fields`` (``importBim``) — may carry ``max_upload`` bytes and take
+    ``upload_timeout_s``: an IFC model is large and takes a while to tessellate. Those
+    limits are lifted for a caller ``authorise_upload(scope)`` accepts, checked before
+    a byte of the body is read (it raises :class:`Unauthenticated` or
+    :class:`Forbidden`, answered as a 401 or 403); the operation is read from the
+    form's first part (``operations``, first by the multipart request spec). Any other
+    multipart request keeps the ordinary limits.
     """
 
     def __init__(
@@ -39,12 +51,18 @@ class RequestContext:
         max_body: int = 1 << 20,
         max_upload: int = 256 << 20,
         upload_timeout_s: float = 900.0,
+        authorise_upload: Callable[[Scope], None] | None = None,
+        upload_fields: frozenset[str] = frozenset({"importBim"}),
+        max_tokens: int = 2_000,
     ) -> None:
         self.app = app
         self.timeout_s = timeout_s
         self.max_body = max_body
         self.max_upload = max_upload
         self.upload_timeout_s = upload_timeout_s
+        self.authorise_upload = authorise_upload
+        self.upload_fields = upload_fields
+        self.max_tokens = max_tokens
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -57,16 +75,17 @@ class RequestContext:
         began = time.perf_counter()
         status = 500
         started = False
-        upload = headers.get(b"content-type", b"").startswith(b"multipart/form-data")
-        # the form's other parts (operations, map) come on top of the file
-        limit = self.max_upload + (64 << 10) if upload else self.max_body
-        timeout_s = self.upload_timeout_s if upload else self.timeout_s
+        boundary = _boundary(headers.get(b"content-type", b""))
+        limit, timeout_s = self.max_body, self.timeout_s
         declared = headers.get(b"content-length", b"")
         received = 0
-        too_large = declared.isdigit() and int(declared) > limit
+        too_large = False
+        buffered: list[Message] = []
 
         async def counted_receive() -> Message:
             nonlocal received, too_large
+            if buffered:  # what was read to find the operation, handed on first
+                return buffered.pop(0)
             if too_large:
                 return {"type": "http.disconnect"}
             message: Message = await receive()
@@ -85,18 +104,31 @@ class RequestContext:
             await send(message)
 
         try:
-            if too_large:
-                await self._too_large(send_with_id, limit)
-            else:
-                # the deadline stops the request's worker threads at their next check
-                with deadline.within(timeout_s):
-                    async with asyncio.timeout(timeout_s):
-                        await self.app(scope, counted_receive, send_with_id)
-                if too_large and not started:
+            async with asyncio.timeout(timeout_s) as budget:
+                if boundary is not None:
+                    if self.authorise_upload is not None:
+                        self.authorise_upload(scope)
+                    # the form's first part, to see whether the operation is an upload
+                    buffered[:] = await self._first_part(counted_receive, boundary)
+                    if not too_large and self._is_upload(buffered, boundary):
+                        # the form's other parts (operations, map) come on top of the file
+                        limit = self.max_upload + OPERATIONS_PART
+                        timeout_s = self.upload_timeout_s
+                        budget.reschedule(asyncio.get_running_loop().time() + timeout_s)
+                too_large = too_large or (declared.isdigit() and int(declared) > limit)
+                if too_large:
                     await self._too_large(send_with_id, limit)
+                    return
+                # the deadline stops the request's worker threads at their next check
+                with deadline.within(timeout_s - (time.perf_counter() - began)):
+                    await self.app(scope, counted_receive, send_with_id)
+            if too_large and not started:
+                await self._too_large(send_with_id, limit)
         except TimeoutError:
             if not started:
                 await self._timed_out(send_with_id, timeout_s)
+        except (Unauthenticated, Forbidden) as exc:
+            await _error(send_with_id, 401 if isinstance(exc, Unauthenticated) else 403, exc)
         except Exception:
             if not (too_large and not started):
                 raise
@@ -112,6 +144,49 @@ class RequestContext:
                 },
             )
             logs.request_id.reset(token)
+
+    @staticmethod
+    async def _first_part(receive: Callable[[], Any], boundary: bytes) -> list[Message]:
+        """The messages of the body up to the end of its first part (or all of it, or
+        up to the allowance, whichever comes first)."""
+        messages: list[Message] = []
+        body = b""
+        while True:
+            message: Message = await receive()
+            messages.append(message)
+            body += message.get("body", b"")
+            if (
+                message["type"] != "http.request"
+                or not message.get("more_body")
+                or _part(body, boundary) is not None
+                or len(body) > OPERATIONS_PART
+            ):
+                return messages
+
+    def _is_upload(self, messages: list[Message], boundary: bytes) -> bool:
+        """Whether the form's first part is the ``operations`` of a mutation of only
+        upload fields."""
+        body = b"".join(m.get("body", b"") for m in messages)
+        part = _part(body, boundary)
+        if part is None or part[0] != "operations":
+            return False
+        try:
+            operations = json.loads(part[1])
+            document = parse(operations["query"], max_tokens=self.max_tokens)
+            name = operations.get("operationName")
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError, GraphQLError):
+            return False  # the GraphQL layer answers it with its reason
+        chosen = [
+            d for d in document.definitions
+            if isinstance(d, OperationDefinitionNode)
+            and (name is None or (d.name is not None and d.name.value == name))
+        ]  # fmt: skip
+        if len(chosen) != 1 or chosen[0].operation is not OperationType.MUTATION:
+            return False
+        selections = chosen[0].selection_set.selections
+        return all(
+            isinstance(s, FieldNode) and s.name.value in self.upload_fields for s in selections
+        )
 
     async def _timed_out(self, send: Any, timeout_s: float) -> None:
         error = TimedOut(f"the request took longer than {timeout_s:g} s and was stopped")
@@ -136,3 +211,24 @@ async def _error(send: Any, status: int, error: SqemsError) -> None:
                     (b"content-length", str(len(body)).encode())],
     })  # fmt: skip
     await send({"type": "http.response.body", "body": body})
+
+
+def _boundary(content_type: bytes) -> bytes | None:
+    """The boundary of a ``multipart/form-data`` body, None for any other."""
+    if not content_type.lower().startswith(b"multipart/form-data"):
+        return None
+    found = re.search(rb'boundary="?([^";]+)"?', content_type)
+    return found.group(1) if found else b""
+
+
+def _part(body: bytes, boundary: bytes) -> tuple[str, bytes] | None:
+    """The name and content of a multipart body's first part, once ``body`` holds all
+    of it."""
+    delimiter = b"--" + boundary
+    start = body.find(delimiter)
+    head_end = body.find(b"\r\n\r\n", start) if start >= 0 else -1
+    end = body.find(b"\r\n" + delimiter, head_end + 4) if head_end >= 0 else -1
+    if end < 0:
+        return None
+    name = re.search(rb'name="([^"]*)"', body[start:head_end])
+    return (name.group(1).decode("latin-1") if name else ""), body[head_end + 4 : end]
