@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import getpass
 import hashlib
 import json
 import shutil
@@ -957,13 +958,27 @@ def import_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Import an ERP, PLM, CRM or inspection extract, cleansed: what cannot be taken goes
-    to the quarantine with the reason (see `sqems quarantine list`)."""
+    to the quarantine with the reason (see `sqems quarantine list`). A batch's hold or a
+    unit's disposition is never changed by an import; a quality record it changes is
+    written to the audit trail."""
     with _store() as (store, settings):
         q = service.open_quarantine(settings)
         try:
-            report = importers.import_file(store, q, kind, path)
+            report = importers.import_file(
+                store, q, kind, path, max_cell_chars=settings.import_max_cell_chars
+            )
         finally:
             q.close()
+        if report.changed:
+            trail = _trail(settings)
+            try:
+                for c in report.changed:
+                    trail.append(_cli_user(), "import", c.after.label, c.after.uid,
+                                 f"imported ({kind}): {', '.join(c.fields)} from {c.row}",
+                                 c.before.model_dump(mode="json"),
+                                 c.after.model_dump(mode="json"))  # fmt: skip
+            finally:
+                trail.close()
     if as_json:
         out.print_json(json.dumps(report.as_dict()))
         return
@@ -981,6 +996,18 @@ def import_cmd(
         out.print("quarantined: " + ", ".join(f"{n} {r}" for r, n in report.reasons.items()))
     if report.units_unified:
         out.print(f"unit spellings unified: {report.units_unified}")
+    for k in report.kept:
+        out.print(f"[yellow]kept, the quality workflow owns it:[/yellow] {escape(str(k))}")
+    for c in report.changed:
+        out.print(f"changed {c.after.uid} ({', '.join(c.fields)}) from {c.row}; in the audit trail")
+
+
+def _cli_user() -> str:
+    """Who runs the command, for the audit trail."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (a bare container)
+        return "cli"
 
 
 @_command("list", on=quarantine_app)

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
         ge=1024,
         description="The largest IFC file an import or upload accepts, in bytes.",
     )
+    import_max_cell_chars: int = Field(
+        default=10_000,
+        ge=1,
+        description="The longest cell a file import takes; a row with a longer one is quarantined.",
+    )
     viewer_assets: Path | None = Field(
         default=None,
         description=(

@@ -15,20 +15,33 @@ each kind accepts the tables its system owns:
 Cleansing, row by row, nothing lost: a row the model refuses (a missing key, a
 negative quantity, an end before its start), a timestamp in the future, a relationship
 to something neither in the graph nor in the import (an unknown lot), or a malformed
-line goes to the quarantine with the reason and the row as written. A uid repeated in
-the file is a duplicate (the first row wins, a differing repeat is quarantined). Unit
-spellings are unified (``°C`` → ``degC``, ``µm`` → ``um``). The :class:`ImportReport`
-counts all of it.
+line goes to the quarantine with the reason and the row as written, and so does a row
+with a cell longer than ``max_cell_chars``. A uid repeated in the file is a duplicate
+(the first row wins, a differing repeat is quarantined). Unit spellings are unified
+(``°C`` → ``degC``, ``µm`` → ``um``). The :class:`ImportReport` counts all of it.
+
+A file is read as UTF-8 unless it starts with a byte-order mark (Excel's "CSV UTF-8"
+writes one, its "Unicode text" is UTF-16 and tab-separated). A file whose header lacks
+a required column or names one the table does not have is refused whole, before
+anything is written: every one of its rows would be refused anyway.
+
+State the quality workflow owns (:data:`WORKFLOW_FIELDS`: a batch's hold, a unit's
+disposition) is never changed by an import: the row's value is set aside, the report
+names the row (:attr:`ImportReport.kept`), and every existing quality record the import
+does change is listed with its values before and after (:attr:`ImportReport.changed`),
+for the caller to write to the audit trail.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +96,26 @@ KINDS: dict[str, frozenset[str]] = {
 }
 """The tables each source system may import."""
 
+WORKFLOW_FIELDS: dict[str, frozenset[str]] = {
+    "Batch": frozenset({"status"}),
+    "Unit": frozenset({"status"}),
+}
+"""Fields the quality workflow owns (containment: a hold, a release, a disposition), by
+label: an import sets them on a record it creates, never on one that exists."""
+
+MAX_CELL_CHARS = 10_000
+"""The longest cell an import takes (``SQEMS_IMPORT_MAX_CELL_CHARS``): the longest text
+property of an importable label."""
+
+BOMS = [
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+]
+"""Byte-order marks, longest first (a UTF-32 LE mark starts with the UTF-16 LE one)."""
+
 UNIT_SPELLINGS = {"°C": "degC", "℃": "degC", "°F": "degF", "µm": "um", "μm": "um", "Nm": "N*m"}
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
@@ -100,18 +133,64 @@ class ImportReport:
     reasons: Counter[str] = field(default_factory=Counter)
     """Quarantine reasons by kind of problem."""
     units_unified: int = 0
+    encodings: dict[str, str] = field(default_factory=dict)
+    """How each file was read (``utf-8``, ``utf-16-le``, …)."""
+    kept: list[Kept] = field(default_factory=list)
+    """Rows that would have changed state the quality workflow owns; it was kept."""
+    changed: list[Changed] = field(default_factory=list)
+    """Existing quality records (labels of :data:`WORKFLOW_FIELDS`) the import changed."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "files": self.files,
+            "encodings": self.encodings,
             "read": dict(self.read),
             "imported": dict(self.imported),
             "duplicates": dict(self.duplicates),
             "quarantined": dict(self.quarantined),
             "reasons": dict(self.reasons),
             "units_unified": self.units_unified,
+            "kept": [k.as_dict() for k in self.kept],
+            "changed": [c.as_dict() for c in self.changed],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """A workflow-owned field a row would have changed, left as the workflow set it."""
+
+    row: str
+    """``<file>#<line>``."""
+    uid: str
+    field: str
+    kept: str
+    refused: str
+
+    def __str__(self) -> str:
+        said = f"(the row says {self.refused})"
+        return f"{self.row}: {self.uid} {self.field} stays {self.kept} {said}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"row": self.row, "uid": self.uid, "field": self.field, "kept": self.kept,
+                "refused": self.refused}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """An existing quality record the import changed, before and after."""
+
+    row: str
+    before: Node
+    after: Node
+
+    @property
+    def fields(self) -> list[str]:
+        return [k for k in type(self.after).model_fields
+                if getattr(self.before, k) != getattr(self.after, k)]  # fmt: skip
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"row": self.row, "uid": self.after.uid, "fields": self.fields}
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +200,19 @@ class _Row:
     cells: dict[str, str]
 
 
-def import_file(store: GraphStore, quarantine: Quarantine, kind: str, path: Path) -> ImportReport:
-    """Import ``path`` (a CSV file or a directory of them) as ``kind``."""
+def import_file(
+    store: GraphStore,
+    quarantine: Quarantine,
+    kind: str,
+    path: Path,
+    *,
+    max_cell_chars: int = MAX_CELL_CHARS,
+) -> ImportReport:
+    """Import ``path`` (a CSV file or a directory of them) as ``kind``.
+
+    Every file is decoded and its header checked before anything is written, so a file
+    that cannot be read refuses the whole import (:class:`ValidationFailed`).
+    """
     if kind not in KINDS:
         raise ValidationFailed(f"unknown import kind {kind!r}; kinds: {', '.join(sorted(KINDS))}")
     if not path.exists():
@@ -139,51 +229,172 @@ def import_file(store: GraphStore, quarantine: Quarantine, kind: str, path: Path
             allowed = ", ".join(sorted(KINDS[kind]))
             raise ValidationFailed(f"{f.name}: a {kind} import holds {allowed}, not {name}")
     report = ImportReport(kind, [str(f) for f in files])
+    sources = [_Source.read(f, name) for f, name in tables]
+    report.encodings = {str(s.path): s.encoding for s in sources}
     rejected: list[NewEntry] = []
     nodes: dict[str, Node] = {}
+    rows: dict[str, str] = {}
     # nodes first, so relationships may point at nodes of the same import
-    for f, name in sorted(tables, key=lambda t: t[1] in REL_TYPES):
-        if name in NODE_TYPES:
-            _nodes(f, _Refuse(report, rejected, kind, f, name), nodes)
+    for source in sources:
+        if source.table in NODE_TYPES:
+            refuse = _Refuse(report, rejected, kind, source.path, source.table)
+            _nodes(source, refuse, max_cell_chars, nodes, rows)
     if nodes:
+        _keep_workflow_state(store, nodes, rows, report)
         store.upsert_nodes(nodes.values())
-    for f, name in tables:
-        if name in REL_TYPES:
-            _edges(store, f, _Refuse(report, rejected, kind, f, name))
+    for source in sources:
+        if source.table in REL_TYPES:
+            refuse = _Refuse(report, rejected, kind, source.path, source.table)
+            _edges(store, source, refuse, max_cell_chars)
     quarantine.add(rejected)
     return report
 
 
-def _rows(path: Path, refuse: _Refuse) -> Iterator[_Row]:
-    text = path.read_text(encoding="utf-8", errors="surrogateescape")
-    lines = text.splitlines()
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if header is None:
-        raise ValidationFailed(f"{path}: empty file, expected a header row")
-    for row in reader:
-        number = reader.line_num
-        raw = (lines[number - 1] if number - 1 < len(lines) else ",".join(row)).encode(
-            "utf-8", errors="surrogateescape"
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """One file, decoded, with a header its table accepts."""
+
+    path: Path
+    table: str
+    text: str
+    encoding: str
+    delimiter: str
+    header: list[str]
+
+    @classmethod
+    def read(cls, path: Path, table: str) -> _Source:
+        text, encoding = _decode(path)
+        first = text.split("\n", 1)[0]
+        # Excel's "Unicode text" separates by tabs
+        delimiter = "\t" if "\t" in first and "," not in first else ","
+        header = [h.strip() for h in next(csv.reader([first], delimiter=delimiter), [])]
+        if not any(header):
+            raise ValidationFailed(f"{path}: empty file, expected a header row")
+        _check_header(path, table, header)
+        return cls(path, table, text, encoding, delimiter, header)
+
+
+def _decode(path: Path) -> tuple[str, str]:
+    """The file's text and encoding: the one its byte-order mark names, else UTF-8.
+
+    Bytes that are not UTF-8 are kept as they were (``surrogateescape``), so a row
+    holding them reaches the quarantine intact.
+    """
+    data = path.read_bytes()
+    for bom, encoding in BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom) :].decode(encoding), encoding
+            except UnicodeDecodeError as exc:
+                raise ValidationFailed(
+                    f"{path}: starts with a {encoding} byte-order mark but byte "
+                    f"{exc.start + len(bom):,} is not {encoding} ({exc.reason}); "
+                    "save it again as CSV UTF-8"
+                ) from None
+    return data.decode("utf-8", errors="surrogateescape"), "utf-8"
+
+
+def _check_header(path: Path, table: str, header: list[str]) -> None:
+    """Refuse a header that lacks a required column or names one the table lacks."""
+    if table in NODE_TYPES:
+        fields = node_type(table).model_fields
+        columns = {k: f.is_required() for k, f in fields.items()}
+    else:
+        props = REL_TYPES[table].props
+        columns = {"src": True, "dst": True}
+        columns |= {k: f.is_required() for k, f in (props.model_fields if props else {}).items()}
+    twice = sorted({h for h in header if header.count(h) > 1})
+    missing = [k for k, required in columns.items() if required and k not in header]
+    unknown = [h or "(empty)" for h in header if h not in columns]
+    problems = [
+        *([f"lacks {', '.join(missing)}"] if missing else []),
+        *([f"has unknown column(s) {', '.join(unknown)}"] if unknown else []),
+        *([f"repeats {', '.join(twice)}"] if twice else []),
+    ]
+    if problems:
+        expected = ", ".join(k if required else f"{k}?" for k, required in columns.items())
+        raise ValidationFailed(
+            f"{path}: the header {' and '.join(problems)}; a {table} file has the columns "
+            f"{expected} (? = optional). Nothing was imported"
         )
+
+
+def _rows(source: _Source, refuse: _Refuse, max_cell_chars: int) -> Iterator[_Row]:
+    # the whole file is in memory already: let the csv module parse a cell of any size,
+    # and quarantine the rows holding one over the limit rather than fail on its own
+    csv.field_size_limit(max(csv.field_size_limit(), len(source.text) + 1))
+    lines: list[str] = []
+
+    def physical() -> Iterator[str]:
+        for line in io.StringIO(source.text, newline=""):
+            lines.append(line)
+            yield line
+
+    reader = csv.reader(physical(), delimiter=source.delimiter)
+    header = source.header
+    next(reader)
+    while True:
+        lines.clear()
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            row, problem = None, str(exc)
+        number = reader.line_num
+        raw = "".join(lines).rstrip("\r\n").encode("utf-8", errors="surrogateescape")
         refuse.report.read[refuse.table] += 1
+        if row is None:
+            refuse(number, raw, "malformed", problem)
+            continue
         if len(row) != len(header):
-            refuse(
-                number,
-                raw,
-                "malformed",
-                f"{len(row)} cells, the header has {len(header)}",
-            )
+            refuse(number, raw, "malformed", f"{len(row)} cells, the header has {len(header)}")
+            continue
+        long = [(k, len(v)) for k, v in zip(header, row, strict=True) if len(v) > max_cell_chars]
+        if long:
+            cells = ", ".join(f"{k} holds {n:,} characters" for k, n in long)
+            limit = f"a cell may hold {max_cell_chars:,} (SQEMS_IMPORT_MAX_CELL_CHARS)"
+            refuse(number, raw, "oversized", f"{cells}; {limit}")
             continue
         yield _Row(number, raw, {k: v for k, v in zip(header, row, strict=True) if v != ""})
 
 
-def _nodes(path: Path, refuse: _Refuse, nodes: dict[str, Node]) -> None:
+def _keep_workflow_state(
+    store: GraphStore, nodes: dict[str, Node], rows: dict[str, str], report: ImportReport
+) -> None:
+    """Set aside what the import would change of :data:`WORKFLOW_FIELDS` on existing
+    records, and list the existing quality records it changes."""
+    tracked = [uid for uid, node in nodes.items() if node.label in WORKFLOW_FIELDS]
+    for uid, before in store.get_many(tracked).items():
+        after = nodes[uid]
+        if before.label != after.label:
+            continue
+        owned = {k: getattr(before, k) for k in sorted(WORKFLOW_FIELDS[after.label])
+                 if getattr(before, k) != getattr(after, k)}  # fmt: skip
+        for k, value in owned.items():
+            report.kept.append(Kept(rows[uid], uid, k, _text(value), _text(getattr(after, k))))
+        if owned:
+            after = nodes[uid] = after.model_copy(update=owned)
+        if after != before:
+            report.changed.append(Changed(rows[uid], before, after))
+
+
+def _text(value: object) -> str:
+    return str(value.value if isinstance(value, Enum) else value)
+
+
+def _nodes(
+    source: _Source,
+    refuse: _Refuse,
+    max_cell_chars: int,
+    nodes: dict[str, Node],
+    rows: dict[str, str],
+) -> None:
     report, label = refuse.report, refuse.table
     model = node_type(label)
     seen: dict[str, dict[str, str]] = {}
     latest = datetime.now(UTC) + FUTURE_TOLERANCE
-    for row in _rows(path, refuse):
+    for row in _rows(source, refuse, max_cell_chars):
         cells = row.cells
         if "unit" in cells and cells["unit"] in UNIT_SPELLINGS:
             cells["unit"] = UNIT_SPELLINGS[cells["unit"]]
@@ -216,12 +427,13 @@ def _nodes(path: Path, refuse: _Refuse, nodes: dict[str, Node]) -> None:
             continue
         seen[uid] = cells
         nodes[uid] = node
+        rows[uid] = f"{source.path.name}#{row.line}"
         report.imported[label] += 1
 
 
-def _edges(store: GraphStore, path: Path, refuse: _Refuse) -> None:
+def _edges(store: GraphStore, source: _Source, refuse: _Refuse, max_cell_chars: int) -> None:
     report, type_ = refuse.report, refuse.table
-    rows = list(_rows(path, refuse))
+    rows = list(_rows(source, refuse, max_cell_chars))
     ends = {r.cells.get(k, "") for r in rows for k in ("src", "dst")} - {""}
     known = set(store.get_many(ends))
     edges: list[tuple[Edge, _Row]] = []
