@@ -57,7 +57,7 @@ from sqems.graphql import AccessStore, Role, create_app, sdl
 from sqems.graphql.app import ACCESS_FILE
 from sqems.ingestion import importers, sensors, service
 from sqems.quality import dhr, suppliers
-from sqems.quality.audit import TRAIL_FILE, AuditTrail, verify_export
+from sqems.quality.audit import AuditTrail, load_key, open_trail, verify_export
 from sqems.quality.capa import Workflow, open_on_critical_alarms
 from sqems.settings import Settings
 from sqems.simulation import whatif
@@ -1061,7 +1061,7 @@ def quarantine_replay(
 
 
 def _trail(settings: Settings) -> AuditTrail:
-    return AuditTrail(settings.data_dir / TRAIL_FILE)
+    return open_trail(settings)
 
 
 @_command("verify", on=audit_app)
@@ -1072,7 +1072,7 @@ def audit_verify(
 ) -> None:
     """Check the trail's hash chain; exit 1 naming the first entry that does not hold."""
     if export is not None:
-        check = verify_export(export.read_text())
+        check = verify_export(export.read_text(), load_key(Settings()))
     else:
         trail = _trail(Settings())
         try:

@@ -69,3 +69,10 @@ class TimedOut(SqemsError):
     """The request took longer than the server allows."""
 
     code = "TIMEOUT"
+
+
+class AuditUnavailable(SqemsError):
+    """The audit trail is busy or cannot be written; the change it would record was
+    not made."""
+
+    code = "AUDIT_UNAVAILABLE"

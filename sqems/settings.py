@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from platformdirs import user_data_path
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -108,6 +108,26 @@ class Settings(BaseSettings):
         default=50_000,
         ge=1,
         description="The most nodes one GraphQL exportRdf answer may hold (the CLI has no cap).",
+    )
+    audit_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The secret that seals the audit trail's entries (HMAC-SHA256), at least 32 "
+            "characters; default: the key file."
+        ),
+    )
+    audit_key_file: Path | None = Field(
+        default=None,
+        description=(
+            "Where the audit trail's key lives (made with mode 0600 if missing); keep it "
+            "apart from the trail's backups. Default: data_dir/audit-trail.key."
+        ),
+    )
+    audit_busy_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="How long a change waits for another writer of the audit trail.",
     )
     neo4j_heap: str = Field(default="1g", pattern=r"^\d+[kmg]$")
     neo4j_pagecache: str = Field(default="512m", pattern=r"^\d+[kmg]$")

@@ -4,6 +4,8 @@ caller's key, every change in the audit trail, and the trail verified by an admi
 from __future__ import annotations
 
 import itertools
+import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +29,7 @@ class Served:
     url: str
     tokens: dict[str, str]
     access: AccessStore
+    data_dir: Path | None = None
 
     def post(self, who: str, query: str, **variables: Any) -> dict[str, Any]:
         response = httpx.post(
@@ -59,8 +62,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     keys = {"ines": Role.INSPECTOR, "erik": Role.ENGINEER, "vera": Role.ENGINEER,
             "val": Role.VIEWER, "root": Role.ADMIN}  # fmt: skip
     tokens = {name: access.create_key(name, role)[1] for name, role in keys.items()}
-    with LiveServer(create_app(Settings(data_dir=data), store=store, access=access)) as server:
-        yield Served(server.url, tokens, access)
+    settings = Settings(data_dir=data, audit_busy_timeout_s=0.3)
+    with LiveServer(create_app(settings, store=store, access=access)) as server:
+        yield Served(server.url, tokens, access, data)
     access.close()
     store.close()
 
@@ -96,11 +100,14 @@ def test_a_complaint_goes_from_report_to_a_signed_closure_over_the_api(served: S
     )
     assert served.data("erik", submit, u=uid)["status"] == "VERIFYING"
 
-    verify = f"""mutation($u: String!) {{ verifyCapa(uid: $u, effective: true,
-        note: "no cracks in 3 lots") {{ {CAPA} }} }}"""
-    code, message = served.error("erik", verify, u=uid)
+    verify = f"""mutation($u: String!, $k: String!) {{ verifyCapa(uid: $u, effective: true,
+        note: "no cracks in 3 lots", credential: $k) {{ {CAPA} }} }}"""
+    code, message = served.error("erik", verify, u=uid, k=served.tokens["erik"])
     assert code == "VALIDATION_FAILED" and "verifier (vera) may verify it; erik is not" in message
-    closed = served.data("vera", verify, u=uid)
+    for wrong in ("", "sqems_nope_nope", served.tokens["erik"]):  # a signature re-authenticates
+        code, message = served.error("vera", verify, u=uid, k=wrong)
+        assert code == "UNAUTHENTICATED" and "needs your own API key again" in message
+    closed = served.data("vera", verify, u=uid, k=served.tokens["vera"])
     assert (closed["status"], closed["effective"]) == ("CLOSED", True)
 
     history = served.data(
@@ -161,9 +168,9 @@ def test_evidence_is_uploaded_to_an_action_and_a_text_file_is_refused(served: Se
         body: dict[str, Any] = response.json()
         return body
 
-    photo = b"\x89PNG\r\n\x1a\n" + bytes(200)
+    photo = _png()
     stored = upload(photo, "burr.png")["data"]["attachCapaEvidence"]
-    assert (stored["kind"], stored["mediaType"], stored["size"]) == ("photo", "image/png", 208)
+    assert (stored["kind"], stored["mediaType"], stored["size"]) == ("photo", "image/png", 67)
     capa = served.data(
         "val",
         """query($u: String!) { capa(uid: $u) {
@@ -227,3 +234,124 @@ def test_holding_a_batch_is_recorded_in_the_trail_with_before_and_after(
     assert history[1]["after"]["status"] == "completed" and history[0]["actor"] == "erik"
     access.close()
     store.close()
+
+
+def _png() -> bytes:
+    """A well-formed 1 by 1 grey PNG."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00\x00")) + chunk(b"IEND", b""))  # fmt: skip
+
+
+def _new_capa(served: Served, *, actions: int = 0) -> str:
+    uid: str = served.data("ines", 'mutation { reportCapa(title: "burr", addresses: '
+                           '["CMP-1"]) { uid } }')["uid"]  # fmt: skip
+    for i in range(actions):
+        served.data("erik", """mutation($u: String!, $t: String!) { addCapaAction(uid: $u,
+            kind: "containment", text: $t) { uid } }""", u=uid, t=f"action {i}")  # fmt: skip
+    return uid
+
+
+def test_twenty_actions_added_at_once_over_the_api_all_survive_with_their_entries(
+    served: Served,
+) -> None:
+    import json  # noqa: PLC0415
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    uid = _new_capa(served)
+    add = """mutation($u: String!, $t: String!) { addCapaAction(uid: $u, kind: "corrective",
+        text: $t) { uid } }"""
+    with ThreadPoolExecutor(20) as pool:
+        list(pool.map(lambda i: served.data("erik", add, u=uid, t=f"fix {i}"), range(20)))
+    capa = served.data("val", 'query($u: String!) { capa(uid: $u) { ... on Capa { corrective '
+                       "} } }", u=uid)  # fmt: skip
+    assert sorted(a["text"] for a in json.loads(capa["corrective"])) == sorted(
+        f"fix {i}" for i in range(20)
+    )
+    history = served.data("val", "query($u: String!) { capaHistory(uid: $u) { action } }", u=uid)
+    assert [h["action"] for h in history].count("corrective action added") == 20
+
+
+def test_a_locked_trail_refuses_a_move_and_the_capa_stays_as_it_was(served: Served) -> None:
+    import sqlite3  # noqa: PLC0415
+
+    from sqems.quality.audit import TRAIL_FILE  # noqa: PLC0415
+
+    assert served.data_dir is not None
+    uid = _new_capa(served)
+    triage = f"mutation($u: String!) {{ triageCapa(uid: $u, priority: HIGH) {{ {CAPA} }} }}"
+    other = sqlite3.connect(served.data_dir / TRAIL_FILE, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # a backup or another process holds the trail
+    try:
+        code, message = served.error("erik", triage, u=uid)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert code == "AUDIT_UNAVAILABLE" and "nothing was changed" in message
+    capa = served.data("val", f"query($u: String!) {{ capa(uid: $u) {{ {CAPA} }} }}", u=uid)
+    assert (capa["status"], capa["priority"]) == ("REPORTED", None)
+    history = served.data("val", "query($u: String!) { capaHistory(uid: $u) { action } }", u=uid)
+    assert [h["action"] for h in history] == ["reported"]
+    assert served.data("erik", triage, u=uid)["status"] == "TRIAGED"
+
+
+def test_evidence_for_a_capa_that_cannot_take_it_writes_nothing(served: Served) -> None:
+    import json  # noqa: PLC0415
+
+    from sqems.quality.evidence import EVIDENCE_DIR  # noqa: PLC0415
+
+    png = _png()
+    attach = """mutation($u: String!, $f: Upload!) { attachCapaEvidence(uid: $u,
+        kind: "containment", action: 0, file: $f) { digest } }"""
+
+    def upload(uid: str, content: bytes, who: str = "ines") -> dict[str, Any]:
+        operations = {"query": attach, "variables": {"u": uid, "f": None}}
+        response = httpx.post(
+            f"{served.url}/graphql",
+            data={"operations": json.dumps(operations), "map": json.dumps({"0": ["variables.f"]})},
+            files={"0": ("photo.png", content, "image/png")},
+            headers={"Authorization": f"Bearer {served.tokens[who]}"},
+        )
+        body: dict[str, Any] = response.json()
+        return body
+
+    assert served.data_dir is not None
+    files = served.data_dir / EVIDENCE_DIR
+    before = sorted(files.rglob("*")) if files.exists() else []
+    refusals = [
+        (upload("CAPA-404", png), "NOT_FOUND"),
+        (upload(_new_capa(served), png), "VALIDATION_FAILED"),  # it has no action 0
+        (upload(_new_capa(served, actions=1), png, who="val"), "FORBIDDEN"),
+        (upload(_new_capa(served, actions=1), png + b"<html><script>x</script>"),
+         "VALIDATION_FAILED"),
+    ]  # fmt: skip
+    assert [r["errors"][0]["extensions"]["code"] for r, _ in refusals] == [c for _, c in refusals]
+    assert (sorted(files.rglob("*")) if files.exists() else []) == before
+    assert "digest" in upload(_new_capa(served, actions=1), png)["data"]["attachCapaEvidence"]
+
+
+def test_key_names_are_unique_printable_and_never_the_products_own() -> None:
+    from sqems.errors import ValidationFailed  # noqa: PLC0415
+
+    access = AccessStore(None)
+    bob, _ = access.create_key("bob", Role.ENGINEER)
+    access.revoke(bob.id)
+    for name, why in [
+        ("BOB", "is taken"),  # revoked or not, a name is never handed to someone else
+        (" Bob ", "is taken"),
+        ("sqems-ingestion", "is reserved"),
+        ("SYSTEM", "is reserved"),
+        ("x\x00y", "letters, digits, spaces"),
+        ("line\nbreak", "letters, digits, spaces"),
+        ("=HYPERLINK(1)", "letters, digits, spaces"),
+        ("a" * 100_000, "at most 64 characters"),
+    ]:
+        with pytest.raises(ValidationFailed, match=why):
+            access.create_key(name, Role.VIEWER)
+    assert access.create_key("José O'Neil-Smith", Role.VIEWER)[0].name == "José O'Neil-Smith"
+    assert [k.name for k in access.keys()] == ["bob", "José O'Neil-Smith"]  # noqa: SIM118
+    access.close()

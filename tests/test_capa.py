@@ -8,6 +8,9 @@ import hashlib
 import itertools
 import json
 import sqlite3
+import struct
+import threading
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -141,8 +144,11 @@ def test_a_capa_addresses_only_defects_complaints_or_alarms(flow: Workflow) -> N
 # --- the audit trail ----------------------------------------------------------------------
 
 
+KEY = b"k3y-kept-apart-from-the-trail-file-0123456789"
+
+
 def _trail(path: Path, n: int = 5) -> AuditTrail:
-    trail = AuditTrail(path)
+    trail = AuditTrail(path, key=KEY)
     for i in range(n):
         trail.append("erik", "engineer", "Capa", f"CAPA-{i % 2}", "changed", {"v": i},
                      {"v": i + 1, "at": datetime(2026, 1, 1, tzinfo=UTC)})  # fmt: skip
@@ -155,7 +161,7 @@ def test_the_trail_chains_every_entry_to_the_one_before(tmp_path: Path) -> None:
     assert [e.seq for e in entries] == [1, 2, 3, 4, 5] and entries[0].prev == GENESIS
     for before, after in itertools.pairwise(entries):
         assert after.prev == before.hash
-    assert all(digest(e.body()) == e.hash for e in entries)
+    assert all(digest(e.body(), KEY) == e.hash and e.keyed for e in entries)
     assert entries[0].after == {"v": 1, "at": "2026-01-01 00:00:00+00:00"}
     check = trail.verify()
     assert (check.ok, check.entries, check.head) == (True, 5, entries[-1].hash)
@@ -189,16 +195,17 @@ def test_verification_names_the_first_entry_edited_outside_sqems(
     raw.execute(tamper)
     raw.commit()
     raw.close()
-    check = AuditTrail(path).verify()
+    check = AuditTrail(path, key=KEY).verify()
     assert not check.ok and found in check.reason
 
 
 def test_an_export_verifies_on_its_own_and_an_edit_to_it_is_found(tmp_path: Path) -> None:
     trail = _trail(tmp_path / "audit.db")
     exported = trail.export("jsonl")
-    assert verify_export(exported).ok and verify_export(exported).head == trail.verify().head
+    assert verify_export(exported, KEY).ok
+    assert verify_export(exported, KEY).head == trail.verify().head
     edited = exported.replace('"actor": "erik"', '"actor": "eve"', 1)
-    check = verify_export(edited)
+    check = verify_export(edited, KEY)
     assert not check.ok and check.broken_at == 1
     rows = trail.export("csv").splitlines()
     assert rows[0].startswith("seq,at,actor") and len(rows) == 6
@@ -219,7 +226,27 @@ def test_entries_are_appended_in_order_from_many_threads(tmp_path: Path) -> None
 
 # --- evidence -------------------------------------------------------------------------------
 
-JPEG = b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF" + bytes(range(256)) * 4
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png(extra_chunks: bytes = b"", after: bytes = b"") -> bytes:
+    """A well-formed 2 by 2 grey PNG: IHDR, IDAT and IEND with their CRCs."""
+    ihdr = struct.pack(">IIBBBBB", 2, 2, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\x10\x20\x00\x30\x40")
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + extra_chunks
+            + _chunk(b"IDAT", pixels) + _chunk(b"IEND", b"") + after)  # fmt: skip
+
+
+def _text_chunk(text: bytes) -> bytes:
+    return _chunk(b"tEXt", b"Comment\x00" + text)
+
+
+JPEG = (b"\xff\xd8" + b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+        + b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00" + bytes(range(255)) * 4
+        + b"\xff\x00\xff\xd0" + b"\xff\xd9")  # fmt: skip
+"""SOI, a JFIF APP0 segment, a scan (with a stuffed byte and a restart marker), EOI."""
 PDF = b"%PDF-1.7\n" + b"1 0 obj << >> endobj\n" * 50 + b"%%EOF\n"
 
 
@@ -427,3 +454,215 @@ def test_the_supplier_of_the_bad_resin_lot_scores_worst(store: GraphStore) -> No
     assert [p.month for p in card.trend] == sorted(p.month for p in card.trend)
     with pytest.raises(NotFound, match="supplier SUP-NONE is not in the graph"):
         scorecard(store, "SUP-NONE")
+
+
+# --- records that cannot be lost or forged ----------------------------------------------------
+
+
+def test_twenty_actions_added_at_once_to_one_capa_all_survive_with_their_entries(
+    flow: Workflow,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    uid = flow.report(INSPECTOR, "burr", addresses=["CMP-1"]).uid
+    start = threading.Barrier(20)
+
+    def add(i: int) -> None:
+        start.wait()
+        flow.add_action(ENGINEER, uid, "containment", f"sort stock of line {i}")
+
+    with ThreadPoolExecutor(20) as pool:
+        list(pool.map(add, range(20)))
+    texts = sorted(a["text"] for a in json.loads(flow.get(uid).containment))
+    assert texts == sorted(f"sort stock of line {i}" for i in range(20))
+    added = [e for e in flow.history(uid) if e.action == "containment action added"]
+    assert len(added) == 20 and flow.trail.verify().ok
+    assert sorted(len(json.loads(e.after["containment"])) for e in added if e.after) == list(
+        range(1, 21)
+    )
+
+
+def test_a_busy_trail_refuses_the_change_and_the_capa_stays_as_it_was(
+    store: GraphStore, tmp_path: Path
+) -> None:
+    from sqems.errors import AuditUnavailable  # noqa: PLC0415
+
+    path = tmp_path / "audit.db"
+    flow = Workflow(store, AuditTrail(path, key=KEY, busy_timeout_s=0.2))
+    store.upsert_nodes([Complaint(uid="CMP-9", received_at=datetime(2026, 3, 1, tzinfo=UTC))])
+    uid = flow.report(INSPECTOR, "burr", addresses=["CMP-9"]).uid
+    other = sqlite3.connect(path, isolation_level=None)  # another process writing the trail
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(
+            AuditUnavailable,
+            match=r"is busy or cannot be written \(database is locked\); nothing was",
+        ):
+            flow.triage(ENGINEER, uid, Priority.HIGH)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert flow.get(uid).status is CapaStatus.REPORTED and flow.get(uid).priority is None
+    assert [e.action for e in flow.history(uid)] == ["reported"]
+    assert flow.triage(ENGINEER, uid, Priority.HIGH).status is CapaStatus.TRIAGED
+
+
+def test_a_refused_graph_write_leaves_no_entry_in_the_trail(flow: Workflow) -> None:
+    uid = flow.report(INSPECTOR, "burr", addresses=["CMP-1"]).uid
+    entries = flow.trail.verify().entries
+    with pytest.raises(ValidationFailed, match="Input should be"):  # the model refuses it
+        flow._update(ENGINEER, uid, lambda c: ("bad", {"priority": "whenever"}))
+    flow.store.upsert_nodes([Customer(uid=uid + "-X", name="x")])
+    assert flow.trail.verify().entries == entries
+
+
+def test_an_owner_cannot_be_the_verifier_of_their_own_capa(flow: Workflow) -> None:
+    uid = flow.report(INSPECTOR, "burr", addresses=["CMP-1"]).uid
+    flow.triage(ENGINEER, uid, Priority.LOW)
+    with pytest.raises(ValidationFailed, match="cannot be both owner and verifier"):
+        flow.assign(ENGINEER, uid, owner="Vera", verifier="vera", due_at=DUE)
+
+
+def _forge(path: Path, key: bytes | None) -> None:
+    """What someone with the trail's file (not its key) does: drop the trigger, put their
+    name on the signature and recompute every seal, with ``key`` (a guess) or without."""
+    names = ("seq", "at", "actor", "role", "label", "uid", "action", "before", "after",
+             "meaning", "prev")  # fmt: skip
+    raw = sqlite3.connect(path)
+    raw.executescript("DROP TRIGGER IF EXISTS trail_no_update;")
+    prev = GENESIS
+    for row in raw.execute(f"SELECT {', '.join(names)} FROM trail ORDER BY seq").fetchall():
+        body = dict(zip(names, row, strict=True))
+        body |= {"actor": "mallory" if body["meaning"] else body["actor"], "prev": prev,
+                 "before": body["before"] and json.loads(body["before"]),
+                 "after": body["after"] and json.loads(body["after"])}  # fmt: skip
+        seal = digest(body, key)
+        raw.execute("UPDATE trail SET actor = ?, prev = ?, hash = ?, keyed = ? WHERE seq = ?",
+                    (body["actor"], prev, seal, key is not None, body["seq"]))  # fmt: skip
+        prev = seal
+    raw.commit()
+    raw.close()
+
+
+@pytest.mark.parametrize("guess", [b"guess" * 8, None], ids=["guessed-key", "unkeyed"])
+def test_a_rewritten_signature_with_a_recomputed_chain_is_found_without_the_key(
+    tmp_path: Path, guess: bytes | None
+) -> None:
+    path = tmp_path / "audit.db"
+    trail = _trail(path, 3)
+    trail.append("vera", "engineer", "Capa", "CAPA-1", "signature", None, {"status": "closed"},
+                 meaning=CLOSURE_MEANING)  # fmt: skip
+    trail.close()
+    _forge(path, guess)
+    check = AuditTrail(path, key=KEY).verify()
+    if guess is not None:
+        assert not check.ok and check.broken_at == 1 and "not the one it was sealed" in check.reason
+    else:  # passed off as a trail from before the key: it says what it does not prove
+        assert check.ok and check.unsealed == 4 and "could have been rewritten" in check.reason
+
+
+def test_an_unkeyed_trail_from_before_the_key_is_sealed_by_the_first_keyed_entry(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.db"
+    old = sqlite3.connect(path)  # the table as it was, without the keyed column
+    old.executescript(
+        "CREATE TABLE trail (seq INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, "
+        "role TEXT NOT NULL, label TEXT NOT NULL, uid TEXT NOT NULL, action TEXT NOT NULL, "
+        "before TEXT, after TEXT, meaning TEXT, prev TEXT NOT NULL, hash TEXT NOT NULL);"
+    )
+    old.close()
+    unkeyed = AuditTrail(path)
+    unkeyed.append("erik", "engineer", "Capa", "C-1", "changed", None, {"v": 1})
+    unkeyed.append("erik", "engineer", "Capa", "C-1", "changed", None, {"v": 2})
+    unkeyed.close()
+    trail = AuditTrail(path, key=KEY)
+    check = trail.verify()
+    assert check.ok and check.unsealed == 2 and "no keyed seal" in check.reason
+    trail.append("erik", "engineer", "Capa", "C-1", "changed", None, {"v": 3})
+    check = trail.verify()
+    assert (check.ok, check.unsealed) == (True, 0)
+    assert "entries 1-2 predate the key and are sealed by the keyed entries" in check.reason
+    with pytest.raises(sqlite3.IntegrityError):  # still append-only after the migration
+        trail._db.execute("UPDATE trail SET actor = 'x' WHERE seq = 1")
+    assert not AuditTrail(path, key=b"another key" * 4).verify().ok
+
+
+def test_a_malformed_row_is_a_broken_entry_named_by_its_seq(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    _trail(path, 3).close()
+    raw = sqlite3.connect(path)
+    raw.executescript("DROP TRIGGER trail_no_update;")
+    raw.execute("UPDATE trail SET after = '{not json' WHERE seq = 2")
+    raw.commit()
+    raw.close()
+    check = AuditTrail(path, key=KEY).verify()
+    assert (check.ok, check.broken_at, check.entries) == (False, 2, 1)
+    assert check.reason.startswith("entry 2 is malformed: its after is not JSON")
+
+
+def test_the_trail_key_file_is_made_private_and_a_readable_one_is_refused(tmp_path: Path) -> None:
+    from sqems.errors import ConfigError  # noqa: PLC0415
+    from sqems.quality.audit import KEY_FILE, TRAIL_FILE, open_trail  # noqa: PLC0415
+    from sqems.settings import Settings  # noqa: PLC0415
+
+    settings = Settings(data_dir=tmp_path)
+    trail = open_trail(settings)
+    trail.append("erik", "engineer", "Capa", "C-1", "changed", None, {"v": 1})
+    trail.close()
+    assert (tmp_path / KEY_FILE).stat().st_mode & 0o777 == 0o600
+    assert (
+        open_trail(settings).verify().reason == "1 entries, chain intact, sealed with the audit key"
+    )
+    (tmp_path / KEY_FILE).chmod(0o644)
+    with pytest.raises(ConfigError, match="may be read by others"):
+        open_trail(settings)
+    (tmp_path / KEY_FILE).unlink()
+    with pytest.raises(ConfigError, match="is sealed with a key, and the key file"):
+        open_trail(settings)
+    assert (tmp_path / TRAIL_FILE).exists() and not (tmp_path / KEY_FILE).exists()
+
+
+def test_csv_exports_neutralise_cells_a_spreadsheet_would_run(tmp_path: Path) -> None:
+    import csv  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    trail = AuditTrail(None, key=KEY)
+    for text in ('=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1)",
+                 "\tx", "\r=1", "-1.5", "plain"):  # fmt: skip
+        trail.append("erik", "engineer", "Capa", "C-1", text, None, {"f": "=1+1"})
+    rows = list(csv.DictReader(io.StringIO(trail.export("csv"))))
+    assert [r["action"] for r in rows] == [
+        '\'=HYPERLINK("http://evil.example","x")', "'+1+1", "'-2+3", "'@SUM(A1)", "'\tx",
+        "'\r=1", "-1.5", "plain",
+    ]  # fmt: skip
+    assert json.loads(rows[0]["after"]) == {"f": "=1+1"}  # JSON cells start with {
+
+
+@pytest.mark.parametrize(
+    ("content", "found"),
+    [
+        (_png(after=b"<html><script>alert(1)</script></html>"), "bytes follow its IEND"),
+        (_png(_text_chunk(b"<html><script>alert(1)</script>")), "it holds HTML markup"),
+        (_png()[:-5], "no IEND chunk"),
+        (_png().replace(b"IDAT", b"IDAX", 1), "fails its CRC"),
+        (JPEG + b"<html>", "bytes follow its end"),
+        (JPEG[:-2], "no end-of-image marker"),
+        (PDF + b"<html><body>", "does not end with %%EOF"),
+        (b"RIFF\xff\x00\x00\x00WEBPVP8 " + bytes(20), "its RIFF size says"),
+        (b"\x00\x00\x00\x14ftypisom" + bytes(8) + b"\x00\x00\x01\x00mdat", "does not fit"),
+    ],
+)
+def test_evidence_must_be_what_its_first_bytes_claim_from_start_to_end(
+    tmp_path: Path, content: bytes, found: str
+) -> None:
+    import io  # noqa: PLC0415
+
+    from sqems.quality.evidence import EvidenceStore  # noqa: PLC0415
+
+    store = EvidenceStore(tmp_path / "evidence")
+    with pytest.raises(ValidationFailed, match="is not a well-formed") as refused:
+        store.put(io.BytesIO(content), "photo.png")
+    assert found in refused.value.message
+    assert [p.name for p in (tmp_path / "evidence").rglob("*")] == []
+    assert store.put(io.BytesIO(_png()), "ok.png").media_type == "image/png"

@@ -5,6 +5,12 @@ Keys look like ``sqems_<id>_<secret>``. Only a SHA-256 digest of the secret is s
 the row and the digest is compared in constant time. Every mutation is recorded in the
 audit log with who made it, when, what it asked and how it ended.
 
+A key's name is the user the audit trail names for every change made with it, so
+names are unique regardless of case (revoked keys keep theirs: a name is never handed
+to someone else, 21 CFR 11.100(b)), are 1 to 64 printable characters (letters,
+digits, space and ``. _ - @ '``), and the names the product records its own changes
+under (``sqems…``, ``system``) are reserved.
+
 Both live in one SQLite file (``$SQEMS_DATA_DIR/access.db``) whatever graph store is in
 use, so access survives a migration between stores.
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import sqlite3
 import threading
@@ -24,6 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from sqems.errors import NotFound, ValidationFailed
+from sqems.quality.audit import reserved
+
+NAME_MAX = 64
+_NAME = re.compile(r"[^\W_](?:[\w .@'-]*[^\W_])?")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -81,6 +92,25 @@ class AuditEntry:
     request_id: str | None
 
 
+def check_name(name: str) -> str:
+    """A key's name, stripped, if it may name a user in the audit trail."""
+    name = name.strip()
+    if not name:
+        raise ValidationFailed("an API key needs a name (who or what uses it)")
+    if len(name) > NAME_MAX:
+        raise ValidationFailed(f"a key's name has at most {NAME_MAX} characters, not {len(name)}")
+    if not _NAME.fullmatch(name):
+        raise ValidationFailed(
+            f"the key name {name[:NAME_MAX]!r} may hold letters, digits, spaces and . _ - @ ' "
+            "only, and starts and ends with a letter or digit"
+        )
+    if reserved(name):
+        raise ValidationFailed(
+            f"{name!r} is reserved: the product records its own changes under it"
+        )
+    return name
+
+
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -109,16 +139,28 @@ class AccessStore:
 
     def create_key(self, name: str, role: Role) -> tuple[ApiKey, str]:
         """A new key; the returned token is the only time the secret is seen."""
-        if not name.strip():
-            raise ValidationFailed("an API key needs a name (who or what uses it)")
+        name = check_name(name)
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
-        key = ApiKey(key_id, name.strip(), role, _now())
+        key = ApiKey(key_id, name, role, _now())
         with self._lock:
-            self._db.execute(
-                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, NULL)",
-                (key.id, key.name, role.label, _digest(secret), key.created_at),
-            )
+            self._db.execute("BEGIN IMMEDIATE")  # the name check holds across processes
+            try:
+                taken = [row[0] for row in self._db.execute("SELECT name FROM api_keys")
+                         if row[0].casefold() == name.casefold()]  # fmt: skip
+                if taken:
+                    raise ValidationFailed(
+                        f"the name {name!r} is taken (by a key named {taken[0]!r}, live or "
+                        "revoked): each person has a name of their own in the audit trail"
+                    )
+                self._db.execute(
+                    "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, NULL)",
+                    (key.id, key.name, role.label, _digest(secret), key.created_at),
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
         return key, f"sqems_{key_id}_{secret}"
 
     def verify(self, token: str | None) -> ApiKey | None:

@@ -30,7 +30,7 @@ from sqems.graphql.pages import add_viewer_routes
 from sqems.graphql.schema import build_schema
 from sqems.graphql.twin import ProgressHub
 from sqems.ingestion import service
-from sqems.quality.audit import TRAIL_FILE, AuditTrail
+from sqems.quality.audit import AuditTrail, open_trail
 from sqems.quality.capa import Workflow, open_on_critical_alarms
 from sqems.settings import Settings
 from sqems.simulation.runner import TWIN_DIR, WhatIfRunner
@@ -106,7 +106,7 @@ def create_app(
         own_access = access is None
         app.state.store = store or await anyio.to_thread.run_sync(lambda: open_store(settings))
         app.state.access = access or AccessStore(settings.data_dir / ACCESS_FILE)
-        app.state.trail = AuditTrail(settings.data_dir / TRAIL_FILE)
+        app.state.trail = open_trail(settings)
         app.state.ingestion = None
         app.state.whatif = WhatIfRunner(
             app.state.store, settings.data_dir / TWIN_DIR, Sampler.of(settings)

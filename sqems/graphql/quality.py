@@ -19,7 +19,7 @@ from strawberry.file_uploads import Upload
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from sqems.errors import ValidationFailed
+from sqems.errors import Unauthenticated, ValidationFailed
 from sqems.graph_model.nodes import Priority as DomainPriority
 from sqems.graphql.access import Role
 from sqems.graphql.context import Context
@@ -48,6 +48,7 @@ class TrailEntry:
     meaning: str | None = strawberry.field(description="An electronic signature's meaning.")
     prev: str
     hash: str
+    keyed: bool = strawberry.field(description="Sealed with the trail's key (HMAC-SHA256).")
 
     @classmethod
     def of(cls, e: audit.Entry) -> TrailEntry:
@@ -61,6 +62,9 @@ class TrailCheck:
     broken_at: int | None
     reason: str
     head: str
+    unsealed: int = strawberry.field(
+        description="Entries at the end without a keyed seal after them (could be rewritten)."
+    )
 
 
 @strawberry.type(description="A file kept as evidence, by the SHA-256 of its bytes.")
@@ -185,13 +189,27 @@ def evidence_store(ctx: Context) -> EvidenceStore:
 
 def recorded(ctx: Context, action: str, uid: str, change: Callable[[], Any]) -> Any:
     """Run a change to a quality record (a batch held, a unit's disposition) and write
-    it to the audit trail with the record before and after, as the caller."""
+    it to the audit trail with the record before and after, as the caller: in one
+    transaction of the trail, so the change lands with its entry or not at all."""
     key = ctx.require(Role.VIEWER)
-    before = ctx.store.get(uid)
-    after = change()
-    ctx.trail.append(key.name, key.role.label, after.label, uid, action,
-                     before.model_dump(mode="json"), after.model_dump(mode="json"))  # fmt: skip
+    with ctx.trail.writing() as w:
+        before = ctx.store.get(uid)
+        after = change()
+        w.append(key.name, key.role.label, after.label, uid, action,
+                 before.model_dump(mode="json"), after.model_dump(mode="json"))  # fmt: skip
+        w.on_abort(lambda: ctx.store.upsert_nodes([before]))
     return after
+
+
+def reauthenticated(ctx: Context, credential: str) -> None:
+    """A signature needs the signer's credential again (21 CFR 11.200(a)(1)): the key
+    sent with the request must be the caller's own, live key."""
+    signer = ctx.access.verify(credential.strip() or None)
+    if signer is None or ctx.principal is None or signer.id != ctx.principal.id:
+        raise Unauthenticated(
+            "a signature needs your own API key again as its credential; the one given is "
+            "not the key this request is made with"
+        )
 
 
 def _flow(ctx: Context) -> tuple[Workflow, Actor]:
@@ -279,7 +297,8 @@ class QualityQuery:
         info.context.require(Role.ADMIN)
         check = await info.context.call(info.context.trail.verify)
         return TrailCheck(ok=check.ok, entries=check.entries, broken_at=check.broken_at,
-                          reason=check.reason, head=check.head)  # fmt: skip
+                          reason=check.reason, head=check.head,
+                          unsealed=check.unsealed)  # fmt: skip
 
 
 async def _move(info: Info[Context, None], operation: str, role: Role,
@@ -367,8 +386,15 @@ class QualityMutation:
             if source is None:
                 raise ValidationFailed("send the file as a part of a multipart request")
             flow, actor = _flow(ctx)
-            stored = evidence_store(ctx).put(source, name)
-            flow.attach_evidence(actor, uid, kind, action, stored)
+            flow.check_evidence(uid, kind, action)
+            files = evidence_store(ctx)
+            stored, new = files.receive(source, name)
+            try:
+                flow.attach_evidence(actor, uid, kind, action, stored)
+            except BaseException:
+                if new:  # the CAPA changed meanwhile: leave no orphan behind
+                    files.discard(stored.digest)
+                raise
             return stored
 
         args = {"uid": uid, "kind": kind, "action": action, "file": name}
@@ -381,12 +407,14 @@ class QualityMutation:
                            lambda f, a: f.submit(a, uid))  # fmt: skip
 
     @strawberry.mutation(
-        description="Verify a CAPA's actions, signed (its verifier only): effective closes it."
+        description="Verify a CAPA's actions, signed (its verifier only): effective closes it. "
+        "A signature: `credential` is the verifier's own API key, entered again."
     )
     async def verify_capa(
-        self, info: Info[Context, None], uid: str, effective: bool, note: str
+        self, info: Info[Context, None], uid: str, effective: bool, note: str, credential: str
     ) -> Node:
         def verify(f: Workflow, a: Actor) -> Any:
+            reauthenticated(info.context, credential)
             return f.verify(a, uid, effective=effective, note=note)
 
         return await _move(info, "verifyCapa", Role.ENGINEER,

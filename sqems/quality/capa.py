@@ -41,13 +41,13 @@ from sqems.graph_model.nodes import (
     Priority,
 )
 from sqems.graph_model.store import Direction, Edge, GraphStore
-from sqems.quality.audit import AuditTrail
+from sqems.quality.audit import SYSTEM_ACTOR, AuditTrail, Writer
 from sqems.quality.evidence import Evidence
 
 log = logging.getLogger(__name__)
 S = CapaStatus
 OUT = Direction.OUT
-SYSTEM = "sqems-ingestion"
+SYSTEM = SYSTEM_ACTOR
 """The user an automatic CAPA is reported by."""
 MOVES: dict[str, tuple[frozenset[CapaStatus], CapaStatus]] = {
     "triage": (frozenset({S.REPORTED}), S.TRIAGED),
@@ -73,9 +73,23 @@ class Actor:
             raise ValidationFailed("a CAPA change needs the name of the user making it")
         self.name, self.role = name.strip(), role
 
+    def named(self, name: str | None) -> bool:
+        """Whether ``name`` is this user's (names are unique regardless of case)."""
+        return name is not None and name.strip().casefold() == self.name.casefold()
+
+
+Edit = Callable[[Capa], tuple[str, dict[str, Any]]]
+"""A change worked out from the CAPA as it is now: the trail's action and the fields."""
+
 
 class Workflow:
-    """CAPAs in ``store``, their changes audited in ``trail``."""
+    """CAPAs in ``store``, their changes audited in ``trail``.
+
+    Every change reads the CAPA, checks it and writes it inside one transaction of the
+    trail (:meth:`AuditTrail.writing`), which holds the trail's write lock: changes
+    never interleave (twenty actions added at once are twenty actions), and the graph
+    is written before the trail's entries commit, so neither lands without the other.
+    """
 
     def __init__(self, store: GraphStore, trail: AuditTrail) -> None:
         self.store = store
@@ -94,7 +108,11 @@ class Workflow:
         uid: str | None = None,
     ) -> Capa:
         """Open a CAPA (reported), addressing defects, complaints or alarms."""
-        targets = list(addresses)
+        with self.trail.writing() as w:
+            return self._report(w, actor, title, problem, list(addresses), source, uid)
+
+    def _report(self, w: Writer, actor: Actor, title: str, problem: str, targets: list[str],
+                source: CapaSource, uid: str | None) -> Capa:  # fmt: skip
         found = self.store.get_many(targets)
         for t in targets:
             node = found.get(t)
@@ -111,10 +129,11 @@ class Workflow:
         })  # fmt: skip
         if self.store.get_many([capa.uid]):
             raise ValidationFailed(f"{capa.uid} exists already")
+        w.append(actor.name, actor.role, "Capa", capa.uid, "reported", None,
+                 _record(capa) | {"addresses": targets})  # fmt: skip
         with self.store.transaction() as tx:
             tx.add_nodes([capa])
             tx.add_edges(Edge("ADDRESSES", capa.uid, t) for t in targets)
-        self._audit(actor, capa.uid, "reported", None, capa, addresses=targets)
         return capa
 
     def from_complaint(self, actor: Actor, complaint: str) -> Capa:
@@ -129,15 +148,18 @@ class Workflow:
         machine and parameter is not closed, a new alarm there is added to it instead:
         one excursion, one CAPA."""
         raised_on = {e.dst for e in self.store.edges([alarm.uid], {"RAISED_ON": OUT})}
-        for capa in self._open_alarm_capas():
-            alarms = [e.dst for e in self.store.edges([capa.uid], {"ADDRESSES": OUT})]
-            where = {e.dst for e in self.store.edges(alarms, {"RAISED_ON": OUT})}
-            if raised_on and raised_on - self._runs(raised_on) <= where:
-                self.store.upsert_edges([Edge("ADDRESSES", capa.uid, alarm.uid)])
-                return self._write(actor, capa, f"alarm {alarm.uid} added", {})
-        title = f"SPC alarm {alarm.rule}: {alarm.message}"[:300]
-        return self.report(actor, title, alarm.message, addresses=[alarm.uid],
-                           source=CapaSource.ALARM)  # fmt: skip
+        with self.trail.writing() as w:
+            for capa in self._open_alarm_capas():
+                alarms = [e.dst for e in self.store.edges([capa.uid], {"ADDRESSES": OUT})]
+                where = {e.dst for e in self.store.edges(alarms, {"RAISED_ON": OUT})}
+                if raised_on and raised_on - self._runs(raised_on) <= where:
+                    w.append(actor.name, actor.role, "Capa", capa.uid,
+                             f"alarm {alarm.uid} added", _record(capa), _record(capa))  # fmt: skip
+                    self.store.upsert_edges([Edge("ADDRESSES", capa.uid, alarm.uid)])
+                    return capa
+            title = f"SPC alarm {alarm.rule}: {alarm.message}"[:300]
+            return self._report(w, actor, title, alarm.message, [alarm.uid],
+                                CapaSource.ALARM, None)  # fmt: skip
 
     def _open_alarm_capas(self) -> list[Capa]:
         return [c for c in self.store.find("Capa", {"source": CapaSource.ALARM.value})
@@ -151,28 +173,34 @@ class Workflow:
     # --- moves -------------------------------------------------------------------------
 
     def triage(self, actor: Actor, uid: str, priority: Priority) -> Capa:
-        return self._move(actor, self.get(uid), "triage", {"priority": priority})
+        return self._move(actor, uid, "triage", lambda _: {"priority": priority})
 
     def assign(
         self, actor: Actor, uid: str, *, owner: str, verifier: str, due_at: datetime
     ) -> Capa:
-        capa = self.get(uid)
-        if not owner.strip() or not verifier.strip():
+        """Name the owner, who does the actions, and the verifier, who signs them off:
+        two people, so no one verifies their own work."""
+        owner, verifier = owner.strip(), verifier.strip()
+        if not owner or not verifier:
             raise ValidationFailed("a CAPA is assigned to an owner and a verifier by name")
-        if due_at.tzinfo is None or due_at <= capa.opened_at:
+        if owner.casefold() == verifier.casefold():
             raise ValidationFailed(
-                f"the due date {due_at.isoformat()} must carry a time zone and come after the "
-                f"report ({capa.opened_at.isoformat()})"
+                f"{owner} cannot be both owner and verifier of {uid}: a CAPA is verified by "
+                "someone other than the person who did its actions"
             )
-        return self._move(
-            actor,
-            capa,
-            "assign",
-            {"owner": owner.strip(), "verifier": verifier.strip(), "due_at": due_at},
-        )
+
+        def change(capa: Capa) -> dict[str, Any]:
+            if due_at.tzinfo is None or due_at <= capa.opened_at:
+                raise ValidationFailed(
+                    f"the due date {due_at.isoformat()} must carry a time zone and come after "
+                    f"the report ({capa.opened_at.isoformat()})"
+                )
+            return {"owner": owner, "verifier": verifier, "due_at": due_at}
+
+        return self._move(actor, uid, "assign", change)
 
     def start(self, actor: Actor, uid: str) -> Capa:
-        return self._move(actor, self.get(uid), "start", {})
+        return self._move(actor, uid, "start", lambda _: {})
 
     def record_root_cause(
         self,
@@ -183,7 +211,6 @@ class Workflow:
         eight_d: dict[str, str] | None = None,
     ) -> Capa:
         """The 5-Why chain and/or the 8D disciplines (keys D1 to D8)."""
-        capa = self._open(uid)
         change: dict[str, Any] = {}
         if five_why is not None:
             if not all(isinstance(w, str) and w.strip() for w in five_why):
@@ -194,7 +221,12 @@ class Workflow:
             if unknown:
                 raise ValidationFailed(f"8D disciplines are D1 to D8, not {', '.join(unknown)}")
             change["eight_d"] = json.dumps(dict(sorted(eight_d.items())))
-        return self._write(actor, capa, "root cause recorded", change)
+
+        def edit(capa: Capa) -> tuple[str, dict[str, Any]]:
+            self._open(capa)
+            return "root cause recorded", change
+
+        return self._update(actor, uid, edit)
 
     def add_action(
         self,
@@ -212,85 +244,104 @@ class Workflow:
             raise ValidationFailed(f"an action is {' or '.join(ACTION_KINDS)}, not {kind!r}")
         if not text.strip():
             raise ValidationFailed("an action says what is done")
-        capa = self._open(uid)
+        digests = list(evidence)
+
+        def change(capa: Capa) -> tuple[str, dict[str, Any]]:
+            actions = json.loads(getattr(self._open(capa), kind))
+            actions.append({
+                "text": text.strip(), "owner": owner or capa.owner, "added_by": actor.name,
+                "added_at": datetime.now(UTC).isoformat(),
+                "due_at": due_at.isoformat() if due_at else None, "evidence": digests,
+            })  # fmt: skip
+            return f"{kind} action added", {kind: json.dumps(actions)}
+
+        return self._update(actor, uid, change)
+
+    def check_evidence(self, uid: str, kind: str, index: int) -> Capa:
+        """The CAPA, if evidence may be attached to its ``index``-th ``kind`` action now:
+        it exists, is not closed and has that action. Check before storing the file, so
+        a refused upload leaves nothing behind."""
+        if kind not in ACTION_KINDS:
+            raise ValidationFailed(f"an action is {' or '.join(ACTION_KINDS)}, not {kind!r}")
+        capa = self._open(self.get(uid))
         actions = json.loads(getattr(capa, kind))
-        actions.append({
-            "text": text.strip(), "owner": owner or capa.owner, "added_by": actor.name,
-            "added_at": datetime.now(UTC).isoformat(),
-            "due_at": due_at.isoformat() if due_at else None, "evidence": list(evidence),
-        })  # fmt: skip
-        return self._write(actor, capa, f"{kind} action added", {kind: json.dumps(actions)})
+        if not 0 <= index < len(actions):
+            raise ValidationFailed(f"{uid} has {len(actions)} {kind} action(s); no action {index}")
+        return capa
 
     def attach_evidence(
         self, actor: Actor, uid: str, kind: str, index: int, evidence: Evidence
     ) -> Capa:
         """Attach a stored file (:class:`~sqems.quality.evidence.EvidenceStore`) to the
         ``index``-th (from 0) containment or corrective action."""
-        if kind not in ACTION_KINDS:
-            raise ValidationFailed(f"an action is {' or '.join(ACTION_KINDS)}, not {kind!r}")
-        capa = self._open(uid)
-        actions = json.loads(getattr(capa, kind))
-        if not 0 <= index < len(actions):
-            raise ValidationFailed(f"{uid} has {len(actions)} {kind} action(s); no action {index}")
-        if evidence.digest not in actions[index]["evidence"]:
-            actions[index]["evidence"].append(evidence.digest)
-        return self._write(actor, capa, f"evidence attached: {evidence.kind} {evidence.name} "
-                           f"({evidence.digest}) to {kind} action {index}",
-                           {kind: json.dumps(actions)})  # fmt: skip
+
+        def change(capa: Capa) -> tuple[str, dict[str, Any]]:
+            actions = json.loads(getattr(self.check_evidence(uid, kind, index), kind))
+            if evidence.digest not in actions[index]["evidence"]:
+                actions[index]["evidence"].append(evidence.digest)
+            return (f"evidence attached: {evidence.kind} {evidence.name} ({evidence.digest}) "
+                    f"to {kind} action {index}", {kind: json.dumps(actions)})  # fmt: skip
+
+        return self._update(actor, uid, change)
 
     def submit(self, actor: Actor, uid: str) -> Capa:
         """Actions done: hand the CAPA to its verifier."""
-        capa = self.get(uid)
-        d4 = json.loads(capa.eight_d).get("D4", "").strip()
-        if not json.loads(capa.five_why) and not d4:
-            raise ValidationFailed(
-                f"{uid} has no root cause yet: record a 5-Why chain or the 8D's D4 first"
-            )
-        if not json.loads(capa.corrective):
-            raise ValidationFailed(f"{uid} has no corrective action yet: add one first")
-        return self._move(actor, capa, "submit", {})
+
+        def change(capa: Capa) -> dict[str, Any]:
+            d4 = json.loads(capa.eight_d).get("D4", "").strip()
+            if not json.loads(capa.five_why) and not d4:
+                raise ValidationFailed(
+                    f"{uid} has no root cause yet: record a 5-Why chain or the 8D's D4 first"
+                )
+            if not json.loads(capa.corrective):
+                raise ValidationFailed(f"{uid} has no corrective action yet: add one first")
+            return {}
+
+        return self._move(actor, uid, "submit", change)
 
     def verify(self, actor: Actor, uid: str, *, effective: bool, note: str) -> Capa:
         """The verifier's judgement, signed; effective closes the CAPA, not effective sends
-        it back to action."""
-        capa = self.get(uid)
-        if capa.verifier != actor.name:
-            raise ValidationFailed(
-                f"only {uid}'s verifier ({capa.verifier or 'none assigned'}) may verify it; "
-                f"{actor.name} is not"
-            )
+        it back to action. The caller has checked the signer's credential again (the API
+        asks for the key with the request)."""
         if not note.strip():
             raise ValidationFailed("a verification says what was checked and found")
+
+        def signer(capa: Capa) -> None:
+            if not actor.named(capa.verifier):
+                raise ValidationFailed(
+                    f"only {uid}'s verifier ({capa.verifier or 'none assigned'}) may verify "
+                    f"it; {actor.name} is not"
+                )
+            if actor.named(capa.owner):
+                raise ValidationFailed(
+                    f"{actor.name} owns {uid}'s actions and cannot also verify them"
+                )
+
         if not effective:
-            self._check_move(capa, "verify")
-            changed = self._write(actor, capa, "verified not effective",
-                                  {"status": S.IN_ACTION, "verification": note.strip(),
-                                   "effective": False})  # fmt: skip
-            self.trail.append(actor.name, actor.role, "Capa", uid, "signature",
-                              None, _record(changed), meaning="verified not effective")  # fmt: skip
-            return changed
-        closed = self._move(actor, capa, "verify", {"verification": note.strip(),
-                                                    "effective": True,
-                                                    "closed_at": datetime.now(UTC)})  # fmt: skip
-        self.trail.append(actor.name, actor.role, "Capa", uid, "signature", None,
-                          _record(closed), meaning=CLOSURE_MEANING)  # fmt: skip
-        return closed
+
+            def back(capa: Capa) -> tuple[str, dict[str, Any]]:
+                signer(capa)
+                self._check_move(capa, "verify")
+                return "verified not effective", {"status": S.IN_ACTION,
+                                                  "verification": note.strip(),
+                                                  "effective": False}  # fmt: skip
+
+            return self._update(actor, uid, back, signature="verified not effective")
+
+        def close(capa: Capa) -> dict[str, Any]:
+            signer(capa)
+            return {"verification": note.strip(), "effective": True,
+                    "closed_at": datetime.now(UTC)}  # fmt: skip
+
+        return self._move(actor, uid, "verify", close, signature=CLOSURE_MEANING)
 
     def reopen(self, actor: Actor, uid: str, reason: str) -> Capa:
         if not reason.strip():
             raise ValidationFailed("say why the CAPA is reopened")
-        capa = self.get(uid)
-        return self._move(
-            actor,
-            capa,
-            "reopen",
-            {
-                "closed_at": None,
-                "effective": None,
-                "reopened": capa.reopened + 1,
-                "verification": f"reopened: {reason.strip()}",
-            },
-        )
+        return self._move(actor, uid, "reopen", lambda capa: {
+            "closed_at": None, "effective": None, "reopened": capa.reopened + 1,
+            "verification": f"reopened: {reason.strip()}",
+        })  # fmt: skip
 
     # --- reading -----------------------------------------------------------------------
 
@@ -306,10 +357,9 @@ class Workflow:
 
     # --- internals ---------------------------------------------------------------------
 
-    def _open(self, uid: str) -> Capa:
-        capa = self.get(uid)
+    def _open(self, capa: Capa) -> Capa:
         if capa.status is S.CLOSED:
-            raise ValidationFailed(f"{uid} is closed; reopen it to change it")
+            raise ValidationFailed(f"{capa.uid} is closed; reopen it to change it")
         return capa
 
     def _check_move(self, capa: Capa, move: str) -> CapaStatus:
@@ -322,22 +372,33 @@ class Workflow:
             )
         return target
 
-    def _move(self, actor: Actor, capa: Capa, move: str, change: dict[str, Any]) -> Capa:
-        target = self._check_move(capa, move)
-        return self._write(actor, capa, f"{move}: {capa.status.value} -> {target.value}",
-                           {"status": target, **change})  # fmt: skip
+    def _move(self, actor: Actor, uid: str, move: str,
+              change: Callable[[Capa], dict[str, Any] | None], *,
+              signature: str | None = None) -> Capa:  # fmt: skip
+        """A move of the workflow; ``change`` checks the CAPA and gives the other fields."""
 
-    def _write(self, actor: Actor, capa: Capa, action: str, change: dict[str, Any]) -> Capa:
-        changed = Capa.parse({**capa.model_dump(), **change})
-        self.store.upsert_nodes([changed])
-        self._audit(actor, capa.uid, action, capa, changed)
+        def edit(capa: Capa) -> tuple[str, dict[str, Any]]:
+            target = self._check_move(capa, move)
+            fields = change(capa) or {}
+            return f"{move}: {capa.status.value} -> {target.value}", {"status": target, **fields}
+
+        return self._update(actor, uid, edit, signature=signature)
+
+    def _update(self, actor: Actor, uid: str, edit: Edit, *, signature: str | None = None) -> Capa:
+        """Read the CAPA, apply ``edit`` and write it with its trail entry (and a signature
+        with its meaning), all in one trail transaction; the graph write is taken back if
+        the entries cannot commit."""
+        with self.trail.writing() as w:
+            capa = self.get(uid)
+            action, change = edit(capa)
+            changed = Capa.parse({**capa.model_dump(), **change})
+            w.append(actor.name, actor.role, "Capa", uid, action, _record(capa), _record(changed))
+            if signature is not None:
+                w.append(actor.name, actor.role, "Capa", uid, "signature", None,
+                         _record(changed), meaning=signature)  # fmt: skip
+            self.store.upsert_nodes([changed])
+            w.on_abort(lambda: self.store.upsert_nodes([capa]))
         return changed
-
-    def _audit(self, actor: Actor, uid: str, action: str, before: Capa | None, after: Capa,
-               **extra: Any) -> None:  # fmt: skip
-        record = _record(after) | extra
-        self.trail.append(actor.name, actor.role, "Capa", uid, action,
-                          _record(before) if before else None, record)  # fmt: skip
 
 
 def _record(capa: Capa) -> dict[str, Any]:
