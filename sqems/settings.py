@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         gt=0,
         description="How long parsing and validating one GraphQL document may take.",
     )
+    api_subscription_recheck_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often an open subscription checks that its API key is not revoked.",
+    )
     ingest: bool = Field(default=False, description="Run the MQTT ingestion inside `sqems serve`.")
     mqtt_host: str = Field(default="127.0.0.1", description="The MQTT broker readings come from.")
     mqtt_port: int = Field(default=1883, ge=1, le=65535)

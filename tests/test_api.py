@@ -13,9 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import Broker
 from graphql import parse
 from live_server import LiveServer
 from rdflib.compare import isomorphic
+from websockets.sync.client import connect
 
 from sqems import ontologies
 from sqems.analysis.rootcause import from_defect_type, rank_causes
@@ -601,4 +603,31 @@ def test_the_quarantine_is_paged_from_its_store(plant: Plant, tmp_path: Path) ->
         assert everything["totalCount"] == 7
         bad = api.post(query, {"first": 3, "after": "bm90LWEta2V5"})
         assert bad["errors"][0]["extensions"]["code"] == "VALIDATION_FAILED"
+    store.close()
+
+
+def test_a_revoked_key_loses_its_open_subscription(
+    plant: Plant, tmp_path: Path, mosquitto: Broker
+) -> None:
+    store = EmbeddedGraphStore(None)
+    for api in _start(store, plant, tmp_path, ingest=True, mqtt_host=mosquitto.host,
+                      mqtt_port=mosquitto.port, mqtt_client_id="sqems-api-revoke",
+                      api_subscription_recheck_s=0.2):  # fmt: skip
+        key, token = api.access.create_key("wall screen", Role.VIEWER)
+        url = api.url.replace("http://", "ws://") + "/graphql"
+        with connect(url, subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+                     additional_headers={"Authorization": f"Bearer {token}"}) as ws:  # fmt: skip
+            ws.send(json.dumps({"type": "connection_init"}))
+            assert json.loads(ws.recv(10))["type"] == "connection_ack"
+            query = (GRAPHQL_DIR / "operations" / "alarms.graphql").read_text()
+            ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
+            with pytest.raises(TimeoutError):
+                ws.recv(0.6)  # open, waiting for alarms
+            api.access.revoke(key.id)
+            closing = json.loads(ws.recv(5))
+            assert closing["type"] == "next" and closing["id"] == "1"
+            error = closing["payload"]["errors"][0]
+            assert error["extensions"]["code"] == "UNAUTHENTICATED"
+            assert "revoked" in error["message"]
+            assert json.loads(ws.recv(5)) == {"id": "1", "type": "complete"}
     store.close()

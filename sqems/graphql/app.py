@@ -145,12 +145,14 @@ def create_app(
 
     async def context(request: HTTPConnection) -> Context:
         # a primary-key lookup in a local SQLite file: cheaper inline than a thread hop
-        principal = request.app.state.access.verify(_token(request))
+        token = _token(request)
+        principal = request.app.state.access.verify(token)
         return Context(
             store=request.app.state.store,
             access=request.app.state.access,
             settings=settings,
             principal=principal,
+            token=token,
             request_id=getattr(request.state, "request_id", ""),
             ingestion=request.app.state.ingestion,
             whatif=request.app.state.whatif,

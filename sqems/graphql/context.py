@@ -31,6 +31,7 @@ class Context(BaseContext):
         settings: Settings,
         principal: ApiKey | None,
         request_id: str,
+        token: str | None = None,
         ingestion: Any = None,
         whatif: Any = None,
         whatif_hub: Any = None,
@@ -42,6 +43,8 @@ class Context(BaseContext):
         self.access = access
         self.settings = settings
         self.principal = principal
+        self.token = token
+        """The key the caller sent, to check again that it still works (subscriptions)."""
         self.request_id = request_id
         self.ingestion = ingestion
         """The MQTT ingestion running in this server (an ``IngestionRuntime``), if any."""
@@ -89,6 +92,10 @@ class Context(BaseContext):
                 self.access.record, self.principal, operation, arguments, outcome, self.request_id
             )
 
+    def key_revoked(self) -> bool:
+        """Whether the key this caller was let in with has been revoked since."""
+        return self.principal is not None and self.access.verify(self.token) is None
+
     def require(self, role: Role) -> ApiKey:
         """The caller, if their key grants ``role``; a typed error otherwise.
 
@@ -98,7 +105,8 @@ class Context(BaseContext):
         if self.principal is None and isinstance(self.connection_params, dict):
             sent = self.connection_params.get("authorization") or ""
             token = sent[7:].strip() if sent.lower().startswith("bearer ") else sent.strip()
-            self.principal = self.access.verify(token or None)
+            self.token = token or None
+            self.principal = self.access.verify(self.token)
         if self.principal is None:
             raise Unauthenticated(
                 "a valid API key is required: send it as 'Authorization: Bearer <key>' "

@@ -9,8 +9,9 @@ as typed errors with ``extensions.code``; anything else is masked.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -21,11 +22,11 @@ from strawberry.extensions import (
     MaxAliasesLimiter,
     QueryDepthLimiter,
 )
-from strawberry.types import Info
+from strawberry.types import ExecutionResult, Info
 
 from graphql import GraphQLError
 from sqems import ontologies, quality
-from sqems.errors import NotFound, SqemsError, ValidationFailed
+from sqems.errors import NotFound, SqemsError, Unauthenticated, ValidationFailed
 from sqems.graph_model import traceability as tr
 from sqems.graph_model.nodes import UnitStatus as DomainUnitStatus
 from sqems.graphql import rdf as rdf_api
@@ -626,6 +627,16 @@ class _MaskUnexpected(MaskErrors):
 
 
 class _Schema(strawberry.Schema):
+    recheck_s: float = 5.0
+    """How often a subscription checks that its caller's key still works."""
+
+    async def stream(self, *args: Any, **kwargs: Any) -> Any:
+        results = await super().stream(*args, **kwargs)
+        context = kwargs.get("context_value")
+        if isinstance(context, Context) and isinstance(results, AsyncGenerator):
+            return _while_key_lives(results, context, self.recheck_s)
+        return results
+
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         # Client errors (bad input, unknown uid, no key) are the client's to read; the
         # log gets one line each. Unexpected ones were logged with their traceback
@@ -637,6 +648,39 @@ class _Schema(strawberry.Schema):
                 extensions = error.extensions = {**extensions, "code": "GRAPHQL_INVALID"}
             code = extensions["code"]
             log.info("graphql error", extra={"code": code, "error": error.message})
+
+
+async def _while_key_lives(
+    results: AsyncGenerator[Any, None], context: Context, every_s: float
+) -> AsyncGenerator[Any, None]:
+    """``results`` (a subscription's) while the caller's key is not revoked: checked
+    before each result goes out and every ``every_s`` between results. A revoked key
+    gets a last result with an ``UNAUTHENTICATED`` error, and the stream ends."""
+    pending = asyncio.ensure_future(anext(results))
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=every_s)
+            if context.key_revoked():
+                error = Unauthenticated(
+                    f"key {context.principal.id if context.principal else ''!r} was revoked; "
+                    "the subscription is closed"
+                )
+                log.info("subscription closed", extra={"code": error.code})
+                yield ExecutionResult(
+                    data=None, errors=[GraphQLError(error.message, extensions=error.extensions)]
+                )
+                return
+            if done:
+                try:
+                    result = pending.result()
+                except StopAsyncIteration:
+                    return
+                yield result
+                pending = asyncio.ensure_future(anext(results))
+    finally:
+        pending.cancel()
+        await asyncio.wait({pending})
+        await results.aclose()
 
 
 def _should_mask(error: GraphQLError) -> bool:
@@ -657,7 +701,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         *MaxAliasesLimiter(max_alias_count=settings.api_max_aliases).validation_rules,
     ]
     documents = DocumentCache()
-    return _Schema(
+    schema = _Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -678,6 +722,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
             ),
         ],
     )
+    schema.recheck_s = settings.api_subscription_recheck_s
+    return schema
 
 
 def sdl() -> str:
