@@ -15,8 +15,10 @@ import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from conftest import Broker, wait_for
+from fastapi import FastAPI
 from live_server import LiveServer
 from paho.mqtt.enums import CallbackAPIVersion
+from test_mqtt import FailsOnce
 from websockets.sync.client import connect
 
 from sqems.datasets import PlantSpec, generate, load_plant
@@ -31,8 +33,8 @@ PEAK = "sqems/v1/SITE-1/LINE-PCB/M-REFLOW-2/P-REFLOW-PEAK"
 
 
 class Served:
-    def __init__(self, url: str, tokens: dict[Role, str], store: GraphStore) -> None:
-        self.url, self.tokens, self.store = url, tokens, store
+    def __init__(self, url: str, tokens: dict[Role, str], store: GraphStore, app: FastAPI) -> None:
+        self.url, self.tokens, self.store, self.app = url, tokens, store, app
 
     def post(
         self, name: str, variables: dict[str, Any] | None = None, role: Role = Role.VIEWER
@@ -65,8 +67,9 @@ def served(mosquitto: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
         mqtt_port=mosquitto.port,
         mqtt_client_id="sqems-api-test",
     )
-    with LiveServer(create_app(settings, store=store, access=access)) as server:
-        yield Served(server.url, tokens, store)
+    app = create_app(settings, store=store, access=access)
+    with LiveServer(app) as server:
+        yield Served(server.url, tokens, store, app)
     access.close()
     store.close()
 
@@ -140,3 +143,37 @@ def test_ingestion_runs_in_the_server_and_streams_alarms(served: Served, mosquit
     replayed = served.post("replay_quarantined", {"ids": [entry["id"]]}, Role.ENGINEER)
     (done,) = replayed["data"]["replayQuarantined"]
     assert "not JSON" in done["outcome"] and done["replayedAt"]
+
+
+def test_a_worker_that_dies_makes_ingestion_unready_until_it_is_restarted(
+    served: Served, mosquitto: Broker, tmp_path: Path
+) -> None:
+    wait_for(lambda: status(served)["connected"], "the server's ingestion to connect")
+    assert status(served)["health"]["healthy"]
+    assert httpx.get(f"{served.url}/readyz").status_code == 200
+    ingestor = served.app.state.ingestion.ingestor
+    kept, ingestor.readings = ingestor.readings, FailsOnce(tmp_path / "r.duckdb")
+    try:
+        sender = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="api-test-watchdog")
+        sender.connect(mosquitto.host, mosquitto.port)
+        sender.loop_start()
+        body = {"ts": datetime.now(UTC).isoformat(), "value": 242.5, "unit": "degC", "id": "wd"}
+        sender.publish(PEAK, json.dumps(body), qos=1)
+        # unhealthy from the worker's death until the watchdog's restart (1 s later)
+        def unready() -> bool:
+            return httpx.get(f"{served.url}/readyz").status_code == 503
+
+        wait_for(unready, "/readyz to answer 503", timeout=5)
+        reason = httpx.get(f"{served.url}/readyz").json()["reason"]
+        assert "ingestion is unhealthy: the ingestion worker died: IOException" in reason
+        health = status(served)["health"]
+        assert not health["healthy"] and "No space left" in health["reason"]
+        wait_for(lambda: status(served)["health"]["healthy"], "the restarted worker", 10)
+        health = status(served)["health"]
+        assert health["restarts"] == 1 and "IOException" in health["lastError"]
+        assert httpx.get(f"{served.url}/readyz").status_code == 200
+        assert ingestor.readings.count() == 1
+        sender.loop_stop()
+    finally:
+        ingestor.readings.close()
+        ingestor.readings = kept

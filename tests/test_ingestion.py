@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,8 +24,9 @@ from sqems.datasets.files import plant_sections
 from sqems.errors import ValidationFailed
 from sqems.graph_model import Direction, EmbeddedGraphStore, GraphStore
 from sqems.graph_model.nodes import Parameter
+from sqems.graph_model.store import Edge
 from sqems.ingestion.payloads import Topic, decode
-from sqems.ingestion.pipeline import AlarmEvent, Ingestor
+from sqems.ingestion.pipeline import AlarmEvent, Ingestor, Message
 from sqems.ingestion.quarantine import Quarantine
 from sqems.ingestion.readings import ReadingBatch, ReadingsStore
 from sqems.ingestion.units import UnitConverter
@@ -82,6 +84,15 @@ def test_a_payload_may_be_one_reading_a_list_or_an_object_with_readings() -> Non
         (b'{"ts": "2026-01-06T08:00:00Z", "value": 1e400, "unit": "degC", "id": "x"}', "finite"),
         (payload({k: v for k, v in reading(1, 1.0).items() if k != "id"}), "id: Field required"),
         (payload({**reading(1, 1.0), "colour": "red"}), "colour: Extra inputs"),
+        # a value is a JSON number: `true` raised a critical alarm once, as 1.0
+        (payload(reading(1, True)), "value: Input should be a valid number (got True)"),
+        (payload(reading(1, "243")), "value: Input should be a valid number (got '243')"),
+        # a clock reset to year 1 (at +01:00 it is before year 1 in UTC) or to 1970
+        (
+            payload(reading(1, 1.0, at=datetime.fromisoformat("0001-01-01T00:00:01+01:00"))),
+            "outside the calendar",
+        ),
+        (payload(reading(1, 1.0, at=datetime(1970, 1, 1, tzinfo=UTC))), "sender's clock"),
     ],
 )
 def test_a_bad_payload_is_refused_with_a_reason(raw: bytes, reason: str) -> None:
@@ -140,6 +151,21 @@ def test_units_convert_to_the_parameters_unit(
 def test_a_unit_of_another_dimension_or_none_is_refused(unit: str, reason: str) -> None:
     with pytest.raises(ValidationFailed, match=reason):
         UnitConverter()(1.0, unit, "degC")
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "reason"),
+    [
+        (1.0, "kelvin**0", "not a unit of measure (KeyError"),  # pint's parser: KeyError
+        (1.0, "m/0", "not a unit of measure (ZeroDivisionError"),
+        (1e308, "km", "not a finite number"),  # inf metres
+    ],
+)
+def test_an_odd_unit_or_a_value_that_converts_to_infinity_is_refused(
+    value: float, unit: str, reason: str
+) -> None:
+    with pytest.raises(ValidationFailed, match=re.escape(reason)):
+        UnitConverter()(value, unit, "m")
 
 
 # --- the pipeline --------------------------------------------------------------------------
@@ -379,6 +405,9 @@ def test_a_quarantined_reading_is_accepted_on_replay_once_its_cause_is_fixed(
             )
         ]
     )
+    # and measured on a step the oven performs
+    (step,) = [e.dst for e in graph.edges(["M-REFLOW-2"], {"CAN_PERFORM": Direction.OUT})]
+    graph.upsert_edges([Edge("PARAMETER_OF", "P-REFLOW-ZONE-3", step)])
     done = [ingestor.replay(e.id) for e in entries]
     assert [e.outcome for e in done][1:] == ["accepted", "accepted"]
     assert done[0].outcome is not None and "value:" in done[0].outcome
@@ -409,3 +438,118 @@ def test_a_finished_runs_mean_reading_becomes_its_recorded_actual(
     ingestor.handle(topic, payload(*items), datetime.fromtimestamp(b_start + 60, UTC))
     recorded = {e.dst: e.props for e in graph.edges([first], {"RECORDED": Direction.OUT})}
     assert recorded["P-REFLOW-PEAK"] == {"value": 243.0, "unit": "degC"}
+
+
+# --- poison messages and misplaced topics --------------------------------------------------
+
+
+def excursion(graph: GraphStore, tag: str) -> tuple[list[dict[str, Any]], datetime]:
+    """Readings inside a run of the oven: on target, then far above (both alarm rules
+    fire: the peak temperature is critical), and their arrival time."""
+    run = next(e.src for e in graph.edges(["M-REFLOW-2"], {"ON": Direction.IN}))
+    span = graph.get(run).interval()
+    assert span is not None
+    at = datetime.fromtimestamp(span[0] + 60, UTC)
+    values = [242.5] * 5 + [249.5] * 5
+    items = [
+        {**reading(i, v, at=at + timedelta(seconds=i)), "id": f"{tag}-{i}"}
+        for i, v in enumerate(values)
+    ]
+    return items, at + timedelta(minutes=1)
+
+
+def test_poison_readings_are_refused_and_the_rest_of_the_batch_alarms_as_usual(
+    ingestor: Ingestor, graph: GraphStore
+) -> None:
+    """Each of these once stopped ingestion (a KeyError from pint, inf in the readings
+    store then a failing monitor, an OverflowError raising the alarm); `true` raised a
+    critical alarm."""
+    raised: list[AlarmEvent] = []
+    ingestor.sinks.append(raised.append)
+    items, arrival = excursion(graph, "good")
+    at = datetime.fromisoformat(items[0]["ts"])
+    poison = [
+        {**reading(900, 243.0, at=at), "unit": "kelvin**0"},
+        {**reading(901, 1e308, at=at), "unit": "km"},
+        reading(902, 260.0, at=datetime.fromisoformat("0001-01-01T00:00:01+01:00")),
+        reading(903, True, at=at),
+        reading(904, "243", at=at),
+    ]
+    paste = "sqems/v1/SITE-1/LINE-PCB/M-PRINT-2/P-PASTE-THICK"  # in um: 1e308 km is inf
+    messages = [Message(paste if "km" in str(p) else PEAK, payload(p), arrival) for p in poison[:3]]
+    messages += [Message(PEAK, payload(i), arrival) for i in items]
+    messages += [Message(PEAK, payload(*poison[3:]), arrival)]
+    counts = ingestor.handle_many(messages)
+    assert (counts.received, counts.accepted, counts.quarantined) == (15, 10, 5)
+    assert counts.alarms == len(raised) == 2 and all(e.critical for e in raised)
+    reasons = [e.reason for e in ingestor.quarantine.entries()]
+    for expected in ("KeyError", "not a finite number", "calendar", "(got True)", "(got '243')"):
+        assert sum(expected in r for r in reasons) == 1, (expected, reasons)
+    assert ingestor.readings.count() == 10
+    assert max(v for _, v in ingestor.readings.series("M-REFLOW-2", "P-REFLOW-PEAK")) == 249.5
+    assert ingestor.health.healthy and ingestor.health.last_error is None
+
+
+class KeyErrorOnOddUnits(UnitConverter):
+    """The unit converter as it was: pint's KeyError for ``kelvin**0`` escaped it."""
+
+    def __call__(self, value: float, unit: str, to: str) -> float:
+        if "**0" in unit:
+            raise KeyError("kelvin")
+        return super().__call__(value, unit, to)
+
+
+def test_a_message_that_makes_the_pipeline_throw_is_quarantined_alone(
+    graph: GraphStore, tmp_path: Path
+) -> None:
+    """Whatever a message triggers, it takes only itself down: the batch is tried
+    again in halves, the one that throws is kept with the exception, the rest counts."""
+    raised: list[AlarmEvent] = []
+    ingestor = Ingestor(
+        graph,
+        ReadingsStore(tmp_path / "r.duckdb"),
+        Quarantine(tmp_path / "q.db"),
+        sinks=[raised.append],
+        converter=KeyErrorOnOddUnits(),
+    )
+    items, arrival = excursion(graph, "split")
+    poison = payload({**items[0], "id": "poison", "unit": "kelvin**0"})
+    messages = [Message(PEAK, payload(i), arrival) for i in items]
+    messages.insert(7, Message(PEAK, poison, arrival))
+    counts = ingestor.handle_many(messages)
+    assert (counts.received, counts.accepted, counts.quarantined) == (11, 10, 1)
+    assert counts.alarms == 2 and {e.alarm.rule for e in raised} == {"nelson_1", "nelson_5"}
+    (entry,) = ingestor.quarantine.entries()
+    assert entry.raw == poison and entry.item is None
+    assert "processing failed (KeyError: 'kelvin')" in entry.reason
+    h = ingestor.health
+    assert h.healthy and h.last_error is not None and "KeyError" in h.last_error
+    c = ingestor.counters
+    assert c.received == c.accepted + c.quarantined + c.duplicates + c.spooled
+    ingestor.readings.close()
+    ingestor.quarantine.close()
+
+
+def test_a_topic_that_misplaces_its_machine_is_refused_and_stop_line_goes_to_its_line(
+    ingestor: Ingestor, graph: GraphStore
+) -> None:
+    """A reading on a line the oven is not on, batched just before a real excursion,
+    once sent the excursion's stop-line command to the bogus line."""
+    raised: list[AlarmEvent] = []
+    ingestor.sinks.append(raised.append)
+    items, arrival = excursion(graph, "placed")
+    at = datetime.fromisoformat(items[0]["ts"])
+    bogus = "sqems/v1/SITE-9/LINE-NOWHERE/M-REFLOW-2/P-REFLOW-PEAK"
+    torque_on_oven = "sqems/v1/SITE-1/LINE-PCB/M-REFLOW-2/P-TORQUE"
+    messages = [
+        Message(bogus, payload(reading(500, 250.0, at=at)), arrival),
+        Message(torque_on_oven, payload(reading(501, 2.3, unit="N*m", at=at)), arrival),
+        Message(PEAK, payload(*items), arrival),
+    ]
+    counts = ingestor.handle_many(messages)
+    assert (counts.accepted, counts.quarantined, counts.alarms) == (10, 2, 2)
+    first, second = ingestor.quarantine.entries()
+    assert first.source == f"mqtt:{bogus}"
+    assert "the graph has it on SITE-1/LINE-PCB" in first.reason
+    assert "P-TORQUE belongs to no step machine M-REFLOW-2" in second.reason
+    assert {e.topic.command for e in raised if e.topic} == {"sqems/v1/SITE-1/LINE-PCB/command"}

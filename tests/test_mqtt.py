@@ -10,20 +10,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import paho.mqtt.client as mqtt
 import pytest
 from conftest import Broker, wait_for
 from paho.mqtt.enums import CallbackAPIVersion
+from test_ingestion import KeyErrorOnOddUnits
 
 from sqems.datasets import PlantSpec, generate, load_plant
 from sqems.datasets.files import plant_sections
 from sqems.graph_model import Direction, EmbeddedGraphStore, GraphStore
 from sqems.ingestion.mqtt import MqttIngestion
-from sqems.ingestion.pipeline import Ingestor
+from sqems.ingestion.pipeline import FAULT_TOPIC, Ingestor
 from sqems.ingestion.quarantine import Quarantine
-from sqems.ingestion.readings import ReadingsStore
+from sqems.ingestion.readings import BoolArray, ReadingBatch, ReadingsStore
 
 PEAK = "sqems/v1/SITE-1/LINE-PCB/M-REFLOW-2/P-REFLOW-PEAK"
+PASTE = "sqems/v1/SITE-1/LINE-PCB/M-PRINT-2/P-PASTE-THICK"
 
 
 @pytest.fixture(scope="module")
@@ -150,5 +153,126 @@ def test_what_the_broker_holds_for_the_ingestion_survives_a_restart(
     with MqttIngestion(ingestor, mosquitto.host, mosquitto.port, client_id="sqems-held") as again:
         wait_for(lambda: again.counters.accepted == 300, "the 300 held readings", timeout=60)
     assert ingestor.readings.count() == 300
+    ingestor.readings.close()
+    ingestor.quarantine.close()
+
+
+def listen(broker: Broker, name: str, *topics: str) -> list[tuple[str, dict[str, Any]]]:
+    heard: list[tuple[str, dict[str, Any]]] = []
+    listener = client(broker, name)
+    listener.on_message = lambda _c, _u, m: heard.append((m.topic, json.loads(m.payload)))
+    listener.subscribe([(t, 1) for t in topics])
+    time.sleep(0.2)
+    return heard
+
+
+def test_poison_messages_are_quarantined_and_an_excursion_still_stops_the_line(
+    ingestion: MqttIngestion, mosquitto: Broker, graph: GraphStore
+) -> None:
+    """Each of these once killed the worker: an odd unit pint choked on, a value that
+    converts to inf, an out-of-spec reading stamped in year 1."""
+    heard = listen(mosquitto, "test-poison-listener", f"{PEAK}/alarm", "sqems/v1/+/+/command")
+    sender = client(mosquitto, "test-poison-sensor")
+    at = run_window(graph)
+    good = readings(0, 40, at, lambda i: 242.5 if i < 30 else 249.6)
+    poison = [
+        (PEAK, {**json.loads(good[0]), "id": "odd-unit", "unit": "kelvin**0"}),
+        (PASTE, {**json.loads(good[1]), "id": "inf", "value": 1e308, "unit": "km"}),
+        (
+            PEAK,
+            {
+                **json.loads(good[2]),
+                "id": "year-1",
+                "value": 260.0,
+                "ts": "0001-01-01T00:00:01+01:00",
+            },
+        ),
+    ]
+    for i, body in enumerate(good):
+        if i in (5, 15, 25):
+            topic, item = poison[i // 10]
+            sender.publish(topic, json.dumps(item), qos=1)
+        sender.publish(PEAK, body, qos=1)
+    wait_for(lambda: ingestion.counters.received == 43, "43 readings to arrive")
+    c = ingestion.counters
+    assert (c.accepted, c.quarantined, c.duplicates) == (40, 3, 0)
+    wait_for(lambda: len(heard) >= 4, "two alarms and their stop commands")
+    stops = [t for t, body in heard if body.get("command") == "stop_line"]
+    assert stops == ["sqems/v1/SITE-1/LINE-PCB/command"] * 2
+    reasons = [e.reason for e in ingestion.ingestor.quarantine.entries()]
+    assert len(reasons) == 3 and "KeyError" in reasons[0] and "finite" in reasons[1]
+    assert ingestion.ingestor.health.healthy
+    sender.loop_stop()
+
+
+def test_a_message_that_throws_is_quarantined_alone_acked_and_not_delivered_again(
+    graph: GraphStore, mosquitto: Broker, tmp_path: Path
+) -> None:
+    """A message that makes the pipeline throw, whatever the cause, is kept in the
+    quarantine with the exception; it and its batch are acknowledged, so the broker
+    does not hand it over again after a restart of the ingestion."""
+    ingestor = Ingestor(
+        graph,
+        ReadingsStore(tmp_path / "r.duckdb"),
+        Quarantine(tmp_path / "q.db"),
+        converter=KeyErrorOnOddUnits(),
+    )
+    at = run_window(graph)
+    sender = client(mosquitto, "test-throw-sensor")
+    with MqttIngestion(ingestor, mosquitto.host, mosquitto.port, client_id="sqems-throw") as first:
+        wait_for(first.connected.is_set, "the ingestion to connect")
+        good = readings(7_000, 30, at, lambda i: 242.5)
+        for body in good[:15]:
+            sender.publish(PEAK, body, qos=1)
+        odd = {**json.loads(good[0]), "id": "odd", "unit": "kelvin**0"}
+        sender.publish(PEAK, json.dumps(odd), qos=1)
+        for body in good[15:]:
+            sender.publish(PEAK, body, qos=1)
+        wait_for(lambda: first.counters.received == 31, "31 readings")
+        assert (first.counters.accepted, first.counters.quarantined) == (30, 1)
+        (entry,) = ingestor.quarantine.entries()
+        assert "processing failed (KeyError" in entry.reason
+    with MqttIngestion(ingestor, mosquitto.host, mosquitto.port, client_id="sqems-throw") as again:
+        wait_for(again.connected.is_set, "the ingestion to reconnect")
+        time.sleep(1.0)  # what the broker would hand over again arrives now
+    assert ingestor.counters.received == 31
+    sender.loop_stop()
+    ingestor.readings.close()
+    ingestor.quarantine.close()
+
+
+class FailsOnce(ReadingsStore):
+    """The readings store, whose disk fails once (an outage, not the message's fault)."""
+
+    failed = False
+
+    def write(self, batch: ReadingBatch) -> BoolArray:
+        if not self.failed:
+            self.failed = True
+            raise duckdb.IOException("could not write: No space left on device")
+        return super().write(batch)
+
+
+def test_a_worker_that_dies_is_reported_and_restarted_and_its_batch_is_kept(
+    graph: GraphStore, mosquitto: Broker, tmp_path: Path
+) -> None:
+    heard = listen(mosquitto, "test-watchdog-listener", FAULT_TOPIC)
+    ingestor = Ingestor(graph, FailsOnce(tmp_path / "r.duckdb"), Quarantine(tmp_path / "q.db"))
+    at = run_window(graph)
+    sender = client(mosquitto, "test-watchdog-sensor")
+    with MqttIngestion(ingestor, mosquitto.host, mosquitto.port, client_id="sqems-dies") as bridge:
+        wait_for(bridge.connected.is_set, "the ingestion to connect")
+        for body in readings(8_000, 5, at, lambda i: 242.5):
+            sender.publish(PEAK, body, qos=1)
+        wait_for(lambda: not ingestor.health.healthy, "the worker's death to be reported", 5)
+        reason = ingestor.health.reason
+        assert reason is not None and "worker died: IOException" in reason
+        wait_for(lambda: bool(heard), "an alarm about ingestion")
+        assert heard[0][1]["rule"] == "ingestion_down" and "No space" in heard[0][1]["message"]
+        wait_for(lambda: ingestor.health.healthy, "the restarted worker to get through", 10)
+        assert ingestor.health.restarts == 1
+        assert (bridge.counters.received, bridge.counters.accepted) == (5, 5)
+    assert ingestor.readings.count() == 5
+    sender.loop_stop()
     ingestor.readings.close()
     ingestor.quarantine.close()

@@ -176,12 +176,16 @@ def create_app(
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> Response:
-        """The graph store answers."""
+        """The graph store answers, and the ingestion running here (if any) works."""
         store_ = request.app.state.store
         try:
             nodes = await anyio.to_thread.run_sync(store_.count)
         except SqemsError as exc:
             return JSONResponse({"status": "unavailable", "reason": exc.message}, status_code=503)
+        ingestion = request.app.state.ingestion
+        if ingestion is not None and not ingestion.ingestor.health.healthy:
+            reason = f"ingestion is unhealthy: {ingestion.ingestor.health.reason}"
+            return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
         return JSONResponse({"status": "ready", "store": store_.description, "nodes": nodes})
 
     app.add_middleware(

@@ -51,10 +51,28 @@ class IngestionRuntime:
     started_at: datetime = field(default_factory=datetime.now)
 
 
+@strawberry.type(description="Whether ingestion works, and what went wrong last.")
+class IngestionHealth:
+    healthy: bool = strawberry.field(
+        description="Its worker runs (false from the moment one died until a restarted "
+        "one gets through)."
+    )
+    reason: str | None = strawberry.field(description="Why it is unhealthy, while it is.")
+    last_error: str | None = strawberry.field(
+        description="The last failure: a worker that died, a message that made the "
+        "pipeline throw (quarantined alone)."
+    )
+    last_error_at: datetime | None
+    restarts: int = strawberry.field(description="Workers the watchdog started again.")
+
+
 @strawberry.type(description="How ingestion is doing.")
 class IngestionStatus:
     running: bool = strawberry.field(description="The MQTT ingestion runs in this server.")
     connected: bool = strawberry.field(description="It is connected to the broker.")
+    health: IngestionHealth | None = strawberry.field(
+        description="Its health; null when ingestion does not run in this server."
+    )
     broker: str
     received: int
     accepted: int
@@ -97,8 +115,8 @@ class LiveAlarm:
     rule: str
     severity: str
     raised_at: datetime
-    machine: str
-    parameter: str
+    machine: str | None = strawberry.field(description="Null for an alarm about ingestion.")
+    parameter: str | None
     run: str | None
     value: float | None
     message: str
@@ -112,8 +130,8 @@ class LiveAlarm:
             rule=a.rule,
             severity=a.severity.value,
             raised_at=a.raised_at,
-            machine=e.topic.machine,
-            parameter=e.topic.parameter,
+            machine=e.topic.machine if e.topic else None,
+            parameter=e.topic.parameter if e.topic else None,
             run=e.run,
             value=a.value,
             message=a.message,
@@ -138,9 +156,19 @@ class IngestionQuery:
             with _quarantine(ctx) as store:
                 kept, open_ = store.count(), store.count(open_only=True)
             c = runtime.ingestor.counters if runtime else None
+            h = runtime.ingestor.health if runtime else None
             return IngestionStatus(
                 running=runtime is not None,
                 connected=bool(runtime and runtime.bridge.connected.is_set()),
+                health=IngestionHealth(
+                    healthy=h.healthy,
+                    reason=h.reason,
+                    last_error=h.last_error,
+                    last_error_at=h.last_error_at,
+                    restarts=h.restarts,
+                )
+                if h
+                else None,
                 broker=f"mqtt://{ctx.settings.mqtt_host}:{ctx.settings.mqtt_port}",
                 received=c.received if c else 0,
                 accepted=c.accepted if c else 0,

@@ -14,7 +14,15 @@ broker keeps the session: persistence on, with a store it can write.
 
 Alarms go back out on the series' ``…/alarm`` topic (QoS 1, JSON); an alarm on a
 critical parameter also sends ``{"command": "stop_line", …}`` to the line's
-``sqems/v1/{site}/{line}/command`` topic.
+``sqems/v1/{site}/{line}/command`` topic (the line the graph puts the machine on).
+
+A watchdog thread looks at the worker every ``WATCHDOG_S``: a worker that died (an
+exception it could not isolate to one message, such as a store that fails) makes
+ingestion unhealthy at once — logged, an alarm on ``sqems/v1/ingestion/alarm`` and to
+every alarm sink, ``ingestionStatus.health`` and ``/readyz`` say why — and is started
+again after a backoff (1 s doubling to 30 s). The batch it was working on is kept, not
+acknowledged, and is the first thing the new worker tries; once that gets through,
+ingestion is healthy again.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from sqems.ingestion.payloads import PREFIX
-from sqems.ingestion.pipeline import AlarmEvent, Counters, Ingestor, Message
+from sqems.ingestion.pipeline import FAULT_TOPIC, AlarmEvent, Counters, Ingestor, Message
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,13 @@ BATCH = 2_000
 """Messages handed to the pipeline at most at once."""
 LINGER_S = 0.02
 """How long a batch waits for more messages before it is written."""
+WATCHDOG_S = 0.5
+"""How often the watchdog looks whether the worker is alive."""
+RESTART_S = (1.0, 30.0)
+"""The watchdog's backoff before starting a dead worker again: first, at most."""
+
+_Queued = tuple[Message, int, int]
+"""A message, its packet id and the connection it came in on."""
 
 
 class MqttIngestion:
@@ -56,7 +71,9 @@ class MqttIngestion:
         password: str | None = None,
     ) -> None:
         self.ingestor = ingestor
-        self._queue: queue.Queue[tuple[Message, int, int]] = queue.Queue()
+        self._queue: queue.Queue[_Queued] = queue.Queue()
+        self._pending: list[_Queued] = []
+        """The batch being worked on: a worker that dies leaves it to the next one."""
         self._connection = 0
         """Counts the connections lost; a message carries the count it arrived under."""
         self._connects = 0
@@ -80,7 +97,10 @@ class MqttIngestion:
         self.client = client
         self.host, self.port = host, port
         ingestor.sinks.append(self.publish_alarm)
-        self._worker = threading.Thread(target=self._drain, name="sqems-ingest", daemon=True)
+        self._worker = self._new_worker()
+        self._watchdog = threading.Thread(
+            target=self._watch, name="sqems-ingest-watchdog", daemon=True
+        )
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -88,9 +108,12 @@ class MqttIngestion:
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
         self._worker.start()
+        self._watchdog.start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self._watchdog.is_alive():
+            self._watchdog.join(timeout=30)
         self._worker.join(timeout=30)
         self.client.disconnect()
         self.client.loop_stop()
@@ -134,31 +157,77 @@ class MqttIngestion:
         mid = message.mid if message.qos > 0 else -1
         self._queue.put((received, mid, self._connection))
 
-    # --- the worker ----------------------------------------------------------------------
+    # --- the worker and its watchdog ------------------------------------------------------
+
+    def _new_worker(self) -> threading.Thread:
+        return threading.Thread(target=self._work, name="sqems-ingest", daemon=True)
+
+    def _work(self) -> None:
+        try:
+            self._drain()
+        except Exception as exc:  # reported; the watchdog starts a new worker
+            self.ingestor.fault("the ingestion worker died", exc, down=True)
 
     def _drain(self) -> None:
+        if self._pending:  # what a worker that died was working on
+            self._handle(self._pending)
+        self.ingestor.recovered()
         while not (self._stop.is_set() and self._queue.empty()):
             try:
                 first = self._queue.get(timeout=0.1)
             except queue.Empty:
                 continue
-            batch = [first]
+            self._pending = [first]
             deadline = time.monotonic() + LINGER_S
-            while len(batch) < BATCH:
+            while len(self._pending) < BATCH:
                 try:
-                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                    left = max(0.0, deadline - time.monotonic())
+                    self._pending.append(self._queue.get(timeout=left))
                 except queue.Empty:
                     break
-            self.ingestor.handle_many([m for m, _, _ in batch])
-            for _, mid, connection in batch:
-                # an id from an earlier connection may name another message by now
-                if mid >= 0 and connection == self._connection:
-                    self.client.ack(mid, 1)
+            self._handle(self._pending)
+
+    def _handle(self, batch: list[_Queued]) -> None:
+        self.ingestor.handle_many([m for m, _, _ in batch])
+        for _, mid, connection in batch:
+            # an id from an earlier connection may name another message by now
+            if mid >= 0 and connection == self._connection:
+                self.client.ack(mid, 1)
+        self._pending = []
+
+    def _watch(self) -> None:
+        """Start the worker again whenever it died (see the module docstring)."""
+        delay = RESTART_S[0]
+        while not self._stop.wait(WATCHDOG_S):
+            if self._worker.is_alive():
+                if self.ingestor.health.healthy:
+                    delay = RESTART_S[0]
+                continue
+            if self.ingestor.health.healthy:  # it ended without a word
+                self.ingestor.fault("the ingestion worker stopped", down=True)
+            if self._stop.wait(delay):
+                return
+            delay = min(delay * 2, RESTART_S[1])
+            self.ingestor.health.restarts += 1
+            log.warning("restarting the ingestion worker", extra={"pending": len(self._pending)})
+            self._worker = self._new_worker()
+            self._worker.start()
 
     # --- out -----------------------------------------------------------------------------
 
     def publish_alarm(self, event: AlarmEvent) -> None:
         alarm = event.alarm
+        body: dict[str, Any]
+        if event.topic is None:  # about ingestion itself
+            body = {
+                "uid": alarm.uid,
+                "rule": alarm.rule,
+                "severity": alarm.severity.value,
+                "raised_at": alarm.raised_at.isoformat(),
+                "message": alarm.message,
+            }
+            self.client.publish(FAULT_TOPIC, json.dumps(body), qos=1)
+            return
         body = {
             "uid": alarm.uid,
             "rule": alarm.rule,

@@ -8,8 +8,10 @@ array of readings, or ``{"readings": [...]}``; a reading is
     {"ts": "2026-03-02T06:00:00.125Z", "value": 243.1, "unit": "degC",
      "id": "oven2-000123", "quality": "good"}
 
-``id`` is the sender's message id (deduplication key); ``quality`` is ``good``
-(default), ``uncertain`` or ``bad``. See docs/ingestion.md.
+``value`` is a JSON number (``true`` or ``"243"`` is refused, not read as a number);
+``ts`` is not before :data:`EARLIEST` (a sender whose clock was reset says 1970 or
+year 1); ``id`` is the sender's message id (deduplication key); ``quality`` is
+``good`` (default), ``uncertain`` or ``bad``. See docs/ingestion.md.
 
 >>> topic = Topic.parse("sqems/v1/SITE-1/LINE-PCB/M-REFLOW-2/P-REFLOW-PEAK")
 >>> topic.machine, topic.parameter
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, NamedTuple
 
@@ -31,6 +34,7 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    field_validator,
 )
 
 from sqems.errors import ValidationFailed
@@ -38,6 +42,8 @@ from sqems.graph_model.nodes import Uid, UnitSymbol
 
 PREFIX = "sqems/v1"
 """Every topic of this scheme starts so."""
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+"""No reading is older: an earlier timestamp comes from a clock that was reset."""
 
 
 class Quality(StrEnum):
@@ -55,10 +61,24 @@ class Reading(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     ts: AwareDatetime
-    value: float = Field(allow_inf_nan=False)
+    value: float = Field(allow_inf_nan=False, strict=True)
+    """Strict: a JSON number only (an integer is fine), never a boolean or a string."""
     unit: UnitSymbol
     id: MessageId
     quality: Quality = Quality.GOOD
+
+    @field_validator("ts")
+    @classmethod
+    def _sane(cls, ts: datetime) -> datetime:
+        try:
+            utc = ts.astimezone(UTC)  # year 1 at +01:00 is before year 1 in UTC
+        except OverflowError:
+            raise ValueError("timestamp is outside the calendar in UTC") from None
+        if utc < EARLIEST:
+            raise ValueError(
+                f"timestamp is before {EARLIEST.date().isoformat()}: check the sender's clock"
+            )
+        return ts
 
 
 _UID: TypeAdapter[str] = TypeAdapter(Uid)

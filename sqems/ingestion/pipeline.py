@@ -16,6 +16,15 @@ machine at that time (one alarm per rule until the rule has been quiet for
 ``CLEAR_AFTER`` readings), and handed to the alarm sinks (the MQTT publisher, the GraphQL
 subscription). An alarm on a parameter marked critical asks the line to stop.
 
+A message that makes the pipeline throw (a bug its content triggers, not a refusal
+with a reason) does not take the rest of its batch with it: the batch is split in two
+and each half tried again, down to the one message that throws, which goes to the
+quarantine alone with the exception as its reason; everything else of the batch is
+stored and counted as usual. A failure of the stores themselves (the readings store,
+the quarantine, the disk) is no message's fault: it propagates, and the caller keeps
+the batch to try again (see :mod:`sqems.ingestion.mqtt`'s watchdog). :class:`Health`
+says whether ingestion works and what went wrong last.
+
 When a series' readings move past the end of a process run, the run's mean reading is
 written as its ``RECORDED`` actual: the per-run summary the graph keeps (and the SPC
 charts of :mod:`sqems.analysis.charts` plot).
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -38,6 +48,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
+import duckdb
 import numpy as np
 import numpy.typing as npt
 
@@ -45,8 +56,8 @@ from sqems.analysis.rules import RULES, RuleHit
 from sqems.analysis.streaming import RuleMonitor
 from sqems.errors import GraphUnavailable, SqemsError, ValidationFailed
 from sqems.graph_model.nodes import Alarm, Parameter, Severity
-from sqems.graph_model.store import Edge, GraphStore
-from sqems.ingestion.payloads import Quality, Topic, decode
+from sqems.graph_model.store import Direction, Edge, GraphStore
+from sqems.ingestion.payloads import PREFIX, Quality, Topic, decode
 from sqems.ingestion.quarantine import Entry, NewEntry, Quarantine
 from sqems.ingestion.readings import BoolArray, FloatArray, ReadingBatch, ReadingsStore
 from sqems.ingestion.runs import RunCalendar, RunSpan
@@ -68,12 +79,17 @@ RETRY_S = 5.0
 """How long to wait before trying the graph store again after it failed."""
 CLEAR_AFTER = 50
 """Readings without the rule firing that close an open alarm."""
+RELOAD_S = 30.0
+"""How long a machine the graph did not know stays unknown before it is looked up again."""
+OUTAGES: tuple[type[Exception], ...] = (OSError, sqlite3.OperationalError, duckdb.OperationalError)
+"""Failures of the stores, not of a message: the batch is kept and tried again."""
+FAULT_TOPIC = f"{PREFIX}/ingestion/alarm"
+"""Where an alarm about ingestion itself (a worker died) is published."""
 
 
 class _Part(NamedTuple):
     """One message's readings in a batch: rows ``start`` to ``stop``."""
 
-    topic: Topic
     series: _Series
     start: int
     stop: int
@@ -88,10 +104,26 @@ class Message(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class AlarmEvent:
     alarm: Alarm
-    topic: Topic
+    topic: Topic | None
+    """The series (its site and line as the graph places the machine); None for an
+    alarm about ingestion itself."""
     run: str | None
     critical: bool
     """The parameter is marked critical: the line is asked to stop."""
+
+
+@dataclass(slots=True)
+class Health:
+    """Whether ingestion works, and the last thing that went wrong (kept after it
+    recovers, so a look at the status shows what happened)."""
+
+    healthy: bool = True
+    reason: str | None = None
+    """Why it is unhealthy, while it is."""
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    restarts: int = 0
+    """How often the watchdog restarted a worker."""
 
 
 @dataclass(slots=True)
@@ -113,10 +145,23 @@ class Counters:
         self.spooled += other.spooled
 
 
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """Where the graph puts a machine, and the parameters its steps have."""
+
+    site: str
+    line: str
+    parameters: frozenset[str]
+    loaded: float
+    """When it was read from the graph (monotonic seconds)."""
+
+
 @dataclass(slots=True)
 class _Series:
     """What the pipeline knows about one machine's parameter."""
 
+    topic: Topic
+    """Its topic with the site and line the graph gives the machine."""
     parameter: Parameter
     number: int
     """The series' number in the readings store."""
@@ -150,8 +195,10 @@ class Ingestor:
         self._next_drain = 0.0
         self._series: dict[tuple[str, str], _Series] = {}
         self._topics: dict[str, Topic] = {}
-        self._machines: dict[str, bool] = {}
+        self._places: dict[str, _Place | float] = {}
+        """Machine -> where it is, or the monotonic time it was found to be no machine."""
         self.runs = RunCalendar(graph)
+        self.health = Health()
         self._lock = threading.Lock()
         self._replaying = False
 
@@ -162,13 +209,49 @@ class Ingestor:
         return self.handle_many([Message(topic, payload, received_at or datetime.now(UTC))])
 
     def handle_many(self, messages: Iterable[Message]) -> Counters:
-        """Ingest messages in one write to the readings store; the counts of this batch."""
+        """Ingest messages in one write to the readings store; the counts of this batch.
+
+        Raises only what :data:`OUTAGES` names (a store failed): then nothing of the
+        batch is counted or quarantined, and the caller tries it again."""
         with self._lock:
             self._drain()
-            counts, rejected = self._ingest(messages)
+            counts, rejected = self._isolating(list(messages))
             counts.quarantined += self.quarantine.add(rejected)
             self.counters.add(counts)
             return counts
+
+    def fault(
+        self,
+        what: str,
+        exc: BaseException | None = None,
+        *,
+        down: bool = False,
+        alarm: bool = False,
+    ) -> None:
+        """Note a failure: logged and kept as the last error; with ``down`` ingestion is
+        unhealthy until :meth:`recovered`; with ``down`` or ``alarm`` the alarm sinks
+        hear of it (an ``ingestion_down`` or ``ingestion_fault`` alarm)."""
+        reason = what if exc is None else f"{what}: {type(exc).__name__}: {exc}"
+        now = datetime.now(UTC)
+        self.health.last_error, self.health.last_error_at = reason, now
+        log.error(reason, exc_info=exc, extra={"down": down})
+        if down:
+            self.health.healthy, self.health.reason = False, reason
+        if down or alarm:
+            event = Alarm(
+                uid=f"ALM-INGESTION-{now.strftime('%Y%m%dT%H%M%S%fZ')}",
+                raised_at=now,
+                rule="ingestion_down" if down else "ingestion_fault",
+                severity=Severity.CRITICAL,
+                message=reason[:2_000],
+            )
+            self._tell(AlarmEvent(event, None, None, critical=False))
+
+    def recovered(self) -> None:
+        """Ingestion works again (a restarted worker got through)."""
+        if not self.health.healthy:
+            self.health.healthy, self.health.reason = True, None
+            log.warning("ingestion works again", extra={"restarts": self.health.restarts})
 
     def drain(self) -> None:
         """Finish what waits in the spool, if the graph store answers again."""
@@ -193,8 +276,12 @@ class Ingestor:
             self.spool.put_back(items)
             self._next_drain = time.monotonic() + RETRY_S
             return
-        counts, rejected = self._ingest(messages, first_time=False)
-        counts.quarantined += self.quarantine.add(rejected)
+        try:
+            counts, rejected = self._isolating(messages, first_time=False)
+            counts.quarantined += self.quarantine.add(rejected)
+        except OUTAGES:
+            self.spool.put_back([i for i in items if i["kind"] == "message"])
+            raise
         self.counters.add(counts)
         log.info("drained the spool", extra={"alarms": len(alarms), "messages": len(messages)})
 
@@ -211,8 +298,10 @@ class Ingestor:
         message = Message(entry.source.removeprefix("mqtt:"), payload, _parse_time(entry))
         with self._lock:
             self._replaying = True
+            # the graph may hold now what it lacked when the entry was refused
+            self._places.clear()
             try:
-                counts, rejected = self._ingest([message])
+                counts, rejected = self._isolating([message])
             finally:
                 self._replaying = False
         if counts.accepted:
@@ -223,21 +312,72 @@ class Ingestor:
             outcome = "; ".join(r.reason for r in rejected) or "refused"
         return self.quarantine.mark_replayed(entry_id, outcome)
 
-    def _ingest(
-        self, messages: Iterable[Message], *, first_time: bool = True
+    def _isolating(
+        self, messages: list[Message], *, first_time: bool = True
     ) -> tuple[Counters, list[NewEntry]]:
+        """:meth:`_ingest`, and when it throws (but not for an outage), each half of
+        ``messages`` again, down to the message that throws: it alone is refused, with
+        the exception as the reason."""
+        try:
+            return self._ingest(messages, first_time=first_time)
+        except OUTAGES:
+            raise
+        except Exception as exc:  # isolated below: kept in the quarantine, logged
+            if len(messages) > 1:
+                half = len(messages) // 2
+                counts, rejected = self._isolating(messages[:half], first_time=first_time)
+                more, also = self._isolating(messages[half:], first_time=first_time)
+                counts.add(more)
+                return counts, rejected + also
+            return self._poisoned(messages[0], exc, first_time)
+
+    def _poisoned(
+        self, message: Message, exc: Exception, first_time: bool
+    ) -> tuple[Counters, list[NewEntry]]:
+        """The counts and quarantine entry of a message that made the pipeline throw:
+        one reading received and refused, as for a payload that is not a reading."""
+        self.fault(f"message on {message.topic} made the pipeline fail; quarantined", exc)
+        counts = Counters(received=1)
+        if not first_time:  # back from the spool: its readings were counted spooled
+            spooled = len(decode(message.payload).readings)
+            counts.received -= spooled
+            counts.spooled -= spooled
+        reason = (
+            f"processing failed ({type(exc).__name__}: {exc}); kept whole: replay it once "
+            "the fault is fixed"
+        )
+        source = f"mqtt:{message.topic}"
+        return counts, [NewEntry(source, reason, message.payload, None, message.received_at)]
+
+    def _ingest(
+        self, messages: list[Message], *, first_time: bool = True
+    ) -> tuple[Counters, list[NewEntry]]:
+        """Sort, store and watch ``messages``; nothing changes outside the returned
+        counts and entries until the readings are stored (so a batch that throws
+        can be tried again)."""
         counts = Counters()
         rejected: list[NewEntry] = []
         batch = ReadingBatch()
         parts: list[_Part] = []
+        spool: list[Message] = []
         for message in messages:
-            self._sort(message, counts, rejected, batch, parts, first_time)
+            self._sort(message, counts, rejected, batch, parts, spool, first_time)
         fresh = self.readings.write(batch)
+        for message in spool:
+            self.spool.add_message(message.topic, message.payload, message.received_at)
+        if spool:
+            self._next_drain = time.monotonic() + RETRY_S
         stored = int(fresh.sum())
         counts.accepted += stored
         counts.duplicates += len(batch) - stored
         # only what was stored is watched: a redelivered reading was seen already
-        counts.alarms += self._watch(batch, parts, fresh)
+        try:
+            counts.alarms += self._watch(batch, parts, fresh)
+        except OUTAGES:
+            raise
+        except Exception as exc:  # the readings are stored: say so loudly, lose nothing
+            what = "watching the stored readings failed: alarms may be missing"
+            self.fault(what, exc, alarm=True)
         return counts, rejected
 
     def _sort(
@@ -247,10 +387,12 @@ class Ingestor:
         rejected: list[NewEntry],
         batch: ReadingBatch,
         parts: list[_Part],
+        spool: list[Message],
         first_time: bool = True,
     ) -> None:
         """Decode one message, quarantine what is wrong with it and add the rest to
-        ``batch`` (noting the message's part of it in ``parts``)."""
+        ``batch`` (noting the message's part of it in ``parts``), or to ``spool`` when
+        the graph store does not answer."""
         source = f"mqtt:{message.topic}"
 
         def refuse(reason: str, item: int | None = None) -> None:
@@ -260,10 +402,10 @@ class Ingestor:
         readings = payload.readings
         if first_time:
             counts.received += len(readings) + len(payload.rejected)
-        else:  # back from the spool: counted when it first arrived
+            for b in payload.rejected:
+                refuse(b.reason, b.item)
+        else:  # back from the spool: counted (and its bad parts refused) when it arrived
             counts.spooled -= len(readings)
-        for b in payload.rejected:
-            refuse(b.reason, b.item)
         if not readings:
             return
         try:
@@ -275,9 +417,8 @@ class Ingestor:
                     refuse(str(exc), item)
                 return
             # not the message's fault: keep it to try again when the store is back
-            self.spool.add_message(message.topic, message.payload, message.received_at)
+            spool.append(message)
             counts.spooled += len(readings)
-            self._next_drain = time.monotonic() + RETRY_S
             return
         except SqemsError as exc:
             for item in payload.items:
@@ -317,7 +458,7 @@ class Ingestor:
             [r.quality for r in readings],
             message.received_at,
         )
-        parts.append(_Part(topic, series, start, len(batch)))
+        parts.append(_Part(series, start, len(batch)))
 
     def _topic(self, name: str) -> Topic:
         found = self._topics.get(name)
@@ -328,29 +469,75 @@ class Ingestor:
         return found
 
     def _series_of(self, topic: Topic) -> _Series:
+        """The series of ``topic``, once its site, line, machine and parameter agree
+        with the graph (a reading on a line the machine is not on would send its
+        alarm's stop-line command to the wrong line)."""
+        place = self._place(topic.machine)
         key = (topic.machine, topic.parameter)
+        if (topic.site, topic.line) != (place.site, place.line) or (
+            key not in self._series and topic.parameter not in place.parameters
+        ):
+            place = self._place(topic.machine, again=True)  # the graph may have changed
+        if (topic.site, topic.line) != (place.site, place.line):
+            raise ValidationFailed(
+                f"topic {topic} puts machine {topic.machine} on {topic.site}/{topic.line}, "
+                f"but the graph has it on {place.site}/{place.line}: fix the sender's topic "
+                "(or the graph) and replay"
+            )
         found = self._series.get(key)
         if found is not None:
             return found
-        if topic.machine not in self._machines:
-            self._machines[topic.machine] = self.graph.label_of(topic.machine) == "Machine"
-        if not self._machines[topic.machine]:
-            raise ValidationFailed(
-                f"machine {topic.machine} is not in the graph: load it (or fix the topic) "
-                "and replay"
-            )
         spec = self.graph.get_many([topic.parameter]).get(topic.parameter)
         if not isinstance(spec, Parameter):
             raise ValidationFailed(
                 f"parameter {topic.parameter} is not in the graph: load it (or fix the "
                 "topic) and replay"
             )
+        if topic.parameter not in place.parameters:
+            raise ValidationFailed(
+                f"parameter {topic.parameter} belongs to no step machine {topic.machine} "
+                "can perform: fix the topic (or link them in the graph) and replay"
+            )
         number = self.readings.series_id(
             topic.site, topic.line, topic.machine, topic.parameter, spec.unit
         )
-        series = _Series(spec, number, monitor_for(spec))
+        series = _Series(topic, spec, number, monitor_for(spec))
         self._series[key] = series
         return series
+
+    def _place(self, machine: str, *, again: bool = False) -> _Place:
+        """Where the graph puts ``machine``: cached, and looked up again after
+        ``RELOAD_S`` when it was not a machine, or ``again`` (the topic disagrees)."""
+        found = self._places.get(machine)
+        loaded = found.loaded if isinstance(found, _Place) else found
+        if isinstance(found, _Place) and not again:
+            return found
+        if loaded is None or time.monotonic() - loaded > RELOAD_S:
+            before, found = found, self._load_place(machine)
+            if isinstance(before, _Place) and (
+                not isinstance(found, _Place)
+                or (found.site, found.line) != (before.site, before.line)
+            ):  # the machine moved: its series start again under its new place
+                self._series = {k: v for k, v in self._series.items() if k[0] != machine}
+            if len(self._places) < 100_000:  # a flood of bad topics cannot fill memory
+                self._places[machine] = found
+        if isinstance(found, _Place):
+            return found
+        raise ValidationFailed(
+            f"machine {machine} is not in the graph, or on no line of a site: load it (or "
+            "fix the topic) and replay"
+        )
+
+    def _load_place(self, machine: str) -> _Place | float:
+        if self.graph.label_of(machine) != "Machine":
+            return time.monotonic()
+        lines = [e.dst for e in self.graph.edges([machine], {"PART_OF": Direction.OUT})]
+        sites = [e.dst for e in self.graph.edges(lines, {"PART_OF": Direction.OUT})]
+        if len(lines) != 1 or len(sites) != 1:
+            return time.monotonic()
+        steps = [e.dst for e in self.graph.edges([machine], {"CAN_PERFORM": Direction.OUT})]
+        parameters = self.graph.edges(steps, {"PARAMETER_OF": Direction.IN}) if steps else []
+        return _Place(sites[0], lines[0], frozenset(e.src for e in parameters), time.monotonic())
 
     # --- SPC and alarms ------------------------------------------------------------------
 
@@ -359,11 +546,9 @@ class Ingestor:
         if not parts:
             return 0
         rows_of: dict[tuple[str, str], list[npt.NDArray[np.int64]]] = {}
-        topics: dict[tuple[str, str], Topic] = {}
         for part in parts:
-            key = (part.topic.machine, part.topic.parameter)
+            key = (part.series.topic.machine, part.series.topic.parameter)
             rows_of.setdefault(key, []).append(np.arange(part.start, part.stop))
-            topics.setdefault(key, part.topic)
         seconds = batch.seconds()
         values = np.asarray(batch.value, dtype=np.float64)
         good = np.asarray(batch.quality, dtype=object) == Quality.GOOD.value
@@ -375,7 +560,8 @@ class Ingestor:
             if not rows.size:
                 continue
             rows = rows[np.argsort(seconds[rows], kind="stable")]
-            topic, series = topics[key], self._series[key]
+            series = self._series[key]
+            topic = series.topic  # the graph's site and line, whatever the sender said
             self._follow_runs(topic, series, seconds[rows], finished)
             if series.monitor is None:
                 continue
@@ -453,6 +639,7 @@ class Ingestor:
         edges: list[Edge] = []
         for e in events:
             uid = e.alarm.uid
+            assert e.topic is not None  # raised on readings, so on a series
             edges.append(Edge("RAISED_ON", uid, e.topic.machine))
             edges.append(Edge("RAISED_ON", uid, e.topic.parameter))
             if e.run is not None:
@@ -466,11 +653,15 @@ class Ingestor:
             self.spool.add_alarms(by_alarm)
             self._next_drain = time.monotonic() + RETRY_S
         for event in events:
-            for sink in self.sinks:
-                try:
-                    sink(event)
-                except Exception:  # a sink failing must not lose the readings or alarms
-                    log.exception("alarm sink failed", extra={"alarm": event.alarm.uid})
+            self._tell(event)
+
+    def _tell(self, event: AlarmEvent) -> None:
+        """Hand ``event`` to every alarm sink."""
+        for sink in self.sinks:
+            try:
+                sink(event)
+            except Exception:  # a sink failing must not lose the readings or alarms
+                log.exception("alarm sink failed", extra={"alarm": event.alarm.uid})
 
 
 def _opened(series: _Series, hits: list[RuleHit], first: int, size: int) -> list[tuple[int, str]]:
