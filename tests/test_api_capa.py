@@ -17,7 +17,7 @@ import pytest
 from live_server import LiveServer
 
 from sqems.graph_model import EmbeddedGraphStore
-from sqems.graph_model.nodes import Complaint
+from sqems.graph_model.nodes import Batch, Complaint
 from sqems.graphql import AccessStore, Role, create_app
 from sqems.settings import Settings
 
@@ -57,7 +57,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     data: Path = tmp_path_factory.mktemp("api-capa")
     store = EmbeddedGraphStore(None)
     store.upsert_nodes([Complaint(uid="CMP-1", received_at=datetime(2026, 3, 1, tzinfo=UTC),
-                                  description="housing cracked")])  # fmt: skip
+                                  description="housing cracked"),
+                        Batch(uid="WO-9", started_at=datetime(2026, 3, 1, tzinfo=UTC),
+                              quantity=10)])  # fmt: skip
     access = AccessStore(None)
     keys = {"ines": Role.INSPECTOR, "erik": Role.ENGINEER, "vera": Role.ENGINEER,
             "val": Role.VIEWER, "root": Role.ADMIN}  # fmt: skip
@@ -285,9 +287,11 @@ def test_a_locked_trail_refuses_a_move_and_the_capa_stays_as_it_was(served: Serv
     uid = _new_capa(served)
     triage = f"mutation($u: String!) {{ triageCapa(uid: $u, priority: HIGH) {{ {CAPA} }} }}"
     other = sqlite3.connect(served.data_dir / TRAIL_FILE, isolation_level=None)
+    hold = 'mutation { holdBatch(uid: "WO-9", reason: "suspect lot") { uid } }'
     other.execute("BEGIN EXCLUSIVE")  # a backup or another process holds the trail
     try:
         code, message = served.error("erik", triage, u=uid)
+        assert served.error("erik", hold)[0] == "AUDIT_UNAVAILABLE"
     finally:
         other.execute("ROLLBACK")
         other.close()
@@ -297,6 +301,9 @@ def test_a_locked_trail_refuses_a_move_and_the_capa_stays_as_it_was(served: Serv
     history = served.data("val", "query($u: String!) { capaHistory(uid: $u) { action } }", u=uid)
     assert [h["action"] for h in history] == ["reported"]
     assert served.data("erik", triage, u=uid)["status"] == "TRIAGED"
+    batch = served.data("val", '{ entity(uid: "WO-9") { ... on Batch { status } } }')
+    assert batch["status"] == "COMPLETED"
+    assert served.data("val", '{ recordHistory(uid: "WO-9") { action } }') == []
 
 
 def test_evidence_for_a_capa_that_cannot_take_it_writes_nothing(served: Served) -> None:
@@ -308,7 +315,7 @@ def test_evidence_for_a_capa_that_cannot_take_it_writes_nothing(served: Served) 
     attach = """mutation($u: String!, $f: Upload!) { attachCapaEvidence(uid: $u,
         kind: "containment", action: 0, file: $f) { digest } }"""
 
-    def upload(uid: str, content: bytes, who: str = "ines") -> dict[str, Any]:
+    def upload(uid: str, content: bytes, who: str = "erik") -> dict[str, Any]:
         operations = {"query": attach, "variables": {"u": uid, "f": None}}
         response = httpx.post(
             f"{served.url}/graphql",
@@ -353,5 +360,7 @@ def test_key_names_are_unique_printable_and_never_the_products_own() -> None:
         with pytest.raises(ValidationFailed, match=why):
             access.create_key(name, Role.VIEWER)
     assert access.create_key("José O'Neil-Smith", Role.VIEWER)[0].name == "José O'Neil-Smith"
+    again, token = access.reissue(bob.id)  # bob's lost key replaced: same name, new secret
+    assert (again.name, again.revoked_at) == ("bob", None) and access.verify(token) == again
     assert [k.name for k in access.keys()] == ["bob", "José O'Neil-Smith"]  # noqa: SIM118
     access.close()

@@ -601,6 +601,27 @@ def test_a_malformed_row_is_a_broken_entry_named_by_its_seq(tmp_path: Path) -> N
     assert check.reason.startswith("entry 2 is malformed: its after is not JSON")
 
 
+def test_audit_verify_reports_a_malformed_row_without_a_traceback(tmp_path: Path) -> None:
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from sqems.quality.audit import TRAIL_FILE  # noqa: PLC0415
+
+    _trail(tmp_path / TRAIL_FILE, 3).close()
+    raw = sqlite3.connect(tmp_path / TRAIL_FILE)
+    raw.executescript("DROP TRIGGER trail_no_update;")
+    raw.execute("UPDATE trail SET seq = 7, before = 12 WHERE seq = 3")
+    raw.commit()
+    raw.close()
+    env = {**os.environ, "SQEMS_DATA_DIR": str(tmp_path), "SQEMS_AUDIT_KEY": KEY.decode()}
+    done = subprocess.run([sys.executable, "-c", "from sqems.cli import main; main()", "audit",
+                           "verify"], capture_output=True, text=True, env=env, check=False,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout
+    assert "entry 7 is malformed: its before is int '12'" in done.stderr
+
+
 def test_the_trail_key_file_is_made_private_and_a_readable_one_is_refused(tmp_path: Path) -> None:
     from sqems.errors import ConfigError  # noqa: PLC0415
     from sqems.quality.audit import KEY_FILE, TRAIL_FILE, open_trail  # noqa: PLC0415

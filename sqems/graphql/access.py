@@ -7,7 +7,8 @@ audit log with who made it, when, what it asked and how it ended.
 
 A key's name is the user the audit trail names for every change made with it, so
 names are unique regardless of case (revoked keys keep theirs: a name is never handed
-to someone else, 21 CFR 11.100(b)), are 1 to 64 printable characters (letters,
+to someone else, 21 CFR 11.100(b); ``reissue`` gives the same person a new secret),
+are 1 to 64 printable characters (letters,
 digits, space and ``. _ - @ '``), and the names the product records its own changes
 under (``sqems…``, ``system``) are reserved.
 
@@ -197,6 +198,20 @@ class AccessStore:
         if done.rowcount == 0:
             raise NotFound(f"no live API key with id {key_id}")
         return next(k for k in self.keys() if k.id == key_id)
+
+    def reissue(self, key_id: str) -> tuple[ApiKey, str]:
+        """A new secret for a key (live or revoked), for the same person under the same
+        name; the old secret stops working at once. This is how someone whose key was
+        lost or revoked gets access again, since their name is never given out anew."""
+        secret = secrets.token_urlsafe(32)
+        with self._lock:
+            done = self._db.execute(
+                "UPDATE api_keys SET digest = ?, revoked_at = NULL WHERE id = ?",
+                (_digest(secret), key_id),
+            )
+        if done.rowcount == 0:
+            raise NotFound(f"no API key with id {key_id}")
+        return next(k for k in self.keys() if k.id == key_id), f"sqems_{key_id}_{secret}"
 
     def has_admin(self) -> bool:
         return any(k.role is Role.ADMIN and k.revoked_at is None for k in self.keys())

@@ -494,11 +494,11 @@ def _entry_of(values: Mapping[str, Any]) -> Entry:
     return Entry(**{**values, "keyed": bool(values.get("keyed", False))})
 
 
-def load_key(settings: Settings) -> bytes:
+def load_key(settings: Settings, *, create: bool = True) -> bytes | None:
     """The trail's key: ``SQEMS_AUDIT_KEY`` (at least 32 characters), else the key file
     (``SQEMS_AUDIT_KEY_FILE``, default ``<data dir>/audit-trail.key``), made with 256
-    random bits and mode 0600 when it does not exist yet. A key file others may read is
-    refused."""
+    random bits and mode 0600 when it does not exist yet (None instead, without
+    ``create``). A key file others may read is refused."""
     if settings.audit_key is not None:
         secret = settings.audit_key.get_secret_value()
         if len(secret) < MIN_KEY_CHARS:
@@ -506,6 +506,8 @@ def load_key(settings: Settings) -> bytes:
                               f"needs at least {MIN_KEY_CHARS} (e.g. 64 hex digits)")  # fmt: skip
         return secret.encode()
     path = settings.audit_key_file or settings.data_dir / KEY_FILE
+    if not create and not path.exists():
+        return None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -546,4 +548,5 @@ def open_trail(settings: Settings) -> AuditTrail:
         raise ConfigError(f"the audit trail {path} is sealed with a key, and the key file "
                           f"{key_path} is missing: restore it (or set SQEMS_AUDIT_KEY) rather "
                           "than start a new key")  # fmt: skip
-    return AuditTrail(path, key=load_key(settings), busy_timeout_s=settings.audit_busy_timeout_s)
+    key = load_key(settings)
+    return AuditTrail(path, key=key, busy_timeout_s=settings.audit_busy_timeout_s)
