@@ -225,8 +225,10 @@ class AuditTrail:
                     self._db.execute("ROLLBACK")
                 for undo in reversed(writer._undo):
                     undo()
+                outcome = "was taken back" if writer._undo else "stays without its entry"
+                log.error("audit trail commit failed; the change %s", outcome)
                 raise AuditUnavailable(
-                    f"the audit trail could not commit ({exc}); the change was taken back"
+                    f"the audit trail could not commit ({exc}); the change {outcome}"
                 ) from exc
 
     def append(
