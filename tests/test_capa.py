@@ -507,6 +507,26 @@ def test_a_busy_trail_refuses_the_change_and_the_capa_stays_as_it_was(
     assert flow.triage(ENGINEER, uid, Priority.HIGH).status is CapaStatus.TRIAGED
 
 
+def test_entries_that_cannot_commit_take_the_change_back_out_of_the_graph(
+    flow: Workflow,
+) -> None:
+    from sqems.errors import AuditUnavailable  # noqa: PLC0415
+
+    uid = flow.report(INSPECTOR, "burr", addresses=["CMP-1"]).uid
+    # a real commit failure: a deferred foreign key that an insert into the trail breaks
+    db = flow.trail._db
+    db.execute("PRAGMA foreign_keys = ON")
+    db.executescript(
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+        "CREATE TABLE guard (p INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);"
+        "CREATE TRIGGER guarded AFTER INSERT ON trail BEGIN INSERT INTO guard VALUES (42); END;"
+    )
+    with pytest.raises(AuditUnavailable, match=r"could not commit .* the change was taken back"):
+        flow.triage(ENGINEER, uid, Priority.HIGH)
+    assert flow.get(uid).status is CapaStatus.REPORTED and flow.get(uid).priority is None
+    assert [e.action for e in flow.history(uid)] == ["reported"]
+
+
 def test_a_refused_graph_write_leaves_no_entry_in_the_trail(flow: Workflow) -> None:
     uid = flow.report(INSPECTOR, "burr", addresses=["CMP-1"]).uid
     entries = flow.trail.verify().entries
