@@ -1242,6 +1242,7 @@ def bim_import(
             link=rule,
             max_bytes=settings.bim_max_bytes,
             cores=cores,
+            limits=bim_models.limits_of(settings),
         )
     m = done.model
     out.print(
@@ -1254,8 +1255,9 @@ def bim_import(
     if done.unmatched:
         out.print(f"[yellow]not linked:[/yellow] {', '.join(done.unmatched)}")
     if done.skipped:
-        out.print(f"[yellow]no geometry for {len(done.skipped)} product(s):[/yellow] "
-                  + ", ".join(done.skipped[:10]))  # fmt: skip
+        out.print(f"[yellow]left out {len(done.skipped)} product(s):[/yellow]")
+        for line in done.skipped[:10]:
+            out.print(f"  {escape(line)}")
     out.print(f"in 3D: sqems serve, then /viewer?bim={m.uid}")
 
 

@@ -89,6 +89,26 @@ class Settings(BaseSettings):
         ge=1024,
         description="The largest IFC file an import or upload accepts, in bytes.",
     )
+    bim_max_triangles: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="The most triangles an IFC model may tessellate into; a larger one is refused.",
+    )
+    bim_max_instances: int = Field(
+        default=200_000,
+        ge=1,
+        description="The most solids an IFC model's products may place, mapped items expanded.",
+    )
+    bim_max_product_instances: int = Field(
+        default=20_000,
+        ge=1,
+        description="The most solids one product may place; a product over it is skipped.",
+    )
+    bim_max_mapping_depth: int = Field(
+        default=8,
+        ge=1,
+        description="How deep a product's mapped items may nest; a deeper one is skipped.",
+    )
     import_max_cell_chars: int = Field(
         default=10_000,
         ge=1,

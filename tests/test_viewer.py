@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,8 +36,10 @@ from sqems.graph_model.nodes import (
     WhatIfSession,
 )
 from sqems.graph_model.store import Direction, Edge
+from sqems.settings import Settings
 from sqems.viewer import LinkRule, gltf, import_bim, line_scene, survey
-from sqems.viewer.ifc import LIBRARIES, read_ifc, skipped, tessellate
+from sqems.viewer.bim import limits_of
+from sqems.viewer.ifc import LIBRARIES, Limits, expand, read_ifc, skipped, tessellate
 from sqems.viewer.scene import COLOURS, Status
 
 MACHINES = [
@@ -80,7 +85,7 @@ def test_every_product_tessellates_with_its_id_class_storey_and_place(
     model = read_ifc(write_building_ifc(tmp_path / "hall.ifc", MACHINES, schema=schema))
     assert model.schema == schema and model.name == "Main plant hall"
     meshes = tessellate(model, cores=1)
-    assert len(meshes) == model.products() and skipped(model, meshes) == []
+    assert len(meshes) == model.products() and skipped(model, meshes) == {}
     # a slab, four walls and the columns besides the machines
     classes = {m.ifc_class for m in meshes}
     assert {"IfcSlab", "IfcWall", "IfcColumn", "IfcBuildingElementProxy"} <= classes
@@ -157,6 +162,157 @@ def test_an_oversized_or_missing_file_is_refused_before_it_is_parsed(
         read_ifc(hall, max_bytes=1024)
     with pytest.raises(ValidationFailed, match=r"cannot read IFC file nothing\.ifc"):
         read_ifc(tmp_path / "nothing.ifc")
+
+
+# --- what a model may cost ---------------------------------------------------------------------
+
+
+def write_mapped_ifc(path: Path, levels: int, *, copies: int = 4, products: int = 1) -> Path:
+    """An IFC4 file of ``products`` proxies, each placing a map that places the one below
+    it ``copies`` times, ``levels`` deep, down to a 10 cm box (``copies ** levels`` boxes
+    per proxy); and one plain wall. Ten levels of four are 8 KB standing for a million
+    boxes, 12.6 million triangles."""
+    import ifcopenshell  # noqa: PLC0415
+    import ifcopenshell.api.aggregate  # noqa: PLC0415
+    import ifcopenshell.api.context  # noqa: PLC0415
+    import ifcopenshell.api.root  # noqa: PLC0415
+    import ifcopenshell.api.spatial  # noqa: PLC0415
+    import ifcopenshell.api.unit  # noqa: PLC0415
+
+    f = ifcopenshell.file(schema="IFC4")
+    project = ifcopenshell.api.root.create_entity(f, ifc_class="IfcProject", name="Nested")
+    ifcopenshell.api.unit.assign_unit(f)
+    model = ifcopenshell.api.context.add_context(f, context_type="Model")
+    body = ifcopenshell.api.context.add_context(
+        f, context_type="Model", context_identifier="Body", target_view="MODEL_VIEW",
+        parent=model,
+    )  # fmt: skip
+    site = ifcopenshell.api.root.create_entity(f, ifc_class="IfcSite", name="Site")
+    ifcopenshell.api.aggregate.assign_object(f, products=[site], relating_object=project)
+    origin = f.createIfcAxis2Placement3D(f.createIfcCartesianPoint((0.0, 0.0, 0.0)))
+
+    def moved(x: float, y: float) -> object:
+        point = f.createIfcCartesianPoint((x, y, 0.0))
+        return f.createIfcCartesianTransformationOperator3D(None, None, point, None, None)
+
+    def shape(kind: str, items: list[object]) -> object:
+        return f.createIfcShapeRepresentation(body, "Body", kind, items)
+
+    def proxy(ifc_class: str, name: str, items: list[object], kind: str) -> None:
+        element = ifcopenshell.api.root.create_entity(f, ifc_class=ifc_class, name=name)
+        element.ObjectPlacement = f.createIfcLocalPlacement(None, origin)
+        element.Representation = f.createIfcProductDefinitionShape(None, None, [shape(kind, items)])
+        ifcopenshell.api.spatial.assign_container(f, products=[element], relating_structure=site)
+
+    area = f.createIfcRectangleProfileDef(
+        "AREA", None, f.createIfcAxis2Placement2D(f.createIfcCartesianPoint((0.0, 0.0))), 0.1, 0.1
+    )
+    up = f.createIfcDirection((0.0, 0.0, 1.0))
+    box = f.createIfcExtrudedAreaSolid(area, origin, up, 0.1)
+    source = f.createIfcRepresentationMap(origin, shape("SweptSolid", [box]))
+    for level in range(levels):
+        placed = [f.createIfcMappedItem(source, moved(0.2 * i * 4**level, level))
+                  for i in range(copies)]  # fmt: skip
+        source = f.createIfcRepresentationMap(origin, shape("MappedRepresentation", placed))
+    for n in range(products):
+        placed = [f.createIfcMappedItem(source, moved(0, 0))]
+        proxy("IfcBuildingElementProxy", f"Nested {n}", placed, "MappedRepresentation")
+    wall = f.createIfcExtrudedAreaSolid(area, origin, up, 3.0)
+    proxy("IfcWall", "Plain wall", [wall], "SweptSolid")
+    f.write(str(path))
+    return path
+
+
+def test_a_million_nested_instances_are_skipped_before_tessellation_in_bounded_memory(
+    tmp_path: Path,
+) -> None:
+    bomb = write_mapped_ifc(tmp_path / "nested.ifc", levels=10)
+    assert bomb.stat().st_size < 10_000
+    # in a process of its own, to read its peak memory (and cap it, should the caps fail)
+    script = """if True:
+        import json, resource, sys
+        from pathlib import Path
+        from sqems.graph_model.embedded import EmbeddedGraphStore
+        from sqems.settings import Settings
+        from sqems.viewer.bim import import_bim, limits_of
+        done = import_bim(EmbeddedGraphStore(None), Path(sys.argv[1]),
+                          cache_dir=Path(sys.argv[2]), limits=limits_of(Settings()), cores=1)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print(json.dumps({"skipped": done.skipped, "elements": done.model.elements,
+                          "peak": peak}))
+    """
+    gib = 1 << 30
+
+    def capped() -> None:
+        import resource  # noqa: PLC0415
+
+        resource.setrlimit(resource.RLIMIT_AS, (6 * gib, 6 * gib))
+
+    env = {**os.environ, "SQEMS_BIM_MAX_MAPPING_DEPTH": "8"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(bomb), str(tmp_path / "bim")],
+        capture_output=True, text=True, timeout=120, env=env, preexec_fn=capped, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    [why] = found["skipped"]
+    assert why.endswith(": its mapped items nest more than 8 deep (SQEMS_BIM_MAX_MAPPING_DEPTH)")
+    assert found["elements"] == 1  # the plain wall
+    assert found["peak"] < 1 * gib
+
+
+def test_the_settings_defaults_are_the_limits_defaults() -> None:
+    assert limits_of(Settings()) == Limits()
+
+
+def test_a_product_placing_too_many_solids_is_skipped_and_the_rest_drawn(tmp_path: Path) -> None:
+    model = read_ifc(write_mapped_ifc(tmp_path / "nested.ifc", levels=6))
+    limits = Limits(product_instances=1_000)
+    plan = expand(model, limits)
+    assert (plan.instances, len(plan.draw)) == (1, 1)
+    meshes = tessellate(model, cores=1, limits=limits)
+    assert [m.ifc_class for m in meshes] == ["IfcWall"]
+    [(_, why)] = skipped(model, meshes, limits).items()
+    assert why == (
+        "its mapped items place 4,096 solids, over the limit of 1,000 "
+        "(SQEMS_BIM_MAX_PRODUCT_INSTANCES)"
+    )
+    # within the default limits the same product draws, every box of it
+    [nested, _] = sorted(tessellate(model, cores=1), key=lambda m: m.ifc_class)
+    assert nested.triangles == 4**6 * 12
+
+
+def test_a_model_over_the_instance_or_triangle_limit_is_refused_and_nothing_stored(
+    store: GraphStore, tmp_path: Path
+) -> None:
+    path = write_mapped_ifc(tmp_path / "nested.ifc", levels=5, products=3)
+    cache = tmp_path / "bim"
+    refusals = [
+        (Limits(instances=3_000), "products place 3,073 solids, over the limit of 3,000"),
+        (Limits(triangles=2_000), "makes at least 3,073 triangles, over the limit of 2,000"),
+        (Limits(triangles=20_000), r"makes at least 24,576 triangles, over the limit of 20,000"),
+    ]
+    for limits, message in refusals:
+        with pytest.raises(ValidationFailed, match=message):
+            import_bim(store, path, cache_dir=cache, limits=limits, cores=1)
+    assert store.count() == 0 and not cache.exists()
+
+
+def test_a_map_that_places_itself_is_skipped(tmp_path: Path) -> None:
+    import ifcopenshell  # noqa: PLC0415
+
+    path = write_mapped_ifc(tmp_path / "nested.ifc", levels=2)
+    f = ifcopenshell.open(str(path))
+    top = max(f.by_type("IfcRepresentationMap"), key=lambda m: m.id())
+    items = top.MappedRepresentation.Items
+    top.MappedRepresentation.Items = [*items, f.createIfcMappedItem(top, items[0].MappingTarget)]
+    f.write(str(path))
+    model = read_ifc(path)
+    meshes = tessellate(model, cores=1)
+    assert [m.ifc_class for m in meshes] == ["IfcWall"]
+    assert list(skipped(model, meshes).values()) == [
+        "its mapped items nest more than 8 deep (SQEMS_BIM_MAX_MAPPING_DEPTH)"
+    ]
 
 
 # --- binary glTF ------------------------------------------------------------------------------

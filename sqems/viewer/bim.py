@@ -23,13 +23,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqems.errors import NotFound, ValidationFailed
 from sqems.graph_model.nodes import BimElement, BimModel, Machine
 from sqems.graph_model.store import Direction, Edge, GraphStore
 from sqems.viewer import gltf
-from sqems.viewer.ifc import MAX_BYTES, IfcModel, read_ifc, skipped, tessellate
+from sqems.viewer.ifc import MAX_BYTES, IfcModel, Limits, read_ifc, skipped, tessellate
+
+if TYPE_CHECKING:
+    from sqems.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,16 @@ CACHE_DIR = "bim"
 
 def cache_of(data_dir: Path) -> Path:
     return data_dir / CACHE_DIR
+
+
+def limits_of(settings: Settings) -> Limits:
+    """The tessellation limits the settings (``SQEMS_BIM_MAX_*``) set."""
+    return Limits(
+        triangles=settings.bim_max_triangles,
+        instances=settings.bim_max_instances,
+        product_instances=settings.bim_max_product_instances,
+        mapping_depth=settings.bim_max_mapping_depth,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +106,8 @@ class BimImport:
     unmatched: list[str]
     """Machine uids the link rule named that no element or machine answered to."""
     skipped: list[str]
-    """GlobalIds of products whose geometry could not be built."""
+    """Products left out, each as ``<GlobalId>: <why>`` (over a :class:`Limits` cap, or
+    geometry that could not be built)."""
 
 
 def model_uid(sha256: str) -> str:
@@ -114,9 +128,11 @@ def import_bim(
     link: LinkRule | None = None,
     max_bytes: int = MAX_BYTES,
     cores: int | None = None,
+    limits: Limits | None = None,
 ) -> BimImport:
     """Import the IFC file at ``path`` into ``store`` (idempotent for the same file).
-    ``file_name`` is the name to record when ``path`` is a temporary copy (an upload)."""
+    ``file_name`` is the name to record when ``path`` is a temporary copy (an upload);
+    ``limits`` caps what tessellating it may cost (a model over them is refused)."""
     link = link or LinkRule()
     model = read_ifc(path, max_bytes=max_bytes, shown_as=file_name)
     target = glb_path(cache_dir, model.sha256)
@@ -129,8 +145,8 @@ def import_bim(
             log.warning("cached tessellation %s is unreadable; tessellating again", target)
             cached = False
     if not cached:
-        meshes = tessellate(model, cores=cores)
-        missing = skipped(model, meshes)
+        meshes = tessellate(model, cores=cores, limits=limits)
+        missing = [f"{g}: {why}" for g, why in skipped(model, meshes, limits).items()]
         gltf.write_glb(meshes, target, name=model.name)
         found = gltf.read_elements(target)
     elements = _keep_surveys(store, [_element(e) for e in found])

@@ -7,6 +7,14 @@ with a clear :class:`~sqems.errors.ValidationFailed`. ``tessellate(model)`` runs
 product, its GlobalId, class, name, storey and triangles in world coordinates (metres,
 z up, as IFC has it).
 
+A few kilobytes of IFC can stand for billions of triangles: an ``IfcMappedItem`` places a
+representation that may itself hold mapped items, so ten levels of four copies each are
+a million solids. Before anything is tessellated, :func:`expand` walks each product's
+mapped items (each representation map once) and counts the solids they place, how deep
+they nest and the fewest triangles they can make; :class:`Limits` caps each per product
+(the product is skipped, with the reason) and for the whole model (the model is
+refused), and the triangles actually made are counted while tessellating.
+
 >>> import numpy as np
 >>> box = Mesh("0AbC", "IfcWall", "Wall", "Level 1",
 ...            np.array([[0, 0, 0], [2, 0, 0], [2, 1, 3]], np.float32),
@@ -48,6 +56,43 @@ SCHEMAS = ("IFC2X3", "IFC4", "IFC4X3")
 MAX_BYTES = 256 * 1024 * 1024
 """The largest IFC file read unless settings say otherwise."""
 _MAGIC = b"ISO-10303-21;"
+_FEWEST_TRIANGLES = 1
+"""What a solid the walk cannot count (an extrusion, a boolean) makes at least."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one model may cost to tessellate (``SQEMS_BIM_MAX_*`` settings).
+
+    A product whose mapped items nest deeper than ``mapping_depth``, or place more than
+    ``product_instances`` solids, is skipped; a model whose products together place more
+    than ``instances`` solids, or make more than ``triangles`` triangles, is refused.
+    An import peaked at about 650 bytes per triangle (docs/viewer.md), so the default
+    of 2 million keeps one under 1.5 GB.
+    """
+
+    triangles: int = 2_000_000
+    instances: int = 200_000
+    product_instances: int = 20_000
+    mapping_depth: int = 8
+
+    def __post_init__(self) -> None:
+        if min(self.triangles, self.instances, self.product_instances, self.mapping_depth) < 1:
+            raise ValidationFailed(f"BIM limits must be at least 1: {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class Expansion:
+    """What a model's products stand for once their mapped items are expanded."""
+
+    draw: list[Any]
+    """The drawable products within the per-product limits."""
+    skipped: dict[str, str]
+    """Why each drawable product over a per-product limit is left out, by GlobalId."""
+    instances: int
+    """Solids the products of ``draw`` place."""
+    triangles: int
+    """The fewest triangles they make."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,37 +214,163 @@ def default_threads() -> int:
     return 2 * (os.cpu_count() or 1)
 
 
+def expand(model: IfcModel, limits: Limits | None = None) -> Expansion:
+    """Count what each drawable product's mapped items place, without tessellating;
+    refuse a model over ``limits`` (:class:`ValidationFailed`), skip a product over them.
+
+    Each representation map is walked once, however often it is placed, so an 8 KB file
+    of nested maps standing for a million solids is counted in milliseconds.
+    """
+    limits = limits or Limits()
+    walk = _Walk(limits)
+    draw: list[Any] = []
+    skipped: dict[str, str] = {}
+    instances = triangles = 0
+    for product in model.drawable():
+        cost = walk.product(product)
+        if cost.depth > limits.mapping_depth:
+            skipped[str(product.GlobalId)] = (
+                f"its mapped items nest more than {limits.mapping_depth} deep "
+                "(SQEMS_BIM_MAX_MAPPING_DEPTH)"
+            )
+        elif cost.instances > limits.product_instances:
+            skipped[str(product.GlobalId)] = (
+                f"its mapped items place {cost.instances:,} solids, over the limit of "
+                f"{limits.product_instances:,} (SQEMS_BIM_MAX_PRODUCT_INSTANCES)"
+            )
+        else:
+            draw.append(product)
+            instances += cost.instances
+            triangles += cost.triangles
+    if instances > limits.instances:
+        raise ValidationFailed(
+            f"the model's products place {instances:,} solids, over the limit of "
+            f"{limits.instances:,} (SQEMS_BIM_MAX_INSTANCES); nothing was imported"
+        )
+    if triangles > limits.triangles:
+        raise ValidationFailed(_too_many_triangles(f"at least {triangles:,}", limits))
+    return Expansion(draw, skipped, instances, triangles)
+
+
+def _too_many_triangles(count: str, limits: Limits) -> str:
+    return (
+        f"the model makes {count} triangles, over the limit of {limits.triangles:,} "
+        "(SQEMS_BIM_MAX_TRIANGLES); nothing was imported"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Cost:
+    instances: int
+    depth: int
+    """How deep mapped items nest (0: none)."""
+    triangles: int
+
+
+class _Walk:
+    """The cost of representations, each representation map costed once."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.maps: dict[int, _Cost] = {}
+        self.open: set[int] = set()
+
+    def product(self, product: Any) -> _Cost:
+        shapes = product.Representation.Representations or ()
+        return self._sum([self.item(item) for shape in shapes for item in shape.Items or ()])
+
+    def item(self, item: Any) -> _Cost:
+        if not item.is_a("IfcMappedItem"):
+            return _Cost(1, 0, _fewest_triangles(item))
+        source = item.MappingSource
+        key = source.id()
+        if key not in self.maps:
+            if key in self.open:  # a map that places itself: no finite count
+                return _Cost(0, self.limits.mapping_depth + 1, 0)
+            self.open.add(key)
+            items = source.MappedRepresentation.Items or ()
+            # past the depth limit the count no longer matters: stop walking there
+            inner = (
+                self._sum([self.item(i) for i in items])
+                if len(self.open) <= self.limits.mapping_depth
+                else _Cost(0, self.limits.mapping_depth, 0)
+            )
+            self.open.discard(key)
+            self.maps[key] = inner
+        inner = self.maps[key]
+        return _Cost(inner.instances, inner.depth + 1, inner.triangles)
+
+    @staticmethod
+    def _sum(costs: list[_Cost]) -> _Cost:
+        return _Cost(
+            sum(c.instances for c in costs),
+            max((c.depth for c in costs), default=0),
+            sum(c.triangles for c in costs),
+        )
+
+
+def _fewest_triangles(item: Any) -> int:
+    """The triangles a solid makes at least: counted for meshes and faceted shells, one
+    for what only the kernel can tell (an extrusion, a boolean, a curved surface)."""
+    if item.is_a("IfcTriangulatedFaceSet"):
+        return len(item.CoordIndex)
+    if item.is_a("IfcPolygonalFaceSet"):
+        return sum(max(len(face.CoordIndex) - 2, 1) for face in item.Faces)
+    if item.is_a("IfcFacetedBrep"):
+        return len(item.Outer.CfsFaces)
+    return _FEWEST_TRIANGLES
+
+
 def tessellate(
-    model: IfcModel, *, cores: int | None = None, library: str = LIBRARIES[0]
+    model: IfcModel,
+    *,
+    cores: int | None = None,
+    library: str = LIBRARIES[0],
+    limits: Limits | None = None,
 ) -> list[Mesh]:
-    """Every drawable product of ``model`` as a mesh, in GlobalId order.
+    """Every drawable product of ``model`` within ``limits`` as a mesh, in GlobalId order.
 
     ``cores`` iterator threads tessellate (default :func:`default_threads`) with the
-    geometry kernel ``library`` (one of :data:`LIBRARIES`). Products whose geometry
-    ifcopenshell cannot build are left out and logged; :func:`skipped` names them.
+    geometry kernel ``library`` (one of :data:`LIBRARIES`). Products over a per-product
+    limit (see :func:`expand`) and products whose geometry ifcopenshell cannot build are
+    left out and logged; :func:`skipped` names them. A model over a model-wide limit is
+    refused before tessellation starts, or as soon as its triangles pass the limit.
     """
     import ifcopenshell.geom  # noqa: PLC0415 - see read_ifc
 
     if library not in LIBRARIES:
         raise ValidationFailed(f"unknown geometry library {library!r}; one of {LIBRARIES}")
+    limits = limits or Limits()
+    plan = expand(model, limits)
     cores = cores or default_threads()
     settings = ifcopenshell.geom.settings()  # type: ignore[no-untyped-call]
     settings.set("use-world-coords", True)
     storeys = _storeys(model.file)
     started = time.perf_counter()
+    meshes: list[Mesh] = []
+    if not plan.draw:
+        return meshes
+    # name the products to draw only when some are left out: otherwise ifcopenshell
+    # runs its usual path, every product less the classes not drawn
+    chosen: dict[str, Any] = (
+        {"include": plan.draw} if plan.skipped else {"exclude": list(NOT_DRAWN)}
+    )
     iterator = ifcopenshell.geom.iterator(
         settings,
         model.file,
         cores,
-        exclude=list(NOT_DRAWN),
         geometry_library=library,  # type: ignore[arg-type]  # checked against LIBRARIES
+        **chosen,
     )
-    meshes: list[Mesh] = []
+    triangles = 0
     if iterator.initialize():
         while True:
             deadline.check()  # an upload whose request timed out stops here
             shape = iterator.get()  # type: ignore[no-untyped-call]
             meshes.append(_mesh(model.file, shape, storeys))
+            triangles += meshes[-1].triangles
+            if triangles > limits.triangles:
+                raise ValidationFailed(_too_many_triangles(f"at least {triangles:,}", limits))
             if not iterator.next():
                 break
     meshes.sort(key=lambda m: m.global_id)
@@ -215,10 +386,15 @@ def tessellate(
     return meshes
 
 
-def skipped(model: IfcModel, meshes: list[Mesh]) -> list[str]:
-    """GlobalIds of drawable products that did not tessellate."""
+def skipped(model: IfcModel, meshes: list[Mesh], limits: Limits | None = None) -> dict[str, str]:
+    """Why each drawable product that did not tessellate was left out, by GlobalId."""
+    over = expand(model, limits).skipped
     done = {m.global_id for m in meshes}
-    return sorted(p.GlobalId for p in model.drawable() if p.GlobalId not in done)
+    return {
+        str(p.GlobalId): over.get(str(p.GlobalId), "its geometry could not be built")
+        for p in sorted(model.drawable(), key=lambda p: str(p.GlobalId))
+        if p.GlobalId not in done
+    }
 
 
 def _mesh(file: Any, shape: Any, storeys: dict[int, str]) -> Mesh:
