@@ -246,6 +246,18 @@ def test_a_row_of_a_utf16_file_is_quarantined_as_written(
     assert entry.raw == b"SUP-3,Zeta,Deutschland" and entry.source.endswith("#4")
 
 
+def test_a_row_that_is_not_utf8_is_quarantined_with_its_bytes_as_written(
+    tmp_path: Path, quarantine: Quarantine
+) -> None:
+    path = tmp_path / "Supplier.csv"
+    path.write_bytes("uid,name\nSUP-1,Müller\nSUP-2,Polymerix\n".encode("cp1252"))  # Excel's "CSV"
+    report = import_file(EmbeddedGraphStore(None), quarantine, "erp", path)
+    assert report.imported == {"Supplier": 1} and report.reasons == {"encoding": 1}
+    [entry] = quarantine.entries()
+    assert entry.raw == b"SUP-1,M\xfcller"
+    assert "name holds bytes that are not UTF-8; save the file as CSV UTF-8" in entry.reason
+
+
 @pytest.mark.parametrize(
     ("header", "message"),
     [

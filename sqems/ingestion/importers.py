@@ -37,6 +37,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -115,6 +116,8 @@ BOMS = [
     (codecs.BOM_UTF16_BE, "utf-16-be"),
 ]
 """Byte-order marks, longest first (a UTF-32 LE mark starts with the UTF-16 LE one)."""
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+"""A byte that was not UTF-8, as ``surrogateescape`` keeps it."""
 
 UNIT_SPELLINGS = {"°C": "degC", "℃": "degC", "°F": "degF", "µm": "um", "μm": "um", "Nm": "N*m"}
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -349,6 +352,10 @@ def _rows(source: _Source, refuse: _Refuse, max_cell_chars: int) -> Iterator[_Ro
             continue
         if len(row) != len(header):
             refuse(number, raw, "malformed", f"{len(row)} cells, the header has {len(header)}")
+            continue
+        if bad := next((k for k, v in zip(header, row, strict=True) if _NOT_UTF8.search(v)), None):
+            refuse(number, raw, "encoding",
+                   f"{bad} holds bytes that are not UTF-8; save the file as CSV UTF-8")  # fmt: skip
             continue
         long = [(k, len(v)) for k, v in zip(header, row, strict=True) if len(v) > max_cell_chars]
         if long:
