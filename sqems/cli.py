@@ -56,6 +56,7 @@ from sqems.graph_model.open import local_server
 from sqems.graphql import AccessStore, Role, create_app, sdl
 from sqems.graphql.app import ACCESS_FILE
 from sqems.ingestion import importers, sensors, service
+from sqems.ingestion.broker import BrokerAccess, check
 from sqems.quality import dhr, suppliers
 from sqems.quality.audit import AuditTrail, load_key, open_trail, verify_export
 from sqems.quality.capa import Workflow, open_on_critical_alarms
@@ -817,7 +818,10 @@ def serve_cmd(
     base = f"http://{settings.api_host}:{settings.api_port}"
     out.print(f"3D viewer at {base}/viewer?line=<line uid>, dashboard at {base}/dashboard")
     if settings.ingest:
-        out.print(f"ingesting from mqtt://{settings.mqtt_host}:{settings.mqtt_port}")
+        broker = BrokerAccess.of(settings)
+        # a broker that refuses SQEMS is one line here, not a traceback from the start-up
+        check(broker, f"{settings.mqtt_client_id}-check")
+        out.print(f"ingesting from {broker.url}")
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,
@@ -902,7 +906,7 @@ def ingest_cmd(
         pipeline.sinks.append(open_on_critical_alarms(Workflow(store, trail)))
         bridge = service.mqtt_ingestion(settings, pipeline)
         err.print(
-            f"ingesting from mqtt://{settings.mqtt_host}:{settings.mqtt_port} "
+            f"ingesting from {BrokerAccess.of(settings).url} "
             f"into {store.description}; Ctrl-C to stop"
         )
         began = time.monotonic()

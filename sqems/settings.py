@@ -75,6 +75,23 @@ class Settings(BaseSettings):
     mqtt_port: int = Field(default=1883, ge=1, le=65535)
     mqtt_username: str | None = None
     mqtt_password: str | None = None
+    mqtt_tls: bool = Field(
+        default=False,
+        description=(
+            "Talk TLS to the broker (its TLS listener, usually port 8883), always verifying "
+            "its certificate."
+        ),
+    )
+    mqtt_ca_file: Path | None = Field(
+        default=None,
+        description="The CA that signed the broker's certificate (default: the system's CAs).",
+    )
+    mqtt_cert_file: Path | None = Field(
+        default=None, description="A client certificate, for a broker that requires one."
+    )
+    mqtt_key_file: Path | None = Field(
+        default=None, description="The client certificate's private key."
+    )
     mqtt_client_id: str = Field(
         default="sqems-ingest",
         description="The subscriber's id; its persistent session on the broker is keyed by it.",

@@ -23,6 +23,7 @@ from sqems.graphql.access import Role
 from sqems.graphql.context import Context
 from sqems.graphql.types import Connection, ConnectionEdge, after_key, keyset_page, page_size
 from sqems.ingestion import quarantine as q
+from sqems.ingestion.broker import BrokerAccess
 from sqems.ingestion.mqtt import MqttIngestion
 from sqems.ingestion.pipeline import AlarmEvent, Ingestor
 from sqems.ingestion.service import open_quarantine
@@ -82,6 +83,13 @@ class IngestionStatus:
     spooled: int = strawberry.field(description="Readings waiting for the graph store.")
     quarantine_open: int = strawberry.field(description="Quarantined and not replayed OK.")
     quarantine_kept: int = strawberry.field(description="Every entry ever kept.")
+    broker_dropped: int | None = strawberry.field(
+        description=(
+            "Messages the broker dropped since it started, for any subscriber, because a "
+            "queue was full (its max_queued_messages): lost before SQEMS saw them. Null "
+            "until the broker has reported it."
+        )
+    )
 
 
 @strawberry.type(description="Something ingestion refused, kept whole with the reason.")
@@ -169,7 +177,7 @@ class IngestionQuery:
                 )
                 if h
                 else None,
-                broker=f"mqtt://{ctx.settings.mqtt_host}:{ctx.settings.mqtt_port}",
+                broker=BrokerAccess.of(ctx.settings).url,
                 received=c.received if c else 0,
                 accepted=c.accepted if c else 0,
                 quarantined=c.quarantined if c else 0,
@@ -178,6 +186,7 @@ class IngestionQuery:
                 spooled=c.spooled if c else 0,
                 quarantine_open=open_,
                 quarantine_kept=kept,
+                broker_dropped=runtime.bridge.broker_dropped if runtime else None,
             )
 
         return await ctx.call(answer)

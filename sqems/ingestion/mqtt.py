@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import ssl
 import threading
 import time
 from datetime import UTC, datetime
@@ -38,12 +39,18 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from sqems.ingestion.broker import ANSWER_S, BrokerAccess
 from sqems.ingestion.payloads import PREFIX
 from sqems.ingestion.pipeline import FAULT_TOPIC, AlarmEvent, Counters, Ingestor, Message
 
 log = logging.getLogger(__name__)
 
 SUBSCRIPTION = f"{PREFIX}/+/+/+/+"
+DROPPED = "$SYS/broker/publish/messages/dropped"
+"""Where Mosquitto publishes how many messages it has dropped since it started (every
+``sys_interval`` seconds, when the count changed): QoS 1 messages it threw away because
+a subscriber's queue was full (``max_queued_messages``) are lost without the subscriber
+ever hearing of them."""
 BATCH = 2_000
 """Messages handed to the pipeline at most at once."""
 LINGER_S = 0.02
@@ -69,8 +76,16 @@ class MqttIngestion:
         client_id: str = "sqems-ingest",
         username: str | None = None,
         password: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.ingestor = ingestor
+        self.access = BrokerAccess(host, port, username, password, tls=tls is not None)
+        self.refused: str | None = None
+        """Why the broker refused the last connection, if it did."""
+        self._answered = threading.Event()
+        self.broker_dropped: int | None = None
+        """Messages the broker has dropped since it started, for all its subscribers (its
+        ``$SYS`` count); None until the broker has told us."""
         self._queue: queue.Queue[_Queued] = queue.Queue()
         self._pending: list[_Queued] = []
         """The batch being worked on: a worker that dies leaves it to the next one."""
@@ -87,6 +102,8 @@ class MqttIngestion:
         )
         if username is not None:
             client.username_pw_set(username, password)
+        if tls is not None:
+            client.tls_set_context(tls)
         client.manual_ack_set(True)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_inflight_messages_set(1_000)
@@ -94,6 +111,7 @@ class MqttIngestion:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.message_callback_add(DROPPED, self._on_dropped)
         self.client = client
         self.host, self.port = host, port
         ingestor.sinks.append(self.publish_alarm)
@@ -105,8 +123,26 @@ class MqttIngestion:
     # --- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        self.client.connect_async(self.host, self.port, keepalive=30)
+        """Connect and start ingesting. A broker that cannot be reached yet is tried again
+        in the background; one that refuses SQEMS (its certificate does not verify, the
+        credentials are wrong, it never answers) raises
+        :class:`~sqems.errors.BrokerUnavailable` with the reason instead."""
+        try:
+            self.client.connect(self.host, self.port, keepalive=30)
+            reached = True
+        except ssl.SSLError as exc:
+            raise self.access.unreachable(exc) from None
+        except OSError as exc:
+            reached = False
+            log.warning(
+                "cannot reach the broker yet; retrying",
+                extra={"url": self.access.url, "reason": str(exc)},
+            )
         self.client.loop_start()
+        if reached and (not self._answered.wait(ANSWER_S) or self.refused is not None):
+            self.client.disconnect()
+            self.client.loop_stop()
+            raise self.access.refused(self.refused) if self.refused else self.access.silent()
         self._worker.start()
         self._watchdog.start()
 
@@ -133,6 +169,8 @@ class MqttIngestion:
 
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
+            self.refused = str(reason)
+            self._answered.set()
             log.error("broker refused the connection", extra={"reason": str(reason)})
             return
         self._connects += 1
@@ -142,8 +180,10 @@ class MqttIngestion:
                 "is lost (is its persistence on, with a store it can write?)",
                 extra={"host": self.host, "port": self.port},
             )
-        client.subscribe(SUBSCRIPTION, qos=1)
+        client.subscribe([(SUBSCRIPTION, 1), (DROPPED, 0)])
         self.connected.set()
+        self.refused = None
+        self._answered.set()
         log.info("connected to the broker", extra={"host": self.host, "port": self.port})
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -156,6 +196,23 @@ class MqttIngestion:
         received = Message(message.topic, bytes(message.payload), datetime.now(UTC))
         mid = message.mid if message.qos > 0 else -1
         self._queue.put((received, mid, self._connection))
+
+    def _on_dropped(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            dropped = int(message.payload)
+        except ValueError:
+            return
+        before = self.broker_dropped or 0
+        self.broker_dropped = dropped
+        if dropped > before:
+            log.warning(
+                "the broker dropped %d messages (%d in all since it started): a subscriber's "
+                "queue was full, and what it dropped never reaches the readings store "
+                "(raise the broker's max_queued_messages, or ingest faster)",
+                dropped - before,
+                dropped,
+                extra={"url": self.access.url, "broker_dropped": dropped},
+            )
 
     # --- the worker and its watchdog ------------------------------------------------------
 

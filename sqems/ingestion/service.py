@@ -11,10 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
-from sqems.errors import BrokerUnavailable
 from sqems.graph_model.store import GraphStore
+from sqems.ingestion.broker import BrokerAccess, connect
 from sqems.ingestion.mqtt import MqttIngestion
 from sqems.ingestion.pipeline import Ingestor
 from sqems.ingestion.quarantine import Quarantine
@@ -46,27 +45,24 @@ def ingestor(settings: Settings, graph: GraphStore) -> Iterator[Ingestor]:
 
 
 def mqtt_ingestion(settings: Settings, pipeline: Ingestor) -> MqttIngestion:
-    """The subscriber for the configured broker."""
+    """The subscriber for the configured broker, with its credentials and TLS."""
+    access = BrokerAccess.of(settings)
     return MqttIngestion(
         pipeline,
-        settings.mqtt_host,
-        settings.mqtt_port,
+        access.host,
+        access.port,
         client_id=settings.mqtt_client_id,
-        username=settings.mqtt_username,
-        password=settings.mqtt_password,
+        username=access.username,
+        password=access.password,
+        tls=access.tls_context(),
     )
 
 
 def mqtt_publisher(settings: Settings, client_id: str) -> mqtt.Client:
-    """A paho client connected to the configured broker, its network loop running."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
-    if settings.mqtt_username is not None:
-        client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-    try:
-        client.connect(settings.mqtt_host, settings.mqtt_port)
-    except OSError as exc:
-        raise BrokerUnavailable(
-            f"cannot reach the MQTT broker at {settings.mqtt_host}:{settings.mqtt_port}: {exc}"
-        ) from None
-    client.loop_start()
+    """A paho client connected to the configured broker with its credentials and TLS,
+    its network loop running; :class:`~sqems.errors.BrokerUnavailable` with the reason
+    if the broker cannot be reached or refuses it."""
+    access = BrokerAccess.of(settings)
+    client = access.client(client_id)
+    connect(client, access)
     return client
