@@ -92,15 +92,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("pki")
     ca = _ca(home, "ca")
     _signed(home, "server", ca, "subjectAltName=IP:127.0.0.1")
+    _signed(home, "client", ca, "extendedKeyUsage=clientAuth")
     _ca(home, "other-ca")
     return home
 
 
-@pytest.fixture(scope="module")
-def secure(tmp_path_factory: pytest.TempPathFactory, pki: Path) -> Iterator[Broker]:
-    """Mosquitto started from the shipped configuration and ACL, with the users of the
-    ACL in its password file."""
-    home = tmp_path_factory.mktemp("mosquitto-secure")
+def start_shipped(home: Path, pki: Path, **overrides: str) -> Broker:
+    """Mosquitto started from the shipped configuration and ACL (``overrides`` replacing
+    options), with the users of the ACL in its password file."""
     for name in ("ca.crt", "server.crt", "server.key"):
         shutil.copy(pki / name, home / name)
     shutil.copy(SHIPPED / "acl", home / "acl")
@@ -108,11 +107,15 @@ def secure(tmp_path_factory: pytest.TempPathFactory, pki: Path) -> Iterator[Brok
     (home / "passwd").touch()
     for user, password in PASSWORDS.items():
         subprocess.run([passwd, "-b", home / "passwd", user, password], check=True)
-    broker = Broker("127.0.0.1", free_port(), shipped_config(home, 0))
-    broker.config.write_text(
-        broker.config.read_text().replace("listener 0 ", f"listener {broker.port} ")
-    )
+    port = free_port()
+    broker = Broker("127.0.0.1", port, shipped_config(home, port, **overrides))
     broker.start()
+    return broker
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory, pki: Path) -> Iterator[Broker]:
+    broker = start_shipped(tmp_path_factory.mktemp("mosquitto-secure"), pki)
     try:
         yield broker
     finally:
@@ -287,6 +290,25 @@ def test_a_certificate_that_names_another_host_is_refused(
     config = settings(secure, pki, tmp_path, "sqems", mqtt_host="localhost")
     with pytest.raises(BrokerUnavailable, match=r"did not prove who it is: .*mismatch"):
         service.mqtt_publisher(config, "sensor-wrong-host")
+
+
+def test_a_broker_that_requires_client_certificates_takes_the_configured_one(
+    pki: Path, tmp_path: Path
+) -> None:
+    broker = start_shipped(tmp_path, pki, require_certificate="true")
+    try:
+        without = settings(broker, pki, tmp_path, "sensors")
+        with pytest.raises(BrokerUnavailable, match="require a client certificate"):
+            service.mqtt_publisher(without, "sensor-no-cert")
+        with_cert = without.model_copy(
+            update={"mqtt_cert_file": pki / "client.crt", "mqtt_key_file": pki / "client.key"}
+        )
+        sensor = service.mqtt_publisher(with_cert, "sensor-cert")
+        assert sensor.is_connected()
+        sensor.disconnect()
+        sensor.loop_stop()
+    finally:
+        broker.stop()
 
 
 def test_tls_files_without_tls_are_a_config_error(tmp_path: Path, pki: Path) -> None:

@@ -141,11 +141,17 @@ class BrokerAccess:
         )
 
     def silent(self) -> BrokerUnavailable:
-        """The error for a broker that took the connection but never answered it."""
+        """The error for a broker that took the connection but closed it, or never
+        answered it."""
+        client_cert = (
+            "; does it require a client certificate? (SQEMS_MQTT_CERT_FILE, SQEMS_MQTT_KEY_FILE)"
+            if self.tls and self.cert_file is None
+            else ""
+        )
         return BrokerUnavailable(
-            f"the MQTT broker at {self.url} did not answer within {ANSWER_S:g} s "
-            f"(is that port a {'plain' if self.tls else 'TLS'} listener? "
-            "SQEMS_MQTT_TLS must match the broker)"
+            f"the MQTT broker at {self.url} closed the connection or did not answer it "
+            f"within {ANSWER_S:g} s (is that port a {'plain' if self.tls else 'TLS'} "
+            f"listener? SQEMS_MQTT_TLS must match the broker{client_cert})"
         )
 
 
@@ -162,6 +168,7 @@ def connect(client: mqtt.Client, access: BrokerAccess, *, reach: bool = True) ->
         answered.set()
 
     client.on_connect = on_connect
+    client.on_disconnect = lambda *_: answered.set()  # closed before it answered
     try:
         client.connect(access.host, access.port)
     except OSError as exc:
@@ -169,7 +176,7 @@ def connect(client: mqtt.Client, access: BrokerAccess, *, reach: bool = True) ->
             raise access.unreachable(exc) from None
         return False
     client.loop_start()
-    if not answered.wait(ANSWER_S) or verdict[0].is_failure:
+    if not (answered.wait(ANSWER_S) and verdict and not verdict[0].is_failure):
         client.disconnect()
         client.loop_stop()
         raise access.refused(verdict[0]) if verdict else access.silent()

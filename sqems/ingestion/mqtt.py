@@ -139,7 +139,7 @@ class MqttIngestion:
                 extra={"url": self.access.url, "reason": str(exc)},
             )
         self.client.loop_start()
-        if reached and (not self._answered.wait(ANSWER_S) or self.refused is not None):
+        if reached and not (self._answered.wait(ANSWER_S) and self.connected.is_set()):
             self.client.disconnect()
             self.client.loop_stop()
             raise self.access.refused(self.refused) if self.refused else self.access.silent()
@@ -189,6 +189,7 @@ class MqttIngestion:
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self._connection += 1  # from now on acks for what came in before are not sent
         self.connected.clear()
+        self._answered.set()  # closed before it answered: start() says so
         if not self._stop.is_set():
             log.warning("lost the broker; reconnecting", extra={"reason": str(reason)})
 
