@@ -181,7 +181,9 @@ def _variables(api: Api, name: str) -> dict[str, Any]:
         "release_batch": {"uid": batch, "reason": "lot cleared by incoming inspection"},
         "set_unit_status": {"uid": unit, "status": "REWORKED"},
         "create_api_key": {"name": "line 2 tablet", "role": "INSPECTOR"},
-        "revoke_api_key": {"id": api.access.create_key("to revoke", Role.VIEWER)[0].id},
+        "revoke_api_key": {  # key names are never reused: one per call
+            "id": api.access.create_key(f"to revoke {len(api.access.keys())}", Role.VIEWER)[0].id
+        },
         "api_keys": {},
         "audit_log": {"last": 5},
         "root_cause": {"input": {"defectType": {"uid": truth["causes"][0]["defect_type"]}}},
