@@ -410,6 +410,20 @@ def test_a_damaged_cache_entry_is_tessellated_again(
     assert not second.cached and gltf.read_elements(second.glb)
 
 
+def test_the_cache_keeps_what_was_left_out_and_answers_only_for_its_limits(
+    store: GraphStore, tmp_path: Path
+) -> None:
+    path = write_mapped_ifc(tmp_path / "nested.ifc", levels=6)
+    cache, tight = tmp_path / "bim", Limits(product_instances=1_000)
+    first = import_bim(store, path, cache_dir=cache, limits=tight, cores=1)
+    again = import_bim(store, path, cache_dir=cache, limits=tight, cores=1)
+    assert (first.cached, again.cached) == (False, True)
+    assert len(again.skipped) == 1 and again.skipped == first.skipped
+    assert "4,096 solids" in again.skipped[0] and again.model.elements == 1
+    wider = import_bim(store, path, cache_dir=cache, cores=1)  # the default limits
+    assert (wider.cached, wider.skipped, wider.model.elements) == (False, [], 2)
+
+
 def test_a_survey_stores_as_built_values_and_reports_deviations_beyond_tolerance(
     store: GraphStore, hall: Path, tmp_path: Path
 ) -> None:

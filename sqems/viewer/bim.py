@@ -16,6 +16,7 @@ from the design by more than a tolerance.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import math
@@ -134,21 +135,29 @@ def import_bim(
     ``file_name`` is the name to record when ``path`` is a temporary copy (an upload);
     ``limits`` caps what tessellating it may cost (a model over them is refused)."""
     link = link or LinkRule()
+    limits = limits or Limits()
     model = read_ifc(path, max_bytes=max_bytes, shown_as=file_name)
     target = glb_path(cache_dir, model.sha256)
     cached = target.exists()
-    missing: list[str] = []
+    # the cache answers only for the limits it was tessellated under
+    wanted = dataclasses.asdict(limits)
+    left_out: dict[str, str] = {}
     if cached:
         try:
-            found = gltf.read_elements(target)
+            found, kept = gltf.read_elements(target), gltf.read_extras(target)
         except ValidationFailed:
             log.warning("cached tessellation %s is unreadable; tessellating again", target)
             cached = False
+        else:
+            cached = kept.get("limits") == wanted
+            left_out = kept.get("skipped", {})
     if not cached:
         meshes = tessellate(model, cores=cores, limits=limits)
-        missing = [f"{g}: {why}" for g, why in skipped(model, meshes, limits).items()]
-        gltf.write_glb(meshes, target, name=model.name)
+        left_out = skipped(model, meshes, limits)
+        gltf.write_glb(meshes, target, name=model.name,
+                       extras={"limits": wanted, "skipped": left_out})  # fmt: skip
         found = gltf.read_elements(target)
+    missing = [f"{g}: {why}" for g, why in left_out.items()]
     elements = _keep_surveys(store, [_element(e) for e in found])
     node = BimModel(
         uid=model_uid(model.sha256),

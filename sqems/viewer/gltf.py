@@ -1,7 +1,9 @@
 """Binary glTF 2.0 (GLB) of tessellated IFC products, and reading back what it holds.
 
 One glTF node and mesh per product, named by its GlobalId, with
-``extras = {globalId, ifcClass, name, storey}`` so a viewer can tell what was clicked.
+``extras = {globalId, ifcClass, name, storey}`` so a viewer can tell what was clicked;
+the asset's ``extras`` hold what the writer was told to keep with the file (the BIM
+import keeps the limits it tessellated under and the products it left out).
 Vertices stay in IFC's world coordinates (metres, z up) and a root node turns them to
 glTF's y up, so every position accessor's ``min``/``max`` is the product's bounding box
 as the model states it. Triangles are written unshared, each corner with its face's
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,8 +48,15 @@ class GlbElement:
     triangles: int
 
 
-def write_glb(meshes: Sequence[Mesh], path: Path, *, name: str = "model") -> int:
-    """Write ``meshes`` to ``path`` as one GLB file; returns its size in bytes."""
+def write_glb(
+    meshes: Sequence[Mesh],
+    path: Path,
+    *,
+    name: str = "model",
+    extras: Mapping[str, Any] | None = None,
+) -> int:
+    """Write ``meshes`` to ``path`` as one GLB file, with ``extras`` (JSON) on its
+    asset; returns its size in bytes."""
     blob = bytearray()
     views: list[dict[str, Any]] = []
     accessors: list[dict[str, Any]] = []
@@ -108,8 +117,11 @@ def write_glb(meshes: Sequence[Mesh], path: Path, *, name: str = "model") -> int
                        "triangles": mesh.triangles},
         })  # fmt: skip
 
+    asset: dict[str, Any] = {"version": "2.0", "generator": "SQEMS"}
+    if extras:
+        asset["extras"] = dict(extras)
     document: dict[str, Any] = {
-        "asset": {"version": "2.0", "generator": "SQEMS"},
+        "asset": asset,
         "scene": 0,
         "scenes": [{"name": name, "nodes": [0]}],
         "nodes": nodes,
@@ -131,18 +143,29 @@ def write_glb(meshes: Sequence[Mesh], path: Path, *, name: str = "model") -> int
 
 
 def read_document(path: Path) -> dict[str, Any]:
-    """The JSON document of a GLB file."""
-    data = path.read_bytes()
-    if len(data) < 20:
-        raise ValidationFailed(f"{path.name} is too short to be a GLB file")
-    magic, version, total = struct.unpack_from("<III", data)
-    if magic != _GLB_MAGIC or version != 2 or total != len(data):
-        raise ValidationFailed(f"{path.name} is not a glTF 2.0 binary file")
-    length, kind = struct.unpack_from("<II", data, 12)
-    if kind != _JSON:
-        raise ValidationFailed(f"{path.name}: the first GLB chunk is not JSON")
-    document: dict[str, Any] = json.loads(data[20 : 20 + length])
+    """The JSON document of a GLB file (its binary chunk is not read)."""
+    with path.open("rb") as f:
+        head = f.read(20)
+        if len(head) < 20:
+            raise ValidationFailed(f"{path.name} is too short to be a GLB file")
+        magic, version, total = struct.unpack_from("<III", head)
+        if magic != _GLB_MAGIC or version != 2 or total != path.stat().st_size:
+            raise ValidationFailed(f"{path.name} is not a glTF 2.0 binary file")
+        length, kind = struct.unpack_from("<II", head, 12)
+        if kind != _JSON or length > total - 20:
+            raise ValidationFailed(f"{path.name}: the first GLB chunk is not JSON")
+        text = f.read(length)
+    try:
+        document: dict[str, Any] = json.loads(text)
+    except ValueError as exc:
+        raise ValidationFailed(f"{path.name}: its JSON chunk does not parse ({exc})") from None
     return document
+
+
+def read_extras(path: Path) -> dict[str, Any]:
+    """What :func:`write_glb` was told to keep with the file (empty if nothing)."""
+    extras: dict[str, Any] = read_document(path)["asset"].get("extras", {})
+    return extras
 
 
 def read_elements(path: Path) -> list[GlbElement]:
