@@ -35,7 +35,7 @@ from sqems.graph_model.neo4j_server import free_port
 from sqems.ingestion import service
 from sqems.ingestion.broker import BrokerAccess, connect
 from sqems.ingestion.mqtt import MqttIngestion
-from sqems.ingestion.pipeline import Ingestor
+from sqems.ingestion.pipeline import FAULT_TOPIC, Ingestor
 from sqems.ingestion.quarantine import Quarantine
 from sqems.ingestion.readings import ReadingsStore
 from sqems.settings import Settings
@@ -333,10 +333,12 @@ def test_a_sensor_cannot_send_commands_or_alarms_nor_read_anything(
     forged = json.dumps({"command": "stop_line", "reason": "forged"}).encode()
     assert sensor.publish(COMMAND, forged) == "Not authorized"
     assert sensor.publish(f"{PEAK}/alarm", forged) == "Not authorized"
+    assert sensor.publish(FAULT_TOPIC, forged) == "Not authorized"
     assert sensor.publish(PEAK, b"{}") == "Success"  # readings it may send
     # the ingestion's user may command the line: what arrives is its command alone
     ingestion = Listener.of(secure, pki, "sqems")
     assert ingestion.publish(COMMAND, json.dumps({"command": "resume"}).encode()) == "Success"
+    assert ingestion.publish(FAULT_TOPIC, b"{}") == "Success"
     wait_for(lambda: bool(line.heard), "the ingestion's command")
     time.sleep(0.3)
     assert [body["command"] for _, body in line.heard] == ["resume"]
