@@ -1035,7 +1035,8 @@ def quarantine_list(
     """What ingestion refused, oldest first, with the reasons."""
     q = service.open_quarantine(Settings())
     try:
-        entries, total = q.entries(after=after, limit=limit, open_only=not every), q.count()
+        entries = q.entries(after=after, limit=limit, open_only=not every, raw_bytes=0)
+        total = q.count()
     finally:
         q.close()
     table = Table("id", "received", "source", "reason", "outcome", box=None)
@@ -1070,7 +1071,7 @@ def quarantine_replay(
     if bool(ids) == every:
         raise ValidationFailed("give entry ids or --all")
     with _store() as (store, settings), service.ingestor(settings, store) as pipeline:
-        wanted = ids or [e.id for e in pipeline.quarantine.entries(limit=1_000_000)]
+        wanted = ids or [e.id for e in pipeline.quarantine.entries(limit=1_000_000, raw_bytes=0)]
         for entry_id in wanted:
             e = pipeline.replay(entry_id)
             out.print(f"{e.id}: {e.outcome}")

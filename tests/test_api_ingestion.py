@@ -137,6 +137,7 @@ def test_ingestion_runs_in_the_server_and_streams_alarms(served: Served, mosquit
     assert page["totalCount"] == 1
     entry = page["edges"][0]["node"]
     assert entry["raw"] == "{broken" and "not JSON" in entry["reason"]
+    assert entry["size"] == 7 and not entry["rawTruncated"]
 
     denied = served.post("replay_quarantined", {"ids": [entry["id"]]}, Role.INSPECTOR)
     assert denied["errors"][0]["extensions"]["code"] == "FORBIDDEN"
@@ -159,6 +160,7 @@ def test_a_worker_that_dies_makes_ingestion_unready_until_it_is_restarted(
         sender.loop_start()
         body = {"ts": datetime.now(UTC).isoformat(), "value": 242.5, "unit": "degC", "id": "wd"}
         sender.publish(PEAK, json.dumps(body), qos=1)
+
         # unhealthy from the worker's death until the watchdog's restart (1 s later)
         def unready() -> bool:
             return httpx.get(f"{served.url}/readyz").status_code == 503
@@ -177,3 +179,29 @@ def test_a_worker_that_dies_makes_ingestion_unready_until_it_is_restarted(
     finally:
         ingestor.readings.close()
         ingestor.readings = kept
+
+
+def test_a_quarantine_page_shows_the_start_of_each_payload_not_the_whole(
+    served: Served, mosquitto: Broker
+) -> None:
+    """A page of 500 entries of one 91 KiB message once returned 46 MB of payloads."""
+    wait_for(lambda: status(served)["connected"], "the server's ingestion to connect")
+    kept = status(served)["quarantineKept"]
+    at = datetime.now(UTC).isoformat()
+    raw = json.dumps(
+        [{"ts": at, "value": f"hot-{i}", "unit": "degC", "id": f"q-{i}"} for i in range(1_000)]
+    ).encode()
+    sender = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="api-test-big-bad")
+    sender.connect(mosquitto.host, mosquitto.port)
+    sender.loop_start()
+    sender.publish(PEAK, raw, qos=1).wait_for_publish(5)
+    wait_for(lambda: status(served)["quarantineKept"] == kept + 1_000, "1,000 refused readings")
+    sender.loop_stop()
+    after = served.post("quarantine", {"first": 1})["data"]["quarantine"]["pageInfo"]["endCursor"]
+    page = served.post("quarantine", {"first": 500, "after": after})
+    nodes = [e["node"] for e in page["data"]["quarantine"]["edges"]]
+    big = [n for n in nodes if n["size"] == len(raw)]
+    assert len(big) >= 499
+    assert all(n["rawTruncated"] and len(n["raw"]) == 2_048 for n in big)
+    assert big[0]["raw"] == raw[:2_048].decode()
+    assert len(json.dumps(page)) < 1_500_000

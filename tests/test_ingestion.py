@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +28,7 @@ from sqems.graph_model.nodes import Parameter
 from sqems.graph_model.store import Edge
 from sqems.ingestion.payloads import Topic, decode
 from sqems.ingestion.pipeline import AlarmEvent, Ingestor, Message
-from sqems.ingestion.quarantine import Quarantine
+from sqems.ingestion.quarantine import NewEntry, Quarantine
 from sqems.ingestion.readings import ReadingBatch, ReadingsStore
 from sqems.ingestion.units import UnitConverter
 
@@ -553,3 +554,82 @@ def test_a_topic_that_misplaces_its_machine_is_refused_and_stop_line_goes_to_its
     assert "the graph has it on SITE-1/LINE-PCB" in first.reason
     assert "P-TORQUE belongs to no step machine M-REFLOW-2" in second.reason
     assert {e.topic.command for e in raised if e.topic} == {"sqems/v1/SITE-1/LINE-PCB/command"}
+
+
+# --- the quarantine's size -----------------------------------------------------------------
+
+
+def bad_readings(n: int) -> bytes:
+    """A message of ``n`` readings, each refused (its value is not a number)."""
+    return payload(*[{**reading(i, 0.0), "value": f"hot-{i}"} for i in range(n)])
+
+
+def file_size(path: Path) -> int:
+    """The size of a SQLite file once its write-ahead log is written back into it."""
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    return path.stat().st_size
+
+
+def test_a_message_of_many_bad_readings_is_kept_once_not_once_per_reading(
+    ingestor: Ingestor, tmp_path: Path
+) -> None:
+    """1,000 refused readings of a 91 KiB message once added 1,000 copies of it."""
+    raw = bad_readings(1_000)
+    assert 80_000 < len(raw) < 100_000
+    path = tmp_path / "quarantine.db"
+    ingestor.quarantine.add([])  # the file exists with its schema
+    before = file_size(path)
+    assert ingestor.handle(PEAK, raw, T0).quarantined == 1_000
+    once = file_size(path)
+    ingestor.handle(PEAK, raw, T0)  # delivered again: its bytes are not kept again
+    twice = file_size(path)
+    assert ingestor.quarantine.count() == 2_000
+    # the payload once, and a short row (source, reason, time) per refused reading
+    assert once - before < 4 * len(raw), f"one message grew the file {once - before:,} bytes"
+    assert twice - once < 3 * len(raw), f"its redelivery grew it {twice - once:,} bytes"
+    entries = ingestor.quarantine.entries(limit=2_000, raw_bytes=64)
+    assert all(len(e.raw) == 64 and e.size == len(raw) and e.truncated for e in entries)
+    assert ingestor.quarantine.get(entries[999].id).raw == raw  # whole, as received
+    replayed = ingestor.replay(entries[999].id)  # the one reading, as before
+    assert replayed.outcome is not None and "(got 'hot-999')" in replayed.outcome
+
+
+def test_a_quarantine_of_the_first_layout_keeps_its_entries_and_their_bytes_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """CREATE TABLE quarantine (id INTEGER PRIMARY KEY AUTOINCREMENT,
+        received_at TEXT NOT NULL, source TEXT NOT NULL, item INTEGER, reason TEXT NOT NULL,
+        raw BLOB NOT NULL, replayed_at TEXT, outcome TEXT);
+        CREATE INDEX quarantine_open ON quarantine (replayed_at, id);"""
+    )
+    raw = bad_readings(3)
+    rows = [("t0", f"mqtt:{PEAK}", i, f"reading {i}: bad", raw, None, None) for i in range(3)]
+    rows.append(("t1", "file:erp:x.csv#2", None, "bad row", b"a,b", "t2", "accepted"))
+    db.executemany(
+        "INSERT INTO quarantine (received_at, source, item, reason, raw, replayed_at, outcome) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    db.commit()
+    db.close()
+    quarantine = Quarantine(path)
+    try:
+        entries = quarantine.entries(open_only=False)
+        assert [(e.id, e.item, e.raw, e.outcome) for e in entries] == [
+            (1, 0, raw, None),
+            (2, 1, raw, None),
+            (3, 2, raw, None),
+            (4, None, b"a,b", "accepted"),
+        ]
+        assert quarantine.add([NewEntry("mqtt:x", "again", raw)]) == 1
+        assert quarantine.get(5).raw == raw
+    finally:
+        quarantine.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT count(*) FROM payloads").fetchone() == (2,)
+    db.close()

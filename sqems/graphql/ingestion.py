@@ -28,6 +28,10 @@ from sqems.ingestion.mqtt import MqttIngestion
 from sqems.ingestion.pipeline import AlarmEvent, Ingestor
 from sqems.ingestion.service import open_quarantine
 
+RAW_BYTES = 2_048
+"""How much of a quarantined payload a quarantine entry shows: a page of the largest
+size is at most ``api_max_page_size`` times this, whatever the payloads weigh."""
+
 
 class AlarmHub:
     """Fans alarms out from the ingestion thread to every subscriber's queue."""
@@ -99,19 +103,27 @@ class QuarantineEntry:
     source: str
     item: int | None = strawberry.field(description="The reading's position in the payload.")
     reason: str
-    raw: str = strawberry.field(description="The payload as received (UTF-8, escaped).")
+    raw: str = strawberry.field(
+        description=f"The payload as received (UTF-8, escaped): its first {RAW_BYTES:,} "
+        "bytes, the whole of it with `sqems quarantine show ID`."
+    )
+    size: int = strawberry.field(description="The whole payload's length in bytes.")
+    raw_truncated: bool = strawberry.field(description="`raw` is only the payload's start.")
     replayed_at: str | None
     outcome: str | None
 
     @classmethod
     def of(cls, e: q.Entry) -> QuarantineEntry:
+        raw = e.raw[:RAW_BYTES]
         return cls(
             id=e.id,
             received_at=e.received_at,
             source=e.source,
             item=e.item,
             reason=e.reason,
-            raw=e.raw.decode("utf-8", errors="backslashreplace"),
+            raw=raw.decode("utf-8", errors="backslashreplace"),
+            size=e.size,
+            raw_truncated=len(raw) < e.size,
             replayed_at=e.replayed_at,
             outcome=e.outcome,
         )
@@ -207,7 +219,9 @@ class IngestionQuery:
 
         def answer() -> tuple[list[q.Entry], int]:
             with _quarantine(ctx) as store:
-                rows = store.entries(after=start, limit=size + 1, open_only=not include_replayed)
+                rows = store.entries(
+                    after=start, limit=size + 1, open_only=not include_replayed, raw_bytes=RAW_BYTES
+                )
                 return rows, store.count(open_only=not include_replayed)
 
         rows, total = await ctx.call(answer)
