@@ -80,11 +80,13 @@ RETRY_S = 5.0
 CLEAR_AFTER = 50
 """Readings without the rule firing that close an open alarm."""
 RELOAD_S = 30.0
-"""How long a machine the graph did not know stays unknown before it is looked up again."""
+"""How long what the graph said about a machine (where it is, or that it is none) is
+trusted before a topic that disagrees makes the pipeline look again."""
 OUTAGES: tuple[type[Exception], ...] = (OSError, sqlite3.OperationalError, duckdb.OperationalError)
 """Failures of the stores, not of a message: the batch is kept and tried again."""
 FAULT_TOPIC = f"{PREFIX}/ingestion/alarm"
-"""Where an alarm about ingestion itself (a worker died) is published."""
+"""Where alarms about ingestion itself (a worker died, a batch's alarms may be missing)
+are published."""
 
 
 class _Part(NamedTuple):
