@@ -71,6 +71,13 @@ class TimedOut(SqemsError):
     code = "TIMEOUT"
 
 
+class BadRequest(SqemsError):
+    """An HTTP request the API cannot read: a body that is not JSON, or not a GraphQL
+    request object."""
+
+    code = "BAD_REQUEST"
+
+
 class AuditUnavailable(SqemsError):
     """The audit trail is busy or cannot be written; the change it would record was
     not made."""

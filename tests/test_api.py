@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import logging
 import tempfile
 import time
 from collections.abc import Iterator
@@ -633,3 +636,56 @@ def test_a_revoked_key_loses_its_open_subscription(
             assert "revoked" in error["message"]
             assert json.loads(ws.recv(5)) == {"id": "1", "type": "complete"}
     store.close()
+
+
+# --- requests the API cannot read, paths, pages' headers ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'"hello"', b"42", b"null", b"\xff\xfe{", b"[" * 10_000 + b"]" * 10_000, b"{"],
+    ids=["string", "number", "null", "not-utf8", "deep-arrays", "truncated"],
+)
+def test_a_body_that_is_not_a_graphql_request_gets_a_typed_400(
+    embedded_api: Api, body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        response = httpx.post(f"{embedded_api.url}/graphql", content=body,
+                              headers={"content-type": "application/json"})  # fmt: skip
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["errors"][0]
+    assert error["extensions"]["code"] == "BAD_REQUEST" and "JSON" in error["message"]
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def test_no_filesystem_path_reaches_a_client(plant: Plant, tmp_path: Path) -> None:
+    store = EmbeddedGraphStore(tmp_path / "graph.db")
+    for api in _start(store, plant, tmp_path):
+        ready = httpx.get(f"{api.url}/readyz").json()
+        assert ready["store"] == "embedded at graph.db"
+        body = api.post('{ genealogy(uid: "SN-NOPE") { start } }')
+        assert _code(body) == "NOT_FOUND"
+        assert body["errors"][0]["message"] == (
+            "SN-NOPE is not in the graph (store: embedded at graph.db)"
+        )
+        assert str(tmp_path) not in json.dumps(body) + json.dumps(ready)
+    store.close()
+
+
+def test_pages_carry_a_content_security_policy_and_refuse_framing(embedded_api: Api) -> None:
+    for path in ("/viewer", "/dashboard", "/investigate", "/graphql"):
+        page = httpx.get(f"{embedded_api.url}{path}", headers={"accept": "text/html"})
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        policy = page.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        assert "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
+        assert page.headers["x-frame-options"] == "DENY"
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert page.headers["referrer-policy"] == "no-referrer"
+    viewer = httpx.get(f"{embedded_api.url}/viewer")
+    inline = viewer.text.split('<script type="importmap">')[1].split("</script>")[0]
+    digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in viewer.headers["content-security-policy"]
+    api_answer = httpx.get(f"{embedded_api.url}/healthz")
+    assert api_answer.headers["x-content-type-options"] == "nosniff"

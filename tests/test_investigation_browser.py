@@ -69,10 +69,11 @@ def open_page(browser: Any, site: Site, query: str, role: Role = Role.ENGINEER,
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if "Content Security" in m.text else None)
     page.errors = errors
     page.goto(f"{site.url}/investigate?{query}#key={site.tokens[role]}")
     page.wait_for_function(
-        "['ready', 'error'].includes(document.body.dataset.state)", timeout=60_000
+        "() => ['ready', 'error'].includes(document.body.dataset.state)", timeout=60_000
     )
     return page
 
@@ -142,7 +143,7 @@ def test_the_fix_runs_as_a_what_if_from_the_page(
     page.click("#run-whatif")
     try:
         page.wait_for_function(
-            "['done', 'failed'].includes(document.getElementById('fix').dataset.state)",
+            "() => ['done', 'failed'].includes(document.getElementById('fix').dataset.state)",
             timeout=900_000,  # the first run of a line fits its twin
         )
     finally:
@@ -170,7 +171,7 @@ def test_a_viewer_sees_why_the_what_if_will_not_run(
     page = open_page(browser, site, f"complaint={shift_complaint(site.plant)}", Role.VIEWER)
     pages.append(page)
     page.click("#run-whatif")
-    page.wait_for_function("document.getElementById('fix').dataset.state === 'failed'")
+    page.wait_for_function("() => document.getElementById('fix').dataset.state === 'failed'")
     assert "(FORBIDDEN)" in page.inner_text("#whatif-message")
 
 

@@ -71,6 +71,7 @@ def page(browser: Any) -> Iterator[Any]:
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda e: errors.append(str(e)))
+    opened.on("console", lambda m: errors.append(m.text) if "Content Security" in m.text else None)
     yield opened
     context.close()
     assert not errors, errors
@@ -79,7 +80,7 @@ def page(browser: Any) -> Iterator[Any]:
 def open_viewer(page: Any, viewer: Viewer, query: str) -> None:
     page.goto(f"{viewer.url}/viewer?{query}#key={viewer.token}")
     page.wait_for_function(
-        "['ready', 'error'].includes(document.body.dataset.state)", timeout=30_000
+        "() => ['ready', 'error'].includes(document.body.dataset.state)", timeout=30_000
     )
     assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#error")
 
@@ -133,7 +134,9 @@ def test_an_alarm_on_the_live_readings_turns_its_machine_red(
     viewer: Viewer, page: Any, mosquitto: Broker
 ) -> None:
     open_viewer(page, viewer, "line=LINE-PCB")
-    page.wait_for_function("document.querySelector('#live').textContent === 'live alarms: on'")
+    page.wait_for_function(
+        "() => document.querySelector('#live').textContent === 'live alarms: on'"
+    )
     assert page.evaluate("window.sqemsViewer.colourOf('M-REFLOW-2')") != COLOURS["alarm"]
 
     sender = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="viewer-test-sensor")
@@ -145,7 +148,7 @@ def test_an_alarm_on_the_live_readings_turns_its_machine_red(
     sender.loop_stop()
 
     page.wait_for_function(
-        f"window.sqemsViewer.colourOf('M-REFLOW-2') === '{COLOURS['alarm']}'", timeout=20_000
+        f"() => window.sqemsViewer.colourOf('M-REFLOW-2') === '{COLOURS['alarm']}'", timeout=20_000
     )
     log = page.inner_text("#alarm-log")
     assert "M-REFLOW-2 P-REFLOW-PEAK" in log and "STOP LINE" in log
@@ -172,7 +175,7 @@ def test_the_bim_model_draws_every_ifc_product_and_names_the_clicked_element(
 
 def test_an_unknown_line_is_reported_on_the_page(viewer: Viewer, page: Any) -> None:
     page.goto(f"{viewer.url}/viewer?line=LINE-NOPE#key={viewer.token}")
-    page.wait_for_function("document.body.dataset.state === 'error'", timeout=30_000)
+    page.wait_for_function("() => document.body.dataset.state === 'error'", timeout=30_000)
     assert "line LINE-NOPE is not in the graph (NOT_FOUND)" in page.inner_text("#error")
 
 
@@ -187,7 +190,7 @@ def test_the_dashboard_shows_the_graphs_kpis_heat_map_and_spc_chart(
 
     page.goto(f"{viewer.url}/dashboard?parameter=P-REFLOW-PEAK#key={viewer.token}")
     page.wait_for_function(
-        "['ready', 'error'].includes(document.body.dataset.state)", timeout=30_000
+        "() => ['ready', 'error'].includes(document.body.dataset.state)", timeout=30_000
     )
     assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#error")
     shown = page.evaluate("window.sqemsDashboard")

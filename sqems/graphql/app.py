@@ -8,25 +8,28 @@ store and closes them on shutdown (or uses ones handed in, which the caller clos
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio.to_thread
+from cross_web import HTTPException  # strawberry's HTTP errors
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.requests import HTTPConnection
+from strawberry import UNSET
 from strawberry.fastapi import GraphQLRouter
 
-from sqems.errors import Forbidden, SqemsError, Unauthenticated
+from sqems.errors import BadRequest, Forbidden, SqemsError, Unauthenticated
 from sqems.graph_model.open import open_store
 from sqems.graph_model.store import GraphStore
 from sqems.graphql.access import AccessStore, Role
 from sqems.graphql.context import Context
 from sqems.graphql.ingestion import AlarmHub, IngestionRuntime
-from sqems.graphql.middleware import RequestContext
-from sqems.graphql.pages import add_viewer_routes
+from sqems.graphql.middleware import RequestContext, error_body, for_clients
+from sqems.graphql.pages import add_viewer_routes, page_policy
 from sqems.graphql.schema import build_schema
 from sqems.graphql.twin import ProgressHub
 from sqems.ingestion import service
@@ -71,6 +74,44 @@ def _authorise_upload(scope: dict[str, Any]) -> None:
         request_id = scope.get("state", {}).get("request_id")
         access.record(principal, "upload", {}, f"denied: {refusal.code}", request_id)
         raise refusal
+
+
+class _Router(GraphQLRouter[Context, None]):
+    """Strawberry's router, answering a request it cannot read with a typed JSON 400
+    (it answered plain text, or a 500 with a traceback in the log for a body that is
+    JSON but not an object), and GraphiQL with a Content-Security-Policy fit for it
+    (its scripts and styles come from unpkg)."""
+
+    def parse_json(self, data: str | bytes) -> Any:
+        try:
+            parsed = json.loads(data)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            raise HTTPException(
+                400, "the request body is not JSON in UTF-8 (or nests deeper than JSON may)"
+            ) from exc
+        if not isinstance(parsed, dict):
+            raise HTTPException(
+                400,
+                "the request body must be a JSON object: "
+                '{"query": "…", "variables": {…}, "operationName": "…"}',
+            )
+        return parsed
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        try:
+            return await super().run(request, context, root_value)
+        except HTTPException as exc:
+            return JSONResponse(error_body(BadRequest(exc.reason)), exc.status_code)
+
+    async def render_graphql_ide(self, request: Any) -> HTMLResponse:
+        html = self.graphql_ide_html
+        policy = page_policy(
+            html,
+            scripts="https://unpkg.com",
+            styles="https://unpkg.com 'unsafe-inline'",
+            fonts="https://unpkg.com data:",
+        )
+        return HTMLResponse(html, headers={"content-security-policy": policy})
 
 
 @contextmanager
@@ -160,7 +201,7 @@ def create_app(
             trail=request.app.state.trail,
         )
 
-    graphql = GraphQLRouter(
+    graphql = _Router(
         build_schema(settings),
         context_getter=context,
         graphql_ide="graphiql",
@@ -181,12 +222,15 @@ def create_app(
         try:
             nodes = await anyio.to_thread.run_sync(store_.count)
         except SqemsError as exc:
-            return JSONResponse({"status": "unavailable", "reason": exc.message}, status_code=503)
+            reason = for_clients(exc.message)
+            return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
         ingestion = request.app.state.ingestion
         if ingestion is not None and not ingestion.ingestor.health.healthy:
             reason = f"ingestion is unhealthy: {ingestion.ingestor.health.reason}"
             return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
-        return JSONResponse({"status": "ready", "store": store_.description, "nodes": nodes})
+        # the store's description names its file: a client gets it without the path
+        where = for_clients(store_.description)
+        return JSONResponse({"status": "ready", "store": where, "nodes": nodes})
 
     app.add_middleware(
         RequestContext,

@@ -1,4 +1,5 @@
-"""ASGI middleware around every request: request id, size and time limits, one log line.
+"""ASGI middleware around every request: request id, size and time limits, security
+headers, one log line; and the JSON body of an error answered outside GraphQL.
 
 Written against ASGI directly rather than Starlette's ``BaseHTTPMiddleware``, which
 costs a task and a stream per request.
@@ -23,6 +24,12 @@ log = logging.getLogger("sqems.api")
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+"""On every answer; each page adds its own Content-Security-Policy."""
 OPERATIONS_PART = 64 << 10
 """What a multipart request may send before its operation is known: the ``operations``
 part, and the ``map`` beside it."""
@@ -31,7 +38,8 @@ part, and the ``map`` beside it."""
 class RequestContext:
     """Give each HTTP request an id (``X-Request-ID``, taken from the client if sent),
     stop it after ``timeout_s`` with a typed ``TIMEOUT`` error, refuse a body over
-    ``max_body`` bytes with a typed 413, and log it.
+    ``max_body`` bytes with a typed 413, add :data:`SECURITY_HEADERS` to the answer, and
+    log it.
 
     A file upload — a multipart request whose operation is a mutation of only
     ``upload_fields`` (``importBim``) — may carry ``max_upload`` bytes and take
@@ -100,7 +108,11 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *SECURITY_HEADERS,
+                    (b"x-request-id", rid.encode()),
+                ]
             await send(message)
 
         try:
@@ -200,10 +212,30 @@ class RequestContext:
         await _error(send, 413, error)
 
 
+_DIRECTORIES = re.compile(r"(?<![\w.:/~-])/(?:[^\s/'\"()<>,;]+/)+")
+"""The directories of an absolute filesystem path in a message (not a URL's path, an
+MQTT topic or a unit like m/s: those do not start with a lone slash)."""
+
+
+def for_clients(message: str) -> str:
+    """``message`` with the directories of every absolute path left out: where the
+    server keeps its files is not a client's business (the log keeps the whole message).
+
+    >>> for_clients("SN-1 is not in the graph (store: embedded at /srv/sqems/graph.db)")
+    'SN-1 is not in the graph (store: embedded at graph.db)'
+    >>> for_clients("neo4j at neo4j://db:7687; topic sqems/v1/S/L/M/P")
+    'neo4j at neo4j://db:7687; topic sqems/v1/S/L/M/P'
+    """
+    return _DIRECTORIES.sub("", message)
+
+
+def error_body(error: SqemsError) -> dict[str, Any]:
+    """The JSON of an error answered outside GraphQL, in the shape of a GraphQL one."""
+    return {"errors": [{"message": for_clients(error.message), "extensions": error.extensions}]}
+
+
 async def _error(send: Any, status: int, error: SqemsError) -> None:
-    body = json.dumps(
-        {"errors": [{"message": error.message, "extensions": error.extensions}]}
-    ).encode()
+    body = json.dumps(error_body(error)).encode()
     await send({
         "type": "http.response.start",
         "status": status,

@@ -11,11 +11,18 @@ packages, and models as binary glTF.
   never a copy in git;
 - ``/viewer/bim/{uid}.glb`` — a BIM model's cached tessellation (viewer role, the API
   key sent as a header like every other call).
+
+Each page comes with a Content-Security-Policy (:func:`page_policy`): scripts, styles
+and data from this origin only, its inline scripts (an import map) by their hashes, no
+framing.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import mimetypes
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +34,7 @@ from starlette.requests import HTTPConnection
 from sqems.errors import NotFound, SqemsError, Unauthenticated
 from sqems.graph_model.nodes import BimModel
 from sqems.graphql.access import Role
+from sqems.graphql.middleware import error_body
 from sqems.graphql.viewer import bim_cache
 from sqems.settings import Settings
 from sqems.viewer.bim import glb_path
@@ -57,28 +65,65 @@ def assets_dir(settings: Settings) -> Path:
     return settings.viewer_assets or WEB / "node_modules"
 
 
+_INLINE_SCRIPT = re.compile(r"<script(?![^>]*\ssrc=)[^>]*>(.*?)</script>", re.DOTALL)
+
+
+def page_policy(html: str, *, scripts: str = "", styles: str = "", fonts: str = "") -> str:
+    """The Content-Security-Policy of the page ``html``: everything from this origin
+    only (plus the ``scripts``, ``styles`` and ``fonts`` sources named), its inline
+    scripts by the SHA-256 of each, images also as data: and blob: URLs (glTF textures),
+    never framed."""
+    hashes = [
+        "'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'"
+        for s in _INLINE_SCRIPT.findall(html)
+    ]
+    directives = [
+        "default-src 'self'",
+        " ".join(["script-src 'self'", *hashes, scripts]),
+        f"style-src 'self' {styles}",
+        "img-src 'self' data: blob:",
+        f"font-src 'self' {fonts}",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+    return "; ".join(d.strip() for d in directives)
+
+
 def _error(status: int, error: SqemsError) -> JSONResponse:
-    return JSONResponse(
-        {"errors": [{"message": error.message, "extensions": error.extensions}]}, status
-    )
+    return JSONResponse(error_body(error), status)
 
 
 def add_viewer_routes(
     app: FastAPI, settings: Settings, token_of: Callable[[HTTPConnection], str | None]
 ) -> None:
     """Mount the viewer on ``app``; ``token_of(request)`` reads a request's API key."""
+    policies = {
+        name: {"content-security-policy": page_policy((WEB / name).read_text())}
+        for name in ("index.html", "dashboard.html", "investigate.html")
+    }
 
     @app.get("/viewer", include_in_schema=False)
     async def page() -> Response:
-        return FileResponse(WEB / "index.html", media_type="text/html")
+        return FileResponse(
+            WEB / "index.html", media_type="text/html", headers=policies["index.html"]
+        )
 
     @app.get("/dashboard", include_in_schema=False)
     async def dashboard() -> Response:
-        return FileResponse(WEB / "dashboard.html", media_type="text/html")
+        return FileResponse(
+            WEB / "dashboard.html", media_type="text/html", headers=policies["dashboard.html"]
+        )
 
     @app.get("/investigate", include_in_schema=False)
     async def investigate() -> Response:
-        return FileResponse(WEB / "investigate.html", media_type="text/html")
+        return FileResponse(
+            WEB / "investigate.html",
+            media_type="text/html",
+            headers=policies["investigate.html"],
+        )
 
     @app.get("/viewer/app/{name}", include_in_schema=False)
     async def app_file(name: str) -> Response:
@@ -95,8 +140,8 @@ def add_viewer_routes(
             return _error(
                 503,
                 NotFound(
-                    f"{package} is not installed at {root}: run `./dev demo` (or `npm ci` in "
-                    "sqems/viewer/web) to install the pages' npm packages"
+                    f"{package} is not installed on the server: run `./dev demo` (or `npm ci` "
+                    "in sqems/viewer/web) to install the pages' npm packages"
                 ),
             )
         target = (root / path).resolve()
@@ -119,8 +164,8 @@ def add_viewer_routes(
             return _error(
                 404,
                 NotFound(
-                    f"the tessellation of {uid} is not in this server's cache "
-                    f"({path.parent}); import {found.file_name} again"
+                    f"the tessellation of {uid} is not in this server's cache; "
+                    f"import {found.file_name} again"
                 ),
             )
         return FileResponse(path, media_type="model/gltf-binary")

@@ -37,6 +37,7 @@ from sqems.graphql.context import Context
 from sqems.graphql.ingestion import IngestionQuery, IngestionSubscription, QuarantineEntry, replay
 from sqems.graphql.investigation import InvestigationQuery
 from sqems.graphql.limits import CheckedDocument, DocumentCache
+from sqems.graphql.middleware import for_clients
 from sqems.graphql.quality import QualityMutation, QualityQuery, recorded
 from sqems.graphql.types import (
     NODE_OBJECT_TYPES,
@@ -648,6 +649,7 @@ class _Schema(strawberry.Schema):
                 extensions = error.extensions = {**extensions, "code": "GRAPHQL_INVALID"}
             code = extensions["code"]
             log.info("graphql error", extra={"code": code, "error": error.message})
+            error.message = for_clients(error.message)  # the log keeps the paths
 
 
 async def _while_key_lives(
