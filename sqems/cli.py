@@ -16,7 +16,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -977,24 +977,14 @@ def import_cmd(
     to the quarantine with the reason (see `sqems quarantine list`). A batch's hold or a
     unit's disposition is never changed by an import; a quality record it changes is
     written to the audit trail."""
-    with _store() as (store, settings):
+    with _store() as (store, settings), ExitStack() as opened:
         q = service.open_quarantine(settings)
-        try:
-            report = importers.import_file(
-                store, q, kind, path, max_cell_chars=settings.import_max_cell_chars
-            )
-        finally:
-            q.close()
-        if report.changed:
-            trail = _trail(settings)
-            try:
-                for c in report.changed:
-                    trail.append(_cli_user(), "import", c.after.label, c.after.uid,
-                                 f"imported ({kind}): {', '.join(c.fields)} from {c.row}",
-                                 c.before.model_dump(mode="json"),
-                                 c.after.model_dump(mode="json"))  # fmt: skip
-            finally:
-                trail.close()
+        opened.callback(q.close)
+        report = importers.import_file(
+            store, q, kind, path, actor=_cli_user(),
+            trail=lambda: opened.enter_context(closing(_trail(settings))),
+            max_cell_chars=settings.import_max_cell_chars,
+        )  # fmt: skip
     if as_json:
         out.print_json(json.dumps(report.as_dict()))
         return

@@ -157,14 +157,20 @@ def test_a_reimport_keeps_a_held_batch_on_hold_and_names_the_row(
     ]
     assert report.changed == []
     assert report.as_dict()["kept"][0]["uid"] == "WO-1"
-    # what the ERP does own is taken, the hold kept, and the change listed for the trail
+    # what the ERP does own is taken, the hold kept, and the change written to the trail
     write(tmp_path, "Batch", BATCHES.format(quantity=180))
-    report = import_file(store, quarantine, "erp", extract)
+    trail = AuditTrail(None)
+    report = import_file(store, quarantine, "erp", extract, trail=lambda: trail, actor="erp-sync")
     held = store.get("WO-1")
     assert isinstance(held, Batch) and (held.quantity, held.status) == (180, BatchStatus.ON_HOLD)
-    assert [(c.after.uid, c.fields, c.before.quantity) for c in report.changed] == [  # type: ignore[attr-defined]
-        ("WO-1", ["quantity"], 200)
-    ]
+    assert [(c.after.uid, c.fields) for c in report.changed] == [("WO-1", ["quantity"])]
+    [entry] = trail.entries("WO-1")
+    assert (entry.actor, entry.role, entry.action) == (
+        "erp-sync",
+        "import",
+        "imported (erp): quantity from Batch.csv#2",
+    )
+    assert entry.before["quantity"] == 200 and entry.after["status"] == "on_hold"  # type: ignore[index]
     # nor does an import put a released batch back on hold
     release_batch(store, "WO-1")
     write(tmp_path, "Batch", BATCHES.format(quantity=180).replace("completed", "on_hold"))

@@ -28,8 +28,10 @@ anything is written: every one of its rows would be refused anyway.
 State the quality workflow owns (:data:`WORKFLOW_FIELDS`: a batch's hold, a unit's
 disposition) is never changed by an import: the row's value is set aside, the report
 names the row (:attr:`ImportReport.kept`), and every existing quality record the import
-does change is listed with its values before and after (:attr:`ImportReport.changed`),
-for the caller to write to the audit trail.
+does change is listed with its values before and after (:attr:`ImportReport.changed`)
+and, given an audit trail, written to it. Those records are read and written inside one
+transaction of the trail, the one a hold or a disposition takes too, so an import
+cannot overwrite a hold made while it ran.
 """
 
 from __future__ import annotations
@@ -39,12 +41,13 @@ import csv
 import io
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqems.errors import NotFound, SqemsError, ValidationFailed
 from sqems.graph_model.edges import REL_TYPES
@@ -121,6 +124,29 @@ _NOT_UTF8 = re.compile("[\udc80-\udcff]")
 
 UNIT_SPELLINGS = {"°C": "degC", "℃": "degC", "°F": "degF", "µm": "um", "μm": "um", "Nm": "N*m"}
 FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+class TrailWriter(Protocol):
+    """One open transaction of an audit trail (:class:`sqems.quality.audit.Writer`)."""
+
+    def append(
+        self,
+        actor: str,
+        role: str,
+        label: str,
+        uid: str,
+        action: str,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+    ) -> object: ...
+
+    def on_abort(self, undo: Callable[[], object]) -> None: ...
+
+
+class Trail(Protocol):
+    """An audit trail (:class:`sqems.quality.audit.AuditTrail`)."""
+
+    def writing(self) -> AbstractContextManager[TrailWriter]: ...
 
 
 @dataclass(slots=True)
@@ -210,11 +236,16 @@ def import_file(
     path: Path,
     *,
     max_cell_chars: int = MAX_CELL_CHARS,
+    trail: Callable[[], Trail] | None = None,
+    actor: str = "import",
 ) -> ImportReport:
     """Import ``path`` (a CSV file or a directory of them) as ``kind``.
 
     Every file is decoded and its header checked before anything is written, so a file
-    that cannot be read refuses the whole import (:class:`ValidationFailed`).
+    that cannot be read refuses the whole import (:class:`ValidationFailed`). Changes
+    to existing quality records go to the audit trail ``trail()`` opens (called only
+    when the import holds a label of :data:`WORKFLOW_FIELDS`) as ``actor``, role
+    ``import``.
     """
     if kind not in KINDS:
         raise ValidationFailed(f"unknown import kind {kind!r}; kinds: {', '.join(sorted(KINDS))}")
@@ -242,9 +273,15 @@ def import_file(
         if source.table in NODE_TYPES:
             refuse = _Refuse(report, rejected, kind, source.path, source.table)
             _nodes(source, refuse, max_cell_chars, nodes, rows)
-    if nodes:
-        _keep_workflow_state(store, nodes, rows, report)
-        store.upsert_nodes(nodes.values())
+    tracked = {uid: node for uid, node in nodes.items() if node.label in WORKFLOW_FIELDS}
+    if len(tracked) < len(nodes):
+        store.upsert_nodes(node for uid, node in nodes.items() if uid not in tracked)
+    if tracked:
+        with trail().writing() if trail is not None else nullcontext() as writer:
+            _keep_workflow_state(store, tracked, rows, report)
+            store.upsert_nodes(tracked.values())
+            if writer is not None:
+                _record(writer, store, report, kind, actor)
     for source in sources:
         if source.table in REL_TYPES:
             refuse = _Refuse(report, rejected, kind, source.path, source.table)
@@ -384,6 +421,18 @@ def _keep_workflow_state(
             after = nodes[uid] = after.model_copy(update=owned)
         if after != before:
             report.changed.append(Changed(rows[uid], before, after))
+
+
+def _record(
+    writer: TrailWriter, store: GraphStore, report: ImportReport, kind: str, actor: str
+) -> None:
+    for c in report.changed:
+        action = f"imported ({kind}): {', '.join(c.fields)} from {c.row}"
+        before, after = c.before.model_dump(mode="json"), c.after.model_dump(mode="json")
+        writer.append(actor, "import", c.after.label, c.after.uid, action, before, after)
+    if report.changed:
+        previous = [c.before for c in report.changed]
+        writer.on_abort(lambda: store.upsert_nodes(previous))
 
 
 def _text(value: object) -> str:
