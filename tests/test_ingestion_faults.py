@@ -55,10 +55,13 @@ def test_a_neo4j_outage_spools_to_disk_and_drains_when_it_returns(
     neo4j_server.stop()
     try:
         known = ingestor.handle(PEAK, readings("hot", [242.5] * 5 + [252.0] * 3, "degC", now), now)
-        unknown = ingestor.handle(TORQUE, readings("torque", [2.3] * 4, "N*m", now), now)
-        assert (known.accepted, known.alarms, unknown.spooled) == (8, 2, 4)
+        # a bad reading beside them is refused at once, and only once: not again when
+        # the rest of its message comes back from the spool
+        torque = [*json.loads(readings("torque", [2.3] * 4, "N*m", now)), {"value": "bad"}]
+        unknown = ingestor.handle(TORQUE, json.dumps(torque).encode(), now)
+        assert (known.accepted, known.alarms, unknown.spooled, unknown.quarantined) == (8, 2, 4, 1)
         # a replay during the outage says so and leaves the spool and the counters alone
-        (entry,) = ingestor.quarantine.entries()
+        entry, _ = ingestor.quarantine.entries()
         replayed = ingestor.replay(entry.id)
         assert replayed.outcome is not None and "Neo4j" in replayed.outcome
         # both wait on disk: a restart of the ingestion would find them
@@ -68,8 +71,9 @@ def test_a_neo4j_outage_spools_to_disk_and_drains_when_it_returns(
     ingestor.drain()
     c = ingestor.counters
     assert len(ingestor.spool) == 0
-    assert c.received == 16 == c.accepted + c.quarantined + c.duplicates + c.spooled
-    assert (c.accepted, c.spooled, c.quarantined) == (15, 0, 1)
+    assert c.received == 17 == c.accepted + c.quarantined + c.duplicates + c.spooled
+    assert (c.accepted, c.spooled, c.quarantined) == (15, 0, 2)
+    assert ingestor.quarantine.count() == 2
     alarms = graph.find("Alarm")
     assert {a.rule for a in alarms} == {"nelson_1", "nelson_5"}
     graph.close()
