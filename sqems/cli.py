@@ -805,7 +805,7 @@ def serve_cmd(
     access = _access(settings)
     try:
         if not access.has_admin():
-            key, token = access.create_key("bootstrap admin", Role.ADMIN)
+            key, token = access.create_key(access.free_name("bootstrap admin"), Role.ADMIN)
             out.print(
                 f"[bold]No admin key existed, so one was made (id {key.id}). It is shown "
                 f"this once:[/bold]\n  {token}\nSend it as 'Authorization: Bearer <key>'; "
@@ -864,6 +864,18 @@ def apikey_list() -> None:
     for k in keys:
         table.add_row(k.id, k.name, k.role.label, k.created_at, k.revoked_at or "")
     out.print(table)
+
+
+@_command("reissue", on=apikey_app)
+def apikey_reissue(key_id: Annotated[str, typer.Argument(help="The key's id.")]) -> None:
+    """A new secret for a key (live or revoked), same person and name; the old one stops
+    working. Names are never given to anyone else, so this is how a lost key is replaced."""
+    access = _access(Settings())
+    try:
+        key, token = access.reissue(key_id)
+    finally:
+        access.close()
+    out.print(f"key {key.id} ({key.name}, {key.role.label}):\n{token}")
 
 
 @_command("reissue", on=apikey_app)

@@ -360,6 +360,7 @@ def test_key_names_are_unique_printable_and_never_the_products_own() -> None:
         with pytest.raises(ValidationFailed, match=why):
             access.create_key(name, Role.VIEWER)
     assert access.create_key("José O'Neil-Smith", Role.VIEWER)[0].name == "José O'Neil-Smith"
+    assert (access.free_name("BOB"), access.free_name("ann")) == ("BOB 2", "ann")
     again, token = access.reissue(bob.id)  # bob's lost key replaced: same name, new secret
     assert (again.name, again.revoked_at) == ("bob", None) and access.verify(token) == again
     assert [k.name for k in access.keys()] == ["bob", "José O'Neil-Smith"]  # noqa: SIM118

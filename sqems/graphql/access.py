@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import re
 import secrets
@@ -198,6 +199,13 @@ class AccessStore:
         if done.rowcount == 0:
             raise NotFound(f"no live API key with id {key_id}")
         return next(k for k in self.keys() if k.id == key_id)
+
+    def free_name(self, base: str) -> str:
+        """``base``, or ``base 2``, ``base 3``… if it is taken (for names the product
+        gives keys it makes, such as the bootstrap admin's)."""
+        taken = {k.name.casefold() for k in self.keys()}
+        names = itertools.chain([base], (f"{base} {i}" for i in itertools.count(2)))
+        return next(n for n in names if n.casefold() not in taken)
 
     def reissue(self, key_id: str) -> tuple[ApiKey, str]:
         """A new secret for a key (live or revoked), for the same person under the same
