@@ -878,18 +878,6 @@ def apikey_reissue(key_id: Annotated[str, typer.Argument(help="The key's id.")])
     out.print(f"key {key.id} ({key.name}, {key.role.label}):\n{token}")
 
 
-@_command("reissue", on=apikey_app)
-def apikey_reissue(key_id: Annotated[str, typer.Argument(help="The key's id.")]) -> None:
-    """A new secret for a key (live or revoked), same person and name; the old one stops
-    working. Names are never given to anyone else, so this is how a lost key is replaced."""
-    access = _access(Settings())
-    try:
-        key, token = access.reissue(key_id)
-    finally:
-        access.close()
-    out.print(f"key {key.id} ({key.name}, {key.role.label}):\n{token}")
-
-
 @_command("revoke", on=apikey_app)
 def apikey_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) -> None:
     """Revoke an API key at once."""
