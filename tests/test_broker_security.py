@@ -315,6 +315,16 @@ def test_a_broker_that_requires_client_certificates_takes_the_configured_one(
         broker.stop()
 
 
+def test_a_password_sent_in_clear_off_the_machine_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="sqems.ingestion.broker"):
+        assert BrokerAccess("127.0.0.1", 1883, "sqems", "pw").tls_context() is None
+        assert caplog.text == ""
+        BrokerAccess("mqtt.plant.example", 1883, "sqems", "pw").tls_context()
+    assert "the MQTT password goes to mqtt://mqtt.plant.example:1883 in clear" in caplog.text
+
+
 def test_tls_files_without_tls_are_a_config_error(tmp_path: Path, pki: Path) -> None:
     """A CA file set with TLS off would send the password in clear while looking secure."""
     config = Settings(data_dir=tmp_path, mqtt_ca_file=pki / "ca.crt")

@@ -18,6 +18,8 @@ is an error with the reason, raised at once, not a connection retried for ever:
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import ssl
 import threading
 from dataclasses import dataclass
@@ -29,6 +31,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from sqems.errors import BrokerUnavailable, ConfigError
 from sqems.settings import Settings
+
+log = logging.getLogger(__name__)
 
 ANSWER_S = 10.0
 """How long a connection waits for the broker's answer (CONNACK) before giving up."""
@@ -76,6 +80,12 @@ class BrokerAccess:
                 raise ConfigError(
                     f"{named} set but SQEMS_MQTT_TLS is off: the connection would not use "
                     "them (set SQEMS_MQTT_TLS=true, or unset them)"
+                )
+            if self.password is not None and not _loopback(self.host):
+                log.warning(
+                    "the MQTT password goes to %s in clear: anyone on the network path can "
+                    "read it (set SQEMS_MQTT_TLS=true; deploy/mosquitto has a TLS listener)",
+                    self.url,
                 )
             return None
         if self.key_file is not None and self.cert_file is None:
@@ -153,6 +163,15 @@ class BrokerAccess:
             f"within {ANSWER_S:g} s (is that port a {'plain' if self.tls else 'TLS'} "
             f"listener? SQEMS_MQTT_TLS must match the broker{client_cert})"
         )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def connect(client: mqtt.Client, access: BrokerAccess, *, reach: bool = True) -> bool:
