@@ -689,3 +689,26 @@ def test_pages_carry_a_content_security_policy_and_refuse_framing(embedded_api: 
     assert f"'sha256-{digest}'" in viewer.headers["content-security-policy"]
     api_answer = httpx.get(f"{embedded_api.url}/healthz")
     assert api_answer.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_change_that_outlives_its_request_is_audited_as_it_ended(
+    plant: Plant, tmp_path: Path
+) -> None:
+    """A request that times out while its change runs gets its 504 once the change is
+    done, and the audit log says the change was made (it said INTERNAL_ERROR while the
+    abandoned thread went on to make it)."""
+    store = EmbeddedGraphStore(None)
+    load_plant(store, plant_sections(plant))
+    train = (GRAPHQL_DIR / "operations" / "train_defect_model.graphql").read_text()
+    for api in _start(store, plant, tmp_path, api_request_timeout_s=0.2):
+        # the document parsed and validated, so the time runs out during the training
+        assert _code(api.post(train, {"product": "PRD-DRIVE"}, Role.INSPECTOR)) == "FORBIDDEN"
+        engineer = {"Authorization": f"Bearer {api.tokens[Role.ENGINEER]}"}
+        body = {"query": train, "variables": {"product": "PRD-DRIVE"}}
+        response = httpx.post(f"{api.url}/graphql", json=body, headers=engineer, timeout=60)
+        assert response.status_code == 504
+        last = api.access.audit(1)[0]
+        assert (last.operation, last.outcome) == ("trainDefectModel", "ok")
+        model = api.post('{ defectModel(product: "PRD-DRIVE") { product } }')
+        assert model["data"]["defectModel"]["product"] == "PRD-DRIVE"
+    store.close()

@@ -35,6 +35,7 @@ from sqems.graphql.twin import ProgressHub
 from sqems.ingestion import service
 from sqems.quality.audit import AuditTrail, open_trail
 from sqems.quality.capa import Workflow, open_on_critical_alarms
+from sqems.quality.evidence import LIMITS as EVIDENCE_LIMITS
 from sqems.settings import Settings
 from sqems.simulation.runner import TWIN_DIR, WhatIfRunner
 from sqems.twin.fitting import Sampler
@@ -50,29 +51,33 @@ def _token(request: HTTPConnection) -> str | None:
     return request.headers.get("x-api-key")
 
 
-UPLOAD_ROLE = Role.ENGINEER
-"""Who may send a file (importBim): only their multipart requests are read at all."""
+UPLOADS = {"importBim": Role.ENGINEER, "attachCapaEvidence": Role.INSPECTOR}
+"""The mutations that take a file, and the role each needs: only their multipart
+requests, from a key with that role, get the upload limits."""
 
 
-def _authorise_upload(scope: dict[str, Any]) -> None:
-    """Refuse a multipart request before its body is read unless its key may upload;
-    a refusal is audited like any denied mutation."""
+def _authorise_upload(scope: dict[str, Any], fields: frozenset[str]) -> None:
+    """Refuse a multipart request unless its key works (``fields`` empty) or may send
+    the files of ``fields``; a refusal is audited like any denied mutation."""
     connection = HTTPConnection(scope)
     access: AccessStore = connection.app.state.access
     principal = access.verify(_token(connection))
+    needs = max((UPLOADS[f] for f in fields), default=Role.VIEWER)
     refusal: SqemsError | None = None
     if principal is None:
         refusal = Unauthenticated(
-            "a file upload needs a valid API key: send it as 'Authorization: Bearer <key>'"
+            "a multipart request (a file upload) needs a valid API key: send it as "
+            "'Authorization: Bearer <key>'"
         )
-    elif principal.role < UPLOAD_ROLE:
+    elif principal.role < needs:
         refusal = Forbidden(
-            f"a file upload needs the {UPLOAD_ROLE.label} role; key {principal.id!r} "
-            f"({principal.name}) is {principal.role.label}"
+            f"uploading to {', '.join(sorted(fields))} needs the {needs.label} role; key "
+            f"{principal.id!r} ({principal.name}) is {principal.role.label}"
         )
     if refusal is not None:
         request_id = scope.get("state", {}).get("request_id")
-        access.record(principal, "upload", {}, f"denied: {refusal.code}", request_id)
+        operation = ",".join(sorted(fields)) or "upload"
+        access.record(principal, operation, {}, f"denied: {refusal.code}", request_id)
         raise refusal
 
 
@@ -235,7 +240,10 @@ def create_app(
     app.add_middleware(
         RequestContext,
         timeout_s=settings.api_request_timeout_s,
-        max_upload=settings.bim_max_bytes,
+        uploads={
+            "importBim": settings.bim_max_bytes,
+            "attachCapaEvidence": max(EVIDENCE_LIMITS.values()),
+        },
         authorise_upload=_authorise_upload,
         max_tokens=settings.api_max_tokens,
     )

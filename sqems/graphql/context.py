@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -72,24 +73,40 @@ class Context(BaseContext):
         self, operation: str, role: Role, arguments: dict[str, Any], action: Callable[[], R]
     ) -> R:
         """Check the role, run the action on a worker thread, and write the attempt to
-        the API's audit log (allowed or not, and how it ended)."""
+        the API's audit log (allowed or not, and how it ended).
+
+        Unlike :meth:`call`, the action is not abandoned when the request times out: a
+        change runs to its end (or to a deadline check, which fails it with ``TIMEOUT``)
+        and the answer waits for it, so the log says how the change really ended."""
         outcome = "failed: INTERNAL_ERROR"
+
+        def act() -> R:
+            nonlocal outcome
+            try:
+                result = action()
+            except SqemsError as exc:
+                outcome = f"failed: {exc.code}"
+                raise
+            outcome = "ok"
+            return result
+
         try:
             try:
                 self.require(role)
             except SqemsError as exc:
                 outcome = f"denied: {exc.code}"
                 raise
+            change = asyncio.ensure_future(anyio.to_thread.run_sync(act))
             try:
-                result = await self.call(action)
-            except SqemsError as exc:
-                outcome = f"failed: {exc.code}"
+                return await asyncio.shield(change)
+            except asyncio.CancelledError:
+                await asyncio.wait({change})  # the outcome is known once it is done
                 raise
-            outcome = "ok"
-            return result
         finally:
-            await self.call(
-                self.access.record, self.principal, operation, arguments, outcome, self.request_id
+            await anyio.to_thread.run_sync(
+                lambda: self.access.record(
+                    self.principal, operation, arguments, outcome, self.request_id
+                )
             )
 
     def key_revoked(self) -> bool:

@@ -13,7 +13,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from graphql import FieldNode, GraphQLError, OperationDefinitionNode, OperationType, parse
@@ -41,14 +41,17 @@ class RequestContext:
     ``max_body`` bytes with a typed 413, add :data:`SECURITY_HEADERS` to the answer, and
     log it.
 
-    A file upload — a multipart request whose operation is a mutation of only
-    ``upload_fields`` (``importBim``) — may carry ``max_upload`` bytes and take
-    ``upload_timeout_s``: an IFC model is large and takes a while to tessellate. Those
-    limits are lifted for a caller ``authorise_upload(scope)`` accepts, checked before
-    a byte of the body is read (it raises :class:`Unauthenticated` or
-    :class:`Forbidden`, answered as a 401 or 403); the operation is read from the
-    form's first part (``operations``, first by the multipart request spec). Any other
-    multipart request keeps the ordinary limits.
+    A file upload — a multipart request whose operation is a mutation of only the
+    fields of ``uploads`` (``importBim``, ``attachCapaEvidence``) — may carry as many
+    bytes as the largest of those fields takes (``uploads[field]``) and take
+    ``upload_timeout_s``: an IFC model is large and takes a while to tessellate. The
+    operation is read from the form's first part (``operations``, first by the
+    multipart request spec; at most :data:`OPERATIONS_PART` bytes are read to find it).
+    ``authorise_upload(scope, fields)`` says who may: it raises
+    :class:`Unauthenticated` or :class:`Forbidden`, answered as a 401 or 403. It is
+    asked before a byte of any multipart body is read (``fields`` empty: is there a
+    valid key at all?), and again for the upload's fields once they are known, before
+    the file is read. Any other multipart request keeps the ordinary limits.
     """
 
     def __init__(
@@ -57,19 +60,17 @@ class RequestContext:
         timeout_s: float,
         *,
         max_body: int = 1 << 20,
-        max_upload: int = 256 << 20,
+        uploads: Mapping[str, int] | None = None,
         upload_timeout_s: float = 900.0,
-        authorise_upload: Callable[[Scope], None] | None = None,
-        upload_fields: frozenset[str] = frozenset({"importBim"}),
+        authorise_upload: Callable[[Scope, frozenset[str]], None] | None = None,
         max_tokens: int = 2_000,
     ) -> None:
         self.app = app
         self.timeout_s = timeout_s
         self.max_body = max_body
-        self.max_upload = max_upload
+        self.uploads = dict(uploads or {})
         self.upload_timeout_s = upload_timeout_s
         self.authorise_upload = authorise_upload
-        self.upload_fields = upload_fields
         self.max_tokens = max_tokens
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -118,13 +119,16 @@ class RequestContext:
         try:
             async with asyncio.timeout(timeout_s) as budget:
                 if boundary is not None:
-                    if self.authorise_upload is not None:
-                        self.authorise_upload(scope)
+                    if self.authorise_upload is not None:  # a valid key, before the body
+                        self.authorise_upload(scope, frozenset())
                     # the form's first part, to see whether the operation is an upload
                     buffered[:] = await self._first_part(counted_receive, boundary)
-                    if not too_large and self._is_upload(buffered, boundary):
+                    fields = frozenset() if too_large else self._upload(buffered, boundary)
+                    if fields:
+                        if self.authorise_upload is not None:  # the role, before the file
+                            self.authorise_upload(scope, fields)
                         # the form's other parts (operations, map) come on top of the file
-                        limit = self.max_upload + OPERATIONS_PART
+                        limit = max(self.uploads[f] for f in fields) + OPERATIONS_PART
                         timeout_s = self.upload_timeout_s
                         budget.reschedule(asyncio.get_running_loop().time() + timeout_s)
                 too_large = too_large or (declared.isdigit() and int(declared) > limit)
@@ -175,30 +179,31 @@ class RequestContext:
             ):
                 return messages
 
-    def _is_upload(self, messages: list[Message], boundary: bytes) -> bool:
-        """Whether the form's first part is the ``operations`` of a mutation of only
-        upload fields."""
+    def _upload(self, messages: list[Message], boundary: bytes) -> frozenset[str]:
+        """The upload fields the form's ``operations`` part selects, if it is a
+        mutation of upload fields only; none otherwise."""
         body = b"".join(m.get("body", b"") for m in messages)
         part = _part(body, boundary)
         if part is None or part[0] != "operations":
-            return False
+            return frozenset()
         try:
             operations = json.loads(part[1])
             document = parse(operations["query"], max_tokens=self.max_tokens)
             name = operations.get("operationName")
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError, GraphQLError):
-            return False  # the GraphQL layer answers it with its reason
+            return frozenset()  # the GraphQL layer answers it with its reason
         chosen = [
             d for d in document.definitions
             if isinstance(d, OperationDefinitionNode)
             and (name is None or (d.name is not None and d.name.value == name))
         ]  # fmt: skip
         if len(chosen) != 1 or chosen[0].operation is not OperationType.MUTATION:
-            return False
+            return frozenset()
         selections = chosen[0].selection_set.selections
-        return all(
-            isinstance(s, FieldNode) and s.name.value in self.upload_fields for s in selections
-        )
+        if not all(isinstance(s, FieldNode) for s in selections):
+            return frozenset()  # a fragment: not an upload this check can vouch for
+        fields = frozenset(s.name.value for s in selections if isinstance(s, FieldNode))
+        return fields if fields <= self.uploads.keys() else frozenset()
 
     async def _timed_out(self, send: Any, timeout_s: float) -> None:
         error = TimedOut(f"the request took longer than {timeout_s:g} s and was stopped")
