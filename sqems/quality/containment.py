@@ -1,7 +1,10 @@
 """Containment actions on suspect product: hold and release batches, disposition units.
 
 Each action reads the node, changes its status and writes it back through the store,
-so it works on any backend; the API records who asked for it in its audit log.
+so it works on any backend. The API runs each inside a transaction of the audit trail
+(:meth:`~sqems.quality.audit.AuditTrail.writing`) with its entry, so the read and the
+write are not interleaved with another change and the change lands with its entry or
+not at all.
 """
 
 from __future__ import annotations
