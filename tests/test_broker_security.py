@@ -259,7 +259,7 @@ def test_a_refused_login_is_a_clear_error_for_ingestion_and_publishers(
 
 
 def test_serve_says_why_the_broker_refused_in_one_line(
-    secure: Broker, pki: Path, tmp_path: Path
+    secure: Broker, pki: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not a traceback from the server's start-up (`sqems ingest` raises the same error
     from the ingestion's start, tested above)."""
@@ -268,6 +268,9 @@ def test_serve_says_why_the_broker_refused_in_one_line(
            "SQEMS_MQTT_PORT": str(secure.port), "SQEMS_MQTT_TLS": "true",
            "SQEMS_MQTT_CA_FILE": str(pki / "ca.crt"), "SQEMS_MQTT_USERNAME": "sqems",
            "SQEMS_MQTT_PASSWORD": "not-the-password", "COLUMNS": "300"}  # fmt: skip
+    root = logging.getLogger()  # serve sets the process's logging up: undone after
+    monkeypatch.setattr(root, "handlers", root.handlers[:])
+    monkeypatch.setattr(root, "level", root.level)
     done = CliRunner().invoke(cli.app, ["serve", "--ingest"], env=env)
     assert done.exit_code == 2, done.output
     assert done.exc_info is None or done.exc_info[0] is SystemExit
