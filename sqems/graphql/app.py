@@ -231,7 +231,7 @@ def create_app(
             return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
         ingestion = request.app.state.ingestion
         if ingestion is not None and not ingestion.ingestor.health.healthy:
-            reason = f"ingestion is unhealthy: {ingestion.ingestor.health.reason}"
+            reason = for_clients(f"ingestion is unhealthy: {ingestion.ingestor.health.reason}")
             return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
         # the store's description names its file: a client gets it without the path
         where = for_clients(store_.description)

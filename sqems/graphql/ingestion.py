@@ -21,6 +21,7 @@ from strawberry.types import Info
 from sqems.errors import ValidationFailed
 from sqems.graphql.access import Role
 from sqems.graphql.context import Context
+from sqems.graphql.middleware import for_clients
 from sqems.graphql.types import Connection, ConnectionEdge, after_key, keyset_page, page_size
 from sqems.ingestion import quarantine as q
 from sqems.ingestion.broker import BrokerAccess
@@ -182,8 +183,8 @@ class IngestionQuery:
                 connected=bool(runtime and runtime.bridge.connected.is_set()),
                 health=IngestionHealth(
                     healthy=h.healthy,
-                    reason=h.reason,
-                    last_error=h.last_error,
+                    reason=for_clients(h.reason) if h.reason else None,
+                    last_error=for_clients(h.last_error) if h.last_error else None,
                     last_error_at=h.last_error_at,
                     restarts=h.restarts,
                 )

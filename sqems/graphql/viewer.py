@@ -173,7 +173,9 @@ class BimImportResult:
     cached: bool = strawberry.field(description="This file was tessellated before.")
     linked: int
     unmatched: list[str] = strawberry.field(description="Machines the links named but missed.")
-    skipped: list[str] = strawberry.field(description="Products whose geometry failed.")
+    skipped: list[str] = strawberry.field(
+        description="Products left out of the 3D model, each as 'GlobalId: reason'."
+    )
 
 
 @strawberry.input(description="An explicit link of a machine to a BIM element.")
@@ -288,6 +290,7 @@ def import_upload(
             file_name=file_name,
             link=rule,
             max_bytes=ctx.settings.bim_max_bytes,
+            limits=bim.limits_of(ctx.settings),
         )
     finally:
         path.unlink(missing_ok=True)
