@@ -485,3 +485,41 @@ def test_the_api_ingests_over_tls_and_reports_what_the_broker_dropped(
     finally:
         access.close()
         broker.stop()
+
+
+class SlowSink(logging.Handler):
+    """A log sink that takes its time (a blocked stderr, a slow collector)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        time.sleep(0.5)
+
+
+def test_connected_means_subscribed_so_the_first_readings_are_not_lost(
+    graph: GraphStore, mosquitto: Broker, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A client id the broker has never seen has no subscription until the broker
+    acknowledges it; readings published before then go to nobody. `connected` (and the
+    return of `start`) wait for that acknowledgement, even when the network thread is
+    held up after connecting (here by a slow log sink)."""
+    logger = logging.getLogger("sqems.ingestion.mqtt")
+    sink, level = SlowSink(logging.INFO), logger.level
+    logger.addHandler(sink)
+    logger.setLevel(logging.INFO)
+    ingestor = Ingestor(graph, ReadingsStore(tmp_path / "r.duckdb"), Quarantine(tmp_path / "q.db"))
+    client_id = f"sqems-fresh-{request.node.name}-{time.time_ns()}"[:60]
+    sender = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fresh-sensor")
+    sender.connect(mosquitto.host, mosquitto.port)
+    sender.loop_start()
+    try:
+        with MqttIngestion(ingestor, mosquitto.host, mosquitto.port, client_id=client_id) as bridge:
+            assert bridge.connected.is_set()
+            for body in readings(graph, 0, 5, 242.5):
+                sender.publish(PEAK, body, qos=1).wait_for_publish(5)
+            wait_for(lambda: bridge.counters.received == 5, "the 5 readings sent at once")
+    finally:
+        logger.removeHandler(sink)
+        logger.setLevel(level)
+        sender.disconnect()
+        sender.loop_stop()
+        ingestor.readings.close()
+        ingestor.quarantine.close()

@@ -39,6 +39,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from sqems.errors import BrokerUnavailable
 from sqems.ingestion.broker import ANSWER_S, BrokerAccess
 from sqems.ingestion.payloads import PREFIX
 from sqems.ingestion.pipeline import FAULT_TOPIC, AlarmEvent, Counters, Ingestor, Message
@@ -80,8 +81,8 @@ class MqttIngestion:
     ) -> None:
         self.ingestor = ingestor
         self.access = BrokerAccess(host, port, username, password, tls=tls is not None)
-        self.refused: str | None = None
-        """Why the broker refused the last connection, if it did."""
+        self.refused: BrokerUnavailable | None = None
+        """Why the broker refused the last connection or the subscription, if it did."""
         self._answered = threading.Event()
         self.broker_dropped: int | None = None
         """Messages the broker has dropped since it started, for all its subscribers (its
@@ -109,6 +110,7 @@ class MqttIngestion:
         client.max_inflight_messages_set(1_000)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.message_callback_add(DROPPED, self._on_dropped)
@@ -142,7 +144,7 @@ class MqttIngestion:
         if reached and not (self._answered.wait(ANSWER_S) and self.connected.is_set()):
             self.client.disconnect()
             self.client.loop_stop()
-            raise self.access.refused(self.refused) if self.refused else self.access.silent()
+            raise self.refused or self.access.silent()
         self._worker.start()
         self._watchdog.start()
 
@@ -169,7 +171,7 @@ class MqttIngestion:
 
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
-            self.refused = str(reason)
+            self.refused = self.access.refused(reason)
             self._answered.set()
             log.error("broker refused the connection", extra={"reason": str(reason)})
             return
@@ -181,10 +183,21 @@ class MqttIngestion:
                 extra={"host": self.host, "port": self.port},
             )
         client.subscribe([(SUBSCRIPTION, 1), (DROPPED, 0)])
-        self.connected.set()
-        self.refused = None
-        self._answered.set()
         log.info("connected to the broker", extra={"host": self.host, "port": self.port})
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _m: int, reasons: list[Any], _p: Any) -> None:
+        # connected means subscribed: until the broker has the subscription, readings
+        # published for a session it has never seen go to nobody
+        if reasons and reasons[0].is_failure:
+            self.refused = BrokerUnavailable(
+                f"the MQTT broker at {self.access.url} refused the subscription to "
+                f"{SUBSCRIPTION}: {reasons[0]} (its ACL must let SQEMS's user read it)"
+            )
+            log.error("broker refused the subscription", extra={"reason": str(reasons[0])})
+        else:
+            self.refused = None
+            self.connected.set()
+        self._answered.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self._connection += 1  # from now on acks for what came in before are not sent
