@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from api import wait_ready
 from ingestion import Broker, client
 
 from sqems.datasets import PlantSpec, generate, load_plant
@@ -364,20 +365,6 @@ def ingestion_faults(target: Target, sensors: list[Sensor], good: int, data: Pat
     sender.loop_stop()
     listener.loop_stop()
     return outcomes
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"sqems serve exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("sqems serve did not become ready")
 
 
 def main() -> None:

@@ -329,8 +329,9 @@ def test_taking_the_drifting_oven_out_of_the_route_gains_yield(
     route = ScenarioSpec.parse({"routing": [{"step": "STEP-PCB-20", "machines": ["M-REFLOW-1"]}]})
     station = next(s for s in line_for(twin, route).stations if s.name == "STEP-PCB-20")
     assert station.machines == ("M-REFLOW-1",) and set(station.cycle) == {"M-REFLOW-1"}
-    # the drift is 15 % of the oven's history: a day per replication lets it show
-    run = {**RUN, "horizon_s": 24 * 3600.0}
+    # the drift is 15 % of the oven's history: a day per replication lets it show, and
+    # 24 of them keep a day or two that the drift spared from deciding the interval
+    run = {**RUN, "horizon_s": 24 * 3600.0, "replications": 24}
     base = whatif.simulate_scenario(twin, models, ScenarioSpec(), **run)  # type: ignore[arg-type]
     one = whatif.simulate_scenario(twin, models, route, **run)  # type: ignore[arg-type]
     gain = one.difference(base)["yield"]
