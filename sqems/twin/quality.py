@@ -1340,7 +1340,11 @@ def _sampler(wanted: Sampling) -> Literal["nutpie", "pymc"]:
 
 def _pymc() -> Any:
     """PyMC, imported when a model is fitted: serving one needs neither it nor its
-    compiler (importing it takes seconds)."""
+    compiler (importing it takes seconds). PyTensor is given its BLAS first
+    (:mod:`sqems.twin.blas`)."""
+    from sqems.twin.blas import configure  # noqa: PLC0415 - imports PyTensor
+
+    configure()
     import pymc  # type: ignore[import-untyped]  # noqa: PLC0415 - see the docstring
 
     return pymc
