@@ -27,6 +27,7 @@ from sqems.graph_model.nodes import Category6M as DomainCategory
 from sqems.graph_model.store import GraphStore
 from sqems.graphql.access import Role
 from sqems.graphql.context import Context
+from sqems.graphql.generate import Adapted, adapted, derived
 from sqems.graphql.types import Node, WindowInput, _graphql_annotation, to_graphql
 from sqems.settings import Settings
 
@@ -49,63 +50,47 @@ FactorKind = strawberry.enum(
 # --- root cause ----------------------------------------------------------------------------
 
 
-@strawberry.type(description="The statistics behind a candidate cause.")
-class CauseEvidence:
-    defective_exposed: int = strawberry.field(description="Defective units exposed to it.")
-    exposed: int = strawberry.field(description="Units exposed to it.")
-    defective_total: int
-    population: int = strawberry.field(description="Units in the comparable population.")
-    rate_exposed: float
-    rate_unexposed: float
-    risk_ratio: float
-    risk_ratio_low: float = strawberry.field(description="95 % interval, lower end.")
-    risk_ratio_high: float = strawberry.field(description="95 % interval, upper end.")
-    p_value: float = strawberry.field(description="One-sided exact (hypergeometric) test.")
-    q_value: float = strawberry.field(description="Benjamini-Hochberg adjusted p-value.")
-    adjusted_odds_ratio: float | None = strawberry.field(
-        description="Mantel-Haenszel odds ratio within strata of product and exposure to the "
-        "significant causes (the other ones, for a significant cause); null when no stratum "
-        "holds both exposed and unexposed units."
-    )
-    adjusted_odds_ratio_low: float | None = strawberry.field(
-        description="95 % interval of the adjusted odds ratio (Robins-Breslow-Greenland), lower."
-    )
-    adjusted_odds_ratio_high: float | None = strawberry.field(
-        description="95 % interval of the adjusted odds ratio, upper end."
-    )
-    adjusted_p_value: float = strawberry.field(
-        description="One-sided exact test conditional on the same strata."
-    )
-    explained_defects: float = strawberry.field(
-        description="Defective units the cause accounts for: the defects in excess of what "
-        "its exposed units would have had without the causes they were exposed to "
+@adapted(
+    rc.Evidence,
+    description="The statistics behind a candidate cause.",
+    descriptions={
+        "defective_exposed": "Defective units exposed to it.",
+        "exposed": "Units exposed to it.",
+        "population": "Units in the comparable population.",
+        "risk_ratio_low": "95 % interval, lower end.",
+        "risk_ratio_high": "95 % interval, upper end.",
+        "p_value": "One-sided exact (hypergeometric) test.",
+        "q_value": "Benjamini-Hochberg adjusted p-value.",
+        "adjusted_odds_ratio": "Mantel-Haenszel odds ratio within strata of product and "
+        "exposure to the significant causes (the other ones, for a significant cause); null "
+        "when no stratum holds both exposed and unexposed units.",
+        "adjusted_odds_ratio_low": "95 % interval of the adjusted odds ratio "
+        "(Robins-Breslow-Greenland), lower.",
+        "adjusted_odds_ratio_high": "95 % interval of the adjusted odds ratio, upper end.",
+        "adjusted_p_value": "One-sided exact test conditional on the same strata.",
+        "explained_defects": "Defective units the cause accounts for: the defects in excess "
+        "of what its exposed units would have had without the causes they were exposed to "
         "(1 - 1/product of adjusted ORs), shared among those causes by their log odds "
         "ratios, so the causes together never account for more defects than there are; "
-        "0 for a factor that is not significant."
-    )
-    explained_defects_low: float = strawberry.field(
-        description="95 % interval of the defects explained, lower end (this cause's "
-        "adjusted OR at the ends of its interval)."
-    )
-    explained_defects_high: float = strawberry.field(
-        description="95 % interval of the defects explained, upper end."
-    )
-
-    @classmethod
-    def of(cls, e: rc.Evidence) -> CauseEvidence:
-        return cls(
-            **{f: getattr(e, f) for f in rc.Evidence.__slots__},
-            rate_exposed=e.rate_exposed,
-            rate_unexposed=e.rate_unexposed,
-        )
+        "0 for a factor that is not significant.",
+        "explained_defects_low": "95 % interval of the defects explained, lower end (this "
+        "cause's adjusted OR at the ends of its interval).",
+        "explained_defects_high": "95 % interval of the defects explained, upper end.",
+    },
+    after={"rate_exposed": "population", "rate_unexposed": "rate_exposed"},
+)
+class CauseEvidence(Adapted):
+    rate_exposed: float
+    rate_unexposed: float
 
 
-@strawberry.type(description="One link of a 5-Why chain.")
-class WhyStep:
+@adapted(
+    rc.WhyStep,
+    description="One link of a 5-Why chain.",
+    descriptions={"edge": "The relationship that led here."},
+)
+class WhyStep(Adapted):
     uid: str
-    label: str
-    edge: str | None = strawberry.field(description="The relationship that led here.")
-    why: str
 
     @strawberry.field(description="The node itself.")
     async def node(self, info: Info[Context, None]) -> Node | None:
@@ -159,51 +144,32 @@ class Cause:
             aliases=[a.key for a in c.aliases],
             suspects=[f.key for f in c.suspects],
             evidence=CauseEvidence.of(c.evidence),
-            why=[WhyStep(uid=w.uid, label=w.label, edge=w.edge, why=w.why) for w in c.why],
+            why=[WhyStep.of(w) for w in c.why],
         )
 
 
-@strawberry.type(description="Ranked candidate causes of a set of defective units.")
-class RootCauseReport:
-    defectives: str = strawberry.field(description="What was explained.")
-    population: int
-    defective_in_population: int
-    products: list[str]
-    factors_tested: int
-    causes: list[Cause] = strawberry.field(
-        description="Significant causes first, then the other factors by p-value."
+@adapted(
+    rc.RootCauseReport,
+    description="Ranked candidate causes of a set of defective units.",
+    exclude=("window", "alpha"),
+    descriptions={
+        "conclusion": "In plain words: what stands out, or that no factor does and what "
+        "more data would settle it.",
+        "defectives_needed": "When nothing stands out: defective units that would find the "
+        "leading factor with 80 % power if its risk ratio is real.",
+        "dispersion": "How much more the batches' defect rates vary than chance would make "
+        "them (1: binomial); every test and interval carries it.",
+        "origin_steps": "The PFMEA origin steps of the defect types explained: only factors "
+        "at or before them were candidates (empty: no origin recorded, every factor was one).",
+    },
+    after={"conclusion": "causes"},
+)
+class RootCauseReport(Adapted):
+    defectives: str = derived(lambda r: r.defectives.description, description="What was explained.")
+    causes: list[Cause] = derived(
+        lambda r: [Cause.of(c, r.alpha) for c in r.causes],
+        description="Significant causes first, then the other factors by p-value.",
     )
-    conclusion: str = strawberry.field(
-        description="In plain words: what stands out, or that no factor does and what more "
-        "data would settle it."
-    )
-    defectives_needed: int | None = strawberry.field(
-        description="When nothing stands out: defective units that would find the leading "
-        "factor with 80 % power if its risk ratio is real."
-    )
-    dispersion: float = strawberry.field(
-        description="How much more the batches' defect rates vary than chance would make "
-        "them (1: binomial); every test and interval carries it."
-    )
-    origin_steps: list[str] = strawberry.field(
-        description="The PFMEA origin steps of the defect types explained: only factors at "
-        "or before them were candidates (empty: no origin recorded, every factor was one)."
-    )
-
-    @classmethod
-    def of(cls, r: rc.RootCauseReport) -> RootCauseReport:
-        return cls(
-            defectives=r.defectives.description,
-            population=r.population,
-            defective_in_population=r.defective_in_population,
-            products=r.products,
-            factors_tested=r.factors_tested,
-            causes=[Cause.of(c, r.alpha) for c in r.causes],
-            conclusion=r.conclusion,
-            defectives_needed=r.defectives_needed,
-            dispersion=r.dispersion,
-            origin_steps=list(r.origin_steps),
-        )
 
 
 @strawberry.input
@@ -222,39 +188,22 @@ class RootCauseInput:
 # --- KPIs ------------------------------------------------------------------------------------
 
 
-@strawberry.type(description="Unit counts of one group and the rates derived from them.")
-class KpiGroup:
+@adapted(
+    kp.Counts,
+    description="Unit counts of one group and the rates derived from them.",
+    descriptions={"defective": "Units with at least one defect."},
+    after={"key": None},
+)
+class KpiGroup(Adapted):
     key: str
-    produced: int
-    defective: int = strawberry.field(description="Units with at least one defect.")
-    scrapped: int
-    reworked: int
-    shipped: int
-    complaints: int
     yield_: float | None = strawberry.field(name="yield")
     first_pass_yield: float | None
     ppm: float | None = strawberry.field(description="Defective units per million produced.")
     field_ppm: float | None = strawberry.field(description="Complaints per million shipped.")
 
     @classmethod
-    def of(cls, key: str, c: kp.Counts) -> KpiGroup:
-        return cls(
-            key=key,
-            produced=c.produced,
-            defective=c.defective,
-            scrapped=c.scrapped,
-            reworked=c.reworked,
-            shipped=c.shipped,
-            complaints=c.complaints,
-            yield_=c.yield_,
-            first_pass_yield=c.first_pass_yield,
-            ppm=c.ppm,
-            field_ppm=c.field_ppm,
-        )
-
-    @classmethod
     def all(cls, groups: dict[str, kp.Counts]) -> list[KpiGroup]:
-        return [cls.of(k, c) for k, c in groups.items()]
+        return [cls.of(c, key=k) for k, c in groups.items()]
 
 
 @strawberry.type
@@ -270,13 +219,9 @@ class Heatmap:
     rate: list[list[float | None]] = strawberry.field(description="rate[line][day]")
 
 
-@strawberry.type
-class DefectTypeShare:
-    uid: str
-    name: str
-    category: str
-    count: int
-    share: float
+@adapted(kp.DefectTypeCount, name="DefectTypeShare")
+class DefectTypeShare(Adapted):
+    pass
 
 
 @strawberry.type(description="Cost of poor quality in the report's currency.")
@@ -294,14 +239,11 @@ class ShiftRate:
     rate: float
 
 
-@strawberry.type(description="Chi-square test that every shift has the same defect rate.")
-class ShiftTest:
-    rates: list[ShiftRate]
-    chi2: float
-    dof: int
-    p_value: float
-    significant: bool
-    warning: str | None
+@adapted(kp.ShiftTest, description="Chi-square test that every shift has the same defect rate.")
+class ShiftTest(Adapted):
+    rates: list[ShiftRate] = derived(
+        lambda t: [ShiftRate(shift=s, rate=v) for s, v in t.rates.items()]
+    )
 
 
 @strawberry.type(description="Quality KPIs of the batches that started in a window.")
@@ -321,9 +263,8 @@ class KpiReport:
 
     @classmethod
     def of(cls, r: kp.KpiReport) -> KpiReport:
-        test = r.shift_test
         return cls(
-            total=KpiGroup.of("total", r.total),
+            total=KpiGroup.of(r.total, key="total"),
             by_line=KpiGroup.all(r.by_line),
             by_product=KpiGroup.all(r.by_product),
             by_machine=KpiGroup.all(r.by_machine),
@@ -334,18 +275,9 @@ class KpiReport:
                 for p, v in r.rolled_throughput_yield.items()
             ],
             heatmap=Heatmap(**r.heatmap),
-            top_defects=[DefectTypeShare(**kp.vars_of(t)) for t in r.top_defects],
+            top_defects=[DefectTypeShare.of(t) for t in r.top_defects],
             cost_of_poor_quality=CostOfPoorQuality(**r.cost, currency=r.currency),
-            shift_test=None
-            if test is None
-            else ShiftTest(
-                rates=[ShiftRate(shift=s, rate=v) for s, v in test.rates.items()],
-                chi2=test.chi2,
-                dof=test.dof,
-                p_value=test.p_value,
-                significant=test.significant,
-                warning=test.warning,
-            ),
+            shift_test=None if r.shift_test is None else ShiftTest.of(r.shift_test),
             notes=r.notes,
         )
 
@@ -434,81 +366,39 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-@strawberry.type(description="A run rule that fired, at the points that completed it.")
-class Violation:
-    rule: str
-    title: str
-    indices: list[int]
+@adapted(ch.Violation, description="A run rule that fired, at the points that completed it.")
+class Violation(Adapted):
+    pass
 
 
-@strawberry.type(description="One machine's part of a per-machine chart.")
-class MachineChart:
-    machine: str
-    points: int
-    sigma: float
-    limits: JSON | None = strawberry.field(
-        description="This machine's frozen limits; pass them back with its machine."
+@adapted(
+    ch.MachineChart,
+    description="One machine's part of a per-machine chart.",
+    descriptions={"limits": "This machine's frozen limits; pass them back with its machine."},
+)
+class MachineChart(Adapted):
+    pass
+
+
+@adapted(
+    ch.ChartResult,
+    description="A control chart of a parameter's actuals or of inspections.",
+    descriptions={
+        "sigma": "The process sigma the limits are built from.",
+        "limits": "The frozen limits; pass them back as `limits` to monitor new data.",
+        "dropped": "Baseline points phase I excluded.",
+        "machines": "The machines the points come from.",
+        "pooled": "One set of limits over several machines (asked for with pool).",
+        "by_machine": "Per-machine charts: each machine's sigma and limits.",
+    },
+    after={"points": "stable", "secondary": "points"},
+)
+class SpcChart(Adapted):
+    points: list[ChartPoint] = derived(lambda r: ChartPoint.all(r.points))
+    secondary: list[ChartPoint] = derived(
+        lambda r: ChartPoint.all(r.secondary),
+        description="Moving range, R or S beside an I or X-bar chart; C- beside a CUSUM's C+.",
     )
-    dropped: list[int]
-    stable: bool
-
-    @classmethod
-    def of(cls, m: ch.MachineChart) -> MachineChart:
-        return cls(
-            machine=m.machine,
-            points=m.points,
-            sigma=m.sigma,
-            limits=m.limits,  # type: ignore[arg-type]  # a JSON object
-            dropped=list(m.dropped),
-            stable=m.stable,
-        )
-
-
-@strawberry.type(description="A control chart of a parameter's actuals or of inspections.")
-class SpcChart:
-    kind: ChartKind  # type: ignore[valid-type]
-    subject: str
-    unit: str | None
-    sigma: float = strawberry.field(description="The process sigma the limits are built from.")
-    limits: JSON | None = strawberry.field(
-        description="The frozen limits; pass them back as `limits` to monitor new data."
-    )
-    dropped: list[int] = strawberry.field(description="Baseline points phase I excluded.")
-    stable: bool
-    points: list[ChartPoint]
-    secondary: list[ChartPoint] = strawberry.field(
-        description="Moving range, R or S beside an I or X-bar chart; C- beside a CUSUM's C+."
-    )
-    violations: list[Violation]
-    notes: list[str]
-    machines: list[str] = strawberry.field(description="The machines the points come from.")
-    pooled: bool = strawberry.field(
-        description="One set of limits over several machines (asked for with pool)."
-    )
-    by_machine: list[MachineChart] = strawberry.field(
-        description="Per-machine charts: each machine's sigma and limits."
-    )
-
-    @classmethod
-    def of(cls, r: ch.ChartResult) -> SpcChart:
-        return cls(
-            kind=r.kind,
-            subject=r.subject,
-            unit=r.unit,
-            sigma=r.sigma,
-            limits=r.limits,  # type: ignore[arg-type]  # a JSON object
-            dropped=list(r.dropped),
-            stable=r.stable,
-            points=ChartPoint.all(r.points),
-            secondary=ChartPoint.all(r.secondary),
-            violations=[
-                Violation(rule=v.rule, title=v.title, indices=list(v.indices)) for v in r.violations
-            ],
-            notes=r.notes,
-            machines=r.machines,
-            pooled=r.pooled,
-            by_machine=[MachineChart.of(m) for m in r.by_machine],
-        )
 
 
 @strawberry.input
@@ -543,178 +433,72 @@ class SpcChartInput:
     inspections: InspectionChartInput | None = strawberry.UNSET
 
 
-@strawberry.type(description="A point estimate with its confidence interval.")
-class Estimate:
-    value: float
-    lower: float
-    upper: float
-    lower_bound: float = strawberry.field(
-        description="One-sided lower confidence bound at the same level: what acceptance "
+@adapted(
+    cap.Estimate,
+    description="A point estimate with its confidence interval.",
+    descriptions={
+        "lower_bound": "One-sided lower confidence bound at the same level: what acceptance "
         "(is the index at least a minimum?) is judged by."
-    )
-
-    @classmethod
-    def of(cls, e: cap.Estimate | None) -> Estimate | None:
-        if e is None:
-            return None
-        return cls(value=e.value, lower=e.lower, upper=e.upper, lower_bound=e.lower_bound)
+    },
+)
+class Estimate(Adapted):
+    pass
 
 
-@strawberry.type(description="Nonconforming parts per million, by side.")
-class Ppm:
-    below_lsl: float | None
-    above_usl: float | None
+@adapted(cap.Ppm, description="Nonconforming parts per million, by side.")
+class Ppm(Adapted):
     total: float
 
-    @classmethod
-    def of(cls, p: cap.Ppm | None) -> Ppm | None:
-        if p is None:
-            return None
-        return cls(below_lsl=p.below_lsl, above_usl=p.above_usl, total=p.total)
 
-
-@strawberry.type
-class NormalityCheck:
-    test: str
-    statistic: float
-    p_value: float
+@adapted(cap.Normality, exclude=("alpha",))
+class NormalityCheck(Adapted):
     normal: bool
 
 
-@strawberry.type(description="ISO 22514-2 percentile indices of non-normal values.")
-class PercentileIndices:
-    transform: str = strawberry.field(description="box-cox or yeo-johnson.")
-    lam: float
-    normal_after: bool = strawberry.field(description="The transformed values pass normality.")
-    x_low: float = strawberry.field(description="The 0.135 % point of the fitted law.")
-    x_median: float
-    x_high: float = strawberry.field(description="The 99.865 % point.")
-    pp: Estimate | None
-    ppk: Estimate
-    ppm: Ppm
-
-    @classmethod
-    def of(cls, p: cap.Percentile | None) -> PercentileIndices | None:
-        if p is None:
-            return None
-        ppk = Estimate.of(p.ppk)
-        ppm = Ppm.of(p.ppm)
-        assert ppk is not None and ppm is not None
-        return cls(
-            transform=p.transform,
-            lam=p.lam,
-            normal_after=p.normality.normal,
-            x_low=p.x_low,
-            x_median=p.x_median,
-            x_high=p.x_high,
-            pp=Estimate.of(p.pp),
-            ppk=ppk,
-            ppm=ppm,
-        )
-
-
-@strawberry.type(description="Capability of a parameter's actuals against its spec.")
-class CapabilityReport:
-    n: int
-    mean: float
-    sigma_within: float
-    within_method: str
-    sigma_overall: float
-    lsl: float | None
-    usl: float | None
-    target: float | None
-    confidence: float
-    cp: Estimate | None
-    cpk: Estimate | None
-    cpu: Estimate | None
-    cpl: Estimate | None
-    pp: Estimate | None
-    ppk: Estimate | None
-    cpm: Estimate | None
-    ppm_observed: Ppm
-    ppm_within: Ppm | None
-    ppm_overall: Ppm | None
-    normality: NormalityCheck | None
-    in_control: bool | None
-    beyond_limits: list[int]
-    warnings: list[str] = strawberry.field(description="Why the indices may mislead.")
-    method: str = strawberry.field(
-        description="normal, or percentile when normality was rejected (ISO 22514-2)."
+@adapted(
+    cap.Percentile,
+    description="ISO 22514-2 percentile indices of non-normal values.",
+    exclude=("ppu", "ppl", "resamples"),
+    rename={"normality": "normal_after"},
+    descriptions={
+        "transform": "box-cox or yeo-johnson.",
+        "x_low": "The 0.135 % point of the fitted law.",
+        "x_high": "The 99.865 % point.",
+    },
+)
+class PercentileIndices(Adapted):
+    normal_after: bool = derived(
+        lambda p: p.normality.normal, description="The transformed values pass normality."
     )
-    percentile: PercentileIndices | None
+
+
+@adapted(
+    cap.Capability,
+    description="Capability of a parameter's actuals against its spec.",
+    exclude=("subgroups", "dof_within", "ppu", "ppl", "control_source"),
+    descriptions={
+        "warnings": "Why the indices may mislead.",
+        "method": "normal, or percentile when normality was rejected (ISO 22514-2).",
+    },
+)
+class CapabilityReport(Adapted):
     judged: Estimate | None = strawberry.field(
         description="The index acceptance uses (Cpk, or the percentile Ppk); compare its "
         "lowerBound with the minimum."
     )
 
-    @classmethod
-    def of(cls, c: cap.Capability) -> CapabilityReport:
-        normality = c.normality
-        return cls(
-            n=c.n,
-            mean=c.mean,
-            sigma_within=c.sigma_within,
-            within_method=c.within_method,
-            sigma_overall=c.sigma_overall,
-            lsl=c.lsl,
-            usl=c.usl,
-            target=c.target,
-            confidence=c.confidence,
-            cp=Estimate.of(c.cp),
-            cpk=Estimate.of(c.cpk),
-            cpu=Estimate.of(c.cpu),
-            cpl=Estimate.of(c.cpl),
-            pp=Estimate.of(c.pp),
-            ppk=Estimate.of(c.ppk),
-            cpm=Estimate.of(c.cpm),
-            ppm_observed=Ppm(
-                below_lsl=c.ppm_observed.below_lsl,
-                above_usl=c.ppm_observed.above_usl,
-                total=c.ppm_observed.total,
-            ),
-            ppm_within=Ppm.of(c.ppm_within),
-            ppm_overall=Ppm.of(c.ppm_overall),
-            normality=None
-            if normality is None
-            else NormalityCheck(
-                test=normality.test,
-                statistic=normality.statistic,
-                p_value=normality.p_value,
-                normal=normality.normal,
-            ),
-            in_control=c.in_control,
-            beyond_limits=list(c.beyond_limits),
-            warnings=list(c.warnings),
-            method=c.method,
-            percentile=PercentileIndices.of(c.percentile),
-            judged=Estimate.of(c.judged),
-        )
-
 
 # --- defect prediction ------------------------------------------------------------------------
 
 
-@strawberry.type(description="How a defect model did on the later part of a time split.")
-class DefectModelMetrics:
-    auc: float | None
-    brier: float
-    base_brier: float = strawberry.field(description="Brier score of the base rate alone.")
-    base_rate: float
-    n_train: int
-    n_test: int
-    trained_at: datetime
-
-    @classmethod
-    def of(cls, m: pr.ModelMetrics) -> DefectModelMetrics:
-        return cls(
-            auc=m.auc,
-            brier=m.brier,
-            base_brier=m.base_brier,
-            base_rate=m.base_rate,
-            n_train=m.n_train,
-            n_test=m.n_test,
-            trained_at=m.trained_at,
-        )
+@adapted(
+    pr.ModelMetrics,
+    description="How a defect model did on the later part of a time split.",
+    exclude=("train_units", "test_units"),
+    descriptions={"base_brier": "Brier score of the base rate alone."},
+)
+class DefectModelMetrics(Adapted):
+    pass
 
 
 @strawberry.type(description="A product's trained defect model.")
@@ -732,38 +516,24 @@ class DefectModelInfo:
         )
 
 
-@strawberry.type
-class RiskContribution:
-    feature: str
-    value: str
-    typical: str
-    effect: float = strawberry.field(
-        description="How much the probability falls with this feature at its typical value."
-    )
+@adapted(
+    pr.Contribution,
+    name="RiskContribution",
+    descriptions={
+        "effect": "How much the probability falls with this feature at its typical value."
+    },
+)
+class RiskContribution(Adapted):
+    pass
 
 
-@strawberry.type(description="A batch's predicted defect risk and what drives it.")
-class BatchRisk:
-    batch: str
-    probability: float = strawberry.field(description="That a unit is found defective.")
-    units: int
-    expected_defective: float
-    contributions: list[RiskContribution]
-
-    @classmethod
-    def of(cls, r: pr.BatchRisk) -> BatchRisk:
-        return cls(
-            batch=r.batch,
-            probability=r.probability,
-            units=r.units,
-            expected_defective=r.expected_defective,
-            contributions=[
-                RiskContribution(
-                    feature=c.feature, value=c.value, typical=c.typical, effect=c.effect
-                )
-                for c in r.contributions
-            ],
-        )
+@adapted(
+    pr.BatchRisk,
+    description="A batch's predicted defect risk and what drives it.",
+    descriptions={"probability": "That a unit is found defective."},
+)
+class BatchRisk(Adapted):
+    pass
 
 
 @strawberry.type

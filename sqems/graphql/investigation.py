@@ -320,7 +320,7 @@ class InvestigationQuery:
             causes=[Cause.of(c, report.alpha) for c in report.causes],
             conclusion=report.conclusion,
             leading_cause=found.leading.factor.key if found.leading else None,
-            why=[WhyStep(uid=w.uid, label=w.label, edge=w.edge, why=w.why) for w in found.why],
+            why=[WhyStep.of(w) for w in found.why],
             recall=None
             if got.recall is None
             else schema.RecallScope(
