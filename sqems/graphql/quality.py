@@ -23,6 +23,7 @@ from sqems.errors import Unauthenticated, ValidationFailed
 from sqems.graph_model.nodes import Priority as DomainPriority
 from sqems.graphql.access import Role
 from sqems.graphql.context import Context
+from sqems.graphql.generate import Adapted, adapted
 from sqems.graphql.types import Node, WindowInput, _graphql_annotation, to_graphql
 from sqems.quality import audit, dhr
 from sqems.quality import effectiveness as eff
@@ -34,141 +35,79 @@ from sqems.quality.knowledge import Precedent, precedents
 Priority = _graphql_annotation(DomainPriority)
 
 
-@strawberry.type(description="One entry of the audit trail of quality records.")
-class TrailEntry:
-    seq: int
-    at: str
-    actor: str
-    role: str
-    label: str
-    uid: str
-    action: str
-    before: JSON | None
-    after: JSON | None
-    meaning: str | None = strawberry.field(description="An electronic signature's meaning.")
-    prev: str
-    hash: str
-    keyed: bool = strawberry.field(description="Sealed with the trail's key (HMAC-SHA256).")
-
-    @classmethod
-    def of(cls, e: audit.Entry) -> TrailEntry:
-        return cls(**{f: getattr(e, f) for f in audit.Entry.__slots__})
+@adapted(
+    audit.Entry,
+    description="One entry of the audit trail of quality records.",
+    descriptions={
+        "meaning": "An electronic signature's meaning.",
+        "keyed": "Sealed with the trail's key (HMAC-SHA256).",
+    },
+)
+class TrailEntry(Adapted):
+    pass
 
 
-@strawberry.type(description="Whether the audit trail's hash chain holds.")
-class TrailCheck:
-    ok: bool
-    entries: int
-    broken_at: int | None
-    reason: str
-    head: str
-    unsealed: int = strawberry.field(
-        description="Entries at the end without a keyed seal after them (could be rewritten)."
-    )
+@adapted(
+    audit.Verification,
+    description="Whether the audit trail's hash chain holds.",
+    descriptions={
+        "unsealed": "Entries at the end without a keyed seal after them (could be rewritten)."
+    },
+)
+class TrailCheck(Adapted):
+    pass
 
 
-@strawberry.type(description="A file kept as evidence, by the SHA-256 of its bytes.")
-class EvidenceFile:
-    digest: str
-    kind: str = strawberry.field(description="photo, video or document.")
-    media_type: str
-    size: int
-    name: str
-    stored_at: str
-
-    @classmethod
-    def of(cls, e: Evidence) -> EvidenceFile:
-        return cls(**{f: getattr(e, f) for f in Evidence.__slots__})
+@adapted(
+    Evidence,
+    description="A file kept as evidence, by the SHA-256 of its bytes.",
+    descriptions={"kind": "photo, video or document."},
+)
+class EvidenceFile(Adapted):
+    pass
 
 
-@strawberry.type(description="Units made and those with the defect, over a span.")
-class RecurrenceSide:
-    start: datetime
-    end: datetime
-    units: int
-    defective: int
+@adapted(
+    eff.Side,
+    description="Units made and those with the defect, over a span.",
+)
+class RecurrenceSide(Adapted):
     rate: float | None
 
 
-@strawberry.type(description="Recurrence before a CAPA against after its closure.")
-class CapaEffectiveness:
-    capa: str
-    defect_types: list[str]
-    products: list[str]
-    before: RecurrenceSide
-    after: RecurrenceSide
-    p_value: float | None
-    verdict: str = strawberry.field(description="effective, not effective or too early.")
-    reason: str
-
-    @classmethod
-    def of(cls, e: eff.Effectiveness) -> CapaEffectiveness:
-        def side(s: eff.Side) -> RecurrenceSide:
-            return RecurrenceSide(start=s.start, end=s.end, units=s.units,
-                                  defective=s.defective, rate=s.rate)  # fmt: skip
-
-        return cls(capa=e.capa, defect_types=e.defect_types, products=e.products,
-                   before=side(e.before), after=side(e.after), p_value=e.p_value,
-                   verdict=e.verdict, reason=e.reason)  # fmt: skip
+@adapted(
+    eff.Effectiveness,
+    description="Recurrence before a CAPA against after its closure.",
+    descriptions={"verdict": "effective, not effective or too early."},
+)
+class CapaEffectiveness(Adapted):
+    pass
 
 
-@strawberry.type(description="An earlier CAPA on the same defect type, with its root cause.")
-class CapaPrecedent:
-    capa: str
-    title: str
-    status: str
-    opened_at: datetime
-    closed_at: datetime | None
-    effective: bool | None
-    reopened: int
-    five_why: list[str]
-    root_cause: str
-    corrective: list[str]
-    addressed: int
-
-    @classmethod
-    def of(cls, p: Precedent) -> CapaPrecedent:
-        return cls(**{f: getattr(p, f) for f in Precedent.__slots__})
+@adapted(
+    Precedent,
+    description="An earlier CAPA on the same defect type, with its root cause.",
+)
+class CapaPrecedent(Adapted):
+    pass
 
 
-@strawberry.type(description="A month of a supplier's lots.")
-class SupplierPeriod:
-    month: str
-    lots: int
-    lots_rejected: int
-    incoming_ppm: float | None
-    material_ppm: float | None
+@adapted(sup.Period, description="A month of a supplier's lots.")
+class SupplierPeriod(Adapted):
+    pass
 
 
-@strawberry.type(description="A supplier's quality, computed from the graph.")
-class SupplierScorecard:
-    supplier: str
-    name: str
-    status: str
-    lots: int
-    lots_inspected: int
-    lots_rejected: int
-    lot_rejection_rate: float | None
-    parts_sampled: int
-    incoming_defects: int
-    incoming_ppm: float | None = strawberry.field(description="Defects per million sampled.")
-    units: int = strawberry.field(description="Units made in batches that consumed its lots.")
-    material_defective: int
-    material_ppm: float | None
-    complaints: int = strawberry.field(description="Traced to its lots, through assemblies.")
-    material_complaints: int
-    capas: int
-    capas_open: int
-    capas_overdue: int
-    mean_days_to_close: float | None
-    trend: list[SupplierPeriod]
-
-    @classmethod
-    def of(cls, c: sup.Scorecard) -> SupplierScorecard:
-        fields = {f: getattr(c, f) for f in sup.Scorecard.__slots__ if f != "trend"}
-        trend = [SupplierPeriod(**{f: getattr(p, f) for f in sup.Period.__slots__})
-                 for p in c.trend]  # fmt: skip
-        return cls(**fields, trend=trend)
+@adapted(
+    sup.Scorecard,
+    description="A supplier's quality, computed from the graph.",
+    descriptions={
+        "incoming_ppm": "Defects per million sampled.",
+        "units": "Units made in batches that consumed its lots.",
+        "complaints": "Traced to its lots, through assemblies.",
+    },
+)
+class SupplierScorecard(Adapted):
+    pass
 
 
 @strawberry.type(description="A batch's device history record.")
@@ -295,10 +234,7 @@ class QualityQuery:
     @strawberry.field(description="Verify the audit trail's hash chain (admin).")
     async def verify_audit_trail(self, info: Info[Context, None]) -> TrailCheck:
         info.context.require(Role.ADMIN)
-        check = await info.context.call(info.context.trail.verify)
-        return TrailCheck(ok=check.ok, entries=check.entries, broken_at=check.broken_at,
-                          reason=check.reason, head=check.head,
-                          unsealed=check.unsealed)  # fmt: skip
+        return TrailCheck.of(await info.context.call(info.context.trail.verify))
 
 
 async def _move(info: Info[Context, None], operation: str, role: Role,

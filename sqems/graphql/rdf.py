@@ -15,33 +15,29 @@ import strawberry
 from sqems import ontologies as rdf
 from sqems.errors import ValidationFailed
 from sqems.graph_model import GraphStore
+from sqems.graphql.generate import Adapted, adapted
 from sqems.settings import Settings
 
 RdfFormatEnum = strawberry.enum(rdf.RdfFormat, name="RdfFormat", description="An RDF syntax.")
 
 
-@strawberry.type(description="One SHACL finding: which node, which property, what is wrong.")
-class ShaclFinding:
-    focus: str
-    path: str
-    severity: str
-    message: str
-    value: str | None
-    constraint: str
-
-
-@strawberry.type(
-    name="ShaclReport", description="The SHACL report of an export against the SQEMS shapes."
+@adapted(
+    rdf.Finding,
+    description="One SHACL finding: which node, which property, what is wrong.",
 )
-class ShaclReportView:
-    conforms: bool
-    violations: int
-    findings: list[ShaclFinding]
+class ShaclFinding(Adapted):
+    pass
 
-    @classmethod
-    def of(cls, report: rdf.ShaclReport) -> ShaclReportView:
-        findings = [ShaclFinding(**f.as_dict()) for f in report.findings]
-        return cls(conforms=report.conforms, violations=report.violations, findings=findings)
+
+@adapted(
+    rdf.ShaclReport,
+    name="ShaclReport",
+    description="The SHACL report of an export against the SQEMS shapes.",
+    exclude=("triples",),
+    after={"violations": "conforms"},
+)
+class ShaclReportView(Adapted):
+    violations: int
 
 
 @strawberry.type(description="A part of the graph as RDF in the SQEMS ontology.")

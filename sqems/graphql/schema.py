@@ -29,11 +29,13 @@ from sqems import ontologies, quality
 from sqems.errors import NotFound, SqemsError, Unauthenticated, ValidationFailed
 from sqems.graph_model import traceability as tr
 from sqems.graph_model.nodes import UnitStatus as DomainUnitStatus
+from sqems.graph_model.store import Reached
 from sqems.graphql import rdf as rdf_api
 from sqems.graphql import twin, viewer
 from sqems.graphql.access import ApiKey, AuditEntry, Role
 from sqems.graphql.analysis import AnalysisQuery, DefectModelInfo, train_model
 from sqems.graphql.context import Context
+from sqems.graphql.generate import Adapted, adapted
 from sqems.graphql.ingestion import IngestionQuery, IngestionSubscription, QuarantineEntry, replay
 from sqems.graphql.investigation import InvestigationQuery
 from sqems.graphql.limits import CheckedDocument, DocumentCache
@@ -43,7 +45,6 @@ from sqems.graphql.types import (
     NODE_OBJECT_TYPES,
     Connection,
     ConnectionEdge,
-    Direction,
     Node,
     WindowInput,
     _graphql_annotation,
@@ -70,23 +71,22 @@ class GenealogyDirection(Enum):
 # --- results -------------------------------------------------------------------------------
 
 
-@strawberry.type(description="One node on a traceability path and the edge that led to it.")
-class PathStep:
+@adapted(tr.PathStep, description="One node on a traceability path and the edge that led to it.")
+class PathStep(Adapted):
+    pass
+
+
+@adapted(
+    tr.AffectedUnit,
+    description="A unit in a recall scope and why it is there.",
+    descriptions={
+        "shipment": "The shipment the unit left in.",
+        "path": "From the recall's source to the unit.",
+    },
+    after={"shipment": "uid"},
+)
+class AffectedUnit(Adapted):
     uid: str
-    label: str
-    edge: str | None
-    direction: Direction | None  # type: ignore[valid-type]
-
-    @classmethod
-    def of(cls, step: tr.PathStep) -> PathStep:
-        return cls(uid=step.uid, label=step.label, edge=step.edge, direction=step.direction)
-
-
-@strawberry.type(description="A unit in a recall scope and why it is there.")
-class AffectedUnit:
-    uid: str
-    shipment: str | None = strawberry.field(description="The shipment the unit left in.")
-    path: list[PathStep] = strawberry.field(description="From the recall's source to the unit.")
 
     @strawberry.field(description="The unit itself.")
     async def unit(self, info: Info[Context, None]) -> Node | None:
@@ -129,11 +129,7 @@ class RecallScope:
             edges=[
                 ConnectionEdge(
                     cursor=e.cursor,
-                    node=AffectedUnit(
-                        uid=e.node.uid,
-                        shipment=e.node.shipment,
-                        path=[PathStep.of(s) for s in e.node.path],
-                    ),
+                    node=AffectedUnit.of(e.node),
                 )
                 for e in page.edges
             ],
@@ -153,14 +149,9 @@ class RecallScope:
         )
 
 
-@strawberry.type(description="A node a genealogy reached and the edge that first reached it.")
-class ReachedNode:
+@adapted(Reached, description="A node a genealogy reached and the edge that first reached it.")
+class ReachedNode(Adapted):
     uid: str
-    label: str
-    depth: int
-    via: str | None
-    edge: str | None
-    direction: Direction | None  # type: ignore[valid-type]
 
     @strawberry.field(description="The node itself.")
     async def node(self, info: Info[Context, None]) -> Node | None:
@@ -189,12 +180,7 @@ class Genealogy:
         label: str | None = None,
     ) -> Connection[ReachedNode]:
         reached = sorted(self.genealogy.traversal.reached.values(), key=lambda r: (r.depth, r.uid))
-        items = [
-            ReachedNode(uid=r.uid, label=r.label, depth=r.depth, via=r.via, edge=r.edge,
-                        direction=r.direction)
-            for r in reached
-            if label is None or r.label == label
-        ]  # fmt: skip
+        items = [ReachedNode.of(r) for r in reached if label is None or r.label == label]
         return paginate(items, first, after, info.context.settings.api_max_page_size)
 
     @strawberry.field(description="The path from a start node to one reached node.")
@@ -207,18 +193,9 @@ class Genealogy:
         return cls(start=list(genealogy.start), counts=counts, genealogy=genealogy)
 
 
-@strawberry.type(name="ApiKey", description="An API key (never its secret).")
-class ApiKeyInfo:
-    id: str
-    name: str
-    role: RoleEnum  # type: ignore[valid-type]
-    created_at: str
-    revoked_at: str | None
-
-    @classmethod
-    def of(cls, key: ApiKey) -> ApiKeyInfo:
-        return cls(id=key.id, name=key.name, role=key.role, created_at=key.created_at,
-                   revoked_at=key.revoked_at)  # fmt: skip
+@adapted(ApiKey, name="ApiKey", description="An API key (never its secret).")
+class ApiKeyInfo(Adapted):
+    pass
 
 
 @strawberry.type(description="A new API key; the token is shown this once only.")
@@ -227,21 +204,9 @@ class CreatedApiKey:
     token: str
 
 
-@strawberry.type(description="One audited mutation.")
-class AuditRecord:
-    seq: int
-    at: str
-    key_id: str | None
-    key_name: str | None
-    role: str | None
-    operation: str
-    arguments: strawberry.scalars.JSON
-    outcome: str
-    request_id: str | None
-
-    @classmethod
-    def of(cls, entry: AuditEntry) -> AuditRecord:
-        return cls(**{f: getattr(entry, f) for f in entry.__dataclass_fields__})
+@adapted(AuditEntry, description="One audited mutation.")
+class AuditRecord(Adapted):
+    pass
 
 
 # --- inputs --------------------------------------------------------------------------------
