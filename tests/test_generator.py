@@ -221,14 +221,16 @@ def test_ground_truth_file_is_written_beside_the_plant(tmp_path: Path, plant) ->
     assert (tmp_path / "truth" / "defective_units.csv").is_file()
 
 
-def test_an_edge_to_a_missing_node_names_the_file_and_its_batch(tmp_path: Path) -> None:
-    write_plant(generate(PlantSpec(units=1_000, seed=1)), tmp_path)
+def test_an_edge_to_a_missing_node_names_the_file_and_line(tmp_path: Path) -> None:
+    manifest = write_plant(generate(PlantSpec(units=1_000, seed=1)), tmp_path)
     units = tmp_path / "nodes" / "Unit.csv"
     lines = units.read_text().splitlines()
     gone = lines.pop(5).split(",")[0]
     units.write_text("\n".join(lines) + "\n")
+    manifest["nodes"]["Unit"]["rows"] -= 1
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(
-        ValidationFailed, match=rf"edges/\w+\.csv \(rows from line \d+\): .*node {gone} is not"
+        ValidationFailed, match=rf"edges/\w+\.csv line \d+: .*node {gone} is neither"
     ):
         load_plant(EmbeddedGraphStore(None), read_plant(tmp_path), batch_size=300)
 

@@ -25,6 +25,7 @@ from sqems.graph_model import (
     TimeWindow,
     hops,
 )
+from sqems.graph_model.integrity import GenealogyViolation
 from sqems.graph_model.nodes import (
     Batch,
     BatchStatus,
@@ -35,6 +36,7 @@ from sqems.graph_model.nodes import (
     Operator,
     Parameter,
     ProcessRun,
+    Product,
     Shipment,
     Supplier,
     SupplierStatus,
@@ -60,6 +62,20 @@ def unit(uid: str, hours: float = 0.0, status: UnitStatus = UnitStatus.GOOD) -> 
 
 def assembled(src: str, dst: str) -> Edge:
     return Edge("ASSEMBLED_INTO", src, dst)
+
+
+# Traversal's rules are checked on arbitrary directed graphs (cycles, several parents),
+# which a genealogy may not hold (sqems.graph_model.integrity): products and their
+# bills of materials (USES) carry them.
+BOM_OUT = hops(OUT, "USES")
+
+
+def product(uid: str) -> Product:
+    return Product(uid=uid, name=uid)
+
+
+def uses(src: str, dst: str) -> Edge:
+    return Edge("USES", src, dst)
 
 
 def chain(store: GraphStore, uids: list[str]) -> None:
@@ -382,15 +398,21 @@ def test_count_by_label_and_edge_type(catalogue: GraphStore) -> None:
 
 @pytest.fixture
 def small_line(store: GraphStore) -> GraphStore:
-    """B-1 made U-1 and U-2; U-1 went into U-2 and U-3; U-2 into U-3."""
+    """B-1 made U-1 and U-2; U-0 went into U-2; U-1 and U-2 into U-3."""
     store.upsert_nodes(
-        [Batch(uid="B-1", started_at=T0, quantity=2), unit("U-1"), unit("U-2"), unit("U-3")]
+        [
+            Batch(uid="B-1", started_at=T0, quantity=2),
+            unit("U-0"),
+            unit("U-1"),
+            unit("U-2"),
+            unit("U-3"),
+        ]
     )
     store.upsert_edges(
         [
             Edge("PRODUCED", "B-1", "U-1"),
             Edge("PRODUCED", "B-1", "U-2"),
-            assembled("U-1", "U-2"),
+            assembled("U-0", "U-2"),
             assembled("U-1", "U-3"),
             assembled("U-2", "U-3"),
         ]
@@ -404,11 +426,11 @@ def test_edges_out_in_and_both_directions(small_line: GraphStore) -> None:
         ("U-2", "ASSEMBLED_INTO", "U-3")
     ]
     assert edge_keys(store.edges(["U-2"], hops(IN, "ASSEMBLED_INTO"))) == [
-        ("U-1", "ASSEMBLED_INTO", "U-2")
+        ("U-0", "ASSEMBLED_INTO", "U-2")
     ]
     assert edge_keys(store.edges(["U-2"], hops(BOTH, "ASSEMBLED_INTO", "PRODUCED"))) == [
         ("B-1", "PRODUCED", "U-2"),
-        ("U-1", "ASSEMBLED_INTO", "U-2"),
+        ("U-0", "ASSEMBLED_INTO", "U-2"),
         ("U-2", "ASSEMBLED_INTO", "U-3"),
     ]
 
@@ -424,7 +446,7 @@ def test_edges_follow_only_the_types_asked_for(small_line: GraphStore) -> None:
 def test_edges_at_several_uids_are_listed_once_each(small_line: GraphStore) -> None:
     found = small_line.edges(["U-1", "U-2", "U-1"], hops(BOTH, "ASSEMBLED_INTO"))
     assert edge_keys(found) == [
-        ("U-1", "ASSEMBLED_INTO", "U-2"),
+        ("U-0", "ASSEMBLED_INTO", "U-2"),
         ("U-1", "ASSEMBLED_INTO", "U-3"),
         ("U-2", "ASSEMBLED_INTO", "U-3"),
     ]
@@ -489,37 +511,37 @@ def test_traverse_follows_only_the_hops_given(small_line: GraphStore) -> None:
 
 def test_traverse_first_level_wins_over_a_longer_path(store: GraphStore) -> None:
     # S → A → B and S → B: B is at depth 1, via S
-    store.upsert_nodes(unit(u) for u in ["S", "A", "B"])
-    store.upsert_edges([assembled("S", "A"), assembled("A", "B"), assembled("S", "B")])
-    reached = store.traverse(["S"], ASSEMBLY_OUT).reached
-    assert reached["B"] == Reached("B", "Unit", 1, "S", "ASSEMBLED_INTO", OUT)
+    store.upsert_nodes(product(u) for u in ["S", "A", "B"])
+    store.upsert_edges([uses("S", "A"), uses("A", "B"), uses("S", "B")])
+    reached = store.traverse(["S"], BOM_OUT).reached
+    assert reached["B"] == Reached("B", "Product", 1, "S", "USES", OUT)
 
 
 def test_traverse_attributes_a_node_to_its_smallest_parent(store: GraphStore) -> None:
     # both Z and A (depth 1) reach C; the edge from Z is written first, A still wins
-    store.upsert_nodes(unit(u) for u in ["S", "Z", "A", "C"])
-    store.upsert_edges([assembled("S", "Z"), assembled("Z", "C")])
-    store.upsert_edges([assembled("S", "A"), assembled("A", "C")])
-    reached = store.traverse(["S"], ASSEMBLY_OUT).reached
-    assert reached["C"] == Reached("C", "Unit", 2, "A", "ASSEMBLED_INTO", OUT)
+    store.upsert_nodes(product(u) for u in ["S", "Z", "A", "C"])
+    store.upsert_edges([uses("S", "Z"), uses("Z", "C")])
+    store.upsert_edges([uses("S", "A"), uses("A", "C")])
+    reached = store.traverse(["S"], BOM_OUT).reached
+    assert reached["C"] == Reached("C", "Product", 2, "A", "USES", OUT)
 
 
 def test_traverse_attributes_a_node_to_its_smallest_parent_across_directions(
     store: GraphStore,
 ) -> None:
     # depth-1 nodes A and Z reach C: Z by an out-edge, A by an in-edge; A is smaller
-    store.upsert_nodes(unit(u) for u in ["S", "Z", "A", "C"])
-    store.upsert_edges([assembled("S", "Z"), assembled("Z", "C")])
-    store.upsert_edges([assembled("S", "A"), assembled("C", "A")])
-    reached = store.traverse(["S"], hops(BOTH, "ASSEMBLED_INTO")).reached
-    assert reached["C"] == Reached("C", "Unit", 2, "A", "ASSEMBLED_INTO", IN)
+    store.upsert_nodes(product(u) for u in ["S", "Z", "A", "C"])
+    store.upsert_edges([uses("S", "Z"), uses("Z", "C")])
+    store.upsert_edges([uses("S", "A"), uses("C", "A")])
+    reached = store.traverse(["S"], hops(BOTH, "USES")).reached
+    assert reached["C"] == Reached("C", "Product", 2, "A", "USES", IN)
 
 
 def test_traverse_prefers_out_before_in_from_the_same_parent(store: GraphStore) -> None:
-    store.upsert_nodes(unit(u) for u in ["P", "C"])
-    store.upsert_edges([assembled("C", "P"), assembled("P", "C")])
-    reached = store.traverse(["P"], hops(BOTH, "ASSEMBLED_INTO")).reached
-    assert reached["C"] == Reached("C", "Unit", 1, "P", "ASSEMBLED_INTO", OUT)
+    store.upsert_nodes(product(u) for u in ["P", "C"])
+    store.upsert_edges([uses("C", "P"), uses("P", "C")])
+    reached = store.traverse(["P"], hops(BOTH, "USES")).reached
+    assert reached["C"] == Reached("C", "Product", 1, "P", "USES", OUT)
 
 
 def test_traverse_stops_at_max_depth(store: GraphStore) -> None:
@@ -534,11 +556,12 @@ def test_traverse_stops_at_max_depth(store: GraphStore) -> None:
 
 
 def test_traverse_terminates_on_cycles(store: GraphStore) -> None:
-    chain(store, ["U-1", "U-2", "U-3"])
-    store.upsert_edges([assembled("U-3", "U-1"), assembled("U-2", "U-2")])
-    t = store.traverse(["U-1"], ASSEMBLY_OUT, max_depth=1_000)
+    store.upsert_nodes(product(u) for u in ["U-1", "U-2", "U-3"])
+    store.upsert_edges([uses("U-1", "U-2"), uses("U-2", "U-3")])
+    store.upsert_edges([uses("U-3", "U-1"), uses("U-2", "U-2")])
+    t = store.traverse(["U-1"], BOM_OUT, max_depth=1_000)
     assert depths(t.reached) == {"U-1": 0, "U-2": 1, "U-3": 2}
-    both = store.traverse(["U-2"], hops(BOTH, "ASSEMBLED_INTO"), max_depth=1_000)
+    both = store.traverse(["U-2"], hops(BOTH, "USES"), max_depth=1_000)
     assert depths(both.reached) == {"U-2": 0, "U-1": 1, "U-3": 1}
     assert both.reached["U-1"].direction is IN
     assert both.reached["U-3"].direction is OUT
@@ -548,7 +571,7 @@ def test_traverse_both_walks_edges_against_their_direction(small_line: GraphStor
     t = small_line.traverse(["U-3"], {"ASSEMBLED_INTO": IN, "PRODUCED": BOTH})
     assert t.reached["U-1"] == Reached("U-1", "Unit", 1, "U-3", "ASSEMBLED_INTO", IN)
     assert t.reached["B-1"] == Reached("B-1", "Batch", 2, "U-1", "PRODUCED", IN)
-    assert set(t.reached) == {"U-3", "U-1", "U-2", "B-1"}
+    assert set(t.reached) == {"U-3", "U-1", "U-2", "B-1", "U-0"}
 
 
 def test_traverse_from_several_starts_puts_them_all_at_depth_zero(store: GraphStore) -> None:
@@ -845,9 +868,9 @@ def test_traverse_reaches_what_networkx_reaches_at_the_shortest_depth(
             shortest[v] = min(d, shortest.get(v, d))
 
     with make_store() as store:
-        store.upsert_nodes(unit(u) for u in names)
-        store.upsert_edges(assembled(names[a], names[b]) for a, b in pairs)
-        t = store.traverse(start, hops(direction, "ASSEMBLED_INTO"), max_depth=max_depth)
+        store.upsert_nodes(product(u) for u in names)
+        store.upsert_edges(uses(names[a], names[b]) for a, b in pairs)
+        t = store.traverse(start, hops(direction, "USES"), max_depth=max_depth)
 
     assert depths(t.reached) == shortest
     for v, r in t.reached.items():
@@ -855,6 +878,131 @@ def test_traverse_reaches_what_networkx_reaches_at_the_shortest_depth(
             assert (r.via, r.edge, r.direction) == (None, None, None)
             continue
         assert (r.via, r.direction) == expected_parent(g, shortest, v, direction)
-        assert r.edge == "ASSEMBLED_INTO"
+        assert r.edge == "USES"
         assert t.path(v)[0].uid in start
         assert len(t.path(v)) == r.depth + 1
+
+
+# --- genealogy integrity --------------------------------------------------------------------------
+
+
+def test_a_unit_goes_into_one_assembly_only(store: GraphStore) -> None:
+    chain(store, ["C-1", "M-1"])
+    store.upsert_nodes([unit("M-2")])
+    store.upsert_edges([assembled("C-1", "M-1")])  # the same edge again is fine
+    with pytest.raises(GenealogyViolation, match=r"C-1 would be assembled into 2 units, M-1, M-2"):
+        store.upsert_edges([assembled("C-1", "M-2")])
+    with (
+        pytest.raises(GenealogyViolation, match="C-2 would be assembled into 2 units"),
+        store.transaction() as batch,
+    ):
+        batch.add_nodes([unit("C-2")])
+        batch.add_edges([assembled("C-2", "M-1"), assembled("C-2", "M-2")])
+    assert store.label_of("C-2") is None
+    assert store.count_edges("ASSEMBLED_INTO") == 1
+
+
+def test_an_assembly_cannot_go_into_itself(store: GraphStore) -> None:
+    chain(store, ["C-1", "M-1", "P-1"])
+    with pytest.raises(GenealogyViolation, match="C-1 cannot be assembled into itself"):
+        store.upsert_edges([assembled("C-1", "C-1")])
+    store.upsert_nodes([unit("X-1")])
+    with pytest.raises(GenealogyViolation, match=r"P-1 cannot be assembled into C-1.*cycle"):
+        store.upsert_edges([assembled("P-1", "C-1")])
+    # a cycle made of the stored chain and edges of one batch
+    with pytest.raises(GenealogyViolation, match="cycle"):
+        store.upsert_edges([assembled("P-1", "X-1"), assembled("X-1", "C-1")])
+    with pytest.raises(GenealogyViolation, match="cycle"), store.transaction() as batch:
+        batch.add_nodes([unit("Y-1"), unit("Y-2")])
+        batch.add_edges([assembled("Y-1", "Y-2"), assembled("Y-2", "Y-1")])
+    assert store.count_edges("ASSEMBLED_INTO") == 2
+
+
+def test_an_assembly_is_not_produced_before_its_component(store: GraphStore) -> None:
+    store.upsert_nodes([unit("C-1", hours=5), unit("M-1", hours=3), unit("M-2", hours=5)])
+    with pytest.raises(
+        GenealogyViolation,
+        match=r"C-1 \(produced 2024-03-01T11:00:00Z\) cannot be assembled into M-1 "
+        r"\(produced 2024-03-01T09:00:00Z\)",
+    ):
+        store.upsert_edges([assembled("C-1", "M-1")])
+    store.upsert_edges([assembled("C-1", "M-2")])  # the same time is fine
+    # moving a stored unit's time is checked against its parent and its children
+    with pytest.raises(GenealogyViolation, match=r"C-1 .* cannot be assembled into M-2"):
+        store.upsert_nodes([unit("C-1", hours=6)])
+    with pytest.raises(GenealogyViolation, match=r"C-1 .* cannot be assembled into M-2"):
+        store.upsert_nodes([unit("M-2", hours=4)])
+    store.upsert_nodes([unit("C-1", hours=1), unit("M-2", hours=2)])
+    assert store.get("M-2").produced_at == at(2)
+
+
+def test_a_shipped_unit_is_not_scrapped(store: GraphStore) -> None:
+    store.upsert_nodes(
+        [
+            unit("U-1"),
+            unit("U-2", status=UnitStatus.SCRAPPED),
+            Shipment(uid="SHP-1", shipped_at=at(9)),
+        ]
+    )
+    with pytest.raises(GenealogyViolation, match="U-2 is scrapped; a scrapped unit cannot be"):
+        store.upsert_edges([Edge("SHIPPED_IN", "U-2", "SHP-1")])
+    store.upsert_edges([Edge("SHIPPED_IN", "U-1", "SHP-1")])
+    with pytest.raises(GenealogyViolation, match="U-1 left in shipment SHP-1"):
+        store.upsert_nodes([unit("U-1", status=UnitStatus.SCRAPPED)])
+    with pytest.raises(GenealogyViolation, match="U-3 is scrapped"), store.transaction() as batch:
+        batch.add_nodes([unit("U-3", status=UnitStatus.SCRAPPED)])
+        batch.add_edges([Edge("SHIPPED_IN", "U-3", "SHP-1")])
+    store.upsert_nodes([unit("U-1", status=UnitStatus.REWORKED)])
+    assert store.get("U-1").status is UnitStatus.REWORKED
+    assert store.label_of("U-3") is None
+
+
+def test_genealogy_reports_what_the_rules_need(store: GraphStore) -> None:
+    store.upsert_nodes(
+        [
+            unit("C-1", hours=1),
+            unit("M-1", hours=2),
+            unit("P-1", hours=3, status=UnitStatus.SCRAPPED),
+            Shipment(uid="SHP-1", shipped_at=at(9)),
+        ]
+    )
+    store.upsert_edges([assembled("C-1", "M-1"), assembled("M-1", "P-1")])
+    store.upsert_edges([Edge("SHIPPED_IN", "C-1", "SHP-1")])
+    got = store.genealogy(["M-1", "C-1", "P-1", "SHP-1", "U-404"])
+    assert got.produced == {"C-1": at(1).timestamp(), "M-1": at(2).timestamp(),
+                            "P-1": at(3).timestamp()}  # fmt: skip
+    assert got.scrapped == {"P-1"}
+    assert got.parents == {"C-1": {"M-1"}, "M-1": {"P-1"}}
+    assert got.children == {"M-1": {"C-1"}, "P-1": {"M-1"}}
+    assert got.ancestors == {"C-1": {"M-1", "P-1"}, "M-1": {"P-1"}}
+    assert got.shipments == {"C-1": "SHP-1"}
+
+
+def test_labels_of_many_uids(store: GraphStore) -> None:
+    store.upsert_nodes([unit("U-1"), Shipment(uid="SHP-1", shipped_at=at(9))])
+    assert store.labels(["SHP-1", "U-1", "U-404"]) == {"SHP-1": "Shipment", "U-1": "Unit"}
+
+
+def test_metadata_lives_apart_from_the_graph(store: GraphStore) -> None:
+    store.set_metadata("plant", "drives-1000u-seed3")
+    store.set_metadata("load.in_progress", '{"plant": null}')
+    store.set_metadata("load.in_progress", '{"plant": "x"}')
+    assert store.metadata()["plant"] == "drives-1000u-seed3"
+    assert store.metadata()["load.in_progress"] == '{"plant": "x"}'
+    store.set_metadata("load.in_progress", None)
+    assert "load.in_progress" not in store.metadata()
+    assert store.count() == 0
+    assert list(store.iter_nodes("Unit")) == []
+
+
+def test_metadata_survives_reopen(reopenable: Reopenable) -> None:
+    first = reopenable.create()
+    try:
+        first.set_metadata("plant", "sites:SITE-1")
+    finally:
+        first.close()
+    again = reopenable.reopen()
+    try:
+        assert again.metadata()["plant"] == "sites:SITE-1"
+    finally:
+        again.close()

@@ -2,7 +2,7 @@
 
 See ``docs/data-formats.md`` for the contract. A plant directory holds::
 
-    manifest.json            format, version, generator spec, row counts
+    manifest.json            format, version, plant identity, generator spec, row counts
     nodes/<Label>.csv        one row per node; columns are the label's properties
     edges/<TYPE>.csv         src,dst then the relationship's properties, if any
     ground_truth.json        what the generator planted (generated plants only)
@@ -10,18 +10,24 @@ See ``docs/data-formats.md`` for the contract. A plant directory holds::
 
 Empty cells mean "not given" (the model's default applies). Timestamps are ISO 8601
 with an offset; booleans are ``true``/``false``.
+
+A plant has an identity (:func:`plant_identity`), which a store records so that a
+second, different plant is not loaded into it by mistake: the manifest's ``plant``
+(written for generated plants from their spec), or for a hand-made plant without one,
+its sites' uids.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqems.datasets.plant import Plant
+from sqems.datasets.plant import Plant, PlantSpec
 from sqems.datasets.tables import Table
 from sqems.errors import NotFound, ValidationFailed
 from sqems.graph_model.edges import REL_TYPES
@@ -40,8 +46,48 @@ class Section:
     rows: int
     origin: str
     """Where the rows come from, for error messages (a file path or 'generator')."""
-    records: Iterator[tuple[int, dict[str, Any]]]
-    """(line number, record) pairs, empty cells left out."""
+    records: Iterable[tuple[int, dict[str, Any]]]
+    """(line number, record) pairs, empty cells left out; each iteration reads the rows
+    again from the start (a loader checks a whole plant before it writes any of it)."""
+
+
+MAX_PLANT_ID = 200
+
+
+def spec_identity(spec: PlantSpec) -> str:
+    """The identity of a generated plant: its shape, size and seed, and a digest of the
+    whole spec (two specs that differ anywhere are two plants).
+
+    >>> spec_identity(PlantSpec(units=1_000, seed=3))  # doctest: +ELLIPSIS
+    'drives-1000u-seed3-...'
+    """
+    digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:8]
+    return f"{spec.shape}-{spec.units}u-seed{spec.seed}-{digest}"
+
+
+def plant_identity(directory: Path) -> str:
+    """The identity of the plant in ``directory``: the manifest's ``plant``, else
+    ``sites:`` and its Site uids (sorted, joined by ``+``); a plant with neither is
+    refused, asking for a ``plant`` in its manifest."""
+    manifest = read_manifest(directory)
+    given = manifest.get("plant")
+    if given is not None:
+        if not isinstance(given, str) or not given.strip() or len(given) > MAX_PLANT_ID:
+            raise ValidationFailed(
+                f"{directory / 'manifest.json'}: plant must be a name of 1 to "
+                f"{MAX_PLANT_ID} characters, got {given!r}"
+            )
+        return given.strip()
+    entry = manifest.get("nodes", {}).get("Site")
+    sites: list[str] = []
+    if entry is not None and (directory / entry["file"]).is_file():
+        sites = sorted({r["uid"] for _, r in _CsvRows(directory / entry["file"]) if "uid" in r})
+    if not sites:
+        raise ValidationFailed(
+            f"{directory / 'manifest.json'}: the plant has no identity; add "
+            '"plant": "<a name for this plant>" to the manifest (or Site rows)'
+        )
+    return "sites:" + "+".join(sites)
 
 
 def write_plant(plant: Plant, out: Path) -> dict[str, Any]:
@@ -50,6 +96,7 @@ def write_plant(plant: Plant, out: Path) -> dict[str, Any]:
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
+        "plant": spec_identity(plant.spec),
         "spec": plant.spec.model_dump(mode="json"),
         "nodes": {},
         "edges": {},
@@ -109,7 +156,14 @@ def read_plant(directory: Path) -> list[Section]:
             path = directory / entry["file"]
             if not path.is_file():
                 raise NotFound(f"{path} is listed in the manifest but missing")
-            sections.append(Section(kind, name, int(entry["rows"]), str(path), _read_csv(path)))
+            try:
+                rows = int(entry["rows"])
+            except (KeyError, TypeError, ValueError):
+                raise ValidationFailed(
+                    f"{directory / 'manifest.json'}: {kind[:-1]} {name} needs a row count "
+                    f"(rows), got {entry.get('rows')!r}"
+                ) from None
+            sections.append(Section(kind, name, rows, str(path), _CsvRows(path, rows)))
     return sections
 
 
@@ -119,21 +173,48 @@ def plant_sections(plant: Plant) -> list[Section]:
     for kind, tables in (("nodes", plant.nodes), ("edges", plant.edges)):
         for name in sorted(tables):
             table = tables[name]
-            records = enumerate(table.records(), start=2)
-            out.append(Section(kind, name, len(table), "generator", records))
+            out.append(Section(kind, name, len(table), "generator", _TableRows(table)))
     return out
 
 
-def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise ValidationFailed(f"{path}: empty file, expected a header row")
-        width = len(header)
-        for number, row in enumerate(reader, start=2):
-            if len(row) != width:
-                raise ValidationFailed(
-                    f"{path} line {number}: {len(row)} cells, the header has {width}"
-                )
-            yield number, {k: v for k, v in zip(header, row, strict=True) if v != ""}
+@dataclass(frozen=True, slots=True)
+class _TableRows:
+    table: Table
+
+    def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        return enumerate(self.table.records(), start=2)
+
+
+@dataclass(frozen=True, slots=True)
+class _CsvRows:
+    """A plant CSV file's records, read from disk on each iteration; with ``expected``,
+    a file whose row count differs from the manifest's is refused at its end."""
+
+    path: Path
+    expected: int | None = None
+
+    def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        path = self.path
+        try:
+            handle = path.open(newline="", encoding="utf-8")
+        except OSError as exc:
+            raise NotFound(f"cannot read {path}: {exc.strerror}") from None
+        with handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                raise ValidationFailed(f"{path}: empty file, expected a header row")
+            width = len(header)
+            count = 0
+            for number, row in enumerate(reader, start=2):
+                if len(row) != width:
+                    raise ValidationFailed(
+                        f"{path} line {number}: {len(row)} cells, the header has {width}"
+                    )
+                count += 1
+                yield number, {k: v for k, v in zip(header, row, strict=True) if v != ""}
+        if self.expected is not None and count != self.expected:
+            raise ValidationFailed(
+                f"{path}: the file has {count} rows but manifest.json says {self.expected}; "
+                "fix the manifest or the file"
+            )

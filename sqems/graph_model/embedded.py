@@ -31,6 +31,7 @@ import networkx as nx
 
 from sqems import deadline
 from sqems.errors import ConfigError, GraphUnavailable, NotFound, ValidationFailed
+from sqems.graph_model import integrity
 from sqems.graph_model.edges import rel_type
 from sqems.graph_model.nodes import Node, node_type
 from sqems.graph_model.store import (
@@ -233,6 +234,7 @@ class EmbeddedGraphStore(StoreBase):
             raise ConfigError(f"graph store {self.description} was opened read-only")
         with self._lock:
             check_against(nodes, edges, self.label_of, self.description)
+            integrity.check_batch(nodes, edges, self._genealogy)
             node_rows = []
             for uid, node in nodes.items():
                 span = node.interval()
@@ -291,6 +293,77 @@ class EmbeddedGraphStore(StoreBase):
     def label_of(self, uid: str) -> str | None:
         attrs = self._g.nodes.get(uid)
         return None if attrs is None else str(attrs["label"])
+
+    @_locked
+    def labels(self, uids: Iterable[str]) -> dict[str, str]:
+        node = self._g._node
+        return {uid: node[uid]["label"] for uid in uids if uid in node}
+
+    @_locked
+    def genealogy(self, uids: Iterable[str]) -> integrity.Stored:
+        return self._genealogy(list(uids))
+
+    def _genealogy(self, uids: list[str]) -> integrity.Stored:
+        node, succ, pred, times = self._g._node, self._g._succ, self._g._pred, self._times
+        assembled = integrity.ASSEMBLED
+        stored = integrity.Stored()
+        units = [u for u in uids if u in node and node[u]["label"] == "Unit"]
+        for uid in units:
+            stored.produced[uid] = times[uid][0]
+            parents = {p for p, keys in succ[uid].items() if assembled in keys}
+            children = {c for c, keys in pred[uid].items() if assembled in keys}
+            for other in parents | children:
+                stored.produced[other] = times[other][0]
+            if parents:
+                stored.parents[uid] = parents
+                # every ancestor: the parent chain (a store with older data may branch)
+                seen: set[str] = set()
+                todo = list(parents)
+                while todo:
+                    up = todo.pop()
+                    if up not in seen:
+                        seen.add(up)
+                        todo.extend(p for p, keys in succ[up].items() if assembled in keys)
+                stored.ancestors[uid] = seen
+            if children:
+                stored.children[uid] = children
+            shipment = next((s for s, keys in succ[uid].items() if integrity.SHIPPED in keys), None)
+            if shipment is not None:
+                stored.shipments[uid] = shipment
+        for chunk in iter_chunks(units, _SQL_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT uid FROM nodes WHERE uid IN ({marks}) "
+                "AND json_extract(props, '$.status') = ?",
+                [*chunk, integrity.SCRAPPED],
+            )
+            stored.scrapped.update(uid for (uid,) in rows)
+        return stored
+
+    # --- metadata ----------------------------------------------------------------------
+
+    @_locked
+    def metadata(self) -> dict[str, str]:
+        rows = self._db.execute("SELECT key, value FROM meta ORDER BY key").fetchall()
+        return {key: value for key, value in rows}
+
+    def set_metadata(self, key: str, value: str | None) -> None:
+        if self.read_only:
+            raise ConfigError(f"graph store {self.description} was opened read-only")
+        with self._lock:
+            try:
+                if value is None:
+                    self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+                else:
+                    self._db.execute(
+                        "INSERT INTO meta VALUES (?, ?) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        (key, value),
+                    )
+            except sqlite3.Error as exc:
+                raise GraphUnavailable(
+                    f"write to graph store {self.description} failed: {exc}"
+                ) from None
 
     def get_many(self, uids: Iterable[str]) -> dict[str, Node]:
         out: dict[str, Node] = {}

@@ -33,6 +33,7 @@ from pydantic import AwareDatetime
 
 from sqems import deadline
 from sqems.errors import GraphUnavailable, NotFound, ValidationFailed
+from sqems.graph_model import integrity
 from sqems.graph_model.edges import REL_TYPES, rel_type
 from sqems.graph_model.nodes import NODE_TYPES, Node, node_type
 from sqems.graph_model.store import (
@@ -101,6 +102,35 @@ _PROPS = (
     "[k IN keys(n) WHERE NOT k STARTS WITH '_' | "
     "[k, CASE WHEN n[k] IS :: ZONED DATETIME THEN toString(n[k]) ELSE n[k] END]]"
 )
+
+
+_GENEALOGY: LiteralString = (
+    "UNWIND $uids AS uid MATCH (u:Unit {uid: uid}) "
+    "RETURN collect([uid, u._t0, u.status = 'scrapped', "
+    "COLLECT { MATCH (u)-[:ASSEMBLED_INTO]->(p:Unit) RETURN [p.uid, p._t0] }, "
+    "COLLECT { MATCH (c:Unit)-[:ASSEMBLED_INTO]->(u) RETURN [c.uid, c._t0] }, "
+    "COLLECT { MATCH (u)-[:ASSEMBLED_INTO*1..]->(a:Unit) RETURN DISTINCT a.uid }, "
+    "COLLECT { MATCH (u)-[:SHIPPED_IN]->(s:Shipment) RETURN s.uid LIMIT 1 }]) AS rows"
+)
+"""What the genealogy rules need to know of some units, in one round trip."""
+
+
+def _stored_genealogy(rows: Iterable[list[Any]]) -> integrity.Stored:
+    stored = integrity.Stored()
+    for uid, t0, scrapped, parents, children, ancestors, shipments in rows:
+        stored.produced[uid] = t0
+        if scrapped:
+            stored.scrapped.add(uid)
+        for other, t in (*parents, *children):
+            stored.produced[other] = t
+        if parents:
+            stored.parents[uid] = {p for p, _ in parents}
+            stored.ancestors[uid] = set(ancestors)
+        if children:
+            stored.children[uid] = {c for c, _ in children}
+        if shipments:
+            stored.shipments[uid] = shipments[0]
+    return stored
 
 
 def _datetime_fields(label: str) -> list[str]:
@@ -238,11 +268,32 @@ class Neo4jGraphStore(StoreBase):
         return applied
 
     def wipe(self) -> None:
-        """Delete every SQEMS node and relationship (tests, ``migrate --replace``)."""
+        """Delete every SQEMS node and relationship, and the store's metadata (tests,
+        ``migrate --replace``)."""
         with self._driver.session(database=self.database) as session:
             session.run(
                 "MATCH (n:Entity) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS"
             ).consume()
+            session.run("MATCH (m:SqemsMeta) DELETE m").consume()
+
+    # --- metadata ----------------------------------------------------------------------
+    # one node per entry, labelled SqemsMeta and never Entity: no count, find or
+    # traversal of the graph model sees it
+
+    def metadata(self) -> dict[str, str]:
+        rows = self._read("MATCH (m:SqemsMeta) RETURN m.key AS key, m.value AS value")
+        return {r["key"]: r["value"] for r in sorted(rows, key=lambda r: r["key"])}
+
+    def set_metadata(self, key: str, value: str | None) -> None:
+        def work(tx: ManagedTransaction) -> None:
+            if value is None:
+                tx.run("MATCH (m:SqemsMeta {key: $key}) DELETE m", key=key).consume()
+            else:
+                tx.run(
+                    "MERGE (m:SqemsMeta {key: $key}) SET m.value = $value", key=key, value=value
+                ).consume()
+
+        self._write(work)
 
     # --- writing ---------------------------------------------------------------------
 
@@ -265,6 +316,14 @@ class Neo4jGraphStore(StoreBase):
                 ).single(strict=True)
                 existing.update((uid, label) for uid, label in record["rows"])
             check_against(nodes, edges, existing.get, self.description)
+
+            def genealogy(uids: list[str]) -> integrity.Stored:
+                rows: list[list[Any]] = []
+                for chunk in iter_chunks(uids, self.batch_size):
+                    rows += tx.run(_GENEALOGY, uids=chunk).single(strict=True)["rows"]
+                return _stored_genealogy(rows)
+
+            integrity.check_batch(nodes, edges, genealogy)
             for label, rows in node_rows.items():
                 stamps = "".join(
                     f", n.`{f}` = datetime(row.props.`{f}`)" for f in _datetime_fields(label)
@@ -348,6 +407,22 @@ class Neo4jGraphStore(StoreBase):
         else:
             query = _q(f"MATCH ()-[r:{_type(type)}]->() RETURN count(r) AS c")
         return int(self._read(query)[0]["c"])
+
+    def labels(self, uids: Iterable[str]) -> dict[str, str]:
+        labels: dict[str, str] = {}
+        query = (
+            "UNWIND $uids AS uid MATCH (n:Entity {uid: uid}) "
+            "RETURN collect([uid, [l IN labels(n) WHERE l <> 'Entity'][0]]) AS rows"
+        )
+        for record in self._read_chunks(query, list(dict.fromkeys(uids))):
+            labels.update((uid, label) for uid, label in record["rows"])
+        return labels
+
+    def genealogy(self, uids: Iterable[str]) -> integrity.Stored:
+        rows: list[list[Any]] = []
+        for record in self._read_chunks(_GENEALOGY, list(dict.fromkeys(uids))):
+            rows += record["rows"]
+        return _stored_genealogy(rows)
 
     def _require(self, uids: list[str]) -> dict[str, str]:
         labels: dict[str, str] = {}

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple, Protocol, Self, runtime_checkable
 
 from sqems.errors import NotFound, ValidationFailed
 from sqems.graph_model.edges import REL_TYPES, rel_type
+from sqems.graph_model.integrity import Record, RecordRefused, Stored
 from sqems.graph_model.nodes import NODE_TYPES, Node, node_type
 
 DEFAULT_MAX_DEPTH = 32
@@ -266,8 +267,9 @@ def check_against(
     for uid, node in nodes.items():
         existing = stored_label(uid)
         if existing is not None and existing != node.label:
-            raise ValidationFailed(
-                f"uid {uid} already belongs to a {existing}; it cannot also be a {node.label}"
+            raise RecordRefused(
+                f"uid {uid} already belongs to a {existing}; it cannot also be a {node.label}",
+                [Record("node", uid)],
             )
     for edge in edges:
         ends = []
@@ -275,12 +277,18 @@ def check_against(
             in_batch = nodes.get(end)
             label = in_batch.label if in_batch is not None else stored_label(end)
             if label is None:
-                raise ValidationFailed(
+                raise RecordRefused(
                     f"{edge.type} {edge.src}→{edge.dst}: node {end} is not in the graph "
-                    f"({store}); write it before its edges"
+                    f"({store}); write it before its edges",
+                    [Record(edge.type, edge.src, edge.dst)],
                 )
             ends.append(label)
-        REL_TYPES[edge.type].check(ends[0], ends[1])
+        try:
+            REL_TYPES[edge.type].check(ends[0], ends[1])
+        except RecordRefused:
+            raise
+        except ValidationFailed as exc:
+            raise RecordRefused(exc.message, [Record(edge.type, edge.src, edge.dst)]) from None
 
 
 class WriteBatch:
@@ -334,6 +342,24 @@ class GraphStore(Protocol):
         ...
 
     def label_of(self, uid: str) -> str | None: ...
+
+    def labels(self, uids: Iterable[str]) -> dict[str, str]:
+        """The label of each of ``uids`` in the graph; uids not in it are left out."""
+        ...
+
+    def genealogy(self, uids: Iterable[str]) -> Stored:
+        """What the graph holds about units ``uids`` that the genealogy rules
+        (:mod:`sqems.graph_model.integrity`) judge writes by; other uids are left out."""
+        ...
+
+    def metadata(self) -> dict[str, str]:
+        """The store's own records (the plant it holds, a load in progress), apart
+        from the graph: no label, count or traversal sees them."""
+        ...
+
+    def set_metadata(self, key: str, value: str | None) -> None:
+        """Set one metadata entry, or delete it with ``None``."""
+        ...
 
     def find(
         self, label: str, where: Mapping[str, Any] | None = None, limit: int | None = None

@@ -51,6 +51,7 @@ from typing import Any, Protocol
 
 from sqems.errors import NotFound, SqemsError, ValidationFailed
 from sqems.graph_model.edges import REL_TYPES
+from sqems.graph_model.integrity import GenealogyViolation
 from sqems.graph_model.nodes import NODE_TYPES, Node, node_type
 from sqems.graph_model.store import Edge, GraphStore
 from sqems.ingestion.quarantine import NewEntry, Quarantine
@@ -523,7 +524,8 @@ def _edges(store: GraphStore, source: _Source, refuse: _Refuse, max_cell_chars: 
                 store.upsert_edges([edge])
                 report.imported[type_] += 1
             except SqemsError as exc:
-                refuse(row.line, row.raw, "invalid", exc.message)
+                problem = "genealogy" if isinstance(exc, GenealogyViolation) else "invalid"
+                refuse(row.line, row.raw, problem, exc.message)
 
 
 @dataclass(frozen=True, slots=True)
