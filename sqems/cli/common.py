@@ -1,0 +1,155 @@
+"""What the commands share: opening the store, reading times and options from the
+command line, progress bars, generating and loading plants."""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sqems.cli.app import err
+from sqems.datasets import PlantShape, PlantSpec, generate, load_plant
+from sqems.datasets.files import Section
+from sqems.errors import ValidationFailed
+from sqems.graph_model import (
+    GraphStore,
+    RecallSource,
+    SourceKind,
+    TimeWindow,
+    open_store,
+)
+from sqems.quality.audit import AuditTrail, open_trail
+from sqems.settings import Settings
+
+
+@contextmanager
+def graph_store(
+    *, read_only: bool = False, uri: str | None = None
+) -> Iterator[tuple[GraphStore, Settings]]:
+    settings = Settings()
+    store = open_store(settings, uri=uri, read_only=read_only)
+    try:
+        yield store, settings
+    finally:
+        store.close()
+
+
+def parse_time(text: str | None, option: str) -> datetime | None:
+    """An ISO 8601 date or time from the command line; no offset means UTC."""
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationFailed(
+            f"{option} {text!r} is not a date or time; use ISO 8601, e.g. 2026-03-01 or "
+            "2026-03-01T06:00:00+01:00"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+def load_sections(store: GraphStore, sections: list[Section], settings: Settings) -> int:
+    total = sum(s.rows for s in sections)
+    with progress() as bar:
+        task = bar.add_task("loading", total=total)
+
+        def advance(name: str, rows: int) -> None:
+            bar.update(task, advance=rows, description=f"loading {name}")
+
+        report = load_plant(store, sections, batch_size=settings.batch_size, progress=advance)
+        bar.update(task, description="loaded")
+    return report.total
+
+
+def generate_plant(units: int, seed: int, shape: PlantShape = "drives") -> Any:
+    with err.status(f"generating a {shape} plant of {units:,} units (seed {seed})…"):
+        return generate(PlantSpec(shape=shape, units=units, seed=seed))
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def recall_source(
+    lot: str | None,
+    batch: str | None,
+    machine: str | None,
+    parameter: str | None,
+    from_: str | None,
+    to: str | None,
+) -> RecallSource | None:
+    """The recall source the options name; None when they name none."""
+    given = {
+        k: v
+        for k, v in (("lot", lot), ("batch", batch), ("machine", machine), ("parameter", parameter))
+        if v
+    }
+    if not given:
+        if from_ or to:
+            raise ValidationFailed("--from/--to need --machine or --parameter")
+        return None
+    if len(given) != 1:
+        raise ValidationFailed("give at most one of --lot, --batch, --machine, --parameter")
+    ((kind, uid),) = given.items()
+    window = None
+    if from_ or to:
+        if kind in ("lot", "batch"):
+            raise ValidationFailed("--from/--to apply to --machine and --parameter only")
+        window = TimeWindow(parse_time(from_, "--from"), parse_time(to, "--to"))
+    return RecallSource(SourceKind(kind), uid, window)
+
+
+WindowStart = Annotated[
+    str | None, typer.Option(help="Window start (ISO 8601; no offset means UTC).")
+]
+WindowEnd = Annotated[str | None, typer.Option(help="Window end (ISO 8601; no offset means UTC).")]
+
+
+def time_window(start: str | None, end: str | None) -> TimeWindow | None:
+    if start is None and end is None:
+        return None
+    return TimeWindow(parse_time(start, "--start"), parse_time(end, "--end"))
+
+
+def number_pair(item: str, option: str) -> tuple[str, float]:
+    key, sep, value = item.partition("=")
+    try:
+        if sep:
+            return key.strip(), float(value)
+    except ValueError:
+        pass
+    raise ValidationFailed(f"{option} takes NAME=NUMBER, got {item!r}")
+
+
+def cli_user() -> str:
+    """Who runs the command, for the audit trail."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (a bare container)
+        return "cli"
+
+
+def audit_trail(settings: Settings) -> AuditTrail:
+    return open_trail(settings)
+
+
+def text_pair(item: str, option: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name or not value:
+        raise ValidationFailed(f"{option} wants NAME=VALUE, got {item!r}")
+    return name, value

@@ -1,0 +1,189 @@
+"""Ingestion commands: ingest, sensors, import, quarantine."""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import ExitStack, closing
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from sqems.cli.app import command, err, out, quarantine_app
+from sqems.cli.common import audit_trail, cli_user, graph_store
+from sqems.errors import ValidationFailed
+from sqems.ingestion import importers, sensors, service
+from sqems.ingestion.broker import BrokerAccess
+from sqems.quality.capa import Workflow, open_on_critical_alarms
+from sqems.settings import Settings
+
+
+@command("ingest")
+def ingest_cmd(
+    seconds: Annotated[
+        float | None, typer.Option(help="Stop after this long (default: until Ctrl-C).")
+    ] = None,
+) -> None:
+    """Subscribe to the MQTT broker (SQEMS_MQTT_HOST/PORT) and ingest readings: validate,
+    normalise units, dedup, store, quarantine what is refused, raise alarms; a critical
+    alarm opens a CAPA."""
+    with graph_store() as (store, settings), service.ingestor(settings, store) as pipeline:
+        trail = audit_trail(settings)
+        pipeline.sinks.append(open_on_critical_alarms(Workflow(store, trail)))
+        bridge = service.mqtt_ingestion(settings, pipeline)
+        err.print(
+            f"ingesting from {BrokerAccess.of(settings).url} "
+            f"into {store.description}; Ctrl-C to stop"
+        )
+        began = time.monotonic()
+        with bridge:
+            try:
+                while seconds is None or time.monotonic() - began < seconds:
+                    time.sleep(min(5.0, seconds or 5.0))
+                    c = bridge.counters
+                    err.print(
+                        f"received {c.received:,}  accepted {c.accepted:,}  quarantined "
+                        f"{c.quarantined:,}  duplicates {c.duplicates:,}  alarms "
+                        f"{c.alarms:,}  connected {bridge.connected.is_set()}"
+                    )
+            except KeyboardInterrupt:
+                err.print("stopping…")
+        trail.close()
+        c = bridge.counters
+        out.print(
+            f"received {c.received:,}: accepted {c.accepted:,}, quarantined "
+            f"{c.quarantined:,}, duplicates {c.duplicates:,}; {c.alarms:,} alarms"
+        )
+
+
+@command("sensors")
+def sensors_cmd(
+    rate: Annotated[float, typer.Option(help="Readings per second per sensor.")] = 10.0,
+    seconds: Annotated[float, typer.Option(help="How much time the stream covers.")] = 60.0,
+    per_message: Annotated[int, typer.Option(help="Readings in one MQTT message.")] = 10,
+    drift: Annotated[bool, typer.Option(help="Plant the reflow oven's drift.")] = True,
+    fast: Annotated[bool, typer.Option(help="Publish as fast as possible.")] = False,
+) -> None:
+    """Publish realistic sensor streams for the plant in the graph to the MQTT broker."""
+    with graph_store(read_only=True) as (store, settings):
+        found = sensors.sensors_of(store)
+    if not found:
+        raise ValidationFailed("the graph has no parameters with spec limits: run `sqems demo`")
+    client = service.mqtt_publisher(settings, "sqems-sensors")
+    began = time.monotonic()
+    sent = 0
+    session = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    try:
+        for topic, body in sensors.stream(
+            found,
+            rate_hz=rate,
+            seconds=seconds,
+            per_message=per_message,
+            drift=sensors.Drift() if drift else None,
+            session=session,
+        ):
+            client.publish(topic, body, qos=1)
+            sent += 1
+            if not fast:
+                due = began + sent / len(found) * per_message / rate
+                time.sleep(max(0.0, due - time.monotonic()))
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    out.print(f"published {sent:,} messages from {len(found)} sensors")
+
+
+@command("import")
+def import_cmd(
+    kind: Annotated[str, typer.Argument(help="erp, plm, crm or inspection.")],
+    path: Annotated[Path, typer.Argument(help="A CSV file named after its table, or a folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Import an ERP, PLM, CRM or inspection extract, cleansed: what cannot be taken goes
+    to the quarantine with the reason (see `sqems quarantine list`). A batch's hold or a
+    unit's disposition is never changed by an import; a quality record it changes is
+    written to the audit trail."""
+    with graph_store() as (store, settings), ExitStack() as opened:
+        q = service.open_quarantine(settings)
+        opened.callback(q.close)
+        report = importers.import_file(
+            store, q, kind, path, actor=cli_user(),
+            trail=lambda: opened.enter_context(closing(audit_trail(settings))),
+            max_cell_chars=settings.import_max_cell_chars,
+        )  # fmt: skip
+    if as_json:
+        out.print_json(json.dumps(report.as_dict()))
+        return
+    table = Table("table", "read", "imported", "duplicates", "quarantined", box=None)
+    for name in sorted(report.read):
+        table.add_row(
+            name,
+            f"{report.read[name]:,}",
+            f"{report.imported[name]:,}",
+            f"{report.duplicates[name]:,}",
+            f"{report.quarantined[name]:,}",
+        )
+    out.print(table)
+    if report.reasons:
+        out.print("quarantined: " + ", ".join(f"{n} {r}" for r, n in report.reasons.items()))
+    if report.units_unified:
+        out.print(f"unit spellings unified: {report.units_unified}")
+    for k in report.kept:
+        out.print(f"[yellow]kept, the quality workflow owns it:[/yellow] {escape(str(k))}")
+    for c in report.changed:
+        out.print(f"changed {c.after.uid} ({', '.join(c.fields)}) from {c.row}; in the audit trail")
+
+
+@command("list", on=quarantine_app)
+def quarantine_list(
+    every: Annotated[bool, typer.Option("--all", help="Include entries replayed OK.")] = False,
+    after: Annotated[int, typer.Option(help="Only entries with a higher id.")] = 0,
+    limit: Annotated[int, typer.Option(help="How many.")] = 50,
+) -> None:
+    """What ingestion refused, oldest first, with the reasons."""
+    q = service.open_quarantine(Settings())
+    try:
+        entries = q.entries(after=after, limit=limit, open_only=not every, raw_bytes=0)
+        total = q.count()
+    finally:
+        q.close()
+    table = Table("id", "received", "source", "reason", "outcome", box=None)
+    for e in entries:
+        table.add_row(str(e.id), e.received_at, e.source, e.reason, e.outcome or "")
+    out.print(table)
+    out.print(f"{len(entries)} shown of {total} kept")
+
+
+@command("show", on=quarantine_app)
+def quarantine_show(entry_id: Annotated[int, typer.Argument(help="The entry's id.")]) -> None:
+    """One entry with its raw payload exactly as received."""
+    q = service.open_quarantine(Settings())
+    try:
+        e = q.get(entry_id)
+    finally:
+        q.close()
+    out.print(
+        f"id {e.id}\nreceived {e.received_at}\nsource {e.source}\nitem {e.item}\n"
+        f"reason {e.reason}\noutcome {e.outcome or '-'}"
+    )
+    out.print("raw:")
+    out.print(e.raw.decode("utf-8", errors="backslashreplace"), markup=False, highlight=False)
+
+
+@command("replay", on=quarantine_app)
+def quarantine_replay(
+    ids: Annotated[list[int] | None, typer.Argument(help="Entry ids.")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every open entry.")] = False,
+) -> None:
+    """Run entries through the pipeline again, once their cause is fixed."""
+    if bool(ids) == every:
+        raise ValidationFailed("give entry ids or --all")
+    with graph_store() as (store, settings), service.ingestor(settings, store) as pipeline:
+        wanted = ids or [e.id for e in pipeline.quarantine.entries(limit=1_000_000, raw_bytes=0)]
+        for entry_id in wanted:
+            e = pipeline.replay(entry_id)
+            out.print(f"{e.id}: {e.outcome}")

@@ -1,0 +1,82 @@
+"""Quality records: the audit trail and compliance reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sqems.cli.app import audit_app, command, err, out, report_app
+from sqems.cli.common import audit_trail, graph_store
+from sqems.quality import dhr
+from sqems.quality.audit import load_key, verify_export
+from sqems.settings import Settings
+
+
+@command("verify", on=audit_app)
+def audit_verify(
+    export: Annotated[
+        Path | None, typer.Option(help="Verify this JSON-lines export instead of the trail.")
+    ] = None,
+) -> None:
+    """Check the trail's hash chain; exit 1 naming the first entry that does not hold."""
+    if export is not None:
+        check = verify_export(export.read_text(), load_key(Settings(), create=False))
+    else:
+        trail = audit_trail(Settings())
+        try:
+            check = trail.verify()
+        finally:
+            trail.close()
+    if check.ok:
+        out.print(f"[green]ok[/green]: {check.reason}; head {check.head}")
+        return
+    err.print(f"[red]tampered[/red]: {check.reason} ({check.entries} entries before it hold)")
+    raise typer.Exit(1)
+
+
+@command("export", on=audit_app)
+def audit_export(
+    form: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    to: Annotated[Path | None, typer.Option(help="Write to this file (default: stdout).")] = None,
+) -> None:
+    """The whole trail, each entry with its hashes."""
+    trail = audit_trail(Settings())
+    try:
+        text = trail.export(form)
+    finally:
+        trail.close()
+    if to is None:
+        print(text, end="")
+    else:
+        to.write_text(text)
+        out.print(f"wrote {to}")
+
+
+@command("dhr", on=report_app)
+def report_dhr(
+    batch: Annotated[str, typer.Argument(help="The batch (work order) uid.")],
+    html_out: Annotated[Path | None, typer.Option("--html", help="Write the HTML here.")] = None,
+    pdf_out: Annotated[
+        Path | None, typer.Option("--pdf", help="Print a PDF here (needs Chromium).")
+    ] = None,
+) -> None:
+    """The device history record of a batch (ISO 13485:2016 §7.5.1 under 21 CFR 820)."""
+    with graph_store(read_only=True) as (store, _):
+        record = dhr.device_history(store, batch)
+    page = dhr.render_html(record)
+    if html_out is None and pdf_out is None:
+        html_out = Path(f"DHR-{batch}.html")
+    if html_out is not None:
+        html_out.write_text(page, encoding="utf-8")
+        out.print(f"wrote {html_out}")
+    if pdf_out is not None:
+        with err.status("printing the PDF with Chromium…"):
+            dhr.render_pdf(page, pdf_out)
+        out.print(f"wrote {pdf_out}")
+    out.print(
+        f"batch {batch}: {record.units} units, {record.approved_for_distribution} approved for "
+        f"distribution, {len(record.runs)} runs, {len(record.lots)} lots, "
+        f"{len(record.deviations)} deviation(s), {len(record.capas)} CAPA(s)"
+    )

@@ -1,0 +1,61 @@
+"""Traceability commands: recall (downstream) and trace (upstream)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from sqems.cli.app import command, out
+from sqems.cli.common import graph_store, recall_source
+from sqems.cli.render import print_recall, print_trace
+from sqems.errors import ValidationFailed
+from sqems.graph_model import (
+    Traceability,
+)
+
+
+@command("recall")
+def recall_cmd(
+    lot: Annotated[str | None, typer.Option(help="Material lot uid.")] = None,
+    batch: Annotated[str | None, typer.Option(help="Batch uid.")] = None,
+    machine: Annotated[str | None, typer.Option(help="Machine uid (with --from/--to).")] = None,
+    parameter: Annotated[
+        str | None, typer.Option(help="Parameter uid: runs whose actual left the spec.")
+    ] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="Window start (ISO 8601).")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Window end (ISO 8601).")] = None,
+    show: Annotated[int, typer.Option(help="How many unit paths to print.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole scope as JSON.")] = False,
+) -> None:
+    """Recall scope: the units, shipments and customers downstream of a source."""
+    source = recall_source(lot, batch, machine, parameter, from_, to)
+    if source is None:
+        raise ValidationFailed("give exactly one of --lot, --batch, --machine, --parameter")
+    with graph_store(read_only=True) as (store, _):
+        scope = Traceability(store).recall_scope(source)
+        if as_json:
+            out.print_json(json.dumps(scope.as_dict()))
+        else:
+            print_recall(store, scope, show)
+
+
+@command("trace")
+def trace_cmd(
+    unit: Annotated[str | None, typer.Option(help="Unit serial to trace upstream.")] = None,
+    complaint: Annotated[str | None, typer.Option(help="Complaint uid to trace.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the genealogy as JSON.")] = False,
+) -> None:
+    """Upstream genealogy (root-cause direction) of a unit or a complaint."""
+    if bool(unit) == bool(complaint):
+        raise ValidationFailed("give exactly one of --unit or --complaint")
+    uid = unit or complaint
+    assert uid is not None
+    with graph_store(read_only=True) as (store, _):
+        of = frozenset({"Unit" if unit else "Complaint"})
+        genealogy = Traceability(store).upstream([uid], of=of)
+        if as_json:
+            out.print_json(json.dumps(genealogy.as_dict()))
+        else:
+            print_trace(genealogy)
