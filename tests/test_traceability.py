@@ -13,7 +13,7 @@ The plant (all times UTC)::
     B-OLD → U-OLD-1 (29 Feb 08:00) → SHP-4 → CUST-2
     B-SUB → SA-1, SA-2, SA-3 (1 Mar 08:00)     SA-3 → SHP-3 → CUST-3 (spare part)
     B-FIN → FU-1, FU-2, FU-3, FU-4 (1 Mar 16:00)
-    SA-1 ─ASSEMBLED_INTO→ FU-1,  SA-2 → FU-2,  FU-3 → FU-4 → FU-3 (a cycle)
+    SA-1 ─ASSEMBLED_INTO→ FU-1,  SA-2 → FU-2,  FU-4 → FU-3 (built in the same batch)
     FU-1, FU-2 → SHP-1 → CUST-1;  FU-3 → SHP-2 → CUST-2;  FU-4 not shipped
     CMP-1 ─ABOUT→ FU-1, raised by CUST-1
 
@@ -79,7 +79,7 @@ ON             RUN-OLD>M-SMT  RUN-SUB-1>M-SMT  RUN-FIN-1>M-PRESS  RUN-FIN-2>M-SM
 OPERATED_BY    RUN-OLD>OP-2  RUN-SUB-1>OP-1  RUN-FIN-1>OP-2  RUN-FIN-2>OP-1
 PRODUCED       B-OLD>U-OLD-1  B-SUB>SA-1  B-SUB>SA-2  B-SUB>SA-3
 PRODUCED       B-FIN>FU-1  B-FIN>FU-2  B-FIN>FU-3  B-FIN>FU-4
-ASSEMBLED_INTO SA-1>FU-1  SA-2>FU-2  FU-3>FU-4  FU-4>FU-3
+ASSEMBLED_INTO SA-1>FU-1  SA-2>FU-2  FU-4>FU-3
 SHIPPED_IN     U-OLD-1>SHP-4  SA-3>SHP-3  FU-1>SHP-1  FU-2>SHP-1  FU-3>SHP-2
 DELIVERED_TO   SHP-1>CUST-1  SHP-2>CUST-2  SHP-3>CUST-3  SHP-4>CUST-2
 ABOUT          CMP-1>FU-1
@@ -251,7 +251,7 @@ def test_upstream_from_a_subassembly_excludes_the_unit_it_went_into(
     assert g.nodes("Parameter") == ["P-TEMP"]
 
 
-def test_upstream_terminates_on_an_assembly_cycle(trace: Traceability) -> None:
+def test_upstream_reaches_a_subassembly_of_the_same_batch(trace: Traceability) -> None:
     g = trace.upstream(["FU-3"])
     assert g.nodes("Unit") == ["FU-3", "FU-4"]
     assert g.nodes("Batch") == ["B-FIN"]
