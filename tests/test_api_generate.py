@@ -10,7 +10,7 @@ from typing import Any, Literal, NamedTuple
 import pytest
 import strawberry
 
-from sqems.graphql.generate import Adapted, adapted, derived
+from sqems.graphql.generate import Adapted, adapted, derived, given
 
 
 class Shade(Enum):
@@ -141,6 +141,25 @@ def test_of_takes_given_values_over_the_record() -> None:
     made = ReportType.of(Report("x", best=None), shout="quiet")
     assert made.shout == "quiet"  # type: ignore[attr-defined]
     assert made.best is None  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Labelled:
+    uid: str
+    kind: str
+
+
+@adapted(Labelled)
+class LabelledType(Adapted):
+    kind: Shade = derived(lambda r: Shade(r.kind))
+    node: str = given(description="Loaded beside the record.")
+
+
+def test_a_given_field_must_be_passed_and_derived_ones_convert() -> None:
+    made = LabelledType.of(Labelled("U-1", "dark"), node="N")
+    assert (made.kind, made.node) == (Shade.DARK, "N")  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match=r"LabelledType.of\(\) needs node"):
+        LabelledType.of(Labelled("U-1", "dark"))
 
 
 def test_misnamed_or_untranslatable_fields_are_refused_when_the_type_is_built() -> None:

@@ -219,7 +219,7 @@ class Heatmap:
     rate: list[list[float | None]] = strawberry.field(description="rate[line][day]")
 
 
-@adapted(kp.DefectTypeCount, name="DefectTypeShare")
+@adapted(kp.DefectTypeCount)
 class DefectTypeShare(Adapted):
     pass
 
@@ -518,7 +518,6 @@ class DefectModelInfo:
 
 @adapted(
     pr.Contribution,
-    name="RiskContribution",
     descriptions={
         "effect": "How much the probability falls with this feature at its typical value."
     },

@@ -21,12 +21,13 @@ from strawberry.types import Info
 from sqems.errors import ValidationFailed
 from sqems.graphql.access import Role
 from sqems.graphql.context import Context
+from sqems.graphql.generate import Adapted, adapted, derived
 from sqems.graphql.middleware import for_clients
 from sqems.graphql.types import Connection, ConnectionEdge, after_key, keyset_page, page_size
 from sqems.ingestion import quarantine as q
 from sqems.ingestion.broker import BrokerAccess
 from sqems.ingestion.mqtt import MqttIngestion
-from sqems.ingestion.pipeline import AlarmEvent, Ingestor
+from sqems.ingestion.pipeline import AlarmEvent, Health, Ingestor
 from sqems.ingestion.service import open_quarantine
 
 RAW_BYTES = 2_048
@@ -57,19 +58,28 @@ class IngestionRuntime:
     started_at: datetime = field(default_factory=datetime.now)
 
 
-@strawberry.type(description="Whether ingestion works, and what went wrong last.")
-class IngestionHealth:
-    healthy: bool = strawberry.field(
-        description="Its worker runs (false from the moment one died until a restarted "
-        "one gets through)."
+def _shown(text: str | None) -> str | None:
+    return for_clients(text) if text else None
+
+
+@adapted(
+    Health,
+    description="Whether ingestion works, and what went wrong last.",
+    descriptions={
+        "healthy": "Its worker runs (false from the moment one died until a restarted one "
+        "gets through).",
+        "restarts": "Workers the watchdog started again.",
+    },
+)
+class IngestionHealth(Adapted):
+    reason: str | None = derived(
+        lambda h: _shown(h.reason), description="Why it is unhealthy, while it is."
     )
-    reason: str | None = strawberry.field(description="Why it is unhealthy, while it is.")
-    last_error: str | None = strawberry.field(
+    last_error: str | None = derived(
+        lambda h: _shown(h.last_error),
         description="The last failure: a worker that died, a message that made the "
-        "pipeline throw (quarantined alone)."
+        "pipeline throw (quarantined alone).",
     )
-    last_error_at: datetime | None
-    restarts: int = strawberry.field(description="Workers the watchdog started again.")
 
 
 @strawberry.type(description="How ingestion is doing.")
@@ -97,37 +107,25 @@ class IngestionStatus:
     )
 
 
-@strawberry.type(description="Something ingestion refused, kept whole with the reason.")
-class QuarantineEntry:
-    id: int
-    received_at: str
-    source: str
-    item: int | None = strawberry.field(description="The reading's position in the payload.")
-    reason: str
-    raw: str = strawberry.field(
+@adapted(
+    q.Entry,
+    description="Something ingestion refused, kept whole with the reason.",
+    descriptions={
+        "item": "The reading's position in the payload.",
+        "size": "The whole payload's length in bytes.",
+    },
+    after={"size": "raw", "raw_truncated": "size"},
+)
+class QuarantineEntry(Adapted):
+    raw: str = derived(
+        lambda e: e.raw[:RAW_BYTES].decode("utf-8", errors="backslashreplace"),
         description=f"The payload as received (UTF-8, escaped): its first {RAW_BYTES:,} "
-        "bytes, the whole of it with `sqems quarantine show ID`."
+        "bytes, the whole of it with `sqems quarantine show ID`.",
     )
-    size: int = strawberry.field(description="The whole payload's length in bytes.")
-    raw_truncated: bool = strawberry.field(description="`raw` is only the payload's start.")
-    replayed_at: str | None
-    outcome: str | None
-
-    @classmethod
-    def of(cls, e: q.Entry) -> QuarantineEntry:
-        raw = e.raw[:RAW_BYTES]
-        return cls(
-            id=e.id,
-            received_at=e.received_at,
-            source=e.source,
-            item=e.item,
-            reason=e.reason,
-            raw=raw.decode("utf-8", errors="backslashreplace"),
-            size=e.size,
-            raw_truncated=len(raw) < e.size,
-            replayed_at=e.replayed_at,
-            outcome=e.outcome,
-        )
+    raw_truncated: bool = derived(
+        lambda e: len(e.raw[:RAW_BYTES]) < e.size,
+        description="`raw` is only the payload's start.",
+    )
 
 
 @strawberry.type(description="An alarm raised on the live readings.")
@@ -181,15 +179,7 @@ class IngestionQuery:
             return IngestionStatus(
                 running=runtime is not None,
                 connected=bool(runtime and runtime.bridge.connected.is_set()),
-                health=IngestionHealth(
-                    healthy=h.healthy,
-                    reason=for_clients(h.reason) if h.reason else None,
-                    last_error=for_clients(h.last_error) if h.last_error else None,
-                    last_error_at=h.last_error_at,
-                    restarts=h.restarts,
-                )
-                if h
-                else None,
+                health=IngestionHealth.of(h) if h else None,
                 broker=BrokerAccess.of(ctx.settings).url,
                 received=c.received if c else 0,
                 accepted=c.accepted if c else 0,

@@ -28,7 +28,9 @@ from sqems.graph_model.nodes import UnitStatus as DomainUnitStatus
 from sqems.graphql.access import Role
 from sqems.graphql.analysis import Cause, WhyStep
 from sqems.graphql.context import Context
+from sqems.graphql.generate import Adapted, adapted, derived, given
 from sqems.graphql.types import NODE_OBJECT_TYPES, _graphql_annotation, to_graphql
+from sqems.investigation.case import SubAssembly as DomainSubAssembly
 from sqems.investigation.investigate import DEFAULT_LOOKBACK_DAYS
 
 if TYPE_CHECKING:
@@ -44,40 +46,36 @@ UnitStatus = _graphql_annotation(DomainUnitStatus)
 DefectType = NODE_OBJECT_TYPES["DefectType"]
 
 
-@strawberry.type(description="A unit built into the complained unit, at any depth.")
-class SubAssembly:
-    uid: str
-    batch: str | None = strawberry.field(description="The batch that made it.")
-    product: str | None
-    parent: str = strawberry.field(description="The unit it is built into.")
-    depth: int = strawberry.field(
-        description="1 for a part built straight into the complained unit, 2 below that, …"
-    )
+@adapted(
+    DomainSubAssembly,
+    description="A unit built into the complained unit, at any depth.",
+    descriptions={
+        "batch": "The batch that made it.",
+        "parent": "The unit it is built into.",
+        "depth": "1 for a part built straight into the complained unit, 2 below that, …",
+    },
+)
+class SubAssembly(Adapted):
+    pass
 
 
-@strawberry.type(description="The complaint under investigation and its unit.")
-class InvestigatedComplaint:
+@adapted(
+    inv.ComplaintCase,
+    description="The complaint under investigation and its unit.",
+    exclude=("defect_type_name", "category"),
+    descriptions={
+        "customer": "The customer who raised it (or the one its unit shipped to).",
+        "unit": "The complained unit.",
+        "batch": "The batch that made the unit.",
+        "origin_steps": "The process steps the defect type originates at (the PFMEA link).",
+        "subassemblies": "Every unit built into the complained one, level by level.",
+    },
+)
+class InvestigatedComplaint(Adapted):
     uid: str
-    received_at: datetime
-    severity: Severity  # type: ignore[valid-type]
-    description: str
-    customer: str | None = strawberry.field(
-        description="The customer who raised it (or the one its unit shipped to)."
-    )
-    customer_name: str | None
-    unit: str = strawberry.field(description="The complained unit.")
-    unit_status: UnitStatus  # type: ignore[valid-type]
-    produced_at: datetime
-    batch: str | None = strawberry.field(description="The batch that made the unit.")
-    product: str | None
-    product_name: str | None
-    defect_type: DefectType | None  # type: ignore[valid-type]
-    origin_steps: list[str] = strawberry.field(
-        description="The process steps the defect type originates at (the PFMEA link)."
-    )
-    subassemblies: list[SubAssembly] = strawberry.field(
-        description="Every unit built into the complained one, level by level."
-    )
+    severity: Severity = derived(lambda c: DomainSeverity(c.severity))  # type: ignore[valid-type]
+    unit_status: UnitStatus = derived(lambda c: DomainUnitStatus(c.unit_status))  # type: ignore[valid-type]
+    defect_type: DefectType | None = given()  # type: ignore[valid-type]
 
     @strawberry.field(description="Everything upstream of the complaint (a root-cause trace).")
     async def genealogy(self, info: Info[Context, None]) -> GenealogyType:
@@ -86,31 +84,6 @@ class InvestigatedComplaint:
         ctx = info.context
         of = frozenset({"Complaint"})
         return schema.Genealogy.of(await ctx.call(lambda: ctx.trace.upstream([self.uid], of=of)))
-
-    @classmethod
-    def of(cls, case: inv.ComplaintCase, defect_type: DomainNode | None) -> InvestigatedComplaint:
-        return cls(
-            uid=case.uid,
-            received_at=case.received_at,
-            severity=DomainSeverity(case.severity),
-            description=case.description,
-            customer=case.customer,
-            customer_name=case.customer_name,
-            unit=case.unit,
-            unit_status=DomainUnitStatus(case.unit_status),
-            produced_at=case.produced_at,
-            batch=case.batch,
-            product=case.product,
-            product_name=case.product_name,
-            defect_type=to_graphql(defect_type) if defect_type is not None else None,
-            origin_steps=list(case.origin_steps),
-            subassemblies=[
-                SubAssembly(
-                    uid=s.uid, batch=s.batch, product=s.product, parent=s.parent, depth=s.depth
-                )
-                for s in case.subassemblies
-            ],
-        )
 
 
 @strawberry.type(
@@ -301,7 +274,10 @@ class InvestigationQuery:
         found, report = got.found, got.found.report
         scope = found.scope.as_dict()
         return Investigation(
-            complaint=InvestigatedComplaint.of(found.case, got.defect_type),
+            complaint=InvestigatedComplaint.of(
+                found.case,
+                defect_type=None if got.defect_type is None else to_graphql(got.defect_type),
+            ),
             analysis=InvestigationAnalysis(
                 widened=scope["widened"],
                 defect_type=scope["defect_type"],

@@ -22,10 +22,11 @@ from sqems.graph_model.nodes import RunStatus as DomainRunStatus
 from sqems.graph_model.nodes import Scenario
 from sqems.graphql.access import Role
 from sqems.graphql.context import Context
+from sqems.graphql.generate import Adapted, adapted
 from sqems.simulation import scenarios as sc
 from sqems.simulation import whatif as wi
 from sqems.simulation.runner import Progress, WhatIfRunner
-from sqems.twin.quality import QualityModel
+from sqems.twin.quality import Coefficient, QualityModel
 
 RunStatus = strawberry.enum(DomainRunStatus, name="RunStatus")
 
@@ -163,13 +164,9 @@ class WhatIfSessionView:
         )
 
 
-@strawberry.type(description="How far a scenario's run is.")
-class WhatIfProgress:
-    session: str
-    scenario: str
-    status: RunStatus  # type: ignore[valid-type]
-    fraction: float
-    message: str
+@adapted(Progress, description="How far a scenario's run is.")
+class WhatIfProgress(Adapted):
+    pass
 
 
 @strawberry.input(description="A parameter's new setpoint and/or spread factor.")
@@ -317,12 +314,12 @@ def run_scenario(ctx: Context, session: str, name: str, changes: ScenarioInput |
     return scenario
 
 
-@strawberry.type(description="A coefficient's posterior mean and 94 % HDI (logit scale).")
-class ModelCoefficient:
-    name: str
-    mean: float
-    hdi_low: float
-    hdi_high: float
+@adapted(
+    Coefficient,
+    description="A coefficient's posterior mean and 94 % HDI (logit scale).",
+)
+class ModelCoefficient(Adapted):
+    pass
 
 
 @strawberry.type(description="A step's fitted quality model and its convergence diagnostics.")
@@ -374,10 +371,7 @@ class StepModelInfo:
             runs_high_pareto_k=d.check.pareto_k_high if d.check else None,
             sound=not d.problems,
             problems=list(d.problems),
-            coefficients=[
-                ModelCoefficient(name=c.name, mean=c.mean, hdi_low=c.hdi_low, hdi_high=c.hdi_high)
-                for c in model.coefficients()
-            ],
+            coefficients=[ModelCoefficient.of(c) for c in model.coefficients()],
         )
 
 
@@ -428,12 +422,6 @@ class WhatIfSubscription:
             while True:
                 p = await queue.get()
                 if p.session == session:
-                    yield WhatIfProgress(
-                        session=p.session,
-                        scenario=p.scenario,
-                        status=p.status,
-                        fraction=p.fraction,
-                        message=p.message,
-                    )
+                    yield WhatIfProgress.of(p)
         finally:
             hub.queues.discard(queue)

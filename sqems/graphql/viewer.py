@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.file_uploads import Upload
@@ -23,6 +23,7 @@ from sqems.graph_model.nodes import BimElement, BimModel
 from sqems.graph_model.store import GraphStore, TimeWindow
 from sqems.graphql.access import Role
 from sqems.graphql.context import Context
+from sqems.graphql.generate import Adapted, adapted, derived
 from sqems.graphql.types import Connection, Node, paginate, to_graphql
 from sqems.settings import Settings
 from sqems.viewer import bim
@@ -48,45 +49,29 @@ class Vector3:
         return cls(x=v[0], y=v[1], z=v[2])
 
 
-@strawberry.type(description="The status overlay of a scene object.")
-class SceneOverlay:
-    status: SceneStatus  # type: ignore[valid-type]
-    colour: str = strawberry.field(description="CSS colour of the status.")
-    produced: int
-    defective: int
-    defect_rate: float | None
-    open_alarms: int
-    alarm_severity: str | None
-    utilisation: float | None = strawberry.field(
-        description="Mean utilisation of the machine's station in the scenario, if one was named."
+@adapted(
+    sc.Overlay,
+    description="The status overlay of a scene object.",
+    descriptions={
+        "colour": "CSS colour of the status.",
+        "utilisation": "Mean utilisation of the machine's station in the scenario, if one "
+        "was named.",
+    },
+)
+class SceneOverlay(Adapted):
+    pass
+
+
+@adapted(
+    sc.SceneObject,
+    description="A machine placed in a line scene.",
+    descriptions={"bim_element": "GlobalId of its BIM element."},
+)
+class SceneObjectView(Adapted):
+    position: Vector3 = derived(
+        lambda o: Vector3.of(o.position), description="Centre of its footprint on the floor."
     )
-    reasons: list[str]
-
-    @classmethod
-    def of(cls, o: sc.Overlay) -> SceneOverlay:
-        return cls(**{f: getattr(o, f) for f in sc.Overlay.__slots__ if f != "reasons"},
-                   reasons=list(o.reasons))  # fmt: skip
-
-
-@strawberry.type(description="A machine placed in a line scene.")
-class SceneObjectView:
-    uid: str
-    label: str
-    name: str
-    kind: str
-    step: str | None
-    position: Vector3 = strawberry.field(description="Centre of its footprint on the floor.")
-    size: Vector3 = strawberry.field(description="Length, width, height.")
-    rotation_deg: float
-    overlay: SceneOverlay
-    bim_element: str | None = strawberry.field(description="GlobalId of its BIM element.")
-
-    @classmethod
-    def of(cls, o: sc.SceneObject) -> SceneObjectView:
-        return cls(uid=o.uid, label=o.label, name=o.name, kind=o.kind, step=o.step,
-                   position=Vector3.of(o.position), size=Vector3.of(o.size),
-                   rotation_deg=o.rotation_deg, overlay=SceneOverlay.of(o.overlay),
-                   bim_element=o.bim_element)  # fmt: skip
+    size: Vector3 = derived(lambda o: Vector3.of(o.size), description="Length, width, height.")
 
 
 @strawberry.type(description="The floor's extent in metres.")
@@ -97,23 +82,20 @@ class Floor:
     y_max: float
 
 
-@strawberry.type(name="LineScene", description="A line's machines in 3D, with their status.")
-class LineSceneView:
-    uid: str
-    name: str
-    site: str | None
-    scenario: str | None
-    floor: Floor
-    objects: list[SceneObjectView]
-    legend: strawberry.scalars.JSON
+def _floor(scene: sc.Scene) -> Floor:
+    x0, y0, x1, y1 = scene.floor
+    return Floor(x_min=x0, y_min=y0, x_max=x1, y_max=y1)
 
-    @classmethod
-    def of(cls, s: sc.Scene) -> LineSceneView:
-        x0, y0, x1, y1 = s.floor
-        return cls(uid=s.uid, name=s.name, site=s.site, scenario=s.scenario,
-                   floor=Floor(x_min=x0, y_min=y0, x_max=x1, y_max=y1),
-                   objects=[SceneObjectView.of(o) for o in s.objects],
-                   legend=cast(Any, dict(s.legend)))  # fmt: skip
+
+@adapted(
+    sc.Scene,
+    name="LineScene",
+    description="A line's machines in 3D, with their status.",
+    exclude=("label", "window"),
+    after={"scenario": "site", "floor": "scenario"},
+)
+class LineSceneView(Adapted):
+    floor: Floor = derived(_floor)
 
 
 @strawberry.type(description="A machine and the BIM element that models it.")
