@@ -258,18 +258,7 @@ def test_a_different_plant_is_refused_unless_merged(tmp_path: Path, plant_dir: P
 
 
 def test_a_merge_records_both_plants(tmp_path: Path, plant_dir: Path) -> None:
-    # a second plant whose uids do not collide: the seed-1 plant renamed
-    other = tmp_path / "other"
-    for path in plant_dir.rglob("*.csv"):
-        target = other / path.relative_to(plant_dir)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        text = path.read_text()
-        for prefix in ("SN-", "SHP-", "CUST-", "CMP-", "DEF-", "INS-", "B-"):
-            text = text.replace(prefix, "X" + prefix)
-        target.write_text(text)
-    manifest = json.loads((plant_dir / "manifest.json").read_text())
-    manifest["plant"] = "second plant"
-    (other / "manifest.json").write_text(json.dumps(manifest))
+    other = renamed(plant_dir, tmp_path / "other", "second plant")
     with EmbeddedGraphStore(tmp_path / "graph.db") as store:
         load_plant(store, read_plant(plant_dir), plant=plant_identity(plant_dir))
         before = store.count("Unit")
@@ -419,3 +408,98 @@ def test_an_audit_runs_on_every_backend(store: GraphStore) -> None:
     found = integrity.audit(store)
     assert found.clean
     assert found.units == 2
+
+
+# --- the command line ------------------------------------------------------------------------
+
+SQEMS = [sys.executable, "-c", "from sqems.cli import main; main()"]
+
+
+def sqems(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SQEMS_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+    env.pop("SQEMS_GRAPH_URI", None)
+    return subprocess.run(
+        [*SQEMS, *args], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
+
+
+def renamed(plant_dir: Path, out: Path, name: str) -> Path:
+    """The plant with every uid renamed (no record shared), under identity ``name``."""
+    for path in plant_dir.rglob("*.csv"):
+        target = out / path.relative_to(plant_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        text = path.read_text()
+        for prefix in ("SN-", "SHP-", "CUST-", "CMP-", "DEF-", "INS-", "B-"):
+            text = text.replace(prefix, "X" + prefix)
+        target.write_text(text)
+    manifest = json.loads((plant_dir / "manifest.json").read_text())
+    manifest["plant"] = name
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_cli_load_refuses_another_plant_in_one_line_and_merges_on_request(
+    tmp_path: Path, plant_dir: Path
+) -> None:
+    data = tmp_path / "data"
+    other = renamed(plant_dir, tmp_path / "other", "second plant")
+    first = sqems(data, "load", str(plant_dir))
+    assert first.returncode == 0, first.stderr
+    refused = sqems(data, "load", str(other))
+    assert refused.returncode == 2
+    [line] = [x for x in refused.stderr.splitlines() if x.startswith("error:")]
+    assert f"holds plant {plant_identity(plant_dir)}, not second plant" in line
+    assert "--merge" in line
+    merged = sqems(data, "load", str(other), "--merge")
+    assert merged.returncode == 0, merged.stderr
+    stats = sqems(data, "stats")
+    assert f"plant: {plant_identity(plant_dir)} (merged into it: second plant)" in stats.stdout
+
+
+def test_cli_load_of_a_bad_plant_names_the_row_and_writes_nothing(
+    tmp_path: Path, plant: Path
+) -> None:
+    scrapped = units_by_status(plant, "scrapped")[0]
+    shipment = rows(plant, "nodes/Shipment.csv")[1][0]
+    line = append(plant, "edges/SHIPPED_IN.csv", [scrapped, shipment])
+    data = tmp_path / "data"
+    done = sqems(data, "load", str(plant))
+    assert done.returncode == 2
+    assert f"SHIPPED_IN.csv line {line}: unit {scrapped} is scrapped" in done.stderr
+    assert "Traceback" not in done.stderr
+    with EmbeddedGraphStore(data / "graph.db", read_only=True) as store:
+        assert store.count() == 0
+
+
+def test_cli_check_reports_older_breaches_and_exits_1(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _older_file(data / "graph.db")
+    done = sqems(data, "check", "--limit", "1")
+    assert done.returncode == 1, done.stderr
+    assert "plant: not recorded" in done.stdout
+    assert "broken  a unit is in at most one assembly: 1 record(s)" in done.stdout
+    assert "unit C-1 is assembled into 2 units: M-1, M-2" in done.stdout
+    assert "assembly cycle P-1 → P-2 → P-1" in done.stdout
+    assert "unit S-1 is scrapped but left in shipment SHP-1" in done.stdout
+    assert "4 breach(es)" in done.stdout
+
+
+def test_cli_check_and_stats_show_an_unfinished_load(tmp_path: Path, plant_dir: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, str(plant_dir), str(data / "graph.db")],
+        check=False,
+        capture_output=True,
+        timeout=300,
+    )
+    assert killed.returncode == 9
+    stats = sqems(data, "stats")
+    assert stats.returncode == 0, stats.stderr
+    assert f"load in progress: plant {plant_identity(plant_dir)} from {plant_dir}" in stats.stdout
+    finished = sqems(data, "load", str(plant_dir))
+    assert finished.returncode == 0, finished.stderr
+    clean = sqems(data, "check")
+    assert clean.returncode == 0
+    assert "load in progress" not in clean.stdout
+    assert "every genealogy rule holds" in clean.stdout

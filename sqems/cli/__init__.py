@@ -9,13 +9,13 @@ when imported; importing this package imports them all, so :data:`app` is comple
 """
 
 # imported in the order their commands are listed in `sqems --help`
-from sqems.cli import plant, trace, analysis, whatif, bim, server, ingest, records, rdf  # noqa: I001
+from sqems.cli import plant, check, trace, analysis, whatif, bim, server, ingest, records, rdf  # noqa: I001
 from sqems.cli.app import app
 
 __all__ = ["app", "main"]
 
 # the command modules register on import; naming them keeps the imports meaningful
-_COMMAND_MODULES = (plant, trace, analysis, whatif, bim, server, ingest, records, rdf)
+_COMMAND_MODULES = (plant, check, trace, analysis, whatif, bim, server, ingest, records, rdf)
 
 
 def main() -> None:

@@ -9,15 +9,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sqems import investigation
-from sqems.analysis import kpis, rootcause
 from sqems.cli.app import command, err, out
 from sqems.cli.common import WindowEnd, WindowStart, graph_store, time_window
 from sqems.cli.render import count_text, print_causes, print_investigation, print_kpis
 from sqems.errors import ValidationFailed
-from sqems.quality import suppliers
-from sqems.simulation.runner import TWIN_DIR, WhatIfRunner
-from sqems.twin.fitting import Sampler
 
 
 @command("rootcause")
@@ -41,6 +36,8 @@ def rootcause_cmd(
     batch, counted once at the origin) under false-discovery control, and tests
     conditional on the stronger causes; each cause with the defects it explains and a
     5-Why chain."""
+    from sqems.analysis import rootcause
+
     if sum(x is not None and x != [] for x in (defect_type, complaint, unit)) != 1:
         raise ValidationFailed("give exactly one of --defect-type, --complaint, --unit")
     with graph_store(read_only=True) as (store, _):
@@ -57,12 +54,18 @@ def rootcause_cmd(
             print_causes(report)
 
 
+LOOKBACK_DAYS = 365.0
+"""The default of ``investigate --lookback``: the investigation's own default, repeated
+because typer reads it at start-up, before the statistics stack is worth importing (a
+test binds the two)."""
+
+
 @command("investigate")
 def investigate_cmd(
     complaint: Annotated[str, typer.Argument(help="The complaint's uid, e.g. CMP-000005.")],
     lookback: Annotated[
         float, typer.Option(help="Days before the complaint to take same-type cases from.")
-    ] = investigation.DEFAULT_LOOKBACK_DAYS,
+    ] = LOOKBACK_DAYS,
     top: Annotated[int, typer.Option(help="How many factors to list.")] = 5,
     simulate: Annotated[
         bool, typer.Option(help="Simulate the fix's what-if on the line's twin.")
@@ -74,6 +77,10 @@ def investigate_cmd(
     """Investigate a complaint end to end: its unit's genealogy, the causes its defect
     type's cases share (widened from the one complaint, at any BOM depth), the recall the
     leading cause calls for, and the what-if of its fix with credible intervals."""
+    from sqems import investigation
+    from sqems.simulation.runner import TWIN_DIR, WhatIfRunner
+    from sqems.twin.fitting import Sampler
+
     with graph_store() as (store, settings):
         runner = (
             WhatIfRunner(store, settings.data_dir / TWIN_DIR, Sampler.of(settings))
@@ -117,6 +124,8 @@ def kpis_cmd(
 ) -> None:
     """Yield, first-pass and rolled throughput yield, PPM, cost of poor quality, top
     defects and the shift comparison of the batches started in a window."""
+    from sqems.analysis import kpis
+
     with graph_store(read_only=True) as (store, _):
         report = kpis.kpis(store, time_window(start, end))
         if as_json:
@@ -133,6 +142,8 @@ def suppliers_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="The scorecards as JSON.")] = False,
 ) -> None:
     """Supplier scorecards: incoming inspection, material PPM, complaints, CAPAs."""
+    from sqems.quality import suppliers
+
     with graph_store(read_only=True) as (store, _):
         span = time_window(start, end)
         cards = [suppliers.scorecard(store, supplier, span)] if supplier else (

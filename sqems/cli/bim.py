@@ -13,9 +13,6 @@ from rich.table import Table
 
 from sqems.cli.app import bim_app, command, err, out
 from sqems.cli.common import graph_store, time_window
-from sqems.graph_model.nodes import BimModel
-from sqems.viewer import bim as bim_models
-from sqems.viewer.scene import line_scene
 
 
 @command("scene")
@@ -29,6 +26,8 @@ def scene_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="The whole scene as JSON.")] = False,
 ) -> None:
     """A line's machines as the 3D viewer places them, with their status overlay."""
+    from sqems.viewer.scene import line_scene
+
     with graph_store(read_only=True) as (store, _):
         scene = line_scene(store, line, window=time_window(start, end), scenario=scenario)
     if as_json:
@@ -69,6 +68,8 @@ def bim_import(
 ) -> None:
     """Import an IFC model: tessellate it (cached by file hash), store its elements and
     link them to machines."""
+    from sqems.viewer import bim as bim_models
+
     rule = (bim_models.LinkRule.from_csv(links.read_text()) if links
             else bim_models.LinkRule(key=link_key))  # fmt: skip
     with graph_store() as (store, settings), err.status(f"tessellating {path.name}…"):
@@ -102,6 +103,8 @@ def bim_import(
 @command("list", on=bim_app)
 def bim_list() -> None:
     """The imported BIM models."""
+    from sqems.graph_model.nodes import BimModel
+
     with graph_store(read_only=True) as (store, _):
         models = [n for n in store.find("BimModel") if isinstance(n, BimModel)]
     table = Table("uid", "name", "schema", "file", "elements", "triangles", "imported", box=None)
@@ -111,17 +114,26 @@ def bim_list() -> None:
     out.print(table)
 
 
+SURVEY_COLUMNS = ("global_id", "x_m", "y_m", "z_m", "length_m", "width_m", "height_m")
+TOLERANCE_M = 0.02
+"""The survey file's columns and the default tolerance of :mod:`sqems.viewer.bim`,
+repeated because typer reads them at start-up, before numpy is worth importing (a test
+binds them)."""
+
+
 @command("survey", on=bim_app)
 def bim_survey(
     model: Annotated[str, typer.Argument(help="The model's uid (BIM-…).")],
-    path: Annotated[Path, typer.Argument(help="CSV: " + ",".join(bim_models.SURVEY_COLUMNS))],
+    path: Annotated[Path, typer.Argument(help="CSV: " + ",".join(SURVEY_COLUMNS))],
     tolerance: Annotated[
         float, typer.Option(help="Metres of position or size difference allowed.")
-    ] = bim_models.DEFAULT_TOLERANCE_M,
+    ] = TOLERANCE_M,
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
 ) -> None:
     """Record as-built positions and sizes and report the elements that deviate from the
     design beyond the tolerance (exit 1 when any does)."""
+    from sqems.viewer import bim as bim_models
+
     with graph_store() as (store, _):
         report = bim_models.survey(store, model, path.read_text(), tolerance_m=tolerance)
     if as_json:

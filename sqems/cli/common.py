@@ -64,15 +64,32 @@ def progress() -> Progress:
     )
 
 
-def load_sections(store: GraphStore, sections: list[Section], settings: Settings) -> int:
+def load_sections(
+    store: GraphStore,
+    sections: list[Section],
+    settings: Settings,
+    *,
+    plant: str | None = None,
+    merge: bool = False,
+    source: str | None = None,
+) -> int:
+    """Load with a progress bar; the plant is checked whole before the bar moves."""
     total = sum(s.rows for s in sections)
     with progress() as bar:
-        task = bar.add_task("loading", total=total)
+        task = bar.add_task("checking the plant", total=total)
 
         def advance(name: str, rows: int) -> None:
             bar.update(task, advance=rows, description=f"loading {name}")
 
-        report = load_plant(store, sections, batch_size=settings.batch_size, progress=advance)
+        report = load_plant(
+            store,
+            sections,
+            batch_size=settings.batch_size,
+            progress=advance,
+            plant=plant,
+            merge=merge,
+            source=source,
+        )
         bar.update(task, description="loaded")
     return report.total
 

@@ -16,10 +16,6 @@ from rich.table import Table
 from sqems.cli.app import command, err, out, quarantine_app
 from sqems.cli.common import audit_trail, cli_user, graph_store
 from sqems.errors import ValidationFailed
-from sqems.ingestion import importers, sensors, service
-from sqems.ingestion.broker import BrokerAccess
-from sqems.quality.capa import Workflow, open_on_critical_alarms
-from sqems.settings import Settings
 
 
 @command("ingest")
@@ -31,6 +27,10 @@ def ingest_cmd(
     """Subscribe to the MQTT broker (SQEMS_MQTT_HOST/PORT) and ingest readings: validate,
     normalise units, dedup, store, quarantine what is refused, raise alarms; a critical
     alarm opens a CAPA."""
+    from sqems.ingestion import service
+    from sqems.ingestion.broker import BrokerAccess
+    from sqems.quality.capa import Workflow, open_on_critical_alarms
+
     with graph_store() as (store, settings), service.ingestor(settings, store) as pipeline:
         trail = audit_trail(settings)
         pipeline.sinks.append(open_on_critical_alarms(Workflow(store, trail)))
@@ -69,6 +69,8 @@ def sensors_cmd(
     fast: Annotated[bool, typer.Option(help="Publish as fast as possible.")] = False,
 ) -> None:
     """Publish realistic sensor streams for the plant in the graph to the MQTT broker."""
+    from sqems.ingestion import sensors, service
+
     with graph_store(read_only=True) as (store, settings):
         found = sensors.sensors_of(store)
     if not found:
@@ -107,6 +109,8 @@ def import_cmd(
     to the quarantine with the reason (see `sqems quarantine list`). A batch's hold or a
     unit's disposition is never changed by an import; a quality record it changes is
     written to the audit trail."""
+    from sqems.ingestion import importers, service
+
     with graph_store() as (store, settings), ExitStack() as opened:
         q = service.open_quarantine(settings)
         opened.callback(q.close)
@@ -145,6 +149,9 @@ def quarantine_list(
     limit: Annotated[int, typer.Option(help="How many.")] = 50,
 ) -> None:
     """What ingestion refused, oldest first, with the reasons."""
+    from sqems.ingestion import service
+    from sqems.settings import Settings
+
     q = service.open_quarantine(Settings())
     try:
         entries = q.entries(after=after, limit=limit, open_only=not every, raw_bytes=0)
@@ -161,6 +168,9 @@ def quarantine_list(
 @command("show", on=quarantine_app)
 def quarantine_show(entry_id: Annotated[int, typer.Argument(help="The entry's id.")]) -> None:
     """One entry with its raw payload exactly as received."""
+    from sqems.ingestion import service
+    from sqems.settings import Settings
+
     q = service.open_quarantine(Settings())
     try:
         e = q.get(entry_id)
@@ -180,6 +190,8 @@ def quarantine_replay(
     every: Annotated[bool, typer.Option("--all", help="Every open entry.")] = False,
 ) -> None:
     """Run entries through the pipeline again, once their cause is fixed."""
+    from sqems.ingestion import service
+
     if bool(ids) == every:
         raise ValidationFailed("give entry ids or --all")
     with graph_store() as (store, settings), service.ingestor(settings, store) as pipeline:

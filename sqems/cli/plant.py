@@ -53,7 +53,15 @@ def generate_cmd(
     out.print(f"wrote {rows:,} rows to {out_dir} (ground truth in {out_dir / 'ground_truth.json'})")
     if load:
         with graph_store() as (store, settings):
-            n = load_sections(store, plant_sections(plant), settings)
+            from sqems.datasets.files import spec_identity
+
+            n = load_sections(
+                store,
+                plant_sections(plant),
+                settings,
+                plant=spec_identity(plant.spec),
+                source=str(out_dir),
+            )
             out.print(f"loaded {n:,} nodes and edges into {store.description}")
 
 
@@ -62,19 +70,45 @@ def load_cmd(
     directory: Annotated[
         Path, typer.Argument(help="A plant directory (see docs/data-formats.md).")
     ],
+    merge: Annotated[
+        bool,
+        typer.Option(
+            "--merge",
+            help="Add this plant to a store that holds another one (by default refused).",
+        ),
+    ] = False,
 ) -> None:
-    """Load a plant directory into the configured graph store (idempotent)."""
+    """Load a plant directory into the configured graph store (idempotent).
+
+    The whole plant is checked first: a bad row stops the load, naming its file and
+    line, before anything is written. A load that stopped midway is finished by running
+    it again. A store that holds another plant refuses this one unless --merge.
+
+    Example: sqems load plant/
+    """
+    from sqems.datasets.files import plant_identity
+
     sections = read_plant(directory)
     with graph_store() as (store, settings):
-        n = load_sections(store, sections, settings)
+        n = load_sections(
+            store,
+            sections,
+            settings,
+            plant=plant_identity(directory),
+            merge=merge,
+            source=str(directory),
+        )
         out.print(f"loaded {n:,} nodes and edges into {store.description}")
 
 
 @command("stats")
 def stats_cmd() -> None:
     """Count the nodes and relationships in the store."""
+    from sqems.cli.check import print_store_state
+
     with graph_store(read_only=True) as (store, _):
         print_stats(store)
+        print_store_state(store)
 
 
 @command("demo")
@@ -92,7 +126,15 @@ def demo_cmd(
             shutil.rmtree(plant_dir)
         write_plant(plant, plant_dir)
     with graph_store() as (store, settings):
-        load_sections(store, read_plant(plant_dir), settings)
+        from sqems.datasets.files import plant_identity
+
+        load_sections(
+            store,
+            read_plant(plant_dir),
+            settings,
+            plant=plant_identity(plant_dir),
+            source=str(plant_dir),
+        )
         out.rule("[bold]The plant's knowledge graph")
         print_stats(store)
         truth = plant.truth

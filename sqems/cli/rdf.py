@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sqems import ontologies as rdf
 from sqems.cli.app import command, err, out, rdf_app
 from sqems.cli.common import graph_store, recall_source, text_pair
 from sqems.cli.render import print_shacl
@@ -51,6 +50,8 @@ def rdf_export(
 ) -> None:
     """Export the graph, or a part of it, as RDF in the SQEMS ontology: Turtle, JSON-LD or
     N-Triples, with stable IRIs."""
+    from sqems import ontologies as rdf
+
     source = recall_source(lot, batch, machine, parameter, from_, to)
     if sum(x is not None and x != [] for x in (source, upstream_of, uid)) > 1:
         raise ValidationFailed("give one scope: a recall source, --upstream-of or --uid")
@@ -91,6 +92,8 @@ def rdf_validate(
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
 ) -> None:
     """Check an RDF file against the SQEMS SHACL shapes; exit 1 when it breaks any."""
+    from sqems import ontologies as rdf
+
     graph = rdf.parse(path, rdf.RdfFormat.parse(fmt) if fmt else None)
     report = rdf.validate(graph)
     if as_json:
@@ -111,6 +114,8 @@ def rdf_import(
 ) -> None:
     """Import an RDF file in the SQEMS ontology into the store: checked against the
     shapes and the models first, then written whole, or not at all."""
+    from sqems import ontologies as rdf
+
     graph = rdf.parse(path, rdf.RdfFormat.parse(fmt) if fmt else None)
     with graph_store() as (store, _):
         report = rdf.import_graph(store, graph, check_shapes=shapes)
@@ -141,6 +146,8 @@ def rdf_query(
     as_json: Annotated[bool, typer.Option("--json", help="The rows as JSON.")] = False,
 ) -> None:
     """Run a SPARQL SELECT query over an RDF file."""
+    from sqems import ontologies as rdf
+
     if listing:
         for name, text in sorted(rdf.queries().items()):
             first = next((ln[2:] for ln in text.splitlines() if ln.startswith("# ")), "")

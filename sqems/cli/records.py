@@ -9,9 +9,6 @@ import typer
 
 from sqems.cli.app import audit_app, command, err, out, report_app
 from sqems.cli.common import audit_trail, graph_store
-from sqems.quality import dhr
-from sqems.quality.audit import load_key, verify_export
-from sqems.settings import Settings
 
 
 @command("verify", on=audit_app)
@@ -21,6 +18,9 @@ def audit_verify(
     ] = None,
 ) -> None:
     """Check the trail's hash chain; exit 1 naming the first entry that does not hold."""
+    from sqems.quality.audit import load_key, verify_export
+    from sqems.settings import Settings
+
     if export is not None:
         check = verify_export(export.read_text(), load_key(Settings(), create=False))
     else:
@@ -42,6 +42,8 @@ def audit_export(
     to: Annotated[Path | None, typer.Option(help="Write to this file (default: stdout).")] = None,
 ) -> None:
     """The whole trail, each entry with its hashes."""
+    from sqems.settings import Settings
+
     trail = audit_trail(Settings())
     try:
         text = trail.export(form)
@@ -63,6 +65,8 @@ def report_dhr(
     ] = None,
 ) -> None:
     """The device history record of a batch (ISO 13485:2016 §7.5.1 under 21 CFR 820)."""
+    from sqems.quality import dhr
+
     with graph_store(read_only=True) as (store, _):
         record = dhr.device_history(store, batch)
     page = dhr.render_html(record)

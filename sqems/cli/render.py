@@ -4,28 +4,25 @@ Rendering only; the commands compute."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from sqems import investigation
-from sqems import ontologies as rdf
-from sqems.analysis import kpis, rootcause
 from sqems.cli.app import out
-from sqems.graph_model import (
-    NODE_TYPES,
-    REL_TYPES,
-    Genealogy,
-    GraphStore,
-    RecallScope,
-    render_path,
-)
-from sqems.simulation import whatif
+
+if TYPE_CHECKING:
+    from sqems import investigation
+    from sqems import ontologies as rdf
+    from sqems.analysis import kpis, rootcause
+    from sqems.graph_model import Genealogy, GraphStore, RecallScope
+    from sqems.simulation import whatif
 
 
 def print_whatif(view: whatif.SessionView) -> None:
+    from sqems.simulation.whatif import interval_note
+
     results = {s.uid: json.loads(s.results) if s.results else {} for s in view.scenarios}
     base = results[view.baseline.uid].get("kpis", {})
     for s in view.scenarios:
@@ -58,7 +55,7 @@ def print_whatif(view: whatif.SessionView) -> None:
                     f"{drift.get('start') or 'the start'} to {drift.get('end') or 'the end'}",
                     highlight=False,
                 )
-        note = whatif.interval_note(view.session.replications)
+        note = interval_note(view.session.replications)
         for warning in [*body.get("warnings", []), *filter(None, [note])]:
             out.print(f"  [yellow]warning:[/] {warning}", highlight=False)
         rec = body.get("recommendation")
@@ -93,6 +90,8 @@ def print_shacl(report: rdf.ShaclReport, limit: int) -> None:
 
 
 def print_stats(store: GraphStore) -> None:
+    from sqems.graph_model import NODE_TYPES, REL_TYPES
+
     out.print(f"store: {store.description}")
     table = Table("node label", "count", "relationship", "count", box=None)
     labels = [(k, store.count(k)) for k in sorted(NODE_TYPES)]
@@ -117,6 +116,8 @@ def count_text(value: int | None) -> str:
 
 
 def print_recall(store: GraphStore, scope: RecallScope, show: int) -> None:
+    from sqems.graph_model import render_path
+
     c = scope.counts
     out.print(f"source: {scope.source.describe()}")
     summary = Table("in scope", "count", box=None)

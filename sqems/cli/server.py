@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
 from rich.table import Table
 
-from sqems import logs
 from sqems.cli.app import apikey_app, command, err, neo4j_app, out
-from sqems.graph_model.neo4j_server import NEO4J_VERSION
-from sqems.graph_model.open import local_server
-from sqems.graphql import AccessStore, Role, create_app, sdl
-from sqems.graphql.app import ACCESS_FILE
-from sqems.ingestion.broker import BrokerAccess, check
-from sqems.settings import Settings
+
+if TYPE_CHECKING:
+    from sqems.graphql import AccessStore
+    from sqems.settings import Settings
 
 
 @command("install", on=neo4j_app)
 def neo4j_install() -> None:
     """Fetch Neo4j Community's jars from Maven Central (needs Maven and Java 17)."""
+    from sqems.graph_model.neo4j_server import NEO4J_VERSION
+    from sqems.graph_model.open import local_server
+    from sqems.settings import Settings
+
     server = local_server(Settings())
     with err.status(f"fetching Neo4j {NEO4J_VERSION} with Maven into {server.lib}…"):
         server.install()
@@ -30,6 +30,10 @@ def neo4j_install() -> None:
 @command("start", on=neo4j_app)
 def neo4j_start() -> None:
     """Start the local server and wait until Bolt answers."""
+    from sqems.graph_model.neo4j_server import NEO4J_VERSION
+    from sqems.graph_model.open import local_server
+    from sqems.settings import Settings
+
     server = local_server(Settings())
     with err.status(f"starting Neo4j {NEO4J_VERSION} on {server.uri}…"):
         server.start()
@@ -40,6 +44,9 @@ def neo4j_start() -> None:
 @command("stop", on=neo4j_app)
 def neo4j_stop() -> None:
     """Stop the local server cleanly."""
+    from sqems.graph_model.open import local_server
+    from sqems.settings import Settings
+
     server = local_server(Settings())
     server.stop()
     out.print(server.status().describe())
@@ -48,6 +55,9 @@ def neo4j_stop() -> None:
 @command("status", on=neo4j_app)
 def neo4j_status() -> None:
     """Say whether the local server is installed, running and answering."""
+    from sqems.graph_model.open import local_server
+    from sqems.settings import Settings
+
     status = local_server(Settings()).status()
     out.print(status.describe())
     if status.installed and not status.bolt:
@@ -55,6 +65,8 @@ def neo4j_status() -> None:
 
 
 def _access(settings: Settings) -> AccessStore:
+    from sqems.graphql.access import ACCESS_FILE, AccessStore
+
     return AccessStore(settings.data_dir / ACCESS_FILE)
 
 
@@ -68,6 +80,13 @@ def serve_cmd(
     ] = None,
 ) -> None:
     """Serve the GraphQL API (GraphiQL at /graphql) on the configured store."""
+    import uvicorn
+
+    from sqems import logs
+    from sqems.graphql import Role, create_app
+    from sqems.ingestion.broker import BrokerAccess, check
+    from sqems.settings import Settings
+
     settings = Settings()
     updates = {
         k: v
@@ -107,6 +126,8 @@ def serve_cmd(
 @command("graphql-schema")
 def graphql_schema_cmd() -> None:
     """Print the API's GraphQL schema (SDL)."""
+    from sqems.graphql import sdl
+
     print(sdl(), end="")
 
 
@@ -116,6 +137,9 @@ def apikey_create(
     role: Annotated[str, typer.Option(help="viewer, inspector, engineer or admin.")] = "viewer",
 ) -> None:
     """Create an API key; its token is printed once and never stored."""
+    from sqems.graphql import Role
+    from sqems.settings import Settings
+
     settings = Settings()
     access = _access(settings)
     try:
@@ -128,6 +152,8 @@ def apikey_create(
 @command("list", on=apikey_app)
 def apikey_list() -> None:
     """List API keys (never their secrets)."""
+    from sqems.settings import Settings
+
     access = _access(Settings())
     try:
         keys = access.keys()
@@ -143,6 +169,8 @@ def apikey_list() -> None:
 def apikey_reissue(key_id: Annotated[str, typer.Argument(help="The key's id.")]) -> None:
     """A new secret for a key (live or revoked), same person and name; the old one stops
     working. Names are never given to anyone else, so this is how a lost key is replaced."""
+    from sqems.settings import Settings
+
     access = _access(Settings())
     try:
         key, token = access.reissue(key_id)
@@ -154,6 +182,8 @@ def apikey_reissue(key_id: Annotated[str, typer.Argument(help="The key's id.")])
 @command("revoke", on=apikey_app)
 def apikey_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) -> None:
     """Revoke an API key at once."""
+    from sqems.settings import Settings
+
     access = _access(Settings())
     try:
         key = access.revoke(key_id)

@@ -11,9 +11,6 @@ from sqems.cli.app import command, out
 from sqems.cli.common import graph_store, recall_source
 from sqems.cli.render import print_recall, print_trace
 from sqems.errors import ValidationFailed
-from sqems.graph_model import (
-    Traceability,
-)
 
 
 @command("recall")
@@ -30,6 +27,8 @@ def recall_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole scope as JSON.")] = False,
 ) -> None:
     """Recall scope: the units, shipments and customers downstream of a source."""
+    from sqems.graph_model import Traceability
+
     source = recall_source(lot, batch, machine, parameter, from_, to)
     if source is None:
         raise ValidationFailed("give exactly one of --lot, --batch, --machine, --parameter")
@@ -48,6 +47,8 @@ def trace_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the genealogy as JSON.")] = False,
 ) -> None:
     """Upstream genealogy (root-cause direction) of a unit or a complaint."""
+    from sqems.graph_model import Traceability
+
     if bool(unit) == bool(complaint):
         raise ValidationFailed("give exactly one of --unit or --complaint")
     uid = unit or complaint

@@ -10,10 +10,6 @@ from sqems.cli.app import command, err
 from sqems.cli.common import graph_store, number_pair, progress
 from sqems.cli.render import print_whatif
 from sqems.errors import ValidationFailed
-from sqems.simulation import whatif
-from sqems.simulation.runner import TWIN_DIR, WhatIfRunner
-from sqems.simulation.scenarios import ScenarioSpec
-from sqems.twin.fitting import Sampler
 
 
 @command("whatif")
@@ -71,6 +67,11 @@ def whatif_cmd(
     """What if a line ran differently? Simulate a scenario against today's line with
     the twin's quality models, and print each KPI with its interval and the paired
     difference."""
+    from sqems.simulation import whatif
+    from sqems.simulation.runner import TWIN_DIR, WhatIfRunner
+    from sqems.simulation.scenarios import ScenarioSpec
+    from sqems.twin.fitting import Sampler
+
     changes: dict[str, Any] = {"line_speed": speed}
     params: dict[str, dict[str, Any]] = {}
     for option, key, flag in ((setpoint, "setpoint", "--set"), (spread, "spread", "--spread")):

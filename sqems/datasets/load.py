@@ -157,15 +157,16 @@ def claim_plant(store: GraphStore, plant: str, *, merge: bool) -> None:
     if held:
         raise ValidationFailed(
             f"the graph store ({store.description}) holds plant {held[0]}, not {plant}; "
-            "load into another data directory (--data-dir or SQEMS_DATA_DIR), or add "
-            "this plant to it with sqems load --merge"
+            "load it into another store (SQEMS_DATA_DIR or SQEMS_GRAPH_URI), or add it "
+            "to this one with sqems load --merge"
         )
     nodes = store.count()
     if nodes:
         raise ValidationFailed(
             f"the graph store ({store.description}) holds {nodes} nodes of a plant it has "
-            f"no name for (loaded before stores recorded their plant), not {plant}; load "
-            "into another data directory, or add this plant to them with sqems load --merge"
+            f"no name for (loaded before stores recorded their plant), not {plant}; load it "
+            "into another store (SQEMS_DATA_DIR or SQEMS_GRAPH_URI), or add it to them with "
+            "sqems load --merge"
         )
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from sqems.errors import ConfigError
 from sqems.graph_model.embedded import EmbeddedGraphStore
 from sqems.graph_model.neo4j_server import Neo4jServer
-from sqems.graph_model.neo4j_store import Neo4jGraphStore
 from sqems.graph_model.store import GraphStore
 from sqems.settings import Settings
 
@@ -67,6 +66,10 @@ def open_store(
                     "server with `sqems neo4j start` (it generates one)"
                 )
             password = server.password()
+        # the driver (and the numpy and pandas it loads) only for a Neo4j store: a query on
+        # the embedded store starts without them
+        from sqems.graph_model.neo4j_store import Neo4jGraphStore  # noqa: PLC0415
+
         return Neo4jGraphStore(
             uri,
             user=settings.neo4j_user,

@@ -35,6 +35,8 @@ from typing import Any
 from sqems.errors import NotFound, ValidationFailed
 from sqems.quality.audit import reserved
 
+ACCESS_FILE = "access.db"
+"""The access store's file under the data directory."""
 NAME_MAX = 64
 _NAME = re.compile(r"[^\W_](?:[\w .@'-]*[^\W_])?")
 

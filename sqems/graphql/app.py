@@ -25,7 +25,7 @@ from strawberry.fastapi import GraphQLRouter
 from sqems.errors import BadRequest, Forbidden, SqemsError, Unauthenticated
 from sqems.graph_model.open import open_store
 from sqems.graph_model.store import GraphStore
-from sqems.graphql.access import AccessStore, Role
+from sqems.graphql.access import ACCESS_FILE, AccessStore, Role
 from sqems.graphql.context import Context
 from sqems.graphql.ingestion import AlarmHub, IngestionRuntime
 from sqems.graphql.middleware import RequestContext, error_body, for_clients
@@ -41,7 +41,6 @@ from sqems.simulation.runner import TWIN_DIR, WhatIfRunner
 from sqems.twin.fitting import Sampler
 
 log = logging.getLogger("sqems.api")
-ACCESS_FILE = "access.db"
 
 
 def _token(request: HTTPConnection) -> str | None:
