@@ -171,8 +171,25 @@ class Settings(BaseSettings):
         le=300,
         description="How long a change waits for another writer of the audit trail.",
     )
+    site_timezone: str | None = Field(
+        default=None,
+        description=(
+            "The IANA time zone (e.g. America/Chicago) of dates and times given without an "
+            "offset, in the CLI and the API; default: the graph's site's, else UTC."
+        ),
+    )
     neo4j_heap: str = Field(default="1g", pattern=r"^\d+[kmg]$")
     neo4j_pagecache: str = Field(default="512m", pattern=r"^\d+[kmg]$")
+
+    @field_validator("site_timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from sqems.localtime import zone_named  # noqa: PLC0415
+
+        zone_named(value, "SQEMS_SITE_TIMEZONE")
+        return value
 
     @field_validator("data_dir")
     @classmethod

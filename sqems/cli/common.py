@@ -1,40 +1,37 @@
 """What the commands share: opening the store, reading times and options from the
-command line, progress bars, generating and loading plants.
-
-Nothing here imports a heavy stack at module level: ``sqems --help`` must not pay for
-the store, pydantic or numpy. Each function imports what it needs when it runs.
-"""
+command line, progress bars, generating and loading plants."""
 
 from __future__ import annotations
 
 import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from sqems import localtime
 from sqems.cli.app import err
+from sqems.datasets import PlantShape, PlantSpec, generate, load_plant
+from sqems.datasets.files import Section
 from sqems.errors import ValidationFailed
-
-if TYPE_CHECKING:
-    from rich.progress import Progress
-
-    from sqems.datasets import PlantShape
-    from sqems.datasets.files import Section
-    from sqems.graph_model import GraphStore, RecallSource, TimeWindow
-    from sqems.quality.audit import AuditTrail
-    from sqems.settings import Settings
+from sqems.graph_model import (
+    GraphStore,
+    RecallSource,
+    SourceKind,
+    TimeWindow,
+    open_store,
+)
+from sqems.quality.audit import AuditTrail, open_trail
+from sqems.settings import Settings
 
 
 @contextmanager
 def graph_store(
     *, read_only: bool = False, uri: str | None = None
 ) -> Iterator[tuple[GraphStore, Settings]]:
-    from sqems.graph_model import open_store
-    from sqems.settings import Settings
-
     settings = Settings()
     store = open_store(settings, uri=uri, read_only=read_only)
     try:
@@ -43,29 +40,30 @@ def graph_store(
         store.close()
 
 
-def parse_time(text: str | None, option: str) -> datetime | None:
-    """An ISO 8601 date or time from the command line; no offset means UTC."""
+def parse_time(text: str | None, option: str, *, end: bool = False) -> datetime | None:
+    """An ISO 8601 date or time from the command line; without an offset, in the site's
+    time zone, and a date alone as an ``end`` is the end of that day (sqems.localtime)."""
     if text is None:
         return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValidationFailed(
-            f"{option} {text!r} is not a date or time; use ISO 8601, e.g. 2026-03-01 or "
-            "2026-03-01T06:00:00+01:00"
-        ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return localtime.parse(text, site_zone, end=end, what=option)
+
+
+def site_zone() -> localtime.SiteZone:
+    """The zone of times given without an offset (looked up only for those), said on
+    stderr."""
+    from sqems.settings import Settings
+
+    settings = Settings()
+    if settings.site_timezone:
+        zone = localtime.zone_of(settings, None)
+    else:
+        with graph_store(read_only=True) as (store, _):
+            zone = localtime.zone_of(settings, store)
+    err.print(f"[dim]times without an offset are in {zone}[/dim]")
+    return zone
 
 
 def progress() -> Progress:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
     return Progress(
         TextColumn("{task.description:<28}"),
         BarColumn(),
@@ -86,8 +84,6 @@ def load_sections(
     source: str | None = None,
 ) -> int:
     """Load with a progress bar; the plant is checked whole before the bar moves."""
-    from sqems.datasets import load_plant
-
     total = sum(s.rows for s in sections)
     with progress() as bar:
         task = bar.add_task("checking the plant", total=total)
@@ -109,10 +105,11 @@ def load_sections(
 
 
 def generate_plant(units: int, seed: int, shape: PlantShape = "drives") -> Any:
-    from sqems.datasets import PlantSpec, generate
-
     with err.status(f"generating a {shape} plant of {units:,} units (seed {seed})…"):
         return generate(PlantSpec(shape=shape, units=units, seed=seed))
+
+
+# --- commands ----------------------------------------------------------------------------
 
 
 def recall_source(
@@ -124,8 +121,6 @@ def recall_source(
     to: str | None,
 ) -> RecallSource | None:
     """The recall source the options name; None when they name none."""
-    from sqems.graph_model import RecallSource, SourceKind, TimeWindow
-
     given = {
         k: v
         for k, v in (("lot", lot), ("batch", batch), ("machine", machine), ("parameter", parameter))
@@ -142,22 +137,23 @@ def recall_source(
     if from_ or to:
         if kind in ("lot", "batch"):
             raise ValidationFailed("--from/--to apply to --machine and --parameter only")
-        window = TimeWindow(parse_time(from_, "--from"), parse_time(to, "--to"))
+        window = TimeWindow(parse_time(from_, "--from"), parse_time(to, "--to", end=True))
     return RecallSource(SourceKind(kind), uid, window)
 
 
 WindowStart = Annotated[
-    str | None, typer.Option(help="Window start (ISO 8601; no offset means UTC).")
+    str | None, typer.Option(help=f"Window start ({localtime.RULE}); a date alone: its 00:00.")
 ]
-WindowEnd = Annotated[str | None, typer.Option(help="Window end (ISO 8601; no offset means UTC).")]
+WindowEnd = Annotated[
+    str | None,
+    typer.Option(help=f"Window end, inclusive ({localtime.RULE}); a date alone: to its end."),
+]
 
 
 def time_window(start: str | None, end: str | None) -> TimeWindow | None:
-    from sqems.graph_model import TimeWindow
-
     if start is None and end is None:
         return None
-    return TimeWindow(parse_time(start, "--start"), parse_time(end, "--end"))
+    return TimeWindow(parse_time(start, "--start"), parse_time(end, "--end", end=True))
 
 
 def number_pair(item: str, option: str) -> tuple[str, float]:
@@ -179,8 +175,6 @@ def cli_user() -> str:
 
 
 def audit_trail(settings: Settings) -> AuditTrail:
-    from sqems.quality.audit import open_trail
-
     return open_trail(settings)
 
 

@@ -28,7 +28,7 @@ from sqems.graph_model.store import GraphStore
 from sqems.graphql.access import Role
 from sqems.graphql.context import Context
 from sqems.graphql.generate import Adapted, adapted, derived
-from sqems.graphql.types import Node, WindowInput, _graphql_annotation, to_graphql
+from sqems.graphql.types import Node, WindowInput, _graphql_annotation, site_zone, to_graphql
 from sqems.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -588,9 +588,8 @@ class AnalysisQuery:
             else:
                 assert isinstance(input.defect_type, DefectTypeInput)
                 window = input.defect_type.window
-                target = rc.from_defect_type(
-                    store, input.defect_type.uid, window.window() if window else None
-                )
+                span = window.window(site_zone(info)) if window else None
+                target = rc.from_defect_type(store, input.defect_type.uid, span)
             return rc.rank_causes(store, target, top=top, alpha=alpha)
 
         return RootCauseReport.of(await ctx.call(answer))
@@ -608,7 +607,7 @@ class AnalysisQuery:
         if not 1 <= top <= 50:
             raise ValidationFailed("top must be between 1 and 50")
         cost_model = costs.model() if costs else None
-        span = window.window() if window else None
+        span = window.window(site_zone(info)) if window else None
         report = await ctx.call(lambda: kp.kpis(ctx.store, span, costs=cost_model, top=top))
         return KpiReport.of(report)
 
@@ -634,7 +633,7 @@ class AnalysisQuery:
                     ch.ChartKind(p.kind),
                     machine=p.machine,
                     pool=p.pool,
-                    window=p.window.window() if p.window else None,
+                    window=p.window.window(site_zone(info)) if p.window else None,
                     baseline=baseline,
                     limits=frozen,
                     subgroup_size=p.subgroup_size,
@@ -649,7 +648,7 @@ class AnalysisQuery:
                 ctx.store,
                 q.scope,
                 ch.ChartKind(q.kind),
-                window=q.window.window() if q.window else None,
+                window=q.window.window(site_zone(info)) if q.window else None,
                 baseline=baseline,
                 limits=frozen,
                 rules=rules,
@@ -669,7 +668,7 @@ class AnalysisQuery:
     ) -> CapabilityReport:
         ctx = info.context
         ctx.require(Role.VIEWER)
-        span = window.window() if window else None
+        span = window.window(site_zone(info)) if window else None
         found = await ctx.call(
             lambda: ch.parameter_capability(
                 ctx.store, parameter, machine=machine, window=span, confidence=confidence

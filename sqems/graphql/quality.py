@@ -24,7 +24,14 @@ from sqems.graph_model.nodes import Priority as DomainPriority
 from sqems.graphql.access import Role
 from sqems.graphql.context import Context
 from sqems.graphql.generate import Adapted, adapted
-from sqems.graphql.types import Node, WindowInput, _graphql_annotation, to_graphql
+from sqems.graphql.types import (
+    Node,
+    WindowInput,
+    _graphql_annotation,
+    local_time,
+    site_zone,
+    to_graphql,
+)
 from sqems.quality import audit, dhr
 from sqems.quality import effectiveness as eff
 from sqems.quality import suppliers as sup
@@ -174,6 +181,8 @@ class QualityQuery:
     ) -> CapaEffectiveness:
         ctx = info.context
         ctx.require(Role.VIEWER)
+        if until is not None:
+            until = local_time(info, until, "until", end=True)
         found = await ctx.call(lambda: eff.effectiveness(ctx.store, uid, until=until))
         return CapaEffectiveness.of(found)
 
@@ -191,7 +200,7 @@ class QualityQuery:
     ) -> list[SupplierScorecard]:
         ctx = info.context
         ctx.require(Role.VIEWER)
-        span = window.window() if window else None
+        span = window.window(site_zone(info)) if window else None
         cards = await ctx.call(lambda: sup.scorecards(ctx.store, span))
         return [SupplierScorecard.of(c) for c in cards]
 
@@ -201,7 +210,7 @@ class QualityQuery:
     ) -> SupplierScorecard:
         ctx = info.context
         ctx.require(Role.VIEWER)
-        span = window.window() if window else None
+        span = window.window(site_zone(info)) if window else None
         return SupplierScorecard.of(await ctx.call(lambda: sup.scorecard(ctx.store, uid, span)))
 
     @strawberry.field(
@@ -279,6 +288,7 @@ class QualityMutation:
     async def assign_capa(
         self, info: Info[Context, None], uid: str, owner: str, verifier: str, due_at: datetime
     ) -> Node:
+        due_at = local_time(info, due_at, "dueAt", end=True)
         args = {"uid": uid, "owner": owner, "verifier": verifier, "dueAt": due_at.isoformat()}
         return await _move(info, "assignCapa", Role.ENGINEER, args,
                            lambda f, a: f.assign(a, uid, owner=owner, verifier=verifier,
@@ -304,6 +314,8 @@ class QualityMutation:
         self, info: Info[Context, None], uid: str, kind: str, text: str,
         owner: str | None = None, due_at: datetime | None = None,
     ) -> Node:  # fmt: skip
+        if due_at is not None:
+            due_at = local_time(info, due_at, "dueAt", end=True)
         return await _move(info, "addCapaAction", Role.ENGINEER, {"uid": uid, "kind": kind},
                            lambda f, a: f.add_action(a, uid, kind, text, owner=owner,
                                                      due_at=due_at))  # fmt: skip

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable
+from datetime import datetime
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -25,7 +26,7 @@ from strawberry.extensions import (
 from strawberry.types import ExecutionResult, Info
 
 from graphql import GraphQLError
-from sqems import ontologies, quality
+from sqems import localtime, ontologies, quality
 from sqems.errors import NotFound, SqemsError, Unauthenticated, ValidationFailed
 from sqems.graph_model import traceability as tr
 from sqems.graph_model.nodes import UnitStatus as DomainUnitStatus
@@ -42,6 +43,7 @@ from sqems.graphql.limits import CheckedDocument, DocumentCache
 from sqems.graphql.middleware import for_clients
 from sqems.graphql.quality import QualityMutation, QualityQuery, recorded
 from sqems.graphql.types import (
+    DATETIME,
     NODE_OBJECT_TYPES,
     Connection,
     ConnectionEdge,
@@ -50,6 +52,7 @@ from sqems.graphql.types import (
     _graphql_annotation,
     paginate,
     parse_global_id,
+    site_zone,
     to_graphql,
 )
 from sqems.settings import Settings
@@ -231,7 +234,7 @@ class RecallInput:
     machine: MachineRecallInput | None = strawberry.UNSET
     excursion: ExcursionRecallInput | None = strawberry.UNSET
 
-    def source(self) -> tr.RecallSource:
+    def source(self, zone: localtime.ZoneSource) -> tr.RecallSource:
         # @oneOf guarantees exactly one field is given (and not null)
         if isinstance(self.lot, str):
             return tr.RecallSource(tr.SourceKind.LOT, self.lot)
@@ -239,11 +242,11 @@ class RecallInput:
             return tr.RecallSource(tr.SourceKind.BATCH, self.batch)
         if isinstance(self.machine, MachineRecallInput):
             return tr.RecallSource(
-                tr.SourceKind.MACHINE, self.machine.uid, self.machine.window.window()
+                tr.SourceKind.MACHINE, self.machine.uid, self.machine.window.window(zone)
             )
         if isinstance(self.excursion, ExcursionRecallInput):
             excursion = self.excursion
-            window = excursion.window.window() if excursion.window else None
+            window = excursion.window.window(zone) if excursion.window else None
             return tr.RecallSource(tr.SourceKind.PARAMETER, excursion.parameter, window)
         raise ValidationFailed("a recall input names exactly one of lot, batch, machine, excursion")
 
@@ -261,9 +264,9 @@ class RdfScopeInput:
         default=strawberry.UNSET, description="These nodes and the relationships among them."
     )
 
-    def part(self, store: Any) -> ontologies.Part:
+    def part(self, store: Any, zone: localtime.ZoneSource) -> ontologies.Part:
         if isinstance(self.recall, RecallInput):
-            return ontologies.Part.recall(store, self.recall.source())
+            return ontologies.Part.recall(store, self.recall.source(zone))
         if isinstance(self.upstream_of, list):
             return ontologies.Part.upstream(store, self.upstream_of)
         if isinstance(self.uids, list):
@@ -345,7 +348,7 @@ class Query(
     async def recall_scope(self, info: Info[Context, None], input: RecallInput) -> RecallScope:
         ctx = info.context
         ctx.require(Role.VIEWER)
-        source = input.source()
+        source = input.source(site_zone(info))
 
         def answer() -> tuple[tr.RecallScope, dict[str, Any]]:
             scope = ctx.trace.recall_scope(source)
@@ -370,8 +373,11 @@ class Query(
     ) -> rdf_api.RdfExport:
         ctx = info.context
         ctx.require(Role.VIEWER)
+        zone = site_zone(info)
         return await ctx.call(
-            lambda: rdf_api.export(ctx.store, ctx.settings, scope.part(ctx.store), format, validate)
+            lambda: rdf_api.export(
+                ctx.store, ctx.settings, scope.part(ctx.store, zone), format, validate
+            )
         )
 
     @strawberry.field(description="API keys (admin).")
@@ -466,7 +472,7 @@ class Mutation(QualityMutation):
         changes: twin.ScenarioInput | None = None,
     ) -> twin.WhatIfScenario:
         ctx = info.context
-        spec = changes.spec().to_json() if changes else "{}"
+        spec = changes.spec(site_zone(info)).to_json() if changes else "{}"
         args = {"session": session, "name": name, "changes": spec}
         scenario = await _audited(
             info,
@@ -673,6 +679,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         types=list(NODE_OBJECT_TYPES.values()),
+        scalar_overrides={datetime: DATETIME},  # inputs in the site's zone (localtime)
         extensions=[
             # clients send the same few documents over and over: parse and validate each
             # once per distinct text

@@ -17,6 +17,7 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 
+from sqems import localtime
 from sqems.errors import ValidationFailed
 from sqems.graph_model.nodes import RunStatus as DomainRunStatus
 from sqems.graph_model.nodes import Scenario
@@ -255,7 +256,8 @@ class ScenarioInput:
     lots: list[LotSwitchInput] | None = None
     operators: list[OperatorChangeInput] | None = None
 
-    def spec(self) -> sc.ScenarioSpec:
+    def spec(self, zone: localtime.ZoneSource) -> sc.ScenarioSpec:
+        """The scenario; drift windows' times without an offset placed in ``zone``."""
         data: dict[str, Any] = {}
         if self.parameters:
             data["parameters"] = [vars(p) for p in self.parameters]
@@ -273,6 +275,10 @@ class ScenarioInput:
             data["drifts"] = [
                 {k: v for k, v in vars(d).items() if v is not None} for d in self.drifts
             ]
+            for drift in data["drifts"]:
+                for k in ("start", "end"):
+                    if k in drift:
+                        drift[k] = localtime.place(drift[k], zone, end=k == "end", what=k)
         return sc.ScenarioSpec.parse(data)
 
 
@@ -304,7 +310,10 @@ def create_session(
 
 
 def run_scenario(ctx: Context, session: str, name: str, changes: ScenarioInput | None) -> Scenario:
-    spec = changes.spec() if changes is not None else sc.ScenarioSpec()
+    def zone() -> localtime.SiteZone:
+        return localtime.site_zone(ctx.settings, ctx.store)
+
+    spec = changes.spec(zone) if changes is not None else sc.ScenarioSpec()
     run = runner(ctx)
     view = wi.get_session(ctx.store, session)
     if run.ready(view.line):

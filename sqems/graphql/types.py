@@ -15,12 +15,16 @@ import typing
 from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
+from operator import methodcaller
 from typing import Annotated, Any, Generic, TypeVar
 
 import strawberry
 from pydantic import AwareDatetime
+from strawberry.exceptions import StrawberryInputCoercionError
 from strawberry.types import Info
+from strawberry.types.scalar import ScalarDefinition
 
+from sqems import localtime
 from sqems.errors import ValidationFailed
 from sqems.graph_model import nodes as model
 from sqems.graph_model.store import Direction as StoreDirection
@@ -225,10 +229,61 @@ def keyset_page(rows: list[T], first: int, key: Callable[[T], int], total: int) 
     )
 
 
-@strawberry.input(description="A closed time interval; either end may be left open.")
-class WindowInput:
-    start: datetime | None = None
-    end: datetime | None = None
+def _read_datetime(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise StrawberryInputCoercionError(f"DateTime takes a string, got {value!r}")
+    try:
+        return localtime.read(value, "DateTime")
+    except ValidationFailed as exc:
+        raise StrawberryInputCoercionError(exc.message) from None
 
-    def window(self) -> TimeWindow:
-        return TimeWindow(self.start, self.end)
+
+DATETIME = ScalarDefinition(
+    name="DateTime",
+    description=(
+        "A date and time in ISO 8601. As input, without an offset it is local time at the "
+        "site (SQEMS_SITE_TIMEZONE, else the graph's site's zone, else UTC); a time the "
+        "clocks skip is refused, one they pass twice is its first occurrence; a date alone "
+        "is that day's 00:00 there (as a window's end, the day's end). Output carries its "
+        "offset."
+    ),
+    specified_by_url=None,
+    serialize=methodcaller("isoformat"),
+    parse_value=_read_datetime,
+    parse_literal=None,
+    origin=datetime,
+)
+"""The schema's ``DateTime`` (it overrides strawberry's): keeps whether an input had an
+offset or was a date alone, for :mod:`sqems.localtime` to place in the site's zone."""
+
+
+def site_zone(info: Info[Context, None]) -> Callable[[], localtime.SiteZone]:
+    """The request's site zone, looked up only when a time without an offset needs it."""
+    ctx = info.context
+    return lambda: localtime.site_zone(ctx.settings, ctx.store)
+
+
+def local_time(
+    info: Info[Context, None], value: datetime, what: str, *, end: bool = False
+) -> datetime:
+    """A datetime input, placed in the site's zone when it came without an offset
+    (``end``: a date alone is the end of that day, as for a due date)."""
+    return localtime.place(value, site_zone(info), end=end, what=what)
+
+
+@strawberry.input(
+    description="A closed time interval; either end may be left open. Times without an "
+    "offset are the site's local time (see DateTime)."
+)
+class WindowInput:
+    start: datetime | None = strawberry.field(
+        default=None, description="From this instant; a date alone: from that day's 00:00."
+    )
+    end: datetime | None = strawberry.field(
+        default=None,
+        description="Until this instant, inclusive; a date alone: to the end of that day.",
+    )
+
+    def window(self, zone: localtime.ZoneSource) -> TimeWindow:
+        """The window, times without an offset placed in ``zone`` (:func:`site_zone`)."""
+        return localtime.window(self.start, self.end, zone)

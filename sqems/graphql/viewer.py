@@ -18,13 +18,14 @@ import strawberry
 from strawberry.file_uploads import Upload
 from strawberry.types import Info
 
+from sqems import localtime
 from sqems.errors import ValidationFailed
 from sqems.graph_model.nodes import BimElement, BimModel
-from sqems.graph_model.store import GraphStore, TimeWindow
+from sqems.graph_model.store import GraphStore
 from sqems.graphql.access import Role
 from sqems.graphql.context import Context
 from sqems.graphql.generate import Adapted, adapted, derived
-from sqems.graphql.types import Connection, Node, paginate, to_graphql
+from sqems.graphql.types import Connection, Node, paginate, site_zone, to_graphql
 from sqems.settings import Settings
 from sqems.viewer import bim
 from sqems.viewer import scene as sc
@@ -188,7 +189,7 @@ class ViewerQuery:
     ) -> LineSceneView:
         ctx = info.context
         ctx.require(Role.VIEWER)
-        window = TimeWindow(start, end) if start or end else None
+        window = localtime.window(start, end, site_zone(info)) if start or end else None
         found = await ctx.call(
             lambda: sc.line_scene(ctx.store, line, window=window, scenario=scenario)
         )
