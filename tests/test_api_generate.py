@@ -172,5 +172,7 @@ def test_misnamed_or_untranslatable_fields_are_refused_when_the_type_is_built() 
         adapted(Plain, exclude=("nope",))(type("NoField", (Adapted,), {}))
     with pytest.raises(TypeError, match="fixed tuple"):
         adapted(Plain)(type("Pair", (Adapted,), {}))
+    with pytest.raises(TypeError, match="descriptions of no field: b"):
+        adapted(Plain, exclude=("pair",), descriptions={"b": "typo"})(type("Typo", (Adapted,), {}))
     with pytest.raises(TypeError, match="must subclass Adapted"):
         adapted(Plain, exclude=("pair",))(type("NotAdapted", (), {}))

@@ -1,5 +1,9 @@
 """What the commands share: opening the store, reading times and options from the
-command line, progress bars, generating and loading plants."""
+command line, progress bars, generating and loading plants.
+
+Nothing here imports a heavy stack at module level: ``sqems --help`` must not pay for
+the store, pydantic or numpy. Each function imports what it needs when it runs.
+"""
 
 from __future__ import annotations
 
@@ -7,31 +11,31 @@ import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sqems import localtime
 from sqems.cli.app import err
-from sqems.datasets import PlantShape, PlantSpec, generate, load_plant
-from sqems.datasets.files import Section
 from sqems.errors import ValidationFailed
-from sqems.graph_model import (
-    GraphStore,
-    RecallSource,
-    SourceKind,
-    TimeWindow,
-    open_store,
-)
-from sqems.quality.audit import AuditTrail, open_trail
-from sqems.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from sqems.datasets import PlantShape
+    from sqems.datasets.files import Section
+    from sqems.graph_model import GraphStore, RecallSource, TimeWindow
+    from sqems.quality.audit import AuditTrail
+    from sqems.settings import Settings
 
 
 @contextmanager
 def graph_store(
     *, read_only: bool = False, uri: str | None = None
 ) -> Iterator[tuple[GraphStore, Settings]]:
+    from sqems.graph_model import open_store
+    from sqems.settings import Settings
+
     settings = Settings()
     store = open_store(settings, uri=uri, read_only=read_only)
     try:
@@ -64,6 +68,14 @@ def site_zone() -> localtime.SiteZone:
 
 
 def progress() -> Progress:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     return Progress(
         TextColumn("{task.description:<28}"),
         BarColumn(),
@@ -84,6 +96,8 @@ def load_sections(
     source: str | None = None,
 ) -> int:
     """Load with a progress bar; the plant is checked whole before the bar moves."""
+    from sqems.datasets import load_plant
+
     total = sum(s.rows for s in sections)
     with progress() as bar:
         task = bar.add_task("checking the plant", total=total)
@@ -105,11 +119,10 @@ def load_sections(
 
 
 def generate_plant(units: int, seed: int, shape: PlantShape = "drives") -> Any:
+    from sqems.datasets import PlantSpec, generate
+
     with err.status(f"generating a {shape} plant of {units:,} units (seed {seed})…"):
         return generate(PlantSpec(shape=shape, units=units, seed=seed))
-
-
-# --- commands ----------------------------------------------------------------------------
 
 
 def recall_source(
@@ -121,6 +134,8 @@ def recall_source(
     to: str | None,
 ) -> RecallSource | None:
     """The recall source the options name; None when they name none."""
+    from sqems.graph_model import RecallSource, SourceKind, TimeWindow
+
     given = {
         k: v
         for k, v in (("lot", lot), ("batch", batch), ("machine", machine), ("parameter", parameter))
@@ -151,6 +166,8 @@ WindowEnd = Annotated[
 
 
 def time_window(start: str | None, end: str | None) -> TimeWindow | None:
+    from sqems.graph_model import TimeWindow
+
     if start is None and end is None:
         return None
     return TimeWindow(parse_time(start, "--start"), parse_time(end, "--end", end=True))
@@ -175,6 +192,8 @@ def cli_user() -> str:
 
 
 def audit_trail(settings: Settings) -> AuditTrail:
+    from sqems.quality.audit import open_trail
+
     return open_trail(settings)
 
 

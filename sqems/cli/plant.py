@@ -5,30 +5,21 @@ from __future__ import annotations
 import hashlib
 import shutil
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from sqems import investigation
 from sqems.cli.app import command, err, out
 from sqems.cli.common import generate_plant, graph_store, load_sections, progress
 from sqems.cli.render import print_investigation, print_recall, print_stats, print_trace
-from sqems.datasets import PlantShape, read_plant, write_plant
-from sqems.datasets.building import write_building_ifc
-from sqems.datasets.files import plant_sections
 from sqems.errors import ValidationFailed
-from sqems.graph_model import (
-    NODE_TYPES,
-    REL_TYPES,
-    GraphStore,
-    RecallSource,
-    SourceKind,
-    Traceability,
-)
-from sqems.graph_model.migrate import copy_store
-from sqems.graph_model.nodes import Machine
-from sqems.settings import Settings
-from sqems.viewer import bim as bim_models
+
+if TYPE_CHECKING:
+    from sqems.graph_model import GraphStore
+
+Shape = Literal["drives", "battery"]
+"""The plant shapes of :data:`sqems.datasets.PlantShape`, spelled out here because typer
+reads them at start-up, before numpy is worth importing (a test binds the two)."""
 
 
 @command("generate")
@@ -38,7 +29,7 @@ def generate_cmd(
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same plant.")] = 7,
     load: Annotated[bool, typer.Option("--load", help="Also load it into the store.")] = False,
     shape: Annotated[
-        PlantShape,
+        Shape,
         typer.Option(
             help="drives: boards into servo drives (two lines); battery: cells into "
             "modules into packs (three lines). --units counts every level."
@@ -46,6 +37,9 @@ def generate_cmd(
     ] = "drives",
 ) -> None:
     """Generate a synthetic plant with planted causes and write it as CSV files."""
+    from sqems.datasets import write_plant
+    from sqems.datasets.files import plant_sections
+
     plant = generate_plant(units, seed, shape)
     with err.status(f"writing {out_dir}…"):
         manifest = write_plant(plant, out_dir)
@@ -86,6 +80,7 @@ def load_cmd(
 
     Example: sqems load plant/
     """
+    from sqems.datasets import read_plant
     from sqems.datasets.files import plant_identity
 
     sections = read_plant(directory)
@@ -118,6 +113,14 @@ def demo_cmd(
 ) -> None:
     """Generate a small plant, load it, and answer a recall, a trace and a complaint's
     investigation."""
+    from sqems import investigation
+    from sqems.datasets import read_plant, write_plant
+    from sqems.datasets.building import write_building_ifc
+    from sqems.graph_model import RecallSource, SourceKind, Traceability
+    from sqems.graph_model.nodes import Machine
+    from sqems.settings import Settings
+    from sqems.viewer import bim as bim_models
+
     settings = Settings()
     plant = generate_plant(units, seed)
     plant_dir = settings.data_dir / "demo-plant"
@@ -217,6 +220,10 @@ def migrate_cmd(
     page: Annotated[int, typer.Option(help="Items per page (one transaction each).")] = 10_000,
 ) -> None:
     """Copy a whole store into another (embedded ⇄ Neo4j); resumable, counts verified."""
+    from sqems.graph_model import NODE_TYPES, REL_TYPES
+    from sqems.graph_model.migrate import copy_store
+    from sqems.settings import Settings
+
     settings = Settings()
     source_uri = from_ or settings.graph_uri
     if source_uri.strip() == to.strip():
