@@ -53,18 +53,14 @@ def parse_time(text: str | None, option: str, *, end: bool = False) -> datetime 
 
 
 def site_zone() -> localtime.SiteZone:
-    """The zone of times given without an offset (looked up only for those), said on
-    stderr."""
+    """The zone of times given without an offset (looked up only for those)."""
     from sqems.settings import Settings
 
     settings = Settings()
     if settings.site_timezone:
-        zone = localtime.zone_of(settings, None)
-    else:
-        with graph_store(read_only=True) as (store, _):
-            zone = localtime.zone_of(settings, store)
-    err.print(f"[dim]times without an offset are in {zone}[/dim]")
-    return zone
+        return localtime.zone_of(settings, None)
+    with graph_store(read_only=True) as (store, _):
+        return localtime.zone_of(settings, store)
 
 
 def progress() -> Progress:
