@@ -214,6 +214,7 @@ def test_the_cli_and_the_api_give_the_same_window_for_the_same_text(chicago_plan
         with LiveServer(app) as server:
             answer = ask({"start": "2026-01-20", "end": "2026-01-25"})
             skipped = ask({"start": "2026-03-08T02:30"})
+            garbled = ask({"start": "20/01/2026"})
             offset = ask({"start": "2026-01-20T00:00-06:00", "end": "2026-01-25T23:59:59-06:00"})
             as_utc = ask({"start": "2026-01-20T00:00Z", "end": "2026-01-25T00:00Z"})
     finally:
@@ -225,3 +226,7 @@ def test_the_cli_and_the_api_give_the_same_window_for_the_same_text(chicago_plan
     assert sorted(as_utc["data"]["recallScope"]["triggers"]) == ["RUN-1", "RUN-2"]
     (error,) = skipped["errors"]
     assert "does not exist in America/Chicago (site SITE-CHI)" in error["message"]
+    assert error["extensions"]["code"] == "VALIDATION_FAILED"
+    (error,) = garbled["errors"]
+    assert "'20/01/2026' is not a date or time" in error["message"]
+    assert error["extensions"]["code"] == "GRAPHQL_INVALID"
