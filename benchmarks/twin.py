@@ -14,15 +14,28 @@ wall time of a what-if scenario.
    timed), one scenario of 100 replications of an 8-hour shift, each with its own
    posterior draw (target < 30 s on 2 cores); and the baseline-plus-scenario run of a
    session for comparison.
+4. **BLAS**: the same work in two child processes, one with PyTensor's
+   ``blas__ldflags`` empty (its NumPy C-API fallbacks) and one with the flags
+   :mod:`sqems.twin.blas` finds, each with a fresh compile cache of its own (a cache
+   from the other flags would skip compilations): a 1,000 x 1,000 matrix product and a
+   50,000 x 8 matrix-vector product (the model's linear predictor), medians; and the
+   quality model's fit on ``--blas-runs`` runs with PyMC's sampler (compiled C, where
+   the BLAS is used) and with nutpie (the product's; numba, which does not link it),
+   the first fit with compilation and the median of the warm ones. Ratio: empty / set.
 
     python benchmarks/twin.py
     python benchmarks/twin.py --runs 10000 --repeats 3
+    python benchmarks/twin.py --only blas --blas-repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +55,7 @@ from sqems.simulation.line import (
     simulate,
 )
 from sqems.simulation.scenarios import ScenarioSpec
+from sqems.twin.blas import INSTALL_HINT, find_ldflags
 from sqems.twin.fitting import Sampler, fit_line
 from sqems.twin.line import build_twin
 from sqems.twin.quality import fit, synthetic_step_data
@@ -137,13 +151,109 @@ def scenario_time(units: int, replications: int) -> dict[str, float]:
     return {"fit": fitted, "scenario": one, "session": session}
 
 
+def blas_child(runs: int, repeats: int) -> dict[str, object]:
+    """The BLAS figure's work in this process, with whatever ``blas__ldflags``
+    ``PYTENSOR_FLAGS`` gave it (the parent sets them)."""
+    from sqems.twin.blas import configure  # noqa: PLC0415 - the parent's flags first
+
+    flags = configure()
+    import pytensor  # noqa: PLC0415
+    import pytensor.tensor as pt  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    times: dict[str, list[float]] = {}
+
+    def timed(name: str, call: object, count: int) -> None:
+        assert callable(call)
+        call()  # compiled and warm
+        for _ in range(count):
+            began = time.perf_counter()
+            call()
+            times.setdefault(name, []).append(time.perf_counter() - began)
+
+    a, b = pt.dmatrix("a"), pt.dmatrix("b")
+    gemm = pytensor.function([a, b], a @ b)
+    big = rng.standard_normal((1_000, 1_000))
+    timed("gemm 1000x1000 @ 1000x1000", lambda: gemm(big, big), max(5, repeats * 3))
+    x, w = pt.dmatrix("x"), pt.dvector("w")
+    gemv = pytensor.function([x, w], pt.sigmoid(x @ w))
+    tall, coef = rng.standard_normal((50_000, 8)), rng.standard_normal(8)
+    timed("gemv 50000x8 @ 8, then sigmoid", lambda: gemv(tall, coef), max(20, repeats * 10))
+    ops = sorted({type(n.op).__name__ for n in gemm.maker.fgraph.apply_nodes})
+
+    data = synthetic_step_data(
+        np.random.default_rng(runs),
+        runs,
+        alpha=-3.5,
+        beta={"temperature": 0.4, "speed": -0.2, "pressure": 0.1},
+        gamma={"temperature": 0.3},
+        machine_effects={"M-1": -0.2, "M-2": 0.0, "M-3": 0.25},
+    )
+    fits: dict[str, list[float]] = {}
+    for sampler in ("pymc", "nutpie"):
+        for _ in range(repeats + 1):  # the first compiles
+            began = time.perf_counter()
+            fit(data, draws=500, tune=500, chains=2, cores=2, seed=1, sampler=sampler)
+            fits.setdefault(sampler, []).append(time.perf_counter() - began)
+    return {"ldflags": flags, "ops": ops, "times": times, "fits": fits}
+
+
+def blas_figures(runs: int, repeats: int) -> None:
+    """Run :func:`blas_child` with the ldflags empty and set, and print both."""
+    found = find_ldflags()
+    if not found:
+        print(f"  no BLAS found, nothing to compare: {INSTALL_HINT}")
+        return
+    results = {}
+    for label, flags in (("empty", ""), ("set", found)):
+        with tempfile.TemporaryDirectory() as cache:  # a compile cache of its own
+            env = {
+                **os.environ,
+                "PYTENSOR_FLAGS": f"blas__ldflags='{flags}',base_compiledir={cache}",
+            }
+            done = subprocess.run(
+                [sys.executable, __file__, "--blas-child", str(runs), str(repeats)],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=env,
+            )
+        results[label] = json.loads(done.stdout.strip().splitlines()[-1])
+    empty, setting = results["empty"], results["set"]
+    print(f"  ldflags: {setting['ldflags']!r}; gemm compiles to {', '.join(setting['ops'])}")
+    print(f"  {'':38} {'empty':>9} {'set':>9} {'empty/set':>10}")
+    for name in setting["times"]:
+        e = statistics.median(empty["times"][name]) * 1e3
+        f = statistics.median(setting["times"][name]) * 1e3
+        print(f"  {name:38} {e:7.2f}ms {f:7.2f}ms {e / f:9.1f}x")
+    for sampler in ("pymc", "nutpie"):
+        e_all, f_all = empty["fits"][sampler], setting["fits"][sampler]
+        for what, e, f in (
+            ("first, compiling", e_all[0], f_all[0]),
+            ("warm, median", statistics.median(e_all[1:]), statistics.median(f_all[1:])),
+        ):
+            name = f"fit {runs:,} runs, {sampler}, {what}"
+            print(f"  {name:38} {e:8.1f}s {f:8.1f}s {e / f:9.2f}x")
+
+
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--blas-child":
+        print(json.dumps(blas_child(int(sys.argv[2]), int(sys.argv[3]))))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, nargs="+", default=[10_000, 50_000])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--replications", type=int, default=100)
     parser.add_argument("--plant-units", type=int, default=20_000)
+    parser.add_argument("--blas-runs", type=int, default=5_000)
+    parser.add_argument("--blas-repeats", type=int, default=2)
+    parser.add_argument("--only", choices=["blas"], help="run one part alone")
     args = parser.parse_args()
+
+    if args.only == "blas":
+        print("BLAS: PyTensor's ldflags empty vs set (fits: 2 chains x 500 + 500 tune):")
+        blas_figures(args.blas_runs, args.blas_repeats)
+        return
 
     print("10-station line, one 8 h shift, median of", args.repeats, flush=True)
     full, bare, units = simulation_speed(args.repeats)
@@ -166,6 +276,8 @@ def main() -> None:
         flush=True,
     )
     fit_times(args.runs)
+    print("BLAS: PyTensor's ldflags empty vs set (fits: 2 chains x 500 + 500 tune):", flush=True)
+    blas_figures(args.blas_runs, args.blas_repeats)
 
 
 if __name__ == "__main__":
