@@ -163,6 +163,15 @@ def place(value: datetime, zone: ZoneSource, *, end: bool = False, what: str = "
     if value.tzinfo is not None and value.utcoffset() is not None:
         return value
     site = zone() if callable(zone) else zone
+    try:
+        return _placed(value, site, end=end, what=what)
+    except OverflowError:  # the first or last days of year 1 or 9999
+        raise ValidationFailed(
+            f"{what} {value.isoformat()} is out of range in {site}; give a year from 2 to 9998"
+        ) from None
+
+
+def _placed(value: datetime, site: SiteZone, *, end: bool, what: str) -> datetime:
     if isinstance(value, DateOnly):
         day = value.date()
         if end:

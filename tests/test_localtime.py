@@ -128,6 +128,12 @@ def test_what_is_not_iso_8601_is_refused_in_one_line(text: str) -> None:
     assert "\n" not in refused.value.message
 
 
+@pytest.mark.parametrize(("text", "end"), [("9999-12-31T23:00", False), ("9999-12-31", True)])
+def test_a_local_time_past_the_calendar_is_refused_not_an_overflow(text: str, end: bool) -> None:
+    with pytest.raises(ValidationFailed, match="is out of range in America/Chicago"):
+        localtime.parse(text, zone("America/Chicago"), end=end)
+
+
 @given(st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2060, 1, 1)))
 def test_a_local_time_that_exists_reads_back_as_itself(naive: datetime) -> None:
     site = localtime.SiteZone(CHICAGO, "America/Chicago", "test")
