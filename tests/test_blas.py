@@ -87,3 +87,19 @@ def test_search_prefers_the_linker_folders_and_the_candidates_order(tmp_path: Pa
     (system / "libopenblas.so.0").touch()  # a runtime library alone cannot be linked
     assert find_ldflags([system], []) == "-lblas"
     assert CANDIDATES[0] == "openblas"
+
+
+def test_a_library_is_checked_once_and_again_when_it_changes(tmp_path: Path) -> None:
+    from sqems.twin.blas import _find, _links  # noqa: PLC0415
+
+    flags, library = _find(None, None)
+    assert library is not None, f"no BLAS to check: {INSTALL_HINT}"
+    kept = tmp_path / "sqems-blas-checked"
+    assert _links(flags, library, tmp_path, "g++")
+    first = kept.read_text()
+    assert first.startswith(f"{flags}|{library.resolve()}|")
+    kept.write_text(first.replace(str(library.resolve()), "/gone/libopenblas.so"))
+    assert _links(flags, library, tmp_path, "g++")  # checked anew, not trusted
+    assert kept.read_text() == first
+    assert not _links("-lno_such_blas_anywhere", library, tmp_path / "other", "g++")
+    assert not (tmp_path / "other" / "sqems-blas-checked").exists()

@@ -78,17 +78,49 @@ def find_ldflags(
     conda environment keeps its BLAS) also needs its folder, at link and at load time.
     Nothing is compiled here; :func:`configure` checks the flags link.
     """
+    return _find(default_dirs, extra_dirs)[0]
+
+
+def _find(
+    default_dirs: Sequence[Path] | None, extra_dirs: Sequence[Path] | None
+) -> tuple[str, Path | None]:
+    """:func:`find_ldflags` with the library file they link."""
     defaults = list(compiler_library_dirs() if default_dirs is None else default_dirs)
     extras = [Path(sys.prefix) / "lib"] if extra_dirs is None else list(extra_dirs)
     for name in CANDIDATES:
         for folder in defaults:
             if (folder / f"lib{name}.so").exists():
-                return f"-l{name}"
+                return f"-l{name}", folder / f"lib{name}.so"
         for folder in extras:
             if (folder / f"lib{name}.so").exists():
                 # no commas: PYTENSOR_FLAGS separates its entries with them
-                return f"-L{folder} -Xlinker -rpath -Xlinker {folder} -l{name}"
-    return ""
+                flags = f"-L{folder} -Xlinker -rpath -Xlinker {folder} -l{name}"
+                return flags, folder / f"lib{name}.so"
+    return "", None
+
+
+def _links(flags: str, library: Path, compiledir: Path, compiler: str) -> bool:
+    """Whether ``flags`` link and run a BLAS call, checked once per library file and
+    compiler (the answer is kept in PyTensor's compile folder: the check compiles a
+    program, seconds at the start of every fit otherwise)."""
+    from pytensor.link.c.cmodule import try_blas_flag  # noqa: PLC0415 - see configure
+
+    real = library.resolve()
+    key = f"{flags}|{real}|{real.stat().st_mtime_ns}|{compiler}"
+    kept = compiledir / "sqems-blas-checked"
+    try:
+        if kept.read_text() == key:
+            return True
+    except OSError:
+        pass
+    if not try_blas_flag(flags.split()):
+        return False
+    try:
+        compiledir.mkdir(parents=True, exist_ok=True)
+        kept.write_text(key)
+    except OSError as exc:  # a read-only home: check again next time
+        log.debug("cannot keep the BLAS check in %s: %s", compiledir, exc)
+    return True
 
 
 def configure() -> str:
@@ -103,15 +135,14 @@ def configure() -> str:
         return _configured
     # fitting only: importing PyTensor takes seconds
     from pytensor.configdefaults import config  # noqa: PLC0415
-    from pytensor.link.c.cmodule import try_blas_flag  # noqa: PLC0415
 
     param = vars(type(config))["blas__ldflags"]
     if hasattr(param, "val"):  # given by the user, or PyTensor already decided
         flags = str(config.blas__ldflags)
         source = "PyTensor's configuration"
     else:
-        found = find_ldflags()
-        if found and try_blas_flag(found.split()):
+        found, library = _find(None, None)
+        if library is not None and _links(found, library, Path(config.compiledir), str(config.cxx)):
             flags, source = found, "found"
         else:
             if found:
