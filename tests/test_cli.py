@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -244,9 +245,32 @@ def test_whatif_prints_each_kpi_with_its_interval_and_the_paired_difference(
     for kpi in ("throughput_per_h", "yield", "ppm", "scrap_cost"):
         assert kpi in rows, done.stdout
     assert rows["yield"].count("[") == 3  # baseline, scenario, difference
+    assert not [line for line in done.stderr.splitlines() if any(n in line for n in NOISE)]
     bad = sqems(tmp_path, "whatif", "LINE-PCB", "--set", "P-REFLOW-PEAK", **small)
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("error: --set takes NAME=NUMBER")
+
+
+NOISE = ("WARNING", "FutureWarning", "DeprecationWarning", "Sampling", "BLAS", "samples per chain")
+
+
+def test_a_twin_command_shows_the_sampler_s_warnings_only_when_verbose(tmp_path: Path) -> None:
+    """Fifty draws a chain make PyMC warn that its diagnostics need longer chains (and the
+    twin then refuses the fit): a real third-party warning, which stays off the terminal
+    unless --verbose. Each run has its own data dir: a fit is saved and reused."""
+    quiet_dir, loud_dir, plant = tmp_path / "quiet", tmp_path / "loud", tmp_path / "plant"
+    assert sqems(quiet_dir, "generate", "--units", "1000", "--out", str(plant)).returncode == 0
+    assert sqems(quiet_dir, "load", str(plant)).returncode == 0
+    shutil.copytree(quiet_dir, loud_dir)
+    few = {"SQEMS_TWIN_DRAWS": "50", "SQEMS_TWIN_TUNE": "50", "SQEMS_TWIN_CHAINS": "2"}
+    args = ("whatif", "LINE-PCB", "--speed", "1.1", "--hours", "1", "--replications", "2")
+    quiet = sqems(quiet_dir, *args, **few)
+    assert quiet.returncode == 2, quiet.stderr
+    assert "failed its diagnostics" in quiet.stderr
+    assert [line for line in quiet.stderr.splitlines() if any(n in line for n in NOISE)] == []
+    loud = sqems(loud_dir, "--verbose", *args, **few)
+    assert loud.returncode == 2, loud.stderr
+    assert "Only 50 samples per chain" in loud.stderr
 
 
 def test_the_demo_imports_its_hall_and_scene_lists_the_line_in_3d(demo_dir: Path) -> None:

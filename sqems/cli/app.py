@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 
+from sqems.cli import verbosity
 from sqems.errors import SqemsError
 
 app = typer.Typer(
@@ -21,6 +22,22 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            help="Also show what the libraries underneath say (compiler warnings, sampler "
+            "logs, deprecations) and SQEMS's own debug log.",
+        ),
+    ] = False,
+) -> None:
+    """The options before a command's name, for every command."""
+    verbosity.configure(verbose=verbose)
+
 
 P = ParamSpec("P")
 R = TypeVar("R")
