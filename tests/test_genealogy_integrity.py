@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +26,7 @@ from sqems.graph_model.nodes import Shipment, Unit, UnitStatus
 from sqems.graph_model.store import Edge
 from sqems.ingestion.importers import import_file
 from sqems.ingestion.quarantine import Quarantine
-from sqems.ontologies import Part, RdfFormat, export_text, import_graph, parse
+from sqems.ontologies import Part, RdfFormat, export_text, import_graph, parse, validate
 
 SPEC = PlantSpec(units=1_000, seed=1)
 
@@ -221,6 +223,53 @@ def test_rdf_import_refuses_a_unit_in_two_assemblies(check_shapes: bool) -> None
     target = EmbeddedGraphStore(None)
     with pytest.raises(ValidationFailed, match="C-1"):
         import_graph(target, g, check_shapes=check_shapes)
+    assert target.count() == 0
+
+
+def _graph_of(store: EmbeddedGraphStore) -> Any:
+    return parse(export_text(Part.whole(store), "turtle"), RdfFormat.TURTLE)
+
+
+def _with(g: Any, src: str, pred_of: tuple[str, str], dst: str) -> Any:
+    """``g`` plus ``src pred dst``, the predicate taken from the triple ``pred_of``."""
+    [(_, p, o)] = [
+        t for t in g if str(t[0]).endswith(pred_of[0]) and str(t[2]).endswith(pred_of[1])
+    ]
+    s = next(t[0] for t in g if str(t[0]).endswith("/" + src))
+    g.add((s, p, type(o)(str(o).rsplit("/", 1)[0] + "/" + dst)))
+    return g
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("M-1", ("C-1", "M-1"), "C-1"), "a unit cannot be built into itself (an assembly cycle)"),
+        (("M-1", ("C-1", "M-1"), "M-1"), "a unit cannot be built into itself (an assembly cycle)"),
+        (("M-2", ("C-1", "M-1"), "C-1"), "an assembly cannot be produced before its component"),
+    ],
+)
+def test_the_shapes_state_the_genealogy_rules(extra: Any, message: str) -> None:
+    g = _with(_graph_of(_assembly_store()), *extra)
+    report = validate(g)
+    assert message in [f.message for f in report.findings]
+    with pytest.raises(ValidationFailed, match=re.escape(message)):
+        import_graph(EmbeddedGraphStore(None), g)
+
+
+def test_the_shapes_refuse_a_shipped_scrapped_unit() -> None:
+    store = _assembly_store()
+    store.upsert_nodes(
+        [
+            Unit(uid="S-1", produced_at="2026-01-05T06:00:00Z", status=UnitStatus.SCRAPPED),
+            Shipment(uid="SHP-1", shipped_at="2026-01-06T06:00:00Z"),
+        ]
+    )
+    store.upsert_edges([Edge("SHIPPED_IN", "C-1", "SHP-1")])
+    g = _with(_graph_of(store), "S-1", ("C-1", "SHP-1"), "SHP-1")
+    assert "a scrapped unit cannot be in a shipment" in [f.message for f in validate(g).findings]
+    target = EmbeddedGraphStore(None)
+    with pytest.raises(ValidationFailed, match="S-1 is scrapped"):
+        import_graph(target, g, check_shapes=False)
     assert target.count() == 0
 
 

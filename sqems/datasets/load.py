@@ -256,8 +256,9 @@ def check_plant(store: GraphStore, sections: Iterable[Section]) -> None:
 
     stored = integrity.Stored()
     if stored_labels:
+        statuses = set(writes.statuses())
         for chunk in iter_chunks(writes.touched(), _LOOKUP):
-            stored.update(store.genealogy(chunk))
+            stored.update(store.genealogy(chunk, [u for u in chunk if u in statuses]))
     try:
         integrity.check(writes, stored)
     except RecordRefused as exc:

@@ -300,10 +300,13 @@ class EmbeddedGraphStore(StoreBase):
         return {uid: node[uid]["label"] for uid in uids if uid in node}
 
     @_locked
-    def genealogy(self, uids: Iterable[str]) -> integrity.Stored:
-        return self._genealogy(list(uids))
+    def genealogy(
+        self, uids: Iterable[str], statuses: Iterable[str] | None = None
+    ) -> integrity.Stored:
+        uids = list(uids)
+        return self._genealogy(uids, uids if statuses is None else list(statuses))
 
-    def _genealogy(self, uids: list[str]) -> integrity.Stored:
+    def _genealogy(self, uids: list[str], statuses: list[str]) -> integrity.Stored:
         node, succ, pred, times = self._g._node, self._g._succ, self._g._pred, self._times
         assembled = integrity.ASSEMBLED
         stored = integrity.Stored()
@@ -330,7 +333,9 @@ class EmbeddedGraphStore(StoreBase):
             shipment = next((s for s, keys in succ[uid].items() if integrity.SHIPPED in keys), None)
             if shipment is not None:
                 stored.shipments[uid] = shipment
-        for chunk in iter_chunks(units, _SQL_CHUNK):
+        # a status is in SQLite only: read it by primary key, for the units that need it
+        wanted = [u for u in statuses if u in node and node[u]["label"] == "Unit"]
+        for chunk in iter_chunks(wanted, _SQL_CHUNK):
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
                 f"SELECT uid FROM nodes WHERE uid IN ({marks}) "

@@ -119,6 +119,13 @@ class Writes:
     def __bool__(self) -> bool:
         return bool(self.units or self.assembled or self.shipped)
 
+    def statuses(self) -> list[str]:
+        """The units whose stored status the checks need: those shipped by an edge
+        without being written, and those written as scrapped."""
+        uids = dict.fromkeys(u for u, _ in self.shipped if u not in self.units)
+        uids.update(dict.fromkeys(u for u, (_, scrapped) in self.units.items() if scrapped))
+        return list(uids)
+
     def touched(self) -> list[str]:
         """The units whose stored genealogy the checks need."""
         uids = dict.fromkeys(self.units)
@@ -265,13 +272,16 @@ def _reaches(
 
 
 def check_batch(
-    nodes: Mapping[str, Node], edges: Iterable[Any], fetch: Callable[[list[str]], Stored]
+    nodes: Mapping[str, Node],
+    edges: Iterable[Any],
+    fetch: Callable[[list[str], list[str]], Stored],
 ) -> None:
-    """Check a store batch; ``fetch`` reads the stored genealogy of the units it
-    touches (called only when the batch holds units or genealogy edges)."""
+    """Check a store batch; ``fetch(uids, statuses)`` reads the stored genealogy of the
+    units it touches, with the status of ``statuses`` among them (called only when the
+    batch holds units or genealogy edges)."""
     writes = Writes.of_batch(nodes, edges)
     if writes:
-        check(writes, fetch(writes.touched()))
+        check(writes, fetch(writes.touched(), writes.statuses()))
 
 
 # --- audit ------------------------------------------------------------------------------

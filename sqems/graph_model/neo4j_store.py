@@ -317,7 +317,8 @@ class Neo4jGraphStore(StoreBase):
                 existing.update((uid, label) for uid, label in record["rows"])
             check_against(nodes, edges, existing.get, self.description)
 
-            def genealogy(uids: list[str]) -> integrity.Stored:
+            def genealogy(uids: list[str], _statuses: list[str]) -> integrity.Stored:
+                # one query reads every fact, the status included
                 rows: list[list[Any]] = []
                 for chunk in iter_chunks(uids, self.batch_size):
                     rows += tx.run(_GENEALOGY, uids=chunk).single(strict=True)["rows"]
@@ -418,7 +419,9 @@ class Neo4jGraphStore(StoreBase):
             labels.update((uid, label) for uid, label in record["rows"])
         return labels
 
-    def genealogy(self, uids: Iterable[str]) -> integrity.Stored:
+    def genealogy(
+        self, uids: Iterable[str], statuses: Iterable[str] | None = None
+    ) -> integrity.Stored:
         rows: list[list[Any]] = []
         for record in self._read_chunks(_GENEALOGY, list(dict.fromkeys(uids))):
             rows += record["rows"]

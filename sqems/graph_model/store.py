@@ -347,9 +347,10 @@ class GraphStore(Protocol):
         """The label of each of ``uids`` in the graph; uids not in it are left out."""
         ...
 
-    def genealogy(self, uids: Iterable[str]) -> Stored:
+    def genealogy(self, uids: Iterable[str], statuses: Iterable[str] | None = None) -> Stored:
         """What the graph holds about units ``uids`` that the genealogy rules
-        (:mod:`sqems.graph_model.integrity`) judge writes by; other uids are left out."""
+        (:mod:`sqems.graph_model.integrity`) judge writes by; other uids are left out.
+        Whether a unit is scrapped is read for ``statuses`` only (default: all)."""
         ...
 
     def metadata(self) -> dict[str, str]:

@@ -66,6 +66,29 @@ AT_MOST_ONE: list[tuple[str, str, bool]] = [
     ("WhatIfSession", "STUDIES", False),
 ]
 
+GENEALOGY_RULES: list[tuple[str, str, str]] = [
+    # (label, message, SPARQL select of the focus nodes that break it): the rules of
+    # sqems.graph_model.integrity that a shape can state (a unit in at most one assembly
+    # is the maxCount of AT_MOST_ONE above)
+    (
+        "Unit",
+        "a unit cannot be built into itself (an assembly cycle)",
+        "SELECT $this WHERE { $this sqems:assembledInto+ $this }",
+    ),
+    (
+        "Unit",
+        "an assembly cannot be produced before its component",
+        "SELECT $this ?value WHERE { $this sqems:assembledInto ?value ; sqems:producedAt ?t . "
+        "?value sqems:producedAt ?at . FILTER (?at < ?t) }",
+    ),
+    (
+        "Unit",
+        "a scrapped unit cannot be in a shipment",
+        'SELECT $this ?value WHERE { $this sqems:status "scrapped" ; sqems:shippedIn ?value }',
+    ),
+]
+"""Genealogy rules as SPARQL-based constraints (one rule with the stores' checks)."""
+
 UTC_OFFSET = r"(Z|[+-][0-9]{2}:[0-9]{2})$"
 FINITE = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 
@@ -221,6 +244,7 @@ def _node_shape(v: Vocabulary, label: str, model: type[BaseModel]) -> str:
     props = [p for n, i in model.model_fields.items() for p in _field_shapes(v, label, n, i)]
     props += list(_relation_shapes(v, label))
     body = "".join(f" ;\n    sh:property {p}" for p in props)
+    body += "".join(_sparql(m, q) for owner, m, q in GENEALOGY_RULES if owner == label)
     return (
         f"sqemsh:{label}\n    a sh:NodeShape ;\n    sh:targetClass {_n(v, v.classes[label])} ;\n"
         f"    sh:closed true ;\n    {_ignored(model)} ;\n"
@@ -255,15 +279,19 @@ def _qualified_shape(v: Vocabulary, type_name: str, cls: URIRef, link: URIRef) -
             )
         )
     for message, select in checks:
-        body += (
-            " ;\n    sh:sparql [ a sh:SPARQLConstraint ;\n"
-            f"        sh:message {_string(message)} ;\n"
-            f'        sh:prefixes sqemsh:prefixes ;\n        sh:select """{select}""" ]'
-        )
+        body += _sparql(message, select)
     name = str(cls).rsplit("#", 1)[1]
     return (
         f"sqemsh:{name}\n    a sh:NodeShape ;\n    sh:targetClass {_n(v, cls)} ;\n"
         f"    sh:closed true ;\n    sh:ignoredProperties ( rdf:type qudt:unit ){body} .\n"
+    )
+
+
+def _sparql(message: str, select: str) -> str:
+    return (
+        " ;\n    sh:sparql [ a sh:SPARQLConstraint ;\n"
+        f"        sh:message {_string(message)} ;\n"
+        f'        sh:prefixes sqemsh:prefixes ;\n        sh:select """{select}""" ]'
     )
 
 
