@@ -4,16 +4,85 @@ decorator that turns a :class:`~sqems.errors.SqemsError` into one red line and e
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Annotated, ParamSpec, TypeVar
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar, get_args, get_origin
 
 import typer
 from rich.console import Console
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from sqems.cli import verbosity
 from sqems.errors import SqemsError
 
+METAVARS: dict[type, str] = {int: "N", float: "NUMBER", Path: "PATH", datetime: "DATE", str: "TEXT"}
+"""What an option's value is called in help when it names no metavar of its own (a uid
+option says ``UID``, a window ``DATE``, a file ``FILE``)."""
+
+
+class _Option(TyperOption):
+    """An option whose help shows what to type - its metavar, or nothing for a flag - in
+    place of typer's Python type (``<list[str]>``, ``<bool>``)."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        if self.is_flag:
+            return None
+        if self.metavar:
+            return self.metavar
+        desc = self.type_descriptor
+        if desc.is_choice:
+            return "|".join(str(c) for c in desc.choices or ())
+        kind: Any = desc.annotation
+        if get_origin(kind) is list:
+            (kind,) = get_args(kind)
+        return METAVARS.get(kind, "VALUE")
+
+
+class _Argument(TyperArgument):
+    """An argument shown by its name in capitals (``LINE``), with no Python type."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
+def _readable(params: Iterable[Any]) -> None:
+    for param in params:
+        if type(param) is TyperOption:
+            param.__class__ = _Option
+        elif type(param) is TyperArgument:
+            param.__class__ = _Argument
+            param.metavar = param.metavar or (param.name or "value").upper()
+
+
+class Command(TyperCommand):
+    """A command whose help reads as what to type (see :class:`_Option`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _readable(self.params)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        _readable([option])
+        return option
+
+
+class Group(TyperGroup):
+    """A group of commands, its own options readable as :class:`Command`'s."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _readable(self.params)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        _readable([option])
+        return option
+
+
 app = typer.Typer(
+    cls=Group,
     name="sqems",
     help="SQEMS: a plant's quality knowledge graph — traceability, recall scope and more.",
     no_args_is_help=True,
@@ -43,23 +112,30 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 neo4j_app = typer.Typer(
+    cls=Group,
     help="Run a local Neo4j Community server (jars from Maven Central, Java 17).",
     no_args_is_help=True,
 )
 app.add_typer(neo4j_app, name="neo4j")
-apikey_app = typer.Typer(help="Manage the API's keys and roles.", no_args_is_help=True)
+apikey_app = typer.Typer(cls=Group, help="Manage the API's keys and roles.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
-quarantine_app = typer.Typer(help="What ingestion refused, and replaying it.", no_args_is_help=True)
+quarantine_app = typer.Typer(
+    cls=Group, help="What ingestion refused, and replaying it.", no_args_is_help=True
+)
 app.add_typer(quarantine_app, name="quarantine")
-audit_app = typer.Typer(help="The audit trail of quality records.", no_args_is_help=True)
+audit_app = typer.Typer(cls=Group, help="The audit trail of quality records.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
-report_app = typer.Typer(help="Compliance reports.", no_args_is_help=True)
+report_app = typer.Typer(cls=Group, help="Compliance reports.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
-bim_app = typer.Typer(help="BIM models: IFC import, links to machines, as-built surveys.",
+bim_app = typer.Typer(
+    cls=Group,
+    help="BIM models: IFC import, links to machines, as-built surveys.",
                       no_args_is_help=True)  # fmt: skip
 app.add_typer(bim_app, name="bim")
 rdf_app = typer.Typer(
-    help="The graph as RDF: export, import, SHACL validation, SPARQL.", no_args_is_help=True
+    cls=Group,
+    help="The graph as RDF: export, import, SHACL validation, SPARQL.",
+    no_args_is_help=True,
 )
 app.add_typer(rdf_app, name="rdf")
 
@@ -76,7 +152,7 @@ def command(name: str, on: typer.Typer = app) -> Callable[[Callable[P, R]], Call
                 err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
                 raise typer.Exit(2) from None
 
-        on.command(name)(run)
+        on.command(name, cls=Command)(run)
         return run
 
     return register
