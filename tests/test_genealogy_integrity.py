@@ -552,3 +552,27 @@ def test_cli_check_and_stats_show_an_unfinished_load(tmp_path: Path, plant_dir: 
     assert clean.returncode == 0
     assert "load in progress" not in clean.stdout
     assert "every genealogy rule holds" in clean.stdout
+
+
+# --- every backend --------------------------------------------------------------------------
+
+
+def test_a_bad_plant_leaves_every_backend_empty(store: GraphStore, plant: Path) -> None:
+    child = rows(plant, "edges/ASSEMBLED_INTO.csv")[1][0]
+    other = rows(plant, "edges/ASSEMBLED_INTO.csv")[2][1]
+    line = append(plant, "edges/ASSEMBLED_INTO.csv", [child, other])
+    with pytest.raises(ValidationFailed, match=rf"ASSEMBLED_INTO\.csv line {line}: unit {child}"):
+        load_plant(store, read_plant(plant), plant=plant_identity(plant))
+    assert store.count() == 0
+    assert store.metadata().get(LOAD_KEY) is None
+
+
+def test_every_backend_keeps_its_plant(store: GraphStore, plant_dir: Path, tmp_path: Path) -> None:
+    mine = plant_identity(plant_dir)
+    load_plant(store, read_plant(plant_dir), plant=mine)
+    assert held_plants(store) == [mine]
+    assert load_in_progress(store) is None
+    assert integrity.audit(store).clean
+    other = renamed(plant_dir, tmp_path / "other", "second plant")
+    with pytest.raises(ValidationFailed, match=f"holds plant {mine}, not second plant"):
+        load_plant(store, read_plant(other), plant="second plant")
