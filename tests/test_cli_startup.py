@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import pytest
 
@@ -45,13 +46,13 @@ def paths(command, path):
         yield from paths(sub, [*path, name])
 
 runner = CliRunner()
-seen = []
+helps = {}
 for path in paths(typer.main.get_command(app), []):
-    done = runner.invoke(app, [*path, "--help"])
+    done = runner.invoke(app, [*path, "--help"], terminal_width=100)
     assert done.exit_code == 0, (path, done.output)
     assert "Usage: sqems" in done.output, (path, done.output)
-    seen.append(" ".join(path))
-print(json.dumps({"commands": seen, "modules": sorted(sys.modules)}))
+    helps[" ".join(path)] = done.output
+print(json.dumps({"helps": helps, "modules": sorted(sys.modules)}))
 """
 
 RUN_COMMAND = """
@@ -110,14 +111,35 @@ def plant_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data
 
 
-def test_the_help_of_every_command_imports_no_heavy_stack(tmp_path: Path) -> None:
-    done = run_python(HELP_OF_EVERY_COMMAND, data_dir=tmp_path)
+@pytest.fixture(scope="module")
+def helps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The help of every command and group, built in one fresh interpreter, and what
+    that interpreter imported."""
+    done = run_python(HELP_OF_EVERY_COMMAND, data_dir=tmp_path_factory.mktemp("help"))
     assert done.returncode == 0, done.stderr
-    found = json.loads(done.stdout)
+    found: dict[str, Any] = json.loads(done.stdout)
+    return found
+
+
+def test_the_help_of_every_command_imports_no_heavy_stack(helps: dict[str, Any]) -> None:
     assert {"", "recall", "whatif", "rdf export", "bim survey", "neo4j start"} <= set(
-        found["commands"]
+        helps["helps"]
     )
-    assert top_level(found["modules"]) & NOT_FOR_HELP == set()
+    assert top_level(helps["modules"]) & NOT_FOR_HELP == set()
+
+
+def test_help_names_values_as_people_read_them_with_an_example_each(
+    helps: dict[str, Any],
+) -> None:
+    groups = {"", "neo4j", "apikey", "quarantine", "audit", "report", "bim", "rdf"}
+    for path, text in helps["helps"].items():
+        assert not re.search(r"<(str|int|float|bool|path|list\[\w+\])>", text), (path, text)
+        if path not in groups:
+            assert "Example: sqems " in text, (path, text)
+    recall = helps["helps"]["recall"]
+    assert re.search(r"--lot +UID", recall)
+    assert re.search(r"--from +DATE", recall)
+    assert re.search(r"--json +Print", recall)  # a flag takes no value
 
 
 def test_recall_and_trace_import_the_store_and_nothing_numeric(plant_dir: Path) -> None:

@@ -7,25 +7,46 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from sqems.cli.app import command, err, out
-from sqems.cli.common import WindowEnd, WindowStart, graph_store, time_window
-from sqems.cli.render import count_text, print_causes, print_investigation, print_kpis
+from sqems.cli.common import (
+    OldEnd,
+    OldStart,
+    WindowFrom,
+    WindowTo,
+    graph_store,
+    time_window,
+    whatif_stores,
+)
+from sqems.cli.render import (
+    Column,
+    print_causes,
+    print_investigation,
+    print_kpis,
+    print_table,
+)
 from sqems.errors import ValidationFailed
+from sqems.figures import plain
 
 
 @command("rootcause")
 def rootcause_cmd(
     defect_type: Annotated[
-        str | None, typer.Option(help="Explain the units with this defect type (or complaints).")
+        str | None,
+        typer.Option(
+            metavar="UID", help="Explain the units with this defect type (or complaints)."
+        ),
     ] = None,
     complaint: Annotated[
-        list[str] | None, typer.Option(help="Explain the units of these complaints.")
+        list[str] | None, typer.Option(metavar="UID", help="Explain the units of these complaints.")
     ] = None,
-    unit: Annotated[list[str] | None, typer.Option(help="Explain these defective units.")] = None,
-    start: WindowStart = None,
-    end: WindowEnd = None,
+    unit: Annotated[
+        list[str] | None, typer.Option(metavar="UID", help="Explain these defective units.")
+    ] = None,
+    from_: WindowFrom = None,
+    to: WindowTo = None,
+    start: OldStart = None,
+    end: OldEnd = None,
     top: Annotated[int, typer.Option(help="How many factors to list.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -35,14 +56,21 @@ def rootcause_cmd(
     the defect's PFMEA origin, exact tests judged with the batches (defects cluster by
     batch, counted once at the origin) under false-discovery control, and tests
     conditional on the stronger causes; each cause with the defects it explains and a
-    5-Why chain."""
+    5-Why chain.
+
+    Example: sqems rootcause --defect-type DT-CRACKED-HOUSING
+    """
     from sqems.analysis import rootcause
 
     if sum(x is not None and x != [] for x in (defect_type, complaint, unit)) != 1:
         raise ValidationFailed("give exactly one of --defect-type, --complaint, --unit")
     with graph_store(read_only=True) as (store, _):
         if defect_type is not None:
-            target = rootcause.from_defect_type(store, defect_type, time_window(start, end))
+            target = rootcause.from_defect_type(
+                store,
+                defect_type,
+                time_window(from_, to, old_start=start, old_end=end),
+            )
         elif complaint:
             target = rootcause.from_complaints(store, complaint)
         else:
@@ -64,26 +92,36 @@ test binds the two)."""
 def investigate_cmd(
     complaint: Annotated[str, typer.Argument(help="The complaint's uid, e.g. CMP-000005.")],
     lookback: Annotated[
-        float, typer.Option(help="Days before the complaint to take same-type cases from.")
+        float,
+        typer.Option(
+            metavar="DAYS", help="Days before the complaint to take same-type cases from."
+        ),
     ] = LOOKBACK_DAYS,
     top: Annotated[int, typer.Option(help="How many factors to list.")] = 5,
     simulate: Annotated[
         bool, typer.Option(help="Simulate the fix's what-if on the line's twin.")
     ] = True,
-    hours: Annotated[float, typer.Option(help="Simulated hours per replication.")] = 8.0,
+    hours: Annotated[
+        float, typer.Option(metavar="HOURS", help="Simulated hours per replication.")
+    ] = 8.0,
     replications: Annotated[int, typer.Option(help="Replications (posterior draws).")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Investigate a complaint end to end: its unit's genealogy, the causes its defect
     type's cases share (widened from the one complaint, at any BOM depth), the recall the
-    leading cause calls for, and the what-if of its fix with credible intervals."""
+    leading cause calls for, and the what-if of its fix with credible intervals.
+
+    Example: sqems investigate CMP-000005 --no-simulate
+    """
     from sqems import investigation
     from sqems.simulation.runner import TWIN_DIR, WhatIfRunner
     from sqems.twin.fitting import Sampler
 
-    with graph_store() as (store, settings):
+    with whatif_stores(simulate=simulate) as (store, sessions, settings):
         runner = (
-            WhatIfRunner(store, settings.data_dir / TWIN_DIR, Sampler.of(settings))
+            WhatIfRunner(
+                store, settings.data_dir / TWIN_DIR, Sampler.of(settings), sessions=sessions
+            )
             if simulate
             else None
         )
@@ -118,16 +156,24 @@ def investigate_cmd(
 
 @command("kpis")
 def kpis_cmd(
-    start: WindowStart = None,
-    end: WindowEnd = None,
+    from_: WindowFrom = None,
+    to: WindowTo = None,
+    start: OldStart = None,
+    end: OldEnd = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Yield, first-pass and rolled throughput yield, PPM, cost of poor quality, top
-    defects and the shift comparison of the batches started in a window."""
+    defects and the shift comparison of the batches started in a window.
+
+    Example: sqems kpis --from 2026-01-05 --to 2026-01-12
+    """
     from sqems.analysis import kpis
 
     with graph_store(read_only=True) as (store, _):
-        report = kpis.kpis(store, time_window(start, end))
+        report = kpis.kpis(
+            store,
+            time_window(from_, to, old_start=start, old_end=end),
+        )
         if as_json:
             out.print_json(json.dumps(kpis.report_dict(report)))
         else:
@@ -136,12 +182,21 @@ def kpis_cmd(
 
 @command("suppliers")
 def suppliers_cmd(
-    start: Annotated[str | None, typer.Option("--from", help="Lots received from.")] = None,
-    end: Annotated[str | None, typer.Option("--to", help="Lots received until.")] = None,
-    supplier: Annotated[str | None, typer.Option(help="One supplier, with its trend.")] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", metavar="DATE", help="Lots received from.")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", metavar="DATE", help="Lots received until.")
+    ] = None,
+    supplier: Annotated[
+        str | None, typer.Option(metavar="UID", help="One supplier, with its trend.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The scorecards as JSON.")] = False,
 ) -> None:
-    """Supplier scorecards: incoming inspection, material PPM, complaints, CAPAs."""
+    """Supplier scorecards: incoming inspection, material PPM, complaints, CAPAs.
+
+    Example: sqems suppliers --supplier SUP-01
+    """
     from sqems.quality import suppliers
 
     with graph_store(read_only=True) as (store, _):
@@ -151,23 +206,34 @@ def suppliers_cmd(
     if as_json:
         out.print_json(json.dumps([dataclasses.asdict(c) for c in cards]))
         return
-    table = Table("supplier", "lots", "rejected", "incoming PPM", "units", "material PPM",
-                  "complaints", "CAPAs open/all", "days to close", box=None)  # fmt: skip
-    for c in cards:
-        table.add_row(
-            f"{c.supplier} ({c.name})", str(c.lots),
+    rows = [
+        (
+            c.supplier, c.name, f"{c.lots:,}",
             f"{c.lots_rejected}/{c.lots_inspected}" if c.lots_inspected else "-",
-            count_text(round(c.incoming_ppm)) if c.incoming_ppm is not None else "-",
+            "-" if c.incoming_ppm is None else plain(c.incoming_ppm),
             f"{c.units:,}",
-            count_text(round(c.material_ppm)) if c.material_ppm is not None else "-",
-            f"{c.complaints} ({c.material_complaints} material)", f"{c.capas_open}/{c.capas}",
-            f"{c.mean_days_to_close:.1f}" if c.mean_days_to_close is not None else "-",
-        )  # fmt: skip
-    out.print(table)
+            "-" if c.material_ppm is None else plain(c.material_ppm),
+            f"{c.complaints:,} ({c.material_complaints:,} material)",
+            f"{c.capas_open}/{c.capas}",
+            "-" if c.mean_days_to_close is None else plain(c.mean_days_to_close),
+        )
+        for c in cards
+    ]  # fmt: skip
+    print_table(
+        [Column("supplier", "id"), "name", Column("lots", "number"),
+         Column("rejected/inspected lots", "number"), Column("incoming ppm", "number"),
+         Column("units", "number"), Column("material ppm", "number"), "complaints",
+         Column("CAPAs open/all", "number"), Column("days to close a CAPA", "number")],
+        rows,
+    )  # fmt: skip
     if supplier and cards[0].trend:
-        trend = Table("month", "lots", "rejected", "incoming PPM", "material PPM", box=None)
-        for p in cards[0].trend:
-            trend.add_row(p.month, str(p.lots), str(p.lots_rejected),
-                          "-" if p.incoming_ppm is None else f"{p.incoming_ppm:,.0f}",
-                          "-" if p.material_ppm is None else f"{p.material_ppm:,.0f}")  # fmt: skip
-        out.print(trend)
+        print_table(
+            [Column("month", "id"), Column("lots", "number"), Column("rejected lots", "number"),
+             Column("incoming ppm", "number"), Column("material ppm", "number")],
+            [
+                (p.month, f"{p.lots:,}", f"{p.lots_rejected:,}",
+                 "-" if p.incoming_ppm is None else plain(p.incoming_ppm),
+                 "-" if p.material_ppm is None else plain(p.material_ppm))
+                for p in cards[0].trend
+            ],
+        )  # fmt: skip

@@ -9,23 +9,32 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from sqems.cli.app import bim_app, command, err, out
 from sqems.cli.common import graph_store, time_window
+from sqems.cli.render import Column, print_table
+from sqems.figures import plain
 
 
 @command("scene")
 def scene_cmd(
     line: Annotated[str, typer.Argument(help="The line's uid, e.g. LINE-PCB.")],
-    start: Annotated[str | None, typer.Option("--from", help="Batches started from.")] = None,
-    end: Annotated[str | None, typer.Option("--to", help="Batches started until.")] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", metavar="DATE", help="Batches started from.")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", metavar="DATE", help="Batches started until.")
+    ] = None,
     scenario: Annotated[
-        str | None, typer.Option(help="A what-if scenario whose utilisation to show.")
+        str | None,
+        typer.Option(metavar="UID", help="A what-if scenario whose utilisation to show."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The whole scene as JSON.")] = False,
 ) -> None:
-    """A line's machines as the 3D viewer places them, with their status overlay."""
+    """A line's machines as the 3D viewer places them, with their status overlay.
+
+    Example: sqems scene LINE-PCB
+    """
     from sqems.viewer.scene import line_scene
 
     with graph_store(read_only=True) as (store, _):
@@ -33,22 +42,26 @@ def scene_cmd(
     if as_json:
         out.print_json(scene.to_json())
         return
-    table = Table("machine", "step", "at (m)", "size (m)", "status", "defect rate", "alarms",
-                  "util.", "BIM element", box=None)  # fmt: skip
+    rows = []
     for o in scene.objects:
         v = o.overlay
-        table.add_row(
-            f"{o.uid} ({o.name})",
-            o.step or "-",
-            f"{o.position[0]:g}, {o.position[1]:g}",
-            " x ".join(f"{s:g}" for s in o.size),
+        rows.append((
+            o.uid, o.name, o.step or "-",
+            ", ".join(plain(x) for x in o.position[:2]),
+            " x ".join(plain(x) for x in o.size),
             f"[{v.colour}]{v.status.value}[/]",
-            "-" if v.defect_rate is None else f"{v.defect_rate:.2%} of {v.produced:,}",
-            str(v.open_alarms),
-            "-" if v.utilisation is None else f"{v.utilisation:.0%}",
+            "-" if v.defect_rate is None else f"{plain(100 * v.defect_rate)} % of {v.produced:,}",
+            f"{v.open_alarms:,}",
+            "-" if v.utilisation is None else f"{plain(100 * v.utilisation)} %",
             o.bim_element or "-",
-        )
-    out.print(table)
+        ))  # fmt: skip
+    print_table(
+        [Column("machine", "id"), "name", Column("step", "id"), Column("at (m)", "number"),
+         Column("size (m)", "number"), "status", Column("defect rate", "number"),
+         Column("open alarms", "number"), Column("utilisation", "number"),
+         Column("BIM element", "id")],
+        rows,
+    )  # fmt: skip
     out.print(f"{len(scene.objects)} machines; in 3D: sqems serve, then /viewer?line={line}")
 
 
@@ -59,15 +72,24 @@ def bim_import(
         str | None, typer.Option(help="The model's name (default: the project's).")
     ] = None,
     link_key: Annotated[
-        str, typer.Option(help="The element attribute or Pset.Property holding a machine uid.")
+        str,
+        typer.Option(
+            metavar="KEY", help="The element attribute or Pset.Property holding a machine uid."
+        ),
     ] = "Tag",
     links: Annotated[
-        Path | None, typer.Option(help="A CSV of machine,global_id pairs instead of --link-key.")
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="A CSV of machine,global_id pairs instead of --link-key."
+        ),
     ] = None,
     cores: Annotated[int | None, typer.Option(help="Tessellation threads (default: all).")] = None,
 ) -> None:
     """Import an IFC model: tessellate it (cached by file hash), store its elements and
-    link them to machines."""
+    link them to machines.
+
+    Example: sqems bim import hall.ifc --link-key Tag
+    """
     from sqems.viewer import bim as bim_models
 
     rule = (bim_models.LinkRule.from_csv(links.read_text()) if links
@@ -102,16 +124,23 @@ def bim_import(
 
 @command("list", on=bim_app)
 def bim_list() -> None:
-    """The imported BIM models."""
+    """The imported BIM models.
+
+    Example: sqems bim list
+    """
     from sqems.graph_model.nodes import BimModel
 
     with graph_store(read_only=True) as (store, _):
         models = [n for n in store.find("BimModel") if isinstance(n, BimModel)]
-    table = Table("uid", "name", "schema", "file", "elements", "triangles", "imported", box=None)
-    for m in sorted(models, key=lambda m: m.imported_at, reverse=True):
-        table.add_row(m.uid, m.name, m.ifc_schema.value, m.file_name, f"{m.elements:,}",
-                      f"{m.triangles:,}", m.imported_at.isoformat(timespec="seconds"))  # fmt: skip
-    out.print(table)
+    print_table(
+        [Column("uid", "id"), "name", "schema", Column("file", "id"),
+         Column("elements", "number"), Column("triangles", "number"), Column("imported", "id")],
+        [
+            (m.uid, m.name, m.ifc_schema.value, m.file_name, f"{m.elements:,}",
+             f"{m.triangles:,}", f"{m.imported_at:%Y-%m-%d}")
+            for m in sorted(models, key=lambda m: m.imported_at, reverse=True)
+        ],
+    )  # fmt: skip
 
 
 SURVEY_COLUMNS = ("global_id", "x_m", "y_m", "z_m", "length_m", "width_m", "height_m")
@@ -131,7 +160,10 @@ def bim_survey(
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
 ) -> None:
     """Record as-built positions and sizes and report the elements that deviate from the
-    design beyond the tolerance (exit 1 when any does)."""
+    design beyond the tolerance (exit 1 when any does).
+
+    Example: sqems bim survey BIM-3f9a0c1d2e4b5a6c survey.csv --tolerance 0.05
+    """
     from sqems.viewer import bim as bim_models
 
     with graph_store() as (store, _):
@@ -143,12 +175,16 @@ def bim_survey(
             f"{report.surveyed} surveyed, {report.within} within {tolerance * 1000:g} mm, "
             f"{len(report.deviating)} deviating; {report.not_surveyed} elements not surveyed"
         )
-        table = Table("element", "class", "name", "position off (mm)", "size off (mm)", box=None)
-        for d in report.deviating:
-            table.add_row(d.global_id, d.ifc_class, d.name or "-", f"{d.position_m * 1000:.0f}",
-                          "-" if d.size_m is None else f"{d.size_m * 1000:.0f}")  # fmt: skip
         if report.deviating:
-            out.print(table)
+            print_table(
+                [Column("element", "id"), "class", "name",
+                 Column("position off (mm)", "number"), Column("size off (mm)", "number")],
+                [
+                    (d.global_id, d.ifc_class, d.name or "-", plain(d.position_m * 1000),
+                     "-" if d.size_m is None else plain(d.size_m * 1000))
+                    for d in report.deviating
+                ],
+            )  # fmt: skip
         if report.unknown:
             out.print(f"[yellow]not in the model:[/yellow] {', '.join(report.unknown)}")
         for reason in report.refused:

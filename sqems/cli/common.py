@@ -44,6 +44,42 @@ def graph_store(
         store.close()
 
 
+@contextmanager
+def whatif_stores(*, simulate: bool = True) -> Iterator[tuple[GraphStore, GraphStore, Settings]]:
+    """The store a what-if reads its line from, the store its session is kept in, and
+    the settings. Both are the store, writable, when this process may write it; while
+    another process writes it (a running ``sqems serve``), the store is opened read-only
+    and the session kept in memory - printed, not saved - which a note says. Without
+    ``simulate`` (a command that only reads), the store read-only, twice."""
+    from sqems.graph_model import EmbeddedGraphStore, StoreLocked, open_store
+    from sqems.settings import Settings
+
+    settings = Settings()
+    try:
+        store = open_store(settings, read_only=not simulate)
+    except StoreLocked as exc:
+        store = open_store(settings, read_only=True)
+        err.print(
+            f"note: the store is open for writing by {exc.holder}; this what-if reads it "
+            "read-only and is not saved",
+            highlight=False,
+        )
+    else:
+        try:
+            yield store, store, settings
+        finally:
+            store.close()
+        return
+    sessions = EmbeddedGraphStore(None)
+    try:
+        # a session points at its line: the lines (a handful) come along
+        sessions.upsert_nodes(list(store.find("Line")))
+        yield store, sessions, settings
+    finally:
+        sessions.close()
+        store.close()
+
+
 def parse_time(text: str | None, option: str, *, end: bool = False) -> datetime | None:
     """An ISO 8601 date or time from the command line; without an offset, in the site's
     time zone, and a date alone as an ``end`` is the end of that day (sqems.localtime)."""
@@ -152,21 +188,47 @@ def recall_source(
     return RecallSource(SourceKind(kind), uid, window)
 
 
-WindowStart = Annotated[
-    str | None, typer.Option(help=f"Window start ({localtime.RULE}); a date alone: its 00:00.")
-]
-WindowEnd = Annotated[
+WindowFrom = Annotated[
     str | None,
-    typer.Option(help=f"Window end, inclusive ({localtime.RULE}); a date alone: to its end."),
+    typer.Option(
+        "--from", metavar="DATE", help=f"Window start ({localtime.RULE}); a date alone: its 00:00."
+    ),
 ]
+WindowTo = Annotated[
+    str | None,
+    typer.Option(
+        "--to",
+        metavar="DATE",
+        help=f"Window end, inclusive ({localtime.RULE}); a date alone: to its end.",
+    ),
+]
+# --from/--to were --start/--end in rootcause and kpis; the old names still work, unlisted
+OldStart = Annotated[str | None, typer.Option("--start", hidden=True)]
+OldEnd = Annotated[str | None, typer.Option("--end", hidden=True)]
 
 
-def time_window(start: str | None, end: str | None) -> TimeWindow | None:
+def time_window(
+    start: str | None,
+    end: str | None,
+    *,
+    old_start: str | None = None,
+    old_end: str | None = None,
+) -> TimeWindow | None:
+    """The window ``--from START --to END`` name (or ``--start``/``--end``, their old
+    names); None when none is given."""
     from sqems.graph_model import TimeWindow
 
+    for new, old, names in (
+        (start, old_start, "--from or --start"),
+        (end, old_end, "--to or --end"),
+    ):
+        if new is not None and old is not None:
+            raise ValidationFailed(f"give {names} (its old name), not both")
+    start = start if start is not None else old_start
+    end = end if end is not None else old_end
     if start is None and end is None:
         return None
-    return TimeWindow(parse_time(start, "--start"), parse_time(end, "--end", end=True))
+    return TimeWindow(parse_time(start, "--from"), parse_time(end, "--to", end=True))
 
 
 def number_pair(item: str, option: str) -> tuple[str, float]:

@@ -11,10 +11,10 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from sqems.cli.app import command, err, out, quarantine_app
 from sqems.cli.common import audit_trail, cli_user, graph_store
+from sqems.cli.render import Column, print_table
 from sqems.errors import ValidationFailed
 
 
@@ -26,7 +26,10 @@ def ingest_cmd(
 ) -> None:
     """Subscribe to the MQTT broker (SQEMS_MQTT_HOST/PORT) and ingest readings: validate,
     normalise units, dedup, store, quarantine what is refused, raise alarms; a critical
-    alarm opens a CAPA."""
+    alarm opens a CAPA.
+
+    Example: sqems ingest --seconds 60
+    """
     from sqems.ingestion import service
     from sqems.ingestion.broker import BrokerAccess
     from sqems.quality.capa import Workflow, open_on_critical_alarms
@@ -68,7 +71,10 @@ def sensors_cmd(
     drift: Annotated[bool, typer.Option(help="Plant the reflow oven's drift.")] = True,
     fast: Annotated[bool, typer.Option(help="Publish as fast as possible.")] = False,
 ) -> None:
-    """Publish realistic sensor streams for the plant in the graph to the MQTT broker."""
+    """Publish realistic sensor streams for the plant in the graph to the MQTT broker.
+
+    Example: sqems sensors --rate 10 --seconds 60
+    """
     from sqems.ingestion import sensors, service
 
     with graph_store(read_only=True) as (store, settings):
@@ -108,7 +114,10 @@ def import_cmd(
     """Import an ERP, PLM, CRM or inspection extract, cleansed: what cannot be taken goes
     to the quarantine with the reason (see `sqems quarantine list`). A batch's hold or a
     unit's disposition is never changed by an import; a quality record it changes is
-    written to the audit trail."""
+    written to the audit trail.
+
+    Example: sqems import inspection inspection.csv
+    """
     from sqems.ingestion import importers, service
 
     with graph_store() as (store, settings), ExitStack() as opened:
@@ -122,16 +131,13 @@ def import_cmd(
     if as_json:
         out.print_json(json.dumps(report.as_dict()))
         return
-    table = Table("table", "read", "imported", "duplicates", "quarantined", box=None)
-    for name in sorted(report.read):
-        table.add_row(
-            name,
-            f"{report.read[name]:,}",
-            f"{report.imported[name]:,}",
-            f"{report.duplicates[name]:,}",
-            f"{report.quarantined[name]:,}",
-        )
-    out.print(table)
+    print_table(
+        [Column("table", "id"), Column("read", "number"), Column("imported", "number"),
+         Column("duplicates", "number"), Column("quarantined", "number")],
+        [(name, f"{report.read[name]:,}", f"{report.imported[name]:,}",
+          f"{report.duplicates[name]:,}", f"{report.quarantined[name]:,}")
+         for name in sorted(report.read)],
+    )  # fmt: skip
     if report.reasons:
         out.print("quarantined: " + ", ".join(f"{n} {r}" for r, n in report.reasons.items()))
     if report.units_unified:
@@ -148,7 +154,10 @@ def quarantine_list(
     after: Annotated[int, typer.Option(help="Only entries with a higher id.")] = 0,
     limit: Annotated[int, typer.Option(help="How many.")] = 50,
 ) -> None:
-    """What ingestion refused, oldest first, with the reasons."""
+    """What ingestion refused, oldest first, with the reasons.
+
+    Example: sqems quarantine list --all
+    """
     from sqems.ingestion import service
     from sqems.settings import Settings
 
@@ -158,16 +167,21 @@ def quarantine_list(
         total = q.count()
     finally:
         q.close()
-    table = Table("id", "received", "source", "reason", "outcome", box=None)
-    for e in entries:
-        table.add_row(str(e.id), e.received_at, e.source, e.reason, e.outcome or "")
-    out.print(table)
-    out.print(f"{len(entries)} shown of {total} kept")
+    print_table(
+        [Column("id", "number"), Column("received", "id"), Column("source", "id"), "reason",
+         "outcome"],
+        [(str(e.id), e.received_at, e.source, escape(e.reason), escape(e.outcome or ""))
+         for e in entries],
+    )  # fmt: skip
+    out.print(f"{len(entries):,} shown of {total:,} kept")
 
 
 @command("show", on=quarantine_app)
 def quarantine_show(entry_id: Annotated[int, typer.Argument(help="The entry's id.")]) -> None:
-    """One entry with its raw payload exactly as received."""
+    """One entry with its raw payload exactly as received.
+
+    Example: sqems quarantine show 12
+    """
     from sqems.ingestion import service
     from sqems.settings import Settings
 
@@ -189,7 +203,10 @@ def quarantine_replay(
     ids: Annotated[list[int] | None, typer.Argument(help="Entry ids.")] = None,
     every: Annotated[bool, typer.Option("--all", help="Every open entry.")] = False,
 ) -> None:
-    """Run entries through the pipeline again, once their cause is fixed."""
+    """Run entries through the pipeline again, once their cause is fixed.
+
+    Example: sqems quarantine replay --all
+    """
     from sqems.ingestion import service
 
     if bool(ids) == every:

@@ -24,7 +24,9 @@ reads them at start-up, before numpy is worth importing (a test binds the two)."
 
 @command("generate")
 def generate_cmd(
-    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the plant to.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", metavar="DIR", help="Directory to write the plant to.")
+    ],
     units: Annotated[int, typer.Option(help="Number of units (1,000 to 1,000,000).")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same plant.")] = 7,
     load: Annotated[bool, typer.Option("--load", help="Also load it into the store.")] = False,
@@ -36,7 +38,10 @@ def generate_cmd(
         ),
     ] = "drives",
 ) -> None:
-    """Generate a synthetic plant with planted causes and write it as CSV files."""
+    """Generate a synthetic plant with planted causes and write it as CSV files.
+
+    Example: sqems generate --out plant --units 5000 --seed 7
+    """
     from sqems.datasets import write_plant
     from sqems.datasets.files import plant_sections
 
@@ -98,7 +103,10 @@ def load_cmd(
 
 @command("stats")
 def stats_cmd() -> None:
-    """Count the nodes and relationships in the store."""
+    """Count the nodes and relationships in the store.
+
+    Example: sqems stats
+    """
     from sqems.cli.check import print_store_state
 
     with graph_store(read_only=True) as (store, _):
@@ -112,7 +120,10 @@ def demo_cmd(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
 ) -> None:
     """Generate a small plant, load it, and answer a recall, a trace and a complaint's
-    investigation."""
+    investigation.
+
+    Example: sqems demo --units 3000
+    """
     from sqems import investigation
     from sqems.datasets import read_plant, write_plant
     from sqems.datasets.building import write_building_ifc
@@ -213,13 +224,19 @@ def _demo_complaint(store: GraphStore, plant: Any) -> str | None:
 
 @command("migrate")
 def migrate_cmd(
-    to: Annotated[str, typer.Option("--to", help="Target store URI, e.g. neo4j://host:7687.")],
+    to: Annotated[
+        str, typer.Option("--to", metavar="URI", help="Target store URI, e.g. neo4j://host:7687.")
+    ],
     from_: Annotated[
-        str | None, typer.Option("--from", help="Source store URI (default: SQEMS_GRAPH_URI).")
+        str | None,
+        typer.Option("--from", metavar="URI", help="Source store URI (default: SQEMS_GRAPH_URI)."),
     ] = None,
     page: Annotated[int, typer.Option(help="Items per page (one transaction each).")] = 10_000,
 ) -> None:
-    """Copy a whole store into another (embedded ⇄ Neo4j); resumable, counts verified."""
+    """Copy a whole store into another (embedded ⇄ Neo4j); resumable, counts verified.
+
+    Example: sqems migrate --to neo4j://localhost:7687
+    """
     from sqems.graph_model import NODE_TYPES, REL_TYPES
     from sqems.graph_model.migrate import copy_store
     from sqems.settings import Settings

@@ -17,39 +17,59 @@ from sqems.errors import ValidationFailed
 
 RdfFormatOption = Annotated[
     str | None,
-    typer.Option("--format", help="turtle, json-ld or ntriples (default: from the suffix)."),
+    typer.Option(
+        "--format", metavar="FORMAT", help="turtle, json-ld or ntriples (default: from the suffix)."
+    ),
 ]
 
 
 @command("export", on=rdf_app)
 def rdf_export(
     out_file: Annotated[
-        Path | None, typer.Option("--out", help="File to write (default: standard output).")
+        Path | None,
+        typer.Option("--out", metavar="FILE", help="File to write (default: standard output)."),
     ] = None,
     fmt: RdfFormatOption = None,
-    lot: Annotated[str | None, typer.Option(help="Only the recall scope of this lot.")] = None,
-    batch: Annotated[str | None, typer.Option(help="Only the recall scope of a batch.")] = None,
+    lot: Annotated[
+        str | None, typer.Option(metavar="UID", help="Only the recall scope of this lot.")
+    ] = None,
+    batch: Annotated[
+        str | None, typer.Option(metavar="UID", help="Only the recall scope of a batch.")
+    ] = None,
     machine: Annotated[
-        str | None, typer.Option(help="Only the recall scope of a machine (with --from/--to).")
+        str | None,
+        typer.Option(metavar="UID", help="Only the recall scope of a machine (with --from/--to)."),
     ] = None,
     parameter: Annotated[
-        str | None, typer.Option(help="Only the recall scope of a parameter excursion.")
+        str | None,
+        typer.Option(metavar="UID", help="Only the recall scope of a parameter excursion."),
     ] = None,
-    from_: Annotated[str | None, typer.Option("--from", help="Window start (ISO 8601).")] = None,
-    to: Annotated[str | None, typer.Option("--to", help="Window end (ISO 8601).")] = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", metavar="DATE", help="Window start (ISO 8601).")
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", metavar="DATE", help="Window end (ISO 8601).")
+    ] = None,
     upstream_of: Annotated[
         list[str] | None,
-        typer.Option("--upstream-of", help="Only what a root-cause trace reaches from these."),
+        typer.Option(
+            "--upstream-of", metavar="UID", help="Only what a root-cause trace reaches from these."
+        ),
     ] = None,
     uid: Annotated[
-        list[str] | None, typer.Option("--uid", help="Only these nodes and the links among them.")
+        list[str] | None,
+        typer.Option("--uid", metavar="UID", help="Only these nodes and the links among them."),
     ] = None,
     base: Annotated[
-        str | None, typer.Option(help="IRI base of the nodes (default: SQEMS_RDF_BASE).")
+        str | None,
+        typer.Option(metavar="IRI", help="IRI base of the nodes (default: SQEMS_RDF_BASE)."),
     ] = None,
 ) -> None:
     """Export the graph, or a part of it, as RDF in the SQEMS ontology: Turtle, JSON-LD or
-    N-Triples, with stable IRIs."""
+    N-Triples, with stable IRIs.
+
+    Example: sqems rdf export --lot LOT-RESIN-00003 --out recall.ttl
+    """
     from sqems import ontologies as rdf
 
     source = recall_source(lot, batch, machine, parameter, from_, to)
@@ -91,7 +111,10 @@ def rdf_validate(
     limit: Annotated[int, typer.Option(help="How many findings to list.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
 ) -> None:
-    """Check an RDF file against the SQEMS SHACL shapes; exit 1 when it breaks any."""
+    """Check an RDF file against the SQEMS SHACL shapes; exit 1 when it breaks any.
+
+    Example: sqems rdf validate recall.ttl
+    """
     from sqems import ontologies as rdf
 
     graph = rdf.parse(path, rdf.RdfFormat.parse(fmt) if fmt else None)
@@ -113,7 +136,10 @@ def rdf_import(
     ] = True,
 ) -> None:
     """Import an RDF file in the SQEMS ontology into the store: checked against the
-    shapes and the models first, then written whole, or not at all."""
+    shapes and the models first, then written whole, or not at all.
+
+    Example: sqems rdf import recall.ttl
+    """
     from sqems import ontologies as rdf
 
     graph = rdf.parse(path, rdf.RdfFormat.parse(fmt) if fmt else None)
@@ -139,13 +165,17 @@ def rdf_query(
         str, typer.Argument(help="A shipped query's name (see --list) or a .rq file.")
     ] = "",
     bind: Annotated[
-        list[str] | None, typer.Option(help="NAME=IRI for a variable of the query.")
+        list[str] | None,
+        typer.Option(metavar="NAME=IRI", help="NAME=IRI for a variable of the query."),
     ] = None,
     fmt: RdfFormatOption = None,
     listing: Annotated[bool, typer.Option("--list", help="List the shipped queries.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="The rows as JSON.")] = False,
 ) -> None:
-    """Run a SPARQL SELECT query over an RDF file."""
+    """Run a SPARQL SELECT query over an RDF file.
+
+    Example: sqems rdf query recall.ttl recall-customers
+    """
     from sqems import ontologies as rdf
 
     if listing:

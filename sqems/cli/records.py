@@ -14,10 +14,14 @@ from sqems.cli.common import audit_trail, graph_store
 @command("verify", on=audit_app)
 def audit_verify(
     export: Annotated[
-        Path | None, typer.Option(help="Verify this JSON-lines export instead of the trail.")
+        Path | None,
+        typer.Option(metavar="FILE", help="Verify this JSON-lines export instead of the trail."),
     ] = None,
 ) -> None:
-    """Check the trail's hash chain; exit 1 naming the first entry that does not hold."""
+    """Check the trail's hash chain; exit 1 naming the first entry that does not hold.
+
+    Example: sqems audit verify
+    """
     from sqems.quality.audit import load_key, verify_export
     from sqems.settings import Settings
 
@@ -38,10 +42,17 @@ def audit_verify(
 
 @command("export", on=audit_app)
 def audit_export(
-    form: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
-    to: Annotated[Path | None, typer.Option(help="Write to this file (default: stdout).")] = None,
+    form: Annotated[
+        str, typer.Option("--format", metavar="FORMAT", help="jsonl or csv.")
+    ] = "jsonl",
+    to: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Write to this file (default: stdout).")
+    ] = None,
 ) -> None:
-    """The whole trail, each entry with its hashes."""
+    """The whole trail, each entry with its hashes.
+
+    Example: sqems audit export --format csv --to trail.csv
+    """
     from sqems.settings import Settings
 
     trail = audit_trail(Settings())
@@ -59,12 +70,18 @@ def audit_export(
 @command("dhr", on=report_app)
 def report_dhr(
     batch: Annotated[str, typer.Argument(help="The batch (work order) uid.")],
-    html_out: Annotated[Path | None, typer.Option("--html", help="Write the HTML here.")] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", metavar="FILE", help="Write the HTML here.")
+    ] = None,
     pdf_out: Annotated[
-        Path | None, typer.Option("--pdf", help="Print a PDF here (needs Chromium).")
+        Path | None,
+        typer.Option("--pdf", metavar="FILE", help="Print a PDF here (needs Chromium)."),
     ] = None,
 ) -> None:
-    """The device history record of a batch (ISO 13485:2016 §7.5.1 under 21 CFR 820)."""
+    """The device history record of a batch (ISO 13485:2016 §7.5.1 under 21 CFR 820).
+
+    Example: sqems report dhr WO-ASM-00009 --pdf dhr.pdf
+    """
     from sqems.quality import dhr
 
     with graph_store(read_only=True) as (store, _):

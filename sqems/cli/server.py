@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from sqems.cli.app import apikey_app, command, err, neo4j_app, out
+from sqems.cli.render import Column, print_table
 
 if TYPE_CHECKING:
     from sqems.graphql import AccessStore
@@ -16,7 +17,10 @@ if TYPE_CHECKING:
 
 @command("install", on=neo4j_app)
 def neo4j_install() -> None:
-    """Fetch Neo4j Community's jars from Maven Central (needs Maven and Java 17)."""
+    """Fetch Neo4j Community's jars from Maven Central (needs Maven and Java 17).
+
+    Example: sqems neo4j install
+    """
     from sqems.graph_model.neo4j_server import NEO4J_VERSION
     from sqems.graph_model.open import local_server
     from sqems.settings import Settings
@@ -29,7 +33,10 @@ def neo4j_install() -> None:
 
 @command("start", on=neo4j_app)
 def neo4j_start() -> None:
-    """Start the local server and wait until Bolt answers."""
+    """Start the local server and wait until Bolt answers.
+
+    Example: sqems neo4j start
+    """
     from sqems.graph_model.neo4j_server import NEO4J_VERSION
     from sqems.graph_model.open import local_server
     from sqems.settings import Settings
@@ -43,7 +50,10 @@ def neo4j_start() -> None:
 
 @command("stop", on=neo4j_app)
 def neo4j_stop() -> None:
-    """Stop the local server cleanly."""
+    """Stop the local server cleanly.
+
+    Example: sqems neo4j stop
+    """
     from sqems.graph_model.open import local_server
     from sqems.settings import Settings
 
@@ -54,7 +64,10 @@ def neo4j_stop() -> None:
 
 @command("status", on=neo4j_app)
 def neo4j_status() -> None:
-    """Say whether the local server is installed, running and answering."""
+    """Say whether the local server is installed, running and answering.
+
+    Example: sqems neo4j status
+    """
     from sqems.graph_model.open import local_server
     from sqems.settings import Settings
 
@@ -72,14 +85,19 @@ def _access(settings: Settings) -> AccessStore:
 
 @command("serve")
 def serve_cmd(
-    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    host: Annotated[
+        str | None, typer.Option(metavar="ADDRESS", help="Address to listen on.")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     ingest: Annotated[
         bool | None,
         typer.Option("--ingest/--no-ingest", help="Run the MQTT ingestion in the server too."),
     ] = None,
 ) -> None:
-    """Serve the GraphQL API (GraphiQL at /graphql) on the configured store."""
+    """Serve the GraphQL API (GraphiQL at /graphql) on the configured store.
+
+    Example: sqems serve --port 8000
+    """
     import uvicorn
 
     from sqems import logs
@@ -125,7 +143,10 @@ def serve_cmd(
 
 @command("graphql-schema")
 def graphql_schema_cmd() -> None:
-    """Print the API's GraphQL schema (SDL)."""
+    """Print the API's GraphQL schema (SDL).
+
+    Example: sqems graphql-schema > schema.graphql
+    """
     from sqems.graphql import sdl
 
     print(sdl(), end="")
@@ -133,10 +154,15 @@ def graphql_schema_cmd() -> None:
 
 @command("create", on=apikey_app)
 def apikey_create(
-    name: Annotated[str, typer.Option(help="Who or what uses the key.")],
-    role: Annotated[str, typer.Option(help="viewer, inspector, engineer or admin.")] = "viewer",
+    name: Annotated[str, typer.Option(metavar="NAME", help="Who or what uses the key.")],
+    role: Annotated[
+        str, typer.Option(metavar="ROLE", help="viewer, inspector, engineer or admin.")
+    ] = "viewer",
 ) -> None:
-    """Create an API key; its token is printed once and never stored."""
+    """Create an API key; its token is printed once and never stored.
+
+    Example: sqems apikey create --name 'line 1 tablet' --role inspector
+    """
     from sqems.graphql import Role
     from sqems.settings import Settings
 
@@ -151,7 +177,10 @@ def apikey_create(
 
 @command("list", on=apikey_app)
 def apikey_list() -> None:
-    """List API keys (never their secrets)."""
+    """List API keys (never their secrets).
+
+    Example: sqems apikey list
+    """
     from sqems.settings import Settings
 
     access = _access(Settings())
@@ -159,16 +188,20 @@ def apikey_list() -> None:
         keys = access.keys()
     finally:
         access.close()
-    table = Table("id", "name", "role", "created", "revoked", box=None)
-    for k in keys:
-        table.add_row(k.id, k.name, k.role.label, k.created_at, k.revoked_at or "")
-    out.print(table)
+    print_table(
+        [Column("id", "id"), Column("name", "id"), "role", Column("created", "id"),
+         Column("revoked", "id")],
+        [(k.id, escape(k.name), k.role.label, k.created_at, k.revoked_at or "") for k in keys],
+    )  # fmt: skip
 
 
 @command("reissue", on=apikey_app)
 def apikey_reissue(key_id: Annotated[str, typer.Argument(help="The key's id.")]) -> None:
     """A new secret for a key (live or revoked), same person and name; the old one stops
-    working. Names are never given to anyone else, so this is how a lost key is replaced."""
+    working. Names are never given to anyone else, so this is how a lost key is replaced.
+
+    Example: sqems apikey reissue 4f2a9c1b7e3d
+    """
     from sqems.settings import Settings
 
     access = _access(Settings())
@@ -181,7 +214,10 @@ def apikey_reissue(key_id: Annotated[str, typer.Argument(help="The key's id.")])
 
 @command("revoke", on=apikey_app)
 def apikey_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) -> None:
-    """Revoke an API key at once."""
+    """Revoke an API key at once.
+
+    Example: sqems apikey revoke 4f2a9c1b7e3d
+    """
     from sqems.settings import Settings
 
     access = _access(Settings())

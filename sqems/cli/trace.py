@@ -15,18 +15,28 @@ from sqems.errors import ValidationFailed
 
 @command("recall")
 def recall_cmd(
-    lot: Annotated[str | None, typer.Option(help="Material lot uid.")] = None,
-    batch: Annotated[str | None, typer.Option(help="Batch uid.")] = None,
-    machine: Annotated[str | None, typer.Option(help="Machine uid (with --from/--to).")] = None,
-    parameter: Annotated[
-        str | None, typer.Option(help="Parameter uid: runs whose actual left the spec.")
+    lot: Annotated[str | None, typer.Option(metavar="UID", help="Material lot uid.")] = None,
+    batch: Annotated[str | None, typer.Option(metavar="UID", help="Batch uid.")] = None,
+    machine: Annotated[
+        str | None, typer.Option(metavar="UID", help="Machine uid (with --from/--to).")
     ] = None,
-    from_: Annotated[str | None, typer.Option("--from", help="Window start (ISO 8601).")] = None,
-    to: Annotated[str | None, typer.Option("--to", help="Window end (ISO 8601).")] = None,
+    parameter: Annotated[
+        str | None,
+        typer.Option(metavar="UID", help="Parameter uid: runs whose actual left the spec."),
+    ] = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", metavar="DATE", help="Window start (ISO 8601).")
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", metavar="DATE", help="Window end (ISO 8601).")
+    ] = None,
     show: Annotated[int, typer.Option(help="How many unit paths to print.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole scope as JSON.")] = False,
 ) -> None:
-    """Recall scope: the units, shipments and customers downstream of a source."""
+    """Recall scope: the units, shipments and customers downstream of a source.
+
+    Example: sqems recall --lot LOT-RESIN-00003
+    """
     from sqems.graph_model import Traceability
 
     source = recall_source(lot, batch, machine, parameter, from_, to)
@@ -42,11 +52,18 @@ def recall_cmd(
 
 @command("trace")
 def trace_cmd(
-    unit: Annotated[str | None, typer.Option(help="Unit serial to trace upstream.")] = None,
-    complaint: Annotated[str | None, typer.Option(help="Complaint uid to trace.")] = None,
+    unit: Annotated[
+        str | None, typer.Option(metavar="UID", help="Unit serial to trace upstream.")
+    ] = None,
+    complaint: Annotated[
+        str | None, typer.Option(metavar="UID", help="Complaint uid to trace.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the genealogy as JSON.")] = False,
 ) -> None:
-    """Upstream genealogy (root-cause direction) of a unit or a complaint."""
+    """Upstream genealogy (root-cause direction) of a unit or a complaint.
+
+    Example: sqems trace --unit SN-D0000801
+    """
     from sqems.graph_model import Traceability
 
     if bool(unit) == bool(complaint):

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from sqems.cli.app import command, err
-from sqems.cli.common import graph_store, number_pair, progress
+from sqems.cli.common import number_pair, progress, whatif_stores
 from sqems.cli.render import print_whatif
 from sqems.errors import ValidationFailed
 
@@ -16,57 +16,77 @@ from sqems.errors import ValidationFailed
 def whatif_cmd(
     line: Annotated[str, typer.Argument(help="The line to study, e.g. LINE-PCB.")],
     setpoint: Annotated[
-        list[str] | None, typer.Option("--set", help="PARAMETER=VALUE: a new setpoint.")
+        list[str] | None,
+        typer.Option("--set", metavar="PARAMETER=VALUE", help="A new setpoint."),
     ] = None,
     spread: Annotated[
         list[str] | None,
-        typer.Option(help="PARAMETER=FACTOR: the process variation times FACTOR."),
+        typer.Option(metavar="PARAMETER=FACTOR", help="The process variation times FACTOR."),
     ] = None,
-    speed: Annotated[float, typer.Option(help="Line speed factor (1.1: 10 % faster).")] = 1.0,
+    speed: Annotated[
+        float, typer.Option(metavar="FACTOR", help="Line speed factor (1.1: 10 % faster).")
+    ] = 1.0,
     shifts: Annotated[
-        str | None, typer.Option(help="The shifts that work, e.g. early,late.")
+        str | None,
+        typer.Option(metavar="SHIFT,SHIFT", help="The shifts that work, e.g. early,late."),
     ] = None,
     detect: Annotated[
         list[str] | None,
-        typer.Option(help="STEP=RATE: an inspection step's detection rate."),
+        typer.Option(metavar="STEP=RATE", help="An inspection step's detection rate."),
     ] = None,
     route: Annotated[
         list[str] | None,
-        typer.Option(help="STEP=M1,M2: run a step on these of its machines only."),
+        typer.Option(metavar="STEP=M1,M2", help="Run a step on these of its machines only."),
     ] = None,
     remove_drift: Annotated[
         list[str] | None,
         typer.Option(
-            help="MACHINE:PARAMETER[=START/END]: remove a machine's drift of a parameter "
-            "(ISO times; without them the drift window is estimated from the data)."
+            metavar="MACHINE:PARAMETER",
+            help="Remove a machine's drift of a parameter; MACHINE:PARAMETER=START/END "
+            "removes it in that window (ISO times), without one the drift window is "
+            "estimated from the data.",
         ),
     ] = None,
     step_shifts: Annotated[
         list[str] | None,
-        typer.Option(help="STEP=early,late: the shifts that work one step."),
+        typer.Option(
+            metavar="STEP=SHIFTS",
+            help="The shifts that work one step, e.g. STEP-ASM-20=early,late.",
+        ),
     ] = None,
     switch_lot: Annotated[
         list[str] | None,
         typer.Option(
-            help="LOT, or supplier:SUPPLIER: replace a lot (or a supplier's lots) by a new "
-            "one from the population of lots (fits lot and operator effects)."
+            metavar="LOT",
+            help="Replace a lot (or, as supplier:SUPPLIER, a supplier's lots) by a new one "
+            "from the population of lots (fits lot and operator effects).",
         ),
     ] = None,
     exclude_operators: Annotated[
         list[str] | None,
-        typer.Option(help="STEP=OP1,OP2: the step's other operators take these runs."),
+        typer.Option(
+            metavar="STEP=OP1,OP2", help="The step's other operators take these operators' runs."
+        ),
     ] = None,
     recommend: Annotated[
         float | None,
-        typer.Option(help="Also recommend setpoints, with this throughput floor (units/h)."),
+        typer.Option(
+            metavar="UNITS_PER_H",
+            help="Also recommend setpoints, with this throughput floor (units/h).",
+        ),
     ] = None,
-    hours: Annotated[float, typer.Option(help="Simulated hours per replication.")] = 8.0,
+    hours: Annotated[
+        float, typer.Option(metavar="HOURS", help="Simulated hours per replication.")
+    ] = 8.0,
     replications: Annotated[int, typer.Option(help="Replications (posterior draws).")] = 100,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """What if a line ran differently? Simulate a scenario against today's line with
     the twin's quality models, and print each KPI with its interval and the paired
-    difference."""
+    difference.
+
+    Example: sqems whatif LINE-PCB --set P-REFLOW-PEAK=245 --hours 8
+    """
     from sqems.simulation import whatif
     from sqems.simulation.runner import TWIN_DIR, WhatIfRunner
     from sqems.simulation.scenarios import ScenarioSpec
@@ -115,8 +135,10 @@ def whatif_cmd(
         switch = {"supplier": name.strip()} if sep and kind == "supplier" else {"lot": item}
         changes.setdefault("lots", []).append(switch)
     spec = ScenarioSpec.parse(changes)
-    with graph_store() as (store, settings):
-        runner = WhatIfRunner(store, settings.data_dir / TWIN_DIR, Sampler.of(settings))
+    with whatif_stores() as (store, sessions, settings):
+        runner = WhatIfRunner(
+            store, settings.data_dir / TWIN_DIR, Sampler.of(settings), sessions=sessions
+        )
         try:
             with err.status(f"building the twin of {line} and fitting its quality models…"):
                 twin_ = runner.line(line)
@@ -139,9 +161,9 @@ def whatif_cmd(
             for note in twin_.notes:
                 err.print(f"note: {note}", highlight=False)
             view = whatif.create_session(
-                store, line, "cli", horizon_s=hours * 3600, replications=replications, seed=seed
+                sessions, line, "cli", horizon_s=hours * 3600, replications=replications, seed=seed
             )
-            scenario = whatif.add_scenario(store, view.session.uid, "scenario", spec)
+            scenario = whatif.add_scenario(sessions, view.session.uid, "scenario", spec)
             futures = [runner.submit(view.session.uid, scenario.uid)]
             if recommend is not None:
                 futures.append(runner.recommend(view.session.uid, recommend)[1])
@@ -152,4 +174,4 @@ def whatif_cmd(
                     bar.advance(task)
         finally:
             runner.close()
-        print_whatif(whatif.get_session(store, view.session.uid))
+        print_whatif(whatif.get_session(sessions, view.session.uid))
