@@ -58,6 +58,7 @@ from sqems.analysis.factors import (
     spec_zone,
 )
 from sqems.errors import NotFound, ValidationFailed
+from sqems.figures import plain, probability, ranged
 from sqems.graph_model.nodes import (
     Category6M,
     Complaint,
@@ -1177,9 +1178,10 @@ def _conclusion(
         text = (
             f"{len(standing)} of {tested} factors stand{'s' if len(standing) == 1 else ''} out; "
             f"first {first.factor.describe()}: {e.defective_exposed} of its {e.exposed} units "
-            f"defective ({e.rate_exposed:.2%} against {e.rate_unexposed:.2%}), risk ratio "
-            f"{e.risk_ratio:.3g} (95 % interval {e.risk_ratio_low:.3g}-{e.risk_ratio_high:.3g}), "
-            f"q {e.q_value:.2g}"
+            f"defective ({plain(100 * e.rate_exposed)} % against "
+            f"{plain(100 * e.rate_unexposed)} %), risk ratio "
+            f"{ranged(e.risk_ratio, e.risk_ratio_low, e.risk_ratio_high)}, "
+            f"q {probability(e.q_value)}"
         )
         if first.aliases:
             text += "; the data cannot tell it from " + ", ".join(
@@ -1209,8 +1211,9 @@ def _conclusion(
     e, lead = causes[0].evidence, causes[0].factor
     text += (
         f". The leading factor, {lead.describe()}, has {e.defective_exposed} of the "
-        f"{defectives} defective units (risk ratio {e.risk_ratio:.3g}, 95 % interval "
-        f"{e.risk_ratio_low:.3g}-{e.risk_ratio_high:.3g}, q {e.q_value:.2g})"
+        f"{defectives} defective units (risk ratio "
+        f"{ranged(e.risk_ratio, e.risk_ratio_low, e.risk_ratio_high)}, "
+        f"q {probability(e.q_value)})"
     )
     if needed is None:
         return text + "; it shows no excess that more data could confirm"
@@ -1228,9 +1231,9 @@ def _clustered(dispersion: float) -> str:
     if dispersion < 1.5:
         return ""
     return (
-        f". Defects cluster by batch (dispersion {dispersion:.3g}: batch defect rates vary "
-        f"{dispersion:.3g} times as much as chance alone would make them), so every test "
-        f"counts about one unit in {dispersion:.2g} as independent evidence"
+        f". Defects cluster by batch (dispersion {plain(dispersion)}: batch defect rates vary "
+        f"{plain(dispersion)} times as much as chance alone would make them), so every test "
+        f"counts about one unit in {plain(dispersion, 2)} as independent evidence"
     )
 
 

@@ -4,13 +4,17 @@ Rendering only; the commands compute."""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from sqems.cli.app import out
+from sqems.figures import plain, probability, ranged
 
 if TYPE_CHECKING:
     from sqems import investigation
@@ -18,6 +22,103 @@ if TYPE_CHECKING:
     from sqems.analysis import kpis, rootcause
     from sqems.graph_model import Genealogy, GraphStore, RecallScope
     from sqems.simulation import whatif
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A table column: an ``id`` (a uid or key) is never wrapped or cut, a ``number`` is
+    right-aligned and kept on one line, ``text`` wraps."""
+
+    name: str
+    kind: Literal["id", "number", "text"] = "text"
+
+
+TEXT_MIN = 12
+"""The narrowest a wrapping column is squeezed to before a table turns stacked."""
+
+
+def _width(cell: str) -> int:
+    return Text.from_markup(cell).cell_len
+
+
+def _longest_word(cell: str) -> int:
+    return max((len(w) for w in Text.from_markup(cell).plain.split()), default=0)
+
+
+def print_table(
+    columns: Sequence[Column | str],
+    rows: Sequence[Sequence[str]],
+    *,
+    title: str | None = None,
+    caption: str | None = None,
+) -> None:
+    """Print ``rows`` (cells as rich markup) as a table that fits the terminal: uid
+    columns at the width of their longest uid, numbers on one line, other columns
+    wrapped; when even that does not fit, one record a block of ``field: value`` lines.
+    A plain string column is ``text``."""
+    cols = [c if isinstance(c, Column) else Column(c) for c in columns]
+    widths = _widths(cols, rows, out.width)
+    if title:
+        out.print(title, highlight=False)
+    if widths is None:
+        _print_stacked(cols, rows)
+        if caption:
+            out.print(caption, highlight=False)
+        return
+    table = Table(box=None, pad_edge=False, caption=caption, caption_justify="left")
+    for c, w in zip(cols, widths, strict=True):
+        table.add_column(
+            c.name,
+            justify="right" if c.kind == "number" else "left",
+            width=w,
+            overflow="fold",
+        )
+    for r in rows:
+        table.add_row(*r)
+    out.print(table, highlight=False)
+
+
+def _widths(cols: Sequence[Column], rows: Sequence[Sequence[str]], width: int) -> list[int] | None:
+    """Each column's width, or None when the table cannot fit ``width`` without cutting
+    an id or a number or squeezing text below :data:`TEXT_MIN` (shorter words allowed)."""
+    natural, least = [], []
+    for i, c in enumerate(cols):
+        cells = [r[i] for r in rows]
+        header = _longest_word(c.name)
+        widest = max([_width(x) for x in cells] + [header])
+        natural.append(max(widest, _width(c.name)))
+        if c.kind == "text":
+            words = max([_longest_word(x) for x in cells] + [0])
+            least.append(max(min(words, TEXT_MIN), header, 1))
+        else:
+            least.append(widest)
+    room = width - 2 * (len(cols) - 1)
+    if sum(least) > room:
+        return None if rows else natural
+    widths = list(least)
+    spare = room - sum(least)
+    wants = [n - m for n, m in zip(natural, least, strict=True)]
+    for kinds in (("text",), ("id", "number")):  # text unwraps first, then headers
+        while spare > 0 and any(w for w, c in zip(wants, cols, strict=True) if c.kind in kinds):
+            wanting = [i for i, c in enumerate(cols) if wants[i] and c.kind in kinds]
+            share = max(1, spare // len(wanting))
+            for i in wanting:
+                give = min(wants[i], share, spare)
+                widths[i] += give
+                wants[i] -= give
+                spare -= give
+    return widths
+
+
+def _print_stacked(cols: Sequence[Column], rows: Sequence[Sequence[str]]) -> None:
+    label = max(len(c.name) for c in cols)
+    for n, r in enumerate(rows):
+        if n:
+            out.print()
+        for c, cell in zip(cols, r, strict=True):
+            line = Text.from_markup(f"{c.name + ':':<{label + 1}} ")
+            line.append_text(Text.from_markup(cell))
+            out.print(line, highlight=False)
 
 
 def print_whatif(view: whatif.SessionView) -> None:
@@ -29,24 +130,20 @@ def print_whatif(view: whatif.SessionView) -> None:
         if s.baseline:
             continue
         body = results[s.uid]
-        table = Table(
-            title=f"{s.name} on {view.line}: {s.changes}",
+        out.print(f"[bold]{escape(s.name)}[/bold] on {view.line}:", highlight=False)
+        for line in scenario_lines(json.loads(s.changes) if s.changes else {}):
+            out.print(f"  {line}", highlight=False)
+        print_kpi_changes(
+            {
+                kpi: (base.get(kpi), value, body.get("difference", {}).get(kpi),
+                      body.get("verdicts", {}).get(kpi, ""))
+                for kpi, value in body.get("kpis", {}).items()
+            },
+            scenario="scenario",
             caption=f"{view.session.replications} replications of "
-            f"{view.session.horizon_s / 3600:g} h; 94 % intervals; the difference is paired",
-        )
-        for column in ("KPI", "baseline", "scenario", "difference", "verdict"):
-            table.add_column(column, justify="left" if column in ("KPI", "verdict") else "right")
-        verdicts = body.get("verdicts", {})
-        for kpi, value in body.get("kpis", {}).items():
-            b, d = base.get(kpi), body.get("difference", {}).get(kpi)
-            table.add_row(
-                kpi,
-                interval(b) if b else "",
-                interval(value),
-                interval(d, signed=True) if d else "",
-                verdicts.get(kpi, ""),
-            )
-        out.print(table)
+            f"{plain(view.session.horizon_s / 3600)} h; in brackets the 94 % interval; the "
+            "change is paired (the same random draws in both)",
+        )  # fmt: skip
         simulated = body.get("changes", {})
         for drift in simulated.get("drifts", []):
             if drift.get("start") or drift.get("end"):
@@ -57,22 +154,120 @@ def print_whatif(view: whatif.SessionView) -> None:
                 )
         note = interval_note(view.session.replications)
         for warning in [*body.get("warnings", []), *filter(None, [note])]:
-            out.print(f"  [yellow]warning:[/] {warning}", highlight=False)
+            out.print(f"  [yellow]warning:[/] {escape(warning)}", highlight=False)
         rec = body.get("recommendation")
         if rec and rec.get("message"):
             out.print(f"  {rec['message']}", highlight=False)
         if rec:
             for uid, v in rec["setpoints"].items():
-                out.print(f"  {uid}: {rec['current'][uid]:g} -> [bold]{v:g}[/]")
+                out.print(f"  {uid}: {plain(rec['current'][uid])} -> [bold]{plain(v)}[/]")
             if rec.get("confirm"):
                 out.print(f"  {rec['confirm']}", highlight=False)
             verdict = "meets" if body.get("feasible") else "[red]misses[/]"
-            out.print(f"  throughput {verdict} the floor of {rec and body['throughput_floor']:g}/h")
+            out.print(
+                f"  throughput {verdict} the floor of {plain(body['throughput_floor'])} units/h"
+            )
 
 
-def interval(v: dict[str, float], *, signed: bool = False) -> str:
-    fmt = "+.4g" if signed else ".4g"
-    return f"{v['mean']:{fmt}} [{v['low']:{fmt}}, {v['high']:{fmt}}]"
+Figure = dict[str, float]
+
+
+def print_kpi_changes(
+    kpis: dict[str, tuple[Figure | None, Figure, Figure | None, str]],
+    *,
+    scenario: str,
+    caption: str,
+) -> None:
+    """KPI -> (baseline, scenario, paired change, verdict) as a table of named KPIs with
+    units; first-pass yield only where it differs from yield (it equals yield unless a
+    scenario reworks, see :data:`~sqems.simulation.whatif.KPI_LABELS`)."""
+    from sqems.simulation.whatif import KPI_LABELS
+
+    rows = []
+    same = _same(kpis.get("yield"), kpis.get("fpy"))
+    for kpi, (b, value, d, verdict) in kpis.items():
+        if kpi == "fpy" and same:
+            continue
+        name, unit, scale = KPI_LABELS.get(kpi, (kpi.replace("_", " "), "", 1.0))
+        unchanged = d is not None and all(d[k] == 0 for k in ("mean", "low", "high"))
+        rows.append((
+            f"{name} ({unit})" if unit else name,
+            interval(b, scale=scale) if b else "-",
+            interval(value, scale=scale),
+            "no change" if unchanged else interval(d, scale=scale, signed=True) if d else "-",
+            "" if unchanged else verdict,
+        ))  # fmt: skip
+    print_table(
+        ["KPI", Column("baseline", "number"), Column(scenario, "number"),
+         Column("change", "number"), "verdict"],
+        rows,
+        caption=caption + (
+            "; first-pass yield equals yield: no station reworks, what inspection finds "
+            "is scrapped" if same else ""
+        ),
+    )  # fmt: skip
+
+
+def _same(
+    a: tuple[Figure | None, Figure, Figure | None, str] | None,
+    b: tuple[Figure | None, Figure, Figure | None, str] | None,
+) -> bool:
+    return a is not None and b is not None and a[:3] == b[:3]
+
+
+def scenario_lines(changes: dict[str, Any]) -> list[str]:
+    """A scenario's changes (its JSON form) as one plain line each."""
+    lines = []
+    speed = changes.get("line_speed")
+    if speed is not None and speed != 1:
+        lines.append(f"line speed x {plain(speed)}")
+    for p in changes.get("parameters", []):
+        if p.get("setpoint") is not None:
+            lines.append(f"{p['parameter']} set to {plain(p['setpoint'])}")
+        if p.get("spread") is not None:
+            lines.append(f"{p['parameter']} varies {plain(p['spread'])} times as much")
+    if changes.get("shifts"):
+        lines.append(f"shifts working: {', '.join(changes['shifts'])}")
+    for i in changes.get("inspections", []):
+        if i.get("detection") is not None:
+            lines.append(f"inspection at {i['step']} detects {plain(100 * i['detection'])} %")
+        if i.get("rework") is not None:
+            lines.append(f"inspection at {i['step']} reworks {plain(100 * i['rework'])} %")
+    for b in changes.get("buffers", []):
+        lines.append(f"buffer before {b['step']}: {b['capacity']:,} places")
+    for k in changes.get("breakdowns", []):
+        lines.append(
+            f"{k['machine']} fails every {plain(k['mtbf_s'] / 3600)} h on average, "
+            f"repaired in {plain(k['mttr_s'] / 60)} min"
+        )
+    for r in changes.get("routing", []):
+        lines.append(f"{r['step']} runs on {', '.join(r['machines'])} only")
+    for r in changes.get("step_shifts", []):
+        lines.append(f"{r['step']} works shifts {', '.join(r['shifts'])}")
+    for r in changes.get("operators", []):
+        lines.append(f"{r['step']} without operators {', '.join(r['exclude'])}")
+    for d in changes.get("drifts", []):
+        window = (
+            f" from {d.get('start') or 'the start'} to {d.get('end') or 'the end'}"
+            if d.get("start") or d.get("end")
+            else ""
+        )
+        lines.append(f"drift of {d['parameter']} on {d['machine']} removed{window}")
+    for lot in changes.get("lots", []):
+        if lot.get("lot"):
+            lines.append(f"lot {lot['lot']} replaced by a new lot of the same material")
+        if lot.get("supplier"):
+            lines.append(f"lots of supplier {lot['supplier']} replaced by new lots")
+    known = {"line_speed", "parameters", "shifts", "inspections", "buffers", "breakdowns",
+             "routing", "step_shifts", "operators", "drifts", "lots"}  # fmt: skip
+    lines.extend(f"{k.replace('_', ' ')}: {json.dumps(v)}" for k, v in changes.items()
+                 if k not in known)  # fmt: skip
+    return lines or ["nothing changed (today's line)"]
+
+
+def interval(v: Figure, *, signed: bool = False, scale: float = 1.0) -> str:
+    return ranged(v["mean"] * scale, v["low"] * scale, v["high"] * scale, level=None,
+                  signed=signed)  # fmt: skip
 
 
 def print_shacl(report: rdf.ShaclReport, limit: int) -> None:
@@ -138,25 +333,16 @@ def print_recall(store: GraphStore, scope: RecallScope, show: int) -> None:
         out.print(f"[bold]customers to notify:[/bold] {listed}{more}")
 
 
-WIDE_TABLE = 120
-"""Columns from which ranked causes print as a table; below, a paragraph each."""
-
-
 def print_causes(report: rootcause.RootCauseReport, *, why: bool = True) -> None:
     out.print(
         f"{report.defectives.description}: {report.defective_in_population:,} defective "
         f"of {report.population:,} comparable units; {report.factors_tested:,} factors tested"
     )
-    table = Table(
-        "#", "factor (6M)", "significant", "defective/exposed", "risk ratio", "q",
-        "adj. OR", "explains",
-    )  # fmt: skip
-    narrow = out.width < WIDE_TABLE  # a terminal of 80 columns folds every cell
+    rows = []
     for c in report.causes:
         e = c.evidence
         aor = (
-            f"{e.adjusted_odds_ratio:.3g} ({e.adjusted_odds_ratio_low:.3g}-"
-            f"{e.adjusted_odds_ratio_high:.3g})"
+            ranged(e.adjusted_odds_ratio, e.adjusted_odds_ratio_low, e.adjusted_odds_ratio_high)
             if e.adjusted_odds_ratio is not None
             and e.adjusted_odds_ratio_low is not None
             and e.adjusted_odds_ratio_high is not None
@@ -167,30 +353,24 @@ def print_causes(report: rootcause.RootCauseReport, *, why: bool = True) -> None
             note += "; inseparable from " + ", ".join(f.key for f in c.aliases)
         if c.suspects:
             note += "; suspect set with " + ", ".join(f.key for f in c.suspects)
-        cells = (
+        rows.append((
             str(c.rank),
-            f"{c.factor.describe()} [dim]({c.category.value}{note})[/dim]",
+            f"{escape(c.factor.describe())} [dim]({c.category.value}{escape(note)})[/dim]",
             "yes" if c.significant else "no",
-            f"{e.defective_exposed}/{e.exposed}",
-            f"{e.risk_ratio:.3g} ({e.risk_ratio_low:.3g}-{e.risk_ratio_high:.3g})",
-            f"{e.q_value:.1g}",
+            f"{e.defective_exposed:,} of {e.exposed:,}",
+            ranged(e.risk_ratio, e.risk_ratio_low, e.risk_ratio_high),
+            probability(e.q_value),
             aor,
-            f"{e.explained_defects:.0f} ({e.explained_defects_low:.0f}-"
-            f"{e.explained_defects_high:.0f})"
+            ranged(e.explained_defects, e.explained_defects_low, e.explained_defects_high)
             if c.significant
             else "-",
-        )
-        if narrow:  # one cause a paragraph, every figure labelled
-            rank, factor, significant, counts, ratio, q, odds, explains = cells
-            out.print(
-                f"{rank}. {factor}\n   significant {significant}; defective/exposed {counts}; "
-                f"risk ratio {ratio}; q {q}; adj. OR {odds}; explains {explains}",
-                highlight=False,
-            )
-        else:
-            table.add_row(*cells)
-    if not narrow:
-        out.print(table)
+        ))  # fmt: skip
+    print_table(
+        [Column("#", "number"), "factor (6M)", "significant", "defective units",
+         "risk ratio", Column("q-value", "number"), "adjusted odds ratio",
+         "defects it explains"],
+        rows,
+    )  # fmt: skip
     out.print(f"[bold]conclusion:[/bold] {report.conclusion}")
     first = report.causes[0] if report.causes else None
     if why and first is not None and first.significant and first.why:
@@ -258,20 +438,16 @@ def print_investigation(store: GraphStore, found: investigation.Investigation) -
             highlight=False,
         )
         return
-    table = Table(
-        "KPI", "baseline", "with the fix", "difference", "verdict",
-        caption=f"{result['replications']} replications of {result['hours']:g} h; 94 % "
-        f"credible intervals; the difference is paired; simulated: {result['scope']}",
-    )  # fmt: skip
-    for kpi, v in result["kpis"].items():
-        table.add_row(
-            kpi,
-            interval(v["baseline"]) if v["baseline"] else "",
-            interval(v["scenario"]),
-            interval(v["difference"], signed=True) if v["difference"] else "",
-            v["verdict"] or "",
-        )
-    out.print(table)
+    print_kpi_changes(
+        {
+            kpi: (v["baseline"], v["scenario"], v["difference"], v["verdict"] or "")
+            for kpi, v in result["kpis"].items()
+        },
+        scenario="with the fix",
+        caption=f"{result['replications']} replications of {plain(result['hours'])} h; in "
+        "brackets the 94 % credible interval; the change is paired; simulated: "
+        f"{result['scope']}",
+    )
     for warning in result["warnings"]:
         out.print(f"[yellow]warning:[/] {warning}", highlight=False)
     out.print(f"[bold]verdict:[/bold] {result['verdict']}", highlight=False)
@@ -279,22 +455,33 @@ def print_investigation(store: GraphStore, found: investigation.Investigation) -
 
 def print_kpis(report: kpis.KpiReport) -> None:
     def pct(x: float | None) -> str:
-        return "-" if x is None else f"{100 * x:.2f} %"
+        return "-" if x is None else f"{plain(100 * x)} %"
 
     def ppm(x: float | None) -> str:
-        return "-" if x is None else f"{x:,.0f}"
+        return "-" if x is None else plain(x)
 
-    table = Table("group", "produced", "yield", "FPY", "PPM", "field PPM")
-    for name, c in [("total", report.total), *report.by_line.items(), *report.by_shift.items()]:
-        table.add_row(
-            name,
-            f"{c.produced:,}",
-            pct(c.yield_),
-            pct(c.first_pass_yield),
-            ppm(c.ppm),
-            ppm(c.field_ppm),
-        )
-    out.print(table)
+    groups = [("total", report.total), *report.by_line.items(), *report.by_shift.items()]
+    same = all(c.yield_ == c.first_pass_yield for _, c in groups)
+    columns = [Column("group", "id"), Column("units produced", "number"),
+               Column("yield", "number"), Column("first-pass yield", "number"),
+               Column("defective (ppm)", "number"),
+               Column("complaints (ppm shipped)", "number")]  # fmt: skip
+    rows: list[tuple[str, ...]] = [
+        (name, f"{c.produced:,}", pct(c.yield_), pct(c.first_pass_yield), ppm(c.ppm),
+         ppm(c.field_ppm))
+        for name, c in groups
+    ]  # fmt: skip
+    if same:  # every defective unit scrapped, none reworked: one figure, not two
+        del columns[3]
+        rows = [(*r[:3], *r[4:]) for r in rows]
+    print_table(
+        columns,
+        rows,
+        caption="first-pass yield equals yield: no unit was reworked, every defective "
+        "unit was scrapped"
+        if same
+        else None,
+    )
     rty = ", ".join(f"{p} {pct(v)}" for p, v in report.rolled_throughput_yield.items())
     out.print(f"rolled throughput yield: {rty}")
     cost = report.cost
@@ -307,7 +494,10 @@ def print_kpis(report: kpis.KpiReport) -> None:
     test = report.shift_test
     if test is not None:
         verdict = "differ" if test.significant else "do not differ detectably"
-        out.print(f"shifts {verdict}: chi2 {test.chi2:.1f}, dof {test.dof}, p {test.p_value:.2g}")
+        out.print(
+            f"shifts {verdict}: chi-squared {plain(test.chi2)}, {test.dof} degrees of "
+            f"freedom, p-value {probability(test.p_value)}"
+        )
 
 
 def print_trace(genealogy: Genealogy) -> None:

@@ -56,6 +56,19 @@ INTERVAL = (0.03, 0.97)
 """94 % equal-tailed credible intervals, the same width as the models' HDIs."""
 KPIS = ("throughput_per_h", "units_per_day", "yield", "fpy", "ppm", "wip", "scrap_cost")
 BETTER_HIGH = {"throughput_per_h", "units_per_day", "yield", "fpy"}
+KPI_LABELS: dict[str, tuple[str, str, float]] = {
+    "throughput_per_h": ("throughput", "units/h", 1.0),
+    "units_per_day": ("output a day", "units", 1.0),
+    "yield": ("yield", "%", 100.0),
+    "fpy": ("first-pass yield", "%", 100.0),
+    "ppm": ("defectives shipped", "ppm", 1.0),
+    "wip": ("work in progress", "units", 1.0),
+    "scrap_cost": ("scrap and rework cost", CostModel().currency, 1.0),
+}
+"""Each KPI key's name for a person, its unit and the factor from the value to the unit
+(yields are fractions, printed as %). The keys stay the API's field names. ``fpy``
+equals ``yield`` unless a scenario reworks: today's lines scrap what inspection finds
+(the twin fits no rework), so a unit that ends good never failed on its way."""
 CREDIBLE = "credible"
 """The verdict on a KPI whose paired difference's interval excludes zero."""
 NO_CREDIBLE_CHANGE = "no credible change"
