@@ -183,8 +183,15 @@ class Genealogy:
         label: str | None = None,
     ) -> Connection[ReachedNode]:
         reached = sorted(self.genealogy.traversal.reached.values(), key=lambda r: (r.depth, r.uid))
-        items = [ReachedNode.of(r) for r in reached if label is None or r.label == label]
-        return paginate(items, first, after, info.context.settings.api_max_page_size)
+        chosen = [r for r in reached if label is None or r.label == label]
+        page = paginate(chosen, first, after, info.context.settings.api_max_page_size)
+        return Connection(
+            edges=[
+                ConnectionEdge(cursor=e.cursor, node=ReachedNode.of(e.node)) for e in page.edges
+            ],
+            page_info=page.page_info,
+            total_count=page.total_count,
+        )
 
     @strawberry.field(description="The path from a start node to one reached node.")
     def path(self, uid: str) -> list[PathStep]:
