@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from sqems.cli.app import command, err, out, rdf_app
 from sqems.cli.common import graph_store, recall_source, text_pair
-from sqems.cli.render import print_shacl
+from sqems.cli.render import Column, print_shacl, print_table
 from sqems.errors import ValidationFailed
 
 RdfFormatOption = Annotated[
@@ -149,10 +149,10 @@ def rdf_import(
             f"imported {sum(report.nodes.values()):,} nodes and "
             f"{sum(report.edges.values()):,} relationships into {store.description}"
         )
-    table = Table("label / relationship", "count", box=None)
-    for name, n in [*report.nodes.items(), *report.edges.items()]:
-        table.add_row(name, f"{n:,}")
-    out.print(table)
+    print_table(
+        [Column("label / relationship", "id"), Column("count", "number")],
+        [(name, f"{n:,}") for name, n in [*report.nodes.items(), *report.edges.items()]],
+    )
     if report.ignored:
         out.print("ignored (other vocabularies): " + ", ".join(
             f"{p} {n:,}" for p, n in sorted(report.ignored.items())))  # fmt: skip
@@ -193,8 +193,8 @@ def rdf_query(
         out.print_json(json.dumps(rows, default=str))
         return
     if rows:
-        table = Table(*rows[0], box=None)
-        for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row.values()))
-        out.print(table)
+        print_table(  # IRIs and literals alike are kept whole
+            [Column(escape(str(name)), "id") for name in rows[0]],
+            [tuple("" if v is None else escape(str(v)) for v in row.values()) for row in rows],
+        )
     out.print(f"{len(rows):,} row(s)")

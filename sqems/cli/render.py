@@ -275,10 +275,11 @@ def print_shacl(report: rdf.ShaclReport, limit: int) -> None:
         out.print(f"[green]{report.text()}[/green]")
         return
     out.print(f"[red]{report.violations:,} violation(s)[/red] in {report.triples:,} triples")
-    table = Table("focus node", "property", "problem", "value", box=None)
-    for f in report.findings[:limit]:
-        table.add_row(f.focus, f.path or "-", f.message, f.value or "")
-    out.print(table)
+    print_table(
+        [Column("focus node", "id"), Column("property", "id"), "problem", "value"],
+        [(escape(f.focus), escape(f.path or "-"), escape(f.message), escape(f.value or ""))
+         for f in report.findings[:limit]],
+    )  # fmt: skip
     if len(report.findings) > limit:
         out.print(f"… and {len(report.findings) - limit:,} more (--limit, --json)")
     out.print("by constraint: " + ", ".join(f"{k} {n}" for k, n in report.by_constraint().items()))
@@ -288,22 +289,24 @@ def print_stats(store: GraphStore) -> None:
     from sqems.graph_model import NODE_TYPES, REL_TYPES
 
     out.print(f"store: {store.description}")
-    table = Table("node label", "count", "relationship", "count", box=None)
     labels = [(k, store.count(k)) for k in sorted(NODE_TYPES)]
     rels = [(k, store.count_edges(k)) for k in sorted(REL_TYPES)]
     labels = [x for x in labels if x[1]]
     rels = [x for x in rels if x[1]]
+    rows = []
     for i in range(max(len(labels), len(rels))):
         left = labels[i] if i < len(labels) else ("", None)
         right = rels[i] if i < len(rels) else ("", None)
-        table.add_row(left[0], count_text(left[1]), right[0], count_text(right[1]))
-    table.add_row(
-        "[bold]nodes",
-        count_text(store.count()),
-        "[bold]relationships",
-        count_text(store.count_edges()),
-    )
-    out.print(table)
+        rows.append((left[0], count_text(left[1]), right[0], count_text(right[1])))
+    rows.append(
+        ("[bold]nodes", count_text(store.count()), "[bold]relationships",
+         count_text(store.count_edges()))
+    )  # fmt: skip
+    print_table(
+        [Column("node label", "id"), Column("count", "number"), Column("relationship", "id"),
+         Column("count", "number")],
+        rows,
+    )  # fmt: skip
 
 
 def count_text(value: int | None) -> str:
@@ -315,11 +318,15 @@ def print_recall(store: GraphStore, scope: RecallScope, show: int) -> None:
 
     c = scope.counts
     out.print(f"source: {scope.source.describe()}")
-    summary = Table("in scope", "count", box=None)
-    for key in ("process_runs", "batches", "units", "units_shipped", "shipments", "customers"):
-        if key != "process_runs" or c[key]:
-            summary.add_row(key.replace("_", " "), f"{c[key]:,}")
-    out.print(summary)
+    print_table(
+        ["in scope", Column("count", "number")],
+        [
+            (key.replace("_", " "), f"{c[key]:,}")
+            for key in ("process_runs", "batches", "units", "units_shipped", "shipments",
+                        "customers")
+            if key != "process_runs" or c[key]
+        ],
+    )  # fmt: skip
     if scope.units and show > 0:
         out.print(f"[bold]why units are in scope[/bold] (first {min(show, len(scope.units))}):")
         for unit in scope.units[:show]:
