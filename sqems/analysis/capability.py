@@ -75,6 +75,7 @@ import numpy.typing as npt
 from scipy import integrate, special, stats
 
 from sqems.errors import ValidationFailed
+from sqems.figures import probability
 
 __all__ = [
     "FEW_VALUES",
@@ -961,7 +962,7 @@ def capability(
     if normality is not None and not normality.normal:
         rejected = (
             f"values are not normal ({normality.test} statistic {normality.statistic:.4g}, "
-            f"p = {normality.p_value:.3g} < {normality.alpha:g})"
+            f"p = {probability(normality.p_value)} < {normality.alpha:g})"
         )
         if percentile is None:
             warnings.append(
@@ -979,7 +980,8 @@ def capability(
             if not percentile.normality.normal:
                 warnings.append(
                     "even the transformed values are not normal "
-                    f"(p = {percentile.normality.p_value:.3g}): no smooth distribution fits; "
+                    f"(p = {probability(percentile.normality.p_value)}): no smooth distribution "
+                    "fits; "
                     "look for mixed streams (machines, cavities, lots) and study each alone"
                 )
     if n < 3:

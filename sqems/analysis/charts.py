@@ -38,6 +38,7 @@ from sqems.analysis.series import (
     parameter_series,
 )
 from sqems.errors import ValidationFailed
+from sqems.figures import probability
 from sqems.graph_model.store import GraphStore, TimeWindow
 
 
@@ -560,7 +561,7 @@ def _limits_note(limits: spc.Limits, data: Any, sizes: Any, kept: np.ndarray | N
     found = spc.dispersion(limits.chart, data[kept], None if sizes is None else sizes[kept])
     return (
         f"{text} (dispersion test on the {kept.size} baseline points kept: ratio "
-        f"{found.ratio:.3g}, p = {found.p_value:.3g}; auto limits switch to Laney below "
+        f"{found.ratio:.3g}, p = {probability(found.p_value)}; auto limits switch to Laney below "
         f"{spc.OVERDISPERSION_ALPHA:g})"
     )
 

@@ -35,6 +35,7 @@ from scipy import stats
 from sqems.analysis import rootcause
 from sqems.analysis.rootcause import WhyStep
 from sqems.errors import ValidationFailed
+from sqems.figures import probability
 from sqems.graph_model.nodes import Complaint
 from sqems.graph_model.store import Direction, GraphStore, TimeWindow
 from sqems.graph_model.traceability import Traceability
@@ -198,7 +199,7 @@ def _excess_outside(
     return (
         f"{k_out} of the {n_out} units it reached outside the leading cause's recall are "
         f"defective, against {k_rest} of the other {n_rest} (one-sided Fisher exact test: "
-        f"p = {p:.2g} < {alpha:g})"
+        f"p = {probability(p)} < {alpha:g})"
     )
 
 

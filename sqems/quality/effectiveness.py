@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from scipy import stats
 
 from sqems.errors import ValidationFailed
+from sqems.figures import probability
 from sqems.graph_model.nodes import Batch, Capa, Complaint, Defect
 from sqems.graph_model.store import Direction, GraphStore
 
@@ -113,7 +114,10 @@ def _judge(before: Side, after: Side, alpha: float) -> tuple[float | None, str, 
         return (
             p_value,
             "effective",
-            (f"the rate fell from {before.rate:.2%} to {after.rate:.2%} (p = {p_value:.2g})"),
+            (
+                f"the rate fell from {before.rate:.2%} to {after.rate:.2%} "
+                f"(p = {probability(p_value)})"
+            ),
         )
     if after.defective == 0:
         bound = 3.0 / after.units
@@ -140,6 +144,6 @@ def _judge(before: Side, after: Side, alpha: float) -> tuple[float | None, str, 
         "not effective",
         (
             f"{after.defective} recurrence(s) in {after.units} units ({after.rate:.2%}) against "
-            f"{before.rate:.2%} before (p = {p_value:.2g})"
+            f"{before.rate:.2%} before (p = {probability(p_value)})"
         ),
     )
