@@ -27,7 +27,7 @@ from sqems.graph_model.nodes import Category6M as DomainCategory
 from sqems.graph_model.store import GraphStore
 from sqems.graphql.access import Role
 from sqems.graphql.context import Context
-from sqems.graphql.generate import Adapted, adapted, derived
+from sqems.graphql.generate import Adapted, adapted, derived, given
 from sqems.graphql.types import Node, WindowInput, _graphql_annotation, site_zone, to_graphql
 from sqems.settings import Settings
 
@@ -195,7 +195,7 @@ class RootCauseInput:
     after={"key": None},
 )
 class KpiGroup(Adapted):
-    key: str
+    key: str = given()
     yield_: float | None = strawberry.field(name="yield")
     first_pass_yield: float | None
     ppm: float | None = strawberry.field(description="Defective units per million produced.")
