@@ -29,6 +29,7 @@ ELSEWHERE = {
     "neo4j": "starts a Neo4j server: tests/test_neo4j.py",
     "migrate": "needs the Neo4j server above: tests/test_neo4j.py",
     "apikey": "writes the API's key store: tests/test_cli.py",
+    "quarantine": "lists what the ingestion above refused: tests/test_ingestion.py",
     "bim survey": "needs a site survey of the model: tests/test_viewer.py",
     "SQEMS_GRAPH_URI": "runs on the Neo4j server above: tests/test_neo4j.py",
 }
