@@ -111,14 +111,21 @@ def _widths(cols: Sequence[Column], rows: Sequence[Sequence[str]], width: int) -
 
 
 def _print_stacked(cols: Sequence[Column], rows: Sequence[Sequence[str]]) -> None:
-    label = max(len(c.name) for c in cols)
+    label = max(_width(escape(c.name)) for c in cols) + 1
+    room = out.width - label - 1
     for n, r in enumerate(rows):
         if n:
             out.print()
+        if any(c.kind != "text" and _width(x) > room for c, x in zip(cols, r, strict=True)):
+            for c, cell in zip(cols, r, strict=True):  # an id wider than a hanging indent
+                out.print(Text.from_markup(f"{c.name}: {cell}"), highlight=False)
+            continue
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True, min_width=label)
+        grid.add_column(overflow="fold")
         for c, cell in zip(cols, r, strict=True):
-            line = Text.from_markup(f"{c.name + ':':<{label + 1}} ")
-            line.append_text(Text.from_markup(cell))
-            out.print(line, highlight=False)
+            grid.add_row(f"{c.name}:", cell)
+        out.print(grid, highlight=False)
 
 
 def print_whatif(view: whatif.SessionView) -> None:
@@ -349,7 +356,12 @@ def print_causes(report: rootcause.RootCauseReport, *, why: bool = True) -> None
     for c in report.causes:
         e = c.evidence
         aor = (
-            ranged(e.adjusted_odds_ratio, e.adjusted_odds_ratio_low, e.adjusted_odds_ratio_high)
+            ranged(
+                e.adjusted_odds_ratio,
+                e.adjusted_odds_ratio_low,
+                e.adjusted_odds_ratio_high,
+                level=None,
+            )
             if e.adjusted_odds_ratio is not None
             and e.adjusted_odds_ratio_low is not None
             and e.adjusted_odds_ratio_high is not None
@@ -365,17 +377,19 @@ def print_causes(report: rootcause.RootCauseReport, *, why: bool = True) -> None
             f"{escape(c.factor.describe())} [dim]({c.category.value}{escape(note)})[/dim]",
             "yes" if c.significant else "no",
             f"{e.defective_exposed:,} of {e.exposed:,}",
-            ranged(e.risk_ratio, e.risk_ratio_low, e.risk_ratio_high),
+            ranged(e.risk_ratio, e.risk_ratio_low, e.risk_ratio_high, level=None),
             probability(e.q_value),
             aor,
-            ranged(e.explained_defects, e.explained_defects_low, e.explained_defects_high)
+            ranged(e.explained_defects, e.explained_defects_low, e.explained_defects_high,
+                   level=None)
             if c.significant
             else "-",
         ))  # fmt: skip
     print_table(
-        [Column("#", "number"), "factor (6M)", "significant", "defective units",
-         "risk ratio", Column("q-value", "number"), "adjusted odds ratio",
-         "defects it explains"],
+        [Column("#", "number"), "factor (6M)", "significant", Column("defective units", "number"),
+         Column("risk ratio (95 % interval)", "number"), Column("q-value", "number"),
+         Column("adjusted odds ratio (95 % interval)", "number"),
+         Column("defects it explains (95 % interval)", "number")],
         rows,
     )  # fmt: skip
     out.print(f"[bold]conclusion:[/bold] {report.conclusion}")
@@ -441,7 +455,7 @@ def print_investigation(store: GraphStore, found: investigation.Investigation) -
     if result is None:
         out.print(
             f"(not simulated here: `sqems investigate {c.uid}` fits the line's twin and "
-            f"simulates it; the scenario: {json.dumps(found.fix.changes)})",
+            "simulates it)",
             highlight=False,
         )
         return
