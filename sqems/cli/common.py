@@ -63,6 +63,7 @@ def whatif_stores(*, simulate: bool = True) -> Iterator[tuple[GraphStore, GraphS
             f"note: the store is open for writing by {exc.holder}; this what-if reads it "
             "read-only and is not saved",
             highlight=False,
+            soft_wrap=True,
         )
     else:
         try:
@@ -164,6 +165,8 @@ def recall_source(
     parameter: str | None,
     from_: str | None,
     to: str | None,
+    *,
+    all_history: bool = True,
 ) -> RecallSource | None:
     """The recall source the options name; None when they name none."""
     from sqems.graph_model import RecallSource, SourceKind, TimeWindow
@@ -185,6 +188,12 @@ def recall_source(
         if kind in ("lot", "batch"):
             raise ValidationFailed("--from/--to apply to --machine and --parameter only")
         window = TimeWindow(parse_time(from_, "--from"), parse_time(to, "--to", end=True))
+    elif kind == "machine" and not all_history:
+        # a machine's whole history is rarely what a recall means; asked for, it is given
+        raise ValidationFailed(
+            f"--machine {uid} needs a window: --from DATE --to DATE (or --all-history for "
+            "every unit it ever made)"
+        )
     return RecallSource(SourceKind(kind), uid, window)
 
 

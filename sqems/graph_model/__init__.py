@@ -2,7 +2,7 @@
 protocol with its backends, and traceability over any of them."""
 
 from sqems.graph_model.edges import REL_TYPES, RelType, rel_type
-from sqems.graph_model.embedded import EmbeddedGraphStore
+from sqems.graph_model.embedded import EmbeddedGraphStore, StoreLocked, lock_holder
 from sqems.graph_model.nodes import NODE_TYPES, Node, node_type
 from sqems.graph_model.open import open_store
 from sqems.graph_model.store import (
@@ -47,12 +47,14 @@ __all__ = [
     "RecallSource",
     "RelType",
     "SourceKind",
+    "StoreLocked",
     "Subgraph",
     "TimeWindow",
     "Traceability",
     "Traversal",
     "WriteBatch",
     "hops",
+    "lock_holder",
     "node_type",
     "open_store",
     "rel_type",

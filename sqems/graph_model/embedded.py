@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -87,6 +88,48 @@ def _locked(method: F) -> F:
             return method(self, *args, **kwargs)
 
     return cast(F, run)
+
+
+class StoreLocked(GraphUnavailable):
+    """Another process writes the store file: a second writer would lose its writes or
+    theirs. Reading works meanwhile (a read-only open takes no lock)."""
+
+    def __init__(self, path: Path, holder: str) -> None:
+        super().__init__(
+            f"graph store {path} is open for writing by {holder}; stop it or wait for it to "
+            "finish "
+            "(commands that only read work meanwhile)"
+        )
+        self.path = path
+        self.holder = holder
+
+
+def _holder_text() -> str:
+    """Who holds the lock, as the lock file says it: ``pid 4242 (sqems serve --port 8000)``."""
+    # ``python -c ...`` shows as its arguments alone (the -c code says nothing useful)
+    first = [] if not sys.argv or sys.argv[0] in ("", "-c") else [Path(sys.argv[0]).name]
+    argv = [*first, *sys.argv[1:]]
+    command = " ".join(argv)[:200]
+    return f"pid {os.getpid()}" + (f" ({command})" if command else "")
+
+
+def lock_holder(path: Path) -> str | None:
+    """Who holds the write lock of the store file ``path`` now, or None when nobody does
+    (a look, not a claim: the answer may change at once)."""
+    if not Path(f"{path}.lock").is_file():
+        return None
+    try:
+        handle = open(f"{path}.lock", "a+")  # noqa: SIM115 - closed below
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            return handle.read().strip() or "another process"
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return None
 
 
 class EmbeddedGraphStore(StoreBase):
@@ -172,12 +215,9 @@ class EmbeddedGraphStore(StoreBase):
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise GraphUnavailable(
-                f"graph store {self.path} is open for writing by {holder}; stop it, or open "
-                "the store read-only"
-            ) from None
+            raise StoreLocked(self.path, holder) from None
         handle.truncate(0)
-        handle.write(f"pid {os.getpid()}")
+        handle.write(_holder_text())
         handle.flush()
         self._lockfile = handle
 

@@ -200,7 +200,7 @@ def run_fix(
     whole line for a fix that acts on all of it): the others add the same defects with
     and without the fix, so the difference is the line's, and only the models it needs
     are fitted. The yields are then those steps' (``steps``, ``scope``)."""
-    store = runner.store
+    store = runner.sessions
     spec = ScenarioSpec.parse(fix.changes)
     twin = runner.line(fix.line)
     acting = spec.acting_steps(twin, runner.grouped(fix.line, spec))

@@ -53,8 +53,22 @@ class Progress:
 
 
 class WhatIfRunner:
-    def __init__(self, store: GraphStore, folder: Path, sampler: Sampler | None = None) -> None:
+    def __init__(
+        self,
+        store: GraphStore,
+        folder: Path,
+        sampler: Sampler | None = None,
+        *,
+        sessions: GraphStore | None = None,
+    ) -> None:
+        """Twins are built from ``store``; what-if sessions are kept in ``sessions``
+        (default: ``store``) - apart when ``store`` is open read-only because another
+        process writes it (sessions then live in memory, unsaved). The fitted models
+        are cached in ``folder``, outside the store: each file is named by the data and
+        sampler it was fitted with and written whole, so readers and the store's writer
+        may share the folder."""
         self.store = store
+        self.sessions = store if sessions is None else sessions
         self.folder = folder
         self.sampler = sampler or Sampler()
         self.listeners: set[Callable[[Progress], None]] = set()
@@ -152,7 +166,7 @@ class WhatIfRunner:
         With ``steps``, only those steps' models add defects, to the baseline and the
         scenario alike (:meth:`ScenarioSpec.acting_steps`: what a comparison of a
         scenario acting there needs); the results name them."""
-        view = get_session(self.store, session)
+        view = get_session(self.sessions, session)
         if not any(s.uid == scenario for s in view.scenarios):
             raise NotFound(f"scenario {scenario} is not in session {session}")
         self._tell(Progress(session, scenario, RunStatus.PENDING, 0.0))
@@ -163,8 +177,8 @@ class WhatIfRunner:
         and queue it; its results say whether its throughput met the floor."""
         if not throughput_floor >= 0:
             raise ValidationFailed(f"the throughput floor must be >= 0, got {throughput_floor}")
-        view = get_session(self.store, session)
-        scenario = add_scenario(self.store, session, "recommended setpoints", ScenarioSpec())
+        view = get_session(self.sessions, session)
+        scenario = add_scenario(self.sessions, session, "recommended setpoints", ScenarioSpec())
         self._tell(Progress(session, scenario.uid, RunStatus.PENDING, 0.0))
         future = self._pool.submit(self._run, view.line, session, scenario.uid, throughput_floor)
         return scenario, future
@@ -183,19 +197,19 @@ class WhatIfRunner:
         try:
             step(0.0)
             stored = next(
-                s for s in get_session(self.store, session).scenarios if s.uid == scenario
+                s for s in get_session(self.sessions, session).scenarios if s.uid == scenario
             )
             spec = ScenarioSpec.parse(stored.changes)
             twin, models = self.twin(line, groups=self.grouped(line, spec), steps=steps)
             if floor is not None:
                 recommended = recommend_setpoints(
-                    twin, models, seed=get_session(self.store, session).session.seed
+                    twin, models, seed=get_session(self.sessions, session).session.seed
                 )
-                set_changes(self.store, scenario, recommended.scenario())
-            done = run_scenario(self.store, twin, models, session, scenario, progress=step)
+                set_changes(self.sessions, scenario, recommended.scenario())
+            done = run_scenario(self.sessions, twin, models, session, scenario, progress=step)
             if floor is not None:
                 done = annotate(
-                    self.store,
+                    self.sessions,
                     done,
                     {"recommendation": recommended.as_dict(), "throughput_floor": floor},
                     feasible_floor=floor,
@@ -204,7 +218,7 @@ class WhatIfRunner:
             message = str(exc) if isinstance(exc, SqemsError) else "the simulation failed"
             if not isinstance(exc, SqemsError):
                 log.exception("what-if scenario failed", extra={"scenario": scenario})
-            mark_failed(self.store, session, scenario, message[:2000])
+            mark_failed(self.sessions, session, scenario, message[:2000])
             self._tell(Progress(session, scenario, RunStatus.FAILED, 0.0, message))
             raise
         self._tell(Progress(session, scenario, RunStatus.DONE, 1.0))
