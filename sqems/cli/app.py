@@ -7,10 +7,11 @@ import functools
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar, get_args, get_origin
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar, get_args, get_origin
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from sqems.cli import verbosity
@@ -140,8 +141,24 @@ rdf_app = typer.Typer(
 app.add_typer(rdf_app, name="rdf")
 
 
+FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def file_error(exc: OSError) -> str:
+    """``cannot open FILE: no such file or directory`` - what an OSError about a file says."""
+    reason = (exc.strerror or str(exc)).lower()
+    return f"cannot open {exc.filename}: {reason}" if exc.filename else reason
+
+
+def fail(message: str) -> NoReturn:
+    """One red line on stderr and exit 2: how every command reports a user's mistake."""
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
 def command(name: str, on: typer.Typer = app) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Register a command whose :class:`SqemsError` becomes one red line and exit 2."""
+    """Register a command whose :class:`SqemsError` - or a file on its command line that
+    cannot be opened - becomes one red line and exit 2."""
 
     def register(fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)
@@ -149,8 +166,10 @@ def command(name: str, on: typer.Typer = app) -> Callable[[Callable[P, R]], Call
             try:
                 return fn(*args, **kwargs)
             except SqemsError as exc:
-                err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
-                raise typer.Exit(2) from None
+                fail(exc.message)
+            except FILE_ERRORS as exc:
+                # a file named on the command line that cannot be read or written
+                fail(file_error(exc))
 
         on.command(name, cls=Command)(run)
         return run

@@ -13,6 +13,7 @@ from rich.markup import escape
 from sqems.cli.app import bim_app, command, err, out
 from sqems.cli.common import graph_store, time_window
 from sqems.cli.render import Column, print_table
+from sqems.errors import NotFound
 from sqems.figures import plain
 
 
@@ -94,7 +95,16 @@ def bim_import(
 
     rule = (bim_models.LinkRule.from_csv(links.read_text()) if links
             else bim_models.LinkRule(key=link_key))  # fmt: skip
+    if not path.is_file():  # before the store is opened for writing
+        raise NotFound(f"cannot read IFC file {path}: no such file")
     with graph_store() as (store, settings), err.status(f"tessellating {path.name}…"):
+        # a link file naming a machine the graph lacks is a mistake, found before writing
+        strangers = sorted(m for m in rule.mapping or {} if store.label_of(m) != "Machine")
+        if strangers:
+            raise NotFound(
+                f"{links} links machine(s) not in the graph: {', '.join(strangers[:5])}"
+                + (f" and {len(strangers) - 5} more" if len(strangers) > 5 else "")
+            )
         done = bim_models.import_bim(
             store,
             path,
@@ -166,8 +176,9 @@ def bim_survey(
     """
     from sqems.viewer import bim as bim_models
 
+    surveyed = path.read_text()  # before the store is opened for writing
     with graph_store() as (store, _):
-        report = bim_models.survey(store, model, path.read_text(), tolerance_m=tolerance)
+        report = bim_models.survey(store, model, surveyed, tolerance_m=tolerance)
     if as_json:
         out.print_json(json.dumps(dataclasses.asdict(report)))
     else:

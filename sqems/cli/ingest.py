@@ -15,7 +15,7 @@ from rich.markup import escape
 from sqems.cli.app import command, err, out, quarantine_app
 from sqems.cli.common import audit_trail, cli_user, graph_store
 from sqems.cli.render import Column, print_table
-from sqems.errors import ValidationFailed
+from sqems.errors import NotFound, ValidationFailed
 
 
 @command("ingest")
@@ -120,6 +120,8 @@ def import_cmd(
     """
     from sqems.ingestion import importers, service
 
+    if not path.exists():  # before the store and the quarantine are opened for writing
+        raise NotFound(f"{path} does not exist")
     with graph_store() as (store, settings), ExitStack() as opened:
         q = service.open_quarantine(settings)
         opened.callback(q.close)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -9,6 +11,7 @@ from rich.markup import escape
 
 from sqems.cli.app import apikey_app, command, err, neo4j_app, out
 from sqems.cli.render import Column, print_table
+from sqems.errors import ConfigError, GraphUnavailable, ValidationFailed
 
 if TYPE_CHECKING:
     from sqems.graphql import AccessStore
@@ -83,6 +86,47 @@ def _access(settings: Settings) -> AccessStore:
     return AccessStore(settings.data_dir / ACCESS_FILE)
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port``, or one line saying why there is none."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} on {host} is in use by another program; stop it, or choose "
+                "another port with --port"
+            ) from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _check_store_free(settings: Settings) -> None:
+    """Refuse to serve an embedded store another process writes (the server writes)."""
+    from sqems.graph_model import lock_holder
+    from sqems.graph_model.open import NEO4J_SCHEMES, embedded_path
+
+    uri = settings.graph_uri.strip()
+    if uri.startswith(NEO4J_SCHEMES):
+        return
+    path = embedded_path(uri, settings)
+    holder = None if path is None else lock_holder(path)
+    if holder is not None:
+        raise GraphUnavailable(
+            f"graph store {path} is open for writing by {holder}; stop it first (one "
+            "process writes a store at a time)"
+        )
+
+
 @command("serve")
 def serve_cmd(
     host: Annotated[
@@ -112,6 +156,14 @@ def serve_cmd(
         if v is not None
     }
     settings = settings.model_copy(update=updates)
+    # the port and the store first: a refusal must come before anything is announced
+    # or written (the bootstrap admin key)
+    listening = _listen(settings.api_host, settings.api_port)
+    try:
+        _check_store_free(settings)
+    except BaseException:
+        listening.close()
+        raise
     access = _access(settings)
     try:
         if not access.has_admin():
@@ -132,13 +184,16 @@ def serve_cmd(
         # a broker that refuses SQEMS is one line here, not a traceback from the start-up
         check(broker, f"{settings.mqtt_client_id}-check")
         out.print(f"ingesting from {broker.url}")
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.api_host,
         port=settings.api_port,
         log_config=None,
         access_log=False,
     )
+    # the socket bound above: no other process can take the port between the check and
+    # the server's start
+    uvicorn.Server(config).run(sockets=[listening])
 
 
 @command("graphql-schema")
@@ -154,18 +209,28 @@ def graphql_schema_cmd() -> None:
 
 @command("create", on=apikey_app)
 def apikey_create(
-    name: Annotated[str, typer.Option(metavar="NAME", help="Who or what uses the key.")],
+    given: Annotated[
+        str | None, typer.Argument(metavar="NAME", help="Who or what uses the key.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", metavar="NAME", help="The same, as an option.")
+    ] = None,
     role: Annotated[
         str, typer.Option(metavar="ROLE", help="viewer, inspector, engineer or admin.")
     ] = "viewer",
 ) -> None:
     """Create an API key; its token is printed once and never stored.
 
-    Example: sqems apikey create --name 'line 1 tablet' --role inspector
+    Example: sqems apikey create 'line 1 tablet' --role inspector
     """
     from sqems.graphql import Role
     from sqems.settings import Settings
 
+    if given is not None and name is not None and given != name:
+        raise ValidationFailed(f"two names given, {given!r} and --name {name!r}; give one")
+    name = given if given is not None else name
+    if name is None:
+        raise ValidationFailed("name the key: sqems apikey create NAME")
     settings = Settings()
     access = _access(settings)
     try:

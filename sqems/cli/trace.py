@@ -30,6 +30,12 @@ def recall_cmd(
     to: Annotated[
         str | None, typer.Option("--to", metavar="DATE", help="Window end (ISO 8601).")
     ] = None,
+    all_history: Annotated[
+        bool,
+        typer.Option(
+            "--all-history", help="With --machine and no window: every unit it ever made."
+        ),
+    ] = False,
     show: Annotated[int, typer.Option(help="How many unit paths to print.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole scope as JSON.")] = False,
 ) -> None:
@@ -39,7 +45,7 @@ def recall_cmd(
     """
     from sqems.graph_model import Traceability
 
-    source = recall_source(lot, batch, machine, parameter, from_, to)
+    source = recall_source(lot, batch, machine, parameter, from_, to, all_history=all_history)
     if source is None:
         raise ValidationFailed("give exactly one of --lot, --batch, --machine, --parameter")
     with graph_store(read_only=True) as (store, _):
