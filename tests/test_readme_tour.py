@@ -36,7 +36,7 @@ ELSEWHERE = {
 """Command (first word, or first two) or a setting it is run with -> why and where it is
 tested instead."""
 
-SMALL_TWIN = {"SQEMS_TWIN_DRAWS": "300", "SQEMS_TWIN_TUNE": "300", "SQEMS_TWIN_CHAINS": "2"}
+SMALL_TWIN = {"SQEMS_TWIN_DRAWS": "800", "SQEMS_TWIN_TUNE": "600"}
 """The twin's sampler sized for a test (the examples run as written otherwise)."""
 
 USER_FILES = {
