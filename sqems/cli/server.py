@@ -161,39 +161,38 @@ def serve_cmd(
     listening = _listen(settings.api_host, settings.api_port)
     try:
         _check_store_free(settings)
-    except BaseException:
-        listening.close()
-        raise
-    access = _access(settings)
-    try:
-        if not access.has_admin():
-            key, token = access.create_key(access.free_name("bootstrap admin"), Role.ADMIN)
-            out.print(
-                f"[bold]No admin key existed, so one was made (id {key.id}). It is shown "
-                f"this once:[/bold]\n  {token}\nSend it as 'Authorization: Bearer <key>'; "
-                "make more with `sqems apikey create`."
-            )
+        access = _access(settings)
+        try:
+            if not access.has_admin():
+                key, token = access.create_key(access.free_name("bootstrap admin"), Role.ADMIN)
+                out.print(
+                    f"[bold]No admin key existed, so one was made (id {key.id}). It is shown "
+                    f"this once:[/bold]\n  {token}\nSend it as 'Authorization: Bearer <key>'; "
+                    "make more with `sqems apikey create`."
+                )
+        finally:
+            access.close()
+        logs.configure()
+        out.print(f"serving on http://{settings.api_host}:{settings.api_port}/graphql")
+        base = f"http://{settings.api_host}:{settings.api_port}"
+        out.print(f"3D viewer at {base}/viewer?line=<line uid>, dashboard at {base}/dashboard")
+        if settings.ingest:
+            broker = BrokerAccess.of(settings)
+            # a broker that refuses SQEMS is one line here, not a traceback from the start-up
+            check(broker, f"{settings.mqtt_client_id}-check")
+            out.print(f"ingesting from {broker.url}")
+        config = uvicorn.Config(
+            create_app(settings),
+            host=settings.api_host,
+            port=settings.api_port,
+            log_config=None,
+            access_log=False,
+        )
+        # the socket bound above: no other process can take the port between the check and
+        # the server's start
+        uvicorn.Server(config).run(sockets=[listening])
     finally:
-        access.close()
-    logs.configure()
-    out.print(f"serving on http://{settings.api_host}:{settings.api_port}/graphql")
-    base = f"http://{settings.api_host}:{settings.api_port}"
-    out.print(f"3D viewer at {base}/viewer?line=<line uid>, dashboard at {base}/dashboard")
-    if settings.ingest:
-        broker = BrokerAccess.of(settings)
-        # a broker that refuses SQEMS is one line here, not a traceback from the start-up
-        check(broker, f"{settings.mqtt_client_id}-check")
-        out.print(f"ingesting from {broker.url}")
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_config=None,
-        access_log=False,
-    )
-    # the socket bound above: no other process can take the port between the check and
-    # the server's start
-    uvicorn.Server(config).run(sockets=[listening])
+        listening.close()
 
 
 @command("graphql-schema")
