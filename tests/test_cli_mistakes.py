@@ -288,11 +288,10 @@ def test_whatif_runs_while_serve_holds_the_store_and_says_it_is_not_saved(
         "--hours",
         "1",
         "--replications",
-        "5",
-        timeout=900,
-        SQEMS_TWIN_DRAWS="300",
-        SQEMS_TWIN_TUNE="300",
-        SQEMS_TWIN_CHAINS="2",
+        "4",
+        timeout=1200,
+        SQEMS_TWIN_DRAWS="800",  # the least the twin's diagnostics accept (test_cli.py)
+        SQEMS_TWIN_TUNE="600",
     )
     assert done.returncode == 0, done.stderr
     assert "is not saved" in done.stderr
