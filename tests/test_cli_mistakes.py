@@ -132,6 +132,12 @@ MISTAKES: list[tuple[str, list[str], list[str]]] = [
         ["--from", "--all-history"],
     ),
     ("apikey create without a name", ["apikey", "create"], ["sqems apikey create NAME"]),
+    # the command line itself
+    ("an unknown option", ["recall", "--bogus"], ["--bogus", "sqems recall --help"]),
+    ("an option without its value", ["trace", "--unit"], ["--unit"]),
+    ("a value of the wrong kind", ["rootcause", "--top", "many"], ["--top"]),
+    ("an unknown command", ["recal"], ["recal", "sqems --help"]),
+    ("a missing argument", ["investigate"], ["COMPLAINT"]),
 ]
 
 

@@ -10,7 +10,13 @@ when imported; importing this package imports them all, so :data:`app` is comple
 
 # imported in the order their commands are listed in `sqems --help`
 from sqems.cli import plant, check, trace, analysis, whatif, bim, server, ingest, records, rdf  # noqa: I001
-from sqems.cli.app import app
+import importlib
+import sys
+from typing import Any
+
+import typer
+
+from sqems.cli.app import app, err
 
 __all__ = ["app", "main"]
 
@@ -19,5 +25,36 @@ _COMMAND_MODULES = (plant, check, trace, analysis, whatif, bim, server, ingest, 
 
 
 def main() -> None:
-    """Run the CLI (the ``sqems`` console script)."""
-    app()
+    """Run the CLI (the ``sqems`` console script).
+
+    A mistake on the command line (an unknown option, a missing argument, a value of the
+    wrong kind) is one line naming it and where to look, and exit code 2, like every
+    other mistake; a command or group given without what it needs shows its help.
+    """
+    usage = _usage_errors()
+    try:
+        code = app(standalone_mode=False, prog_name="sqems")
+    except usage.NoArgsIsHelpError as exc:
+        exc.show()
+        code = 2
+    except usage.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "sqems"
+        err.print(f"[red]error:[/red] {exc.format_message()} (see {where} --help)",
+                  highlight=False, soft_wrap=True)  # fmt: skip
+        code = exc.exit_code
+    except usage.ClickException as exc:
+        err.print(f"[red]error:[/red] {exc.format_message()}", highlight=False, soft_wrap=True)
+        code = exc.exit_code
+    except typer.Abort:
+        err.print("aborted", highlight=False)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_errors() -> Any:
+    """The module of the command-line parser's exceptions: typer 0.29 and later parse
+    with their own copy of click, earlier ones with click itself."""
+    try:
+        return importlib.import_module("typer._click.exceptions")
+    except ImportError:
+        return importlib.import_module("click.exceptions")
