@@ -34,6 +34,11 @@ if os.environ.get("CI"):
 REPO = Path(__file__).resolve().parent.parent
 NEO4J_LIB = Path(os.environ.get("SQEMS_NEO4J_LIB", REPO / ".neo4j" / "lib"))
 """Neo4j's jars, fetched once and kept between runs (git-ignored)."""
+SAMPLES = Path(os.environ.get("SQEMS_SAMPLES_DIR", REPO.parent / "shared" / "samples"))
+"""Real-world sample data made outside the project (never committed): beside the
+checkout, or wherever ``SQEMS_SAMPLES_DIR`` points (a clone elsewhere)."""
+IFC_SAMPLES = sorted((SAMPLES / "ifc").glob("*.ifc")) if (SAMPLES / "ifc").is_dir() else []
+"""The real IFC models among them."""
 
 
 @pytest.fixture(scope="session")

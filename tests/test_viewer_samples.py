@@ -8,12 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import IFC_SAMPLES
 
 from sqems.viewer import gltf
 from sqems.viewer.ifc import Limits, expand, read_ifc, skipped, tessellate
 
-SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "samples" / "ifc"
-MODELS = sorted(SAMPLES.glob("*.ifc")) if SAMPLES.is_dir() else []
+MODELS = IFC_SAMPLES
 
 
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: p.name)

@@ -5,6 +5,8 @@ packages, and models as binary glTF.
 - ``/dashboard`` — the quality dashboard (today's board, heat map, KPIs, SPC chart);
 - ``/investigate`` — a complaint investigated end to end (``?complaint=CMP-…``), with
   the what-if of its fix;
+- ``/trace`` — what a batch, lot, machine window or alarm reached (the recall scope)
+  and the ranked causes of the defects within it;
 - ``/viewer/app/{file}`` — their own scripts and styles (``sqems/viewer/web/``);
 - ``/viewer/vendor/{package}/{path}`` — three.js and Chart.js as npm installed them
   (``package.json`` and its lock beside the pages; the set-up command runs ``npm ci``),
@@ -41,18 +43,15 @@ from sqems.viewer.bim import glb_path
 
 WEB = Path(__file__).resolve().parent.parent / "viewer" / "web"
 """The page and its scripts (package data)."""
-APP_FILES = frozenset(
-    {
-        "index.html",
-        "api.js",
-        "viewer.js",
-        "viewer.css",
-        "dashboard.js",
-        "dashboard.css",
-        "investigate.js",
-        "investigate.css",
-    }
-)
+PAGES = {
+    "/viewer": "index.html",
+    "/dashboard": "dashboard.html",
+    "/investigate": "investigate.html",
+    "/trace": "trace.html",
+}
+"""Each page's path and its file."""
+APP_FILES = frozenset(p.name for p in WEB.iterdir() if p.suffix in (".js", ".css") and p.is_file())
+"""The pages' own scripts and styles: every ``.js`` and ``.css`` file beside them."""
 VENDOR = {"three": ("build/", "examples/jsm/"), "chart.js": ("dist/",)}
 """The npm packages the pages load, and the parts of each they may: three's core and
 add-ons, Chart.js's builds."""
@@ -92,6 +91,15 @@ def page_policy(html: str, *, scripts: str = "", styles: str = "", fonts: str = 
     return "; ".join(d.strip() for d in directives)
 
 
+def _add_page(app: FastAPI, route: str, name: str) -> None:
+    headers = {"content-security-policy": page_policy((WEB / name).read_text())}
+
+    async def page() -> Response:
+        return FileResponse(WEB / name, media_type="text/html", headers=headers)
+
+    app.add_api_route(route, page, methods=["GET"], include_in_schema=False)
+
+
 def _error(status: int, error: SqemsError) -> JSONResponse:
     return JSONResponse(error_body(error), status)
 
@@ -100,30 +108,8 @@ def add_viewer_routes(
     app: FastAPI, settings: Settings, token_of: Callable[[HTTPConnection], str | None]
 ) -> None:
     """Mount the viewer on ``app``; ``token_of(request)`` reads a request's API key."""
-    policies = {
-        name: {"content-security-policy": page_policy((WEB / name).read_text())}
-        for name in ("index.html", "dashboard.html", "investigate.html")
-    }
-
-    @app.get("/viewer", include_in_schema=False)
-    async def page() -> Response:
-        return FileResponse(
-            WEB / "index.html", media_type="text/html", headers=policies["index.html"]
-        )
-
-    @app.get("/dashboard", include_in_schema=False)
-    async def dashboard() -> Response:
-        return FileResponse(
-            WEB / "dashboard.html", media_type="text/html", headers=policies["dashboard.html"]
-        )
-
-    @app.get("/investigate", include_in_schema=False)
-    async def investigate() -> Response:
-        return FileResponse(
-            WEB / "investigate.html",
-            media_type="text/html",
-            headers=policies["investigate.html"],
-        )
+    for route, name in PAGES.items():
+        _add_page(app, route, name)
 
     @app.get("/viewer/app/{name}", include_in_schema=False)
     async def app_file(name: str) -> Response:

@@ -1,5 +1,6 @@
 // The pages' access to the API: the key (from the page's #key=… fragment, this tab's
-// storage, or a prompt) and GraphQL requests that turn typed errors into exceptions.
+// storage, or a prompt), GraphQL requests that turn typed errors into exceptions, and
+// the links between the pages, added to each page's header.
 
 const KEY_STORE = "sqems.apiKey";
 let key = null;
@@ -45,3 +46,41 @@ export function showError(error) {
   box.hidden = false;
   document.body.dataset.state = "error";
 }
+
+export const PAGES = [
+  ["/viewer", "3D viewer"],
+  ["/dashboard", "Dashboard"],
+  ["/investigate", "Complaints"],
+  ["/trace", "Trace & recall"],
+  ["/graphql", "GraphQL"],
+];
+
+// A link to another page with its query (the API key stays in this tab's storage).
+export function pageLink(path, params = {}) {
+  const query = new URLSearchParams(
+    Object.entries(params).filter(([, v]) => v != null && v !== ""),
+  ).toString();
+  return query ? `${path}?${query}` : path;
+}
+
+function addNavigation() {
+  const header = document.querySelector("body > header");
+  if (!header || header.querySelector("nav.pages")) return;
+  const style = document.createElement("link");
+  style.rel = "stylesheet";
+  style.href = "/viewer/app/pages.css";
+  document.head.append(style);
+  const nav = document.createElement("nav");
+  nav.className = "pages";
+  nav.setAttribute("aria-label", "SQEMS pages");
+  for (const [path, label] of PAGES) {
+    const a = document.createElement("a");
+    a.href = path;
+    a.textContent = label;
+    if (location.pathname === path) a.setAttribute("aria-current", "page");
+    nav.append(a);
+  }
+  header.append(nav);
+}
+
+addNavigation();
