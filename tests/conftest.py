@@ -34,9 +34,29 @@ if os.environ.get("CI"):
 REPO = Path(__file__).resolve().parent.parent
 NEO4J_LIB = Path(os.environ.get("SQEMS_NEO4J_LIB", REPO / ".neo4j" / "lib"))
 """Neo4j's jars, fetched once and kept between runs (git-ignored)."""
-SAMPLES = Path(os.environ.get("SQEMS_SAMPLES_DIR", REPO.parent / "shared" / "samples"))
-"""Real-world sample data made outside the project (never committed): beside the
-checkout, or wherever ``SQEMS_SAMPLES_DIR`` points (a clone elsewhere)."""
+
+
+def _samples() -> Path:
+    """Real-world sample data made outside the project (never committed): where
+    ``SQEMS_SAMPLES_DIR`` points, else beside the checkout, else beside the local
+    checkout this one was cloned from."""
+    if os.environ.get("SQEMS_SAMPLES_DIR"):
+        return Path(os.environ["SQEMS_SAMPLES_DIR"])
+    beside = REPO.parent / "shared" / "samples"
+    if beside.is_dir():
+        return beside
+    origin = subprocess.run(
+        ["git", "-C", str(REPO), "config", "--get", "remote.origin.url"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    if origin and Path(origin).is_dir():
+        cloned_from = Path(origin).resolve().parent / "shared" / "samples"
+        if cloned_from.is_dir():
+            return cloned_from
+    return beside
+
+
+SAMPLES = _samples()
 IFC_SAMPLES = sorted((SAMPLES / "ifc").glob("*.ifc")) if (SAMPLES / "ifc").is_dir() else []
 """The real IFC models among them."""
 
