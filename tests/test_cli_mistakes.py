@@ -131,6 +131,11 @@ MISTAKES: list[tuple[str, list[str], list[str]]] = [
         ["recall", "--machine", "M-PRINT-1"],
         ["--from", "--all-history"],
     ),
+    (
+        "rdf export --machine without a window",
+        ["rdf", "export", "--machine", "M-PRINT-1"],
+        ["--from", "--all-history"],
+    ),
     ("apikey create without a name", ["apikey", "create"], ["sqems apikey create NAME"]),
     # the command line itself
     ("an unknown option", ["recall", "--bogus"], ["--bogus", "sqems recall --help"]),

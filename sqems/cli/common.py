@@ -166,9 +166,10 @@ def recall_source(
     from_: str | None,
     to: str | None,
     *,
-    all_history: bool = True,
+    all_history: bool = False,
 ) -> RecallSource | None:
-    """The recall source the options name; None when they name none."""
+    """The recall source the options name (:data:`RecallLot` and the aliases beside it);
+    None when they name none."""
     from sqems.graph_model import RecallSource, SourceKind, TimeWindow
 
     given = {
@@ -210,6 +211,22 @@ WindowTo = Annotated[
         metavar="DATE",
         help=f"Window end, inclusive ({localtime.RULE}); a date alone: to its end.",
     ),
+]
+# a recall's source, as `recall` and `rdf export` take it
+RecallLot = Annotated[str | None, typer.Option("--lot", metavar="UID", help="Material lot uid.")]
+RecallBatch = Annotated[str | None, typer.Option("--batch", metavar="UID", help="Batch uid.")]
+RecallMachine = Annotated[
+    str | None, typer.Option("--machine", metavar="UID", help="Machine uid (with --from/--to).")
+]
+RecallParameter = Annotated[
+    str | None,
+    typer.Option(
+        "--parameter", metavar="UID", help="Parameter uid: runs whose actual left the spec."
+    ),
+]
+AllHistory = Annotated[
+    bool,
+    typer.Option("--all-history", help="With --machine and no window: every unit it ever made."),
 ]
 # --from/--to were --start/--end in rootcause and kpis; the old names still work, unlisted
 OldStart = Annotated[str | None, typer.Option("--start", hidden=True)]

@@ -11,7 +11,18 @@ import typer
 from rich.markup import escape
 
 from sqems.cli.app import command, err, out, rdf_app
-from sqems.cli.common import graph_store, recall_source, text_pair
+from sqems.cli.common import (
+    AllHistory,
+    RecallBatch,
+    RecallLot,
+    RecallMachine,
+    RecallParameter,
+    WindowFrom,
+    WindowTo,
+    graph_store,
+    recall_source,
+    text_pair,
+)
 from sqems.cli.render import Column, print_shacl, print_table
 from sqems.errors import ValidationFailed
 
@@ -30,26 +41,13 @@ def rdf_export(
         typer.Option("--out", metavar="FILE", help="File to write (default: standard output)."),
     ] = None,
     fmt: RdfFormatOption = None,
-    lot: Annotated[
-        str | None, typer.Option(metavar="UID", help="Only the recall scope of this lot.")
-    ] = None,
-    batch: Annotated[
-        str | None, typer.Option(metavar="UID", help="Only the recall scope of a batch.")
-    ] = None,
-    machine: Annotated[
-        str | None,
-        typer.Option(metavar="UID", help="Only the recall scope of a machine (with --from/--to)."),
-    ] = None,
-    parameter: Annotated[
-        str | None,
-        typer.Option(metavar="UID", help="Only the recall scope of a parameter excursion."),
-    ] = None,
-    from_: Annotated[
-        str | None, typer.Option("--from", metavar="DATE", help="Window start (ISO 8601).")
-    ] = None,
-    to: Annotated[
-        str | None, typer.Option("--to", metavar="DATE", help="Window end (ISO 8601).")
-    ] = None,
+    lot: RecallLot = None,
+    batch: RecallBatch = None,
+    machine: RecallMachine = None,
+    parameter: RecallParameter = None,
+    from_: WindowFrom = None,
+    to: WindowTo = None,
+    all_history: AllHistory = False,
     upstream_of: Annotated[
         list[str] | None,
         typer.Option(
@@ -72,7 +70,7 @@ def rdf_export(
     """
     from sqems import ontologies as rdf
 
-    source = recall_source(lot, batch, machine, parameter, from_, to)
+    source = recall_source(lot, batch, machine, parameter, from_, to, all_history=all_history)
     if sum(x is not None and x != [] for x in (source, upstream_of, uid)) > 1:
         raise ValidationFailed("give one scope: a recall source, --upstream-of or --uid")
     if fmt is not None:

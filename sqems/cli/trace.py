@@ -8,34 +8,30 @@ from typing import Annotated
 import typer
 
 from sqems.cli.app import command, out
-from sqems.cli.common import graph_store, recall_source
+from sqems.cli.common import (
+    AllHistory,
+    RecallBatch,
+    RecallLot,
+    RecallMachine,
+    RecallParameter,
+    WindowFrom,
+    WindowTo,
+    graph_store,
+    recall_source,
+)
 from sqems.cli.render import print_recall, print_trace
 from sqems.errors import ValidationFailed
 
 
 @command("recall")
 def recall_cmd(
-    lot: Annotated[str | None, typer.Option(metavar="UID", help="Material lot uid.")] = None,
-    batch: Annotated[str | None, typer.Option(metavar="UID", help="Batch uid.")] = None,
-    machine: Annotated[
-        str | None, typer.Option(metavar="UID", help="Machine uid (with --from/--to).")
-    ] = None,
-    parameter: Annotated[
-        str | None,
-        typer.Option(metavar="UID", help="Parameter uid: runs whose actual left the spec."),
-    ] = None,
-    from_: Annotated[
-        str | None, typer.Option("--from", metavar="DATE", help="Window start (ISO 8601).")
-    ] = None,
-    to: Annotated[
-        str | None, typer.Option("--to", metavar="DATE", help="Window end (ISO 8601).")
-    ] = None,
-    all_history: Annotated[
-        bool,
-        typer.Option(
-            "--all-history", help="With --machine and no window: every unit it ever made."
-        ),
-    ] = False,
+    lot: RecallLot = None,
+    batch: RecallBatch = None,
+    machine: RecallMachine = None,
+    parameter: RecallParameter = None,
+    from_: WindowFrom = None,
+    to: WindowTo = None,
+    all_history: AllHistory = False,
     show: Annotated[int, typer.Option(help="How many unit paths to print.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole scope as JSON.")] = False,
 ) -> None:
