@@ -56,30 +56,27 @@ def _readable(params: Iterable[Any]) -> None:
             param.metavar = param.metavar or (param.name or "value").upper()
 
 
-class Command(TyperCommand):
-    """A command whose help reads as what to type (see :class:`_Option`)."""
+class _Readable:
+    """Options, the help option too, that read as what to type (see :class:`_Option`)."""
+
+    params: list[Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _readable(self.params)
 
     def get_help_option(self, ctx: Any) -> Any:
-        option = super().get_help_option(ctx)
+        option = super().get_help_option(ctx)  # type: ignore[misc]
         _readable([option])
         return option
 
 
-class Group(TyperGroup):
+class Command(_Readable, TyperCommand):
+    """A command whose help reads as what to type."""
+
+
+class Group(_Readable, TyperGroup):
     """A group of commands, its own options readable as :class:`Command`'s."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _readable(self.params)
-
-    def get_help_option(self, ctx: Any) -> Any:
-        option = super().get_help_option(ctx)
-        _readable([option])
-        return option
 
 
 app = typer.Typer(
