@@ -130,7 +130,26 @@ def test_the_page_shows_the_complaint_its_significant_cause_and_the_recall(
     assert page.inner_text("#recall-basis") == want["recall_basis"]["explanation"]
     assert page.locator("#recall-units tbody tr").count() == min(10, counts["units"])
     assert want["fix"]["description"] == page.inner_text("#fix-description")
+
+    # the batches it shows open on the trace page: the unit's, its sub-assemblies', the recall's
+    batch = want["complaint"]["batch"]
+    assert page.get_attribute("#complaint-facts a", "href") == f"/trace?batch={batch}"
+    tree = page.locator("#genealogy-tree a")
+    expected = [batch, *(s["batch"] for s in want["complaint"]["subassemblies"])]
+    assert [tree.nth(i).get_attribute("href") for i in range(tree.count())] == [
+        f"/trace?batch={b}" for b in expected
+    ]
+    recalled = page.locator("#recall-batches a")
+    assert recalled.count() == min(40, len(want["recall"]["batches"])) > 0
+    assert recalled.first.get_attribute("href") == f"/trace?batch={want['recall']['batches'][0]}"
     screenshot(page, "investigate")
+    recalled.first.click()
+    page.wait_for_url(f"**/trace?batch={want['recall']['batches'][0]}")
+    page.wait_for_function(
+        "() => ['ready', 'error'].includes(document.body.dataset.state)", timeout=60_000
+    )
+    assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#error")
+    assert page.inner_text("#count-batches") != ""
 
 
 def test_the_fix_runs_as_a_what_if_from_the_page(

@@ -7,9 +7,11 @@
 // /investigate?complaint=CMP-000001#key=<API key>
 // window.sqemsInvestigation describes what is shown, for scripts and browser tests.
 
-import { apiKey, gql, showError } from "/viewer/app/api.js";
+import { apiKey, gql, pageLink, showError } from "/viewer/app/api.js";
+import { CAUSE_FIELDS, el, interval, num, renderCauses, row } from "/viewer/app/causes.js";
 
 const POLL_MS = 1000;
+const SHOWN_BATCHES = 40;
 const $ = (id) => document.getElementById(id);
 const shown = { state: "idle", whatif: { state: "idle" } };
 window.sqemsInvestigation = shown;
@@ -23,18 +25,14 @@ const INVESTIGATION = `query Investigation($complaint: ID!, $lookbackDays: Float
       genealogy { counts { label count } }
     }
     analysis { widened note defectives population defectiveInPopulation factorsTested alpha }
-    causes {
-      rank key description significant explainedBy aliases
-      evidence { defectiveExposed exposed riskRatio riskRatioLow riskRatioHigh qValue
-                 adjustedOddsRatio adjustedOddsRatioLow adjustedOddsRatioHigh }
-    }
+    causes { ${CAUSE_FIELDS} }
     conclusion leadingCause why { uid label edge why }
     recall {
-      source counts { batches units unitsShipped shipments customers }
+      source batches counts { batches units unitsShipped shipments customers }
       customers { uid ... on Customer { name } }
-      units(first: 10) { totalCount edges { node { uid shipment path { uid edge } } } }
+      units(first: 10) { totalCount edges { node { uid shipment path { uid label edge } } } }
     }
-    recallBasis { basis explanation drifts { machine parameter start end peakShift } }
+    recallBasis { basis explanation sources drifts { machine parameter start end peakShift } }
     fix { line description changes }
     notes
   }
@@ -64,32 +62,32 @@ const SESSION = `query WhatIfSession($uid: String!) {
 // the what-if's KPIs where more is better (sqems.simulation.whatif.BETTER_HIGH)
 const BETTER_HIGH = new Set(["throughput_per_h", "units_per_day", "yield", "fpy"]);
 
-function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  node.append(...children.filter((c) => c != null));
-  return node;
-}
-
-const num = (v) => (v == null ? "—" : Number(v).toPrecision(3).replace(/\.?0+e/, "e"));
 const signed = (v) => (v > 0 ? `+${num(v)}` : num(v));
 const day = (t) => (t ? t.slice(0, 16).replace("T", " ") : "—");
-const interval = (v, lo, hi, fmt = num) => (v == null ? "—" : `${fmt(v)} [${fmt(lo)}, ${fmt(hi)}]`);
+const link = (text, href) => el("a", { href, textContent: text });
+const batchLink = (uid) => (uid ? link(uid, pageLink("/trace", { batch: uid })) : "—");
 
-function row(table, cells, className = "") {
-  const heads = [...table.tHead.rows[0].cells].map((c) => c.textContent);
-  const tr = el("tr", { className });
-  cells.forEach((cell, i) => {
-    const td = el("td");
-    td.dataset.label = heads[i];
-    td.append(cell);
-    tr.append(td);
-  });
-  table.tBodies[0].append(tr);
+// A node on a path or in a list, linked to where it is traced or charted.
+function nodeLink(uid, label) {
+  if (label === "Batch") return batchLink(uid);
+  if (label === "MaterialLot") return link(uid, pageLink("/trace", { lot: uid }));
+  if (label === "Machine") return link(uid, pageLink("/dashboard", { machine: uid }));
+  return uid;
+}
+
+// A recall source as the API describes it ("batch WO-…", "machine M-… from … to …") on
+// the trace page; a description of several merged sources stays text.
+function sourceLink(text) {
+  const m = /^(lot|batch|machine|parameter) (\S+)(?: from (\S+) to (\S+))?$/.exec(text);
+  if (!m) return text;
+  const [, kind, uid, from, to] = m;
+  const known = (t) => (t && t !== "…" ? t : null);
+  return link(text, pageLink("/trace", { [kind]: uid, from: known(from), to: known(to) }));
 }
 
 function facts(list, pairs) {
   list.replaceChildren(
-    ...pairs.flatMap(([k, v]) => [el("dt", { textContent: k }), el("dd", { textContent: v })]),
+    ...pairs.flatMap(([k, ...v]) => [el("dt", { textContent: k }), el("dd", {}, ...v)]),
   );
 }
 
@@ -105,15 +103,16 @@ function complaint(c) {
     ["received", day(c.receivedAt)],
     ["customer", c.customerName ? `${c.customerName} (${c.customer})` : c.customer || "—"],
     ["unit", `${c.unit} (${c.productName || c.product || "—"}), ${c.unitStatus.toLowerCase()}`],
-    ["made", `${day(c.producedAt)} in batch ${c.batch || "—"}`],
+    ["made", `${day(c.producedAt)} in batch `, batchLink(c.batch)],
     ["originates at", c.originSteps.join(", ") || "—"],
   ]);
   $("genealogy-counts").textContent = "upstream: " + c.genealogy.counts
     .map((n) => `${n.count} ${n.label}`).join(" · ");
-  const top = el("li", {}, el("b", { textContent: c.unit }), ` batch ${c.batch || "—"}`);
+  const top = el("li", {}, el("b", { textContent: c.unit }), " batch ", batchLink(c.batch));
   const subs = c.subassemblies.map((s) => {
     const li = el("li", {}, el("span", { className: "depth", textContent: `level ${s.depth} ` }),
-                  `${s.uid} (${s.product || "—"}) built into ${s.parent}, batch ${s.batch || "—"}`);
+                  `${s.uid} (${s.product || "—"}) built into ${s.parent}, batch `,
+                  batchLink(s.batch));
     li.style.paddingLeft = `${s.depth * 1}rem`;
     return li;
   });
@@ -124,28 +123,11 @@ function complaint(c) {
 
 function causes(found) {
   const table = $("causes-table");
-  table.tBodies[0].replaceChildren();
   const none = !found.causes.some((c) => c.significant);
   $("conclusion").textContent = found.conclusion;
   $("conclusion").classList.toggle("none", none);
-  for (const c of found.causes) {
-    const e = c.evidence;
-    const verdict = c.significant
-      ? el("span", { className: "mark cause", textContent: "significant cause" })
-      : el("span", { className: "mark plain", textContent:
-          c.explainedBy ? `not significant: explained by ${c.explainedBy}` : "not significant" });
-    const what = el("span", {}, c.description,
-      c.key === found.leadingCause ? el("b", { textContent: " — reached this unit" }) : null,
-      c.aliases.length ? el("span", { className: "hint",
-        textContent: ` (cannot be told from ${c.aliases.join(", ")})` }) : null);
-    row(table, [
-      String(c.rank), what, verdict, `${e.defectiveExposed} / ${e.exposed}`,
-      interval(e.riskRatio, e.riskRatioLow, e.riskRatioHigh),
-      interval(e.adjustedOddsRatio, e.adjustedOddsRatioLow, e.adjustedOddsRatioHigh),
-      num(e.qValue),
-    ], c.significant ? "significant" : "");
-    table.tBodies[0].lastChild.dataset.key = c.key;
-  }
+  const marks = found.leadingCause ? { [found.leadingCause]: "reached this unit" } : {};
+  renderCauses(table, found.causes, marks);
   $("notes").replaceChildren(...found.notes.map((n) => el("li", { textContent: n })));
   $("why").replaceChildren(...found.why.map((w) => el("li", { textContent: w.why })));
   $("why-box").hidden = !found.why.length;
@@ -157,21 +139,31 @@ function recall(found) {
   $("recall-basis").textContent = basis
     ? basis.explanation
     : "No recall is suggested: no significant cause reached this unit.";
-  $("recall-drifts").textContent = basis && basis.drifts.length
-    ? basis.drifts.map((d) => `${d.machine} ${d.parameter} drifted ${signed(d.peakShift)} from `
-        + `${day(d.start)} to ${day(d.end)}`).join(" · ")
-    : "";
+  $("recall-sources").replaceChildren(...(basis ? basis.sources : []).map((t) =>
+    el("li", {}, sourceLink(t))));
+  $("recall-drifts").replaceChildren(...(basis ? basis.drifts : []).map((d) => el("li", {},
+    link(`${d.machine} ${d.parameter}`, pageLink("/dashboard",
+      { machine: d.machine, parameter: d.parameter })),
+    ` drifted ${signed(d.peakShift)} from ${day(d.start)} to ${day(d.end)}`)));
   const tiles = r ? [["batches", r.counts.batches], ["units", r.counts.units],
                      ["shipped", r.counts.unitsShipped], ["shipments", r.counts.shipments],
                      ["customers", r.counts.customers]] : [];
   $("recall-tiles").replaceChildren(...tiles.map(([k, v]) => el("div", { className: "tile" },
     el("span", { textContent: k }), el("b", { id: `count-${k}`, textContent: v.toLocaleString("en") }))));
+  const batches = r ? r.batches : [];
+  $("recall-batches").replaceChildren(...batches.slice(0, SHOWN_BATCHES).map((b) =>
+    el("li", {}, batchLink(b))));
+  if (batches.length > SHOWN_BATCHES) {
+    $("recall-batches").append(el("li", { className: "hint",
+      textContent: `and ${batches.length - SHOWN_BATCHES} more` }));
+  }
   $("recall-customers").replaceChildren(...(r ? r.customers : []).map((c) =>
     el("li", { textContent: c.name ? `${c.name} (${c.uid})` : c.uid })));
   const table = $("recall-units");
   table.tBodies[0].replaceChildren();
   for (const { node: u } of r ? r.units.edges : []) {
-    const path = u.path.map((s) => (s.edge ? `-${s.edge}-> ${s.uid}` : s.uid)).join(" ");
+    const path = el("span", {}, ...u.path.flatMap((s) =>
+      (s.edge ? [` -${s.edge}-> `, nodeLink(s.uid, s.label)] : [nodeLink(s.uid, s.label)])));
     row(table, [u.uid, u.shipment || "not shipped", path]);
   }
   $("recall").querySelectorAll("h3, .scroll").forEach((n) => { n.hidden = !r; });
