@@ -12,8 +12,10 @@ import os
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from sqems.datasets.building import write_building_ifc
 from sqems.datasets.files import plant_sections
 from sqems.errors import NotFound, ValidationFailed
 from sqems.graph_model import GraphStore
+from sqems.graph_model.embedded import EmbeddedGraphStore
 from sqems.graph_model.nodes import (
     Alarm,
     BimElement,
@@ -39,7 +42,16 @@ from sqems.graph_model.store import Direction, Edge
 from sqems.settings import Settings
 from sqems.viewer import LinkRule, gltf, import_bim, line_scene, survey
 from sqems.viewer.bim import limits_of
-from sqems.viewer.ifc import LIBRARIES, Limits, expand, read_ifc, skipped, tessellate
+from sqems.viewer.ifc import (
+    LIBRARIES,
+    Colour,
+    Limits,
+    Mesh,
+    expand,
+    read_ifc,
+    skipped,
+    tessellate,
+)
 from sqems.viewer.scene import COLOURS, Status
 
 MACHINES = [
@@ -143,7 +155,10 @@ def test_the_geometry_kernels_agree_and_openings_cut_their_walls(tmp_path: Path)
          "is not a readable IFC model"),
         (b"ISO-10303-21;\nHEADER;\nFILE_DESCRIPTION((''),'2;1');\nFILE_NAME('','',(''),(''),"
          b"'','','');\nFILE_SCHEMA(('CONFIG_CONTROL_DESIGN'));\nENDSEC;\nDATA;\nENDSEC;\n"
-         b"END-ISO-10303-21;\n", "not a readable IFC model"),
+         b"END-ISO-10303-21;\n",
+         "uses schema CONFIG_CONTROL_DESIGN; SQEMS reads IFC2X3, IFC4, IFC4X3"),
+        (b"ISO-10303-21;\nHEADER;\nENDSEC;\nDATA;\nENDSEC;\n",
+         "not a readable IFC model: its header names no FILE_SCHEMA"),
     ],
 )  # fmt: skip
 def test_a_file_that_is_not_an_ifc_model_is_refused_with_the_reason(
@@ -356,6 +371,238 @@ def test_a_file_that_is_not_glb_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"glTF" + b"\0" * 30)
     with pytest.raises(ValidationFailed, match=r"not a glTF 2\.0 binary file"):
         gltf.read_document(path)
+
+
+def cube(global_id: str, colours: tuple[Colour, ...], face_colours: list[int]) -> Mesh:
+    """A unit cube as a kernel may give it: 12 triangles, each with corners of its own."""
+    corners = np.array(
+        [[x, y, z] for x in (0.0, 1.0) for y in (0.0, 1.0) for z in (0.0, 1.0)], np.float32
+    )
+    faces = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+                      [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]],
+                     np.uint32)  # fmt: skip
+    return Mesh(global_id, "IfcWindow", "Window", "Level 1",
+                corners[faces.reshape(-1)], np.arange(36, dtype=np.uint32).reshape(12, 3),
+                colours, np.array(face_colours, np.int32), {"Tag": "W-1"})  # fmt: skip
+
+
+def triangles_of(path: Path, mesh_index: int) -> list[list[set[tuple[float, ...]]]]:
+    """Each primitive's triangles of a GLB mesh, read back from its binary chunk, as
+    sets of corner positions."""
+    data = path.read_bytes()
+    (json_length,) = struct.unpack_from("<I", data, 12)
+    blob = data[28 + json_length :]
+    document = gltf.read_document(path)
+    views, accessors = document["bufferViews"], document["accessors"]
+
+    def array(index: int) -> np.ndarray:
+        a = accessors[index]
+        kind = {5126: np.float32, 5123: np.uint16, 5125: np.uint32}[a["componentType"]]
+        start = views[a["bufferView"]]["byteOffset"] + a.get("byteOffset", 0)
+        width = 3 if a["type"] == "VEC3" else 1
+        return np.frombuffer(blob, kind, a["count"] * width, start).reshape(-1, width)
+
+    found = []
+    for primitive in document["meshes"][mesh_index]["primitives"]:
+        points = array(primitive["attributes"]["POSITION"])
+        corners = points[array(primitive["indices"]).reshape(-1)].reshape(-1, 3, 3)
+        found.append([{tuple(float(v) for v in c) for c in t} for t in corners])
+    return found
+
+
+def test_a_product_with_several_styles_gets_one_indexed_primitive_per_material(
+    tmp_path: Path,
+) -> None:
+    frame, glass = (0.98, 0.98, 0.98, 1.0), (0.0, 0.5, 0.75, 0.1)
+    window = cube("2WindowWithGlass000000", (frame, glass, frame), [0] * 4 + [1] * 2 + [2] * 6)
+    wall = cube("1PlainWall000000000000", (), [])
+    wall = Mesh(wall.global_id, "IfcWall", "Wall", None, wall.vertices, wall.faces)
+    path = tmp_path / "two.glb"
+    gltf.write_glb([window, wall], path)
+    document = gltf.read_document(path)
+    assert document["asset"]["extras"]["format"] == gltf.FORMAT
+    by_name = {n["name"]: n for n in document["nodes"][1:]}
+    assert by_name[window.global_id]["extras"]["materials"] == 2
+    assert by_name[wall.global_id]["extras"]["materials"] == 1
+    primitives = document["meshes"][by_name[window.global_id]["mesh"]]["primitives"]
+    assert len(primitives) == 2
+    for primitive in primitives:
+        assert set(primitive["attributes"]) == {"POSITION"}  # flat normals, by the viewer
+        position = document["accessors"][primitive["attributes"]["POSITION"]]
+        assert position["count"] == 8  # the cube's corners, shared by all its faces
+        assert document["accessors"][primitive["indices"]]["componentType"] == 5123  # uint16
+    opaque, clear = (document["materials"][p["material"]] for p in primitives)
+    assert opaque["pbrMetallicRoughness"]["baseColorFactor"] == pytest.approx(
+        list(gltf.linear(frame)), abs=1e-4
+    )
+    assert "alphaMode" not in opaque and clear["alphaMode"] == "BLEND"
+    assert clear["pbrMetallicRoughness"]["baseColorFactor"] == pytest.approx(
+        [0.0, 0.2140, 0.5225, 0.1], abs=1e-4
+    )
+    # the triangles read back are the ones written, each with its own style
+    written = [{tuple(float(v) for v in c) for c in window.vertices[f]} for f in window.faces]
+    frame_back, glass_back = triangles_of(path, by_name[window.global_id]["mesh"])
+    assert sorted(map(sorted, frame_back)) == sorted(map(sorted, written[:4] + written[6:]))
+    assert sorted(map(sorted, glass_back)) == sorted(map(sorted, written[4:6]))
+    [read_wall, read_window] = sorted(gltf.read_elements(path), key=lambda e: e.ifc_class)
+    assert (read_window.materials, dict(read_window.attributes)) == (2, {"Tag": "W-1"})
+    assert (read_wall.materials, read_wall.lower, read_wall.upper) == (1, (0, 0, 0), (1, 1, 1))
+
+
+def write_hall_with(path: Path, change: Callable[[Any], None], **kwargs: Any) -> Path:
+    """The hall of :data:`MACHINES`, then ``change`` made to it with ifcopenshell."""
+    import ifcopenshell  # noqa: PLC0415
+
+    write_building_ifc(path, MACHINES, **kwargs)
+    f = ifcopenshell.open(str(path))
+    change(f)
+    f.write(str(path))
+    return path
+
+
+def test_an_element_is_on_the_storey_above_its_space_and_one_outside_any_storey_on_none(
+    tmp_path: Path,
+) -> None:
+    import ifcopenshell.api.aggregate  # noqa: PLC0415
+    import ifcopenshell.api.root  # noqa: PLC0415
+    import ifcopenshell.api.spatial  # noqa: PLC0415
+
+    api = ifcopenshell.api
+
+    def rooms(f: Any) -> None:
+        [storey], [building] = f.by_type("IfcBuildingStorey"), f.by_type("IfcBuilding")
+        proxies = {p.Tag: p for p in f.by_type("IfcBuildingElementProxy")}
+        room = api.root.create_entity(f, ifc_class="IfcSpace", name="B103")
+        api.aggregate.assign_object(f, products=[room], relating_object=storey)
+        api.spatial.assign_container(f, products=[proxies["M-PRESS-1"]], relating_structure=room)
+        # an upper storey with no name, 4.5 m up (the model counts in millimetres), whose
+        # unnamed room holds the second press
+        upper = api.root.create_entity(f, ifc_class="IfcBuildingStorey", name=None)
+        upper.Elevation = 4500.0
+        api.aggregate.assign_object(f, products=[upper], relating_object=building)
+        office = api.root.create_entity(f, ifc_class="IfcSpace", name=None)
+        api.aggregate.assign_object(f, products=[office], relating_object=upper)
+        api.spatial.assign_container(f, products=[proxies["M-PRESS-2"]], relating_structure=office)
+        api.spatial.assign_container(f, products=[proxies["M-WELD-1"]], relating_structure=building)
+
+    path = write_hall_with(tmp_path / "rooms.ifc", rooms)
+    storeys = {m.name: m.storey for m in tessellate(read_ifc(path), cores=1)}
+    assert storeys.pop("Press 1") == "Ground floor"  # not "B103"
+    assert storeys.pop("Press 2") == "Storey at elevation 4.50 m"  # not a GlobalId
+    assert storeys.pop("Welder") is None  # in the building, on no storey
+    assert set(storeys.values()) == {"Ground floor"}
+
+
+def write_swallowed_partition(path: Path) -> tuple[Path, str]:
+    """A hall with one partition wall whose two openings are made larger than the wall:
+    the wall has no body left. Returns the file and the wall's GlobalId."""
+    walls: list[str] = []
+
+    def swallow(f: Any) -> None:
+        for opening in f.by_type("IfcOpeningElement"):
+            wall = opening.VoidsElements[0].RelatingBuildingElement
+            walls.append(str(wall.GlobalId))
+            solid = opening.Representation.Representations[0].Items[0]
+            centre = f.createIfcAxis2Placement2D(f.createIfcCartesianPoint((0.0, 0.0)))
+            solid.SweptArea = f.createIfcRectangleProfileDef("AREA", None, centre, 4e4, 4e4)
+            solid.Depth = 2e4
+            down = f.createIfcCartesianPoint((0.0, 0.0, -1e4))
+            solid.Position = f.createIfcAxis2Placement3D(down)
+            opening.ObjectPlacement = wall.ObjectPlacement
+
+    path = write_hall_with(path, swallow, partitions=1)
+    assert len(set(walls)) == 1
+    return path, walls[0]
+
+
+def test_a_wall_its_openings_cut_away_is_reported_not_dropped_silently(tmp_path: Path) -> None:
+    path, wall = write_swallowed_partition(tmp_path / "swallowed.ifc")
+    model = read_ifc(path)
+    meshes = tessellate(model, cores=1)
+    assert {m.global_id: m.triangles for m in meshes}[wall] == 0
+    assert skipped(model, meshes) == {wall: "its openings leave no geometry"}
+    store, cache = EmbeddedGraphStore(None), tmp_path / "bim"
+    first = import_bim(store, path, cache_dir=cache, cores=1)
+    again = import_bim(store, path, cache_dir=cache, cores=1)
+    for done in (first, again):
+        assert done.skipped == [f"{wall}: its openings leave no geometry"]
+        assert done.model.elements == model.products() - 1
+    assert again.cached
+    env = {**os.environ, "SQEMS_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "200"}
+    env.pop("SQEMS_GRAPH_URI", None)
+    cli = subprocess.run(
+        [sys.executable, "-c", "from sqems.cli import main; main()", "bim", "import", str(path)],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert f"not drawn: 1 of {model.products()} products with a body" in cli.stdout
+    assert f"its openings leave no geometry (1): {wall}" in cli.stdout
+
+
+@pytest.mark.parametrize(
+    ("project", "long_name", "building", "expected"),
+    [
+        ("Main plant hall", None, "Hall A", "Main plant hall"),
+        ("0001", "Duplex Apartment", "Hall A", "Duplex Apartment"),
+        ("0001", None, "Hall A", "Hall A"),
+        ("Project Number", "Project Name", "Default", "named-by-its-file"),
+        ("  ", "Unnamed", "", "named-by-its-file"),
+    ],
+)
+def test_the_model_is_named_by_its_first_real_name_not_an_exporters_placeholder(
+    project: str, long_name: str | None, building: str, expected: str, tmp_path: Path
+) -> None:
+    def rename(f: Any) -> None:
+        [p], [b] = f.by_type("IfcProject"), f.by_type("IfcBuilding")
+        p.Name, p.LongName, b.Name = project, long_name, building
+
+    path = write_hall_with(tmp_path / "named-by-its-file.ifc", rename)
+    assert read_ifc(path).name == expected
+    done = import_bim(EmbeddedGraphStore(None), path, cache_dir=tmp_path / "bim", cores=1)
+    assert done.model.name == expected
+
+
+def test_a_cached_import_does_not_parse_the_file_and_an_older_format_is_tessellated_again(
+    hall: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ifcopenshell  # noqa: PLC0415
+
+    store, cache = EmbeddedGraphStore(None), tmp_path / "bim"
+    small_line(store)
+    first = import_bim(store, hall, cache_dir=cache, cores=1)
+    opened: list[str] = []
+    real_open = ifcopenshell.open
+
+    def counted(path: str, *args: Any, **kwargs: Any) -> Any:
+        opened.append(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(ifcopenshell, "open", counted)
+    again = import_bim(store, hall, cache_dir=cache, cores=1)
+    assert again.cached and opened == []
+    assert [e.model_dump() for e in again.elements] == [e.model_dump() for e in first.elements]
+    assert again.links == first.links and len(again.links) == len(MACHINES)
+    assert (again.model.name, again.model.ifc_schema) == ("Main plant hall", "IFC4")
+    by_name = import_bim(store, hall, cache_dir=cache, link=LinkRule("Name"), cores=1)
+    assert by_name.cached and by_name.links == {} and opened == []
+    # a property is only in the file: that link rule parses it, and says so in its docs
+    by_pset = import_bim(store, hall, cache_dir=cache, link=LinkRule("Pset_SQEMS.MachineUid"))
+    assert by_pset.cached and by_pset.links == first.links and opened == [str(hall)]
+    # an entry written before the format was versioned is tessellated again, not misread
+    document = gltf.read_document(first.glb)
+    del document["asset"]["extras"]["format"]
+    data = first.glb.read_bytes()
+    (length,) = struct.unpack_from("<I", data, 12)
+    text = json.dumps(document).encode()
+    text += b" " * (-len(text) % 4)
+    rest = data[20 + length :]
+    first.glb.write_bytes(
+        struct.pack("<III", 0x46546C67, 2, 20 + len(text) + len(rest))
+        + struct.pack("<II", len(text), 0x4E4F534A) + text + rest
+    )  # fmt: skip
+    assert "format" not in gltf.read_extras(first.glb)
+    rewritten = import_bim(store, hall, cache_dir=cache, cores=1)
+    assert not rewritten.cached and gltf.read_extras(first.glb)["format"] == gltf.FORMAT
 
 
 # --- importing into the graph (every backend) -------------------------------------------------

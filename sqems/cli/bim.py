@@ -126,9 +126,15 @@ def bim_import(
     if done.unmatched:
         out.print(f"[yellow]not linked:[/yellow] {', '.join(done.unmatched)}")
     if done.skipped:
-        out.print(f"[yellow]left out {len(done.skipped)} product(s):[/yellow]")
-        for line in done.skipped[:10]:
-            out.print(f"  {escape(line)}")
+        left, bodies = len(done.skipped), m.elements + len(done.skipped)
+        out.print(f"[yellow]not drawn:[/yellow] {left:,} of {bodies:,} products with a body")
+        by_reason: dict[str, list[str]] = {}
+        for line in done.skipped:
+            global_id, _, why = line.partition(": ")
+            by_reason.setdefault(why, []).append(global_id)
+        for why, ids in sorted(by_reason.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            more = f" and {len(ids) - 5:,} more" if len(ids) > 5 else ""
+            out.print(f"  {escape(why)} ({len(ids):,}): {', '.join(ids[:5])}{more}")
     out.print(f"in 3D: sqems serve, then /viewer?bim={m.uid}")
 
 

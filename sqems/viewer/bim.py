@@ -4,7 +4,9 @@ compare a survey of what was built with the design.
 ``import_bim`` reads the file (:mod:`sqems.viewer.ifc`), tessellates it once per file
 content (the GLB is cached under the file's SHA-256), and writes a ``BimModel`` node
 and one ``BimElement`` per product (``IN_MODEL``), each with its GlobalId, class, name,
-storey, bounding box and triangle count. Elements are tied to the machines they model
+storey, bounding box and triangle count. The cached GLB holds all of that and the
+model's name and schema, so importing the same file again checks and hashes it but does
+not parse it (see :func:`import_bim`). Elements are tied to the machines they model
 (``Machine MODELLED_BY BimElement``) by a :class:`LinkRule`: an explicit map of machine
 uid to GlobalId, or an IFC attribute or property whose value is a machine's uid.
 
@@ -30,7 +32,17 @@ from sqems.errors import NotFound, ValidationFailed
 from sqems.graph_model.nodes import BimElement, BimModel, Machine
 from sqems.graph_model.store import Direction, Edge, GraphStore
 from sqems.viewer import gltf
-from sqems.viewer.ifc import MAX_BYTES, IfcModel, Limits, read_ifc, skipped, tessellate
+from sqems.viewer.ifc import (
+    LINK_ATTRIBUTES,
+    MAX_BYTES,
+    IfcModel,
+    IfcSource,
+    Limits,
+    check_ifc,
+    open_ifc,
+    skipped,
+    tessellate,
+)
 
 if TYPE_CHECKING:
     from sqems.settings import Settings
@@ -64,9 +76,13 @@ class LinkRule:
     """How elements find their machines.
 
     ``mapping`` names a GlobalId per machine uid. Otherwise ``key`` is read on every
-    element: an attribute (``Tag``, ``Name``, ``Description``, ``ObjectType``) or a
+    drawn element: an attribute (``Tag``, ``Name``, ``Description``, ``ObjectType``) or a
     property as ``Pset_Name.Property``; an element whose value is a machine's uid
-    models that machine.
+    models that machine (where several have it, the first in GlobalId order).
+
+    Those four attributes are kept in the cached tessellation, so a model imported
+    again is linked without parsing its IFC file; a property (or another attribute)
+    is read from the file, which is then parsed again.
     """
 
     key: str = "Tag"
@@ -107,8 +123,9 @@ class BimImport:
     unmatched: list[str]
     """Machine uids the link rule named that no element or machine answered to."""
     skipped: list[str]
-    """Products left out, each as ``<GlobalId>: <why>`` (over a :class:`Limits` cap, or
-    geometry that could not be built)."""
+    """Drawable products not drawn, each as ``<GlobalId>: <why>`` (over a
+    :class:`Limits` cap, geometry that could not be built, openings that leave no
+    body); with ``elements`` they are every drawable product of the file."""
 
 
 def model_uid(sha256: str) -> str:
@@ -133,57 +150,81 @@ def import_bim(
 ) -> BimImport:
     """Import the IFC file at ``path`` into ``store`` (idempotent for the same file).
     ``file_name`` is the name to record when ``path`` is a temporary copy (an upload);
-    ``limits`` caps what tessellating it may cost (a model over them is refused)."""
+    ``limits`` caps what tessellating it may cost (a model over them is refused).
+
+    The file is checked (size, header, the schema its header names) and hashed first.
+    When the cache holds a tessellation of this content, written in the current GLB
+    format under the same ``limits``, the import takes everything from it and does not
+    parse the IFC file, unless ``link`` reads a property (``Pset.Prop``), which only
+    the file holds. Otherwise the file is parsed and tessellated and the cache entry
+    (re)written; an entry that is damaged or of an older format is written again.
+    """
     link = link or LinkRule()
     limits = limits or Limits()
-    model = read_ifc(path, max_bytes=max_bytes, shown_as=file_name)
-    target = glb_path(cache_dir, model.sha256)
-    cached = target.exists()
+    source = check_ifc(path, max_bytes=max_bytes, shown_as=file_name)
+    target = glb_path(cache_dir, source.sha256)
     # the cache answers only for the limits it was tessellated under
     wanted = dataclasses.asdict(limits)
-    left_out: dict[str, str] = {}
-    if cached:
-        try:
-            found, kept = gltf.read_elements(target), gltf.read_extras(target)
-        except ValidationFailed:
-            log.warning("cached tessellation %s is unreadable; tessellating again", target)
-            cached = False
-        else:
-            cached = kept.get("limits") == wanted
-            left_out = kept.get("skipped", {})
-    if not cached:
+    model: IfcModel | None = None
+    hit = _cached(target, wanted)
+    if hit is not None:
+        found, kept = hit
+    else:
+        model = open_ifc(source, shown_as=file_name)
         meshes = tessellate(model, cores=cores, limits=limits)
-        left_out = skipped(model, meshes, limits)
-        gltf.write_glb(meshes, target, name=model.name,
-                       extras={"limits": wanted, "skipped": left_out})  # fmt: skip
+        kept = {"model": {"name": model.name, "schema": model.schema}, "limits": wanted,
+                "skipped": skipped(model, meshes, limits)}  # fmt: skip
+        gltf.write_glb(meshes, target, name=model.name, extras=kept)
+        del meshes  # the triangles are in the file now
         found = gltf.read_elements(target)
-    missing = [f"{g}: {why}" for g, why in left_out.items()]
+    missing = [f"{g}: {why}" for g, why in kept["skipped"].items()]
     elements = _keep_surveys(store, [_element(e) for e in found])
     node = BimModel(
-        uid=model_uid(model.sha256),
-        name=name or model.name,
-        ifc_schema=model.schema,
-        sha256=model.sha256,
+        uid=model_uid(source.sha256),
+        name=name or kept["model"]["name"],
+        ifc_schema=source.schema,
+        sha256=source.sha256,
         file_name=(file_name or path.name)[:300],
-        size_bytes=model.size_bytes,
+        size_bytes=source.size_bytes,
         elements=len(elements),
         triangles=sum(e.triangles or 0 for e in elements),
         imported_at=datetime.now(UTC),
     )
-    links, unmatched = _links(store, model, {e.uid for e in elements}, link)
+    links, unmatched = _links(store, source, model, found, link, file_name)
     with store.transaction() as tx:
         tx.add_nodes([node, *elements])
         tx.add_edges(Edge("IN_MODEL", e.uid, node.uid) for e in elements)
         tx.add_edges(Edge("MODELLED_BY", m, g) for m, g in sorted(links.items()))
     log.info(
-        "imported BIM model %s (%s): %d elements, %d linked to machines by %s",
+        "imported BIM model %s (%s): %d elements%s, %d linked to machines by %s",
         node.uid,
         file_name or path.name,
         len(elements),
+        " (tessellation from the cache)" if hit else "",
         len(links),
         link.describe(),
     )
-    return BimImport(node, elements, target, cached, links, unmatched, missing)
+    return BimImport(node, elements, target, hit is not None, links, unmatched, missing)
+
+
+def _cached(
+    target: Path, limits: dict[str, int]
+) -> tuple[list[gltf.GlbElement], dict[str, Any]] | None:
+    """The elements and extras of the cache entry at ``target``, when it answers for
+    ``limits`` in the current format."""
+    if not target.exists():
+        return None
+    try:
+        kept = gltf.read_extras(target)
+        if kept.get("format") != gltf.FORMAT or kept.get("limits") != limits:
+            log.info("cache entry %s is of another format or limits; tessellating", target)
+            return None
+        if not isinstance(kept.get("model"), dict) or not isinstance(kept.get("skipped"), dict):
+            raise ValidationFailed(f"{target.name} does not say what it was made from")
+        return gltf.read_elements(target), kept
+    except ValidationFailed as exc:
+        log.warning("cached tessellation %s is unreadable (%s); tessellating again", target, exc)
+        return None
 
 
 def _element(e: gltf.GlbElement) -> BimElement:
@@ -222,21 +263,40 @@ def _keep_surveys(store: GraphStore, elements: list[BimElement]) -> list[BimElem
 
 
 def _links(
-    store: GraphStore, model: IfcModel, drawn: set[str], rule: LinkRule
+    store: GraphStore,
+    source: IfcSource,
+    model: IfcModel | None,
+    drawn: list[gltf.GlbElement],
+    rule: LinkRule,
+    file_name: str | None,
 ) -> tuple[dict[str, str], list[str]]:
     """GlobalId per machine uid under ``rule``, and the machine uids left unmatched."""
+    ids = {e.global_id for e in drawn}
     if rule.mapping:
         wanted = dict(rule.mapping)
     else:
+        values: dict[str, str | None]
+        if rule.key == "Name":
+            values = {e.global_id: _clean(e.name) for e in drawn}
+        elif rule.key in LINK_ATTRIBUTES:
+            values = {e.global_id: _clean(e.attributes.get(rule.key)) for e in drawn}
+        else:  # a property or another attribute: only the file has it
+            model = model or open_ifc(source, shown_as=file_name)
+            values = {str(p.GlobalId): _read_key(p, rule.key) for p in model.drawable()
+                      if p.GlobalId in ids}  # fmt: skip
         wanted = {}
-        for product in model.drawable():
-            value = _read_key(product, rule.key)
-            if value and product.GlobalId in drawn:
-                wanted.setdefault(value, str(product.GlobalId))
+        for global_id in sorted(values):
+            value = values[global_id]
+            if value:
+                wanted.setdefault(value, global_id)
     machines = {m.uid for m in store.get_many(wanted).values() if isinstance(m, Machine)}
-    links = {m: g for m, g in wanted.items() if m in machines and g in drawn}
+    links = {m: g for m, g in wanted.items() if m in machines and g in ids}
     unmatched = sorted(set(wanted) - set(links)) if rule.mapping else []
     return links, unmatched
+
+
+def _clean(value: object) -> str | None:
+    return str(value).strip() or None if value not in (None, "") else None
 
 
 def _read_key(product: Any, key: str) -> str | None:
@@ -247,7 +307,7 @@ def _read_key(product: Any, key: str) -> str | None:
         value = ifcopenshell.util.element.get_psets(product).get(pset, {}).get(prop)
     else:
         value = getattr(product, key, None) if hasattr(product, key) else None
-    return str(value).strip() if value not in (None, "") else None
+    return _clean(value)
 
 
 # --- models in the graph ------------------------------------------------------------------

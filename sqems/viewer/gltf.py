@@ -1,14 +1,30 @@
 """Binary glTF 2.0 (GLB) of tessellated IFC products, and reading back what it holds.
 
 One glTF node and mesh per product, named by its GlobalId, with
-``extras = {globalId, ifcClass, name, storey}`` so a viewer can tell what was clicked;
-the asset's ``extras`` hold what the writer was told to keep with the file (the BIM
-import keeps the limits it tessellated under and the products it left out).
+``extras = {globalId, ifcClass, name, storey, triangles, materials, attributes}`` so a
+viewer can tell what was clicked (``materials``: how many distinct materials the
+product uses; ``attributes``: its Tag, Description and ObjectType where set, what the
+machine link rule reads). A product's mesh has one primitive per material: a window's
+opaque frame and its transparent glass are two primitives of one mesh (three.js loads
+them as a group of meshes under the product's node). The asset's ``extras`` hold the
+layout's ``format`` (:data:`FORMAT`) and what the writer was told to keep with the file
+(the BIM import keeps the model's name and schema, the limits it tessellated under and
+the products it left out).
+
 Vertices stay in IFC's world coordinates (metres, z up) and a root node turns them to
 glTF's y up, so every position accessor's ``min``/``max`` is the product's bounding box
-as the model states it. Triangles are written unshared, each corner with its face's
-normal: building elements are mostly flat faces with sharp edges, which shared
-vertices would shade round.
+as the model states it. Geometry is indexed: a product's vertices are shared by
+position across its faces and materials (one POSITION accessor per product, one index
+accessor per primitive, unsigned 16-bit indices where they fit) and no normals are
+written. glTF 2.0 says a client computes flat normals for a primitive without NORMAL
+(three.js's GLTFLoader turns on flat shading), which is how building elements should
+look: flat faces and sharp edges, not the rounded shading that normals averaged over
+shared vertices would give. This keeps a GLB at a fraction of its IFC's size, where
+unshared corners with a normal each made it several times larger.
+
+Colours are the IFC styles' (display values, sRGB); glTF's ``baseColorFactor`` is
+linear, so they are converted and a viewer shows the style's colour itself. A colour
+with opacity under 1 is drawn blended (``alphaMode`` BLEND).
 """
 
 from __future__ import annotations
@@ -17,22 +33,31 @@ import json
 import math
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from sqems.errors import ValidationFailed
-from sqems.viewer.ifc import Mesh
+from sqems.viewer.ifc import Colour, Mesh
 
+FORMAT = 2
+"""The layout version in the asset's extras: 2 is indexed, per-material primitives and
+element attributes; a file without it (format 1, unshared corners with normals, one
+material per product) is an older cache entry to write again."""
 _GLB_MAGIC = 0x46546C67  # "glTF"
 _JSON = 0x4E4F534A
 _BIN = 0x004E4942
 _FLOAT = 5126
+_UNSIGNED_SHORT = 5123
+_UNSIGNED_INT = 5125
 _ARRAY_BUFFER = 34962
+_ELEMENT_ARRAY_BUFFER = 34963
 _Z_UP_TO_Y_UP = [-math.sqrt(0.5), 0.0, 0.0, math.sqrt(0.5)]  # -90 degrees about x
 DEFAULT_COLOUR = (0.72, 0.74, 0.78, 1.0)
+"""The colour of a face the model gives no style."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +71,33 @@ class GlbElement:
     lower: tuple[float, float, float]
     upper: tuple[float, float, float]
     triangles: int
+    materials: int = 1
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+def linear(colour: Colour) -> Colour:
+    """An sRGB display colour as glTF's linear ``baseColorFactor`` (opacity unchanged).
+
+    >>> [round(c, 4) for c in linear((1.0, 0.5, 0.0, 0.1))]
+    [1.0, 0.214, 0.0, 0.1]
+    """
+    r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in colour[:3])
+    return (r, g, b, colour[3])
+
+
+def indexed(
+    vertices: npt.NDArray[np.float32], faces: npt.NDArray[np.uint32]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint32]]:
+    """The vertices the faces use, each position once, and the faces renumbered."""
+    points = np.ascontiguousarray(vertices, dtype=np.float32)
+    unique, inverse = np.unique(points, axis=0, return_inverse=True)
+    renumbered = inverse.reshape(-1)[faces.astype(np.intp)]
+    used = np.zeros(len(unique), bool)
+    used[renumbered] = True
+    if not used.all():  # a vertex no face uses would widen the bounding box
+        keep = np.cumsum(used) - 1
+        unique, renumbered = unique[used], keep[renumbered]
+    return unique.astype(np.float32), renumbered.astype(np.uint32)
 
 
 def write_glb(
@@ -55,85 +107,92 @@ def write_glb(
     name: str = "model",
     extras: Mapping[str, Any] | None = None,
 ) -> int:
-    """Write ``meshes`` to ``path`` as one GLB file, with ``extras`` (JSON) on its
-    asset; returns its size in bytes."""
-    blob = bytearray()
-    views: list[dict[str, Any]] = []
+    """Write the products of ``meshes`` that have triangles to ``path`` as one GLB
+    file, with ``extras`` (JSON) and the layout's :data:`FORMAT` on its asset; returns
+    its size in bytes."""
+    vertex_data = bytearray()
+    index_data = bytearray()
     accessors: list[dict[str, Any]] = []
     materials: list[dict[str, Any]] = []
     material_of: dict[tuple[float, ...], int] = {}
     gltf_meshes: list[dict[str, Any]] = []
     nodes: list[dict[str, Any]] = [{"name": name, "rotation": _Z_UP_TO_Y_UP, "children": []}]
 
-    def add_view(data: bytes) -> int:
-        views.append({"buffer": 0, "byteOffset": len(blob), "byteLength": len(data),
-                      "target": _ARRAY_BUFFER})  # fmt: skip
-        blob.extend(data)
-        blob.extend(b"\0" * (-len(blob) % 4))
-        return len(views) - 1
+    def material(colour: Colour | None) -> int:
+        factor = tuple(round(float(v), 4) for v in linear(colour or DEFAULT_COLOUR))
+        if factor not in material_of:
+            material_of[factor] = len(materials)
+            entry: dict[str, Any] = {
+                "pbrMetallicRoughness": {"baseColorFactor": list(factor), "metallicFactor": 0.0,
+                                         "roughnessFactor": 0.85},
+                "doubleSided": True,
+            }  # fmt: skip
+            if factor[3] < 1.0:
+                entry["alphaMode"] = "BLEND"
+            materials.append(entry)
+        return material_of[factor]
 
     for mesh in meshes:
         if mesh.triangles == 0:
             continue
-        corners = mesh.vertices[mesh.faces.reshape(-1)].astype(np.float32)
-        a, b, c = (corners[i::3].astype(np.float64) for i in range(3))
-        normal = np.cross(b - a, c - a)
-        length = np.linalg.norm(normal, axis=1, keepdims=True)
-        normal = np.divide(normal, length, out=np.zeros_like(normal), where=length > 0)
-        normals = np.repeat(normal, 3, axis=0).astype(np.float32)
+        points, faces = indexed(mesh.vertices, mesh.faces)
         position = len(accessors)
         accessors.append({
-            "bufferView": add_view(corners.tobytes()),
+            "bufferView": 0,
+            "byteOffset": len(vertex_data),
             "componentType": _FLOAT,
-            "count": len(corners),
+            "count": len(points),
             "type": "VEC3",
-            "min": [float(v) for v in corners.min(axis=0)],
-            "max": [float(v) for v in corners.max(axis=0)],
+            "min": [float(v) for v in points.min(axis=0)],
+            "max": [float(v) for v in points.max(axis=0)],
         })  # fmt: skip
-        accessors.append({"bufferView": add_view(normals.tobytes()), "componentType": _FLOAT,
-                          "count": len(normals), "type": "VEC3"})  # fmt: skip
-        colour = tuple(round(float(v), 4) for v in (mesh.colour or DEFAULT_COLOUR))
-        if colour not in material_of:
-            material_of[colour] = len(materials)
-            material: dict[str, Any] = {
-                "pbrMetallicRoughness": {"baseColorFactor": list(colour), "metallicFactor": 0.0,
-                                         "roughnessFactor": 0.85},
-                "doubleSided": True,
-            }  # fmt: skip
-            if colour[3] < 1.0:
-                material["alphaMode"] = "BLEND"
-            materials.append(material)
-        gltf_meshes.append({
-            "name": mesh.global_id,
-            "primitives": [{"attributes": {"POSITION": position, "NORMAL": position + 1},
-                            "material": material_of[colour]}],
-        })  # fmt: skip
+        vertex_data.extend(points.tobytes())
+        small = len(points) < 0xFFFF  # 65535 itself is reserved (primitive restart)
+        primitives: dict[int, list[npt.NDArray[np.uint32]]] = {}
+        for colour, chosen in mesh.parts():
+            primitives.setdefault(material(colour), []).append(faces[chosen])
+        gltf_primitives = []
+        for used, groups in primitives.items():
+            corners = np.concatenate(groups).reshape(-1).astype(np.uint16 if small else np.uint32)
+            gltf_primitives.append({"attributes": {"POSITION": position},
+                                    "indices": len(accessors), "material": used})  # fmt: skip
+            accessors.append({"bufferView": 1, "byteOffset": len(index_data),
+                              "componentType": _UNSIGNED_SHORT if small else _UNSIGNED_INT,
+                              "count": len(corners), "type": "SCALAR"})  # fmt: skip
+            index_data.extend(corners.tobytes())
+            index_data.extend(b"\0" * (-len(index_data) % 4))  # the next accessor's alignment
+        gltf_meshes.append({"name": mesh.global_id, "primitives": gltf_primitives})
         nodes[0]["children"].append(len(nodes))
-        nodes.append({
-            "name": mesh.global_id,
-            "mesh": len(gltf_meshes) - 1,
-            "extras": {"globalId": mesh.global_id, "ifcClass": mesh.ifc_class,
-                       "name": mesh.name, "storey": mesh.storey,
-                       "triangles": mesh.triangles},
-        })  # fmt: skip
+        node_extras: dict[str, Any] = {
+            "globalId": mesh.global_id, "ifcClass": mesh.ifc_class, "name": mesh.name,
+            "storey": mesh.storey, "triangles": mesh.triangles,
+            "materials": len(gltf_primitives),
+        }  # fmt: skip
+        if mesh.attributes:
+            node_extras["attributes"] = dict(mesh.attributes)
+        nodes.append({"name": mesh.global_id, "mesh": len(gltf_meshes) - 1, "extras": node_extras})
 
-    asset: dict[str, Any] = {"version": "2.0", "generator": "SQEMS"}
-    if extras:
-        asset["extras"] = dict(extras)
+    asset: dict[str, Any] = {"version": "2.0", "generator": "SQEMS",
+                             "extras": {**(extras or {}), "format": FORMAT}}  # fmt: skip
     document: dict[str, Any] = {
         "asset": asset,
         "scene": 0,
         "scenes": [{"name": name, "nodes": [0]}],
         "nodes": nodes,
     }
+    blob = bytes(vertex_data) + bytes(index_data)
     if gltf_meshes:
+        views = [{"buffer": 0, "byteOffset": 0, "byteLength": len(vertex_data),
+                  "target": _ARRAY_BUFFER},
+                 {"buffer": 0, "byteOffset": len(vertex_data), "byteLength": len(index_data),
+                  "target": _ELEMENT_ARRAY_BUFFER}]  # fmt: skip
         document |= {"meshes": gltf_meshes, "materials": materials, "accessors": accessors,
                      "bufferViews": views, "buffers": [{"byteLength": len(blob)}]}  # fmt: skip
     text = json.dumps(document, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 4)
     chunks = struct.pack("<II", len(text), _JSON) + text
     if blob:
-        chunks += struct.pack("<II", len(blob), _BIN) + bytes(blob)
+        chunks += struct.pack("<II", len(blob), _BIN) + blob
     total = 12 + len(chunks)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".part")
@@ -169,25 +228,32 @@ def read_extras(path: Path) -> dict[str, Any]:
 
 
 def read_elements(path: Path) -> list[GlbElement]:
-    """The products of a GLB written by :func:`write_glb`, in its order."""
+    """The products of a GLB written by :func:`write_glb`, in its order (only its JSON
+    chunk is read)."""
     document = read_document(path)
     accessors = document.get("accessors", [])
     meshes = document.get("meshes", [])
     found = []
-    for node in document["nodes"]:
-        extras = node.get("extras")
-        if not extras or "mesh" not in node:
-            continue
-        position = accessors[meshes[node["mesh"]]["primitives"][0]["attributes"]["POSITION"]]
-        found.append(
-            GlbElement(
-                global_id=extras["globalId"],
-                ifc_class=extras["ifcClass"],
-                name=extras.get("name"),
-                storey=extras.get("storey"),
-                lower=tuple(position["min"]),
-                upper=tuple(position["max"]),
-                triangles=int(extras["triangles"]),
+    try:
+        for node in document["nodes"]:
+            extras = node.get("extras")
+            if not extras or "mesh" not in node:
+                continue
+            primitives = meshes[node["mesh"]]["primitives"]
+            position = accessors[primitives[0]["attributes"]["POSITION"]]
+            found.append(
+                GlbElement(
+                    global_id=str(extras["globalId"]),
+                    ifc_class=str(extras["ifcClass"]),
+                    name=extras.get("name"),
+                    storey=extras.get("storey"),
+                    lower=tuple(position["min"]),
+                    upper=tuple(position["max"]),
+                    triangles=int(extras["triangles"]),
+                    materials=int(extras.get("materials", len(primitives))),
+                    attributes=dict(extras.get("attributes") or {}),
+                )
             )
-        )
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ValidationFailed(f"{path.name} does not describe its products ({exc!r})") from None
     return found

@@ -4,8 +4,17 @@
 big, not ISO 10303-21, a schema SQEMS does not read) and what it cannot parse, each
 with a clear :class:`~sqems.errors.ValidationFailed`. ``tessellate(model)`` runs
 ``ifcopenshell.geom``'s iterator (on every core unless told otherwise) and keeps, per
-product, its GlobalId, class, name, storey and triangles in world coordinates (metres,
-z up, as IFC has it).
+product, its GlobalId, class, name, storey, the attributes a machine link reads, and
+its triangles in world coordinates (metres, z up, as IFC has it), each triangle with
+the colour of the surface style it carries (a window's frame and its glass differ).
+:func:`check_ifc` makes the same checks and hashes the file without parsing it, for
+a caller that may not need the model at all (a cached import).
+
+The storey of a product is found by walking up the spatial structure (contained in,
+decomposes, nests, fills an opening of, referenced in) to its ``IfcBuildingStorey``, so
+a lamp in a room is on the room's level, not "in" the room. The model's name is the
+first of its project's, building's and site's names that is not an exporter's
+placeholder ("0001", "Project Number", "Default"), else the file's stem.
 
 A few kilobytes of IFC can stand for billions of triangles: an ``IfcMappedItem`` places a
 representation that may itself hold mapped items, so ten levels of four copies each are
@@ -18,9 +27,13 @@ refused), and the triangles actually made are counted while tessellating.
 >>> import numpy as np
 >>> box = Mesh("0AbC", "IfcWall", "Wall", "Level 1",
 ...            np.array([[0, 0, 0], [2, 0, 0], [2, 1, 3]], np.float32),
-...            np.array([[0, 1, 2]], np.uint32), None)
+...            np.array([[0, 1, 2]], np.uint32))
 >>> box.triangles, box.centre.tolist(), box.size.tolist()
 (1, [1.0, 0.5, 1.5], [2.0, 1.0, 3.0])
+>>> model_name(["0001", "Duplex Apartment"], "duplex")
+'Duplex Apartment'
+>>> model_name(["Project Number", "Project Name", "", "Default"], "SampleHouse4")
+'SampleHouse4'
 """
 
 from __future__ import annotations
@@ -29,8 +42,9 @@ import hashlib
 import logging
 import math
 import os
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +70,19 @@ SCHEMAS = ("IFC2X3", "IFC4", "IFC4X3")
 MAX_BYTES = 256 * 1024 * 1024
 """The largest IFC file read unless settings say otherwise."""
 _MAGIC = b"ISO-10303-21;"
+_HEADER_BYTES = 64 * 1024
+"""How much of a file's start is searched for its header's ``FILE_SCHEMA``."""
+_FILE_SCHEMA = re.compile(rb"FILE_SCHEMA\s*\(\s*\(\s*'([^']*)'", re.IGNORECASE)
+LINK_ATTRIBUTES = ("Tag", "Description", "ObjectType")
+"""The attributes (besides Name) kept with each drawn product, for the machine link
+rule to read without opening the file again."""
+PLACEHOLDERS = frozenset({
+    "default", "unnamed", "untitled", "project number", "project name", "project",
+    "building", "site", "name", "none", "null", "n/a",
+})  # fmt: skip
+"""Names exporters write when the author gave none (compared ignoring case)."""
+Colour = tuple[float, float, float, float]
+"""Red, green, blue (0 to 1, as the IFC style states them) and opacity."""
 _FEWEST_TRIANGLES = 1
 """What a solid the walk cannot count (an extrusion, a boolean) makes at least."""
 
@@ -107,12 +134,36 @@ class Mesh:
     """(n, 3) world coordinates in metres, z up."""
     faces: npt.NDArray[np.uint32] = field(repr=False)
     """(m, 3) vertex indices, counter-clockwise seen from outside."""
-    colour: tuple[float, float, float, float] | None
-    """The surface style's diffuse colour and opacity, when the model has one."""
+    colours: tuple[Colour | None, ...] = ()
+    """The surface styles the faces carry (None: a face the model gives no style)."""
+    face_colours: npt.NDArray[np.int32] | None = field(default=None, repr=False)
+    """(m,) each face's index into ``colours``; None: every face has ``colours[0]``."""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    """The product's :data:`LINK_ATTRIBUTES` that have a value."""
 
     @property
     def triangles(self) -> int:
         return int(self.faces.shape[0])
+
+    @property
+    def colour(self) -> Colour | None:
+        """The colour most of the faces carry (what a one-colour view draws)."""
+        parts = self.parts()
+        return max(parts, key=lambda p: len(p[1]))[0] if parts else None
+
+    def parts(self) -> list[tuple[Colour | None, npt.NDArray[np.intp]]]:
+        """The faces grouped by colour: each distinct colour with its face numbers, in
+        the order the colours first appear."""
+        if self.triangles == 0:
+            return []
+        if self.face_colours is None or len(self.colours) < 2:
+            return [(self.colours[0] if self.colours else None, np.arange(self.triangles))]
+        slot = {c: i for i, c in reversed(list(enumerate(self.colours)))}  # first index wins
+        first = np.array([slot[c] for c in self.colours], np.int32)[self.face_colours]
+        order = np.argsort(first, kind="stable")
+        kinds, starts = np.unique(first[order], return_index=True)
+        groups = np.split(order, starts[1:])
+        return [(self.colours[int(k)], g) for k, g in zip(kinds, groups, strict=True)]
 
     @property
     def lower(self) -> npt.NDArray[np.float64]:
@@ -136,6 +187,17 @@ class Mesh:
 
 
 @dataclass(frozen=True, slots=True)
+class IfcSource:
+    """An IFC file that passed the checks made before parsing, and its identity."""
+
+    path: Path
+    schema: str
+    """As its header's ``FILE_SCHEMA`` names it (one of :data:`SCHEMAS`)."""
+    sha256: str
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class IfcModel:
     """An opened IFC file and what identifies it."""
 
@@ -148,10 +210,13 @@ class IfcModel:
 
     @property
     def name(self) -> str:
-        """The project's name, else the file's stem."""
-        projects = self.file.by_type("IfcProject")
-        named = projects[0].Name if projects else None
-        return str(named) if named else self.path.stem
+        """The first real name of the project (long name, then name), building and site,
+        else the file's stem (see :func:`model_name`)."""
+        names: list[object] = []
+        for kind in ("IfcProject", "IfcBuilding", "IfcSite"):
+            for entity in self.file.by_type(kind):
+                names += [getattr(entity, "LongName", None), entity.Name]
+        return model_name(names, self.path.stem)
 
     def products(self) -> int:
         """Products with a body to draw: elements and proxies, not spaces or openings."""
@@ -164,6 +229,16 @@ class IfcModel:
             yield product
 
 
+def model_name(candidates: Iterable[object], stem: str) -> str:
+    """The first of ``candidates`` that is a real name, else ``stem``: empty values,
+    values without a letter ("0001") and :data:`PLACEHOLDERS` are passed over."""
+    for value in candidates:
+        text = " ".join(str(value or "").split())
+        if any(c.isalpha() for c in text) and text.lower() not in PLACEHOLDERS:
+            return text
+    return stem
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -172,11 +247,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_ifc(path: Path, *, max_bytes: int = MAX_BYTES, shown_as: str | None = None) -> IfcModel:
-    """Open ``path`` as an IFC model, or say clearly why it is not one (naming the file
-    ``shown_as``, when ``path`` is a copy such as an upload)."""
-    import ifcopenshell  # noqa: PLC0415 - a large native module, loaded when a model is read
-
+def check_ifc(path: Path, *, max_bytes: int = MAX_BYTES, shown_as: str | None = None) -> IfcSource:
+    """Check ``path`` as an IFC file without parsing it: its size, its ISO 10303-21
+    header and the schema its ``FILE_SCHEMA`` names; hash it. Say clearly why it is
+    refused (naming the file ``shown_as``, when ``path`` is a copy such as an upload)."""
     shown = shown_as or path.name
     try:
         size = path.stat().st_size
@@ -188,14 +262,38 @@ def read_ifc(path: Path, *, max_bytes: int = MAX_BYTES, shown_as: str | None = N
             f"{max_bytes / 2**20:.0f} MiB (SQEMS_BIM_MAX_BYTES)"
         )
     with path.open("rb") as f:
-        head = f.read(4096)
+        head = f.read(_HEADER_BYTES)
     if not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(_MAGIC):
         raise ValidationFailed(
             f"{shown} is not an IFC file: it does not start with {_MAGIC.decode()!r} "
             "(SQEMS reads IFC-SPF, the .ifc text format; export .ifcxml or .ifczip to it)"
         )
+    named = _FILE_SCHEMA.search(head)
+    if named is None:
+        raise ValidationFailed(
+            f"{shown} is not a readable IFC model: its header names no FILE_SCHEMA"
+        )
+    declared = named.group(1).decode("ascii", "replace").strip()
+    # an addendum's schema is read as its base ("IFC4X3_ADD2" is IFC4X3)
+    schema = declared.upper().split("_", 1)[0]
+    if schema not in SCHEMAS:
+        raise ValidationFailed(f"{shown} uses schema {declared}; SQEMS reads {', '.join(SCHEMAS)}")
+    return IfcSource(path, schema, sha256_of(path), size)
+
+
+def read_ifc(path: Path, *, max_bytes: int = MAX_BYTES, shown_as: str | None = None) -> IfcModel:
+    """Open ``path`` as an IFC model, or say clearly why it is not one (naming the file
+    ``shown_as``, when ``path`` is a copy such as an upload)."""
+    return open_ifc(check_ifc(path, max_bytes=max_bytes, shown_as=shown_as), shown_as=shown_as)
+
+
+def open_ifc(source: IfcSource, *, shown_as: str | None = None) -> IfcModel:
+    """Parse a checked file with ifcopenshell."""
+    import ifcopenshell  # noqa: PLC0415 - a large native module, loaded when a model is read
+
+    shown = shown_as or source.path.name
     try:
-        opened = ifcopenshell.open(str(path))
+        opened = ifcopenshell.open(str(source.path))
     except Exception as exc:  # ifcopenshell raises bare errors of several kinds for bad files
         reason = str(exc).strip() or type(exc).__name__
         raise ValidationFailed(f"{shown} is not a readable IFC model: {reason}") from None
@@ -204,7 +302,7 @@ def read_ifc(path: Path, *, max_bytes: int = MAX_BYTES, shown_as: str | None = N
         raise ValidationFailed(
             f"{shown} uses schema {opened.schema}; SQEMS reads {', '.join(SCHEMAS)}"
         )
-    return IfcModel(path, opened, schema, sha256_of(path), size)
+    return IfcModel(source.path, opened, schema, source.sha256, source.size_bytes)
 
 
 def default_threads() -> int:
@@ -333,8 +431,10 @@ def tessellate(
     ``cores`` iterator threads tessellate (default :func:`default_threads`) with the
     geometry kernel ``library`` (one of :data:`LIBRARIES`). Products over a per-product
     limit (see :func:`expand`) and products whose geometry ifcopenshell cannot build are
-    left out and logged; :func:`skipped` names them. A model over a model-wide limit is
-    refused before tessellation starts, or as soon as its triangles pass the limit.
+    left out and logged; a product whose body comes out empty (a wall its openings cut
+    away) is kept with no triangles. :func:`skipped` names both with the reason. A model
+    over a model-wide limit is refused before tessellation starts, or as soon as its
+    triangles pass the limit.
     """
     import ifcopenshell.geom  # noqa: PLC0415 - see read_ifc
 
@@ -345,7 +445,8 @@ def tessellate(
     cores = cores or default_threads()
     settings = ifcopenshell.geom.settings()  # type: ignore[no-untyped-call]
     settings.set("use-world-coords", True)
-    storeys = _storeys(model.file)
+    settings.set("no-normals", True)  # the GLB leaves normals to the viewer (see gltf)
+    storeys = storeys_of(model.file)
     started = time.perf_counter()
     meshes: list[Mesh] = []
     if not plan.draw:
@@ -387,31 +488,51 @@ def tessellate(
 
 
 def skipped(model: IfcModel, meshes: list[Mesh], limits: Limits | None = None) -> dict[str, str]:
-    """Why each drawable product that did not tessellate was left out, by GlobalId."""
+    """Why each drawable product that is not drawn was left out, by GlobalId: over a
+    limit, geometry that could not be built, or a body that came out empty."""
     over = expand(model, limits).skipped
-    done = {m.global_id for m in meshes}
-    return {
-        str(p.GlobalId): over.get(str(p.GlobalId), "its geometry could not be built")
-        for p in sorted(model.drawable(), key=lambda p: str(p.GlobalId))
-        if p.GlobalId not in done
-    }
+    drawn = {m.global_id for m in meshes if m.triangles}
+    empty = {m.global_id for m in meshes if not m.triangles}
+    found = {}
+    for product in sorted(model.drawable(), key=lambda p: str(p.GlobalId)):
+        key = str(product.GlobalId)
+        if key in drawn:
+            continue
+        if key in over:
+            found[key] = over[key]
+        elif key in empty:
+            found[key] = (
+                "its openings leave no geometry"
+                if _openings(product)
+                else "its body has no surface to draw"
+            )
+        else:
+            found[key] = "its geometry could not be built"
+    return found
 
 
-def _mesh(file: Any, shape: Any, storeys: dict[int, str]) -> Mesh:
+def _openings(product: Any) -> bool:
+    return bool(getattr(product, "HasOpenings", None))
+
+
+def _mesh(file: Any, shape: Any, storeys: Mapping[int, str]) -> Mesh:
     product = file.by_id(shape.id)
     geometry = shape.geometry
     vertices = np.asarray(geometry.verts, dtype=np.float32).reshape(-1, 3)
     faces = np.asarray(geometry.faces, dtype=np.uint32).reshape(-1, 3)
-    colour = None
-    materials = geometry.materials
-    if len(materials):
-        style = materials[0]
-        diffuse = getattr(style, "diffuse", None)
-        if diffuse is not None:
-            rgb = [float(c) for c in (diffuse.r(), diffuse.g(), diffuse.b())]
-            transparency = float(getattr(style, "transparency", 0.0))
-            alpha = 1.0 if math.isnan(transparency) else 1.0 - transparency
-            colour = (rgb[0], rgb[1], rgb[2], min(max(alpha, 0.05), 1.0))
+    colours: list[Colour | None] = [_colour(style) for style in geometry.materials]
+    ids = np.asarray(geometry.material_ids, dtype=np.int32).reshape(-1)
+    face_colours = None
+    if len(ids) == len(faces) and len(faces):
+        if (ids < 0).any() or (ids >= len(colours)).any():  # a face without a style
+            ids = np.where((ids < 0) | (ids >= len(colours)), len(colours), ids)
+            colours.append(None)
+        face_colours = ids
+    attributes = {}
+    for key in LINK_ATTRIBUTES:
+        value = getattr(product, key, None) if hasattr(product, key) else None
+        if value not in (None, ""):
+            attributes[key] = str(value)
     return Mesh(
         global_id=str(product.GlobalId),
         ifc_class=product.is_a(),
@@ -419,22 +540,92 @@ def _mesh(file: Any, shape: Any, storeys: dict[int, str]) -> Mesh:
         storey=storeys.get(product.id()),
         vertices=vertices,
         faces=faces,
-        colour=colour,
+        colours=tuple(colours),
+        face_colours=face_colours,
+        attributes=attributes,
     )
 
 
-def _storeys(file: Any) -> dict[int, str]:
-    """The storey (or other spatial container) name of each contained element, by id."""
-    names: dict[int, str] = {}
-    for rel in file.by_type("IfcRelContainedInSpatialStructure"):
-        structure = rel.RelatingStructure
-        label = str(structure.Name or structure.LongName or structure.GlobalId)
-        for element in rel.RelatedElements:
-            names[element.id()] = label
-    # parts of an aggregate (a stair's flights, an assembly's members) sit where it sits
-    for rel in file.by_type("IfcRelAggregates"):
-        whole = rel.RelatingObject.id()
-        if whole in names:
-            for part in rel.RelatedObjects:
-                names.setdefault(part.id(), names[whole])
-    return names
+def _colour(style: Any) -> Colour | None:
+    """A style's surface colour and opacity (IFC's transparency is 1 - opacity)."""
+    diffuse = getattr(style, "diffuse", None)
+    if diffuse is None:
+        return None
+    rgb = [min(max(float(c), 0.0), 1.0) for c in (diffuse.r(), diffuse.g(), diffuse.b())]
+    transparency = float(getattr(style, "transparency", 0.0))
+    alpha = 1.0 if math.isnan(transparency) else 1.0 - transparency
+    # fully transparent glass would vanish and could not be clicked: keep a trace of it
+    return (rgb[0], rgb[1], rgb[2], min(max(alpha, 0.05), 1.0))
+
+
+_PARENT_RELATIONS = (
+    ("IfcRelContainedInSpatialStructure", "RelatedElements", "RelatingStructure"),
+    ("IfcRelAggregates", "RelatedObjects", "RelatingObject"),
+    ("IfcRelNests", "RelatedObjects", "RelatingObject"),
+    ("IfcRelFillsElement", "RelatedBuildingElement", "RelatingOpeningElement"),
+    ("IfcRelVoidsElement", "RelatedOpeningElement", "RelatingBuildingElement"),
+    ("IfcRelReferencedInSpatialStructure", "RelatedElements", "RelatingStructure"),
+)
+"""How an object hangs in the spatial structure, strongest tie first: contained in a
+storey or space, a part of an aggregate or a nest (a space of a storey, a stair's
+flight), a door in an opening of a wall, a spatial zone referenced by a storey."""
+
+
+def storeys_of(file: Any) -> dict[int, str]:
+    """The name of the building storey each object lies on, by id, for the objects
+    that lie on one (walking up from spaces, aggregates, nests and openings).
+
+    A storey is named by its Name, else its LongName, else its elevation in metres.
+    Objects outside any storey (on the site, in the building itself) have none.
+    """
+    parent: dict[int, Any] = {}
+    for kind, children, whole in _PARENT_RELATIONS:
+        try:
+            relations = file.by_type(kind)
+        except RuntimeError:  # a relation the file's schema does not have
+            continue
+        for rel in relations:
+            related = getattr(rel, children)
+            for child in related if isinstance(related, tuple) else (related,):
+                if child is not None:
+                    parent.setdefault(child.id(), getattr(rel, whole))
+    scale = _metres_per_unit(file)
+    found: dict[int, str | None] = {}
+    for start in list(parent):
+        path: list[int] = []
+        current: int | None = start
+        label: str | None = None
+        while current is not None and current not in found and current not in path:
+            path.append(current)
+            above = parent.get(current)
+            if above is None:
+                current = None
+            elif above.is_a("IfcBuildingStorey"):
+                label = _storey_label(above, scale)
+                current = None
+            else:
+                current = above.id()
+        if current is not None and current in found:
+            label = found[current]
+        for step in path:
+            found[step] = label
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _storey_label(storey: Any, metres_per_unit: float) -> str:
+    for text in (storey.Name, storey.LongName):
+        if text and str(text).strip():
+            return str(text).strip()
+    if storey.Elevation is not None:
+        metres = float(storey.Elevation) * metres_per_unit
+        return f"Storey at elevation {metres:.2f} m"
+    return "Unnamed storey"
+
+
+def _metres_per_unit(file: Any) -> float:
+    import ifcopenshell.util.unit  # noqa: PLC0415 - with ifcopenshell
+
+    try:
+        return float(ifcopenshell.util.unit.calculate_unit_scale(file))
+    except (AttributeError, IndexError, TypeError):  # a model that states no length unit
+        return 1.0
