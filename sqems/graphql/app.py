@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from typing import Any
@@ -29,7 +30,7 @@ from sqems.graphql.access import ACCESS_FILE, AccessStore, Role
 from sqems.graphql.context import Context
 from sqems.graphql.ingestion import AlarmHub, IngestionRuntime
 from sqems.graphql.middleware import RequestContext, error_body, for_clients
-from sqems.graphql.pages import add_viewer_routes, page_policy
+from sqems.graphql.pages import WEB, add_viewer_routes, page_policy
 from sqems.graphql.schema import build_schema
 from sqems.graphql.twin import ProgressHub
 from sqems.ingestion import service
@@ -83,8 +84,8 @@ def _authorise_upload(scope: dict[str, Any], fields: frozenset[str]) -> None:
 class _Router(GraphQLRouter[Context, None]):
     """Strawberry's router, answering a request it cannot read with a typed JSON 400
     (it answered plain text, or a 500 with a traceback in the log for a body that is
-    JSON but not an object), and GraphiQL with a Content-Security-Policy fit for it
-    (its scripts and styles come from unpkg)."""
+    JSON but not an object), and GraphiQL as the product's own page, whose scripts
+    and styles come from this server (``_GRAPHIQL_PAGE``), not from a CDN."""
 
     def parse_json(self, data: str | bytes) -> Any:
         try:
@@ -108,14 +109,20 @@ class _Router(GraphQLRouter[Context, None]):
             return JSONResponse(error_body(BadRequest(exc.reason)), exc.status_code)
 
     async def render_graphql_ide(self, request: Any) -> HTMLResponse:
-        html = self.graphql_ide_html
-        policy = page_policy(
-            html,
-            scripts="https://unpkg.com",
-            styles="https://unpkg.com 'unsafe-inline'",
-            fonts="https://unpkg.com data:",
-        )
+        nonce = secrets.token_urlsafe(18)
+        html = _GRAPHIQL_PAGE.read_text().replace(_NONCE, nonce)
+        policy = page_policy(html, styles=f"'nonce-{nonce}'", fonts="data:")
         return HTMLResponse(html, headers={"content-security-policy": policy})
+
+
+_GRAPHIQL_PAGE = WEB / "graphiql.html"
+"""GraphiQL's page: GraphiQL, React and the query builder from the pages' npm packages
+(``/viewer/vendor/…``), nothing from elsewhere. Its Content-Security-Policy is the
+pages' own, with two additions: styles by a nonce fresh for each response (the page's
+own ``<style>``, and the ones GraphiQL's dialogs add, which take the nonce the page
+hands them), and fonts as data: URLs (GraphiQL's stylesheet carries its fonts)."""
+_NONCE = "CSP-NONCE"
+"""Where the page's nonce goes."""
 
 
 @contextmanager

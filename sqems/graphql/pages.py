@@ -8,9 +8,10 @@ packages, and models as binary glTF.
 - ``/trace`` — what a batch, lot, machine window or alarm reached (the recall scope)
   and the ranked causes of the defects within it;
 - ``/viewer/app/{file}`` — their own scripts and styles (``sqems/viewer/web/``);
-- ``/viewer/vendor/{package}/{path}`` — three.js and Chart.js as npm installed them
-  (``package.json`` and its lock beside the pages; the set-up command runs ``npm ci``),
-  never a copy in git;
+- ``/viewer/vendor/{package}/{path}`` — three.js, Chart.js and GraphiQL (with React)
+  as npm installed them (``package.json`` and its lock beside the pages; the set-up
+  command runs ``npm ci``), never a copy in git; a scoped package is
+  ``/viewer/vendor/@scope/name/{path}``;
 - ``/viewer/bim/{uid}.glb`` — a BIM model's cached tessellation (viewer role, the API
   key sent as a header like every other call).
 
@@ -52,9 +53,17 @@ PAGES = {
 """Each page's path and its file."""
 APP_FILES = frozenset(p.name for p in WEB.iterdir() if p.suffix in (".js", ".css") and p.is_file())
 """The pages' own scripts and styles: every ``.js`` and ``.css`` file beside them."""
-VENDOR = {"three": ("build/", "examples/jsm/"), "chart.js": ("dist/",)}
-"""The npm packages the pages load, and the parts of each they may: three's core and
-add-ons, Chart.js's builds."""
+VENDOR = {
+    "three": ("build/", "examples/jsm/"),
+    "chart.js": ("dist/",),
+    "react": ("umd/react.production.min.js",),
+    "react-dom": ("umd/react-dom.production.min.js",),
+    "graphiql": ("dist/index.umd.js", "dist/style.css"),
+    "@graphiql/plugin-explorer": ("dist/index.umd.js", "dist/style.css"),
+}
+"""The npm packages the pages load, and the parts of each they may (path prefixes):
+three's core and add-ons, Chart.js's builds, and GraphiQL (at ``/graphql``) as its
+browser build with React's and its query builder's."""
 
 mimetypes.add_type("text/javascript", ".js")
 mimetypes.add_type("model/gltf-binary", ".glb")
@@ -119,6 +128,9 @@ def add_viewer_routes(
 
     @app.get("/viewer/vendor/{package}/{path:path}", include_in_schema=False)
     async def vendor(package: str, path: str) -> Response:
+        if package.startswith("@"):  # a scoped package: /viewer/vendor/@scope/name/file
+            name, _, path = path.partition("/")
+            package = f"{package}/{name}"
         if package not in VENDOR:
             return _error(404, NotFound(f"the pages load no package {package}"))
         root = (assets_dir(settings) / package).resolve()
@@ -131,8 +143,10 @@ def add_viewer_routes(
                 ),
             )
         target = (root / path).resolve()
-        if not (path.startswith(VENDOR[package]) and target.is_relative_to(root)
-                and target.is_file()):  # fmt: skip
+        # the allowed parts are judged on the resolved path: "dist/../package.json"
+        # starts like one but is not in it
+        inside = target.is_relative_to(root) and target.relative_to(root).as_posix()
+        if not (inside and inside.startswith(VENDOR[package]) and target.is_file()):
             return _error(404, NotFound(f"{package} has no file {path}"))
         return FileResponse(target, headers={"cache-control": "public, max-age=86400"})
 
