@@ -187,7 +187,16 @@ def test_a_batch_shows_the_recall_the_api_computes_and_links_its_batches(
         path, params = query_of(machines.nth(i).get_attribute("href"))
         assert path == "/dashboard" and params["machine"].startswith("M-")
 
+    # the lots it used, each traced in turn; the bad lot, a significant cause, is marked
+    lots = page.locator("#lots-list a")
+    assert bad_lot["uid"] in page.evaluate("window.sqemsTrace.lots")
+    assert lots.count() == len(page.evaluate("window.sqemsTrace.lots"))
+    assert page.get_attribute(f"#lots-list a:text-is('{bad_lot['uid']}')", "href") == (
+        f"/trace?lot={bad_lot['uid']}"
+    )
     the_causes_are_the_analysis(page, site.store, want)
+    cause = page.locator(f"tr[data-key='material_lot:{bad_lot['uid']}']")
+    assert "significant cause" in cause.inner_text() and "used by this batch" in cause.inner_text()
     screenshot(page, "trace-batch")
 
     # a batch in the list is traced in turn
@@ -288,5 +297,7 @@ def test_an_unknown_batch_is_reported_on_the_page(
     assert page.evaluate("document.body.dataset.state") == "error"
     message = page.inner_text("#error")
     assert "WO-NOPE" in message and "(NOT_FOUND)" in message
+    assert page.inner_text("#status").startswith("Not found: there is no batch WO-NOPE")
+    assert not page.is_visible("#report")
     fits_the_width(page)
     screenshot(page, "trace-unknown-phone")

@@ -21,7 +21,8 @@ const KINDS = ["batch", "lot", "machine", "parameter"];
 const UID_LABEL = { batch: "Batch", lot: "Material lot", machine: "Machine", parameter: "Parameter" };
 const UID_HINT = { batch: "WO-ASM-00001", lot: "LOT-RESIN-00001", machine: "M-REFLOW-2",
                    parameter: "P-REFLOW-PEAK" };
-const SHOWN_UNITS = 20;
+// the first units in scope: fewer on a phone, where each is a card
+const SHOWN_UNITS = matchMedia("(max-width: 40rem)").matches ? 10 : 20;
 const SHOWN_RUNS = 25;
 const PAGE = 500;         // units per request when listing the defective ones
 const TYPES_RANKED = 3;   // the most frequent defect types of a scope, each one analysis
@@ -68,8 +69,9 @@ const RUN_FIELDS = `uid ... on ProcessRun { startedAt shift
 const RUN = `query Run($uid: String!) { entity(uid: $uid) { ${RUN_FIELDS} } }`;
 
 const BATCH_RUNS = `query BatchRuns($uid: String!) {
-  entity(uid: $uid) { uid ... on Batch { runs: neighbours(type: "RAN") { edges { node {
-    ${RUN_FIELDS} } } } } }
+  entity(uid: $uid) { uid ... on Batch {
+    lots: neighbours(type: "CONSUMED_IN", direction: IN) { edges { node { uid } } }
+    runs: neighbours(type: "RAN") { edges { node { ${RUN_FIELDS} } } } } }
 }`;
 
 const day = (t) => (t ? t.slice(0, 16).replace("T", " ") : "—");
@@ -231,17 +233,20 @@ function scope(source, r) {
 async function runsOf(source, r) {
   if (source.kind === "batch") {
     const { entity } = await gql(BATCH_RUNS, { uid: source.uid });
-    return { runs: entity.runs.edges.map((e) => e.node), total: entity.runs.edges.length };
+    return { runs: entity.runs.edges.map((e) => e.node), total: entity.runs.edges.length,
+             lots: uids(entity.lots) };
   }
-  if (source.kind === "lot") return { runs: [], total: 0 };
+  if (source.kind === "lot") return { runs: [], total: 0, lots: [] };
   const wanted = r.triggers.slice(0, SHOWN_RUNS);
   const runs = await Promise.all(wanted.map((uid) => gql(RUN, { uid }).then((d) => d.entity)));
-  return { runs, total: r.triggers.length };
+  return { runs, total: r.triggers.length, lots: [] };
 }
 
-function runs(source, { runs: found, total }) {
+function runs(source, { runs: found, total, lots }) {
   const section = $("runs");
   section.hidden = !found.length;
+  $("lots-list").replaceChildren(...lots.map((l) => el("li", {}, nodeLink(l, "MaterialLot"))));
+  $("lots").hidden = !lots.length;
   if (!found.length) return [];
   $("runs-title").textContent = {
     batch: `How batch ${source.uid} was made`,
@@ -277,6 +282,10 @@ function runs(source, { runs: found, total }) {
     const marked = source.kind === "parameter" && source.machine && machine === source.machine;
     if (marked) tr.classList.add("marked");
     shownRuns.push({ uid: run.uid, batch, machine, parameters: recorded, marked: Boolean(marked) });
+  }
+  if (source.kind === "parameter" && source.machine && !shownRuns.some((x) => x.marked)) {
+    $("scope-note").textContent = `This recall covers the out-of-spec runs of ${source.uid} on `
+      + `every machine in the window; none of those shown ran on ${source.machine}.`;
   }
   $("runs-more").textContent = total > found.length
     ? `and ${count(total - found.length, "more run")}` : "";
@@ -319,17 +328,19 @@ async function defectiveUnits(input, total) {
   return { defective, types };
 }
 
-function causeMarks(source, shownRuns, causes) {
+function causeMarks(source, shownRuns, lots, causes) {
   const machines = new Set(shownRuns.map((r) => r.machine).filter(Boolean));
+  const used = new Set(lots);
   const marks = {};
   for (const c of causes) {
     if (c.uid === source.uid) marks[c.key] = `this trace's ${source.kind}`;
     else if (c.kind === "MACHINE" && machines.has(c.uid)) marks[c.key] = "a machine of these runs";
+    else if (c.kind === "MATERIAL_LOT" && used.has(c.uid)) marks[c.key] = "used by this batch";
   }
   return marks;
 }
 
-async function rootCause(source, input, total, shownRuns) {
+async function rootCause(source, input, total, shownRuns, lots) {
   const section = $("rootcause");
   section.dataset.state = "running";
   const holder = $("rootcause-types");
@@ -369,7 +380,7 @@ async function rootCause(source, input, total, shownRuns) {
       : `No cause can be named for ${t.name || t.uid}: ${report.conclusion}`;
     conclusion.classList.toggle("none", !significant.length);
     renderCauses(block.querySelector("table"), report.causes,
-      causeMarks(source, shownRuns, report.causes));
+      causeMarks(source, shownRuns, lots, report.causes));
     holder.append(block);
     result.types.push({
       defectType: t.uid, units: t.units.length, conclusion: report.conclusion,
@@ -383,7 +394,8 @@ async function rootCause(source, input, total, shownRuns) {
 function fail(error) {
   shown.state = "error";
   shown.error = String(error.message || error);
-  $("status").textContent = "";
+  $("status").textContent = error.headline || "";
+  $("status").classList.toggle("problem", Boolean(error.headline));
   if ($("rootcause").dataset.state === "running") $("rootcause").dataset.state = "failed";
   showError(error);
 }
@@ -396,9 +408,20 @@ async function trace(source) {
   shown.source = source;
   $("error").hidden = true;
   $("report").hidden = true;
+  $("status").classList.remove("problem");
   $("status").textContent = `tracing ${describe(source)}…`;
   const input = recallInput(source);
-  const { recallScope: r } = await gql(SCOPE, { input, first: SHOWN_UNITS });
+  let r;
+  try {
+    ({ recallScope: r } = await gql(SCOPE, { input, first: SHOWN_UNITS }));
+  } catch (error) {
+    if (String(error.message).includes("(NOT_FOUND)")) {
+      const what = `${UID_LABEL[source.kind].toLowerCase()} ${source.uid}`;
+      error.headline = `Not found: there is no ${what} in the plant's records. Check the name, `
+        + "or choose another source above.";
+    }
+    throw error;
+  }
   scope(source, r);
   Object.assign(shown, {
     counts: r.counts, triggers: r.triggers, batches: r.batches, shipments: r.shipments,
@@ -406,9 +429,10 @@ async function trace(source) {
     units: r.units.edges.map((e) => e.node.uid),
   });
   $("report").hidden = false;
-  const shownRuns = runs(source, await runsOf(source, r));
-  shown.runs = shownRuns;
-  shown.rootCause = await rootCause(source, input, r.counts.units, shownRuns);
+  const made = await runsOf(source, r);
+  const shownRuns = runs(source, made);
+  Object.assign(shown, { runs: shownRuns, lots: made.lots });
+  shown.rootCause = await rootCause(source, input, r.counts.units, shownRuns, made.lots);
   $("status").textContent = "";
   document.body.dataset.state = shown.state = "ready";
 }
