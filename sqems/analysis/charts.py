@@ -18,6 +18,12 @@ assignable causes are dropped and the limits re-estimated until stable); the poi
 after the baseline are monitored against those frozen limits (phase II), or against
 ``limits`` the caller stored from an earlier study. The run rules that fire are
 reported by the index of the point that completed each pattern.
+
+A parameter chart also carries the parameter's spec limits (:class:`SpecCheck`) and the
+runs outside them. Control limits say whether the process is stable, spec limits whether
+its runs are good: a process can sit steadily above its USL with no run rule firing, so
+the chart says so in its notes (``2 runs above the USL of 250 degC; no run rule
+fires``) rather than leave a stable chart to read as a good one.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from sqems.analysis.series import (
 )
 from sqems.errors import ValidationFailed
 from sqems.figures import probability
+from sqems.graph_model.nodes import Parameter
 from sqems.graph_model.store import GraphStore, TimeWindow
 
 
@@ -98,6 +105,30 @@ class Violation:
     indices: tuple[int, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class SpecCheck:
+    """A parameter's spec limits and the charted runs outside them.
+
+    Spec limits judge single runs: they belong on an individuals chart, not beside the
+    limits of means, ranges or sums (an X-bar point inside spec may hold a run outside
+    it). ``points`` are the indices of the chart's points that hold an out-of-spec run."""
+
+    lsl: float | None
+    usl: float | None
+    target: float | None
+    runs: int
+    """Runs judged (the charted ones)."""
+    below: tuple[str, ...]
+    """Runs whose actual is below the LSL, in chart order."""
+    above: tuple[str, ...]
+    """Runs whose actual is above the USL, in chart order."""
+    points: tuple[int, ...]
+
+    @property
+    def out_of_spec(self) -> int:
+        return len(self.below) + len(self.above)
+
+
 @dataclass(slots=True)
 class ChartResult:
     kind: ChartKind
@@ -120,6 +151,9 @@ class ChartResult:
     """True when one set of limits covers several machines (asked for with ``pool``)."""
     by_machine: list[MachineChart] = field(default_factory=list)
     """Per-machine charts: each machine's sigma, limits and phase I outcome."""
+    spec: SpecCheck | None = None
+    """A parameter chart's spec limits and the runs outside them (None for inspection
+    charts and for a parameter without spec limits)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,13 +208,70 @@ def parameter_chart(
         if several:
             result.pooled = True
             result.notes.insert(0, _pooled_note(series))
-        return result
-    if limits is not None:
+    elif limits is not None:
         raise ValidationFailed(
             f"{parameter} runs on {', '.join(named)}: stored limits belong to one chart; "
             "give the machine they were estimated for, or pool=True"
         )
-    return _per_machine(series, options)
+    else:
+        result = _per_machine(series, options)
+    if result.spec is not None:
+        result.notes.insert(0, spec_note(result.spec, series.parameter.unit, result.violations))
+    return result
+
+
+def spec_note(spec: SpecCheck, unit: str, violations: list[Violation]) -> str:
+    """The spec verdict in plain words, beside whether any run rule fires.
+
+    >>> check = SpecCheck(235.0, 250.0, 242.5, 40, (), ("R-1", "R-2"), (7, 9))
+    >>> spec_note(check, "degC", [])
+    '2 runs above the USL of 250 degC; no run rule fires'
+    """
+    found = []
+    if spec.below:
+        found.append(f"{_runs(len(spec.below))} below the LSL of {spec.lsl:g} {unit}")
+    if spec.above:
+        found.append(f"{_runs(len(spec.above))} above the USL of {spec.usl:g} {unit}")
+    rules = "no run rule fires" if not violations else _rules_fired(violations)
+    if found:
+        return f"{' and '.join(found)}; {rules}"
+    limits = [
+        f"{name} {v:g}" for name, v in (("LSL", spec.lsl), ("USL", spec.usl)) if v is not None
+    ]
+    return f"all {_runs(spec.runs)} within spec ({', '.join(limits)} {unit}); {rules}"
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n:,} runs"
+
+
+def _rules_fired(violations: list[Violation]) -> str:
+    names = ", ".join(v.rule for v in violations)
+    if len(violations) == 1:
+        return f"run rule {names} fires"
+    return f"{len(violations)} run rules fire ({names})"
+
+
+def _spec_check(
+    parameter: Parameter, values: np.ndarray, keys: list[str], size: int
+) -> SpecCheck | None:
+    """The runs of ``values`` outside ``parameter``'s spec; ``size`` runs make a point
+    (X-bar charts), the runs past the last whole subgroup are not charted."""
+    if parameter.lsl is None and parameter.usl is None:
+        return None
+    charted = len(values) // size * size
+    values = values[:charted]
+    low = values < parameter.lsl if parameter.lsl is not None else np.zeros(charted, dtype=bool)
+    high = values > parameter.usl if parameter.usl is not None else np.zeros(charted, dtype=bool)
+    return SpecCheck(
+        parameter.lsl,
+        parameter.usl,
+        parameter.target,
+        charted,
+        tuple(keys[i] for i in np.flatnonzero(low)),
+        tuple(keys[i] for i in np.flatnonzero(high)),
+        tuple(sorted({int(i) // size for i in np.flatnonzero(low | high)})),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +318,21 @@ def _pooled_note(series: ParameterSeries) -> str:
 
 
 def _parameter_chart(
+    series: ParameterSeries,
+    subject: str,
+    values: np.ndarray,
+    keys: list[str],
+    times: np.ndarray,
+    options: _Options,
+    limits: dict[str, Any] | None,
+) -> ChartResult:
+    size = options.subgroup_size if options.kind in (ChartKind.XBAR_R, ChartKind.XBAR_S) else 1
+    result = _parameter_chart_of(series, subject, values, keys, times, options, limits)
+    result.spec = _spec_check(series.parameter, values, keys, size)
+    return result
+
+
+def _parameter_chart_of(
     series: ParameterSeries,
     subject: str,
     values: np.ndarray,
@@ -369,6 +475,36 @@ def _per_machine(series: ParameterSeries, options: _Options) -> ChartResult:
         machines=[m for m in (label for label, _ in parts) if m != _machine_label(None)],
         pooled=False,
         by_machine=by_machine,
+        spec=_merged_spec(
+            [(label, c.spec) for label, c in parts],
+            where,
+            dict(zip(series.runs, series.times.tolist(), strict=True)),
+        ),
+    )
+
+
+def _merged_spec(
+    parts: list[tuple[str, SpecCheck | None]],
+    where: dict[tuple[str, int], int],
+    started: dict[str, float],
+) -> SpecCheck | None:
+    """The machines' spec checks as one: runs in time order, points renumbered."""
+    checks = [(label, spec) for label, spec in parts if spec is not None]
+    if not checks:
+        return None
+    first = checks[0][1]
+
+    def in_order(runs: list[str]) -> tuple[str, ...]:
+        return tuple(sorted(runs, key=lambda run: (started[run], run)))
+
+    return SpecCheck(
+        first.lsl,
+        first.usl,
+        first.target,
+        sum(spec.runs for _, spec in checks),
+        in_order([r for _, spec in checks for r in spec.below]),
+        in_order([r for _, spec in checks for r in spec.above]),
+        tuple(sorted(where[label, i] for label, spec in checks for i in spec.points)),
     )
 
 

@@ -381,6 +381,23 @@ class MachineChart(Adapted):
 
 
 @adapted(
+    ch.SpecCheck,
+    description="A parameter's spec limits and the charted runs outside them. Spec limits "
+    "judge single runs: draw them on an individuals chart, not beside the limits of means, "
+    "ranges or sums.",
+    descriptions={
+        "runs": "Runs judged (the charted ones).",
+        "below": "Runs whose actual is below the LSL, in chart order.",
+        "above": "Runs whose actual is above the USL, in chart order.",
+        "points": "Indices of the chart's points that hold a run outside spec.",
+        "out_of_spec": "Runs outside spec (below plus above).",
+    },
+)
+class SpecCheck(Adapted):
+    out_of_spec: int
+
+
+@adapted(
     ch.ChartResult,
     description="A control chart of a parameter's actuals or of inspections.",
     descriptions={
@@ -390,6 +407,9 @@ class MachineChart(Adapted):
         "machines": "The machines the points come from.",
         "pooled": "One set of limits over several machines (asked for with pool).",
         "by_machine": "Per-machine charts: each machine's sigma and limits.",
+        "spec": "A parameter chart's spec limits and the runs outside them; null for an "
+        "inspection chart or a parameter without spec limits. The notes say how many runs "
+        "are outside spec even when no run rule fires.",
     },
     after={"points": "stable", "secondary": "points"},
 )
