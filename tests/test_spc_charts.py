@@ -170,6 +170,7 @@ def test_runs_above_the_usl_are_reported_even_when_no_run_rule_fires() -> None:
         assert means.spec is not None and means.spec.points == (4, 5) and means.violations
         assert means.notes[0].startswith("8 runs above the USL of 250 degC; ")
         assert "run rule" in means.notes[0] and "no run rule" not in means.notes[0]
+        assert "(nelson_" in means.notes[0]  # each rule by its title and name
 
 
 def test_a_parameter_without_spec_limits_says_nothing_of_spec() -> None:

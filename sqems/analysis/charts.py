@@ -246,10 +246,11 @@ def _runs(n: int) -> str:
 
 
 def _rules_fired(violations: list[Violation]) -> str:
-    names = ", ".join(v.rule for v in violations)
+    """The rules that fired by their titles, lower-cased for the middle of a sentence."""
+    titles = "; ".join(f"{v.title[:1].lower()}{v.title[1:]} ({v.rule})" for v in violations)
     if len(violations) == 1:
-        return f"run rule {names} fires"
-    return f"{len(violations)} run rules fire ({names})"
+        return f"a run rule fires: {titles}"
+    return f"{len(violations)} run rules fire: {titles}"
 
 
 def _spec_check(

@@ -370,7 +370,7 @@ async function spc(choice) {
   const outside = new Set(c.spec ? c.spec.points : []);
   const n = c.points.length;
   // a per-machine chart: each machine's runs and limits as lines of their own colour
-  const machines = [...new Set(c.points.map((q) => q.machine).filter(Boolean))];
+  const machines = [...new Set(c.points.map((q) => q.machine).filter(Boolean))].sort();
   const groups = machines.length > 1 ? machines : [null];
   const datasets = [];
   groups.forEach((m, k) => {
