@@ -15,6 +15,7 @@ import httpx
 import pytest
 from live_server import LiveServer
 
+from sqems.analysis.rules import RULES
 from sqems.datasets.building import write_building_ifc
 from sqems.graph_model import EmbeddedGraphStore, GraphStore
 from sqems.graph_model.nodes import Line, Machine
@@ -22,6 +23,7 @@ from sqems.graph_model.store import Edge
 from sqems.graphql import AccessStore, Role, create_app
 from sqems.settings import Settings
 from sqems.viewer import gltf
+from sqems.viewer.scene import COLOURS
 
 OPERATIONS = Path(__file__).resolve().parent.parent / "sqems" / "graphql" / "operations"
 IMPORT = (OPERATIONS / "import_bim.graphql").read_text()
@@ -108,6 +110,41 @@ def test_an_uploaded_ifc_model_is_imported_linked_and_served_as_gltf(
     ).json()["data"]["bimModel"]  # fmt: skip
     assert listed["elements"]["totalCount"] == model["elementCount"]
     assert len(listed["elements"]["edges"]) == 2 and listed["elements"]["pageInfo"]["hasNextPage"]
+
+
+VIEWER_BIM = """query ($uid: String!) {
+  bimModel(uid: $uid) {
+    links { machine element }
+    machines { uid name bimElement batches overlay { status colour }
+               parameters { uid } alarms { rule ruleTitle } }
+  }
+  spcRules { name title description }
+}"""
+
+
+def test_a_bim_model_gives_its_machines_status_and_the_rules_in_words(
+    served: Served, hall: bytes
+) -> None:
+    uid = served.upload(hall).json()["data"]["importBim"]["model"]["uid"]
+    body = httpx.post(
+        f"{served.url}/graphql",
+        json={"query": VIEWER_BIM, "variables": {"uid": uid}},
+        headers=served.headers(Role.VIEWER),
+    ).json()
+    assert "errors" not in body, body
+    model = body["data"]["bimModel"]
+    element_of = {link["machine"]: link["element"] for link in model["links"]}
+    machines = model["machines"]
+    assert [m["uid"] for m in machines] == sorted(element_of)
+    for m in machines:
+        # nothing ran on these machines: grey, and nothing to chart, trace or recall
+        assert m["bimElement"] == element_of[m["uid"]]
+        assert m["overlay"] == {"status": "IDLE", "colour": COLOURS["idle"]}
+        assert (m["parameters"], m["alarms"], m["batches"]) == ([], [], [])
+    rules = {r["name"]: r for r in body["data"]["spcRules"]}
+    assert set(rules) == set(RULES)
+    assert rules["nelson_1"]["title"] == "One point beyond 3 sigma"
+    assert all(r["title"] and r["description"] for r in rules.values())
 
 
 def test_the_glb_route_needs_a_key_and_a_known_model(served: Served, hall: bytes) -> None:

@@ -1,8 +1,10 @@
 """GraphQL fields of the 3D viewer: line scenes, BIM models and their import.
 
 ``lineScene`` adapts :func:`sqems.viewer.scene.line_scene` one to one. ``bimModel``
-gives a model's metadata, its element-to-machine links and where its binary glTF is
-served (``/viewer/bim/{uid}.glb``). ``importBim`` takes an IFC file as a GraphQL
+gives a model's metadata, its element-to-machine links, the linked machines with their
+status overlay (so a BIM view colours and labels them as a line view does) and where
+its binary glTF is served (``/viewer/bim/{uid}.glb``). ``spcRules`` says in words what
+each run rule an alarm may name looks for. ``importBim`` takes an IFC file as a GraphQL
 multipart upload, refused past ``SQEMS_BIM_MAX_BYTES`` while it streams in.
 """
 
@@ -19,6 +21,7 @@ from strawberry.file_uploads import Upload
 from strawberry.types import Info
 
 from sqems import localtime
+from sqems.analysis.rules import RULES
 from sqems.errors import ValidationFailed
 from sqems.graph_model.nodes import BimElement, BimModel
 from sqems.graph_model.store import GraphStore
@@ -63,10 +66,32 @@ class SceneOverlay(Adapted):
     pass
 
 
+@adapted(sc.SceneParameter, description="A parameter a machine's steps control.")
+class SceneParameterView(Adapted):
+    pass
+
+
+@adapted(sc.SceneAlarm, description="An open alarm of a machine, its rule said in words.")
+class SceneAlarmView(Adapted):
+    pass
+
+
+@strawberry.type(description="An SPC run rule: its code, its title and what it looks for.")
+class SpcRule:
+    name: str
+    title: str
+    description: str
+
+
 @adapted(
     sc.SceneObject,
     description="A machine placed in a line scene.",
-    descriptions={"bim_element": "GlobalId of its BIM element."},
+    descriptions={
+        "bim_element": "GlobalId of its BIM element.",
+        "parameters": "The parameters its steps control (each has a control chart).",
+        "alarms": "Its open alarms, newest first.",
+        "batches": "The last batches that ran on it, newest first.",
+    },
 )
 class SceneObjectView(Adapted):
     position: Vector3 = derived(
@@ -134,6 +159,14 @@ class BimModelView:
         nodes = [to_graphql(e) for e in self.loaded.elements]
         return paginate(nodes, first, after, info.context.settings.api_max_page_size)
 
+    @strawberry.field(
+        description="The machines its elements model, with their status overlay as in a line scene."
+    )
+    async def machines(self, info: Info[Context, None]) -> list[SceneObjectView]:
+        ctx = info.context
+        found = await ctx.call(sc.machine_objects, ctx.store, list(self.loaded.links))
+        return [SceneObjectView.of(o) for o in found]
+
     @strawberry.field(description="Elements whose survey deviates beyond the tolerance.")
     def deviating(self, tolerance_m: float = bim.DEFAULT_TOLERANCE_M) -> list[str]:
         return [e.uid for e in self.loaded.elements
@@ -200,6 +233,12 @@ class ViewerQuery:
         ctx = info.context
         ctx.require(Role.VIEWER)
         return BimModelView.of(await ctx.call(load_model, ctx.store, uid))
+
+    @strawberry.field(description="The SPC run rules an alarm may name, with what each means.")
+    def spc_rules(self, info: Info[Context, None]) -> list[SpcRule]:
+        info.context.require(Role.VIEWER)
+        return [SpcRule(name=r.name, title=r.title, description=r.description)
+                for r in RULES.values()]  # fmt: skip
 
     @strawberry.field(description="Every imported BIM model, newest first.")
     async def bim_models(self, info: Info[Context, None]) -> list[BimModelView]:
@@ -288,6 +327,7 @@ __all__ = [
     "BimLinkInput",
     "BimModelView",
     "LineSceneView",
+    "SpcRule",
     "Upload",
     "ViewerQuery",
     "bim_cache",

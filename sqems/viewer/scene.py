@@ -15,23 +15,35 @@ Its colour follows the worst of the three: red for an open alarm or a defect rat
 or above ``alarm_rate``, amber from ``watch_rate``, green otherwise, grey when nothing
 ran on it. Coordinates are metres with z up, as in the graph and in IFC; the outputs
 turn them for their renderers. Every object carries its graph uid.
+
+Each object also carries what a quality engineer goes on to from it: the parameters
+its steps control (each has an SPC chart), its open alarms with the rule that fired
+said in words and the batch of the run it fired in, and the last batches it ran (each
+has a recall scope). ``machine_objects(store, uids)`` gives the same objects for any
+machines, e.g. those a BIM model's elements model.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from sqems.analysis.kpis import kpis
+from sqems.analysis.rules import RULES
 from sqems.errors import NotFound, ValidationFailed
 from sqems.graph_model.nodes import (
     Alarm,
+    Batch,
     BimElement,
     Line,
     Machine,
+    Parameter,
+    ProcessRun,
     Scenario,
     Severity,
     Site,
@@ -40,6 +52,8 @@ from sqems.graph_model.store import Direction, GraphStore, TimeWindow
 
 WATCH_RATE = 0.02
 ALARM_RATE = 0.05
+RECENT_BATCHES = 5
+"""How many of a machine's last batches an object names."""
 COLOURS = {
     "alarm": "#d62728",
     "watch": "#ff9f1a",
@@ -70,6 +84,32 @@ class Overlay:
 
 
 @dataclass(frozen=True, slots=True)
+class SceneParameter:
+    """A parameter a machine's steps control: it has a control chart on the machine."""
+
+    uid: str
+    name: str
+    unit: str
+
+
+@dataclass(frozen=True, slots=True)
+class SceneAlarm:
+    """An open alarm of a machine, its rule said in words."""
+
+    uid: str
+    rule: str
+    rule_title: str
+    """What the rule looks for (``nelson_1``: "One point beyond 3 sigma"); the code
+    itself when the rule is not an SPC run rule."""
+    severity: str
+    raised_at: datetime
+    parameter: str | None
+    batch: str | None
+    """The batch of the process run the alarm fired in, when known."""
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class SceneObject:
     uid: str
     label: str
@@ -85,6 +125,11 @@ class SceneObject:
     overlay: Overlay
     bim_element: str | None = None
     """The GlobalId of the BIM element that models it, if linked."""
+    parameters: tuple[SceneParameter, ...] = ()
+    alarms: tuple[SceneAlarm, ...] = ()
+    """Open alarms, newest first."""
+    batches: tuple[str, ...] = ()
+    """The last batches that ran on it, newest first (at most ``RECENT_BATCHES``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,21 +170,57 @@ def line_scene(
     if not isinstance(found, Line):
         raise NotFound(f"line {line} is not in the graph")
     members = [e.src for e in store.edges([line], {"PART_OF": Direction.IN})]
-    machines = sorted(
-        (n for n in store.get_many(members).values() if isinstance(n, Machine)),
-        key=lambda m: m.uid,
-    )
-    uids = [m.uid for m in machines]
     above = store.get_many(e.dst for e in store.edges([line], {"PART_OF": Direction.OUT}))
     site = next((u for u, n in sorted(above.items()) if isinstance(n, Site)), None)
+    utilisation = _utilisation(store, scenario, line) if scenario else {}
+    objects = machine_objects(
+        store,
+        members,
+        window=window,
+        utilisation=utilisation,
+        watch_rate=watch_rate,
+        alarm_rate=alarm_rate,
+    )
+    return Scene(
+        uid=found.uid,
+        label=found.label,
+        name=found.name,
+        site=site,
+        objects=objects,
+        floor=_floor(objects),
+        scenario=scenario,
+        window={"from": window.start.isoformat() if window and window.start else None,
+                "to": window.end.isoformat() if window and window.end else None},
+    )  # fmt: skip
+
+
+def machine_objects(
+    store: GraphStore,
+    uids: Iterable[str],
+    *,
+    window: TimeWindow | None = None,
+    utilisation: Mapping[str, float] | None = None,
+    watch_rate: float = WATCH_RATE,
+    alarm_rate: float = ALARM_RATE,
+) -> list[SceneObject]:
+    """The scene objects of the machines among ``uids`` (others are left out), in uid
+    order, with their overlay; ``utilisation`` is per step uid (a scenario's)."""
+    machines = sorted(
+        (n for n in store.get_many(set(uids)).values() if isinstance(n, Machine)),
+        key=lambda m: m.uid,
+    )
+    if not machines:
+        return []
+    uids = [m.uid for m in machines]
     step_of = {e.src: e.dst for e in store.edges(uids, {"CAN_PERFORM": Direction.OUT})}
     element_of = {e.src: e.dst for e in store.edges(uids, {"MODELLED_BY": Direction.OUT})}
     elements = store.get_many(element_of.values())
     element_of = {m: g for m, g in element_of.items() if isinstance(elements.get(g), BimElement)}
-
-    made = kpis(store, window).by_machine if machines else {}
+    parameters = _parameters(store, uids)
+    made = kpis(store, window).by_machine
     alarms = _open_alarms(store, uids)
-    utilisation = _utilisation(store, scenario, line) if scenario else {}
+    batches = _recent_batches(store, uids)
+    utilisation = utilisation or {}
 
     objects = []
     for m in machines:
@@ -150,7 +231,7 @@ def line_scene(
         overlay = _overlay(
             produced,
             defective,
-            open_,
+            [a for a, _, _ in open_],
             utilisation.get(step_of.get(m.uid, "")),
             watch_rate,
             alarm_rate,
@@ -167,19 +248,30 @@ def line_scene(
                 rotation_deg=m.rotation_deg,
                 overlay=overlay,
                 bim_element=element_of.get(m.uid),
+                parameters=parameters.get(m.uid, ()),
+                alarms=tuple(
+                    SceneAlarm(
+                        uid=a.uid,
+                        rule=a.rule,
+                        rule_title=rule_title(a.rule),
+                        severity=a.severity.value,
+                        raised_at=a.raised_at,
+                        parameter=parameter,
+                        batch=batch,
+                        message=a.message,
+                    )
+                    for a, parameter, batch in open_
+                ),
+                batches=batches.get(m.uid, ()),
             )
         )
-    return Scene(
-        uid=found.uid,
-        label=found.label,
-        name=found.name,
-        site=site,
-        objects=objects,
-        floor=_floor(objects),
-        scenario=scenario,
-        window={"from": window.start.isoformat() if window and window.start else None,
-                "to": window.end.isoformat() if window and window.end else None},
-    )  # fmt: skip
+    return objects
+
+
+def rule_title(rule: str) -> str:
+    """What an alarm's rule looks for, in words (the code when it is not a run rule)."""
+    found = RULES.get(rule)
+    return found.title if found else rule.replace("_", " ")
 
 
 def _overlay(
@@ -224,14 +316,75 @@ def _overlay(
 _SEVERITY_ORDER = [Severity.MINOR, Severity.MAJOR, Severity.CRITICAL]
 
 
-def _open_alarms(store: GraphStore, machines: list[str]) -> dict[str, list[Alarm]]:
+def _open_alarms(
+    store: GraphStore, machines: list[str]
+) -> dict[str, list[tuple[Alarm, str | None, str | None]]]:
+    """Each machine's open alarms, newest first, with the parameter each was raised on
+    and the batch of its run."""
     raised = store.edges(machines, {"RAISED_ON": Direction.IN})
     nodes = store.get_many(e.src for e in raised)
-    found: dict[str, list[Alarm]] = defaultdict(list)
+    open_ = {u: a for u, a in nodes.items() if isinstance(a, Alarm) and a.cleared_at is None}
+    parameter: dict[str, str] = {}
+    run_of: dict[str, str] = {}
+    if open_:
+        targets = store.edges(list(open_), {"RAISED_ON": Direction.OUT})
+        kinds = store.get_many(e.dst for e in targets)
+        for e in targets:
+            if isinstance(kinds.get(e.dst), Parameter):
+                parameter[e.src] = e.dst
+            elif isinstance(kinds.get(e.dst), ProcessRun):
+                run_of[e.src] = e.dst
+    batch_of = {e.dst: e.src for e in store.edges(set(run_of.values()), {"RAN": Direction.IN})}
+    found: dict[str, list[tuple[Alarm, str | None, str | None]]] = defaultdict(list)
     for e in raised:
-        alarm = nodes.get(e.src)
-        if isinstance(alarm, Alarm) and alarm.cleared_at is None:
-            found[e.dst].append(alarm)
+        alarm = open_.get(e.src)
+        if alarm is not None:
+            run = run_of.get(alarm.uid)
+            found[e.dst].append((alarm, parameter.get(alarm.uid), batch_of.get(run or "")))
+    for listed in found.values():
+        listed.sort(key=lambda t: (t[0].raised_at, t[0].uid), reverse=True)
+    return found
+
+
+def _parameters(store: GraphStore, machines: list[str]) -> dict[str, tuple[SceneParameter, ...]]:
+    """The parameters of the steps each machine can perform, by name."""
+    steps = store.edges(machines, {"CAN_PERFORM": Direction.OUT})
+    controlled = store.edges({e.dst for e in steps}, {"PARAMETER_OF": Direction.IN})
+    nodes = store.get_many(e.src for e in controlled)
+    of_step: dict[str, list[SceneParameter]] = defaultdict(list)
+    for e in controlled:
+        node = nodes.get(e.src)
+        if isinstance(node, Parameter):
+            of_step[e.dst].append(SceneParameter(uid=node.uid, name=node.name, unit=node.unit))
+    found: dict[str, dict[str, SceneParameter]] = defaultdict(dict)
+    for e in steps:
+        for p in of_step.get(e.dst, []):
+            found[e.src][p.uid] = p
+    return {m: tuple(sorted(ps.values(), key=lambda p: (p.name, p.uid)))
+            for m, ps in found.items()}  # fmt: skip
+
+
+def _recent_batches(
+    store: GraphStore, machines: list[str], keep: int = RECENT_BATCHES
+) -> dict[str, tuple[str, ...]]:
+    """The last ``keep`` batches each machine ran, newest first (by run start)."""
+    on = store.edges(machines, {"ON": Direction.IN})
+    runs = store.get_many(e.src for e in on)
+    started: dict[str, list[ProcessRun]] = defaultdict(list)
+    for e in on:
+        run = runs.get(e.src)
+        if isinstance(run, ProcessRun):
+            started[e.dst].append(run)
+    latest = {m: sorted(rs, key=lambda r: (r.started_at, r.uid), reverse=True)[: keep * 2]
+              for m, rs in started.items()}  # fmt: skip
+    wanted = {r.uid for rs in latest.values() for r in rs}
+    ran = store.edges(wanted, {"RAN": Direction.IN})
+    kinds = store.get_many({e.src for e in ran})
+    batch_of = {e.dst: e.src for e in ran if isinstance(kinds.get(e.src), Batch)}
+    found: dict[str, tuple[str, ...]] = {}
+    for m, rs in latest.items():
+        seen = dict.fromkeys(batch_of[r.uid] for r in rs if r.uid in batch_of)
+        found[m] = tuple(list(seen)[:keep])
     return found
 
 
