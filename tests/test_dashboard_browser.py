@@ -18,6 +18,7 @@ from datetime import datetime as dt
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import ARTIFACTS
@@ -28,7 +29,7 @@ from sqems.analysis.kpis import kpis
 from sqems.datasets import PlantSpec, generate, load_plant
 from sqems.datasets.files import plant_sections
 from sqems.graph_model import EmbeddedGraphStore, GraphStore
-from sqems.graph_model.nodes import Alarm, Severity
+from sqems.graph_model.nodes import Alarm, Batch, Severity
 from sqems.graph_model.store import Edge, TimeWindow
 from sqems.graphql import AccessStore, Role, create_app
 from sqems.settings import Settings
@@ -289,3 +290,31 @@ def test_a_long_history_keeps_its_heat_map_labels_inside_the_panel(viewer: Site,
     assert 3 <= shown["labelled"] < 90 and shown["every"] > 1
     fits(page)
     screenshot(page, name(page, "dashboard-long-history"))
+
+
+def test_the_board_in_a_zone_east_of_utc_shows_the_sites_latest_local_day(
+    viewer: Site, browser: Any, tmp_path: Path
+) -> None:
+    """With the site in Tokyo, a batch started after 15:00 UTC belongs to the next
+    local day: the board shows the site's latest local production day, whole."""
+    tokyo = ZoneInfo("Asia/Tokyo")
+    starts = [b.started_at for b in viewer.store.find("Batch") if isinstance(b, Batch)]
+    day = max(starts).astimezone(tokyo).date()
+    start = dt.combine(day, dt.min.time(), tokyo)
+    made = kpis(viewer.store, TimeWindow(start, start + timedelta(days=1, microseconds=-1)))
+    access = AccessStore(None)
+    token = access.create_key("viewer", Role.VIEWER)[1]
+    app = create_app(Settings(data_dir=tmp_path, site_timezone="Asia/Tokyo"),
+                     store=viewer.store, access=access)  # fmt: skip
+    context = browser.new_context(viewport=DESK)
+    try:
+        with LiveServer(app) as server:
+            page = context.new_page()
+            board = open_dashboard(page, Site(server.url, token, viewer.store), "")["board"]
+    finally:
+        context.close()
+        access.close()
+    assert board["zone"] == "Asia/Tokyo" and board["day"] == day.isoformat()
+    assert board["produced"] == made.total.produced > 0
+    assert board["ppm"] == pytest.approx(made.total.ppm)
+    assert board["label"] == "Latest production day"

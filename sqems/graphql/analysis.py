@@ -260,9 +260,14 @@ class KpiReport:
     cost_of_poor_quality: CostOfPoorQuality
     shift_test: ShiftTest | None
     notes: list[str]
+    site_zone: str = strawberry.field(
+        description="The site's time zone (IANA name) that dates and times without an offset "
+        "are read in, e.g. a window of one date is that local day; byDay and the heat map's "
+        "days are UTC dates."
+    )
 
     @classmethod
-    def of(cls, r: kp.KpiReport) -> KpiReport:
+    def of(cls, r: kp.KpiReport, site_zone: str) -> KpiReport:
         return cls(
             total=KpiGroup.of(r.total, key="total"),
             by_line=KpiGroup.all(r.by_line),
@@ -279,6 +284,7 @@ class KpiReport:
             cost_of_poor_quality=CostOfPoorQuality(**r.cost, currency=r.currency),
             shift_test=None if r.shift_test is None else ShiftTest.of(r.shift_test),
             notes=r.notes,
+            site_zone=site_zone,
         )
 
 
@@ -629,7 +635,8 @@ class AnalysisQuery:
         cost_model = costs.model() if costs else None
         span = window.window(site_zone(info)) if window else None
         report = await ctx.call(lambda: kp.kpis(ctx.store, span, costs=cost_model, top=top))
-        return KpiReport.of(report)
+        zone = await ctx.call(site_zone(info))
+        return KpiReport.of(report, zone.name)
 
     @strawberry.field(description="A control chart with its limits and the rules that fire.")
     async def spc_chart(

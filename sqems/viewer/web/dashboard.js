@@ -29,17 +29,15 @@ const FIELDS = `fragment Board on KpiReport {
   heatmap { lines days rate }
 }`;
 
-const KPIS = `query Kpis { kpis(top: 3) { ...Board } } ${FIELDS}`;
+const KPIS = `query Kpis { kpis(top: 3) { ...Board siteZone } } ${FIELDS}`;
 
-// A line with its site, its machines, the steps they can perform and the steps'
-// parameters: what the picker offers.
+// A line with its machines, the steps they can perform and the steps' parameters: what
+// the picker offers.
 const LINE = `query Line($uid: String!) {
   entity(uid: $uid) {
     uid
     ... on Line {
       name
-      sites: neighbours(type: "PART_OF", direction: OUT) {
-        edges { node { uid ... on Site { name timezone } } } }
       machines: neighbours(type: "PART_OF", direction: IN, first: 500) {
         edges { node { uid ... on Machine {
           name
@@ -86,7 +84,7 @@ function draw(id, config) {
   return charts[id];
 }
 
-// --- the plant: lines, machines, parameters, site zone ------------------------------
+// --- the plant: lines, machines, parameters --------------------------------------------
 
 const plant = { lines: {}, machines: {}, parameters: {}, zone: "UTC" };
 
@@ -96,11 +94,9 @@ async function loadPlant(lineUids) {
     if (/\(NOT_FOUND\)$/.test(e.message)) return { entity: null };
     throw e;
   })));
-  const zones = new Set();
   for (const { entity: line } of found) {
     if (!line || !line.machines) continue;
     plant.lines[line.uid] = { uid: line.uid, name: line.name };
-    for (const site of nodes(line.sites)) if (site.timezone) zones.add(site.timezone);
     for (const m of nodes(line.machines)) {
       if (!m.steps) continue;
       plant.machines[m.uid] = { uid: m.uid, name: m.name, line: line.uid };
@@ -112,8 +108,6 @@ async function loadPlant(lineUids) {
       }
     }
   }
-  // one zone when the sites agree; UTC otherwise, as the API reads dates
-  plant.zone = zones.size === 1 ? [...zones][0] : "UTC";
   for (const p of Object.values(plant.parameters)) p.machines.sort();
 }
 
@@ -490,6 +484,8 @@ async function spc(choice) {
 
 async function refresh(first) {
   const { kpis: all } = await gql(KPIS, {});
+  // the zone the API reads dates in (the setting, else the graph's site, else UTC)
+  plant.zone = all.siteZone;
   if (first) await loadPlant(all.heatmap.lines.filter((l) => l !== "unknown"));
   panel(all);
   heatmap(all.heatmap);
