@@ -150,14 +150,31 @@ def test_graphiql_runs_a_query_with_the_key_without_the_internet(
     assert not seen.errors, seen.errors
 
 
-def test_graphiql_subscribes_over_graphql_ws_with_the_key(site: Site, browser: Any) -> None:
-    """The alarm feed needs a viewer's key and the ingestion running: the answer says the
-    ingestion does not run here, so the key reached the server in the WebSocket's
-    connection_init (a browser cannot send the socket headers)."""
+def test_graphiql_without_a_key_shows_where_it_goes_and_subscribes_once_given_one(
+    site: Site, browser: Any
+) -> None:
+    """Opened without a key, the headers editor holds an empty Bearer header and a query
+    is refused naming it; the key typed there is used (for a subscription too, over
+    graphql-ws at the same address) and kept in this tab across a reload, the query in
+    the address."""
     context, seen = offline(browser, site.url, 1280, 800)
     page = seen.page
-    page.goto(f"{site.url}/graphql#key={site.token}")
+    page.goto(f"{site.url}/graphql")
     page.wait_for_selector(QUERY_EDITOR, state="visible", timeout=30_000)
+    headers = '[...document.querySelectorAll(".graphiql-editor-tool .CodeMirror")]' + (
+        '.map(e => e.CodeMirror).find(c => c.getValue().includes("Authorization"))'
+    )
+    assert json.loads(page.evaluate(f"{headers}.getValue()")) == {"Authorization": "Bearer "}
+    refused = run(page)
+    assert refused["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert "Authorization: Bearer <key>" in refused["errors"][0]["message"]
+
+    page.evaluate(f"k => {headers}.setValue(JSON.stringify({{Authorization: 'Bearer ' + k}}))",
+                  site.token)  # fmt: skip
+    assert "errors" not in run(page)
+    # the alarm feed needs a viewer's key and the ingestion running: the answer that
+    # the ingestion does not run here means the key reached the server in the socket's
+    # connection_init (a browser cannot send headers with a WebSocket)
     result = run(page, "subscription { alarms { uid rule severity } }")
     assert seen.sockets == [site.url.replace("http://", "ws://") + "/graphql"]
     assert result["errors"][0]["extensions"]["code"] == "VALIDATION_FAILED", result
@@ -170,6 +187,14 @@ def test_graphiql_subscribes_over_graphql_ws_with_the_key(site: Site, browser: A
     page.click("button[aria-label='Open settings dialog']")  # a dialog adds its own style
     page.wait_for_selector("[role=dialog]", state="visible")
     screenshot(page, "graphiql-panels")
+
+    # the address carries the query (?q=, as a link to share), the tab the key
+    page.reload()
+    page.wait_for_selector(QUERY_EDITOR, state="visible", timeout=30_000)
+    assert "?q=subscription" in page.url and site.token not in page.url
+    texts = editors(page)
+    assert texts[0].startswith("subscription { alarms")
+    assert any(f'"Authorization": "Bearer {site.token}"' in text for text in texts), texts
     context.close()
     assert not seen.blocked, seen.blocked
     assert not seen.errors, seen.errors

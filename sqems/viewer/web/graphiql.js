@@ -110,13 +110,12 @@ function lowerCased(headers) {
   return Object.fromEntries(Object.entries(headers || {}).map(([k, v]) => [k.toLowerCase(), v]));
 }
 
-// A query (and its variables) from the address, so that a query can be linked to;
-// the address follows the editor like the query does.
+// A query (and its variables) from the address, so that a query can be linked to; the
+// address follows the editor. Not ?query=: that one the server runs (GraphQL over GET).
 const shared = new URLSearchParams(location.search);
 
 function share(name, value) {
   const params = new URLSearchParams(location.search);
-  params.delete("q");
   if (value) params.set(name, value);
   else params.delete(name);
   const search = params.toString();
@@ -134,7 +133,7 @@ function start() {
       fetcher,
       plugins: [GraphiQLPluginExplorer.explorerPlugin()],
       defaultQuery: INTRO,
-      query: shared.get("query") || shared.get("q") || undefined,
+      query: shared.get("q") || undefined,
       variables: shared.get("variables") || undefined,
       headers,
       defaultHeaders: headers,
@@ -143,7 +142,7 @@ function start() {
       shouldPersistHeaders: false,
       showPersistHeadersSettings: false,
       inputValueDeprecation: true,
-      onEditQuery: (query) => share("query", query === INTRO ? "" : query),
+      onEditQuery: (query) => share("q", query === INTRO ? "" : query),
       onEditVariables: (variables) => share("variables", variables),
       onEditHeaders: rememberKey,
     },
