@@ -31,11 +31,12 @@ from sqems.graph_model.nodes import Machine
 from sqems.graph_model.store import Direction
 from sqems.graphql import AccessStore, Role, create_app
 from sqems.settings import Settings
-from sqems.viewer import import_bim, line_scene, model_elements
-from sqems.viewer.bim import machines_of
+from sqems.viewer import gltf, import_bim, line_scene, model_elements
+from sqems.viewer.bim import glb_path, machines_of
 from sqems.viewer.scene import COLOURS
 
 REFLOW = "sqems/v1/SITE-1/LINE-PCB/M-REFLOW-2/P-REFLOW-PEAK"
+PASTE = "sqems/v1/SITE-1/LINE-PCB/M-PRINT-1/P-PASTE-THICK"
 SAMPLE = "SampleHouse4.ifc"
 DESKTOP = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -51,6 +52,7 @@ class Viewer:
     hall: str
     products: int
     sample: str | None
+    cache: Path
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,9 @@ def viewer(mosquitto: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
         mqtt_client_id="sqems-viewer-test",
     )
     with LiveServer(create_app(settings, store=store, access=access)) as server:
-        yield Viewer(server.url, token, store, hall.model.uid, hall.model.elements, house)
+        yield Viewer(
+            server.url, token, store, hall.model.uid, hall.model.elements, house, data / "bim"
+        )
     access.close()
     store.close()
 
@@ -135,6 +139,18 @@ def links(page: Any, selector: str) -> list[tuple[str, str, dict[str, list[str]]
         f"{selector} a", "(as) => as.map((a) => [a.textContent, a.getAttribute('href')])"
     )
     return [(text, urlsplit(href).path, parse_qs(urlsplit(href).query)) for text, href in found]
+
+
+def publish(mosquitto: Broker, topic: str, value: float, unit: str, sensor: str) -> str:
+    """Three readings of ``value`` now on ``topic``, as a sensor sends them; their time."""
+    sender = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{sensor}-sensor")
+    sender.connect(mosquitto.host, mosquitto.port)
+    sender.loop_start()
+    now = datetime.now(UTC).isoformat()
+    readings = [{"ts": now, "value": value, "unit": unit, "id": f"{sensor}-{i}"} for i in range(3)]
+    sender.publish(topic, json.dumps(readings), qos=1).wait_for_publish(5)
+    sender.loop_stop()
+    return now
 
 
 def pixel(page: Any, at: dict[str, float]) -> list[int]:
@@ -225,13 +241,7 @@ def test_an_alarm_on_the_live_readings_turns_its_machine_red_and_says_why(
     )
     assert page.evaluate("window.sqemsViewer.colourOf('M-REFLOW-2')") != COLOURS["alarm"]
 
-    sender = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="viewer-test-sensor")
-    sender.connect(mosquitto.host, mosquitto.port)
-    sender.loop_start()
-    now = datetime.now(UTC).isoformat()
-    readings = [{"ts": now, "value": 251.5, "unit": "degC", "id": f"viewer-{i}"} for i in range(3)]
-    sender.publish(REFLOW, json.dumps(readings), qos=1).wait_for_publish(5)
-    sender.loop_stop()
+    now = publish(mosquitto, REFLOW, 251.5, "degC", "viewer-line")
 
     page.wait_for_function(
         f"() => window.sqemsViewer.colourOf('M-REFLOW-2') === '{COLOURS['alarm']}'", timeout=20_000
@@ -257,7 +267,7 @@ def test_an_alarm_on_the_live_readings_turns_its_machine_red_and_says_why(
 
 
 def test_a_bim_view_shows_linked_machines_in_their_status_colours_and_picks_them_first(
-    viewer: Viewer, browse: Any
+    viewer: Viewer, browse: Any, mosquitto: Broker
 ) -> None:
     page = browse(DESKTOP)
     open_viewer(page, viewer, f"bim={viewer.hall}")
@@ -304,6 +314,15 @@ def test_a_bim_view_shows_linked_machines_in_their_status_colours_and_picks_them
     assert charts and all(p == "/dashboard" and q["machine"] == [machine] for _, p, q in charts)
     screenshot(page, "viewer-bim-hall-selected")
 
+    # a live alarm repaints the machine's element in the building too
+    printer = next(e for e, m in linked.items() if m == "M-PRINT-1")
+    assert drawn[printer]["colour"] != COLOURS["alarm"]
+    page.wait_for_function("() => document.querySelector('#live').textContent.endsWith(': on')")
+    publish(mosquitto, PASTE, 400.0, "um", "viewer-bim")
+    page.wait_for_function(
+        f"() => window.sqemsViewer.colourOf('{printer}') === '{COLOURS['alarm']}'", timeout=20_000
+    )
+
 
 @pytest.mark.parametrize("view", ["line", "hall", "sample"])
 def test_on_a_phone_the_3d_view_fills_most_of_the_screen_and_the_whole_model_is_in_it(
@@ -332,7 +351,15 @@ def test_a_real_model_counts_every_element_and_filters_by_its_own_storeys(
     assert sorted(drawn) == sorted(e.uid for e in elements)
     assert page.inner_text("#count") == f"{len(elements)} elements"
     assert {u: o["storey"] for u, o in drawn.items()} == {e.uid: e.storey for e in elements}
-    assert all(o["materials"] >= 1 for o in drawn.values())
+    # a product's materials: as its node's extras count them, else its primitives' own
+    document = gltf.read_document(glb_path(viewer.cache, viewer.store.get(uid).sha256))
+    materials = {}
+    for node in document["nodes"]:
+        if "extras" in node and "mesh" in node:
+            primitives = document["meshes"][node["mesh"]]["primitives"]
+            own = len({json.dumps(document["materials"][p["material"]]) for p in primitives})
+            materials[node["extras"]["globalId"]] = node["extras"].get("materials", own)
+    assert {u: o["materials"] for u, o in drawn.items()} == materials
     options = page.eval_on_selector_all("#storey option", "(os) => os.map((o) => o.value)")
     storeys = {e.storey for e in elements if e.storey}
     assert options[0] == "" and sorted(options[1:]) == sorted(storeys)

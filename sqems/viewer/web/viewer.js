@@ -89,7 +89,27 @@ renderer.setAnimationLoop(() => {
   stale = false;
   renderer.render(scene, camera);
   labels.render(scene, camera);
+  declutter();
 });
+
+// Names that would overlap give way to more urgent ones: the selected machine first,
+// then alarm, watch, ok, idle. A hidden name is back when the view makes room for it.
+const URGENCY = { alarm: 3, watch: 2, ok: 1, idle: 0 };
+function declutter() {
+  const urgency = (o) => (o.uid === state.selected ? 9 : URGENCY[state.machines.get(o.machine)?.overlay.status] ?? 0);
+  const named = [...state.objects.entries()]
+    .map(([uid, o]) => ({ uid, ...o }))
+    .filter((o) => o.label && o.label.element.style.display !== "none")
+    .sort((a, b) => urgency(b) - urgency(a));
+  const placed = [];
+  for (const o of named) {
+    const tag = o.label.element;
+    const r = tag.getBoundingClientRect();
+    const clash = placed.some((p) => r.left < p.right && r.right > p.left && r.top < p.bottom && r.bottom > p.top);
+    tag.classList.toggle("crowded", clash);
+    if (!clash) placed.push(r);
+  }
+}
 
 // Frame the box's bounding sphere: far enough that the sphere fits both the vertical
 // and the horizontal field of view (a tall phone is narrower than it is high), seen
