@@ -336,6 +336,17 @@ def test_on_a_phone_the_3d_view_fills_most_of_the_screen_and_the_whole_model_is_
     open_viewer(page, viewer, query)
     assert_laid_out(page, PHONE)
     screenshot(page, f"viewer-{view}-phone")
+    if view == "line":
+        # a tap on a machine names it over the 3D view and leads to its details below
+        click_object(page, "M-REFLOW-1")
+        assert page.inner_text("#picked").startswith("Reflow 1 · ")
+        assert page.is_visible("#picked")
+        page.click("#picked")
+        page.wait_for_function(
+            "() => document.querySelector('#details').getBoundingClientRect().top < innerHeight"
+        )
+        assert_laid_out(page, PHONE)
+        screenshot(page, "viewer-line-phone-details")
 
 
 def test_a_real_model_counts_every_element_and_filters_by_its_own_storeys(

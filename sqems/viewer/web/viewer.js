@@ -449,6 +449,7 @@ function highlight(uid, on) {
 function deselect() {
   if (state.selected) highlight(state.selected, false);
   state.selected = null;
+  $("picked").hidden = true;
   const box = $("details");
   box.dataset.uid = "";
   box.replaceChildren(hint());
@@ -477,6 +478,12 @@ async function select(uid) {
   const parts = [];
   const machine = object.machine && state.machines.get(object.machine);
   if (machine) parts.push(...machineDetails(machine));
+  // on a phone the details are below the 3D view: say what was picked and lead there
+  const picked = $("picked");
+  picked.textContent = machine
+    ? `${machine.name} · ${machine.overlay.status} — details ↓`
+    : `${object.info.name || object.info.ifcClass || uid} — details ↓`;
+  picked.hidden = false;
   if (state.mode === "bim") {
     box.replaceChildren(...parts, element("p", `${uid} …`, "hint"));
     const { entity } = await gql(ELEMENT_QUERY, { uid });
