@@ -215,13 +215,17 @@ def _cached(
     if not target.exists():
         return None
     try:
-        kept = gltf.read_extras(target)
+        document = gltf.read_document(target)
+        asset = document.get("asset") if isinstance(document, dict) else None
+        kept = asset.get("extras") if isinstance(asset, dict) else None
+        if not isinstance(kept, dict):
+            raise ValidationFailed(f"{target.name} does not say what it was made from")
         if kept.get("format") != gltf.FORMAT or kept.get("limits") != limits:
             log.info("cache entry %s is of another format or limits; tessellating", target)
             return None
         if not isinstance(kept.get("model"), dict) or not isinstance(kept.get("skipped"), dict):
             raise ValidationFailed(f"{target.name} does not say what it was made from")
-        return gltf.read_elements(target), kept
+        return gltf.elements_of(document, target.name), kept
     except ValidationFailed as exc:
         log.warning("cached tessellation %s is unreadable (%s); tessellating again", target, exc)
         return None

@@ -230,7 +230,11 @@ def read_extras(path: Path) -> dict[str, Any]:
 def read_elements(path: Path) -> list[GlbElement]:
     """The products of a GLB written by :func:`write_glb`, in its order (only its JSON
     chunk is read)."""
-    document = read_document(path)
+    return elements_of(read_document(path), path.name)
+
+
+def elements_of(document: Mapping[str, Any], name: str) -> list[GlbElement]:
+    """The products a GLB's JSON ``document`` describes (the file called ``name``)."""
     accessors = document.get("accessors", [])
     meshes = document.get("meshes", [])
     found = []
@@ -255,5 +259,5 @@ def read_elements(path: Path) -> list[GlbElement]:
                 )
             )
     except (KeyError, IndexError, TypeError, ValueError) as exc:
-        raise ValidationFailed(f"{path.name} does not describe its products ({exc!r})") from None
+        raise ValidationFailed(f"{name} does not describe its products ({exc!r})") from None
     return found

@@ -445,7 +445,6 @@ def tessellate(
     cores = cores or default_threads()
     settings = ifcopenshell.geom.settings()  # type: ignore[no-untyped-call]
     settings.set("use-world-coords", True)
-    settings.set("no-normals", True)  # the GLB leaves normals to the viewer (see gltf)
     storeys = storeys_of(model.file)
     started = time.perf_counter()
     meshes: list[Mesh] = []
