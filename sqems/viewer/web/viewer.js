@@ -116,6 +116,7 @@ function declutter() {
 // from the south-east and above, so walls do not hide what stands inside.
 function frame(box) {
   state.box = box;
+  $("reset-view").hidden = false;
   const sphere = box.getBoundingSphere(new THREE.Sphere());
   sphere.radius = Math.max(sphere.radius, 0.5);
   state.sphere = sphere;
