@@ -16,7 +16,7 @@ import { apiKey, gql, pageLink, showError } from "/viewer/app/api.js";
 const ALARM_COLOUR = "#d62728";
 const DEVIATION_COLOUR = "#b5179e"; // no status uses it: a deviating element is not a machine
 const SELECTED_COLOUR = "#0a5cff"; // saturated blue: no status uses it, it shows on white
-const SELECTED_TINT = 0x0a2f8c; // emissive blue laid on a selected building element
+const SELECTED_TINT = 0.7; // how far a selected building element's colour turns blue
 const XRAY_OPACITY = 0.14;
 const FRAME_MARGIN = 1.08; // the bounding sphere and a little air around it
 const VIEW = { elevation: 34, azimuth: 38 }; // an elevated 3/4 view from the south-east
@@ -418,8 +418,9 @@ renderer.domElement.addEventListener("pointerup", (e) => {
 
 // --- selection ------------------------------------------------------------------------------------
 
-// An outline in a saturated blue drawn over everything, and for a building element a
-// blue glow: both show on white walls and on status colours alike.
+// An outline in a saturated blue drawn over everything, and a building element turned
+// blue (a machine keeps its status colour; its name is marked): both show on white
+// walls, where a glow or a lighter shade would not.
 function highlight(uid, on) {
   const object = state.objects.get(uid);
   if (!object) return;
@@ -432,7 +433,15 @@ function highlight(uid, on) {
   redraw();
   if (object.label) object.label.element.classList.toggle("selected", on);
   if (!object.machine) {
-    for (const [material] of object.materials) if (material.emissive) material.emissive.setHex(on ? SELECTED_TINT : 0);
+    for (const [material] of object.materials) {
+      if (on) {
+        material.userData.unselected = material.color.clone();
+        material.color.lerp(new THREE.Color(SELECTED_COLOUR), SELECTED_TINT);
+      } else if (material.userData.unselected) {
+        material.color.copy(material.userData.unselected);
+        delete material.userData.unselected;
+      }
+    }
   }
   if (!on) return;
   for (const mesh of object.meshes) {
