@@ -205,6 +205,7 @@ def _variables(api: Api, name: str) -> dict[str, Any]:
         "line_scene": {"line": "LINE-PCB"},
         "bim_model": {"uid": _bim_model(api)},
         "bim_models": {},
+        "spc_rules": {},
         "device_history_record": {"batch": batch},
         "supplier_scorecards": {},
         "export_rdf": {"scope": {"recall": {"lot": lot}}, "format": "TURTLE", "validate": True},
