@@ -660,6 +660,36 @@ def test_a_body_that_is_not_a_graphql_request_gets_a_typed_400(
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
 
+@pytest.mark.parametrize(
+    ("query", "operation"),
+    [
+        ("subscription { alarms { uid } }", None),
+        ("query A { __typename } subscription B { alarms { uid } }", "B"),
+    ],
+    ids=["anonymous", "named"],
+)
+def test_a_subscription_over_http_gets_a_typed_400_naming_the_websocket(
+    embedded_api: Api, query: str, operation: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        response = httpx.post(
+            f"{embedded_api.url}/graphql",
+            json={"query": query, "operationName": operation},
+            headers={"authorization": f"Bearer {embedded_api.tokens[Role.VIEWER]}"},
+        )
+    assert response.status_code == 400, response.text
+    error = response.json()["errors"][0]
+    assert error["extensions"]["code"] == "BAD_REQUEST" and "WebSocket" in error["message"]
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    # the query beside it in the same document still runs
+    answered = httpx.post(
+        f"{embedded_api.url}/graphql",
+        json={"query": query, "operationName": "A"} if operation else {"query": "{ __typename }"},
+        headers={"authorization": f"Bearer {embedded_api.tokens[Role.VIEWER]}"},
+    )
+    assert answered.json() == {"data": {"__typename": "Query"}}
+
+
 def test_no_filesystem_path_reaches_a_client(plant: Plant, tmp_path: Path) -> None:
     store = EmbeddedGraphStore(tmp_path / "graph.db")
     for api in _start(store, plant, tmp_path):

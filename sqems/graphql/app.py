@@ -23,6 +23,8 @@ from starlette.requests import HTTPConnection
 from strawberry import UNSET
 from strawberry.fastapi import GraphQLRouter
 
+from graphql import GraphQLError, get_operation_ast, parse
+from graphql import OperationType as GraphQLOperationType
 from sqems.errors import BadRequest, Forbidden, SqemsError, Unauthenticated
 from sqems.graph_model.open import open_store
 from sqems.graph_model.store import GraphStore
@@ -87,6 +89,9 @@ class _Router(GraphQLRouter[Context, None]):
     JSON but not an object), and GraphiQL as the product's own page, whose scripts
     and styles come from this server (``_GRAPHIQL_PAGE``), not from a CDN."""
 
+    max_tokens = 2_000
+    """The most tokens a query may have (``SQEMS_API_MAX_TOKENS``)."""
+
     def parse_json(self, data: str | bytes) -> Any:
         try:
             parsed = json.loads(data)
@@ -102,6 +107,18 @@ class _Router(GraphQLRouter[Context, None]):
             )
         return parsed
 
+    async def execute_single(self, *args: Any, **kwargs: Any) -> Any:
+        """A subscription sent as a plain HTTP request is refused with the way to send
+        it: strawberry ran it as a query, failing inside with a traceback in the log."""
+        data = kwargs.get("request_data")
+        if data is not None and _is_subscription(data.query, data.operation_name, self.max_tokens):
+            raise HTTPException(
+                400,
+                "a subscription runs over a WebSocket at this address "
+                "(graphql-transport-ws or graphql-ws), not as an HTTP request",
+            )
+        return await super().execute_single(*args, **kwargs)
+
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         try:
             return await super().run(request, context, root_value)
@@ -113,6 +130,18 @@ class _Router(GraphQLRouter[Context, None]):
         html = _GRAPHIQL_PAGE.read_text().replace(_NONCE, nonce)
         policy = page_policy(html, styles=f"'nonce-{nonce}'", fonts="data:")
         return HTMLResponse(html, headers={"content-security-policy": policy})
+
+
+def _is_subscription(query: str | None, operation: str | None, max_tokens: int) -> bool:
+    """Whether ``query`` runs a subscription (an unreadable query, or one over
+    ``max_tokens``, is left to the executor, which reports why)."""
+    if not query or "subscription" not in query:
+        return False
+    try:
+        chosen = get_operation_ast(parse(query, max_tokens=max_tokens), operation)
+    except GraphQLError:
+        return False
+    return chosen is not None and chosen.operation == GraphQLOperationType.SUBSCRIPTION
 
 
 _GRAPHIQL_PAGE = WEB / "graphiql.html"
@@ -218,6 +247,7 @@ def create_app(
         graphql_ide="graphiql",
         multipart_uploads_enabled=True,  # importBim; RequestContext checks the key and sizes
     )
+    graphql.max_tokens = settings.api_max_tokens
     app.include_router(graphql, prefix="/graphql")
     add_viewer_routes(app, settings, _token)
 
