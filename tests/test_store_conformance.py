@@ -600,6 +600,50 @@ def test_traverse_with_an_unknown_edge_type_is_refused(store: GraphStore) -> Non
         store.traverse(["U-1"], hops(OUT, "WELDED_TO"))
 
 
+def test_traverse_in_both_directions_by_type_attributes_to_the_smallest_parent(
+    small_line: GraphStore,
+) -> None:
+    # from U-3 against the assembly edges to U-1 and U-2, then against PRODUCED to B-1,
+    # which both reach at depth 2: U-1 is the smaller parent
+    t = small_line.traverse(["U-3"], {"ASSEMBLED_INTO": IN, "PRODUCED": IN})
+    assert t.reached == {
+        "U-3": Reached("U-3", "Unit", 0),
+        "U-1": Reached("U-1", "Unit", 1, "U-3", "ASSEMBLED_INTO", IN),
+        "U-2": Reached("U-2", "Unit", 1, "U-3", "ASSEMBLED_INTO", IN),
+        "B-1": Reached("B-1", "Batch", 2, "U-1", "PRODUCED", IN),
+        "U-0": Reached("U-0", "Unit", 2, "U-2", "ASSEMBLED_INTO", IN),
+    }
+    # breadth-first order: every parent comes before its children
+    order = list(t.reached)
+    assert all(order.index(r.via) < order.index(r.uid) for r in t.reached.values() if r.via)
+
+
+def test_traverse_checks_the_labels_of_its_starts(small_line: GraphStore) -> None:
+    produced = hops(OUT, "PRODUCED")
+    t = small_line.traverse(["B-1"], produced, of={"Batch", "MaterialLot"})
+    assert set(t.reached) == {"B-1", "U-1", "U-2"}
+    with pytest.raises(ValidationFailed, match="U-1 is a Unit, not a Batch or MaterialLot"):
+        small_line.traverse(["B-1", "U-1"], produced, of={"MaterialLot", "Batch"})
+    with pytest.raises(NotFound, match="B-404"):
+        small_line.traverse(["B-404", "B-1"], produced, of={"Batch"})
+
+
+def test_traverse_lists_the_edges_asked_for_at_every_node_it_reached(
+    small_line: GraphStore,
+) -> None:
+    t = small_line.traverse(["B-1"], hops(OUT, "PRODUCED"), edges=ASSEMBLY_OUT)
+    assert t.edges == small_line.edges(["B-1", "U-1", "U-2"], ASSEMBLY_OUT)
+    assert [(e.src, e.dst) for e in t.edges] == [("U-1", "U-3"), ("U-2", "U-3")]
+    # both ways: U-0 → U-2 enters a reached node; each edge is listed once
+    both = small_line.traverse(["B-1"], hops(OUT, "PRODUCED"), edges=hops(BOTH, "ASSEMBLED_INTO"))
+    assert [(e.src, e.dst) for e in both.edges] == [("U-0", "U-2"), ("U-1", "U-3"), ("U-2", "U-3")]
+    assert small_line.traverse(["B-1"], hops(OUT, "PRODUCED")).edges == []
+    assert small_line.traverse(["B-1"], ASSEMBLY_OUT, edges=hops(OUT, "PRODUCED")).edges == [
+        Edge("PRODUCED", "B-1", "U-1"),
+        Edge("PRODUCED", "B-1", "U-2"),
+    ]
+
+
 @pytest.fixture
 def timed_line(store: GraphStore) -> GraphStore:
     """LOT-1 → B-1 (10:00-12:00) → U-1 (11:00), U-2 (13:00), U-3 (14:00);
@@ -660,6 +704,17 @@ def test_window_blocks_the_paths_through_a_filtered_node(timed_line: GraphStore)
     assert "SHP-2" not in timed_line.traverse(["B-1"], RECALL, window=window)
     # the batch itself is outside this one, so nothing past the start is reached
     assert set(timed_line.traverse(["LOT-1"], RECALL, window=late_ship).reached) == {"LOT-1"}
+
+
+def test_edges_listed_by_a_windowed_traversal_are_those_at_the_nodes_it_reached(
+    timed_line: GraphStore,
+) -> None:
+    # U-3 (14:00) is outside the window, so its shipment is not listed; U-2's shipment
+    # is listed although the shipment itself (15:00) is outside
+    window = TimeWindow(at(4.5), at(7))
+    t = timed_line.traverse(["B-1"], RECALL, window=window, edges=hops(OUT, "SHIPPED_IN"))
+    assert set(t.reached) == {"B-1", "U-1", "U-2"}
+    assert [(e.src, e.dst) for e in t.edges] == [("U-1", "SHP-1"), ("U-2", "SHP-1")]
 
 
 def test_window_overlap_uses_the_whole_interval_of_a_node(timed_line: GraphStore) -> None:

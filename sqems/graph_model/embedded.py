@@ -22,7 +22,7 @@ import sqlite3
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from operator import itemgetter
 from pathlib import Path
 from types import MappingProxyType
@@ -48,6 +48,7 @@ from sqems.graph_model.store import (
     TimeWindow,
     Traversal,
     check_against,
+    check_starts,
     iter_chunks,
     plan_hops,
     split_hops,
@@ -500,6 +501,8 @@ class EmbeddedGraphStore(StoreBase):
         *,
         max_depth: int = DEFAULT_MAX_DEPTH,
         window: TimeWindow | None = None,
+        of: Collection[str] | None = None,
+        edges: Hops | None = None,
     ) -> Traversal:
         if max_depth < 0:
             raise ValidationFailed(f"max_depth must be 0 or more, got {max_depth}")
@@ -512,11 +515,11 @@ class EmbeddedGraphStore(StoreBase):
         lo, hi = window.bounds() if window is not None else (0.0, 0.0)
         reached: dict[str, Reached] = {}
         outside: set[str] = set()
-        starts = tuple(sorted(set(start)))
+        given = list(dict.fromkeys(start))
+        check_starts(given, {u: node[u]["label"] for u in given if u in node}, of, self.description)
+        starts = tuple(sorted(given))
         frontier = list(starts)
         for uid in frontier:
-            if uid not in node:
-                raise NotFound(f"{uid} is not in the graph (store: {self.description})")
             reached[uid] = Reached(uid, node[uid]["label"], 0)
 
         out, in_ = Direction.OUT, Direction.IN
@@ -554,7 +557,8 @@ class EmbeddedGraphStore(StoreBase):
                         level.append(v)
             level.sort()
             frontier = level
-        return Traversal(starts, reached)
+        listed = self.edges(reached, edges) if edges else []
+        return Traversal(starts, reached, listed)
 
     @_locked
     def subgraph(self, uids: Iterable[str]) -> Subgraph:

@@ -8,18 +8,20 @@ written into the query text only after being checked against the model
 
 Writes run in managed transactions (retried by the driver on transient errors); one
 :meth:`transaction` is one Neo4j transaction, however many ``UNWIND`` batches it takes.
-Traversals run level by level, one round trip per level, with the same attribution
-rules as every other backend (see :mod:`sqems.graph_model.store`); each level's query is
-a single-hop pattern per group of frontier nodes, so the depth bound is exact and no
-path is ever enumerated twice.
+A traversal is one query: a quantified path pattern walks the trails from the starts
+and the server keeps, per node reached, the shortest trail's length and the parent the
+shared attribution rule picks (see :mod:`sqems.graph_model.store` and
+:meth:`Neo4jGraphStore.traverse`); where the model cannot bound the trails, it runs level
+by level instead, one single-hop query per level.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from operator import itemgetter
@@ -49,6 +51,7 @@ from sqems.graph_model.store import (
     TimeWindow,
     Traversal,
     check_against,
+    check_starts,
     iter_chunks,
     plan_hops,
     split_hops,
@@ -103,6 +106,9 @@ _PROPS = (
     "[k, CASE WHEN n[k] IS :: ZONED DATETIME THEN toString(n[k]) ELSE n[k] END]]"
 )
 
+
+_LABEL = "[l IN labels({n}) WHERE l <> 'Entity'][0]"
+"""A node's model label (every node also carries ``Entity``)."""
 
 _GENEALOGY: LiteralString = (
     "UNWIND $uids AS uid MATCH (u:Unit {uid: uid}) "
@@ -427,20 +433,6 @@ class Neo4jGraphStore(StoreBase):
             rows += record["rows"]
         return _stored_genealogy(rows)
 
-    def _require(self, uids: list[str]) -> dict[str, str]:
-        labels: dict[str, str] = {}
-        for chunk in iter_chunks(uids, self.batch_size):
-            rows = self._rows(
-                "UNWIND $uids AS uid MATCH (n:Entity {uid: uid}) "
-                "RETURN collect([uid, [l IN labels(n) WHERE l <> 'Entity'][0]]) AS rows",
-                uids=chunk,
-            )
-            labels.update((uid, label) for uid, label in rows)
-        for uid in uids:
-            if uid not in labels:
-                raise NotFound(f"{uid} is not in the graph (store: {self.description})")
-        return labels
-
     def degrees(self, uids: Iterable[str], hops: Hops) -> dict[str, int]:
         outs, ins = split_hops(hops)
         terms = [
@@ -512,12 +504,50 @@ class Neo4jGraphStore(StoreBase):
         *,
         max_depth: int = DEFAULT_MAX_DEPTH,
         window: TimeWindow | None = None,
+        of: Collection[str] | None = None,
+        edges: Hops | None = None,
     ) -> Traversal:
         if max_depth < 0:
             raise ValidationFailed(f"max_depth must be 0 or more, got {max_depth}")
+        outs, ins = split_hops(hops)
+        listed = split_hops(edges) if edges else (frozenset(), frozenset())
+        given = list(dict.fromkeys(start))
+        if not _trails_bounded(outs, ins):
+            return self._traverse_by_level(given, hops, max_depth, window, of, edges)
+        deadline.check()  # a request that timed out stops here
+        query = _walk_query(outs, ins, max_depth, window is not None, *listed, _of(of))
+        lo, hi = window.bounds() if window is not None else (-math.inf, math.inf)
+        records = self._read(query, uids=given, lo=lo, hi=hi)
+        record = records[0]
+        labels = dict(record["found"])
+        check_starts(given, labels, of, self.description)
+        starts = tuple(sorted(given))
+        reached = {u: Reached(u, labels[u], 0) for u in starts}
+        rows = [row for row in record["reached"] if row[0] not in reached]
+        # breadth-first order: by depth, then uid (a parent is one level up, so first)
+        rows.sort(key=_depth_uid)
+        new = tuple.__new__  # skips the named tuple's Python-level constructor
+        out, in_ = Direction.OUT, Direction.IN
+        for uid, label, (depth, via, way, typ) in rows:
+            reached[uid] = new(Reached, (uid, label, depth, via, typ, in_ if way else out))
+        return Traversal(starts, reached, _listed(record, *listed) if edges else [])
+
+    def _traverse_by_level(
+        self,
+        given: list[str],
+        hops: Hops,
+        max_depth: int,
+        window: TimeWindow | None,
+        of: Collection[str] | None,
+        edges: Hops | None,
+    ) -> Traversal:
+        """One round trip per level: for hops whose walks the model cannot bound (a
+        type followed both ways, or around a cycle of labels), where enumerating trails
+        could grow exponentially with depth."""
         plan = plan_hops(hops)
-        starts = tuple(sorted(set(start)))
-        labels = self._require(list(starts))
+        labels = self.labels(given)
+        check_starts(given, labels, of, self.description)
+        starts = tuple(sorted(given))
         reached: dict[str, Reached] = {u: Reached(u, labels[u], 0) for u in starts}
         lo, hi = window.bounds() if window is not None else (-math.inf, math.inf)
         frontier = list(starts)
@@ -544,7 +574,8 @@ class Neo4jGraphStore(StoreBase):
                 level.append(dst)
             level.sort()
             frontier = level
-        return Traversal(starts, reached)
+        listed = self.edges(reached, edges) if edges else []
+        return Traversal(starts, reached, listed)
 
     def _level(
         self, groups: dict[tuple[str, frozenset[str]], list[str]], lo: float, hi: float
@@ -634,6 +665,127 @@ class Neo4jGraphStore(StoreBase):
                     [Edge(type, src, dst, props) for src, dst, props in rows],
                     f"{label}\t{cursor}",
                 )
+
+
+def _of(of: Collection[str] | None) -> frozenset[str] | None:
+    if of is None:
+        return None
+    for label in of:
+        node_type(label)  # a label outside the model never reaches the query text
+    return frozenset(of)
+
+
+def _depth_uid(row: list[Any]) -> tuple[int, str]:
+    return row[2][0], row[0]
+
+
+@functools.lru_cache(maxsize=256)
+def _trails_bounded(outs: frozenset[str], ins: frozenset[str]) -> bool:
+    """Whether the model bounds every walk along these hops: no type is followed both
+    ways and the labels they lead through form no cycle, except assemblies (a unit into
+    a unit), which the genealogy rules keep acyclic."""
+    arcs: dict[str, set[str]] = defaultdict(set)
+    for typ in outs | ins:
+        spec = REL_TYPES[typ]
+        if typ in outs and typ in ins:
+            return False
+        for a, b in spec.pairs:
+            src, dst = (a, b) if typ in outs else (b, a)
+            if src == dst:
+                if not spec.genealogy:
+                    return False
+                continue
+            arcs[src].add(dst)
+    done: set[str] = set()
+
+    def cyclic(label: str, path: set[str]) -> bool:
+        if label in path:
+            return True
+        if label in done:
+            return False
+        path.add(label)
+        found = any(cyclic(nxt, path) for nxt in arcs[label])
+        path.discard(label)
+        done.add(label)
+        return found
+
+    return not any(cyclic(label, set()) for label in list(arcs))
+
+
+def _types(types: Iterable[str]) -> str:
+    return "|".join(_type(t) for t in sorted(types))
+
+
+@functools.lru_cache(maxsize=256)
+def _walk_query(
+    outs: frozenset[str],
+    ins: frozenset[str],
+    max_depth: int,
+    windowed: bool,
+    listed_outs: frozenset[str],
+    listed_ins: frozenset[str],
+    of: frozenset[str] | None,
+) -> LiteralString:
+    """A whole traversal as one query (see :meth:`Neo4jGraphStore.traverse`).
+
+    One quantified path pattern walks every trail of up to ``max_depth`` hops from the
+    starts; each node reached keeps the least ``[hops, parent uid, direction, type]``
+    over the trails that end at it. The shortest trails to a node end at its neighbours
+    one level up (a shorter trail to a neighbour would make the node shallower), so that
+    minimum is the breadth-first depth and the parent the attribution rule picks.
+    """
+    window = " WHERE b._t0 IS NULL OR (b._t1 >= $lo AND b._t0 <= $hi)" if windowed else ""
+    if not ins:
+        hop, way = f"(a)-[r:{_types(outs)}]->(b{window})", "0"
+    elif not outs:
+        hop, way = f"(a)<-[r:{_types(ins)}]-(b{window})", "1"
+    else:
+        # one undirected hop per step, each type held to its direction
+        sides = " OR ".join(
+            f"(type(r) IN [{', '.join(repr(t) for t in sorted(types))}] AND {end}(r) = a)"
+            for types, end in ((outs, "startNode"), (ins, "endNode"))
+        )
+        hop = f"(a)-[r:{_types(outs | ins)}]-(b{window}) WHERE {sides}"
+        way = "CASE WHEN startNode(last(r)) = last(a) THEN 0 ELSE 1 END"
+    if max_depth > 0 and (outs or ins):
+        walkable = f" WITH s WHERE s:{'|'.join(_label(x) for x in sorted(of))}" if of else ""
+        walk = (
+            f"WITH found, nodes, COLLECT {{ UNWIND nodes AS s{walkable} "
+            f"MATCH (s)({hop}){{1,{int(max_depth)}}}(v) "
+            f"WITH v, min([size(r), last(a).uid, {way}, type(last(r))]) AS best "
+            f"RETURN [v, [v.uid, {_LABEL.format(n='v')}, best]] }} AS walked "
+            "WITH found, nodes, [w IN walked | w[0]] AS vs, [w IN walked | w[1]] AS reached"
+        )
+    else:
+        walk = "WITH found, nodes, [] AS vs, [] AS reached"
+    listed = ""
+    for name, types, pattern in (
+        ("outgoing", listed_outs, "(n)-[x:{t}]->(w)"),
+        ("incoming", listed_ins, "(n)<-[x:{t}]-(w)"),
+    ):
+        if types:
+            props = "properties(x)" if any(rel_type(t).props for t in types) else "null"
+            listed += (
+                f", COLLECT {{ UNWIND nodes + vs AS n MATCH {pattern.format(t=_types(types))} "
+                f"RETURN [n.uid, type(x), w.uid, {props}] }} AS {name}"
+            )
+    return _q(
+        "UNWIND $uids AS uid OPTIONAL MATCH (s:Entity {uid: uid}) "
+        f"WITH collect([uid, {_LABEL.format(n='s')}]) AS found, collect(s) AS nodes "
+        f"{walk} RETURN found, reached{listed}"
+    )
+
+
+def _listed(record: neo4j.Record, outs: frozenset[str], ins: frozenset[str]) -> list[Edge]:
+    """The edges a traversal listed at its nodes, as :meth:`GraphStore.edges` orders them."""
+    rows: list[tuple[str, str, str, Mapping[str, Any]]] = []
+    if outs:
+        rows.extend((u, t, v, p or NO_PROPS) for u, t, v, p in record["outgoing"])
+    if ins:
+        rows.extend((v, t, u, p or NO_PROPS) for u, t, v, p in record["incoming"])
+    rows.sort(key=_edge_key)
+    return [Edge(t, s, d, p) for i, (s, t, d, p) in enumerate(rows)
+            if not i or rows[i - 1][:3] != (s, t, d)]  # fmt: skip
 
 
 def _to_neo4j(node: Node) -> dict[str, Any]:

@@ -14,15 +14,20 @@ Traversal is defined once, here, so that every backend returns the same answer:
   parent uid, then ``out`` before ``in``, then the smallest edge type;
 * with a ``window``, a node that has a place in time (its label's ``time_span``) enters
   only if its interval overlaps the window; nodes without one always pass.
+
+A traversal can also check the labels of its start nodes (``of``) and list the edges of
+some types at every node it reached (``edges``), so that a question such as a recall
+scope, which needs the units' own shipments beside the tree, is one call to the store
+(and one round trip to a server).
 """
 
 from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
@@ -105,10 +110,16 @@ class Reached(NamedTuple):
 
 @dataclass(slots=True)
 class Traversal:
-    """The breadth-first tree a traversal grew, start nodes included at depth 0."""
+    """The breadth-first tree a traversal grew, start nodes included at depth 0.
+
+    ``reached`` is in breadth-first order (a node's parent always comes before it);
+    ``edges`` holds the edges a caller asked to list at the reached nodes, ordered by
+    source, type and target.
+    """
 
     start: tuple[str, ...]
     reached: dict[str, Reached]
+    edges: list[Edge] = field(default_factory=list)
 
     def __contains__(self, uid: object) -> bool:
         return uid in self.reached
@@ -243,6 +254,20 @@ def check_batch(
         props = spec.check_props(edge.src, edge.dst, dict(edge.props) if edge.props else None)
         checked.append(CheckedEdge(edge.type, edge.src, edge.dst, props))
     return by_uid, checked
+
+
+def check_starts(
+    starts: Iterable[str], labels: Mapping[str, str], of: Collection[str] | None, store: str
+) -> None:
+    """:class:`NotFound` for the first start that is not in the graph, and
+    :class:`ValidationFailed` for the first whose label is not one of ``of``."""
+    for uid in starts:
+        label = labels.get(uid)
+        if label is None:
+            raise NotFound(f"{uid} is not in the graph (store: {store})")
+        if of is not None and label not in of:
+            wanted = " or ".join(sorted(of))
+            raise ValidationFailed(f"{uid} is a {label}, not a {wanted}")
 
 
 def where_model(label: str, where: Mapping[str, Any] | None) -> type[Node]:
@@ -388,7 +413,14 @@ class GraphStore(Protocol):
         *,
         max_depth: int = DEFAULT_MAX_DEPTH,
         window: TimeWindow | None = None,
-    ) -> Traversal: ...
+        of: Collection[str] | None = None,
+        edges: Hops | None = None,
+    ) -> Traversal:
+        """The breadth-first tree from ``start`` along ``hops`` (see the module
+        docstring). ``of`` names the labels a start may have (any other is a
+        :class:`ValidationFailed`); ``edges`` are listed at every reached node, starts
+        included, as :meth:`edges` would list them, in :attr:`Traversal.edges`."""
+        ...
 
     def subgraph(self, uids: Iterable[str]) -> Subgraph:
         """The nodes ``uids`` and every edge between two of them."""

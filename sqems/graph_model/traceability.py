@@ -59,6 +59,9 @@ DOWNSTREAM: Hops = {
 """Hops of a recall scope."""
 
 _RUN_TO_BATCH: Hops = {"RAN": IN}
+_SHIPPED: Hops = {"SHIPPED_IN": OUT}
+"""Listed at the nodes a recall reaches: the shipment each unit itself left in."""
+_DOWNSTREAM_FROM = frozenset({"MaterialLot", "Batch", "Unit"})
 
 
 class SourceKind(StrEnum):
@@ -244,17 +247,15 @@ class Traceability:
         for a unit), checked with the same lookup that finds the start.
         """
         start = tuple(sorted(set(uids)))
-        self._require(start, set(of))
         depth = self.max_depth if max_depth is None else max_depth
-        t = self.store.traverse(start, UPSTREAM, max_depth=depth)
+        t = self.store.traverse(start, UPSTREAM, max_depth=depth, of=of)
         return Genealogy(start, t)
 
     def downstream(self, uids: Iterable[str], *, max_depth: int | None = None) -> Genealogy:
         """Everything downstream of lots, batches or units: the recall direction."""
         start = tuple(sorted(set(uids)))
-        self._require(start, {"MaterialLot", "Batch", "Unit"})
         depth = self.max_depth if max_depth is None else max_depth
-        t = self.store.traverse(start, DOWNSTREAM, max_depth=depth)
+        t = self.store.traverse(start, DOWNSTREAM, max_depth=depth, of=_DOWNSTREAM_FROM)
         return Genealogy(start, t)
 
     # --- recall ------------------------------------------------------------------------
@@ -264,14 +265,19 @@ class Traceability:
         if source.also and source.kind not in (SourceKind.LOT, SourceKind.BATCH):
             raise ValidationFailed("only lots and batches can be recalled several at once")
         starts = list(dict.fromkeys([source.uid, *source.also]))
-        self._require(starts, {_SOURCE_LABEL[source.kind]})
         depth = self.max_depth
         if source.kind in (SourceKind.LOT, SourceKind.BATCH):
-            t = self.store.traverse(starts, DOWNSTREAM, max_depth=depth)
+            # one call: the start's label checked, the tree, and the units' own shipments
+            t = self.store.traverse(
+                starts, DOWNSTREAM, max_depth=depth, of={_SOURCE_LABEL[source.kind]},
+                edges=_SHIPPED,
+            )  # fmt: skip
             return self._scope(source, [], t, {})
 
         runs, prefix = self._trigger_runs(source)
-        t = self.store.traverse(runs, {**_RUN_TO_BATCH, **DOWNSTREAM}, max_depth=depth)
+        t = self.store.traverse(
+            runs, {**_RUN_TO_BATCH, **DOWNSTREAM}, max_depth=depth, edges=_SHIPPED
+        )
         return self._scope(source, runs, t, prefix)
 
     def _trigger_runs(
@@ -281,12 +287,15 @@ class Traceability:
         from the source to it."""
         store = self.store
         if source.kind is SourceKind.MACHINE:
-            first = store.traverse([source.uid], {"ON": IN}, max_depth=1, window=source.window)
+            first = store.traverse(
+                [source.uid], {"ON": IN}, max_depth=1, window=source.window, of={"Machine"}
+            )
             runs = [r.uid for r in first.by_label("ProcessRun")]
             return runs, {run: _steps(first.path(run)) for run in runs}
 
         parameter = store.get(source.uid)
-        assert isinstance(parameter, Parameter)
+        if not isinstance(parameter, Parameter):
+            raise ValidationFailed(f"{source.uid} is a {parameter.label}, not a Parameter")
         if parameter.lsl is None and parameter.usl is None:
             raise ValidationFailed(
                 f"parameter {source.uid} has no spec limits, so it cannot have an excursion"
@@ -326,11 +335,8 @@ class Traceability:
         unit_uids, batches, shipments, customers = (
             sorted(grouped.get(label, ())) for label in ("Unit", "Batch", "Shipment", "Customer")
         )
-        shipped = (
-            {e.src: e.dst for e in self.store.edges(unit_uids, {"SHIPPED_IN": OUT})}
-            if unit_uids
-            else {}
-        )
+        in_scope = set(unit_uids)
+        shipped = {e.src: e.dst for e in t.edges if e.type == "SHIPPED_IN" and e.src in in_scope}
         affected = [AffectedUnit(uid, paths[uid], shipped.get(uid)) for uid in unit_uids]
         counts = {
             "process_runs": len(triggers),
@@ -341,12 +347,3 @@ class Traceability:
             "customers": len(customers),
         }
         return RecallScope(source, triggers, batches, affected, shipments, customers, counts)
-
-    def _require(self, uids: Iterable[str], labels: set[str]) -> None:
-        for uid in uids:
-            label = self.store.label_of(uid)
-            if label is None:
-                self.store.get(uid)  # raises NotFound with the store named
-            elif label not in labels:
-                wanted = " or ".join(sorted(labels))
-                raise ValidationFailed(f"{uid} is a {label}, not a {wanted}")
