@@ -306,6 +306,7 @@ class InvestigationQuery:
                 batches=got.recall.batches,
                 shipments=got.recall.shipments,
                 scope=got.recall,
+                found=got.nodes,
             ),
             recall_basis=RecallBasis.of(found.recall) if found.recall else None,
             fix=ProposedFix.of(found.fix) if found.fix else None,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from typing import Any, TypeVar, cast
 
 import anyio.to_thread
@@ -116,17 +116,25 @@ def _validated(
 
 class CheckedDocument(SchemaExtension):
     """Parse (at most ``max_tokens`` tokens) and validate (at most ``max_fields``
-    fields once expanded, within ``timeout_s``) on a worker thread; both results cached
-    by the document's text in ``cache`` (shared by the requests of one schema)."""
+    fields once expanded, within ``timeout_s``, by the standard rules and ``rules``) on
+    a worker thread; both results cached by the document's text in ``cache`` (shared
+    by the requests of one schema)."""
 
     def __init__(
-        self, cache: DocumentCache, *, max_tokens: int, max_fields: int, timeout_s: float
+        self,
+        cache: DocumentCache,
+        *,
+        max_tokens: int,
+        max_fields: int,
+        timeout_s: float,
+        rules: Sequence[type[ASTValidationRule]] = (),
     ) -> None:
         super().__init__()
         self.cache = cache
         self.max_tokens = max_tokens
         self.max_fields = max_fields
         self.timeout_s = timeout_s
+        self.rules = tuple(rules)
 
     async def on_parse(self) -> AsyncIterator[None]:
         context = self.execution_context
@@ -142,7 +150,8 @@ class CheckedDocument(SchemaExtension):
         context = self.execution_context
         document = context.graphql_document
         if document is not None and context.pre_execution_errors is None:
-            schema, rules = context.schema._schema, tuple(context.validation_rules)
+            schema = context.schema._schema
+            rules = (*context.validation_rules, *self.rules)
             try:
                 context.pre_execution_errors = await self._off_loop(
                     ("validate", context.query, rules),

@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 import strawberry
 from strawberry.extensions import (
-    AddValidationRules,
     MaskErrors,
     MaxAliasesLimiter,
     QueryDepthLimiter,
@@ -36,6 +35,7 @@ from sqems.graphql import twin, viewer
 from sqems.graphql.access import ApiKey, AuditEntry, Role
 from sqems.graphql.analysis import AnalysisQuery, DefectModelInfo, train_model
 from sqems.graphql.context import Context
+from sqems.graphql.execution import Executor
 from sqems.graphql.generate import Adapted, adapted
 from sqems.graphql.ingestion import IngestionQuery, IngestionSubscription, QuarantineEntry, replay
 from sqems.graphql.investigation import InvestigationQuery
@@ -117,31 +117,26 @@ class RecallScope:
     batches: list[str]
     shipments: list[str]
     scope: strawberry.Private[tr.RecallScope]
+    found: strawberry.Private[dict[str, Any]]
+    """The customers' nodes, read with the scope."""
 
     @strawberry.field(description="The customers to notify.")
-    async def customers(self, info: Info[Context, None]) -> list[Node]:
-        found = await info.context.nodes.load_many(self.scope.customers)
-        return [to_graphql(n) for n in found if n is not None]
+    def customers(self) -> list[Node]:
+        return [to_graphql(self.found[uid]) for uid in self.scope.customers if uid in self.found]
 
     @strawberry.field(description="Affected units with their paths, a page at a time.")
     def units(
         self, info: Info[Context, None], first: int = 50, after: str | None = None
     ) -> Connection[AffectedUnit]:
-        page = paginate(self.scope.units, first, after, info.context.settings.api_max_page_size)
-        return Connection(
-            edges=[
-                ConnectionEdge(
-                    cursor=e.cursor,
-                    node=AffectedUnit.of(e.node),
-                )
-                for e in page.edges
-            ],
-            page_info=page.page_info,
-            total_count=page.total_count,
-        )
+        # The domain's records are the page's objects: AffectedUnit and PathStep are
+        # generated from them field for field (the `unit` resolver reads the uid), and
+        # have no type check, so the executor reads the records as they are rather than
+        # copies of them.
+        max_page = info.context.settings.api_max_page_size
+        return paginate(self.scope.units, first, after, max_page)
 
     @classmethod
-    def of(cls, scope: tr.RecallScope) -> RecallScope:
+    def of(cls, scope: tr.RecallScope, customers: dict[str, Any]) -> RecallScope:
         return cls(
             source=scope.source.describe(),
             counts=RecallCounts(**scope.counts),
@@ -149,6 +144,7 @@ class RecallScope:
             batches=scope.batches,
             shipments=scope.shipments,
             scope=scope,
+            found=customers,
         )
 
 
@@ -361,11 +357,11 @@ class Query(
             scope = ctx.trace.recall_scope(source)
             return scope, ctx.store.get_many(scope.customers)
 
-        # one trip to a worker thread: the customers come with the scope, ready for
-        # the `customers` field's loader
+        # one trip to a worker thread: the customers come with the scope (and go to the
+        # request's loader, for any other field that asks for them)
         scope, customers = await ctx.call(answer)
         ctx.nodes.prime_many(customers)
-        return RecallScope.of(scope)
+        return RecallScope.of(scope, customers)
 
     @strawberry.field(
         description="The graph, or a part of it, as RDF in the SQEMS ontology (Turtle, "
@@ -669,8 +665,11 @@ def _should_mask(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, SqemsError | GraphQLError)
 
 
-def build_schema(settings: Settings | None = None) -> strawberry.Schema:
-    """The schema with the limits of ``settings`` (defaults when None)."""
+def build_schema(
+    settings: Settings | None = None, *, execution_class: type[Any] | None = Executor
+) -> strawberry.Schema:
+    """The schema with the limits of ``settings`` (defaults when None), executed by
+    ``execution_class`` (None: strawberry's own executor, to compare answers with)."""
     settings = settings or Settings()
     # The limits are validation rules; built once, so validation results can be cached
     # by document (a fresh rule class per request would miss the cache every time). The
@@ -687,15 +686,16 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         subscription=Subscription,
         types=list(NODE_OBJECT_TYPES.values()),
         scalar_overrides={datetime: DATETIME},  # inputs in the site's zone (localtime)
+        execution_context_class=execution_class,
         extensions=[
             # clients send the same few documents over and over: parse and validate each
             # once per distinct text
-            lambda: AddValidationRules(limits),
             lambda: CheckedDocument(
                 documents,
                 max_tokens=settings.api_max_tokens,
                 max_fields=settings.api_max_fields,
                 timeout_s=settings.api_validation_timeout_s,
+                rules=limits,
             ),
             lambda: _MaskUnexpected(
                 should_mask_error=_should_mask,

@@ -173,12 +173,21 @@ def _offset(cursor: str) -> int:
     raise ValidationFailed(f"{cursor!r} is not a cursor of this connection")
 
 
-def paginate(items: list[T], first: int, after: str | None, max_page: int) -> Connection[T]:
-    """One page of ``items`` after cursor ``after``; ``first`` is capped by the server."""
+def paginate(
+    items: list[Any],
+    first: int,
+    after: str | None,
+    max_page: int,
+    node: Callable[[Any], Any] | None = None,
+) -> Connection[Any]:
+    """One page of ``items`` after cursor ``after``; ``first`` is capped by the server.
+    ``node`` makes the GraphQL object of an item (only the page's items are made)."""
     if first < 0 or first > max_page:
         raise ValidationFailed(f"first must be between 0 and {max_page}, got {first}")
     start = _offset(after) + 1 if after else 0
     chunk = items[start : start + first]
+    if node is not None:
+        chunk = [node(item) for item in chunk]
     edges = [ConnectionEdge(cursor=_cursor(start + i), node=item) for i, item in enumerate(chunk)]
     return Connection(
         edges=edges,
