@@ -479,6 +479,37 @@ def test_degrees_of_an_unknown_uid_is_not_found(small_line: GraphStore) -> None:
         small_line.degrees(["U-1", "U-404"], hops(OUT, "ASSEMBLED_INTO"))
 
 
+def test_edges_along_steps_start_where_the_step_before_led(small_line: GraphStore) -> None:
+    down = small_line.edges_along(["B-1"], [hops(OUT, "PRODUCED"), ASSEMBLY_OUT])
+    assert down == [
+        small_line.edges(["B-1"], hops(OUT, "PRODUCED")),
+        small_line.edges(["U-1", "U-2"], ASSEMBLY_OUT),
+    ]
+    assert [(e.src, e.dst) for e in down[1]] == [("U-1", "U-3"), ("U-2", "U-3")]
+    # against the edges: a unit's sub-assemblies, then the batches that made them
+    up = small_line.edges_along(["U-3"], [hops(IN, "ASSEMBLED_INTO"), hops(IN, "PRODUCED")])
+    assert [[(e.type, e.src, e.dst) for e in step] for step in up] == [
+        [("ASSEMBLED_INTO", "U-1", "U-3"), ("ASSEMBLED_INTO", "U-2", "U-3")],
+        [("PRODUCED", "B-1", "U-1"), ("PRODUCED", "B-1", "U-2")],
+    ]
+
+
+def test_edges_along_mixed_steps_list_each_edge_once(small_line: GraphStore) -> None:
+    steps = [hops(BOTH, "ASSEMBLED_INTO"), {"ASSEMBLED_INTO": BOTH, "PRODUCED": IN}]
+    first, second = small_line.edges_along(["U-2"], steps)
+    assert [(e.src, e.dst) for e in first] == [("U-0", "U-2"), ("U-2", "U-3")]
+    # from U-0 and U-3: back to U-2 twice over, and U-3's other component
+    assert second == small_line.edges(["U-0", "U-3"], steps[1])
+    assert [(e.src, e.dst) for e in second] == [("U-0", "U-2"), ("U-1", "U-3"), ("U-2", "U-3")]
+    assert small_line.edges_along(["U-0"], [hops(IN, "ASSEMBLED_INTO"), ASSEMBLY_OUT]) == [[], []]
+    assert small_line.edges_along(["U-0"], []) == []
+
+
+def test_edges_along_from_an_unknown_uid_is_not_found(small_line: GraphStore) -> None:
+    with pytest.raises(NotFound, match="B-404"):
+        small_line.edges_along(["B-1", "B-404"], [hops(OUT, "PRODUCED")])
+
+
 def test_edges_with_an_unknown_type_is_refused(small_line: GraphStore) -> None:
     with pytest.raises(ValidationFailed, match="WELDED_TO"):
         small_line.edges(["U-1"], hops(OUT, "WELDED_TO"))

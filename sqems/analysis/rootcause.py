@@ -67,7 +67,7 @@ from sqems.graph_model.nodes import (
     ProcessStep,
     Product,
 )
-from sqems.graph_model.store import Direction, GraphStore, TimeWindow
+from sqems.graph_model.store import DEFAULT_MAX_DEPTH, Direction, Edge, GraphStore, TimeWindow
 
 OUT, IN = Direction.OUT, Direction.IN
 DAY = 86_400.0
@@ -252,15 +252,22 @@ def _population(store: GraphStore, target: Defectives, pad_s: float) -> Populati
     by_unit = [b for b in batches if target.field_returns or product_of.get(b) in assembling]
     by_count = sorted(set(batches) - set(by_unit))
     counted = set(by_count)
-    batch_of = {e.dst: e.src for e in store.edges(by_unit, {"PRODUCED": OUT})} if by_unit else {}
+    # one read for what tens of thousands of units need: the units of the batches
+    # counted unit by unit, their shipments (for field returns), their sub-assemblies
+    # level by level and the batches that made those
+    levels = _bom_levels(store, products, assembling)
+    steps = _unit_steps(levels, target.field_returns)
+    walked = store.edges_along(by_unit, steps) if by_unit else [[] for _ in steps]
+    batch_of = {e.dst: e.src for e in walked[0]}
     batch_of.update((u, b) for u, b in own.items() if b not in counted)
     known = target.known - defective
     units = [u for u in batch_of if u not in known]
     if target.field_returns:
-        shipped = {e.src for e in store.edges(units, {"SHIPPED_IN": OUT})}
+        shipped = {e.src for e in itertools.chain(*walked[1:2]) if e.type == "SHIPPED_IN"}
+        shipped.update(e.src for e in store.edges(_outside(units, batch_of, by_unit), _SHIPPED))
         units = [u for u in units if u in shipped or u in defective]
     may_have_subs = [u for u in units if product_of.get(batch_of[u]) in assembling]
-    tree = _assemblies(store, may_have_subs, products, assembling, batch_of)
+    tree = _assemblies(may_have_subs, levels, batch_of, walked[1:])
     sub_batch = tree.batch_of
 
     facts = read_batches(store, {*batch_of.values(), *by_count, *sub_batch.values()})
@@ -351,39 +358,75 @@ class _Assemblies:
         return list(seen)
 
 
+_SHIPPED = {"SHIPPED_IN": OUT}
+_BELOW = {"ASSEMBLED_INTO": IN}
+_MADE_AND_BELOW = {"PRODUCED": IN, "ASSEMBLED_INTO": IN}
+_MADE = {"PRODUCED": IN}
+
+
+def _bom_levels(store: GraphStore, products: Sequence[str], assembling: set[str]) -> int:
+    """How many levels of sub-assemblies the bills of materials allow under units of
+    ``products``: a level counts while its products are built from other products (a
+    pack from modules, a module from cells)."""
+    level = sorted(p for p in products if p in assembling)
+    depth = 0
+    while level and depth < DEFAULT_MAX_DEPTH:  # a cycle in the bill of materials ends
+        depth += 1
+        parts = {e.dst for e in store.edges(level, {"USES": OUT})}
+        uses = store.edges(sorted(parts), {"USES": OUT}) if parts else []
+        inputs = store.get_many({e.dst for e in uses})
+        level = sorted({e.src for e in uses if isinstance(inputs.get(e.dst), Product)})
+    return depth
+
+
+def _unit_steps(levels: int, shipments: bool) -> list[Mapping[str, Direction]]:
+    """The steps of :meth:`GraphStore.edges_along` from batches to their units, then
+    (with ``shipments``) the units' shipments, and ``levels`` levels of sub-assemblies
+    each with the batch that made it."""
+    first = {**_BELOW, **_SHIPPED} if shipments else _BELOW
+    if not levels:
+        return [{"PRODUCED": OUT}, *([_SHIPPED] if shipments else [])]
+    return [{"PRODUCED": OUT}, first, *[_MADE_AND_BELOW] * (levels - 1), _MADE]
+
+
+def _outside(units: Iterable[str], batch_of: Mapping[str, str], read: Sequence[str]) -> list[str]:
+    """``units`` whose batch was not read unit by unit (their edges are not in hand)."""
+    done = set(read)
+    return [u for u in units if batch_of[u] not in done]
+
+
 def _assemblies(
-    store: GraphStore,
     units: Sequence[str],
-    products: Sequence[str],
-    assembling: set[str],
+    levels: int,
     known: Mapping[str, str],
+    walked: Sequence[Sequence[Edge]],
 ) -> _Assemblies:
-    """The sub-assemblies of ``units`` through every level of ``ASSEMBLED_INTO`` — a
-    pack's modules, their cells, … — with two bulk store calls per level. A level is
-    read only while the bill of materials says its products are built from others."""
+    """The sub-assemblies of ``units`` through ``levels`` levels of ``ASSEMBLED_INTO``
+    — a pack's modules, their cells, … — from the edges read along
+    :func:`_unit_steps` (``walked``, the first step left out)."""
+    subs_of: dict[str, list[str]] = defaultdict(list)
+    made_by: dict[str, str] = {}
+    for e in itertools.chain.from_iterable(walked):
+        if e.type == "ASSEMBLED_INTO":
+            subs_of[e.dst].append(e.src)
+        elif e.type == "PRODUCED":
+            made_by[e.dst] = e.src
     children: dict[str, list[str]] = defaultdict(list)
     batch_of = {u: known[u] for u in units if u in known}
     frontier = list(units)
-    # the products that may still have sub-assemblies at the next level
-    level = {p for p in products if p in assembling}
     expanded: set[str] = set(frontier)
-    while frontier and level:
-        found = store.edges(frontier, {"ASSEMBLED_INTO": IN})
+    for _ in range(levels):
+        found = sorted({(unit, sub) for unit in frontier for sub in subs_of.get(unit, ())})
         if not found:
             break
-        for e in sorted(found, key=lambda e: (e.dst, e.src)):
-            children[e.dst].append(e.src)
+        for unit, sub in found:
+            children[unit].append(sub)
         # a sub-assembly already in hand (a module of the population, under a pack of
-        # it) is not read twice; a cycle in the data ends here too
-        subs = sorted({e.src for e in found} - expanded)
+        # it) is not expanded twice; a cycle in the data ends here too
+        subs = sorted({sub for _, sub in found} - expanded)
         expanded.update(subs)
-        made = store.edges(subs, {"PRODUCED": IN}) if subs else []
-        batch_of.update((e.dst, e.src) for e in made)
-        parts = {e.dst for e in store.edges(level, {"USES": OUT})}
-        uses = store.edges(parts, {"USES": OUT}) if parts else []
-        inputs = store.get_many({e.dst for e in uses})
-        level = {e.src for e in uses if isinstance(inputs.get(e.dst), Product)}
-        frontier = subs if level else []
+        batch_of.update((sub, made_by[sub]) for sub in subs if sub in made_by)
+        frontier = subs
     return _Assemblies(dict(children), batch_of)
 
 

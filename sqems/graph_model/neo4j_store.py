@@ -18,10 +18,11 @@ by level instead, one single-hop query per level.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from operator import itemgetter
@@ -497,6 +498,50 @@ class Neo4jGraphStore(StoreBase):
         return [Edge(t, s, d, p) for i, (s, t, d, p) in enumerate(rows)
                 if not i or rows[i - 1][:3] != (s, t, d)]  # fmt: skip
 
+    def edges_along(self, uids: Iterable[str], steps: Sequence[Hops]) -> list[list[Edge]]:
+        """One query: each step expands from the nodes the one before reached, on the
+        server, so a long list of uids in the middle never travels to the client and
+        back; each step's edges come back as columns (one list of sources, one of
+        targets, ...), which decode faster than one small list per edge."""
+        wanted = list(dict.fromkeys(uids))
+        plan = tuple(split_hops(h) for h in steps)
+        if not plan:
+            return []
+        record = self._read(_along_query(plan), uids=wanted)[0]
+        if record["missing"]:
+            raise NotFound(
+                f"{record['missing'][0]} is not in the graph (store: {self.description})"
+            )
+        answer = []
+        twice = False  # whether a node may be expanded twice in this step
+        for i, (outs, ins) in enumerate(plan):
+            if len(outs) + len(ins) == 1 and not rel_type(min(outs | ins)).props and not twice:
+                # one type without properties, each edge once: sort plain pairs (the
+                # common case, and the big one: a batch's units, their sub-assemblies)
+                only = min(outs | ins)
+                way = 0 if outs else 1
+                near, far = record[f"a{i}_{way}"], record[f"b{i}_{way}"]
+                ends = sorted(zip(near, far, strict=True) if outs else zip(far, near, strict=True))
+                new = tuple.__new__  # skips the named tuple's Python-level constructor
+                answer.append([new(Edge, (only, src, dst, NO_PROPS)) for src, dst in ends])
+                continue
+            rows: list[tuple[str, str, str, Mapping[str, Any]]] = []
+            for way, types in ((0, outs), (1, ins)):
+                if not types:
+                    continue
+                near, far = record[f"a{i}_{way}"], record[f"b{i}_{way}"]
+                typ = record.get(f"t{i}_{way}") or itertools.repeat(min(types))
+                props = record.get(f"p{i}_{way}") or itertools.repeat(NO_PROPS)
+                pairs = zip(near, far, strict=True) if way == 0 else zip(far, near, strict=True)
+                found = zip(pairs, typ, props, strict=False)
+                rows.extend((src, t, dst, p or NO_PROPS) for (src, dst), t, p in found)
+            rows.sort(key=_edge_key)
+            # an edge between two nodes of the step, followed both ways, came back twice
+            answer.append([Edge(t, s, d, p) for k, (s, t, d, p) in enumerate(rows)
+                           if not k or rows[k - 1][:3] != (s, t, d)])  # fmt: skip
+            twice = bool(outs and ins)
+        return answer
+
     def traverse(
         self,
         start: Iterable[str],
@@ -774,6 +819,40 @@ def _walk_query(
         f"WITH collect([uid, {_LABEL.format(n='s')}]) AS found, collect(s) AS nodes "
         f"{walk} RETURN found, reached{listed}"
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _along_query(plan: tuple[tuple[frozenset[str], frozenset[str]], ...]) -> LiteralString:
+    """The query of :meth:`Neo4jGraphStore.edges_along` for its steps' types."""
+    carried = ["missing"]
+    parts = [
+        "UNWIND $uids AS uid OPTIONAL MATCH (n:Entity {uid: uid}) "
+        "WITH collect(CASE WHEN n IS NULL THEN uid END) AS missing, collect(n) AS f0"
+    ]
+    for i, (outs, ins) in enumerate(plan):
+        ends = []
+        for way, types, arrow in ((0, outs, "-[r:{t}]->"), (1, ins, "<-[r:{t}]-")):
+            if not types:
+                continue
+            # a type column only for several types, a property column only for types
+            # with properties (a constant beside the aggregates would group by it, and
+            # no edges would then mean no record)
+            columns = {f"a{i}_{way}": "collect(u.uid)", f"b{i}_{way}": "collect(v.uid)"}
+            if len(types) > 1:
+                columns[f"t{i}_{way}"] = "collect(type(r))"
+            if any(rel_type(t).props for t in types):
+                columns[f"p{i}_{way}"] = "collect(properties(r))"
+            parts.append(
+                f"CALL (f{i}) {{ UNWIND f{i} AS u MATCH (u){arrow.format(t=_types(types))}(v) "
+                f"RETURN {', '.join(f'{e} AS {n}' for n, e in columns.items())}, "
+                f"collect(DISTINCT v) AS e{i}_{way} }}"
+            )
+            carried += columns
+            ends.append(f"e{i}_{way}")
+        # a node reached both ways is expanded twice by the next step; its edges are
+        # merged on the client
+        parts.append(f"WITH {', '.join(carried)}, {' + '.join(ends)} AS f{i + 1}")
+    return _q(" ".join(parts) + f" RETURN {', '.join(carried)}")
 
 
 def _listed(record: neo4j.Record, outs: frozenset[str], ins: frozenset[str]) -> list[Edge]:

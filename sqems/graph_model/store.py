@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -195,6 +195,20 @@ class StoreBase(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    @abstractmethod
+    def edges(self, uids: Iterable[str], hops: Hops) -> list[Edge]: ...
+
+    def edges_along(self, uids: Iterable[str], steps: Sequence[Hops]) -> list[list[Edge]]:
+        """See :meth:`GraphStore.edges_along`; a backend that can answer in one round
+        trip overrides this."""
+        answer: list[list[Edge]] = []
+        at = list(dict.fromkeys(uids))
+        for hops in steps:
+            found = self.edges(at, hops) if at else []
+            answer.append(found)
+            at = far_ends(at, found, hops)
+        return answer
 
     def get(self, uid: str) -> Node:
         found = self.get_many([uid])
@@ -401,6 +415,16 @@ class GraphStore(Protocol):
         """Edges at ``uids`` of the given types and directions, with properties."""
         ...
 
+    def edges_along(self, uids: Iterable[str], steps: Sequence[Hops]) -> list[list[Edge]]:
+        """Edges along a fixed sequence of steps: those of ``steps[0]`` at ``uids``, then
+        those of ``steps[1]`` at the nodes the first step led to (each once), and so
+        on; one list per step, each as :meth:`edges` lists it. A node the first step
+        starts from must exist (:class:`NotFound`); later steps start from what the
+        graph holds. A batch's units, their sub-assemblies and the batches that made
+        those are ``edges_along(batches, [{"PRODUCED": "out"}, {"ASSEMBLED_INTO": "in"},
+        {"PRODUCED": "in"}])``: one round trip to a server, however many units."""
+        ...
+
     def degrees(self, uids: Iterable[str], hops: Hops) -> dict[str, int]:
         """How many edges of the given types and directions each of ``uids`` has: the
         size of :meth:`edges` per node, without fetching the edges."""
@@ -473,6 +497,20 @@ def split_hops(hops: Hops) -> tuple[frozenset[str], frozenset[str]]:
 def plan_hops(hops: Hops) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
     """Per label, the hop types a traversal must follow out of and into such a node."""
     return _plan(*split_hops(hops))
+
+
+def far_ends(at: Iterable[str], edges: Iterable[Edge], hops: Hops) -> list[str]:
+    """The nodes ``edges`` lead to from ``at`` along ``hops``, each once, in order of
+    first appearance."""
+    outs, ins = split_hops(hops)
+    here = set(at)
+    ends: dict[str, None] = {}
+    for e in edges:
+        if e.type in outs and e.src in here:
+            ends[e.dst] = None
+        if e.type in ins and e.dst in here:
+            ends[e.src] = None
+    return list(ends)
 
 
 def hops(direction: Direction, *types: str) -> dict[str, Direction]:
