@@ -9,6 +9,10 @@ graph, then:
 2. **Pipeline**: the same stream into ``MqttIngestion`` (validation, unit conversion,
    dedup, DuckDB, streaming rules): readings/s stored, and publish→stored latency
    p50/p99 (each reading carries its publish time as ``ts``).
+
+   Both report this process's CPU time per reading (all its threads): what the
+   subscriber itself costs, which stays put when the machine is busy with other work
+   and the readings/s do not.
 3. **Alarms**: violating readings sent one at a time to every sensor in turn (with
    quiet readings between so each alarm closes): publish→alarm-received p50/p99.
 4. **Broker restart**: the stream again with the broker stopped and started halfway;
@@ -199,22 +203,26 @@ def ceiling(port: int, batch: list[Any], readings: int) -> float:
     sub.on_message = on_message
     sub.subscribe("sqems/v1/+/+/+/+", qos=1)
     time.sleep(0.3)
+    cpu = time.process_time()
     proc = run_publisher(port, batch)
     done.wait(600)
+    cpu = time.process_time() - cpu
     proc.join()
     sub.loop_stop()
     sub.disconnect()
-    return got / (last - first)
+    return {"rps": got / (last - first), "cpu_us": cpu / got * 1e6}
 
 
 class TimedIngestor(Ingestor):
     """The pipeline, noting for each batch when its readings were stored."""
 
     latencies: list[float]
+    sizes: list[int]
 
     def handle_many(self, messages: Any) -> Any:
         batch: list[Message] = list(messages)
         counts = super().handle_many(batch)
+        self.sizes.append(counts.received)
         stored = datetime.now(UTC)
         for m in batch[:: max(1, len(batch) // 20)]:  # a sample of each batch
             items = json.loads(m.payload)
@@ -235,12 +243,14 @@ def pipeline_run(
         graph, ReadingsStore(tmp / f"{name}.duckdb"), Quarantine(tmp / f"{name}.db")
     )
     ingestor.latencies = []
+    ingestor.sizes = []
     bridge = MqttIngestion(ingestor, "127.0.0.1", port, client_id=f"bench-{name}")
     bridge.start()
     while not bridge.connected.is_set():
         time.sleep(0.05)
     restart_at = len(batch) // 2 if broker else None
     began = time.perf_counter()
+    cpu = time.process_time()
     proc = run_publisher(port, batch, restart_at)
     if broker is not None:
         while ingestor.counters.received < readings // 3:
@@ -251,6 +261,7 @@ def pipeline_run(
     while ingestor.counters.received < readings and time.monotonic() < deadline:
         time.sleep(0.01)
     elapsed = time.perf_counter() - began
+    cpu = time.process_time() - cpu
     proc.join()
     bridge.stop()
     c = ingestor.counters
@@ -260,6 +271,7 @@ def pipeline_run(
     lat = sorted(ingestor.latencies)
     return {
         "rps": c.received / elapsed,
+        "cpu_us": cpu / max(1, c.received) * 1e6,
         "received": c.received,
         "accepted": c.accepted,
         "duplicates": c.duplicates,
@@ -267,6 +279,8 @@ def pipeline_run(
         "stored": stored,
         "p50": statistics.median(lat) * 1000 if lat else 0.0,
         "p99": percentile(lat, 0.99) * 1000 if lat else 0.0,
+        "batches": len(ingestor.sizes),
+        "batch_p50": statistics.median(ingestor.sizes) if ingestor.sizes else 0,
     }
 
 
@@ -357,8 +371,10 @@ def main() -> None:
                 print(f"pipeline {k + 1}…", file=sys.stderr, flush=True)
                 batch = messages(sensors, total, args.per_message, f"pipe{k}")
                 pipes.append(pipeline_run(broker.port, graph, tmp, batch, total, f"pipe{k}"))
-            bare = statistics.median(bares)
-            ratio = statistics.median(p["rps"] / b for p, b in zip(pipes, bares, strict=True))
+            bare = statistics.median(b["rps"] for b in bares)
+            ratio = statistics.median(
+                p["rps"] / b["rps"] for p, b in zip(pipes, bares, strict=True)
+            )
             piped = sorted(pipes, key=lambda p: p["rps"])[len(pipes) // 2]
             print("alarms…", file=sys.stderr, flush=True)
             alarms = alarm_latency(broker.port, graph, tmp, sensors, args.alarm_cycles)
@@ -383,17 +399,31 @@ def main() -> None:
     )
     print(
         f"{'bare subscriber (counts only)':<34} {bare:>10,.0f} readings/s  (median of "
-        f"{args.repeat}: {', '.join(f'{b:,.0f}' for b in bares)})"
+        f"{args.repeat}: {', '.join(format(b['rps'], ',.0f') for b in bares)})"
     )
     print(
         f"{'pipeline (validate..store..SPC)':<34} {piped['rps']:>10,.0f} readings/s  (median "
         f"of {args.repeat}: {', '.join(format(p['rps'], ',.0f') for p in pipes)})"
     )
+    pairs = zip(pipes, bares, strict=True)
     print(
         f"{'pipeline / ceiling':<34} {ratio:>10.0%}  (median of the pairs' ratios: "
-        f"{', '.join(format(p['rps'] / b, '.0%') for p, b in zip(pipes, bares, strict=True))})"
+        f"{', '.join(format(p['rps'] / b['rps'], '.0%') for p, b in pairs)})"
+    )
+    # the subscriber's own CPU time (every thread of this process) per reading: what the
+    # pipeline adds, whatever else the machine is running
+    bare_cpu = statistics.median(b["cpu_us"] for b in bares)
+    pipe_cpu = statistics.median(p["cpu_us"] for p in pipes)
+    print(
+        f"{'subscriber CPU per reading':<34} bare {bare_cpu:.2f} µs, pipeline {pipe_cpu:.2f} µs "
+        f"(rounds: {', '.join(format(b['cpu_us'], '.2f') for b in bares)} / "
+        f"{', '.join(format(p['cpu_us'], '.2f') for p in pipes)})"
     )
     print(f"{'publish->stored (flooded)':<34} p50 {piped['p50']:.0f} ms  p99 {piped['p99']:.0f} ms")
+    print(
+        f"{'batches written':<34} {piped['batches']:>10,}  (median {piped['batch_p50']:,.0f} "
+        "readings each)"
+    )
     print(
         f"  received {piped['received']:,}, accepted {piped['accepted']:,}, stored "
         f"{piped['stored']:,}, duplicates {piped['duplicates']:,}, quarantined "

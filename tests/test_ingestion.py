@@ -11,7 +11,7 @@ import random
 import re
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from sqems.graph_model.store import Edge
 from sqems.ingestion.payloads import Topic, decode
 from sqems.ingestion.pipeline import AlarmEvent, Ingestor, Message
 from sqems.ingestion.quarantine import NewEntry, Quarantine
-from sqems.ingestion.readings import ReadingBatch, ReadingsStore
+from sqems.ingestion.readings import ReadingBatch, ReadingsStore, micros_of
 from sqems.ingestion.units import UnitConverter
 
 PEAK = "sqems/v1/SITE-1/LINE-PCB/M-REFLOW-2/P-REFLOW-PEAK"
@@ -217,7 +217,7 @@ def test_a_store_of_the_first_layout_is_migrated(tmp_path: Path) -> None:
         assert store.series("M-REFLOW-2", "P-REFLOW-PEAK") == [(T0, 240.5)]
         batch = ReadingBatch()
         number = store.series_id("SITE-1", "LINE-PCB", "M-REFLOW-2", "P-REFLOW-PEAK", "degC")
-        batch.extend(number, ["m-1", "m-2"], [T0, T0], [240.5, 241.0], ["good"] * 2, T0)
+        batch.extend(number, ["m-1", "m-2"], micros_of([T0, T0]), [240.5, 241.0], ["good"] * 2, T0)
         assert store.write(batch).tolist() == [False, True]
         assert store.count() == 2
     finally:
@@ -337,6 +337,151 @@ def test_every_reading_is_accepted_quarantined_or_a_duplicate(
     finally:
         readings.close()
         quarantine.close()
+
+
+GOOD_STAMPS = st.builds(
+    # as senders write them: offsets, fractions of every length, Z
+    lambda s, offset, digits, zulu: (
+        ((T0 + timedelta(seconds=s)).astimezone(timezone(timedelta(minutes=offset))))
+        .isoformat(timespec=digits)
+        .replace("+00:00", "Z" if zulu else "+00:00")
+    ),
+    st.floats(-1e6, 1e6),
+    st.integers(-23 * 60, 23 * 60),
+    st.sampled_from(["seconds", "milliseconds", "microseconds"]),
+    st.booleans(),
+)
+ODD_STAMPS = [  # refused, or read only by the careful path
+    "2026-02-30T08:00:00Z",
+    "2026-01-06T08:00:00",
+    "2026-01-06T08:00:00.1234567Z",
+    "2026-01-06 08:00:00Z",
+    "1999-12-31T23:59:59Z",
+    "2000-01-01T00:30:00+01:00",
+    "2999-01-01T00:00:00Z",
+    "0001-01-01T00:30:00+01:00",
+    "2026-01-06T08:00:00+24:00",
+    "2026-01-06t08:00:00z",
+    "1767686400",
+]
+GOOD_ITEMS = st.fixed_dictionaries(
+    {
+        "ts": GOOD_STAMPS,
+        "value": st.one_of(st.floats(200, 300), st.integers(200, 300)),
+        "unit": st.just("degC"),
+        "id": st.integers(0, 30).map(lambda i: f"m-{i}"),
+    },
+    optional={"quality": st.sampled_from(["good", "bad", "uncertain"])},
+)
+ODD_ITEMS = st.fixed_dictionaries(
+    {
+        "ts": st.one_of(GOOD_STAMPS, st.sampled_from(ODD_STAMPS)),
+        "value": st.one_of(st.floats(200, 300), st.just(True), st.just(None)),
+        "unit": st.sampled_from(["degC", "degF", " degC", "furlong"]),
+        "id": st.sampled_from(["m-1", " m-1 ", "", "null", "x" * 201, "m\n1", "\u00a0m"]),
+    },
+    optional={"quality": st.sampled_from(["good", "fine", None]), "extra": st.just(1)},
+)
+MESSAGE_ITEMS = st.one_of(
+    st.lists(GOOD_ITEMS, min_size=1, max_size=5),
+    st.lists(st.one_of(GOOD_ITEMS, ODD_ITEMS), min_size=0, max_size=4),
+)
+
+
+def both_ways(graph: GraphStore, batches: list[list[bytes]]) -> list[Any]:
+    """Rows stored, counts and quarantine entries of ``batches`` (of payloads on
+    PEAK, after one message that makes the series known), once as the pipeline reads
+    them and once with every message read one reading at a time; and how many
+    messages took the fast path."""
+    outcomes: list[Any] = []
+    for careful in (False, True):
+        readings, quarantine = ReadingsStore(None), Quarantine(None)
+        try:
+            ingestor = Ingestor(graph, readings, quarantine)
+            fast = 0
+            plain = ingestor._plain
+
+            def counted(messages: list[Message], plain: Any = plain) -> list[Any]:
+                nonlocal fast
+                found = plain(messages)
+                fast += sum(f is not None for f in found)
+                return found
+
+            ingestor._plain = (  # type: ignore[method-assign]
+                (lambda messages: [None] * len(messages)) if careful else counted
+            )
+            ingestor.handle(PEAK, payload(reading(0, 240.0), reading(-1, 240.0)), T0)
+            for batch in batches:
+                arrived = T0 + timedelta(days=30)
+                ingestor.handle_many([Message(PEAK, raw, arrived) for raw in batch])
+            with readings._lock:
+                rows = readings._db.execute(
+                    "SELECT series, message_id, epoch_us(ts), value, quality, "
+                    "epoch_us(received_at) FROM samples ORDER BY ALL"
+                ).fetchall()
+            entries = [(e.item, e.reason, e.raw) for e in quarantine.entries()]
+            outcomes.append(((rows, ingestor.counters, entries), fast))
+        finally:
+            readings.close()
+            quarantine.close()
+    (fast, used), (careful_way, _) = outcomes
+    assert fast == careful_way
+    c = fast[1]
+    assert c.received == c.accepted + c.quarantined + c.duplicates
+    return [*fast, used]
+
+
+def test_the_fast_path_refuses_each_odd_reading_as_the_careful_path_does(
+    graph: GraphStore,
+) -> None:
+    """Each odd reading, alone among good ones in a batch Arrow reads whole, or making
+    Arrow give up on its batch: the same rows, counts and reasons as one reading at a
+    time, and the good messages still take the fast path."""
+    good = [reading(k, 240.0 + k, at=T0 + timedelta(seconds=k)) for k in range(1, 4)]
+    odd: list[dict[str, Any]] = [
+        *({"ts": ts} for ts in ODD_STAMPS),
+        {"value": float("inf")},
+        {"value": True},
+        {"value": "241"},
+        {"unit": "degF"},
+        {"unit": " degC"},
+        {"id": " m-9"},
+        {"id": "x" * 201},
+        {"id": "m\u00a0"},
+        {"quality": None},
+        {"quality": "fine"},
+        {"extra": 1},
+    ]
+    batches = []
+    for k, change in enumerate(odd):
+        items = [{**reading(100 + k, 250.0), **change}, *good]
+        batches.append([payload(*good), json.dumps(items).encode(), payload(*good)])
+    batches.append([b"[]", b"{}", payload(good[0]), b'[{"ts": 1}] {"r": []}'])
+    _, counts, entries, fast = both_ways(graph, batches)
+    assert fast >= 2 * len(odd)  # the good messages beside the odd one took it
+    reasons = " ".join(reason for _, reason, _ in entries)
+    for words in ("not JSON", "timezone", "before 2000", "after the arrival", "finite", "extra"):
+        assert words.lower() in reasons.lower()
+    assert counts.quarantined >= 12
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batches=st.lists(
+        st.lists(MESSAGE_ITEMS.map(lambda items: json.dumps(items).encode()), max_size=6),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_the_fast_path_stores_and_refuses_exactly_what_the_careful_path_does(
+    graph: GraphStore, batches: list[list[bytes]]
+) -> None:
+    """The usual message (a list of good readings of a series already seen) skips the
+    per-reading models; batches of any mix give the same rows, counts and quarantine
+    entries (with their reasons) as reading each message one reading at a time."""
+    both_ways(graph, batches)
 
 
 def test_a_drift_raises_one_alarm_linked_to_machine_parameter_and_run(

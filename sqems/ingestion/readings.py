@@ -24,13 +24,15 @@ and after a year of data.
 from __future__ import annotations
 
 import threading
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeAlias
 
 import duckdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
@@ -61,43 +63,64 @@ SCHEMA = (
 )
 
 _TS = pa.timestamp("us", tz="UTC")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+Column: TypeAlias = list[str] | list[float] | pa.Array
+"""A message's part of a column: Python values, or an Arrow array read straight from
+the payloads."""
 
 
 class ReadingBatch:
-    """Readings on their way to the store, one list per column, appended a message
-    at a time (a message's readings share a series and an arrival time)."""
+    """Readings on their way to the store, appended a message at a time (a message's
+    readings share a series and an arrival time) and kept as each message's part of
+    each column until :meth:`table` joins them; each reading's time is kept as
+    microseconds since the epoch (UTC)."""
 
-    __slots__ = ("_received", "_series", "_sizes", "_table", "message_id", "quality", "ts", "value")
+    __slots__ = (
+        "_ids",
+        "_micros",
+        "_quality",
+        "_received",
+        "_rows",
+        "_series",
+        "_sizes",
+        "_table",
+        "_values",
+    )
 
     def __init__(self) -> None:
-        self.message_id: list[str] = []
-        self.ts: list[datetime] = []
-        self.value: list[float] = []
-        self.quality: list[str] = []
-        self._series: list[int] = []  # these three: one entry per message
+        self._ids: list[Column] = []  # all of these: one entry per message
+        self._micros: list[npt.NDArray[np.int64]] = []
+        self._values: list[Column] = []
+        self._quality: list[Column] = []
+        self._series: list[int] = []
         self._received: list[float] = []
         self._sizes: list[int] = []
+        self._rows = 0
         self._table: pa.Table | None = None
 
     def __len__(self) -> int:
-        return len(self.message_id)
+        return self._rows
 
     def extend(
         self,
         series: int,
-        message_ids: list[str],
-        ts: list[datetime],
-        values: list[float],
-        quality: list[str],
+        message_ids: Column,
+        micros: npt.NDArray[np.int64],
+        values: Column,
+        quality: Column,
         received_at: datetime,
     ) -> None:
-        self.message_id += message_ids
-        self.ts += ts
-        self.value += values
-        self.quality += quality
+        self._ids.append(message_ids)
+        self._micros.append(micros)
+        self._values.append(values)
+        self._quality.append(quality)
         self._series.append(series)
         self._received.append(received_at.timestamp())
-        self._sizes.append(len(message_ids))
+        self._sizes.append(len(micros))
+        self._rows += len(micros)
         self._table = None
 
     def table(self) -> pa.Table:
@@ -105,15 +128,16 @@ class ReadingBatch:
         if self._table is None:
             sizes = np.asarray(self._sizes, dtype=np.int64)
             received = np.repeat(np.round(np.asarray(self._received) * 1e6).astype(np.int64), sizes)
+            micros = np.concatenate(self._micros) if self._micros else np.zeros(0, np.int64)
             self._table = pa.table(
                 {
-                    "i": pa.array(np.arange(len(self), dtype=np.int64)),
+                    "i": pa.array(np.arange(self._rows, dtype=np.int64)),
                     "series": pa.array(np.repeat(np.asarray(self._series, np.int32), sizes)),
-                    "message_id": pa.array(self.message_id, pa.string()),
-                    "ts": pa.array(self.ts, _TS),
-                    "value": pa.array(self.value, pa.float64()),
-                    "quality": pa.array(self.quality, pa.string()),
-                    "received_at": pa.array(received).cast(_TS),
+                    "message_id": _joined(self._ids, pa.string()),
+                    "ts": pa.array(micros, _TS),
+                    "value": _joined(self._values, pa.float64()),
+                    "quality": _joined(self._quality, pa.string()),
+                    "received_at": pa.array(received, _TS),
                 }
             )
         return self._table
@@ -128,10 +152,49 @@ class ReadingBatch:
         seconds: FloatArray = self.micros() / 1e6
         return seconds
 
+    def time(self, row: int) -> datetime:
+        """The timestamp of reading ``row`` (in UTC)."""
+        return EPOCH + timedelta(microseconds=int(self.micros()[row]))
+
+    def values(self) -> FloatArray:
+        """Each reading's value."""
+        values: FloatArray = self.table().column("value").to_numpy()
+        return values
+
+    def good(self) -> BoolArray:
+        """Which readings are of good quality."""
+        good: BoolArray = pc.equal(self.table().column("quality"), "good").to_numpy()
+        return good
+
     def series(self) -> npt.NDArray[np.int32]:
         """Each reading's series number."""
         series: npt.NDArray[np.int32] = self.table().column("series").to_numpy()
         return series
+
+
+def _joined(parts: list[Column], kind: pa.DataType) -> pa.Array:
+    """The messages' parts of a column as one Arrow array (runs of Python values are
+    converted together)."""
+    arrays: list[pa.Array] = []
+    run: list[object] = []
+    for part in parts:
+        if isinstance(part, list):
+            run += part
+            continue
+        if run:
+            arrays.append(pa.array(run, kind))
+            run = []
+        arrays.append(part)
+    if run or not arrays:
+        arrays.append(pa.array(run, kind))
+    return arrays[0] if len(arrays) == 1 else pa.concat_arrays(arrays)
+
+
+def micros_of(times: list[datetime]) -> npt.NDArray[np.int64]:
+    """Aware datetimes as microseconds since the epoch, exactly."""
+    return np.fromiter(
+        ((t - EPOCH) // _MICROSECOND for t in times), dtype=np.int64, count=len(times)
+    )
 
 
 class ReadingsStore:
@@ -193,10 +256,11 @@ class ReadingsStore:
             return fresh
         table = batch.table()
         series, micros = batch.series(), batch.micros()
-        if len(set(batch.message_id)) != n:  # a message id repeated in the batch
+        ids = table.column("message_id")
+        if pc.count_distinct(ids).as_py() != n:  # a message id repeated in the batch
             seen: set[tuple[int, str, int]] = set()
             for i, key in enumerate(
-                zip(series.tolist(), batch.message_id, micros.tolist(), strict=True)
+                zip(series.tolist(), ids.to_pylist(), micros.tolist(), strict=True)
             ):
                 if key in seen:
                     fresh[i] = False
