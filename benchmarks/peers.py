@@ -26,7 +26,8 @@ upstream nodes by label.
     python benchmarks/peers.py --plants-dir /tmp/p/plants        # 100k and 1M units
     python benchmarks/peers.py --sizes 20000 --lots 10
     python benchmarks/peers.py --sizes 1000000 --plants-dir /tmp/p/plants \
-        --neo4j-home /tmp/p/neo4j-1m        # a second run skips the Neo4j load
+        --neo4j-home /tmp/p/neo4j-1m --embedded-dir /tmp/p/stores
+        # a second run reuses both stores instead of loading them again
 """
 
 from __future__ import annotations
@@ -634,6 +635,26 @@ def plant_directory(units: int, seed: int, plants_dir: Path | None, scratch: Pat
     return target
 
 
+def open_embedded(
+    directory: Path | None, plant: Path, identity: str
+) -> tuple[EmbeddedGraphStore, bool]:
+    """The embedded store holding ``plant``: in memory, or in a file under ``directory``
+    that a later run opens instead of loading again; and whether it was loaded now."""
+    if directory is None:
+        store = EmbeddedGraphStore(None)
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{identity}.db"
+        store = EmbeddedGraphStore(path)
+        if held_plants(store) == [identity] and load_in_progress(store) is None:
+            return store, False
+        if store.count():
+            store.close()
+            raise SystemExit(f"{path} holds a partial or other load: delete it and run again")
+    load_plant(store, read_plant(plant), plant=identity)
+    return store, True
+
+
 def _column(path: Path, column: str) -> list[str]:
     with path.open(newline="", encoding="utf-8") as handle:
         return [row[column] for row in csv.DictReader(handle)]
@@ -648,6 +669,8 @@ class Side:
     run: Callable[[str], Any]
     answer: Callable[[Any], Any]
     samples: list[float] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)
+    """Picks where this side's answer differed from the embedded store's."""
 
 
 def same_recall(ref: Recall, got: Recall | Counts, embedded: EmbeddedGraphStore) -> tuple[int, int]:
@@ -720,14 +743,19 @@ def run_size(
 
     load: dict[str, float | None] = {}
     print(f"[{units:,}] loading the embedded store…", file=sys.stderr, flush=True)
-    embedded = EmbeddedGraphStore(None)
+    identity = plant_identity(plant)
     began = time.perf_counter()
-    report = load_plant(embedded, read_plant(plant))
-    load["SQEMS embedded"] = time.perf_counter() - began
+    embedded, loaded = open_embedded(args.embedded_dir, plant, identity)
+    seconds = time.perf_counter() - began
+    entities = embedded.count() + embedded.count_edges()
+    if loaded:
+        load["SQEMS embedded"] = seconds
+    else:
+        load["SQEMS embedded"] = None
+        load["SQEMS embedded, opened from an earlier run's file"] = seconds
 
     print(f"[{units:,}] loading Neo4j…", file=sys.stderr, flush=True)
     store = Neo4jGraphStore(server.uri, password=server.password(), batch_size=10_000)
-    identity = plant_identity(plant)
     if held_plants(store) == [identity] and load_in_progress(store) is None:
         # --neo4j-home: an earlier run loaded this plant into the kept database
         print(f"[{units:,}] Neo4j already holds {identity}", file=sys.stderr, flush=True)
@@ -808,7 +836,11 @@ def run_size(
             ref = recall_sides[0].answer(recall_sides[0].run(uid))
             scope_units.append(len(ref.units))
             for side in recall_sides[1:]:
-                c, d = same_recall(ref, side.answer(side.run(uid)), embedded)
+                try:
+                    c, d = same_recall(ref, side.answer(side.run(uid)), embedded)
+                except AssertionError as exc:
+                    side.wrong.append(f"{uid}: {str(exc)[:300]}")
+                    continue
                 compared, differ = compared + c, differ + d
         upstream_nodes: list[int] = []
         for uid in defective:
@@ -816,7 +848,8 @@ def run_size(
             upstream_nodes.append(sum(len(v) for v in ref_up.values()))
             for side in upstream_sides[1:]:
                 got = side.answer(side.run(uid))
-                assert got == ref_up, (side.name, uid, got, ref_up)
+                if got != ref_up:
+                    side.wrong.append(f"{uid}: {str(got)[:150]} != {str(ref_up)[:150]}")
         print(f"[{units:,}] timing…", file=sys.stderr, flush=True)
         for _ in range(args.rounds):
             time_round(recall_sides, lots)
@@ -836,9 +869,15 @@ def run_size(
         embedded.close()
     return {
         "units": units,
-        "entities": report.total,
+        "entities": entities,
         "load": load,
         "pg_phases": pg_phases,
+        "wrong": {
+            f"{kind} / {s.name}": s.wrong
+            for kind, sides in (("recall", recall_sides), ("upstream", upstream_sides))
+            for s in sides
+            if s.wrong
+        },
         "recall": summary(recall_sides, "PostgreSQL CTE, paths"),
         "upstream": summary(upstream_sides, "PostgreSQL CTE"),
         "lots": len(lots),
@@ -884,6 +923,13 @@ def print_size(r: dict[str, Any], show_plans: bool) -> None:
         f"{statistics.median(nodes):,.0f}, max {nodes[-1]:,})"
     )
     _table(r["upstream"], "PostgreSQL CTE")
+    for name, picks in r["wrong"].items():
+        print()
+        print(f"ANSWERS DIFFER from the embedded store's: {name}, {len(picks)} picks, e.g.")
+        print(f"  {picks[0]}")
+    if not r["wrong"]:
+        print()
+        print("every side answered as the embedded store on every pick")
     if show_plans:
         for name, plan in r["plans"].items():
             print()
@@ -903,9 +949,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3, help="plant seed, also picks the lots")
     parser.add_argument("--lots", type=int, default=30, help="random lots to recall")
     parser.add_argument("--units", type=int, default=30, help="random defective units to trace")
-    parser.add_argument("--rounds", type=int, default=1, help="timed passes over the picks")
+    parser.add_argument("--rounds", type=int, default=3, help="timed passes over the picks")
     parser.add_argument("--warmup", type=int, default=20, help="untimed picks per side first")
     parser.add_argument("--plants-dir", type=Path, default=None)
+    parser.add_argument(
+        "--embedded-dir",
+        type=Path,
+        default=None,
+        help="keep the embedded store in a file here (default: in memory); a later run "
+        "opens it instead of loading the plant again",
+    )
     parser.add_argument(
         "--neo4j-home",
         type=Path,
