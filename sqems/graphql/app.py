@@ -11,17 +11,19 @@ import asyncio
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio.to_thread
+import strawberry
 from cross_web import HTTPException  # strawberry's HTTP errors
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.requests import HTTPConnection
+from starlette.routing import Route, WebSocketRoute
 from strawberry import UNSET
-from strawberry.fastapi import GraphQLRouter
+from strawberry.asgi import GraphQL
 
 from graphql import GraphQLError, get_operation_ast, parse
 from graphql import OperationType as GraphQLOperationType
@@ -83,14 +85,31 @@ def _authorise_upload(scope: dict[str, Any], fields: frozenset[str]) -> None:
         raise refusal
 
 
-class _Router(GraphQLRouter[Context, None]):
-    """Strawberry's router, answering a request it cannot read with a typed JSON 400
-    (it answered plain text, or a 500 with a traceback in the log for a body that is
-    JSON but not an object), and GraphiQL as the product's own page, whose scripts
-    and styles come from this server (``_GRAPHIQL_PAGE``), not from a CDN."""
+class _View(GraphQL[Context, None]):
+    """Strawberry's GraphQL endpoint, answering a request it cannot read with a typed
+    JSON 400 (it answered plain text, or a 500 with a traceback in the log for a body
+    that is JSON but not an object), and GraphiQL as the product's own page, whose
+    scripts and styles come from this server (``_GRAPHIQL_PAGE``), not from a CDN.
+
+    It is a plain route of the application, not a FastAPI router: a router solves its
+    dependencies (the context) and wraps the endpoint on every request, which cost the
+    server more than executing a small query. ``context`` makes each request's context
+    from its connection (HTTP or WebSocket)."""
 
     max_tokens = 2_000
     """The most tokens a query may have (``SQEMS_API_MAX_TOKENS``)."""
+
+    def __init__(
+        self,
+        schema: strawberry.Schema,
+        context: Callable[[HTTPConnection], Awaitable[Context]],
+        **options: Any,
+    ) -> None:
+        super().__init__(schema, **options)
+        self._context = context
+
+    async def get_context(self, request: Any, response: Any) -> Context:
+        return await self._context(request)
 
     def parse_json(self, data: str | bytes) -> Any:
         try:
@@ -241,14 +260,17 @@ def create_app(
             trail=request.app.state.trail,
         )
 
-    graphql = _Router(
+    graphql = _View(
         build_schema(settings),
-        context_getter=context,
+        context,
         graphql_ide="graphiql",
         multipart_uploads_enabled=True,  # importBim; RequestContext checks the key and sizes
     )
     graphql.max_tokens = settings.api_max_tokens
-    app.include_router(graphql, prefix="/graphql")
+    app.router.routes += [
+        Route("/graphql", graphql, methods=["GET", "POST"], include_in_schema=False),
+        WebSocketRoute("/graphql", graphql),
+    ]
     add_viewer_routes(app, settings, _token)
 
     @app.get("/healthz", include_in_schema=False)
