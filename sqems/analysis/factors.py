@@ -152,6 +152,19 @@ class PlantFacts:
     parameters: dict[str, Parameter]
 
 
+_BATCH_STEPS: list[Mapping[str, Direction]] = [
+    {"RAN": OUT, "CONSUMED_IN": IN, "OF_PRODUCT": OUT},
+    {
+        "ON": OUT,
+        "OPERATED_BY": OUT,
+        "FOR_STEP": OUT,
+        "RECORDED": OUT,
+        "LOT_OF": OUT,
+        "SUPPLIED": IN,
+    },
+]
+
+
 def read_batches(store: GraphStore, batch_uids: Iterable[str]) -> PlantFacts:
     """The facts of every batch in ``batch_uids`` (unknown uids are left out)."""
     wanted = list(dict.fromkeys(batch_uids))
@@ -168,7 +181,10 @@ def read_batches(store: GraphStore, batch_uids: Iterable[str]) -> PlantFacts:
 
     run_of: dict[str, str] = {}
     lots_of: dict[str, list[str]] = defaultdict(list)
-    for e in store.edges(batches, {"RAN": OUT, "CONSUMED_IN": IN, "OF_PRODUCT": OUT}):
+    # one read: the batches' runs, lots and products, then what the runs and lots
+    # link to (a product links to none of these)
+    own, linked = store.edges_along(batches, _BATCH_STEPS)
+    for e in own:
         if e.type == "RAN":
             run_of[e.dst] = e.src
         elif e.type == "CONSUMED_IN":
@@ -179,10 +195,15 @@ def read_batches(store: GraphStore, batch_uids: Iterable[str]) -> PlantFacts:
     runs = store.get_many(run_of)
     links: dict[str, dict[str, str]] = defaultdict(dict)
     actuals: dict[str, dict[str, float]] = defaultdict(dict)
-    hops = {"ON": OUT, "OPERATED_BY": OUT, "FOR_STEP": OUT, "RECORDED": OUT}
-    for e in store.edges(runs, hops):
+    material: dict[str, str] = {}
+    supplier: dict[str, str] = {}
+    for e in linked:
         if e.type == "RECORDED":
             actuals[e.src][e.dst] = float(e.props["value"])
+        elif e.type == "LOT_OF":
+            material[e.src] = e.dst
+        elif e.type == "SUPPLIED":
+            supplier[e.dst] = e.src
         else:
             links[e.src][e.type] = e.dst
     for uid, run in sorted(runs.items(), key=lambda kv: (kv[1].interval() or (0.0,))[0]):
@@ -202,14 +223,6 @@ def read_batches(store: GraphStore, batch_uids: Iterable[str]) -> PlantFacts:
             )
         )
 
-    lot_uids = {lot for lots in lots_of.values() for lot in lots}
-    material: dict[str, str] = {}
-    supplier: dict[str, str] = {}
-    for e in store.edges(lot_uids, {"LOT_OF": OUT, "SUPPLIED": IN}):
-        if e.type == "LOT_OF":
-            material[e.src] = e.dst
-        else:
-            supplier[e.dst] = e.src
     for batch, lots in lots_of.items():
         batches[batch].lots = [
             LotFacts(lot, material.get(lot), supplier.get(lot)) for lot in sorted(lots)

@@ -499,47 +499,55 @@ class Neo4jGraphStore(StoreBase):
                 if not i or rows[i - 1][:3] != (s, t, d)]  # fmt: skip
 
     def edges_along(self, uids: Iterable[str], steps: Sequence[Hops]) -> list[list[Edge]]:
-        """One query: each step expands from the nodes the one before reached, on the
-        server, so a long list of uids in the middle never travels to the client and
-        back; each step's edges come back as columns (one list of sources, one of
-        targets, ...), which decode faster than one small list per edge."""
-        wanted = list(dict.fromkeys(uids))
+        """One query per chunk of ``uids`` (two in flight for a long list): each step
+        expands, on the server, from the nodes the one before reached, so the tens of
+        thousands of uids in the middle never travel to the client and back; each
+        step's edges come back as columns (one list of sources, one of targets, ...),
+        which decode faster than one small list per edge."""
         plan = tuple(split_hops(h) for h in steps)
         if not plan:
             return []
-        record = self._read(_along_query(plan), uids=wanted)[0]
-        if record["missing"]:
-            raise NotFound(
-                f"{record['missing'][0]} is not in the graph (store: {self.description})"
-            )
+        records = list(self._read_chunks(_along_query(plan), list(dict.fromkeys(uids))))
+        for record in records:
+            if record["missing"]:
+                missing = record["missing"][0]
+                raise NotFound(f"{missing} is not in the graph (store: {self.description})")
         answer = []
-        twice = False  # whether a node may be expanded twice in this step
+        # whether an edge can come back twice: from two chunks, or from a node reached
+        # both ways by the step before
+        twice = len(records) > 1
         for i, (outs, ins) in enumerate(plan):
-            if len(outs) + len(ins) == 1 and not rel_type(min(outs | ins)).props and not twice:
-                # one type without properties, each edge once: sort plain pairs (the
-                # common case, and the big one: a batch's units, their sub-assemblies)
+            if len(outs) + len(ins) == 1 and not rel_type(min(outs | ins)).props:
+                # one type without properties: sort plain pairs (the common case, and
+                # the big one: a batch's units, their sub-assemblies)
                 only = min(outs | ins)
                 way = 0 if outs else 1
-                near, far = record[f"a{i}_{way}"], record[f"b{i}_{way}"]
-                ends = sorted(zip(near, far, strict=True) if outs else zip(far, near, strict=True))
+                ends: list[tuple[str, str]] = []
+                for record in records:
+                    near, far = record[f"a{i}_{way}"], record[f"b{i}_{way}"]
+                    ends += zip(near, far, strict=True) if outs else zip(far, near, strict=True)
+                ends.sort()
                 new = tuple.__new__  # skips the named tuple's Python-level constructor
-                answer.append([new(Edge, (only, src, dst, NO_PROPS)) for src, dst in ends])
+                answer.append([new(Edge, (only, src, dst, NO_PROPS))
+                               for k, (src, dst) in enumerate(ends)
+                               if not (twice and k and ends[k - 1] == (src, dst))])  # fmt: skip
                 continue
             rows: list[tuple[str, str, str, Mapping[str, Any]]] = []
-            for way, types in ((0, outs), (1, ins)):
-                if not types:
-                    continue
-                near, far = record[f"a{i}_{way}"], record[f"b{i}_{way}"]
-                typ = record.get(f"t{i}_{way}") or itertools.repeat(min(types))
-                props = record.get(f"p{i}_{way}") or itertools.repeat(NO_PROPS)
-                pairs = zip(near, far, strict=True) if way == 0 else zip(far, near, strict=True)
-                found = zip(pairs, typ, props, strict=False)
-                rows.extend((src, t, dst, p or NO_PROPS) for (src, dst), t, p in found)
+            for record in records:
+                for way, types in ((0, outs), (1, ins)):
+                    if not types:
+                        continue
+                    near, far = record[f"a{i}_{way}"], record[f"b{i}_{way}"]
+                    typ = record.get(f"t{i}_{way}") or itertools.repeat(min(types))
+                    props = record.get(f"p{i}_{way}") or itertools.repeat(NO_PROPS)
+                    pairs = (zip(near, far, strict=True) if way == 0
+                             else zip(far, near, strict=True))  # fmt: skip
+                    found = zip(pairs, typ, props, strict=False)
+                    rows.extend((src, t, dst, p or NO_PROPS) for (src, dst), t, p in found)
             rows.sort(key=_edge_key)
-            # an edge between two nodes of the step, followed both ways, came back twice
             answer.append([Edge(t, s, d, p) for k, (s, t, d, p) in enumerate(rows)
                            if not k or rows[k - 1][:3] != (s, t, d)])  # fmt: skip
-            twice = bool(outs and ins)
+            twice = twice or bool(outs and ins)
         return answer
 
     def traverse(
