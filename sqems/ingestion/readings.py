@@ -204,6 +204,10 @@ class ReadingsStore:
         self._lock = threading.Lock()
         self._db = duckdb.connect(":memory:" if path is None else str(path))
         self._db.execute("SET TimeZone = 'UTC'")
+        # one thread: the batches are appended one at a time by the ingestion worker,
+        # and DuckDB's helper threads cost more CPU than they save there (measured);
+        # the Parquet export takes every core for itself
+        self._db.execute("SET threads = 1")
         self._series: dict[tuple[str, str, str, str, str], int] = {}
         self._latest: dict[int, int] = {}
         """Series number -> the newest stored timestamp (microseconds), once looked up."""
@@ -365,11 +369,15 @@ class ReadingsStore:
         folder.mkdir(parents=True, exist_ok=True)
         with self._lock:
             row = self._db.execute("SELECT count(*) FROM samples").fetchall()[0]
-            self._db.execute(
-                "COPY (SELECT *, strftime(ts, '%Y-%m-%d') AS day FROM readings) "
-                f"TO '{_quoted(folder)}' (FORMAT PARQUET, PARTITION_BY (day, line), "
-                "OVERWRITE_OR_IGNORE TRUE)"
-            )
+            self._db.execute("RESET threads")
+            try:
+                self._db.execute(
+                    "COPY (SELECT *, strftime(ts, '%Y-%m-%d') AS day FROM readings) "
+                    f"TO '{_quoted(folder)}' (FORMAT PARQUET, PARTITION_BY (day, line), "
+                    "OVERWRITE_OR_IGNORE TRUE)"
+                )
+            finally:
+                self._db.execute("SET threads = 1")
         return int(row[0]) if row else 0
 
 
