@@ -24,7 +24,9 @@ investigated too: any leading cause there is a false finding.
 **Speed.** On one ``--speed-units`` plant (default 100k units), ``investigate`` of a
 bad-lot complaint with its what-if simulated, timed twice: with the line's twin fitted
 from scratch, and again with its fit cached on disk (a new runner on the same folder);
-with the product's sampler and then, as the baseline, PyMC's own NUTS (``--baseline``).
+with the product's sampler, then the same sampler without its first, shorter run
+(``--no-first-baseline`` skips it) and, as a further baseline, PyMC's own NUTS
+(``--baseline``).
 
     python benchmarks/investigate.py                        # 10 seeds x 2 shapes, 20k units
     python benchmarks/investigate.py --seeds 2 --units 10000 --speed-units 0
@@ -264,20 +266,27 @@ def speed(units: int, args: argparse.Namespace) -> None:
     complaint = next(
         c for c in complaints_of(store, cause["defect_type"]) if read_case(store, c).unit in reached
     )
-    samplers = [args.sampler] + ([args.baseline] if args.baseline != "none" else [])
+    # (label, sampler, draws of the first run): the product's sampler, then the
+    # baselines - the same sampler without the first, shorter run, and another sampler
+    runs = [(args.sampler, args.sampler, args.first_draws)]
+    if args.first_baseline and args.first_draws:
+        runs.append((f"{args.sampler} without a first run", args.sampler, 0))
+    if args.baseline != "none":
+        runs.append((args.baseline, args.baseline, args.first_draws))
     scratch_times: dict[str, float] = {}
-    for name in samplers:
+    for label, name, first in runs:
         sampler = Sampler(
             draws=args.draws,
             tune=args.tune,
             chains=args.chains,
             sampler=name,  # type: ignore[arg-type]
+            first_draws=first,
         )
         with tempfile.TemporaryDirectory() as scratch:
-            folder = args.twin_dir or scratch
+            folder = Path(args.twin_dir or scratch) / label.replace(" ", "-")
             times = []
             for attempt in ("fitted from scratch", "fit cached"):
-                runner = WhatIfRunner(store, Path(folder) / name, sampler)
+                runner = WhatIfRunner(store, folder, sampler)
                 began = time.perf_counter()
                 try:
                     found = investigate(
@@ -301,17 +310,16 @@ def speed(units: int, args: argparse.Namespace) -> None:
                     )
                 lead = found.leading.factor.key if found.leading else None
                 print(
-                    f"{units:,} units, {complaint} -> {lead}; {name} sampler, what-if "
+                    f"{units:,} units, {complaint} -> {lead}; {label}, what-if "
                     f"{attempt}: {seconds:.1f} s (steps {result.get('steps')}; {verdict})",
                     flush=True,
                 )
-            scratch_times[name] = times[0]
-            print(f"{name}: cached / scratch {times[1] / times[0]:.2f}")
-    if len(scratch_times) == 2:
-        print(
-            f"from scratch, {args.baseline} / {args.sampler}: "
-            f"{scratch_times[args.baseline] / scratch_times[args.sampler]:.2f}"
-        )
+            scratch_times[label] = times[0]
+            print(f"{label}: cached / scratch {times[1] / times[0]:.2f}")
+    product = scratch_times[args.sampler]
+    for label, seconds in scratch_times.items():
+        if label != args.sampler:
+            print(f"from scratch, {label} / {args.sampler}: {seconds / product:.2f}")
 
 
 def main() -> None:
@@ -326,6 +334,18 @@ def main() -> None:
     parser.add_argument("--tune", type=int, default=Sampler().tune)
     parser.add_argument("--chains", type=int, default=Sampler().chains)
     parser.add_argument("--sampler", default=Sampler().sampler, help="auto, nutpie or pymc")
+    parser.add_argument(
+        "--first-draws",
+        type=int,
+        default=Sampler().first_draws,
+        help="draws per chain of the first, shorter run (0: none)",
+    )
+    parser.add_argument(
+        "--first-baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the product's sampler without the first run, in the same run",
+    )
     parser.add_argument(
         "--baseline", default="pymc", help="a second sampler timed in the same run (none: skip)"
     )

@@ -17,8 +17,9 @@ raises :class:`~sqems.errors.ValidationFailed` naming the step and what failed.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from sqems.twin.line import LineTwin, ParameterTwin, StepTwin
 from sqems.twin.quality import MIN_PERIODS, QualityModel, Sampling, StepData, fit
 
 IntArray = npt.NDArray[np.int64]
+
+log = logging.getLogger(__name__)
 
 RUNS_PER_PERIOD = 10
 """Runs per period of the time term, on average: enough to say where the period's
@@ -64,6 +67,34 @@ class Sampler:
     machines, so the machine spread and a squared term are weakly identified, and at
     0.95 the board line's paste-print model still diverged now and then; smaller steps
     cost about 20 % more time and keep the fits sound."""
+
+    first_draws: int = 1_000
+    """Draws per chain of a first, shorter run (0: none). :func:`fit_line` serves the
+    first run's model when it passes every diagnostic (the ESS floor, R-hat, no
+    divergence, the fit checks) and samples again with the full settings above when it
+    does not: the gate is the same, only the cost of meeting it changes. On the
+    100,000-unit plant's moulding step with lots and operators (316 parameters) the
+    first run's 4 x (300 + 1,000) draws at 0.95 took 181,000 gradients (31 leapfrog
+    steps a draw) against 756,000 (63 a draw) for 4 x (1,000 + 2,000) at 0.99, with a
+    smallest ESS of 675 bulk and 837 tail (400 needed) and no divergence."""
+    first_tune: int = 300
+    """Tuning steps of the first run: nutpie's own default, whose mass matrix adapts
+    from the gradients and settles in a few hundred steps."""
+    first_target_accept: float = 0.95
+
+    @property
+    def first(self) -> Sampler | None:
+        """The settings of the first, shorter run, or None when there is none (it
+        would not be shorter than the full run)."""
+        if not 0 < self.first_draws < self.draws:
+            return None
+        return replace(
+            self,
+            draws=self.first_draws,
+            tune=min(self.first_tune, self.tune),
+            target_accept=min(self.first_target_accept, self.target_accept),
+            first_draws=0,
+        )
 
     @classmethod
     def of(cls, settings: Settings) -> Sampler:
@@ -162,22 +193,34 @@ def fit_line(
         if path.exists():
             model = QualityModel.load(path)
         else:
-            model = fit(
-                data,
-                draws=sampler.draws,
-                tune=sampler.tune,
-                chains=sampler.chains,
-                seed=sampler.seed,
-                cores=sampler.cores,
-                target_accept=sampler.target_accept,
-                sampler=sampler.sampler,
-            )
+            first = sampler.first
+            model = _fit(data, first or sampler)
+            if first is not None and not model.diagnostics.ok:
+                log.info(
+                    "%s: the first run fell short (%s); sampling with the full settings",
+                    step.uid,
+                    "; ".join(model.diagnostics.problems),
+                )
+                model = _fit(data, sampler)
             model.save(path)
         model.require_sound()
         models[step.uid] = model
     if progress is not None:
         progress("", len(wanted), len(wanted))
     return models
+
+
+def _fit(data: StepData, sampler: Sampler) -> QualityModel:
+    return fit(
+        data,
+        draws=sampler.draws,
+        tune=sampler.tune,
+        chains=sampler.chains,
+        seed=sampler.seed,
+        cores=sampler.cores,
+        target_accept=sampler.target_accept,
+        sampler=sampler.sampler,
+    )
 
 
 def _fingerprint(data: StepData, sampler: Sampler) -> str:
