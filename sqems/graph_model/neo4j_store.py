@@ -798,7 +798,13 @@ def _walk_query(
             f"(type(r) IN [{', '.join(repr(t) for t in sorted(types))}] AND {end}(r) = a)"
             for types, end in ((outs, "startNode"), (ins, "endNode"))
         )
-        hop = f"(a)-[r:{_types(outs | ins)}]-(b{window}) WHERE {sides}"
+        # only nodes that can carry a wanted hop are expanded: a machine's thousands of
+        # runs, a parameter's thousands of recordings are never read by an upstream trace
+        plan = plan_hops({**dict.fromkeys(outs, Direction.OUT), **dict.fromkeys(ins, Direction.IN)})
+        carriers = "|".join(
+            _label(x) for x, (leave, enter) in sorted(plan.items()) if leave or enter
+        )
+        hop = f"(a:{carriers})-[r:{_types(outs | ins)}]-(b{window}) WHERE {sides}"
         way = "CASE WHEN startNode(last(r)) = last(a) THEN 0 ELSE 1 END"
     if max_depth > 0 and (outs or ins):
         walkable = f" WITH s WHERE s:{'|'.join(_label(x) for x in sorted(of))}" if of else ""
