@@ -5,6 +5,7 @@ and the setpoint recommendation."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -459,6 +460,28 @@ def test_without_a_night_shift_at_press_fit_fewer_shafts_are_misaligned(
     better = whatif.simulate_scenario(twin, models, days, **run)  # type: ignore[arg-type]
     assert better.difference(base)["yield"].low > 0
     assert better.verdicts(base)["yield"] == whatif.CREDIBLE
+
+
+def test_a_first_run_that_falls_short_is_sampled_again_with_the_full_settings(
+    graph: GraphStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 30 draws a chain cannot reach the ESS floor of 100 a chain: the first run fails
+    # the gate and the step is sampled again with the sampler's own settings
+    step = layout.Causes().shift_step
+    twin = build_twin(graph, "LINE-ASM")
+    short_first = replace(SMALL, first_draws=30, first_tune=30)
+    assert short_first.first is not None
+    with caplog.at_level(logging.INFO, logger="sqems.twin.fitting"):
+        models = fit_line(twin, tmp_path, short_first, steps=[step])
+    assert "the first run fell short" in caplog.text
+    model = models[step]
+    assert model.draws == SMALL.draws * SMALL.chains
+    model.require_sound()
+    # no first run when it would not be shorter than the full one
+    assert replace(SMALL, first_draws=SMALL.draws).first is None
+    assert Sampler(draws=2000, tune=1000).first == Sampler(
+        draws=1000, tune=300, target_accept=0.95, first_draws=0
+    )
 
 
 # --- the recommendation recommends only what the data support -----------------------------
