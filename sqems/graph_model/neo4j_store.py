@@ -13,6 +13,14 @@ and the server keeps, per node reached, the shortest trail's length and the pare
 shared attribution rule picks (see :mod:`sqems.graph_model.store` and
 :meth:`Neo4jGraphStore.traverse`); where the model cannot bound the trails, it runs level
 by level instead, one single-hop query per level.
+
+The store works the same through a single server (``bolt://``) and through a routing
+URI (``neo4j://``, a cluster or a standalone server): every read is sent as a read (the
+driver routes it to a reader: a secondary or a follower in a cluster), every write and
+schema change as a write (to the database's primary). One bookmark manager per store
+links them: each transaction starts from the bookmarks of the last one the store
+committed, so a read sent to a secondary waits until that server has applied the
+store's own writes (read-your-writes across sessions and reader threads).
 """
 
 from __future__ import annotations
@@ -64,6 +72,8 @@ NO_PROPS: Mapping[str, Any] = MappingProxyType({})
 MIN_SPLIT = 128
 """Lookups of at least twice this many uids are split over both readers."""
 _edge_key = itemgetter(0, 1, 2)
+_LOST = (neo4j_errors.ServiceUnavailable, neo4j_errors.SessionExpired)
+"""The server (or, through a routing URI, every server able to answer) is gone."""
 
 _DIR_ORDER = {"out": 0, "in": 1}
 
@@ -188,6 +198,8 @@ class Neo4jGraphStore(StoreBase):
                 driver.close()
             raise GraphUnavailable(f"cannot reach Neo4j at {uri}: {exc}") from None
         self._driver = driver
+        # every session and query of this store shares it: see the module's docstring
+        self._bookmarks = GraphDatabase.bookmark_manager()
         # large lookups are split into chunks; two in flight keep the server busy while
         # the client decodes the previous answer
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="neo4j-read")
@@ -212,9 +224,13 @@ class Neo4jGraphStore(StoreBase):
     def _read(self, query: LiteralString, **params: Any) -> list[neo4j.Record]:
         try:
             records, _, _ = self._driver.execute_query(
-                query, params, database_=self.database, routing_=neo4j.RoutingControl.READ
+                query,
+                params,
+                database_=self.database,
+                routing_=neo4j.RoutingControl.READ,
+                bookmark_manager_=self._bookmarks,
             )
-        except neo4j_errors.ServiceUnavailable as exc:
+        except _LOST as exc:
             raise GraphUnavailable(f"lost Neo4j at {self.uri}: {exc}") from None
         return records
 
@@ -247,11 +263,19 @@ class Neo4jGraphStore(StoreBase):
         records = self._read(query, **params)
         return list(records[0]["rows"]) if records else []
 
+    def _session(self) -> neo4j.Session:
+        """A session for writes and schema changes, routed to the database's primary."""
+        return self._driver.session(
+            database=self.database,
+            default_access_mode=neo4j.WRITE_ACCESS,
+            bookmark_manager=self._bookmarks,
+        )
+
     def _write(self, work: Any) -> Any:
         try:
-            with self._driver.session(database=self.database) as session:
+            with self._session() as session:
                 return session.execute_write(work)
-        except neo4j_errors.ServiceUnavailable as exc:
+        except _LOST as exc:
             raise GraphUnavailable(f"lost Neo4j at {self.uri}: {exc}") from None
 
     def migrate(self) -> list[int]:
@@ -261,7 +285,7 @@ class Neo4jGraphStore(StoreBase):
         for version, name, statements in MIGRATIONS:
             if version in done:
                 continue
-            with self._driver.session(database=self.database) as session:
+            with self._session() as session:
                 for statement in statements:
                     session.run(_q(statement)).consume()
                 session.run(
@@ -277,7 +301,7 @@ class Neo4jGraphStore(StoreBase):
     def wipe(self) -> None:
         """Delete every SQEMS node and relationship, and the store's metadata (tests,
         ``migrate --replace``)."""
-        with self._driver.session(database=self.database) as session:
+        with self._session() as session:
             session.run(
                 "MATCH (n:Entity) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS"
             ).consume()
