@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from contextlib import ExitStack, closing
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -17,29 +18,94 @@ from sqems.cli.common import audit_trail, cli_user, graph_store
 from sqems.cli.render import Column, print_table
 from sqems.errors import NotFound, ValidationFailed
 
+if TYPE_CHECKING:
+    from sqems.ingestion.partition import Partition
+    from sqems.settings import Settings
+
 
 @command("ingest")
 def ingest_cmd(
     seconds: Annotated[
         float | None, typer.Option(help="Stop after this long (default: until Ctrl-C).")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes sharing the stream, each owning a fixed share of the "
+            "series (needs a Neo4j graph store when more than one).",
+        ),
+    ] = 1,
+    partition: Annotated[
+        str | None,
+        typer.Option(
+            help="Run one worker of several: k/N, the k-th (from 0) of N (e.g. under "
+            "systemd, or on another machine).",
+        ),
+    ] = None,
 ) -> None:
     """Subscribe to the MQTT broker (SQEMS_MQTT_HOST/PORT) and ingest readings: validate,
     normalise units, dedup, store, quarantine what is refused, raise alarms; a critical
-    alarm opens a CAPA.
+    alarm opens a CAPA. With --workers N, N processes share the stream, each series
+    always ingested, in order, by the same one (see docs/ingestion.md).
 
     Example: sqems ingest --seconds 60
+    Example: sqems ingest --workers 4
     """
+    from sqems.ingestion.partition import WHOLE, Partition
+    from sqems.settings import Settings
+
+    if workers > 1 and partition is not None:
+        raise ValidationFailed("give --workers N or --partition k/N, not both")
+    share = Partition.parse(partition) if partition is not None else WHOLE
+    count = workers if partition is None else share.count
+    if count > 1:
+        _need_shared_graph(Settings(), count)
+    _stop_on_sigterm()
+    if workers > 1:
+        _launch(workers, seconds)
+    else:
+        _ingest(share, seconds)
+
+
+def _need_shared_graph(settings: Settings, count: int) -> None:
+    """Several workers write alarms and run summaries to the graph at once: the embedded
+    store takes one writing process."""
+    from sqems.graph_model.open import NEO4J_SCHEMES
+
+    if not settings.graph_uri.strip().startswith(NEO4J_SCHEMES):
+        raise ValidationFailed(
+            f"{count} ingestion workers write alarms and run summaries to the graph at "
+            f"once, and the embedded store ({settings.graph_uri}) takes one writing "
+            "process: use Neo4j (SQEMS_GRAPH_URI=neo4j://…), or one worker"
+        )
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (systemd, the launcher, a container's stop) stops as Ctrl-C does: the
+    batch in hand is finished and acknowledged first."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _ingest(share: Partition, seconds: float | None) -> None:
     from sqems.ingestion import service
     from sqems.ingestion.broker import BrokerAccess
+    from sqems.ingestion.workers import StatusFile
     from sqems.quality.capa import Workflow, open_on_critical_alarms
 
-    with graph_store() as (store, settings), service.ingestor(settings, store) as pipeline:
+    with graph_store() as (store, settings), service.ingestor(settings, store, share) as pipeline:
         trail = audit_trail(settings)
         pipeline.sinks.append(open_on_critical_alarms(Workflow(store, trail)))
-        bridge = service.mqtt_ingestion(settings, pipeline)
+        report = StatusFile(service.status_path(settings, share), share)
+        bridge = service.mqtt_ingestion(settings, pipeline, share, on_progress=report)
+        which = "" if share.whole else f"worker {share} "
         err.print(
-            f"ingesting from {BrokerAccess.of(settings).url} "
+            f"{which}ingesting from {BrokerAccess.of(settings).url} "
             f"into {store.description}; Ctrl-C to stop"
         )
         began = time.monotonic()
@@ -49,18 +115,60 @@ def ingest_cmd(
                     time.sleep(min(5.0, seconds or 5.0))
                     c = bridge.counters
                     err.print(
-                        f"received {c.received:,}  accepted {c.accepted:,}  quarantined "
-                        f"{c.quarantined:,}  duplicates {c.duplicates:,}  alarms "
-                        f"{c.alarms:,}  connected {bridge.connected.is_set()}"
+                        f"{which}received {c.received:,}  accepted {c.accepted:,}  "
+                        f"quarantined {c.quarantined:,}  duplicates {c.duplicates:,}  "
+                        f"alarms {c.alarms:,}  connected {bridge.connected.is_set()}"
                     )
             except KeyboardInterrupt:
-                err.print("stopping…")
+                err.print(f"{which}stopping…")
         trail.close()
         c = bridge.counters
         out.print(
-            f"received {c.received:,}: accepted {c.accepted:,}, quarantined "
+            f"{which}received {c.received:,}: accepted {c.accepted:,}, quarantined "
             f"{c.quarantined:,}, duplicates {c.duplicates:,}; {c.alarms:,} alarms"
         )
+
+
+def _launch(workers: int, seconds: float | None) -> None:
+    from sqems.ingestion import service
+    from sqems.ingestion.broker import BrokerAccess
+    from sqems.ingestion.workers import Launcher, statuses, totals, worker_command
+    from sqems.settings import Settings
+
+    settings = Settings()
+    launcher = Launcher(workers, worker_command, say=lambda m: err.print(m, highlight=False))
+    err.print(
+        f"{workers} ingestion workers on {BrokerAccess.of(settings).url}, each owning a "
+        "fixed share of the series; Ctrl-C to stop"
+    )
+
+    def total() -> str:
+        found = statuses(lambda p: service.status_path(settings, p), workers)
+        c = totals(found)
+        up = sum(1 for s in found if s is not None and s.connected)
+        return (
+            f"received {c.received:,}: accepted {c.accepted:,}, quarantined "
+            f"{c.quarantined:,}, duplicates {c.duplicates:,}, spooled {c.spooled:,}; "
+            f"{c.alarms:,} alarms; {up} of {workers} workers connected"
+        )
+
+    launcher.start()
+    began = time.monotonic()
+    shown = began
+    try:
+        while seconds is None or time.monotonic() - began < seconds:
+            time.sleep(0.2)
+            launcher.watch()
+            if time.monotonic() - shown >= 5.0:
+                shown = time.monotonic()
+                err.print(total(), highlight=False)
+    except KeyboardInterrupt:
+        err.print("stopping the workers…")
+    finally:
+        codes = launcher.stop()
+    if any(code not in (0, None) for code in codes):
+        err.print(f"[yellow]worker exit codes: {codes}[/yellow]")
+    out.print(f"{workers} workers: {total()}", highlight=False)
 
 
 @command("sensors")

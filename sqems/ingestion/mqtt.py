@@ -16,6 +16,12 @@ Alarms go back out on the series' ``…/alarm`` topic (QoS 1, JSON); an alarm on
 critical parameter also sends ``{"command": "stop_line", …}`` to the line's
 ``sqems/v1/{site}/{line}/command`` topic (the line the graph puts the machine on).
 
+Several workers may share the stream, each with a :class:`~sqems.ingestion.partition.
+Partition`: a worker subscribes to the whole tree in its own persistent session and
+acknowledges at once, unread, what another partition owns (that partition's session
+holds its own copy), so each series is ingested, in order, by exactly one worker (see
+:mod:`sqems.ingestion.partition` for why not a shared subscription).
+
 A watchdog thread looks at the worker every ``WATCHDOG_S``: a worker that died (an
 exception it could not isolate to one message, such as a store that fails) makes
 ingestion unhealthy at once — logged, an alarm on ``sqems/v1/ingestion/alarm`` and to
@@ -33,6 +39,7 @@ import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +48,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from sqems.errors import BrokerUnavailable
 from sqems.ingestion.broker import ANSWER_S, BrokerAccess
+from sqems.ingestion.partition import WHOLE, Owned, Partition
 from sqems.ingestion.payloads import PREFIX
 from sqems.ingestion.pipeline import FAULT_TOPIC, AlarmEvent, Counters, Ingestor, Message
 
@@ -60,6 +68,8 @@ WATCHDOG_S = 0.5
 """How often the watchdog looks whether the worker is alive."""
 RESTART_S = (1.0, 30.0)
 """The watchdog's backoff before starting a dead worker again: first, at most."""
+REPORT_S = 0.5
+"""How often the worker calls ``on_progress`` (between batches, and when idle)."""
 
 _Queued = tuple[Message, int, int]
 """A message, its packet id and the connection it came in on."""
@@ -78,8 +88,18 @@ class MqttIngestion:
         username: str | None = None,
         password: str | None = None,
         tls: ssl.SSLContext | None = None,
+        partition: Partition = WHOLE,
+        on_progress: Callable[[MqttIngestion], None] | None = None,
     ) -> None:
         self.ingestor = ingestor
+        self.partition = partition
+        self._owned = None if partition.whole else Owned(partition)
+        self.passed = 0
+        """Messages another partition owns, acknowledged unread."""
+        self.on_progress = on_progress
+        """Called on the worker's thread between batches (at most every ``REPORT_S``,
+        and once when it stops), when the counters are not moving: to report them."""
+        self._reported = 0.0
         self.access = BrokerAccess(host, port, username, password, tls=tls is not None)
         self.refused: BrokerUnavailable | None = None
         """Why the broker refused the last connection or the subscription, if it did."""
@@ -210,7 +230,13 @@ class MqttIngestion:
         if not self._stop.is_set():
             log.warning("lost the broker; reconnecting", extra={"reason": str(reason)})
 
-    def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        if self._owned is not None and not self._owned(message.topic):
+            # its owner gets its own copy in its own session
+            if message.qos > 0:
+                client.ack(message.mid, message.qos)
+            self.passed += 1
+            return
         received = Message(message.topic, bytes(message.payload), datetime.now(UTC))
         mid = message.mid if message.qos > 0 else -1
         self._inbox.append((received, mid, self._connection))
@@ -244,6 +270,18 @@ class MqttIngestion:
             self._drain()
         except Exception as exc:  # reported; the watchdog starts a new worker
             self.ingestor.fault("the ingestion worker died", exc, down=True)
+        self._progress(final=True)
+
+    def _progress(self, *, final: bool = False) -> None:
+        if self.on_progress is None:
+            return
+        now = time.monotonic()
+        if final or now - self._reported >= REPORT_S:
+            self._reported = now
+            try:
+                self.on_progress(self)
+            except OSError as exc:  # a report that cannot be written must not stop ingestion
+                log.warning("cannot report the ingestion's progress: %s", exc)
 
     def _drain(self) -> None:
         if self._pending:  # what a worker that died was working on
@@ -253,6 +291,7 @@ class MqttIngestion:
         quiet = True
         while not (self._stop.is_set() and not inbox):
             if not inbox:
+                self._progress()
                 self._arrived.clear()
                 if not inbox:  # a message appended before the clear is seen here
                     self._arrived.wait(0.1)
@@ -266,6 +305,7 @@ class MqttIngestion:
             # its in-flight window until these are acknowledged
             self._pending = [inbox.popleft() for _ in range(min(len(inbox), BATCH))]
             self._handle(self._pending)
+            self._progress()
             quiet = False
 
     def _handle(self, batch: list[_Queued]) -> None:
