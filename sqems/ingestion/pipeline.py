@@ -860,8 +860,7 @@ class Ingestor:
         for topic, spec, run in finished:
             mean = self.readings.mean(topic.machine, topic.parameter, run.start, run.end)
             if mean is not None:
-                props = {"value": round(mean, 6), "unit": spec.unit}
-                edges.append(Edge("RECORDED", run.uid, spec.uid, props))
+                edges.append(recorded_edge(run.uid, spec.uid, spec.unit, mean))
         if not edges:
             return
         try:
@@ -942,6 +941,13 @@ def _opened(series: _Series, hits: list[RuleHit], first: int, size: int) -> list
         else:
             series.quiet[rule] = quiet
     return sorted(opened)
+
+
+def recorded_edge(run: str, parameter: str, unit: str, mean: float) -> Edge:
+    """The ``RECORDED`` actual of a run: its mean reading of ``parameter`` (in the
+    parameter's ``unit``), as the graph keeps it. The lake's summaries job writes its
+    per-run means through this too."""
+    return Edge("RECORDED", run, parameter, {"value": round(mean, 6), "unit": unit})
 
 
 def monitor_for(spec: Parameter) -> RuleMonitor | None:
