@@ -42,7 +42,7 @@ from sqems.lake import (
     write_lake,
     write_recorded,
 )
-from sqems.lake.layout import MANIFEST
+from sqems.lake.layout import INSPECTIONS, MANIFEST, PARAMETERS, READINGS, RUNS
 from sqems.lake.spark import SparkEngine, session
 
 RTOL = 1e-9
@@ -73,9 +73,11 @@ class Shape:
     seed: int = 1
 
 
-def build(folder: Path, shape: Shape) -> tuple[EmbeddedGraphStore, ReadingsStore]:
+def build(
+    folder: Path, shape: Shape, graph_file: Path | None = None
+) -> tuple[EmbeddedGraphStore, ReadingsStore]:
     rng = np.random.default_rng(shape.seed)
-    graph = EmbeddedGraphStore(None)
+    graph = EmbeddedGraphStore(graph_file)
     readings = ReadingsStore(folder / "readings.duckdb")
     nodes: list = [Site(uid="SITE-1", name="Site"), ProcessStep(uid="STEP-1", name="Mould",
                                                                  sequence=1)]  # fmt: skip
@@ -334,3 +336,11 @@ def test_an_export_replaces_an_older_lake_and_refuses_other_directories(tmp_path
     readings.close()
     graph.close()
     shutil.rmtree(folder)
+
+
+def test_docs_name_every_column_of_the_layout() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "lake.md").read_text()
+    assert f'"version": {VERSION}' in text and f"format version {VERSION}" in text
+    for schema in (READINGS, RUNS, INSPECTIONS, PARAMETERS):
+        for name in schema.names:
+            assert f"`{name}`" in text, name
