@@ -93,21 +93,26 @@ def _num(value: object, digits: int = 4) -> str:
 
 @command("export", on=lake_app)
 def lake_export(lake: LakeOption = None) -> None:
-    """Write the lake from the readings store and the graph: readings by day and line,
-    and the runs, inspections and parameters the jobs need (see docs/lake.md).
+    """Write the lake from the readings stores (every ingestion worker's) and the graph:
+    readings by day and line, and the runs, inspections and parameters the jobs need
+    (see docs/lake.md). Stop ingestion first: DuckDB lets no one read a file being written.
 
     Example: sqems lake export --lake /data/lake
     """
-    from sqems.ingestion.readings import ReadingsStore
-    from sqems.ingestion.service import READINGS_FILE
+    from sqems.errors import NotFound
+    from sqems.ingestion.service import readings_files
+    from sqems.ingestion.union import ReadingsUnion
     from sqems.lake import write_lake
 
     with graph_store(read_only=True) as (store, settings):
-        readings = ReadingsStore(settings.data_dir / READINGS_FILE)
-        try:
+        files = readings_files(settings)
+        if not files:
+            raise NotFound(
+                f"no readings store under {settings.data_dir}: ingest readings first (sqems ingest)"
+            )
+        # every worker's store, read-only: the lake holds the deployment's readings
+        with ReadingsUnion(files) as readings:
             written = write_lake(_lake_dir(lake), readings, store)
-        finally:
-            readings.close()
     rows = written.manifest["rows"]
     out.print(
         f"lake version {written.version} at {escape(str(written.root))}: "

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -44,7 +44,6 @@ import pyarrow.parquet as pq
 from sqems.errors import SqemsError
 from sqems.graph_model.nodes import Inspection, Parameter, ProcessRun
 from sqems.graph_model.store import Edge, GraphStore
-from sqems.ingestion.readings import ReadingsStore
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +131,14 @@ TABLES = {RUNS_FILE: RUNS, INSPECTIONS_FILE: INSPECTIONS, PARAMETERS_FILE: PARAM
 _PARTITION = re.compile(r"^day=(\d{4}-\d{2}-\d{2})$")
 
 
+class ReadingsSource(Protocol):
+    """Readings that can export themselves as day/line Parquet partitions: the readings
+    store (:class:`~sqems.ingestion.readings.ReadingsStore`), or the union of several
+    ingestion workers' stores (:class:`~sqems.ingestion.union.ReadingsUnion`)."""
+
+    def export_parquet(self, folder: Path) -> int: ...
+
+
 class LakeError(SqemsError):
     """A lake that cannot be read: missing, of an unknown version, or with a bad file."""
 
@@ -159,7 +166,7 @@ class Lake:
         return sorted(self.readings.glob("day=*/line=*/*.parquet"))
 
 
-def write_lake(folder: Path, readings: ReadingsStore, graph: GraphStore) -> Lake:
+def write_lake(folder: Path, readings: ReadingsSource, graph: GraphStore) -> Lake:
     """Write the lake of ``readings`` and ``graph`` at ``folder``.
 
     The lake is built in a directory beside ``folder`` and moved into place when
