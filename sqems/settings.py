@@ -96,6 +96,14 @@ class Settings(BaseSettings):
         default="sqems-ingest",
         description="The subscriber's id; its persistent session on the broker is keyed by it.",
     )
+    mqtt_subscription: str = Field(
+        default="sqems/v1/+/+/+/+",
+        pattern=r"^sqems/v1(/(\+|[^/#+$]+)){4}$",
+        description=(
+            "The reading topics the ingestion listens to: the whole tree, or a site's or a "
+            "line's part of it (sqems/v1/SITE-2/+/+/+) for a set of workers of its own."
+        ),
+    )
     twin_draws: int = Field(
         default=2_000, ge=50, le=100_000, description="NUTS draws per chain of a quality model."
     )

@@ -275,8 +275,31 @@ def test_the_launcher_restarts_a_killed_worker_and_the_other_keeps_going(tmp_pat
 def test_several_workers_refuse_the_embedded_graph_store(tmp_path: Path) -> None:
     env = {**os.environ, "SQEMS_DATA_DIR": str(tmp_path), "SQEMS_GRAPH_URI": "embedded"}
     done = subprocess.run(
-        worker_command(Partition(0, 2))[:3] + ["ingest", "--workers", "2"],
+        [*worker_command(Partition(0, 2))[:3], "ingest", "--workers", "2"],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 2
     assert "embedded store" in done.stderr and "Neo4j" in done.stderr
+
+
+def test_a_worker_on_part_of_the_tree_hears_only_that_part(
+    graph: GraphStore, mosquitto: Broker, tmp_path: Path
+) -> None:
+    """SQEMS_MQTT_SUBSCRIPTION: a set of workers of its own per line, sharing nothing."""
+    at = run_start(graph)
+    ingestor = Ingestor(graph, ReadingsStore(tmp_path / "r.duckdb"), Quarantine(tmp_path / "q.db"))
+    bridge = MqttIngestion(ingestor, mosquitto.host, mosquitto.port, client_id="w-line",
+                           subscription="sqems/v1/+/LINE-PCB/+/+")  # fmt: skip
+    with bridge:
+        wait_for(bridge.connected.is_set, "the worker to connect")
+        sender = client(mosquitto, "w-line-sender")
+        for s in sensors_of(graph):
+            value = s.spec.target if s.spec.target is not None else 0.0
+            sender.publish(str(s.topic), body(at, 0, value, s.spec.unit), qos=1)
+        pcb = sum(1 for s in sensors_of(graph) if s.topic.line == "LINE-PCB")
+        wait_for(lambda: ingestor.counters.accepted == pcb, "the PCB line's readings")
+        time.sleep(0.3)
+        sender.loop_stop()
+    assert ingestor.counters.received == pcb and 0 < pcb < len(sensors_of(graph))
+    ingestor.readings.close()
+    ingestor.quarantine.close()

@@ -89,10 +89,14 @@ class MqttIngestion:
         password: str | None = None,
         tls: ssl.SSLContext | None = None,
         partition: Partition = WHOLE,
+        subscription: str = SUBSCRIPTION,
         on_progress: Callable[[MqttIngestion], None] | None = None,
     ) -> None:
         self.ingestor = ingestor
         self.partition = partition
+        self.subscription = subscription
+        """The reading topics this worker listens to: the whole tree, or a part of it
+        (a site, a line) that a deployment gives a set of workers of its own."""
         self._owned = None if partition.whole else Owned(partition)
         self.passed = 0
         """Messages another partition owns, acknowledged unread."""
@@ -206,7 +210,7 @@ class MqttIngestion:
                 "is lost (is its persistence on, with a store it can write?)",
                 extra={"host": self.host, "port": self.port},
             )
-        client.subscribe([(SUBSCRIPTION, 1), (DROPPED, 0)])
+        client.subscribe([(self.subscription, 1), (DROPPED, 0)])
         log.info("connected to the broker", extra={"host": self.host, "port": self.port})
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, _m: int, reasons: list[Any], _p: Any) -> None:
@@ -215,7 +219,7 @@ class MqttIngestion:
         if reasons and reasons[0].is_failure:
             self.refused = BrokerUnavailable(
                 f"the MQTT broker at {self.access.url} refused the subscription to "
-                f"{SUBSCRIPTION}: {reasons[0]} (its ACL must let SQEMS's user read it)"
+                f"{self.subscription}: {reasons[0]} (its ACL must let SQEMS's user read it)"
             )
             log.error("broker refused the subscription", extra={"reason": str(reasons[0])})
         else:

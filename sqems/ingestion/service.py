@@ -102,6 +102,7 @@ def mqtt_ingestion(
         password=access.password,
         tls=access.tls_context(),
         partition=partition,
+        subscription=settings.mqtt_subscription,
         on_progress=on_progress,
     )
 
