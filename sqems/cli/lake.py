@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 lake_app = typer.Typer(
     cls=Group,
-    help="The readings lake (Parquet by day and line) and its jobs on DuckDB or Spark.",
+    help="The readings lake (Parquet by day and line) and its jobs on DuckDB or Spark.\n\n"
+    "Example: sqems lake export && sqems lake compare --engine spark",
     no_args_is_help=True,
 )
 app.add_typer(lake_app, name="lake")
