@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from sqems.analysis.rules import evaluate
 from sqems.graph_model import EmbeddedGraphStore
 from sqems.graph_model.nodes import (
     Batch,
@@ -267,6 +268,18 @@ def test_summaries_are_the_streaming_paths_recorded_actuals(tmp_path: Path) -> N
     first = table.to_pylist()[0]
     found = next(e for e in edges if (e.src, e.dst) == (first["run"], first["parameter"]))
     assert found.props["value"] == round(first["mean"], 6)
+    # the SPC scan: each series' hits are the rules' hits over its readings in time
+    # order, against the live monitor's limits
+    scan = spc_scan(engine, ["nelson_1", "nelson_2", "we_2"]).to_pylist()
+    for row in scan[:6]:
+        values = [v for _, v in readings.series(row["machine"], row["parameter"])]
+        spec = graph.get(row["parameter"])
+        assert isinstance(spec, Parameter) and spec.lsl is not None and spec.usl is not None
+        sigma = (spec.usl - spec.lsl) / 8
+        assert (row["center"], row["sigma"]) == ((spec.lsl + spec.usl) / 2, sigma)
+        found = evaluate(values, row["center"], sigma, [row["rule"]])[row["rule"]]
+        assert (row["readings"], row["hits"]) == (len(values), found.size)
+    assert sum(r["hits"] for r in scan if r["rule"] == "nelson_2") > 0
     engine.close()
     readings.close()
     graph.close()

@@ -139,9 +139,10 @@ _KEYS = ("site", "line", "machine", "parameter")
 
 def scan_series(group: pa.Table, *, rules: tuple[str, ...]) -> pa.Table:
     """The rule hits of one series (the same numpy code on every engine): its readings
-    in time order (message id breaking ties), judged by
+    in time order (the value breaking ties of time: any fixed order does, and this one
+    ships no message ids to the workers), judged by
     :func:`sqems.analysis.rules.evaluate`."""
-    order = pc.sort_indices(group, [("ts", "ascending"), ("message_id", "ascending")])
+    order = pc.sort_indices(group, [("ts", "ascending"), ("value", "ascending")])
     group = group.take(order)
     values = group.column("value").to_numpy()
     ts = group.column("ts").cast(pa.int64()).to_numpy()
@@ -179,7 +180,7 @@ def spc_scan(engine: Engine, rules: Sequence[str] | None = None) -> pa.Table:
     series = series.append_column("g", pa.array(np.arange(series.num_rows), pa.int64()))
     engine.register("series_ids", series)
     sql = (
-        "SELECT s.g AS g, r.ts AS ts, r.message_id AS message_id, r.value AS value, "
+        "SELECT s.g AS g, r.ts AS ts, r.value AS value, "
         "l.center AS center, l.sigma AS sigma FROM readings r "
         "JOIN series_ids s ON r.site = s.site AND r.line = s.line AND r.machine = s.machine "
         "AND r.parameter = s.parameter JOIN limits l ON l.parameter = r.parameter "
