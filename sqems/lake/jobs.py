@@ -363,26 +363,21 @@ def compare(engine: Engine, table: pa.Table | None = None, *,
     table = summaries(engine) if table is None else table
     findings: list[Finding] = []
     untested: list[str] = []
-    data = table.to_pydict()
-    means = np.asarray(data["mean"], dtype=np.float64)
-    for parameter in sorted(set(data["parameter"])):
-        mine = np.array([p == parameter for p in data["parameter"]])
-        unit = data["unit"][int(np.flatnonzero(mine)[0])]
+    means = table.column("mean").to_numpy(zero_copy_only=False).astype(np.float64)
+    names_p, of_p = np.unique(_text(table.column("parameter")), return_inverse=True)
+    units = _text(table.column("unit"))
+    by_factor = {factor: _group_moments(of_p, names_p.size, _text(table.column(factor)), means)
+                 for factor in factors}  # fmt: skip
+    for k, parameter in enumerate(names_p.tolist()):
+        unit = str(units[int(np.flatnonzero(of_p == k)[0])])
         for factor in factors:
-            labels = np.array([str(x) for x in data[factor]], dtype=object)[mine]
-            names = sorted(set(labels.tolist()))
-            if len(names) < 2:
+            levels, n, m, v = by_factor[factor]
+            here = n[k] > 0
+            if np.count_nonzero(here) < 2:
                 continue
-            x = means[mine]
-            n = np.array([np.count_nonzero(labels == v) for v in names])
-            m = np.array([x[labels == v].mean() for v in names])
-            v = np.array(
-                [
-                    x[labels == v].var(ddof=1) if c > 1 else 0.0
-                    for v, c in zip(names, n, strict=True)
-                ]
-            )
-            found = welch_anova(f"parameter {parameter}", factor, names, n, m, v, unit)
+            names = levels[here].tolist()
+            found = welch_anova(f"parameter {parameter}", factor, names, n[k][here],
+                                m[k][here], v[k][here], unit)  # fmt: skip
             if found is None:
                 untested.append(f"parameter {parameter} by {factor}: too few runs per {factor}")
             else:
@@ -417,3 +412,26 @@ def compare(engine: Engine, table: pa.Table | None = None, *,
         else:
             findings.append(found)
     return Comparison(holm(findings), untested)
+
+
+def _text(column: pa.ChunkedArray) -> np.ndarray:
+    """A column's values as text (a missing one reads 'None')."""
+    return np.array([str(x) for x in column.to_pylist()], dtype=object)
+
+
+def _group_moments(
+    of_parameter: np.ndarray, parameters: int, labels: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The factor's levels, and per parameter (rows) and level (columns) the number of
+    runs, the mean of their means and its sample variance (0 below two runs): counted
+    in one pass each, in the table's order, so equal tables give equal figures."""
+    levels, of_level = np.unique(labels.astype(str), return_inverse=True)
+    key = of_parameter * levels.size + of_level
+    cells = parameters * levels.size
+    n = np.bincount(key, minlength=cells)
+    total = np.bincount(key, weights=values, minlength=cells)
+    mean = np.divide(total, n, out=np.zeros(cells), where=n > 0)
+    squares = np.bincount(key, weights=(values - mean[key]) ** 2, minlength=cells)
+    var = np.divide(squares, n - 1, out=np.zeros(cells), where=n > 1)
+    shape = (parameters, levels.size)
+    return levels, n.reshape(shape), mean.reshape(shape), var.reshape(shape)
