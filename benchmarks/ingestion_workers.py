@@ -11,6 +11,13 @@ time until the last one has its share is the run's time. Every count is run
 the ratio to one worker in the same run, the CPU time of the workers and of the broker
 per reading, and how evenly the series split (a worker owns whole series).
 
+On a machine with fewer free cores than workers the wall-clock ratio says little, so
+each worker of N is also run alone on the whole stream (ingesting its share, passing
+the rest on to its owner): the CPU the busiest one needs is what N workers would take
+on N free cores. Fitting that CPU as "receiving the whole stream" + "ingesting a share"
+gives the estimate for 8, 16 and 32 workers and the bound as workers grow: every worker
+receives every message, so the receiving part does not shrink with more workers.
+
     python benchmarks/ingestion_workers.py
     python benchmarks/ingestion_workers.py --readings 400000 --repeats 5
 """
@@ -34,8 +41,8 @@ from ingestion import Broker, client, messages
 from sqems.datasets import PlantSpec, generate, load_plant
 from sqems.datasets.files import plant_sections
 from sqems.graph_model import EmbeddedGraphStore
-from sqems.ingestion.mqtt import MqttIngestion
-from sqems.ingestion.partition import Partition, owner
+from sqems.ingestion.mqtt import SUBSCRIPTION, MqttIngestion
+from sqems.ingestion.partition import WHOLE, Partition, owner
 from sqems.ingestion.pipeline import Ingestor
 from sqems.ingestion.quarantine import Quarantine
 from sqems.ingestion.readings import ReadingsStore
@@ -62,13 +69,20 @@ class CountingIngestor(Ingestor):
 
 
 def worker(
-    part: Partition, port: int, home: Path, tag: str, expected: int, go: Any, out: Any
+    part: Partition,
+    subscription: str,
+    port: int,
+    home: Path,
+    tag: str,
+    expected: int,
+    go: Any,
+    out: Any,
 ) -> None:
     ingestor = CountingIngestor(
-        PLANT["graph"], ReadingsStore(home / f"{tag}-{part.name}.duckdb"), Quarantine(home / "q.db")
+        PLANT["graph"], ReadingsStore(home / f"{tag}.duckdb"), Quarantine(home / "q.db")
     )
     bridge = MqttIngestion(
-        ingestor, "127.0.0.1", port, client_id=f"{tag}-{part.name}", partition=part
+        ingestor, "127.0.0.1", port, client_id=tag, partition=part, subscription=subscription
     )
     out.put(("ready", part.index))
     go.wait()
@@ -95,17 +109,25 @@ def run(
     readings: int,
     tag: str,
     only: int | None = None,
+    lines: list[str] | None = None,
 ) -> dict[str, float]:
-    """The stream through ``n`` workers (or only worker ``only`` of them)."""
+    """The stream through ``n`` workers (or only worker ``only`` of them); with
+    ``lines``, worker k listens to line k's part of the tree alone, and owns all of it."""
     parts = [Partition(k, n) for k in (range(n) if only is None else [only])]
     share = Counter()
     for topic, items in stream:
-        share[owner(topic, n)] += len(items)
+        share[lines.index(topic.split("/")[3]) if lines else owner(topic, n)] += len(items)
+
+    def listens(p: Partition) -> tuple[Partition, str]:
+        if lines is None:
+            return p, SUBSCRIPTION
+        return WHOLE, f"sqems/v1/+/{lines[p.index]}/+/+"
+
     ctx = mp.get_context("fork")
     # the sessions first, so the broker keeps the whole stream for each worker
     for p in parts:
         session = client(port, f"{tag}-{p.name}", clean=False)
-        session.subscribe("sqems/v1/+/+/+/+", qos=1)
+        session.subscribe(listens(p)[1], qos=1)
         time.sleep(0.3)  # subscribed before the stream is published
         session.loop_stop()
         session.disconnect()
@@ -117,7 +139,10 @@ def run(
     pub.disconnect()
     go, out = ctx.Event(), ctx.Queue()
     procs = [
-        ctx.Process(target=worker, args=(p, port, home, tag, share[p.index], go, out))
+        ctx.Process(
+            target=worker,
+            args=(*listens(p), port, home, f"{tag}-{p.name}", share[p.index], go, out),
+        )
         for p in parts
     ]
     for proc in procs:
@@ -175,16 +200,31 @@ def main() -> None:
         assert broker.process is not None
         try:
             results: dict[int, list[dict[str, float]]] = {n: [] for n in counts}
-            # what one message costs a worker that owns it, and one that only passes it on:
-            # the stream on the topics partition 1 of 2 owns, to worker 1 and to worker 0
-            theirs = [m for m in stream if owner(m[0], 2) == 1]
-            count = sum(len(items) for _, items in theirs)
-            alone: dict[str, list[float]] = {"ingest": [], "pass": []}
+            # each worker of N alone on the whole stream (its share ingested, the rest
+            # passed on), so no other worker competes for the cores: the CPU the busiest
+            # of them needs is what N workers on N free cores would take
+            busiest: dict[int, list[float]] = {n: [] for n in counts}
+            lines = sorted({s.topic.line for s in sensors})
+            by_line: dict[str, list[float]] = {"rps": [], "busiest": []}
             for r in range(args.repeats):
-                for what, k in (("ingest", 1), ("pass", 0)):
-                    got = run(2, broker.port, broker.process.pid, home, theirs, count,
-                              f"alone-{r}-{what}", only=k)  # fmt: skip
-                    alone[what].append(got["cpu_s"] / len(theirs) * 1e6)
+                for n in counts:
+                    cpu = [
+                        run(n, broker.port, broker.process.pid, home, stream, args.readings,
+                            f"alone-{r}-{n}-{k}", only=k)["cpu_s"]
+                        for k in range(n)
+                    ]  # fmt: skip
+                    busiest[n].append(max(cpu) / args.readings * 1e6)
+                # the tree split by line instead: no message goes to two workers
+                n = len(lines)
+                both = run(n, broker.port, broker.process.pid, home, stream, args.readings,
+                           f"lines-{r}", lines=lines)  # fmt: skip
+                by_line["rps"].append(both["rps"])
+                cpu = [
+                    run(n, broker.port, broker.process.pid, home, stream, args.readings,
+                        f"lines-alone-{r}-{k}", only=k, lines=lines)["cpu_s"]
+                    for k in range(n)
+                ]  # fmt: skip
+                by_line["busiest"].append(max(cpu) / args.readings * 1e6)
             for r in range(args.repeats):
                 for n in counts:
                     results[n].append(
@@ -208,16 +248,34 @@ def main() -> None:
             f"{med['largest_share']:>14.0%} {med['batch']:>15,.0f}"
         )
     print(f"(medians of {args.repeats} interleaved runs; ratio to {counts[0]} worker(s))")
-    ingest, passing = (statistics.median(alone[k]) for k in ("ingest", "pass"))
-    print(
-        f"CPU per message of {args.per_message} readings, each alone (medians): ingested "
-        f"{ingest:.0f} µs, passed on to its owner {passing:.0f} µs"
+    print("each worker alone on the stream, CPU of the busiest (µs per reading of the stream):")
+    cpu = {n: statistics.median(busiest[n]) for n in counts}
+    for n in counts:
+        share = statistics.median(x["largest_share"] for x in results[n])
+        print(
+            f"  {n} workers: {cpu[n]:.1f} µs (largest share {share:.0%}); on {n} free cores "
+            f"{cpu[counts[0]] / cpu[n]:.2f}x one worker"
+        )
+    # busiest CPU = what every worker pays for receiving the whole stream (a) + what
+    # ingesting its share costs (b x share): fitted over the counts measured
+    xs = [statistics.median(x["largest_share"] for x in results[n]) for n in counts]
+    ys = [cpu[n] for n in counts]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mx) ** 2 for x in xs
     )
-    # N workers on N free cores: each ingests 1/N of the messages and passes the rest on
-    for n in (1, 2, 4, 8, 16, 32):
-        speedup = ingest / (ingest / n + passing * (n - 1) / n)
-        print(f"  model, {n:>2} workers on {n:>2} free cores: {speedup:.2f}x one worker")
-    print(f"  bound as workers grow: {ingest / passing:.1f}x one worker")
+    a = my - b * mx
+    print(f"  fit: {a:.1f} µs receiving the stream + {b:.1f} µs x share ingesting it")
+    for n in (8, 16, 32):
+        print(f"  {n} workers, even shares, {n} free cores: {cpu[counts[0]] / (a + b / n):.2f}x")
+    print(f"  bound as workers grow: {cpu[counts[0]] / a:.1f}x one worker")
+    line_rps, line_cpu = (statistics.median(by_line[k]) for k in ("rps", "busiest"))
+    print(
+        f"split by line instead ({len(lines)} workers, SQEMS_MQTT_SUBSCRIPTION per line): "
+        f"{line_rps:,.0f} readings/s together ({line_rps / base:.2f}x one worker); busiest "
+        f"alone {line_cpu:.1f} µs per reading of the stream, on {len(lines)} free cores "
+        f"{cpu[counts[0]] / line_cpu:.2f}x one worker"
+    )
 
 
 if __name__ == "__main__":
