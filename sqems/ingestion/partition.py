@@ -7,7 +7,7 @@ own session. The owner of a topic is a pure function of the topic's text and the
 of workers — the CRC-32 of its ``machine/parameter`` levels (the series the pipeline
 watches), modulo the number of workers — so:
 
-- each series always goes to the same worker, in the order the broker got it: its
+- each series always goes to the same worker, in the order the broker sends it: its
   streaming SPC rules and its per-run summaries see every reading, in order;
 - every message has exactly one owner, whatever the graph says or when the workers
   started, so it is counted, stored or quarantined exactly once and a series' alarms
