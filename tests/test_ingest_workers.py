@@ -27,14 +27,17 @@ import paho.mqtt.client as mqtt
 import pytest
 from conftest import Broker, wait_for
 from paho.mqtt.enums import CallbackAPIVersion
+from typer.testing import CliRunner
 
+from sqems.cli import app
 from sqems.datasets import PlantSpec, generate, load_plant
 from sqems.datasets.files import plant_sections
 from sqems.graph_model import Direction, EmbeddedGraphStore, GraphStore
+from sqems.ingestion import service
 from sqems.ingestion.mqtt import MqttIngestion
 from sqems.ingestion.partition import Partition, owner
 from sqems.ingestion.pipeline import Counters, Ingestor
-from sqems.ingestion.quarantine import Quarantine
+from sqems.ingestion.quarantine import NewEntry, Quarantine
 from sqems.ingestion.readings import ReadingsStore
 from sqems.ingestion.sensors import sensors_of
 from sqems.ingestion.union import ReadingsUnion
@@ -45,6 +48,7 @@ from sqems.ingestion.workers import (
     totals,
     worker_command,
 )
+from sqems.settings import Settings
 
 PEAK = "sqems/v1/SITE-1/LINE-PCB/M-REFLOW-2/P-REFLOW-PEAK"
 
@@ -303,3 +307,71 @@ def test_a_worker_on_part_of_the_tree_hears_only_that_part(
     assert ingestor.counters.received == pcb and 0 < pcb < len(sensors_of(graph))
     ingestor.readings.close()
     ingestor.quarantine.close()
+
+
+def test_a_replay_goes_to_the_store_of_the_worker_owning_the_series_and_waits_for_it(
+    graph: GraphStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sqems quarantine replay` with workers: each entry's reading goes to its series'
+    owner's store (never to the single store), in id order; while a worker holds its
+    store, the replay is refused with the reason and nothing is marked replayed."""
+    with EmbeddedGraphStore(tmp_path / "graph.db") as saved:
+        load_plant(saved, plant_sections(generate(PlantSpec(units=1_000, seed=3))))
+    monkeypatch.setenv("SQEMS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SQEMS_GRAPH_URI", f"embedded://{tmp_path / 'graph.db'}")
+    settings = Settings()
+    for k in (0, 1):  # the two workers have run: their stores exist
+        home = service.worker_dir(settings, Partition(k, 2))
+        home.mkdir(parents=True)
+        ReadingsStore(home / service.READINGS_FILE).close()
+    at = run_start(graph)
+    sensors = sensors_of(graph)
+    picked = [
+        next(s for s in sensors if owner(str(s.topic), 2) == k and s.spec.target is not None)
+        for k in (0, 1)
+    ]
+    q = service.open_quarantine(settings)
+    q.add(
+        NewEntry(f"mqtt:{s.topic}", "refused", body(at, i, s.spec.target or 0.0, s.spec.unit))
+        for i in range(2)
+        for s in picked
+    )
+    q.close()
+    runner = CliRunner()
+
+    # worker 1/2 is running: it holds its store, so nothing is replayed
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; db = duckdb.connect(sys.argv[1]); "
+         "print('held', flush=True); time.sleep(60)",
+         str(service.worker_dir(settings, Partition(1, 2)) / service.READINGS_FILE)],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        refused = runner.invoke(app, ["quarantine", "replay", "--all"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert refused.exit_code != 0, refused.output
+    assert "worker 1/2 is running" in str(refused.output) + str(refused.exception)
+
+    done = runner.invoke(app, ["quarantine", "replay", "--all"])
+    assert done.exit_code == 0, done.output
+    assert done.output.count("accepted (worker 0/2)") == 2
+    assert done.output.count("accepted (worker 1/2)") == 2
+    assert not (settings.data_dir / service.READINGS_FILE).exists()
+    for k, s in enumerate(picked):
+        home = service.worker_dir(settings, Partition(k, 2))
+        series = stored(home / service.READINGS_FILE)
+        assert series == {f"{s.topic.machine}/{s.topic.parameter}": ["r-0", "r-1"]}
+    q = service.open_quarantine(settings)
+    assert q.count(open_only=True) == 0
+    q.close()
+
+    # stores of two worker counts: the replay asks which one ingests now
+    home = service.worker_dir(settings, Partition(0, 4))
+    home.mkdir(parents=True)
+    ReadingsStore(home / service.READINGS_FILE).close()
+    ambiguous = runner.invoke(app, ["quarantine", "replay", "1"])
+    assert ambiguous.exit_code != 0
+    assert "--workers N" in str(ambiguous.output) + str(ambiguous.exception)

@@ -312,17 +312,62 @@ def quarantine_show(entry_id: Annotated[int, typer.Argument(help="The entry's id
 def quarantine_replay(
     ids: Annotated[list[int] | None, typer.Argument(help="Entry ids.")] = None,
     every: Annotated[bool, typer.Option("--all", help="Every open entry.")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="How many workers ingest the stream (default: as the data directory's "
+            "worker stores say, else one).",
+        ),
+    ] = None,
 ) -> None:
-    """Run entries through the pipeline again, once their cause is fixed.
+    """Run entries through the pipeline again, once their cause is fixed. With several
+    ingestion workers, each entry's readings go to the store of the worker that owns its
+    series; the workers concerned must be stopped (each holds its store while it runs).
 
     Example: sqems quarantine replay --all
+    Example: sqems quarantine replay 12 13 --workers 4
     """
     from sqems.ingestion import service
+    from sqems.ingestion.partition import WHOLE
+    from sqems.settings import Settings
 
     if bool(ids) == every:
         raise ValidationFailed("give entry ids or --all")
-    with graph_store() as (store, settings), service.ingestor(settings, store) as pipeline:
-        wanted = ids or [e.id for e in pipeline.quarantine.entries(limit=1_000_000, raw_bytes=0)]
-        for entry_id in wanted:
-            e = pipeline.replay(entry_id)
-            out.print(f"{e.id}: {e.outcome}")
+    settings = Settings()
+    count = workers or _worker_count(settings)
+    q = service.open_quarantine(settings)
+    try:
+        if ids:
+            wanted = [q.get(entry_id) for entry_id in ids]
+        else:
+            wanted = q.entries(limit=1_000_000, raw_bytes=0)
+    finally:
+        q.close()
+    routes = service.by_owner(wanted, count) if count > 1 else {WHOLE: [e.id for e in wanted]}
+    with graph_store() as (store, settings), ExitStack() as opened:
+        # every store concerned first: a running worker refuses the replay before any
+        # entry is replayed, not half-way through
+        pipelines = {
+            part: opened.enter_context(service.ingestor(settings, store, part)) for part in routes
+        }
+        for part, entry_ids in routes.items():
+            which = "" if part.whole else f" (worker {part})"
+            for entry_id in entry_ids:
+                e = pipelines[part].replay(entry_id)
+                out.print(f"{e.id}: {e.outcome}{which}", highlight=False)
+
+
+def _worker_count(settings: Settings) -> int:
+    """How many workers the data directory's stores were written by: one count, or a
+    question for the user when it has stores of several."""
+    from sqems.ingestion import service
+
+    counts = service.worker_counts(settings)
+    if len(counts) > 1:
+        raise ValidationFailed(
+            f"the data directory has stores of {', '.join(map(str, counts))} workers: "
+            "say with --workers N how many ingest the stream now"
+        )
+    return counts[0] if counts else 1

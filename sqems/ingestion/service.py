@@ -15,18 +15,21 @@ ReadingsUnion`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import duckdb
 import paho.mqtt.client as mqtt
 
+from sqems.errors import ValidationFailed
 from sqems.graph_model.store import GraphStore
 from sqems.ingestion.broker import BrokerAccess, connect
 from sqems.ingestion.mqtt import MqttIngestion
-from sqems.ingestion.partition import WHOLE, Partition
+from sqems.ingestion.partition import WHOLE, Partition, owner
 from sqems.ingestion.pipeline import Ingestor
-from sqems.ingestion.quarantine import Quarantine
+from sqems.ingestion.quarantine import Entry, Quarantine
 from sqems.ingestion.readings import ReadingsStore
 from sqems.ingestion.spool import Spool
 from sqems.settings import Settings
@@ -36,6 +39,7 @@ QUARANTINE_FILE = "quarantine.db"
 SPOOL_FILE = "spool.jsonl"
 WORKERS_DIR = "workers"
 STATUS_FILE = "ingest-status.json"
+_WORKER_DIR = re.compile(r"^(\d+)of(\d+)$")
 
 
 def open_quarantine(settings: Settings) -> Quarantine:
@@ -64,15 +68,49 @@ def readings_files(settings: Settings) -> list[Path]:
     return [f for f in found if f.is_file()]
 
 
+def worker_counts(settings: Settings) -> list[int]:
+    """The numbers of workers the data directory has readings stores of
+    (``workers/<k>of<N>/``), smallest first; empty when only one worker has run."""
+    found = set()
+    for home in (settings.data_dir / WORKERS_DIR).glob("*of*"):
+        named = _WORKER_DIR.match(home.name)
+        if named and (home / READINGS_FILE).is_file():
+            found.add(int(named[2]))
+    return sorted(found)
+
+
+def by_owner(entries: Iterable[Entry], count: int) -> dict[Partition, list[int]]:
+    """Quarantine entries' ids by the partition of ``count`` workers that owns each
+    one's topic, in id order within each (so a series is replayed in the order it was
+    refused); an entry from a file (no topic) goes with partition 0, which refuses it
+    with the reason."""
+    found: dict[Partition, list[int]] = {}
+    for e in sorted(entries, key=lambda e: e.id):
+        topic = e.source.removeprefix("mqtt:") if e.source.startswith("mqtt:") else ""
+        k = owner(topic, count) if topic else 0
+        found.setdefault(Partition(k, count), []).append(e.id)
+    return dict(sorted(found.items(), key=lambda item: item[0].index))
+
+
 @contextmanager
 def ingestor(
     settings: Settings, graph: GraphStore, partition: Partition = WHOLE
 ) -> Iterator[Ingestor]:
     """A pipeline on the readings store and spool of ``partition``'s worker and the
-    data directory's quarantine."""
+    data directory's quarantine; :class:`ValidationFailed` saying so when that worker
+    is running (it holds its readings store: DuckDB takes one writing process)."""
     home = worker_dir(settings, partition)
     home.mkdir(parents=True, exist_ok=True)
-    readings = ReadingsStore(home / READINGS_FILE)
+    try:
+        readings = ReadingsStore(home / READINGS_FILE)
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        which = "sqems ingest" if partition.whole else f"ingestion worker {partition}"
+        raise ValidationFailed(
+            f"{which} is running and holds its readings store {home / READINGS_FILE}: "
+            "stop it first (readings go to the store of the worker that owns their series)"
+        ) from exc
     quarantine = open_quarantine(settings)
     try:
         yield Ingestor(graph, readings, quarantine, spool=Spool(home / SPOOL_FILE))
