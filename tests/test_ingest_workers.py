@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from conftest import Broker, wait_for
+from live_server import LiveServer
 from paho.mqtt.enums import CallbackAPIVersion
 from typer.testing import CliRunner
 
@@ -33,6 +35,7 @@ from sqems.cli import app
 from sqems.datasets import PlantSpec, generate, load_plant
 from sqems.datasets.files import plant_sections
 from sqems.graph_model import Direction, EmbeddedGraphStore, GraphStore
+from sqems.graphql import AccessStore, Role, create_app
 from sqems.ingestion import service
 from sqems.ingestion.mqtt import MqttIngestion
 from sqems.ingestion.partition import Partition, owner
@@ -44,6 +47,7 @@ from sqems.ingestion.union import ReadingsUnion
 from sqems.ingestion.workers import (
     Launcher,
     StatusFile,
+    WorkerStatus,
     read_status,
     totals,
     worker_command,
@@ -375,3 +379,56 @@ def test_a_replay_goes_to_the_store_of_the_worker_owning_the_series_and_waits_fo
     ambiguous = runner.invoke(app, ["quarantine", "replay", "1"])
     assert ambiguous.exit_code != 0
     assert "--workers N" in str(ambiguous.output) + str(ambiguous.exception)
+
+
+def test_the_api_status_adds_up_the_workers_status_files(tmp_path: Path) -> None:
+    """`ingestionStatus` in a server that runs no ingestion itself: the totals of the
+    latest worker count's status files, `workers` saying how many, `connected` only
+    while every worker reports fresh connections."""
+    settings = Settings(data_dir=tmp_path, ingest=False, mqtt_client_id="w-api")
+    now = datetime.now(UTC)
+    parts = [
+        (Partition(0, 2), Counters(received=10, accepted=7, quarantined=2, duplicates=1)),
+        (Partition(1, 2), Counters(received=5, accepted=5, alarms=2)),
+    ]
+
+    def report(part: Partition, counters: Counters, age_s: float, before: Counters) -> None:
+        home = service.worker_dir(settings, part)
+        home.mkdir(parents=True, exist_ok=True)
+        ReadingsStore(home / service.READINGS_FILE).close()
+        at = (now - timedelta(seconds=age_s)).isoformat()
+        status = WorkerStatus(str(part), 1, at, at, True, True, None, 0, 3, 0, counters, before)
+        service.status_path(settings, part).write_text(json.dumps(status.as_dict()))
+
+    # an older run with one worker count, then the current one
+    report(Partition(0, 1), Counters(received=99, accepted=99), 3600, Counters())
+    report(parts[0][0], parts[0][1], 0, Counters(received=4, accepted=4))
+    report(parts[1][0], parts[1][1], 0, Counters())
+    store = EmbeddedGraphStore(None)
+    access = AccessStore(None)
+    token = access.create_key("viewer", Role.VIEWER)[1]
+    query = "{ ingestionStatus { running connected workers received accepted quarantined "
+    query += "duplicates alarms spooled health { healthy } } }"
+    with LiveServer(create_app(settings, store=store, access=access)) as server:
+
+        def ask() -> dict[str, Any]:
+            answer = httpx.post(
+                f"{server.url}/graphql",
+                json={"query": query},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
+            )
+            assert answer.status_code == 200, answer.text
+            found: dict[str, Any] = answer.json()["data"]["ingestionStatus"]
+            return found
+
+        assert ask() == {
+            "running": False, "connected": True, "workers": 2, "received": 19,
+            "accepted": 16, "quarantined": 2, "duplicates": 1, "alarms": 2, "spooled": 0,
+            "health": None,
+        }  # fmt: skip
+        report(parts[1][0], parts[1][1], 60, Counters())  # worker 1/2 stopped reporting
+        stale = ask()
+        assert not stale["connected"] and stale["received"] == 19
+    access.close()
+    store.close()

@@ -4,7 +4,9 @@ When ``sqems serve --ingest`` (or ``SQEMS_INGEST=true``) runs the MQTT ingestion
 API process, ``ingestionStatus`` reports its counters and the ``alarms`` subscription
 streams every alarm as it is raised. The quarantine is a file any process can read, so
 ``quarantine`` and ``replayQuarantined`` work either way (a replay needs the readings
-store, which the process running the ingestion holds).
+store, which the process running the ingestion holds). When the ingestion runs as
+worker processes (``sqems ingest --workers N``) rather than in the API process,
+``ingestionStatus`` adds up their status files.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import strawberry
 from strawberry.types import Info
@@ -25,14 +27,20 @@ from sqems.graphql.generate import Adapted, adapted, derived
 from sqems.graphql.middleware import for_clients
 from sqems.graphql.types import Connection, ConnectionEdge, after_key, keyset_page, page_size
 from sqems.ingestion import quarantine as q
+from sqems.ingestion import service
 from sqems.ingestion.broker import BrokerAccess
 from sqems.ingestion.mqtt import MqttIngestion
 from sqems.ingestion.pipeline import AlarmEvent, Health, Ingestor
 from sqems.ingestion.service import open_quarantine
+from sqems.ingestion.workers import WorkerStatus, statuses, totals
+from sqems.settings import Settings
 
 RAW_BYTES = 2_048
 """How much of a quarantined payload a quarantine entry shows: a page of the largest
 size is at most ``api_max_page_size`` times this, whatever the payloads weigh."""
+WORKER_STALE_S = 5.0
+"""A worker's status older than this (it writes one every half second) no longer says
+it is connected: it stopped or hangs."""
 
 
 class AlarmHub:
@@ -105,6 +113,13 @@ class IngestionStatus:
             "until the broker has reported it."
         )
     )
+    workers: int = strawberry.field(
+        default=0,
+        description="How many ingestion worker processes (`sqems ingest --workers N`) the "
+        "counters add up, from their status files, when ingestion does not run in this "
+        "server; then `connected` says every one of them reported a connection in the "
+        "last few seconds. 0 when the counters are this server's own.",
+    )
 
 
 @adapted(
@@ -163,6 +178,49 @@ def _runtime(info: Info[Context, None]) -> IngestionRuntime | None:
     return runtime
 
 
+def _workers(settings: Settings) -> list[WorkerStatus | None]:
+    """The status of each worker of the data directory's latest worker count (the one
+    whose files were written last); empty when workers never ran there."""
+    latest: list[WorkerStatus | None] = []
+    when = ""
+    for count in service.worker_counts(settings):
+        found = statuses(lambda p: service.status_path(settings, p), count)
+        written = max((s.updated_at for s in found if s is not None), default="")
+        if written > when:
+            latest, when = found, written
+    return latest
+
+
+def _of_workers(
+    settings: Settings, found: list[WorkerStatus | None], open_: int, kept: int
+) -> IngestionStatus:
+    c = totals(found)
+    now = datetime.now(UTC)
+
+    def live(s: WorkerStatus | None) -> bool:
+        if s is None or not s.connected:
+            return False
+        return (now - datetime.fromisoformat(s.updated_at)).total_seconds() <= WORKER_STALE_S
+
+    dropped = [s.broker_dropped for s in found if s is not None and s.broker_dropped is not None]
+    return IngestionStatus(
+        running=False,
+        connected=all(live(s) for s in found),
+        health=None,
+        broker=BrokerAccess.of(settings).url,
+        received=c.received,
+        accepted=c.accepted,
+        quarantined=c.quarantined,
+        duplicates=c.duplicates,
+        alarms=c.alarms,
+        spooled=c.spooled,
+        quarantine_open=open_,
+        quarantine_kept=kept,
+        broker_dropped=max(dropped) if dropped else None,  # one broker: the latest count
+        workers=len(found),
+    )
+
+
 @strawberry.type
 class IngestionQuery:
     @strawberry.field(description="Counters of the running ingestion and the quarantine.")
@@ -174,6 +232,10 @@ class IngestionQuery:
         def answer() -> IngestionStatus:
             with _quarantine(ctx) as store:
                 kept, open_ = store.count(), store.count(open_only=True)
+            if runtime is None:
+                found = _workers(ctx.settings)
+                if found:
+                    return _of_workers(ctx.settings, found, open_, kept)
             c = runtime.ingestor.counters if runtime else None
             h = runtime.ingestor.health if runtime else None
             return IngestionStatus(
