@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -338,19 +339,26 @@ class JavaRuntime:
 
 def java_major() -> JavaRuntime:
     """The Java runtime Neo4j will run on; :class:`ConfigError` if it cannot."""
+    return find_java("Neo4j 5", lambda major: major in (17, 21), "Java 17 or 21")
+
+
+def find_java(runs: str, accepts: Callable[[int], bool], wanted: str) -> JavaRuntime:
+    """The Java runtime (``JAVA_HOME``, else ``java`` on PATH) that ``runs`` will run on,
+    checked with ``accepts`` on its major version; :class:`ConfigError` naming
+    ``wanted`` when there is none or it is another version."""
     home = os.environ.get("JAVA_HOME")
     binary = str(Path(home) / "bin" / "java") if home else shutil.which("java")
     if not binary or not Path(binary).exists():
         raise ConfigError(
-            "Java 17 or 21 is needed to run Neo4j 5; install OpenJDK 17 "
+            f"{wanted} is needed to run {runs}; install OpenJDK 17 "
             "(Debian: apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
         )
     done = subprocess.run([binary, "-version"], capture_output=True, text=True, check=False)
     found = re.search(r'version "(\d+)', done.stderr + done.stdout)
     major = int(found.group(1)) if found else 0
-    if major not in (17, 21):
+    if not accepts(major):
         raise ConfigError(
-            f"Neo4j 5 runs on Java 17 or 21; {binary} is Java {major or 'unknown'}. "
+            f"{runs} runs on {wanted}; {binary} is Java {major or 'unknown'}. "
             "Set JAVA_HOME to a Java 17 or 21 installation"
         )
     return JavaRuntime(binary, major)

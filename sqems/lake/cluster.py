@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -44,7 +43,7 @@ from types import TracebackType
 from typing import Any
 
 from sqems.errors import ConfigError, SqemsError
-from sqems.graph_model.neo4j_server import free_port
+from sqems.graph_model.neo4j_server import find_java, free_port
 
 log = logging.getLogger(__name__)
 
@@ -361,22 +360,8 @@ def _spark_class() -> str:
 def _java_home() -> str | None:
     """JAVA_HOME for the daemons (None: java from PATH); :class:`ConfigError` when
     there is no Java 17 or newer."""
-    home = os.environ.get("JAVA_HOME")
-    binary = str(Path(home) / "bin" / "java") if home else shutil.which("java")
-    if not binary or not Path(binary).exists():
-        raise ConfigError(
-            "Java 17 or newer is needed to run Spark; install OpenJDK 17 (Debian: apt-get "
-            "install openjdk-17-jre-headless) or set JAVA_HOME"
-        )
-    done = subprocess.run([binary, "-version"], capture_output=True, text=True, check=False)
-    found = re.search(r'version "(\d+)', done.stderr + done.stdout)
-    major = int(found.group(1)) if found else 0
-    if major < JAVA_MIN:
-        raise ConfigError(
-            f"Spark 4 runs on Java {JAVA_MIN} or newer; {binary} is Java {major or 'unknown'}. "
-            "Set JAVA_HOME to a Java 17 or 21 installation"
-        )
-    return home
+    find_java("Spark 4", lambda major: major >= JAVA_MIN, f"Java {JAVA_MIN} or newer")
+    return os.environ.get("JAVA_HOME")
 
 
 def _listens(port: int) -> bool:
