@@ -224,3 +224,19 @@ def test_tiny_probabilities_and_intervals_read_in_words() -> None:
     assert probability(0.0031) == "0.0031"
     assert ranged(632, 87.5, 4560) == "632 (95 % interval 87.5 to 4,560)"
     assert ranged(-4.65, -18.7, 1.55, level=None, signed=True) == "-4.65 (-18.7 to +1.55)"
+
+
+@pytest.mark.parametrize("group", [[], ["lake"], ["quarantine"]])
+def test_command_lists_wrap_each_summary_to_the_width_not_at_the_sources_line_breaks(
+    tmp_path: Path, group: list[str]
+) -> None:
+    # on a wide terminal every command's summary (its docstring's first paragraph) is one
+    # row: a row that ends in the middle of a sentence broke where the source line did
+    done = sqems(tmp_path, *group, "--help", columns=2000)
+    assert done.returncode == 0, done.stderr
+    rows = [line.strip().strip("│").rstrip() for line in done.stdout.splitlines()]
+    listed = rows[rows.index(next(r for r in rows if "─ Commands ─" in r)) + 1 :]
+    listed = listed[: next(i for i, r in enumerate(listed) if r.startswith("╰"))]
+    assert listed
+    continued = [r.strip() for r in listed if re.match(r"^\s{4,}\S", r)]
+    assert not continued, f"summaries broken over rows: {continued[:3]}"

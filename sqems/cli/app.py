@@ -4,6 +4,7 @@ decorator that turns a :class:`~sqems.errors.SqemsError` into one red line and e
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -60,10 +61,17 @@ class _Readable:
     """Options, the help option too, that read as what to type (see :class:`_Option`)."""
 
     params: list[Any]
+    help: str | None
+    short_help: str | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _readable(self.params)
+        if self.help and not self.short_help:
+            # a group's list of commands shows each one's first paragraph; its docstring's
+            # line breaks would break the table's lines where the source's fall
+            first = inspect.cleandoc(self.help).split("\n\n")[0]
+            self.short_help = " ".join(first.split())
 
     def get_help_option(self, ctx: Any) -> Any:
         option = super().get_help_option(ctx)  # type: ignore[misc]
