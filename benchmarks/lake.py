@@ -37,6 +37,7 @@ import os
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -235,7 +236,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--jobs", nargs="+", choices=("shifts", "spc"),
                         default=["shifts", "spc"])  # fmt: skip
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/p/lake-bench"))
+    parser.add_argument(
+        "--cache", type=Path, default=Path(tempfile.gettempdir()) / "sqems-lake-bench"
+    )
     args = parser.parse_args()
 
     folder = lake_for(args)
