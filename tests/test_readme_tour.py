@@ -32,6 +32,8 @@ ELSEWHERE = {
     "quarantine": "lists what the ingestion above refused: tests/test_ingestion.py",
     "bim survey": "needs a site survey of the model: tests/test_viewer.py",
     "SQEMS_GRAPH_URI": "runs on the Neo4j server above: tests/test_neo4j.py",
+    "lake": "needs readings the ingestion above stored (and a Spark cluster): "
+    "tests/test_lake_cli.py, tests/test_lake_cluster.py",
 }
 """Command (first word, or first two) or a setting it is run with -> why and where it is
 tested instead."""
