@@ -104,6 +104,28 @@ class Settings(BaseSettings):
             "line's part of it (sqems/v1/SITE-2/+/+/+) for a set of workers of its own."
         ),
     )
+    edge_id: str = Field(
+        default="EDGE-1",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="This edge agent's id: its status and judgement topics carry it.",
+    )
+    edge_site: str | None = Field(
+        default=None, description="The site of the line the edge agent watches (sqems edge run)."
+    )
+    edge_line: str | None = Field(
+        default=None, description="The line the edge agent watches (sqems edge run)."
+    )
+    edge_local_host: str = Field(
+        default="127.0.0.1", description="The line's own MQTT broker, where the edge listens."
+    )
+    edge_local_port: int = Field(default=1883, ge=1, le=65535)
+    edge_model_key: Path | None = Field(
+        default=None,
+        description=(
+            "The public key (PEM) model bundles must be signed with; the edge refuses every "
+            "model without it. The central broker is the SQEMS_MQTT_* one."
+        ),
+    )
     twin_draws: int = Field(
         default=2_000, ge=50, le=100_000, description="NUTS draws per chain of a quality model."
     )

@@ -341,30 +341,39 @@ class MqttIngestion:
     # --- out -----------------------------------------------------------------------------
 
     def publish_alarm(self, event: AlarmEvent) -> None:
-        alarm = event.alarm
-        body: dict[str, Any]
-        if event.topic is None:  # about ingestion itself
-            body = {
-                "uid": alarm.uid,
-                "rule": alarm.rule,
-                "severity": alarm.severity.value,
-                "raised_at": alarm.raised_at.isoformat(),
-                "message": alarm.message,
-            }
-            self.client.publish(FAULT_TOPIC, json.dumps(body), qos=1)
-            return
+        for topic, payload in alarm_messages(event):
+            self.client.publish(topic, payload, qos=1)
+
+
+def alarm_messages(event: AlarmEvent) -> list[tuple[str, bytes]]:
+    """What the line hears of ``event``, as (topic, payload) pairs to publish with QoS 1:
+    the alarm on its series' ``…/alarm`` topic and, for a critical parameter, the
+    stop-line command on the line's command topic (an alarm about ingestion itself goes
+    to :data:`FAULT_TOPIC`). The edge agent publishes the same messages."""
+    alarm = event.alarm
+    body: dict[str, Any]
+    if event.topic is None:  # about ingestion itself
         body = {
             "uid": alarm.uid,
             "rule": alarm.rule,
             "severity": alarm.severity.value,
             "raised_at": alarm.raised_at.isoformat(),
-            "machine": event.topic.machine,
-            "parameter": event.topic.parameter,
-            "run": event.run,
-            "value": alarm.value,
             "message": alarm.message,
         }
-        self.client.publish(event.topic.alarm, json.dumps(body), qos=1)
-        if event.critical:
-            command = {"command": "stop_line", "reason": alarm.message, "alarm": alarm.uid}
-            self.client.publish(event.topic.command, json.dumps(command), qos=1)
+        return [(FAULT_TOPIC, json.dumps(body).encode())]
+    body = {
+        "uid": alarm.uid,
+        "rule": alarm.rule,
+        "severity": alarm.severity.value,
+        "raised_at": alarm.raised_at.isoformat(),
+        "machine": event.topic.machine,
+        "parameter": event.topic.parameter,
+        "run": event.run,
+        "value": alarm.value,
+        "message": alarm.message,
+    }
+    out = [(event.topic.alarm, json.dumps(body).encode())]
+    if event.critical:
+        command = {"command": "stop_line", "reason": alarm.message, "alarm": alarm.uid}
+        out.append((event.topic.command, json.dumps(command).encode()))
+    return out

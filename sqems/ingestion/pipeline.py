@@ -819,7 +819,7 @@ class Ingestor:
             watched = rows[good[rows]]
             first = series.monitor.points
             hits = series.monitor.push_many(values[watched])
-            for point, rule in _opened(series, hits, first, watched.size):
+            for point, rule in opened(series.quiet, hits, first, watched.size):
                 row = int(watched[point])
                 raised.append(self._alarm(topic, series, rule, batch.time(row), float(values[row])))
         if raised:
@@ -873,15 +873,7 @@ class Ingestor:
         self, topic: Topic, series: _Series, rule: str, ts: datetime, value: float
     ) -> AlarmEvent:
         spec = series.parameter
-        stamp = ts.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        alarm = Alarm(
-            uid=f"ALM-{topic.machine}-{topic.parameter}-{rule}-{stamp}",
-            raised_at=ts,
-            rule=rule,
-            severity=Severity.CRITICAL if spec.critical else Severity.MAJOR,
-            value=value,
-            message=f"{RULES[rule].title}: {spec.name} on {topic.machine} at {value:g} {spec.unit}",
-        )
+        alarm = alarm_for(topic, spec, rule, ts, value)
         run = self.runs.run_at(topic.machine, ts)
         return AlarmEvent(alarm, topic, run.uid if run else None, spec.critical)
 
@@ -914,9 +906,28 @@ class Ingestor:
                 log.exception("alarm sink failed", extra={"alarm": event.alarm.uid})
 
 
-def _opened(series: _Series, hits: list[RuleHit], first: int, size: int) -> list[tuple[int, str]]:
+def alarm_for(topic: Topic, spec: Parameter, rule: str, ts: datetime, value: float) -> Alarm:
+    """The alarm ``rule`` raises on the reading ``value`` at ``ts`` of ``topic``'s series.
+
+    Its uid is made of the machine, parameter, rule and the reading's time, so whoever
+    raises it on the same readings (central ingestion, an edge agent) makes one node."""
+    stamp = ts.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return Alarm(
+        uid=f"ALM-{topic.machine}-{topic.parameter}-{rule}-{stamp}",
+        raised_at=ts,
+        rule=rule,
+        severity=Severity.CRITICAL if spec.critical else Severity.MAJOR,
+        value=value,
+        message=f"{RULES[rule].title}: {spec.name} on {topic.machine} at {value:g} {spec.unit}",
+    )
+
+
+def opened(
+    quiet: dict[str, int], hits: list[RuleHit], first: int, size: int
+) -> list[tuple[int, str]]:
     """The hits (as positions in the batch of ``size`` watched readings that started at
-    monitor point ``first``) that open an alarm, updating the series' open alarms.
+    monitor point ``first``) that open an alarm, updating the series' open alarms
+    (``quiet``: rules with an open alarm → readings since the rule last fired).
 
     An alarm stays open while its rule keeps firing and closes after ``CLEAR_AFTER``
     readings without it: a value hovering at a limit raises one alarm, not one each
@@ -926,21 +937,21 @@ def _opened(series: _Series, hits: list[RuleHit], first: int, size: int) -> list
     at: dict[str, list[int]] = {}
     for hit in hits:
         at.setdefault(hit.rule, []).append(hit.point - first)
-    opened = []
-    for rule in sorted(at.keys() | series.quiet.keys()):
-        quiet = series.quiet.get(rule)
-        last = None if quiet is None else -1 - quiet  # where the rule last fired
+    found = []
+    for rule in sorted(at.keys() | quiet.keys()):
+        since = quiet.get(rule)
+        last = None if since is None else -1 - since  # where the rule last fired
         for point in at.get(rule, ()):
             if last is None or point - last - 1 >= CLEAR_AFTER:
-                opened.append((point, rule))
+                found.append((point, rule))
             last = point
         assert last is not None
-        quiet = size - 1 - last
-        if quiet >= CLEAR_AFTER:
-            series.quiet.pop(rule, None)
+        since = size - 1 - last
+        if since >= CLEAR_AFTER:
+            quiet.pop(rule, None)
         else:
-            series.quiet[rule] = quiet
-    return sorted(opened)
+            quiet[rule] = since
+    return sorted(found)
 
 
 def recorded_edge(run: str, parameter: str, unit: str, mean: float) -> Edge:
