@@ -651,18 +651,25 @@ def _fit(x: np.ndarray, defective: np.ndarray, units: np.ndarray, seed: int) -> 
     return estimator
 
 
-def train(store: GraphStore, product: str, *, seed: int = 0) -> DefectModel:
-    """Learn the defect risk of ``product``'s batches from the graph.
+@dataclass(frozen=True, slots=True)
+class TrainingSplit:
+    """A product's completed batches in time order, split for training and testing."""
 
-    Batches count when they have ended and produced units. The earliest
-    ``1 - TEST_FRACTION`` of them (by start) train the model, the rest test it; see
-    :class:`ModelMetrics`. ``seed`` fixes the calibration folds and the booster, so the
-    same graph gives the same model.
+    facts: PlantFacts
+    outcomes: _Outcomes
+    batches: list[BatchFacts]
+    """Batches that ended and produced units, by start; the first :attr:`n_train` train."""
+    n_train: int
+    defective: np.ndarray
+    """Per batch, units with an in-house defect."""
+    units: np.ndarray
+    """Per batch, units produced."""
 
-    :class:`NotFound` for an unknown product; :class:`ValidationFailed` when it has
-    fewer than :data:`MIN_BATCHES` such batches, or when its training batches hold
-    fewer than :data:`MIN_DEFECTIVE_UNITS` defective units, or all in one batch.
-    """
+
+def training_split(store: GraphStore, product: str) -> TrainingSplit:
+    """The time split every model of a product trains and tests on: batches that have
+    ended and produced units, ordered by start; the earliest ``1 - TEST_FRACTION``
+    train. Raises what :func:`train` documents when there is too little to learn from."""
     facts, outcomes = _read_product(store, product)
     completed = sorted(
         (
@@ -682,7 +689,7 @@ def train(store: GraphStore, product: str, *, seed: int = 0) -> DefectModel:
     n_train = len(completed) - n_test
     defective = np.array([outcomes.defective(b.uid) for b in completed], dtype=float)
     units = np.array([outcomes.units[b.uid] for b in completed], dtype=float)
-    d_train, u_train = defective[:n_train], units[:n_train]
+    d_train = defective[:n_train]
     if d_train.sum() < MIN_DEFECTIVE_UNITS or np.count_nonzero(d_train) < 2:
         raise ValidationFailed(
             f"the {n_train} training batches of {product} have {int(d_train.sum())} units "
@@ -690,6 +697,26 @@ def train(store: GraphStore, product: str, *, seed: int = 0) -> DefectModel:
             f"model needs at least {MIN_DEFECTIVE_UNITS}, in two batches or more, to learn "
             "what makes a defect"
         )
+    return TrainingSplit(facts, outcomes, completed, n_train, defective, units)
+
+
+def train(store: GraphStore, product: str, *, seed: int = 0) -> DefectModel:
+    """Learn the defect risk of ``product``'s batches from the graph.
+
+    Batches count when they have ended and produced units. The earliest
+    ``1 - TEST_FRACTION`` of them (by start) train the model, the rest test it; see
+    :class:`ModelMetrics`. ``seed`` fixes the calibration folds and the booster, so the
+    same graph gives the same model.
+
+    :class:`NotFound` for an unknown product; :class:`ValidationFailed` when it has
+    fewer than :data:`MIN_BATCHES` such batches, or when its training batches hold
+    fewer than :data:`MIN_DEFECTIVE_UNITS` defective units, or all in one batch.
+    """
+    split = training_split(store, product)
+    facts, outcomes, completed, n_train = split.facts, split.outcomes, split.batches, split.n_train
+    n_test = len(completed) - n_train
+    defective, units = split.defective, split.units
+    d_train, u_train = defective[:n_train], units[:n_train]
 
     history = _history(
         facts.batches,

@@ -10,6 +10,7 @@ when imported; importing this package imports them all, so :data:`app` is comple
 
 # imported in the order their commands are listed in `sqems --help`
 from sqems.cli import plant, check, trace, analysis, whatif, bim, server, ingest, records, rdf, lake  # noqa: I001
+from sqems.cli import edge
 import importlib
 import sys
 from typing import Any
@@ -21,7 +22,20 @@ from sqems.cli.app import app, err
 __all__ = ["app", "main"]
 
 # the command modules register on import; naming them keeps the imports meaningful
-_COMMAND_MODULES = (plant, check, trace, analysis, whatif, bim, server, ingest, records, rdf, lake)
+_COMMAND_MODULES = (
+    plant,
+    check,
+    trace,
+    analysis,
+    whatif,
+    bim,
+    server,
+    ingest,
+    records,
+    rdf,
+    lake,
+    edge,
+)
 
 
 def main() -> None:

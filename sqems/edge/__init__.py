@@ -1,7 +1,43 @@
-"""The edge tier: what runs on a line's own machine beside its broker (``sqems edge``).
+"""The edge tier: models that travel to a line and judge there, network or not.
 
-Portable, signed models (:mod:`sqems.edge.portable`), the store-and-forward queue
-(:mod:`sqems.edge.queue`) and its forwarder to the central broker
-(:mod:`sqems.edge.forwarder`), and the agent that judges the line's units and keeps
-SPC running when the network is gone (:mod:`sqems.edge.agent`). See docs/edge.md.
+:mod:`sqems.edge.portable` holds the signed, portable model bundles (ONNX graphs with
+an Ed25519-signed manifest), their keys and the topic they travel on.
 """
+
+from sqems.edge.portable import (
+    FORMAT,
+    KINDS,
+    PortableModel,
+    batch_risk_portable,
+    canonical_json,
+    export_onnx,
+    generate_keys,
+    key_id,
+    load_private_key,
+    load_public_key,
+    manifest,
+    model_topic,
+    newer,
+    publish,
+    sign,
+    verify,
+)
+
+__all__ = [
+    "FORMAT",
+    "KINDS",
+    "PortableModel",
+    "batch_risk_portable",
+    "canonical_json",
+    "export_onnx",
+    "generate_keys",
+    "key_id",
+    "load_private_key",
+    "load_public_key",
+    "manifest",
+    "model_topic",
+    "newer",
+    "publish",
+    "sign",
+    "verify",
+]
