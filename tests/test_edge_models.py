@@ -288,6 +288,11 @@ REFUSALS = {
         {},
         "feature schema version 99",
     ),
+    "graph that is not ONNX": (
+        lambda b, k: sign(json.loads(b)["manifest"], b"not onnx", load_private_key(k[0])),
+        {},
+        "ONNX Runtime cannot load",
+    ),
     "older version": (
         lambda b, k: b,
         {"current": {"version": "8", "created_at": "2099-01-01T00:00:00+00:00"}},

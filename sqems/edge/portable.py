@@ -37,6 +37,15 @@ import paho.mqtt.client as mqtt
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from onnxruntime.capi.onnxruntime_pybind11_state import (
+    Fail,
+    InvalidArgument,
+    InvalidGraph,
+    InvalidProtobuf,
+)
+from onnxruntime.capi.onnxruntime_pybind11_state import (
+    NotImplemented as OrtNotImplemented,
+)
 
 from sqems.analysis import judgement, prediction
 from sqems.analysis.exchange import FORMAT, INPUT, KINDS, OUTPUT, export_onnx, manifest
@@ -338,11 +347,23 @@ def _accept(
         )
     try:
         return PortableModel(meta, graph)
-    except ort.capi.onnxruntime_pybind11_state.Fail as err:
+    except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, OrtNotImplemented) as err:
         raise ValidationFailed(f"ONNX Runtime cannot load the model's graph: {err}") from None
 
 
 # --- transport --------------------------------------------------------------------------
+
+
+def _manifest_of(bundle: bytes) -> dict[str, Any]:
+    """The manifest of a bundle, unverified (to address it; the edge verifies)."""
+    try:
+        data = json.loads(bundle)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValidationFailed(f"the model bundle is not JSON: {err}") from None
+    meta = data.get("manifest") if isinstance(data, dict) else None
+    if not isinstance(meta, dict):
+        raise ValidationFailed("the model bundle has no manifest object")
+    return meta
 
 
 def model_topic(site: str, line: str, kind: str) -> str:
@@ -367,7 +388,7 @@ def publish(
     acknowledged it; returns the topic. ``client`` is connected with its loop running
     (:func:`sqems.ingestion.service.mqtt_publisher`). :class:`BrokerUnavailable` if the
     broker did not take it within ``timeout`` seconds."""
-    meta = json.loads(bundle).get("manifest", {})
+    meta = _manifest_of(bundle)
     topic = model_topic(site, line, str(meta.get("kind")))
     info = client.publish(topic, bundle, qos=1, retain=True)
     if info.rc != mqtt.MQTT_ERR_SUCCESS:
