@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from sqems.cli.app import Group, app, command, out
+from sqems.cli.app import Group, app, command, err, out
 from sqems.cli.common import graph_store
 from sqems.errors import ValidationFailed
 
@@ -141,4 +142,100 @@ def publish_cmd(
         f"published {escape(str(meta.get('kind')))} model {escape(str(meta.get('version')))} "
         f"of {escape(str(meta.get('product')))} on {escape(topic)} (retained)",
         highlight=False,
+    )
+
+
+@command("line", on=edge_app)
+def line_cmd(
+    site: Annotated[
+        str | None,
+        typer.Option("--site", metavar="UID", help="The line's site (default: SQEMS_EDGE_SITE)."),
+    ] = None,
+    line: Annotated[
+        str | None,
+        typer.Option("--line", metavar="UID", help="The line (default: SQEMS_EDGE_LINE)."),
+    ] = None,
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", metavar="FILE", help="Where to write it (default: the edge's data directory)."
+        ),
+    ] = None,
+) -> None:
+    """Export a line's machines and parameters (units, spec limits, critical) from the
+    configured graph into the line file an edge agent runs its SPC rules with.
+
+    Example: sqems edge line --site SITE-1 --line LINE-PCB --out edge/line.json
+    """
+    from sqems.edge.agent import edge_dir
+    from sqems.edge.line import LINE_FILE, line_from_graph
+
+    with graph_store(read_only=True) as (store, settings):
+        site = site or settings.edge_site
+        line = line or settings.edge_line
+        if site is None or line is None:
+            raise ValidationFailed("name the line: --site and --line (or SQEMS_EDGE_SITE/LINE)")
+        spec = line_from_graph(store, site, line)
+        target = out_file or edge_dir(settings) / LINE_FILE
+    spec.save(target)
+    watched = sum(1 for p in spec.parameters if p.lsl is not None and p.usl is not None)
+    out.print(
+        f"line {escape(site)}/{escape(line)}: {len(spec.machines)} machines, "
+        f"{len(spec.parameters)} parameters ({watched} with both limits, watched by SPC) "
+        f"-> {escape(str(target))}",
+        highlight=False,
+    )
+
+
+@command("run", on=edge_app)
+def run_cmd(
+    seconds: Annotated[
+        float | None, typer.Option(help="Stop after this long (default: until Ctrl-C).")
+    ] = None,
+) -> None:
+    """Run the edge agent of the settings beside the line's broker: SPC rules and local
+    alarms and stop-line commands on the line's readings, a judgement of every unit with
+    the signed model, and everything forwarded to the central broker once it is
+    reachable. Prints a status line every 5 seconds.
+
+    Example: sqems edge run (with SQEMS_EDGE_SITE, SQEMS_EDGE_LINE, SQEMS_EDGE_MODEL_KEY)
+    """
+    from sqems.edge.agent import EdgeAgent, config_of
+    from sqems.settings import Settings
+
+    config = config_of(Settings())
+    agent = EdgeAgent(config)
+    err.print(
+        f"edge {escape(config.edge_id)} on line {escape(config.line.site)}/"
+        f"{escape(config.line.line)}: line broker {config.local.url}, central broker "
+        f"{config.central.url}; data in {escape(str(config.data_dir))}; Ctrl-C to stop",
+        highlight=False,
+    )
+    began = shown = time.monotonic()
+    agent.start()
+    try:
+        while seconds is None or time.monotonic() - began < seconds:
+            time.sleep(0.2)
+            if time.monotonic() - shown >= 5.0:
+                shown = time.monotonic()
+                err.print(_status_line(agent.status()), highlight=False)
+    except KeyboardInterrupt:
+        err.print("stopping the edge agent…")
+    finally:
+        agent.stop()
+    out.print(_status_line(agent.status()), highlight=False)
+
+
+def _status_line(status: dict[str, object]) -> str:
+    models = status["models"]
+    model = ", ".join(f"{k} {v}" for k, v in models.items()) if isinstance(models, dict) else ""
+    refused = f"; last bundle refused: {status['model_refused']}" if status["model_refused"] else ""
+    central = "connected" if status["central_connected"] else "unreachable"
+    return escape(
+        f"judged {status['judged']} ({status['suspects']} suspect, {status['unjudged']} "
+        f"without a model), alarms {status['alarms']}, stop-line {status['stop_commands']}; "
+        f"queue {status['queue_depth']} ({status['queue_bytes']} bytes), forwarded "
+        f"{status['forwarded']}, central {central}; model {model or 'none'}{refused}; "
+        f"quarantined {status['quarantined']}, failures {status['failures']}, "
+        f"restarts {status['restarts']}"
     )

@@ -14,7 +14,9 @@ any other way: the queue never loses or reorders an item.
 >>> first, second = q.append([Item("a/b", b"1"), Item("a/b", b"2")])
 >>> [i.payload for i in q.peek(10)]
 [b'1', b'2']
->>> q.ack(first); q.depth
+>>> q.ack(first)
+True
+>>> q.depth
 1
 """
 
