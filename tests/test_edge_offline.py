@@ -28,8 +28,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from conftest import Broker, wait_for
 from paho.mqtt.enums import CallbackAPIVersion
+from typer.testing import CliRunner
 
 from sqems.analysis.judgement import train_unit_model
+from sqems.cli import app
 from sqems.datasets import PlantSpec, generate, load_plant
 from sqems.datasets.files import plant_sections
 from sqems.edge import portable
@@ -312,4 +314,78 @@ def test_the_line_keeps_judging_and_stopping_offline_and_central_gets_everything
         ingestor.readings.close()
         ingestor.quarantine.close()
         central.stop()
+        line_broker.stop()
+
+
+def test_a_message_the_agent_fails_on_is_quarantined_alone_and_the_line_goes_on(
+    graph: GraphStore, tmp_path: Path
+) -> None:
+    """A model exported wrong (its schema two features short of its graph's inputs)
+    makes judging a unit throw: that unit event goes to the quarantine with the reason,
+    and the readings after it are watched and queued as usual. The central broker is
+    never reachable here: the agent starts and works without it."""
+    line_broker = broker(tmp_path / "line")
+    line_broker.start()
+    private, public = portable.generate_keys(tmp_path / "keys")
+    manifest, onnx = train_unit_model(graph, "PRD-BOARD").portable(version="1")
+    manifest["schema"]["groups"] = manifest["schema"]["groups"][1:]
+    config = EdgeConfig(
+        edge_id=EDGE,
+        line=line_from_graph(graph, SITE, LINE),
+        data_dir=tmp_path / "edge",
+        local=BrokerAccess(line_broker.host, line_broker.port),
+        central=BrokerAccess("127.0.0.1", free_port()),  # nobody listens there
+        public_key=portable.load_public_key(public),
+    )
+    stored = config.data_dir / "models" / "unit-judgement.sqems-model.json"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(portable.sign(manifest, onnx, portable.load_private_key(private)))
+    agent = EdgeAgent(config)
+    sensors = Line(publisher(line_broker, "sensors"), datetime.now(UTC) - timedelta(minutes=4))
+    try:
+        agent.start()
+        wait_for(agent.local_connected.is_set, "the edge to reach the line's broker")
+        sensors.cycle("SN-1", "B-1")
+        sensors.cycle("SN-2", "B-1")
+        wait_for(lambda: agent.counters.received == 8, "two cycles")
+        assert agent.counters.failures == 2 and agent.counters.judged == 0
+        reasons = [e.reason for e in agent.quarantine.entries()]
+        assert len(reasons) == 2 and all("failed on it" in r for r in reasons), reasons
+        assert agent.counters.readings == sensors.readings
+        assert agent.queue.depth == sensors.messages  # every reading message, for central
+        assert not agent.forwarder.connected.is_set()
+    finally:
+        agent.stop()
+        sensors.sender.loop_stop()
+        line_broker.stop()
+
+
+def test_the_commands_export_the_line_file_and_run_the_agent(tmp_path: Path) -> None:
+    with EmbeddedGraphStore(tmp_path / "plant.db") as plant:
+        load_plant(plant, plant_sections(generate(PlantSpec(units=1_000, seed=3))))
+    line_broker = broker(tmp_path / "line")
+    line_broker.start()
+    _, public = portable.generate_keys(tmp_path / "keys")
+    env = {
+        "COLUMNS": "200",
+        "SQEMS_DATA_DIR": str(tmp_path / "data"),
+        "SQEMS_GRAPH_URI": f"embedded://{tmp_path / 'plant.db'}",
+        "SQEMS_EDGE_ID": EDGE,
+        "SQEMS_EDGE_SITE": SITE,
+        "SQEMS_EDGE_LINE": LINE,
+        "SQEMS_EDGE_LOCAL_HOST": line_broker.host,
+        "SQEMS_EDGE_LOCAL_PORT": str(line_broker.port),
+        "SQEMS_EDGE_MODEL_KEY": str(public),
+        "SQEMS_MQTT_PORT": str(free_port()),  # the central broker is out of reach
+    }
+    try:
+        missing = CliRunner().invoke(app, ["edge", "run"], env=env)
+        assert missing.exit_code == 2 and "sqems edge line" in missing.output
+        done = CliRunner().invoke(app, ["edge", "line"], env=env)
+        assert done.exit_code == 0, done.output
+        assert "5 machines, 3 parameters (3 with both limits" in done.output
+        ran = CliRunner().invoke(app, ["edge", "run", "--seconds", "1"], env=env)
+        assert ran.exit_code == 0, ran.output
+        assert "central unreachable; model none" in ran.output
+    finally:
         line_broker.stop()
