@@ -9,9 +9,10 @@ removes an item from the queue only when the broker's PUBACK for it arrived.
 Order: the items of one connection go out in queue order, and the broker takes a
 client's QoS 1 messages in the order they arrive. Items still unacknowledged when the
 connection drops stay in paho's outgoing window and are sent again first, in their
-order, when it comes back (with the DUP flag); after a restart of the agent the thread
-starts again from the oldest item in the queue. Nothing newer is sent ahead of them
-because the window of a connection is never larger than paho's own in-flight limit.
+order, when it comes back (with the DUP flag); nothing newer is published until they are
+acknowledged, and the window is never larger than paho's own in-flight limit, so nothing
+overtakes them. After a restart of the agent the thread starts again from the oldest
+item in the queue.
 
 Once: a PUBACK lost with the connection means the broker may have the item already
 and gets it again. That is harmless, because the central store keeps each record once
@@ -79,6 +80,11 @@ class Forwarder:
         self._stop = threading.Event()
         self._sent = 0
         """The highest sequence number handed to paho (it resends what it holds)."""
+        self._held = False
+        """Items of a lost connection are still unacknowledged: paho sends them again
+        first on the next one, and nothing newer goes out until they are acknowledged
+        (a new item published between the reconnection and paho's resending would
+        overtake them)."""
         client = access.client(client_id, clean_session=True, protocol=mqtt.MQTTv311)
         client.reconnect_delay_set(min_delay=reconnect[0], max_delay=reconnect[1])
         client.max_inflight_messages_set(window)
@@ -147,6 +153,7 @@ class Forwarder:
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         was = self.connected.is_set()
         self.connected.clear()
+        self._held = True
         if was and not self._stop.is_set():
             log.warning(
                 "lost the central broker; the queue keeps everything until it is back",
@@ -174,6 +181,10 @@ class Forwarder:
 
     def _send(self) -> bool:
         """Hand paho the next items that fit in the window; whether it sent any."""
+        if self._held:
+            if self._inflight:
+                return False
+            self._held = False
         room = self.window - len(self._inflight)
         if room <= 0:
             return False
