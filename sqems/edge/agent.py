@@ -215,7 +215,7 @@ class EdgeAgent:
         self.local = local
         self._worker = self._new_worker()
         self._watchdog = threading.Thread(
-            target=self._watch, name="sqems-edge-watchdog", daemon=True
+            target=self._guard, name="sqems-edge-watchdog", daemon=True
         )
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -347,10 +347,12 @@ class EdgeAgent:
                     continue
                 self._pending = self._inbox.popleft()
                 self._handle(self._pending)
-        except OUTAGES:  # the watchdog starts a new worker, which tries the message again
-            log.exception("the edge worker stopped: its queue or quarantine failed")
+        except Exception:  # logged; the watchdog starts a new worker, which tries again
+            log.exception("the edge worker stopped (its queue or quarantine failed?)")
 
-    def _watch(self) -> None:
+    def _guard(self) -> None:
+        """The watchdog: starts a dead worker or forwarder thread again, and publishes
+        the status every ``status_s``."""
         delay = RESTART_S[0]
         next_status = time.monotonic() + self.config.status_s
         while not self._stop.wait(WATCHDOG_S):
@@ -384,15 +386,22 @@ class EdgeAgent:
         except OUTAGES:
             raise
         except Exception as exc:  # one bad message must not stop the line's judging
-            self.counters.failures += 1
-            log.exception("the edge agent failed on a message", extra={"topic": inbound.topic})
-            reason = f"the edge agent failed on it: {type(exc).__name__}: {exc}"
-            self._refuse(inbound.topic, reason, inbound.payload)
+            self._failed(inbound, exc)
         if not inbound.central:
             self.counters.received += 1
             if inbound.mid >= 0 and inbound.connection == self._connection:
                 self.local.ack(inbound.mid, 1)
         self._pending = None
+
+    def _failed(self, inbound: _Inbound, exc: Exception) -> None:
+        """Handling ``inbound`` threw: logged, counted, and the message quarantined alone
+        with the exception as its reason."""
+        self.counters.failures += 1
+        log.error(
+            "the edge agent failed on a message", exc_info=exc, extra={"topic": inbound.topic}
+        )
+        reason = f"the edge agent failed on it: {type(exc).__name__}: {exc}"
+        self._refuse(inbound.topic, reason, inbound.payload)
 
     def _refuse(self, topic: str, reason: str, raw: bytes, item: int | None = None) -> None:
         self.counters.quarantined += self.quarantine.add(
@@ -410,6 +419,10 @@ class EdgeAgent:
             events = self._spc(inbound)
         except ValidationFailed as exc:
             self._refuse(inbound.topic, exc.message, inbound.payload)
+        except OUTAGES:
+            raise
+        except Exception as exc:  # quarantined here, so that it is still forwarded
+            self._failed(inbound, exc)
         local: list[tuple[str, bytes]] = []
         for event in events:
             messages = alarm_messages(event)
