@@ -191,6 +191,7 @@ def _variables(api: Api, name: str) -> dict[str, Any]:
         "audit_log": {"last": 5},
         "root_cause": {"input": {"defectType": {"uid": truth["causes"][0]["defect_type"]}}},
         "ingestion_status": {},
+        "judgements": {"unit": unit},
         "quarantine": {"first": 10},
         "kpis": {"costs": {"unitCost": [{"product": "PRD-DRIVE", "unitCost": 180.0}]}},
         "spc_chart": {"input": {"parameter": {"uid": drift["parameter"], "machine": drift["uid"]}},

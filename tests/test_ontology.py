@@ -182,6 +182,17 @@ VALID: dict[str, dict[str, Any]] = {
         "imported_at": T0,
     },
     "Unit": {"uid": "U-1", "produced_at": T0, "status": "good"},
+    "Judgement": {
+        "uid": "EDGE-1/U-1/3",
+        "judged_at": T0,
+        "probability": 0.7,
+        "verdict": "suspect",
+        "threshold": 0.5,
+        "model_kind": "unit-judgement",
+        "model_product": "PRD-1",
+        "model_version": "3",
+        "edge": "EDGE-1",
+    },
     "Machine": {"uid": "M-1", "name": "n", "x_m": 1.0},
 }
 
@@ -229,6 +240,8 @@ def test_an_order_the_model_refuses_is_a_shacl_violation(
         ("Supplier", "country", "de", "PatternConstraintComponent"),
         ("BimModel", "sha256", "not-a-digest", "PatternConstraintComponent"),
         ("Unit", "status", "lost", "InConstraintComponent"),
+        ("Judgement", "verdict", "fail", "InConstraintComponent"),
+        ("Judgement", "probability", 1.5, "MaxInclusiveConstraintComponent"),
         ("Unit", "uid", "has space", "PatternConstraintComponent"),
         ("Machine", "x_m", math.nan, "PatternConstraintComponent"),
         ("Machine", "name", "", "MinLengthConstraintComponent"),

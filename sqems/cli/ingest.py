@@ -19,6 +19,7 @@ from sqems.cli.render import Column, print_table
 from sqems.errors import NotFound, ValidationFailed
 
 if TYPE_CHECKING:
+    from sqems.ingestion.mqtt import MqttIngestion
     from sqems.ingestion.partition import Partition
     from sqems.settings import Settings
 
@@ -119,6 +120,8 @@ def _ingest(share: Partition, seconds: float | None) -> None:
                         f"quarantined {c.quarantined:,}  duplicates {c.duplicates:,}  "
                         f"alarms {c.alarms:,}  connected {bridge.connected.is_set()}"
                     )
+                    if bridge.edge_records.states():
+                        err.print(f"{which}{_edges_line(bridge)}", highlight=False)
             except KeyboardInterrupt:
                 err.print(f"{which}stopping…")
         trail.close()
@@ -127,6 +130,25 @@ def _ingest(share: Partition, seconds: float | None) -> None:
             f"{which}received {c.received:,}: accepted {c.accepted:,}, quarantined "
             f"{c.quarantined:,}, duplicates {c.duplicates:,}; {c.alarms:,} alarms"
         )
+        if bridge.edge_records.states() or bridge.edge_records.counters.judgements:
+            out.print(f"{which}{_edges_line(bridge)}", highlight=False)
+
+
+def _edges_line(bridge: MqttIngestion) -> str:
+    """The edge agents heard from and what became of their judgements, on one line."""
+    now = datetime.now(UTC)
+    shown = []
+    for e in bridge.edge_records.states():
+        ago = (now - datetime.fromisoformat(e.last_seen)).total_seconds()
+        models = ",".join(f"{k} {v}" for k, v in sorted(e.models.items())) or "no model"
+        queue = "?" if e.queue_depth is None else f"{e.queue_depth:,}"
+        state = "online" if e.online else "OFFLINE"
+        shown.append(f"{e.edge} {state} ({models}; queue {queue}; seen {ago:.0f} s ago)")
+    j = bridge.edge_records.counters
+    return (
+        f"edges: {'; '.join(shown) or 'none'} | judgements {j.judgements:,}: stored "
+        f"{j.stored:,}, duplicates {j.duplicates:,}, waiting for their unit {j.pending:,}"
+    )
 
 
 def _launch(workers: int, seconds: float | None) -> None:

@@ -1,4 +1,4 @@
-"""Quality records: the audit trail and compliance reports."""
+"""Quality records: the audit trail, compliance reports and unit judgements."""
 
 from __future__ import annotations
 
@@ -106,3 +106,68 @@ def report_dhr(
         f"distribution, {len(record.runs)} runs, {len(record.lots)} lots, "
         f"{len(record.deviations)} deviation(s), {len(record.capas)} CAPA(s)"
     )
+
+
+@command("judgements")
+def judgements_cmd(
+    unit: Annotated[str | None, typer.Option(metavar="UID", help="One unit's judgements.")] = None,
+    edge: Annotated[
+        str | None, typer.Option(metavar="EDGE", help="The judgements one edge agent made.")
+    ] = None,
+    verdict: Annotated[
+        str | None, typer.Option(metavar="VERDICT", help="Only pass or only suspect.")
+    ] = None,
+    last: Annotated[int, typer.Option(metavar="N", help="At most this many, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
+) -> None:
+    """Unit judgements made by the edge agents beside the lines, newest first: the
+    probability of a defect, the verdict, and the model and edge that judged.
+
+    Example: sqems judgements --unit U-000042
+    """
+    import json
+    from datetime import UTC
+
+    from sqems.cli.render import Column, print_table
+    from sqems.errors import ValidationFailed
+    from sqems.graph_model.judgements import find_judgements
+    from sqems.graph_model.nodes import JudgementVerdict
+
+    if unit is None and edge is None:
+        raise ValidationFailed("give --unit UID or --edge EDGE (or both)")
+    try:
+        wanted = None if verdict is None else JudgementVerdict(verdict)
+    except ValueError:
+        raise ValidationFailed(f"--verdict is pass or suspect, got {verdict!r}") from None
+    if last < 1:
+        raise ValidationFailed(f"--last must be at least 1, got {last}")
+    with graph_store(read_only=True) as (store, _):
+        found = find_judgements(store, unit=unit, edge=edge, verdict=wanted)
+    shown = found[:last]
+    if as_json:
+        out.print_json(
+            json.dumps([{**f.judgement.model_dump(mode="json"), "unit": f.unit} for f in shown])
+        )
+        return
+    if not found:
+        out.print("no judgements" + (f" of {unit}" if unit else f" by {edge}"))
+        return
+    rows = [
+        (
+            f.unit or "[dim](not yet in the graph)[/dim]",
+            f"{f.judgement.probability:.3f}",
+            "[red]suspect[/red]" if f.judgement.verdict.value == "suspect" else "pass",
+            f"{f.judgement.model_version}",
+            f.judgement.edge,
+            f.judgement.judged_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
+        )
+        for f in shown
+    ]
+    more = f"; the {last} newest of {len(found)} (--last N)" if len(found) > last else ""
+    print_table(
+        [Column("unit", "id"), Column("P(defect)", "number"), "verdict",
+         Column("model", "id"), Column("edge", "id"), Column("judged at", "id")],
+        rows,
+        caption=f"threshold {shown[0].judgement.threshold:g} ({shown[0].judgement.model_kind} "
+        f"model for {shown[0].judgement.model_product}){more}",
+    )  # fmt: skip

@@ -126,6 +126,7 @@ REL_TYPES: dict[str, RelType] = {
             [("Alarm", "Machine"), ("Alarm", "Parameter"), ("Alarm", "ProcessRun")],
             "where an alarm fired",
         ),
+        _rel("JUDGES", [("Judgement", "Unit")], "the unit a model judgement is about"),
         # equipment, routing and master data
         _rel("PART_OF", [("Machine", "Line"), ("Line", "Site")], "equipment hierarchy"),
         _rel(

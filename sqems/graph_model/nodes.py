@@ -92,6 +92,13 @@ class Verdict(StrEnum):
     FAIL = "fail"
 
 
+class JudgementVerdict(StrEnum):
+    """What a unit judgement model said about one unit: below its threshold or not."""
+
+    PASS = "pass"
+    SUSPECT = "suspect"
+
+
 class Severity(StrEnum):
     MINOR = "minor"
     MAJOR = "major"
@@ -457,6 +464,27 @@ class Alarm(Node):
         return self
 
 
+class Judgement(Node):
+    """A model's judgement of one unit, made at the line by an edge agent.
+
+    The uid is the judgement's own id (``<edge>/<unit>/<model version>``), so the same
+    judgement delivered twice is one node; ``verdict`` is ``suspect`` when
+    ``probability`` (of a defect) reaches ``threshold``. ``model_kind``,
+    ``model_product`` and ``model_version`` name the model that judged, ``edge`` the
+    agent that ran it."""
+
+    label: ClassVar[str] = "Judgement"
+    time_span: ClassVar[tuple[str, str | None] | None] = ("judged_at", None)
+    judged_at: AwareDatetime
+    probability: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
+    verdict: JudgementVerdict
+    threshold: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
+    model_kind: str = Field(min_length=1, max_length=100)
+    model_product: Uid
+    model_version: str = Field(min_length=1, max_length=100)
+    edge: Uid
+
+
 class Capa(Node):
     """A corrective and preventive action, from report to verified closure.
 
@@ -606,6 +634,7 @@ NODE_TYPES: dict[str, type[Node]] = {
         Customer,
         Complaint,
         Alarm,
+        Judgement,
         Capa,
         WhatIfSession,
         Scenario,

@@ -6,7 +6,9 @@ streams every alarm as it is raised. The quarantine is a file any process can re
 ``quarantine`` and ``replayQuarantined`` work either way (a replay needs the readings
 store, which the process running the ingestion holds). When the ingestion runs as
 worker processes (``sqems ingest --workers N``) rather than in the API process,
-``ingestionStatus`` adds up their status files.
+``ingestionStatus`` adds up their status files. ``ingestionStatus.edges`` lists the
+edge agents beside the lines as their latest retained status says (see
+:mod:`sqems.ingestion.edge_records`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from sqems.graphql.types import Connection, ConnectionEdge, after_key, keyset_pa
 from sqems.ingestion import quarantine as q
 from sqems.ingestion import service
 from sqems.ingestion.broker import BrokerAccess
+from sqems.ingestion.edge_records import AgentCounters, EdgeState, merge_states
 from sqems.ingestion.mqtt import MqttIngestion
 from sqems.ingestion.pipeline import AlarmEvent, Health, Ingestor
 from sqems.ingestion.service import open_quarantine
@@ -90,6 +93,64 @@ class IngestionHealth(Adapted):
     )
 
 
+@strawberry.type(description="A model an edge agent runs.")
+class EdgeModel:
+    kind: str = strawberry.field(description="unit-judgement or batch-risk.")
+    version: str
+
+
+@adapted(
+    AgentCounters,
+    description="What an edge agent counted since it started, as its latest status says.",
+    descriptions={
+        "forwarded": "Records its queue delivered to the central broker.",
+        "judged": "Units it judged.",
+        "alarms": "Alarms it raised at the line.",
+        "stop_commands": "Stop-line commands it sent.",
+    },
+)
+class EdgeCounters(Adapted):
+    pass
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+@adapted(
+    EdgeState,
+    name="EdgeStatus",
+    description="An edge agent beside a line, as its latest status (retained on the broker) says.",
+    descriptions={
+        "edge": "The agent's id.",
+        "online": "Connected to the central broker (false once its will message came).",
+        "queue_depth": "Records in its store-and-forward queue, not yet delivered.",
+        "judgements_received": "Judgement messages the central system received from it.",
+    },
+)
+class EdgeStatus(Adapted):
+    last_seen: datetime = derived(
+        lambda s: datetime.fromisoformat(s.last_seen),
+        description="When the central system last heard from it (a status or a judgement).",
+    )
+    at: datetime | None = derived(
+        lambda s: _time(s.at), description="The time the agent put on its latest status."
+    )
+    models: list[EdgeModel] = derived(
+        lambda s: [EdgeModel(kind=k, version=v) for k, v in sorted(s.models.items())],
+        description="The models it runs, with their versions.",
+    )
+
+
+def edge_statuses(
+    runtime: IngestionRuntime | None, found: list[WorkerStatus | None]
+) -> list[EdgeState]:
+    """The edges the ingestion in this server heard from, or the workers did."""
+    if runtime is not None:
+        return runtime.bridge.edge_records.states()
+    return merge_states(s.edges for s in found if s is not None)
+
+
 @strawberry.type(description="How ingestion is doing.")
 class IngestionStatus:
     running: bool = strawberry.field(description="The MQTT ingestion runs in this server.")
@@ -119,6 +180,10 @@ class IngestionStatus:
         "counters add up, from their status files, when ingestion does not run in this "
         "server; then `connected` says every one of them reported a connection in the "
         "last few seconds. 0 when the counters are this server's own.",
+    )
+    edges: list[EdgeStatus] = strawberry.field(
+        default_factory=list,
+        description="The edge agents beside the lines that reported to the central broker, by id.",
     )
 
 
@@ -218,6 +283,7 @@ def _of_workers(
         quarantine_kept=kept,
         broker_dropped=max(dropped) if dropped else None,  # one broker: the latest count
         workers=len(found),
+        edges=[EdgeStatus.of(e) for e in edge_statuses(None, found)],
     )
 
 
@@ -252,6 +318,7 @@ class IngestionQuery:
                 quarantine_open=open_,
                 quarantine_kept=kept,
                 broker_dropped=runtime.bridge.broker_dropped if runtime else None,
+                edges=[EdgeStatus.of(e) for e in edge_statuses(runtime, [])],
             )
 
         return await ctx.call(answer)

@@ -39,6 +39,7 @@ from sqems.graphql.execution import Executor
 from sqems.graphql.generate import Adapted, adapted
 from sqems.graphql.ingestion import IngestionQuery, IngestionSubscription, QuarantineEntry, replay
 from sqems.graphql.investigation import InvestigationQuery
+from sqems.graphql.judgements import JudgementQuery
 from sqems.graphql.limits import CheckedDocument, DocumentCache
 from sqems.graphql.middleware import for_clients
 from sqems.graphql.quality import QualityMutation, QualityQuery, recorded
@@ -293,6 +294,7 @@ class Query(
     AnalysisQuery,
     InvestigationQuery,
     IngestionQuery,
+    JudgementQuery,
     twin.WhatIfQuery,
     viewer.ViewerQuery,
     QualityQuery,

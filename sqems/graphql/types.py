@@ -3,7 +3,9 @@
 Every label of :data:`~sqems.graph_model.nodes.NODE_TYPES` becomes an object type with
 the same fields as its pydantic model, implementing the Relay ``Node`` interface (a
 global ``id`` that ``node(id:)`` resolves). They are generated, not written out, so
-the API cannot drift from the model.
+the API cannot drift from the model. :data:`RELATED` adds a field listing the nodes
+over one relationship where a client asks for them by name (``Unit.judgements``);
+``neighbours`` reaches every other.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import binascii
 import types
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from operator import methodcaller
@@ -113,20 +116,72 @@ def _graphql_annotation(tp: Any) -> Any:
     raise TypeError(f"no GraphQL type for {tp!r}")
 
 
-def _node_type(node_model: type[model.Node]) -> type:
+@dataclass(frozen=True, slots=True)
+class Related:
+    """A field of a generated node type listing the nodes over one relationship."""
+
+    field: str
+    type: str
+    direction: StoreDirection
+    label: str
+    description: str
+
+
+RELATED: dict[str, list[Related]] = {
+    "Unit": [
+        Related(
+            "judgements",
+            "JUDGES",
+            StoreDirection.IN,
+            "Judgement",
+            "The edge agents' model judgements of this unit, newest first.",
+        )
+    ],
+}
+"""Per label, the fields of :class:`Related` nodes its GraphQL type adds."""
+
+
+def _related_resolver(spec: Related, target: type) -> Callable[..., Any]:
+    async def resolve(self: Any, info: Info[Context, None]) -> list[Any]:
+        ctx = info.context
+        links = await ctx.call(ctx.store.edges, [self.uid], {spec.type: spec.direction})
+        other = [e.dst if e.src == self.uid else e.src for e in links]
+        loaded = [n for n in await ctx.nodes.load_many(other) if n and n.label == spec.label]
+        loaded.sort(key=lambda n: n.uid)
+        if loaded and loaded[0].time_span is not None:
+            loaded.sort(key=lambda n: n.interval() or (0.0, 0.0), reverse=True)
+        return [to_graphql(n) for n in loaded]
+
+    resolve.__annotations__ = {"info": Info[Context, None], "return": list[target]}  # type: ignore[valid-type]
+    return resolve
+
+
+def _node_type(node_model: type[model.Node], made: dict[str, type]) -> type:
     annotations: dict[str, Any] = {}
     for name, info in node_model.model_fields.items():
         if name != "uid":
             annotations[name] = _graphql_annotation(info.annotation)
-    namespace = {"__annotations__": annotations, "__module__": __name__}
+    namespace: dict[str, Any] = {"__annotations__": annotations, "__module__": __name__}
     for name in annotations:
         namespace[name] = strawberry.field(description=node_model.model_fields[name].description)
+    for spec in RELATED.get(node_model.label, []):
+        resolver = _related_resolver(spec, made[spec.label])
+        namespace[spec.field] = strawberry.field(resolver=resolver, description=spec.description)
     cls = type(node_model.label, (Node,), namespace)
     doc = (node_model.__doc__ or "").strip().split("\n")[0] or f"A {node_model.label} node."
     return strawberry.type(cls, name=node_model.label, description=doc)
 
 
-NODE_OBJECT_TYPES: dict[str, type] = {label: _node_type(m) for label, m in model.NODE_TYPES.items()}
+def _node_types() -> dict[str, type]:
+    """Every label's type, those a :data:`RELATED` field lists made first."""
+    made: dict[str, type] = {}
+    targets = {r.label for specs in RELATED.values() for r in specs}
+    for label in sorted(model.NODE_TYPES, key=lambda label: label not in targets):
+        made[label] = _node_type(model.NODE_TYPES[label], made)
+    return {label: made[label] for label in model.NODE_TYPES}
+
+
+NODE_OBJECT_TYPES: dict[str, type] = _node_types()
 """The generated GraphQL object type of every label."""
 
 

@@ -12,6 +12,11 @@ delivers them again from the session, or has lost them with the session, when th
 may already name another message). Nothing is lost across a broker restart only if the
 broker keeps the session: persistence on, with a store it can write.
 
+It also subscribes to the edge agents' judgements and status
+(``sqems/v1/+/+/edge/+/+``, seven levels) and hands those to
+:class:`~sqems.ingestion.edge_records.EdgeRecords`, in the same batches and under the
+same acknowledgement rule.
+
 Alarms go back out on the series' ``…/alarm`` topic (QoS 1, JSON); an alarm on a
 critical parameter also sends ``{"command": "stop_line", …}`` to the line's
 ``sqems/v1/{site}/{line}/command`` topic (the line the graph puts the machine on).
@@ -48,6 +53,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from sqems.errors import BrokerUnavailable
 from sqems.ingestion.broker import ANSWER_S, BrokerAccess
+from sqems.ingestion.edge_records import SUBSCRIPTION as EDGE_SUBSCRIPTION
+from sqems.ingestion.edge_records import EdgeRecords, is_edge_topic
 from sqems.ingestion.partition import WHOLE, Owned, Partition
 from sqems.ingestion.payloads import PREFIX
 from sqems.ingestion.pipeline import FAULT_TOPIC, AlarmEvent, Counters, Ingestor, Message
@@ -91,8 +98,11 @@ class MqttIngestion:
         partition: Partition = WHOLE,
         subscription: str = SUBSCRIPTION,
         on_progress: Callable[[MqttIngestion], None] | None = None,
+        edge_records: EdgeRecords | None = None,
     ) -> None:
         self.ingestor = ingestor
+        self.edge_records = edge_records or EdgeRecords(ingestor.graph, ingestor.quarantine, None)
+        """Where judgements and statuses of edge agents (:data:`EDGE_SUBSCRIPTION`) go."""
         self.partition = partition
         self.subscription = subscription
         """The reading topics this worker listens to: the whole tree, or a part of it
@@ -210,7 +220,7 @@ class MqttIngestion:
                 "is lost (is its persistence on, with a store it can write?)",
                 extra={"host": self.host, "port": self.port},
             )
-        client.subscribe([(self.subscription, 1), (DROPPED, 0)])
+        client.subscribe([(self.subscription, 1), (DROPPED, 0), (EDGE_SUBSCRIPTION, 1)])
         log.info("connected to the broker", extra={"host": self.host, "port": self.port})
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, _m: int, reasons: list[Any], _p: Any) -> None:
@@ -296,6 +306,7 @@ class MqttIngestion:
         while not (self._stop.is_set() and not inbox):
             if not inbox:
                 self._progress()
+                self.edge_records.retry()
                 self._arrived.clear()
                 if not inbox:  # a message appended before the clear is seen here
                     self._arrived.wait(0.1)
@@ -313,7 +324,10 @@ class MqttIngestion:
             quiet = False
 
     def _handle(self, batch: list[_Queued]) -> None:
-        self.ingestor.handle_many([m for m, _, _ in batch])
+        # edge records first: a graph store that fails them leaves the whole batch to
+        # be tried again, with none of its readings counted yet
+        self.edge_records.handle_many(m for m, _, _ in batch if is_edge_topic(m.topic))
+        self.ingestor.handle_many([m for m, _, _ in batch if not is_edge_topic(m.topic)])
         for _, mid, connection in batch:
             # an id from an earlier connection may name another message by now
             if mid >= 0 and connection == self._connection:

@@ -1,8 +1,9 @@
 """Where ingestion keeps its files, and the pipeline built from settings.
 
 Under the data directory: ``readings.duckdb`` (the readings store),
-``quarantine.db`` (everything refused), ``spool.jsonl`` (what waits for the graph store)
-and ``parquet/`` (exports).
+``quarantine.db`` (everything refused), ``spool.jsonl`` (what waits for the graph store),
+``edge-pending.db`` (edge judgements whose unit is not in the graph yet) and
+``parquet/`` (exports).
 
 Several workers sharing the stream (``sqems ingest --workers N``) each write a readings
 store and a spool of their own, under ``workers/<k>of<N>/`` (DuckDB takes one writing
@@ -26,6 +27,7 @@ import paho.mqtt.client as mqtt
 from sqems.errors import ValidationFailed
 from sqems.graph_model.store import GraphStore
 from sqems.ingestion.broker import BrokerAccess, connect
+from sqems.ingestion.edge_records import PENDING_FILE, EdgeRecords
 from sqems.ingestion.mqtt import MqttIngestion
 from sqems.ingestion.partition import WHOLE, Partition, owner
 from sqems.ingestion.pipeline import Ingestor
@@ -131,6 +133,9 @@ def mqtt_ingestion(
     client_id = settings.mqtt_client_id
     if not partition.whole:
         client_id = f"{client_id}-{partition.name}"
+    home = worker_dir(settings, partition)
+    home.mkdir(parents=True, exist_ok=True)
+    edges = EdgeRecords(pipeline.graph, pipeline.quarantine, home / PENDING_FILE)
     return MqttIngestion(
         pipeline,
         access.host,
@@ -142,6 +147,7 @@ def mqtt_ingestion(
         partition=partition,
         subscription=settings.mqtt_subscription,
         on_progress=on_progress,
+        edge_records=edges,
     )
 
 

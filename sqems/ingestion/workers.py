@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqems.ingestion.edge_records import EdgeCounters, EdgeState
 from sqems.ingestion.mqtt import MqttIngestion
 from sqems.ingestion.partition import Partition
 from sqems.ingestion.pipeline import Counters
@@ -73,6 +74,10 @@ class WorkerStatus:
     """Since this run of the worker started."""
     before: Counters = field(default_factory=Counters)
     """What earlier runs of this partition's worker reported last."""
+    edges: list[EdgeState] = field(default_factory=list)
+    """The edge agents this worker heard from (this run), their latest status."""
+    edge_counters: EdgeCounters = field(default_factory=EdgeCounters)
+    """What it made of their judgements (this run)."""
 
     @property
     def total(self) -> Counters:
@@ -90,6 +95,10 @@ class WorkerStatus:
         data = dict(data)
         data["counters"] = _counters(data.get("counters"))
         data["before"] = _counters(data.get("before"))
+        data["edges"] = [EdgeState.of(e) for e in data.get("edges") or []]
+        known = {f.name for f in fields(EdgeCounters)}
+        found = data.get("edge_counters") or {}
+        data["edge_counters"] = EdgeCounters(**{k: int(v) for k, v in found.items() if k in known})
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -123,6 +132,8 @@ class StatusFile:
             broker_dropped=bridge.broker_dropped,
             counters=Counters(**asdict(ingestor.counters)),
             before=self.before,
+            edges=bridge.edge_records.states(),
+            edge_counters=EdgeCounters(**asdict(bridge.edge_records.counters)),
         )
         scratch = self.path.with_suffix(f".{os.getpid()}.tmp")
         scratch.write_text(json.dumps(status.as_dict()))

@@ -61,6 +61,7 @@ AT_MOST_ONE: list[tuple[str, str, bool]] = [
     ("Complaint", "RAISED_BY", False),
     ("Defect", "OF_TYPE", False),
     ("Calibration", "CALIBRATES", False),
+    ("Judgement", "JUDGES", False),  # a judgement is about one unit
     ("BimElement", "IN_MODEL", False),
     ("Scenario", "IN_SESSION", False),
     ("WhatIfSession", "STUDIES", False),

@@ -1,8 +1,10 @@
 // The SQEMS quality dashboard: the latest production day's board (yield, first-pass
 // yield, defective per million, top 3 defect types, defect rate by shift), the KPI
-// panel, a defect-rate heat map (line x day) and a control chart of a parameter picked
+// panel, the edge agents beside the lines (last seen, online, model version, queue
+// depth), a defect-rate heat map (line x day) and a control chart of a parameter picked
 // from the graph, drawn with its control limits and its spec limits, all from the
-// GraphQL API, the charts drawn with Chart.js. Refreshed every minute.
+// GraphQL API, the charts drawn with Chart.js. Refreshed every minute; the edges every
+// ten seconds.
 //
 // /dashboard?parameter=P-REFLOW-PEAK&machine=M-REFLOW-2&kind=INDIVIDUALS#key=<API key>
 // (machine: omitted for all machines; kind: INDIVIDUALS by default)
@@ -11,6 +13,7 @@
 import { apiKey, gql, pageLink, showError } from "/viewer/app/api.js";
 
 const REFRESH_MS = 60_000;
+const EDGES_MS = 10_000;
 const KINDS = ["INDIVIDUALS", "XBAR_R", "XBAR_S", "EWMA", "CUSUM"];
 const COLOURS = { data: "#1f77b4", centre: "#2ca02c", control: "#d62728", spec: "#7b2cbf",
                   signal: "#d62728", made: "#9aa0a6", defective: "#e8590c" };
@@ -67,6 +70,12 @@ const ALARMS = `query Alarms($line: String!, $now: DateTime!) {
   lineScene(line: $line, start: $now, end: $now) {
     objects { uid overlay { openAlarms alarmSeverity } }
   }
+}`;
+
+// the edge agents as their latest status says (ingestionStatus: what the ingestion in the
+// server, or its workers, heard)
+const EDGES = `query Edges {
+  ingestionStatus { edges { edge site line online lastSeen models { kind version } queueDepth } }
 }`;
 
 const UNITS = { degC: "°C", degF: "°F", "N*m": "N·m", um: "µm" };
@@ -190,6 +199,40 @@ function panel(k) {
   $("k-copq").textContent = `${whole(c.total)} ${c.currency}`;
   shown.panel = { ppm: k.total.ppm, fieldPpm: k.total.fieldPpm,
                   firstPassYield: k.total.firstPassYield, costOfPoorQuality: c.total };
+}
+
+// --- the edges --------------------------------------------------------------------------
+
+function ago(iso) {
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  if (s < 90) return `${s} s ago`;
+  if (s < 90 * 60) return `${Math.round(s / 60)} min ago`;
+  if (s < 36 * 3600) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} days ago`;
+}
+
+async function edges() {
+  const { ingestionStatus: status } = await gql(EDGES, {});
+  const cell = (text, cls) => Object.assign(document.createElement("td"),
+    { textContent: text, className: cls || "" });
+  const rows = status.edges.map((e) => {
+    const tr = document.createElement("tr");
+    tr.dataset.edge = e.edge;
+    const seen = cell(ago(e.lastSeen));
+    seen.title = e.lastSeen;
+    const models = e.models.map((m) => `${m.kind} ${m.version}`).join(", ") || "none";
+    tr.append(cell(e.edge), cell(e.line), cell(e.online ? "online" : "offline",
+      e.online ? "ok" : "bad"), seen, cell(models),
+      cell(e.queueDepth == null ? "—" : whole(e.queueDepth), "num"));
+    return tr;
+  });
+  $("edge-rows").replaceChildren(...rows);
+  $("edge-table").hidden = !rows.length;
+  $("edges-none").hidden = rows.length > 0;
+  shown.edges = status.edges.map((e) => ({
+    edge: e.edge, line: e.line, online: e.online, lastSeen: e.lastSeen,
+    models: Object.fromEntries(e.models.map((m) => [m.kind, m.version])),
+    queueDepth: e.queueDepth }));
 }
 
 // --- the heat map -------------------------------------------------------------------
@@ -488,6 +531,7 @@ async function refresh(first) {
   plant.zone = all.siteZone;
   if (first) await loadPlant(all.heatmap.lines.filter((l) => l !== "unknown"));
   panel(all);
+  await edges();
   heatmap(all.heatmap);
   const utcDay = all.heatmap.days[all.heatmap.days.length - 1];
   const latest = utcDay ? await latestDay(utcDay) : null;
@@ -509,6 +553,7 @@ async function main() {
   window.addEventListener("popstate", () => showChart().catch(showError));
   await refresh(true);
   setInterval(() => refresh(false).catch(showError), REFRESH_MS);
+  setInterval(() => edges().catch(showError), EDGES_MS);
 }
 
 main().catch(showError);
