@@ -32,8 +32,13 @@ from sqems.graph_model.judgements import find_judgements
 from sqems.graph_model.nodes import Batch, Judgement, JudgementVerdict, Unit
 from sqems.graph_model.store import Direction, Edge
 from sqems.graphql import AccessStore, Role, create_app
-from sqems.ingestion.edge_records import EdgeRecords, EdgeTopic
+from sqems.ingestion.edge_records import EdgeRecords, EdgeState, EdgeTopic, merge_states
+from sqems.ingestion.mqtt import MqttIngestion
+from sqems.ingestion.partition import Partition
+from sqems.ingestion.pipeline import Ingestor
 from sqems.ingestion.quarantine import Quarantine
+from sqems.ingestion.readings import ReadingsStore
+from sqems.ingestion.workers import StatusFile, read_status
 from sqems.settings import Settings
 
 OPERATIONS = Path(__file__).resolve().parent.parent / "sqems" / "graphql" / "operations"
@@ -321,3 +326,28 @@ def test_the_dashboard_shows_each_edge_with_its_model_and_queue(
     assert box is not None and box["x"] + box["width"] <= 390
     context.close()
     assert not errors, errors
+
+
+def test_a_workers_status_file_carries_the_edges_it_heard(tmp_path: Path) -> None:
+    store = EmbeddedGraphStore(None)
+    plant(store, ["U-1"])
+    readings = ReadingsStore(tmp_path / "readings.duckdb")
+    ingestor = Ingestor(store, readings, Quarantine(None))
+    bridge = MqttIngestion(ingestor, "127.0.0.1", 1, client_id="status-file")  # not started
+    now = datetime.now(UTC)
+    bridge.edge_records.handle_many(
+        [(STATUS, status(queue=3), now), (JUDGED, judgement("U-1"), now)]
+    )
+    path = tmp_path / "workers" / "1of2" / "ingest-status.json"
+    StatusFile(path, Partition(1, 2))(bridge)
+
+    found = read_status(path)
+    assert found is not None
+    (edge,) = found.edges
+    assert (edge.edge, edge.queue_depth, edge.models) == (EDGE, 3, {"unit-judgement": "3"})
+    assert edge.counters.stop_commands == 1 and edge.judgements_received == 1
+    assert found.edge_counters.stored == 1
+    # another worker's older report of the same edge gives way to the latest
+    older = EdgeState.of({**edge.as_dict(), "at": "2026-01-01T00:00:00+00:00", "queue_depth": 99})
+    assert [e.queue_depth for e in merge_states([[older], found.edges])] == [3]
+    readings.close()

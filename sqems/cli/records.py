@@ -146,7 +146,16 @@ def judgements_cmd(
     shown = found[:last]
     if as_json:
         out.print_json(
-            json.dumps([{**f.judgement.model_dump(mode="json"), "unit": f.unit} for f in shown])
+            json.dumps(
+                [
+                    {
+                        **f.judgement.model_dump(mode="json"),
+                        "unit": f.unit or f.named_unit,
+                        "linked": f.unit is not None,
+                    }
+                    for f in shown
+                ]
+            )
         )
         return
     if not found:
@@ -154,7 +163,7 @@ def judgements_cmd(
         return
     rows = [
         (
-            f.unit or "[dim](not yet in the graph)[/dim]",
+            f.unit or f"{f.named_unit or '?'}*",
             f"{f.judgement.probability:.3f}",
             "[red]suspect[/red]" if f.judgement.verdict.value == "suspect" else "pass",
             f"{f.judgement.model_version}",
@@ -164,6 +173,8 @@ def judgements_cmd(
         for f in shown
     ]
     more = f"; the {last} newest of {len(found)} (--last N)" if len(found) > last else ""
+    if any(f.unit is None for f in shown):
+        more += "; * not in the graph yet: linked when it arrives"
     print_table(
         [Column("unit", "id"), Column("P(defect)", "number"), "verdict",
          Column("model", "id"), Column("edge", "id"), Column("judged at", "id")],

@@ -22,6 +22,16 @@ class JudgedUnit:
     judgement: Judgement
     unit: str | None
 
+    @property
+    def named_unit(self) -> str | None:
+        """The unit the judgement's id names (``<edge>/<unit>/<model version>``): the
+        one it will be linked to when it comes into the graph."""
+        j = self.judgement
+        head, tail = f"{j.edge}/", f"/{j.model_version}"
+        if j.uid.startswith(head) and j.uid.endswith(tail) and len(j.uid) > len(head + tail):
+            return j.uid[len(head) : -len(tail)]
+        return None
+
 
 def find_judgements(
     store: GraphStore,
