@@ -8,8 +8,9 @@ is back, everything arrives once: every reading in the central readings store, e
 alarm in the central graph, and every judgement. A model published while the edge was
 cut off is taken on reconnection; a bundle signed with another key is refused.
 
-Judgements are counted by a subscriber on the central broker (distinct ids, each once)
-until the central ingestion stores them as graph records.
+Judgements are checked twice: by a subscriber on the central broker (distinct ids, each
+unit once) and as ``Judgement`` nodes in the central graph, written by the central
+ingestion (:mod:`sqems.ingestion.edge_records`), one per id, linked to their units.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from sqems.edge import portable
 from sqems.edge.agent import EdgeAgent, EdgeConfig
 from sqems.edge.line import line_from_graph
 from sqems.graph_model import Direction, EmbeddedGraphStore, GraphStore
+from sqems.graph_model.judgements import find_judgements
 from sqems.graph_model.neo4j_server import free_port
 from sqems.ingestion.broker import BrokerAccess
 from sqems.ingestion.mqtt import MqttIngestion
@@ -291,6 +293,12 @@ def test_the_line_keeps_judging_and_stopping_offline_and_central_gets_everything
         assert all(len({j["id"] for j in js}) == 1 for js in by_unit.values())
         assert {by_unit[u][0]["model"]["version"] for u in sensors.units[24:]} == {"2"}
         assert {by_unit[u][0]["model"]["version"] for u in sensors.units[:24]} == {"1"}
+        # in the central graph: one Judgement node per unit, linked to it, with its model
+        expected = {f"{EDGE}/{u}/{'2' if n >= 24 else '1'}": u for n, u in enumerate(sensors.units)}
+        wait_for(lambda: len(find_judgements(graph, edge=EDGE)) == 30, "30 judgement nodes")
+        stored = find_judgements(graph, edge=EDGE)
+        assert {j.judgement.uid: j.unit for j in stored} == expected
+        assert ingestion.edge_records.counters.judgements >= 30
         status = judged.bodies("/status")[-1]
         assert status["online"] and status["models"] == {"unit-judgement": "2"}
         print(f"\nqueue drain after the outage: {depth} items, {rate:,.0f} items/s")
