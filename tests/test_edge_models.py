@@ -52,7 +52,9 @@ from sqems.edge.portable import (
 from sqems.errors import BrokerUnavailable, ValidationFailed
 from sqems.graph_model import EmbeddedGraphStore, GraphStore
 from sqems.graph_model.neo4j_server import free_port
+from sqems.ingestion import edge_records
 from sqems.ingestion.broker import BrokerAccess, connect
+from sqems.settings import Settings
 
 BOARD = "PRD-BOARD"
 UNITS = 20_000
@@ -341,11 +343,21 @@ def test_keys_are_pem_and_the_private_key_is_its_owners_only(tmp_path: Path) -> 
 
 
 def test_model_topic_names_the_line_and_kind() -> None:
-    assert model_topic("S1", "L2", "batch-risk") == "sqems/v1/S1/L2/model/batch-risk"
+    assert model_topic("S1", "L2", "batch-risk") == "sqems/v1/S1/L2/model/batch-risk/bundle"
     with pytest.raises(ValidationFailed, match="topic level"):
         model_topic("S1", "L/2", "unit-judgement")
     with pytest.raises(ValidationFailed, match="model kind"):
         model_topic("S1", "L2", "weather")
+
+
+def test_no_central_subscription_receives_a_model() -> None:
+    """A retained bundle on a topic the central ingestion listens to would be refused as
+    a bad reading on every publish and every reconnect."""
+    readings = Settings.model_fields["mqtt_subscription"].default
+    for kind in ("unit-judgement", "batch-risk"):
+        topic = model_topic("SITE-1", "LINE-PCB", kind)
+        assert not mqtt.topic_matches_sub(readings, topic)
+        assert not mqtt.topic_matches_sub(edge_records.SUBSCRIPTION, topic)
 
 
 def _retained(broker: Broker, topic: str) -> bytes:
@@ -375,7 +387,7 @@ def test_publish_retains_the_bundle_for_an_edge_that_connects_later(
     finally:
         client.disconnect()
         client.loop_stop()
-    assert topic == "sqems/v1/SITE-T/LINE-PUB/model/unit-judgement"
+    assert topic == "sqems/v1/SITE-T/LINE-PUB/model/unit-judgement/bundle"
     received = _retained(mosquitto, topic)
     assert verify(received, load_public_key(keys[1])).version == "7"
 
@@ -431,7 +443,7 @@ def test_cli_keygen_export_and_publish(graph_file: Path, mosquitto: Broker, tmp_
 
     sent = _invoke(env, "edge", "publish", str(out), "--site", "SITE-T", "--line", "LINE-CLI")
     assert sent.exit_code == 0, sent.output
-    topic = "sqems/v1/SITE-T/LINE-CLI/model/batch-risk"
+    topic = "sqems/v1/SITE-T/LINE-CLI/model/batch-risk/bundle"
     assert topic in sent.output
     assert verify(_retained(mosquitto, topic), load_public_key(public)).version == "batch-risk-1"
 

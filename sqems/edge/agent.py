@@ -24,7 +24,7 @@ Every reading message (verbatim: same topic, same bytes), alarm and judgement go
 the store-and-forward queue (:mod:`sqems.edge.queue`) before the agent acts on it, and
 the forwarder (:mod:`sqems.edge.forwarder`) delivers the queue to the **central broker**
 when it can. On the central broker the agent also takes its model, retained on
-``sqems/v1/S/L/model/unit-judgement``: a bundle is verified with the edge's public key
+``sqems/v1/S/L/model/unit-judgement/bundle``: a bundle is verified with the edge's public key
 (:func:`~sqems.edge.portable.verify`) and, if accepted, stored in the data directory, so
 an agent started again without a network still judges; a refused bundle leaves the
 current model in place, and the status says why. The status is retained on
@@ -61,7 +61,7 @@ from sqems.analysis.prediction import FeatureSchema
 from sqems.analysis.streaming import RuleMonitor
 from sqems.edge.forwarder import RECONNECT_S, WINDOW, Forwarder
 from sqems.edge.line import LINE_FILE, LineSpec
-from sqems.edge.portable import PortableModel, load_public_key, verify
+from sqems.edge.portable import PortableModel, load_public_key, model_topic, verify
 from sqems.edge.queue import Item, StoreQueue
 from sqems.errors import ConfigError, ValidationFailed
 from sqems.graph_model.nodes import Parameter, Uid
@@ -187,7 +187,7 @@ class EdgeAgent:
         prefix = f"{PREFIX}/{self.site}/{self.line_uid}"
         self.readings_topic = f"{prefix}/+/+"
         self.unit_topic = f"{prefix}/unit"
-        self.model_topic = f"{prefix}/model/{KIND}"
+        self.model_topic = model_topic(self.site, self.line_uid, KIND)
         self.judgement_topic = f"{prefix}/edge/{self.edge}/judgement"
         self.status_topic = f"{prefix}/edge/{self.edge}/status"
 

@@ -16,7 +16,7 @@ older than the one it has. Bundles travel retained on :func:`model_topic`
 (:func:`publish`), so an edge that connects later still gets the latest one.
 
 >>> model_topic("SITE-1", "LINE-A", "unit-judgement")
-'sqems/v1/SITE-1/LINE-A/model/unit-judgement'
+'sqems/v1/SITE-1/LINE-A/model/unit-judgement/bundle'
 """
 
 from __future__ import annotations
@@ -367,13 +367,16 @@ def _manifest_of(bundle: bytes) -> dict[str, Any]:
 
 
 def model_topic(site: str, line: str, kind: str) -> str:
-    """The retained topic a line's edge takes its ``kind`` model from."""
+    """The retained topic a line's edge takes its ``kind`` model from.
+
+    Seven levels, like an alarm's: a reading subscription (``sqems/v1/+/+/+/+``) never
+    receives a model, and the edge records' (``sqems/v1/+/+/edge/+/+``) neither."""
     if kind not in KINDS:
         raise ValidationFailed(f"model kind {kind!r} is not one of {', '.join(KINDS)}")
     for name, part in (("site", site), ("line", line)):
         if not part or any(c in part for c in "/+#"):
             raise ValidationFailed(f"{name} {part!r} cannot be an MQTT topic level")
-    return f"sqems/v1/{site}/{line}/model/{kind}"
+    return f"sqems/v1/{site}/{line}/model/{kind}/bundle"
 
 
 def publish(
