@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import Broker, wait_for
+from conftest import ARTIFACTS, Broker, wait_for
 from live_server import LiveServer
 from paho.mqtt.enums import CallbackAPIVersion
 from typer.testing import CliRunner
@@ -322,6 +322,8 @@ def test_the_dashboard_shows_each_edge_with_its_model_and_queue(
     }]  # fmt: skip
     row = page.inner_text(f"#edge-rows tr[data-edge='{EDGE}']")
     assert "online" in row and "unit-judgement 3" in row and "12" in row and "ago" in row
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#edges").screenshot(path=str(ARTIFACTS / "dashboard-edges-390x844.png"))
     box = page.locator("#edges").bounding_box()
     assert box is not None and box["x"] + box["width"] <= 390
     context.close()

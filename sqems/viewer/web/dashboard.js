@@ -221,9 +221,10 @@ async function edges() {
     const seen = cell(ago(e.lastSeen));
     seen.title = e.lastSeen;
     const models = e.models.map((m) => `${m.kind} ${m.version}`).join(", ") || "none";
-    tr.append(cell(e.edge), cell(e.line), cell(e.online ? "online" : "offline",
-      e.online ? "ok" : "bad"), seen, cell(models),
-      cell(e.queueDepth == null ? "—" : whole(e.queueDepth), "num"));
+    const name = cell(e.edge, "id");
+    name.append(Object.assign(document.createElement("small"), { textContent: e.line }));
+    tr.append(name, cell(e.online ? "online" : "offline", e.online ? "ok" : "bad"), seen,
+      cell(models, "model"), cell(e.queueDepth == null ? "—" : whole(e.queueDepth), "num"));
     return tr;
   });
   $("edge-rows").replaceChildren(...rows);
