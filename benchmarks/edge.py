@@ -26,9 +26,10 @@ Then:
    as fast as QoS 1 allows, for ``--agent-units`` units: units/s judged and unit event
    published → judgement received on the line's broker, p50/p99 (flooded). Then
    ``--paced-units`` units one at a time, each waiting for its judgement: the latency of
-   a line that is not flooding its edge, split at the agent's ``judged_at``; and as many
-   again with Nagle's algorithm switched off (``TCP_NODELAY``) on the agent's socket to
-   the line's broker, which paho leaves on. The line's broker runs with Mosquitto's
+   a line that is not flooding its edge, split at the agent's ``judged_at``: first with
+   Nagle's algorithm put back on the agent's socket to the line's broker (paho's
+   default, the baseline), then as many as the agent runs, with it off (``TCP_NODELAY``,
+   :func:`~sqems.ingestion.broker.send_promptly`). The line's broker runs with Mosquitto's
    ``set_tcp_nodelay true`` unless ``--no-line-nodelay``: with both left at their
    defaults a small packet waits for the peer's delayed ACK, about 40 ms on Linux, at
    each hop where another packet is still unacknowledged.
@@ -438,13 +439,15 @@ def agent_run(
         out["flood_latency"] = [
             heard.arrived[u] - t for u, t in published.items() if u in heard.arrived
         ]
-        # paced: one unit at a time, each waiting for its judgement; then again with
-        # Nagle's algorithm off on the agent's socket to the line's broker
-        sender = client(line_broker.port, "bench-paced")
-        out["paced"] = paced_units(sender, heard, cycles[units : units + paced])
+        # paced: one unit at a time, each waiting for its judgement; first with Nagle's
+        # algorithm put back on the agent's socket to the line's broker (the baseline:
+        # paho's default), then as the agent runs it (send_promptly: TCP_NODELAY)
         line_socket = agent.local.socket()
         if not isinstance(line_socket, socket.socket):
             raise SystemExit(f"the agent's line connection is not a TCP socket: {line_socket}")
+        sender = client(line_broker.port, "bench-paced")
+        line_socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        out["paced"] = paced_units(sender, heard, cycles[units : units + paced])
         line_socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         out["paced_nodelay"] = paced_units(sender, heard, cycles[units + paced : need])
         sender.loop_stop()
@@ -743,8 +746,8 @@ def report(
             f"p99 {percentile(flooded, 0.99):,.0f} ms (queueing behind the flood)"
         )
         variants = (
-            ("paced, one unit at a time", agent["paced"]),
-            ("the same, TCP_NODELAY on the agent's line socket", agent["paced_nodelay"]),
+            ("paced, Nagle's algorithm on (paho's default)", agent["paced"]),
+            ("paced, the agent as it runs (TCP_NODELAY)", agent["paced_nodelay"]),
         )
         for label, (received, judged) in variants:
             if received:

@@ -65,7 +65,7 @@ from sqems.edge.portable import PortableModel, load_public_key, model_topic, ver
 from sqems.edge.queue import Item, StoreQueue
 from sqems.errors import ConfigError, ValidationFailed
 from sqems.graph_model.nodes import Parameter, Uid
-from sqems.ingestion.broker import BrokerAccess
+from sqems.ingestion.broker import BrokerAccess, send_promptly
 from sqems.ingestion.mqtt import alarm_messages
 from sqems.ingestion.payloads import PREFIX, MessageId, Quality, Topic, decode
 from sqems.ingestion.pipeline import AlarmEvent, alarm_for, monitor_for, opened
@@ -206,6 +206,7 @@ class EdgeAgent:
         local = config.local.client(
             f"sqems-edge-{self.edge}-line", clean_session=False, protocol=mqtt.MQTTv311
         )
+        send_promptly(local)  # alarms, stop-line commands and judgements are small and urgent
         local.manual_ack_set(True)
         local.reconnect_delay_set(min_delay=1, max_delay=10)
         local.max_inflight_messages_set(1_000)
