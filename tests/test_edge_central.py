@@ -349,7 +349,9 @@ def test_a_workers_status_file_carries_the_edges_it_heard(tmp_path: Path) -> Non
     assert (edge.edge, edge.queue_depth, edge.models) == (EDGE, 3, {"unit-judgement": "3"})
     assert edge.counters.stop_commands == 1 and edge.judgements_received == 1
     assert found.edge_counters.stored == 1
-    # another worker's older report of the same edge gives way to the latest
+    # another worker's older report of the same edge gives way to the latest status;
+    # the judgements each worker received add up
     older = EdgeState.of({**edge.as_dict(), "at": "2026-01-01T00:00:00+00:00", "queue_depth": 99})
-    assert [e.queue_depth for e in merge_states([[older], found.edges])] == [3]
+    (merged,) = merge_states([[older], found.edges])
+    assert (merged.queue_depth, merged.judgements_received) == (3, 2)
     readings.close()

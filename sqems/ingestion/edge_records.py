@@ -241,15 +241,22 @@ class EdgeState:
 
 
 def merge_states(groups: Iterable[Iterable[EdgeState]]) -> list[EdgeState]:
-    """One state per edge from several workers' reports: the one heard last (a status
-    topic has one owner, but an edge's judgements may reach another worker first)."""
-    found: dict[str, EdgeState] = {}
+    """One state per edge from several workers' reports. An edge's status topic and its
+    judgement topic may have different owning workers: the status is the latest by the
+    edge's own time, ``last_seen`` the latest of all, ``judgements_received`` the sum."""
+    found: dict[str, list[EdgeState]] = {}
     for group in groups:
         for state in group:
-            kept = found.get(state.edge)
-            if kept is None or (state.at or "", state.last_seen) > (kept.at or "", kept.last_seen):
-                found[state.edge] = state
-    return [found[e] for e in sorted(found)]
+            found.setdefault(state.edge, []).append(state)
+    merged = []
+    for edge in sorted(found):
+        states = found[edge]
+        latest = max(states, key=lambda x: (x.at or "", x.last_seen))
+        one = EdgeState.of(latest.as_dict())
+        one.last_seen = max(x.last_seen for x in states)
+        one.judgements_received = sum(x.judgements_received for x in states)
+        merged.append(one)
+    return merged
 
 
 class _Pending:
