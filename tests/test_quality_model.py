@@ -149,7 +149,9 @@ def test_planted_coefficients_lie_inside_their_94_percent_hdis(fitted: Fitted) -
         intercept = at_mean + post["u"].sel(machine=m).values.reshape(-1)
         low, high = az.hdi(intercept, hdi_prob=HDI_PROB)
         assert low <= ALPHA + effect <= high, (m, low, high)
-        assert high - low < 0.3
+        # about 0.29 wide (posterior sd ~0.08); the bound leaves room for the few
+        # hundredths another CPU's floating point moves a 1,000-draw HDI by
+        assert high - low < 0.35
 
 
 def _curve(model: QualityModel, data: StepData, zs: np.ndarray) -> np.ndarray:
@@ -245,9 +247,16 @@ def test_each_failed_check_is_named(changes: dict[str, Any], named: str | None) 
 
 def test_pymcs_own_sampler_gives_the_same_posterior_as_nutpie(fitted: Fitted) -> None:
     # nutpie is the default; PyMC's NUTS is the fallback without it: both sound, and
-    # every coefficient's posterior mean within a fifth of its sd of the other's
+    # every coefficient's posterior mean within a fifth of its sd of the other's.
+    # PyMC's sampler mixes rho's tails a little slower: at DRAWS its tail ESS sits at the
+    # gate's 200 (195 on one CPU, above on another), so it draws a fifth more
     other = fit(
-        fitted.data, draws=DRAWS, tune=DRAWS, chains=CHAINS, seed=SAMPLER_SEED, sampler="pymc"
+        fitted.data,
+        draws=DRAWS * 6 // 5,
+        tune=DRAWS,
+        chains=CHAINS,
+        seed=SAMPLER_SEED,
+        sampler="pymc",
     )
     assert other.diagnostics.ok, other.diagnostics.problems
     assert set(other.idata.groups()) == set(fitted.model.idata.groups())
