@@ -32,7 +32,13 @@ from sqems.graph_model.judgements import find_judgements
 from sqems.graph_model.nodes import Batch, Judgement, JudgementVerdict, Unit
 from sqems.graph_model.store import Direction, Edge
 from sqems.graphql import AccessStore, Role, create_app
-from sqems.ingestion.edge_records import EdgeRecords, EdgeState, EdgeTopic, merge_states
+from sqems.ingestion.edge_records import (
+    EdgeRecords,
+    EdgeState,
+    EdgeTopic,
+    merge_states,
+    subscription_for,
+)
 from sqems.ingestion.mqtt import MqttIngestion
 from sqems.ingestion.partition import Partition
 from sqems.ingestion.pipeline import Ingestor
@@ -165,6 +171,19 @@ def test_a_malformed_edge_record_is_quarantined_with_the_reason(
 
 def test_an_edge_topic_names_its_parts() -> None:
     assert EdgeTopic.parse(STATUS) == EdgeTopic(SITE, LINE, EDGE, "status")
+
+
+def test_a_deployment_narrowed_to_a_site_takes_that_sites_edges_only() -> None:
+    whole = subscription_for(Settings.model_fields["mqtt_subscription"].default)
+    site_b = subscription_for("sqems/v1/SITE-B/+/+/+")
+    line = subscription_for("sqems/v1/SITE-B/LINE-2/+/+")
+    for kind in ("judgement", "status"):
+        here, there = f"sqems/v1/SITE-B/LINE-2/edge/E1/{kind}", f"sqems/v1/SITE-A/L/edge/E9/{kind}"
+        assert mqtt.topic_matches_sub(whole, here) and mqtt.topic_matches_sub(whole, there)
+        assert mqtt.topic_matches_sub(site_b, here) and not mqtt.topic_matches_sub(site_b, there)
+        assert mqtt.topic_matches_sub(line, here) and not mqtt.topic_matches_sub(line, there)
+        # and never a reading's
+        assert not mqtt.topic_matches_sub(whole, "sqems/v1/SITE-B/LINE-2/M-1/P-1")
 
 
 # --- through the broker, the API server, the CLI and the dashboard ---------------------------

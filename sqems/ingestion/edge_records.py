@@ -73,7 +73,19 @@ from sqems.ingestion.quarantine import NewEntry, Quarantine
 
 log = logging.getLogger(__name__)
 
-SUBSCRIPTION = f"{PREFIX}/+/+/edge/+/+"
+
+def subscription_for(readings: str) -> str:
+    """The edge records of the sites and lines a reading subscription covers: a
+    deployment that takes ``sqems/v1/SITE-B/+/+/+`` takes the edges of site B only.
+
+    >>> subscription_for("sqems/v1/SITE-B/+/+/+")
+    'sqems/v1/SITE-B/+/edge/+/+'
+    """
+    site, line = readings.split("/")[2:4]
+    return f"{PREFIX}/{site}/{line}/edge/+/+"
+
+
+SUBSCRIPTION = subscription_for(f"{PREFIX}/+/+/+/+")
 """Judgements and status of every edge agent (seven levels: apart from readings)."""
 KINDS = ("judgement", "status")
 RETRY_S = 5.0

@@ -53,8 +53,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from sqems.errors import BrokerUnavailable
 from sqems.ingestion.broker import ANSWER_S, BrokerAccess
-from sqems.ingestion.edge_records import SUBSCRIPTION as EDGE_SUBSCRIPTION
-from sqems.ingestion.edge_records import EdgeRecords, is_edge_topic
+from sqems.ingestion.edge_records import EdgeRecords, is_edge_topic, subscription_for
 from sqems.ingestion.partition import WHOLE, Owned, Partition
 from sqems.ingestion.payloads import PREFIX
 from sqems.ingestion.pipeline import FAULT_TOPIC, AlarmEvent, Counters, Ingestor, Message
@@ -102,7 +101,9 @@ class MqttIngestion:
     ) -> None:
         self.ingestor = ingestor
         self.edge_records = edge_records or EdgeRecords(ingestor.graph, ingestor.quarantine, None)
-        """Where judgements and statuses of edge agents (:data:`EDGE_SUBSCRIPTION`) go."""
+        """Where judgements and statuses of the edge agents of the subscription's sites
+        and lines (:func:`~sqems.ingestion.edge_records.subscription_for`) go; closed
+        with the ingestion."""
         self.partition = partition
         self.subscription = subscription
         """The reading topics this worker listens to: the whole tree, or a part of it
@@ -193,6 +194,7 @@ class MqttIngestion:
         self._worker.join(timeout=30)
         self.client.disconnect()
         self.client.loop_stop()
+        self.edge_records.close()
 
     def __enter__(self) -> MqttIngestion:
         self.start()
@@ -220,7 +222,9 @@ class MqttIngestion:
                 "is lost (is its persistence on, with a store it can write?)",
                 extra={"host": self.host, "port": self.port},
             )
-        client.subscribe([(self.subscription, 1), (DROPPED, 0), (EDGE_SUBSCRIPTION, 1)])
+        client.subscribe(
+            [(self.subscription, 1), (DROPPED, 0), (subscription_for(self.subscription), 1)]
+        )
         log.info("connected to the broker", extra={"host": self.host, "port": self.port})
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, _m: int, reasons: list[Any], _p: Any) -> None:
