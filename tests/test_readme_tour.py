@@ -34,6 +34,11 @@ ELSEWHERE = {
     "SQEMS_GRAPH_URI": "runs on the Neo4j server above: tests/test_neo4j.py",
     "lake": "needs readings the ingestion above stored (and a Spark cluster): "
     "tests/test_lake_cli.py, tests/test_lake_cluster.py",
+    "edge export": "needs 20 finished batches of the product (the demo's board line has "
+    "14): tests/test_edge_models.py",
+    "edge publish": "needs the central broker: tests/test_edge_models.py",
+    "edge run": "needs the line's and the central broker: tests/test_edge_offline.py",
+    "judgements": "lists what an edge agent judged: tests/test_edge_central.py",
 }
 """Command (first word, or first two) or a setting it is run with -> why and where it is
 tested instead."""

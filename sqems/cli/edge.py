@@ -16,8 +16,9 @@ from sqems.errors import ValidationFailed
 
 edge_app = typer.Typer(
     cls=Group,
-    help="The edge tier: portable, signed models for a line's edge agent.\n\n"
-    "Example: sqems edge export PRD-BOARD --key keys/edge-signing.pem --out board.sqems-model.json",
+    help="The edge tier: signed, portable models, and the agent that judges beside a "
+    "line's broker and forwards to the central one.\n\n"
+    "Example: sqems edge run",
     no_args_is_help=True,
 )
 app.add_typer(edge_app, name="edge")
@@ -66,8 +67,7 @@ def export_cmd(
     """Train a model of PRODUCT from the configured graph, export it to ONNX and write it
     signed as a bundle; prints its metrics, threshold and version.
 
-    Example: sqems edge export PRD-BOARD --kind unit-judgement --key keys/edge-signing.pem
-    --out board.sqems-model.json
+    Example: sqems edge export PRD-BOARD --key edge-signing.pem --out pcb.json
     """
     from sqems.analysis import judgement, prediction
     from sqems.edge import portable
