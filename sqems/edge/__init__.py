@@ -4,18 +4,15 @@
 an Ed25519-signed manifest), their keys and the topic they travel on.
 """
 
+from sqems.analysis.exchange import FORMAT, KINDS, export_onnx, manifest
 from sqems.edge.portable import (
-    FORMAT,
-    KINDS,
     PortableModel,
     batch_risk_portable,
     canonical_json,
-    export_onnx,
     generate_keys,
     key_id,
     load_private_key,
     load_public_key,
-    manifest,
     model_topic,
     newer,
     publish,

@@ -121,7 +121,10 @@ class _Watch:
 
 
 @dataclass(slots=True)
-class EdgeCounters:
+class AgentTally:
+    """What the agent did at the line since it started (its status publishes these;
+    central keeps them per edge as :class:`~sqems.ingestion.edge_records.AgentCounters`)."""
+
     received: int = 0
     """Messages from the line's broker handled (readings and unit events)."""
     readings: int = 0
@@ -165,7 +168,7 @@ class EdgeAgent:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.queue = StoreQueue(config.data_dir / QUEUE_FILE)
         self.quarantine = Quarantine(config.data_dir / QUARANTINE_FILE)
-        self.counters = EdgeCounters()
+        self.counters = AgentTally()
         self.convert = UnitConverter()
         self.model: PortableModel | None = None
         self._schema: FeatureSchema | None = None

@@ -51,25 +51,6 @@ from sqems.analysis import judgement, prediction
 from sqems.analysis.exchange import FORMAT, INPUT, KINDS, OUTPUT, export_onnx, manifest
 from sqems.errors import BrokerUnavailable, NotFound, ValidationFailed
 
-__all__ = [
-    "FORMAT",
-    "KINDS",
-    "PortableModel",
-    "batch_risk_portable",
-    "canonical_json",
-    "export_onnx",
-    "generate_keys",
-    "key_id",
-    "load_private_key",
-    "load_public_key",
-    "manifest",
-    "model_topic",
-    "newer",
-    "publish",
-    "sign",
-    "verify",
-]
-
 SCHEMA_VERSIONS: Mapping[str, int] = {
     "unit-judgement": judgement.SCHEMA_VERSION,
     "batch-risk": prediction.SCHEMA_VERSION,

@@ -61,14 +61,13 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    TypeAdapter,
     ValidationError,
 )
 
 from sqems.errors import GraphUnavailable, ValidationFailed
 from sqems.graph_model.nodes import Judgement, JudgementVerdict, Uid
 from sqems.graph_model.store import Edge, GraphStore
-from sqems.ingestion.payloads import PREFIX
+from sqems.ingestion.payloads import PREFIX, check_levels
 from sqems.ingestion.quarantine import NewEntry, Quarantine
 
 log = logging.getLogger(__name__)
@@ -153,9 +152,6 @@ class StatusPayload(_Strict):
     stop_commands: int = Field(default=0, ge=0)
 
 
-_UID: TypeAdapter[str] = TypeAdapter(Uid)
-
-
 class EdgeTopic(NamedTuple):
     site: str
     line: str
@@ -172,11 +168,7 @@ class EdgeTopic(NamedTuple):
             raise ValidationFailed(
                 f"topic {topic!r}: {parts[6]!r} is not an edge record ({', '.join(KINDS)})"
             )
-        for name, value in (("site", parts[2]), ("line", parts[3]), ("edge", parts[5])):
-            try:
-                _UID.validate_python(value)
-            except ValidationError:
-                raise ValidationFailed(f"topic {topic!r}: {name} {value!r} is not a uid") from None
+        check_levels(topic, (("site", parts[2]), ("line", parts[3]), ("edge", parts[5])))
         return cls(parts[2], parts[3], parts[5], parts[6])
 
 

@@ -21,6 +21,7 @@ year 1); ``id`` is the sender's message id (deduplication key); ``quality`` is
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -88,6 +89,16 @@ class Reading(BaseModel):
 _UID: TypeAdapter[str] = TypeAdapter(Uid)
 
 
+def check_levels(topic: str, levels: Iterable[tuple[str, str]]) -> None:
+    """:class:`ValidationFailed` naming the first of ``topic``'s (name, value) levels
+    that is not a uid."""
+    for name, value in levels:
+        try:
+            _UID.validate_python(value)
+        except ValidationError:
+            raise ValidationFailed(f"topic {topic!r}: {name} {value!r} is not a uid") from None
+
+
 class Topic(NamedTuple):
     site: str
     line: str
@@ -103,11 +114,7 @@ class Topic(NamedTuple):
                 f"topic {topic!r} is not {PREFIX}/<site>/<line>/<machine>/<parameter>"
             )
         keys = parts[2:]
-        for name, value in zip(cls._fields, keys, strict=True):
-            try:
-                _UID.validate_python(value)
-            except ValidationError:
-                raise ValidationFailed(f"topic {topic!r}: {name} {value!r} is not a uid") from None
+        check_levels(topic, zip(cls._fields, keys, strict=True))
         return cls(*keys)
 
     def __str__(self) -> str:
