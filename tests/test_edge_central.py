@@ -320,12 +320,13 @@ def test_judgements_are_listed_by_the_cli_at_80_columns(served: Served, mosquitt
     assert wrong.exit_code == 2 and "pass or suspect" in wrong.output
 
 
+@pytest.mark.parametrize(("width", "height"), [(390, 844), (1440, 900)])
 def test_the_dashboard_shows_each_edge_with_its_model_and_queue(
-    served: Served, mosquitto: Broker, browser: Any
+    served: Served, mosquitto: Broker, browser: Any, width: int, height: int
 ) -> None:
     publish(mosquitto, [(STATUS, status(queue=12), True)])
     wait_for(lambda: ingestion(served)["edges"][0]["queueDepth"] == 12, "the new status")
-    context = browser.new_context(viewport={"width": 390, "height": 844})
+    context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -342,9 +343,10 @@ def test_the_dashboard_shows_each_edge_with_its_model_and_queue(
     row = page.inner_text(f"#edge-rows tr[data-edge='{EDGE}']")
     assert "online" in row and "unit-judgement 3" in row and "12" in row and "ago" in row
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.locator("#edges").screenshot(path=str(ARTIFACTS / "dashboard-edges-390x844.png"))
+    page.locator("#edges").screenshot(path=str(ARTIFACTS / f"dashboard-edges-{width}x{height}.png"))
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-{width}x{height}.png"), full_page=True)
     box = page.locator("#edges").bounding_box()
-    assert box is not None and box["x"] + box["width"] <= 390
+    assert box is not None and box["x"] + box["width"] <= width
     context.close()
     assert not errors, errors
 
