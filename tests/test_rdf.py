@@ -106,6 +106,8 @@ def every_label() -> tuple[list[Node], list[Edge]]:
             severity="critical",
             disposition="rework",
             description="void under\nthe QFN",
+            evidence='["sha256:' + "ab" * 32 + '"]',
+            reported_by="ines",
         ),
         n.Shipment(uid="SHP-1", shipped_at=_t(5), carrier="DHL"),
         n.Customer(uid="CUST-1", name="Atlas", country="US"),

@@ -419,12 +419,20 @@ class DefectType(Node):
 
 
 class Defect(Node):
+    """A nonconformity found on a unit or a batch.
+
+    ``evidence`` is JSON: the SHA-256 digests (``sha256:<hex>``) of the photos kept for
+    it in the evidence store; ``reported_by`` names the user who reported it by hand
+    (None for a defect an inspection system recorded)."""
+
     label: ClassVar[str] = "Defect"
     time_span: ClassVar[tuple[str, str | None] | None] = ("found_at", None)
     found_at: AwareDatetime
     severity: Severity = Severity.MAJOR
     disposition: Disposition = Disposition.PENDING
     description: Text | None = None
+    evidence: Json = "[]"
+    reported_by: str | None = Field(default=None, max_length=200)
 
 
 class Shipment(Node):
