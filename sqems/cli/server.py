@@ -292,4 +292,43 @@ def apikey_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) 
     out.print(f"revoked key {key.id} ({key.name})")
 
 
+@command("signing-password", on=apikey_app)
+def apikey_signing_password(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The user: a key's name.")],
+    password_stdin: Annotated[
+        bool,
+        typer.Option("--password-stdin", help="Read the password from stdin's first line."),
+    ] = False,
+) -> None:
+    """Set or reset a user's signing password (typed at each electronic signature) and
+    lift a signing lock; prompted twice, hidden.
+
+    Example: sqems apikey signing-password vera
+    """
+    import getpass
+    import sys
+
+    from sqems.graphql.access import check_signing_password_rules
+    from sqems.settings import Settings
+
+    if password_stdin:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+        if not password:
+            raise ValidationFailed("no password on stdin: send it as the first line")
+    else:
+        if not sys.stdin.isatty():
+            raise ValidationFailed(
+                "no terminal to prompt on: pipe the password with --password-stdin"
+            )
+        password = check_signing_password_rules(getpass.getpass(f"signing password for {name}: "))
+        if getpass.getpass("again: ") != password:
+            raise ValidationFailed("the two passwords differ; nothing changed")
+    access = _access(Settings())
+    try:
+        user = access.reset_signing_password(name, password)
+    finally:
+        access.close()
+    out.print(f"signing password set for {escape(user)}; their signing is unlocked")
+
+
 # --- ingestion ---------------------------------------------------------------------------

@@ -19,9 +19,9 @@ from strawberry.file_uploads import Upload
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from sqems.errors import Unauthenticated, ValidationFailed
+from sqems.errors import ValidationFailed
 from sqems.graph_model.nodes import Priority as DomainPriority
-from sqems.graphql.access import Role
+from sqems.graphql.access import Role, SignatureRefused
 from sqems.graphql.context import Context
 from sqems.graphql.generate import Adapted, adapted
 from sqems.graphql.types import (
@@ -35,7 +35,7 @@ from sqems.graphql.types import (
 from sqems.quality import audit, dhr
 from sqems.quality import effectiveness as eff
 from sqems.quality import suppliers as sup
-from sqems.quality.capa import Actor, Workflow
+from sqems.quality.capa import SUBMISSION_MEANING, Actor, Workflow
 from sqems.quality.evidence import EVIDENCE_DIR, Evidence, EvidenceStore
 from sqems.quality.knowledge import Precedent, precedents
 
@@ -148,13 +148,15 @@ def recorded(ctx: Context, action: str, uid: str, change: Callable[[], Any]) -> 
 
 
 def reauthenticated(ctx: Context, credential: str) -> None:
-    """A signature needs the signer's credential again (21 CFR 11.200(a)(1)): the key
-    sent with the request must be the caller's own, live key."""
-    signer = ctx.access.verify(credential.strip() or None)
-    if signer is None or ctx.principal is None or signer.id != ctx.principal.id:
-        raise Unauthenticated(
-            "a signature needs your own API key again as its credential; the one given is "
-            "not the key this request is made with"
+    """A signature needs the signer's credential again (21 CFR 11.200(a)(1)): the
+    caller's own live key, or their signing password. A wrong one counts towards the
+    lock of the caller's signing (:meth:`AccessStore.check_signature`): five in a row
+    lock it for 15 minutes, and every refusal is in the API's audit log."""
+    key = ctx.require(Role.VIEWER)
+    if not ctx.access.check_signature(key, credential):
+        raise SignatureRefused(
+            "a signature needs your own API key again or your signing password as its "
+            "credential; the one given is neither (nothing was signed)"
         )
 
 
@@ -349,14 +351,27 @@ class QualityMutation:
         done = await ctx.audited("attachCapaEvidence", Role.INSPECTOR, args, attach)
         return EvidenceFile.of(done)
 
-    @strawberry.mutation(description="Hand a CAPA whose actions are done to its verifier.")
-    async def submit_capa(self, info: Info[Context, None], uid: str) -> Node:
-        return await _move(info, "submitCapa", Role.ENGINEER, {"uid": uid},
-                           lambda f, a: f.submit(a, uid))  # fmt: skip
+    @strawberry.mutation(
+        description="Hand a CAPA whose actions are done to its verifier (engineer). With a "
+        "`credential` (the caller's own API key again or signing password) the hand-over is "
+        "signed: 'actions completed, submitted for verification'."
+    )
+    async def submit_capa(
+        self, info: Info[Context, None], uid: str, credential: str | None = None
+    ) -> Node:
+        def submit(f: Workflow, a: Actor) -> Any:
+            if credential is None:
+                return f.submit(a, uid)
+            reauthenticated(info.context, credential)
+            return f.submit(a, uid, signature=SUBMISSION_MEANING)
+
+        return await _move(info, "submitCapa", Role.ENGINEER,
+                           {"uid": uid, "signed": credential is not None}, submit)  # fmt: skip
 
     @strawberry.mutation(
         description="Verify a CAPA's actions, signed (its verifier only): effective closes it. "
-        "A signature: `credential` is the verifier's own API key, entered again."
+        "A signature: `credential` is the verifier's own API key entered again, or their "
+        "signing password."
     )
     async def verify_capa(
         self, info: Info[Context, None], uid: str, effective: bool, note: str, credential: str

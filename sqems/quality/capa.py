@@ -7,7 +7,7 @@ and after.
 | ``triage`` | reported | a priority |
 | ``assign`` | triaged, reopened | an owner, a verifier, a due date after the report |
 | ``start`` | assigned, reopened | — |
-| ``submit`` | in action | a root cause (a 5-Why chain or the 8D's D4) and a corrective action |
+| ``submit`` | in action | a root cause (5-Why or the 8D's D4), a corrective action; may be signed |
 | ``verify`` | verifying | the assigned verifier, a signature; effective → closed, not → in action |
 | ``reopen`` | closed | a reason |
 
@@ -61,6 +61,7 @@ MOVES: dict[str, tuple[frozenset[CapaStatus], CapaStatus]] = {
 in action when the actions were not effective)."""
 ACTION_KINDS = ("containment", "corrective")
 CLOSURE_MEANING = "verified effective and closed"
+SUBMISSION_MEANING = "actions completed, submitted for verification"
 
 
 class Actor:
@@ -284,8 +285,10 @@ class Workflow:
 
         return self._update(actor, uid, change)
 
-    def submit(self, actor: Actor, uid: str) -> Capa:
-        """Actions done: hand the CAPA to its verifier."""
+    def submit(self, actor: Actor, uid: str, *, signature: str | None = None) -> Capa:
+        """Actions done: hand the CAPA to its verifier. With ``signature`` (its meaning,
+        :data:`SUBMISSION_MEANING`) the hand-over is signed, an entry of the trail as a
+        verification's is; the caller has checked the signer's credential again."""
 
         def change(capa: Capa) -> dict[str, Any]:
             d4 = json.loads(capa.eight_d).get("D4", "").strip()
@@ -297,7 +300,7 @@ class Workflow:
                 raise ValidationFailed(f"{uid} has no corrective action yet: add one first")
             return {}
 
-        return self._move(actor, uid, "submit", change)
+        return self._move(actor, uid, "submit", change, signature=signature)
 
     def verify(self, actor: Actor, uid: str, *, effective: bool, note: str) -> Capa:
         """The verifier's judgement, signed; effective closes the CAPA, not effective sends
