@@ -12,6 +12,7 @@ import struct
 import uuid
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -395,3 +396,20 @@ def test_refused_reports_write_nothing(served: Served) -> None:
     assert served.post("val", IDENTIFY, code="WO-2")["data"]["identify"]["defects"] == defects
     made = served.post("ines", REPORT, report=sent)["data"]["reportDefect"]
     assert made["created"] and made["evidence"] == []
+
+
+def test_a_report_sent_four_times_at_once_is_one_defect(served: Served) -> None:
+    sent = {"reportId": str(uuid.uuid4()), "target": "SN-0042", "defectType": "DT-BURR",
+            "severity": "CRITICAL", "note": "queued offline"}  # fmt: skip
+    photo = [("burr.jpg", jpeg((120, 120, 0)))]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: served.send("ines", sent, photo).json(), range(4)))
+    made = [a["data"]["reportDefect"] for a in answers]
+    assert sorted(m["created"] for m in made) == [False, False, False, True]
+    assert len({json.dumps(m, sort_keys=True) for m in made if not m["created"]}) == 1
+    uid = made[0]["defect"]["uid"]
+    history = served.post("val", "query($u: String!) { recordHistory(uid: $u) { action } }",
+                          u=uid)["data"]["recordHistory"]  # fmt: skip
+    assert history == [{"action": "reported"}]
+    digest = made[0]["evidence"][0]["digest"].removeprefix("sha256:")
+    assert (served.data_dir / EVIDENCE_DIR / digest[:2] / digest).is_file()

@@ -114,24 +114,26 @@ class InspectionMutation:
         photos: list[Upload] = [],  # noqa: B006  (read, never changed; the API's default)
     ) -> DefectReportResult:
         ctx = info.context
-        found_at = report.found_at
-        if found_at is not None:
-            found_at = local_time(info, found_at, "foundAt")
         severity = DomainSeverity(str(getattr(report.severity, "value", report.severity)))
-        domain = insp.DefectReport(
-            report_id=report.report_id, target=report.target, defect_type=report.defect_type,
-            severity=severity, note=report.note, found_at=found_at,
-        )  # fmt: skip
-        files = [_photo(upload, i) for i, upload in enumerate(photos)]
 
         def run() -> insp.Reported:
             key = ctx.require(Role.INSPECTOR)
+            found_at = report.found_at
+            if found_at is not None:
+                found_at = local_time(info, found_at, "foundAt")
+            domain = insp.DefectReport(
+                report_id=report.report_id, target=report.target,
+                defect_type=report.defect_type, severity=severity, note=report.note,
+                found_at=found_at,
+            )  # fmt: skip
+            files = [_photo(upload, i) for i, upload in enumerate(photos)]
             inspector = insp.Inspector(ctx.store, ctx.trail, evidence_store(ctx))
             return inspector.report(key.name, key.role.label, domain, files)
 
+        names = [Path(getattr(p, "filename", None) or "?").name for p in photos]
         args: dict[str, Any] = {"reportId": report.report_id, "target": report.target,
-                                "defectType": report.defect_type,
-                                "photos": [f.name for f in files]}  # fmt: skip
+                                "defectType": report.defect_type, "severity": severity.value,
+                                "photos": names}  # fmt: skip
         done = await ctx.audited("reportDefect", Role.INSPECTOR, args, run)
         return DefectReportResult(
             defect=to_graphql(done.defect), created=done.created,

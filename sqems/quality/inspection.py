@@ -221,7 +221,7 @@ class Identified:
     material_name: str | None
 
 
-def find_target(store: GraphStore, code: str) -> tuple[Candidate, GraphNode]:
+def find_target(store: GraphStore, code: str) -> tuple[Candidate, Unit | Batch | MaterialLot]:
     """The unit, batch or material lot ``code`` names; :class:`NotFound` otherwise."""
     tried = candidates(code)
     if not tried:
@@ -229,7 +229,7 @@ def find_target(store: GraphStore, code: str) -> tuple[Candidate, GraphNode]:
     found = store.get_many(dict.fromkeys(c.uid for c in tried))
     for c in tried:
         node = found.get(c.uid)
-        if node is not None and node.label in c.kinds:
+        if isinstance(node, Unit | Batch | MaterialLot) and node.label in c.kinds:
             return c, node
     read = "; ".join(f"{c.uid!r} ({c.read_as})" for c in tried)
     raise NotFound(
@@ -265,7 +265,7 @@ def identify(store: GraphStore, code: str) -> Identified:
         else:
             makers = store.get_many(e.src for e in edges if e.type == "PRODUCED")
             batch = next((b for b in makers.values() if isinstance(b, Batch)), None)
-        status = str(getattr(node, "status").value)  # noqa: B009  (Unit or Batch)
+        status = node.status.value
     product: Product | None = None
     if batch is not None:
         around = store.edges([batch.uid], {"OF_PRODUCT": OUT, "FOUND_ON": IN})
