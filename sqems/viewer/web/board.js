@@ -300,7 +300,7 @@ function paint(board) {
 // --- the socket --------------------------------------------------------------------------
 
 const link = { key: null, ws: null, acked: false, subscription: null, next: 0, attempt: 0,
-               retry: null, heardAt: 0, pingAt: 0, watch: null };
+               retry: null, heardAt: 0, pingAt: 0, watch: null, asking: false };
 
 function setLive(live, text) {
   const badge = $("live");
@@ -318,6 +318,11 @@ function send(ws, message) {
 function connect() {
   clearTimeout(link.retry);
   link.retry = null;
+  if (link.ws) { // never two sockets: the one replaced would stay subscribed unseen
+    const old = link.ws;
+    link.ws = null;
+    old.close(1000, "replaced");
+  }
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/graphql`,
                            PROTOCOL);
   Object.assign(link, { ws, acked: false, subscription: null, heardAt: Date.now(), pingAt: 0 });
@@ -418,10 +423,14 @@ async function refused(message) {
   link.ws = null;
   if (ws) ws.close(1000, "key refused");
   clearTimeout(link.retry);
+  link.retry = null;
+  if (link.asking) return; // the dialog is open already
+  link.asking = true;
   sessionStorage.removeItem(KEY_STORE);
   setLive("refused", "key refused");
   showError(new Error(`${message} — enter another API key`));
   link.key = await apiKey();
+  link.asking = false;
   $("error").hidden = true;
   link.attempt = 0;
   connect();
@@ -442,7 +451,7 @@ function watch() {
 }
 
 function reconnectNow() {
-  if (!link.key || link.ws || !link.retry) return;
+  if (!link.key || link.ws || !link.retry || link.asking) return;
   link.attempt = 0;
   connect();
 }
