@@ -4,8 +4,12 @@ restart), signatures over the API with it, ``me``, ``myTasks`` and the admin's C
 
 from __future__ import annotations
 
+import doctest
 import json
 import os
+import pty
+import re
+import select
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +27,7 @@ from sqems.graph_model import EmbeddedGraphStore
 from sqems.graph_model.nodes import Capa, Complaint
 from sqems.graphql import AccessStore, Role, create_app
 from sqems.graphql.access import SigningLocked
+from sqems.quality import tasks
 from sqems.quality.capa import CLOSURE_MEANING, SUBMISSION_MEANING
 from sqems.quality.tasks import my_tasks
 from sqems.settings import Settings
@@ -342,6 +347,7 @@ def test_my_tasks_lists_owner_and_verifier_work_overdue_first(served: Served) ->
     assert served.op("val", "my_tasks") == []
     plain = my_tasks(served.store, "TOM", now=now + timedelta(days=2))  # the domain alone
     assert [t.uid for t in plain if t.overdue] == ["T-LATE", "T-CHECK", "T-BARE"]
+    assert doctest.testmod(tasks).failed == 0
 
 
 @pytest.mark.parametrize(
@@ -398,3 +404,48 @@ def test_the_admin_sets_a_signing_password_from_stdin_and_mistakes_are_one_line(
             done.stderr.startswith("error: ") and message in done.stderr
             and done.stderr.count("\n") == 1
         )  # fmt: skip
+
+
+def _prompted(data: Path, name: str, *answers: str) -> tuple[int, str]:
+    """Run the command on a terminal (a pty), answering each prompt in turn."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the command, as at the shell
+        os.environ.update(SQEMS_DATA_DIR=str(data), COLUMNS="80")
+        os.execv(sys.executable, [sys.executable, "-c", "from sqems.cli import main; main()",
+                                  "apikey", "signing-password", name])  # fmt: skip
+    seen = b""
+    for answer in answers:
+        while not seen.rstrip(b" ").endswith(b":"):
+            ready, _, _ = select.select([fd], [], [], 60)
+            assert ready, f"no prompt within 60 s; so far: {seen!r}"
+            seen += os.read(fd, 1024)
+        os.write(fd, answer.encode() + b"\r")
+        seen += b"\n"
+    while True:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:  # the command exited and closed its terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), seen.decode()
+
+
+def test_the_admin_is_prompted_twice_with_the_password_hidden(tmp_path: Path) -> None:
+    access = AccessStore(tmp_path / "access.db")
+    access.create_key("Vera", Role.ENGINEER)
+    access.close()
+    code, shown = _prompted(tmp_path, "vera", PASSWORD, PASSWORD)
+    assert code == 0, shown
+    assert "signing password for Vera:" in shown and "again:" in shown
+    assert "signing password set for Vera; their signing is unlocked" in shown
+    assert PASSWORD not in shown  # not echoed
+    code, shown = _prompted(tmp_path, "vera", PASSWORD, "another one")
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", shown)  # the terminal gets colours
+    assert code == 2 and "error: the two passwords differ; nothing changed" in plain
+    access = AccessStore(tmp_path / "access.db")
+    assert access.check_signing_password("vera", PASSWORD)
+    access.close()

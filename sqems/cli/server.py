@@ -311,21 +311,23 @@ def apikey_signing_password(
     from sqems.graphql.access import check_signing_password_rules
     from sqems.settings import Settings
 
-    if password_stdin:
-        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
-        if not password:
-            raise ValidationFailed("no password on stdin: send it as the first line")
-    else:
-        if not sys.stdin.isatty():
-            raise ValidationFailed(
-                "no terminal to prompt on: pipe the password with --password-stdin"
-            )
-        password = check_signing_password_rules(getpass.getpass(f"signing password for {name}: "))
-        if getpass.getpass("again: ") != password:
-            raise ValidationFailed("the two passwords differ; nothing changed")
     access = _access(Settings())
     try:
-        user = access.reset_signing_password(name, password)
+        user = access.user(name)  # before the prompts: a mistyped name costs no typing
+        if password_stdin:
+            password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+            if not password:
+                raise ValidationFailed("no password on stdin: send it as the first line")
+        else:
+            if not sys.stdin.isatty():
+                raise ValidationFailed(
+                    "no terminal to prompt on: pipe the password with --password-stdin"
+                )
+            typed = getpass.getpass(f"signing password for {user}: ")
+            password = check_signing_password_rules(typed)
+            if getpass.getpass("again: ") != password:
+                raise ValidationFailed("the two passwords differ; nothing changed")
+        access.reset_signing_password(user, password)
     finally:
         access.close()
     out.print(f"signing password set for {escape(user)}; their signing is unlocked")

@@ -309,7 +309,7 @@ class AccessStore:
 
     # --- signing passwords -------------------------------------------------------------
 
-    def _user(self, name: str) -> str:
+    def user(self, name: str) -> str:
         """The name of the key(s) ``name`` names, as they spell it (live or revoked)."""
         wanted = name.strip().casefold()
         for key in self.keys():
@@ -338,7 +338,7 @@ class AccessStore:
     def set_signing_password(self, name: str, password: str, current: str | None = None) -> None:
         """A user's own signing password; ``current`` is needed when one is set, and a
         wrong one counts as a failed signature credential."""
-        user = self._user(name)
+        user = self.user(name)
         check_signing_password_rules(password)
         self._not_the_key(user, password)
         if self.has_signing_password(user):
@@ -356,7 +356,7 @@ class AccessStore:
     def reset_signing_password(self, name: str, password: str) -> str:
         """Set or reset ``name``'s signing password without the current one, and lift a
         lock (the administrator, at the machine); the user's name as the keys spell it."""
-        user = self._user(name)
+        user = self.user(name)
         check_signing_password_rules(password)
         self._not_the_key(user, password)
         self._store_password(user, password)

@@ -14,6 +14,7 @@ come first, then by due date.
 >>> store.upsert_nodes([Capa.parse({"uid": "CAPA-1", "title": "cracked housing",
 ...     "opened_at": "2026-03-01T00:00:00+00:00", "status": "verifying",
 ...     "owner": "olga", "verifier": "Vera"})])
+1
 >>> [(t.uid, t.role, t.action) for t in my_tasks(store, "vera")]
 [('CAPA-1', 'verifier', 'verify')]
 """
