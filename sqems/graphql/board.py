@@ -79,7 +79,11 @@ class CapaCard(Adapted):
     pass
 
 
-@adapted(b.CapaColumn, description="The open CAPAs in one workflow state.")
+@adapted(
+    b.CapaColumn,
+    description="The open CAPAs in one workflow state.",
+    descriptions={"cards": "Soonest due first (those without a due date last, oldest first)."},
+)
 class CapaColumn(Adapted):
     pass
 
@@ -244,10 +248,12 @@ class BoardHub:
                     log.warning("the board could not be recomputed: %s", exc.message)
                     continue
                 self.computed += 1
-                self._latest = latest
-            async with self._published:
-                self._version += 1
-                self._published.notify_all()
+                # the version moves with the board, under the same lock: a subscriber
+                # arriving now gets this board once, not again as an update
+                async with self._published:
+                    self._latest = latest
+                    self._version += 1
+                    self._published.notify_all()
 
     async def _watch_trail(self, seen: int) -> None:
         while True:

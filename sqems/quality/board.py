@@ -360,12 +360,12 @@ def _capa_links(
     their batch), then from its alarms."""
     complaint = min(context.complaints_of(targets), default=None)
     batches = sorted({context.batch[t] for t in targets if t in context.batch})
-    mine = sorted((alarms[t] for t in targets if t in alarms), key=lambda a: (a.raised_at, a.uid))
-    from_alarm = CardLinks()
-    if mine:
-        newest = mine[-1]
-        from_alarm = _alarm_links(newest, where.get(newest.uid, _Where()), complaint)
     lines = sorted({context.line[b] for b in batches if b in context.line})
+    mine = [alarms[t] for t in targets if t in alarms]
+    from_alarm = CardLinks()
+    if mine and not (complaint and batches and lines):
+        newest = max(mine, key=lambda a: (a.raised_at, a.uid))
+        from_alarm = _alarm_links(newest, where.get(newest.uid, _Where()), complaint)
     return CardLinks(
         root_cause=link("/investigate", complaint=complaint) if complaint
         else from_alarm.root_cause,
