@@ -10,7 +10,8 @@ alarm opens) without a reload, pushed over the ``boardUpdates`` subscription whi
 page sends no HTTP request at all; a CAPA triaged over the API moves its card, the other
 cards staying the very same elements; each card's links are the pages the graph leads
 to. A dropped socket is reconnected with a delay that grows while the server cannot be
-reached, and a refused key brings the key dialog back.
+reached, and a refused key brings the key dialog back; a socket silent for a while is
+pinged, and one whose server does not answer is replaced.
 
 Screenshots are kept under ``test-artifacts/`` (``SQEMS_TEST_ARTIFACTS``)."""
 
@@ -419,3 +420,42 @@ def test_a_dropped_socket_reconnects_and_a_refused_key_asks_again(site: Site, br
     assert state["connections"] == state["drops"] + 2 and len(sockets) == 3
     assert page.inner_text("#live") == "live"
     assert seen.requests[loaded:] == []  # no request while it was away either
+
+
+def test_a_silent_socket_is_pinged_and_one_that_stays_silent_is_replaced(
+    site: Site, browse: Any
+) -> None:
+    seen = browse(DESK)
+    page = seen.page
+    page.clock.install()  # the page's clock, moved on below instead of waiting
+    pings: list[str] = []
+    answer = {"on": True}
+
+    def through(ws: Any) -> None:
+        server = ws.connect_to_server()
+
+        def upstream(message: str | bytes) -> None:
+            if isinstance(message, str) and json.loads(message)["type"] == "ping":
+                pings.append(message)
+                if not answer["on"]:  # the server is gone without closing the socket
+                    return
+            server.send(message)
+
+        ws.on_message(upstream)
+
+    page.route_web_socket(re.compile(r"/graphql$"), through)
+    open_board(seen, site)
+    assert pings == []
+    page.clock.fast_forward(26_000)  # 26 s without a message: pinged, and the server answers
+    page.wait_for_function("() => sqemsBoard.pinged === 1 && sqemsBoard.ponged === 1")
+    assert len(pings) == 1 and shown(page)["live"] == "live"
+
+    answer["on"] = False
+    page.clock.fast_forward(26_000)
+    page.wait_for_function("() => sqemsBoard.pinged === 2")
+    page.clock.fast_forward(11_000)  # no pong within 10 s: given up, another socket opened
+    page.wait_for_function(
+        "() => sqemsBoard.connections === 2 && sqemsBoard.live === 'live'", timeout=30_000
+    )
+    state = shown(page)
+    assert state["drops"] == 1 and state["lastDrop"] == "the server stopped answering"

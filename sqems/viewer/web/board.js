@@ -53,7 +53,7 @@ const LINKS = [["rootCause", "root cause"], ["recall", "recall"], ["view3d", "3D
 const $ = (id) => document.getElementById(id);
 const shown = { state: "loading", live: "connecting", query: QUERY, boards: 0, connections: 0,
                 alarms: [], alarmCount: null, columns: {}, overdue: [], fresh: [], highlighted: [],
-                moved: [], drops: 0,
+                moved: [], drops: 0, pinged: 0, ponged: 0,
                 generatedAt: null, error: null };
 window.sqemsBoard = shown;
 
@@ -375,6 +375,7 @@ function receive(ws, message) {
       break;
     case "pong":
       link.pingAt = 0;
+      shown.ponged += 1;
       break;
     default:
       break;
@@ -446,6 +447,7 @@ function watch() {
     drop("the server stopped answering");
   } else if (!link.pingAt && now - link.heardAt > SILENCE_MS) {
     link.pingAt = now;
+    shown.pinged += 1;
     send(ws, { type: "ping" });
   }
 }
