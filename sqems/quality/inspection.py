@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from sqems.errors import NotFound, ValidationFailed
@@ -71,6 +71,7 @@ FUTURE_SLACK = timedelta(minutes=5)
 MAX_PHOTOS = 12
 DEFECT_PREFIX = "DEF-R-"
 GS = "\x1d"
+N = TypeVar("N", bound=GraphNode)
 
 _SYMBOLOGY = re.compile(r"^\][A-Za-z][0-9A-Za-z]")
 """An AIM symbology identifier some scanners put in front (``]d2`` DataMatrix,
@@ -238,78 +239,88 @@ def find_target(store: GraphStore, code: str) -> tuple[Candidate, Unit | Batch |
     )
 
 
+AROUND: dict[str, list[dict[str, Direction]]] = {
+    "Unit": [
+        {"PRODUCED": IN, "FOUND_ON": IN, "ABOUT": IN},
+        {"OF_PRODUCT": OUT, "FOUND_ON": IN, "ADDRESSES": IN, "OF_TYPE": OUT},
+        {"ADDRESSES": IN},
+    ],
+    "Batch": [{"OF_PRODUCT": OUT, "FOUND_ON": IN}, {"ADDRESSES": IN, "OF_TYPE": OUT}],
+    "MaterialLot": [{"CONSUMED_IN": OUT, "LOT_OF": OUT}],
+}
+"""What ``identify`` reads around each kind, step by step (:meth:`GraphStore.edges_along`):
+a unit's batch, defects and complaints, then the batch's product and defects, the
+CAPAs and the defect types, then the CAPAs on the batch's defects; a batch's product
+and defects, then their CAPAs and types; a lot's consumers and part number."""
+
+
 def identify(store: GraphStore, code: str) -> Identified:
-    """What ``code`` names (see the module docstring) and its quality state."""
+    """What ``code`` names (see the module docstring) and its quality state: three
+    calls to the store (one round trip each to a server), however much it holds."""
     _, node = find_target(store, code)
     uid = node.uid
-    batch: Batch | None = None
-    held: list[str] = []
-    on_it: list[str] = []
-    addressed: list[str] = []
-    material: Material | None = None
+    edges = [e for step in store.edges_along([uid], AROUND[node.label]) for e in step]
+
+    def ends(typ: str, *, to: str | None = None, of: str | None = None) -> list[str]:
+        """Sources of ``typ`` edges into ``to``, or targets of those out of ``of``."""
+        if to is not None:
+            return [e.src for e in edges if e.type == typ and e.dst == to]
+        return [e.dst for e in edges if e.type == typ and e.src == of]
+
+    batch_uid = uid if node.label == "Batch" else next(iter(ends("PRODUCED", to=uid)), None)
+    on_it = ends("FOUND_ON", to=uid)
+    addressed = on_it + ends("ABOUT", to=uid)
+    if batch_uid is not None and batch_uid != uid:
+        addressed += ends("FOUND_ON", to=batch_uid)
+    capas = {e.src for e in edges if e.type == "ADDRESSES" and e.dst in set(addressed)}
+    found = store.get_many({e.src for e in edges} | {e.dst for e in edges})
+    maker = node if isinstance(node, Batch) else found.get(batch_uid or "")
+    batch = maker if isinstance(maker, Batch) else None
+    product = _first(found, ends("OF_PRODUCT", of=batch_uid), Product)
     if isinstance(node, MaterialLot):
-        edges = store.edges([uid], {"CONSUMED_IN": OUT, "LOT_OF": OUT})
-        consumers = [e.dst for e in edges if e.type == "CONSUMED_IN"]
-        parts = [e.dst for e in edges if e.type == "LOT_OF"]
-        found = store.get_many([*consumers, *parts])
-        held = [b for b in consumers if _held(found.get(b))]
-        material = next((m for m in map(found.get, parts) if isinstance(m, Material)), None)
+        held = [b for b in ends("CONSUMED_IN", of=uid) if _held(found.get(b))]
         expired = node.expires_at is not None and node.expires_at <= datetime.now(UTC)
         status = "expired" if expired else "received"
     else:
-        edges = store.edges([uid], {"PRODUCED": IN, "FOUND_ON": IN, "ABOUT": IN})
-        on_it = [e.src for e in edges if e.type == "FOUND_ON"]
-        addressed = [e.src for e in edges if e.type == "ABOUT"]
-        if isinstance(node, Batch):
-            batch = node
-        else:
-            makers = store.get_many(e.src for e in edges if e.type == "PRODUCED")
-            batch = next((b for b in makers.values() if isinstance(b, Batch)), None)
+        held = [batch.uid] if batch is not None and _held(batch) else []
         status = node.status.value
-    product: Product | None = None
-    if batch is not None:
-        around = store.edges([batch.uid], {"OF_PRODUCT": OUT, "FOUND_ON": IN})
-        if batch is not node:
-            addressed += [e.src for e in around if e.type == "FOUND_ON"]
-        made = store.get_many(e.dst for e in around if e.type == "OF_PRODUCT")
-        product = next((p for p in made.values() if isinstance(p, Product)), None)
-        held = [batch.uid] if _held(batch) else []
+    material = _first(found, ends("LOT_OF", of=uid), Material)
     return Identified(
         code=code, kind=node.label, uid=uid,
         product=product.uid if product else None, product_name=product.name if product else None,
         batch=batch.uid if batch else None, status=status, held_batches=sorted(held),
-        open_capas=_open_capas(store, [*on_it, *addressed]), defects=len(on_it),
-        recent_defects=_recent(store, on_it),
+        open_capas=_open_capas([found.get(c) for c in capas]), defects=len(on_it),
+        recent_defects=_recent(found, on_it, {e.src: e.dst for e in edges if e.type == "OF_TYPE"}),
         material=material.uid if material else None,
         material_name=material.name if material else None,
     )  # fmt: skip
+
+
+def _first(found: dict[str, GraphNode], uids: Iterable[str], kind: type[N]) -> N | None:
+    return next((n for n in map(found.get, uids) if isinstance(n, kind)), None)
 
 
 def _held(node: GraphNode | None) -> bool:
     return isinstance(node, Batch) and node.status is BatchStatus.ON_HOLD
 
 
-def _open_capas(store: GraphStore, addressed: Sequence[str]) -> list[CapaBrief]:
-    """The open CAPAs addressing any of ``addressed``, the most urgent first."""
-    if not addressed:
-        return []
-    capas = store.get_many({e.src for e in store.edges(addressed, {"ADDRESSES": IN})})
-    open_ = [c for c in capas.values() if isinstance(c, Capa) and c.status is not CapaStatus.CLOSED]
+def _open_capas(capas: Iterable[GraphNode | None]) -> list[CapaBrief]:
+    """The CAPAs among ``capas`` that are not closed, the nearest due date first."""
+    open_ = [c for c in capas if isinstance(c, Capa) and c.status is not CapaStatus.CLOSED]
     far = datetime.max.replace(tzinfo=UTC)
     open_.sort(key=lambda c: (c.due_at or far, c.uid))
     return [CapaBrief(c.uid, c.title, c.status.value, c.priority.value if c.priority else None,
                       c.due_at) for c in open_]  # fmt: skip
 
 
-def _recent(store: GraphStore, defect_uids: Iterable[str]) -> list[DefectBrief]:
-    defects = [d for d in store.get_many(defect_uids).values() if isinstance(d, Defect)]
+def _recent(found: dict[str, GraphNode], defect_uids: Iterable[str],
+            typed: dict[str, str]) -> list[DefectBrief]:  # fmt: skip
+    """The latest :data:`RECENT` of the defects, newest first, with their types."""
+    defects = [d for d in map(found.get, defect_uids) if isinstance(d, Defect)]
     defects.sort(key=lambda d: (d.found_at, d.uid), reverse=True)
-    latest = defects[:RECENT]
-    typed = {e.src: e.dst for e in store.edges([d.uid for d in latest], {"OF_TYPE": OUT})}
-    types = store.get_many(set(typed.values()))
     briefs = []
-    for d in latest:
-        kind = types.get(typed.get(d.uid, ""))
+    for d in defects[:RECENT]:
+        kind = found.get(typed.get(d.uid, ""))
         briefs.append(DefectBrief(d.uid, typed.get(d.uid), getattr(kind, "name", None),
                                   d.severity.value, d.found_at,
                                   len(evidence_of(d))))  # fmt: skip
