@@ -25,6 +25,8 @@ from websockets.sync.client import ClientConnection, connect
 from sqems.datasets import PlantSpec, generate, load_plant
 from sqems.datasets.files import plant_sections
 from sqems.graph_model import EmbeddedGraphStore, GraphStore
+from sqems.graph_model.neo4j_server import Neo4jServer
+from sqems.graph_model.neo4j_store import Neo4jGraphStore
 from sqems.graph_model.nodes import Alarm, Priority, Severity
 from sqems.graph_model.store import Direction, Edge
 from sqems.graphql import AccessStore, Role, create_app
@@ -41,9 +43,16 @@ ENGINEER = Actor("erik", "engineer")
 NOW = datetime.now(UTC)
 
 
-@pytest.fixture(scope="module")
-def plant_store() -> Iterator[GraphStore]:
-    store = EmbeddedGraphStore(None)
+@pytest.fixture(scope="module", params=["embedded", "neo4j"])
+def plant_store(request: pytest.FixtureRequest) -> Iterator[GraphStore]:
+    """A small generated plant in each backend: the board reads both the same way."""
+    store: GraphStore
+    if request.param == "embedded":
+        store = EmbeddedGraphStore(None)
+    else:
+        server: Neo4jServer = request.getfixturevalue("neo4j_server")
+        store = Neo4jGraphStore(server.uri, password=server.password())
+        store.wipe()
     load_plant(store, plant_sections(generate(PlantSpec(units=1_000, seed=3))))
     yield store
     store.close()
