@@ -392,6 +392,9 @@ def test_refused_reports_write_nothing(served: Served) -> None:
     ahead = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     future = served.post("ines", REPORT, report=sent | {"foundAt": ahead})["errors"][0]
     assert future["extensions"]["code"] == "VALIDATION_FAILED" and "future" in future["message"]
+    not_a_file = served.post("ines", REPORT, report=sent, photos=["data:image/jpeg;base64,"])
+    assert not_a_file["errors"][0]["extensions"]["code"] == "VALIDATION_FAILED"
+    assert "photos[0] is not a file" in not_a_file["errors"][0]["message"]
     assert served.evidence_files() == before
     assert served.post("val", IDENTIFY, code="WO-2")["data"]["identify"]["defects"] == defects
     made = served.post("ines", REPORT, report=sent)["data"]["reportDefect"]

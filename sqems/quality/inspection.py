@@ -158,7 +158,7 @@ def candidates(code: str) -> list[Candidate]:
         if "10" in gs1:
             found.append(Candidate(gs1["10"], ("Batch", "MaterialLot"), "GS1 AI 10 (lot)"))
     marked = GS in text or text.startswith("(") or _SYMBOLOGY.match(text) is not None
-    if not marked:  # a plain uid that happens to read as GS1 is first of all a uid
+    if text and not marked:  # a plain uid that happens to read as GS1 is first of all a uid
         found.insert(0, Candidate(text, KINDS, "a uid"))
     return found
 
