@@ -54,10 +54,15 @@ NEEDS_TWIN = {"run_scenario", "recommend_setpoints", "what_if_progress", "twin_m
 them, with small NUTS settings."""
 NEEDS_UPLOAD = {"import_bim"}
 """Multipart requests: test_viewer_api.py sends them."""
+NEEDS_WEBSOCKET = {"board_updates"}
+"""Subscriptions run over a WebSocket: test_board.py runs them."""
+NEEDS_SIGNER = {"set_signing_password", "submit_capa", "verify_capa"}
+"""Signatures and signing passwords, which need CAPAs in their states: test_signing.py
+runs them."""
 OPERATIONS = sorted(
     p
     for p in (GRAPHQL_DIR / "operations").glob("*.graphql")
-    if p.stem not in NEEDS_INGESTION | NEEDS_TWIN | NEEDS_UPLOAD
+    if p.stem not in NEEDS_INGESTION | NEEDS_TWIN | NEEDS_UPLOAD | NEEDS_WEBSOCKET | NEEDS_SIGNER
 )
 
 
@@ -214,6 +219,9 @@ def _variables(api: Api, name: str) -> dict[str, Any]:
         "report_defect": {"report": {"reportId": "0b9e3c52-8f0e-4d5a-9a57-4c1f0d6b7e21",
                                      "target": unit, "severity": "MINOR",
                                      "defectType": truth["causes"][0]["defect_type"]}},
+        "me": {},
+        "my_tasks": {},
+        "board": {},
         "export_rdf": {"scope": {"recall": {"lot": lot}}, "format": "TURTLE", "validate": True},
         "_machine": {"input": {"machine": {"uid": drift["uid"], "window": {
             "start": drift["window"]["start"], "end": drift["window"]["end"]}}}},

@@ -31,6 +31,7 @@ from sqems.errors import BadRequest, Forbidden, SqemsError, Unauthenticated
 from sqems.graph_model.open import open_store
 from sqems.graph_model.store import GraphStore
 from sqems.graphql.access import ACCESS_FILE, AccessStore, Role
+from sqems.graphql.board import BoardHub
 from sqems.graphql.context import Context
 from sqems.graphql.ingestion import AlarmHub, IngestionRuntime
 from sqems.graphql.middleware import RequestContext, error_body, for_clients
@@ -41,6 +42,7 @@ from sqems.ingestion import service
 from sqems.quality.audit import AuditTrail, open_trail
 from sqems.quality.capa import Workflow, open_on_critical_alarms
 from sqems.quality.evidence import LIMITS as EVIDENCE_LIMITS
+from sqems.quality.inspection import MAX_PHOTOS
 from sqems.settings import Settings
 from sqems.simulation.runner import TWIN_DIR, WhatIfRunner
 from sqems.twin.fitting import Sampler
@@ -55,7 +57,8 @@ def _token(request: HTTPConnection) -> str | None:
     return request.headers.get("x-api-key")
 
 
-UPLOADS = {"importBim": Role.ENGINEER, "attachCapaEvidence": Role.INSPECTOR}
+UPLOADS = {"importBim": Role.ENGINEER, "attachCapaEvidence": Role.INSPECTOR,
+           "reportDefect": Role.INSPECTOR}  # fmt: skip
 """The mutations that take a file, and the role each needs: only their multipart
 requests, from a key with that role, get the upload limits."""
 
@@ -208,6 +211,7 @@ def create_app(
         app.state.access = access or AccessStore(settings.data_dir / ACCESS_FILE)
         app.state.trail = open_trail(settings)
         app.state.ingestion = None
+        app.state.board = None
         app.state.whatif = WhatIfRunner(
             app.state.store, settings.data_dir / TWIN_DIR, Sampler.of(settings)
         )
@@ -222,11 +226,17 @@ def create_app(
                             _ingestion(settings, app.state.store, app.state.trail, loop)
                         )
                     )
+                alarms = app.state.ingestion.hub if app.state.ingestion else None
+                app.state.board = BoardHub(app.state.store, app.state.trail, alarms)
+                await app.state.board.start()
                 log.info(
                     "api ready",
                     extra={"store": app.state.store.description, "ingest": settings.ingest},
                 )
-                yield
+                try:
+                    yield
+                finally:
+                    await app.state.board.stop()
         finally:
             await anyio.to_thread.run_sync(app.state.whatif.close)
             if own_store:
@@ -258,6 +268,7 @@ def create_app(
             whatif=request.app.state.whatif,
             whatif_hub=request.app.state.whatif_hub,
             trail=request.app.state.trail,
+            board=request.app.state.board,
         )
 
     graphql = _View(
@@ -301,6 +312,7 @@ def create_app(
         uploads={
             "importBim": settings.bim_max_bytes,
             "attachCapaEvidence": max(EVIDENCE_LIMITS.values()),
+            "reportDefect": MAX_PHOTOS * EVIDENCE_LIMITS["photo"],
         },
         authorise_upload=_authorise_upload,
         max_tokens=settings.api_max_tokens,

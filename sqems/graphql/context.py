@@ -37,6 +37,7 @@ class Context(BaseContext):
         whatif: Any = None,
         whatif_hub: Any = None,
         trail: Any = None,
+        board: Any = None,
     ) -> None:
         super().__init__()
         self.store = store
@@ -55,6 +56,8 @@ class Context(BaseContext):
         """Its progress, fanned out to subscribers (a ``ProgressHub``)."""
         self.trail = trail
         """The audit trail of quality records (an ``AuditTrail``)."""
+        self.board = board
+        """The server's live board (a ``BoardHub``), which subscriptions listen to."""
         self.nodes: DataLoader[str, Node | None] = DataLoader(load_fn=self._load_nodes)
 
     async def call(self, fn: Callable[..., R], *args: Any) -> R:

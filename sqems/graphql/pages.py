@@ -7,6 +7,12 @@ packages, and models as binary glTF.
   the what-if of its fix;
 - ``/trace`` — what a batch, lot, machine window or alarm reached (the recall scope)
   and the ranked causes of the defects within it;
+- ``/inspect`` — the inspector's phone app (installable): scan or type a code, see what
+  it is, report a defect with photos (queued on the phone while offline), hold a batch,
+  sign the CAPA tasks; its service worker at ``/inspect/sw.js`` (controlling
+  ``/inspect``), its manifest and icon beside it;
+- ``/board`` — the engineers' live board (open alarms, CAPAs by state, what is overdue),
+  pushed by the ``boardUpdates`` subscription;
 - ``/viewer/app/{file}`` — their own scripts and styles (``sqems/viewer/web/``);
 - ``/viewer/vendor/{package}/{path}`` — three.js, Chart.js and GraphiQL (with React)
   as npm installed them (``package.json`` and its lock beside the pages; the set-up
@@ -49,8 +55,23 @@ PAGES = {
     "/dashboard": "dashboard.html",
     "/investigate": "investigate.html",
     "/trace": "trace.html",
+    "/inspect": "inspect.html",
+    "/board": "board.html",
 }
 """Each page's path and its file."""
+POLICIES: dict[str, dict[str, str]] = {
+    "/inspect": {"scripts": "'wasm-unsafe-eval'", "workers": "'self'"},
+}
+"""What a page's policy allows beyond :func:`page_policy`'s defaults: the phone app
+compiles the barcode decoder's WebAssembly and registers a service worker."""
+INSPECT_FILES = {
+    "sw.js": ("inspect-sw.js", "text/javascript"),
+    "manifest.webmanifest": ("inspect.webmanifest", "application/manifest+json"),
+    "icon.svg": ("inspect-icon.svg", "image/svg+xml"),
+}
+"""The phone app's files served under ``/inspect/``: its service worker (there, with
+``Service-Worker-Allowed: /inspect``, so that it may control the page at ``/inspect``),
+its web app manifest and its icon."""
 APP_FILES = frozenset(p.name for p in WEB.iterdir() if p.suffix in (".js", ".css") and p.is_file())
 """The pages' own scripts and styles: every ``.js`` and ``.css`` file beside them."""
 VENDOR = {
@@ -60,10 +81,12 @@ VENDOR = {
     "react-dom": ("umd/react-dom.production.min.js",),
     "graphiql": ("dist/index.umd.js", "dist/style.css"),
     "@graphiql/plugin-explorer": ("dist/index.umd.js", "dist/style.css"),
+    "zxing-wasm": ("dist/es/reader/", "dist/es/share.js", "dist/reader/zxing_reader.wasm"),
 }
 """The npm packages the pages load, and the parts of each they may (path prefixes):
 three's core and add-ons, Chart.js's builds, and GraphiQL (at ``/graphql``) as its
-browser build with React's and its query builder's."""
+browser build with React's and its query builder's, and the barcode reader (ES module
+and its WebAssembly) of the phone app."""
 
 mimetypes.add_type("text/javascript", ".js")
 mimetypes.add_type("model/gltf-binary", ".glb")
@@ -76,11 +99,13 @@ def assets_dir(settings: Settings) -> Path:
 _INLINE_SCRIPT = re.compile(r"<script(?![^>]*\ssrc=)[^>]*>(.*?)</script>", re.DOTALL)
 
 
-def page_policy(html: str, *, scripts: str = "", styles: str = "", fonts: str = "") -> str:
+def page_policy(
+    html: str, *, scripts: str = "", styles: str = "", fonts: str = "", workers: str = ""
+) -> str:
     """The Content-Security-Policy of the page ``html``: everything from this origin
     only (plus the ``scripts``, ``styles`` and ``fonts`` sources named), its inline
     scripts by the SHA-256 of each, images also as data: and blob: URLs (glTF textures),
-    never framed."""
+    never framed; ``workers`` (the sources of workers and service workers) when named."""
     hashes = [
         "'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'"
         for s in _INLINE_SCRIPT.findall(html)
@@ -96,12 +121,14 @@ def page_policy(html: str, *, scripts: str = "", styles: str = "", fonts: str = 
         "base-uri 'none'",
         "form-action 'self'",
         "frame-ancestors 'none'",
+        *([f"worker-src {workers}"] if workers else []),
     ]
     return "; ".join(d.strip() for d in directives)
 
 
 def _add_page(app: FastAPI, route: str, name: str) -> None:
-    headers = {"content-security-policy": page_policy((WEB / name).read_text())}
+    policy = page_policy((WEB / name).read_text(), **POLICIES.get(route, {}))
+    headers = {"content-security-policy": policy}
 
     async def page() -> Response:
         return FileResponse(WEB / name, media_type="text/html", headers=headers)
@@ -119,6 +146,18 @@ def add_viewer_routes(
     """Mount the viewer on ``app``; ``token_of(request)`` reads a request's API key."""
     for route, name in PAGES.items():
         _add_page(app, route, name)
+
+    @app.get("/inspect/{name}", include_in_schema=False)
+    async def inspect_file(name: str) -> Response:
+        if name not in INSPECT_FILES:
+            return _error(404, NotFound(f"the phone app has no file {name}"))
+        file, media_type = INSPECT_FILES[name]
+        # revalidated on every visit (the worker caches them for offline use); the
+        # worker may control the page one level above its folder
+        headers = {"cache-control": "no-cache"}
+        if name == "sw.js":
+            headers["service-worker-allowed"] = "/inspect"
+        return FileResponse(WEB / file, media_type=media_type, headers=headers)
 
     @app.get("/viewer/app/{name}", include_in_schema=False)
     async def app_file(name: str) -> Response:

@@ -34,15 +34,18 @@ from sqems.graphql import rdf as rdf_api
 from sqems.graphql import twin, viewer
 from sqems.graphql.access import ApiKey, AuditEntry, Role
 from sqems.graphql.analysis import AnalysisQuery, DefectModelInfo, train_model
+from sqems.graphql.board import BoardQuery, BoardSubscription
 from sqems.graphql.context import Context
 from sqems.graphql.execution import Executor
 from sqems.graphql.generate import Adapted, adapted
 from sqems.graphql.ingestion import IngestionQuery, IngestionSubscription, QuarantineEntry, replay
+from sqems.graphql.inspection import InspectionMutation, InspectionQuery
 from sqems.graphql.investigation import InvestigationQuery
 from sqems.graphql.judgements import JudgementQuery
 from sqems.graphql.limits import CheckedDocument, DocumentCache
 from sqems.graphql.middleware import for_clients
 from sqems.graphql.quality import QualityMutation, QualityQuery, recorded
+from sqems.graphql.signing import SigningMutation, SigningQuery
 from sqems.graphql.types import (
     DATETIME,
     NODE_OBJECT_TYPES,
@@ -298,6 +301,9 @@ class Query(
     twin.WhatIfQuery,
     viewer.ViewerQuery,
     QualityQuery,
+    InspectionQuery,
+    SigningQuery,
+    BoardQuery,
 ):
     @strawberry.field(description="A node by its global id (Relay).")
     async def node(self, info: Info[Context, None], id: strawberry.ID) -> Node:
@@ -412,7 +418,7 @@ async def _audited(
 
 
 @strawberry.type
-class Mutation(QualityMutation):
+class Mutation(QualityMutation, SigningMutation, InspectionMutation):
     @strawberry.mutation(
         description="Run quarantined entries through the ingestion again (engineer); each "
         "entry records its outcome."
@@ -586,7 +592,7 @@ class Mutation(QualityMutation):
 
 
 @strawberry.type
-class Subscription(IngestionSubscription, twin.WhatIfSubscription):
+class Subscription(IngestionSubscription, twin.WhatIfSubscription, BoardSubscription):
     pass
 
 

@@ -52,6 +52,8 @@ export const PAGES = [
   ["/dashboard", "Dashboard"],
   ["/investigate", "Complaints"],
   ["/trace", "Trace & recall"],
+  ["/board", "Board"],
+  ["/inspect", "Inspect (phone)"],
   ["/graphql", "GraphQL"],
 ];
 
