@@ -19,7 +19,7 @@
 //     last decoded text), photos (in the open report form), queue: [{ reportId, state,
 //     error, target }], sent: [{ reportId, defect, created, photos }], tasks: [{ uid,
 //     action }], serviceWorker: "unsupported"|"registering"|"registered"|"active"|"failed",
-//     sync: "background-sync"|"page-only" }
+//     sync: "background-sync"|"page-only" (syncRefused: why, when the browser refused it) }
 //   body[data-state] as above; body[data-view] the open view; body[data-online].
 //   Views: #view-scan, #view-tasks, #view-queue, #view-settings; tabs: nav#tabs
 //     button[data-goto=scan|tasks|queue|settings]; #queue-badge (count of waiting reports).
@@ -170,6 +170,7 @@ function message(id, text, bad = false) {
 
 const when = (iso) => (iso ? new Date(iso).toLocaleString([], {
   dateStyle: "medium", timeStyle: "short" }) : "—");
+const status = (value) => value.toLowerCase().replace("_", " ");
 const day = (iso) => (iso ? new Date(iso).toLocaleDateString([], { dateStyle: "medium" }) : "—");
 
 // --- the API key and GraphQL -----------------------------------------------------------
@@ -318,8 +319,10 @@ function renderMe() {
 
 function renderKeyState() {
   const key = storedKey();
+  // a key reads sqems_<id>_<secret>: its id names it without giving any of the secret away
+  const id = key && key.split("_").length >= 3 ? key.split("_")[1] : null;
   $("key-state").textContent = key
-    ? `This device keeps an API key (…${key.slice(-4)}). Forgetting it signs this phone out; `
+    ? `This device keeps an API key${id ? ` (id ${id})` : ""}. Forgetting it signs this phone out; `
       + "queued reports stay queued until a key is entered again."
     : "No key on this device.";
   $("key-forget").disabled = !key;
@@ -490,6 +493,7 @@ function renderCard() {
   const stale = shown.identifiedStale;
   card.hidden = false;
   card.dataset.kind = item.kind || "";
+  card.dataset.known = String(item.kind != null);
   card.dataset.uid = item.uid;
   const kinds = { Unit: "Unit", Batch: "Batch", MaterialLot: "Material lot" };
   $("unit-kind").textContent = kinds[item.kind] || "Code";
@@ -516,7 +520,8 @@ function renderCard() {
   $("unit-capas").replaceChildren(...(capas.length ? capas.map((c) => el("li",
     { dataset: { capa: c.uid } },
     el("b", {}, c.uid), ` ${c.title} `,
-    el("small", {}, [c.status.replace("_", " "), c.priority, c.dueAt && `due ${day(c.dueAt)}`]
+    el("small", {}, [status(c.status), c.priority && c.priority.toLowerCase(),
+                     c.dueAt && `due ${day(c.dueAt)}`]
       .filter(Boolean).join(" · "))))
     : [el("li", { className: "none" }, known ? "none" : "—")]));
   const recent = item.recentDefects || [];
@@ -611,9 +616,15 @@ async function submitReport(event) {
 async function askForSync() {
   if (!("serviceWorker" in navigator)) return;
   const registration = await navigator.serviceWorker.getRegistration("/inspect");
-  if (registration && "sync" in registration) {
+  if (!registration || !("sync" in registration)) return;
+  try {
     await registration.sync.register(SYNC_TAG);
     shown.sync = "background-sync";
+  } catch (error) {
+    // the browser refuses Background Sync to this site (its permission, a private
+    // window): the page sends the queue itself, when it is open
+    shown.sync = "page-only";
+    shown.syncRefused = `${error.name}: ${error.message}`;
   }
 }
 
@@ -641,7 +652,7 @@ async function renderQueue() {
   $("queue-tab-count").textContent = String(waiting);
   $("queue-tab-count").hidden = waiting === 0;
   $("queue-empty").hidden = waiting > 0;
-  $("queue-send").hidden = waiting === 0;
+  $("queue-send").hidden = !reports.some((r) => r.state !== "failed");
   const states = { queued: "waiting to be sent", sending: "sending…", failed: "refused" };
   $("queue-list").replaceChildren(...reports.map((r) => el("li",
     { dataset: { reportId: r.reportId, state: r.state } },
@@ -673,7 +684,7 @@ function onOutboxMessage(event) {
     renderSent();
     toast(`Sent: ${note.defect} on ${note.target}`);
   } else if (note.type === "unauthenticated" && !asking && storedKey()) {
-    keyWasRefused("the server refused it").catch(showError);
+    keyWasRefused(note.message || "the server refused it").catch(showError);
   }
   renderQueue().catch(showError);
 }
@@ -742,12 +753,13 @@ function renderTask(t) {
       : [el("small", {}, "Nothing to sign now.")];
   const asked = t.action === "verify" ? "Verify that the actions worked: approve or reject."
     : t.action === "submit" ? "The actions are recorded: submit them for verification."
-    : `You are its ${t.as}; it is ${t.status.replace("_", " ")}.`;
+    : `You are its ${t.as}; it is ${status(t.status)}.`;
   return el("li", { className: "card", dataset: { capa: t.uid, action: t.action || "", as: t.as,
                                                   overdue: String(t.overdue) } },
-    el("h2", {}, el("span", { className: "kind" }, t.uid), " ", t.title),
+    el("h2", {}, t.title, el("small", { className: "uid" }, t.uid)),
     el("p", { className: "meta" },
-       [t.status.replace("_", " "), t.priority, `you: ${t.as}`].filter(Boolean).join(" · "),
+       [status(t.status), t.priority && t.priority.toLowerCase(), `you: ${t.as}`]
+         .filter(Boolean).join(" · "),
        t.dueAt ? el("span", { className: t.overdue ? "overdue" : "" },
                     ` · due ${day(t.dueAt)}${t.overdue ? " (overdue)" : ""}`) : null),
     el("p", { className: "asked" }, asked),
@@ -869,7 +881,6 @@ async function registerWorker() {
     shown.serviceWorker = "registered";
     await navigator.serviceWorker.ready;
     shown.serviceWorker = "active";
-    if ("sync" in registration) shown.sync = "background-sync";
   } catch (error) {
     shown.serviceWorker = "failed";
     toast(`Offline use is not available: ${error.message}`);
@@ -933,6 +944,7 @@ async function main() {
   }
   renderKeyState();
   await renderQueue();
+  if (shown.queue.length) askForSync().catch(showError);
   if (!storedKey()) await askKey("");
   await loadIdentity();
   shown.state = "ready";

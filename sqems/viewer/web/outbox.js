@@ -197,7 +197,9 @@ async function round(key) {
       await update(report.reportId, { state: "queued", error: null });
       summary.stopped = sent.outcome;
       summary.message = sent.message;
-      if (sent.outcome === "unauthenticated") announce({ type: "unauthenticated" });
+      if (sent.outcome === "unauthenticated") {
+        announce({ type: "unauthenticated", message: sent.message });
+      }
       break;
     }
   }
