@@ -2,14 +2,18 @@
 (390x844) and on a desk (1440x900): it opens with the device's key, its service worker
 takes control of ``/inspect`` and its manifest makes it installable, and a typed uid
 shows the unit — product, batch, status, the batch's hold, the open CAPA — as the API
-answers it. What the server sends with the page (its policy, the worker's scope header,
-the manifest's media type) is checked over plain HTTP.
+answers it; the worker keeps the app shell, and the code reader (zxing-wasm) comes from
+this server, compiles under the page's policy and reads a printed QR code. What the server
+sends with the page (its policy, the worker's scope header, the manifest's media type) is
+checked over plain HTTP.
 
 The fake camera and the offline queue have their own tests. Screenshots are kept under
 ``test-artifacts/`` (``SQEMS_TEST_ARTIFACTS``)."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+import segno
 from conftest import ARTIFACTS
 from live_server import LiveServer
 
@@ -171,3 +176,48 @@ def test_the_phone_app_installs_and_shows_a_typed_unit(site: Site, page: Any) ->
     screenshot(page, "unit")
     shown = page.evaluate("window.sqemsInspect")
     assert json.dumps(shown["me"]["role"]) == '"inspector"'
+
+
+SHELL = """async () => {
+    const cache = await caches.open("inspect-v1");
+    return (await cache.keys()).map((r) => new URL(r.url).pathname).sort();
+}"""
+
+READ = """async (png) => {
+    const camera = await import("/viewer/app/inspect-camera.js");
+    const reader = await camera.decoder();
+    const image = new Image();
+    image.src = png;
+    await image.decode();
+    return [reader.name, await reader.read(image)];
+}"""
+
+
+def test_the_worker_keeps_the_shell_and_the_code_reader_comes_from_this_server(
+    site: Site, browser: Any
+) -> None:
+    context = browser.new_context(viewport=PHONE)
+    page = context.new_page()
+    elsewhere: list[str] = []
+    page.on(
+        "request",
+        lambda r: None if r.url.startswith((site.url, "data:")) else elsewhere.append(r.url),
+    )
+    try:
+        page.goto(f"{site.url}/inspect#key={site.token}")
+        page.wait_for_function(
+            "() => window.sqemsInspect.serviceWorker === 'active'", timeout=30_000
+        )
+        cached = page.evaluate(SHELL)
+        shell = {"/inspect", "/inspect/manifest.webmanifest", "/viewer/app/outbox.js",
+                 "/viewer/vendor/zxing-wasm/dist/reader/zxing_reader.wasm"}  # fmt: skip
+        assert shell <= set(cached)
+        label = io.BytesIO()
+        segno.make_qr("SN-B0000042", error="m").save(label, kind="png", scale=6, border=4)
+        png = "data:image/png;base64," + base64.b64encode(label.getvalue()).decode()
+        # Debian's Chromium has no BarcodeDetector: the WebAssembly reader, under the
+        # page's policy, fetched from this server
+        assert page.evaluate(READ, png) == ["zxing-wasm", "SN-B0000042"]
+        assert elsewhere == []
+    finally:
+        context.close()

@@ -87,7 +87,14 @@ export async function photoFromFile(file) {
 
 let making = null;
 
-// The decoder this browser uses: { name, note, read(video) → text or null }.
+// A video's, image's or canvas's size in pixels.
+function size(source) {
+  return [source.videoWidth || source.naturalWidth || source.width,
+          source.videoHeight || source.naturalHeight || source.height];
+}
+
+// The decoder this browser uses: { name, note, read(source) → text or null }, where the
+// source is a playing <video>, a loaded <img> or a canvas.
 export function decoder() {
   making ??= makeDecoder().catch((error) => {
     making = null;  // a later scan tries again (e.g. the WebAssembly was not reachable)
@@ -104,8 +111,8 @@ async function makeDecoder() {
       const detector = new globalThis.BarcodeDetector({ formats: DETECTOR_FORMATS });
       return {
         name: "BarcodeDetector", note,
-        async read(video) {
-          const found = await detector.detect(video);
+        async read(source) {
+          const found = await detector.detect(source);
           return found.length ? found[0].rawValue : null;
         },
       };
@@ -122,8 +129,9 @@ async function makeDecoder() {
   const options = { formats: FORMATS, tryHarder: true, maxNumberOfSymbols: 1 };
   return {
     name: "zxing-wasm", note,
-    async read(video) {
-      const canvas = drawScaled(video, video.videoWidth, video.videoHeight, DECODE_MAX_SIDE);
+    async read(source) {
+      const [width, height] = size(source);
+      const canvas = drawScaled(source, width, height, DECODE_MAX_SIDE);
       const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
       const found = (await zxing.readBarcodes(pixels, options)).find((r) => r.isValid);
       return found ? found.text : null;

@@ -58,6 +58,7 @@ const TYPES_STORE = "sqems.inspect.defectTypes";
 const SEEN_STORE = "sqems.inspect.seen";
 const SEEN_MAX = 50;
 const SCAN_PAUSE_MS = 120;
+const MAX_PHOTOS = 12;  // what the server takes with one report
 
 const ME = `query Me { me { name role canReport canHold canApprove hasSigningPassword
   signingLockedUntil } }`;
@@ -565,6 +566,8 @@ function setPhotos(next) {
   photos = next;
   shown.photos = photos.length;
   $("photos").dataset.count = String(photos.length);
+  $("photo-camera").disabled = photos.length >= MAX_PHOTOS;
+  $("photo-shutter").disabled = photos.length >= MAX_PHOTOS;
   $("photos").replaceChildren(...photos.map((p, i) => el("li",
     { className: "thumb", dataset: { index: String(i), width: String(p.width),
                                      height: String(p.height), bytes: String(p.blob.size) } },
@@ -574,6 +577,10 @@ function setPhotos(next) {
 }
 
 function addPhoto(photo) {
+  if (photos.length >= MAX_PHOTOS) {
+    message("report-message", `At most ${MAX_PHOTOS} photos go with one report.`, true);
+    return;
+  }
   setPhotos([...photos, { ...photo, url: URL.createObjectURL(photo.blob) }]);
 }
 
@@ -629,14 +636,24 @@ async function askForSync() {
 }
 
 let sending = null;
+let again = false;
 
-// One sending round at a time from this page (the outbox's lock keeps the worker apart).
+// One sending round at a time from this page (the outbox's lock keeps the worker apart);
+// a report written during a round is sent by another round right after it.
 function sendNow() {
   const key = storedKey();
   if (!key) return Promise.resolve(null);
-  sending ??= sendQueued(key)
+  if (sending) {
+    again = true;
+    return sending;
+  }
+  again = false;
+  sending = sendQueued(key)
     .catch((error) => { showError(error); return null; })
-    .finally(() => { sending = null; });
+    .finally(() => {
+      sending = null;
+      if (again) sendNow();
+    });
   return sending;
 }
 
