@@ -106,7 +106,14 @@ export function decoder() {
 async function makeDecoder() {
   let note = "";
   if ("BarcodeDetector" in globalThis) {
-    const supported = await globalThis.BarcodeDetector.getSupportedFormats();
+    // a detector that cannot say what it reads is passed over for the WebAssembly reader,
+    // and the note says why
+    let supported = [];
+    try {
+      supported = await globalThis.BarcodeDetector.getSupportedFormats();
+    } catch (error) {
+      note = `the browser's BarcodeDetector failed: ${error.message}; `;
+    }
     if (DETECTOR_FORMATS.every((f) => supported.includes(f))) {
       const detector = new globalThis.BarcodeDetector({ formats: DETECTOR_FORMATS });
       return {
@@ -117,7 +124,7 @@ async function makeDecoder() {
         },
       };
     }
-    note = `the browser's BarcodeDetector reads ${supported.join(", ") || "no format"} only`;
+    note += `the browser's BarcodeDetector reads ${supported.join(", ") || "no format"} only`;
   }
   const zxing = await import(ZXING);
   await zxing.prepareZXingModule({
