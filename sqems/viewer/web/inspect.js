@@ -15,7 +15,7 @@
 //   window.sqemsInspect — what is shown: { state: "loading"|"ready"|"error", view,
 //     me, identified (the last identify answer, or { kind: null, uid: code } offline),
 //     lookup: "idle"|"loading"|"shown"|"offline"|"not-found", decoder ("BarcodeDetector"
-//     | "zxing-wasm" once the camera scanned), camera: "off"|"scan"|"photo", scanned (the
+//     | "zxing-wasm" once the camera scanned; decoderNote: why not the former), camera: "off"|"scan"|"photo", scanned (the
 //     last decoded text), photos (in the open report form), queue: [{ reportId, state,
 //     error, target }], sent: [{ reportId, defect, created, photos }], tasks: [{ uid,
 //     action }], serviceWorker: "unsupported"|"registering"|"registered"|"active"|"failed",
@@ -411,6 +411,7 @@ async function scan() {
     throw new Error(`The code reader could not load (${error.message}): type the code.`);
   }
   shown.decoder = reader.name;
+  shown.decoderNote = reader.note;
   cameraStatus(`Aim at the code: QR, DataMatrix or Code 128 (${reader.name}).`);
   while (scanning) {
     const text = camera.live ? await reader.read(camera.video) : null;
