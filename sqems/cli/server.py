@@ -176,6 +176,7 @@ def serve_cmd(
         out.print(f"serving on http://{settings.api_host}:{settings.api_port}/graphql")
         base = f"http://{settings.api_host}:{settings.api_port}"
         out.print(f"3D viewer at {base}/viewer?line=<line uid>, dashboard at {base}/dashboard")
+        out.print(f"inspector's phone app at {base}/inspect, engineers' board at {base}/board")
         if settings.ingest:
             broker = BrokerAccess.of(settings)
             # a broker that refuses SQEMS is one line here, not a traceback from the start-up
