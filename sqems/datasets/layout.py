@@ -197,6 +197,12 @@ ORIGINS = {
     "DT-TORQUE-LOW": "STEP-ASM-30",
 }
 
+MATERIAL_DEFECTS = {
+    # the material-category defect type that originates with each material: a unit made
+    # from a worse material (or a worse supplier's lots of it) shows more of this type
+    "MAT-RESIN": "DT-CRACKED-HOUSING",
+}
+
 SHIFTS = ("early", "late", "night")
 SHIFT_START_HOUR = {"early": 6, "late": 14, "night": 22}
 OPERATORS_PER_SHIFT = 8
@@ -227,6 +233,15 @@ class Causes:
     shift_step: str = "STEP-ASM-20"
     shift_added_p: float = 0.03
     shift_defect: str = "DT-MISALIGNED-SHAFT"
+    # a supplier whose lots are worse: units made from its lots of a material get this
+    # much more probability of the material's defect type (MATERIAL_DEFECTS); off: None
+    bad_supplier: str | None = None
+    bad_supplier_added_p: float = 0.0
+    # a machine that holds one parameter less tightly: that parameter's run-to-run
+    # spread on that machine is multiplied by wide_factor; off: None
+    wide_machine: str | None = None
+    wide_parameter: str | None = None
+    wide_factor: float = 1.0
     # baseline rates (noise) by defect type
     baseline: tuple[tuple[str, float], ...] = (
         ("DT-SOLDER-VOID", 0.002),

@@ -103,6 +103,12 @@ class _Line:
     unit_batch: np.ndarray  # batch index of each unit
     unit_time: np.ndarray  # produced_at of each unit
     serials: list[str] = field(default_factory=list)
+    lot_suppliers: dict[str, np.ndarray] = field(default_factory=dict)  # material → per lot
+    lot_uids: dict[str, list[str]] = field(default_factory=dict)  # material → per lot
+
+    def unit_suppliers(self) -> dict[str, np.ndarray]:
+        """The supplier of the lot each unit was made from, by material."""
+        return {m: self.lot_suppliers[m][self.lots[m][self.unit_batch]] for m in self.lots}
 
 
 def _shift_of(seconds: np.ndarray) -> np.ndarray:
@@ -131,6 +137,113 @@ def batch_baseline(
     return np.asarray(rates[unit_batch])
 
 
+def draw_lot_spans(rng: np.random.Generator, n_batches: int) -> list[int]:
+    """How many consecutive batches each lot of one material feeds, in order: 3 to 8
+    (``layout.LOT_SPAN_BATCHES``), the last cut to end at ``n_batches``."""
+    lo, hi = layout.LOT_SPAN_BATCHES
+    spans: list[int] = []
+    while sum(spans) < n_batches:
+        spans.append(int(rng.integers(lo, hi + 1)))
+    spans[-1] -= sum(spans) - n_batches
+    return spans
+
+
+def draw_actuals(
+    rng: np.random.Generator, par: layout.ParamSpec, machines: np.ndarray, causes: layout.Causes
+) -> np.ndarray:
+    """One actual of parameter ``par`` per run, the run on machine ``machines[i]`` (uids):
+    normal around the target with the spread that gives Cpk 1.33, and on the planted
+    wide machine (``causes.wide_machine``) that spread times ``causes.wide_factor``."""
+    values = rng.normal(par.target, par.sigma, len(machines))
+    if causes.wide_machine is not None and causes.wide_parameter == par.uid:
+        on = np.asarray(machines) == causes.wide_machine
+        values[on] = par.target + (values[on] - par.target) * causes.wide_factor
+    return values
+
+
+def bad_supplier_units(
+    causes: layout.Causes, defect_type: str, unit_suppliers: dict[str, np.ndarray]
+) -> np.ndarray | None:
+    """Which units were made from the planted bad supplier's lots of a material whose
+    defect type (``layout.MATERIAL_DEFECTS``) is ``defect_type``; None when no bad
+    supplier is planted or no such material is among ``unit_suppliers`` (material →
+    the supplier uid of each unit's lot)."""
+    if causes.bad_supplier is None:
+        return None
+    mask: np.ndarray | None = None
+    for material, suppliers in unit_suppliers.items():
+        if layout.MATERIAL_DEFECTS.get(material) != defect_type:
+            continue
+        from_bad = np.asarray(suppliers) == causes.bad_supplier
+        mask = from_bad if mask is None else mask | from_bad
+    return mask
+
+
+def defect_probability(
+    causes: layout.Causes,
+    defect_type: str,
+    base: float | np.ndarray,
+    n: int,
+    *,
+    in_bad_lot: np.ndarray | None = None,
+    night: np.ndarray | None = None,
+    bad_supplier: np.ndarray | None = None,
+) -> np.ndarray:
+    """The probability that each of ``n`` units has ``defect_type``: its baseline
+    ``base`` plus the planted effects that raise that type and apply to the unit (made
+    from the bad lot, at the planted shift's runs of its step, from the bad supplier's
+    lots); a mask left None does not apply."""
+    p = base
+    if in_bad_lot is not None and defect_type == causes.bad_lot_defect:
+        p = p + causes.bad_lot_added_p * in_bad_lot
+    if night is not None and defect_type == causes.shift_defect:
+        p = p + causes.shift_added_p * night
+    if bad_supplier is not None:
+        p = p + causes.bad_supplier_added_p * bad_supplier
+    return np.broadcast_to(p, (n,))
+
+
+def check_causes(causes: layout.Causes) -> None:
+    """Refuse planted supplier and machine facts the drives layout cannot honour."""
+    if causes.bad_supplier is not None:
+        supplied = [
+            m
+            for m, (_n, _u, _q, sups) in layout.MATERIALS.items()
+            if causes.bad_supplier in sups and m in layout.MATERIAL_DEFECTS
+        ]
+        if not supplied:
+            raise ValidationFailed(
+                f"bad_supplier {causes.bad_supplier!r} supplies no material with a "
+                f"material defect type ({', '.join(sorted(layout.MATERIAL_DEFECTS))}): "
+                "name a supplier of one of them, e.g. SUP-08 for MAT-RESIN"
+            )
+        if not 0.0 <= causes.bad_supplier_added_p <= 1.0:
+            raise ValidationFailed(
+                f"bad_supplier_added_p {causes.bad_supplier_added_p} is not a probability: "
+                "give a value in [0, 1]"
+            )
+    if causes.wide_machine is not None:
+        step = next(
+            (st for ln in layout.LINES for st in ln.steps if causes.wide_machine in st.machines),
+            None,
+        )
+        if step is None:
+            raise ValidationFailed(
+                f"wide_machine {causes.wide_machine!r} is no machine of the drives plant: "
+                "name one of its machines, e.g. M-SCREW-2"
+            )
+        params = [par.uid for par in step.params]
+        if causes.wide_parameter not in params:
+            raise ValidationFailed(
+                f"wide_parameter {causes.wide_parameter!r} is not recorded on "
+                f"{causes.wide_machine} (step {step.uid}): give one of {params}"
+            )
+        if not causes.wide_factor > 0.0:
+            raise ValidationFailed(
+                f"wide_factor {causes.wide_factor} must be positive (1 leaves the spread as is)"
+            )
+
+
 def generate(spec: PlantSpec, causes: layout.Causes | BatteryCauses | None = None) -> Plant:
     """Build the plant ``spec`` describes, with ``causes`` planted (defaults: the
     shape's layout's; ``layout.Causes`` for drives, ``BatteryCauses`` for a battery)."""
@@ -149,7 +262,9 @@ def generate(spec: PlantSpec, causes: layout.Causes | BatteryCauses | None = Non
             f"a drives plant takes layout.Causes, got {type(causes).__name__}: pass "
             "layout.Causes(), or PlantSpec(shape='battery') for BatteryCauses"
         )
-    return _Generator(spec, causes or layout.Causes()).run()
+    causes = causes or layout.Causes()
+    check_causes(causes)
+    return _Generator(spec, causes).run()
 
 
 class _Generator:
@@ -362,12 +477,8 @@ class _Generator:
         n = len(line.batch_uids)
         bad_lot: str | None = None
         bad_batches: list[int] = []
-        lo, hi = layout.LOT_SPAN_BATCHES
         for mat in line.spec.materials:
-            spans: list[int] = []
-            while sum(spans) < n:
-                spans.append(int(self.rng.integers(lo, hi + 1)))
-            spans[-1] -= sum(spans) - n
+            spans = draw_lot_spans(self.rng, n)
             lot_of_batch = np.repeat(np.arange(len(spans)), spans)
             line.lots[mat] = lot_of_batch
             _name, unit, per_unit, suppliers = layout.MATERIALS[mat]
@@ -386,6 +497,8 @@ class _Generator:
             )
             p.add_edges("LOT_OF", src=uids, dst=[mat] * len(spans))
             supplier = self.rng.integers(0, len(suppliers), len(spans))
+            line.lot_suppliers[mat] = np.array([suppliers[s] for s in supplier], dtype=object)
+            line.lot_uids[mat] = uids
             p.add_edges("SUPPLIED", src=[suppliers[s] for s in supplier], dst=uids)
             p.add_edges(
                 "CONSUMED_IN",
@@ -407,10 +520,10 @@ class _Generator:
             line.machines[b, s] = m
 
     def _plain_actuals(self, line: _Line) -> None:
-        for step in line.spec.steps:
+        for s, step in enumerate(line.spec.steps):
+            machines = np.asarray(step.machines, dtype=object)[line.machines[:, s]]
             for par in step.params:
-                values = self.rng.normal(par.target, par.sigma, len(line.batch_uids))
-                line.actuals[par.uid] = values
+                line.actuals[par.uid] = draw_actuals(self.rng, par, machines, self.c)
 
     def _board_actuals(self, line: _Line) -> dict[str, Any]:
         """Board parameters, with the planted reflow drift on one oven."""
@@ -494,8 +607,26 @@ class _Generator:
         base = self._baseline(line, c.baseline)
         peak = line.actuals[c.drift_parameter][line.unit_batch]
         excess = np.clip((peak - c.void_threshold) / (c.void_full_at - c.void_threshold), 0, 1)
-        void = self._draw(base["DT-SOLDER-VOID"] + c.void_max_p * excess)
-        bridge = self._draw(np.broadcast_to(base["DT-SOLDER-BRIDGE"], peak.shape))
+        n = len(peak)
+        suppliers = line.unit_suppliers()
+        void = self._draw(
+            defect_probability(
+                c,
+                "DT-SOLDER-VOID",
+                base["DT-SOLDER-VOID"] + c.void_max_p * excess,
+                n,
+                bad_supplier=bad_supplier_units(c, "DT-SOLDER-VOID", suppliers),
+            )
+        )
+        bridge = self._draw(
+            defect_probability(
+                c,
+                "DT-SOLDER-BRIDGE",
+                base["DT-SOLDER-BRIDGE"],
+                n,
+                bad_supplier=bad_supplier_units(c, "DT-SOLDER-BRIDGE", suppliers),
+            )
+        )
         defective = void | bridge
         detected = defective & self._draw(np.full(len(peak), c.aoi_detects))
         return {
@@ -520,15 +651,21 @@ class _Generator:
         in_bad_lot = np.isin(line.unit_batch, bad_batches)
         press = next(i for i, st in enumerate(line.spec.steps) if st.uid == c.shift_step)
         night = line.shifts[line.unit_batch, press] == layout.SHIFTS.index(c.shift)
+        suppliers = line.unit_suppliers()
+        from_bad_supplier = {t: bad_supplier_units(c, t, suppliers) for t in layout.DRIVE_DEFECTS}
         fired = {
-            "DT-CRACKED-HOUSING": self._draw(
-                base["DT-CRACKED-HOUSING"] + c.bad_lot_added_p * in_bad_lot
-            ),
-            "DT-MISALIGNED-SHAFT": self._draw(
-                base["DT-MISALIGNED-SHAFT"] + c.shift_added_p * night
-            ),
-            "DT-TORQUE-LOW": self._draw(np.broadcast_to(base["DT-TORQUE-LOW"], (n,))),
-            "DT-SCRATCH": self._draw(np.broadcast_to(base["DT-SCRATCH"], (n,))),
+            t: self._draw(
+                defect_probability(
+                    c,
+                    t,
+                    base[t],
+                    n,
+                    in_bad_lot=in_bad_lot,
+                    night=night,
+                    bad_supplier=from_bad_supplier[t],
+                )
+            )
+            for t in layout.DRIVE_DEFECTS
         }
         board_void = board_state["void"][board_of] & board_state["escaped"][board_of]
         board_bridge = board_state["bridge"][board_of] & board_state["escaped"][board_of]
@@ -561,6 +698,7 @@ class _Generator:
             "first_type": first_type,
             "in_bad_lot": in_bad_lot,
             "night": night,
+            "from_bad_supplier": from_bad_supplier,
             "board_of": board_of,
         }
 
@@ -715,6 +853,83 @@ class _Generator:
 
     # --- ground truth ----------------------------------------------------------------------
 
+    def _supplier_truth(
+        self,
+        boards: _Line,
+        drives: _Line,
+        board_state: dict[str, np.ndarray],
+        drive_state: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        """The planted bad supplier (none when off): its lots of each material with a
+        material defect type, the units made from them and how many of those have it."""
+        c = self.c
+        if c.bad_supplier is None:
+            return []
+        facts: list[dict[str, Any]] = []
+        board_fired = {
+            "DT-SOLDER-VOID": board_state["void"],
+            "DT-SOLDER-BRIDGE": board_state["bridge"],
+        }
+        for line, fired in ((boards, board_fired), (drives, drive_state["fired"])):
+            suppliers = line.unit_suppliers()
+            for material in line.spec.materials:
+                defect_type = layout.MATERIAL_DEFECTS.get(material)
+                if defect_type is None or defect_type not in fired:
+                    continue
+                exposed = np.asarray(suppliers[material]) == c.bad_supplier
+                lots = line.lot_suppliers[material] == c.bad_supplier
+                facts.append(
+                    {
+                        "id": "bad-supplier",
+                        "kind": "supplier",
+                        "uid": c.bad_supplier,
+                        "material": material,
+                        "defect_type": defect_type,
+                        "category": layout.DEFECT_TYPES[defect_type].category.value,
+                        "added_probability": c.bad_supplier_added_p,
+                        "lots": [
+                            u for u, b in zip(line.lot_uids[material], lots, strict=True) if b
+                        ],
+                        "exposed_units": int(exposed.sum()),
+                        "defective_units": int((fired[defect_type] & exposed).sum()),
+                    }
+                )
+        return facts
+
+    def _wide_truth(self, boards: _Line, drives: _Line) -> list[dict[str, Any]]:
+        """The planted wide machine (none when off): its parameter's spread and the runs
+        it made outside the released limits. It raises no defect of its own."""
+        c = self.c
+        if c.wide_machine is None:
+            return []
+        for line in (boards, drives):
+            for s, step in enumerate(line.spec.steps):
+                if c.wide_machine not in step.machines:
+                    continue
+                par = next(p for p in step.params if p.uid == c.wide_parameter)
+                on = line.machines[:, s] == step.machines.index(c.wide_machine)
+                values = line.actuals[par.uid]
+                outside = on & ((values < par.lsl) | (values > par.usl))
+                runs = [f"RUN-{b}-{step.sequence * 10}" for b in line.batch_uids]
+                return [
+                    {
+                        "id": "wide-machine",
+                        "kind": "machine_spread",
+                        "uid": c.wide_machine,
+                        "step": step.uid,
+                        "parameter": par.uid,
+                        "factor": c.wide_factor,
+                        "sigma": par.sigma * c.wide_factor,
+                        "plant_sigma": par.sigma,
+                        "defect_type": None,
+                        "runs": int(on.sum()),
+                        "runs_out_of_spec": [r for r, o in zip(runs, outside, strict=True) if o],
+                        "why": "the parameter's run-to-run spread on this machine is wider; "
+                        "it cannot hold a tolerance the other machines hold",
+                    }
+                ]
+        return []
+
     def _truth(
         self,
         boards: _Line,
@@ -785,6 +1000,8 @@ class _Generator:
                     "added_probability": c.shift_added_p,
                     "exposed_units": int(drive_state["night"].sum()),
                 },
+                *self._supplier_truth(boards, drives, board_state, drive_state),
+                *self._wide_truth(boards, drives),
             ],
             "noise": [
                 {
