@@ -194,6 +194,15 @@ VALID: dict[str, dict[str, Any]] = {
         "edge": "EDGE-1",
     },
     "Machine": {"uid": "M-1", "name": "n", "x_m": 1.0},
+    "PlannedProduct": {
+        "uid": "PLAN-1",
+        "name": "n",
+        "status": "released",
+        "plan": "{}",
+        "saved_at": T0,
+        "released_at": T1,
+        "released_as": "PRD-1",
+    },
 }
 
 

@@ -167,6 +167,15 @@ def every_label() -> tuple[list[Node], list[Edge]]:
             message="ok",
             finished_at=_t(11),
         ),
+        n.PlannedProduct(
+            uid="PLAN-1",
+            name="Smaller drive",
+            status="released",
+            plan='{"uid": "PLAN-1", "bom": [], "routing": []}',
+            saved_at=_t(12),
+            released_at=_t(13),
+            released_as="PRD-1",
+        ),
         n.BimModel(
             uid="BIM-abc",
             name="Hall",

@@ -527,6 +527,43 @@ class Capa(Node):
         return self
 
 
+class PlanStatus(StrEnum):
+    """Where a planned product stands: a draft, or released as a product of the plant."""
+
+    DRAFT = "draft"
+    RELEASED = "released"
+
+
+class PlannedProduct(Node):
+    """A product planned for trial production, kept apart from the plant's products.
+
+    ``plan`` is the plan as JSON (the format of ``sqems.design.plan``: its BOM with the
+    intended suppliers, its routing with machines or machine kinds, and its parameters'
+    tolerances). It is not a ``Product``, so nothing that analyses the plant's
+    products sees it; releasing it makes the ``Product`` (``released_as``) and marks it
+    ``released`` at ``released_at``."""
+
+    label: ClassVar[str] = "PlannedProduct"
+    time_span: ClassVar[tuple[str, str | None] | None] = ("saved_at", None)
+    name: Name
+    status: PlanStatus = PlanStatus.DRAFT
+    plan: Json
+    saved_at: AwareDatetime
+    released_at: AwareDatetime | None = None
+    released_as: Uid | None = None
+
+    @model_validator(mode="after")
+    def _release(self) -> Self:
+        _ordered(self.saved_at, self.released_at, "planned product")
+        named = (self.released_at is not None, self.released_as is not None)
+        if named != ((True, True) if self.status is PlanStatus.RELEASED else (False, False)):
+            raise ValueError(
+                "a released plan names the product it was released as and when "
+                "(released_as, released_at); a draft names neither"
+            )
+        return self
+
+
 class RunStatus(StrEnum):
     """Where a background computation is."""
 
@@ -646,6 +683,7 @@ NODE_TYPES: dict[str, type[Node]] = {
         Capa,
         WhatIfSession,
         Scenario,
+        PlannedProduct,
         BimModel,
         BimElement,
     )

@@ -38,6 +38,7 @@ ORDERED: list[tuple[str, str, str, bool]] = [
     ("Alarm", "raised_at", "cleared_at", False),
     ("Capa", "opened_at", "closed_at", False),
     ("Operator", "qualified_from", "qualified_until", False),
+    ("PlannedProduct", "saved_at", "released_at", False),
     ("Parameter", "lsl", "usl", True),
     ("Parameter", "lsl", "target", False),
     ("Parameter", "target", "usl", False),
