@@ -84,7 +84,7 @@ def _ppm(part: int, whole: int) -> float | None:
 def scorecards(store: GraphStore, window: TimeWindow | None = None) -> list[Scorecard]:
     """Every supplier's scorecard, the worst material PPM first."""
     suppliers = [n.uid for page in store.iter_nodes("Supplier") for n in page.items]
-    material = _material_types(store)  # read once, not once a supplier
+    material = material_types(store)  # read once, not once a supplier
     cards = [scorecard(store, s, window, material=material) for s in suppliers]
     return sorted(cards, key=lambda c: (-(c.material_ppm or 0.0), c.supplier))
 
@@ -103,28 +103,17 @@ def scorecard(
     lots = {u: n for u, n in lot_nodes.items()
             if isinstance(n, MaterialLot) and lo <= n.received_at.timestamp() <= hi}  # fmt: skip
 
-    inspected = store.edges(list(lots), {"INSPECTED": IN})
-    checks = store.get_many(e.src for e in inspected)
-    checks_of: dict[str, list[Inspection]] = defaultdict(list)
-    for e in inspected:
-        check = checks.get(e.src)
-        if isinstance(check, Inspection):
-            checks_of[e.dst].append(check)
+    checks_of = lot_inspections(store, lots)
     rejected = {lot for lot, cs in checks_of.items() if any(c.verdict is Verdict.FAIL for c in cs)}
 
-    units_of = _units_of_lots(store, lots)
+    units_of = units_of_lots(store, lots)
     units = set().union(*units_of.values()) if units_of else set()
-    traced = _with_assemblies(store, units)
-    material = _material_types(store) if material is None else material
+    material = material_types(store) if material is None else material
     defects = store.edges(list(units), {"FOUND_ON": IN})
     types = {e.src: e.dst for e in store.edges([e.src for e in defects], {"OF_TYPE": OUT})}
     material_defects = [e for e in defects if types.get(e.src) in material]
     defective = {e.dst for e in material_defects}
-    about = store.edges(list(traced), {"ABOUT": IN})
-    complaint_types = {e.src: e.dst for e in store.edges([e.src for e in about],
-                                                         {"OF_TYPE": OUT})}  # fmt: skip
-    complaints = {e.src for e in about}
-    material_complaints = {c for c in complaints if complaint_types.get(c) in material}
+    complaints, material_complaints = traced_complaints(store, units, material)
 
     capa_links = store.edges([e.src for e in material_defects] + sorted(material_complaints),
                              {"ADDRESSES": IN})  # fmt: skip
@@ -161,7 +150,32 @@ def scorecard(
     )
 
 
-def _units_of_lots(store: GraphStore, lots: Iterable[str]) -> dict[str, set[str]]:
+def lot_inspections(store: GraphStore, lots: Iterable[str]) -> dict[str, list[Inspection]]:
+    """The incoming inspections of each lot (``Inspection INSPECTED MaterialLot``); a lot
+    never inspected is absent."""
+    inspected = store.edges(list(lots), {"INSPECTED": IN})
+    checks = store.get_many(e.src for e in inspected)
+    checks_of: dict[str, list[Inspection]] = defaultdict(list)
+    for e in inspected:
+        check = checks.get(e.src)
+        if isinstance(check, Inspection):
+            checks_of[e.dst].append(check)
+    return checks_of
+
+
+def traced_complaints(
+    store: GraphStore, units: set[str], material: set[str]
+) -> tuple[set[str], set[str]]:
+    """The complaints about ``units`` or the assemblies they went into, all and those of a
+    type in ``material``."""
+    about = store.edges(list(with_assemblies(store, units)), {"ABOUT": IN})
+    complaint_types = {e.src: e.dst for e in store.edges([e.src for e in about],
+                                                         {"OF_TYPE": OUT})}  # fmt: skip
+    complaints = {e.src for e in about}
+    return complaints, {c for c in complaints if complaint_types.get(c) in material}
+
+
+def units_of_lots(store: GraphStore, lots: Iterable[str]) -> dict[str, set[str]]:
     """The units made in the batches that consumed each lot."""
     consumed = store.edges(list(lots), {"CONSUMED_IN": OUT})
     produced = store.edges([e.dst for e in consumed], {"PRODUCED": OUT})
@@ -174,7 +188,7 @@ def _units_of_lots(store: GraphStore, lots: Iterable[str]) -> dict[str, set[str]
     return found
 
 
-def _with_assemblies(store: GraphStore, units: set[str]) -> set[str]:
+def with_assemblies(store: GraphStore, units: set[str]) -> set[str]:
     """``units`` and every unit they were assembled into, up the genealogy."""
     reached, frontier = set(units), set(units)
     for _ in range(MAX_ASSEMBLY_DEPTH):
@@ -185,7 +199,8 @@ def _with_assemblies(store: GraphStore, units: set[str]) -> set[str]:
     return reached
 
 
-def _material_types(store: GraphStore) -> set[str]:
+def material_types(store: GraphStore) -> set[str]:
+    """The defect types of the 6M category *material*: those a supplier answers for."""
     return {n.uid for page in store.iter_nodes("DefectType") for n in page.items
             if isinstance(n, DefectType) and n.category is Category6M.MATERIAL}  # fmt: skip
 
