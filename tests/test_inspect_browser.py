@@ -1,10 +1,12 @@
 """The inspector's phone app (/inspect) in a real headless Chromium at a phone's
 viewport (390x844) whose camera is Chromium's fake capture device playing a video of a
-printed QR code (tests/fake_camera.py): scan a unit, report a defect with a photo taken
-with the camera, the Defect and its evidence in the graph; reports made offline queued on
-the phone and sent once when the network returns; a CAPA approved on the phone with an
-electronic signature, refused with a wrong credential; a revoked key replaced without
-losing the queued report.
+printed code (tests/fake_camera.py): scan a unit's QR code, report a defect with a photo
+taken with the camera, the Defect and its evidence in the graph, the card refreshed; a
+batch's Code 128, a lot's DataMatrix and a GS1 DataMatrix scanned; reports made offline
+queued on the phone (the last card back when the app reopens offline) and sent once when
+the network returns; a CAPA approved on the phone with an electronic signature, refused
+with a wrong credential; a revoked key replaced without losing the queued report; a batch
+held by an engineer, with no hold button for an inspector.
 
 The server is a real uvicorn (tests/live_server.py) on a small generated plant; what
 reaches it is recorded by :class:`Recorder` (an ASGI layer that keeps each request's
@@ -271,6 +273,11 @@ def test_a_scanned_unit_gets_a_defect_with_a_compressed_photo_from_the_camera(
     thumb = write_report(phone, "DT-SCRATCH", "MINOR", "scratch across the label", photo=True)
     assert thumb is not None
     (sent,) = wait_sent(phone, 1)
+    # the card shown is looked up again: its count and recent defects have the new one
+    wait(phone, "() => document.getElementById('unit-defects').textContent === '1'",
+         "the card refreshed after the report was sent")  # fmt: skip
+    recent = phone.eval_on_selector_all("#unit-recent li", "ls => ls.map(l => l.dataset.defect)")
+    assert recent == [sent["defect"]]
     screenshot(phone, "reported")
     assert (sent["target"], sent["created"], sent["photos"]) == (UNITS[0], True, 1)
     assert plant.recorder.reports.count(sent["reportId"]) == 1
@@ -330,6 +337,11 @@ def test_reports_written_offline_wait_on_the_phone_and_are_sent_once_online(
     wait(phone, "() => document.body.dataset.state === 'ready'", "the app opened offline")
     assert [r["reportId"] for r in phone.evaluate("window.sqemsInspect.queue")] == reports
     assert queued(phone) == 2
+    # the card shown last is back, from the phone's memory, saying when it was seen
+    assert phone.evaluate("window.sqemsInspect.restored") == UNITS[1]
+    assert phone.get_attribute("#unit-card", "data-uid") == UNITS[1]
+    assert phone.inner_text("#unit-batch") == BATCH
+    assert phone.inner_text("#unit-stale").startswith("No network: as seen on ")
     screenshot(phone, "offline-reopened")
     assert plant.recorder.requests[heard:] == []  # nothing reached the server
     assert plant.reported(UNITS[1]) == []
@@ -338,6 +350,9 @@ def test_reports_written_offline_wait_on_the_phone_and_are_sent_once_online(
     sent = wait_sent(phone, 2)
     assert sorted(s["reportId"] for s in sent) == sorted(reports)
     assert all(s["created"] for s in sent)
+    wait(phone, """() => document.getElementById('unit-defects').textContent === '2'
+                        && document.getElementById('unit-stale').hidden""",
+         "the remembered card looked up again online")  # fmt: skip
     phone.click("#tabs [data-goto=queue]")
     listed = phone.eval_on_selector_all(
         "#sent-list li", "ls => ls.map(l => [l.dataset.reportId, l.dataset.created])"
@@ -454,7 +469,15 @@ def test_a_revoked_key_is_replaced_on_the_phone_and_the_queued_report_survives(
 
     phone.context.set_offline(False)
     phone.wait_for_selector("#key-dialog[open]", timeout=30_000)
-    assert "refused" in phone.inner_text("#key-reason")
+    assert phone.inner_text("#key-reason") == (
+        "This device's key was refused (revoked or mistyped). Enter a new key; "
+        "1 report stays queued.")  # fmt: skip
+    detail = phone.text_content("#key-detail")
+    assert (
+        phone.is_visible("#key-details")
+        and detail
+        and detail not in phone.inner_text("#key-reason")
+    )
     assert phone.evaluate("localStorage.getItem('sqems.inspect.apiKey')") is None
     assert queued(phone) == 1
     assert phone.evaluate("window.sqemsInspect.queue[0].state") == "queued"
@@ -464,6 +487,7 @@ def test_a_revoked_key_is_replaced_on_the_phone_and_the_queued_report_survives(
     phone.fill("#key-input", plant.tokens["ivan"])  # the old key again: still refused
     phone.click("#key-submit")
     phone.wait_for_selector("#key-error:not([hidden])", timeout=30_000)
+    assert "refused too" in phone.inner_text("#key-error")
     assert phone.is_visible("#key-dialog") and queued(phone) == 1
 
     token = plant.tokens["ivan"] = plant.access.reissue(key_id)[1]
@@ -475,3 +499,84 @@ def test_a_revoked_key_is_replaced_on_the_phone_and_the_queued_report_survives(
     assert (defect.uid, defect.reported_by) == (sent["defect"], "ivan")
     assert sent["created"] and queued(phone) == 0
     screenshot(phone, "key-replaced")
+
+
+# --- other symbologies, and holding a batch -------------------------------------------
+
+SCANS = [
+    pytest.param("code128", "WO-ASM-00002", "WO-ASM-00002", "Batch", "WO-ASM-00002",
+                 id="batch-code128"),
+    pytest.param("datamatrix", "LOT-MCU-00001", "LOT-MCU-00001", "MaterialLot", "LOT-MCU-00001",
+                 id="lot-datamatrix"),
+    # GS1: a GTIN (AI 01, fixed length), the batch (AI 10, variable: FNC1 ends it) and an
+    # expiry date (AI 17); read as a scanner sends it, its symbology identifier in front
+    pytest.param("gs1-datamatrix", "(01)09506000134352(10)WO-ASM-00003(17)301231",
+                 "]d20109506000134352" "10WO-ASM-00003\x1d" "17301231", "Batch", "WO-ASM-00003",
+                 id="batch-gs1-datamatrix"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("symbology", "printed", "read", "kind", "uid"), SCANS)
+def test_a_batch_or_lot_code_is_scanned_in_each_symbology(
+    plant: Plant, phone: Any, camera: FakeCamera, symbology: Any, printed: str, read: str,
+    kind: str, uid: str,
+) -> None:  # fmt: skip
+    camera.show(printed, symbology=symbology)
+    open_app(phone, plant, "ines")
+    phone.click("#scan-start")
+    wait(phone, "() => ['shown', 'not-found'].includes(window.sqemsInspect.lookup)",
+         f"the scanned {symbology}")  # fmt: skip
+    shown = phone.evaluate("window.sqemsInspect")
+    assert (shown["decoder"], shown["scanned"]) == ("zxing-wasm", read)
+    assert (shown["lookup"], shown["identified"]["uid"]) == ("shown", uid), phone.inner_text(
+        "#lookup-message"
+    )
+    assert shown["identified"]["code"] == read  # the server was handed what was read
+    assert phone.input_value("#code-input") == (read if read == printed else uid)
+    assert phone.get_attribute("#unit-card", "data-kind") == kind
+    if kind == "MaterialLot":
+        assert phone.inner_text("#unit-status") == "received"
+    else:
+        assert phone.inner_text("#unit-batch") == uid
+    assert not phone.is_visible("#hold-open")  # an inspector holds nothing
+    screenshot(phone, f"scanned-{symbology}")
+
+
+HELD = "WO-ASM-00004"
+
+
+def test_an_engineer_holds_a_batch_and_an_inspector_cannot(
+    plant: Plant, phone: Any, phone_browser: Any
+) -> None:
+    inspector = phone_browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    try:
+        page = inspector.new_page()
+        open_app(page, plant, "ines")
+        look_up(page, HELD)
+        assert page.is_visible("#report-open") and not page.is_visible("#hold-open")
+        screenshot(page, "batch-inspector")
+    finally:
+        inspector.close()
+
+    open_app(phone, plant, "erik")
+    look_up(phone, HELD)
+    assert phone.inner_text("#hold-open") == "Hold batch"
+    phone.click("#hold-open")
+    assert phone.inner_text("#hold-batch") == HELD
+    reason = "burrs on the shaft seats, lot LOT-SHAFT-00001 suspected"
+    phone.fill("#hold-reason", reason)
+    screenshot(phone, "hold-form")
+    phone.click("#hold-submit")
+    phone.wait_for_selector("#hold-form", state="hidden", timeout=30_000)
+    wait(phone, "(b) => window.sqemsInspect.identified.heldBatches.includes(b)",
+         "the card showing the hold", HELD)  # fmt: skip
+    assert phone.inner_text("#unit-held") == f"On hold: {HELD}"
+    assert phone.is_disabled("#hold-open") and phone.inner_text("#hold-open") == "Batch is on hold"
+    assert phone.inner_text("#unit-status") == "on hold"
+    screenshot(phone, "batch-held")
+
+    assert plant.store.get(HELD).status.value == "on_hold"  # type: ignore[attr-defined]
+    (entry,) = plant.trail(HELD)
+    assert (entry.actor, entry.action) == ("erik", f"held: {reason}")
+    held = [a for a in plant.access.audit(20) if a.operation == "holdBatch"]
+    assert (held[0].key_name, held[0].outcome) == ("erik", "ok")

@@ -133,7 +133,9 @@ async function makeDecoder() {
     },
     fireImmediately: true,
   });
-  const options = { formats: FORMATS, tryHarder: true, maxNumberOfSymbols: 1 };
+  // "Plain": the data as encoded, FNC1 inside a GS1 code as GS (\x1d), not the
+  // parenthesised form made for people (whose parentheses a value may itself contain)
+  const options = { formats: FORMATS, tryHarder: true, maxNumberOfSymbols: 1, textMode: "Plain" };
   return {
     name: "zxing-wasm", note,
     async read(source) {
@@ -141,7 +143,11 @@ async function makeDecoder() {
       const canvas = drawScaled(source, width, height, DECODE_MAX_SIDE);
       const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
       const found = (await zxing.readBarcodes(pixels, options)).find((r) => r.isValid);
-      return found ? found.text : null;
+      if (!found) return null;
+      // a GS1 code goes on as a scanner sends it: its symbology identifier (]d2 DataMatrix,
+      // ]C1 GS1-128, ]Q3 QR) in front, which tells the server the data is GS1 element
+      // strings (AI 10 lot, AI 21 serial) and not a uid
+      return found.contentType === "GS1" ? found.symbologyIdentifier + found.text : found.text;
     },
   };
 }

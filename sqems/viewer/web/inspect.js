@@ -14,7 +14,10 @@
 // For scripts and browser tests:
 //   window.sqemsInspect — what is shown: { state: "loading"|"ready"|"error", view,
 //     me, identified (the last identify answer, or { kind: null, uid: code } offline),
-//     lookup: "idle"|"loading"|"shown"|"offline"|"not-found", decoder ("BarcodeDetector"
+//     lookup: "idle"|"loading"|"shown"|"offline"|"not-found", refreshed (how many
+//     times the card shown was looked up again: after a report on it was sent, or when
+//     the network returned), restored (the code of the card shown from memory when the
+//     app opened offline), decoder ("BarcodeDetector"
 //     | "zxing-wasm" once the camera scanned; decoderNote: why not the former), camera: "off"|"scan"|"photo", scanned (the
 //     last decoded text), photos (in the open report form), queue: [{ reportId, state,
 //     error, target }], sent: [{ reportId, defect, created, photos }], tasks: [{ uid,
@@ -44,7 +47,8 @@
 //     #sign-note, #sign-credential, #sign-submit, #sign-cancel, #sign-error.
 //   Settings: #me-name, #me-role, #key-state, #key-forget, #signing-form,
 //     #signing-current, #signing-new, #signing-repeat, #signing-submit, #signing-message.
-//   Key dialog: #key-dialog, #key-reason, #key-input, #key-submit, #key-error.
+//   Key dialog: #key-dialog, #key-reason, #key-details > #key-detail (what the server
+//     said), #key-input, #key-submit, #key-error.
 //   #toast (short notices), #error (a failure of the page itself).
 
 import { Camera, decoder, grabPhoto, photoFromFile } from "/viewer/app/inspect-camera.js";
@@ -171,12 +175,13 @@ function message(id, text, bad = false) {
 
 const when = (iso) => (iso ? new Date(iso).toLocaleString([], {
   dateStyle: "medium", timeStyle: "short" }) : "—");
-const status = (value) => value.toLowerCase().replace("_", " ");
+const status = (value) => value.toLowerCase().replaceAll("_", " ");
 const day = (iso) => (iso ? new Date(iso).toLocaleDateString([], { dateStyle: "medium" }) : "—");
 
 // --- the API key and GraphQL -----------------------------------------------------------
 
 const storedKey = () => localStorage.getItem(KEY_STORE);
+let reached = null;  // whether the last request reached the server (null: none made yet)
 
 async function keepKey(key) {
   localStorage.setItem(KEY_STORE, key);
@@ -201,8 +206,10 @@ async function request(query, variables, key) {
       body: JSON.stringify({ query, variables }),
     });
   } catch (error) {
+    reached = false;
     throw new Offline(`no network (${error.message})`);
   }
+  reached = true;
   let body;
   try {
     body = await response.json();
@@ -236,13 +243,22 @@ async function gql(query, variables = {}) {
 
 let asking = null;
 
+// The server's own words about a refused key (they name the Authorization header, which
+// means nothing on a phone), kept under the phone's message for whoever supports the user.
+function keyDetail(text) {
+  $("key-detail").textContent = text || "";
+  $("key-details").hidden = !text;
+}
+
 // Ask for a key in the key dialog until one works (or, offline, keep it unchecked).
-function askKey(reason) {
+// `reason` says why (the phone's words), `detail` what the server said.
+function askKey(reason, detail = "") {
   asking ??= new Promise((resolve) => {
     const dialog = $("key-dialog");
     const form = $("key-form");
     message("key-reason", reason, true);
     message("key-error", "");
+    keyDetail(detail);
     $("key-input").value = "";
     const submit = async (event) => {
       event.preventDefault();
@@ -254,8 +270,10 @@ function askKey(reason) {
         localStorage.setItem(ME_STORE, JSON.stringify(shown.me));
       } catch (error) {
         if (!(error instanceof Offline)) {
-          message("key-error", keyRefused(error) ? `This key is refused: ${error.message}`
-                                                 : error.message, true);
+          message("key-error", keyRefused(error)
+            ? "This key was refused too (revoked or mistyped): check it and try again."
+            : error.message, true);
+          keyDetail(keyRefused(error) ? error.message : "");
           return;
         }
         toast("No network: the key is kept, and checked when the network returns.");
@@ -276,10 +294,17 @@ function askKey(reason) {
   return asking;
 }
 
-async function keyWasRefused(reason) {
+// What a refused key means on the phone, and what becomes of the reports on it.
+function refusedWords(waiting) {
+  const queued = waiting === 1 ? "1 report stays queued" : `${waiting} reports stay queued`;
+  return "This device's key was refused (revoked or mistyped). Enter a new key"
+    + (waiting ? `; ${queued}.` : ".");
+}
+
+async function keyWasRefused(detail) {
   if (!asking) await forgetKey();
-  await askKey(`This device's key was refused (${reason}). Enter a new key; reports `
-               + "queued on this phone stay queued and are sent with it.");
+  const waiting = (await listReports()).length;
+  await askKey(refusedWords(waiting), detail);
   await loadIdentity();
   sendNow();
 }
@@ -421,6 +446,11 @@ async function scan() {
       if (navigator.vibrate) navigator.vibrate(60);
       $("code-input").value = text;
       await lookup(text);
+      // a GS1 code's raw data (its ]d2 and GS characters) means nothing to a reader: the
+      // field shows what it named instead, which looks the same card up when sent again
+      if (/[\x00-\x1f]|^\]/.test(text) && shown.identified && shown.identified.kind) {
+        $("code-input").value = shown.identified.uid;
+      }
       return;
     }
     await new Promise((resolve) => setTimeout(resolve, SCAN_PAUSE_MS));
@@ -439,6 +469,36 @@ function remember(code, item) {
 function recall(code) {
   const seen = JSON.parse(localStorage.getItem(SEEN_STORE) || "[]");
   return seen.find((s) => s.code === code || s.item.uid === code) || null;
+}
+
+// The card shown last (the newest remembered lookup), for an app opened offline.
+function lastSeen() {
+  const seen = JSON.parse(localStorage.getItem(SEEN_STORE) || "[]");
+  return seen.length ? seen[0] : null;
+}
+
+// Look the card shown up again, without touching an open form or the scroll position:
+// after a report on it was sent (its defect count and recent defects changed), or when
+// the network returns under a card shown from memory. Offline it stays as it is.
+function refreshCard() {
+  const item = shown.identified;
+  if (!item) return;
+  clearTimeout(refreshCard.timer);  // several reports sent in one round: one look-up
+  refreshCard.timer = setTimeout(() => {
+    const code = item.code || item.uid;
+    const mine = lookups;
+    gql(IDENTIFY, { code }).then(({ identify: fresh }) => {
+      if (mine !== lookups || !shown.identified || shown.identified.uid !== item.uid) return;
+      remember(code, fresh);
+      shown.identified = fresh;
+      shown.identifiedStale = null;
+      shown.lookup = "shown";
+      shown.refreshed = (shown.refreshed || 0) + 1;
+      renderCard();
+    }).catch((error) => {
+      if (!(error instanceof Offline)) toast(`${item.uid} could not be looked up again: ${error.message}`);
+    });
+  }, 250);
 }
 
 let lookups = 0;
@@ -512,7 +572,7 @@ function renderCard() {
   $("unit-product").previousElementSibling.textContent =
     item.kind === "MaterialLot" ? "Material" : "Product";
   $("unit-batch").textContent = item.batch || "—";
-  $("unit-status").textContent = item.status || "—";
+  $("unit-status").textContent = item.status ? status(item.status) : "—";
   $("unit-status").dataset.status = item.status || "";
   $("unit-defects").textContent = known ? String(item.defects) : "—";
   const held = item.heldBatches || [];
@@ -701,6 +761,7 @@ function onOutboxMessage(event) {
     shown.sent = [note, ...shown.sent.filter((s) => s.reportId !== note.reportId)];
     renderSent();
     toast(`Sent: ${note.defect} on ${note.target}`);
+    if (shown.identified && shown.identified.uid === note.target) refreshCard();
   } else if (note.type === "unauthenticated" && !asking && storedKey()) {
     keyWasRefused(note.message || "the server refused it").catch(showError);
   }
@@ -942,7 +1003,11 @@ function wire() {
   $("error").addEventListener("click", () => { $("error").hidden = true; });
   $("key-forget").addEventListener("click", () => forgetDevice().catch(showError));
   $("signing-form").addEventListener("submit", (e) => submitSigning(e).catch(showError));
-  window.addEventListener("online", () => { online(true); sendNow(); });
+  window.addEventListener("online", () => {
+    online(true);
+    sendNow();
+    if (shown.identifiedStale != null) refreshCard();  // a card from memory, now current
+  });
   window.addEventListener("offline", () => online(false));
   if (typeof BroadcastChannel !== "undefined") {
     new BroadcastChannel(CHANNEL).addEventListener("message", onOutboxMessage);
@@ -972,6 +1037,15 @@ async function main() {
   if (code) {
     $("code-input").value = code;
     await lookup(code);
+  } else if (!navigator.onLine || reached === false) {
+    // opened with no network: the card shown last, as it was then
+    const seen = lastSeen();
+    if (seen) {
+      shown.lookup = "offline";
+      shown.restored = seen.code;
+      $("code-input").value = seen.item.uid;
+      showIdentified(seen.item, seen.at);
+    }
   }
   await registering;
 }
