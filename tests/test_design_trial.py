@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from typing import Any
 
 import numpy as np
 import pytest
 
 from sqems.datasets import PlantSpec, generate, layout
 from sqems.datasets.plant import Plant
+from sqems.datasets.trial import Trial, produce
+from sqems.design.plan import PlannedProductSpec
 from sqems.errors import ValidationFailed
 
 # the plant PlantSpec(units=3000, seed=7) generated before the bad supplier and the wide
@@ -143,3 +147,209 @@ def test_a_wide_machine_spreads_its_parameter_and_the_others_do_not() -> None:
 def test_facts_the_plant_cannot_honour_are_refused(causes: layout.Causes, match: str) -> None:
     with pytest.raises(ValidationFailed, match=match):
         generate(PlantSpec(units=1000, seed=1), causes)
+
+
+# --- trial production ------------------------------------------------------------------
+
+SPEC = PlantSpec(units=3000, seed=7)
+UNITS = 40_000
+NULL = layout.Causes(shift_added_p=0.0)
+"""Nothing planted on the plan's path: the bad lot is history, no drift reaches a trial."""
+GENEROUS = {"P-MELT-TEMP": (200, 290), "P-INJ-PRESS": (500, 1300), "P-PRESS-FORCE": (2, 8)}
+
+
+def _plan(
+    resin: str | None = "SUP-07", torque: tuple[float, float] = (1.4, 3.2), **screw: Any
+) -> PlannedProductSpec:
+    """A compact drive on the assembly line's steps, with generous tolerances except
+    ``torque`` (a parameter's ``(lsl, usl)``) at screw fastening on ``screw``."""
+    resin_item: dict[str, Any] = {"material": "MAT-RESIN", "quantity": 0.25}
+    if resin is not None:
+        resin_item["supplier"] = resin
+
+    def params(*uids: str) -> list[dict[str, Any]]:
+        return [{"parameter": u, "lsl": GENEROUS[u][0], "usl": GENEROUS[u][1]} for u in uids]
+
+    return PlannedProductSpec.model_validate(
+        {
+            "uid": "PLAN-DRIVE-MINI",
+            "name": "Servo drive, compact",
+            "bom": [resin_item, {"material": "MAT-SHAFT", "supplier": "SUP-09"}],
+            "routing": [
+                {"step": "STEP-ASM-10", "parameters": params("P-MELT-TEMP", "P-INJ-PRESS")},
+                {"step": "STEP-ASM-20", "parameters": params("P-PRESS-FORCE")},
+                {
+                    "step": "STEP-ASM-30",
+                    **screw,
+                    "parameters": [{"parameter": "P-TORQUE", "lsl": torque[0], "usl": torque[1]}],
+                },
+                {"step": "STEP-ASM-40"},
+            ],
+        }
+    )
+
+
+BOARD_PLAN = PlannedProductSpec.model_validate(
+    {
+        "uid": "PLAN-BOARD-LITE",
+        "name": "Controller board, lite",
+        "bom": [{"material": "MAT-PCB", "supplier": "SUP-01"}, {"material": "MAT-PASTE"}],
+        "routing": [
+            {"step": "STEP-PCB-10", "parameters": [{"parameter": "P-PASTE-THICK", "lsl": 50}]},
+            {"step": "STEP-PCB-20", "machine": "M-REFLOW-1"},
+            {"step": "STEP-PCB-30"},
+        ],
+    }
+)
+
+
+def _plan_types(plan: PlannedProductSpec) -> set[str]:
+    """The defect types a trial of ``plan`` can show: those originating at its steps or
+    with its materials."""
+    steps = {r.step for r in plan.routing}
+    return {t for t, step in layout.ORIGINS.items() if step in steps} | {
+        layout.MATERIAL_DEFECTS[b.material]
+        for b in plan.bom
+        if b.material in layout.MATERIAL_DEFECTS
+    }
+
+
+def _no_defect(plan: PlannedProductSpec, causes: layout.Causes) -> float:
+    """P(a unit of ``plan`` has none of its defect types) at the baseline rates."""
+    rates = dict(causes.baseline)
+    return math.prod(1.0 - rates[t] for t in _plan_types(plan))
+
+
+def _within(observed: float, expected: float, n: int, sds: float = 4.0) -> bool:
+    """``observed`` is a proportion of ``n`` within ``sds`` binomial SDs of ``expected``."""
+    return abs(observed - expected) <= sds * math.sqrt(expected * (1 - expected) / n)
+
+
+def _out_of_spec(half_width: float, sigma: float) -> float:
+    """P(a normal run centred in limits ``half_width`` either side falls outside)."""
+    return math.erfc(half_width / sigma / math.sqrt(2))
+
+
+def test_a_trial_is_deterministic_by_its_seed() -> None:
+    plan = _plan(torque=(2.2, 2.4))
+    first = produce(SPEC, BAD, plan, units=5000, seed=3)
+    assert produce(SPEC, BAD, plan, units=5000, seed=3) == first
+    other = produce(SPEC, BAD, plan, units=5000, seed=4)
+    assert (other.first_pass, other.by_cause) != (first.first_pass, first.by_cause)
+    assert first.units == 5000
+    assert first.batches == 50
+    assert first.fpy == first.first_pass / 5000
+    assert produce(SPEC, BAD, plan, seed=3).units == plan.volume
+
+
+@pytest.mark.parametrize("plan", [_plan(), BOARD_PLAN], ids=["drive", "board"])
+def test_with_nothing_planted_the_yield_is_the_baseline_rates(plan: PlannedProductSpec) -> None:
+    trial = produce(SPEC, NULL, plan, units=UNITS, seed=1)
+    expected = _no_defect(plan, NULL)
+    assert 0.99 < expected < 0.996
+    assert trial.batches_out_of_spec == 0
+    assert not any(k.endswith("out of spec") and v for k, v in trial.by_cause.items())
+    assert set(trial.by_cause) <= _plan_types(plan) | {f"{p} out of spec" for p in GENEROUS} | {
+        "P-PASTE-THICK out of spec",
+        "P-TORQUE out of spec",
+    }
+    assert _within(trial.fpy, expected, UNITS), (trial.fpy, expected)
+    # the plan's inspections catch some of the defects, never more than there are
+    assert trial.first_pass <= trial.passed < UNITS
+
+
+def test_buying_from_the_bad_supplier_costs_about_its_added_probability() -> None:
+    added = 0.06
+    causes = layout.Causes(shift_added_p=0.0, bad_supplier="SUP-08", bad_supplier_added_p=added)
+    good = produce(SPEC, causes, _plan(resin="SUP-07"), units=UNITS, seed=2)
+    bad = produce(SPEC, causes, _plan(resin="SUP-08"), units=UNITS, seed=2)
+    base = _no_defect(_plan(), causes)
+    assert _within(good.fpy, base, UNITS)
+    cracked = dict(causes.baseline)["DT-CRACKED-HOUSING"]
+    # every unit's housing comes from SUP-08: its crack rate rises by `added`
+    expected_bad = base / (1 - cracked) * (1 - cracked - added)
+    assert _within(bad.fpy, expected_bad, UNITS), (bad.fpy, expected_bad)
+    assert good.fpy - bad.fpy == pytest.approx(added, abs=0.012)
+    assert _within(bad.by_cause["DT-CRACKED-HOUSING"] / UNITS, cracked + added, UNITS)
+    # no supplier named: lots come from both suppliers as the generator draws them
+    mixed = produce(SPEC, causes, _plan(resin=None), units=UNITS, seed=2)
+    assert bad.fpy < mixed.fpy < good.fpy
+
+
+@pytest.mark.parametrize(
+    ("screw", "factors"),
+    [
+        ({"machine": "M-SCREW-2"}, [2.5]),
+        ({"machine": "M-SCREW-1"}, [1.0]),
+        ({"machine_kind": "nutrunner"}, [1.0, 2.5]),  # the two machines in turn
+    ],
+    ids=["wide-machine", "plain-machine", "both-in-turn"],
+)
+def test_a_tolerance_tighter_than_the_process_fails_the_batches_outside_it(
+    screw: dict[str, str], factors: list[float]
+) -> None:
+    units = 100_000
+    plan = _plan(torque=(2.2, 2.4), **screw)
+    trial: Trial = produce(SPEC, WIDE, plan, units=units, seed=5)
+    sigma = (2.6 - 2.0) / 8  # the released tolerance's ParamSpec sigma
+    out = sum(_out_of_spec(0.1, sigma * f) for f in factors) / len(factors)
+    batches = units // plan.batch_size
+    assert trial.batches == batches
+    assert _within(trial.batches_out_of_spec / batches, out, batches), (trial, out)
+    assert trial.by_cause["P-TORQUE out of spec"] == trial.batches_out_of_spec * plan.batch_size
+    expected = (1 - out) * _no_defect(plan, WIDE)
+    shift = WIDE.shift_added_p  # the night shift at press-fit reaches the trial
+    spread = math.sqrt(out * (1 - out) / batches) + shift
+    assert abs(trial.fpy - expected) <= 4 * spread
+
+
+def test_the_plants_night_shift_reaches_the_trial_at_its_step() -> None:
+    with_shift = produce(SPEC, layout.Causes(), _plan(), units=UNITS, seed=6)
+    without = produce(SPEC, NULL, _plan(), units=UNITS, seed=6)
+    added = with_shift.by_cause["DT-MISALIGNED-SHAFT"] - without.by_cause["DT-MISALIGNED-SHAFT"]
+    # one shift in three, give or take where the batches fall
+    assert 0.2 * 0.03 * UNITS < added < 0.45 * 0.03 * UNITS
+
+
+@pytest.mark.parametrize(
+    ("spec", "plan", "match"),
+    [
+        (PlantSpec(units=3000, shape="battery"), _plan(), "drives plant"),
+        (SPEC, _plan(machine="M-PRESS-1"), "M-PRESS-1 does not run STEP-ASM-30"),
+        (SPEC, _plan(machine_kind="robot"), "robot"),
+        (
+            SPEC,
+            PlannedProductSpec.model_validate(
+                {
+                    "uid": "P",
+                    "name": "p",
+                    "bom": [{"material": "MAT-RESIN"}],
+                    "routing": [{"step": "STEP-CELL-10"}],
+                }
+            ),
+            "STEP-CELL-10",
+        ),
+        (
+            SPEC,
+            PlannedProductSpec.model_validate(
+                {
+                    "uid": "P",
+                    "name": "p",
+                    "bom": [{"material": "MAT-RESIN"}],
+                    "routing": [
+                        {
+                            "step": "STEP-ASM-30",
+                            "parameters": [{"parameter": "P-MELT-TEMP", "usl": 1}],
+                        }
+                    ],
+                }
+            ),
+            "P-MELT-TEMP is not recorded at STEP-ASM-30",
+        ),
+    ],
+)
+def test_a_trial_the_drives_plant_cannot_make_is_refused(
+    spec: PlantSpec, plan: PlannedProductSpec, match: str
+) -> None:
+    with pytest.raises(ValidationFailed, match=match):
+        produce(spec, None, plan, units=1000)

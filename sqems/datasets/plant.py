@@ -203,6 +203,14 @@ def defect_probability(
     return np.broadcast_to(p, (n,))
 
 
+def hot_reflow_p(causes: layout.Causes, peak: np.ndarray) -> np.ndarray:
+    """The probability of a void that a board's reflow peak temperature ``peak`` adds:
+    none up to ``void_threshold``, rising linearly to ``void_max_p`` at ``void_full_at``."""
+    c = causes
+    excess = np.clip((peak - c.void_threshold) / (c.void_full_at - c.void_threshold), 0, 1)
+    return np.asarray(c.void_max_p * excess)
+
+
 def check_causes(causes: layout.Causes) -> None:
     """Refuse planted supplier and machine facts the drives layout cannot honour."""
     if causes.bad_supplier is not None:
@@ -606,14 +614,13 @@ class _Generator:
         c = self.c
         base = self._baseline(line, c.baseline)
         peak = line.actuals[c.drift_parameter][line.unit_batch]
-        excess = np.clip((peak - c.void_threshold) / (c.void_full_at - c.void_threshold), 0, 1)
         n = len(peak)
         suppliers = line.unit_suppliers()
         void = self._draw(
             defect_probability(
                 c,
                 "DT-SOLDER-VOID",
-                base["DT-SOLDER-VOID"] + c.void_max_p * excess,
+                base["DT-SOLDER-VOID"] + hot_reflow_p(c, peak),
                 n,
                 bad_supplier=bad_supplier_units(c, "DT-SOLDER-VOID", suppliers),
             )
