@@ -83,6 +83,7 @@ def test_a_bad_supplier_cracks_the_housings_made_from_its_lots() -> None:
     assert fact["defective_units"] == sum(u in cracked for u in exposed)
     bad_lot = next(c for c in plant.truth["causes"] if c["kind"] == "material_lot")
     in_bad_lot = {u for b in bad_lot["batches"] for u in _units_of(plant, b)}
+    assert fact["exposed_in_bad_lot"] == sum(u in in_bad_lot for u in exposed)
     rate = {
         s: np.mean([u in cracked for u, t in supplier.items() if t == s and u not in in_bad_lot])
         for s in ("SUP-07", "SUP-08")
@@ -256,6 +257,7 @@ def test_with_nothing_planted_the_yield_is_the_baseline_rates(plan: PlannedProdu
     assert _within(trial.fpy, expected, UNITS), (trial.fpy, expected)
     # the plan's inspections catch some of the defects, never more than there are
     assert trial.first_pass <= trial.passed < UNITS
+    assert trial.fpy <= trial.passed_fpy == trial.passed / UNITS
 
 
 def test_buying_from_the_bad_supplier_costs_about_its_added_probability() -> None:

@@ -877,7 +877,11 @@ class _Generator:
             "DT-SOLDER-VOID": board_state["void"],
             "DT-SOLDER-BRIDGE": board_state["bridge"],
         }
-        for line, fired in ((boards, board_fired), (drives, drive_state["fired"])):
+        no_lot = np.zeros(len(boards.unit_batch), dtype=bool)
+        for line, fired, in_bad_lot in (
+            (boards, board_fired, no_lot),
+            (drives, drive_state["fired"], drive_state["in_bad_lot"]),
+        ):
             suppliers = line.unit_suppliers()
             for material in line.spec.materials:
                 defect_type = layout.MATERIAL_DEFECTS.get(material)
@@ -899,6 +903,9 @@ class _Generator:
                         ],
                         "exposed_units": int(exposed.sum()),
                         "defective_units": int((fired[defect_type] & exposed).sum()),
+                        # the planted bad lot may be one of this supplier's lots: its
+                        # units carry both effects
+                        "exposed_in_bad_lot": int((exposed & in_bad_lot).sum()),
                     }
                 )
         return facts

@@ -99,6 +99,12 @@ class Trial:
     """Units the plan's inspections would pass: none of their defects caught, their
     batch inside the limits (``passed >= first_pass``: inspection misses some defects)."""
 
+    @property
+    def passed_fpy(self) -> float:
+        """The yield the plan's inspections would report (``passed / units``): what a
+        prediction from the plant's recorded (caught) defects predicts."""
+        return self.passed / self.units
+
 
 @dataclass(frozen=True, slots=True)
 class _Step:
