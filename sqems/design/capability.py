@@ -59,6 +59,9 @@ CONFIDENCE = 0.90
 MIN_RUNS = 20
 """Fewer runs than this leave ``capable`` and ``holds`` undecided (None)."""
 DRAWS = 4000
+HOLDS_MAX_CPK = 100.0
+"""The largest Cpk estimate searched for the limits a machine holds; a machine whose
+runs are too few to prove 1.33 even at this estimate holds no limits (None)."""
 
 
 class ParameterLike(Protocol):
@@ -197,7 +200,7 @@ def _holds(
 ) -> tuple[float | None, float | None] | None:  # fmt: skip
     """The narrowest limits whose Cpk (x̄ and ``sigma``) has its lower bound at
     :data:`CAPABLE_AT`: symmetric about the centre for two limits, the nearest single
-    limit for one."""
+    limit for one; None when no limits are proven (zero spread, too few runs)."""
     if sigma <= 0.0:
         return None
 
@@ -205,7 +208,10 @@ def _holds(
         return cpk_interval(cpk, runs, dof, CONFIDENCE).lower
 
     # the Cpk estimate whose lower bound is CAPABLE_AT; the bound rises with the estimate
-    needed = optimize.brentq(lambda c: bound(c) - CAPABLE_AT, CAPABLE_AT, 100.0)
+    # unless the spread has too few degrees of freedom for any estimate to prove 1.33
+    if bound(HOLDS_MAX_CPK) < CAPABLE_AT:
+        return None
+    needed = optimize.brentq(lambda c: bound(c) - CAPABLE_AT, CAPABLE_AT, HOLDS_MAX_CPK)
     reach = 3.0 * sigma * needed
     centre = _centre(lsl, usl, target)
     if lsl is not None and usl is not None and centre is not None:

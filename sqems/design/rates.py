@@ -16,8 +16,9 @@ integrating pᵢ out gives the beta-binomial, whose log likelihood over the grou
 maximised over (log a, log b) within bounds (L-BFGS-B). Each group's posterior is then
 ``Beta(a + kᵢ, b + nᵢ - kᵢ)`` (:func:`posterior`): a group with 3 units sits near the
 plant's mean a/(a + b), one with 3000 near its own kᵢ/nᵢ. When the groups scatter no
-more than binomial sampling explains, a + b grows to its bound and every group is
-pulled to the plant's mean: nothing stands out, as it should.
+more than binomial sampling explains, a + b grows far past any group's units (to its
+bound when they scatter less) and every group is pulled to the plant's mean: nothing
+stands out, as it should.
 """
 
 from __future__ import annotations
