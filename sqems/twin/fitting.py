@@ -189,7 +189,7 @@ def fit_line(
         if progress is not None:
             progress(step.uid, k, len(wanted))
         data = step_data(step, groups=groups)
-        path = folder / f"{step.uid}-{_fingerprint(data, sampler)}.nc"
+        path = _model_path(folder, data, sampler)
         if path.exists():
             model = QualityModel.load(path)
         else:
@@ -208,6 +208,25 @@ def fit_line(
     if progress is not None:
         progress("", len(wanted), len(wanted))
     return models
+
+
+def cached_model(
+    step: StepTwin, folder: Path, sampler: Sampler | None = None, *, groups: bool = False
+) -> QualityModel | None:
+    """The sound model :func:`fit_line` would serve for ``step``'s present history from
+    ``folder``, or None when that history has not been fitted there with ``sampler``
+    (or its fit failed its diagnostics). Never fits: for readers that must answer at
+    once and use the twin only where it is ready."""
+    path = _model_path(folder, step_data(step, groups=groups), sampler or Sampler())
+    if not path.exists():
+        return None
+    model = QualityModel.load(path)
+    return model if model.diagnostics.ok else None
+
+
+def _model_path(folder: Path, data: StepData, sampler: Sampler) -> Path:
+    """Where a step's model of this history and sampler is kept: one file per fit."""
+    return folder / f"{data.step}-{_fingerprint(data, sampler)}.nc"
 
 
 def _fit(data: StepData, sampler: Sampler) -> QualityModel:
