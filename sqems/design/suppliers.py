@@ -12,6 +12,13 @@ supplier's lots of that material have done on the products the plant already mak
   on its own record;
 - whether it is **worse than the plant**: P(rate > plant rate) under the posterior, and
   ``flagged`` only at 0.95 or more — a difference the data do not support is no risk;
+- whether another flagged pair **explains** it: every unit holds lots of several
+  materials, so a bad resin supplier raises the record of the shaft supplier whose lots
+  went into the same batches. A flagged pair X is *explained by* a flagged pair Y of
+  another material (stronger evidence first) when X's units without Y's lots are no
+  longer flagged while Y's units without X's lots still are; it is then not flagged. When
+  neither stands without the other, the data cannot separate them: both stay flagged and
+  name each other as ``co_exposed``;
 - the **material** over all its suppliers, **incoming inspection** (lots inspected and
   rejected, incoming PPM) and the **complaints** traced to the pair's units;
 - the **alternatives**: every other supplier of the material, with P(its rate is below
@@ -31,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+from scipy import stats
 
 from sqems.design.rates import CREDIBLE, Prior, Rate, fit_prior, posterior, rate_draws, worse_than
 from sqems.errors import NotFound
@@ -47,11 +55,13 @@ __all__ = [
     "CREDIBLE",
     "FLAG_AT",
     "BomItemLike",
+    "Explanation",
     "History",
     "Pair",
     "Prior",
     "Rate",
     "SupplierEvidence",
+    "explanations",
     "history",
     "prior",
     "rate_draws",
@@ -59,6 +69,9 @@ __all__ = [
 ]
 
 IN, OUT = Direction.IN, Direction.OUT
+
+JEFFREYS = Prior(0.5, 0.5, 0)
+"""The prior of the head-to-head comparison of two co-exposed pairs."""
 
 FLAG_AT = 0.95
 """A pair is flagged when its posterior P(rate > plant rate) reaches this."""
@@ -120,6 +133,17 @@ class SupplierEvidence:
     alternatives: list[tuple[str, Rate, float]]
     """Other suppliers of the material: (supplier, rate, P(its rate < the planned one's)),
     the likeliest better first."""
+    explained_by: tuple[str, str] | None = None
+    """The (supplier, material) whose lots went into the same units and account for this
+    pair's record; the pair is then not flagged."""
+    co_exposed: list[tuple[str, str]] = field(default_factory=list)
+    """Flagged pairs of other materials the data cannot separate from this one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    explained_by: tuple[str, str] | None
+    co_exposed: list[tuple[str, str]]
 
 
 def history(store: GraphStore) -> History:
@@ -170,6 +194,60 @@ def prior(store: GraphStore, known: History | None = None) -> Prior:
     known = known or history(store)
     exposed = [p for p in known.pairs.values() if p.exposed] or list(known.pairs.values())
     return fit_prior([(len(p.defective), len(p.units)) for p in exposed])
+
+
+def _rate(pair: Pair, prior: Prior, without: frozenset[str] = frozenset()) -> Rate:
+    units = pair.units - without
+    return posterior(len(pair.defective & units), len(units), prior)
+
+
+def explanations(
+    known: History, prior: Prior, *, draws: int = 4000, seed: int = 0
+) -> dict[tuple[str, str], Explanation]:
+    """For every flagged pair, whether another flagged pair of another material explains
+    its record or cannot be separated from it (see the module doc).
+
+    For two flagged pairs X and Y the units made from X's lots and not Y's are set
+    against those made from Y's and not X's (each rate under Jeffreys' Beta(1/2, 1/2)
+    prior): when the latter are worse with posterior probability :data:`FLAG_AT`, Y
+    explains X. When neither side is credibly worse and
+    neither pair's units without the other's are flagged on their own, the two are
+    co-exposed."""
+    level = prior.mean
+    flagged = sorted(
+        (float(stats.beta.logcdf(level, r.alpha, r.beta)), key)
+        for key, pair in known.pairs.items()
+        if worse_than(r := _rate(pair, prior), level) >= FLAG_AT
+    )
+    keys = [key for _, key in flagged]  # the strongest evidence first
+    rng = np.random.default_rng(seed)
+    by: dict[tuple[str, str], tuple[str, str]] = {}
+    co: dict[tuple[str, str], list[tuple[str, str]]] = {key: [] for key in keys}
+    for i, a in enumerate(keys):
+        for b in keys[i + 1 :]:
+            x, y = known.pairs[a], known.pairs[b]
+            if x.material == y.material:
+                continue
+            x_alone, y_alone = _rate(x, prior, y.units), _rate(y, prior, x.units)
+            # head to head under Jeffreys' prior: the plant's prior would pull a few
+            # units of one side towards a plant rate the other side inflates
+            x_worse = float(
+                np.mean(
+                    rate_draws(_rate(x, JEFFREYS, y.units), draws, rng)
+                    > rate_draws(_rate(y, JEFFREYS, x.units), draws, rng)
+                )
+            )
+            if x_worse >= FLAG_AT:
+                by.setdefault(b, a)
+            elif x_worse <= 1.0 - FLAG_AT:
+                by.setdefault(a, b)
+            elif worse_than(x_alone, level) < FLAG_AT and worse_than(y_alone, level) < FLAG_AT:
+                co[a].append(b)
+                co[b].append(a)
+    return {
+        key: Explanation(by.get(key), [] if key in by else [c for c in co[key] if c not in by])
+        for key in keys
+    }
 
 
 def supplier_evidence(
@@ -225,6 +303,11 @@ def supplier_evidence(
         alternatives.append((p.supplier, alt, better))
     alternatives.sort(key=lambda a: (-a[2], a[0]))
     worse = worse_than(rate, prior.mean)
+    why = (
+        explanations(known, prior).get((item.supplier, item.material))
+        if item.supplier is not None
+        else None
+    )
     return SupplierEvidence(
         material=item.material,
         supplier=item.supplier,
@@ -232,7 +315,7 @@ def supplier_evidence(
         material_rate=material_rate,
         plant_rate=prior.mean,
         worse_than_plant=worse,
-        flagged=worse >= FLAG_AT,
+        flagged=worse >= FLAG_AT and (why is None or why.explained_by is None),
         lots=len(own_lots),
         lots_inspected=len(checks),
         lots_rejected=rejected,
@@ -240,4 +323,6 @@ def supplier_evidence(
         complaints=len(complaints),
         material_complaints=len(material_complaints),
         alternatives=alternatives,
+        explained_by=None if why is None else why.explained_by,
+        co_exposed=[] if why is None else sorted(why.co_exposed),
     )
