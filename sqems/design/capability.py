@@ -9,13 +9,18 @@ Against the plan's limits — not the released products' — each machine gets:
 - **Cpk with its interval** from :func:`sqems.analysis.capability.capability` (the judged
   index: Cpk from the within spread, the ISO 22514-2 percentile Ppk when the values are
   not normal), a two-sided 90 % interval whose lower end is the one-sided 95 % bound;
-  ``capable`` when that bound reaches 1.33, None with fewer than :data:`MIN_RUNS` runs;
+  ``capable`` when that bound reaches 1.33, not capable when even the interval's upper
+  end stays below 1.33 (however few the runs: the interval allows for them), else None
+  with fewer than :data:`MIN_RUNS` runs;
 - the **expected out-of-spec fraction** of runs with a 90 % interval, from the sampling
   uncertainty of the mean and spread of a normal model (:func:`out_of_spec_draws`):
   mu ~ N(x̄, s/√n), sigma = s·√((n - 1)/χ²ₙ₋₁), fraction = Φ((LSL - mu)/sigma) +
   Φ((mu - USL)/sigma);
 - the limits it **holds**: the narrowest limits, centred on the plan's target (else the
-  middle of its limits), for which the lower bound of its Cpk reaches 1.33;
+  middle of its limits), for which the lower bound of its Cpk reaches 1.33 — with
+  Bissell's bound, the Cpk estimate c* solving c* - z₀.₉₅·√(1/(9n) + c*²/(2·nu)) = 1.33,
+  then half-width |x̄ - centre| + 3·sigma·c* (sigma and nu those of the judged index; the
+  overall s with n - 1 when it is the percentile Ppk); one-sided plans get one limit;
 - the **alternatives**: the other machines that ran the step, with the same figures.
 """
 
