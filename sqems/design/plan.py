@@ -292,10 +292,10 @@ def _supply_warnings(store: GraphStore, plan: PlannedProductSpec) -> list[str]:
         _, lots_of = store.edges_along([item.supplier], [{"SUPPLIED": OUT}, {"LOT_OF": OUT}])
         supplied = {e.dst for e in lots_of}
         if item.material not in supplied:
-            what = ", ".join(sorted(supplied)) or "nothing"
+            what = f"its lots are of {', '.join(sorted(supplied))}" if supplied else "no lots"
             warnings.append(
-                f"{item.supplier} never supplied {item.material} (its lots are of {what}): "
-                "the plant has no history of this source"
+                f"{item.supplier} never supplied {item.material} ({what}): the plant has no "
+                "history of this source"
             )
     return warnings
 
