@@ -84,6 +84,12 @@ def test_the_prior_is_recovered_from_groups_drawn_from_it() -> None:
     assert fitted.pairs == 400
     assert fitted.mean == pytest.approx(0.005, rel=0.1)
     assert 1.2 < fitted.alpha < 3.5, fitted  # the spread, not only the mean
+    # the groups' 90 % credible intervals hold their true rates about nine times in ten
+    covered = [
+        (r := posterior(k, n, fitted)).low <= p <= r.high
+        for p, (k, n) in zip(rates, counts, strict=True)
+    ]
+    assert 0.85 <= float(np.mean(covered)) <= 0.95
 
 
 def test_groups_alike_are_pulled_to_the_plant_rate() -> None:
@@ -160,6 +166,9 @@ def test_the_default_plants_bad_lot_flags_its_resin_supplier_once() -> None:
 
 
 def _no_supplier_flagged(quiet: EmbeddedGraphStore) -> None:
+    """No pair flagged and no interval above the plant's rate; the interval of every pair
+    whose lots went into a product where material defects arise holds it (one that only
+    went into boards, where none can, may lie below it)."""
     known = history(quiet)
     plant = prior(quiet, known)
     assert plant.pairs >= 4
@@ -169,7 +178,9 @@ def _no_supplier_flagged(quiet: EmbeddedGraphStore) -> None:
             quiet, BomItem(material=material, supplier=supplier), plant, known=known
         )
         assert not ev.flagged, ev
-        assert ev.rate.low <= ev.plant_rate <= ev.rate.high, ev
+        assert ev.rate.low <= ev.plant_rate, ev  # never credibly worse
+        if known.pairs[(supplier, material)].exposed:
+            assert ev.plant_rate <= ev.rate.high, ev
         assert ev.lots == len(known.pairs[(supplier, material)].lots)
         assert 0 <= ev.lots_rejected <= ev.lots_inspected <= ev.lots
         assert ev.material_complaints <= ev.complaints
