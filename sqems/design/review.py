@@ -9,8 +9,8 @@ supplier (:mod:`~sqems.design.suppliers`), each planned parameter's machines
 
 **Risks.** An element is a risk only when its evidence flags it: a supplier whose
 material-defect rate is above the plant's with posterior probability 0.95 or more
-(``SupplierEvidence.flagged``) - unless that excess belongs to another supplier whose
-lots went into the same units (:func:`_explained_by`); a planned machine whose Cpk
+(``SupplierEvidence.flagged``, which already clears a pair whose excess another
+supplier's lots on the same units account for); a planned machine whose Cpk
 against the plan's limits lies below :data:`INCAPABLE_BELOW` even at the upper end of
 its 90 % interval (its spread is wider than the tolerance, not merely unproven). Every
 other element is listed with ``significant=False`` - "no evidence of risk" - and never
@@ -81,15 +81,8 @@ from sqems.design.capability import (
 )
 from sqems.design.plan import PlannedProductSpec, RoutingStep, check_plan
 from sqems.design.precedents import StepDefects, defect_history, similar_products, step_defects
-from sqems.design.rates import CREDIBLE, Prior, Rate, posterior, rate_draws, worse_than
-from sqems.design.suppliers import (
-    FLAG_AT,
-    History,
-    SupplierEvidence,
-    history,
-    prior,
-    supplier_evidence,
-)
+from sqems.design.rates import CREDIBLE, Rate, rate_draws
+from sqems.design.suppliers import SupplierEvidence, history, prior, supplier_evidence
 from sqems.errors import ValidationFailed
 from sqems.graph_model.nodes import Machine
 from sqems.graph_model.store import Direction, GraphStore
@@ -269,8 +262,6 @@ class _Evidence:
     machines: dict[str, list[str]]
     """Step -> the machines the plan runs it on."""
     warnings: list[str]
-    explained: dict[str, str]
-    """Material -> why its flagged supplier's excess belongs to another supplier's lots."""
 
 
 def _gather(store: GraphStore, plan: PlannedProductSpec, seed: int) -> _Evidence:
@@ -296,49 +287,7 @@ def _gather(store: GraphStore, plan: PlannedProductSpec, seed: int) -> _Evidence
     defects = [
         d for step in plan.routing for d in step_defects(store, step.step, similar, known=types)
     ]
-    explained = {
-        e.material: why
-        for e in suppliers
-        if e.flagged and (why := _explained_by(e, known, plant)) is not None
-    }
-    return _Evidence(suppliers, capability, defects, similar, machines, warnings, explained)
-
-
-def _explained_by(e: SupplierEvidence, known: History, plant: Prior) -> str | None:
-    """Why a flagged supplier's excess is another supplier's, or None when it is its own.
-
-    A material-type defect counts against every lot its unit was made from: a unit with
-    a cracked housing counts against its screws' supplier as much as its resin's. When
-    another (supplier, material) pair whose lots went into the same units is flagged
-    too, the two are told apart on the units that only one of them went into: this
-    pair's excess is the other's when, on its units without the other's lots, it is no
-    longer worse than the plant, while the other, on its units without this pair's,
-    still is. When neither or both stay flagged, the history cannot tell them apart and
-    both stand."""
-    mine = known.pairs.get((e.supplier or "", e.material))
-    if mine is None:
-        return None
-
-    def flagged(defective: frozenset[str], units: frozenset[str]) -> bool:
-        return worse_than(posterior(len(defective), len(units), plant), plant.mean) >= FLAG_AT
-
-    for other in sorted(known.pairs.values(), key=lambda o: (o.supplier, o.material)):
-        if other.material == e.material or not (other.units & mine.units):
-            continue
-        if not flagged(other.defective, other.units):
-            continue
-        alone = mine.units - other.units
-        if flagged(mine.defective - other.units, alone):
-            continue
-        if not flagged(other.defective - mine.units, other.units - mine.units):
-            continue
-        rest = posterior(len(mine.defective - other.units), len(alone), plant)
-        return (
-            f"its excess is {other.supplier}'s {other.material}: on the {rest.units} units "
-            f"made without {other.supplier}'s lots it is {_pct(rest.mean)} ({_pct(rest.low)} "
-            f"to {_pct(rest.high)}), no worse than the plant"
-        )
-    return None
+    return _Evidence(suppliers, capability, defects, similar, machines, warnings)
 
 
 def _planned_machines(store: GraphStore, step: RoutingStep, ran: set[str]) -> list[str]:
@@ -376,6 +325,8 @@ class _Twin:
             return self.models[step]
         found = None
         for line in self._lines_of(machines):
+            if not (self.folder / line).is_dir():
+                continue  # nothing fitted for the line: no need to read its history
             twin = self._twin(line)
             if twin is None:
                 continue
@@ -446,7 +397,8 @@ def _run_key(step: str, parameter: str) -> str:
     return f"run:{step}:{parameter}"
 
 
-def _planned(c: StepCapability) -> list[MachineCapability]:
+def planned_of(c: StepCapability) -> list[MachineCapability]:
+    """The planned machine of a step's parameter, or every machine of its planned kind."""
     return c.planned if isinstance(c.planned, list) else [c.planned]
 
 
@@ -492,7 +444,7 @@ def _build(
         unit[key] = rates
     for c in ev.capability:
         key = _run_key(c.step, c.parameter)
-        term = _oos_term(_planned(c), draws, _rng(seed, key))
+        term = _oos_term(planned_of(c), draws, _rng(seed, key))
         if term is None:
             notes.append(
                 f"{c.parameter} at {c.step}: no planned machine has runs of it, so runs out "
@@ -555,11 +507,21 @@ def _supplier_element(e: SupplierEvidence) -> str:
 
 def _supplier_why(e: SupplierEvidence) -> str:
     r = e.rate
-    return (
+    text = (
         f"{r.defective} of {r.units} units made from {e.supplier or 'its'} lots of {e.material} "
         f"had a material defect: {_pct(r.mean)} ({_pct(r.low)} to {_pct(r.high)}) against the "
         f"plant's {_pct(e.plant_rate)}; P(worse than the plant) = {e.worse_than_plant:.2f}"
     )
+    if e.explained_by is not None:
+        supplier, material = e.explained_by
+        text += (
+            f"; not a risk of its own: {supplier}'s {material}, whose lots went into the "
+            "same units, accounts for it"
+        )
+    if e.co_exposed:
+        pairs = ", ".join(f"{s}'s {m}" for s, m in e.co_exposed)
+        text += f"; the history cannot tell it apart from {pairs} (their lots went together)"
+    return text
 
 
 def _cap_element(c: MachineCapability) -> str:
@@ -587,14 +549,13 @@ def _risks(
             continue
         key = _supplier_key(e)
         excess = rate_draws(e.rate, draws, _rng(seed, key)) - e.plant_rate
-        explained = ev.explained.get(e.material)
         found.append(
             _risk(
                 "supplier",
                 _supplier_element(e),
                 excess,
-                e.flagged and explained is None,
-                _supplier_why(e) + (f"; but {explained}" if explained else ""),
+                e.flagged,
+                _supplier_why(e),
                 key,
                 plan,
                 cost,
@@ -602,7 +563,7 @@ def _risks(
         )
     for c in ev.capability:
         key = _run_key(c.step, c.parameter)
-        usable = [m for m in _planned(c) if m.runs >= 2 and m.mean is not None]
+        usable = [m for m in planned_of(c) if m.runs >= 2 and m.mean is not None]
         for m in usable:
             # a machine of a planned kind runs its share of the batches
             share = 1.0 / len(usable)
@@ -695,7 +656,7 @@ def _suggestions(
         elif risk.kind == "capability":
             _, step, parameter = risk.key.split(":", 2)
             c = caps[(step, parameter)]
-            planned = next(m for m in _planned(c) if _cap_element(m) == risk.element)
+            planned = next(m for m in planned_of(c) if _cap_element(m) == risk.element)
             _machine_change(add, risk, plan, ev, c, planned, model, draws, seed, twin, twin_steps)
             _tolerance_change(add, risk, c, planned, model, draws, seed)
     return out
@@ -853,7 +814,11 @@ def _method(
     if used:
         parts.append(f"twin quality model at {', '.join(used)}")
     if empirical:
-        why = "" if twin_dir is not None else " (no twin cache given)"
+        why = (
+            " (no twin cache given)"
+            if twin_dir is None
+            else " (no fitted twin model for them in the cache)"
+        )
         parts.append(f"empirical defect-type rates at {', '.join(empirical)}{why}")
     parts.append(
         "each BOM item adds its supplier's beta-binomial rate less its material's; rates "
@@ -974,7 +939,7 @@ def render_html(r: DesignReview) -> str:
               {True: "yes", False: "<span class='bad'>no</span>", None: "—"}[m.capable],
               _e(None if m.holds is None else _limits(*m.holds))]
              for c in r.capability
-             for planned, ms in ((True, _planned(c)), (False, c.alternatives)) for m in ms],
+             for planned, ms in ((True, planned_of(c)), (False, c.alternatives)) for m in ms],
         ),
         "<h2>Evidence: defect types at the plan's steps on similar products</h2>",
         _table(

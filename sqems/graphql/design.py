@@ -18,6 +18,7 @@ from sqems.design import plan as design_plan
 from sqems.graph_model.nodes import PlanStatus as DomainPlanStatus
 from sqems.graphql.access import Role
 from sqems.graphql.context import Context
+from sqems.graphql.design_review import design_review_field
 from sqems.graphql.types import NODE_OBJECT_TYPES, _graphql_annotation, to_graphql
 from sqems.quality.capa import Actor
 
@@ -50,6 +51,8 @@ def _actor(ctx: Context) -> Actor:
 
 @strawberry.type
 class DesignQuery:
+    design_review = design_review_field
+
     @strawberry.field(description="The planned products, the last saved first.")
     async def planned_products(
         self,

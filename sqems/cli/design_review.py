@@ -1,0 +1,187 @@
+"""``sqems design review``: a planned product held against the plant's quality history,
+printed for an 80-column terminal - the ranked risks, the predicted first-pass yield,
+the suggestions, then the evidence - and, on request, as a printable HTML or PDF report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+
+from sqems.cli.app import command, err, out
+from sqems.cli.common import graph_store
+from sqems.cli.design import design_app
+from sqems.cli.render import Column, print_table
+
+if TYPE_CHECKING:
+    from sqems.design.plan import PlannedProductSpec
+    from sqems.design.review import DesignReview
+    from sqems.graph_model.store import GraphStore
+
+
+def _plan(store: GraphStore, given: str) -> PlannedProductSpec:
+    """A plan file when ``given`` names one, else the saved plan of that uid."""
+    from sqems.design.plan import get_plan, read_plan
+
+    path = Path(given)
+    if path.suffix.lower() == ".json" or path.is_file():
+        return read_plan(path)
+    return get_plan(store, given).spec
+
+
+def _pct(p: float | None) -> str:
+    return "-" if p is None else f"{100 * p:.1f}%"
+
+
+def _span(mean: float, low: float, high: float) -> str:
+    return f"{_pct(mean)} ({_pct(low)}-{_pct(high)})"
+
+
+def _cpk(cpk: float | None, low: float | None, high: float | None) -> str:
+    if cpk is None:
+        return "-"
+    if low is None or high is None:
+        return f"{cpk:.2f}"
+    return f"{cpk:.2f} ({low:.2f}-{high:.2f})"
+
+
+def _print(r: DesignReview) -> None:
+    from sqems.design.review import fpy_text, gain_text, money, planned_of
+
+    p = r.plan
+    cur = r.currency
+    out.print(
+        f"plan {p.uid} ({escape(p.name)}): {p.volume} units in batches of {p.batch_size}; "
+        f"a failed unit costs {money(r.unit_cost, cur)}",
+        highlight=False,
+    )
+    out.print(
+        f"predicted first-pass yield: [bold]{fpy_text(r.fpy)}[/bold] (90 % interval)",
+        highlight=False,
+    )
+    out.print(f"[dim]{escape(r.fpy_method)}[/dim]", highlight=False)
+    out.print()
+    ranked = r.ranked
+    if ranked:
+        print_table(
+            [Column("#", "number"), Column("risk"), Column("per unit (90 %)", "number"),
+             Column("expected cost", "number")],
+            [[str(x.rank), escape(x.element), _span(x.probability, x.low, x.high),
+              money(x.expected_cost, cur)] for x in ranked],
+            title="[bold]risks, by expected cost[/bold]",
+        )  # fmt: skip
+        for x in ranked:
+            out.print(f"{x.rank}. {escape(x.why)}", highlight=False)
+    else:
+        out.print("no risk: no element of the plan is flagged by the plant's history")
+    out.print()
+    if r.suggestions:
+        print_table(
+            [Column("change"), Column("FPY with it"), Column("gain")],
+            [[escape(s.change), fpy_text(s.fpy), gain_text(s.gain)] for s in r.suggestions],
+            title="[bold]suggestions[/bold]",
+        )
+        for s in r.suggestions:
+            out.print(f"- {escape(s.change)}: {escape(s.why)}", highlight=False)
+        out.print()
+    if r.unflagged:
+        print_table(
+            [Column("element"), Column("per unit (90 %)", "number")],
+            [[escape(x.element), _span(x.probability, x.low, x.high)] for x in r.unflagged],
+            title="[bold]no evidence of risk[/bold]",
+        )
+        out.print()
+    print_table(
+        [Column("material", "id"), Column("supplier", "id"), Column("rate (90 %)", "number"),
+         Column("P(worse)", "number"), Column("lots", "number"), Column("better elsewhere")],
+        [[e.material, e.supplier or "any", _span(e.rate.mean, e.rate.low, e.rate.high),
+          f"{e.worse_than_plant:.2f}", f"{e.lots}",
+          ", ".join(f"{s} {b:.2f}" for s, _, b in e.alternatives[:2]) or "-"]
+         for e in r.suppliers],
+        title="[bold]evidence: materials and suppliers[/bold] (material-defect rate per unit; "
+        f"plant {_pct(r.suppliers[0].plant_rate) if r.suppliers else '-'})",
+    )  # fmt: skip
+    out.print()
+    rows = []
+    for c in r.capability:
+        for m, role in [(m, "plan") for m in planned_of(c)] + [(m, "alt") for m in c.alternatives]:
+            rows.append([
+                c.parameter, m.machine, role, str(m.runs),
+                _cpk(m.cpk, m.cpk_low, m.cpk_high),
+                _pct(m.out_of_spec),
+            ])  # fmt: skip
+    print_table(
+        [Column("parameter", "id"), Column("machine", "id"), Column("role", "id"),
+         Column("runs", "number"), Column("Cpk (90 %)", "number"), Column("outside", "number")],
+        rows,
+        title="[bold]evidence: capability against the plan's limits[/bold]",
+    )  # fmt: skip
+    out.print()
+    print_table(
+        [Column("step", "id"), Column("defect type", "id"), Column("rate (90 %)", "number"),
+         Column("CAPAs", "number")],
+        [[d.step, d.defect_type, _span(d.rate.mean, d.rate.low, d.rate.high), str(len(d.capas))]
+         for d in r.defects],
+        title="[bold]evidence: defect types at the plan's steps on "
+        f"{escape(', '.join(r.similar) or 'no similar product')}[/bold]",
+    )  # fmt: skip
+    if r.warnings:
+        out.print()
+        out.print(f"{len(r.warnings)} warning{'s' if len(r.warnings) != 1 else ''}:")
+        for w in r.warnings:
+            out.print(f"- {escape(w)}", highlight=False)
+
+
+@command("review", on=design_app)
+def review_cmd(
+    plan: Annotated[
+        str,
+        typer.Argument(metavar="FILE|PLAN", help="A plan file (JSON) or the uid of a saved plan."),
+    ],
+    html_out: Annotated[
+        Path | None, typer.Option("--html", metavar="FILE", help="Write the report as HTML.")
+    ] = None,
+    pdf_out: Annotated[
+        Path | None,
+        typer.Option("--pdf", metavar="FILE", help="Print the report as a PDF (needs Chromium)."),
+    ] = None,
+    draws: Annotated[
+        int, typer.Option("--draws", min=100, max=100_000, help="Monte Carlo draws.")
+    ] = 2000,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the Monte Carlo.")] = 0,
+) -> None:
+    """Review a planned product against the plant's quality history: the risks its
+    suppliers and machines carry, ranked by expected cost; the first-pass yield the trial
+    will make, with its 90 % interval (the twin's quality model where one is fitted);
+    what to change and what that gains; then the evidence. Nothing is written.
+
+    Example: sqems design review examples/design/drive-mini.json --pdf review.pdf
+    """
+    from sqems.design.review import render_html, review
+    from sqems.quality.dhr import render_pdf
+    from sqems.simulation.runner import TWIN_DIR
+    from sqems.twin.fitting import Sampler
+
+    with graph_store(read_only=True) as (store, settings):
+        spec = _plan(store, plan)
+        with err.status("reviewing the plan against the plant's history…"):
+            found = review(
+                store,
+                spec,
+                draws=draws,
+                seed=seed,
+                twin_dir=settings.data_dir / TWIN_DIR,
+                sampler=Sampler.of(settings),
+            )
+    _print(found)
+    if html_out is not None or pdf_out is not None:
+        page = render_html(found)
+        if html_out is not None:
+            html_out.write_text(page, encoding="utf-8")
+            out.print(f"wrote {html_out}")
+        if pdf_out is not None:
+            with err.status("printing the PDF with Chromium…"):
+                render_pdf(page, pdf_out)
+            out.print(f"wrote {pdf_out}")
