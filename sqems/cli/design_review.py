@@ -4,6 +4,7 @@ the suggestions, then the evidence - and, on request, as a printable HTML or PDF
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -31,6 +32,15 @@ def _plan(store: GraphStore, given: str) -> PlannedProductSpec:
     return get_plan(store, given).spec
 
 
+def _say(text: str, first: str = "", rest: str = "") -> None:
+    """``text`` wrapped between words to the terminal, the lines after the first
+    indented by ``rest``."""
+    for line in textwrap.wrap(text, width=max(out.width, 40), initial_indent=first,
+                              subsequent_indent=rest, break_long_words=False,
+                              break_on_hyphens=False):  # fmt: skip
+        out.print(escape(line), highlight=False)
+
+
 def _pct(p: float | None) -> str:
     return "-" if p is None else f"{100 * p:.1f}%"
 
@@ -52,16 +62,16 @@ def _print(r: DesignReview) -> None:
 
     p = r.plan
     cur = r.currency
-    out.print(
-        f"plan {p.uid} ({escape(p.name)}): {p.volume} units in batches of {p.batch_size}; "
+    _say(
+        f"plan {p.uid} ({p.name}): {p.volume} units in batches of {p.batch_size}; "
         f"a failed unit costs {money(r.unit_cost, cur)}",
-        highlight=False,
+        rest="  ",
     )
     out.print(
         f"predicted first-pass yield: [bold]{fpy_text(r.fpy)}[/bold] (90 % interval)",
         highlight=False,
     )
-    out.print(f"[dim]{escape(r.fpy_method)}[/dim]", highlight=False)
+    _say(r.fpy_method, "  ", "  ")
     out.print()
     ranked = r.ranked
     if ranked:
@@ -73,18 +83,15 @@ def _print(r: DesignReview) -> None:
             title="[bold]risks, by expected cost[/bold]",
         )  # fmt: skip
         for x in ranked:
-            out.print(f"{x.rank}. {escape(x.why)}", highlight=False)
+            _say(x.why, f"{x.rank}. ", "   ")
     else:
-        out.print("no risk: no element of the plan is flagged by the plant's history")
+        _say("no risk: no element of the plan is flagged by the plant's history")
     out.print()
     if r.suggestions:
-        print_table(
-            [Column("change"), Column("FPY with it"), Column("gain")],
-            [[escape(s.change), fpy_text(s.fpy), gain_text(s.gain)] for s in r.suggestions],
-            title="[bold]suggestions[/bold]",
-        )
-        for s in r.suggestions:
-            out.print(f"- {escape(s.change)}: {escape(s.why)}", highlight=False)
+        out.print("[bold]suggestions[/bold]", highlight=False)
+        for k, s in enumerate(r.suggestions, 1):
+            _say(f"{s.change}: FPY {fpy_text(s.fpy)}, {gain_text(s.gain)}", f"{k}. ", "   ")
+            _say(s.why, "   ", "   ")
         out.print()
     if r.unflagged:
         print_table(
@@ -103,6 +110,15 @@ def _print(r: DesignReview) -> None:
         title="[bold]evidence: materials and suppliers[/bold] (material-defect rate per unit; "
         f"plant {_pct(r.suppliers[0].plant_rate) if r.suppliers else '-'})",
     )  # fmt: skip
+    for e in r.suppliers:
+        if e.explained_by is not None:
+            who, what = e.explained_by
+            _say(f"{e.material} from {e.supplier}: its record is {who}'s {what}'s, whose lots "
+                 "went into the same units; not a risk of its own", "- ", "  ")  # fmt: skip
+        if e.co_exposed:
+            others = ", ".join(f"{who}'s {what}" for who, what in e.co_exposed)
+            _say(f"{e.material} from {e.supplier}: cannot be told apart from {others} "
+                 "(their lots went into the same units)", "- ", "  ")  # fmt: skip
     out.print()
     rows = []
     for c in r.capability:
@@ -131,7 +147,7 @@ def _print(r: DesignReview) -> None:
         out.print()
         out.print(f"{len(r.warnings)} warning{'s' if len(r.warnings) != 1 else ''}:")
         for w in r.warnings:
-            out.print(f"- {escape(w)}", highlight=False)
+            _say(w, "- ", "  ")
 
 
 @command("review", on=design_app)

@@ -623,6 +623,8 @@ def _suggestions(
     out: list[Suggestion] = []
 
     def add(risk: Risk, change: str, changed: _Model, why: str) -> None:
+        if any(s.change == change for s in out):
+            return  # one change for two risks (two parameters on one machine) is one change
         fpy = _simulate(changed, plan, noise)
         out.append(Suggestion(risk.element, change, _triple(fpy), _triple(fpy - base), why))
 
