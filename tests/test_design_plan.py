@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -264,6 +265,22 @@ def test_a_release_as_a_uid_in_use_or_of_an_unknown_plan_is_refused(plant: Graph
     assert [e.action for e in trail.entries()] == ["saved"]
     assert get_plan(plant, "PLAN-TAKEN").status is PlanStatus.DRAFT
     trail.close()
+
+
+def test_a_stored_plan_that_is_not_a_plan_is_named() -> None:
+    store = EmbeddedGraphStore(None)
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    store.upsert_nodes(
+        [
+            PlannedProduct(uid="PLAN-X", name="x", plan="{oops", saved_at=at),
+            PlannedProduct(uid="PLAN-Y", name="y", plan="{}", saved_at=at),
+        ]
+    )
+    with pytest.raises(ValidationFailed, match="stored plan PLAN-X: its plan property is not JSON"):
+        get_plan(store, "PLAN-X")
+    with pytest.raises(ValidationFailed, match="stored plan PLAN-Y: uid: Field required"):
+        planned_products(store)
+    store.close()
 
 
 # --- over the API ----------------------------------------------------------------------------

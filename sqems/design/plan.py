@@ -370,12 +370,23 @@ class SavedPlan:
 
 
 def _stored(node: PlannedProduct) -> StoredPlan:
-    return StoredPlan(node, parse_plan(json.loads(node.plan), source=f"stored plan {node.uid}"))
+    """The node with its plan parsed; a plan property that is not a valid plan (written
+    by other means than :func:`save_plan`, e.g. an RDF import) is named as such."""
+    where = f"stored plan {node.uid}"
+    try:
+        data = json.loads(node.plan)
+    except json.JSONDecodeError as exc:
+        raise ValidationFailed(
+            f"{where}: its plan property is not JSON ({exc.msg} at line {exc.lineno}); "
+            "save the plan again from its file"
+        ) from None
+    return StoredPlan(node, parse_plan(data, source=where))
 
 
 def _record(node: PlannedProduct) -> dict[str, Any]:
+    """The node for the trail, its plan as JSON rather than a string of it."""
     record = node.model_dump(mode="json")
-    record["plan"] = json.loads(node.plan)
+    record["plan"] = _stored(node).spec.model_dump(mode="json")
     return record
 
 
