@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -127,12 +128,23 @@ def test_the_planted_supplier_and_wide_machine_are_the_first_two_risks(
     for r in ranked:  # a risk carries its interval, and the interval excludes no risk
         assert 0 < r.low <= r.probability <= r.high
         assert r.low_cost <= r.expected_cost <= r.high_cost
-        assert r.expected_failures == pytest.approx(r.probability * 2000)
+        # a supplier costs what it adds over its material's average, a machine its runs
+        added = r.excess[0] if r.excess is not None else r.probability
+        assert r.expected_failures == pytest.approx(added * 2000)
         assert r.expected_cost == pytest.approx(r.expected_failures * 85.0)
     machine = next(r for r in ranked if r.element == MACHINE_RISK)
     assert machine.kind == "capability" and "Cpk" in machine.why
     supplier = next(r for r in ranked if r.element == SUPPLIER_RISK)
     assert supplier.kind == "supplier" and "P(worse than the plant) = 1.00" in supplier.why
+    # its own rate is the row's per-unit figure; its excess over the material's average
+    # is what the prediction adds, signed and significant
+    assert supplier.excess is not None and 0 < supplier.excess[0] < supplier.probability
+    assert "over the material's average" in supplier.why
+    for r in planted_review.risks:  # no negative per-unit figure anywhere
+        assert 0.0 <= r.low <= r.probability <= r.high, r
+    for r in planted_review.unflagged:  # not significant: adds nothing to the prediction
+        if r.kind == "supplier" and r.excess is None:
+            assert r.expected_failures == 0.0 and r.expected_cost == 0.0
     # the rest is listed, not ranked
     assert all(r.rank == 0 for r in planted_review.unflagged)
     assert {r.kind for r in planted_review.unflagged} >= {"defect_type", "capability"}
@@ -193,6 +205,40 @@ def test_with_nothing_planted_there_is_no_risk_and_the_trials_are_covered(
     assert sum(ok for _, ok in covered) >= 4, (found.fpy, covered)
     page = render_html(found)
     assert "No element of the plan is a risk" in page and "None: there is no risk" in page
+    suppliers = [r for r in found.risks if r.kind == "supplier"]
+    assert suppliers and all(r.excess is None for r in suppliers), suppliers
+    assert all(0.0 <= r.low <= r.probability <= r.high for r in found.risks)
+
+
+def test_a_supplier_without_significant_evidence_adds_nothing_to_the_prediction(
+    null: GraphStore,
+) -> None:
+    """Swapping one supplier the history does not single out for another changes the
+    predicted FPY by nothing at all (the same random numbers): neither adjusts it."""
+    data = json.loads(_plant_tolerances(read_plan(EXAMPLE)).to_json())
+    shaft = next(i for i in data["bom"] if i["material"] == "MAT-SHAFT")
+    base = review(null, parse_plan(data), draws=500)
+    shaft_evidence = next(e for e in base.suppliers if e.material == "MAT-SHAFT")
+    other = next(s for s, _, _ in shaft_evidence.alternatives)
+    shaft["supplier"] = other
+    swapped = review(null, parse_plan(data), draws=500)
+    for r in (base, swapped):
+        assert all(x.excess is None for x in r.risks if x.kind == "supplier")
+    assert swapped.fpy == base.fpy
+
+
+def test_a_supplier_that_never_supplied_the_material_stands_on_the_plant_prior(
+    null: GraphStore,
+) -> None:
+    data = json.loads(_plant_tolerances(read_plan(EXAMPLE)).to_json())
+    data["bom"][0]["supplier"] = "SUP-10"  # a screw supplier: never sold the plant resin
+    found = review(null, parse_plan(data), draws=500)
+    assert any("SUP-10 never supplied MAT-RESIN" in w for w in found.warnings)
+    row = next(r for r in found.risks if r.element == "MAT-RESIN from SUP-10")
+    assert not row.significant and row.excess is None and row.expected_cost == 0.0
+    assert "no history (plant prior" in row.why
+    page = render_html(found)
+    assert "no history (plant prior)" in page
 
 
 def test_the_battery_plant_is_reviewed_and_nothing_is_found() -> None:
@@ -283,6 +329,8 @@ def test_the_published_operation_reviews_a_plan_inline_and_a_saved_one(tmp_path:
         access.close()
         store.close()
     assert inline == saved
+    for r in inline["risks"]:  # no negative per-unit figure in the answer
+        assert 0.0 <= r["low"] <= r["probability"] <= r["high"], r
     ranked = [r["element"] for r in inline["risks"] if r["significant"]]
     assert set(ranked[:2]) == {SUPPLIER_RISK, MACHINE_RISK}
     assert inline["fpy"]["low"] <= inline["fpy"]["mean"] <= inline["fpy"]["high"]
@@ -314,6 +362,10 @@ def test_the_review_command_reads_at_80_columns_and_writes_the_report(tmp_path: 
     risks = text[text.index("risks, by expected cost") : text.index("suggestions")]
     assert "MAT-RESIN from SUP-08" in risks and "M-SCREW-2" in risks
     assert "buy MAT-RESIN from SUP-07" in text
+    # no negative per-unit figure, and an interval reads "low to high", never "a--b"
+    assert not re.search(r"(?<![\w+])-\d+(\.\d+)?%", text), text
+    assert "%-" not in text and "--" not in text
+    assert "excess" in text and "measure" in text
     page = html.read_text()
     assert "Design review" in page and "Risks, by expected cost" in page
     assert pdf.read_bytes().startswith(b"%PDF")

@@ -18,7 +18,7 @@ from sqems.cli.render import Column, print_table
 
 if TYPE_CHECKING:
     from sqems.design.plan import PlannedProductSpec
-    from sqems.design.review import DesignReview
+    from sqems.design.review import DesignReview, Risk
     from sqems.graph_model.store import GraphStore
 
 
@@ -35,6 +35,7 @@ def _plan(store: GraphStore, given: str) -> PlannedProductSpec:
 def _say(text: str, first: str = "", rest: str = "") -> None:
     """``text`` wrapped between words to the terminal, the lines after the first
     indented by ``rest``."""
+    text = text.replace(" %", "\u00a0%").replace(" pts", "\u00a0pts")  # keep units on
     for line in textwrap.wrap(text, width=max(out.width, 40), initial_indent=first,
                               subsequent_indent=rest, break_long_words=False,
                               break_on_hyphens=False):  # fmt: skip
@@ -46,7 +47,15 @@ def _pct(p: float | None) -> str:
 
 
 def _span(mean: float, low: float, high: float) -> str:
-    return f"{_pct(mean)} ({_pct(low)}-{_pct(high)})"
+    """A rate and its interval: ``1.3% (0.0 to 5.6%)``."""
+    return f"{_pct(mean)} ({100 * low:.1f} to {_pct(high)})"
+
+
+def _pts(t: tuple[float, float, float] | None) -> str:
+    """A signed excess in percentage points with its interval, or "—" (not significant)."""
+    if t is None:
+        return "—"
+    return f"{100 * t[0]:+.1f} ({100 * t[1]:+.1f} to {100 * t[2]:+.1f}) pts"
 
 
 def _cpk(cpk: float | None, low: float | None, high: float | None) -> str:
@@ -54,11 +63,28 @@ def _cpk(cpk: float | None, low: float | None, high: float | None) -> str:
         return "-"
     if low is None or high is None:
         return f"{cpk:.2f}"
-    return f"{cpk:.2f} ({low:.2f}-{high:.2f})"
+    return f"{cpk:.2f} ({low:.2f} to {high:.2f})"
+
+
+_MEASURE = {
+    "supplier": "material defects",
+    "capability": "runs outside",
+    "defect_type": "defect rate",
+}
+
+
+def _short(x: Risk) -> str:
+    """The element as the table names it: a defect type without its long name."""
+    words = x.element.split()
+    if x.kind == "defect_type":
+        return f"{words[0]} at {words[-1]}"
+    if x.kind == "capability":
+        return " ".join(words[:3])  # the parameter on the machine; the step is its own
+    return x.element
 
 
 def _print(r: DesignReview) -> None:
-    from sqems.design.review import fpy_text, gain_text, money, planned_of
+    from sqems.design.review import fpy_text, gain_text, money, no_history, planned_of
 
     p = r.plan
     cur = r.currency
@@ -71,14 +97,14 @@ def _print(r: DesignReview) -> None:
         f"predicted first-pass yield: [bold]{fpy_text(r.fpy)}[/bold] (90 % interval)",
         highlight=False,
     )
-    _say(r.fpy_method, "  ", "  ")
     out.print()
     ranked = r.ranked
     if ranked:
         print_table(
-            [Column("#", "number"), Column("risk"), Column("per unit (90 %)", "number"),
+            [Column("#", "number"), Column("risk"), Column("adds per unit (90 %)", "number"),
              Column("expected cost", "number")],
-            [[str(x.rank), escape(x.element), _span(x.probability, x.low, x.high),
+            [[str(x.rank), escape(x.element),
+              _pts(x.excess) if x.excess is not None else _span(x.probability, x.low, x.high),
               money(x.expected_cost, cur)] for x in ranked],
             title="[bold]risks, by expected cost[/bold]",
         )  # fmt: skip
@@ -93,23 +119,40 @@ def _print(r: DesignReview) -> None:
             _say(f"{s.change}: FPY {fpy_text(s.fpy)}, {gain_text(s.gain)}", f"{k}. ", "   ")
             _say(s.why, "   ", "   ")
         out.print()
+    fresh = {f"supplier:{e.material}" for e in r.suppliers if no_history(e)}
     if r.unflagged:
         print_table(
-            [Column("element"), Column("per unit (90 %)", "number")],
-            [[escape(x.element), _span(x.probability, x.low, x.high)] for x in r.unflagged],
-            title="[bold]no evidence of risk[/bold]",
-        )
+            [Column("element"), Column("measure"), Column("per unit (90 %)", "number")],
+            [[escape(_short(x)), _MEASURE[x.kind],
+              "no history (plant prior)" if x.key in fresh and x.kind == "supplier"
+              else _span(x.probability, x.low, x.high)]
+             for x in r.unflagged],
+            title="[bold]no evidence of risk[/bold] (per unit: a supplier's material-defect "
+            "rate; the share of a machine's runs outside the plan's limits; a defect type's "
+            "rate at its step on the similar products - the plan's baseline, all held in the "
+            "predicted FPY)",
+        )  # fmt: skip
         out.print()
+    excess = {x.key: x.excess for x in r.risks if x.kind == "supplier"}
     print_table(
         [Column("material", "id"), Column("supplier", "id"), Column("rate (90 %)", "number"),
-         Column("P(worse)", "number"), Column("lots", "number"), Column("better elsewhere")],
-        [[e.material, e.supplier or "any", _span(e.rate.mean, e.rate.low, e.rate.high),
-          f"{e.worse_than_plant:.2f}", f"{e.lots}",
-          ", ".join(f"{s} {b:.2f}" for s, _, b in e.alternatives[:2]) or "-"]
+         Column("excess", "number"), Column("P(worse)", "number"), Column("lots", "number")],
+        [[e.material, e.supplier or "any",
+          "no history (plant prior)" if no_history(e)
+          else _span(e.rate.mean, e.rate.low, e.rate.high),
+          _pts(excess.get(f"supplier:{e.material}")), f"{e.worse_than_plant:.2f}", f"{e.lots}"]
          for e in r.suppliers],
-        title="[bold]evidence: materials and suppliers[/bold] (material-defect rate per unit; "
-        f"plant {_pct(r.suppliers[0].plant_rate) if r.suppliers else '-'})",
+        title="[bold]evidence: materials and suppliers[/bold] (rate: units with a material "
+        "defect per unit made from its lots; excess: over the material's average "
+        f"{', '.join(sorted({_pct(e.material_rate.mean) for e in r.suppliers})) or '-'}, "
+        "only when significant; P(worse) than the plant's "
+        f"{_pct(r.suppliers[0].plant_rate) if r.suppliers else '-'})",
     )  # fmt: skip
+    for e in r.suppliers:
+        if e.alternatives:
+            alts = ", ".join(f"{s} {_span(a.mean, a.low, a.high)}, P(better) {b:.2f}"
+                             for s, a, b in e.alternatives[:2])  # fmt: skip
+            _say(f"{e.material} elsewhere: {alts}", "- ", "  ")
     for e in r.suppliers:
         if e.explained_by is not None:
             who, what = e.explained_by
@@ -143,6 +186,9 @@ def _print(r: DesignReview) -> None:
         title="[bold]evidence: defect types at the plan's steps on "
         f"{escape(', '.join(r.similar) or 'no similar product')}[/bold]",
     )  # fmt: skip
+    out.print()
+    out.print("[bold]how the FPY is predicted[/bold]", highlight=False)
+    _say(r.fpy_method, "  ", "  ")
     if r.warnings:
         out.print()
         out.print(f"{len(r.warnings)} warning{'s' if len(r.warnings) != 1 else ''}:")

@@ -17,7 +17,9 @@ other element is listed with ``significant=False`` - "no evidence of risk" - and
 ranked; so are the defect types that arise at the plan's steps: they are what the
 similar products show at those steps, the plan's baseline, which the FPY holds, not a
 finding about this plan. Each element carries the per-unit failure probability it
-contributes with its 90 % interval: a supplier its rate above the plant's; a parameter
+contributes with its 90 % interval: a supplier its own material-defect rate (never
+negative; with ``excess``, its difference from the material's average, when that is
+significant - see below - which is what a flagged supplier is costed at); a parameter
 the fraction of runs expected outside the plan's limits (a run out of limits fails its
 whole batch, so per unit the same fraction; a machine of a planned kind its share); a
 defect type its rate. Expected failures and cost are over the plan's ``volume`` at the
@@ -29,9 +31,16 @@ inside the plan's limits at every planned parameter. The prediction is Monte Car
 ``draws`` draws of everything the history leaves uncertain, each draw a whole trial:
 
 * per unit, the defect probability is the sum of the plan's steps' defect-type rates
-  (beta posteriors on the similar products) and, for each BOM item, its supplier's rate
-  less the material's over all its suppliers (the step rates already hold the
-  material's share: only the planned source's difference is added). At a step whose
+  (beta posteriors on the similar products; they already hold each material's average
+  over its suppliers) and, for each BOM item, its supplier's rate less that average -
+  but only when the difference is significant: the supplier is flagged worse (and not
+  explained by another pair's lots), or credibly better (P(below the material's
+  average) >= 0.95) with an advantage of its own. A material defect counts against
+  every material of the unit, so a supplier whose lots happened to go with another
+  material's good lots looks better without being so; its advantage counts only when
+  it holds against the material's other suppliers on units that shared the other
+  materials' lots (:func:`_advantage_stands`). Otherwise it adds 0. A swap to an
+  alternative supplier follows the same rule. At a step whose
   twin quality model is in the twin cache (:func:`sqems.twin.fitting.cached_model`:
   fitted before, never fitted here) the model's posterior draw at the planned machine
   over its historical parameter actuals replaces that step's empirical rates;
@@ -81,8 +90,15 @@ from sqems.design.capability import (
 )
 from sqems.design.plan import PlannedProductSpec, RoutingStep, check_plan
 from sqems.design.precedents import StepDefects, defect_history, similar_products, step_defects
-from sqems.design.rates import CREDIBLE, Rate, rate_draws
-from sqems.design.suppliers import SupplierEvidence, history, prior, supplier_evidence
+from sqems.design.rates import CREDIBLE, Rate, rate_draws, worse_than
+from sqems.design.suppliers import (
+    FLAG_AT,
+    History,
+    SupplierEvidence,
+    history,
+    prior,
+    supplier_evidence,
+)
 from sqems.errors import ValidationFailed
 from sqems.graph_model.nodes import Machine
 from sqems.graph_model.store import Direction, GraphStore
@@ -136,6 +152,10 @@ class Risk:
     why: str
     key: str = ""
     """Which Monte Carlo term the element is (for suggestions)."""
+    excess: Triple | None = None
+    """A supplier's rate less its material's average over all suppliers - what it adds to
+    (or, credibly better, takes from) the per-unit failure probability of the FPY
+    prediction; None when the difference is not significant (it then adds nothing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +282,7 @@ class _Evidence:
     machines: dict[str, list[str]]
     """Step -> the machines the plan runs it on."""
     warnings: list[str]
+    known: History
 
 
 def _gather(store: GraphStore, plan: PlannedProductSpec, seed: int) -> _Evidence:
@@ -287,7 +308,7 @@ def _gather(store: GraphStore, plan: PlannedProductSpec, seed: int) -> _Evidence
     defects = [
         d for step in plan.routing for d in step_defects(store, step.step, similar, known=types)
     ]
-    return _Evidence(suppliers, capability, defects, similar, machines, warnings)
+    return _Evidence(suppliers, capability, defects, similar, machines, warnings, known)
 
 
 def _planned_machines(store: GraphStore, step: RoutingStep, ran: set[str]) -> list[str]:
@@ -389,8 +410,92 @@ def _supplier_key(e: SupplierEvidence) -> str:
     return f"supplier:{e.material}"
 
 
-def _supplier_term(rate: Rate, material: Rate, draws: int, rng: np.random.Generator) -> FloatArray:
-    return rate_draws(rate, draws, rng) - material.mean
+def _supplier_term(
+    rate: Rate, material: Rate, adjusts: bool, draws: int, rng: np.random.Generator
+) -> FloatArray:
+    """Per draw, what the supplier adds to the per-unit failure probability: its rate less
+    its material's average when the difference is significant (``adjusts``), else 0 -
+    the steps' defect-type rates already carry the material's average."""
+    own = rate_draws(rate, draws, rng)
+    return own - material.mean if adjusts else np.zeros(draws)
+
+
+def _credibly_better(rate: Rate, material: Rate) -> bool:
+    """P(the rate is below the material's average) reaches :data:`FLAG_AT`."""
+    return 1.0 - worse_than(rate, material.mean) >= FLAG_AT
+
+
+def _adjusts(e: SupplierEvidence, known: History) -> bool:
+    """Whether the planned supplier's difference from its material's average enters the
+    FPY: flagged worse (and not explained by another pair's lots), or credibly better and
+    not co-exposed - its advantage holds against the material's other suppliers on units
+    that shared the other materials' lots (:func:`_advantage_stands`)."""
+    if e.supplier is None:
+        return False
+    if e.flagged:
+        return True
+    return (
+        _credibly_better(e.rate, e.material_rate)
+        and not e.co_exposed
+        and _advantage_stands(known, e.supplier, e.material)
+    )
+
+
+def _alternative_adjusts(
+    known: History, supplier: str, material: str, rate: Rate, average: Rate, plant: float
+) -> bool:
+    """The same rule for an alternative supplier of a swap: credibly worse than the plant,
+    or credibly better than the material's average on units it shared with the others."""
+    if worse_than(rate, plant) >= FLAG_AT:
+        return True
+    return _credibly_better(rate, average) and _advantage_stands(known, supplier, material)
+
+
+def _advantage_stands(known: History, supplier: str, material: str) -> bool:
+    """Whether ``supplier``'s lower material-defect rate is its own. A material defect
+    counts against every material of the unit, so a supplier whose lots happened to go
+    into units with another material's good lots looks better than its peers without
+    being so. The units are grouped by the lots of the other materials they hold; only
+    groups holding both this supplier's and another supplier's lots of ``material``
+    compare like with like. Its advantage stands when, over those groups, it has fewer
+    defective units than its share of each group's would give, by 1.645 standard
+    deviations (one-sided 95 %, hypergeometric within each group); without such groups
+    the history cannot separate it from the lots it went with."""
+    own = known.pairs.get((supplier, material))
+    if own is None:
+        return False
+    others: set[str] = set()
+    for p in known.of_material(material):
+        if p.supplier != supplier:
+            others |= p.units
+    context: dict[str, set[str]] = {u: set() for u in own.units | others}
+    for (_, m), p in known.pairs.items():
+        if m == material:
+            continue
+        for lot in p.lots:
+            for u in known.units_of_lot.get(lot, set()) & context.keys():
+                context[u].add(lot)
+    groups: dict[frozenset[str], list[int]] = {}
+    for u, lots in context.items():
+        g = groups.setdefault(frozenset(lots), [0, 0, 0, 0])  # own, own bad, other, other bad
+        bad = int(u in known.defective)
+        if u in own.units:
+            g[0] += 1
+            g[1] += bad
+        else:
+            g[2] += 1
+            g[3] += bad
+    observed = expected = variance = 0.0
+    for a, a_bad, b, b_bad in groups.values():
+        n, k = a + b, a_bad + b_bad
+        if not a or not b or n < 2:
+            continue
+        observed += a_bad
+        expected += k * a / n
+        variance += k * (a / n) * (b / n) * (n - k) / (n - 1)
+    if variance <= 0.0:
+        return False
+    return bool((observed - expected) / variance**0.5 <= -1.645)
 
 
 def _run_key(step: str, parameter: str) -> str:
@@ -429,7 +534,9 @@ def _build(
     for e in ev.suppliers:
         if e.supplier is not None:
             key = _supplier_key(e)
-            unit[key] = _supplier_term(e.rate, e.material_rate, draws, _rng(seed, key))
+            unit[key] = _supplier_term(
+                e.rate, e.material_rate, _adjusts(e, ev.known), draws, _rng(seed, key)
+            )
     for step in plan.routing:
         key = f"step:{step.step}"
         found = twin.model(step.step, ev.machines[step.step]) if twin is not None else None
@@ -491,6 +598,11 @@ def _pct(p: float | None) -> str:
     return "-" if p is None else f"{100.0 * p:.2f} %"
 
 
+def _pts(p: float) -> str:
+    """A signed difference of rates in percentage points (the unit said by the caller)."""
+    return f"{100.0 * p:+.2f}"
+
+
 def _num(v: float | None, digits: int = 2) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
@@ -505,13 +617,30 @@ def _supplier_element(e: SupplierEvidence) -> str:
     return f"{e.material} from {e.supplier}" if e.supplier else f"{e.material} (any supplier)"
 
 
-def _supplier_why(e: SupplierEvidence) -> str:
+def no_history(e: SupplierEvidence) -> bool:
+    """The planned supplier never supplied the material: its rate is the plant prior."""
+    return e.supplier is not None and e.rate.units == 0
+
+
+def _supplier_why(e: SupplierEvidence, excess: Triple | None = None) -> str:
     r = e.rate
+    if no_history(e):
+        return (
+            f"{e.supplier} never supplied {e.material}: no history (plant prior, "
+            f"{_pct(r.mean)} ({_pct(r.low)} to {_pct(r.high)})); it adds nothing to the "
+            "prediction"
+        )
     text = (
         f"{r.defective} of {r.units} units made from {e.supplier or 'its'} lots of {e.material} "
         f"had a material defect: {_pct(r.mean)} ({_pct(r.low)} to {_pct(r.high)}) against the "
-        f"plant's {_pct(e.plant_rate)}; P(worse than the plant) = {e.worse_than_plant:.2f}"
+        f"plant's {_pct(e.plant_rate)} and the material's {_pct(e.material_rate.mean)}; "
+        f"P(worse than the plant) = {e.worse_than_plant:.2f}"
     )
+    if excess is not None:
+        text += (
+            f"; it adds {_pts(excess[0])} ({_pts(excess[1])} to {_pts(excess[2])}) "
+            "percentage points per unit over the material's average"
+        )
     if e.explained_by is not None:
         supplier, material = e.explained_by
         text += (
@@ -544,21 +673,33 @@ def _risks(
     plan: PlannedProductSpec, ev: _Evidence, model: _Model, draws: int, seed: int, cost: float
 ) -> list[Risk]:
     found: list[Risk] = []
+    n = plan.volume
     for e in ev.suppliers:
         if e.supplier is None:
             continue
         key = _supplier_key(e)
-        excess = rate_draws(e.rate, draws, _rng(seed, key)) - e.plant_rate
+        own = _triple(rate_draws(e.rate, draws, _rng(seed, f"{key}:own")))
+        term = model.unit[key]
+        excess = _triple(term) if term.any() else None
+        # a flagged supplier costs what it adds over its material's average; a credibly
+        # better one is no risk, and one without significant evidence adds nothing
+        add = excess if e.flagged and excess is not None else (0.0, 0.0, 0.0)
         found.append(
-            _risk(
-                "supplier",
-                _supplier_element(e),
-                excess,
-                e.flagged,
-                _supplier_why(e),
-                key,
-                plan,
-                cost,
+            Risk(
+                rank=0,
+                kind="supplier",
+                element=_supplier_element(e),
+                probability=own[0],
+                low=own[1],
+                high=own[2],
+                expected_failures=max(add[0], 0.0) * n,
+                expected_cost=max(add[0], 0.0) * n * cost,
+                low_cost=max(add[1], 0.0) * n * cost,
+                high_cost=max(add[2], 0.0) * n * cost,
+                significant=e.flagged,
+                why=_supplier_why(e, excess),
+                key=key,
+                excess=excess,
             )
         )
     for c in ev.capability:
@@ -647,7 +788,12 @@ def _suggestions(
                 )
                 continue
             alt, rate, p = min(better, key=lambda a: (-a[2], a[1].mean, a[0]))
-            term = _supplier_term(rate, e.material_rate, draws, _rng(seed, f"{risk.key}:{alt}"))
+            adjusts = _alternative_adjusts(
+                ev.known, alt, e.material, rate, e.material_rate, e.plant_rate
+            )
+            term = _supplier_term(
+                rate, e.material_rate, adjusts, draws, _rng(seed, f"{risk.key}:{alt}")
+            )
             add(
                 risk,
                 f"buy {e.material} from {alt}",
@@ -823,8 +969,10 @@ def _method(
         )
         parts.append(f"empirical defect-type rates at {', '.join(empirical)}{why}")
     parts.append(
-        "each BOM item adds its supplier's beta-binomial rate less its material's; rates "
-        f"from {', '.join(ev.similar) or 'no similar product'}"
+        "the steps' rates carry each material's average over its suppliers; a planned "
+        "supplier adds its difference from that average only when it is significant "
+        "(flagged worse, or credibly better on its own); rates from "
+        + (", ".join(ev.similar) or "no similar product")
     )
     return "; ".join(parts)
 
@@ -839,7 +987,9 @@ table { border-collapse: collapse; width: 100%; margin: .3em 0; page-break-insid
 th, td { border: 1px solid #bbb; padding: 2px 5px; text-align: left; vertical-align: top; }
 th { background: #eef1f4; } tr { page-break-inside: avoid; } td.n { text-align: right; }
 .bad { color: #a40000; font-weight: bold; } .meta { color: #444; } .none { color: #555; }
-.fpy { font-size: 13pt; } @page { size: A4; margin: 1.2cm; }
+.fpy { font-size: 13pt; } .iv { white-space: nowrap; }
+@media print { body { margin: 0; } table { font-size: 8pt; } .iv { white-space: normal; } }
+@page { size: A4; margin: 1.2cm; }
 """
 
 
@@ -849,6 +999,11 @@ def _e(value: object) -> str:
     if isinstance(value, datetime):
         return html.escape(value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"))
     return html.escape(str(value))
+
+
+def _iv(text: str) -> str:
+    """An estimate and its interval, kept on one line."""
+    return f"<span class='iv'>{_e(text)}</span>"
 
 
 def _table(head: list[str], rows: list[list[str]], empty: str = "None.") -> str:
@@ -879,6 +1034,8 @@ def render_html(r: DesignReview) -> str:
     p = r.plan
     cur = r.currency
     ranked = r.ranked
+    fresh = {_supplier_key(e) for e in r.suppliers if no_history(e)}
+    excess = {x.key: x.excess for x in r.risks if x.kind == "supplier"}
     parts = [
         f"<h1>Design review — {_e(p.uid)} {_e(p.name)}</h1>",
         f"<p class='meta'>Planned: {p.volume} units in batches of {p.batch_size}; a failed "
@@ -888,42 +1045,50 @@ def render_html(r: DesignReview) -> str:
         "<h2>Predicted first-pass yield</h2>",
         f"<p class='fpy'><b>{_e(fpy_text(r.fpy))}</b> — 90 % predictive interval for the "
         "trial's yield.</p>",
-        f"<p class='meta'>{_e(r.fpy_method)}.</p>",
         "<h2>Risks, by expected cost</h2>",
         _table(
-            ["#", "risk", "per-unit failure (90 %)", "expected failures", "expected cost (90 %)",
+            ["#", "risk", "adds per unit (90 %)", "expected failures", "expected cost (90 %)",
              "evidence"],
             [[str(x.rank), f"<span class='bad'>{_e(x.element)}</span>",
-              f"{_e(_pct(x.probability))} ({_e(_pct(x.low))} to {_e(_pct(x.high))})",
+              _iv(f"{_pts(x.excess[0])} ({_pts(x.excess[1])} to {_pts(x.excess[2])}) pts")
+              if x.excess is not None else
+              _iv(f"{_pct(x.probability)} ({_pct(x.low)} to {_pct(x.high)})"),
               f"{x.expected_failures:.1f}",
-              f"{_e(money(x.expected_cost, cur))} ({_e(money(x.low_cost, cur))} to "
-              f"{_e(money(x.high_cost, cur))})", _e(x.why)] for x in ranked],
+              _iv(f"{money(x.expected_cost, cur)} ({money(x.low_cost, cur)} to "
+              f"{money(x.high_cost, cur)})"), _e(x.why)] for x in ranked],
             "No element of the plan is a risk on the evidence of the plant's history.",
         ),
         "<h2>Suggestions</h2>",
         _table(
             ["risk", "change", "FPY with the change (90 %)", "gain", "evidence"],
-            [[_e(s.risk), _e(s.change), _e(fpy_text(s.fpy)),
-              _e(gain_text(s.gain)) if not s.changes_nothing
+            [[_e(s.risk), _e(s.change), _iv(fpy_text(s.fpy)),
+              _iv(gain_text(s.gain)) if not s.changes_nothing
               else f"<span class='none'>{_e(gain_text(s.gain))}</span>", _e(s.why)]
              for s in r.suggestions],
             "None: there is no risk to act on.",
         ),
         "<h2>No evidence of risk</h2>",
         _table(
-            ["element", "per-unit failure (90 %)", "evidence"],
-            [[_e(x.element), f"{_e(_pct(x.probability))} ({_e(_pct(x.low))} to "
-              f"{_e(_pct(x.high))})", _e(x.why)] for x in r.unflagged],
+            ["element", "measure", "per unit (90 %)", "evidence"],
+            [[_e(x.element), _MEASURE[x.kind],
+              _iv(f"{_pct(x.probability)} ({_pct(x.low)} to {_pct(x.high)})")
+              if x.key not in fresh else "no history (plant prior)", _e(x.why)]
+             for x in r.unflagged],
         ),
         "<h2>Evidence: materials and suppliers</h2>",
         _table(
             ["material", "supplier", "material-defect rate (90 %)", "material, all suppliers",
+             "excess over the material (significant only)",
              "P(worse than plant)", "lots (inspected, rejected)", "incoming ppm", "complaints",
              "alternatives (P better)"],
             [[_e(e.material), _e(e.supplier),
+              "no history (plant prior)" if no_history(e) else
               f"{_e(_pct(e.rate.mean))} ({_e(_pct(e.rate.low))} to {_e(_pct(e.rate.high))}), "
               f"{e.rate.defective}/{e.rate.units}",
-              _e(_pct(e.material_rate.mean)), f"{e.worse_than_plant:.2f}",
+              _e(_pct(e.material_rate.mean)),
+              _e(None if (x := excess.get(_supplier_key(e))) is None
+                 else f"{_pts(x[0])} ({_pts(x[1])} to {_pts(x[2])}) pts"),
+              f"{e.worse_than_plant:.2f}",
               f"{e.lots} ({e.lots_inspected}, {e.lots_rejected})",
               _e(None if e.incoming_ppm is None else f"{e.incoming_ppm:.0f}"),
               f"{e.complaints} ({e.material_complaints} material)",
@@ -951,6 +1116,8 @@ def render_html(r: DesignReview) -> str:
               f"{d.rate.defective}/{d.rate.units}",
               _e(_precedents(d)), _e(", ".join(d.capas) or None)] for d in r.defects],
         ),
+        "<h2>How the first-pass yield is predicted</h2>",
+        f"<p class='meta'>{_e(r.fpy_method)}.</p>",
         "<h2>Warnings</h2>",
         _table(["warning"], [[_e(w)] for w in r.warnings]),
     ]  # fmt: skip
@@ -960,6 +1127,13 @@ def render_html(r: DesignReview) -> str:
         + "\n".join(parts)
         + "</body></html>\n"
     )
+
+
+_MEASURE = {
+    "supplier": "material-defect rate",
+    "capability": "runs outside the limits",
+    "defect_type": "defect rate on similar products",
+}
 
 
 def _precedents(d: StepDefects) -> str | None:

@@ -149,7 +149,7 @@ class StepDefects(Adapted):
     rev.Risk,
     name="DesignRisk",
     description="An element of the plan and the failures it is expected to cause.",
-    exclude=("key",),
+    exclude=("key", "excess"),
     descriptions={
         "rank": "1, 2, ... by expected cost for risks; 0 for elements without evidence of risk.",
         "kind": "supplier, capability or defect_type.",
