@@ -47,6 +47,7 @@ from sqems.simulation import whatif
 from sqems.viewer import import_bim
 
 GRAPHQL_DIR = Path(__file__).resolve().parent.parent / "sqems" / "graphql"
+PLAN_FILE = Path(__file__).resolve().parent.parent / "examples" / "design" / "drive-mini.json"
 NEEDS_INGESTION = {"replay_quarantined", "alarms"}
 """Operations that need the MQTT ingestion in the server: test_api_ingestion.py runs them."""
 NEEDS_TWIN = {"run_scenario", "recommend_setpoints", "what_if_progress", "twin_models"}
@@ -222,6 +223,9 @@ def _variables(api: Api, name: str) -> dict[str, Any]:
         "me": {},
         "my_tasks": {},
         "board": {},
+        "save_planned_product": {"plan": json.loads(PLAN_FILE.read_text())},
+        "planned_products": {},
+        "design_review": {"plan": json.loads(PLAN_FILE.read_text()), "draws": 500},
         "export_rdf": {"scope": {"recall": {"lot": lot}}, "format": "TURTLE", "validate": True},
         "_machine": {"input": {"machine": {"uid": drift["uid"], "window": {
             "start": drift["window"]["start"], "end": drift["window"]["end"]}}}},
@@ -243,6 +247,7 @@ ROLE_OF = {
     "release_batch": Role.ENGINEER,
     "set_unit_status": Role.INSPECTOR,
     "report_defect": Role.INSPECTOR,
+    "save_planned_product": Role.ENGINEER,
     "create_api_key": Role.ADMIN,
     "revoke_api_key": Role.ADMIN,
     "api_keys": Role.ADMIN,

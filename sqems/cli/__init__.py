@@ -11,6 +11,8 @@ when imported; importing this package imports them all, so :data:`app` is comple
 # imported in the order their commands are listed in `sqems --help`
 from sqems.cli import plant, check, trace, analysis, whatif, bim, server, ingest, records, rdf, lake  # noqa: I001
 from sqems.cli import edge
+from sqems.cli import design
+from sqems.cli import design_review
 import importlib
 import sys
 from typing import Any
@@ -35,6 +37,8 @@ _COMMAND_MODULES = (
     rdf,
     lake,
     edge,
+    design,
+    design_review,
 )
 
 

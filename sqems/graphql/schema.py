@@ -36,6 +36,7 @@ from sqems.graphql.access import ApiKey, AuditEntry, Role
 from sqems.graphql.analysis import AnalysisQuery, DefectModelInfo, train_model
 from sqems.graphql.board import BoardQuery, BoardSubscription
 from sqems.graphql.context import Context
+from sqems.graphql.design import DesignMutation, DesignQuery
 from sqems.graphql.execution import Executor
 from sqems.graphql.generate import Adapted, adapted
 from sqems.graphql.ingestion import IngestionQuery, IngestionSubscription, QuarantineEntry, replay
@@ -304,6 +305,7 @@ class Query(
     InspectionQuery,
     SigningQuery,
     BoardQuery,
+    DesignQuery,
 ):
     @strawberry.field(description="A node by its global id (Relay).")
     async def node(self, info: Info[Context, None], id: strawberry.ID) -> Node:
@@ -418,7 +420,7 @@ async def _audited(
 
 
 @strawberry.type
-class Mutation(QualityMutation, SigningMutation, InspectionMutation):
+class Mutation(QualityMutation, SigningMutation, InspectionMutation, DesignMutation):
     @strawberry.mutation(
         description="Run quarantined entries through the ingestion again (engineer); each "
         "entry records its outcome."
