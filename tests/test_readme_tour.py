@@ -115,6 +115,8 @@ def tour_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     done = run(work, env, "demo")
     assert done.returncode == 0, done.stderr
     shutil.copy(data / "demo-plant" / "hall.ifc", work / "hall.ifc")
+    # the examples the README names by their path in the repository
+    shutil.copytree(README.parent / "examples" / "design", work / "examples" / "design")
     export = run(work, env, "rdf", "export", "--lot", "LOT-SCREW-00003", "--out",
                  str(work / "partner.jsonld"))  # fmt: skip
     assert export.returncode == 0, export.stderr
