@@ -21,7 +21,7 @@ NAIVE = datetime(2024, 3, 1, 6, 0)
 
 
 def test_every_label_has_a_node_model_keyed_by_uid() -> None:
-    assert len(NODE_TYPES) == 28
+    assert len(NODE_TYPES) == 31
     for label, model in NODE_TYPES.items():
         assert issubclass(model, Node)
         assert model.label == label

@@ -111,8 +111,14 @@ REL_TYPES: dict[str, RelType] = {
         _rel("ABOUT", [("Complaint", "Unit")], "the unit a complaint concerns"),
         _rel(
             "ADDRESSES",
-            [("Capa", "Defect"), ("Capa", "Complaint"), ("Capa", "Alarm")],
-            "what a CAPA answers",
+            [
+                ("Capa", "Defect"),
+                ("Capa", "Complaint"),
+                ("Capa", "Alarm"),
+                ("Capa", "Calibration"),
+                ("Capa", "Batch"),
+            ],
+            "what a CAPA answers (a calibration found out of tolerance: its look-back batches)",
         ),
         _rel("DETECTED_IN", [("Defect", "Inspection")], "the inspection that caught the defect"),
         _rel(
@@ -147,10 +153,25 @@ REL_TYPES: dict[str, RelType] = {
         ),
         _rel("PARAMETER_OF", [("Parameter", "ProcessStep")], "the step's controlled parameter"),
         _rel("CAN_PERFORM", [("Machine", "ProcessStep")], "the machine is qualified for the step"),
-        _rel("FOR_STEP", [("ProcessRun", "ProcessStep")], "the step a run performed"),
+        _rel(
+            "FOR_STEP",
+            [("ProcessRun", "ProcessStep"), ("WorkInstruction", "ProcessStep")],
+            "the step a run performed, or a work instruction governs",
+        ),
+        _rel(
+            "FOLLOWED",
+            [("ProcessRun", "WorkInstruction")],
+            "the instruction revision a run followed",
+        ),
         _rel("RECORDED", [("ProcessRun", "Parameter")], "a parameter actual of the run", Recorded),
         _rel("OPERATED_BY", [("ProcessRun", "Operator")], "who ran it"),
         _rel("CALIBRATES", [("Calibration", "Machine")], "calibration of the machine"),
+        _rel("HOLDS", [("Operator", "Qualification")], "a qualification the operator holds"),
+        _rel(
+            "QUALIFIES_FOR",
+            [("Qualification", "ProcessStep"), ("Qualification", "WorkInstruction")],
+            "what a qualification covers: a step, or a work-instruction revision",
+        ),
         _rel(
             "ORIGINATES_AT",
             [("DefectType", "ProcessStep")],

@@ -92,6 +92,19 @@ class Verdict(StrEnum):
     FAIL = "fail"
 
 
+class CalibrationVerdict(StrEnum):
+    """What a calibration found and left behind.
+
+    ``pass``: found and left in tolerance; ``adjusted``: put back in tolerance by the
+    calibration (the as-found value may lie outside); ``limited``: usable only within the
+    restriction the record states; ``fail``: out of tolerance and not restored."""
+
+    PASS = "pass"
+    ADJUSTED = "adjusted"
+    LIMITED = "limited"
+    FAIL = "fail"
+
+
 class JudgementVerdict(StrEnum):
     """What a unit judgement model said about one unit: below its threshold or not."""
 
@@ -378,15 +391,77 @@ class Operator(Node):
 
 
 class Calibration(Node):
+    """A calibration of a machine (or its gauge) against a reference standard.
+
+    ``as_found`` is the reading before any adjustment, ``as_left`` after it, both
+    against ``reference`` (the standard's value) with ``tolerance`` (± allowed) in
+    ``measured_unit``. ``limitation`` says what a ``limited`` calibration restricts;
+    ``performed_by`` who did it. Old records carry only the verdict (pass or fail)."""
+
     label: ClassVar[str] = "Calibration"
     time_span: ClassVar[tuple[str, str | None] | None] = ("performed_at", None)
     performed_at: AwareDatetime
     due_at: AwareDatetime | None = None
-    verdict: Verdict = Verdict.PASS
+    verdict: CalibrationVerdict = CalibrationVerdict.PASS
+    as_found: float | None = Field(default=None, allow_inf_nan=False)
+    as_left: float | None = Field(default=None, allow_inf_nan=False)
+    reference: float | None = Field(default=None, allow_inf_nan=False)
+    tolerance: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    measured_unit: UnitSymbol | None = None
+    limitation: Text | None = None
+    performed_by: str | None = Field(default=None, max_length=200)
 
     @model_validator(mode="after")
     def _order(self) -> Self:
         _ordered(self.performed_at, self.due_at, "calibration interval")
+        return self
+
+    @property
+    def found_out_of_tolerance(self) -> bool:
+        """True when the calibration failed, or its as-found value lay outside
+        ``reference ± tolerance`` (earlier results need assessing, ISO 13485 §7.6)."""
+        if self.verdict is CalibrationVerdict.FAIL:
+            return True
+        if self.as_found is None or self.reference is None or self.tolerance is None:
+            return False
+        return abs(self.as_found - self.reference) > self.tolerance
+
+
+class WorkInstruction(Node):
+    """One revision of a work instruction, its own node (uid ``WI-PUMP-30/C``).
+
+    ``instruction`` names the instruction all its revisions share (``WI-PUMP-30``),
+    ``revision`` this one (``C``), ``effective_at`` when it came into force. It is
+    ``FOR_STEP`` the process step it governs; a run that ``FOLLOWED`` it was made to it."""
+
+    label: ClassVar[str] = "WorkInstruction"
+    time_span: ClassVar[tuple[str, str | None] | None] = ("effective_at", None)
+    instruction: Uid
+    revision: str = Field(min_length=1, max_length=50)
+    title: Name
+    effective_at: AwareDatetime | None = None
+
+
+class Qualification(Node):
+    """One grant of a qualification to an operator for a step or a work-instruction
+    revision (``HOLDS`` Operator→Qualification, ``QUALIFIES_FOR`` →ProcessStep or
+    →WorkInstruction).
+
+    Valid from ``granted_at`` until ``expires_at`` (open when None) unless revoked at
+    ``revoked_at``; ``reason`` says why it was revoked, or that it renews an earlier
+    grant. History is several of these per operator and scope."""
+
+    label: ClassVar[str] = "Qualification"
+    time_span: ClassVar[tuple[str, str | None] | None] = ("granted_at", "expires_at")
+    granted_at: AwareDatetime
+    expires_at: AwareDatetime | None = None
+    revoked_at: AwareDatetime | None = None
+    reason: Text | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> Self:
+        _ordered(self.granted_at, self.expires_at, "qualification")
+        _ordered(self.granted_at, self.revoked_at, "qualification before its revocation")
         return self
 
 
@@ -525,6 +600,33 @@ class Capa(Node):
     def _order(self) -> Self:
         _ordered(self.opened_at, self.closed_at, "CAPA")
         return self
+
+
+class DispositionDecision(StrEnum):
+    """What is decided about a deviation in a batch's record (ISO 13485:2016 §8.3)."""
+
+    USE_AS_IS = "use as is"
+    REWORK = "rework"
+    SCRAP = "scrap"
+    REJECT_BATCH = "reject batch"
+
+
+class DeviationDisposition(Node):
+    """The signed decision on one deviation of a batch's device history record.
+
+    ``batch`` is the batch whose record holds the deviation, ``deviation`` its key in that
+    record (``RUN-7:calibration``, a defect's uid, ...). The signature (21 CFR Part 11):
+    ``signer``, ``signed_at`` and ``meaning``; the audit trail holds the same entry."""
+
+    label: ClassVar[str] = "DeviationDisposition"
+    time_span: ClassVar[tuple[str, str | None] | None] = ("signed_at", None)
+    batch: Uid
+    deviation: str = Field(min_length=1, max_length=500)
+    decision: DispositionDecision
+    rationale: Text = Field(min_length=1)
+    signer: Name
+    signed_at: AwareDatetime
+    meaning: Name
 
 
 class PlanStatus(StrEnum):
@@ -672,6 +774,8 @@ NODE_TYPES: dict[str, type[Node]] = {
         ProcessRun,
         Operator,
         Calibration,
+        WorkInstruction,
+        Qualification,
         Inspection,
         DefectType,
         Defect,
@@ -684,6 +788,7 @@ NODE_TYPES: dict[str, type[Node]] = {
         WhatIfSession,
         Scenario,
         PlannedProduct,
+        DeviationDisposition,
         BimModel,
         BimElement,
     )

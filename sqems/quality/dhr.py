@@ -41,6 +41,7 @@ from sqems.graph_model.nodes import (
     Alarm,
     Batch,
     Calibration,
+    CalibrationVerdict,
     Capa,
     Defect,
     Inspection,
@@ -258,7 +259,7 @@ def _calibration(store: GraphStore, machine: Any, at: datetime) -> tuple[str, bo
     if not before:
         return "no calibration on record before the run", False
     last = before[-1]
-    if last.verdict is Verdict.FAIL:
+    if last.verdict is CalibrationVerdict.FAIL:
         return f"{last.uid} of {last.performed_at:%Y-%m-%d} FAILED", False
     if last.due_at is not None and last.due_at < at:
         return f"{last.uid} OVERDUE since {last.due_at:%Y-%m-%d}", False
