@@ -38,6 +38,8 @@ ORDERED: list[tuple[str, str, str, bool]] = [
     ("Alarm", "raised_at", "cleared_at", False),
     ("Capa", "opened_at", "closed_at", False),
     ("Operator", "qualified_from", "qualified_until", False),
+    ("Qualification", "granted_at", "expires_at", False),
+    ("Qualification", "granted_at", "revoked_at", False),
     ("PlannedProduct", "saved_at", "released_at", False),
     ("Parameter", "lsl", "usl", True),
     ("Parameter", "lsl", "target", False),
@@ -62,6 +64,9 @@ AT_MOST_ONE: list[tuple[str, str, bool]] = [
     ("Complaint", "RAISED_BY", False),
     ("Defect", "OF_TYPE", False),
     ("Calibration", "CALIBRATES", False),
+    ("Qualification", "HOLDS", True),  # a qualification is one operator's
+    ("ProcessRun", "FOLLOWED", False),  # a run follows one instruction revision
+    ("WorkInstruction", "FOR_STEP", False),
     ("Judgement", "JUDGES", False),  # a judgement is about one unit
     ("BimElement", "IN_MODEL", False),
     ("Scenario", "IN_SESSION", False),
