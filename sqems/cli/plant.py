@@ -17,7 +17,7 @@ from sqems.errors import ValidationFailed
 if TYPE_CHECKING:
     from sqems.graph_model import GraphStore
 
-Shape = Literal["drives", "battery"]
+Shape = Literal["drives", "battery", "pump"]
 """The plant shapes of :data:`sqems.datasets.PlantShape`, spelled out here because typer
 reads them at start-up, before numpy is worth importing (a test binds the two)."""
 
@@ -34,7 +34,9 @@ def generate_cmd(
         Shape,
         typer.Option(
             help="drives: boards into servo drives (two lines); battery: cells into "
-            "modules into packs (three lines). --units counts every level."
+            "modules into packs (three lines); pump: boards and motor modules into "
+            "infusion pumps (America/Chicago, calibration and qualification records). "
+            "--units counts every level."
         ),
     ] = "drives",
 ) -> None:

@@ -4,6 +4,7 @@ from sqems.datasets.battery_layout import BatteryCauses
 from sqems.datasets.files import read_plant, write_plant
 from sqems.datasets.load import LoadReport, load_plant
 from sqems.datasets.plant import Plant, PlantShape, PlantSpec, generate
+from sqems.datasets.pump_layout import PumpCauses
 
 __all__ = [
     "BatteryCauses",
@@ -11,6 +12,7 @@ __all__ = [
     "Plant",
     "PlantShape",
     "PlantSpec",
+    "PumpCauses",
     "generate",
     "load_plant",
     "read_plant",

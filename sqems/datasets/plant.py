@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sqems.datasets import layout
 from sqems.datasets.battery_layout import BatteryCauses
+from sqems.datasets.pump_layout import PumpCauses
 from sqems.datasets.tables import Table, fmt, iso
 from sqems.errors import ValidationFailed
 
@@ -38,15 +39,18 @@ MIN_UNITS = 1_000
 MAX_UNITS = 1_000_000
 
 
-PlantShape = Literal["drives", "battery"]
-"""The plants the generator builds: ``drives`` (boards into servo drives, two lines) or
-``battery`` (cells into modules into packs, three lines)."""
+PlantShape = Literal["drives", "battery", "pump"]
+"""The plants the generator builds: ``drives`` (boards into servo drives, two lines),
+``battery`` (cells into modules into packs, three lines) or ``pump`` (boards and motor
+modules into infusion pumps at a site in America/Chicago, with calibration and
+qualification records)."""
 
 
 class PlantSpec(BaseModel):
     """What to generate: the plant's ``shape`` (``drives``, the default two-line plant;
-    ``battery``, cells into modules into packs, see :mod:`sqems.datasets.battery`), its
-    size in units of every level, and the seed."""
+    ``battery``, cells into modules into packs, see :mod:`sqems.datasets.battery`;
+    ``pump``, infusion pumps, see :mod:`sqems.datasets.pump`), its size in units of every
+    level, and the seed."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -252,9 +256,21 @@ def check_causes(causes: layout.Causes) -> None:
             )
 
 
-def generate(spec: PlantSpec, causes: layout.Causes | BatteryCauses | None = None) -> Plant:
+def generate(
+    spec: PlantSpec, causes: layout.Causes | BatteryCauses | PumpCauses | None = None
+) -> Plant:
     """Build the plant ``spec`` describes, with ``causes`` planted (defaults: the
-    shape's layout's; ``layout.Causes`` for drives, ``BatteryCauses`` for a battery)."""
+    shape's layout's; ``layout.Causes`` for drives, ``BatteryCauses`` for a battery,
+    ``PumpCauses`` for a pump plant)."""
+    if spec.shape == "pump":
+        from sqems.datasets.pump import generate_pump  # noqa: PLC0415
+
+        if causes is not None and not isinstance(causes, PumpCauses):
+            raise ValidationFailed(
+                f"a pump plant takes PumpCauses, got {type(causes).__name__}: pass "
+                "PumpCauses() (or PumpCauses.none() to plant no effect)"
+            )
+        return generate_pump(spec, causes)
     if spec.shape == "battery":
         # battery.py builds on this module (Plant, PlantSpec), so it is imported late
         from sqems.datasets.battery import generate_battery  # noqa: PLC0415
