@@ -164,8 +164,10 @@ def test_every_planted_state_is_named_with_its_window(pump: Plant) -> None:
     occlusion = states["occlusion-out-of-tolerance"]
     assert occlusion["repaired"]["runs_while_failed"] == []
     assert not occlusion["as_found"] >= occlusion["reference"] - occlusion["tolerance"]
+    assert overdue["straddling_runs"]  # a run started before the due time, ended after it
     lots = pump.truth["noise"][0]["lots"]
-    assert lots and all(lot["batches_outside"] >= lot["batches_in_window"] for lot in lots)
+    assert {lot["line"] for lot in lots} == {"LINE-BRD", "LINE-MOT", "LINE-PUMP"}
+    assert all(lot["pumps_outside"] > lot["pumps_in_window"] for lot in lots)
 
 
 def test_the_states_read_back_through_the_calibration_and_qualification_model(

@@ -204,6 +204,11 @@ class _PumpGenerator:
         occl_start = pumps.run_starts[:, occl]
         in_window = (occl_start >= pl.OCCLUSION_LAST_GOOD) & (occl_start < pl.OCCLUSION_FOUND_OOT)
         unit_window = in_window[pumps.unit_batch]
+        self._assign_lots(pumps, in_window)
+        for lower, parts in ((boards, board_parts), (motors, motor_parts)):
+            used = np.zeros(len(lower.batch_uids), dtype=bool)
+            used[lower.unit_batch[parts[unit_window].ravel()]] = True
+            self._assign_lots(lower, used)
         door = self._step_index(pumps, pl.WI_CHANGE_STEP)
         old_rev_runs = np.array(
             [
@@ -608,14 +613,18 @@ class _PumpGenerator:
         )
 
     def _prepare(self, line: _Line) -> None:
-        """Lots, machines, parameter actuals, operators and the work instruction each
-        run followed."""
-        self._assign_lots(line)
+        """Machines, parameter actuals, operators and the work instruction each run
+        followed. The encoder station aligns the last motor batch started before its
+        calibration falls due (a run that straddles the due time)."""
         n = len(line.batch_uids)
         for s, step in enumerate(line.spec.steps):
             line.machines[:, s] = self.rng.integers(0, len(step.machines), n)
             for par in step.params:
                 line.actuals[par.uid] = self.rng.normal(par.target, par.sigma, n)
+            if pl.ENCODER_STATION in step.machines:
+                before = np.flatnonzero(line.run_starts[:, s] < pl.ENCODER_LAPSE_DUE_AT)
+                if len(before):
+                    line.machines[before[-1], s] = step.machines.index(pl.ENCODER_STATION)
         tag = line.spec.uid.removeprefix("LINE-")
         per = pl.OPERATORS_PER_SHIFT
         for s, step in enumerate(line.spec.steps):
@@ -646,20 +655,16 @@ class _PumpGenerator:
             else:
                 line.instructions.append([f"{wi}/B"] * n)
 
-    def _assign_lots(self, line: _Line) -> None:
+    def _assign_lots(self, line: _Line, feeds_window: np.ndarray) -> None:
         """One lot of each material per batch, a lot feeding 3 to 8 consecutive batches.
-        On the pump line no lot lies inside the occlusion tester's look-back window: the
-        lots in use then were also in use for at least as long outside it (innocent lots
-        that share the window only in part)."""
+        No lot lies inside the batches that fed the pumps of the occlusion tester's
+        look-back window (``feeds_window``): the lots in use then were in use about as
+        long outside it (innocent lots that share the window only in part)."""
         p = self.plant
         n = len(line.batch_uids)
         lo, hi = layout.LOT_SPAN_BATCHES
-        window: tuple[int, int] | None = None
-        if line.spec is pl.PUMP_LINE:
-            t = line.run_starts[:, -1]
-            inside = np.flatnonzero((t >= pl.OCCLUSION_LAST_GOOD) & (t < pl.OCCLUSION_FOUND_OOT))
-            if len(inside):
-                window = (int(inside[0]), int(inside[-1]) + 1)
+        inside = np.flatnonzero(feeds_window)
+        window = (int(inside[0]), int(inside[-1]) + 1) if len(inside) else None
         for m_no, mat in enumerate(line.spec.materials):
             spans: list[int] = []
             while sum(spans) < n:
@@ -1004,7 +1009,7 @@ class _PumpGenerator:
             },
             "causes": causes,
             "states": states,
-            "noise": self._noise(pumps, in_window, complaints),
+            "noise": self._noise(lines, parts, in_window, complaints),
             "counts": self._counts(lines, qualities, shipped, complaints, in_window),
         }
         rows: dict[str, list[str]] = {"uid": [], "defect_types": [], "detected": [], "shipped": []}
@@ -1139,12 +1144,7 @@ class _PumpGenerator:
         limited = next(k for k in self.calibrations if k.verdict == "limited")
         after = self._next_cal(limited)
         end = after.performed_at if after is not None else pl.END
-        lim = self._runs_on(
-            next(li for li in (motors,) if pl.LIMITED_MACHINE in li.spec.steps[2].machines),
-            pl.LIMITED_MACHINE,
-            limited.performed_at,
-            end,
-        )
+        lim = self._runs_on(motors, pl.LIMITED_MACHINE, limited.performed_at, end)
         states.append(
             {
                 "id": "run-in-bench-limited",
@@ -1182,10 +1182,9 @@ class _PumpGenerator:
         self, lines: tuple[_Line, _Line, _Line], old_rev_runs: np.ndarray
     ) -> list[dict[str, Any]]:
         c = self.c
-        quals = self.plant.nodes["Qualification"].columns
-        holders = self.plant.edges["HOLDS"].columns
-        held = [q for o, q in zip(holders["src"], holders["dst"], strict=True)]
-        owner = dict(zip(holders["dst"], holders["src"], strict=True))
+        holds = self.plant.edges["HOLDS"].columns
+        scopes = self.plant.edges["QUALIFIES_FOR"].columns
+        scope_of = dict(zip(scopes["src"], scopes["dst"], strict=True))
         effects = {
             pl.LAPSED.id: "none on defects: a lapse of the training record only",
             pl.REVOKED.id: "none on defects: the operator kept being scheduled for eight "
@@ -1210,12 +1209,11 @@ class _PumpGenerator:
             else:
                 inside = mine & (t >= state.start) & (t < state.end)
             runs = line.runs(s)
+            wi = pl.instruction_of(state.step) + "/"
             records = [
-                u
-                for u in quals["uid"]
-                if owner.get(u) == state.operator
-                and u in held
-                and (state.step.split("-", 1)[1] in u or pl.instruction_of(state.step)[3:] in u)
+                q
+                for o, q in zip(holds["src"], holds["dst"], strict=True)
+                if o == state.operator and (scope_of[q] == state.step or scope_of[q].startswith(wi))
             ]
             states.append(
                 {
@@ -1236,26 +1234,41 @@ class _PumpGenerator:
         return states
 
     def _noise(
-        self, pumps: _Line, in_window: np.ndarray, complaints: dict[str, Any]
+        self,
+        lines: tuple[_Line, _Line, _Line],
+        parts: tuple[np.ndarray, np.ndarray],
+        in_window: np.ndarray,
+        complaints: dict[str, Any],
     ) -> list[dict[str, Any]]:
+        boards, motors, pumps = lines
+        unit_window = in_window[pumps.unit_batch]
         lots: list[dict[str, Any]] = []
-        for mat, per_batch in pumps.lots.items():
-            for lot in sorted({per_batch[b] for b in np.flatnonzero(in_window)}):
-                uses = np.array([x == lot for x in per_batch])
-                lots.append(
-                    {
-                        "uid": lot,
-                        "material": mat,
-                        "batches_in_window": int((uses & in_window).sum()),
-                        "batches_outside": int((uses & ~in_window).sum()),
-                    }
-                )
+        for line, units in (
+            (boards, parts[0]),
+            (motors, parts[1]),
+            (pumps, np.arange(len(pumps.unit_batch))[:, None]),
+        ):
+            for mat, per_batch in line.lots.items():
+                lot_of_batch = np.array(per_batch, dtype=object)
+                lot_of = lot_of_batch[line.unit_batch[units]]  # (pump, part) → lot
+                for lot in sorted(set(lot_of[unit_window].ravel())):
+                    has = (lot_of == lot).any(axis=1)
+                    lots.append(
+                        {
+                            "uid": lot,
+                            "material": mat,
+                            "line": line.spec.uid,
+                            "pumps_in_window": int((has & unit_window).sum()),
+                            "pumps_outside": int((has & ~unit_window).sum()),
+                        }
+                    )
         return [
             {
                 "kind": "lots_in_use_during_look_back",
                 "lots": lots,
-                "why": "pump-line lots in use while the occlusion tester was out of tolerance; "
-                "each was in use at least as long outside the window, and none is a cause",
+                "why": "lots in pumps tested while the occlusion tester was out of tolerance "
+                "(pump-line lots, and sub-assembly lots through the BOM); each is also in "
+                "pumps outside the window, and none is a cause",
             },
             {
                 "kind": "baseline",

@@ -284,6 +284,7 @@ CALIBRATION_LEAD_DAYS = 2
 ENCODER_STATION = "M-ENC-1"
 ENCODER_LAPSE_DUE = "2026-03-02"
 """The encoder station's calibration falls due that day (23:59:59 CST) …"""
+ENCODER_LAPSE_DUE_AT = local(f"{ENCODER_LAPSE_DUE}T{DUE_TIME}")
 ENCODER_LATE_CALIBRATION = local("2026-03-12T14:30:00")
 """… and the next one is performed ten days late (found in tolerance)."""
 
