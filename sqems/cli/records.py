@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from sqems.cli.app import audit_app, command, err, out, report_app
-from sqems.cli.common import audit_trail, graph_store
+from sqems.cli.common import audit_trail, cli_user, graph_store
 
 
 @command("verify", on=audit_app)
@@ -76,35 +77,110 @@ def audit_export(
 def report_dhr(
     batch: Annotated[str, typer.Argument(help="The batch (work order) uid.")],
     html_out: Annotated[
-        Path | None, typer.Option("--html", metavar="FILE", help="Write the HTML here.")
+        Path | None,
+        typer.Option(
+            "--html",
+            metavar="FILE",
+            help="Write the HTML here (default: DHR-<batch>.html, the uid made a safe file "
+            "name: WO/2026/001 gives DHR-WO_2026_001.html).",
+        ),
     ] = None,
     pdf_out: Annotated[
         Path | None,
         typer.Option("--pdf", metavar="FILE", help="Print a PDF here (needs Chromium)."),
     ] = None,
 ) -> None:
-    """The device history record of a batch (ISO 13485:2016 §7.5.1 under 21 CFR 820).
+    """The device history record of a batch (ISO 13485:2016 §7.5.1 under 21 CFR 820),
+    times in the site's zone, with every flag's reason, the §7.6 look-back, the
+    sub-assemblies' deviations and the release statement.
 
     Example: sqems report dhr WO-ASM-00009 --pdf dhr.pdf
     """
+    from sqems import localtime
     from sqems.quality import dhr
 
-    with graph_store(read_only=True) as (store, _):
-        record = dhr.device_history(store, batch)
+    with graph_store(read_only=True) as (store, settings):
+        record = dhr.device_history(store, batch, localtime.zone_of(settings, store))
     page = dhr.render_html(record)
     if html_out is None and pdf_out is None:
-        html_out = Path(f"DHR-{batch}.html")
+        html_out = Path(dhr.file_name(batch))
     if html_out is not None:
-        html_out.write_text(page, encoding="utf-8")
-        out.print(f"wrote {html_out}")
+        _write(html_out, page)
+        out.print(f"wrote {html_out}", highlight=False)
     if pdf_out is not None:
         with err.status("printing the PDF with Chromium…"):
             dhr.render_pdf(page, pdf_out)
-        out.print(f"wrote {pdf_out}")
+        out.print(f"wrote {pdf_out}", highlight=False)
+    release = record.release
     out.print(
-        f"batch {batch}: {record.units} units, {record.approved_for_distribution} approved for "
-        f"distribution, {len(record.runs)} runs, {len(record.lots)} lots, "
-        f"{len(record.deviations)} deviation(s), {len(record.capas)} CAPA(s)"
+        escape(
+            f"batch {batch}: {record.units} units, {record.approved_for_distribution} approved "
+            f"for distribution, {len(record.runs)} runs, {len(record.lots)} lots, "
+            f"{len(record.found)} deviation(s) and {len(record.rolled_up)} from sub-assemblies "
+            f"({len(release.waiting)} awaiting disposition), {len(record.capas)} CAPA(s)"
+        ),
+        highlight=False,
+    )
+    out.print(escape(release.statement), highlight=False, style=None if release.approved else "red")
+
+
+def _write(target: Path, text: str) -> None:
+    """Write ``text`` to ``target``; a folder that is not there or cannot be written is a
+    one-line error naming it, not a traceback."""
+    from sqems.errors import ValidationFailed
+
+    try:
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ValidationFailed(
+            f"cannot write {target}: {exc.strerror or exc}; give --html a writable path"
+        ) from None
+
+
+@command("disposition", on=report_app)
+def report_disposition(
+    batch: Annotated[str, typer.Argument(help="The batch whose record holds the deviation.")],
+    deviation: Annotated[
+        str,
+        typer.Argument(
+            help="The deviation's key, as the record lists it (e.g. RUN-7:calibration)."
+        ),
+    ],
+    decision: Annotated[
+        str,
+        typer.Option(metavar="DECISION", help="use as is, rework, scrap or reject batch."),
+    ],
+    rationale: Annotated[str, typer.Option(metavar="TEXT", help="Why this decision is right.")],
+) -> None:
+    """Sign the disposition of a deviation in a batch's device history record (ISO
+    13485:2016 §8.3), as the user running the command, recorded in the audit trail with
+    its meaning. A deviation rolled up from a sub-assembly batch is signed against that
+    batch. The record is approved for distribution once every deviation has one.
+
+    Example: sqems report disposition WO-ASM-00009 RUN-WO-ASM-00009-10:calibration
+    --decision "use as is" --rationale "re-verified the 40 units: torque within limits"
+    """
+    from sqems import localtime
+    from sqems.cli.design import CLI_ROLE
+    from sqems.quality import dhr
+    from sqems.quality.calibration import when
+    from sqems.quality.capa import Actor
+
+    with graph_store() as (store, settings):
+        zone = localtime.zone_of(settings, store)
+        trail = audit_trail(settings)
+        try:
+            signed = dhr.dispose(store, trail, Actor(cli_user(), CLI_ROLE), batch, deviation,
+                                 decision, rationale, zone=zone)  # fmt: skip
+        finally:
+            trail.close()
+    out.print(
+        escape(
+            f"signed: {signed.deviation} in batch {signed.batch}: {signed.decision.value} "
+            f"by {signed.signer} {when(signed.signed_at, zone.tz)} ({signed.meaning}); in the "
+            "audit trail"
+        ),
+        highlight=False,
     )
 
 

@@ -19,6 +19,7 @@ from strawberry.file_uploads import Upload
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from sqems import localtime
 from sqems.errors import ValidationFailed
 from sqems.graph_model.nodes import Priority as DomainPriority
 from sqems.graphql.access import Role, SignatureRefused
@@ -117,15 +118,53 @@ class SupplierScorecard(Adapted):
     pass
 
 
+@strawberry.type(description="A deviation in a device history record and its disposition.")
+class DhrDeviation:
+    batch: str = strawberry.field(description="The batch whose record holds it.")
+    key: str = strawberry.field(description="Its key in that record (what a disposition names).")
+    text: str
+    decision: str | None = strawberry.field(description="The disposition's decision, if any.")
+    rationale: str | None
+    signer: str | None
+    signed_at: datetime | None
+    meaning: str | None = strawberry.field(description="The signature's meaning.")
+
+    @classmethod
+    def of(cls, d: dhr.Deviation) -> DhrDeviation:
+        s = d.disposition
+        return cls(
+            batch=d.batch, key=d.key, text=d.text,
+            decision=s.decision.value if s else None, rationale=s.rationale if s else None,
+            signer=s.signer if s else None, signed_at=s.signed_at if s else None,
+            meaning=s.meaning if s else None,
+        )  # fmt: skip
+
+
 @strawberry.type(description="A batch's device history record.")
 class DeviceHistoryReport:
     batch: str
     units: int
-    approved_for_distribution: int
+    approved_for_distribution: int = strawberry.field(
+        description="Units approved for distribution: 0 while the release is withheld."
+    )
     runs: int
     lots: list[str]
-    deviations: list[str]
+    deviations: list[str] = strawberry.field(description="The batch's own deviations.")
     capas: list[str]
+    released: bool = strawberry.field(
+        description="Approved for distribution: every deviation, its own and its "
+        "sub-assemblies', has a signed disposition and none rejects the batch."
+    )
+    release: str = strawberry.field(description="The release statement, as the record says it.")
+    all_deviations: list[DhrDeviation] = strawberry.field(
+        description="Its own deviations, then those rolled up from its sub-assembly batches."
+    )
+    subassembly_batches: list[str]
+    look_back_runs: list[str] = strawberry.field(
+        description="Runs since the last good calibration of a machine this batch ran on "
+        "that was later found out of tolerance (ISO 13485 §7.6), every batch's."
+    )
+    file_name: str = strawberry.field(description="A safe file name for the record.")
     html: str = strawberry.field(description="The record, printable (print it to PDF).")
 
 
@@ -224,13 +263,19 @@ class QualityQuery:
     ) -> DeviceHistoryReport:
         ctx = info.context
         ctx.require(Role.VIEWER)
-        record = await ctx.call(dhr.device_history, ctx.store, batch)
+        record = await ctx.call(lambda: dhr.device_history(
+            ctx.store, batch, localtime.site_zone(ctx.settings, ctx.store)))  # fmt: skip
+        release = record.release
         return DeviceHistoryReport(
             batch=batch, units=record.units,
             approved_for_distribution=record.approved_for_distribution,
             runs=len(record.runs), lots=[lot.lot for lot in record.lots],
             deviations=record.deviations, capas=[c.uid for c in record.capas],
-            html=dhr.render_html(record),
+            released=release.approved, release=release.statement,
+            all_deviations=[DhrDeviation.of(d) for d in record.all_deviations],
+            subassembly_batches=record.subassembly_batches,
+            look_back_runs=sorted({x.run for lb in record.look_back for x in lb.runs}),
+            file_name=dhr.file_name(batch), html=dhr.render_html(record),
         )  # fmt: skip
 
     @strawberry.field(
@@ -382,6 +427,29 @@ class QualityMutation:
 
         return await _move(info, "verifyCapa", Role.ENGINEER,
                            {"uid": uid, "effective": effective}, verify)  # fmt: skip
+
+    @strawberry.mutation(
+        description="Sign the disposition of a deviation in a batch's device history record "
+        "(engineer; ISO 13485 §8.3): `deviation` is its key as the record lists it, "
+        "`decision` use as is, rework, scrap or reject batch. A signature (21 CFR Part 11): "
+        "`credential` is the caller's own API key entered again, or their signing password. "
+        "A deviation rolled up from a sub-assembly batch is signed against that batch."
+    )
+    async def dispose_deviation(
+        self, info: Info[Context, None], batch: str, deviation: str, decision: str,
+        rationale: str, credential: str,
+    ) -> Node:  # fmt: skip
+        ctx = info.context
+
+        def dispose() -> Any:
+            reauthenticated(ctx, credential)
+            key = ctx.require(Role.ENGINEER)
+            zone = localtime.site_zone(ctx.settings, ctx.store)
+            return dhr.dispose(ctx.store, ctx.trail, Actor(key.name, key.role.label), batch,
+                               deviation, decision, rationale, zone=zone)  # fmt: skip
+
+        args = {"batch": batch, "deviation": deviation, "decision": decision}
+        return to_graphql(await ctx.audited("disposeDeviation", Role.ENGINEER, args, dispose))  # type: ignore[no-any-return]
 
     @strawberry.mutation(description="Reopen a closed CAPA (engineer).")
     async def reopen_capa(self, info: Info[Context, None], uid: str, reason: str) -> Node:
