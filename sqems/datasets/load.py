@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from sqems import localtime
 from sqems.datasets.files import Section
+from sqems.datasets.record_dates import local_dates, plant_zone
 from sqems.errors import ValidationFailed
 from sqems.graph_model import integrity
 from sqems.graph_model.edges import REL_TYPES, rel_type
@@ -89,7 +91,8 @@ def load_plant(
     began = time.perf_counter()
     if plant is not None:
         claim_plant(store, plant, merge=merge)
-    check_plant(store, ordered)
+    zone = plant_zone(store, ordered)
+    check_plant(store, ordered, zone=zone)
     report.checked_seconds = time.perf_counter() - began
     if plant is not None:
         record_plant(store, plant)
@@ -110,8 +113,10 @@ def load_plant(
             if section.kind != kind:
                 pipeline.drain()
                 kind = section.kind
-            load = _load_nodes if section.kind == "nodes" else _load_edges
-            load(store, section, batch_size, pipeline)
+            if section.kind == "nodes":
+                _load_nodes(store, section, batch_size, pipeline, zone)
+            else:
+                _load_edges(store, section, batch_size, pipeline)
         pipeline.drain()
         report.nodes = {
             s.name: pipeline.written.get(s.name, 0) for s in ordered if s.kind == "nodes"
@@ -182,10 +187,16 @@ def record_plant(store: GraphStore, plant: str) -> None:
 # --- the pre-pass --------------------------------------------------------------------------
 
 
-def check_plant(store: GraphStore, sections: Iterable[Section]) -> None:
+def check_plant(
+    store: GraphStore, sections: Iterable[Section], *, zone: localtime.SiteZone | None = None
+) -> None:
     """Read every row of every section and refuse the plant, naming the file and line,
-    if any of it would be refused by the store; writes nothing."""
+    if any of it would be refused by the store; writes nothing. Dates alone in
+    record-keeping columns are read in ``zone`` (default: the plant's, see
+    :mod:`sqems.datasets.record_dates`)."""
     sections = sorted(sections, key=lambda s: s.kind != "nodes")
+    if zone is None:
+        zone = plant_zone(store, sections)
     labels: dict[str, str] = {}
     lines: dict[str, int] = {}
     origin_of: dict[str, str] = {}
@@ -195,7 +206,7 @@ def check_plant(store: GraphStore, sections: Iterable[Section]) -> None:
     for section in sections:
         origin_of[section.name] = section.origin
         if section.kind == "nodes":
-            parse = _node_parser(section)
+            parse = _node_parser(section, zone)
             for line, record in section.records:
                 node = parse(line, record)
                 earlier = labels.get(node.uid)
@@ -353,12 +364,14 @@ class _Pipeline:
         self._pool.shutdown(wait=True)
 
 
-def _node_parser(section: Section) -> Callable[[int, dict[str, Any]], Node]:
+def _node_parser(
+    section: Section, zone: localtime.SiteZone
+) -> Callable[[int, dict[str, Any]], Node]:
     model = node_type(section.name)
 
     def parse(line: int, record: dict[str, Any]) -> Node:
         try:
-            return model.parse(record)
+            return model.parse(local_dates(section.name, record, zone))
         except ValidationFailed as exc:
             raise ValidationFailed(f"{section.origin} line {line}: {exc.message}") from None
 
@@ -382,8 +395,14 @@ def _edge_parser(section: Section) -> Callable[[int, dict[str, Any]], Edge]:
     return parse
 
 
-def _load_nodes(store: GraphStore, section: Section, batch_size: int, pipe: _Pipeline) -> None:
-    _feed(section, batch_size, pipe, _node_parser(section), _node_key, store.upsert_nodes)
+def _load_nodes(
+    store: GraphStore,
+    section: Section,
+    batch_size: int,
+    pipe: _Pipeline,
+    zone: localtime.SiteZone,
+) -> None:
+    _feed(section, batch_size, pipe, _node_parser(section, zone), _node_key, store.upsert_nodes)
 
 
 def _load_edges(store: GraphStore, section: Section, batch_size: int, pipe: _Pipeline) -> None:

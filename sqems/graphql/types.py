@@ -32,6 +32,10 @@ from sqems.errors import ValidationFailed
 from sqems.graph_model import nodes as model
 from sqems.graph_model.store import Direction as StoreDirection
 from sqems.graph_model.store import TimeWindow
+from sqems.graphql.calibration_windows import (
+    CALIBRATION_WINDOWS_FIELD,
+    FOUND_OUT_OF_TOLERANCE_FIELD,
+)
 from sqems.graphql.context import Context
 
 T = TypeVar("T")
@@ -137,8 +141,40 @@ RELATED: dict[str, list[Related]] = {
             "The edge agents' model judgements of this unit, newest first.",
         )
     ],
+    "Operator": [
+        Related(
+            "qualifications",
+            "HOLDS",
+            StoreDirection.OUT,
+            "Qualification",
+            "The qualifications this operator holds and held, newest grant first.",
+        )
+    ],
+    "Qualification": [
+        Related(
+            "steps",
+            "QUALIFIES_FOR",
+            StoreDirection.OUT,
+            "ProcessStep",
+            "The process steps this qualification covers.",
+        ),
+        Related(
+            "work_instructions",
+            "QUALIFIES_FOR",
+            StoreDirection.OUT,
+            "WorkInstruction",
+            "The work-instruction revisions this qualification covers.",
+        ),
+    ],
 }
 """Per label, the fields of :class:`Related` nodes its GraphQL type adds."""
+
+COMPUTED: dict[str, list[tuple[str, Callable[..., Any], str]]] = {
+    "Machine": [CALIBRATION_WINDOWS_FIELD],
+    "Calibration": [FOUND_OUT_OF_TOLERANCE_FIELD],
+}
+"""Per label, fields its GraphQL type adds that a domain function computes: (name,
+resolver, description)."""
 
 
 def _related_resolver(spec: Related, target: type) -> Callable[..., Any]:
@@ -167,6 +203,8 @@ def _node_type(node_model: type[model.Node], made: dict[str, type]) -> type:
     for spec in RELATED.get(node_model.label, []):
         resolver = _related_resolver(spec, made[spec.label])
         namespace[spec.field] = strawberry.field(resolver=resolver, description=spec.description)
+    for name, resolve, description in COMPUTED.get(node_model.label, []):
+        namespace[name] = strawberry.field(resolver=resolve, description=description)
     cls = type(node_model.label, (Node,), namespace)
     doc = (node_model.__doc__ or "").strip().split("\n")[0] or f"A {node_model.label} node."
     return strawberry.type(cls, name=node_model.label, description=doc)

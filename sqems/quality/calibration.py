@@ -234,7 +234,7 @@ class CalibrationRecords:
     @classmethod
     def read(cls, store: GraphStore, machines: Iterable[str]) -> CalibrationRecords:
         """The records of ``machines`` (uids) in two store calls, however many machines.
-        A machine without records, or not in the graph, has none."""
+        A machine without records has none; one not in the graph is :class:`NotFound`."""
         wanted = sorted(set(machines))
         links = store.edges(wanted, {"CALIBRATES": Direction.IN}) if wanted else []
         nodes = store.get_many({e.src for e in links})

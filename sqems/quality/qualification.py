@@ -151,7 +151,8 @@ class QualificationRecords:
 
     @classmethod
     def read(cls, store: GraphStore, operators: Iterable[str]) -> QualificationRecords:
-        """The records of ``operators`` (uids) in three store calls, however many."""
+        """The records of ``operators`` (uids) in three store calls, however many. An
+        operator not in the graph is :class:`NotFound`."""
         wanted = sorted(set(operators))
         hops = [
             {"HOLDS": Direction.OUT},
