@@ -13,6 +13,14 @@ was exposed to — the candidates of a root-cause analysis, each filed under its
 specification: above the USL, in the upper quarter of the tolerance, in the lower
 quarter, below the LSL (the middle half is the reference everyone shares).
 
+Given the states the plant's records put runs in (:mod:`sqems.analysis.states`), a run
+also exposes its units to *its machine while out of calibration* (one factor per machine
+and kind of state: overdue, found out of tolerance, failed, limited) and to *its
+operator while not qualified* for the step or work-instruction revision it ran (one
+factor per operator, scope and reason): the factor holds only the runs inside the
+state's windows, where the plain machine or operator factor dilutes them over its whole
+history.
+
 >>> Factor(FactorKind.SHIFT, "night", step="STEP-ASM-20").key
 'shift:night@STEP-ASM-20'
 >>> spec_zone(251.0, lsl=235.0, usl=250.0)
@@ -25,9 +33,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqems.graph_model.nodes import Batch, Category6M, Parameter, ProcessRun
 from sqems.graph_model.store import Direction, GraphStore
+
+if TYPE_CHECKING:
+    from sqems.analysis.states import PlantStates
 
 OUT, IN = Direction.OUT, Direction.IN
 
@@ -39,6 +51,11 @@ class FactorKind(StrEnum):
     OPERATOR = "operator"
     SHIFT = "shift"
     EXCURSION = "excursion"
+    CALIBRATION_STATE = "calibration_state"
+    """A machine while out of calibration (``zone``: the kind of state)."""
+    QUALIFICATION_STATE = "qualification_state"
+    """An operator while not qualified for a step or work-instruction revision
+    (``step``: the step or revision uid; ``zone``: the reason)."""
 
 
 CATEGORY: Mapping[FactorKind, Category6M] = {
@@ -50,11 +67,26 @@ CATEGORY: Mapping[FactorKind, Category6M] = {
     # a parameter held at the wrong place in its tolerance is a matter of how the
     # process is run: the method bone of the fishbone
     FactorKind.EXCURSION: Category6M.METHOD,
+    # a machine out of calibration makes the wrong thing: the machine bone, unless the
+    # machine measures or tests (then its verdicts are in doubt: measurement; the
+    # factor's ``bone`` says so, see :func:`sqems.analysis.states.calibration_bone`)
+    FactorKind.CALIBRATION_STATE: Category6M.MACHINE,
+    # a person working outside their qualification
+    FactorKind.QUALIFICATION_STATE: Category6M.MAN,
 }
-"""The fishbone bone each kind of factor is filed under."""
+"""The fishbone bone each kind of factor is filed under (a factor's own ``bone``, where
+set, overrides it)."""
 
 ZONES = ("below_lsl", "lower_quarter", "upper_quarter", "above_usl")
 """Spec positions that make a parameter a factor; the middle half is the reference."""
+
+CALIBRATION_TEXT = {
+    "overdue": "overdue for calibration",
+    "found_out_of_tolerance": "found out of tolerance",
+    "failed": "its calibration had failed",
+    "limited": "on a limited calibration",
+}
+"""A calibration state's kind as the end of ``M-OCCL-1 while …``."""
 
 ZONE_TEXT = {
     "below_lsl": "below the LSL",
@@ -67,15 +99,34 @@ ZONE_TEXT = {
 @dataclass(frozen=True, slots=True, order=True)
 class Factor:
     """Something a unit was exposed to: a lot, a supplier, a machine, an operator, a
-    shift at a step, or a parameter in a spec zone."""
+    shift at a step, a parameter in a spec zone, or a machine or operator in a state
+    its record states (out of calibration, not qualified).
+
+    Only ``kind``, ``uid``, ``step`` and ``zone`` make a factor what it is (equality,
+    hashing, order, :attr:`key`); ``detail`` and ``bone`` only describe it.
+
+    >>> Factor(FactorKind.CALIBRATION_STATE, "M-OCCL-1", zone="found_out_of_tolerance").key
+    'calibration_state:M-OCCL-1[found_out_of_tolerance]'
+    >>> Factor(FactorKind.QUALIFICATION_STATE, "O-17", "STEP-PUMP-30", "lapsed").describe()
+    'O-17 while not qualified for STEP-PUMP-30 (lapsed)'
+    """
 
     kind: FactorKind
     uid: str
     """The lot, supplier, machine, operator or parameter uid; the shift's name."""
     step: str | None = None
-    """For a shift, the process step it worked."""
+    """For a shift, the process step it worked; for a qualification state, the step or
+    work-instruction revision the operator was not qualified for."""
     zone: str | None = None
-    """For an excursion, one of :data:`ZONES`."""
+    """For an excursion, one of :data:`ZONES`; for a calibration state, its kind
+    (``overdue``, ``found_out_of_tolerance``, ``failed``, ``limited``); for a
+    qualification state, the reason (``lapsed``, ``revoked``, ``not_yet_qualified``,
+    ``never_qualified``, ``other_revision``)."""
+    detail: str = field(default="", compare=False)
+    """For a state, its windows in words (site time), shown by :meth:`describe`."""
+    bone: Category6M | None = field(default=None, compare=False)
+    """The fishbone bone when the kind alone does not fix it (a measuring machine out of
+    calibration is Measurement)."""
 
     @property
     def key(self) -> str:
@@ -85,13 +136,26 @@ class Factor:
 
     @property
     def category(self) -> Category6M:
-        return CATEGORY[self.kind]
+        return self.bone or CATEGORY[self.kind]
+
+    @property
+    def state(self) -> str:
+        """A state's kind or reason in words (``found out of tolerance``); else empty."""
+        if self.kind in (FactorKind.CALIBRATION_STATE, FactorKind.QUALIFICATION_STATE):
+            return (self.zone or "").replace("_", " ")
+        return ""
 
     def describe(self) -> str:
         if self.kind is FactorKind.EXCURSION:
             return f"parameter {self.uid} {ZONE_TEXT[self.zone or '']}"
         if self.kind is FactorKind.SHIFT:
             return f"{self.uid} shift at {self.step}"
+        if self.kind is FactorKind.CALIBRATION_STATE:
+            detail = f" ({self.detail})" if self.detail else ""
+            return f"{self.uid} while {CALIBRATION_TEXT.get(self.zone or '', self.state)}{detail}"
+        if self.kind is FactorKind.QUALIFICATION_STATE:
+            why = f"{self.state} {self.detail}" if self.detail else self.state
+            return f"{self.uid} while not qualified for {self.step} ({why})"
         return f"{self.kind.value.replace('_', ' ')} {self.uid}"
 
 
@@ -123,6 +187,13 @@ class RunFacts:
     params: Mapping[str, float]
     """Parameter uid → the actual the run recorded."""
     ended_at: float | None = None
+    instruction: str | None = None
+    """The work-instruction revision the run followed (``FOLLOWED``), where recorded."""
+
+    @property
+    def span(self) -> tuple[float, float]:
+        """When the run was made: start to end (its start again while it has none)."""
+        return self.started_at, self.started_at if self.ended_at is None else self.ended_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +229,7 @@ _BATCH_STEPS: list[Mapping[str, Direction]] = [
         "ON": OUT,
         "OPERATED_BY": OUT,
         "FOR_STEP": OUT,
+        "FOLLOWED": OUT,
         "RECORDED": OUT,
         "LOT_OF": OUT,
         "SUPPLIED": IN,
@@ -220,6 +292,7 @@ def read_batches(store: GraphStore, batch_uids: Iterable[str]) -> PlantFacts:
                 run.started_at.timestamp(),
                 actuals[uid],
                 run.ended_at.timestamp() if run.ended_at is not None else None,
+                link.get("FOLLOWED"),
             )
         )
 
@@ -253,9 +326,14 @@ class Scope:
 
 
 def factors_of(
-    batch: BatchFacts, parameters: Mapping[str, Parameter], scope: Scope | None = None
+    batch: BatchFacts,
+    parameters: Mapping[str, Parameter],
+    scope: Scope | None = None,
+    states: PlantStates | None = None,
 ) -> frozenset[Factor]:
-    """The factors a unit of ``batch`` was exposed to (within ``scope``, when given)."""
+    """The factors a unit of ``batch`` was exposed to (within ``scope``, when given), with
+    the calibration and qualification states of its runs when ``states`` are given
+    (:func:`sqems.analysis.states.read_states`)."""
     found: set[Factor] = set()
     for lot in batch.lots:
         if scope is not None and not scope.admits_lot(lot):
@@ -278,4 +356,6 @@ def factors_of(
             zone = spec_zone(value, spec.lsl, spec.usl)
             if zone is not None:
                 found.add(Factor(FactorKind.EXCURSION, param, zone=zone))
+        if states is not None:
+            found.update(states.factors_of_run(run.uid))
     return frozenset(found)

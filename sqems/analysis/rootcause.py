@@ -12,7 +12,10 @@ time window — :func:`rank_causes`
 2. collects the **candidate factors** each unit was exposed to (material lots,
    suppliers, machines, operators, shifts per step, parameters by spec position; see
    :mod:`sqems.analysis.factors`), including those that reach it through a
-   sub-assembly — a board's reflow oven is a factor of the drive built around it;
+   sub-assembly — a board's reflow oven is a factor of the drive built around it —,
+   and the states the records put its runs in: a machine while out of calibration, an
+   operator while not qualified (:mod:`sqems.analysis.states`), each exposing only the
+   runs inside its windows;
 3. scores each factor by **exposure against the baseline**: the defect rate among
    exposed units against the rest, as a risk ratio with a 95 % interval and a one-sided
    exact (hypergeometric, i.e. Fisher) test, with Benjamini-Hochberg false-discovery
@@ -26,7 +29,16 @@ time window — :func:`rank_causes`
    exposed to, shared among co-exposed causes, so the causes together never explain
    more defects than there are (:func:`_attributable`);
 6. gives each cause its 6M category and a **5-Why chain**: the graph path from one
-   defective unit (and the complaint or defect that reported it) to the cause.
+   defective unit (and the complaint or defect that reported it) to the cause — for a
+   state, on to the calibration or qualification record that put the run in it.
+
+A state is nested in its machine or operator (every run in the window is a run of the
+machine). When the defects sit inside the window, the state has the same excess on
+fewer units, so it stands out more strongly and is accepted first; the machine, tested
+given the state, then has nothing left and is explained by it, and so are lots that were
+merely in use at the time (inside the window their units fare no worse than the
+window's other units). Where the two expose exactly the same units, the state leads the
+alias group: it names the record that says why.
 
 Units sharing a batch and sub-assembly batches share every factor, so the statistics
 run on those cells — a few thousand rows for a 100k-unit plant — not on units.
@@ -34,6 +46,7 @@ run on those cells — a few thousand rows for a 100k-unit plant — not on unit
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections import defaultdict
@@ -57,6 +70,7 @@ from sqems.analysis.factors import (
     read_batches,
     spec_zone,
 )
+from sqems.analysis.states import PlantStates, read_states
 from sqems.errors import NotFound, ValidationFailed
 from sqems.figures import plain, probability, ranged
 from sqems.graph_model.nodes import (
@@ -217,6 +231,8 @@ class Population:
     batch_of: dict[str, str]
     products: list[str]
     window: tuple[float, float]
+    states: PlantStates = field(default_factory=PlantStates)
+    """The calibration and qualification states of the runs of :attr:`facts`."""
 
 
 def _population(store: GraphStore, target: Defectives, pad_s: float) -> Population:
@@ -271,6 +287,7 @@ def _population(store: GraphStore, target: Defectives, pad_s: float) -> Populati
     sub_batch = tree.batch_of
 
     facts = read_batches(store, {*batch_of.values(), *by_count, *sub_batch.values()})
+    states = read_states(store, facts)
     index: dict[tuple[str, tuple[str, ...]], int] = {}
     cells: list[tuple[str, tuple[str, ...]]] = []
     size: list[int] = []
@@ -317,6 +334,7 @@ def _population(store: GraphStore, target: Defectives, pad_s: float) -> Populati
         {u: batch_of[u] for u in examples} | {s: sub_batch[s] for s in below if s in sub_batch},
         products,
         (lo, hi),
+        states,
     )
 
 
@@ -505,6 +523,11 @@ class Cause:
     on their own, sharing at least :data:`SUSPECT_OVERLAP` of their exposed defective
     units with this cause and it with them, and without an excess once this cause is
     accounted for. The most plausible first (at the PFMEA origin, then by p-value)."""
+    records: tuple[str, ...] = ()
+    """For a calibration or qualification state: each of its windows with the records it
+    rests on, in words (calibration uid, verdict, as found against reference ±
+    tolerance, performed and due dates; qualification uid, reason and dates; site
+    time)."""
 
     @property
     def category(self) -> Category6M:
@@ -595,7 +618,7 @@ def rank_causes(
     pop = _population(store, target, pad_days * DAY)
     origin = _origin(store, target)
     factor_sets = {
-        uid: factors_of(batch, pop.facts.parameters, origin.scope)
+        uid: factors_of(batch, pop.facts.parameters, origin.scope, pop.states)
         for uid, batch in pop.facts.batches.items()
     }
     # the factor matrix: cells by factors, 1 where the cell's units were exposed; the
@@ -631,7 +654,7 @@ def rank_causes(
     # Factors exposing exactly the same cells (a lot and a fastener lot that fed the
     # same batches, say) cannot be told apart by any data: one of each group stands for
     # the group and the others are listed beside it as aliases.
-    plausible = _plausibility(factors, origin, pop.facts)
+    plausible = _plausibility(factors, origin, pop.facts, pop.states)
     aliases = _aliases(x, plausible)  # the most plausible of each group first
     lead = np.array([j not in aliases or aliases[j][0] == j for j in range(len(factors))])
     # the Benjamini-Hochberg threshold: the largest p-value the procedure rejected
@@ -706,6 +729,7 @@ def rank_causes(
                 same,
                 j in significant,
                 tuple(factors[i] for i in sharing),
+                tuple(pop.states.records(factors[j])),
             )
         )
     needed = None
@@ -1280,7 +1304,7 @@ def _clustered(dispersion: float) -> str:
     )
 
 
-def _aliases(x: sparse.csr_matrix, plausibility: Sequence[int]) -> dict[int, list[int]]:
+def _aliases(x: sparse.csr_matrix, plausibility: Sequence[float]) -> dict[int, list[int]]:
     """Columns with identical exposure, grouped: column → its group, the most plausible
     first (lowest ``plausibility``, then column order; only columns that share their
     pattern with another appear)."""
@@ -1297,7 +1321,12 @@ def _aliases(x: sparse.csr_matrix, plausibility: Sequence[int]) -> dict[int, lis
     }
 
 
-def _plausibility(factors: Sequence[Factor], origin: _Origin, facts: PlantFacts) -> list[int]:
+def _plausibility(
+    factors: Sequence[Factor],
+    origin: _Origin,
+    facts: PlantFacts,
+    states: PlantStates | None = None,
+) -> list[float]:
     """How plausible each factor is as the cause, for choosing which of factors the data
     cannot tell apart leads them (0 most plausible): 0 for a factor *at* the defect's
     PFMEA origin — the machine, operator, shift or parameter of a run of an origin step,
@@ -1305,9 +1334,13 @@ def _plausibility(factors: Sequence[Factor], origin: _Origin, facts: PlantFacts)
     other factor of a run or batch of the origin product, 2 for the rest (a sub-assembly's
     factors). Without an origin every factor is 2: the order is then the columns'.
     Before, the first in column order led, so a resin lot moulded into the housings
-    could hide behind a microcontroller lot on the boards inside them."""
+    could hide behind a microcontroller lot on the boards inside them.
+
+    A calibration or qualification state is half a step ahead of its machine or
+    operator: where the data cannot tell the two apart (the machine ran only in the
+    window), the state leads, since its record says why."""
     if not origin.products:
-        return [2] * len(factors)
+        return [1.5 if _is_state(f) else 2 for f in factors]
     at: set[tuple[FactorKind, str, str | None]] = set()
     near: set[tuple[FactorKind, str, str | None]] = set()
     for batch in facts.batches.values():
@@ -1325,11 +1358,23 @@ def _plausibility(factors: Sequence[Factor], origin: _Origin, facts: PlantFacts)
                 into.add((FactorKind.OPERATOR, run.operator, None))
             into.add((FactorKind.SHIFT, run.shift, run.step))
             into.update((FactorKind.EXCURSION, p, None) for p in run.params)
-    out = []
+    out: list[float] = []
     for f in factors:
         key = (f.kind, f.uid, f.step if f.kind is FactorKind.SHIFT else None)
-        out.append(0 if key in at else 1 if key in near else 2)
+        if _is_state(f):
+            holder = (
+                FactorKind.MACHINE
+                if f.kind is FactorKind.CALIBRATION_STATE
+                else (FactorKind.OPERATOR)
+            )
+            key = (holder, f.uid, None)
+        level = 0 if key in at else 1 if key in near else 2
+        out.append(level - 0.5 if _is_state(f) else level)
     return out
+
+
+def _is_state(f: Factor) -> bool:
+    return f.kind in (FactorKind.CALIBRATION_STATE, FactorKind.QUALIFICATION_STATE)
 
 
 SUSPECT_OVERLAP = 0.8
@@ -1421,7 +1466,7 @@ def _five_whys(
     holder = path[-1]
     batch = pop.facts.batches[pop.batch_of[holder]]
     chain.append(WhyStep(batch.uid, "Batch", "PRODUCED", f"{holder} was made in batch {batch.uid}"))
-    chain.extend(why_to_factor(factor, batch, pop.facts.parameters))
+    chain.extend(why_to_factor(factor, batch, pop.facts.parameters, pop.states))
     return tuple(chain)
 
 
@@ -1432,18 +1477,27 @@ def _path_to(factor: Factor, unit: str, pop: Population) -> list[str] | None:
     while paths:
         for path in paths:
             batch = pop.facts.batches.get(pop.batch_of.get(path[-1], ""))
-            if batch is not None and factor in factors_of(batch, pop.facts.parameters):
+            if batch is not None and factor in factors_of(
+                batch, pop.facts.parameters, states=pop.states
+            ):
                 return path
         paths = [[*path, sub] for path in paths for sub in sorted(pop.sub_of.get(path[-1], ()))]
     return None
 
 
 def why_to_factor(
-    factor: Factor, batch: BatchFacts, parameters: Mapping[str, Parameter]
+    factor: Factor,
+    batch: BatchFacts,
+    parameters: Mapping[str, Parameter],
+    states: PlantStates | None = None,
 ) -> list[WhyStep]:
     """The last links of a 5-Why chain: from ``batch`` to ``factor`` (the lot it
     consumed and the lot's supplier, or the run and its machine, operator, shift or
-    parameter actual); empty when the batch was not exposed to it."""
+    parameter actual, or for a state the run, its machine or operator and the record
+    that put it in the state, read from ``states``); empty when the batch was not
+    exposed to it."""
+    if factor.kind in (FactorKind.CALIBRATION_STATE, FactorKind.QUALIFICATION_STATE):
+        return _why_to_state(factor, batch, states)
     if factor.kind in (FactorKind.MATERIAL_LOT, FactorKind.SUPPLIER):
         for lot in batch.lots:
             if factor.uid in (lot.uid, lot.supplier):
@@ -1505,6 +1559,33 @@ def why_to_factor(
     return []
 
 
+def _why_to_state(factor: Factor, batch: BatchFacts, states: PlantStates | None) -> list[WhyStep]:
+    """From ``batch`` to a calibration or qualification state: the run made in the
+    window, its machine or operator, and the record (the calibration that found the
+    state or went overdue, the qualification that lapsed or was revoked), whose answer
+    says why: ``M-OCCL-1 ran while out of calibration (found out of tolerance): …``."""
+    if states is None:
+        return []
+    for run in batch.runs:
+        window = states.window_of(run.uid, factor)
+        if window is None:
+            continue
+        made = WhyStep(run.uid, "ProcessRun", "RAN", f"the batch ran step {run.step} as {run.uid}")
+        if factor.kind is FactorKind.CALIBRATION_STATE:
+            holder = WhyStep(factor.uid, "Machine", "ON", f"the run was on machine {factor.uid}")
+            label, edge = "Calibration", "CALIBRATES"
+        else:
+            holder = WhyStep(
+                factor.uid, "Operator", "OPERATED_BY", f"the run was operated by {factor.uid}"
+            )
+            label, edge = "Qualification", "HOLDS"
+        if window.record is None:
+            # nothing on record to point at (never qualified): the holder says why
+            return [made, dataclasses.replace(holder, why=f"{holder.why}, and {window.why}")]
+        return [made, holder, WhyStep(window.record, label, edge, f"because {window.why}")]
+    return []
+
+
 def report_dict(report: RootCauseReport) -> dict[str, Any]:
     """A JSON-ready form of the report, for the CLI and the API."""
     return {
@@ -1530,6 +1611,7 @@ def report_dict(report: RootCauseReport) -> dict[str, Any]:
                 "explained_by": c.explained_by.key if c.explained_by else None,
                 "aliases": [f.key for f in c.aliases],
                 "suspects": [f.key for f in c.suspects],
+                "records": list(c.records),
                 **{f: getattr(c.evidence, f) for f in Evidence.__slots__},
                 "why": [
                     {"uid": w.uid, "label": w.label, "edge": w.edge, "why": w.why} for w in c.why

@@ -5,7 +5,8 @@ unit was exposed to at every level of its bill of materials.
 came in, from whom, its defect type with the process steps that type originates at,
 the unit, its product and batch, and the sub-assemblies built into it (at any depth).
 :func:`unit_exposure` lists the root-cause factors (lots, suppliers, machines,
-operators, shifts, parameter zones) that reached the unit through its own batch or any
+operators, shifts, parameter zones, and the calibration and qualification states its
+runs were made in) that reached the unit through its own batch or any
 sub-assembly's, so the investigation can say whether a cause found from many cases
 also applies to *this* one.
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 from sqems.analysis.factors import Factor, factors_of, read_batches
 from sqems.analysis.rootcause import WhyStep, why_to_factor
+from sqems.analysis.states import read_states
 from sqems.errors import ValidationFailed
 from sqems.graph_model.nodes import Complaint, Customer, DefectType, Product, Unit
 from sqems.graph_model.store import Direction, GraphStore
@@ -184,23 +186,26 @@ def unit_exposure(store: GraphStore, case: ComplaintCase) -> frozenset[Factor]:
         b for b in (case.batch, *(s.batch for s in case.subassemblies)) if b is not None
     }
     facts = read_batches(store, batches)
+    states = read_states(store, facts)
     found: set[Factor] = set()
     for batch in facts.batches.values():
-        found |= factors_of(batch, facts.parameters)
+        found |= factors_of(batch, facts.parameters, states=states)
     return frozenset(found)
 
 
 def case_why(store: GraphStore, case: ComplaintCase, factor: Factor) -> tuple[WhyStep, ...]:
     """The 5-Why chain of *this* complaint to ``factor``: the complaint, its unit, down
     through every sub-assembly on the way to the batch that was exposed, and from that
-    batch to the lot, machine, operator, shift or parameter zone. Empty when the factor
-    did not reach the unit."""
+    batch to the lot, machine, operator, shift or parameter zone — or, for a state, the
+    run made in it and the calibration or qualification record that says so. Empty when
+    the factor did not reach the unit."""
     subs = {s.uid: s for s in case.subassemblies}
     holders = [(case.unit, case.batch), *((s.uid, s.batch) for s in case.subassemblies)]
     facts = read_batches(store, {b for _, b in holders if b is not None})
+    states = read_states(store, facts)
     for holder, batch_uid in holders:
         batch = facts.batches.get(batch_uid or "")
-        if batch is None or factor not in factors_of(batch, facts.parameters):
+        if batch is None or factor not in factors_of(batch, facts.parameters, states=states):
             continue
         path = []
         at = holder
@@ -228,6 +233,6 @@ def case_why(store: GraphStore, case: ComplaintCase, factor: Factor) -> tuple[Wh
         chain.append(
             WhyStep(batch.uid, "Batch", "PRODUCED", f"{holder} was made in batch {batch.uid}")
         )
-        chain.extend(why_to_factor(factor, batch, facts.parameters))
+        chain.extend(why_to_factor(factor, batch, facts.parameters, states))
         return tuple(chain)
     return ()

@@ -165,6 +165,14 @@ def fix_for(store: GraphStore, factor: Factor, recall: SuggestedRecall) -> Fix:
                 f"hold {factor.uid} at the centre of its tolerance, {centre:g} {spec.unit}",
                 {"parameters": [{"parameter": factor.uid, "setpoint": centre}]},
             )
+        case FactorKind.CALIBRATION_STATE | FactorKind.QUALIFICATION_STATE:
+            # the fix is a record's, not a line's: no scenario of the twin changes it
+            what = "calibrate" if factor.kind is FactorKind.CALIBRATION_STATE else "requalify"
+            raise ValidationFailed(
+                f"{factor.describe()} is fixed by the quality system ({what} "
+                f"{factor.uid} and assess what was made in the state), not by a change to "
+                "the line a what-if can simulate"
+            )
     raise ValidationFailed(f"no fix is known for a factor of kind {factor.kind}")
 
 

@@ -13,7 +13,11 @@ exposed to it, saying how the scope was drawn:
 * a **parameter zone** → the same change-point window on each machine whose runs were in
   the zone; without a change point, the runs whose actual was in the zone;
 * a **shift at a step** or an **operator** → the batches whose run at that step was in
-  that shift (by that operator) in the analysis window.
+  that shift (by that operator) in the analysis window;
+* a **machine while out of calibration** or an **operator while not qualified** → every
+  batch with a run made in that state, over the state's own windows (the look-back of
+  a calibration found out of tolerance reaches back to the last good one, whatever the
+  analysis window).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 
 from sqems.analysis.changepoint import ShiftWindow, level_shift_window
 from sqems.analysis.factors import Factor, FactorKind, spec_zone
+from sqems.analysis.states import state_batches
 from sqems.graph_model.nodes import MaterialLot, Parameter, ProcessRun
 from sqems.graph_model.store import Direction, GraphStore, TimeWindow
 from sqems.graph_model.traceability import (
@@ -77,7 +82,8 @@ class Drift:
 class SuggestedRecall:
     basis: str
     """How the scope was drawn: ``lot``, ``supplier``, ``drift``, ``machine``,
-    ``excursion``, ``shift`` or ``operator``."""
+    ``excursion``, ``shift``, ``operator``, ``calibration_state`` or
+    ``qualification_state``."""
     explanation: str
     scopes: list[RecallScope]
     drifts: list[Drift]
@@ -236,7 +242,29 @@ def suggest_recall(
                 [scope],
                 [],
             )
+        case FactorKind.CALIBRATION_STATE | FactorKind.QUALIFICATION_STATE:
+            batches = state_batches(store, factor)
+            if not batches:
+                return SuggestedRecall(
+                    factor.kind.value, f"no run was made {_while(factor)}", [], []
+                )
+            scope = trace.recall_scope(
+                RecallSource(SourceKind.BATCH, batches[0], also=tuple(batches[1:]))
+            )
+            return SuggestedRecall(
+                factor.kind.value,
+                f"the {len(batches)} batches with a run made {_while(factor)}",
+                [scope],
+                [],
+            )
     raise ValueError(f"no recall for a factor of kind {factor.kind}")
+
+
+def _while(factor: Factor) -> str:
+    """A state factor as a clause: ``on M-OCCL-1 while found out of tolerance (…)``."""
+    if factor.kind is FactorKind.CALIBRATION_STATE:
+        return f"on {factor.describe()}"
+    return f"by {factor.describe()}"
 
 
 def _day(t: float) -> str:
