@@ -148,10 +148,18 @@ class _PumpGenerator:
             used[lower.unit_batch[parts[unit_window].ravel()]] = True
             self._assign_lots(lower, used)
         door = step_index(pumps, pl.WI_CHANGE_STEP)
+        # the operator's runs of the new revision before they were trained on it
         old_rev_runs = np.array(
             [
-                op == pl.OLD_REVISION.operator and wi.endswith("/" + pl.WI_NEW_REVISION)
-                for op, wi in zip(pumps.operators[door], pumps.instructions[door], strict=True)
+                op == pl.OLD_REVISION.operator
+                and wi.endswith("/" + pl.WI_NEW_REVISION)
+                and t < pl.OLD_REVISION.end
+                for op, wi, t in zip(
+                    pumps.operators[door],
+                    pumps.instructions[door],
+                    pumps.run_starts[:, door],
+                    strict=True,
+                )
             ]
         )
         old_rev_units = old_rev_runs[pumps.unit_batch]

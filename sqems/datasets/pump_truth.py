@@ -308,7 +308,7 @@ class TruthBuilder:
             t = line.run_starts[:, s]
             mine = np.array([o == state.operator for o in line.operators[s]])
             if state is pl.OLD_REVISION:
-                inside = old_rev_runs & (t < state.end)
+                inside = old_rev_runs
             else:
                 inside = mine & (t >= state.start) & (t < state.end)
             runs = line.runs(s)
