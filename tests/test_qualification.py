@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
+from live_server import LiveServer
 
 from sqems.datasets.files import read_plant
 from sqems.datasets.load import load_plant
@@ -27,6 +29,8 @@ from sqems.graph_model.nodes import (
     Qualification,
     WorkInstruction,
 )
+from sqems.graphql import AccessStore, Role, create_app
+from sqems.graphql.types import global_id
 from sqems.ontologies.export import Part, to_graph
 from sqems.ontologies.shacl import validate
 from sqems.quality.calibration import (
@@ -42,6 +46,7 @@ from sqems.quality.qualification import (
     instructions_followed,
     qualification_at,
 )
+from sqems.settings import Settings
 
 CHI = ZoneInfo("America/Chicago")
 
@@ -465,3 +470,51 @@ def test_a_bad_date_in_the_new_files_is_refused_naming_file_and_line(tmp_path: P
     with pytest.raises(ValidationFailed, match=r"Calibration\.csv line 2: .*due_at.*2026-02-30"):
         load_plant(s, read_plant(plant))
     assert s.count() == 0
+
+
+# --- GraphQL ------------------------------------------------------------------------------
+
+
+def test_the_api_gives_calibration_windows_and_qualifications(tmp_path: Path) -> None:
+    store = EmbeddedGraphStore(None)
+    load_plant(store, read_plant(_plant_files(tmp_path / "plant")))
+    access = AccessStore(None)
+    app = create_app(Settings(data_dir=tmp_path / "data"), store=store, access=access)
+    _, token = access.create_key("test viewer", Role.VIEWER)
+    query = """
+      query ($m: ID!, $o: ID!, $c: ID!) {
+        machine: node(id: $m) { ... on Machine {
+          calibrationWindows { kind start end record closedBy calibrations sentence } } }
+        operator: node(id: $o) { ... on Operator {
+          qualifications { uid grantedAt expiresAt reason workInstructions { uid revision } } } }
+        cal: node(id: $c) { ... on Calibration {
+          verdict asFound limitation foundOutOfTolerance } }
+      }"""
+    variables = {
+        "m": global_id("Machine", "M-OCCL-1"),
+        "o": global_id("Operator", "OP-1"),
+        "c": global_id("Calibration", "CAL-2"),
+    }
+    with LiveServer(app) as server:
+        response = httpx.post(
+            f"{server.url}/graphql",
+            json={"query": query, "variables": variables},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+    access.close()
+    body = response.json()
+    assert "errors" not in body, body
+    windows = body["data"]["machine"]["calibrationWindows"]
+    assert [w["kind"] for w in windows] == ["OVERDUE", "LIMITED", "OVERDUE"]
+    assert windows[0]["record"] == "CAL-1" and windows[0]["closedBy"] == "CAL-2"
+    assert "due 2026-03-02 (end of day, CST)" in windows[0]["sentence"]  # the site's zone
+    quals = body["data"]["operator"]["qualifications"]
+    assert [q["uid"] for q in quals] == ["Q-2", "Q-1"]  # newest grant first
+    assert quals[0]["workInstructions"] == [{"uid": "WI-30/C", "revision": "C"}]
+    assert body["data"]["cal"] == {
+        "verdict": "LIMITED",
+        "asFound": 5.1,
+        "limitation": "below 10 psi only",
+        "foundOutOfTolerance": False,
+    }
