@@ -424,3 +424,28 @@ def test_the_cli_writes_a_slash_uid_to_a_safe_file_and_signs_a_disposition(
                      "scrap", "--rationale", "x")  # fmt: skip
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "is not in the record" in refused.stderr
+
+
+def test_a_disposition_is_kept_and_read_back_on_every_store(make_store: Any) -> None:
+    with make_store() as backend:
+        backend.upsert_nodes([
+            Machine(uid="M-ENC-9", name="encoder station"),
+            Calibration(uid="CAL-9", performed_at=datetime.fromisoformat("2026-02-02T10:00-06:00"),
+                        due_at=datetime.fromisoformat("2026-03-02T23:59:59-06:00")),
+        ])  # fmt: skip
+        backend.upsert_edges([Edge("CALIBRATES", "CAL-9", "M-ENC-9")])
+        late, on_time = _machine_runs(backend, "M-ENC-9", [
+            ("2026-03-03T00:30:00-06:00", "2026-03-03T03:00:00-06:00"),
+            ("2026-03-02T21:00:00-06:00", "2026-03-02T23:30:00-06:00"),
+        ])  # fmt: skip
+        trail = AuditTrail(None, key=b"k" * 32)
+        record = dhr.device_history(backend, "WO-DUE-1")
+        assert [d.key for d in record.release.waiting] == [f"{late}:calibration"]
+        assert run_of(record, on_time).calibrated
+        dhr.dispose(backend, trail, ENGINEER, "WO-DUE-1", f"{late}:calibration",
+                    DispositionDecision.SCRAP, "units quarantined and scrapped")  # fmt: skip
+        again = dhr.device_history(backend, "WO-DUE-1")
+        assert again.release.approved
+        (done,) = again.all_deviations
+        assert done.disposition is not None and done.disposition.signer == "qa.lead"
+        assert done.disposition.decision is DispositionDecision.SCRAP

@@ -601,7 +601,7 @@ def _deviations(r: DeviceHistoryRecord) -> list[tuple[str, str]]:
 _SHOUT = {
     "overdue": "calibration OVERDUE",
     "failed": "calibration FAILED",
-    "found out of tolerance": "FOUND OUT OF TOLERANCE (look-back, §7.6)",
+    "found out of tolerance": "FOUND OUT OF TOLERANCE",
     "limited": "calibration LIMITED",
 }
 
@@ -727,7 +727,7 @@ def _run_rows(r: DeviceHistoryRecord, tz: tzinfo) -> list[list[str]]:
         operator = f"{_e(x.operator)} {_e(x.operator_name)}"
         rows.append([
             _e(x.uid), f"{_e(x.step)} {_e(x.step_name)}"
-            + (f"<br>WI {_e(x.instruction)}" if x.instruction else ""),
+            + (f"<br>followed {_e(x.instruction)}" if x.instruction else ""),
             _e(x.machine), _flags_cell(x.in_force, cal), operator,
             _flags_cell(x.qualification, qual) if qual or x.operator_qualified
             else _flag(x.qualification, x.operator_qualified is not False),
