@@ -253,3 +253,42 @@ def test_it_loads_into_every_store(store: GraphStore) -> None:
     assert report.edges["FOLLOWED"] == len(plant.edges["FOLLOWED"])
     assert isinstance(store.get("WO/2026/002"), Batch)
     assert store.get("WI-PUMP-20/D") is not None
+
+
+def test_the_old_revision_effect_stays_inside_its_window(pump: Plant) -> None:
+    """Door misfits are added only to the runs of revision D the operator made before
+    being trained on it: their other runs carry what they carry with nothing planted."""
+    nothing = generate(PlantSpec(shape="pump"), pl.PumpCauses.none())
+    state = _state(pump, pl.OLD_REVISION.id)
+    inside = {r.removeprefix("RUN-").rsplit("-", 1)[0] for r in state["runs"]}
+    runs = zip(
+        _column(pump, "edges", "OPERATED_BY", "src"),
+        _column(pump, "edges", "OPERATED_BY", "dst"),
+        strict=True,
+    )
+    theirs = {
+        r.removeprefix("RUN-").rsplit("-", 1)[0]
+        for r, op in runs
+        if op == pl.OLD_REVISION.operator and r.endswith("-20")
+    }
+    assert inside < theirs
+    produced = list(
+        zip(
+            _column(pump, "edges", "PRODUCED", "src"),
+            _column(pump, "edges", "PRODUCED", "dst"),
+            strict=True,
+        )
+    )
+    outside_units = {u for b, u in produced if b in theirs - inside}
+    inside_units = {u for b, u in produced if b in inside}
+
+    def misfits(plant: Plant) -> set[str]:
+        rows = plant.truth_units.columns
+        return {
+            u
+            for u, types in zip(rows["uid"], rows["defect_types"], strict=True)
+            if "DT-DOOR-MISFIT" in types.split(";")
+        }
+
+    assert misfits(pump) & outside_units == misfits(nothing) & outside_units
+    assert len(misfits(pump) & inside_units) > 3 * max(1, len(misfits(nothing) & inside_units))
