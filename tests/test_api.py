@@ -60,10 +60,19 @@ NEEDS_WEBSOCKET = {"board_updates"}
 NEEDS_SIGNER = {"set_signing_password", "submit_capa", "verify_capa"}
 """Signatures and signing passwords, which need CAPAs in their states: test_signing.py
 runs them."""
+NEEDS_CALIBRATIONS = {"look_back"}
+"""A calibration found out of tolerance, which the drives plant has none of: test_lookback.py
+runs it on the pump plant."""
+RUN_ELSEWHERE = (
+    NEEDS_INGESTION
+    | NEEDS_TWIN
+    | NEEDS_UPLOAD
+    | NEEDS_WEBSOCKET
+    | NEEDS_SIGNER
+    | NEEDS_CALIBRATIONS
+)
 OPERATIONS = sorted(
-    p
-    for p in (GRAPHQL_DIR / "operations").glob("*.graphql")
-    if p.stem not in NEEDS_INGESTION | NEEDS_TWIN | NEEDS_UPLOAD | NEEDS_WEBSOCKET | NEEDS_SIGNER
+    p for p in (GRAPHQL_DIR / "operations").glob("*.graphql") if p.stem not in RUN_ELSEWHERE
 )
 
 

@@ -12,9 +12,10 @@ and after.
 | ``reopen`` | closed | a reason |
 
 Containment and corrective actions can be added while the CAPA is open (not closed).
-A CAPA is created by hand, from a complaint or from an SPC alarm, and is linked to what
-it addresses (``Capa ADDRESSES Complaint|Alarm|Defect``). A closure is signed: the
-verifier's signature (name, time, meaning) is an entry of the trail.
+A CAPA is created by hand, from a complaint, from an SPC alarm or from a calibration
+found out of tolerance (:mod:`sqems.quality.lookback`), and is linked to what it
+addresses (``Capa ADDRESSES Complaint|Alarm|Defect|Calibration|Batch``). A closure is
+signed: the verifier's signature (name, time, meaning) is an entry of the trail.
 
 Who may do what (an inspector reports, an engineer triages, assigns and closes) is the
 API's to check; this module checks what the record itself requires, so the same rules
@@ -33,6 +34,8 @@ from typing import Any, Protocol
 from sqems.errors import NotFound, SqemsError, ValidationFailed
 from sqems.graph_model.nodes import (
     Alarm,
+    Batch,
+    Calibration,
     Capa,
     CapaSource,
     CapaStatus,
@@ -60,6 +63,9 @@ MOVES: dict[str, tuple[frozenset[CapaStatus], CapaStatus]] = {
 """Each move: the states it may start from and where it goes (``verify`` goes back to
 in action when the actions were not effective)."""
 ACTION_KINDS = ("containment", "corrective")
+ADDRESSABLE = (Defect, Complaint, Alarm, Calibration, Batch)
+"""What a CAPA may address: a defect, complaint or alarm it answers; a calibration found
+out of tolerance and the batches whose results that puts in question (a look-back)."""
 CLOSURE_MEANING = "verified effective and closed"
 SUBMISSION_MEANING = "actions completed, submitted for verification"
 
@@ -119,9 +125,9 @@ class Workflow:
             node = found.get(t)
             if node is None:
                 raise NotFound(f"{t} is not in the graph")
-            if not isinstance(node, Defect | Complaint | Alarm):
-                raise ValidationFailed(f"a CAPA addresses defects, complaints or alarms; {t} is a "
-                                       f"{node.label}")  # fmt: skip
+            if not isinstance(node, ADDRESSABLE):
+                raise ValidationFailed("a CAPA addresses defects, complaints, alarms, calibrations"
+                                       f" or batches; {t} is a {node.label}")  # fmt: skip
         now = datetime.now(UTC)
         capa = Capa.parse({
             "uid": uid or f"CAPA-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}",
@@ -136,6 +142,28 @@ class Workflow:
             tx.add_nodes([capa])
             tx.add_edges(Edge("ADDRESSES", capa.uid, t) for t in targets)
         return capa
+
+    def report_once(
+        self,
+        actor: Actor,
+        title: str,
+        problem: str,
+        *,
+        record: str,
+        same: Callable[[Capa], bool],
+        addresses: Iterable[str] = (),
+        source: CapaSource = CapaSource.MANUAL,
+    ) -> tuple[Capa, bool]:
+        """The open CAPA that addresses ``record`` and that ``same`` accepts, or else a
+        new one reported as :meth:`report` does (addressing ``record`` and
+        ``addresses``); with whether it is new. The look-up and the report happen in one
+        transaction of the trail, so two callers at once open one CAPA, not two."""
+        targets = list(dict.fromkeys([record, *addresses]))
+        with self.trail.writing() as w:
+            for capa in open_capas_addressing(self.store, record):
+                if same(capa):
+                    return capa, False
+            return self._report(w, actor, title, problem, targets, source, None), True
 
     def from_complaint(self, actor: Actor, complaint: str) -> Capa:
         found = self.store.get(complaint)
@@ -402,6 +430,14 @@ class Workflow:
             self.store.upsert_nodes([changed])
             w.on_abort(lambda: self.store.upsert_nodes([capa]))
         return changed
+
+
+def open_capas_addressing(store: GraphStore, record: str) -> list[Capa]:
+    """The CAPAs not closed that address ``record``, the oldest first."""
+    links = store.edges([record], {"ADDRESSES": Direction.IN})
+    found = store.get_many(e.src for e in links).values()
+    open_ = [c for c in found if isinstance(c, Capa) and c.status is not S.CLOSED]
+    return sorted(open_, key=lambda c: (c.opened_at, c.uid))
 
 
 def _record(capa: Capa) -> dict[str, Any]:
