@@ -4,6 +4,9 @@ daylight-saving change, with calibration and qualification records and planted s
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -292,3 +295,21 @@ def test_the_old_revision_effect_stays_inside_its_window(pump: Plant) -> None:
 
     assert misfits(pump) & outside_units == misfits(nothing) & outside_units
     assert len(misfits(pump) & inside_units) > 3 * max(1, len(misfits(nothing) & inside_units))
+
+
+def test_the_command_line_generates_and_loads_it(tmp_path: Path) -> None:
+    env = {**os.environ, "SQEMS_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "200"}
+    env.pop("SQEMS_GRAPH_URI", None)
+    plant = tmp_path / "pump"
+    args = ["generate", "--shape", "pump", "--units", "1000", "--out", str(plant), "--load"]
+    done = subprocess.run(
+        [sys.executable, "-c", "from sqems.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "loaded" in done.stdout
+    assert (plant / "nodes" / "Qualification.csv").is_file()
