@@ -582,9 +582,12 @@ class _PumpGenerator:
                 own = shift == layout.SHIFTS.index(state.shift)
                 chosen = own & (self.rng.random(n) < state.share)
                 for b in range(n):
+                    # the revoked operator is no longer scheduled for the step after
+                    # ``end``: a colleague of the same shift runs it
                     stops = state is pl.REVOKED and starts[b] >= state.end
                     if ops[b] == state.operator and stops:
-                        ops[b] = f"OP-{tag}-{(pick[b] + 1) % per + shift[b] * per + 1:02d}"
+                        colleague = shift[b] * per + (pick[b] % per + 1) % per
+                        ops[b] = f"OP-{tag}-{colleague + 1:02d}"
                     elif chosen[b] and not stops:
                         ops[b] = state.operator
             line.operators.append(ops)
