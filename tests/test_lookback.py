@@ -7,6 +7,7 @@ API and on the command line at 80 columns."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -353,6 +354,10 @@ def test_the_lookback_command_at_80_columns(tmp_path: Path, plant: GraphStore) -
     capa = text.split("CAPA ")[-1].split()[0]
     again = _narrow(_sqems(tmp_path, "lookback", bad, "--open-capa").stdout)
     assert f"CAPA {capa} is open already for this look-back (reported, opened" in again
+
+    as_json = json.loads(_sqems(tmp_path, "lookback", bad, "--json").stdout)
+    assert as_json["counts"] == c and as_json["capa"] == capa and not as_json["capa_opened"]
+    assert as_json["window"]["end"] == "2026-04-01T15:00:00+00:00"
 
     refused = _sqems(tmp_path, "lookback", good)
     assert refused.returncode == 2 and refused.stdout == ""
