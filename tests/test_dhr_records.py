@@ -242,6 +242,25 @@ def test_a_run_that_straddles_the_start_of_a_look_back_window_is_flagged_as_such
     assert "STRADDLING" in dhr.render_html(record)
 
 
+def test_a_run_that_straddles_a_qualification_expiry_is_flagged_as_such(
+    store: GraphStore, plant: Plant
+) -> None:
+    lapsed = state(plant, "qualification-lapsed")
+    expiry = lapsed["window"]["start_local"]  # the end of the site's day, 23:59:59 CST
+    (run,) = _machine_runs(store, "M-ENC-1", [
+        ("2026-03-06T20:00:00-06:00", "2026-03-07T02:00:00-06:00"),
+    ])  # fmt: skip
+    store.upsert_edges([Edge("OPERATED_BY", run, lapsed["operator"]),
+                        Edge("FOR_STEP", run, lapsed["step"])])  # fmt: skip
+    found = run_of(dhr.device_history(store, "WO-DUE-1"), run)
+    assert found.operator_qualified is True  # qualified when it started
+    (flag,) = [f for f in found.flags if f.subject == "qualification"]
+    assert flag.state == "straddles lapsed" and flag.records == (lapsed["records"][0],)
+    assert "qualified when the run started 2026-03-06 20:00 CST but not when it ended " \
+        "2026-03-07 02:00 CST" in flag.text  # fmt: skip
+    assert f"lapsed {expiry[:10]} 23:59 CST" in flag.text
+
+
 def test_the_look_back_lists_exactly_the_runs_since_the_last_good_calibration(
     store: GraphStore, plant: Plant
 ) -> None:
