@@ -44,6 +44,7 @@ from sqems.graphql.inspection import InspectionMutation, InspectionQuery
 from sqems.graphql.investigation import InvestigationQuery
 from sqems.graphql.judgements import JudgementQuery
 from sqems.graphql.limits import CheckedDocument, DocumentCache
+from sqems.graphql.lookback import LookBackMutation
 from sqems.graphql.middleware import for_clients
 from sqems.graphql.quality import QualityMutation, QualityQuery, recorded
 from sqems.graphql.signing import SigningMutation, SigningQuery
@@ -420,7 +421,9 @@ async def _audited(
 
 
 @strawberry.type
-class Mutation(QualityMutation, SigningMutation, InspectionMutation, DesignMutation):
+class Mutation(
+    QualityMutation, SigningMutation, InspectionMutation, DesignMutation, LookBackMutation
+):
     @strawberry.mutation(
         description="Run quarantined entries through the ingestion again (engineer); each "
         "entry records its outcome."
