@@ -29,11 +29,11 @@ from sqems.datasets import pump_layout as pl
 from sqems.datasets.files import plant_sections
 from sqems.errors import NotFound, ValidationFailed
 from sqems.graph_model import EmbeddedGraphStore, GraphStore, open_store
+from sqems.graph_model.calibration import CalWindowKind, calibration_windows
 from sqems.graph_model.nodes import Calibration, CalibrationVerdict, Priority
 from sqems.graph_model.store import Direction, Edge
 from sqems.graphql import AccessStore, Role, create_app
 from sqems.quality.audit import AuditTrail
-from sqems.quality.calibration import CalWindowKind, calibration_windows
 from sqems.quality.capa import Actor, Workflow
 from sqems.quality.lookback import look_back, open_capa
 from sqems.settings import Settings

@@ -21,9 +21,9 @@ from sqems.datasets.plant import Plant
 from sqems.datasets.pump import level_sizes
 from sqems.errors import ValidationFailed
 from sqems.graph_model import Direction, EmbeddedGraphStore, GraphStore
+from sqems.graph_model.calibration import calibration_windows
 from sqems.graph_model.nodes import Batch, Calibration, Site
-from sqems.quality.calibration import calibration_windows
-from sqems.quality.qualification import QualificationRecords, QualReason
+from sqems.graph_model.qualification import QualificationRecords, QualReason
 
 SMALL = 3_000
 

@@ -1,5 +1,5 @@
 """Qualifications and calibrations as states in time: the model, the two domain modules
-(:mod:`sqems.quality.qualification`, :mod:`sqems.quality.calibration`), the plant files
+(:mod:`sqems.graph_model.qualification`, :mod:`sqems.graph_model.calibration`), the plant files
 that carry them, and their RDF on every backend."""
 
 from __future__ import annotations
@@ -20,6 +20,13 @@ from sqems.datasets.files import read_plant
 from sqems.datasets.load import load_plant
 from sqems.errors import NotFound, ValidationFailed
 from sqems.graph_model import Edge, EmbeddedGraphStore, GraphStore
+from sqems.graph_model.calibration import (
+    CalibrationRecords,
+    CalWindowKind,
+    calibration_state_at,
+    calibration_windows,
+    straddles,
+)
 from sqems.graph_model.nodes import (
     Calibration,
     CalibrationVerdict,
@@ -29,23 +36,16 @@ from sqems.graph_model.nodes import (
     Qualification,
     WorkInstruction,
 )
-from sqems.graphql import AccessStore, Role, create_app
-from sqems.graphql.types import global_id
-from sqems.ontologies.export import Part, to_graph
-from sqems.ontologies.shacl import validate
-from sqems.quality.calibration import (
-    CalibrationRecords,
-    CalWindowKind,
-    calibration_state_at,
-    calibration_windows,
-    straddles,
-)
-from sqems.quality.qualification import (
+from sqems.graph_model.qualification import (
     QualificationRecords,
     QualReason,
     instructions_followed,
     qualification_at,
 )
+from sqems.graphql import AccessStore, Role, create_app
+from sqems.graphql.types import global_id
+from sqems.ontologies.export import Part, to_graph
+from sqems.ontologies.shacl import validate
 from sqems.settings import Settings
 
 CHI = ZoneInfo("America/Chicago")

@@ -12,10 +12,10 @@ its own, whose exposure is only the runs inside its windows:
   calibration's due date to the next calibration; ``found_out_of_tolerance``: from the
   last good calibration to the one that found it out; ``failed``: from a failed
   calibration to the next good one; ``limited``: while a limited calibration stood), as
-  :mod:`sqems.quality.calibration` cuts them from the records;
+  :mod:`sqems.graph_model.calibration` cuts them from the records;
 - ``qualification_state`` — one per operator, step (or work-instruction revision) and
   reason (``lapsed``, ``revoked``, ``not_yet_qualified``, ``never_qualified``,
-  ``other_revision``), as :mod:`sqems.quality.qualification` reads the operator's
+  ``other_revision``), as :mod:`sqems.graph_model.qualification` reads the operator's
   qualification at the start of each run.
 
 A run is exposed to a calibration state when it overlaps one of the state's windows (a run
@@ -41,11 +41,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 
 from sqems.analysis.factors import Factor, FactorKind, PlantFacts, RunFacts, read_batches
+from sqems.graph_model.calibration import CalibrationRecords, CalWindow, CalWindowKind, due, when
 from sqems.graph_model.nodes import Calibration, Category6M, Machine, Site
+from sqems.graph_model.qualification import QualificationRecords
 from sqems.graph_model.store import Direction, GraphStore
 from sqems.localtime import zone_named
-from sqems.quality.calibration import CalibrationRecords, CalWindow, CalWindowKind, due, when
-from sqems.quality.qualification import QualificationRecords
 
 OUT, IN = Direction.OUT, Direction.IN
 

@@ -162,8 +162,8 @@ def report_disposition(
     """
     from sqems import localtime
     from sqems.cli.design import CLI_ROLE
+    from sqems.graph_model.calibration import when
     from sqems.quality import dhr
-    from sqems.quality.calibration import when
     from sqems.quality.capa import Actor
 
     with graph_store() as (store, settings):

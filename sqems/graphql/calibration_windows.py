@@ -1,7 +1,7 @@
 """``Machine.calibrationWindows`` (when a machine was out of calibration, and why) and
 ``Calibration.foundOutOfTolerance``.
 
-The windows come from :func:`sqems.quality.calibration.calibration_windows` (overdue,
+The windows come from :func:`sqems.graph_model.calibration.calibration_windows` (overdue,
 found out of tolerance, failed, limited), each with its dates (stored UTC), the
 calibration records it cites and a sentence with the dates in the site's zone. This
 module defines the fields the generated types add (:data:`sqems.graphql.types.COMPUTED`)
@@ -17,9 +17,9 @@ import strawberry
 from strawberry.types import Info
 
 from sqems import localtime
+from sqems.graph_model.calibration import CalWindow, CalWindowKind, calibration_windows
 from sqems.graph_model.nodes import Calibration
 from sqems.graphql.context import Context
-from sqems.quality.calibration import CalWindow, CalWindowKind, calibration_windows
 
 WindowKind = strawberry.enum(
     CalWindowKind,

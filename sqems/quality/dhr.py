@@ -25,9 +25,9 @@ that record and the clauses it relies on ask for:
 abbreviation (``2026-03-09 06:10 CDT``), the zone read as :mod:`sqems.localtime` reads
 it. A due time at 23:59:59 local is due that day: ``due 2026-03-02 (end of day, CST)``.
 
-**Flags.** Calibration states come from :mod:`sqems.quality.calibration` (overdue,
+**Flags.** Calibration states come from :mod:`sqems.graph_model.calibration` (overdue,
 found out of tolerance, failed, limited) and qualification states from
-:mod:`sqems.quality.qualification` (lapsed, not yet qualified, revoked, other revision,
+:mod:`sqems.graph_model.qualification` (lapsed, not yet qualified, revoked, other revision,
 never qualified), each with its dates and records; a run that starts inside a state's
 bounds and ends outside them (or the reverse) is flagged as straddling it.
 
@@ -57,6 +57,15 @@ from typing import Any
 
 from sqems import localtime
 from sqems.errors import NotFound, ValidationFailed
+from sqems.graph_model.calibration import (
+    CalibrationRecords,
+    CalWindow,
+    CalWindowKind,
+    calibration_state_at,
+    due,
+    straddles,
+    when,
+)
 from sqems.graph_model.nodes import (
     Alarm,
     Batch,
@@ -80,20 +89,11 @@ from sqems.graph_model.nodes import (
     Verdict,
     WorkInstruction,
 )
+from sqems.graph_model.qualification import QualificationRecords, QualState
 from sqems.graph_model.store import Direction, GraphStore
 from sqems.quality import disposition as disp
 from sqems.quality.audit import AuditTrail
-from sqems.quality.calibration import (
-    CalibrationRecords,
-    CalWindow,
-    CalWindowKind,
-    calibration_state_at,
-    due,
-    straddles,
-    when,
-)
 from sqems.quality.capa import Actor
-from sqems.quality.qualification import QualificationRecords, QualState
 
 IN, OUT = Direction.IN, Direction.OUT
 CHROMIUM = ("/usr/lib/chromium/chromium", "chromium", "chromium-browser", "google-chrome")

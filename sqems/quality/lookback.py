@@ -7,7 +7,7 @@ look-back is a recall scope by machine and window:
 
 * the window runs from the ``performed_at`` of the machine's last good calibration
   before the failing one to the failing one's ``performed_at`` - the "found out of
-  tolerance" window of :func:`sqems.quality.calibration.calibration_windows`, one rule
+  tolerance" window of :func:`sqems.graph_model.calibration.calibration_windows`, one rule
   with the device history record's look-back section and root cause's state factor;
 * the runs on the machine in that window, their batches, the units made in them and
   everything downstream (the assemblies they went into, the shipments, the customers)
@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from sqems.errors import NotFound, ValidationFailed
+from sqems.graph_model.calibration import CalWindow, CalWindowKind, calibration_windows
 from sqems.graph_model.nodes import Calibration, Capa, Site
 from sqems.graph_model.store import Direction, GraphStore, TimeWindow
 from sqems.graph_model.traceability import (
@@ -47,7 +48,6 @@ from sqems.graph_model.traceability import (
 )
 from sqems.localtime import zone_named
 from sqems.quality.audit import AuditTrail
-from sqems.quality.calibration import CalWindow, CalWindowKind, calibration_windows
 from sqems.quality.capa import Actor, Workflow, open_capas_addressing
 
 log = logging.getLogger(__name__)

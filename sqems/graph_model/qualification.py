@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from enum import StrEnum
 
+from sqems.graph_model.calibration import when
 from sqems.graph_model.nodes import Operator, Qualification, WorkInstruction
 from sqems.graph_model.store import Direction, GraphStore
-from sqems.quality.calibration import when
 
 
 class QualReason(StrEnum):
