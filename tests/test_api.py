@@ -57,9 +57,9 @@ NEEDS_UPLOAD = {"import_bim"}
 """Multipart requests: test_viewer_api.py sends them."""
 NEEDS_WEBSOCKET = {"board_updates"}
 """Subscriptions run over a WebSocket: test_board.py runs them."""
-NEEDS_SIGNER = {"set_signing_password", "submit_capa", "verify_capa"}
-"""Signatures and signing passwords, which need CAPAs in their states: test_signing.py
-runs them."""
+NEEDS_SIGNER = {"set_signing_password", "submit_capa", "verify_capa", "dispose_deviation"}
+"""Signatures and signing passwords, which need CAPAs or deviations in their states:
+test_signing.py and test_dhr_records.py run them."""
 NEEDS_CALIBRATIONS = {"look_back"}
 """A calibration found out of tolerance, which the drives plant has none of: test_lookback.py
 runs it on the pump plant."""

@@ -364,10 +364,10 @@ def test_any_uid_makes_a_safe_file_name() -> None:
 # --- GraphQL and the CLI --------------------------------------------------------------
 
 PASSWORD = "amber lake 19"
-DISPOSE = """mutation($b: String!, $d: String!, $c: String!) {
-  disposeDeviation(batch: $b, deviation: $d, decision: "use as is",
-                   rationale: "re-verified", credential: $c) {
-    ... on DeviationDisposition { signer meaning batch deviation } } }"""
+DISPOSE = (
+    Path(dhr.__file__).parents[1] / "graphql" / "operations" / "dispose_deviation.graphql"
+).read_text()
+"""The published operation, as a client sends it."""
 RECORD = """query($b: String!) { deviceHistoryRecord(batch: $b) {
   released release fileName allDeviations { batch key signer } } }"""
 
@@ -378,6 +378,11 @@ def _post(url: str, token: str, query: str, **variables: Any) -> dict[str, Any]:
     assert response.status_code == 200 and "Traceback" not in response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def _dispose(url: str, token: str, batch: str, key: str, credential: str) -> dict[str, Any]:
+    return _post(url, token, DISPOSE, batch=batch, deviation=key, decision="use as is",
+                 rationale="re-verified", credential=credential)  # fmt: skip
 
 
 def test_dispose_deviation_over_graphql_needs_the_credential_again(
@@ -393,15 +398,15 @@ def test_dispose_deviation_over_graphql_needs_the_credential_again(
         before = _post(server.url, eng, RECORD, b=batch)["data"]["deviceHistoryRecord"]
         assert before["released"] is False and before["fileName"] == dhr.file_name(batch)
         keys = [d["key"] for d in before["allDeviations"]]
-        wrong = _post(server.url, eng, DISPOSE, b=batch, d=keys[0], c="not my password")
+        wrong = _dispose(server.url, eng, batch, keys[0], "not my password")
         assert wrong["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
-        denied = _post(server.url, viewer, DISPOSE, b=batch, d=keys[0], c=viewer)
+        denied = _dispose(server.url, viewer, batch, keys[0], viewer)
         assert denied["errors"][0]["extensions"]["code"] == "FORBIDDEN"
         unsigned = _post(server.url, eng, RECORD, b=batch)["data"]["deviceHistoryRecord"]
         assert all(d["signer"] is None for d in unsigned["allDeviations"])
         for i, key in enumerate(keys):
-            signed = _post(server.url, eng, DISPOSE, b=batch, d=key,
-                           c=PASSWORD if i % 2 else eng)["data"]["disposeDeviation"]  # fmt: skip
+            signed = _dispose(server.url, eng, batch, key, PASSWORD if i % 2 else eng)[
+                "data"]["disposeDeviation"]  # fmt: skip
             assert (signed["signer"], signed["deviation"]) == ("erik", key)
         after = _post(server.url, eng, RECORD, b=batch)["data"]["deviceHistoryRecord"]
         assert after["released"] is True and after["release"].startswith("Approved")
