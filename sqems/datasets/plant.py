@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from sqems.datasets import layout
+from sqems.datasets import emit, layout
 from sqems.datasets.battery_layout import BatteryCauses
 from sqems.datasets.pump_layout import PumpCauses
 from sqems.datasets.tables import Table, fmt, iso
@@ -291,6 +291,10 @@ def generate(
     return _Generator(spec, causes).run()
 
 
+_LOADS = emit.Loads(fewest=80, most=240, carriers=("road", "air", "sea"), digits=6)
+"""Drives leave 80 to 240 to a load, by road, air and sea in turn."""
+
+
 class _Generator:
     def __init__(self, spec: PlantSpec, causes: layout.Causes) -> None:
         self.spec = spec
@@ -300,14 +304,7 @@ class _Generator:
         self.plant = Plant(spec)
         self.n_boards = math.ceil(spec.units * 0.54)
         self.n_drives = spec.units - self.n_boards
-        self.defect_rows: dict[str, list[Any]] = {
-            "uid": [],
-            "found_at": [],
-            "unit": [],
-            "type": [],
-            "inspection": [],
-            "description": [],
-        }
+        self.defect_rows = emit.defect_rows()
 
     # --- orchestration -------------------------------------------------------------------
 
@@ -342,9 +339,9 @@ class _Generator:
         }
         self._emit_units(boards, board_caught)
         self._emit_units(drives, drive_state["caught"])
-        shipped = self._ship(drives, drive_state)
+        shipped = emit.ship(self.plant, self.rng, drives, drive_state["detected"], _LOADS)
         self._complaints(drives, drive_state, shipped)
-        self._emit_defects()
+        emit.emit_defects(self.plant, self.defect_rows, digits=7)
         self._truth(boards, drives, board_state, drive_state, shipped, drift, bad_lot, bad_batches)
         return self.plant
 
@@ -727,151 +724,44 @@ class _Generator:
 
     def _emit_units(self, line: _Line, caught: dict[str, np.ndarray]) -> None:
         """Units with their status, the batch inspection, and a defect per caught type."""
-        p = self.plant
         detected = np.zeros(len(line.unit_batch), dtype=bool)
         for mask in caught.values():
             detected |= mask
-        status = np.where(detected, "scrapped", "good")
-        p.add_nodes("Unit", uid=line.serials, produced_at=iso(line.unit_time), status=list(status))
-
-        s = next(i for i, st in enumerate(line.spec.steps) if st.inspection is not None)
-        step = line.spec.steps[s]
-        assert step.inspection is not None
-        n = len(line.batch_uids)
-        found = np.bincount(line.unit_batch, weights=detected, minlength=n).astype(int)
-        uids = [f"INS-{b}" for b in line.batch_uids]
-        verdict = [
-            "fail" if f > 0.05 * size else "pass" for f, size in zip(found, line.sizes, strict=True)
-        ]
-        p.add_nodes(
-            "Inspection",
-            uid=uids,
-            inspected_at=iso(line.run_starts[:, s] + line.duration),
-            method=[step.inspection.value] * n,
-            sample_size=[str(int(x)) for x in line.sizes],
-            defects_found=[str(int(x)) for x in found],
-            verdict=verdict,
-            image_ref=[f"images/{u}/" for u in uids],
-        )
-        p.add_edges("INSPECTED", src=uids, dst=line.batch_uids)
-
-        rows = self.defect_rows
+        inspections = emit.emit_units(self.plant, line, detected, 0.05, image_refs=True)
         on_drive = line.spec is layout.ASSEMBLY_LINE
-        for t, mask in caught.items():
-            idx = np.flatnonzero(mask)
-            rows["unit"] += [line.serials[i] for i in idx]
-            rows["found_at"] += list(line.unit_time[idx] + 120)
-            rows["type"] += [t] * len(idx)
-            rows["inspection"] += [uids[line.unit_batch[i]] for i in idx]
-            note = (
-                "end-of-line test failure; board fault"
-                if on_drive and t in layout.BOARD_DEFECTS
-                else ""
-            )
-            rows["description"] += [note] * len(idx)
 
-    def _emit_defects(self) -> None:
-        rows = self.defect_rows
-        order = np.lexsort((np.array(rows["unit"]), np.array(rows["found_at"], dtype=np.int64)))
-        uids = [f"DEF-{i + 1:07d}" for i in range(len(order))]
+        def note(t: str) -> str:
+            board_fault = on_drive and t in layout.BOARD_DEFECTS
+            return "end-of-line test failure; board fault" if board_fault else ""
 
-        def pick(key: str) -> list[Any]:
-            return [rows[key][i] for i in order]
-
-        p = self.plant
-        p.add_nodes(
-            "Defect",
-            uid=uids,
-            found_at=iso(pick("found_at")),
-            severity=["major"] * len(uids),
-            disposition=["scrap"] * len(uids),
-            description=pick("description"),
-        )
-        p.add_edges("FOUND_ON", src=uids, dst=pick("unit"))
-        p.add_edges("OF_TYPE", src=uids, dst=pick("type"))
-        p.add_edges("DETECTED_IN", src=uids, dst=pick("inspection"))
+        emit.add_defect_rows(self.defect_rows, line, caught, inspections, note)
 
     # --- field ---------------------------------------------------------------------------
 
-    def _ship(self, line: _Line, state: dict[str, Any]) -> dict[str, Any]:
-        p = self.plant
-        serials = line.serials
-        ok = np.flatnonzero(~state["detected"])
-        sizes: list[int] = []
-        while sum(sizes) < len(ok):
-            sizes.append(int(self.rng.integers(80, 241)))
-        sizes[-1] -= sum(sizes) - len(ok)
-        if sizes[-1] < 80:  # the last, partial load stays in the warehouse
-            sizes.pop()
-        n_ship = len(sizes)
-        cut = np.cumsum(sizes)
-        units = ok[: int(cut[-1])] if n_ship else ok[:0]
-        shipment_of = np.repeat(np.arange(n_ship), sizes)
-        last = line.unit_time[units][cut - 1] if n_ship else np.array([], dtype=np.int64)
-        shipped_at = last + self.rng.integers(DAY, 3 * DAY, n_ship)
-        weights = 1.0 / np.arange(1, layout.N_CUSTOMERS + 1)
-        customer = self.rng.choice(layout.N_CUSTOMERS, size=n_ship, p=weights / weights.sum())
-        uids = [f"SHP-{k + 1:06d}" for k in range(n_ship)]
-        carriers = ["road", "air", "sea"]
-        p.add_nodes(
-            "Shipment",
-            uid=uids,
-            shipped_at=iso(shipped_at),
-            carrier=[carriers[k % 3] for k in range(n_ship)],
-        )
-        p.add_edges(
-            "SHIPPED_IN", src=[serials[i] for i in units], dst=[uids[k] for k in shipment_of]
-        )
-        p.add_edges("DELIVERED_TO", src=uids, dst=[f"CUST-{k + 1:03d}" for k in customer])
-        return {
-            "units": units,
-            "shipment_of": shipment_of,
-            "shipped_at": shipped_at,
-            "customer": customer,
-        }
-
     def _complaints(self, line: _Line, state: dict[str, Any], shipped: dict[str, Any]) -> None:
         c = self.c
+        drawn = emit.draw_complaints(
+            self.rng,
+            shipped,
+            state["escaped"],
+            state["first_type"],
+            layout.DRIVE_DEFECTS,
+            (c.complaint_p, c.no_fault_found_p, c.complaint_lag_days),
+        )
+        uids = emit.emit_complaints(
+            self.plant,
+            line,
+            shipped,
+            drawn,
+            ["major"] * len(drawn.idx),
+            {t: d.name for t, d in layout.DEFECT_TYPES.items()},
+            digits=6,
+        )
         units = shipped["units"]
-        escaped = state["escaped"][units]
-        real = escaped & self._draw(np.full(len(units), c.complaint_p))
-        nff = ~escaped & self._draw(np.full(len(units), c.no_fault_found_p))
-        complain = real | nff
-        idx = np.flatnonzero(complain)
-        lag = 2 * DAY + self.rng.exponential(c.complaint_lag_days * DAY, len(idx)).astype(np.int64)
-        received = shipped["shipped_at"][shipped["shipment_of"][idx]] + lag
-        reported = np.where(
-            real[idx],
-            state["first_type"][units[idx]],
-            np.array(layout.DRIVE_DEFECTS, dtype=object)[
-                self.rng.integers(0, len(layout.DRIVE_DEFECTS), len(idx))
-            ],
-        )
-        order = np.lexsort((units[idx], received))
-        idx, received, reported = idx[order], received[order], reported[order]
-        serials = line.serials
-        uids = [f"CMP-{k + 1:06d}" for k in range(len(idx))]
-        p = self.plant
-        p.add_nodes(
-            "Complaint",
-            uid=uids,
-            received_at=iso(received),
-            severity=["major"] * len(uids),
-            description=[
-                f"customer reports {layout.DEFECT_TYPES[t].name.lower()}" for t in reported
-            ],
-        )
-        p.add_edges("ABOUT", src=uids, dst=[serials[units[i]] for i in idx])
-        p.add_edges("OF_TYPE", src=uids, dst=list(reported))
-        p.add_edges(
-            "RAISED_BY",
-            src=uids,
-            dst=[f"CUST-{shipped['customer'][shipped['shipment_of'][i]] + 1:03d}" for i in idx],
-        )
         self._complaint_truth = {
             "uids": uids,
-            "units": [serials[units[i]] for i in idx],
-            "no_fault_found": [bool(nff[i]) for i in idx],
+            "units": [line.serials[units[i]] for i in drawn.idx],
+            "no_fault_found": [bool(drawn.nff[i]) for i in drawn.idx],
         }
 
     # --- ground truth ----------------------------------------------------------------------

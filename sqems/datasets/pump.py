@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from sqems.datasets import layout
+from sqems.datasets import emit, layout
 from sqems.datasets import pump_layout as pl
 from sqems.datasets.layout import LineSpec
 from sqems.datasets.plant import DAY, Plant, PlantSpec, _shift_of
@@ -90,6 +90,10 @@ def _local_seconds(seconds: np.ndarray) -> np.ndarray:
     return np.asarray(seconds + offset, dtype=np.int64)
 
 
+_LOADS = emit.Loads(fewest=10, most=30, carriers=("road",), digits=5)
+"""Pumps leave by road, 10 to 30 to a load."""
+
+
 class _PumpGenerator:
     def __init__(self, spec: PlantSpec, causes: pl.PumpCauses) -> None:
         self.spec = spec
@@ -100,13 +104,7 @@ class _PumpGenerator:
         self.base = dict(causes.baseline)
         self.detect = {(line, t): p for line, t, p in causes.detects}
         self.calibrations: list[CalRecord] = []
-        self.defect_rows: dict[str, list[Any]] = {
-            "found_at": [],
-            "unit": [],
-            "type": [],
-            "inspection": [],
-            "description": [],
-        }
+        self.defect_rows = emit.defect_rows()
 
     # --- orchestration -------------------------------------------------------------------
 
@@ -187,9 +185,9 @@ class _PumpGenerator:
                 src=[lower.serials[i] for i in parts.ravel()],
                 dst=[pumps.serials[i] for i in np.repeat(np.arange(n), parts.shape[1])],
             )
-        shipped = self._ship(pumps, pump_q)
+        shipped = emit.ship(self.plant, self.rng, pumps, pump_q.detected, _LOADS)
         complaints = self._complaints(pumps, pump_q, shipped)
-        self._emit_defects()
+        emit.emit_defects(self.plant, self.defect_rows, digits=6)
         self.plant.truth, self.plant.truth_units = TruthBuilder(
             self.spec, self.c, self.plant, self.calibrations
         ).build(
@@ -744,143 +742,44 @@ class _PumpGenerator:
         return LineQuality(carried, caught, detected, defective)
 
     def _emit_units(self, line: PumpLine, q: LineQuality) -> None:
-        p = self.plant
-        p.add_nodes(
-            "Unit",
-            uid=line.serials,
-            produced_at=iso(line.unit_time),
-            status=list(np.where(q.detected, "scrapped", "good")),
-        )
-        s = next(i for i, st in enumerate(line.spec.steps) if st.inspection is not None)
-        step = line.spec.steps[s]
-        assert step.inspection is not None
-        n = len(line.batch_uids)
-        found = np.bincount(line.unit_batch, weights=q.detected, minlength=n).astype(int)
-        uids = [f"INS-{b}" for b in line.batch_uids]
-        p.add_nodes(
-            "Inspection",
-            uid=uids,
-            inspected_at=iso(line.run_starts[:, s] + line.duration),
-            method=[step.inspection.value] * n,
-            sample_size=[str(int(x)) for x in line.sizes],
-            defects_found=[str(int(x)) for x in found],
-            verdict=[
-                "fail" if f > 0.1 * size else "pass"
-                for f, size in zip(found, line.sizes, strict=True)
-            ],
-            image_ref=[""] * n,
-        )
-        p.add_edges("INSPECTED", src=uids, dst=line.batch_uids)
-        rows = self.defect_rows
+        inspections = emit.emit_units(self.plant, line, q.detected, 0.1, image_refs=False)
+        step = line.spec.steps[emit.inspecting_step(line)]
         own = pl.LEVEL_DEFECTS[line.spec.uid]
-        for t, mask in q.caught.items():
-            idx = np.flatnonzero(mask)
-            rows["unit"] += [line.serials[i] for i in idx]
-            rows["found_at"] += list(line.unit_time[idx] + 120)
-            rows["type"] += [t] * len(idx)
-            rows["inspection"] += [uids[line.unit_batch[i]] for i in idx]
-            note = "" if t in own else f"{step.name.lower()} failure; fault in a sub-assembly"
-            rows["description"] += [note] * len(idx)
-
-    def _emit_defects(self) -> None:
-        rows = self.defect_rows
-        order = np.lexsort((np.array(rows["unit"]), np.array(rows["found_at"], dtype=np.int64)))
-        uids = [f"DEF-{i + 1:06d}" for i in range(len(order))]
-
-        def pick(key: str) -> list[Any]:
-            return [rows[key][i] for i in order]
-
-        p = self.plant
-        p.add_nodes(
-            "Defect",
-            uid=uids,
-            found_at=iso(pick("found_at")),
-            severity=["major"] * len(uids),
-            disposition=["scrap"] * len(uids),
-            description=pick("description"),
+        sub = f"{step.name.lower()} failure; fault in a sub-assembly"
+        emit.add_defect_rows(
+            self.defect_rows, line, q.caught, inspections, lambda t: "" if t in own else sub
         )
-        p.add_edges("FOUND_ON", src=uids, dst=pick("unit"))
-        p.add_edges("OF_TYPE", src=uids, dst=pick("type"))
-        p.add_edges("DETECTED_IN", src=uids, dst=pick("inspection"))
 
     # --- field ---------------------------------------------------------------------------
-
-    def _ship(self, line: PumpLine, q: LineQuality) -> dict[str, Any]:
-        p = self.plant
-        ok = np.flatnonzero(~q.detected)
-        sizes: list[int] = []
-        while sum(sizes) < len(ok):
-            sizes.append(int(self.rng.integers(10, 31)))
-        sizes[-1] -= sum(sizes) - len(ok)
-        if sizes[-1] < 10:  # the last, partial load stays in the warehouse
-            sizes.pop()
-        n_ship = len(sizes)
-        cut = np.cumsum(sizes)
-        units = ok[: int(cut[-1])] if n_ship else ok[:0]
-        shipment_of = np.repeat(np.arange(n_ship), sizes)
-        last = line.unit_time[units][cut - 1] if n_ship else np.array([], dtype=np.int64)
-        shipped_at = last + self.rng.integers(DAY, 3 * DAY, n_ship)
-        weights = 1.0 / np.arange(1, layout.N_CUSTOMERS + 1)
-        customer = self.rng.choice(layout.N_CUSTOMERS, size=n_ship, p=weights / weights.sum())
-        uids = [f"SHP-{k + 1:05d}" for k in range(n_ship)]
-        p.add_nodes("Shipment", uid=uids, shipped_at=iso(shipped_at), carrier=["road"] * n_ship)
-        p.add_edges(
-            "SHIPPED_IN", src=[line.serials[i] for i in units], dst=[uids[k] for k in shipment_of]
-        )
-        p.add_edges("DELIVERED_TO", src=uids, dst=[f"CUST-{k + 1:03d}" for k in customer])
-        return {
-            "units": units,
-            "shipment_of": shipment_of,
-            "shipped_at": shipped_at,
-            "customer": customer,
-        }
 
     def _complaints(
         self, line: PumpLine, q: LineQuality, shipped: dict[str, Any]
     ) -> dict[str, Any]:
+        """Complaints about shipped pumps; an occlusion alarm is critical."""
         c = self.c
-        units = shipped["units"]
-        escaped = q.escaped[units]
-        real = escaped & self._draw(np.full(len(units), c.complaint_p))
-        nff = ~escaped & self._draw(np.full(len(units), c.no_fault_found_p))
-        idx = np.flatnonzero(real | nff)
-        lag = 2 * DAY + self.rng.exponential(c.complaint_lag_days * DAY, len(idx)).astype(np.int64)
-        received = shipped["shipped_at"][shipped["shipment_of"][idx]] + lag
-        first_type = np.full(len(line.unit_batch), "", dtype=object)
         priority = [t for level in reversed(pl.LINES) for t in pl.LEVEL_DEFECTS[level.uid]]
-        for t in reversed(priority):
-            if t in q.carried:
-                first_type[q.carried[t]] = t
-        nff_types = np.array(pl.COMPLAINT_DEFECTS, dtype=object)
-        reported = np.where(
-            real[idx],
-            first_type[units[idx]],
-            nff_types[self.rng.integers(0, len(nff_types), len(idx))],
+        drawn = emit.draw_complaints(
+            self.rng,
+            shipped,
+            q.escaped,
+            emit.first_types(len(line.unit_batch), q.carried, priority),
+            pl.COMPLAINT_DEFECTS,
+            (c.complaint_p, c.no_fault_found_p, c.complaint_lag_days),
         )
-        order = np.lexsort((units[idx], received))
-        idx, received, reported = idx[order], received[order], reported[order]
-        uids = [f"CMP-{k + 1:05d}" for k in range(len(idx))]
-        p = self.plant
-        p.add_nodes(
-            "Complaint",
-            uid=uids,
-            received_at=iso(received),
-            severity=["critical" if t == c.occlusion_defect else "major" for t in reported],
-            description=[f"customer reports {pl.DEFECT_TYPES[t].name.lower()}" for t in reported],
+        uids = emit.emit_complaints(
+            self.plant,
+            line,
+            shipped,
+            drawn,
+            ["critical" if t == c.occlusion_defect else "major" for t in drawn.reported],
+            {t: d.name for t, d in pl.DEFECT_TYPES.items()},
+            digits=5,
         )
-        p.add_edges("ABOUT", src=uids, dst=[line.serials[units[i]] for i in idx])
-        p.add_edges("OF_TYPE", src=uids, dst=list(reported))
-        p.add_edges(
-            "RAISED_BY",
-            src=uids,
-            dst=[f"CUST-{shipped['customer'][shipped['shipment_of'][i]] + 1:03d}" for i in idx],
-        )
-        about = units[idx]
         return {
             "uids": uids,
-            "units": about,
-            "types": list(reported),
-            "no_fault_found": [bool(nff[i]) for i in idx],
+            "units": shipped["units"][drawn.idx],
+            "types": list(drawn.reported),
+            "no_fault_found": [bool(drawn.nff[i]) for i in drawn.idx],
         }
 
 

@@ -1,0 +1,263 @@
+"""The records every plant shape writes the same way once its units are made: units with
+their batch inspections and defects, shipments of the finished units that passed, and the
+customer complaints about them.
+
+The drives, battery and pump generators each decide what their units carry and what their
+tests catch; these functions turn that into Unit, Inspection, Defect, Shipment and
+Complaint nodes with their edges. What differs between shapes (identifier widths, load
+sizes, carriers, a failing inspection's share, severities) is a parameter. The random
+draws happen in the order the generators made them, so a seed gives the same plant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from sqems.datasets import layout
+from sqems.datasets.layout import LineSpec
+from sqems.datasets.tables import iso
+
+if TYPE_CHECKING:
+    from sqems.datasets.plant import Plant
+
+DAY = 86_400
+
+
+class Production(Protocol):
+    """What the emitters read of a line's production (every shape's line has it)."""
+
+    spec: LineSpec
+    batch_uids: list[str]
+    sizes: np.ndarray
+    duration: np.ndarray
+    run_starts: np.ndarray  # (batch, step)
+    unit_batch: np.ndarray  # batch index of each unit
+    unit_time: np.ndarray  # produced_at of each unit
+    serials: list[str]
+
+
+def defect_rows() -> dict[str, list[Any]]:
+    """Empty columns to gather the caught defects of every line in, for
+    :func:`emit_defects` to number in the order they were found."""
+    return {"found_at": [], "unit": [], "type": [], "inspection": [], "description": []}
+
+
+def emit_units(
+    plant: Plant, line: Production, detected: np.ndarray, fail_share: float, image_refs: bool
+) -> list[str]:
+    """The line's units (scrapped where ``detected``) and one inspection per batch at its
+    inspecting step, failed where more than ``fail_share`` of the batch was found
+    defective; returns the inspections' uids, in batch order."""
+    plant.add_nodes(
+        "Unit",
+        uid=line.serials,
+        produced_at=iso(line.unit_time),
+        status=list(np.where(detected, "scrapped", "good")),
+    )
+    s = inspecting_step(line)
+    step = line.spec.steps[s]
+    assert step.inspection is not None
+    n = len(line.batch_uids)
+    found = np.bincount(line.unit_batch, weights=detected, minlength=n).astype(int)
+    uids = [f"INS-{b}" for b in line.batch_uids]
+    plant.add_nodes(
+        "Inspection",
+        uid=uids,
+        inspected_at=iso(line.run_starts[:, s] + line.duration),
+        method=[step.inspection.value] * n,
+        sample_size=[str(int(x)) for x in line.sizes],
+        defects_found=[str(int(x)) for x in found],
+        verdict=[
+            "fail" if f > fail_share * size else "pass"
+            for f, size in zip(found, line.sizes, strict=True)
+        ],
+        image_ref=[f"images/{u}/" for u in uids] if image_refs else [""] * n,
+    )
+    plant.add_edges("INSPECTED", src=uids, dst=line.batch_uids)
+    return uids
+
+
+def inspecting_step(line: Production) -> int:
+    """Index of the line's step that inspects its units."""
+    return next(i for i, st in enumerate(line.spec.steps) if st.inspection is not None)
+
+
+def add_defect_rows(
+    rows: dict[str, list[Any]],
+    line: Production,
+    caught: Mapping[str, np.ndarray],
+    inspections: Sequence[str],
+    note: Callable[[str], str],
+) -> None:
+    """A defect row per unit and caught type, found two minutes after the unit was made
+    by its batch's inspection, described by ``note(type)``."""
+    for t, mask in caught.items():
+        idx = np.flatnonzero(mask)
+        rows["unit"] += [line.serials[i] for i in idx]
+        rows["found_at"] += list(line.unit_time[idx] + 120)
+        rows["type"] += [t] * len(idx)
+        rows["inspection"] += [inspections[line.unit_batch[i]] for i in idx]
+        rows["description"] += [note(t)] * len(idx)
+
+
+def emit_defects(plant: Plant, rows: dict[str, list[Any]], digits: int) -> None:
+    """The gathered defect rows as Defect nodes, numbered (``digits`` wide) in the order
+    they were found, a unit's serial breaking ties."""
+    order = np.lexsort((np.array(rows["unit"]), np.array(rows["found_at"], dtype=np.int64)))
+    uids = [f"DEF-{i + 1:0{digits}d}" for i in range(len(order))]
+
+    def pick(key: str) -> list[Any]:
+        return [rows[key][i] for i in order]
+
+    plant.add_nodes(
+        "Defect",
+        uid=uids,
+        found_at=iso(pick("found_at")),
+        severity=["major"] * len(uids),
+        disposition=["scrap"] * len(uids),
+        description=pick("description"),
+    )
+    plant.add_edges("FOUND_ON", src=uids, dst=pick("unit"))
+    plant.add_edges("OF_TYPE", src=uids, dst=pick("type"))
+    plant.add_edges("DETECTED_IN", src=uids, dst=pick("inspection"))
+
+
+@dataclass(frozen=True, slots=True)
+class Loads:
+    """How a shape ships: the fewest and most units in a load (a last load smaller than
+    the fewest stays in the warehouse), the carriers taken in turn, and how many digits
+    a shipment's number has."""
+
+    fewest: int
+    most: int
+    carriers: tuple[str, ...]
+    digits: int
+
+
+def ship(
+    plant: Plant, rng: np.random.Generator, line: Production, detected: np.ndarray, loads: Loads
+) -> dict[str, Any]:
+    """The units that passed, in order, in loads shipped one to three days after the last
+    of them was made, to customers drawn with weights 1/rank; returns the shipped unit
+    indices, each one's shipment, the shipments' times and customers."""
+    ok = np.flatnonzero(~detected)
+    sizes: list[int] = []
+    while sum(sizes) < len(ok):
+        sizes.append(int(rng.integers(loads.fewest, loads.most + 1)))
+    sizes[-1] -= sum(sizes) - len(ok)
+    if sizes[-1] < loads.fewest:  # the last, partial load stays in the warehouse
+        sizes.pop()
+    n_ship = len(sizes)
+    cut = np.cumsum(sizes)
+    units = ok[: int(cut[-1])] if n_ship else ok[:0]
+    shipment_of = np.repeat(np.arange(n_ship), sizes)
+    last = line.unit_time[units][cut - 1] if n_ship else np.array([], dtype=np.int64)
+    shipped_at = last + rng.integers(DAY, 3 * DAY, n_ship)
+    weights = 1.0 / np.arange(1, layout.N_CUSTOMERS + 1)
+    customer = rng.choice(layout.N_CUSTOMERS, size=n_ship, p=weights / weights.sum())
+    uids = [f"SHP-{k + 1:0{loads.digits}d}" for k in range(n_ship)]
+    carriers = loads.carriers
+    plant.add_nodes(
+        "Shipment",
+        uid=uids,
+        shipped_at=iso(shipped_at),
+        carrier=[carriers[k % len(carriers)] for k in range(n_ship)],
+    )
+    plant.add_edges(
+        "SHIPPED_IN", src=[line.serials[i] for i in units], dst=[uids[k] for k in shipment_of]
+    )
+    plant.add_edges("DELIVERED_TO", src=uids, dst=[f"CUST-{k + 1:03d}" for k in customer])
+    return {
+        "units": units,
+        "shipment_of": shipment_of,
+        "shipped_at": shipped_at,
+        "customer": customer,
+    }
+
+
+def first_types(
+    n_units: int, carried: Mapping[str, np.ndarray], priority: Sequence[str]
+) -> np.ndarray:
+    """Per unit, the defect type a customer notices first: the earliest of ``priority``
+    the unit carries ("" for none)."""
+    first = np.full(n_units, "", dtype=object)
+    for t in reversed(priority):
+        if t in carried:
+            first[carried[t]] = t
+    return first
+
+
+@dataclass(frozen=True, slots=True)
+class Complaints:
+    """The complaints drawn about shipped units: positions into the shipped units (in the
+    order received), when each was received, the type reported, and which of the shipped
+    units had a no-fault-found complaint."""
+
+    idx: np.ndarray
+    received: np.ndarray
+    reported: np.ndarray
+    nff: np.ndarray
+
+
+def draw_complaints(
+    rng: np.random.Generator,
+    shipped: dict[str, Any],
+    escaped: np.ndarray,
+    first_type: np.ndarray,
+    nff_types: Sequence[str],
+    rates: tuple[float, float, float],
+) -> Complaints:
+    """Who complains: an escaped unit with the first of ``rates`` (complaint
+    probability), a good one with the second (no fault found, reporting a type drawn from
+    ``nff_types``); received two days plus an exponential lag of the third (mean days)
+    after shipping. ``escaped`` and ``first_type`` are per unit of the line."""
+    complaint_p, no_fault_found_p, lag_days = rates
+    units = shipped["units"]
+    esc = escaped[units]
+    real = esc & (rng.random(len(units)) < np.full(len(units), complaint_p))
+    nff = ~esc & (rng.random(len(units)) < np.full(len(units), no_fault_found_p))
+    idx = np.flatnonzero(real | nff)
+    lag = 2 * DAY + rng.exponential(lag_days * DAY, len(idx)).astype(np.int64)
+    received = shipped["shipped_at"][shipped["shipment_of"][idx]] + lag
+    others = np.array(nff_types, dtype=object)
+    reported = np.where(
+        real[idx], first_type[units[idx]], others[rng.integers(0, len(others), len(idx))]
+    )
+    order = np.lexsort((units[idx], received))
+    return Complaints(idx[order], received[order], reported[order], nff)
+
+
+def emit_complaints(
+    plant: Plant,
+    line: Production,
+    shipped: dict[str, Any],
+    drawn: Complaints,
+    severity: Sequence[str],
+    names: Mapping[str, str],
+    digits: int,
+) -> list[str]:
+    """The drawn complaints as Complaint nodes (numbered ``digits`` wide, described by the
+    reported type's name in ``names``) about their units, of their types, raised by the
+    units' customers; returns their uids."""
+    idx = drawn.idx
+    units = shipped["units"]
+    uids = [f"CMP-{k + 1:0{digits}d}" for k in range(len(idx))]
+    plant.add_nodes(
+        "Complaint",
+        uid=uids,
+        received_at=iso(drawn.received),
+        severity=list(severity),
+        description=[f"customer reports {names[t].lower()}" for t in drawn.reported],
+    )
+    plant.add_edges("ABOUT", src=uids, dst=[line.serials[units[i]] for i in idx])
+    plant.add_edges("OF_TYPE", src=uids, dst=list(drawn.reported))
+    plant.add_edges(
+        "RAISED_BY",
+        src=uids,
+        dst=[f"CUST-{shipped['customer'][shipped['shipment_of'][i]] + 1:03d}" for i in idx],
+    )
+    return uids
