@@ -27,8 +27,16 @@ import numpy as np
 
 from sqems.datasets import battery_layout as bl
 from sqems.datasets import emit, layout
+from sqems.datasets import master_data as md
 from sqems.datasets.layout import LineSpec
-from sqems.datasets.plant import DAY, Plant, PlantSpec, _shift_of, batch_baseline
+from sqems.datasets.lots import emit_lots
+from sqems.datasets.plant import (
+    Plant,
+    PlantSpec,
+    _shift_of,
+    batch_baseline,
+    draw_lot_spans,
+)
 from sqems.datasets.tables import Table, fmt, iso
 
 
@@ -208,38 +216,12 @@ class _BatteryGenerator:
         p = self.plant
         site_uid, site_name = bl.SITE
         p.add_nodes("Site", uid=[site_uid], name=[site_name], country=["DE"], timezone=["UTC"])
-        p.add_nodes(
-            "Supplier",
-            uid=list(bl.SUPPLIERS),
-            name=[v[0] for v in bl.SUPPLIERS.values()],
-            country=[v[1] for v in bl.SUPPLIERS.values()],
-            status=["approved"] * len(bl.SUPPLIERS),
+        md.emit_catalogue(
+            p, bl.SUPPLIERS, bl.MATERIALS, bl.CRITICAL_MATERIALS, bl.DEFECT_TYPES, bl.ORIGINS
         )
-        p.add_nodes(
-            "Material",
-            uid=list(bl.MATERIALS),
-            name=[v[0] for v in bl.MATERIALS.values()],
-            unit=[v[1] for v in bl.MATERIALS.values()],
-            critical=["true" if k in bl.CRITICAL_MATERIALS else "false" for k in bl.MATERIALS],
-        )
-        p.add_nodes(
-            "DefectType",
-            uid=[d.uid for d in bl.DEFECT_TYPES.values()],
-            name=[d.name for d in bl.DEFECT_TYPES.values()],
-            category=[d.category.value for d in bl.DEFECT_TYPES.values()],
-        )
-        p.add_edges("ORIGINATES_AT", src=list(bl.ORIGINS), dst=list(bl.ORIGINS.values()))
         for line_no, line in enumerate(bl.LINES):
             kind = "finished" if line is bl.PACK_LINE else "subassembly"
-            p.add_nodes(
-                "Product", uid=[line.product], name=[line.product_name], revision=["B"], kind=[kind]
-            )
-            p.add_nodes("Line", uid=[line.uid], name=[line.name])
-            p.add_edges("PART_OF", src=[line.uid], dst=[site_uid])
-            for mat in line.materials:
-                p.add_edges(
-                    "USES", src=[line.product], dst=[mat], quantity=[f"{bl.MATERIALS[mat][2]:g}"]
-                )
+            md.emit_line(p, line, site_uid, "B", kind, bl.MATERIALS)
             if line_no > 0:
                 p.add_edges(
                     "USES",
@@ -247,56 +229,12 @@ class _BatteryGenerator:
                     dst=[bl.LINES[line_no - 1].product],
                     quantity=[str(bl.PARTS_PER_UNIT[line.uid])],
                 )
-            for step_no, step in enumerate(line.steps):
-                p.add_nodes(
-                    "ProcessStep", uid=[step.uid], name=[step.name], sequence=[str(step.sequence)]
-                )
-                p.add_edges("STEP_OF", src=[step.uid], dst=[line.product])
-                for par in step.params:
-                    p.add_nodes(
-                        "Parameter",
-                        uid=[par.uid],
-                        name=[par.name],
-                        unit=[par.unit],
-                        lsl=[f"{par.lsl:g}"],
-                        usl=[f"{par.usl:g}"],
-                        target=[f"{par.target:g}"],
-                        critical=["true" if par.critical else "false"],
-                    )
-                    p.add_edges("PARAMETER_OF", src=[par.uid], dst=[step.uid])
-                for m_no, machine in enumerate(step.machines):
-                    # lines 8 m apart, steps 6 m apart, parallel machines side by side
-                    p.add_nodes(
-                        "Machine",
-                        uid=[machine],
-                        name=[f"{step.name} {m_no + 1}"],
-                        kind=[step.machine_kind],
-                        x_m=[f"{6.0 * step_no:g}"],
-                        y_m=[f"{8.0 * line_no + 3.0 * m_no:g}"],
-                        rotation_deg=["0"],
-                        length_m=["4"],
-                        width_m=["2"],
-                        height_m=["2.2"],
-                    )
-                    p.add_edges("PART_OF", src=[machine], dst=[line.uid])
-                    p.add_edges("CAN_PERFORM", src=[machine], dst=[step.uid])
-        n_ops = layout.OPERATORS_PER_SHIFT * len(layout.SHIFTS)
-        p.add_nodes(
-            "Operator",
-            uid=[f"OP-{i + 1:03d}" for i in range(n_ops)],
-            name=[f"Operator {i + 1:03d}" for i in range(n_ops)],
-            qualified=["true"] * n_ops,
-        )
+            md.emit_steps(p, line, line_no)
+        md.emit_operators(p)
         first = ["Volta", "Ampere", "Kestrel", "Lumen", "Meridian", "Nimbus", "Orbit", "Pulse"]
         second = ["Mobility", "Energy", "Storage", "Motors", "Grid", "Marine"]
         countries = ["DE", "FR", "US", "NO", "IT", "ES", "GB", "PL", "SE", "NL"]
-        n = layout.N_CUSTOMERS
-        p.add_nodes(
-            "Customer",
-            uid=[f"CUST-{i + 1:03d}" for i in range(n)],
-            name=[f"{first[i % len(first)]} {second[(i * 5) % len(second)]}" for i in range(n)],
-            country=[countries[i % len(countries)] for i in range(n)],
-        )
+        md.emit_customers(p, first, second, stride=5, countries=countries)
 
     # --- production ----------------------------------------------------------------------
 
@@ -359,35 +297,17 @@ class _BatteryGenerator:
         p = self.plant
         n = len(line.batch_uids)
         bad_lot, bad_batches = "", []
-        lo, hi = layout.LOT_SPAN_BATCHES
         for mat in line.spec.materials:
-            spans: list[int] = []
-            while sum(spans) < n:
-                spans.append(int(self.rng.integers(lo, hi + 1)))
-            spans[-1] -= sum(spans) - n
-            lot_of_batch = np.repeat(np.arange(len(spans)), spans)
             _name, unit, per_unit, suppliers = bl.MATERIALS[mat]
-            first_batch = np.cumsum(spans) - spans
-            received = line.starts[first_batch] - self.rng.integers(2 * DAY, 10 * DAY, len(spans))
-            short = mat.removeprefix("MAT-")
-            uids = [f"LOT-{short}-{k + 1:05d}" for k in range(len(spans))]
-            need = np.bincount(lot_of_batch, weights=line.sizes * per_unit)
-            p.add_nodes(
-                "MaterialLot",
-                uid=uids,
-                received_at=iso(received),
-                quantity=fmt(np.ceil(need * 1.05 * 1000) / 1000, 3),
-                unit=[unit] * len(spans),
+            lots = emit_lots(
+                p,
+                self.rng,
+                (line.batch_uids, line.starts, line.sizes),
+                (mat, unit, per_unit, suppliers),
+                draw_lot_spans(self.rng, n),
+                digits=(5, 3),
             )
-            p.add_edges("LOT_OF", src=uids, dst=[mat] * len(spans))
-            supplier = self.rng.integers(0, len(suppliers), len(spans))
-            p.add_edges("SUPPLIED", src=[suppliers[s] for s in supplier], dst=uids)
-            p.add_edges(
-                "CONSUMED_IN",
-                src=[uids[k] for k in lot_of_batch],
-                dst=line.batch_uids,
-                quantity=fmt(line.sizes * per_unit, 3),
-            )
+            uids, lot_of_batch, supplier = lots.uids, lots.lot_of_batch, lots.supplier
             if plant_bad_lot and mat == self.c.bad_lot_material:
                 at = min(n - 1, round(self.c.bad_lot_position * (n - 1)))
                 k = int(lot_of_batch[at])
@@ -514,13 +434,9 @@ class _BatteryGenerator:
 
     def _emit_units(self, line: _Line, q: _Quality) -> None:
         """Units with their status, the batch inspection, and a defect per caught type."""
-        inspections = emit.emit_units(self.plant, line, q.detected, 0.05, image_refs=True)
-        step = line.spec.steps[emit.inspecting_step(line)]
-        own = bl.LEVEL_DEFECTS[line.spec.uid]
-        sub = f"{step.name.lower()} failure; fault in a sub-assembly"
-        emit.add_defect_rows(
-            self.defect_rows, line, q.caught, inspections, lambda t: "" if t in own else sub
-        )
+        note = emit.sub_assembly_note(line, bl.LEVEL_DEFECTS[line.spec.uid])
+        inspection = emit.Inspection(fail_share=0.05, image_refs=True, note=note)
+        emit.emit_units(self.plant, self.defect_rows, line, q.caught, q.detected, inspection)
 
     # --- field ---------------------------------------------------------------------------
 
@@ -528,24 +444,18 @@ class _BatteryGenerator:
         c = self.c
         # the customer sees the pack's own defect first, else a module's, else a cell's
         priority = [t for level in reversed(bl.LINES) for t in bl.LEVEL_DEFECTS[level.uid]]
-        drawn = emit.draw_complaints(
-            self.rng,
-            shipped,
-            q.escaped,
-            emit.first_types(len(line.unit_batch), q.carried, priority),
+        model = emit.ComplaintModel(
+            c.complaint_p,
+            c.no_fault_found_p,
+            c.complaint_lag_days,
             bl.COMPLAINT_DEFECTS,
-            (c.complaint_p, c.no_fault_found_p, c.complaint_lag_days),
-        )
-        uids = emit.emit_complaints(
-            self.plant,
-            line,
-            shipped,
-            drawn,
-            ["major"] * len(drawn.idx),
+            lambda _t: "major",
             {t: d.name for t, d in bl.DEFECT_TYPES.items()},
             digits=6,
         )
-        return {"uids": uids, "no_fault_found": [bool(drawn.nff[i]) for i in drawn.idx]}
+        first_type = emit.first_types(len(line.unit_batch), q.carried, priority)
+        made = emit.complain(self.plant, self.rng, line, shipped, q.escaped, first_type, model)
+        return {"uids": made.uids, "no_fault_found": [bool(made.nff[i]) for i in made.idx]}
 
     # --- ground truth ----------------------------------------------------------------------
 

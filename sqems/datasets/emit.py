@@ -18,13 +18,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from sqems.datasets import layout
-from sqems.datasets.layout import LineSpec
+from sqems.datasets.layout import DAY, LineSpec
 from sqems.datasets.tables import iso
 
 if TYPE_CHECKING:
     from sqems.datasets.plant import Plant
-
-DAY = 86_400
 
 
 class Production(Protocol):
@@ -46,12 +44,35 @@ def defect_rows() -> dict[str, list[Any]]:
     return {"found_at": [], "unit": [], "type": [], "inspection": [], "description": []}
 
 
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """How a line's inspection reports: it fails a batch where more than ``fail_share``
+    of it was found defective, keeps images (``image_refs``) or not, and describes a
+    caught defect type by ``note(type)``."""
+
+    fail_share: float
+    image_refs: bool
+    note: Callable[[str], str]
+
+
+def sub_assembly_note(line: Production, own: Sequence[str]) -> Callable[[str], str]:
+    """Describes a defect type not of the line's own (``own``) as a failure at its
+    inspecting step caused by a sub-assembly; its own types need no description."""
+    step = line.spec.steps[inspecting_step(line)]
+    note = f"{step.name.lower()} failure; fault in a sub-assembly"
+    return lambda t: "" if t in own else note
+
+
 def emit_units(
-    plant: Plant, line: Production, detected: np.ndarray, fail_share: float, image_refs: bool
-) -> list[str]:
-    """The line's units (scrapped where ``detected``) and one inspection per batch at its
-    inspecting step, failed where more than ``fail_share`` of the batch was found
-    defective; returns the inspections' uids, in batch order."""
+    plant: Plant,
+    rows: dict[str, list[Any]],
+    line: Production,
+    caught: Mapping[str, np.ndarray],
+    detected: np.ndarray,
+    inspection: Inspection,
+) -> None:
+    """The line's units (scrapped where ``detected``), one inspection per batch at its
+    inspecting step, and to ``rows`` a defect per unit and ``caught`` type."""
     plant.add_nodes(
         "Unit",
         uid=line.serials,
@@ -72,13 +93,13 @@ def emit_units(
         sample_size=[str(int(x)) for x in line.sizes],
         defects_found=[str(int(x)) for x in found],
         verdict=[
-            "fail" if f > fail_share * size else "pass"
+            "fail" if f > inspection.fail_share * size else "pass"
             for f, size in zip(found, line.sizes, strict=True)
         ],
-        image_ref=[f"images/{u}/" for u in uids] if image_refs else [""] * n,
+        image_ref=[f"images/{u}/" for u in uids] if inspection.image_refs else [""] * n,
     )
     plant.add_edges("INSPECTED", src=uids, dst=line.batch_uids)
-    return uids
+    add_defect_rows(rows, line, caught, uids, inspection.note)
 
 
 def inspecting_step(line: Production) -> int:
@@ -193,71 +214,70 @@ def first_types(
 
 @dataclass(frozen=True, slots=True)
 class Complaints:
-    """The complaints drawn about shipped units: positions into the shipped units (in the
-    order received), when each was received, the type reported, and which of the shipped
-    units had a no-fault-found complaint."""
+    """The complaints about shipped units: their uids, positions into the shipped units
+    (in the order received), the type each reports, and which of the shipped units had a
+    no-fault-found complaint."""
 
+    uids: list[str]
     idx: np.ndarray
-    received: np.ndarray
     reported: np.ndarray
     nff: np.ndarray
 
 
-def draw_complaints(
+@dataclass(frozen=True, slots=True)
+class ComplaintModel:
+    """How customers complain: an escaped unit with ``complaint_p``, a good one with
+    ``no_fault_found_p`` (reporting a type drawn from ``nff_types``), received two days
+    plus an exponential lag of mean ``lag_days`` after shipping; ``severity(type)``,
+    ``names`` of the types and the ``digits`` of a complaint's number."""
+
+    complaint_p: float
+    no_fault_found_p: float
+    lag_days: float
+    nff_types: Sequence[str]
+    severity: Callable[[str], str]
+    names: Mapping[str, str]
+    digits: int
+
+
+def complain(
+    plant: Plant,
     rng: np.random.Generator,
+    line: Production,
     shipped: dict[str, Any],
     escaped: np.ndarray,
     first_type: np.ndarray,
-    nff_types: Sequence[str],
-    rates: tuple[float, float, float],
+    model: ComplaintModel,
 ) -> Complaints:
-    """Who complains: an escaped unit with the first of ``rates`` (complaint
-    probability), a good one with the second (no fault found, reporting a type drawn from
-    ``nff_types``); received two days plus an exponential lag of the third (mean days)
-    after shipping. ``escaped`` and ``first_type`` are per unit of the line."""
-    complaint_p, no_fault_found_p, lag_days = rates
+    """Draws who complains (``escaped`` and ``first_type`` per unit of the line: a real
+    complaint reports the unit's first type) and writes the Complaint nodes about their
+    units, of their types, raised by the units' customers."""
     units = shipped["units"]
     esc = escaped[units]
-    real = esc & (rng.random(len(units)) < np.full(len(units), complaint_p))
-    nff = ~esc & (rng.random(len(units)) < np.full(len(units), no_fault_found_p))
+    real = esc & (rng.random(len(units)) < np.full(len(units), model.complaint_p))
+    nff = ~esc & (rng.random(len(units)) < np.full(len(units), model.no_fault_found_p))
     idx = np.flatnonzero(real | nff)
-    lag = 2 * DAY + rng.exponential(lag_days * DAY, len(idx)).astype(np.int64)
+    lag = 2 * DAY + rng.exponential(model.lag_days * DAY, len(idx)).astype(np.int64)
     received = shipped["shipped_at"][shipped["shipment_of"][idx]] + lag
-    others = np.array(nff_types, dtype=object)
+    others = np.array(model.nff_types, dtype=object)
     reported = np.where(
         real[idx], first_type[units[idx]], others[rng.integers(0, len(others), len(idx))]
     )
     order = np.lexsort((units[idx], received))
-    return Complaints(idx[order], received[order], reported[order], nff)
-
-
-def emit_complaints(
-    plant: Plant,
-    line: Production,
-    shipped: dict[str, Any],
-    drawn: Complaints,
-    severity: Sequence[str],
-    names: Mapping[str, str],
-    digits: int,
-) -> list[str]:
-    """The drawn complaints as Complaint nodes (numbered ``digits`` wide, described by the
-    reported type's name in ``names``) about their units, of their types, raised by the
-    units' customers; returns their uids."""
-    idx = drawn.idx
-    units = shipped["units"]
-    uids = [f"CMP-{k + 1:0{digits}d}" for k in range(len(idx))]
+    idx, received, reported = idx[order], received[order], reported[order]
+    uids = [f"CMP-{k + 1:0{model.digits}d}" for k in range(len(idx))]
     plant.add_nodes(
         "Complaint",
         uid=uids,
-        received_at=iso(drawn.received),
-        severity=list(severity),
-        description=[f"customer reports {names[t].lower()}" for t in drawn.reported],
+        received_at=iso(received),
+        severity=[model.severity(t) for t in reported],
+        description=[f"customer reports {model.names[t].lower()}" for t in reported],
     )
     plant.add_edges("ABOUT", src=uids, dst=[line.serials[units[i]] for i in idx])
-    plant.add_edges("OF_TYPE", src=uids, dst=list(drawn.reported))
+    plant.add_edges("OF_TYPE", src=uids, dst=list(reported))
     plant.add_edges(
         "RAISED_BY",
         src=uids,
         dst=[f"CUST-{shipped['customer'][shipped['shipment_of'][i]] + 1:03d}" for i in idx],
     )
-    return uids
+    return Complaints(uids, idx, reported, nff)

@@ -61,6 +61,8 @@ class DefectTypeSpec:
 
 SITE = ("SITE-1", "Main plant")
 START = "2026-01-05T06:00:00+00:00"
+DAY = 86_400
+"""Seconds in a day."""
 CHANGEOVER_S = 600
 STEP_OFFSET_S = 900
 

@@ -29,12 +29,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from sqems.datasets import emit, layout
+from sqems.datasets import master_data as md
 from sqems.datasets.battery_layout import BatteryCauses
+from sqems.datasets.lots import emit_lots
 from sqems.datasets.pump_layout import PumpCauses
 from sqems.datasets.tables import Table, fmt, iso
 from sqems.errors import ValidationFailed
 
-DAY = 86_400
 MIN_UNITS = 1_000
 MAX_UNITS = 1_000_000
 
@@ -351,105 +352,29 @@ class _Generator:
         p = self.plant
         site_uid, site_name = layout.SITE
         p.add_nodes("Site", uid=[site_uid], name=[site_name], country=["FR"], timezone=["UTC"])
-        p.add_nodes(
-            "Supplier",
-            uid=list(layout.SUPPLIERS),
-            name=[v[0] for v in layout.SUPPLIERS.values()],
-            country=[v[1] for v in layout.SUPPLIERS.values()],
-            status=["approved"] * len(layout.SUPPLIERS),
+        md.emit_catalogue(
+            p,
+            layout.SUPPLIERS,
+            layout.MATERIALS,
+            ("MAT-RESIN", "MAT-MCU"),
+            layout.DEFECT_TYPES,
+            layout.ORIGINS,
         )
-        p.add_nodes(
-            "Material",
-            uid=list(layout.MATERIALS),
-            name=[v[0] for v in layout.MATERIALS.values()],
-            unit=[v[1] for v in layout.MATERIALS.values()],
-            critical=[
-                "true" if k in ("MAT-RESIN", "MAT-MCU") else "false" for k in layout.MATERIALS
-            ],
-        )
-        for type_spec in layout.DEFECT_TYPES.values():
-            p.add_nodes(
-                "DefectType",
-                uid=[type_spec.uid],
-                name=[type_spec.name],
-                category=[type_spec.category.value],
-            )
-        for defect_type, step_uid in layout.ORIGINS.items():
-            p.add_edges("ORIGINATES_AT", src=[defect_type], dst=[step_uid])
         for line_no, line in enumerate(layout.LINES):
             kind = "subassembly" if line is layout.BOARD_LINE else "finished"
-            p.add_nodes(
-                "Product", uid=[line.product], name=[line.product_name], revision=["C"], kind=[kind]
-            )
-            p.add_nodes("Line", uid=[line.uid], name=[line.name])
-            p.add_edges("PART_OF", src=[line.uid], dst=[site_uid])
-            for mat in line.materials:
-                p.add_edges(
-                    "USES",
-                    src=[line.product],
-                    dst=[mat],
-                    quantity=[f"{layout.MATERIALS[mat][2]:g}"],
-                )
-            for step_no, step in enumerate(line.steps):
-                p.add_nodes(
-                    "ProcessStep", uid=[step.uid], name=[step.name], sequence=[str(step.sequence)]
-                )
-                p.add_edges("STEP_OF", src=[step.uid], dst=[line.product])
-                for par in step.params:
-                    p.add_nodes(
-                        "Parameter",
-                        uid=[par.uid],
-                        name=[par.name],
-                        unit=[par.unit],
-                        lsl=[f"{par.lsl:g}"],
-                        usl=[f"{par.usl:g}"],
-                        target=[f"{par.target:g}"],
-                        critical=["true" if par.critical else "false"],
-                    )
-                    p.add_edges("PARAMETER_OF", src=[par.uid], dst=[step.uid])
-                for m_no, machine in enumerate(step.machines):
-                    # a plausible floor layout: lines 8 m apart, steps 6 m apart, parallel
-                    # machines side by side
-                    p.add_nodes(
-                        "Machine",
-                        uid=[machine],
-                        name=[f"{step.name} {m_no + 1}"],
-                        kind=[step.machine_kind],
-                        x_m=[f"{6.0 * step_no:g}"],
-                        y_m=[f"{8.0 * line_no + 3.0 * m_no:g}"],
-                        rotation_deg=["0"],
-                        length_m=["4"],
-                        width_m=["2"],
-                        height_m=["2.2"],
-                    )
-                    p.add_edges("PART_OF", src=[machine], dst=[line.uid])
-                    p.add_edges("CAN_PERFORM", src=[machine], dst=[step.uid])
+            md.emit_line(p, line, site_uid, "C", kind, layout.MATERIALS)
+            md.emit_steps(p, line, line_no)
         p.add_edges(
             "USES",
             src=[layout.ASSEMBLY_LINE.product],
             dst=[layout.BOARD_LINE.product],
             quantity=["1"],
         )
-        n_ops = layout.OPERATORS_PER_SHIFT * len(layout.SHIFTS)
-        p.add_nodes(
-            "Operator",
-            uid=[f"OP-{i + 1:03d}" for i in range(n_ops)],
-            name=[f"Operator {i + 1:03d}" for i in range(n_ops)],
-            qualified=["true"] * n_ops,
-        )
+        md.emit_operators(p)
         first = ["Atlas", "Borealis", "Cobalt", "Delta", "Ember", "Fjord", "Granite", "Helix"]
         second = ["Motion", "Robotics", "Automation", "Systems", "Drives", "Industries"]
         countries = ["FR", "DE", "US", "JP", "IT", "ES", "GB", "PL", "SE", "CN"]
-        names = [
-            f"{first[i % len(first)]} {second[(i * 5) % len(second)]}"
-            for i in range(layout.N_CUSTOMERS)
-        ]
-        p.add_nodes(
-            "Customer",
-            uid=[f"CUST-{i + 1:03d}" for i in range(layout.N_CUSTOMERS)],
-            name=names,
-            country=[countries[i % len(countries)] for i in range(layout.N_CUSTOMERS)],
-        )
+        md.emit_customers(p, first, second, stride=5, countries=countries)
 
     # --- production ----------------------------------------------------------------------
 
@@ -499,34 +424,19 @@ class _Generator:
         bad_lot: str | None = None
         bad_batches: list[int] = []
         for mat in line.spec.materials:
-            spans = draw_lot_spans(self.rng, n)
-            lot_of_batch = np.repeat(np.arange(len(spans)), spans)
-            line.lots[mat] = lot_of_batch
             _name, unit, per_unit, suppliers = layout.MATERIALS[mat]
-            first_batch = np.cumsum(spans) - spans
-            received = line.starts[first_batch] - self.rng.integers(2 * DAY, 10 * DAY, len(spans))
-            short = mat.removeprefix("MAT-")
-            uids = [f"LOT-{short}-{k + 1:05d}" for k in range(len(spans))]
-            need = np.bincount(lot_of_batch, weights=line.sizes * per_unit)
-            quantity = np.ceil(need * 1.05 * 1000) / 1000
-            p.add_nodes(
-                "MaterialLot",
-                uid=uids,
-                received_at=iso(received),
-                quantity=fmt(quantity, 3),
-                unit=[unit] * len(spans),
+            lots = emit_lots(
+                p,
+                self.rng,
+                (line.batch_uids, line.starts, line.sizes),
+                (mat, unit, per_unit, suppliers),
+                draw_lot_spans(self.rng, n),
+                digits=(5, 3),
             )
-            p.add_edges("LOT_OF", src=uids, dst=[mat] * len(spans))
-            supplier = self.rng.integers(0, len(suppliers), len(spans))
-            line.lot_suppliers[mat] = np.array([suppliers[s] for s in supplier], dtype=object)
+            uids, lot_of_batch = lots.uids, lots.lot_of_batch
+            line.lots[mat] = lot_of_batch
+            line.lot_suppliers[mat] = np.array([suppliers[s] for s in lots.supplier], dtype=object)
             line.lot_uids[mat] = uids
-            p.add_edges("SUPPLIED", src=[suppliers[s] for s in supplier], dst=uids)
-            p.add_edges(
-                "CONSUMED_IN",
-                src=[uids[k] for k in lot_of_batch],
-                dst=line.batch_uids,
-                quantity=fmt(line.sizes * per_unit, 3),
-            )
             if plant_bad_lot and mat == self.c.bad_lot_material:
                 at = min(n - 1, round(self.c.bad_lot_position * (n - 1)))
                 k = int(lot_of_batch[at])
@@ -727,41 +637,36 @@ class _Generator:
         detected = np.zeros(len(line.unit_batch), dtype=bool)
         for mask in caught.values():
             detected |= mask
-        inspections = emit.emit_units(self.plant, line, detected, 0.05, image_refs=True)
         on_drive = line.spec is layout.ASSEMBLY_LINE
 
         def note(t: str) -> str:
             board_fault = on_drive and t in layout.BOARD_DEFECTS
             return "end-of-line test failure; board fault" if board_fault else ""
 
-        emit.add_defect_rows(self.defect_rows, line, caught, inspections, note)
+        inspection = emit.Inspection(fail_share=0.05, image_refs=True, note=note)
+        emit.emit_units(self.plant, self.defect_rows, line, caught, detected, inspection)
 
     # --- field ---------------------------------------------------------------------------
 
     def _complaints(self, line: _Line, state: dict[str, Any], shipped: dict[str, Any]) -> None:
         c = self.c
-        drawn = emit.draw_complaints(
-            self.rng,
-            shipped,
-            state["escaped"],
-            state["first_type"],
+        model = emit.ComplaintModel(
+            c.complaint_p,
+            c.no_fault_found_p,
+            c.complaint_lag_days,
             layout.DRIVE_DEFECTS,
-            (c.complaint_p, c.no_fault_found_p, c.complaint_lag_days),
-        )
-        uids = emit.emit_complaints(
-            self.plant,
-            line,
-            shipped,
-            drawn,
-            ["major"] * len(drawn.idx),
+            lambda _t: "major",
             {t: d.name for t, d in layout.DEFECT_TYPES.items()},
             digits=6,
         )
+        made = emit.complain(
+            self.plant, self.rng, line, shipped, state["escaped"], state["first_type"], model
+        )
         units = shipped["units"]
         self._complaint_truth = {
-            "uids": uids,
-            "units": [line.serials[units[i]] for i in drawn.idx],
-            "no_fault_found": [bool(drawn.nff[i]) for i in drawn.idx],
+            "uids": made.uids,
+            "units": [line.serials[units[i]] for i in made.idx],
+            "no_fault_found": [bool(made.nff[i]) for i in made.idx],
         }
 
     # --- ground truth ----------------------------------------------------------------------

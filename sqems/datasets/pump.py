@@ -37,9 +37,11 @@ from typing import Any
 import numpy as np
 
 from sqems.datasets import emit, layout
+from sqems.datasets import master_data as md
 from sqems.datasets import pump_layout as pl
-from sqems.datasets.layout import LineSpec
-from sqems.datasets.plant import DAY, Plant, PlantSpec, _shift_of
+from sqems.datasets.layout import DAY, LineSpec
+from sqems.datasets.lots import emit_lots
+from sqems.datasets.plant import Plant, PlantSpec, _shift_of, draw_lot_spans
 from sqems.datasets.pump_lines import (
     CalRecord,
     LineQuality,
@@ -210,70 +212,13 @@ class _PumpGenerator:
         p.add_nodes(
             "Site", uid=[site_uid], name=[site_name], country=[country], timezone=[pl.TIMEZONE]
         )
-        p.add_nodes(
-            "Supplier",
-            uid=list(pl.SUPPLIERS),
-            name=[v[0] for v in pl.SUPPLIERS.values()],
-            country=[v[1] for v in pl.SUPPLIERS.values()],
-            status=["approved"] * len(pl.SUPPLIERS),
+        md.emit_catalogue(
+            p, pl.SUPPLIERS, pl.MATERIALS, pl.CRITICAL_MATERIALS, pl.DEFECT_TYPES, pl.ORIGINS
         )
-        p.add_nodes(
-            "Material",
-            uid=list(pl.MATERIALS),
-            name=[v[0] for v in pl.MATERIALS.values()],
-            unit=[v[1] for v in pl.MATERIALS.values()],
-            critical=["true" if k in pl.CRITICAL_MATERIALS else "false" for k in pl.MATERIALS],
-        )
-        p.add_nodes(
-            "DefectType",
-            uid=[d.uid for d in pl.DEFECT_TYPES.values()],
-            name=[d.name for d in pl.DEFECT_TYPES.values()],
-            category=[d.category.value for d in pl.DEFECT_TYPES.values()],
-        )
-        p.add_edges("ORIGINATES_AT", src=list(pl.ORIGINS), dst=list(pl.ORIGINS.values()))
         for line_no, line in enumerate(pl.LINES):
             kind = "finished" if line is pl.PUMP_LINE else "subassembly"
-            p.add_nodes(
-                "Product", uid=[line.product], name=[line.product_name], revision=["A"], kind=[kind]
-            )
-            p.add_nodes("Line", uid=[line.uid], name=[line.name])
-            p.add_edges("PART_OF", src=[line.uid], dst=[site_uid])
-            for mat in line.materials:
-                p.add_edges(
-                    "USES", src=[line.product], dst=[mat], quantity=[f"{pl.MATERIALS[mat][2]:g}"]
-                )
-            for step_no, step in enumerate(line.steps):
-                p.add_nodes(
-                    "ProcessStep", uid=[step.uid], name=[step.name], sequence=[str(step.sequence)]
-                )
-                p.add_edges("STEP_OF", src=[step.uid], dst=[line.product])
-                for par in step.params:
-                    p.add_nodes(
-                        "Parameter",
-                        uid=[par.uid],
-                        name=[par.name],
-                        unit=[par.unit],
-                        lsl=[f"{par.lsl:g}"],
-                        usl=[f"{par.usl:g}"],
-                        target=[f"{par.target:g}"],
-                        critical=["true" if par.critical else "false"],
-                    )
-                    p.add_edges("PARAMETER_OF", src=[par.uid], dst=[step.uid])
-                for m_no, machine in enumerate(step.machines):
-                    p.add_nodes(
-                        "Machine",
-                        uid=[machine],
-                        name=[f"{step.name} {m_no + 1}"],
-                        kind=[step.machine_kind],
-                        x_m=[f"{6.0 * step_no:g}"],
-                        y_m=[f"{8.0 * line_no + 3.0 * m_no:g}"],
-                        rotation_deg=["0"],
-                        length_m=["4"],
-                        width_m=["2"],
-                        height_m=["2.2"],
-                    )
-                    p.add_edges("PART_OF", src=[machine], dst=[line.uid])
-                    p.add_edges("CAN_PERFORM", src=[machine], dst=[step.uid])
+            md.emit_line(p, line, site_uid, "A", kind, pl.MATERIALS)
+            md.emit_steps(p, line, line_no)
         p.add_edges(
             "USES",
             src=[pl.PUMP_LINE.product, pl.PUMP_LINE.product],
@@ -284,13 +229,7 @@ class _PumpGenerator:
         self._operators()
         first = ["Lakeshore", "Prairie", "Riverside", "Summit", "Heartland", "Bayview"]
         second = ["Health", "Medical Center", "Clinic", "Hospital", "Care"]
-        n = layout.N_CUSTOMERS
-        p.add_nodes(
-            "Customer",
-            uid=[f"CUST-{i + 1:03d}" for i in range(n)],
-            name=[f"{first[i % len(first)]} {second[(i * 3) % len(second)]}" for i in range(n)],
-            country=["US"] * n,
-        )
+        md.emit_customers(p, first, second, stride=3, countries=["US"])
 
     def _work_instructions(self) -> None:
         rows: dict[str, list[str]] = {
@@ -607,14 +546,10 @@ class _PumpGenerator:
         long outside it (innocent lots that share the window only in part)."""
         p = self.plant
         n = len(line.batch_uids)
-        lo, hi = layout.LOT_SPAN_BATCHES
         inside = np.flatnonzero(feeds_window)
         window = (int(inside[0]), int(inside[-1]) + 1) if len(inside) else None
         for m_no, mat in enumerate(line.spec.materials):
-            spans: list[int] = []
-            while sum(spans) < n:
-                spans.append(int(self.rng.integers(lo, hi + 1)))
-            spans[-1] -= sum(spans) - n
+            spans = draw_lot_spans(self.rng, n)
             if window is not None:
                 w0, w1 = window
                 half = (w1 - w0) // 2 + 1
@@ -623,30 +558,16 @@ class _PumpGenerator:
                 cuts = sorted({*cuts, (w0 + w1) // 2 + (m_no - 1)})
                 bounds = [0, *[x for x in cuts if 0 < x < n], n]
                 spans = [b - a for a, b in itertools.pairwise(bounds)]
-            lot_of_batch = np.repeat(np.arange(len(spans)), spans)
             _name, unit, per_unit, suppliers = pl.MATERIALS[mat]
-            first_batch = np.cumsum(spans) - spans
-            received = line.starts[first_batch] - self.rng.integers(2 * DAY, 10 * DAY, len(spans))
-            short = mat.removeprefix("MAT-")
-            uids = [f"LOT-{short}-{k + 1:04d}" for k in range(len(spans))]
-            need = np.bincount(lot_of_batch, weights=line.sizes * per_unit)
-            p.add_nodes(
-                "MaterialLot",
-                uid=uids,
-                received_at=iso(received),
-                quantity=fmt(np.ceil(need * 1.05), 0),
-                unit=[unit] * len(spans),
+            lots = emit_lots(
+                p,
+                self.rng,
+                (line.batch_uids, line.starts, line.sizes),
+                (mat, unit, per_unit, suppliers),
+                spans,
+                digits=(4, 0),
             )
-            p.add_edges("LOT_OF", src=uids, dst=[mat] * len(spans))
-            supplier = self.rng.integers(0, len(suppliers), len(spans))
-            p.add_edges("SUPPLIED", src=[suppliers[s] for s in supplier], dst=uids)
-            p.add_edges(
-                "CONSUMED_IN",
-                src=[uids[k] for k in lot_of_batch],
-                dst=line.batch_uids,
-                quantity=fmt(line.sizes * per_unit, 0),
-            )
-            line.lots[mat] = [uids[k] for k in lot_of_batch]
+            line.lots[mat] = [lots.uids[k] for k in lots.lot_of_batch]
 
     def _parts_of(
         self, below: LineQuality, lower: PumpLine, per_unit: int, what: str
@@ -742,13 +663,9 @@ class _PumpGenerator:
         return LineQuality(carried, caught, detected, defective)
 
     def _emit_units(self, line: PumpLine, q: LineQuality) -> None:
-        inspections = emit.emit_units(self.plant, line, q.detected, 0.1, image_refs=False)
-        step = line.spec.steps[emit.inspecting_step(line)]
-        own = pl.LEVEL_DEFECTS[line.spec.uid]
-        sub = f"{step.name.lower()} failure; fault in a sub-assembly"
-        emit.add_defect_rows(
-            self.defect_rows, line, q.caught, inspections, lambda t: "" if t in own else sub
-        )
+        note = emit.sub_assembly_note(line, pl.LEVEL_DEFECTS[line.spec.uid])
+        inspection = emit.Inspection(fail_share=0.1, image_refs=False, note=note)
+        emit.emit_units(self.plant, self.defect_rows, line, q.caught, q.detected, inspection)
 
     # --- field ---------------------------------------------------------------------------
 
@@ -758,28 +675,22 @@ class _PumpGenerator:
         """Complaints about shipped pumps; an occlusion alarm is critical."""
         c = self.c
         priority = [t for level in reversed(pl.LINES) for t in pl.LEVEL_DEFECTS[level.uid]]
-        drawn = emit.draw_complaints(
-            self.rng,
-            shipped,
-            q.escaped,
-            emit.first_types(len(line.unit_batch), q.carried, priority),
+        model = emit.ComplaintModel(
+            c.complaint_p,
+            c.no_fault_found_p,
+            c.complaint_lag_days,
             pl.COMPLAINT_DEFECTS,
-            (c.complaint_p, c.no_fault_found_p, c.complaint_lag_days),
-        )
-        uids = emit.emit_complaints(
-            self.plant,
-            line,
-            shipped,
-            drawn,
-            ["critical" if t == c.occlusion_defect else "major" for t in drawn.reported],
+            lambda t: "critical" if t == c.occlusion_defect else "major",
             {t: d.name for t, d in pl.DEFECT_TYPES.items()},
             digits=5,
         )
+        first_type = emit.first_types(len(line.unit_batch), q.carried, priority)
+        made = emit.complain(self.plant, self.rng, line, shipped, q.escaped, first_type, model)
         return {
-            "uids": uids,
-            "units": shipped["units"][drawn.idx],
-            "types": list(drawn.reported),
-            "no_fault_found": [bool(drawn.nff[i]) for i in drawn.idx],
+            "uids": made.uids,
+            "units": shipped["units"][made.idx],
+            "types": list(made.reported),
+            "no_fault_found": [bool(made.nff[i]) for i in made.idx],
         }
 
 
