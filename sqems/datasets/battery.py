@@ -37,7 +37,8 @@ from sqems.datasets.plant import (
     batch_baseline,
     draw_lot_spans,
 )
-from sqems.datasets.tables import Table, fmt, iso
+from sqems.datasets.tables import fmt, iso
+from sqems.datasets.truth_units import defective_units
 
 
 def generate_battery(spec: PlantSpec, causes: bl.BatteryCauses | None = None) -> Plant:
@@ -600,16 +601,6 @@ class _BatteryGenerator:
         }
         # one row per truly defective unit (a defect of its own or in a part it was built
         # from), with the defect types it carries, its own level's first
-        rows: dict[str, list[str]] = {"uid": [], "defect_types": [], "detected": [], "shipped": []}
-        shipped_mask = np.zeros(len(packs.unit_batch), dtype=bool)
-        shipped_mask[shipped["units"]] = True
-        for line, q in zip(lines, qualities, strict=True):
-            order = [*bl.LEVEL_DEFECTS[line.spec.uid]]
-            order += [t for t in q.carried if t not in order]
-            is_pack = line is packs
-            for i in np.flatnonzero(q.defective):
-                rows["uid"].append(line.serials[i])
-                rows["defect_types"].append(";".join(t for t in order if q.carried[t][i]))
-                rows["detected"].append(str(bool(q.detected[i])).lower())
-                rows["shipped"].append(str(bool(is_pack and shipped_mask[i])).lower())
-        self.plant.truth_units = Table(dict(rows))
+        self.plant.truth_units = defective_units(
+            lines, qualities, bl.LEVEL_DEFECTS, shipped["units"]
+        )

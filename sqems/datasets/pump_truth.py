@@ -25,6 +25,7 @@ from sqems.datasets.pump_lines import (
     window,
 )
 from sqems.datasets.tables import Table, iso
+from sqems.datasets.truth_units import defective_units
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,19 +116,8 @@ class TruthBuilder:
             "noise": self._noise(lines, parts, in_window, complaints),
             "counts": self._counts(lines, qualities, shipped, complaints, in_window),
         }
-        rows: dict[str, list[str]] = {"uid": [], "defect_types": [], "detected": [], "shipped": []}
-        shipped_mask = np.zeros(len(pumps.unit_batch), dtype=bool)
-        shipped_mask[shipped["units"]] = True
-        for line, q in zip(lines, qualities, strict=True):
-            order = [*pl.LEVEL_DEFECTS[line.spec.uid]]
-            order += [t for t in q.carried if t not in order]
-            is_pump = line is pumps
-            for i in np.flatnonzero(q.defective):
-                rows["uid"].append(line.serials[i])
-                rows["defect_types"].append(";".join(t for t in order if q.carried[t][i]))
-                rows["detected"].append(str(bool(q.detected[i])).lower())
-                rows["shipped"].append(str(bool(is_pump and shipped_mask[i])).lower())
-        return truth, Table(dict(rows))
+        table = defective_units(lines, qualities, pl.LEVEL_DEFECTS, shipped["units"])
+        return truth, table
 
     def _cal(self, machine: str, performed: int) -> CalRecord:
         return next(
