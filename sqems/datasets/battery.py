@@ -37,7 +37,7 @@ from sqems.datasets.plant import (
     batch_baseline,
     draw_lot_spans,
 )
-from sqems.datasets.tables import fmt, iso
+from sqems.datasets.tables import iso
 from sqems.datasets.truth_units import defective_units
 
 
@@ -346,44 +346,8 @@ class _BatteryGenerator:
         return {"window": (int(w0), int(w1)), "step": s, "batches": np.flatnonzero(on & (ramp > 0))}
 
     def _emit_line(self, line: _Line) -> None:
-        p = self.plant
-        spec = line.spec
-        n = len(line.batch_uids)
-        p.add_nodes(
-            "Batch",
-            uid=line.batch_uids,
-            started_at=iso(line.starts),
-            ended_at=iso(line.run_starts[:, -1] + line.duration),
-            quantity=[str(int(x)) for x in line.sizes],
-            status=["completed"] * n,
-        )
-        p.add_edges("OF_PRODUCT", src=line.batch_uids, dst=[spec.product] * n)
-        n_ops = layout.OPERATORS_PER_SHIFT
-        for s, step in enumerate(spec.steps):
-            runs = [f"RUN-{b}-{step.sequence * 10}" for b in line.batch_uids]
-            shift = line.shifts[:, s]
-            p.add_nodes(
-                "ProcessRun",
-                uid=runs,
-                started_at=iso(line.run_starts[:, s]),
-                ended_at=iso(line.run_starts[:, s] + line.duration),
-                shift=[layout.SHIFTS[i] for i in shift],
-            )
-            p.add_edges("RAN", src=line.batch_uids, dst=runs)
-            p.add_edges("ON", src=runs, dst=[step.machines[m] for m in line.machines[:, s]])
-            p.add_edges("FOR_STEP", src=runs, dst=[step.uid] * n)
-            ops = shift * n_ops + self.rng.integers(0, n_ops, n)
-            p.add_edges("OPERATED_BY", src=runs, dst=[f"OP-{o + 1:03d}" for o in ops])
-            for par in step.params:
-                p.add_edges(
-                    "RECORDED",
-                    src=runs,
-                    dst=[par.uid] * n,
-                    value=fmt(line.actuals[par.uid], 3),
-                    unit=[par.unit] * n,
-                )
-        line.serials = [f"{line.prefix}{i + 1:07d}" for i in range(len(line.unit_batch))]
-        p.add_edges("PRODUCED", src=[line.batch_uids[b] for b in line.unit_batch], dst=line.serials)
+        extras = emit.roster_operators(self.plant, self.rng, line)
+        emit.emit_production(self.plant, line, (line.prefix, 7), extras)
 
     # --- quality -------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from sqems.datasets import layout
 from sqems.datasets.layout import DAY, LineSpec
-from sqems.datasets.tables import iso
+from sqems.datasets.tables import fmt, iso
 
 if TYPE_CHECKING:
     from sqems.datasets.plant import Plant
@@ -31,11 +31,77 @@ class Production(Protocol):
     spec: LineSpec
     batch_uids: list[str]
     sizes: np.ndarray
+    starts: np.ndarray
     duration: np.ndarray
     run_starts: np.ndarray  # (batch, step)
+    machines: np.ndarray  # (batch, step) index into step.machines
+    shifts: np.ndarray  # (batch, step) index into SHIFTS
+    actuals: dict[str, np.ndarray]  # parameter uid → per batch
     unit_batch: np.ndarray  # batch index of each unit
     unit_time: np.ndarray  # produced_at of each unit
     serials: list[str]
+
+
+StepExtras = Callable[[int, list[str]], None]
+"""What a shape adds to the runs of one step (step index, run uids): who operated them
+and the like."""
+
+
+def emit_production(
+    plant: Plant, line: Production, serials: tuple[str, int], step_extras: StepExtras
+) -> None:
+    """The line's batches, each step's process runs (on their machines, in their shifts,
+    ``step_extras`` for what the shape adds, then the parameters they recorded), and the
+    units each batch produced, numbered with ``serials`` (prefix, digits) and kept in
+    ``line.serials``."""
+    spec = line.spec
+    n = len(line.batch_uids)
+    plant.add_nodes(
+        "Batch",
+        uid=line.batch_uids,
+        started_at=iso(line.starts),
+        ended_at=iso(line.run_starts[:, -1] + line.duration),
+        quantity=[str(int(x)) for x in line.sizes],
+        status=["completed"] * n,
+    )
+    plant.add_edges("OF_PRODUCT", src=line.batch_uids, dst=[spec.product] * n)
+    for s, step in enumerate(spec.steps):
+        runs = [f"RUN-{b}-{step.sequence * 10}" for b in line.batch_uids]
+        plant.add_nodes(
+            "ProcessRun",
+            uid=runs,
+            started_at=iso(line.run_starts[:, s]),
+            ended_at=iso(line.run_starts[:, s] + line.duration),
+            shift=[layout.SHIFTS[i] for i in line.shifts[:, s]],
+        )
+        plant.add_edges("RAN", src=line.batch_uids, dst=runs)
+        plant.add_edges("ON", src=runs, dst=[step.machines[m] for m in line.machines[:, s]])
+        plant.add_edges("FOR_STEP", src=runs, dst=[step.uid] * n)
+        step_extras(s, runs)
+        for par in step.params:
+            plant.add_edges(
+                "RECORDED",
+                src=runs,
+                dst=[par.uid] * n,
+                value=fmt(line.actuals[par.uid], 3),
+                unit=[par.unit] * n,
+            )
+    prefix, digits = serials
+    line.serials = [f"{prefix}{i + 1:0{digits}d}" for i in range(len(line.unit_batch))]
+    plant.add_edges("PRODUCED", src=[line.batch_uids[b] for b in line.unit_batch], dst=line.serials)
+
+
+def roster_operators(plant: Plant, rng: np.random.Generator, line: Production) -> StepExtras:
+    """Step extras for a plain roster (``master_data.emit_operators``): each run operated
+    by one of its shift's operators, drawn at random."""
+    n_ops = layout.OPERATORS_PER_SHIFT
+    n = len(line.batch_uids)
+
+    def operated_by(s: int, runs: list[str]) -> None:
+        ops = line.shifts[:, s] * n_ops + rng.integers(0, n_ops, n)
+        plant.add_edges("OPERATED_BY", src=runs, dst=[f"OP-{o + 1:03d}" for o in ops])
+
+    return operated_by
 
 
 def defect_rows() -> dict[str, list[Any]]:

@@ -33,7 +33,7 @@ from sqems.datasets import master_data as md
 from sqems.datasets.battery_layout import BatteryCauses
 from sqems.datasets.lots import emit_lots
 from sqems.datasets.pump_layout import PumpCauses
-from sqems.datasets.tables import Table, fmt, iso
+from sqems.datasets.tables import Table, iso
 from sqems.errors import ValidationFailed
 
 MIN_UNITS = 1_000
@@ -476,45 +476,8 @@ class _Generator:
         return {"window": (int(w0), int(w1)), "step": s, "batches": drifting}
 
     def _emit_line(self, line: _Line, serial_prefix: str) -> None:
-        p = self.plant
-        spec = line.spec
-        n = len(line.batch_uids)
-        ends = line.run_starts[:, -1] + line.duration
-        p.add_nodes(
-            "Batch",
-            uid=line.batch_uids,
-            started_at=iso(line.starts),
-            ended_at=iso(ends),
-            quantity=[str(int(x)) for x in line.sizes],
-            status=["completed"] * n,
-        )
-        p.add_edges("OF_PRODUCT", src=line.batch_uids, dst=[spec.product] * n)
-        n_ops = layout.OPERATORS_PER_SHIFT
-        for s, step in enumerate(spec.steps):
-            runs = [f"RUN-{b}-{step.sequence * 10}" for b in line.batch_uids]
-            shift = line.shifts[:, s]
-            p.add_nodes(
-                "ProcessRun",
-                uid=runs,
-                started_at=iso(line.run_starts[:, s]),
-                ended_at=iso(line.run_starts[:, s] + line.duration),
-                shift=[layout.SHIFTS[i] for i in shift],
-            )
-            p.add_edges("RAN", src=line.batch_uids, dst=runs)
-            p.add_edges("ON", src=runs, dst=[step.machines[m] for m in line.machines[:, s]])
-            p.add_edges("FOR_STEP", src=runs, dst=[step.uid] * n)
-            ops = shift * n_ops + self.rng.integers(0, n_ops, n)
-            p.add_edges("OPERATED_BY", src=runs, dst=[f"OP-{o + 1:03d}" for o in ops])
-            for par in step.params:
-                p.add_edges(
-                    "RECORDED",
-                    src=runs,
-                    dst=[par.uid] * n,
-                    value=fmt(line.actuals[par.uid], 3),
-                    unit=[par.unit] * n,
-                )
-        line.serials = [f"{serial_prefix}{i + 1:07d}" for i in range(len(line.unit_batch))]
-        p.add_edges("PRODUCED", src=[line.batch_uids[b] for b in line.unit_batch], dst=line.serials)
+        extras = emit.roster_operators(self.plant, self.rng, line)
+        emit.emit_production(self.plant, line, (serial_prefix, 7), extras)
 
     # --- quality -------------------------------------------------------------------------
 

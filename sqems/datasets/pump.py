@@ -50,7 +50,7 @@ from sqems.datasets.pump_lines import (
     step_index,
 )
 from sqems.datasets.pump_truth import TruthBuilder
-from sqems.datasets.tables import fmt, iso
+from sqems.datasets.tables import iso
 from sqems.errors import ValidationFailed
 
 
@@ -586,42 +586,15 @@ class _PumpGenerator:
         return passed[order[: n * per_unit]].reshape(n, per_unit)
 
     def _emit_line(self, line: PumpLine) -> None:
+        """Production as every shape writes it; a run's operator and the work
+        instruction it followed are the pump plant's own (drawn in ``_prepare``)."""
         p = self.plant
-        spec = line.spec
-        n = len(line.batch_uids)
-        p.add_nodes(
-            "Batch",
-            uid=line.batch_uids,
-            started_at=iso(line.starts),
-            ended_at=iso(line.run_starts[:, -1] + line.duration),
-            quantity=[str(int(x)) for x in line.sizes],
-            status=["completed"] * n,
-        )
-        p.add_edges("OF_PRODUCT", src=line.batch_uids, dst=[spec.product] * n)
-        for s, step in enumerate(spec.steps):
-            runs = line.runs(s)
-            p.add_nodes(
-                "ProcessRun",
-                uid=runs,
-                started_at=iso(line.run_starts[:, s]),
-                ended_at=iso(line.run_starts[:, s] + line.duration),
-                shift=[layout.SHIFTS[i] for i in line.shifts[:, s]],
-            )
-            p.add_edges("RAN", src=line.batch_uids, dst=runs)
-            p.add_edges("ON", src=runs, dst=[step.machines[m] for m in line.machines[:, s]])
-            p.add_edges("FOR_STEP", src=runs, dst=[step.uid] * n)
+
+        def operated_and_followed(s: int, runs: list[str]) -> None:
             p.add_edges("OPERATED_BY", src=runs, dst=line.operators[s])
             p.add_edges("FOLLOWED", src=runs, dst=line.instructions[s])
-            for par in step.params:
-                p.add_edges(
-                    "RECORDED",
-                    src=runs,
-                    dst=[par.uid] * n,
-                    value=fmt(line.actuals[par.uid], 3),
-                    unit=[par.unit] * n,
-                )
-        line.serials = [f"{line.prefix}{i + 1:06d}" for i in range(len(line.unit_batch))]
-        p.add_edges("PRODUCED", src=[line.batch_uids[b] for b in line.unit_batch], dst=line.serials)
+
+        emit.emit_production(p, line, (line.prefix, 6), operated_and_followed)
 
     # --- quality -------------------------------------------------------------------------
 
