@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from sqems.datasets import battery_layout as bl
-from sqems.datasets import emit, layout
+from sqems.datasets import emit, layout, levels
 from sqems.datasets import master_data as md
 from sqems.datasets.layout import LineSpec
 from sqems.datasets.lots import emit_lots
@@ -242,19 +242,10 @@ class _BatteryGenerator:
     def _parts_of(
         self, below: _Quality, lower: _Line, n: int, per_unit: int, what: str
     ) -> np.ndarray:
-        """(n, per_unit) indices of the parts each unit is built from: parts that passed
-        their own test, taken from a buffer that holds about ``PART_BUFFER_BATCHES`` of
-        the lower line's batches, so parts of one batch spread over several assemblies
-        and neighbouring batches mix, as in a plant's rack or tray store."""
-        passed = np.flatnonzero(~below.detected)
-        if len(passed) < n * per_unit:
-            raise RuntimeError(
-                f"{len(passed)} {what} passed test, {n * per_unit} are needed: scrap exceeds "
-                f"the spare of {bl.SPARE:.0%}"
-            )
-        spread = bl.PART_BUFFER_BATCHES * lower.spec.batch_size
-        order = np.argsort(np.arange(len(passed)) + self.rng.uniform(0, spread, len(passed)))
-        return passed[order[: n * per_unit]].reshape(n, per_unit)
+        """(n, per_unit) indices of the parts each unit is built from (see
+        :func:`levels.pick_parts`), from a buffer of a few of the lower line's batches."""
+        buffer = bl.PART_BUFFER_BATCHES * lower.spec.batch_size
+        return levels.pick_parts(self.rng, below.detected, buffer, (n, per_unit), what, bl.SPARE)
 
     def _schedule(
         self, spec: LineSpec, prefix: str, n_units: int, ready: np.ndarray | None
@@ -378,24 +369,16 @@ class _BatteryGenerator:
     ) -> _Quality:
         """Defects arising at this level, those carried up in parts that passed their
         own test, and what this line's test catches of each."""
-        n = len(line.unit_batch)
-        carried = {t: mask.copy() for t, mask in fired.items()}
-        if parts is not None and below is not None:
-            escaped = below.escaped
-            for t, mask in below.carried.items():
-                inherited = (mask & escaped)[parts].any(axis=1)
-                carried[t] = carried.get(t, np.zeros(n, dtype=bool)) | inherited
-        caught = {
-            t: mask & self._draw(np.full(n, self.detect.get((line.spec.uid, t), 0.0)))
-            for t, mask in carried.items()
-        }
-        detected = np.zeros(n, dtype=bool)
-        for mask in caught.values():
-            detected |= mask
-        defective = np.zeros(n, dtype=bool)
-        for mask in carried.values():
-            defective |= mask
-        return _Quality(carried, fired, caught, detected, defective)
+        uid = line.spec.uid
+        a = levels.assess(
+            self.rng,
+            len(line.unit_batch),
+            fired,
+            [] if parts is None or below is None else [(parts, below)],
+            {t: p for (on, t), p in self.detect.items() if on == uid},
+            hidden={},
+        )
+        return _Quality(a.carried, fired, a.caught, a.detected, a.defective)
 
     def _emit_units(self, line: _Line, q: _Quality) -> None:
         """Units with their status, the batch inspection, and a defect per caught type."""

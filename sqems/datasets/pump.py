@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from sqems.datasets import emit, layout
+from sqems.datasets import emit, layout, levels
 from sqems.datasets import master_data as md
 from sqems.datasets import pump_layout as pl
 from sqems.datasets.layout import DAY, LineSpec
@@ -572,18 +572,11 @@ class _PumpGenerator:
     def _parts_of(
         self, below: LineQuality, lower: PumpLine, per_unit: int, what: str
     ) -> np.ndarray:
-        """(pumps, per_unit) indices of the parts each pump is built from: parts that
-        passed their own test, from a buffer of a few of the lower line's batches."""
-        n = self.n_pumps
-        passed = np.flatnonzero(~below.detected)
-        if len(passed) < n * per_unit:
-            raise RuntimeError(
-                f"{len(passed)} {what} passed test, {n * per_unit} are needed: scrap exceeds "
-                f"the spare of {pl.SPARE:.0%}"
-            )
-        spread = pl.PART_BUFFER_BATCHES * lower.spec.batch_size
-        order = np.argsort(np.arange(len(passed)) + self.rng.uniform(0, spread, len(passed)))
-        return passed[order[: n * per_unit]].reshape(n, per_unit)
+        """(pumps, per_unit) indices of the parts each pump is built from (see
+        :func:`levels.pick_parts`), from a buffer of a few of the lower line's batches."""
+        buffer = pl.PART_BUFFER_BATCHES * lower.spec.batch_size
+        shape = (self.n_pumps, per_unit)
+        return levels.pick_parts(self.rng, below.detected, buffer, shape, what, pl.SPARE)
 
     def _emit_line(self, line: PumpLine) -> None:
         """Production as every shape writes it; a run's operator and the work
@@ -614,26 +607,16 @@ class _PumpGenerator:
         """Defects arising at this level (``hidden`` ones cannot be caught by this
         line's test), those carried up in parts that passed their own test, and what
         this line's test catches of each."""
-        n = len(line.unit_batch)
-        carried = {t: mask.copy() for t, mask in fired.items()}
-        for parts, lower in below:
-            escaped = lower.escaped
-            for t, mask in lower.carried.items():
-                inherited = (mask & escaped)[parts].any(axis=1)
-                carried[t] = carried.get(t, np.zeros(n, dtype=bool)) | inherited
-        caught = {
-            t: mask & self._draw(np.full(n, self.detect.get((line.spec.uid, t), 0.0)))
-            for t, mask in carried.items()
-        }
-        for t, mask in hidden.items():
-            carried[t] = carried[t] | mask
-        detected = np.zeros(n, dtype=bool)
-        for mask in caught.values():
-            detected |= mask
-        defective = np.zeros(n, dtype=bool)
-        for mask in carried.values():
-            defective |= mask
-        return LineQuality(carried, caught, detected, defective)
+        uid = line.spec.uid
+        a = levels.assess(
+            self.rng,
+            len(line.unit_batch),
+            fired,
+            below,
+            {t: p for (on, t), p in self.detect.items() if on == uid},
+            hidden,
+        )
+        return LineQuality(a.carried, a.caught, a.detected, a.defective)
 
     def _emit_units(self, line: PumpLine, q: LineQuality) -> None:
         note = emit.sub_assembly_note(line, pl.LEVEL_DEFECTS[line.spec.uid])
