@@ -299,13 +299,10 @@ class _BatteryGenerator:
                 draw_lot_spans(self.rng, n),
                 digits=(5, 3),
             )
-            uids, lot_of_batch, supplier = lots.uids, lots.lot_of_batch, lots.supplier
             if plant_bad_lot and mat == self.c.bad_lot_material:
-                at = min(n - 1, round(self.c.bad_lot_position * (n - 1)))
-                k = int(lot_of_batch[at])
-                bad_lot = uids[k]
-                bad_batches = [int(b) for b in np.flatnonzero(lot_of_batch == k)]
-                self.bad_lot_supplier = suppliers[supplier[k]]
+                k = lots.at(self.c.bad_lot_position)
+                bad_lot, bad_batches = lots.uids[k], lots.batches_of(k)
+                self.bad_lot_supplier = suppliers[lots.supplier[k]]
         return bad_lot, bad_batches
 
     def _pick_machines(self, line: _Line, forced: dict[tuple[int, int], int]) -> None:

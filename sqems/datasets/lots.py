@@ -25,6 +25,16 @@ class Lots:
     lot_of_batch: np.ndarray
     supplier: np.ndarray
 
+    def at(self, position: float) -> int:
+        """The lot that fed the batch ``position`` (0 the first, 1 the last) of the way
+        along the line's batches: where a plant plants its bad lot."""
+        n = len(self.lot_of_batch)
+        return int(self.lot_of_batch[min(n - 1, round(position * (n - 1)))])
+
+    def batches_of(self, lot: int) -> list[int]:
+        """The batches lot ``lot`` fed, in order."""
+        return [int(b) for b in np.flatnonzero(self.lot_of_batch == lot)]
+
 
 def emit_lots(
     plant: Plant,

@@ -433,15 +433,12 @@ class _Generator:
                 draw_lot_spans(self.rng, n),
                 digits=(5, 3),
             )
-            uids, lot_of_batch = lots.uids, lots.lot_of_batch
-            line.lots[mat] = lot_of_batch
+            line.lots[mat] = lots.lot_of_batch
             line.lot_suppliers[mat] = np.array([suppliers[s] for s in lots.supplier], dtype=object)
-            line.lot_uids[mat] = uids
+            line.lot_uids[mat] = lots.uids
             if plant_bad_lot and mat == self.c.bad_lot_material:
-                at = min(n - 1, round(self.c.bad_lot_position * (n - 1)))
-                k = int(lot_of_batch[at])
-                bad_lot = uids[k]
-                bad_batches = [int(b) for b in np.flatnonzero(lot_of_batch == k)]
+                k = lots.at(self.c.bad_lot_position)
+                bad_lot, bad_batches = lots.uids[k], lots.batches_of(k)
         return bad_lot, bad_batches
 
     def _pick_machines(self, line: _Line, forced: dict[tuple[int, int], int]) -> None:
