@@ -37,6 +37,7 @@ from sqems.datasets.plant import (
     batch_baseline,
     draw_lot_spans,
 )
+from sqems.datasets.schedule import schedule
 from sqems.datasets.tables import iso
 from sqems.datasets.truth_units import defective_units
 
@@ -250,37 +251,24 @@ class _BatteryGenerator:
     def _schedule(
         self, spec: LineSpec, prefix: str, n_units: int, ready: np.ndarray | None
     ) -> _Line:
-        n_batches = math.ceil(n_units / spec.batch_size)
-        sizes = np.full(n_batches, spec.batch_size, dtype=np.int64)
-        sizes[-1] = n_units - spec.batch_size * (n_batches - 1)
-        duration = sizes * spec.cycle_s
-        starts = np.empty(n_batches, dtype=np.int64)
-        # a batch waits for the line and for the parts of every unit in it
-        last_needed = np.cumsum(sizes) - 1
+        """The line's batches from the plant's start; a batch also waits for the parts of
+        every unit in it, and half an hour more."""
         ready = None if ready is None else np.maximum.accumulate(ready)
-        t = self.t0
-        for j in range(n_batches):
-            if ready is not None:
-                t = max(t, int(ready[last_needed[j]]) + 1800)
-            starts[j] = t
-            t += int(duration[j]) + layout.CHANGEOVER_S
-        n_steps = len(spec.steps)
-        run_starts = starts[:, None] + layout.STEP_OFFSET_S * np.arange(n_steps)[None, :]
+        sch = schedule(spec, n_units, self.t0, spec.cycle_s, ready, wait=1800)
         tag = spec.uid.removeprefix("LINE-")
-        unit_batch = np.repeat(np.arange(n_batches), sizes)
-        within = np.arange(n_units) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        n_batches, n_steps = sch.run_starts.shape
         return _Line(
             spec,
             prefix,
             [f"WO-{tag}-{j + 1:05d}" for j in range(n_batches)],
-            sizes,
-            starts,
-            duration,
-            run_starts,
+            sch.sizes,
+            sch.starts,
+            sch.duration,
+            sch.run_starts,
             np.zeros((n_batches, n_steps), dtype=np.int64),
-            _shift_of(run_starts),
-            unit_batch,
-            run_starts[unit_batch, -1] + (within + 1) * spec.cycle_s,
+            _shift_of(sch.run_starts),
+            sch.unit_batch,
+            sch.unit_time,
         )
 
     def _assign_lots(self, line: _Line, *, plant_bad_lot: bool = False) -> tuple[str, list[int]]:

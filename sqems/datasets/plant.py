@@ -33,6 +33,7 @@ from sqems.datasets import master_data as md
 from sqems.datasets.battery_layout import BatteryCauses
 from sqems.datasets.lots import emit_lots
 from sqems.datasets.pump_layout import PumpCauses
+from sqems.datasets.schedule import schedule
 from sqems.datasets.tables import Table, iso
 from sqems.errors import ValidationFailed
 
@@ -379,40 +380,25 @@ class _Generator:
     # --- production ----------------------------------------------------------------------
 
     def _schedule(self, line: layout.LineSpec, ready: np.ndarray | None) -> _Line:
+        """The line's batches from the plant's start; on the assembly line a batch also
+        waits for its last board."""
         n_units = self.n_boards if line is layout.BOARD_LINE else self.n_drives
-        n_batches = math.ceil(n_units / line.batch_size)
-        sizes = np.full(n_batches, line.batch_size, dtype=np.int64)
-        sizes[-1] = n_units - line.batch_size * (n_batches - 1)
-        duration = sizes * line.cycle_s
-        starts = np.empty(n_batches, dtype=np.int64)
-        # a batch waits for the line and, on the assembly line, for its last board
-        last_needed = np.cumsum(sizes) - 1
-        t = self.t0
-        for j in range(n_batches):
-            if ready is not None:
-                t = max(t, int(ready[last_needed[j]]))
-            starts[j] = t
-            t += int(duration[j]) + layout.CHANGEOVER_S
-        n_steps = len(line.steps)
-        run_starts = starts[:, None] + layout.STEP_OFFSET_S * np.arange(n_steps)[None, :]
+        sch = schedule(line, n_units, self.t0, line.cycle_s, ready)
         tag = "PCB" if line is layout.BOARD_LINE else "ASM"
-        batch_uids = [f"WO-{tag}-{j + 1:05d}" for j in range(n_batches)]
-        unit_batch = np.repeat(np.arange(n_batches), sizes)
-        within = np.arange(n_units) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-        unit_time = run_starts[unit_batch, -1] + (within + 1) * line.cycle_s
+        n_batches, n_steps = sch.run_starts.shape
         return _Line(
             line,
-            batch_uids,
-            sizes,
-            starts,
-            duration,
-            run_starts,
+            [f"WO-{tag}-{j + 1:05d}" for j in range(n_batches)],
+            sch.sizes,
+            sch.starts,
+            sch.duration,
+            sch.run_starts,
             np.zeros((n_batches, n_steps), dtype=np.int64),
-            _shift_of(run_starts),
+            _shift_of(sch.run_starts),
             {},
             {},
-            unit_batch,
-            unit_time,
+            sch.unit_batch,
+            sch.unit_time,
         )
 
     def _assign_lots(

@@ -50,6 +50,7 @@ from sqems.datasets.pump_lines import (
     step_index,
 )
 from sqems.datasets.pump_truth import TruthBuilder
+from sqems.datasets.schedule import schedule
 from sqems.datasets.tables import iso
 from sqems.errors import ValidationFailed
 
@@ -454,43 +455,29 @@ class _PumpGenerator:
         """Batches back to back at the takt that spreads the line's units over its part
         of the calendar; a pump batch also waits for the parts of every pump in it."""
         n_batches = math.ceil(n_units / spec.batch_size)
-        sizes = np.full(n_batches, spec.batch_size, dtype=np.int64)
-        sizes[-1] = n_units - spec.batch_size * (n_batches - 1)
         begin = pl.START + (pl.PUMP_LEAD_S if ready is not None else 0)
         end = pl.END - (0 if ready is not None else pl.PUMP_LEAD_S)
         span = end - begin - n_batches * layout.CHANGEOVER_S - layout.STEP_OFFSET_S * 3
         takt = max(1, span // n_units)
-        duration = sizes * takt
-        starts = np.empty(n_batches, dtype=np.int64)
-        last_needed = np.cumsum(sizes) - 1
         ready = None if ready is None else np.maximum.accumulate(ready)
-        t = begin
-        for j in range(n_batches):
-            if ready is not None:
-                t = max(t, int(ready[last_needed[j]]) + 1800)
-            starts[j] = t
-            t += int(duration[j]) + layout.CHANGEOVER_S
-        n_steps = len(spec.steps)
-        run_starts = starts[:, None] + layout.STEP_OFFSET_S * np.arange(n_steps)[None, :]
+        sch = schedule(spec, n_units, begin, takt, ready, wait=1800)
         if spec is pl.PUMP_LINE:
             uids = [f"{pl.PUMP_BATCH_PREFIX}{j + 1:03d}" for j in range(n_batches)]
         else:
             tag = spec.uid.removeprefix("LINE-")
             uids = [f"WO-{tag}-{j + 1:05d}" for j in range(n_batches)]
-        unit_batch = np.repeat(np.arange(n_batches), sizes)
-        within = np.arange(n_units) - np.repeat(np.cumsum(sizes) - sizes, sizes)
         return PumpLine(
             spec,
             prefix,
             uids,
-            sizes,
-            starts,
-            duration,
-            run_starts,
-            np.zeros((n_batches, n_steps), dtype=np.int64),
-            _shift_of(_local_seconds(run_starts)),
-            unit_batch,
-            run_starts[unit_batch, -1] + (within + 1) * takt,
+            sch.sizes,
+            sch.starts,
+            sch.duration,
+            sch.run_starts,
+            np.zeros((n_batches, len(spec.steps)), dtype=np.int64),
+            _shift_of(_local_seconds(sch.run_starts)),
+            sch.unit_batch,
+            sch.unit_time,
         )
 
     def _prepare(self, line: PumpLine) -> None:
