@@ -24,6 +24,12 @@ export async function apiKey() {
   return key;
 }
 
+// Forget this tab's key (the server refused it): the next apiKey() asks for another.
+export function forgetKey() {
+  sessionStorage.removeItem(KEY_STORE);
+  key = null;
+}
+
 export async function gql(query, variables = {}) {
   const response = await fetch("/graphql", {
     method: "POST",
@@ -34,7 +40,7 @@ export async function gql(query, variables = {}) {
   if (body.errors && body.errors.length) {
     const e = body.errors[0];
     const code = e.extensions && e.extensions.code;
-    if (code === "UNAUTHENTICATED") sessionStorage.removeItem(KEY_STORE);
+    if (code === "UNAUTHENTICATED") forgetKey();
     throw new Error(code ? `${e.message} (${code})` : e.message);
   }
   return body.data;

@@ -18,7 +18,7 @@
 // window.sqemsBoard describes what is shown and the socket's state, for scripts and
 // browser tests.
 
-import { apiKey, showError } from "/viewer/app/api.js";
+import { apiKey, forgetKey, showError } from "/viewer/app/api.js";
 
 export const QUERY = `subscription BoardUpdates {
   boardUpdates {
@@ -40,7 +40,6 @@ export const QUERY = `subscription BoardUpdates {
 }`;
 
 const PROTOCOL = "graphql-transport-ws";
-const KEY_STORE = "sqems.apiKey"; // api.js keeps the key under this name in the tab
 const RETRY_FIRST_MS = 500;
 const RETRY_MAX_MS = 30_000;
 const SILENCE_MS = 25_000; // a socket quiet this long is pinged
@@ -427,7 +426,7 @@ async function refused(message) {
   link.retry = null;
   if (link.asking) return; // the dialog is open already
   link.asking = true;
-  sessionStorage.removeItem(KEY_STORE);
+  forgetKey();
   setLive("refused", "key refused");
   showError(new Error(`${message} — enter another API key`));
   link.key = await apiKey();
